@@ -1,0 +1,115 @@
+"""The interface every generative-model family implements.
+
+A family is one module under ``pipeline_lib.models`` that defines a subclass of
+:class:`GenerativeModel` and exposes it as ``MODEL``. The trainer, the sampler
+and the workflow rules only talk to this interface, so adding a family means
+writing one module and one config block.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+
+class GenerativeModel(nn.Module):
+    """Base class: owns networks, optimisers and mixed-precision state.
+
+    Subclasses set ``family`` and ``DEFAULTS`` (the published hyperparameters),
+    build their networks in ``__init__`` and implement :meth:`training_step`
+    and :meth:`sample`; models that can encode images also implement
+    :meth:`reconstruct` and set ``can_reconstruct``.
+    """
+
+    family: ClassVar[str] = ""
+    conditional: ClassVar[bool] = False
+    can_reconstruct: ClassVar[bool] = False
+    #: Published hyperparameters; every key a config block may set for this family.
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
+        super().__init__()
+        if image_size < 16 or image_size & (image_size - 1):
+            raise InputError(f"{self.family}: image_size must be a power of two >= 16, got {image_size}")
+        self.image_size = image_size
+        self.channels = channels
+        self.n_classes = n_classes
+        self.hparams = self.resolve_hparams(hparams)
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.use_amp = False
+        self.scaler: torch.amp.GradScaler | None = None
+
+    @classmethod
+    def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """Published defaults overridden by ``given``; unknown keys are an error."""
+        unknown = sorted(set(given) - set(cls.DEFAULTS))
+        if unknown:
+            raise InputError(
+                f"model family '{cls.family}' has no hyperparameter(s) {unknown}; "
+                f"known: {sorted(cls.DEFAULTS)}"
+            )
+        return {**cls.DEFAULTS, **given}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- training -----------------------------------------------------------
+    def configure_optimizers(self) -> None:
+        """Create ``self.optimizers`` (called once, after the model is on its device)."""
+        raise NotImplementedError
+
+    def enable_mixed_precision(self, enabled: bool) -> None:
+        """Autocast and gradient scaling; only meaningful on CUDA, a no-op elsewhere."""
+        self.use_amp = bool(enabled) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+
+    def autocast(self):
+        if self.use_amp:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return nullcontext()
+
+    def optimise(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, **backward_kwargs) -> None:
+        """Backward pass and optimiser step, through the gradient scaler under AMP."""
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward(**backward_kwargs)
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward(**backward_kwargs)
+            optimizer.step()
+
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        """One optimisation step on a batch (N, C, H, W) in [0, 1]; returns named losses."""
+        raise NotImplementedError
+
+    # -- inference ----------------------------------------------------------
+    def sample(self, n: int, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` new images (n, C, H, W) in [0, 1]."""
+        raise NotImplementedError
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"family '{self.family}' cannot reconstruct images")
+
+    # -- checkpoints --------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly: weights, optimisers, scaler."""
+        return {
+            "model": self.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["model"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
