@@ -52,3 +52,15 @@ def sample_model(weights: Path, n: int, seed: int, out_samples: Path, out_grid: 
         recon = np.zeros((0,) + samples.shape[1:], dtype=np.float32)
     write_npy(out_reconstructions, recon)
     return {"n_samples": int(len(samples)), "n_reconstructions": int(len(recon))}
+
+
+def sample_job(weights: Path, images: Path, table: Path, sampling: dict, *, samples: Path,
+               grid: Path, reconstructions: Path, threads: int | None = None) -> dict:
+    """The sample rule: ``sampling.n`` samples plus reconstructions of a seeded test subset."""
+    from .dataset import load_split
+    from .training import configure_threads
+
+    configure_threads(threads)
+    test_images, _ = load_split(images, table, "test", n=sampling["n_reconstruct"], seed=sampling["seed"])
+    return sample_model(weights, sampling["n"], sampling["seed"], samples, grid, reconstructions,
+                        test_images=test_images)

@@ -250,3 +250,25 @@ def configure_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
+
+
+def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, weights: Path,
+              losses: Path, summary: Path, checkpoint_root: Path, threads: int | None = None) -> dict:
+    """The train rule: train on the train split and write weights, losses and a summary."""
+    from .dataset import load_split
+    from .io import write_json
+
+    configure_threads(threads)
+    train_images, rows = load_split(images, table, "train")
+    labels, class_names = None, None
+    condition_on = block.get("condition_on")
+    if condition_on:
+        if condition_on not in rows.columns:
+            raise InputError(f"models.{name}.condition_on: the slice table has no column '{condition_on}'")
+        class_names = sorted(rows[condition_on].unique())
+        labels = rows[condition_on].map({c: i for i, c in enumerate(class_names)}).to_numpy()
+    result = train_model(name, block, train_images, labels, weights, losses, checkpoint_root,
+                         data_files=[images, table], n_classes=len(class_names or []),
+                         class_names=class_names)
+    write_json(summary, result)
+    return result

@@ -1,0 +1,34 @@
+# Two entry points: `make demo` (install + run the pipeline on the demo cohort)
+# and `make test` (install + run the test suite). Everything installs into .venv.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# dcm2niix and snakemake come from the venv; jobs find them on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install demo test lint clean-results
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/snakemake --profile profiles/local all
+	@echo "Report: results/report/index.html"
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+clean-results:
+	rm -rf results logs private .snakemake resources/demo

@@ -1,0 +1,39 @@
+# Brain MRI -> trained generative models, synthetic slices and a comparison report.
+# Run:  snakemake --profile profiles/local all      (workstation)
+#       snakemake --profile profiles/slurm all      (cluster)
+
+import os
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+# Jobs (local scripts and cluster jobs alike) import the library from this checkout,
+# so a job never runs a different pipeline_lib than the one the DAG was built with.
+LIBRARY = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, LIBRARY)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [LIBRARY, os.environ.get("PYTHONPATH")]))
+
+
+# ----- rules ---------------------------------------------------------------
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/register.smk"
+include: "workflow/rules/slice.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/report.smk"
+
+
+# ----- target --------------------------------------------------------------
+rule all:
+    default_target: True
+    input:
+        "results/report/index.html",

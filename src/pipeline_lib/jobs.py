@@ -1,0 +1,32 @@
+"""What every workflow script does first: send its logs to the rule's log file."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+
+def start_job(log_path: str | Path | None, threads: int | None = None) -> logging.Logger:
+    """Route ``logging`` and stderr to the rule's log; limit numeric libraries to ``threads``.
+
+    Only library messages reach the log: no tool's raw output, which may echo
+    file paths or header fields.
+    """
+    handlers: list[logging.Handler] = []
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        stream = open(log_path, "w", buffering=1)
+        sys.stderr = stream
+        handlers.append(logging.StreamHandler(stream))
+    else:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if threads:
+        import os
+
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+            os.environ[var] = str(threads)
+    return logging.getLogger("pipeline")

@@ -1,0 +1,92 @@
+# Shared helpers: config validation, the subject list (from the discovery checkpoint),
+# and per-model lookups. Nothing here imports torch: the DAG must build fast.
+
+import functools
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+from pipeline_lib.models import family_source
+
+
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+
+WORKFLOW_ROOT = Path(workflow.basedir)
+DEMO_SHEET = "resources/demo/samples.tsv"
+MODELS = sorted(config["models"])
+
+
+wildcard_constraints:
+    subject=r"sub-[0-9a-f]{10}",
+    model="|".join(MODELS) if MODELS else "(?!)",
+
+
+def input_source():
+    """The discovery rule's input: the demo sheet (built by a rule) or the user's folder/sheet."""
+    source = config["input"]["source"]
+    return DEMO_SHEET if source == "demo" else source
+
+
+@functools.lru_cache(maxsize=4)
+def _read_table(path, mtime):
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
+def read_table(path):
+    return _read_table(str(path), Path(path).stat().st_mtime_ns)
+
+
+def linkage():
+    """pseudonym -> source row; only available once the discovery checkpoint has run."""
+    table = read_table(checkpoints.discover_inputs.get().output.linkage)
+    return table.set_index("subject")
+
+
+def discovered_subjects():
+    return sorted(linkage().index)
+
+
+def subject_source_input(wildcards):
+    """A missing source becomes an ingest failure for that subject, not a DAG error."""
+    path = linkage().loc[wildcards.subject, "path"]
+    return [path] if Path(path).exists() else []
+
+
+def subject_source(wildcards):
+    return linkage().loc[wildcards.subject, "path"]
+
+
+def subject_format(wildcards):
+    return linkage().loc[wildcards.subject, "format"]
+
+
+def per_subject(pattern):
+    """Input function: ``pattern`` expanded over every discovered subject."""
+
+    def expand_subjects(wildcards):
+        return expand(pattern, subject=discovered_subjects())
+
+    return expand_subjects
+
+
+def model_block(wildcards):
+    return config["models"][wildcards.model]
+
+
+def model_family_source(wildcards):
+    """The family's module is an input, so editing it reruns that family's models only."""
+    family = config["models"][wildcards.model]["family"]
+    return str(family_source(family).relative_to(WORKFLOW_ROOT))
+
+
+def checkpoint_dir(wildcards):
+    """Resume state of a training run: deliberately not a declared output (Snakemake would delete it)."""
+    return f"results/checkpoints/{wildcards.model}"
+
+
+def salt_fingerprint():
+    """Changing the salt must rerun discovery; the salt itself stays out of Snakemake's records."""
+    import hashlib
+
+    return hashlib.sha256(config["privacy"]["pseudonym_salt"].encode()).hexdigest()[:12]

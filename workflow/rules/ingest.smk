@@ -1,0 +1,55 @@
+checkpoint discover_inputs:
+    """Find subjects in a folder or sample sheet and give each a salted pseudonym."""
+    input:
+        input_source(),
+    output:
+        linkage="private/linkage.tsv",
+        subjects="results/inputs/subjects.tsv",
+    log:
+        "logs/discover_inputs.log",
+    params:
+        salt_fingerprint=salt_fingerprint(),
+    message:
+        "Discovering input subjects"
+    conda:
+        "../../envs/imaging.yaml"
+    script:
+        "../scripts/discover_inputs.py"
+
+
+rule ingest:
+    """DICOM -> NIfTI (dcm2niix), validation, reorientation to RAS, PHI-free metadata."""
+    input:
+        subject_source_input,
+    output:
+        directory("results/ingest/{subject}"),
+    log:
+        "logs/ingest/{subject}.log",
+    params:
+        source=subject_source,
+        format=subject_format,
+        on_bad_input=config["on_bad_input"],
+    message:
+        "Ingesting {wildcards.subject}"
+    conda:
+        "../../envs/imaging.yaml"
+    script:
+        "../scripts/ingest.py"
+
+
+rule qc_tables:
+    """One row per subject: ingest and registration outcome, with the reason for failures."""
+    input:
+        ingest=per_subject("results/ingest/{subject}"),
+        register=per_subject("results/register/{subject}"),
+    output:
+        ingest="results/qc/ingest.tsv",
+        registration="results/qc/registration.tsv",
+    log:
+        "logs/qc_tables.log",
+    message:
+        "Collecting QC tables"
+    conda:
+        "../../envs/imaging.yaml"
+    script:
+        "../scripts/qc_tables.py"

@@ -1,0 +1,20 @@
+rule register:
+    """ANTs registration to the template, resampled onto the configured grid, with QC."""
+    input:
+        ingested="results/ingest/{subject}",
+    output:
+        directory("results/register/{subject}"),
+    log:
+        "logs/register/{subject}.log",
+    params:
+        registration=config["registration"],
+        on_bad_input=config["on_bad_input"],
+    threads: 2
+    resources:
+        mem_mb=3000,
+    message:
+        "Registering {wildcards.subject} ({params.registration[transform]})"
+    conda:
+        "../../envs/imaging.yaml"
+    script:
+        "../scripts/register.py"

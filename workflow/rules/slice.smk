@@ -1,0 +1,18 @@
+rule slice_dataset:
+    """Normalise, drop top/bottom slices, resize, split train/test by subject."""
+    input:
+        registered=per_subject("results/register/{subject}"),
+        subjects="results/inputs/subjects.tsv",
+    output:
+        images="results/slices/images.npy",
+        table="results/slices/slices.tsv",
+    log:
+        "logs/slice_dataset.log",
+    params:
+        slicing=config["slicing"],
+    message:
+        "Slicing registered volumes into a 2-D dataset"
+    conda:
+        "../../envs/imaging.yaml"
+    script:
+        "../scripts/slice_dataset.py"

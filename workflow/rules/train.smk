@@ -1,0 +1,24 @@
+rule train:
+    """Train one model; resumes from results/checkpoints/{model}/ after a kill."""
+    input:
+        images="results/slices/images.npy",
+        table="results/slices/slices.tsv",
+        family=model_family_source,
+    output:
+        weights="results/models/{model}/weights.pt",
+        losses="results/models/{model}/losses.csv",
+        summary="results/models/{model}/summary.json",
+    log:
+        "logs/train/{model}.log",
+    params:
+        block=model_block,
+        checkpoints=checkpoint_dir,
+    threads: 2
+    resources:
+        mem_mb=8000,
+    message:
+        "Training model {wildcards.model}"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/train.py"

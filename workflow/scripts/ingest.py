@@ -1,0 +1,15 @@
+from pathlib import Path
+
+from pipeline_lib.ingest import ingest_subject, raise_if_failed
+from pipeline_lib.jobs import start_job
+
+log = start_job(snakemake.log[0])
+status = ingest_subject(
+    Path(snakemake.params.source),
+    snakemake.params.format,
+    Path(snakemake.output[0]),
+    snakemake.wildcards.subject,
+)
+log.info("%s: %s %s", status["subject"], status["status"], status.get("reason", ""))
+if snakemake.params.on_bad_input == "fail":
+    raise_if_failed(status)

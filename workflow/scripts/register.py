@@ -1,0 +1,16 @@
+from pathlib import Path
+
+from pipeline_lib.jobs import start_job
+
+log = start_job(snakemake.log[0], snakemake.threads)
+
+from pipeline_lib.registration import run_registration_job  # noqa: E402  (ITK reads its thread count at import)
+
+status = run_registration_job(
+    Path(snakemake.input.ingested),
+    Path(snakemake.output[0]),
+    snakemake.wildcards.subject,
+    snakemake.params.registration,
+    fail_on_error=snakemake.params.on_bad_input == "fail",
+)
+log.info("%s: %s %s", status["subject"], status["status"], status.get("reason", ""))
