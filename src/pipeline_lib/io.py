@@ -26,6 +26,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         suffix = "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    # mkstemp creates 0600 files; outputs should get the usual permissions under the umask.
+    os.chmod(tmp, 0o666 & ~_current_umask())
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -33,6 +35,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path, text: str) -> None:

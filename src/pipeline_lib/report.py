@@ -459,3 +459,69 @@ def _is_numpy_number(value: Any) -> bool:
 
 def _esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
+
+
+def report_job(out_html: Path, *, inputs: Mapping[str, Any], models: list[str], settings: Mapping,
+               synthetic_cohort: bool, title: str) -> None:
+    """The report rule: gather every stage's outputs (named as in report.smk) into the report."""
+    import json
+    import tempfile
+
+    from .dataset import load_split, load_table
+    from .figures import save_pairs
+    from .qc import successful_outputs
+
+    def by_model(key: str) -> dict[str, Path]:
+        paths = inputs[key]
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        return dict(zip(models, map(Path, paths)))
+
+    subjects = pd.read_csv(inputs["subjects"], sep="\t", dtype=str, keep_default_na=False)
+    ingest_qc = pd.read_csv(inputs["ingest_qc"], sep="\t", dtype=str, keep_default_na=False)
+    registration_qc = pd.read_csv(inputs["registration_qc"], sep="\t", keep_default_na=False)
+    table = load_table(Path(inputs["table"]))
+    cohort = {
+        "subjects_found": len(subjects),
+        "subjects_ingested": int((ingest_qc["status"] == "ok").sum()),
+        "subjects_registered": int((registration_qc["status"] == "ok").sum()),
+        "subjects_failed": int((registration_qc["status"] != "ok").sum()),
+        "slices_train": int((table["split"] == "train").sum()),
+        "slices_test": int((table["split"] == "test").sum()),
+        "image_size": int(np.load(inputs["images"], mmap_mode="r").shape[-1]),
+        "registration": f"{settings['registration']['transform']} to "
+                        f"{settings['registration']['template'] or 'MNI152 2009c (nilearn)'}, "
+                        f"grid {'x'.join(map(str, settings['registration']['grid']))}",
+    }
+    summaries = {m: json.loads(p.read_text()) for m, p in by_model("summaries").items()}
+    model_info = {
+        m: {"family": s["family"], "hyperparameters": s["hparams"], "steps": s["steps"],
+            "device": s["device"], "wall_time_s": s["train_seconds"]}
+        for m, s in summaries.items()
+    }
+    sampling = settings["sampling"]
+    with tempfile.TemporaryDirectory() as tmp:
+        reconstruction_grids = {}
+        recon_paths = {m: p for m, p in by_model("reconstructions").items()
+                       if np.load(p, mmap_mode="r").shape[0]}
+        if recon_paths:
+            test_images, _ = load_split(Path(inputs["images"]), Path(inputs["table"]), "test",
+                                        n=sampling["n_reconstruct"], seed=sampling["seed"])
+            for m, p in recon_paths.items():
+                reconstruction_grids[m] = Path(tmp) / f"{m}.png"
+                save_pairs(test_images, np.load(p), reconstruction_grids[m])
+        build_report(
+            Path(out_html),
+            cohort=cohort,
+            ingest_qc=ingest_qc,
+            registration_qc=registration_qc,
+            overlays={s: p.parent / "overlay.png"
+                      for s, p in successful_outputs(inputs["registered"], "qc.json").items()},
+            metrics={m: json.loads(p.read_text()) for m, p in by_model("metrics").items()},
+            original_metrics=json.loads(Path(inputs["original"]).read_text()),
+            sample_grids=by_model("grids"),
+            reconstruction_grids=reconstruction_grids,
+            losses=by_model("losses"),
+            model_info=model_info,
+            synthetic_cohort=synthetic_cohort,
+            title=title,
+        )

@@ -12,7 +12,6 @@ from pipeline_lib.models import family_source
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
-WORKFLOW_ROOT = Path(workflow.basedir)
 DEMO_SHEET = "resources/demo/samples.tsv"
 MODELS = sorted(config["models"])
 
@@ -77,7 +76,7 @@ def model_block(wildcards):
 def model_family_source(wildcards):
     """The family's module is an input, so editing it reruns that family's models only."""
     family = config["models"][wildcards.model]["family"]
-    return str(family_source(family).relative_to(WORKFLOW_ROOT))
+    return str(family_source(family))
 
 
 def checkpoint_dir(wildcards):

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 from pipeline_lib.ingest import ingest_subject, raise_if_failed
@@ -5,7 +6,8 @@ from pipeline_lib.jobs import start_job
 
 log = start_job(snakemake.log[0])
 status = ingest_subject(
-    Path(snakemake.params.source),
+    # Relative to the working directory, so QC tables don't expose the machine's layout.
+    Path(os.path.relpath(snakemake.params.source)),
     snakemake.params.format,
     Path(snakemake.output[0]),
     snakemake.wildcards.subject,

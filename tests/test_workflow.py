@@ -1,0 +1,129 @@
+"""The whole workflow, end to end, on a tiny configuration in a scratch directory.
+
+One real run (demo cohort -> dcm2niix -> ANTs -> slices -> VAE -> samples ->
+metrics -> report) is shared by the tests below; each then checks one promise
+of the pipeline: finite report numbers, QC rows for bad input, no PHI in any
+output or log, nothing to do on a second call, and stale-only reruns.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+TEST_CONFIG = Path(__file__).parent / "data" / "config.integration.yaml"
+
+pytestmark = pytest.mark.integration
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def dry_run_jobs(workdir: Path) -> dict[str, int]:
+    """Rule -> job count of what a dry run would execute."""
+    result = snakemake(workdir, "-n", "--cores", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match and match.group(1) != "total":
+            jobs[match.group(1)] = int(match.group(2))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("workflow")
+    shutil.copy(TEST_CONFIG, work / "config.yaml")
+    result = snakemake(work, "--cores", "2", "all")
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return work
+
+
+def write_config(work: Path, change) -> None:
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    change(config)
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_report_table_has_finite_numbers_for_every_row(workdir):
+    html = (workdir / "results/report/index.html").read_text()
+    table = re.search(r'<table[^>]*id="table1".*?</table>', html, re.S).group(0)
+    rows = re.findall(r'<tr[^>]*data-model="([^"]+)"(.*?)</tr>', table, re.S)
+    assert [name for name, _ in rows] == ["Original", "vae"]
+    for name, row in rows:
+        values = [float(v) for v in re.findall(r'data-value="([^"]+)"', row)]
+        assert len(values) == 4, (name, values)
+        assert all(v == v and abs(v) != float("inf") for v in values), (name, values)
+    assert "synthetic phantoms" in html.lower()
+
+
+def test_corrupt_demo_file_is_reported_and_the_rest_goes_on(workdir):
+    qc = pd.read_csv(workdir / "results/qc/ingest.tsv", sep="\t", keep_default_na=False)
+    failed = qc[qc["status"] == "failed"]
+    assert len(failed) == 1
+    assert failed["file"].iloc[0].endswith("demo-05.nii.gz")
+    assert failed["reason"].iloc[0]
+    registered = pd.read_csv(workdir / "results/qc/registration.tsv", sep="\t", keep_default_na=False)
+    assert (registered["status"] == "ok").sum() == 4
+    slices = pd.read_csv(workdir / "results/slices/slices.tsv", sep="\t")
+    assert slices["subject"].nunique() == 4
+    assert set(slices["split"]) == {"train", "test"}
+
+
+def _readable_text(path: Path) -> str:
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        data = gzip.decompress(data)
+    return data.decode("latin-1")
+
+
+def test_no_planted_phi_in_results_or_logs(workdir):
+    planted = json.loads((workdir / "resources/demo/planted_phi.json").read_text())["strings"]
+    assert len(planted) >= 6
+    searched = 0
+    for root in ("results", "logs", ".snakemake/log", "private"):
+        for path in (workdir / root).rglob("*"):
+            if path.is_file():
+                text = _readable_text(path)
+                searched += 1
+                for secret in planted:
+                    assert secret not in text, f"{secret!r} leaked into {path}"
+    assert searched > 20
+
+
+def test_second_call_has_nothing_to_do(workdir):
+    assert dry_run_jobs(workdir) == {}
+
+
+def test_changing_one_models_lr_reruns_only_that_model(workdir):
+    write_config(workdir, lambda c: c["models"]["vae"].update(lr=5e-4))
+    try:
+        assert dry_run_jobs(workdir) == {"train": 1, "sample": 1, "metrics_model": 1, "report": 1, "all": 1}
+    finally:
+        write_config(workdir, lambda c: None)
+    assert dry_run_jobs(workdir) == {}
+
+
+def test_lint_is_clean(workdir):
+    result = snakemake(workdir, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
