@@ -2,7 +2,6 @@
 # Run:  snakemake --profile profiles/local all      (workstation)
 #       snakemake --profile profiles/slurm all      (cluster)
 
-import os
 import sys
 
 from snakemake.utils import min_version
@@ -17,7 +16,10 @@ configfile: "config.yaml"
 # so a job never runs a different pipeline_lib than the one the DAG was built with.
 LIBRARY = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, LIBRARY)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [LIBRARY, os.environ.get("PYTHONPATH")]))
+
+from pipeline_lib.jobs import export_library_path
+
+export_library_path(LIBRARY)
 
 
 # ----- rules ---------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -24,9 +25,14 @@ def start_job(log_path: str | Path | None, threads: int | None = None) -> loggin
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if threads:
-        import os
-
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
             os.environ[var] = str(threads)
     return logging.getLogger("pipeline")
+
+
+def export_library_path(library: str) -> None:
+    """Put ``library`` first on PYTHONPATH so every job (script or cluster job) imports it."""
+    current = os.environ.get("PYTHONPATH", "")
+    if library not in current.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [library, current]))
