@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .figures import save_grid
-from .io import write_npy
+from .io import write_npy, write_tsv
 from .training import load_trained_model
 
 
@@ -18,10 +19,19 @@ def _batches(n: int, size: int):
 
 
 @torch.no_grad()
-def draw_samples(model, n: int, seed: int, batch_size: int = 250) -> np.ndarray:
-    """``n`` samples (n, H, W) float32 in [0, 1]; the same seed gives the same samples."""
+def draw_samples(model, n: int, seed: int, labels: np.ndarray | None = None,
+                 batch_size: int = 250) -> np.ndarray:
+    """``n`` samples (n, H, W) float32 in [0, 1]; the same seed gives the same samples.
+
+    Conditional models take one class index per sample in ``labels``.
+    """
     gen = torch.Generator().manual_seed(seed)
-    out = [model.sample(size, generator=gen).cpu() for _, size in _batches(n, batch_size)]
+    out = []
+    for start, size in _batches(n, batch_size):
+        batch_labels = None
+        if labels is not None:
+            batch_labels = torch.as_tensor(labels[start:start + size], dtype=torch.long).to(model.device)
+        out.append(model.sample(size, labels=batch_labels, generator=gen).cpu())
     return torch.cat(out)[:, 0].clamp(0, 1).numpy().astype(np.float32)
 
 
@@ -34,18 +44,33 @@ def reconstruct_images(model, images: np.ndarray, batch_size: int = 250) -> np.n
     return torch.cat(out)[:, 0].clamp(0, 1).numpy().astype(np.float32)
 
 
-def sample_model(weights: Path, n: int, seed: int, out_samples: Path, out_grid: Path,
-                 out_reconstructions: Path, *, test_images: np.ndarray | None = None,
-                 device: str = "auto") -> dict:
-    """Write ``n`` samples, their grid, and reconstructions of ``test_images``.
+def sample_labels(n: int, n_classes: int, n_per_class: int | None) -> np.ndarray | None:
+    """Class index per sample: ``n_per_class`` of each class (default: ``n`` split evenly)."""
+    if n_classes == 0:
+        return None
+    per_class = n_per_class or max(1, n // n_classes)
+    return np.repeat(np.arange(n_classes), per_class)
 
-    Families that cannot reconstruct get a reconstructions array with zero rows,
-    so one rule serves every family; the metrics and the report skip such arrays.
+
+def sample_model(weights: Path, n: int, seed: int, out_samples: Path, out_grid: Path,
+                 out_reconstructions: Path, out_labels: Path, *, n_per_class: int | None = None,
+                 test_images: np.ndarray | None = None, device: str = "auto") -> dict:
+    """Write samples, their grid, their class labels, and reconstructions of ``test_images``.
+
+    Conditional models draw ``n_per_class`` images of every class (``n`` in
+    total otherwise). Families that cannot reconstruct leave a reconstructions
+    array with zero rows, so one rule serves every family.
     """
-    model, _ = load_trained_model(weights, device=device)
-    samples = draw_samples(model, n, seed)
+    model, summary = load_trained_model(weights, device=device)
+    labels = sample_labels(n, summary["n_classes"], n_per_class) if model.conditional else None
+    samples = draw_samples(model, n if labels is None else len(labels), seed, labels=labels)
     write_npy(out_samples, samples)
     save_grid(samples, out_grid)
+    names = summary.get("class_names") or []
+    write_tsv(out_labels, pd.DataFrame({
+        "sample": np.arange(len(samples)),
+        "label": [names[i] for i in labels] if labels is not None else [""] * len(samples),
+    }))
     if model.can_reconstruct and test_images is not None and len(test_images):
         recon = reconstruct_images(model, test_images)
     else:
@@ -55,7 +80,7 @@ def sample_model(weights: Path, n: int, seed: int, out_samples: Path, out_grid: 
 
 
 def sample_job(weights: Path, images: Path, table: Path, sampling: dict, *, samples: Path,
-               grid: Path, reconstructions: Path, threads: int | None = None) -> dict:
+               grid: Path, reconstructions: Path, labels: Path, threads: int | None = None) -> dict:
     """The sample rule: ``sampling.n`` samples plus reconstructions of a seeded test subset."""
     from .dataset import load_split
     from .training import configure_threads
@@ -63,4 +88,4 @@ def sample_job(weights: Path, images: Path, table: Path, sampling: dict, *, samp
     configure_threads(threads)
     test_images, _ = load_split(images, table, "test", n=sampling["n_reconstruct"], seed=sampling["seed"])
     return sample_model(weights, sampling["n"], sampling["seed"], samples, grid, reconstructions,
-                        test_images=test_images)
+                        labels, n_per_class=sampling.get("n_per_class"), test_images=test_images)

@@ -143,12 +143,14 @@ class BatchStream:
 def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np.ndarray | None,
                 out_weights: Path, out_losses: Path, checkpoint_root: Path, *,
                 data_files: list[Path] = (), n_classes: int = 0, class_names: list[str] | None = None,
-                device: str = "auto") -> dict[str, Any]:
+                device: str = "auto", steps_this_call: int | None = None) -> dict[str, Any] | None:
     """Train model ``name`` from its config ``block`` on ``images`` (N, H, W) in [0, 1].
 
     Resumes from ``checkpoint_root/<fingerprint>/checkpoint.pt`` when present.
     Writes the final weights (with the metadata needed to rebuild the model)
     and a losses CSV atomically; returns a summary for the report.
+    ``steps_this_call`` stops early after that many steps with a checkpoint and
+    returns None, as a time-sliced or preempted job would.
     """
     settings = TrainerSettings.from_block(name, block)
     family = block["family"]
@@ -195,7 +197,11 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         return True
 
     started = time.monotonic() - state.elapsed_s
+    first_step = state.step
     while budget_left():
+        if steps_this_call is not None and state.step - first_step >= steps_this_call:
+            save_checkpoint(ckpt_path, model, state, batch_gen, stream.permutation, stream.cursor)
+            return None
         idx = stream.next_indices()
         x = data[idx].unsqueeze(1).to(dev, non_blocking=True)
         if settings.channels_last and dev.type == "cuda":

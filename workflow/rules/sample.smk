@@ -8,6 +8,7 @@ rule sample:
         samples="results/samples/{model}/samples.npy",
         grid="results/samples/{model}/grid.png",
         reconstructions="results/samples/{model}/reconstructions.npy",
+        labels="results/samples/{model}/labels.tsv",
     log:
         "logs/sample/{model}.log",
     params:

@@ -12,5 +12,6 @@ sample_job(
     samples=Path(snakemake.output.samples),
     grid=Path(snakemake.output.grid),
     reconstructions=Path(snakemake.output.reconstructions),
+    labels=Path(snakemake.output.labels),
     threads=snakemake.threads,
 )
