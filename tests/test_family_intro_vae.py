@@ -1,0 +1,131 @@
+"""IntroVAE family: published defaults, architecture sizing, loss composition, gradient routing, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline_lib.models import build_model
+from pipeline_lib.models.intro_vae import IntroVAE, stage_widths
+
+TINY = {"width": 8, "max_width": 32, "latent_dim": 16, "batch_size": 8, "lr": 1e-3}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_no_denormals():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
+    torch.set_num_threads(threads)
+
+
+def ellipses(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """(n, 1, size, size) bright ellipses at random positions, in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1))
+    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2))
+    return torch.from_numpy(img.astype(np.float32)).unsqueeze(1)
+
+
+def tiny_model(size: int = 32, **overrides) -> IntroVAE:
+    model = build_model("intro_vae", size, {**TINY, **overrides})
+    model.configure_optimizers()
+    return model
+
+
+def test_defaults_are_the_published_values():
+    d = IntroVAE.DEFAULTS
+    assert (d["m"], d["latent_dim"], d["alpha"], d["beta"]) == (110.0, 256, 0.25, 0.5)
+    assert (d["lr"], d["batch_size"], d["recon_reference_size"]) == (2e-4, 8, 128)
+    assert IntroVAE.can_reconstruct
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_number_of_stages_follows_image_size(size):
+    model = build_model("intro_vae", size, {"width": 4, "max_width": 8, "latent_dim": 8})
+    pools = [m for m in model.encoder.modules() if isinstance(m, nn.AvgPool2d)]
+    ups = [m for m in model.decoder.modules() if isinstance(m, nn.Upsample)]
+    assert len(pools) == len(ups) == int(np.log2(size // 4))
+    with torch.no_grad():
+        features = model.encoder.features[:-1](torch.zeros(2, 1, size, size))
+    assert features.shape[-2:] == (4, 4)
+
+
+def test_stage_widths_double_up_to_the_maximum():
+    assert stage_widths(128, 64, 512) == [64, 128, 256, 512, 512]
+    assert stage_widths(32, 8, 32) == [8, 16, 32]
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_sample_and_reconstruction_shapes_and_range(size):
+    torch.manual_seed(0)
+    model = tiny_model(size)
+    samples = model.sample(3, generator=torch.Generator().manual_seed(1))
+    assert samples.shape == (3, 1, size, size)
+    assert samples.min() >= 0 and samples.max() <= 1
+    x = ellipses(4, size)
+    recon = model.reconstruct(x)
+    assert recon.shape == x.shape and recon.min() >= 0 and recon.max() <= 1
+    mu, logvar = model.encoder(x)
+    assert mu.shape == logvar.shape == (4, TINY["latent_dim"])
+
+
+def test_reconstruction_loss_keeps_the_128px_scale_at_any_size():
+    """A uniform error of 0.1 costs 0.01 * 128^2 whatever the image size, so m keeps its meaning."""
+    for size in (32, 64):
+        model = tiny_model(size)
+        x = torch.zeros(2, 1, size, size)
+        assert model.reconstruction_loss(x, x + 0.1).item() == pytest.approx(0.01 * 128**2, rel=1e-5)
+        plain_sse = tiny_model(size, recon_reference_size=size)
+        assert plain_sse.reconstruction_loss(x, x + 0.1).item() == pytest.approx(0.01 * size**2, rel=1e-5)
+
+
+@pytest.mark.parametrize("m", [0.0, 110.0])
+def test_encoder_loss_is_eq_8(m):
+    torch.manual_seed(0)
+    model = tiny_model(m=m)
+    out = model.training_step(ellipses(8, 32), None)
+    hinge = max(m - out["kl_rec"], 0) + max(m - out["kl_fake"], 0)
+    expected = out["kl_real"] + 0.25 * hinge + 0.5 * out["reconstruction"]
+    assert out["encoder"] == pytest.approx(expected, rel=1e-5)
+    assert set(out) == {"encoder", "generator", "reconstruction", "kl_real", "kl_rec", "kl_fake"}
+
+
+def test_encoder_loss_trains_only_the_encoder_and_generator_loss_only_the_generator(monkeypatch):
+    torch.manual_seed(0)
+    model = tiny_model()
+    seen: dict[str, dict] = {}
+    original = model.optimise
+
+    def recording_optimise(loss, optimizer, **kwargs):
+        original(loss, optimizer, **kwargs)
+        name = next(k for k, v in model.optimizers.items() if v is optimizer)
+        seen[name] = {"encoder": [None if p.grad is None else p.grad.clone() for p in model.encoder.parameters()],
+                      "decoder": [p.grad for p in model.decoder.parameters()]}
+
+    monkeypatch.setattr(model, "optimise", recording_optimise)
+    model.training_step(ellipses(8, 32), None)
+    assert list(seen) == ["encoder", "generator"]
+    assert all(g is not None for g in seen["encoder"]["encoder"])
+    assert all(g is None for g in seen["encoder"]["decoder"])  # eq. 8 left the generator alone
+    assert all(g is not None for g in seen["generator"]["decoder"])
+    for before, after in zip(seen["encoder"]["encoder"], seen["generator"]["encoder"]):
+        torch.testing.assert_close(after, before, rtol=0, atol=0)  # eq. 9 left the encoder alone
+
+
+def test_training_on_a_fixed_batch_lowers_the_reconstruction_error():
+    torch.manual_seed(0)
+    model = tiny_model()
+    x = ellipses(8, 32)
+    error_before = ((model.reconstruct(x) - x) ** 2).mean().item()
+    losses = [model.training_step(x, None) for _ in range(40)]
+    assert all(np.isfinite(list(row.values())).all() for row in losses)
+    late = np.mean([row["reconstruction"] for row in losses[-5:]])
+    assert late < 0.1 * losses[0]["reconstruction"]
+    error_after = ((model.reconstruct(x) - x) ** 2).mean().item()
+    assert error_after < 0.5 * error_before

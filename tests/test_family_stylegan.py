@@ -1,0 +1,150 @@
+"""StyleGAN family (seed 001's variant): defaults, architecture, AdaIN, noise, gradient penalty, learning."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline_lib.models import build_model
+from pipeline_lib.models.stylegan import (MappingNetwork, StyleGAN, StyledLayerEpilogue, StyleGenerator,
+                                          resolution_width)
+
+TINY = {"width": 16, "mapping_dim": 32, "latent_dim": 32, "batch_size": 8}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_no_denormals():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)  # as the trainer does on CPU
+    yield
+    torch.set_flush_denormal(False)
+    torch.set_num_threads(threads)
+
+
+def ellipses(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """(n, 1, size, size) bright ellipses at random positions, in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1))
+    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2))
+    return torch.from_numpy(img.astype(np.float32)).unsqueeze(1)
+
+
+def tiny_model(size: int = 32, **overrides) -> StyleGAN:
+    model = build_model("stylegan", size, {**TINY, **overrides})
+    model.configure_optimizers()
+    return model
+
+
+def test_defaults_are_the_published_values():
+    d = StyleGAN.DEFAULTS
+    assert (d["latent_dim"], d["mapping_dim"], d["mapping_layers"], d["width"]) == (512, 512, 2, 512)
+    assert d["lr"] == 1e-4 and d["gradient_penalty"] == 10.0
+    assert not StyleGAN.can_reconstruct
+
+
+def test_default_mapping_is_two_512_to_512_layers():
+    d = StyleGAN.DEFAULTS
+    mapping = MappingNetwork(d["latent_dim"], d["mapping_dim"], d["mapping_layers"])
+    linears = [m for m in mapping.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(512, 512), (512, 512)]
+
+
+def test_widths_follow_pggan_and_weights_are_he_normal():
+    assert [resolution_width(r, 512) for r in (4, 8, 16, 32, 64, 128)] == [512, 512, 512, 512, 256, 128]
+    torch.manual_seed(0)
+    g = StyleGenerator(1, 64, 512, 512, 2, 512)
+    assert g.constant.shape == (1, 512, 4, 4)
+    conv = g.blocks[1].conv2.weight  # 512 x 512 x 3 x 3
+    assert conv.std().item() == pytest.approx(math.sqrt(2 / (512 * 9)), rel=0.02)
+    epilogues = [m for m in g.modules() if isinstance(m, StyledLayerEpilogue)]
+    assert len(epilogues) == 2 * 5  # two styled, noisy layers per resolution 4 ... 64, none progressive
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_sample_shapes_range_and_reproducibility(size):
+    torch.manual_seed(0)
+    model = tiny_model(size)
+    a = model.sample(3, generator=torch.Generator().manual_seed(1))
+    b = model.sample(3, generator=torch.Generator().manual_seed(1))
+    c = model.sample(3, generator=torch.Generator().manual_seed(2))
+    assert a.shape == (3, 1, size, size)
+    assert a.min() >= 0 and a.max() <= 1
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+    assert model.critic(a).shape == (3,)
+
+
+def test_adain_sets_each_channel_mean_and_scale_from_the_style():
+    torch.manual_seed(0)
+    layer = StyledLayerEpilogue(channels=4, w_dim=8)
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(2, 8)
+    out = layer(x, w, noise=torch.zeros(2, 1, 8, 8))
+    scale, shift = layer.style(w).chunk(2, dim=1)
+    torch.testing.assert_close(out.mean(dim=(2, 3)), shift, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.std(dim=(2, 3), unbiased=False), (1 + scale).abs(), atol=1e-3, rtol=1e-3)
+
+
+def test_noise_inputs_change_the_image_only_through_their_learned_scales():
+    torch.manual_seed(0)
+    g = tiny_model().generator
+    z = torch.randn(2, TINY["latent_dim"])
+    noise_a = [torch.randn(s) for s in g.noise_shapes(2)]
+    noise_b = [torch.randn(s) for s in g.noise_shapes(2)]
+    with torch.no_grad():
+        torch.testing.assert_close(g(z, noise_a), g(z, noise_b), rtol=0, atol=0)  # scales start at 0
+        for m in g.modules():
+            if isinstance(m, StyledLayerEpilogue):
+                m.noise_scale.fill_(0.5)
+        assert (g(z, noise_a) - g(z, noise_b)).abs().max() > 1e-3
+
+
+class _LinearCritic(nn.Module):
+    """D(x) = k * sum(x): its input gradient has norm k * sqrt(pixels) for every sample."""
+
+    def __init__(self, k: float):
+        super().__init__()
+        self.k = nn.Parameter(torch.tensor(k))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.k * x.flatten(1).sum(1)
+
+
+def test_gradient_penalty_is_the_squared_distance_of_the_gradient_norm_from_one():
+    model = tiny_model()
+    model.critic = _LinearCritic(0.1)
+    real, fake = torch.rand(4, 1, 32, 32), torch.rand(4, 1, 32, 32)
+    assert model.gradient_penalty(real, fake).item() == pytest.approx((0.1 * 32 - 1) ** 2, rel=1e-4)
+
+
+def test_gradient_penalty_can_be_switched_off():
+    torch.manual_seed(0)
+    x = ellipses(8, 32)
+    with_gp = tiny_model().training_step(x, None)
+    without = tiny_model(gradient_penalty=0.0).training_step(x, None)
+    assert set(with_gp) == {"critic", "generator", "gradient_penalty", "wasserstein_estimate"}
+    assert with_gp["gradient_penalty"] > 0
+    assert without["gradient_penalty"] == 0.0
+
+
+def test_critic_learns_to_score_real_images_above_generated_ones():
+    torch.manual_seed(0)
+    model = tiny_model()
+    x = ellipses(8, 32)
+
+    def score_gap() -> float:
+        with torch.no_grad():
+            fake = model.sample(8, generator=torch.Generator().manual_seed(3))
+            return (model.critic(x).mean() - model.critic(fake).mean()).item()
+
+    gap_before = score_gap()
+    losses = [model.training_step(x, None) for _ in range(30)]
+    assert all(np.isfinite(list(row.values())).all() for row in losses)
+    gap_after = score_gap()
+    assert gap_after > 0.5 and gap_after > gap_before + 0.5
+    assert np.mean([row["wasserstein_estimate"] for row in losses[-5:]]) > 0.5
