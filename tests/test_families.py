@@ -20,6 +20,8 @@ N_CLASSES = 2
 #: The smallest sensible network per family, so that every check runs in seconds on a CPU.
 TINY: dict[str, dict] = {
     "vae": {"width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3},
+    "intro_vae": {"width": 8, "max_width": 32, "latent_dim": 16, "batch_size": 8, "lr": 1e-3},
+    "stylegan": {"width": 16, "mapping_dim": 32, "latent_dim": 32, "batch_size": 8},
 }
 
 
