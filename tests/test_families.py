@@ -22,6 +22,10 @@ TINY: dict[str, dict] = {
     "vae": {"width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3},
     "intro_vae": {"width": 8, "max_width": 32, "latent_dim": 16, "batch_size": 8, "lr": 1e-3},
     "stylegan": {"width": 16, "mapping_dim": 32, "latent_dim": 32, "batch_size": 8},
+    "dcgan": {"width": 8, "latent_dim": 16, "batch_size": 8},
+    "wgan": {"width": 8, "latent_dim": 16, "batch_size": 8},
+    "wgan_gp": {"width": 8, "latent_dim": 16, "batch_size": 8},
+    "cgan": {"width": 8, "latent_dim": 16, "batch_size": 8},
 }
 
 
