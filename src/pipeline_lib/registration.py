@@ -49,6 +49,8 @@ REGISTERED_NAME = "registered.nii.gz"
 QC_NAME = "qc.json"
 OVERLAY_NAME = "overlay.png"
 TRANSFORMS = ("Rigid", "Affine", "SyN")
+# isotropic resolution of the template ANTs optimises against in the pipeline (seconds per subject)
+FIXED_RESOLUTION_MM = 2
 PACKAGED_TEMPLATE = "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 # LPS (ITK) <-> RAS (NIfTI): flip the first two world axes
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -125,6 +127,8 @@ def register_subject(moving_path: Path, reference: ants.ANTsImage, out_dir: Path
     """
     if transform not in TRANSFORMS:
         raise InputError(f"registration transform {transform!r}: must be one of {', '.join(TRANSFORMS)}")
+    if int(seed) < 0:
+        raise InputError(f"registration seed {seed!r}: must be 0 or more")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     status = {"subject": subject, "status": "ok", "stage": STAGE, "file": str(moving_path), "reason": ""}
@@ -156,7 +160,8 @@ def pass_on_failure(upstream_status: dict, out_dir: Path, subject: str) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_outputs(out_dir)
     stage = upstream_status.get("stage", "upstream")
-    reason = f"{stage} {upstream_status.get('status', 'failed')}: {upstream_status.get('reason', '')}".rstrip(": ")
+    upstream_reason = upstream_status.get("reason", "")
+    reason = f"{stage} {upstream_status.get('status', 'failed')}" + (f": {upstream_reason}" if upstream_reason else "")
     status = {"subject": subject, "status": "skipped", "stage": STAGE, "file": "", "reason": reason}
     write_json(out_dir / STATUS_NAME, status)
     return status
@@ -178,7 +183,7 @@ def run_registration_job(ingest_dir: Path, out_dir: Path, subject: str, params: 
         reference = make_reference_grid(template, tuple(params.get("grid", (128, 128, 40))))
         status = register_subject(Path(ingest_dir) / "volume.nii.gz", reference, out_dir, subject,
                                   transform=params.get("transform", "Affine"), seed=int(params.get("seed", 0)),
-                                  fixed=template_image(template, 2))
+                                  fixed=template_image(template, FIXED_RESOLUTION_MM))
     if fail_on_error and status["status"] != "ok":
         raise InputError(f"subject {subject}: {status['stage']} {status['status']}: {status['reason']}")
     return status

@@ -1,0 +1,234 @@
+"""Normalisation, axial slicing, resizing, subject-level split and the slice dataset files."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline_lib.errors import InputError
+from pipeline_lib.slicing import (build_slice_dataset, extract_axial_slices, normalise_volume,
+                                  resize_slices, split_subjects)
+
+# ------------------------------------------------------------------ normalise_volume
+
+
+def test_normalise_clips_at_the_percentile_of_all_voxels():
+    volume = np.arange(1, 101, dtype=np.float32).reshape(4, 5, 5)  # 1..100
+    out = normalise_volume(volume, 95)
+    ceiling = np.percentile(np.arange(1, 101), 95)  # 95.05 (linear interpolation)
+    assert out.dtype == np.float32
+    assert out.max() == 1.0 and out.min() >= 0
+    flat = out.ravel()
+    assert np.all(flat[95:] == 1.0)  # 96..100 clipped
+    np.testing.assert_allclose(flat[:95], np.arange(1, 96) / ceiling, rtol=1e-6)
+
+
+def test_normalise_percentile_counts_background_voxels():
+    volume = np.zeros(100, np.float32)
+    volume[80:] = np.arange(1, 21)  # 80 background voxels, 20 brain voxels 1..20
+    out = normalise_volume(volume, 95)
+    # over all voxels the 95th percentile is 15.05, not the 95th of the brain voxels (19.05)
+    np.testing.assert_allclose(out[80:85], np.arange(1, 6) / 15.05, rtol=1e-6)
+    assert out.max() == 1.0 and np.count_nonzero(out == 1.0) == 5
+
+
+def test_normalise_sets_negative_undershoot_to_zero():
+    volume = np.array([-5.0, 0.0, 2.0, 4.0, 8.0], np.float32)
+    out = normalise_volume(volume, 100)
+    np.testing.assert_allclose(out, [0, 0, 0.25, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("volume, match", [
+    (np.zeros((4, 4, 4)), "all zero"),
+    (np.full((4, 4, 4), -3.0), "all zero"),
+    (np.array([1.0, np.nan, 2.0]), "NaN"),
+    (np.r_[np.zeros(97), 1.0, 2.0, 3.0], "percentile is 0"),
+])
+def test_normalise_rejects_unusable_volumes(volume, match):
+    with pytest.raises(InputError, match=match):
+        normalise_volume(volume, 95)
+
+
+def test_normalise_rejects_bad_percentile():
+    with pytest.raises(InputError, match="clip_percentile"):
+        normalise_volume(np.ones(10), 0)
+
+
+# ------------------------------------------------------------------ extract_axial_slices
+
+
+def test_extract_drops_top_and_bottom_slices():
+    volume = np.zeros((6, 5, 10), np.float32)
+    volume[..., :] = np.arange(10)  # each axial slice holds its z index
+    slices, kept = extract_axial_slices(volume, drop_top=2, drop_bottom=3)
+    assert slices.shape == (5, 5, 6)  # (n, H = anterior-posterior, W = left-right)
+    assert kept.tolist() == [3, 4, 5, 6, 7]
+    assert [float(s.mean()) for s in slices] == [3, 4, 5, 6, 7]
+
+
+def test_extract_orientation_is_anterior_up_patient_right_on_the_left():
+    volume = np.zeros((6, 5, 3), np.float32)  # RAS: x left->right, y posterior->anterior
+    volume[5, 4, 1] = 1.0  # right anterior
+    volume[0, 0, 1] = 2.0  # left posterior
+    slices, _ = extract_axial_slices(volume, 1, 1)
+    assert slices.shape == (1, 5, 6)
+    assert slices[0, 0, 0] == 1.0  # top left of the image
+    assert slices[0, -1, -1] == 2.0  # bottom right
+
+
+@pytest.mark.parametrize("top, bottom", [(5, 5), (10, 0), (0, 11)])
+def test_extract_rejects_dropping_every_slice(top, bottom):
+    with pytest.raises(InputError, match="leaves none of the 10"):
+        extract_axial_slices(np.ones((4, 4, 10)), top, bottom)
+
+
+# ------------------------------------------------------------------ resize_slices
+
+
+def test_resize_shrinks_by_area_averaging():
+    rng = np.random.default_rng(0)
+    slices = rng.random((3, 8, 8)).astype(np.float32)
+    out = resize_slices(slices, 4)
+    expected = slices.reshape(3, 4, 2, 4, 2).mean(axis=(2, 4))
+    assert out.shape == (3, 4, 4) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def test_resize_enlarges_bilinearly_within_unit_range():
+    slices = np.zeros((2, 4, 4), np.float32)
+    slices[:, :, 2:] = 1.0
+    out = resize_slices(slices, 16)
+    assert out.shape == (2, 16, 16)
+    assert out.min() >= 0 and out.max() <= 1
+    row = out[0, 5]
+    assert np.all(np.diff(row) >= 0) and 0 < row[8] < 1  # a smooth ramp, not a hard step
+
+
+def test_resize_same_size_keeps_values_and_clips():
+    slices = np.array([[[0.5, 1.2], [-0.1, 0.25]]], np.float32)
+    np.testing.assert_array_equal(resize_slices(slices, 2), [[[0.5, 1.0], [0.0, 0.25]]])
+
+
+# ------------------------------------------------------------------ split_subjects
+
+
+SUBJECTS = [f"sub-{i:010x}" for i in range(20)]
+
+
+def test_split_is_by_subject_deterministic_and_order_independent():
+    split = split_subjects(SUBJECTS, 0.25, seed=1)
+    assert sorted(split) == sorted(SUBJECTS)
+    assert set(split.values()) == {"train", "test"}
+    assert sum(v == "test" for v in split.values()) == 5
+    shuffled = SUBJECTS[:]
+    random.Random(3).shuffle(shuffled)
+    assert split_subjects(shuffled, 0.25, seed=1) == split
+    assert split_subjects(SUBJECTS, 0.25, seed=1) == split
+    assert split_subjects(SUBJECTS, 0.25, seed=2) != split
+
+
+def test_split_puts_someone_in_each_part():
+    assert sorted(split_subjects(["sub-a", "sub-b"], 0.01, 0).values()) == ["test", "train"]
+    assert sorted(split_subjects(["sub-a", "sub-b", "sub-c"], 0.99, 0).values()) == ["test", "test", "train"]
+    assert split_subjects(["sub-a"], 0.5, 0) == {"sub-a": "train"}
+
+
+def test_split_rejects_bad_input():
+    with pytest.raises(InputError, match="test_fraction"):
+        split_subjects(SUBJECTS, 1.0, 0)
+    with pytest.raises(InputError, match="sub-a"):
+        split_subjects(["sub-a", "sub-b", "sub-a"], 0.5, 0)
+
+
+# ------------------------------------------------------------------ build_slice_dataset
+
+
+def _write_volume(path: Path, data: np.ndarray, axcodes=("R", "A", "S")) -> Path:
+    image = nib.Nifti1Image(data.astype(np.float32), np.diag([2.0, 2.0, 4.0, 1.0]))
+    if axcodes != ("R", "A", "S"):
+        ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")),
+                                               nib.orientations.axcodes2ornt(axcodes))
+        image = image.as_reoriented(ornt)
+    nib.save(image, str(path))
+    return path
+
+
+@pytest.fixture
+def slicing_cohort(tmp_path):
+    """Three registered volumes 16x12x10 (one stored LPI) and a label table."""
+    rng = np.random.default_rng(4)
+    registered = {}
+    for i, subject in enumerate(["sub-cc", "sub-aa", "sub-bb"]):
+        data = rng.random((16, 12, 10)) * (i + 1) * 100
+        registered[subject] = _write_volume(tmp_path / f"{subject}.nii.gz", data,
+                                            ("L", "P", "I") if subject == "sub-bb" else ("R", "A", "S"))
+    labels = pd.DataFrame({"subject": ["sub-aa", "sub-bb", "sub-cc", "sub-zz"],
+                           "format": ["nifti"] * 4, "group": ["x", "y", "x", "y"],
+                           "age": ["30", "41", "52", "63"]})
+    return registered, labels
+
+
+def test_build_dataset_rows_match_images_and_carry_labels(slicing_cohort, tmp_path):
+    registered, labels = slicing_cohort
+    images_path, table_path = tmp_path / "out" / "images.npy", tmp_path / "out" / "slices.tsv"
+    table = build_slice_dataset(registered, labels, images_path, table_path, drop_top=2, drop_bottom=3,
+                                clip_percentile=95, image_size=8, test_fraction=0.34, seed=0)
+    images = np.load(images_path)
+    assert images.shape == (15, 8, 8) and images.dtype == np.float32
+    assert images.min() >= 0 and images.max() <= 1
+    written = pd.read_csv(table_path, sep="\t", dtype=str)
+    assert len(written) == len(table) == len(images)
+    assert list(written.columns) == ["row", "subject", "slice_index", "split", "group", "age"]
+    assert written["row"].astype(int).tolist() == list(range(15))
+    assert written["subject"].tolist() == ["sub-aa"] * 5 + ["sub-bb"] * 5 + ["sub-cc"] * 5
+    assert written["slice_index"].astype(int).tolist() == [3, 4, 5, 6, 7] * 3
+    assert written.groupby("subject")["age"].first().to_dict() == {"sub-aa": "30", "sub-bb": "41",
+                                                                   "sub-cc": "52"}
+    per_subject = written.groupby("subject")["split"].nunique()
+    assert per_subject.max() == 1 and set(written["split"]) == {"train", "test"}
+    assert sorted(p.name for p in images_path.parent.iterdir()) == ["images.npy", "slices.tsv"]
+
+
+def test_build_dataset_rows_are_the_expected_slices(slicing_cohort, tmp_path):
+    registered, _ = slicing_cohort
+    build_slice_dataset(registered, None, tmp_path / "i.npy", tmp_path / "t.tsv", drop_top=2,
+                        drop_bottom=3, clip_percentile=95, image_size=12, test_fraction=0.5, seed=0)
+    images = np.load(tmp_path / "i.npy")
+    # sub-bb is stored LPI on disk: its rows must equal slicing its RAS data directly
+    ras = nib.as_closest_canonical(nib.load(str(registered["sub-bb"]))).get_fdata()
+    expected, _ = extract_axial_slices(normalise_volume(ras, 95), 2, 3)
+    np.testing.assert_allclose(images[5:10], resize_slices(expected, 12), atol=1e-6)
+    assert "group" not in pd.read_csv(tmp_path / "t.tsv", sep="\t").columns
+
+
+def test_build_dataset_names_a_volume_with_too_few_slices(slicing_cohort, tmp_path):
+    registered, labels = slicing_cohort
+    registered["sub-dd"] = _write_volume(tmp_path / "thin.nii.gz", np.ones((16, 12, 4)))
+    labels = pd.concat([labels, pd.DataFrame({"subject": ["sub-dd"]})], ignore_index=True)
+    with pytest.raises(InputError, match="thin.nii.gz"):
+        build_slice_dataset(registered, labels, tmp_path / "i.npy", tmp_path / "t.tsv", drop_top=2,
+                            drop_bottom=3, clip_percentile=95, image_size=8, test_fraction=0.3, seed=0)
+    assert not (tmp_path / "i.npy").exists()
+
+
+def test_build_dataset_rejects_labels_missing_a_subject(slicing_cohort, tmp_path):
+    registered, labels = slicing_cohort
+    with pytest.raises(InputError, match="sub-cc"):
+        build_slice_dataset(registered, labels[labels["subject"] != "sub-cc"], tmp_path / "i.npy",
+                            tmp_path / "t.tsv", drop_top=2, drop_bottom=3, clip_percentile=95,
+                            image_size=8, test_fraction=0.3, seed=0)
+
+
+def test_build_dataset_leaves_no_partial_array_when_a_volume_is_bad(slicing_cohort, tmp_path):
+    registered, labels = slicing_cohort
+    registered["sub-zz"] = _write_volume(tmp_path / "empty.nii.gz", np.zeros((16, 12, 10)))
+    with pytest.raises(InputError, match="empty.nii.gz.*all zero"):
+        build_slice_dataset(registered, labels, tmp_path / "out" / "i.npy", tmp_path / "out" / "t.tsv",
+                            drop_top=2, drop_bottom=3, clip_percentile=95, image_size=8,
+                            test_fraction=0.3, seed=0)
+    assert list((tmp_path / "out").iterdir()) == []
