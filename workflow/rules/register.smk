@@ -9,7 +9,8 @@ rule register:
     params:
         registration=config["registration"],
         on_bad_input=config["on_bad_input"],
-    threads: 2
+    # One ITK thread makes registration bit-reproducible; subjects run in parallel instead.
+    threads: 1
     resources:
         mem_mb=3000,
     message:
