@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    cmd = [str(SNAKEMAKE), "-s", str(workdir / "Snakefile"), "--directory", str(workdir), *args]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -52,7 +52,13 @@ def dry_run_jobs(workdir: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("workflow")
+    """A copy of the workflow and its library, so tests may edit source files."""
+    work = tmp_path_factory.mktemp("workflow") / "checkout"
+    work.mkdir()
+    shutil.copy(REPO / "Snakefile", work)
+    for folder in ("workflow", "src", "envs", "profiles"):
+        shutil.copytree(REPO / folder, work / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(TEST_CONFIG, work / "config.yaml")
     result = snakemake(work, "--cores", "2", "all")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
@@ -69,12 +75,12 @@ def test_report_table_has_finite_numbers_for_every_row(workdir):
     html = (workdir / "results/report/index.html").read_text()
     table = re.search(r'<table[^>]*id="table1".*?</table>', html, re.S).group(0)
     rows = re.findall(r'<tr[^>]*data-model="([^"]+)"(.*?)</tr>', table, re.S)
-    assert [name for name, _ in rows] == ["Original", "vae"]
+    assert [name for name, _ in rows] == ["Original", "cvae", "dcgan", "vae"]
     for name, row in rows:
         values = [float(v) for v in re.findall(r'data-value="([^"]+)"', row)]
         assert len(values) == 4, (name, values)
         assert all(v == v and abs(v) != float("inf") for v in values), (name, values)
-    assert "synthetic phantoms" in html.lower()
+    assert 'id="synthetic-banner"' in html and "synthetic phantoms" in html
 
 
 def test_corrupt_demo_file_is_reported_and_the_rest_goes_on(workdir):
@@ -115,13 +121,62 @@ def test_second_call_has_nothing_to_do(workdir):
     assert dry_run_jobs(workdir) == {}
 
 
+def stale_jobs(workdir: Path) -> set[tuple[str, str]]:
+    """(rule, model) of every output a run would update; model is '' for other rules."""
+    result = snakemake(workdir, "--summary", "--cores", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
+    header, rows = rows[0], rows[1:]
+    output, rule, plan = header.index("output_file"), header.index("rule"), header.index("plan")
+    jobs = set()
+    for row in rows:
+        if row[plan] != "no update":
+            model = re.match(r"results/(?:models|samples)/([^/]+)/|results/metrics/([^/.]+)\.json", row[output])
+            name = next((g for g in model.groups() if g), "") if model else ""
+            jobs.add((row[rule], "" if name == "original" else name))
+    return jobs
+
+
+def model_jobs(model: str) -> set[tuple[str, str]]:
+    return {("train", model), ("sample", model), ("metrics_model", model), ("report", "")}
+
+
 def test_changing_one_models_lr_reruns_only_that_model(workdir):
     write_config(workdir, lambda c: c["models"]["vae"].update(lr=5e-4))
     try:
-        assert dry_run_jobs(workdir) == {"train": 1, "sample": 1, "metrics_model": 1, "report": 1, "all": 1}
+        assert stale_jobs(workdir) == model_jobs("vae")
     finally:
         write_config(workdir, lambda c: None)
     assert dry_run_jobs(workdir) == {}
+
+
+def test_reordering_config_keys_reruns_nothing(workdir):
+    text = yaml.safe_dump(yaml.safe_load(TEST_CONFIG.read_text()), sort_keys=False)
+    reordered = yaml.safe_load(text)
+    reordered["registration"] = dict(reversed(list(reordered["registration"].items())))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(reordered, sort_keys=False))
+    try:
+        assert dry_run_jobs(workdir) == {}
+    finally:
+        write_config(workdir, lambda c: None)
+
+
+def test_editing_a_family_module_reruns_only_that_familys_models(workdir):
+    module = workdir / "src/pipeline_lib/models/dcgan.py"
+    original = module.read_text()
+    module.write_text(original + "\n# edited\n")
+    try:
+        assert stale_jobs(workdir) == model_jobs("dcgan")
+    finally:
+        module.write_text(original)
+
+
+def test_adding_a_model_runs_only_the_new_models_jobs(workdir):
+    write_config(workdir, lambda c: c["models"].update(vae_wide={**c["models"]["vae"], "width": 16}))
+    try:
+        assert stale_jobs(workdir) == model_jobs("vae_wide")
+    finally:
+        write_config(workdir, lambda c: None)
 
 
 def test_lint_is_clean(workdir):

@@ -77,7 +77,7 @@ _MODEL_INFO_LABELS = {
 }
 
 SYNTHETIC_BANNER = (
-    "This cohort is synthetic: phantoms made by deforming the MNI152 template. "
+    "This cohort consists of synthetic phantoms made by deforming the MNI152 template. "
     "All variation between subjects is simulated, so this report supports no claim "
     "about model quality; it only shows that every stage of the pipeline ran."
 )

@@ -69,8 +69,22 @@ def per_subject(pattern):
     return expand_subjects
 
 
+def canonical(value):
+    """Dicts with sorted keys, recursively: Snakemake compares params by their repr, so
+    merely reordering keys in config.yaml would otherwise rerun jobs."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
+def settings(section):
+    return canonical(config[section])
+
+
 def model_block(wildcards):
-    return config["models"][wildcards.model]
+    return canonical(config["models"][wildcards.model])
 
 
 def model_family_source(wildcards):

@@ -5,7 +5,7 @@ rule demo_cohort:
     log:
         "logs/demo_cohort.log",
     params:
-        demo=config["demo"],
+        demo=settings("demo"),
     message:
         "Building the synthetic demo cohort ({params.demo[n_subjects]} phantoms)"
     conda:

@@ -10,8 +10,8 @@ rule metrics_model:
     log:
         "logs/metrics/{model}.log",
     params:
-        metrics=config["metrics"],
-        sampling=config["sampling"],
+        metrics=settings("metrics"),
+        sampling=settings("sampling"),
     message:
         "Computing metrics of model {wildcards.model}"
     conda:
@@ -30,7 +30,7 @@ rule metrics_original:
     log:
         "logs/metrics/original.log",
     params:
-        metrics=config["metrics"],
+        metrics=settings("metrics"),
         seed=config["sampling"]["seed"],
     message:
         "Computing metrics of the real reference set"

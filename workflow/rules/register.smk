@@ -7,7 +7,7 @@ rule register:
     log:
         "logs/register/{subject}.log",
     params:
-        registration=config["registration"],
+        registration=settings("registration"),
         on_bad_input=config["on_bad_input"],
     # One ITK thread makes registration bit-reproducible; subjects run in parallel instead.
     threads: 1

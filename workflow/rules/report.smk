@@ -20,7 +20,7 @@ rule report:
     params:
         models=MODELS,
         synthetic_cohort=config["input"]["source"] == "demo",
-        settings={k: config[k] for k in ("registration", "slicing", "sampling", "metrics")},
+        settings={k: settings(k) for k in ("registration", "sampling")},
         title=config["report"]["title"],
     message:
         "Writing the comparison report"

@@ -12,7 +12,7 @@ rule sample:
     log:
         "logs/sample/{model}.log",
     params:
-        sampling=config["sampling"],
+        sampling=settings("sampling"),
     threads: 2
     message:
         "Sampling model {wildcards.model}"

@@ -9,7 +9,7 @@ rule slice_dataset:
     log:
         "logs/slice_dataset.log",
     params:
-        slicing=config["slicing"],
+        slicing=settings("slicing"),
     message:
         "Slicing registered volumes into a 2-D dataset"
     conda:
