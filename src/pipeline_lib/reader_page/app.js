@@ -1,0 +1,311 @@
+// Reader-study page: shows the kit's images one at a time in a per-reader order,
+// records real/synthetic answers (optional 1-5 confidence, response time, time-out),
+// keeps progress in localStorage and exports one CSV file per reader.
+// No network use: everything comes from kit.js and images/ next to this file.
+// Time limit: when it runs out the image is hidden and the answer is still asked for; the row
+// gets timed_out = 1 when the real/synthetic decision came after the image was hidden.
+// response_ms runs from the image appearing to that decision. A reload shows the current
+// image afresh (its timer restarts); answered images never come back.
+(function () {
+  "use strict";
+
+  var KIT = window.READER_KIT;
+  var STORE_PREFIX = "readerkit.v1.";
+  var ID_PATTERN = /^[A-Za-z0-9._-]{1,40}$/;
+  var CSV_COLUMNS = ["kit_id", "reader_id", "order_index", "image", "answer", "confidence",
+    "response_ms", "timed_out", "answered_at"];
+
+  var state = null;    // saved progress of the current reader
+  var current = null;  // the image on screen; null while none accepts answers
+  var notice = "";     // shown instead of the usual hint with the next image
+  var storageOk = true;
+
+  function $(id) { return document.getElementById(id); }
+
+  function showScreen(id) {
+    ["start", "reading", "done", "broken"].forEach(function (name) { $(name).hidden = name !== id; });
+    document.body.setAttribute("data-screen", id);
+  }
+
+  function setReady(ready) { document.body.setAttribute("data-ready", ready ? "yes" : "no"); }
+
+  // ----- per-reader order: FNV-1a seed -> mulberry32 -> Fisher-Yates (mirrored in reader_study.py)
+  function fnv1a(text) {
+    var value = 0x811c9dc5;
+    for (var i = 0; i < text.length; i++) {
+      value = Math.imul(value ^ text.charCodeAt(i), 0x01000193) >>> 0;
+    }
+    return value >>> 0;
+  }
+
+  function mulberry32(seed) {
+    var a = seed >>> 0;
+    return function () {
+      a = (a + 0x6d2b79f5) >>> 0;
+      var t = Math.imul(a ^ (a >>> 15), 1 | a) >>> 0;
+      t = ((t + (Math.imul(t ^ (t >>> 7), 61 | t) >>> 0)) >>> 0) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+
+  function readerOrder(readerId) {
+    var order = KIT.images.slice().sort();
+    var next = mulberry32(fnv1a(KIT.kit_id + ":" + readerId));
+    for (var i = order.length - 1; i > 0; i--) {
+      var j = Math.floor(next() * (i + 1));
+      var swap = order[i]; order[i] = order[j]; order[j] = swap;
+    }
+    return order;
+  }
+
+  // ----- storage
+  function storageKey(readerId) { return STORE_PREFIX + KIT.kit_id + "." + readerId; }
+
+  function loadState(readerId) {
+    try {
+      var saved = JSON.parse(window.localStorage.getItem(storageKey(readerId)) || "null");
+      if (saved && saved.kit_id === KIT.kit_id && saved.reader_id === readerId &&
+          Array.isArray(saved.order) && saved.order.length === KIT.images.length &&
+          Array.isArray(saved.responses)) {
+        return saved;
+      }
+    } catch (error) {
+      storageOk = false;
+    }
+    return null;
+  }
+
+  function saveState() {
+    try {
+      window.localStorage.setItem(storageKey(state.reader_id), JSON.stringify(state));
+      window.localStorage.setItem(STORE_PREFIX + KIT.kit_id + ".last_reader", state.reader_id);
+    } catch (error) {
+      storageOk = false;
+      hint("Warning: this browser does not let the page save your progress. Do not close or reload the page until you have downloaded your answers.");
+    }
+  }
+
+  function lastReader() {
+    try { return window.localStorage.getItem(STORE_PREFIX + KIT.kit_id + ".last_reader") || ""; }
+    catch (error) { return ""; }
+  }
+
+  // ----- flow
+  function start(event) {
+    event.preventDefault();
+    var readerId = $("reader-id").value.trim();
+    if (!ID_PATTERN.test(readerId)) {
+      $("start-error").textContent = "Please enter a reader ID of 1 to 40 letters, digits, '-', '_' or '.'.";
+      return;
+    }
+    $("start-error").textContent = "";
+    state = loadState(readerId) || {
+      kit_id: KIT.kit_id,
+      reader_id: readerId,
+      order: readerOrder(readerId),
+      responses: [],
+      started_at: new Date().toISOString()
+    };
+    saveState();
+    $("reader-label").textContent = "Reader " + readerId;
+    if (state.responses.length >= state.order.length) {
+      finish();
+      return;
+    }
+    notice = state.responses.length > 0 ?
+      "Welcome back: " + state.responses.length + " of " + state.order.length + " images already answered." : "";
+    showScreen("reading");
+    showImage(state.responses.length);
+  }
+
+  function showImage(index) {
+    stopTimer();
+    current = null;
+    setReady(false);
+    var name = state.order[index];
+    var img = $("image");
+    img.style.visibility = "hidden";
+    $("time-up").hidden = true;
+    markSelected(".answer", null, "data-answer");
+    markSelected(".conf", null, "data-confidence");
+    $("progress").textContent = "Image " + (index + 1) + " of " + state.order.length;
+    img.onload = function () { imageShown(index, name); };
+    img.onerror = function () {
+      hint("The image " + name + " could not be loaded. Please tell the study coordinator; the kit folder may be incomplete.");
+    };
+    img.src = "images/" + name;
+    if (index + 1 < state.order.length) {
+      new Image().src = "images/" + state.order[index + 1];  // preload: the next image appears at once
+    }
+  }
+
+  function imageShown(index, name) {
+    var img = $("image");
+    img.style.visibility = "visible";
+    current = { index: index, name: name, shownAt: performance.now(), hiddenAt: null,
+      answer: null, decisionAt: null, timer: null };
+    if (KIT.time_limit_s) { startTimer(current); }
+    hint(notice || (KIT.ask_confidence ? "Real (R) or synthetic (S)? Then how sure (1-5)." : "Real (R) or synthetic (S)?"));
+    notice = "";
+    setReady(true);
+  }
+
+  function startTimer(shown) {
+    var limitMs = KIT.time_limit_s * 1000;
+    var fill = $("timer-fill");
+    $("timer").hidden = false;
+    fill.style.transition = "none";
+    fill.style.width = "100%";
+    void fill.offsetWidth;  // restart the CSS transition from a full bar
+    fill.style.transition = "width " + limitMs + "ms linear";
+    fill.style.width = "0%";
+    shown.timer = window.setTimeout(function () {
+      if (current !== shown) { return; }
+      shown.hiddenAt = performance.now();
+      $("image").style.visibility = "hidden";
+      $("time-up").hidden = false;
+    }, limitMs);
+  }
+
+  function stopTimer() {
+    if (current && current.timer) { window.clearTimeout(current.timer); }
+  }
+
+  function choose(answer) {
+    if (!current) { return; }
+    current.answer = answer;
+    current.decisionAt = performance.now();
+    markSelected(".answer", answer, "data-answer");
+    if (KIT.ask_confidence) {
+      hint("You chose " + answer + ". Now: how sure are you, 1 (guessing) to 5 (certain)?");
+    } else {
+      commit("");
+    }
+  }
+
+  function rate(confidence) {
+    if (!current || !KIT.ask_confidence) { return; }
+    if (!current.answer) {
+      hint("First choose Real (R) or Synthetic (S), then how sure you are (1-5).");
+      return;
+    }
+    markSelected(".conf", String(confidence), "data-confidence");
+    commit(String(confidence));
+  }
+
+  function commit(confidence) {
+    var shown = current;
+    current = null;
+    setReady(false);
+    if (shown.timer) { window.clearTimeout(shown.timer); }
+    state.responses.push({
+      order_index: shown.index + 1,
+      image: shown.name,
+      answer: shown.answer,
+      confidence: confidence,
+      response_ms: Math.round(shown.decisionAt - shown.shownAt),
+      // the decision came after the time limit had hidden the image
+      timed_out: shown.hiddenAt !== null && shown.decisionAt >= shown.hiddenAt ? 1 : 0,
+      answered_at: new Date().toISOString()
+    });
+    saveState();
+    if (state.responses.length >= state.order.length) {
+      finish();
+    } else {
+      showImage(state.responses.length);
+    }
+  }
+
+  function finish() {
+    $("timer").hidden = true;
+    $("n-done").textContent = String(state.order.length);
+    $("file-name").textContent = fileName();
+    showScreen("done");
+  }
+
+  // ----- export
+  function fileName() { return "reader-" + state.reader_id + "-" + KIT.kit_id + ".csv"; }
+
+  function csvCell(value) {
+    var text = value === null || value === undefined ? "" : String(value);
+    return /[",\r\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+  }
+
+  function toCsv() {
+    var lines = [CSV_COLUMNS.join(",")];
+    state.responses.forEach(function (row) {
+      var full = { kit_id: KIT.kit_id, reader_id: state.reader_id };
+      Object.keys(row).forEach(function (key) { full[key] = row[key]; });
+      lines.push(CSV_COLUMNS.map(function (column) { return csvCell(full[column]); }).join(","));
+    });
+    return lines.join("\r\n") + "\r\n";
+  }
+
+  function download() {
+    if (!state) { return; }
+    var blob = new Blob([toCsv()], { type: "text/csv;charset=utf-8" });
+    var link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = fileName();
+    document.body.appendChild(link);
+    link.click();
+    window.setTimeout(function () { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
+  }
+
+  // ----- helpers and wiring
+  function hint(text) { $("hint").textContent = text; }
+
+  function markSelected(selector, value, attribute) {
+    Array.prototype.forEach.call(document.querySelectorAll(selector), function (button) {
+      button.classList.toggle("selected", value !== null && button.getAttribute(attribute) === value);
+    });
+  }
+
+  function onKey(event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) { return; }
+    if (document.body.getAttribute("data-screen") !== "reading") { return; }
+    var key = event.key.toLowerCase();
+    if (key === "r") { choose("real"); }
+    else if (key === "s") { choose("synthetic"); }
+    else if (/^[1-5]$/.test(key)) { rate(Number(key)); }
+    else { return; }
+    event.preventDefault();
+  }
+
+  function init() {
+    if (!KIT || !Array.isArray(KIT.images) || !KIT.kit_id) {
+      showScreen("broken");
+      return;
+    }
+    document.title = KIT.title;
+    $("title").textContent = KIT.title;
+    $("n-images").textContent = String(KIT.images.length);
+    $("kit-id-start").textContent = KIT.kit_id;
+    $("kit-id-done").textContent = KIT.kit_id;
+    $("confidence-instructions").hidden = !KIT.ask_confidence;
+    $("no-confidence-instructions").hidden = !!KIT.ask_confidence;
+    $("confidence").hidden = !KIT.ask_confidence;
+    if (KIT.time_limit_s) {
+      $("time-instructions").hidden = false;
+      $("time-limit").textContent = String(KIT.time_limit_s);
+    }
+    var img = $("image");
+    img.width = KIT.image_width;
+    img.height = KIT.image_height;
+    $("reader-id").value = lastReader();
+    $("start-form").addEventListener("submit", start);
+    // buttons give focus back, so a later Enter or Space cannot repeat an answer on the next image
+    $("answer-real").addEventListener("click", function () { this.blur(); choose("real"); });
+    $("answer-synthetic").addEventListener("click", function () { this.blur(); choose("synthetic"); });
+    Array.prototype.forEach.call(document.querySelectorAll(".conf"), function (button) {
+      button.addEventListener("click", function () { button.blur(); rate(Number(button.getAttribute("data-confidence"))); });
+    });
+    $("download-partial").addEventListener("click", download);
+    $("download-final").addEventListener("click", download);
+    document.addEventListener("keydown", onKey);
+    setReady(false);
+    showScreen("start");
+  }
+
+  init();
+}());

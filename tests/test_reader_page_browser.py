@@ -1,0 +1,246 @@
+"""The kit page in a real headless Chromium: two scripted readers (one from file://, one
+from a local static server) answer every image, one reloads midway, both export; scoring the
+downloaded files reproduces hand-computed confusion matrices and Cohen's kappa.
+
+Needs Debian's chromium and the Playwright Python package (its bundled driver, pointed at
+/usr/bin/chromium; no browser download). Missing either is a test failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline_lib import reader_study as rs
+from pipeline_lib.io import write_npy, write_tsv
+from pipeline_lib.reader_scoring import reader_scores_job, response_files
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+INSTALL_HINT = ("apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver")
+TIME_LIMIT_S = 1.5
+
+
+def _chromium() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path or not Path(path).is_file():
+        pytest.fail(f"Chromium is not installed; the reader-page browser test needs it. Install it with: {INSTALL_HINT}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    """6 real slices + 3 samples from each of two models, 64 px, 1.5 s limit, confidence asked."""
+    root = tmp_path_factory.mktemp("reader_browser")
+    rng = np.random.default_rng(3)
+    write_npy(root / "images.npy", rng.random((10, 16, 16)).astype(np.float32))
+    write_tsv(root / "slices.tsv", pd.DataFrame({"row": range(10), "subject": ["sub-0000000001"] * 10,
+                                                "slice_index": range(10), "split": ["test"] * 8 + ["train"] * 2}))
+    samples = {}
+    for model in ("m1", "m2"):
+        write_npy(root / f"{model}.npy", (0.5 * rng.random((5, 16, 16))).astype(np.float32))
+        write_tsv(root / f"{model}.tsv", pd.DataFrame({"sample": range(5), "label": [""] * 5}))
+        samples[model] = (root / f"{model}.npy", root / f"{model}.tsv")
+    rs.build_kit(root / "images.npy", root / "slices.tsv", samples,
+                 {"n_real": 6, "n_per_model": 3, "display_size": 64, "time_limit_s": TIME_LIMIT_S},
+                 kit_dir=root / "kit", answer_key=root / "answer_key.tsv", summary=root / "summary.json")
+    key = pd.read_csv(root / "answer_key.tsv", sep="\t", dtype=str, keep_default_na=False)
+    return {"root": root, "dir": root / "kit", "key": key, "key_path": root / "answer_key.tsv",
+            "kit_id": key["kit_id"].iloc[0]}
+
+
+@pytest.fixture(scope="module")
+def browser_context():
+    chromium = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("The Python package playwright is missing: pip install playwright==1.65.2 "
+                    "(do not run `playwright install`; the test drives the system Chromium)")
+    profile = tempfile.mkdtemp(prefix="reader-chromium-")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=chromium, headless=True, args=CHROMIUM_FLAGS, accept_downloads=True,
+            viewport={"width": 1000, "height": 800})
+        try:
+            yield context
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def static_server(kit):
+    """``python -m http.server`` on a free loopback port, serving the kit folder; stopped afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(kit["dir"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url + "kit.js", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"the static server on {url} did not start")
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _rules(key: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """Scripted answers, by position of each image within its source (images sorted by name)."""
+    position = {row.image: i for _, group in key.sort_values("image").groupby("source")
+                for i, row in enumerate(group.itertuples())}
+    source = dict(zip(key["image"], key["source"]))
+
+    def reader_a(image):  # real #0 called synthetic; m1 #0 and #1 called real
+        p, s = position[image], source[image]
+        return "synthetic" if (s == "real" and p == 0) else "real" if (s == "real" or (s == "m1" and p < 2)) else "synthetic"
+
+    def reader_b(image):  # real #0 and #1 called synthetic; m1 #0 and m2 #1 called real
+        p, s = position[image], source[image]
+        if s == "real":
+            return "synthetic" if p < 2 else "real"
+        return "real" if (s, p) in (("m1", 0), ("m2", 1)) else "synthetic"
+
+    return {"A": {name: reader_a(name) for name in key["image"]}, "B": {name: reader_b(name) for name in key["image"]}}
+
+
+def _wait_for_image(page, index: int, total: int) -> str:
+    page.wait_for_function(
+        "([k, n]) => document.body.dataset.ready === 'yes' && "
+        "document.getElementById('progress').textContent === `Image ${k} of ${n}`", arg=[index, total])
+    return page.get_attribute("#image", "src").rsplit("/", 1)[-1]
+
+
+def _start(page, reader: str) -> None:
+    page.fill("#reader-id", reader)
+    page.click("#start-button")
+
+
+def _export(page, target: Path, button: str = "#download-final") -> Path:
+    with page.expect_download() as info:
+        page.click(button)
+    download = info.value
+    path = target / download.suggested_filename
+    download.save_as(path)
+    return path
+
+
+def _watch(page, allowed: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Collect requests outside ``allowed`` prefixes and page errors."""
+    foreign, errors = [], []
+    page.on("request", lambda r: None if r.url.startswith(allowed) else foreign.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return foreign, errors
+
+
+def test_two_scripted_readers_and_scoring(kit, browser_context, static_server, tmp_path):
+    key, total = kit["key"], len(kit["key"])
+    truth = dict(zip(key["image"], key["truth"]))
+    answers = _rules(key)
+    responses = tmp_path / "reader_responses"
+    responses.mkdir()
+
+    # Reader A: file://, keyboard, confidence 4 for real and 2 for synthetic images, reload after 5 answers.
+    page = browser_context.new_page()
+    foreign, errors = _watch(page, (kit["dir"].as_uri() + "/", "blob:"))
+    page.goto((kit["dir"] / "index.html").as_uri())
+    assert "brain MRI slices" in page.inner_text("#start") and "R" in page.inner_text("#start")
+    _start(page, "A")
+    shown_a = []
+    for index in range(1, total + 1):
+        if index == 6:
+            page.reload()
+            assert page.input_value("#reader-id") == "A"  # remembered
+            _start(page, "A")
+        name = _wait_for_image(page, index, total)
+        if index == 6:
+            assert "5 of 12 images already answered" in page.inner_text("#hint")
+        shown_a.append(name)
+        page.keyboard.press("R" if answers["A"][name] == "real" else "S")
+        page.keyboard.press("4" if truth[name] == "real" else "2")
+    page.wait_for_selector("body[data-screen=done]")
+    file_a = _export(page, responses)
+    assert foreign == [] and errors == []
+    page.close()
+
+    # Reader B: http://127.0.0.1, buttons, confidence 5; waits out the time limit on image 4;
+    # downloads a partial file after 7 answers.
+    page = browser_context.new_page()
+    foreign, errors = _watch(page, (static_server, "blob:"))
+    page.goto(static_server + "index.html")
+    _start(page, "B")
+    shown_b = []
+    for index in range(1, total + 1):
+        name = _wait_for_image(page, index, total)
+        shown_b.append(name)
+        if index == 4:
+            page.wait_for_selector("#time-up", state="visible", timeout=10_000)
+            assert page.eval_on_selector("#image", "img => getComputedStyle(img).visibility") == "hidden"
+        if index == 8:
+            partial = _export(page, tmp_path, "#download-partial")
+            assert len(pd.read_csv(partial)) == 7
+        page.click("#answer-real" if answers["B"][name] == "real" else "#answer-synthetic")
+        page.click(".conf[data-confidence='5']")
+    page.wait_for_selector("body[data-screen=done]")
+    file_b = _export(page, responses)
+    assert foreign == [] and errors == []
+    page.close()
+
+    # The exports: complete, in each reader's seeded order, with the scripted answers.
+    names = list(key["image"])
+    for reader, path, shown in (("A", file_a, shown_a), ("B", file_b, shown_b)):
+        assert path.name == f"reader-{reader}-{kit['kit_id']}.csv"
+        rows = pd.read_csv(path, dtype={"confidence": "Int64"})
+        assert list(rows.columns[:8]) == ["kit_id", "reader_id", "order_index", "image", "answer", "confidence",
+                                          "response_ms", "timed_out"]
+        assert list(rows["order_index"]) == list(range(1, total + 1))
+        assert list(rows["image"]) == shown == rs.reader_order(kit["kit_id"], reader, names)
+        assert dict(zip(rows["image"], rows["answer"])) == answers[reader]
+        assert (rows["response_ms"] >= 0).all()
+    assert shown_a != shown_b
+    rows_b = pd.read_csv(file_b)
+    assert rows_b.loc[3, "timed_out"] == 1 and rows_b.loc[3, "response_ms"] >= TIME_LIMIT_S * 1000
+
+    # Scoring the two downloads: hand-computed tables (positive = real).
+    tables = {name: tmp_path / "scores" / f"{name}.tsv" for name in ("readers", "sources", "models", "agreement", "timing")}
+    scores = reader_scores_job(kit["key_path"], response_files(responses), scores_json=tmp_path / "scores" / "scores.json",
+                               tables=tables)
+    readers = {r["reader_id"]: r for r in scores["readers"]}
+    assert [readers["A"][k] for k in ("TP", "FN", "FP", "TN")] == [5, 1, 2, 4]
+    assert [readers["B"][k] for k in ("TP", "FN", "FP", "TN")] == [4, 2, 2, 4]
+    assert readers["A"]["accuracy"] == pytest.approx(9 / 12) and readers["B"]["accuracy"] == pytest.approx(8 / 12)
+    # A/B: both real 5, both synthetic 4, A real & B synthetic 2, A synthetic & B real 1
+    # po = 9/12, pe = (7/12)(6/12) + (5/12)(6/12) = 1/2, kappa = 0.5
+    assert scores["agreement"]["method"] == "cohen"
+    assert scores["agreement"]["kappa"] == pytest.approx(0.5)
+    pct = {(r["reader_id"], r["source"]): r["pct_rated_real"] for r in scores["sources"]}
+    assert pct == pytest.approx({("A", "real"): 500 / 6, ("A", "m1"): 200 / 3, ("A", "m2"): 0.0,
+                                 ("B", "real"): 400 / 6, ("B", "m1"): 100 / 3, ("B", "m2"): 100 / 3})
+    timing = {(r["reader_id"], r["truth"]): r for r in scores["timing"]}
+    assert timing[("A", "real")]["mean_confidence"] == 4.0 and timing[("A", "synthetic")]["mean_confidence"] == 2.0
+    assert timing[("B", "real")]["mean_confidence"] == 5.0
+    assert sum(timing[("B", t)]["n_timed_out"] for t in ("real", "synthetic")) >= 1
