@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # dcm2niix and snakemake come from the venv; jobs find them on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test lint clean-results
+.PHONY: install system-deps demo test lint clean-results
 
 install: $(STAMP)
 
@@ -27,7 +27,11 @@ demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local all
 	@echo "Report: results/report/index.html"
 
-test: $(STAMP)
+# Debian packages the tests use for real (Chromium); installs what is missing when root.
+system-deps:
+	bash tests/install-system-deps.sh
+
+test: $(STAMP) system-deps
 	$(BIN)/pytest
 
 lint: $(STAMP)

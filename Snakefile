@@ -32,6 +32,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/reader_study.smk"
 
 
 # ----- target --------------------------------------------------------------
@@ -39,3 +40,4 @@ rule all:
     default_target: True
     input:
         "results/report/index.html",
+        "results/reader_study/kit_summary.json",

@@ -98,6 +98,7 @@ def build_report(
     model_info: dict[str, dict],
     synthetic_cohort: bool,
     title: str = "Brain-MRI generative models: pipeline report",
+    extra_sections: list[str] = (),
 ) -> None:
     """Write the whole run's report as one self-contained HTML file (atomically).
 
@@ -105,6 +106,8 @@ def build_report(
     plus ``reconstruction_metrics`` keys for models that reconstruct);
     ``original_metrics`` is the "Original" row. Image and CSV paths are read
     now and embedded; a missing or malformed one raises InputError naming it.
+    ``extra_sections`` are complete ``<section>`` blocks rendered (and escaped)
+    by the evaluation modules that own them.
     """
     parts = [
         "<!DOCTYPE html>",
@@ -125,6 +128,7 @@ def build_report(
     parts += _section("Reconstructions", _figures(reconstruction_grids, "originals and reconstructions"))
     parts += _section("Training losses", _loss_figures(losses))
     parts += _section("Models", _model_info_table(model_info))
+    parts += list(extra_sections)
     parts.append("</body></html>")
     io.write_text(out_html, "\n".join(parts) + "\n")
 
@@ -524,4 +528,15 @@ def report_job(out_html: Path, *, inputs: Mapping[str, Any], models: list[str], 
             model_info=model_info,
             synthetic_cohort=synthetic_cohort,
             title=title,
+            extra_sections=evaluation_sections(inputs),
         )
+
+
+def evaluation_sections(inputs: Mapping[str, Any]) -> list[str]:
+    """Report sections of the evaluation stages whose outputs are among the report's inputs."""
+    sections = []
+    if "reader_scores" in inputs:
+        from .reader_scoring import render_reader_results_html
+
+        sections.append(render_reader_results_html(Path(inputs["reader_scores"])))
+    return sections

@@ -13,6 +13,7 @@ rule report:
         losses=expand("results/models/{model}/losses.csv", model=MODELS),
         grids=expand("results/samples/{model}/grid.png", model=MODELS),
         reconstructions=expand("results/samples/{model}/reconstructions.npy", model=MODELS),
+        reader_scores="results/reader_study/scores.json",
     output:
         "results/report/index.html",
     log:
