@@ -1,0 +1,198 @@
+"""FID: Inception features as pytorch-fid computes them, exact Fréchet distance, repeated and per-class FID."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from pytorch_fid.fid_score import calculate_frechet_distance, get_activations
+
+from pipeline_lib import fid
+from pipeline_lib.errors import InputError
+from pipeline_lib.feature_networks import load_fid_inception
+
+# fid-helper's TorchScript can only be read with torch.jit.load, deprecated in torch 2.14.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def fid_weights(tmp_path_factory):
+    """The FID Inception built offline by the fid_weights job (TORCH_HOME is a scratch dir)."""
+    out = tmp_path_factory.mktemp("fid_weights") / "pt_inception-2015-12-05-fid.pth"
+    return fid.fid_weights_job(out)
+
+
+@pytest.fixture(scope="module")
+def fid_net(fid_weights):
+    return fid.load_feature_network(fid_weights, device="cpu", channels_last=True)
+
+
+def _relu_features(rng, n, d, shift=0.0, mix=None):
+    """Non-negative, correlated features like Inception's pool3 (a ReLU of a random mixture)."""
+    mix = rng.normal(size=(d, d)) / np.sqrt(d) if mix is None else mix
+    return np.maximum(rng.normal(size=(n, d)) @ mix + shift, 0.0)
+
+
+# -- Fréchet distance ---------------------------------------------------------------
+def test_frechet_distance_matches_pytorch_fid_on_random_statistics():
+    rng = np.random.default_rng(0)
+    mix = rng.normal(size=(48, 48)) / 7
+    f1, f2 = _relu_features(rng, 300, 48, mix=mix), _relu_features(rng, 200, 48, 0.2, mix=mix)
+    stats1, stats2 = fid.feature_statistics(f1), fid.feature_statistics(f2)
+    reference = calculate_frechet_distance(*stats1, *stats2)
+    assert reference > 0.1
+    assert fid.frechet_distance(*stats1, *stats2) == pytest.approx(reference, rel=1e-6)
+    # Enough images per set: the feature path goes through the statistics.
+    assert fid.frechet_distance_features(f1, f2) == pytest.approx(reference, rel=1e-6)
+
+
+@pytest.mark.parametrize("n1, n2", [(20, 30), (20, 200), (150, 25)])
+def test_feature_path_matches_pytorch_fid_when_covariances_are_rank_deficient(n1, n2):
+    """Fewer images than dimensions on one or both sides: the nuclear-norm path."""
+    rng = np.random.default_rng(n1 + n2)
+    mix = rng.normal(size=(64, 64)) / 8
+    f1, f2 = _relu_features(rng, n1, 64, mix=mix), _relu_features(rng, n2, 64, 0.3, mix=mix)
+    reference = calculate_frechet_distance(*fid.feature_statistics(f1), *fid.feature_statistics(f2))
+    assert fid.frechet_distance_features(f1, f2) == pytest.approx(reference, rel=1e-6)
+    assert fid.frechet_distance_features(f2, f1) == pytest.approx(reference, rel=1e-6)
+
+
+def test_identical_sets_give_zero_fid():
+    rng = np.random.default_rng(1)
+    f = _relu_features(rng, 40, 2048)  # fewer images than dimensions, as in a small demo
+    assert abs(fid.frechet_distance_features(f, f.copy())) < 1e-3
+    g = _relu_features(rng, 80, 32)
+    assert abs(fid.frechet_distance(*fid.feature_statistics(g), *fid.feature_statistics(g))) < 1e-3
+    assert fid.frechet_distance_features(f, _relu_features(rng, 40, 2048, 0.5)) > 1.0
+
+
+def test_mismatched_statistics_are_rejected():
+    with pytest.raises(InputError, match="statistics do not match"):
+        fid.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+    with pytest.raises(InputError, match="at least 2 images"):
+        fid.frechet_distance_features(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+# -- repeated and per-class FID ---------------------------------------------------------
+def test_repeated_fid_draws_r_subsets_of_the_given_size():
+    rng = np.random.default_rng(2)
+    mix = rng.normal(size=(16, 16)) / 4
+    samples, real = _relu_features(rng, 60, 16, 0.3, mix=mix), _relu_features(rng, 90, 16, mix=mix)
+    result = fid.repeated_fid(samples, real, repeats=7, subset_size=25, seed=3)
+    assert len(result["values"]) == result["repeats"] == 7
+    assert result["subset_size"] == 25 and result["n_samples"] == 60 and result["n_real"] == 90
+    assert result["mean"] == pytest.approx(np.mean(result["values"]))
+    assert result["std"] == pytest.approx(np.std(result["values"], ddof=1)) and result["std"] > 0
+    assert not result["warning"] and result["warning_message"] is None  # 25 images ≥ 16 dimensions
+    # Same seed → same subsets; the default subset size is the smaller set.
+    assert fid.repeated_fid(samples, real, repeats=7, subset_size=25, seed=3)["values"] == result["values"]
+    assert fid.repeated_fid(samples, real, repeats=2)["subset_size"] == 60
+
+
+def test_small_subsets_carry_the_warning():
+    rng = np.random.default_rng(4)
+    result = fid.repeated_fid(_relu_features(rng, 30, 64), _relu_features(rng, 30, 64), repeats=3, subset_size=10)
+    assert result["warning"] and "10 images" in result["warning_message"] and "64" in result["warning_message"]
+    with pytest.raises(InputError, match="subset_size 31 exceeds"):
+        fid.repeated_fid(_relu_features(rng, 30, 8), _relu_features(rng, 40, 8), subset_size=31)
+
+
+def test_per_class_fid_compares_each_class_with_its_own_real_images():
+    rng = np.random.default_rng(5)
+    mix = rng.normal(size=(12, 12)) / 3.5
+    real_a, real_b = _relu_features(rng, 60, 12, 0.0, mix), _relu_features(rng, 60, 12, 2.0, mix)
+    good_a = _relu_features(rng, 40, 12, 0.0, mix)        # matches class A
+    bad_b = _relu_features(rng, 40, 12, 0.0, mix)         # class B samples that look like A
+    samples = np.concatenate([good_a, bad_b])
+    sample_labels = np.array(["A"] * 40 + ["B"] * 40)
+    real = np.concatenate([real_a, real_b, real_b[:1] + 0.0])
+    real_labels = np.array(["A"] * 60 + ["B"] * 60 + ["C"])
+    out = fid.per_class_fid(samples, sample_labels, real, real_labels, repeats=4, subset_size=30, seed=0)
+    assert set(out) == {"A", "B"}
+    assert all(len(r["values"]) == 4 and r["subset_size"] == 30 for r in out.values())
+    assert out["B"]["mean"] > 5 * out["A"]["mean"]
+    lone = fid.per_class_fid(samples[:3], np.array(["C", "C", "C"]), real, real_labels, repeats=2)
+    assert "skipped" in lone["C"]
+
+
+# -- feature files ---------------------------------------------------------------
+def test_feature_file_round_trip_and_errors(tmp_path):
+    rng = np.random.default_rng(6)
+    feats = rng.random((10, 5)).astype(np.float32)
+    path = fid.save_feature_file(tmp_path / "f.npz", feats, rows=np.arange(10))
+    data = fid.load_feature_file(path)
+    np.testing.assert_array_equal(data["features"], feats)
+    np.testing.assert_allclose(data["mu"], feats.astype(np.float64).mean(0))
+    np.testing.assert_allclose(data["sigma"], np.cov(feats.astype(np.float64), rowvar=False))
+    np.testing.assert_array_equal(data["rows"], np.arange(10))
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="bad.npz"):
+        fid.load_feature_file(tmp_path / "bad.npz")
+    np.savez(tmp_path / "partial.npz", features=feats)
+    with pytest.raises(InputError, match=r"partial.npz.*missing arrays \['mu', 'sigma'\]"):
+        fid.load_feature_file(tmp_path / "partial.npz")
+
+
+def test_settings_reject_unknown_keys():
+    assert fid.fid_settings({"repeats": 5})["repeats"] == 5
+    assert fid.fid_settings(None)["repeats"] == 20  # seed 003
+    with pytest.raises(InputError, match="evaluation.fid: unknown keys \\['repeat'\\]"):
+        fid.fid_settings({"repeat": 5})
+
+
+# -- Inception features ---------------------------------------------------------------
+def test_features_match_pytorch_fid_get_activations(tmp_path, fid_weights, fid_net):
+    """Our batched channels_last path on (N, H, W) arrays = pytorch-fid's own PNG path, same weights."""
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, size=(3, 37, 45), dtype=np.uint8)  # odd sizes: exercises the resize
+    files = []
+    for i, image in enumerate(pixels):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(image, mode="L").save(files[-1])
+    plain = load_fid_inception(fid_weights)  # pytorch-fid's layout, contiguous memory format
+    reference = get_activations(files, plain, batch_size=3, dims=2048, device="cpu", num_workers=0)
+    ours = fid.extract_features(pixels.astype(np.float32) / 255, fid_net, batch_size=2)
+    assert ours.shape == (3, 2048) and ours.dtype == np.float32
+    assert np.abs(ours - reference).max() <= 1e-4
+    assert reference.mean() > 0.05  # real activations, not zeros
+
+
+def test_inception_input_is_three_grey_channels():
+    x = fid.inception_input(np.random.default_rng(8).random((2, 9, 11)), "cpu", channels_last=True)
+    assert x.shape == (2, 3, 9, 11) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x[:, 0], x[:, 2])
+
+
+def test_extract_features_rejects_bad_images(fid_net):
+    with pytest.raises(InputError, match="samples.npy: intensities must lie in \\[0, 1\\]"):
+        fid.extract_features(np.full((2, 8, 8), 2.0, np.float32), fid_net, what="samples.npy")
+
+
+def test_feature_jobs_share_one_weights_file_and_agree(tmp_path, fid_weights):
+    """real_features (one split, capped) and model_features give the same features for the same images."""
+    rng = np.random.default_rng(9)
+    images = rng.random((7, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    pd.DataFrame({"row": range(7), "subject": ["s"] * 7, "split": ["train", "test"] * 3 + ["train"],
+                  "scanner": list("ABABABA")}).to_csv(tmp_path / "slices.tsv", sep="\t", index=False)
+    settings = {"max_real": 2, "batch_size": 2, "device": "cpu"}
+    fid.real_features_job(fid_weights, tmp_path / "images.npy", tmp_path / "slices.tsv", "train",
+                          tmp_path / "real_train.npz", settings=settings)
+    real = fid.load_feature_file(tmp_path / "real_train.npz")
+    assert real["features"].shape == (2, 2048)
+    assert set(real["rows"]) <= {0, 2, 4, 6} and len(set(real["rows"])) == 2
+    np.save(tmp_path / "samples.npy", images[real["rows"]])
+    fid.model_features_job(fid_weights, tmp_path / "samples.npy", tmp_path / "model.npz", settings=settings)
+    model = fid.load_feature_file(tmp_path / "model.npz")
+    np.testing.assert_allclose(model["features"], real["features"], atol=1e-5)
+    np.testing.assert_allclose(real["mu"], real["features"].astype(np.float64).mean(0), rtol=1e-6)
+
+
+def test_weights_job_copies_a_configured_file_and_names_a_missing_one(tmp_path, fid_weights):
+    out = fid.fid_weights_job(tmp_path / "w.pth", configured=fid_weights)
+    assert out.read_bytes() == fid_weights.read_bytes()
+    with pytest.raises(InputError, match="nowhere.pth"):
+        fid.fid_weights_job(tmp_path / "x.pth", configured=tmp_path / "nowhere.pth")

@@ -1,0 +1,16 @@
+from pathlib import Path
+
+from pipeline_lib.distribution_metrics import model_distribution_job
+from pipeline_lib.jobs import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+model_distribution_job(
+    Path(snakemake.input.features),
+    Path(snakemake.input.real),
+    Path(snakemake.input.table),
+    Path(snakemake.input.labels),
+    Path(snakemake.output[0]),
+    model=snakemake.wildcards.model,
+    condition_on=snakemake.params.condition_on,
+    evaluation=snakemake.params.evaluation,
+)

@@ -1,0 +1,13 @@
+from pathlib import Path
+
+from pipeline_lib.fid import model_features_job, runtime_settings
+from pipeline_lib.jobs import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+model_features_job(
+    Path(snakemake.input.weights),
+    Path(snakemake.input.samples),
+    Path(snakemake.output[0]),
+    settings=runtime_settings(snakemake.config),
+    threads=snakemake.threads,
+)
