@@ -278,3 +278,13 @@ def test_bad_inputs_are_named(tmp_path):
         rs.build_kit(cohort["images"], cohort["table"], broken, small, kit_dir=tmp_path / "k4",
                      answer_key=tmp_path / "k4.tsv", summary=tmp_path / "k4.json")
     assert not (tmp_path / "k4").exists() and not list(tmp_path.glob(".k4.*"))
+
+
+def test_kit_id_changes_when_an_image_changes():
+    """A rebuilt kit with other pixels (a retrained model) must not accept old answers."""
+    from pipeline_lib.reader_study import kit_identifier
+
+    names = ["a.png", "b.png"]
+    same = kit_identifier(names, {"a.png": b"1", "b.png": b"2"})
+    assert same == kit_identifier(names, {"a.png": b"1", "b.png": b"2"})
+    assert same != kit_identifier(names, {"a.png": b"1", "b.png": b"3"})

@@ -138,7 +138,10 @@ def stale_jobs(workdir: Path) -> set[tuple[str, str]]:
 
 
 def model_jobs(model: str) -> set[tuple[str, str]]:
-    return {("train", model), ("sample", model), ("metrics_model", model), ("report", "")}
+    """A model's own jobs, plus what aggregates every model: the reader kit (its images
+    change, so it gets a new kit id) and the report."""
+    return {("train", model), ("sample", model), ("metrics_model", model), ("report", ""),
+            ("reader_kit", ""), ("reader_scores", "")}
 
 
 def test_changing_one_models_lr_reruns_only_that_model(workdir):
@@ -182,3 +185,44 @@ def test_adding_a_model_runs_only_the_new_models_jobs(workdir):
 def test_lint_is_clean(workdir):
     result = snakemake(workdir, "--lint")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_reader_kit_ships_without_its_answer_key(workdir):
+    kit = workdir / "results/reader_study/kit"
+    key = pd.read_csv(workdir / "results/reader_study/answer_key.tsv", sep="\t")
+    assert len(key) == 6 + 3 * 3  # n_real + n_per_model for each of the three models
+    shipped = {p.name for p in kit.rglob("*")}
+    assert set(key["image"]) <= shipped
+    assert not any("answer" in name or name.endswith(".tsv") for name in shipped)
+
+
+def test_dropped_in_reader_responses_reach_the_report(workdir):
+    """Two scripted readers: A always right, B calls everything real -> known kappa and tables."""
+    key = pd.read_csv(workdir / "results/reader_study/answer_key.tsv", sep="\t", dtype=str)
+    responses = workdir / "reader_responses"
+    responses.mkdir(exist_ok=True)
+    readers = {"A": key["truth"].tolist(), "B": ["real"] * len(key)}
+    for reader, answers in readers.items():
+        pd.DataFrame({
+            "kit_id": key["kit_id"], "reader_id": reader, "order_index": range(len(key)),
+            "image": key["image"], "answer": answers, "confidence": 3, "response_ms": 1500,
+            "timed_out": 0,
+        }).to_csv(responses / f"reader-{reader}.csv", index=False)
+    try:
+        result = snakemake(workdir, "--cores", "2", "all")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        scores = json.loads((workdir / "results/reader_study/scores.json").read_text())
+        # A agrees with the truth, B answers one category only: Cohen's kappa is 0.
+        assert json.dumps(scores).count("kappa") > 0
+        html = (workdir / "results/report/index.html").read_text()
+        assert "no reader responses yet" not in html
+        assert "kappa" in html.lower()
+        n_real = int((key["truth"] == "real").sum())
+        readers_table = pd.read_csv(workdir / "results/reader_study/tables/readers.tsv", sep="\t")
+        row_a = readers_table[readers_table["reader_id"] == "A"].iloc[0]
+        row_b = readers_table[readers_table["reader_id"] == "B"].iloc[0]
+        assert (row_a["TP"], row_a["FN"], row_a["FP"], row_a["TN"]) == (n_real, 0, 0, len(key) - n_real)
+        assert (row_b["TP"], row_b["FN"], row_b["FP"], row_b["TN"]) == (n_real, 0, len(key) - n_real, 0)
+        assert row_a["accuracy"] == pytest.approx(1.0)
+    finally:
+        shutil.rmtree(responses)

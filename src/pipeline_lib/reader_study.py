@@ -219,9 +219,17 @@ def opaque_names(n: int, seed: int) -> list[str]:
     return names
 
 
-def kit_identifier(names: Sequence[str]) -> str:
-    """Short fingerprint of a kit's image list; responses carry it so they match their key."""
-    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:12]
+def kit_identifier(names: Sequence[str], pngs: Mapping[str, bytes] | None = None) -> str:
+    """Short fingerprint of a kit's image list and, when given, its image bytes.
+
+    Responses carry it so they match their key: a kit rebuilt with other images
+    (a retrained model) gets a new identifier, and older answers are refused
+    instead of being scored against the wrong truth.
+    """
+    digest = hashlib.sha256("\n".join(sorted(names)).encode())
+    for name in sorted(pngs or {}):
+        digest.update(hashlib.sha256(pngs[name]).digest())
+    return digest.hexdigest()[:12]
 
 
 # ----- per-reader order (mirrors app.js) ------------------------------------
@@ -371,8 +379,6 @@ def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]
     kit = compose_kit(pools[REAL], {m: p for m, p in pools.items() if m != REAL}, settings, sources)
     names = opaque_names(len(kit), settings["seed"])
     kit.insert(0, "image", [f"{name}.png" for name in names])
-    kit_id = kit_identifier(kit["image"])
-    kit.insert(1, "kit_id", kit_id)
     height, width = _display_shape(stacks[REAL].shape[1:], settings["display_size"])
     pngs = {}
     for row in kit.itertuples(index=False):
@@ -380,6 +386,8 @@ def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]
         if not np.isfinite(image).all():
             raise InputError(f"{sources[row.source]}: image {row.source_index} holds NaN or infinite values")
         pngs[row.image] = encode_png_gray8(display_pixels(image, height, width, settings["interpolation"]))
+    kit_id = kit_identifier(kit["image"], pngs)
+    kit.insert(1, "kit_id", kit_id)
     page = kit_page_config(kit_id, sorted(pngs), height, width, settings)
     _write_kit_folder(kit_dir, pngs, page, settings)
     write_tsv(answer_key, kit.sort_values("image")[KEY_COLUMNS])

@@ -1,32 +1,6 @@
 # Reader study (issue 5): a blinded kit of real and synthetic slices for radiologists, and
 # scoring of their downloaded answers. The kit is shippable as it is; the answer key stays outside.
 
-from pipeline_lib.reader_scoring import response_files
-
-# Keys that only matter for scoring: changing them must not rebuild (and reshuffle) the kit.
-READER_SCORING_KEYS = ("responses_dir", "positive_class")
-
-
-def reader_study_models():
-    """The models in the kit: reader_study.models, or every configured model."""
-    chosen = config["reader_study"].get("models")
-    if chosen is None:
-        return MODELS
-    unknown = sorted(set(chosen) - set(MODELS))
-    if unknown:
-        raise ValueError(f"reader_study.models names unknown model(s): {', '.join(unknown)}")
-    return sorted(chosen)
-
-
-def reader_kit_settings():
-    return {k: v for k, v in settings("reader_study").items() if k not in READER_SCORING_KEYS}
-
-
-def reader_responses(wildcards):
-    """Every response CSV in the responses folder: a new or changed file reruns the scoring."""
-    return [str(p) for p in response_files(config["reader_study"]["responses_dir"])]
-
-
 rule reader_kit:
     """Blinded image set, reader web page and (outside the kit) the answer key."""
     input:
