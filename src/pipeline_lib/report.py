@@ -217,7 +217,7 @@ def _table1_caption(original: Mapping, models: Mapping[str, Mapping]) -> str:
     ]
     return (
         "Dataset similarity, intra-sample diversity (ISD) and minimum ISD are mean per-pixel squared "
-        "errors on images in [0, 1]; the Original row compares the original images with themselves. "
+        "errors on images in [0, 1]; the Original row treats held-out real test slices as the sample set. "
         f"Laplace sharpness: variance of the Laplacian with intensities multiplied by "
         f"{_scale_text(original, models)}. Images: " + "; ".join(counts) + "."
     )
@@ -482,7 +482,7 @@ def report_job(out_html: Path, *, inputs: Mapping[str, Any], models: list[str], 
 
     subjects = pd.read_csv(inputs["subjects"], sep="\t", dtype=str, keep_default_na=False)
     ingest_qc = pd.read_csv(inputs["ingest_qc"], sep="\t", dtype=str, keep_default_na=False)
-    registration_qc = pd.read_csv(inputs["registration_qc"], sep="\t", keep_default_na=False)
+    registration_qc = pd.read_csv(inputs["registration_qc"], sep="\t", dtype=str, keep_default_na=False)
     table = load_table(Path(inputs["table"]))
     cohort = {
         "subjects_found": len(subjects),
@@ -516,8 +516,8 @@ def report_job(out_html: Path, *, inputs: Mapping[str, Any], models: list[str], 
         build_report(
             Path(out_html),
             cohort=cohort,
-            ingest_qc=ingest_qc,
-            registration_qc=registration_qc,
+            ingest_qc=ingest_qc[["subject", "status", "file", "reason"]],
+            registration_qc=_registration_view(registration_qc),
             overlays={s: p.parent / "overlay.png"
                       for s, p in successful_outputs(inputs["registered"], "qc.json").items()},
             metrics={m: json.loads(p.read_text()) for m, p in by_model("metrics").items()},
@@ -530,6 +530,14 @@ def report_job(out_html: Path, *, inputs: Mapping[str, Any], models: list[str], 
             title=title,
             extra_sections=evaluation_sections(inputs),
         )
+
+
+def _registration_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns a reader of the report needs, correlations as numbers."""
+    view = frame.reindex(columns=["subject", "status", "correlation_before", "correlation_after", "reason"])
+    for column in ("correlation_before", "correlation_after"):
+        view[column] = pd.to_numeric(view[column], errors="coerce")
+    return view
 
 
 def evaluation_sections(inputs: Mapping[str, Any]) -> list[str]:
