@@ -22,3 +22,50 @@ def private_torch_home(tmp_path_factory):
 def two_threads():
     """CI machines have 2 cores; more threads only add contention."""
     torch.set_num_threads(2)
+
+
+# ---- evaluation (domain features, memorization audit, utility) -------------------------------
+
+
+def _evaluation_slice_image(size: int, position: float, bright: float, shift: tuple[float, float],
+                            rng) -> "np.ndarray":
+    import numpy as np
+
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    cy, cx = size / 2 + shift[0], size / 2 + shift[1]
+    radius = size * (0.12 + 0.28 * position)  # grows from the bottom slice to the top one
+    disk = ((yy - cy) ** 2 + (xx - cx) ** 2) <= radius ** 2
+    image = 0.05 + bright * disk + rng.normal(0.0, 0.05, (size, size))
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def evaluation_slices():
+    """Factory of a labelled toy slice dataset: (images (N, S, S), table like slices.tsv).
+
+    A bright disk whose radius grows with the slice position and whose
+    brightness depends on the 'scanner' (A dim, B bright); every subject has
+    its own small shift, every image its own noise. ``random_positions`` draws
+    each slice's index at random (independent images) instead of 0..n-1.
+    """
+    import numpy as np
+    import pandas as pd
+
+    def make(n_subjects: int = 16, slices_per_subject: int = 10, size: int = 32, seed: int = 0,
+             test_fraction: float = 0.25, random_positions: bool = False, max_index: int = 19):
+        rng = np.random.default_rng(seed)
+        images, rows = [], []
+        n_test = max(1, round(test_fraction * n_subjects))
+        for s in range(n_subjects):
+            scanner = "scanner-A" if s % 2 == 0 else "scanner-B"
+            shift = tuple(rng.uniform(-2, 2, 2))
+            for k in range(slices_per_subject):
+                index = int(rng.integers(0, max_index + 1)) if random_positions else k
+                top = max_index if random_positions else slices_per_subject - 1
+                bright = 0.4 if scanner == "scanner-A" else 0.8
+                images.append(_evaluation_slice_image(size, index / top, bright, shift, rng))
+                rows.append({"row": len(rows), "subject": f"sub-{s:010x}", "slice_index": index,
+                             "split": "test" if s >= n_subjects - n_test else "train", "scanner": scanner})
+        return np.stack(images), pd.DataFrame(rows)
+
+    return make

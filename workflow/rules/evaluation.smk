@@ -2,34 +2,32 @@
 # a memorization audit, conditioning accuracy and augmentation utility.
 # Settings: config["evaluation"][domain|memorization|conditioning|utility]; a block left out of
 # the config takes the library's defaults, which equal the schema's.
+# The CNNs here are tiny: one torch thread each. Measured on a loaded 2-core machine, two
+# threads made their training 9x slower (OpenMP threads waiting on each other).
 
 
-def evaluation_settings(name):
-    return canonical(config.get("evaluation", {}).get(name, {}))
-
-
-def model_condition(wildcards):
-    """The slice-table column a model is conditioned on ("" for unconditional models)."""
-    return config["models"][wildcards.model].get("condition_on") or ""
-
-
-def evaluation_outputs(models=MODELS):
-    """Every evaluation output, by kind (for the report rule's input)."""
-    return {
-        "domain_network": "results/domain/network.json",
-        "domain_original": "results/metrics/original.domain.json",
-        "domain": expand("results/metrics/{model}.domain.json", model=models),
-        "memorization": expand("results/memorization/{model}.json", model=models),
-        "galleries": expand("results/memorization/{model}.png", model=models),
-        "conditioning": expand("results/conditioning/{model}.json", model=models),
-        "utility": expand("results/utility/{model}.json", model=models),
-    }
+EVALUATION_CONFIG = {
+    key: canonical(config.get("evaluation", {}).get(key, {}))
+    for key in ("domain", "memorization", "conditioning", "utility")
+}
+# The slice-table column each model is conditioned on ("" = unconditional).
+MODEL_CONDITION = {name: block.get("condition_on") or "" for name, block in config["models"].items()}
+# What the report reads, by kind.
+EVALUATION_OUTPUTS = {
+    "domain_network": "results/domain/network.json",
+    "domain_original": "results/metrics/original.domain.json",
+    "domain": expand("results/metrics/{model}.domain.json", model=MODELS),
+    "memorization": expand("results/memorization/{model}.json", model=MODELS),
+    "galleries": expand("results/memorization/{model}.png", model=MODELS),
+    "conditioning": expand("results/conditioning/{model}.json", model=MODELS),
+    "utility": expand("results/utility/{model}.json", model=MODELS),
+}
 
 
 rule evaluation_beyond_fid:
     """Target: every evaluation output of every model."""
     input:
-        **evaluation_outputs(),
+        **EVALUATION_OUTPUTS,
 
 
 rule domain_network:
@@ -43,8 +41,8 @@ rule domain_network:
     log:
         "logs/domain/network.log",
     params:
-        settings=evaluation_settings("domain"),
-    threads: 2
+        settings=EVALUATION_CONFIG["domain"],
+    threads: 1
     message:
         "Training the domain feature network"
     conda:
@@ -65,8 +63,8 @@ rule domain_metrics:
     log:
         "logs/domain/{model}.log",
     params:
-        settings=evaluation_settings("domain"),
-    threads: 2
+        settings=EVALUATION_CONFIG["domain"],
+    threads: 1
     message:
         "Domain-feature metrics of model {wildcards.model}"
     conda:
@@ -86,8 +84,8 @@ rule domain_metrics_original:
     log:
         "logs/domain/original.log",
     params:
-        settings=evaluation_settings("domain"),
-    threads: 2
+        settings=EVALUATION_CONFIG["domain"],
+    threads: 1
     message:
         "Domain-feature metrics of the real test slices"
     conda:
@@ -109,7 +107,7 @@ rule memorization_audit:
     log:
         "logs/memorization/{model}.log",
     params:
-        settings=evaluation_settings("memorization"),
+        settings=EVALUATION_CONFIG["memorization"],
     threads: 2
     message:
         "Memorization audit of model {wildcards.model}"
@@ -131,9 +129,9 @@ rule conditioning_accuracy:
     log:
         "logs/conditioning/{model}.log",
     params:
-        settings=evaluation_settings("conditioning"),
-        condition_on=model_condition,
-    threads: 2
+        settings=EVALUATION_CONFIG["conditioning"],
+        condition_on=lambda wildcards: MODEL_CONDITION[wildcards.model],
+    threads: 1
     message:
         "Conditioning accuracy of model {wildcards.model}"
     conda:
@@ -155,9 +153,9 @@ rule augmentation_utility:
     log:
         "logs/utility/{model}.log",
     params:
-        settings=evaluation_settings("utility"),
-        condition_on=model_condition,
-    threads: 2
+        settings=EVALUATION_CONFIG["utility"],
+        condition_on=lambda wildcards: MODEL_CONDITION[wildcards.model],
+    threads: 1
     message:
         "Augmentation utility of model {wildcards.model}"
     conda:

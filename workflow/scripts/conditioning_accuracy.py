@@ -1,0 +1,16 @@
+from pathlib import Path
+
+from pipeline_lib.jobs import start_job
+from pipeline_lib.utility import conditioning_job
+
+start_job(snakemake.log[0], snakemake.threads)
+conditioning_job(
+    Path(snakemake.input.samples),
+    Path(snakemake.input.labels),
+    Path(snakemake.input.images),
+    Path(snakemake.input.table),
+    Path(snakemake.output[0]),
+    condition_on=snakemake.params.condition_on or None,
+    settings=snakemake.params.settings,
+    threads=snakemake.threads,
+)

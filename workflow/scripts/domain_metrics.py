@@ -1,0 +1,17 @@
+from pathlib import Path
+
+from pipeline_lib.domain_features import domain_metrics_job
+from pipeline_lib.jobs import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+# Without a samples input this is the "original" row (real test slices).
+samples = getattr(snakemake.input, "samples", None)
+domain_metrics_job(
+    Path(snakemake.input.network),
+    Path(snakemake.input.images),
+    Path(snakemake.input.table),
+    Path(snakemake.output[0]),
+    settings=snakemake.params.settings,
+    samples=Path(samples) if samples else None,
+    threads=snakemake.threads,
+)

@@ -1,0 +1,14 @@
+from pathlib import Path
+
+from pipeline_lib.domain_features import domain_network_job
+from pipeline_lib.jobs import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+domain_network_job(
+    Path(snakemake.input.images),
+    Path(snakemake.input.table),
+    out_network=Path(snakemake.output.network),
+    out_summary=Path(snakemake.output.summary),
+    settings=snakemake.params.settings,
+    threads=snakemake.threads,
+)
