@@ -64,6 +64,7 @@ def family_hparams(block: dict[str, Any]) -> dict[str, Any]:
 
 def select_device(preference: str = "auto") -> torch.device:
     """CUDA when present (the scheduler restricts visibility via CUDA_VISIBLE_DEVICES), else CPU."""
+    log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(preference)

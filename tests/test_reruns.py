@@ -1,0 +1,123 @@
+"""Stale-only reruns after a preprocessing change: everything downstream, nothing upstream.
+
+The other rerun cases (a model's hyperparameter, a family's module, a new model, key
+order) live in test_workflow.py and share its helpers. These cases only need the
+provenance Snakemake records, not real outputs, so the fixture runs the cohort's
+discovery for real and then marks every other output as produced (``--touch`` over
+placeholder files): Snakemake records the same params/code/input metadata as after a
+real run, in seconds instead of minutes.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_workflow import (REPO, TEST_CONFIG, dry_run_jobs, model_jobs, snakemake, stale_jobs,
+                           write_config)
+
+pytestmark = pytest.mark.integration
+
+UPSTREAM_OF_SLICES = {"demo_cohort", "discover_inputs", "ingest", "register", "qc_tables"}
+
+
+def missing_outputs(work: Path) -> list[str]:
+    """Outputs of the full DAG that do not exist yet, from ``snakemake --summary``."""
+    result = snakemake(work, "--summary", "--cores", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
+    header, rows = rows[0], rows[1:]
+    output, status = header.index("output_file"), header.index("status")
+    return [row[output] for row in rows if row[status] == "missing"]
+
+
+def mark_all_produced(work: Path) -> None:
+    """Placeholders for every missing output, then ``--touch --forceall`` to record provenance.
+
+    Outputs without a file extension are this workflow's ``directory()`` outputs
+    (per-subject ingest/register folders, the reader kit).
+    """
+    for name in missing_outputs(work):
+        path = work / name
+        if Path(name).suffix:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+    # --forceall: without it, jobs whose placeholders happen to be newer than their
+    # inputs are skipped and get no provenance record.
+    result = snakemake(work, "--touch", "--forceall", "--cores", "1", "all")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def produced_workdir(tmp_path_factory) -> Path:
+    """A copy of the checkout (as in test_workflow) whose whole DAG counts as up to date."""
+    work = tmp_path_factory.mktemp("reruns") / "checkout"
+    work.mkdir()
+    shutil.copy(REPO / "Snakefile", work)
+    for folder in ("workflow", "src", "envs", "profiles"):
+        shutil.copytree(REPO / folder, work / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(TEST_CONFIG, work / "config.yaml")
+    result = snakemake(work, "--cores", "2", "discover_inputs")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    mark_all_produced(work)
+    assert dry_run_jobs(work) == {}
+    return work
+
+
+def forced_jobs(work: Path, rule: str) -> dict[str, int]:
+    """Rule -> job count when ``rule`` is forced: that rule's jobs and everything downstream."""
+    result = snakemake(work, "-n", "--cores", "1", "--forcerun", rule)
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = (result.stdout + result.stderr).split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", table, re.M))
+    counts.pop("total", None)
+    return {rule_name: int(n) for rule_name, n in counts.items()}
+
+
+def subjects(work: Path) -> int:
+    return sum(1 for _ in (work / "results/register").iterdir())
+
+
+def models() -> list[str]:
+    return sorted(yaml.safe_load(TEST_CONFIG.read_text())["models"])
+
+
+def every_model_jobs() -> set[tuple[str, str]]:
+    return set().union(*(model_jobs(m) for m in models()))
+
+
+def test_a_slicing_setting_reruns_slices_and_everything_downstream(produced_workdir):
+    work = produced_workdir
+    write_config(work, lambda c: c["slicing"].update(clip_percentile=90))
+    try:
+        planned = dry_run_jobs(work)
+        stale = stale_jobs(work)
+    finally:
+        write_config(work, lambda c: None)
+    assert planned == forced_jobs(work, "slice_dataset")
+    assert planned["slice_dataset"] == 1
+    assert every_model_jobs() | {("slice_dataset", ""), ("metrics_original", "")} <= stale
+    assert not UPSTREAM_OF_SLICES & {rule for rule, _ in stale}
+
+
+def test_a_registration_setting_reregisters_every_subject_and_downstream(produced_workdir):
+    work = produced_workdir
+    write_config(work, lambda c: c["registration"].update(transform="Rigid"))
+    try:
+        planned = dry_run_jobs(work)
+        stale = stale_jobs(work)
+    finally:
+        write_config(work, lambda c: None)
+    assert planned == forced_jobs(work, "register")
+    assert planned["register"] == subjects(work) == 5  # the demo's 4 phantoms + 1 corrupt file
+    expected = every_model_jobs() | {("register", ""), ("qc_tables", ""), ("slice_dataset", ""),
+                                     ("metrics_original", "")}
+    assert expected <= stale
+    assert not {"demo_cohort", "discover_inputs", "ingest"} & {rule for rule, _ in stale}

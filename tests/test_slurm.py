@@ -1,0 +1,270 @@
+"""The whole workflow through ``--profile profiles/slurm`` on a real single-node SLURM cluster.
+
+tests/slurm/ installs (if missing) and starts munge, MariaDB, slurmdbd, slurmctld and
+slurmd with two fake GPUs; the daemons started here are stopped at the end. The
+workflow runs on the small integration config with only partition names (a site file,
+as a user would write it) and the status polling interval changed; every rule goes
+through sbatch, and sacct tells what each job asked for and got.
+
+Without root (or without SLURM and apt) these tests skip, saying why, unless
+PIPELINE_SLURM_TESTS=require (CI), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm import cluster
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+SNAKEMAKE = VENV_BIN / "snakemake"
+PROFILE = REPO / "profiles" / "slurm"
+TEST_CONFIG = Path(__file__).parent / "data" / "config.integration.yaml"
+# The whole workflow takes about 5 minutes on a 2-core machine; snakemake gets SIGINT
+# after this many seconds (it ignores SIGTERM while waiting on sacct).
+WORKFLOW_TIMEOUT_S = 900
+# The plugin's log folder names the rule (rule_<rule>) or the group and its rules
+# (group_<group>_<rule>_<rule>...).
+SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+/slurm_logs/((?:rule|group)_\w+)/\S*)\)")
+
+pytestmark = pytest.mark.integration
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+def job_env(**variables: str) -> dict[str, str]:
+    """The caller's environment without site settings, with the venv's tools first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_SLURM_")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
+    env.update(variables)
+    return env
+
+
+def run_with_profile(workdir: Path, *args: str, timeout_s: int = WORKFLOW_TIMEOUT_S,
+                     env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """snakemake --profile <slurm profile> in ``workdir``, polling sacct every few seconds."""
+    # The checkout's own profile where there is one (it may hold a site.yaml), else ours.
+    profile = "profiles/slurm" if (workdir / "profiles/slurm").is_dir() else str(PROFILE)
+    cmd = ["timeout", "-s", "INT", "-k", "60", str(timeout_s), str(SNAKEMAKE),
+           "--profile", profile, "--slurm-init-seconds-before-status-checks", "2", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env or job_env(),
+                          timeout=timeout_s + 120)
+
+
+def submissions(output: str) -> dict[str, tuple[str, str]]:
+    """SLURM job id -> (label, SLURM log path) of every sbatch submission in snakemake's output.
+
+    The label is ``rule_<rule>`` for a single job, ``group_<group>_<rules>`` for a group job.
+    """
+    return {job: (label, log) for job, log, label in SUBMITTED.findall(output)}
+
+
+def runs_rule(label: str, rule: str) -> bool:
+    """Whether the submission with this label ran jobs of ``rule``."""
+    if label == f"rule_{rule}":
+        return True
+    return label.startswith("group_") and f"_{rule}_" in f"{label}_"
+
+
+def accounting(job_ids) -> dict[str, dict[str, str]]:
+    """sacct's view of the given jobs (allocations only, not steps)."""
+    fields = ["JobID", "Partition", "ReqTRES", "AllocTRES", "Timelimit", "State"]
+    result = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids),
+                             "-o", ",".join(fields)], capture_output=True, text=True, check=True)
+    rows = [dict(zip(fields, line.split("|"))) for line in result.stdout.splitlines() if line]
+    return {row["JobID"]: row for row in rows}
+
+
+def finished_jobs(output: str) -> Counter:
+    """Rule -> number of jobs that snakemake reported finished, the target rule left out."""
+    finished = Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", output))
+    finished.pop("all", None)
+    return finished
+
+
+def gpu_rules() -> set[str]:
+    """Rules that the profile sends to a GPU."""
+    from snakemake.profiles import ProfileConfigFileParser
+
+    with open(PROFILE / "config.yaml") as fh:
+        parsed = ProfileConfigFileParser().parse(fh)
+    return {entry.split(":")[0] for entry in parsed["set-resources"] if ":gpu=" in entry}
+
+
+# ---- the profile, without a cluster ----------------------------------------------------------
+
+def render_profile() -> dict:
+    from snakemake.profiles import ProfileConfigFileParser
+
+    with open(PROFILE / "config.yaml") as fh:
+        return ProfileConfigFileParser().parse(fh)
+
+
+def test_profile_without_site_values_uses_cluster_defaults(monkeypatch, tmp_path):
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_SLURM_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PIPELINE_SLURM_SITE", str(tmp_path / "absent.yaml"))
+    profile = render_profile()
+    assert profile["executor"] == "slurm"
+    assert not any("slurm_partition" in e or "slurm_account" in e for e in profile["default-resources"])
+    assert "runtime=60 * 2 ** (attempt - 1)" in profile["default-resources"]
+    assert {"train:gpu=1", "sample:gpu=1"} <= set(profile["set-resources"])
+    assert "slurm-requeue" not in profile and int(profile["retries"]) >= 1
+
+
+def test_profile_takes_site_file_and_environment_overrides(monkeypatch, tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"account": "lab", "cpu_partition": "all", "gpu_partition": "a100q",
+                                    "gpu_model": "a100", "requeue": True}))
+    monkeypatch.setenv("PIPELINE_SLURM_SITE", str(site))
+    monkeypatch.setenv("PIPELINE_SLURM_ACCOUNT", "other_lab")
+    profile = render_profile()
+    # Quoted: a partition named like a Python builtin ("all") must stay a string.
+    assert "slurm_partition='all'" in profile["default-resources"]
+    assert "slurm_account='other_lab'" in profile["default-resources"]
+    assert {"train:slurm_partition='a100q'", "train:gpu_model='a100'",
+            "sample:slurm_partition='a100q'"} <= set(profile["set-resources"])
+    assert profile["slurm-requeue"] == "True"
+
+
+def test_profile_rejects_unknown_site_keys(monkeypatch, tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("partition: gpu\n")
+    monkeypatch.setenv("PIPELINE_SLURM_SITE", str(site))
+    with pytest.raises(Exception, match="unknown key.*partition"):
+        render_profile()
+
+
+def test_runtime_grows_with_each_attempt():
+    """Snakemake evaluates profile resources as Python with ``attempt`` = 1, 2, 3 ..."""
+    entry = next(e for e in render_profile()["default-resources"] if e.startswith("runtime="))
+    expression = entry.split("=", 1)[1]
+    assert [eval(expression, {"attempt": a}) for a in (1, 2, 3)] == [60, 120, 240]
+
+
+# ---- the real cluster ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """The local test cluster, running for this module; what it starts stops afterwards."""
+    reason = cluster.unavailable_reason()
+    if reason:
+        if cluster.required():
+            pytest.fail(f"{cluster.REQUIRE_VARIABLE}=require but {reason}")
+        pytest.skip(reason)
+    with cluster.running_cluster() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def workflow_run(slurm_cluster, tmp_path_factory):
+    """The whole workflow, run once through the SLURM profile in a copy of the checkout."""
+    work = tmp_path_factory.mktemp("slurm") / "checkout"
+    work.mkdir()
+    shutil.copy(REPO / "Snakefile", work)
+    for folder in ("workflow", "src", "envs", "profiles"):
+        shutil.copytree(REPO / folder, work / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "site.yaml"))
+    shutil.copy(TEST_CONFIG, work / "config.yaml")
+    # The user's way of naming partitions: profiles/slurm/site.yaml.
+    (work / "profiles/slurm/site.yaml").write_text(yaml.safe_dump(
+        {"cpu_partition": cluster.CPU_PARTITION, "gpu_partition": cluster.GPU_PARTITION}))
+    result = run_with_profile(work, "all")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"exit {result.returncode}:\n{output[-6000:]}"
+    jobs = submissions(output)
+    return {"work": work, "output": output, "jobs": jobs, "sacct": accounting(jobs)}
+
+
+def test_every_rule_ran_as_a_slurm_job(workflow_run):
+    """Each job that ran was (part of) an sbatch job; test_a_second_call... shows none is left."""
+    work, jobs, sacct = workflow_run["work"], workflow_run["jobs"], workflow_run["sacct"]
+    finished = finished_jobs(workflow_run["output"])
+    assert {"demo_cohort", "discover_inputs", "ingest", "register", "slice_dataset", "train",
+            "sample", "metrics_model", "report"} <= set(finished)
+    assert finished["ingest"] == finished["register"] == 5
+    labels = Counter(label for label, _ in jobs.values())
+    for rule, count in finished.items():
+        assert any(runs_rule(label, rule) for label in labels), f"no sbatch job ran {rule}"
+        if not any(label.startswith("group_") and runs_rule(label, rule) for label in labels):
+            assert labels[f"rule_{rule}"] == count, rule
+    assert not re.search(r"^localrule (?!all:)", workflow_run["output"], re.M)
+    assert {row["State"] for row in sacct.values()} == {"COMPLETED"}
+    assert set(sacct) == set(jobs)
+    assert (work / "results/report/index.html").stat().st_size > 0
+
+
+def test_gpu_rules_asked_for_a_gpu_on_the_gpu_partition(workflow_run):
+    jobs, sacct = workflow_run["jobs"], workflow_run["sacct"]
+    gpu = gpu_rules()
+    assert gpu == {"train", "sample"}
+    gpu_labels = {f"rule_{rule}" for rule in gpu}
+    assert gpu_labels <= {label for label, _ in jobs.values()}
+    for job, (label, _) in jobs.items():
+        row = sacct[job]
+        if label in gpu_labels:
+            assert "gres/gpu=1" in row["ReqTRES"] and "gres/gpu=1" in row["AllocTRES"], row
+            assert row["Partition"] == cluster.GPU_PARTITION, row
+        else:
+            assert "gres/gpu" not in row["ReqTRES"], (label, row)
+            assert row["Partition"] == cluster.CPU_PARTITION, (label, row)
+
+
+def test_gpu_jobs_saw_their_gpu_in_cuda_visible_devices(workflow_run):
+    """SLURM sets CUDA_VISIBLE_DEVICES for GPU jobs only; the trainer logs what it saw."""
+    logs = workflow_run["work"] / "logs"
+    gpu_logs = sorted((logs / "train").glob("*.log")) + sorted((logs / "sample").glob("*.log"))
+    assert len(gpu_logs) == 2 * len(yaml.safe_load(TEST_CONFIG.read_text())["models"])
+    for log in gpu_logs:
+        devices = re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", log.read_text())
+        assert devices and set(devices) <= {"0", "1"}, (log, devices)
+    for log in set(logs.rglob("*.log")) - set(gpu_logs):
+        assert set(re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", log.read_text())) <= {"<unset>"}, log
+
+
+def test_a_second_call_has_nothing_to_submit(workflow_run):
+    result = run_with_profile(workflow_run["work"], "-n", timeout_s=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+FLAKY = """
+rule flaky:
+    output: "done.txt"
+    log: "logs/flaky.log"
+    shell:
+        "if [ ! -e attempt-1-failed ]; then touch attempt-1-failed; "
+        "echo 'failing on purpose' > {log}; exit 3; fi; echo ok > {output}"
+"""
+
+
+def test_a_failed_job_names_its_log_and_is_retried_with_more_runtime(slurm_cluster, tmp_path):
+    """Partition from the environment this time; retries and runtime growth from the profile."""
+    (tmp_path / "Snakefile").write_text(FLAKY)
+    result = run_with_profile(tmp_path, "--retries", "1", timeout_s=300,
+                              env=job_env(PIPELINE_SLURM_CPU_PARTITION=cluster.CPU_PARTITION))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    jobs = submissions(output)
+    assert len(jobs) == 2, output[-4000:]
+    first, second = sorted(jobs, key=int)
+    # The failure message points at the failed job's SLURM log, which is kept.
+    failed_log = jobs[first][1]
+    assert re.search(rf"SLURM-job '{first}' failed.*", output)
+    assert output.count(failed_log) >= 2 and Path(failed_log).is_file()
+    sacct = accounting(jobs)
+    assert sacct[first]["State"] == "FAILED" and sacct[second]["State"] == "COMPLETED"
+    assert (sacct[first]["Timelimit"], sacct[second]["Timelimit"]) == ("01:00:00", "02:00:00")
+    assert {row["Partition"] for row in sacct.values()} == {cluster.CPU_PARTITION}
+    assert (tmp_path / "done.txt").read_text() == "ok\n"
