@@ -24,7 +24,11 @@ REQUIRE_VARIABLE = "PIPELINE_SLURM_TESTS"
 
 
 class ClusterError(RuntimeError):
-    """The test cluster could not be installed, started or stopped."""
+    """The test cluster could not be installed, started or stopped; ``output`` is the script's."""
+
+    def __init__(self, message: str, output: str = ""):
+        super().__init__(message)
+        self.output = output
 
 
 def unavailable_reason() -> str | None:
@@ -46,15 +50,27 @@ def _run_script(name: str, *args: str, timeout: int) -> str:
                             text=True, timeout=timeout)
     output = result.stdout + result.stderr
     if result.returncode != 0:
-        raise ClusterError(f"tests/slurm/{name} failed (exit {result.returncode}):\n{output}")
+        raise ClusterError(f"tests/slurm/{name} failed (exit {result.returncode}):\n{output}", output)
     return output
 
 
-def start() -> list[str]:
-    """Install missing packages and start missing daemons; the names of those started."""
-    _run_script("install.sh", timeout=900)
-    output = _run_script("start.sh", timeout=300)
+def _started(output: str) -> list[str]:
     return re.findall(r"started (\w+) \(pid", output)
+
+
+def start() -> list[str]:
+    """Install missing packages and start missing daemons; the names of those started.
+
+    If the cluster does not come up, the daemons this call started are stopped again
+    before the error is raised.
+    """
+    _run_script("install.sh", timeout=900)
+    try:
+        return _started(_run_script("start.sh", timeout=300))
+    except ClusterError as error:
+        if _started(error.output):
+            stop(_started(error.output))
+        raise
 
 
 def stop(names: list[str]) -> None:

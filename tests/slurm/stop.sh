@@ -51,4 +51,20 @@ wanted=" ${*:-slurmd slurmctld slurmdbd mariadbd munged} "
 for name in slurmd slurmctld slurmdbd mariadbd munged; do
     [[ $wanted == *" $name "* ]] && stop "$name"
 done
+
+# With a slurm.conf but no controller, every SLURM client call waits ~9 s for it, and
+# the executor plugin runs `scontrol show config` whenever snakemake starts (even for
+# local runs). Remove the configuration start.sh wrote once no controller is left;
+# start.sh writes it again.
+controller_running=0
+for dir in /proc/[0-9]*; do
+    if comm_matches "${dir#/proc/}" slurmctld; then controller_running=1; break; fi
+done
+if [[ $controller_running -eq 0 ]]; then
+    for conf in /etc/slurm/slurm.conf /etc/slurm/gres.conf /etc/slurm/slurmdbd.conf; do
+        if [[ -f $conf ]] && grep -qF "# Written by the pipeline's tests/slurm/start.sh" "$conf"; then
+            rm -f "$conf"
+        fi
+    done
+fi
 exit 0
