@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the test suite drives for real: Chromium for the reader-page browser test.
+# Debian packages the test suite drives for real: Chromium for the reader-page browser test,
+# and (via tests/slurm/install.sh) a single-node SLURM cluster for the cluster test.
 # Idempotent: installs only what is missing; needs root (CI runs as root).
 set -euo pipefail
 
@@ -9,13 +10,17 @@ missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-
 if [ "$(id -u)" -ne 0 ]; then
-    echo "Missing Debian packages: ${missing[*]}" >&2
-    echo "Install them with: sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "Missing Debian packages: ${missing[*]}" >&2
+        echo "Install them with: sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    fi
+    echo "Not root: the SLURM cluster test will be skipped (see tests/slurm/)." >&2
     exit 0
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+bash "$(dirname "$0")/slurm/install.sh"

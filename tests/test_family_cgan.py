@@ -114,3 +114,16 @@ def test_training_makes_samples_follow_the_requested_class():
         matched = model.discriminate(to_signed(images), labels).mean()
         swapped = model.discriminate(to_signed(images), 1 - labels).mean()
     assert matched > swapped + 1.0
+
+
+def test_label_maps_are_learned_with_the_discriminator():
+    """The discriminator's per-class input maps are trained, not frozen at their initial values."""
+    torch.manual_seed(0)
+    model = build_model("cgan", 32, {"width": 8, "latent_dim": 16, "batch_size": 8}, n_classes=2)
+    model.configure_optimizers()
+    before = model.label_maps.weight.detach().clone()
+    images = torch.rand(8, 1, 32, 32)
+    labels = torch.tensor([0, 1] * 4)
+    for _ in range(3):
+        model.training_step(images, labels)
+    assert not torch.equal(model.label_maps.weight, before)

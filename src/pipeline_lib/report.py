@@ -528,7 +528,7 @@ def report_job(out_html: Path, *, inputs: Mapping[str, Any], models: list[str], 
             model_info=model_info,
             synthetic_cohort=synthetic_cohort,
             title=title,
-            extra_sections=evaluation_sections(inputs),
+            extra_sections=evaluation_sections(inputs, models),
         )
 
 
@@ -540,9 +540,23 @@ def _registration_view(frame: pd.DataFrame) -> pd.DataFrame:
     return view
 
 
-def evaluation_sections(inputs: Mapping[str, Any]) -> list[str]:
+def evaluation_sections(inputs: Mapping[str, Any], model_names: list[str]) -> list[str]:
     """Report sections of the evaluation stages whose outputs are among the report's inputs."""
+    import json
+
     sections = []
+    models = list(model_names)
+    if "distribution" in inputs:
+        from .distribution_metrics import render_distribution_metrics_html
+
+        paths = [inputs["distribution"]] if isinstance(inputs["distribution"], (str, Path)) else inputs["distribution"]
+        sections.append(render_distribution_metrics_html(
+            {m: json.loads(Path(p).read_text()) for m, p in zip(models, paths)},
+            json.loads(Path(inputs["distribution_original"]).read_text())))
+    if "domain_network" in inputs:
+        from .evaluation_html import evaluation_html_from_inputs
+
+        sections.append(evaluation_html_from_inputs(inputs, models))
     if "reader_scores" in inputs:
         from .reader_scoring import render_reader_results_html
 

@@ -94,6 +94,22 @@ def model_family_source(wildcards):
     return str(family_source(family))
 
 
+def minutes_per_attempt(minutes):
+    """Cluster time limit that grows with each retry."""
+
+    def runtime(wildcards, attempt):
+        return minutes * attempt
+
+    return runtime
+
+
+def train_runtime(wildcards, attempt):
+    """Cluster time limit in minutes: the model's minutes budget plus start-up and saving
+    (4 h without one), doubled on every retry; a killed run resumes from its checkpoint."""
+    minutes = config["models"][wildcards.model]["budget"].get("minutes")
+    return (int(minutes * 1.1) + 20 if minutes else 240) * 2 ** (attempt - 1)
+
+
 def checkpoint_dir(wildcards):
     """Resume state of a training run: deliberately not a declared output (Snakemake would delete it)."""
     return f"results/checkpoints/{wildcards.model}"

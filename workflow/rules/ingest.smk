@@ -29,6 +29,11 @@ rule ingest:
         source=subject_source,
         format=subject_format,
         on_bad_input=config["on_bad_input"],
+    resources:
+        runtime=minutes_per_attempt(10),
+    # A subject's small jobs share one cluster job; a group's time limit is the sum of its members'.
+    group:
+        "subject"
     message:
         "Ingesting {wildcards.subject}"
     conda:

@@ -13,6 +13,10 @@ rule register:
     threads: 1
     resources:
         mem_mb=3000,
+        runtime=minutes_per_attempt(30),
+    # A subject's small jobs share one cluster job; a group's time limit is the sum of its members'.
+    group:
+        "subject"
     message:
         "Registering {wildcards.subject} ({params.registration[transform]})"
     conda:

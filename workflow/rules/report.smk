@@ -14,6 +14,8 @@ rule report:
         grids=expand("results/samples/{model}/grid.png", model=MODELS),
         reconstructions=expand("results/samples/{model}/reconstructions.npy", model=MODELS),
         reader_scores="results/reader_study/scores.json",
+        **FID_OUTPUTS,
+        **EVALUATION_OUTPUTS,
     output:
         "results/report/index.html",
     log:

@@ -16,6 +16,7 @@ rule train:
     threads: 2
     resources:
         mem_mb=8000,
+        runtime=train_runtime,
     message:
         "Training model {wildcards.model}"
     conda:

@@ -39,6 +39,14 @@ class CGAN(DCGAN):
         # Default N(0, 1) init on purpose: distinct label maps on the scale of the images from the start.
         self.label_maps = nn.Embedding(n_classes, image_size * image_size)
 
+    def configure_optimizers(self) -> None:
+        super().configure_optimizers()
+        # The label maps are part of the discriminator: trained by (and zeroed with) its optimiser.
+        h = self.hparams
+        self.optimizers["discriminator"] = torch.optim.Adam(
+            [*self.discriminator.parameters(), *self.label_maps.parameters()],
+            lr=h["lr"], betas=(h["beta1"], h["beta2"]))
+
     def cond_dim(self) -> int:
         return self.n_classes
 
