@@ -148,3 +148,13 @@ def test_killed_training_resumes_where_it_stopped(tmp_path, sig):
     new_state = torch.load(interrupted / "w.pt", weights_only=False)["state_dict"]
     for key in ref_state:
         torch.testing.assert_close(new_state[key], ref_state[key], rtol=0, atol=0)
+
+
+def test_family_sources_follow_package_imports():
+    """A family's code inputs include the modules it builds on, so their edits rerun it."""
+    from pipeline_lib.models import family_sources
+
+    names = {path.name for path in family_sources("dfc_vae")}
+    assert {"dfc_vae.py", "vae.py", "base.py"} <= names
+    assert "dcgan.py" not in names
+    assert {path.name for path in family_sources("vae")} == {"vae.py", "base.py"}

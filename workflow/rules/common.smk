@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
-from pipeline_lib.models import family_source
+from pipeline_lib.models import family_sources
 from pipeline_lib.reader_scoring import response_files
 
 
@@ -89,9 +89,9 @@ def model_block(wildcards):
 
 
 def model_family_source(wildcards):
-    """The family's module is an input, so editing it reruns that family's models only."""
+    """The family's modules are inputs, so editing one reruns only the models that use it."""
     family = config["models"][wildcards.model]["family"]
-    return str(family_source(family))
+    return [str(path) for path in family_sources(family)]
 
 
 def minutes_per_attempt(minutes):

@@ -6,6 +6,7 @@ Families are imported lazily, so the workflow can list a family's source file
 
 from __future__ import annotations
 
+import ast
 import importlib
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,27 @@ def family_source(family: str) -> Path:
     if family in _NOT_FAMILIES or not path.is_file():
         raise InputError(f"unknown model family '{family}'; available: {available_families()}")
     return path
+
+
+def family_sources(family: str) -> list[Path]:
+    """The family's module and every module of this package it imports, directly or not.
+
+    These are the train rule's code inputs: editing a module reruns exactly the
+    models whose behaviour it can change (e.g. vae.py also reruns dfc_vae). Found by
+    parsing imports, so torch is not imported while Snakemake builds the DAG.
+    """
+    pending, found = [family_source(family)], []
+    while pending:
+        path = pending.pop()
+        if path in found:
+            continue
+        found.append(path)
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                local = _PACKAGE_DIR / f"{node.module.split('.')[0]}.py"
+                if local.is_file():
+                    pending.append(local)
+    return sorted(found)
 
 
 def get_family(family: str):

@@ -55,6 +55,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import GenerativeModel
+from .vae import GaussianLatentSampling
 
 
 def stage_widths(image_size: int, width: int, max_width: int) -> list[int]:
@@ -121,7 +122,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
 
 
-class IntroVAE(GenerativeModel):
+class IntroVAE(GaussianLatentSampling, GenerativeModel):
     family = "intro_vae"
     can_reconstruct = True
     # Seed 001, section 3.2 (IntroVAE at 128 x 128); widths follow Huang et al.'s PGGAN-like layout.
@@ -183,19 +184,6 @@ class IntroVAE(GenerativeModel):
         return {"encoder": loss_e.item(), "generator": loss_g.item(), "reconstruction": recon.item(),
                 "kl_real": kl_real.item(), "kl_rec": kl_rec.item(), "kl_fake": kl_fake.item()}
 
-    @torch.no_grad()
-    def sample(self, n: int, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        self.eval()
-        z = torch.randn(n, self.hparams["latent_dim"], generator=generator, device="cpu").to(self.device)
-        return self.decoder(z).float()
-
-    @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        """Decode the posterior mean: the deterministic reconstruction used for the metrics."""
-        self.eval()
-        mu, _ = self.encoder(images)
-        return self.decoder(mu).float()
 
 
 MODEL = IntroVAE

@@ -76,7 +76,30 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
 
 
-class VAE(GenerativeModel):
+class GaussianLatentSampling:
+    """Sampling and reconstruction shared by the encoder/decoder families.
+
+    Needs ``self.encoder`` returning (mu, logvar), ``self.decoder`` and
+    ``hparams["latent_dim"]``; latents are drawn on the CPU so that a seed
+    gives the same samples on any device.
+    """
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        self.eval()
+        z = torch.randn(n, self.hparams["latent_dim"], generator=generator, device="cpu").to(self.device)
+        return self.decoder(z).float()
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean: the deterministic reconstruction used for the metrics."""
+        self.eval()
+        mu, _ = self.encoder(images)
+        return self.decoder(mu).float()
+
+
+class VAE(GaussianLatentSampling, GenerativeModel):
     family = "vae"
     can_reconstruct = True
     DEFAULTS: dict[str, Any] = {
@@ -112,19 +135,6 @@ class VAE(GenerativeModel):
         self.optimise(loss, self.optimizers["vae"])
         return {"loss": loss.item(), "reconstruction": recon.item(), "kl": kl.item()}
 
-    @torch.no_grad()
-    def sample(self, n: int, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        self.eval()
-        z = torch.randn(n, self.hparams["latent_dim"], generator=generator, device="cpu").to(self.device)
-        return self.decoder(z).float()
-
-    @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        """Decode the posterior mean: the deterministic reconstruction used for the metrics."""
-        self.eval()
-        mu, _ = self.encoder(images)
-        return self.decoder(mu).float()
 
 
 MODEL = VAE
