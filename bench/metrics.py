@@ -295,7 +295,9 @@ def markdown(results: dict[str, Any]) -> str:
         f = results["fid"]
         lines += [f"## FID for {f['n_sets']} sample sets against one real set", "",
                   f"{f['n_sets']} sets × {f['per_set']} images vs {f['n_real']} real images, {f['image_size']} px "
-                  f"({f['images']}); CPU.", "",
+                  f"({f['images']}); CPU. 1-minute load average before / after the FID part: "
+                  f"{f['load_average_before_after'][0][0]:.1f} / {f['load_average_before_after'][1][0]:.1f} "
+                  f"on {m.get('cpu_count')} cores (other jobs shared the machine; both paths ran under it).", "",
                   "| path | wall time | Inception forwards |", "|---|---|---|",
                   f"| ours (one process, real statistics once, channels_last float32) | {f['ours']['wall_s']:.1f} s | "
                   f"{f['inception_forwards']['ours']:,} |",
