@@ -123,6 +123,7 @@ def test_second_call_has_nothing_to_do(workdir):
 
 def stale_jobs(workdir: Path) -> set[tuple[str, str]]:
     """(rule, model) of every output a run would update; model is '' for other rules."""
+    models = set(yaml.safe_load((workdir / "config.yaml").read_text())["models"])
     result = snakemake(workdir, "--summary", "--cores", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
@@ -131,17 +132,22 @@ def stale_jobs(workdir: Path) -> set[tuple[str, str]]:
     jobs = set()
     for row in rows:
         if row[plan] != "no update":
-            model = re.match(r"results/(?:models|samples)/([^/]+)/|results/metrics/([^/.]+)\.json", row[output])
-            name = next((g for g in model.groups() if g), "") if model else ""
-            jobs.add((row[rule], "" if name == "original" else name))
+            # A model's outputs carry its name as a folder or as the file name's stem.
+            parts = re.split(r"[/.]", row[output])
+            jobs.add((row[rule], next((p for p in parts if p in models), "")))
     return jobs
+
+
+#: Rules with one job per model (everything from training to that model's evaluation).
+PER_MODEL_RULES = ("train", "sample", "metrics_model", "model_features", "distribution_metrics",
+                   "domain_metrics", "memorization_audit", "conditioning_accuracy", "augmentation_utility")
 
 
 def model_jobs(model: str) -> set[tuple[str, str]]:
     """A model's own jobs, plus what aggregates every model: the reader kit (its images
     change, so it gets a new kit id) and the report."""
-    return {("train", model), ("sample", model), ("metrics_model", model), ("report", ""),
-            ("reader_kit", ""), ("reader_scores", "")}
+    return {(rule, model) for rule in PER_MODEL_RULES} | {
+        ("report", ""), ("reader_kit", ""), ("reader_scores", "")}
 
 
 def test_changing_one_models_lr_reruns_only_that_model(workdir):
@@ -204,7 +210,7 @@ def test_dropped_in_reader_responses_reach_the_report(workdir):
     readers = {"A": key["truth"].tolist(), "B": ["real"] * len(key)}
     for reader, answers in readers.items():
         pd.DataFrame({
-            "kit_id": key["kit_id"], "reader_id": reader, "order_index": range(len(key)),
+            "kit_id": key["kit_id"], "reader_id": reader, "order_index": range(1, len(key) + 1),
             "image": key["image"], "answer": answers, "confidence": 3, "response_ms": 1500,
             "timed_out": 0,
         }).to_csv(responses / f"reader-{reader}.csv", index=False)
