@@ -28,7 +28,7 @@ def two_threads():
 
 
 def _evaluation_slice_image(size: int, position: float, bright: float, shift: tuple[float, float],
-                            rng) -> "np.ndarray":
+                            rng):
     import numpy as np
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)

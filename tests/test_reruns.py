@@ -11,14 +11,13 @@ real run, in seconds instead of minutes.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from test_workflow import (REPO, TEST_CONFIG, dry_run_jobs, model_jobs, snakemake, stale_jobs,
-                           write_config)
+from test_workflow import (TEST_CONFIG, copy_checkout, dry_run_jobs, model_jobs, snakemake,
+                           stale_jobs, write_config)
 
 pytestmark = pytest.mark.integration
 
@@ -57,13 +56,7 @@ def mark_all_produced(work: Path) -> None:
 @pytest.fixture(scope="module")
 def produced_workdir(tmp_path_factory) -> Path:
     """A copy of the checkout (as in test_workflow) whose whole DAG counts as up to date."""
-    work = tmp_path_factory.mktemp("reruns") / "checkout"
-    work.mkdir()
-    shutil.copy(REPO / "Snakefile", work)
-    for folder in ("workflow", "src", "envs", "profiles"):
-        shutil.copytree(REPO / folder, work / folder,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(TEST_CONFIG, work / "config.yaml")
+    work = copy_checkout(tmp_path_factory, "reruns")
     result = snakemake(work, "--cores", "2", "discover_inputs")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     mark_all_produced(work)

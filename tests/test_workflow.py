@@ -50,16 +50,21 @@ def dry_run_jobs(workdir: Path) -> dict[str, int]:
     return jobs
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """A copy of the workflow and its library, so tests may edit source files."""
-    work = tmp_path_factory.mktemp("workflow") / "checkout"
+def copy_checkout(tmp_path_factory, name: str) -> Path:
+    """A copy of the workflow and its library with the test config, so tests may edit source files."""
+    work = tmp_path_factory.mktemp(name) / "checkout"
     work.mkdir()
     shutil.copy(REPO / "Snakefile", work)
     for folder in ("workflow", "src", "envs", "profiles"):
         shutil.copytree(REPO / folder, work / folder,
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(TEST_CONFIG, work / "config.yaml")
+    return work
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    work = copy_checkout(tmp_path_factory, "workflow")
     result = snakemake(work, "--cores", "2", "all")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return work

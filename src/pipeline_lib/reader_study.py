@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .dataset import load_images, load_table, split_rows
+from .dataset import load_table, split_rows
 from .errors import InputError
 from .io import write_json, write_tsv
 
