@@ -20,7 +20,6 @@ turns those files into the report section.
 from __future__ import annotations
 
 import base64
-import html
 import io as _stdio
 import math
 import os
@@ -29,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .html_text import escape as _esc
 from .errors import InputError
 from .fid import (fid_settings, frechet_distance_features, load_feature_file, per_class_fid,
                   repeated_fid, merge_settings)
@@ -338,8 +338,6 @@ def original_distribution_job(test_features: Path, train_features: Path, table: 
 
 
 # -- report section ---------------------------------------------------------------
-def _esc(text: Any) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def _num(value: Any, digits: int = 3) -> str:

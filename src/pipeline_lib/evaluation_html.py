@@ -10,12 +10,12 @@ every table or figure says what was computed on how many images.
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from .html_text import finite_float as _as_float, count_text as _count, escape as _esc
 from .errors import InputError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -295,9 +295,6 @@ def _fmt(value: Any) -> str:
     return "n/a" if number is None else f"{number:.3g}"
 
 
-def _count(value: Any) -> str:
-    number = _as_float(value)
-    return "n/a" if number is None else str(int(number))
 
 
 def _join(values: set) -> str:
@@ -305,14 +302,6 @@ def _join(values: set) -> str:
     return " / ".join(shown) if shown else "n/a"
 
 
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _png_bytes(png: bytes | Path) -> bytes:
@@ -333,6 +322,3 @@ def _img(data: bytes, alt: str) -> str:
     encoded = base64.b64encode(data).decode("ascii")
     return f'<img class="grid" alt="{_esc(alt)}" src="data:image/png;base64,{encoded}">'
 
-
-def _esc(text: Any) -> str:
-    return html.escape(str(text), quote=True)

@@ -30,7 +30,6 @@ Tables:
 
 from __future__ import annotations
 
-import html
 import itertools
 import json
 import logging
@@ -42,6 +41,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .html_text import escape as _esc
 from .errors import InputError
 from .io import write_json, write_tsv
 from .reader_study import KEY_COLUMNS, REAL, SYNTHETIC
@@ -582,6 +582,3 @@ def _pct(value: Any) -> str:
 def _seconds(ms: Any) -> float | None:
     return None if ms is None else float(ms) / 1000.0
 
-
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)

@@ -11,7 +11,6 @@ without parsing the rounded display text.
 from __future__ import annotations
 
 import base64
-import html
 import io as _stdio
 import math
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from .html_text import finite_float as _as_float, count_text as _count, escape as _esc
 from pipeline_lib import io
 from pipeline_lib.errors import InputError
 
@@ -426,20 +426,8 @@ def _scale_text(original: Mapping, models: Mapping[str, Mapping]) -> str:
     return f"{format_number(scale)}" + (" (8-bit scale, as seed 001's values imply)" if scale == 255.0 else "")
 
 
-def _count(value: Any) -> str:
-    number = _as_float(value)
-    return "n/a" if number is None else str(int(number))
 
 
-def _as_float(value: Any) -> float | None:
-    """The value as a finite float, or None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _float_or_nan(value: Any) -> float:
@@ -461,8 +449,6 @@ def _is_numpy_number(value: Any) -> bool:
     return hasattr(value, "dtype") and getattr(value, "shape", None) == () and value.dtype.kind in "iuf"
 
 
-def _esc(text: Any) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def report_job(out_html: Path, *, inputs: Mapping[str, Any], models: list[str], settings: Mapping,
