@@ -17,11 +17,15 @@ the CPU and, when present, on CUDA, this measures training steps per second
   standalone PyTorch model (``bench/plain_models.py``) in a plain loop
   (shuffled index slices, ``step``), timed over the same window.
 
-Each repeat builds both afresh (ours first on even repeats, plain first on odd
-ones, so that drifting machine load hits both alike); the table gives the
-median steps/s of the repeats and ours / plain of the medians. Both sides run
-with ``torch.set_flush_denormal(True)`` on the CPU, because our trainer sets
-it. On CUDA the clock is read after ``torch.cuda.synchronize()``.
+Each run is a fresh Python process (``--worker``), as each training job of the
+pipeline is, so no run inherits another's allocator or thread state; each
+repeat runs both sides (ours first on even repeats, plain first on odd ones, so
+that drifting machine load hits both alike); the table gives the median steps/s
+of the repeats and ours / plain of the medians. Both sides run with
+``torch.set_flush_denormal(True)`` on the CPU, because our trainer sets it; our
+trainer also sets glibc's malloc to reuse freed memory, which the plain side
+gets only with ``--plain-allocator tuned``. On CUDA the clock is read after
+``torch.cuda.synchronize()``.
 
 CPU settings shrink widths and batches (not the layer structure) so that the
 benchmark fits a 2-core machine; CUDA runs the published defaults. The DFC-VAE
@@ -32,10 +36,13 @@ ImageNet weights cannot be downloaded here).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +62,7 @@ from pipeline_lib import training  # noqa: E402
 from pipeline_lib.feature_networks import vgg16_features_network  # noqa: E402
 from pipeline_lib.io import write_json, write_text  # noqa: E402
 
+RESULT_MARK = "BENCH-RESULT "
 N_CLASSES = 2
 SEED = 0
 # numpy complains about float64's subnormals once flush-to-zero is on; harmless here.
@@ -128,8 +136,8 @@ class Clock:
                 steps / (self.cpu[warmup + steps] - self.cpu[warmup]))
 
 
-def shapes(module: torch.nn.Module) -> list[tuple[int, ...]]:
-    return sorted(tuple(p.shape) for p in module.parameters())
+def shapes(module: torch.nn.Module) -> list[list[int]]:
+    return sorted(list(p.shape) for p in module.parameters())
 
 
 def random_vgg16_file(folder: Path) -> Path:
@@ -210,13 +218,13 @@ def run_plain(case: Case, hparams: dict, images: np.ndarray, labels: np.ndarray 
     return clock, model
 
 
-def check_same_parameters(case: Case, size: int, ours: torch.nn.Module, plain: torch.nn.Module) -> dict:
+def check_same_parameters(case: Case, size: int, ours: dict, plain: dict) -> dict:
     """Same parameter count (all and trainable) and the same multiset of parameter shapes, else an error."""
-    ours_n, plain_n = count_parameters(ours), count_parameters(plain)
-    if ours_n != plain_n or shapes(ours) != shapes(plain):
-        raise AssertionError(f"{case.label} at {size} px: parameters differ, ours (all, trainable) {ours_n} "
-                             f"vs plain {plain_n}; shapes equal: {shapes(ours) == shapes(plain)}")
-    return {"parameters": ours_n[0], "trainable": ours_n[1]}
+    if ours["parameters"] != plain["parameters"] or ours["shapes"] != plain["shapes"]:
+        raise AssertionError(f"{case.label} at {size} px: parameters differ, ours (all, trainable) "
+                             f"{ours['parameters']} vs plain {plain['parameters']}; "
+                             f"shapes equal: {ours['shapes'] == plain['shapes']}")
+    return {"parameters": ours["parameters"][0], "trainable": ours["parameters"][1]}
 
 
 def bench_inputs(case: Case, size: int, device: torch.device, workdir: Path):
@@ -231,7 +239,7 @@ def bench_inputs(case: Case, size: int, device: torch.device, workdir: Path):
 
 def run_one(which: str, case: Case, inputs, device: torch.device, warmup: int, steps: int, workdir: Path,
             hook: StampHook | None = None) -> tuple[Clock, torch.nn.Module]:
-    """One fresh run of ``which`` ("ours" or "plain") with ``warmup + steps`` steps inside the window's ends."""
+    """One run of ``which`` ("ours" or "plain") with ``warmup + steps`` steps inside the window's ends."""
     hparams, _, images, labels = inputs
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # our trainer sets it on the CPU; the plain loop gets it too
@@ -241,35 +249,85 @@ def run_one(which: str, case: Case, inputs, device: torch.device, warmup: int, s
     return run_plain(case, hparams, images, labels, device, warmup + steps, hook)
 
 
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Body of a ``--worker`` process: one run of one side, timed or profiled."""
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    if spec["which"] == "plain" and spec["plain_allocator"] == "tuned":
+        training.reuse_freed_host_memory()
+    case = next(c for c in CASES if c.label == spec["case"])
+    device, workdir = torch.device(spec["device"]), Path(spec["workdir"])
+    warmup, steps = spec["warmup"], spec["steps"]
+    inputs = bench_inputs(case, spec["size"], device, workdir)
+    if not spec["profile"]:
+        clock, model = run_one(spec["which"], case, inputs, device, warmup, steps, workdir)
+        wall, cpu = clock.rates(warmup, steps)
+        return {"wall": wall, "cpu": cpu, "parameters": count_parameters(model), "shapes": shapes(model),
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    prof = profile(activities=activities, with_flops=True)
+
+    def hook(i: int) -> None:
+        if i == warmup:
+            prof.start()
+        elif i == warmup + steps:
+            prof.stop()
+
+    run_one(spec["which"], case, inputs, device, warmup, steps, workdir, hook)
+    return {"operators": {e.key: [e.count, e.self_cpu_time_total / 1e3, e.flops] for e in prof.key_averages()}}
+
+
+def in_fresh_process(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run :func:`worker` in a new Python process and return its result.
+
+    Every run gets its own process, as every training job of the pipeline does:
+    runs sharing a process inherit each other's allocator state (glibc's malloc
+    adapts its thresholds to earlier frees), which swung cvae's speed between
+    17 and 39 steps/s depending on what ran before it.
+    """
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark worker failed ({spec['which']} {spec['case']} {spec['size']} px, "
+                           f"exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1][len(RESULT_MARK):])
+
+
 def bench_case(case: Case, size: int, device: torch.device, schedule: tuple[int, int, int],
-               workdir: Path) -> dict[str, Any]:
+               workdir: Path, *, threads: int | None, plain_allocator: str) -> dict[str, Any]:
     warmup, steps, repeats = schedule
     warmup = round_up(warmup, case.step_multiple)
     steps = round_up(steps, case.step_multiple)
-    inputs = bench_inputs(case, size, device, workdir)
+    hparams, batch, _, _ = bench_inputs(case, size, device, workdir)
+    base = {"case": case.label, "size": size, "device": str(device), "warmup": warmup, "steps": steps,
+            "threads": threads, "workdir": str(workdir), "profile": False, "plain_allocator": plain_allocator}
     wall = {"ours": [], "plain": []}
     cpu = {"ours": [], "plain": []}
-    params = None
+    rss = {"ours": [], "plain": []}
+    found: dict[str, dict] = {}
     for r in range(repeats):
-        models = {}
         for which in (("ours", "plain") if r % 2 == 0 else ("plain", "ours")):
-            clock, models[which] = run_one(which, case, inputs, device, warmup, steps, workdir)
-            w, c = clock.rates(warmup, steps)
-            wall[which].append(w)
-            cpu[which].append(c)
-        if params is None:
-            params = check_same_parameters(case, size, models["ours"], models["plain"])
+            result = in_fresh_process({**base, "which": which})
+            wall[which].append(result["wall"])
+            cpu[which].append(result["cpu"])
+            rss[which].append(result["peak_rss_mib"])
+            found[which] = result
+    params = check_same_parameters(case, size, found["ours"], found["plain"])
     med = {k: statistics.median(v) for k, v in wall.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     return {"case": case.label, "family": case.family, "size": size, "device": device.type,
-            "batch_size": inputs[1], "settings": {k: v for k, v in inputs[0].items() if k != "perceptual"},
-            "published": published_values(case, inputs[0]),
+            "batch_size": batch, "settings": {k: v for k, v in hparams.items() if k != "perceptual"},
+            "published": published_values(case, hparams),
             "warmup_steps": warmup, "timed_steps": steps, "repeats": repeats, **params,
             "ours_steps_per_s": wall["ours"], "plain_steps_per_s": wall["plain"],
             "ours_median": med["ours"], "plain_median": med["plain"], "ratio": med["ours"] / med["plain"],
             "paired_ratios": [o / p for o, p in zip(wall["ours"], wall["plain"])],
             "ours_steps_per_cpu_s": cpu["ours"], "plain_steps_per_cpu_s": cpu["plain"],
-            "cpu_time_ratio": cpu_med["ours"] / cpu_med["plain"]}
+            "cpu_time_ratio": cpu_med["ours"] / cpu_med["plain"],
+            "ours_peak_rss_mib": max(rss["ours"]), "plain_peak_rss_mib": max(rss["plain"])}
 
 
 def published_values(case: Case, hparams: dict) -> dict[str, Any]:
@@ -280,41 +338,25 @@ def published_values(case: Case, hparams: dict) -> dict[str, Any]:
 
 
 def profile_case(case: Case, size: int, device: torch.device, schedule: tuple[int, int, int],
-                 workdir: Path, top: int = 15) -> str:
+                 workdir: Path, *, threads: int | None, plain_allocator: str, top: int = 15) -> str:
     """torch.profiler over the timed window of one ours run and one plain run: totals and top operators."""
-    from torch.profiler import ProfilerActivity, profile
-
     warmup, steps, _ = schedule
     warmup, steps = round_up(warmup, case.step_multiple), round_up(steps, case.step_multiple)
-    inputs = bench_inputs(case, size, device, workdir)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    tables = {}
-    for which in ("ours", "plain"):
-        prof = profile(activities=activities, with_flops=True)
-
-        def hook(i: int) -> None:
-            if i == warmup:
-                prof.start()
-            elif i == warmup + steps:
-                prof.stop()
-
-        run_one(which, case, inputs, device, warmup, steps, workdir, hook)
-        tables[which] = prof.key_averages()
+    bench_inputs(case, size, device, workdir)  # writes the random VGG16 file the workers load
+    base = {"case": case.label, "size": size, "device": str(device), "warmup": warmup, "steps": steps,
+            "threads": threads, "workdir": str(workdir), "profile": True, "plain_allocator": plain_allocator}
+    tables = {which: in_fresh_process({**base, "which": which})["operators"] for which in ("ours", "plain")}
     lines = [f"== {device.type} {case.label} {size} px, {steps} steps"]
-    for which, events in tables.items():
-        top_level = sum(e.self_cpu_time_total for e in events) / 1e3
-        lines.append(f"{which:5s}: self CPU {top_level:9.1f} ms, {sum(e.flops for e in events) / 1e9:8.2f} GFLOP, "
-                     f"{sum(e.count for e in events):7d} operator calls")
-    names = sorted({e.key for ev in tables.values() for e in ev},
-                   key=lambda k: -max(sum(e.self_cpu_time_total for e in ev if e.key == k)
-                                      for ev in tables.values()))[:top]
+    for which, ops in tables.items():
+        lines.append(f"{which:5s}: self CPU {sum(o[1] for o in ops.values()):9.1f} ms, "
+                     f"{sum(o[2] for o in ops.values()) / 1e9:8.2f} GFLOP, "
+                     f"{sum(o[0] for o in ops.values()):7d} operator calls")
+    names = sorted(set(tables["ours"]) | set(tables["plain"]),
+                   key=lambda k: -max(ops.get(k, [0, 0.0])[1] for ops in tables.values()))[:top]
     lines.append(f"{'operator':40s} {'ours calls':>10s} {'ours ms':>9s} {'plain calls':>11s} {'plain ms':>9s}")
     for name in names:
-        row = []
-        for ev in tables.values():
-            match = [e for e in ev if e.key == name]
-            row += [sum(e.count for e in match), sum(e.self_cpu_time_total for e in match) / 1e3]
-        lines.append(f"{name[:40]:40s} {row[0]:10d} {row[1]:9.1f} {row[2]:11d} {row[3]:9.1f}")
+        (oc, oms, _), (pc, pms, _) = (tables[w].get(name, [0, 0.0, 0]) for w in ("ours", "plain"))
+        lines.append(f"{name[:40]:40s} {oc:10d} {oms:9.1f} {pc:11d} {pms:9.1f}")
     return "\n".join(lines)
 
 
@@ -354,22 +396,28 @@ def markdown(result: dict) -> str:
         *busy_note(info),
         "Steps/s (wall clock) are medians over the repeats; ours ÷ plain = ours median / plain median "
         "(> 1: ours faster). CPU-time ratio: the same from steps per second of process CPU time, which "
-        "is steadier than the wall clock on a busy machine. "
+        "is steadier than the wall clock on a busy machine. Every run is a fresh process, as every "
+        "training job of the pipeline is. "
         "Ours = `train_model` driving the family (timed from the first step after warm-up: whole loop "
-        "iterations, no start-up or saving); plain = `bench/plain_models.py` in a plain loop. CPU runs "
-        "shrink widths/batches (published value in brackets), keeping the layer structure; CUDA runs use "
-        "the published defaults. WGAN/WGAN-GP steps are critic iterations (a generator update every 5th). "
-        "Steps × repeats: timed steps per run × runs of each side.",
+        "iterations, no start-up or saving); on the CPU it sets glibc's malloc to reuse freed memory "
+        "(`pipeline_lib.training.reuse_freed_host_memory`). Plain = `bench/plain_models.py` in a plain loop, "
+        + ("with the same malloc settings (`--plain-allocator tuned`), so the ratio compares the code alone. "
+           if result.get("plain_allocator") == "tuned" else "with the default allocator. ")
+        + "CPU runs shrink widths/batches (published value in brackets), keeping the layer structure; CUDA "
+        "runs use the published defaults. WGAN/WGAN-GP steps are critic iterations (a generator update every "
+        "5th). Steps × repeats: timed steps per run × runs of each side. Peak RSS: the largest peak resident "
+        "memory of a run's process (Python, torch and the data included).",
         "",
         "| device | family | px | batch | other settings | params | steps × repeats "
-        "| ours steps/s | plain steps/s | ours ÷ plain | CPU-time ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ours steps/s | plain steps/s | ours ÷ plain | CPU-time ratio | peak RSS MiB ours / plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         lines.append(
             f"| {row['device']} | {row['case']} | {row['size']} | {batch_text(row)} | {settings_text(row)} "
             f"| {row['parameters']:,} | {row['timed_steps']} × {row['repeats']} | {row['ours_median']:.3g} "
-            f"| {row['plain_median']:.3g} | **{row['ratio']:.2f}** | {row['cpu_time_ratio']:.2f} |")
+            f"| {row['plain_median']:.3g} | **{row['ratio']:.2f}** | {row['cpu_time_ratio']:.2f} "
+            f"| {row['ours_peak_rss_mib']:,.0f} / {row['plain_peak_rss_mib']:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -398,6 +446,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="instead of timing, print torch.profiler totals and top operators of one ours "
                         "and one plain run per case (to find where ours loses time)")
+    p.add_argument("--plain-allocator", choices=("default", "tuned"), default="default",
+                   help="'tuned': the plain side also gets the malloc settings our trainer applies "
+                        "(pipeline_lib.training.reuse_freed_host_memory), to compare the code alone")
+    p.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice). On a busy machine use 1: "
                         "oversubscribed threads made steps ~10x slower in measurements here")
@@ -419,6 +471,9 @@ def chosen_devices(spec: str) -> list[torch.device]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.worker:
+        print(RESULT_MARK + json.dumps(worker(json.loads(args.worker))), flush=True)
+        return {}
     if args.threads:
         torch.set_num_threads(args.threads)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
@@ -430,7 +485,7 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = [int(s) for s in args.sizes.split(",")]
     devices = chosen_devices(args.devices)
     schedules = QUICK if args.quick else FULL
-    result = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
+    result = {"plain_allocator": args.plain_allocator, "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
               "machine": machine_info(devices), "rows": []}
     if args.profile:
         with tempfile.TemporaryDirectory(prefix="bench_tp_") as tmp:
@@ -438,13 +493,15 @@ def main(argv: list[str] | None = None) -> dict:
                 for case in cases:
                     for size in sizes:
                         print(profile_case(case, size, device, schedule_for(schedules, device, size),
-                                           Path(tmp)), flush=True)
+                                           Path(tmp), threads=args.threads,
+                                           plain_allocator=args.plain_allocator), flush=True)
         return {}
     with tempfile.TemporaryDirectory(prefix="bench_tp_") as tmp:
         for device in devices:
             for case in cases:
                 for size in sizes:
-                    row = bench_case(case, size, device, schedule_for(schedules, device, size), Path(tmp))
+                    row = bench_case(case, size, device, schedule_for(schedules, device, size), Path(tmp),
+                                     threads=args.threads, plain_allocator=args.plain_allocator)
                     result["rows"].append(row)
                     print(f"{device.type:4s} {case.label:18s} {size:4d}px  ours {row['ours_median']:7.3f}  "
                           f"plain {row['plain_median']:7.3f} steps/s  ratio {row['ratio']:.2f}  "

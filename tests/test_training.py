@@ -158,3 +158,54 @@ def test_family_sources_follow_package_imports():
     assert {"dfc_vae.py", "vae.py", "base.py"} <= names
     assert "dcgan.py" not in names
     assert {path.name for path in family_sources("vae")} == {"vae.py", "base.py"}
+
+
+MALLOC_64_MIB_AND_FREE = textwrap.dedent("""
+    import ctypes, sys
+    from pipeline_lib.training import reuse_freed_host_memory
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    applied = reuse_freed_host_memory() if sys.argv[1] == "tuned" else None
+    before = libc.mallinfo2()
+    block = libc.malloc(64 << 20)
+    during = libc.mallinfo2()
+    libc.free(block)
+    after = libc.mallinfo2()
+    mmapped = during.hblkhd - before.hblkhd >= 64 << 20
+    kept_in_heap = during.uordblks - before.uordblks >= 64 << 20 and after.arena >= during.arena
+    print(applied, mmapped, kept_in_heap)
+""")
+
+
+def malloc_probe(mode: str, env: dict | None = None) -> str:
+    """Whether a 64 MiB block was mmapped, and whether the heap kept it after free, in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", MALLOC_64_MIB_AND_FREE, mode], check=True,
+                         capture_output=True, text=True, env={**os.environ, **(env or {})})
+    return out.stdout.strip()
+
+
+glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+                                reason="mallopt settings are glibc's")
+
+
+@glibc_only
+def test_cpu_training_reuses_freed_memory_instead_of_unmapping_it():
+    """By default glibc serves a 64 MiB block with mmap (unmapped again on free, so every training
+    step page-faults its gradients back in); after the trainer's setting it comes from the heap,
+    and the heap keeps it after free for the next step."""
+    assert malloc_probe("default") == "None True False"
+    assert malloc_probe("tuned") == "True False True"
+
+
+@glibc_only
+def test_users_malloc_settings_are_left_alone():
+    assert malloc_probe("tuned", {"MALLOC_MMAP_MAX_": "65536"}) == "False True False"
+    assert malloc_probe("tuned", {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1000"}) == "False True False"
