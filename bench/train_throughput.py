@@ -78,6 +78,7 @@ class Case:
     cpu: dict[str, Any]                  # overrides of the published defaults on the CPU
     cuda: dict[str, Any] = field(default_factory=dict)  # overrides on CUDA (published defaults otherwise)
     step_multiple: int = 1               # timed/warm-up steps must be multiples (WGANs: n_critic)
+    step_scale: int = 1                  # more timed steps for families with short steps (window >= ~1 s)
 
     @property
     def conditional(self) -> bool:
@@ -94,7 +95,7 @@ CASES = [
     Case("wgan", "wgan", {"batch_size": 16}, step_multiple=5),
     Case("wgan_gp", "wgan_gp", {"width": 32, "batch_size": 16}, step_multiple=5),
     Case("cgan", "cgan", {"batch_size": 16}),
-    Case("cvae", "cvae", {}),
+    Case("cvae", "cvae", {}, step_scale=5),  # ~25 ms steps: 8 of them made a 0.2 s window, too noisy
 ]
 
 #: (warm-up steps, timed steps, repeats) per device type, image size; --quick uses QUICK.
@@ -300,7 +301,7 @@ def bench_case(case: Case, size: int, device: torch.device, schedule: tuple[int,
                workdir: Path, *, threads: int | None, plain_allocator: str) -> dict[str, Any]:
     warmup, steps, repeats = schedule
     warmup = round_up(warmup, case.step_multiple)
-    steps = round_up(steps, case.step_multiple)
+    steps = round_up(steps * case.step_scale, case.step_multiple)
     hparams, batch, _, _ = bench_inputs(case, size, device, workdir)
     base = {"case": case.label, "size": size, "device": str(device), "warmup": warmup, "steps": steps,
             "threads": threads, "workdir": str(workdir), "profile": False, "plain_allocator": plain_allocator}
@@ -422,13 +423,18 @@ def markdown(result: dict) -> str:
 
 
 def busy_note(info: dict) -> list[str]:
-    """A warning paragraph when other work shared the CPUs during the run."""
-    load = max(info["load_average_before"][0], info["load_average_after"][0])
+    """A warning paragraph when other work shared the CPUs as the run started.
+
+    Only the load before counts: during and after the run the load average
+    includes the benchmark's own threads.
+    """
+    load = info["load_average_before"][0]
     if load < 0.5 * info["cpu_count"]:
         return []
-    return [f"**Busy machine:** 1-minute load average up to {load:.1f} on {info['cpu_count']} CPUs while this "
-            "ran (other jobs). Single ratios then scatter by about ±10-30 % from run to run; read the table "
-            "as a whole, and rerun on a quiet machine for precise numbers.", ""]
+    return [f"**Busy machine:** 1-minute load average {load:.1f} on {info['cpu_count']} CPUs when this started "
+            "(other jobs, or the tail of an earlier one). Single ratios then scatter by about ±10-30 % from run "
+            "to run; read the table as a whole, compare the CPU-time ratio, and rerun on a quiet machine for "
+            "precise numbers.", ""]
 
 
 def fmt_load(load: list[float]) -> str:
@@ -450,6 +456,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="'tuned': the plain side also gets the malloc settings our trainer applies "
                         "(pipeline_lib.training.reuse_freed_host_memory), to compare the code alone")
     p.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
+    p.add_argument("--render", action="store_true",
+                   help="only rewrite the Markdown table beside --out from the JSON already there")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice). On a busy machine use 1: "
                         "oversubscribed threads made steps ~10x slower in measurements here")
@@ -474,6 +482,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         print(RESULT_MARK + json.dumps(worker(json.loads(args.worker))), flush=True)
         return {}
+    if args.render:
+        result = json.loads(args.out.read_text())
+        write_text(args.out.with_suffix(".md"), markdown(result))
+        return result
     if args.threads:
         torch.set_num_threads(args.threads)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
