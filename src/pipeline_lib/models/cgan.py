@@ -43,7 +43,7 @@ class CGAN(DCGAN):
         super().configure_optimizers()
         # The label maps are part of the discriminator: trained by (and zeroed with) its optimiser.
         h = self.hparams
-        self.optimizers["discriminator"] = torch.optim.Adam(
+        self.optimizers["discriminator"] = self.adam(
             [*self.discriminator.parameters(), *self.label_maps.parameters()],
             lr=h["lr"], betas=(h["beta1"], h["beta2"]))
 

@@ -111,7 +111,7 @@ class CVAE(GenerativeModel):
         self.decoder = ConditionalDecoder((channels, image_size, image_size), n_classes, hidden, h["latent_dim"])
 
     def configure_optimizers(self) -> None:
-        self.optimizers = {"cvae": torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])}
+        self.optimizers = {"cvae": self.adam(self.parameters(), lr=self.hparams["lr"])}
 
     def onehot(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
         """One-hot rows for ``labels`` (N,), checked against the number of classes."""

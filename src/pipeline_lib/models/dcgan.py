@@ -180,8 +180,8 @@ class DCGAN(GenerativeModel):
         h = self.hparams
         betas = (h["beta1"], h["beta2"])
         self.optimizers = {
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=h["lr"], betas=betas),
-            "generator": torch.optim.Adam(self.generator.parameters(), lr=h["lr"], betas=betas),
+            "discriminator": self.adam(self.discriminator.parameters(), lr=h["lr"], betas=betas),
+            "generator": self.adam(self.generator.parameters(), lr=h["lr"], betas=betas),
         }
 
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

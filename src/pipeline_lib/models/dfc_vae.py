@@ -152,7 +152,7 @@ class DFCVAE(VAE):
 
     def configure_optimizers(self) -> None:
         params = list(self.encoder.parameters()) + list(self.decoder.parameters())
-        self.optimizers = {"vae": torch.optim.Adam(params, lr=self.hparams["lr"])}
+        self.optimizers = {"vae": self.adam(params, lr=self.hparams["lr"])}
 
     def perceptual_summary(self) -> dict[str, Any]:
         """Which feature network the loss used, for reports (VGG16 is the seed's; inception a substitute)."""

@@ -147,8 +147,8 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
 
     def configure_optimizers(self) -> None:
         lr = self.hparams["lr"]
-        self.optimizers = {"encoder": torch.optim.Adam(self.encoder.parameters(), lr=lr),
-                           "generator": torch.optim.Adam(self.decoder.parameters(), lr=lr)}
+        self.optimizers = {"encoder": self.adam(self.encoder.parameters(), lr=lr),
+                           "generator": self.adam(self.decoder.parameters(), lr=lr)}
 
     def reconstruction_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         """Per-pixel squared error scaled to a ``recon_reference_size``-squared image, mean over the batch."""

@@ -203,8 +203,8 @@ class StyleGAN(GenerativeModel):
     def configure_optimizers(self) -> None:
         h = self.hparams
         betas = (h["beta1"], h["beta2"])
-        self.optimizers = {"generator": torch.optim.Adam(self.generator.parameters(), lr=h["lr"], betas=betas),
-                           "critic": torch.optim.Adam(self.critic.parameters(), lr=h["lr"], betas=betas)}
+        self.optimizers = {"generator": self.adam(self.generator.parameters(), lr=h["lr"], betas=betas),
+                           "critic": self.adam(self.critic.parameters(), lr=h["lr"], betas=betas)}
 
     def generate(self, n: int, generator: torch.Generator | None = None, on_cpu: bool = False) -> torch.Tensor:
         """Images from fresh latents and noise; drawn on the CPU (reproducible anywhere) when asked."""

@@ -117,7 +117,7 @@ class VAE(GaussianLatentSampling, GenerativeModel):
         self.decoder = UpsampleDecoder(channels, image_size, h["latent_dim"], h["width"])
 
     def configure_optimizers(self) -> None:
-        self.optimizers = {"vae": torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])}
+        self.optimizers = {"vae": self.adam(self.parameters(), lr=self.hparams["lr"])}
 
     def reconstruction_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         per_pixel = F.mse_loss(x_hat.float(), x.float(), reduction="none").flatten(1).mean(1)

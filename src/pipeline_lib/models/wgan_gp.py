@@ -67,7 +67,7 @@ class WGANGP(WGAN):
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         h = self.hparams
-        return torch.optim.Adam(params, lr=h["lr"], betas=(h["beta1"], h["beta2"]))
+        return self.adam(params, lr=h["lr"], betas=(h["beta1"], h["beta2"]))
 
     def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor,
                          labels: torch.Tensor | None) -> torch.Tensor:
