@@ -89,10 +89,10 @@ def reuse_freed_host_memory() -> bool:
     blocks with mmap and unmaps them on free, and trims the heap top, so each
     step page-faults its tensors back in, zero-filled; how often depends on
     thresholds that glibc adapts to the process's earlier frees. Serving every
-    block from the heap and never trimming it was measured with
-    bench/train_throughput.py (cvae, 2 threads) at 39-42 instead of 17-32 steps/s
-    at 64 px and 12 instead of 5.3 at 128 px. The cost: the process keeps its
-    peak heap until it exits, which a training job does when it finishes.
+    block from the heap and never trimming it roughly doubled the plain cvae's
+    steps/s at 128 px in bench/train_throughput.py (compare its plain columns
+    with and without ``--plain-allocator tuned``). The cost: the process keeps
+    its peak heap until it exits, which a training job does when it finishes.
     A user who set glibc's malloc variables or tunables keeps them.
     """
     if any(name in os.environ for name in MALLOC_ENV) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):

@@ -70,8 +70,8 @@ class GenerativeModel(nn.Module):
 
     def adam(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
         """Adam with torch's fused kernel on the CPU and CUDA: one pass over each parameter per step
-        instead of about ten element-wise ones, with the same update rule. Measured on 2.7 M
-        parameters (2 CPU threads): 0.7 instead of 6.9 ms per step."""
+        instead of about ten element-wise ones, with the same update rule. It matters most where
+        the optimiser dominates a step, e.g. the fully connected cvae (bench/README.md)."""
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=self.device.type in FUSED_ADAM_DEVICES)
 
     def enable_mixed_precision(self, enabled: bool) -> None:
