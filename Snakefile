@@ -17,7 +17,7 @@ configfile: "config.yaml"
 LIBRARY = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, LIBRARY)
 
-from pipeline_lib.jobs import export_library_path
+from pipeline_lib.core.jobs import export_library_path
 
 export_library_path(LIBRARY)
 

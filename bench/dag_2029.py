@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline_lib.io import write_json
+from pipeline_lib.core.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"

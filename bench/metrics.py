@@ -2,7 +2,7 @@
 
     python bench/metrics.py [--part all|seed001|fid] [--real 500 --sets 7 --per-set 200 --size 64]
 
-Part 1, seed-001 metrics. ``pipeline_lib.metrics.sample_metrics`` (dataset
+Part 1, seed-001 metrics. ``pipeline_lib.evaluation.pixel_metrics.sample_metrics`` (dataset
 similarity, ISD, minimum ISD, Laplacian variance) for 1,000 samples against
 52,754 originals of 128 × 128 px: random float32 data in [0, 1], the originals
 a memory-mapped ``.npy`` in a temporary folder (3.5 GB, freshly written, so
@@ -16,7 +16,7 @@ Part 2, FID of 7 sample sets against one real set, on the same images both ways:
 
 * ours — one Python process: load the FID Inception once (channels_last,
   float32), compute the real set's features and statistics once, then for
-  each set its features and the Fréchet distance (``pipeline_lib.fid``), from
+  each set its features and the Fréchet distance (``pipeline_lib.evaluation.fid``), from
   the ``.npy`` stacks the pipeline hands between stages;
 * pytorch-fid — 7 calls of ``python -m pytorch_fid REAL_DIR SET_DIR`` on PNG
   folders of the same images (each call computes both folders' statistics,
@@ -113,7 +113,7 @@ def near_duplicate_pairs(samples: np.ndarray) -> np.ndarray:
 
 
 def bench_seed001(repeats: int = 3) -> dict[str, Any]:
-    from pipeline_lib.metrics import sample_metrics
+    from pipeline_lib.evaluation.pixel_metrics import sample_metrics
 
     with tempfile.TemporaryDirectory(prefix="bench_metrics_") as tmp:
         t0 = time.perf_counter()
@@ -188,7 +188,7 @@ def ours_worker(spec_path: Path) -> None:
     """Our path in one process: real features + statistics once, then features + FID per set."""
     import torch
 
-    from pipeline_lib import fid
+    from pipeline_lib.evaluation import fid
 
     spec = json.loads(spec_path.read_text())
     torch.set_num_threads(spec["threads"])
@@ -240,7 +240,7 @@ def run_cli(torch_home: Path, real_dir: Path, set_dirs: list[Path]) -> dict[str,
 def bench_fid(n_real: int, n_sets: int, per_set: int, size: int) -> dict[str, Any]:
     import torch
 
-    from pipeline_lib.feature_networks import FID_INCEPTION_FILE, fid_inception_weights
+    from pipeline_lib.core.pretrained import FID_INCEPTION_FILE, fid_inception_weights
 
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="bench_fid_") as tmp:
@@ -328,7 +328,7 @@ def main() -> None:
         ours_worker(args.ours_worker)
         return
     sys.path.insert(0, str(ROOT / "src"))
-    from pipeline_lib.io import write_json, write_text
+    from pipeline_lib.core.io import write_json, write_text
 
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     results["machine"] = machine()

@@ -1,7 +1,7 @@
 """Plain, standalone PyTorch versions of the pipeline's model families, for benchmarking only.
 
 Each class re-implements one family's published architecture (same layers,
-channel widths, optimiser and loss as ``pipeline_lib.models.<family>``) the way
+channel widths, optimiser and loss as ``pipeline_lib.models.families.<family>``) the way
 a straightforward training script would: networks as ``nn.Sequential`` /
 small modules, optimisers created up front, and one ``step(x, y)`` method
 holding the body of a plain training loop. Nothing here imports

@@ -5,8 +5,8 @@
 For each family (dcgan twice: presets kazuhiro and han) at 64 and 128 px, on
 the CPU and, when present, on CUDA, this measures training steps per second
 
-* ours: ``pipeline_lib.training.train_model`` driving the family's model
-  (``pipeline_lib.models.<family>``) on in-memory random images, with a step
+* ours: ``pipeline_lib.models.training.train_model`` driving the family's model
+  (``pipeline_lib.models.families.<family>``) on in-memory random images, with a step
   budget of warm-up + timed steps + 1 and ``checkpoint_every`` beyond the run. The
   model that ``train_model`` builds gets a timestamp at the start of each
   ``training_step`` call; the timed window runs from the start of the first
@@ -58,9 +58,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_models import build_plain, count_parameters  # noqa: E402
 
-from pipeline_lib import training  # noqa: E402
-from pipeline_lib.feature_networks import vgg16_features_network  # noqa: E402
-from pipeline_lib.io import write_json, write_text  # noqa: E402
+from pipeline_lib.models import training  # noqa: E402
+from pipeline_lib.core.pretrained import vgg16_features_network  # noqa: E402
+from pipeline_lib.core.io import write_json, write_text  # noqa: E402
 
 RESULT_MARK = "BENCH-RESULT "
 N_CLASSES = 2
@@ -401,7 +401,7 @@ def markdown(result: dict) -> str:
         "training job of the pipeline is. "
         "Ours = `train_model` driving the family (timed from the first step after warm-up: whole loop "
         "iterations, no start-up or saving); on the CPU it sets glibc's malloc to reuse freed memory "
-        "(`pipeline_lib.training.reuse_freed_host_memory`). Plain = `bench/plain_models.py` in a plain loop, "
+        "(`pipeline_lib.models.training.reuse_freed_host_memory`). Plain = `bench/plain_models.py` in a plain loop, "
         + ("with the same malloc settings (`--plain-allocator tuned`), so the ratio compares the code alone. "
            if result.get("plain_allocator") == "tuned" else "with the default allocator. ")
         + "CPU runs shrink widths/batches (published value in brackets), keeping the layer structure; CUDA "
@@ -454,7 +454,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "and one plain run per case (to find where ours loses time)")
     p.add_argument("--plain-allocator", choices=("default", "tuned"), default="default",
                    help="'tuned': the plain side also gets the malloc settings our trainer applies "
-                        "(pipeline_lib.training.reuse_freed_host_memory), to compare the code alone")
+                        "(pipeline_lib.models.training.reuse_freed_host_memory), to compare the code alone")
     p.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
     p.add_argument("--render", action="store_true",
                    help="only rewrite the Markdown table beside --out from the JSON already there")

@@ -14,8 +14,8 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from pipeline_lib.demo_cohort import load_template, make_demo_cohort, scanner_profile, simulate_subject
-from pipeline_lib.errors import InputError
+from pipeline_lib.imaging.demo_cohort import load_template, make_demo_cohort, scanner_profile, simulate_subject
+from pipeline_lib.core.errors import InputError
 
 N_SUBJECTS = 4
 TEMPLATE_SHAPE = (99, 117, 95)  # MNI152 at 2 mm
@@ -96,7 +96,7 @@ def test_sample_sheet_lists_every_format(demo_cohort_dir, demo_cohort_sheet):
 
 
 def test_format_and_suffix_do_not_follow_scanner():
-    from pipeline_lib.demo_cohort import _assign_formats
+    from pipeline_lib.imaging.demo_cohort import _assign_formats
 
     formats = _assign_formats(n_subjects=12, n_scanners=2, dicom_fraction=0.5)
     assert formats.count("dicom") == 6 and formats.count("nii") == formats.count("nii.gz") == 3

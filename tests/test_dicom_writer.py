@@ -12,8 +12,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipeline_lib.dicom import write_dicom_series
-from pipeline_lib.errors import InputError
+from pipeline_lib.imaging.dicom import write_dicom_series
+from pipeline_lib.core.errors import InputError
 
 PHI = dict(patient_name="Phantom^Ada^7", patient_id="PHI-ID-314159", birth_date="19470312")
 SCANNER = dict(manufacturer="Phantom Imaging", model_name="Demo 3T", field_strength=3.0)

@@ -6,10 +6,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline_lib.dicom import write_dicom_series
-from pipeline_lib.discovery import discover_inputs, is_dicom_file, load_schema
-from pipeline_lib.errors import InputError
-from pipeline_lib.pseudonym import pseudonymise
+from pipeline_lib.imaging.dicom import write_dicom_series
+from pipeline_lib.imaging.discovery import discover_inputs, is_dicom_file, load_schema
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.imaging.pseudonym import pseudonymise
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "samples.schema.yaml"
 SALT = "test-salt"

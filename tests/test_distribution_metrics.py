@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline_lib import distribution_metrics as dm
-from pipeline_lib.errors import InputError
-from pipeline_lib.fid import save_feature_file
+from pipeline_lib.evaluation import distribution as dm
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.evaluation.fid import save_feature_file
 
 
 def _blobs(rng, n, d, center=0.0, scale=1.0):

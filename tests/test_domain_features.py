@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline_lib import domain_features as dfm
-from pipeline_lib.errors import InputError
+from pipeline_lib.evaluation import domain_features as dfm
+from pipeline_lib.core.errors import InputError
 
 FAST = dict(steps=120, batch_size=32, lr=2e-3, width=8, feature_dim=16)
 

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from pipeline_lib.errors import InputError
-from pipeline_lib.evaluation_html import (evaluation_html_from_files, evaluation_html_from_inputs,
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.report.evaluation_section import (evaluation_html_from_files, evaluation_html_from_inputs,
                                          render_evaluation_html)
 
 # A 1×1 PNG.

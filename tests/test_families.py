@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pipeline_lib.models import available_families, build_model, get_family
-from pipeline_lib.sampling import draw_samples
-from pipeline_lib.training import load_trained_model, train_model
+from pipeline_lib.models.sampling import draw_samples
+from pipeline_lib.models.training import load_trained_model, train_model
 
 SIZE = 32
 N_CLASSES = 2

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline_lib.errors import InputError
+from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model, get_family
 from pipeline_lib.models.layers import to_signed
 
@@ -44,7 +44,7 @@ def labels_of(*values: int) -> torch.Tensor:
 
 
 def test_is_conditional_with_dcgan_defaults():
-    from pipeline_lib.models.dcgan import DCGAN
+    from pipeline_lib.models.families.dcgan import DCGAN
 
     cls = get_family("cgan")
     assert cls.conditional and not cls.can_reconstruct

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline_lib.errors import InputError
+from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model, get_family
-from pipeline_lib.models.cvae import log_cosh
+from pipeline_lib.models.families.cvae import log_cosh
 
 TINY = {"hidden_sizes": [64], "latent_dim": 8, "batch_size": 8, "lr": 1e-3}
 

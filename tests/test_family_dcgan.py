@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline_lib.errors import InputError
+from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model
 from pipeline_lib.models.layers import to_signed
 
@@ -97,7 +97,7 @@ def test_depth_follows_image_size():
 
 
 def test_published_defaults():
-    from pipeline_lib.models.dcgan import DCGAN
+    from pipeline_lib.models.families.dcgan import DCGAN
 
     assert DCGAN.DEFAULTS == {"preset": "kazuhiro", "latent_dim": 100, "width": 32, "kernel_size": 5,
                               "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128}

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline_lib import feature_networks as fn
-from pipeline_lib.errors import InputError
+from pipeline_lib.core import pretrained as fn
+from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model, get_family
-from pipeline_lib.training import load_trained_model, train_model
+from pipeline_lib.models.training import load_trained_model, train_model
 
 TINY = {"width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3}
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pipeline_lib.models import build_model
-from pipeline_lib.models.intro_vae import IntroVAE, stage_widths
+from pipeline_lib.models.families.intro_vae import IntroVAE, stage_widths
 
 TINY = {"width": 8, "max_width": 32, "latent_dim": 16, "batch_size": 8, "lr": 1e-3}
 

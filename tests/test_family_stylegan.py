@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pipeline_lib.models import build_model
-from pipeline_lib.models.stylegan import (MappingNetwork, StyleGAN, StyledLayerEpilogue, StyleGenerator,
+from pipeline_lib.models.families.stylegan import (MappingNetwork, StyleGAN, StyledLayerEpilogue, StyleGenerator,
                                           resolution_width)
 
 TINY = {"width": 16, "mapping_dim": 32, "latent_dim": 32, "batch_size": 8}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline_lib.errors import InputError
+from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model
 from pipeline_lib.models.layers import to_signed
 
@@ -52,7 +52,7 @@ def test_sample_shape_and_range(family, size):
 
 
 def test_wgan_published_defaults_and_optimiser():
-    from pipeline_lib.models.wgan import WGAN
+    from pipeline_lib.models.families.wgan import WGAN
 
     assert WGAN.DEFAULTS == {"latent_dim": 100, "width": 32, "lr": 5e-5, "batch_size": 64,
                              "n_critic": 5, "clip_value": 0.01}
@@ -69,7 +69,7 @@ def test_wgan_published_defaults_and_optimiser():
 
 
 def test_wgan_gp_published_defaults_and_critic_without_batch_norm():
-    from pipeline_lib.models.wgan_gp import WGANGP
+    from pipeline_lib.models.families.wgan_gp import WGANGP
 
     d = WGANGP.DEFAULTS
     assert (d["gp_weight"], d["lr"], d["beta1"], d["beta2"], d["n_critic"], d["batch_size"]) == \

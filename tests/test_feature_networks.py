@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline_lib import feature_networks as fn
-from pipeline_lib.errors import InputError
+from pipeline_lib.core import pretrained as fn
+from pipeline_lib.core.errors import InputError
 
 # The reference TorchScript can only be read with torch.jit.load, deprecated in torch 2.14.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from pytorch_fid.fid_score import calculate_frechet_distance, get_activations
 
-from pipeline_lib import fid
-from pipeline_lib.errors import InputError
-from pipeline_lib.feature_networks import load_fid_inception
+from pipeline_lib.evaluation import fid
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.pretrained import load_fid_inception
 
 # fid-helper's TorchScript can only be read with torch.jit.load, deprecated in torch 2.14.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")

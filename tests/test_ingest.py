@@ -11,9 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline_lib.dicom import write_dicom_series
-from pipeline_lib.errors import InputError
-from pipeline_lib.ingest import find_dcm2niix, ingest_subject, raise_if_failed
+from pipeline_lib.imaging.dicom import write_dicom_series
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.imaging.ingest import find_dcm2niix, ingest_subject, raise_if_failed
 
 PHI = {
     "patient_name": "DOE^JANE",

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline_lib import domain_features as dfm
-from pipeline_lib import memorization as mem
-from pipeline_lib.errors import InputError
+from pipeline_lib.evaluation import domain_features as dfm
+from pipeline_lib.evaluation import memorization as mem
+from pipeline_lib.core.errors import InputError
 
 FAST = dict(steps=80, batch_size=32, lr=2e-3, width=8, feature_dim=16)
 PNG = b"\x89PNG\r\n\x1a\n"

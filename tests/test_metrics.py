@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline_lib import metrics
-from pipeline_lib.errors import InputError
+from pipeline_lib.evaluation import pixel_metrics as metrics
+from pipeline_lib.core.errors import InputError
 
 RTOL = 1e-9
 

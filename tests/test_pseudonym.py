@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipeline_lib.errors import InputError
-from pipeline_lib.pseudonym import is_pseudonym, pseudonymise
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.imaging.pseudonym import is_pseudonym, pseudonymise
 
 
 def test_pseudonym_format_and_known_value():

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline_lib import reader_study as rs
-from pipeline_lib.io import write_npy, write_tsv
-from pipeline_lib.reader_scoring import reader_scores_job, response_files
+from pipeline_lib.reader_study import kit as rs
+from pipeline_lib.core.io import write_npy, write_tsv
+from pipeline_lib.reader_study.scoring import reader_scores_job, response_files
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline_lib.errors import InputError
-from pipeline_lib.reader_scoring import (
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.reader_study.scoring import (
     accuracy, cohen_kappa, cohen_kappa_from_table, confusion, fleiss_kappa, load_answer_key, load_responses,
     reader_scores_job, render_reader_results_html, response_files, score_responses, two_by_two)
 

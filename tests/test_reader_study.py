@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline_lib import reader_study as rs
-from pipeline_lib.errors import InputError
-from pipeline_lib.io import write_npy, write_tsv
+from pipeline_lib.reader_study import kit as rs
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.io import write_npy, write_tsv
 
 MODELS = ("secretgan", "vaemodel")
 
@@ -282,7 +282,7 @@ def test_bad_inputs_are_named(tmp_path):
 
 def test_kit_id_changes_when_an_image_changes():
     """A rebuilt kit with other pixels (a retrained model) must not accept old answers."""
-    from pipeline_lib.reader_study import kit_identifier
+    from pipeline_lib.reader_study.kit import kit_identifier
 
     names = ["a.png", "b.png"]
     same = kit_identifier(names, {"a.png": b"1", "b.png": b"2"})

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline_lib import registration as reg
-from pipeline_lib.errors import InputError
+from pipeline_lib.imaging import registration as reg
+from pipeline_lib.core.errors import InputError
 
 GRID = (32, 32, 16)
 SUBJECT = "sub-0a1b2c3d4e"

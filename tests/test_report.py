@@ -16,8 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from pipeline_lib import report  # noqa: E402
-from pipeline_lib.errors import InputError  # noqa: E402
+from pipeline_lib.report import document as report  # noqa: E402
+from pipeline_lib.core.errors import InputError  # noqa: E402
 
 MODELS = ["vae", "dcgan", "<b>evil & \"model\"</b>"]
 

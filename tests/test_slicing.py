@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline_lib.errors import InputError
-from pipeline_lib.slicing import (build_slice_dataset, extract_axial_slices, normalise_volume,
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.imaging.slicing import (build_slice_dataset, extract_axial_slices, normalise_volume,
                                   resize_slices, split_subjects)
 
 # ------------------------------------------------------------------ normalise_volume

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline_lib.errors import InputError
+from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import available_families, build_model, family_source
-from pipeline_lib.sampling import draw_samples
-from pipeline_lib.training import load_trained_model, train_model
+from pipeline_lib.models.sampling import draw_samples
+from pipeline_lib.models.training import load_trained_model, train_model
 
 SIZE = 32
 BLOCK = {"family": "vae", "width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3,
@@ -102,7 +102,7 @@ RESUMABLE_RUN = textwrap.dedent(
     import sys, numpy as np
     sys.path.insert(0, {tests!r})
     from test_training import BLOCK, blobs
-    from pipeline_lib.training import train_model
+    from pipeline_lib.models.training import train_model
     from pathlib import Path
     out = Path({out!r})
     block = dict(BLOCK, budget={{"steps": 400}}, checkpoint_every=10)
@@ -163,7 +163,7 @@ def test_family_sources_follow_package_imports():
 
 MALLOC_64_MIB_AND_FREE = textwrap.dedent("""
     import ctypes, sys
-    from pipeline_lib.training import reuse_freed_host_memory
+    from pipeline_lib.models.training import reuse_freed_host_memory
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(name, ctypes.c_size_t) for name in (

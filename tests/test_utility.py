@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline_lib import domain_features as dfm
-from pipeline_lib import utility
-from pipeline_lib.errors import InputError
+from pipeline_lib.evaluation import domain_features as dfm
+from pipeline_lib.evaluation import augmentation_utility as utility
+from pipeline_lib.core.errors import InputError
 
 FAST = dfm.ClassifierSettings(steps=60, batch_size=32, lr=2e-3, width=8, feature_dim=16)
 FAST_CFG = dict(steps=60, batch_size=32, lr=2e-3, width=8)

@@ -8,7 +8,7 @@ import pandas as pd
 from snakemake.utils import validate
 
 from pipeline_lib.models import family_sources
-from pipeline_lib.reader_scoring import response_files
+from pipeline_lib.reader_study.scoring import response_files
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)

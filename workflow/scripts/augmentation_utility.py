@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from pipeline_lib.jobs import start_job
-from pipeline_lib.utility import utility_job
+from pipeline_lib.core.jobs import start_job
+from pipeline_lib.evaluation.augmentation_utility import utility_job
 
 start_job(snakemake.log[0], snakemake.threads)
 utility_job(

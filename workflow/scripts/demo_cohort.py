@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from pipeline_lib.demo_cohort import make_demo_cohort
-from pipeline_lib.jobs import start_job
+from pipeline_lib.imaging.demo_cohort import make_demo_cohort
+from pipeline_lib.core.jobs import start_job
 
 log = start_job(snakemake.log[0])
 demo = snakemake.params.demo

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from pipeline_lib.discovery import discover_inputs
-from pipeline_lib.io import write_tsv
-from pipeline_lib.jobs import start_job
+from pipeline_lib.imaging.discovery import discover_inputs
+from pipeline_lib.core.io import write_tsv
+from pipeline_lib.core.jobs import start_job
 
 log = start_job(snakemake.log[0])
 schema = Path(snakemake.scriptdir).parent / "schemas" / "samples.schema.yaml"

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from pipeline_lib.domain_features import domain_metrics_job
-from pipeline_lib.jobs import start_job
+from pipeline_lib.evaluation.domain_features import domain_metrics_job
+from pipeline_lib.core.jobs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 # Without a samples input this is the "original" row (real test slices).

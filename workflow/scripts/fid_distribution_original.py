@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from pipeline_lib.distribution_metrics import original_distribution_job
-from pipeline_lib.jobs import start_job
+from pipeline_lib.evaluation.distribution import original_distribution_job
+from pipeline_lib.core.jobs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 original_distribution_job(

@@ -1,8 +1,8 @@
 import os
 from pathlib import Path
 
-from pipeline_lib.ingest import ingest_subject, raise_if_failed
-from pipeline_lib.jobs import start_job
+from pipeline_lib.imaging.ingest import ingest_subject, raise_if_failed
+from pipeline_lib.core.jobs import start_job
 
 log = start_job(snakemake.log[0])
 status = ingest_subject(

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from pipeline_lib.jobs import start_job
-from pipeline_lib.memorization import memorization_job
+from pipeline_lib.core.jobs import start_job
+from pipeline_lib.evaluation.memorization import memorization_job
 
 start_job(snakemake.log[0], snakemake.threads)
 memorization_job(

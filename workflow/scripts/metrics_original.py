@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from pipeline_lib.evaluation import original_metrics_job
-from pipeline_lib.jobs import start_job
+from pipeline_lib.evaluation.pixel_metrics_jobs import original_metrics_job
+from pipeline_lib.core.jobs import start_job
 
 start_job(snakemake.log[0])
 original_metrics_job(

@@ -1,6 +1,6 @@
-from pipeline_lib.jobs import start_job
-from pipeline_lib.qc import collect_status_table
-from pipeline_lib.io import write_tsv
+from pipeline_lib.core.jobs import start_job
+from pipeline_lib.core.qc import collect_status_table
+from pipeline_lib.core.io import write_tsv
 
 log = start_job(snakemake.log[0])
 write_tsv(snakemake.output.ingest, collect_status_table(snakemake.input.ingest))

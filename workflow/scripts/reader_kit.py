@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from pipeline_lib.jobs import start_job
-from pipeline_lib.reader_study import reader_kit_job
+from pipeline_lib.core.jobs import start_job
+from pipeline_lib.reader_study.kit import reader_kit_job
 
 start_job(snakemake.log[0])
 reader_kit_job(

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from pipeline_lib.jobs import start_job
-from pipeline_lib.reader_scoring import TABLE_NAMES, reader_scores_job
+from pipeline_lib.core.jobs import start_job
+from pipeline_lib.reader_study.scoring import TABLE_NAMES, reader_scores_job
 
 start_job(snakemake.log[0])
 reader_scores_job(

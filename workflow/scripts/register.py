@@ -1,10 +1,10 @@
 from pathlib import Path
 
-from pipeline_lib.jobs import start_job
+from pipeline_lib.core.jobs import start_job
 
 log = start_job(snakemake.log[0], snakemake.threads)
 
-from pipeline_lib.registration import run_registration_job  # noqa: E402  (ITK reads its thread count at import)
+from pipeline_lib.imaging.registration import run_registration_job  # noqa: E402  (ITK reads its thread count at import)
 
 status = run_registration_job(
     Path(snakemake.input.ingested),

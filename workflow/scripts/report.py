@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from pipeline_lib.jobs import start_job
-from pipeline_lib.report import report_job
+from pipeline_lib.core.jobs import start_job
+from pipeline_lib.report.document import report_job
 
 start_job(snakemake.log[0])
 report_job(

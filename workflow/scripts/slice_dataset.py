@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline_lib.jobs import start_job
-from pipeline_lib.qc import successful_outputs
-from pipeline_lib.slicing import build_slice_dataset
+from pipeline_lib.core.jobs import start_job
+from pipeline_lib.core.qc import successful_outputs
+from pipeline_lib.imaging.slicing import build_slice_dataset
 
 log = start_job(snakemake.log[0])
 registered = successful_outputs(snakemake.input.registered, "registered.nii.gz")

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from pipeline_lib.jobs import start_job
-from pipeline_lib.training import train_job
+from pipeline_lib.core.jobs import start_job
+from pipeline_lib.models.training import train_job
 
 start_job(snakemake.log[0], snakemake.threads)
 train_job(

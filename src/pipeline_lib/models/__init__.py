@@ -1,7 +1,9 @@
-"""Registry of model families: family name == module name under this package.
+"""Stage 3, models: the family registry, the trainer and the sampler.
 
-Families are imported lazily, so the workflow can list a family's source file
-(to rerun its models when it changes) without importing torch at parse time.
+A family is one module ``models/families/<family>.py`` exposing ``MODEL``, a
+:class:`~pipeline_lib.models.base.GenerativeModel` subclass. Families are
+imported lazily, so the workflow can list a family's source files (to rerun its
+models when they change) without importing torch at parse time.
 """
 
 from __future__ import annotations
@@ -11,22 +13,31 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from pipeline_lib.core.errors import InputError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_NOT_FAMILIES = {"__init__", "base", "layers"}
+_FAMILIES_DIR = _PACKAGE_DIR / "families"
+_PACKAGE = __name__
 
 
 def available_families() -> list[str]:
-    return sorted(p.stem for p in _PACKAGE_DIR.glob("*.py") if p.stem not in _NOT_FAMILIES)
+    return sorted(p.stem for p in _FAMILIES_DIR.glob("*.py") if p.stem != "__init__")
 
 
 def family_source(family: str) -> Path:
     """The module file that defines ``family`` (declared as an input of its train rule)."""
-    path = _PACKAGE_DIR / f"{family}.py"
-    if family in _NOT_FAMILIES or not path.is_file():
+    path = _FAMILIES_DIR / f"{family}.py"
+    if family == "__init__" or not family.isidentifier() or not path.is_file():
         raise InputError(f"unknown model family '{family}'; available: {available_families()}")
     return path
+
+
+def _module_file(dotted: str) -> Path | None:
+    """The file of a ``pipeline_lib.models`` module (a package's ``__init__`` excluded), else None."""
+    if not dotted.startswith(_PACKAGE + "."):
+        return None
+    path = _PACKAGE_DIR.joinpath(*dotted[len(_PACKAGE) + 1:].split(".")).with_suffix(".py")
+    return path if path.is_file() else None
 
 
 def family_sources(family: str) -> list[Path]:
@@ -43,17 +54,16 @@ def family_sources(family: str) -> list[Path]:
             continue
         found.append(path)
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                local = _PACKAGE_DIR / f"{node.module.split('.')[0]}.py"
-                if local.is_file():
-                    pending.append(local)
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                candidates = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+                pending.extend(p for p in map(_module_file, candidates) if p is not None)
     return sorted(found)
 
 
 def get_family(family: str):
     """The :class:`~pipeline_lib.models.base.GenerativeModel` subclass of ``family``."""
     family_source(family)
-    module = importlib.import_module(f"{__name__}.{family}")
+    module = importlib.import_module(f"{_PACKAGE}.families.{family}")
     return module.MODEL
 
 

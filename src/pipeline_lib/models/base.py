@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import InputError
+from pipeline_lib.core.errors import InputError
 
 
 #: Devices whose fused Adam kernel torch provides (others get the default implementation).

@@ -1,0 +1,514 @@
+"""KID and precision / recall / density / coverage on Inception features; the distribution-metrics rules.
+
+* **KID** (Bińkowski et al. 2018): the unbiased estimate of the squared MMD
+  with the cubic polynomial kernel k(x, y) = (xᵀy / d + 1)³, averaged over
+  random subsets; the spread over subsets is reported as its std.
+* **PRDC** (Naeem et al. 2020, k = 5): every real feature gets a ball whose
+  radius is the distance to its k-th nearest other real feature.
+  precision = share of samples inside some real ball; recall = share of real
+  features inside some sample ball (radii from the samples' own k-th
+  neighbours); density = mean number of real balls holding a sample, / k;
+  coverage = share of real balls holding at least one sample. Distances are
+  Euclidean, computed in row blocks (‖a‖² + ‖b‖² − 2ab in float64, clamped at
+  0), so memory stays bounded by ``block_elements`` whatever the set sizes.
+
+The rule jobs combine these with repeated and per-class FID (``fid.py``) into
+``results/metrics/{model}.distribution.json``; :func:`render_distribution_metrics_html`
+turns those files into the report section.
+"""
+
+from __future__ import annotations
+
+import base64
+import io as _stdio
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from pipeline_lib.report.html import escape as _esc
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.evaluation.fid import (fid_settings, frechet_distance_features, load_feature_file, per_class_fid,
+                  repeated_fid, merge_settings)
+from pipeline_lib.core.io import write_json
+
+KID_DEFAULTS: dict[str, Any] = {"n_subsets": 100, "subset_size": 1000, "seed": 0}
+PRDC_DEFAULTS: dict[str, Any] = {"nearest_k": 5, "max_real": 10000, "max_samples": 10000, "seed": 0}
+# Distance-matrix entries held at once by the PRDC blocks (float64: 64 MB).
+_BLOCK_ELEMENTS = 1 << 23
+
+
+def kid_settings(section: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``evaluation.kid`` with defaults filled in."""
+    return merge_settings(KID_DEFAULTS, section, "evaluation.kid")
+
+
+def prdc_settings(section: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``evaluation.prdc`` with defaults filled in."""
+    return merge_settings(PRDC_DEFAULTS, section, "evaluation.prdc")
+
+
+# -- KID ----------------------------------------------------------------------
+def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """k(x, y) = (xᵀy / d + 1)³ for all row pairs, float64."""
+    d = x.shape[1]
+    return (np.asarray(x, np.float64) @ np.asarray(y, np.float64).T / d + 1.0) ** 3
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased squared MMD between row sets x (m) and y (n) with the cubic polynomial kernel.
+
+    Within-set means leave out the diagonal (i = j), which is what makes the
+    estimate unbiased: it can be slightly negative when the sets agree.
+    """
+    m, n = len(x), len(y)
+    if m < 2 or n < 2:
+        raise InputError(f"KID needs at least 2 feature vectors per set, got {m} and {n}")
+    kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+    within_x = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    within_y = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(within_x + within_y - 2.0 * kxy.mean())
+
+
+def kid(sample_features: np.ndarray, real_features: np.ndarray, *, n_subsets: int = 100,
+        subset_size: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """KID: mean and std (n − 1) of the unbiased MMD² over ``n_subsets`` random subsets.
+
+    Each subset draws min(subset_size, n_samples, n_real) images from each side
+    without replacement (as in Bińkowski et al. and torch-fidelity).
+    """
+    if n_subsets < 1:
+        raise InputError(f"evaluation.kid.n_subsets must be at least 1, got {n_subsets}")
+    n_s, n_r = len(sample_features), len(real_features)
+    m = min(int(subset_size), n_s, n_r)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_subsets):
+        si = rng.choice(n_s, size=m, replace=False)
+        ri = rng.choice(n_r, size=m, replace=False)
+        values.append(mmd2_unbiased(sample_features[si], real_features[ri]))
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1)) if n_subsets > 1 else 0.0,
+        "n_subsets": int(n_subsets),
+        "subset_size": int(m),
+        "n_samples": int(n_s),
+        "n_real": int(n_r),
+        "seed": int(seed),
+    }
+
+
+# -- PRDC ---------------------------------------------------------------------
+def _sq_norms(x: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, x)
+
+
+def _sq_distances(a: np.ndarray, b: np.ndarray, na: np.ndarray, nb: np.ndarray) -> np.ndarray:
+    d = na[:, None] + nb[None, :] - 2.0 * (a @ b.T)
+    return np.maximum(d, 0.0, out=d)
+
+
+def _exact_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise ‖a − b‖², summed directly: identical pairs give bitwise identical values."""
+    diff = a - b
+    return np.einsum("ij,ij->i", diff, diff)
+
+
+def _rows_per_block(n_cols: int, block_elements: int) -> int:
+    return max(1, block_elements // max(1, n_cols))
+
+
+class _Band:
+    """Decides d < r² exactly near the boundary.
+
+    The product form is off by about 1e-16·(‖a‖² + ‖b‖²); a point lying exactly on a
+    ball's edge (a real sample's k-th neighbour, or a copy of it) would fall
+    either side at random. Entries within ``tol`` of the radius are recomputed
+    directly, the same way as the radii, so ties are decided consistently.
+    """
+
+    def __init__(self, *norms: np.ndarray):
+        self.tol = 1e-9 * sum(float(n.max(initial=0.0)) for n in norms) + 1e-300
+
+    def inside(self, d: np.ndarray, r2: np.ndarray, a: np.ndarray, b: np.ndarray,
+               a_index: np.ndarray, b_index: np.ndarray, r2_axis: int) -> np.ndarray:
+        """d[i, j] < r2 (r2 indexed along ``r2_axis``); a/b hold the rows behind d's axes."""
+        r2b = r2[None, :] if r2_axis == 1 else r2[:, None]
+        inside = d < r2b
+        rows, cols = np.nonzero(np.abs(d - r2b) <= self.tol)
+        if len(rows):
+            exact = _exact_sq(a[a_index[rows]], b[b_index[cols]])
+            inside[rows, cols] = exact < (r2[cols] if r2_axis == 1 else r2[rows])
+        return inside
+
+
+def knn_radii(features: np.ndarray, k: int, *, block_elements: int = _BLOCK_ELEMENTS) -> np.ndarray:
+    """Distance of every row to its k-th nearest *other* row (Euclidean), by blocks of rows."""
+    return np.sqrt(_knn_sq_radii(np.asarray(features, np.float64), k, block_elements))
+
+
+def _knn_sq_radii(x: np.ndarray, k: int, block_elements: int) -> np.ndarray:
+    """Squared k-th-neighbour distances, recomputed directly (see :class:`_Band`)."""
+    n = len(x)
+    if n <= k:
+        raise InputError(f"k-nearest-neighbour radii need more than k = {k} feature vectors, got {n}")
+    norms = _sq_norms(x)
+    neighbour = np.empty(n, dtype=np.intp)
+    step = _rows_per_block(n, block_elements)
+    for r0 in range(0, n, step):
+        d = _sq_distances(x[r0:r0 + step], x, norms[r0:r0 + step], norms)
+        d[np.arange(len(d)), np.arange(r0, r0 + len(d))] = np.inf
+        neighbour[r0:r0 + len(d)] = np.argpartition(d, k - 1, axis=1)[:, k - 1]
+    return _exact_sq(x, x[neighbour])
+
+
+def prdc(real_features: np.ndarray, sample_features: np.ndarray, *, nearest_k: int = 5,
+         block_elements: int = _BLOCK_ELEMENTS) -> dict[str, Any]:
+    """Precision, recall, density and coverage of Naeem et al. (2020) with ``nearest_k`` neighbours.
+
+    Ball membership is strict (distance < radius), as in the authors' code.
+    Memory: one block of at most ``block_elements`` distances at a time.
+    """
+    if nearest_k < 1:
+        raise InputError(f"evaluation.prdc.nearest_k must be at least 1, got {nearest_k}")
+    real = np.asarray(real_features, np.float64)
+    fake = np.asarray(sample_features, np.float64)
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise InputError(f"feature sets must be (N, D) with the same D, got {real.shape} and {fake.shape}")
+    real_r2 = _knn_sq_radii(real, nearest_k, block_elements)
+    fake_r2 = _knn_sq_radii(fake, nearest_k, block_elements)
+    real_norms, fake_norms = _sq_norms(real), _sq_norms(fake)
+    band = _Band(real_norms, fake_norms)
+    real_index = np.arange(len(real))
+    in_some_real_ball = np.zeros(len(fake), dtype=bool)
+    real_balls_holding = 0
+    real_in_some_fake_ball = np.zeros(len(real), dtype=bool)
+    nearest_d = np.full(len(real), np.inf)
+    nearest_fake = np.zeros(len(real), dtype=np.intp)
+    step = _rows_per_block(len(real), block_elements)
+    for f0 in range(0, len(fake), step):
+        block = slice(f0, min(f0 + step, len(fake)))
+        fake_index = np.arange(block.start, block.stop)
+        d = _sq_distances(fake[block], real, fake_norms[block], real_norms)
+        inside_real = band.inside(d, real_r2, fake, real, fake_index, real_index, r2_axis=1)
+        in_some_real_ball[block] = inside_real.any(axis=1)
+        real_balls_holding += int(inside_real.sum())
+        inside_fake = band.inside(d, fake_r2[block], fake, real, fake_index, real_index, r2_axis=0)
+        real_in_some_fake_ball |= inside_fake.any(axis=0)
+        closest = d.argmin(axis=0)
+        better = d[closest, real_index] < nearest_d
+        nearest_d[better] = d[closest, real_index][better]
+        nearest_fake[better] = closest[better] + f0
+    # Coverage compares each real's nearest sample with its radius: recompute those distances directly.
+    nearest_exact = _exact_sq(real, fake[nearest_fake])
+    return {
+        "precision": float(in_some_real_ball.mean()),
+        "recall": float(real_in_some_fake_ball.mean()),
+        "density": float(real_balls_holding / (nearest_k * len(fake))),
+        "coverage": float((nearest_exact < real_r2).mean()),
+        "nearest_k": int(nearest_k),
+        "n_real": int(len(real)),
+        "n_samples": int(len(fake)),
+    }
+
+
+def _subset(features: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray:
+    if limit is None or len(features) <= limit:
+        return features
+    return features[np.sort(rng.choice(len(features), size=int(limit), replace=False))]
+
+
+# -- rule jobs -------------------------------------------------------------------
+def distribution_metrics(sample_features: np.ndarray, real_features: np.ndarray, *,
+                         fid: Mapping[str, Any] | None = None, kid_cfg: Mapping[str, Any] | None = None,
+                         prdc_cfg: Mapping[str, Any] | None = None,
+                         sample_labels: np.ndarray | None = None, real_labels: np.ndarray | None = None,
+                         class_column: str | None = None) -> dict[str, Any]:
+    """All distribution metrics of one sample set against one real set (features as rows).
+
+    FID: on all images (``fid_all``) and repeated on subsets (``fid``); per
+    class when labels are given. KID and PRDC as configured.
+    """
+    f_cfg, k_cfg, p_cfg = fid_settings(fid), kid_settings(kid_cfg), prdc_settings(prdc_cfg)
+    fid_result = repeated_fid(sample_features, real_features, repeats=int(f_cfg["repeats"]),
+                              subset_size=f_cfg["subset_size"], seed=int(f_cfg["seed"]))
+    result: dict[str, Any] = {
+        "n_samples": int(len(sample_features)),
+        "n_real": int(len(real_features)),
+        "feature_dim": int(np.shape(sample_features)[1]),
+        "feature_network": "pytorch-fid InceptionV3 (TF FID weights 2015-12-05), pool3",
+        "fid_all": frechet_distance_features(sample_features, real_features),
+        "fid": fid_result,
+        "warning": fid_result["warning"],
+        "warning_message": fid_result["warning_message"],
+        "kid": kid(sample_features, real_features, n_subsets=int(k_cfg["n_subsets"]),
+                   subset_size=int(k_cfg["subset_size"]), seed=int(k_cfg["seed"])),
+        "fid_per_class": None,
+    }
+    rng = np.random.default_rng(int(p_cfg["seed"]))
+    result["prdc"] = prdc(_subset(real_features, p_cfg["max_real"], rng),
+                          _subset(sample_features, p_cfg["max_samples"], rng),
+                          nearest_k=int(p_cfg["nearest_k"]))
+    if sample_labels is not None and real_labels is not None:
+        classes = per_class_fid(sample_features, sample_labels, real_features, real_labels,
+                                repeats=int(f_cfg["repeats"]), subset_size=f_cfg["subset_size"],
+                                seed=int(f_cfg["seed"]))
+        result["fid_per_class"] = {"column": class_column, "classes": classes}
+        if any(c.get("warning") for c in classes.values()):
+            result["warning"] = True
+            result["warning_message"] = " ".join(filter(None, [
+                result["warning_message"],
+                "Per-class FIDs use fewer images still (see each class's subset size)."]))
+    return result
+
+
+def _table_labels(table: Path, rows: np.ndarray, column: str, what: str) -> np.ndarray:
+    from pipeline_lib.core.slices import load_table
+
+    frame = load_table(table)
+    if column not in frame.columns:
+        raise InputError(f"{table}: no column '{column}' (needed for per-class FID of {what})")
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(frame)):
+        raise InputError(f"{what}: feature rows do not fit {table} ({len(frame)} rows)")
+    return frame[column].astype(str).to_numpy()[rows]
+
+
+def _real_rows(arrays: Mapping[str, np.ndarray], path: Path) -> np.ndarray:
+    if "rows" not in arrays:
+        raise InputError(f"{path}: real feature file has no 'rows' array (slice-table rows)")
+    return arrays["rows"]
+
+
+def model_distribution_job(sample_features: Path, real_features: Path, table: Path, labels: Path,
+                           out: Path, *, model: str, condition_on: str | None = None,
+                           evaluation: Mapping[str, Any] | None = None) -> dict:
+    """The distribution_metrics rule: one model's samples against the real training slices.
+
+    Conditional models (``condition_on`` set and class labels in ``labels``)
+    also get per-class FID against the training slices of each class.
+    """
+    import pandas as pd
+
+    evaluation = evaluation or {}
+    samples = load_feature_file(sample_features)
+    real = load_feature_file(real_features)
+    sample_labels = real_labels = None
+    if condition_on:
+        frame = pd.read_csv(labels, sep="\t", dtype=str, keep_default_na=False)
+        if "label" not in frame.columns or len(frame) != len(samples["features"]):
+            raise InputError(f"{labels}: expected a 'label' column with one row per sample "
+                             f"({len(samples['features'])}), got {len(frame)} rows")
+        if (frame["label"] != "").all():
+            sample_labels = frame["label"].to_numpy()
+            real_labels = _table_labels(table, _real_rows(real, real_features), condition_on, model)
+    result = {"kind": "model", "model": model, **distribution_metrics(
+        samples["features"], real["features"], fid=evaluation.get("fid"), kid_cfg=evaluation.get("kid"),
+        prdc_cfg=evaluation.get("prdc"), sample_labels=sample_labels, real_labels=real_labels,
+        class_column=condition_on)}
+    result["reference"] = "real training slices"
+    write_json(out, result)
+    return result
+
+
+def original_distribution_job(test_features: Path, train_features: Path, table: Path, out: Path, *,
+                              class_columns: Sequence[str] = (),
+                              evaluation: Mapping[str, Any] | None = None) -> dict:
+    """The reference row: real test slices treated as samples, against the real training slices.
+
+    Per-class FID for the first of ``class_columns`` (the label that
+    conditional models use) when it is given.
+    """
+    evaluation = evaluation or {}
+    test = load_feature_file(test_features)
+    train = load_feature_file(train_features)
+    sample_labels = real_labels = None
+    column = class_columns[0] if class_columns else None
+    if column:
+        sample_labels = _table_labels(table, _real_rows(test, test_features), column, "the test split")
+        real_labels = _table_labels(table, _real_rows(train, train_features), column, "the train split")
+    result = {"kind": "original", "model": "original", **distribution_metrics(
+        test["features"], train["features"], fid=evaluation.get("fid"), kid_cfg=evaluation.get("kid"),
+        prdc_cfg=evaluation.get("prdc"), sample_labels=sample_labels, real_labels=real_labels,
+        class_column=column)}
+    result["reference"] = "real training slices (samples = real test slices)"
+    write_json(out, result)
+    return result
+
+
+# -- report section ---------------------------------------------------------------
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.4g}"
+
+
+def _png_tag(fig, alt: str) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = _stdio.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img class="grid" alt="{_esc(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def _figure(img: str, caption: str) -> str:
+    return f"<figure>{img}<figcaption>{_esc(caption)}</figcaption></figure>"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fid_boxplot(rows: Mapping[str, Mapping]) -> str:
+    plt = _pyplot()
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 2), 3.6))
+    ax.boxplot([rows[n]["fid"]["values"] for n in names])
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
+    ax.set_ylabel("FID (Inception pool3)")
+    ax.set_title("FID over repeated random subsets")
+    sizes = ", ".join(f"{n}: {rows[n]['fid']['repeats']}×{rows[n]['fid']['subset_size']}" for n in names)
+    caption = (f"FID boxplots per model: each box holds the FIDs of R random subsets "
+               f"(R × images per set — {sizes}) against the same number of real training slices; "
+               f"the 'original' row uses real test slices as samples.")
+    return _figure(_png_tag(fig, "FID boxplots per model"), caption)
+
+
+def _class_boxplot(name: str, per_class: Mapping[str, Any]) -> str:
+    plt = _pyplot()
+    classes = {c: r for c, r in per_class["classes"].items() if "values" in r}
+    skipped = [c for c in per_class["classes"] if c not in classes]
+    if not classes:
+        return f"<p>{_esc(name)}: no class had enough images for FID ({_esc(', '.join(skipped))}).</p>"
+    labels = list(classes)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 2), 3.4))
+    ax.boxplot([classes[c]["values"] for c in labels])
+    ax.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right")
+    ax.set_ylabel("FID")
+    ax.set_title(f"{name}: FID per {per_class.get('column') or 'class'}")
+    sizes = ", ".join(f"{c}: {r['repeats']}×{r['subset_size']} (of {r['n_samples']} samples, "
+                      f"{r['n_real']} real)" for c, r in classes.items())
+    caption = (f"{name}: FID per class '{per_class.get('column')}' — samples of each class against the "
+               f"real training slices of that class, R × images per set: {sizes}.")
+    if skipped:
+        caption += f" Too few images for: {', '.join(skipped)}."
+    return _figure(_png_tag(fig, f"{name} per-class FID boxplots"), caption)
+
+
+def _prdc_bars(rows: Mapping[str, Mapping]) -> str:
+    plt = _pyplot()
+    names = list(rows)
+    keys = ["precision", "recall", "density", "coverage"]
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 2), 3.6))
+    x = np.arange(len(names))
+    for i, key in enumerate(keys):
+        ax.bar(x + (i - 1.5) * width, [rows[n]["prdc"][key] for n in names], width, label=key)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("Precision / recall / density / coverage")
+    k = {rows[n]["prdc"]["nearest_k"] for n in names}
+    sizes = ", ".join(f"{n}: {rows[n]['prdc']['n_samples']} samples vs {rows[n]['prdc']['n_real']} real"
+                      for n in names)
+    caption = (f"PRDC (Naeem et al. 2020, k = {', '.join(map(str, sorted(k)))}) on Inception pool3 "
+               f"features against real training slices ({sizes}). Density can exceed 1.")
+    return _figure(_png_tag(fig, "PRDC bars per model"), caption)
+
+
+def _pm(mean: Any, std: Any, digits: int = 2) -> str:
+    return f"{_num(mean, digits)} ± {_num(std, digits)}"
+
+
+def _table(rows: Mapping[str, Mapping]) -> str:
+    head = ("<tr><th>Model</th><th>FID (mean ± std)</th><th>R × images</th><th>FID, all images</th>"
+            "<th>KID × 10³ (mean ± std)</th><th>Precision</th><th>Recall</th><th>Density</th>"
+            "<th>Coverage</th><th>Samples</th><th>Real</th></tr>")
+    body = []
+    for name, r in rows.items():
+        f, k, p = r["fid"], r["kid"], r["prdc"]
+        flag = " ⚠" if r.get("warning") else ""
+        body.append(
+            f'<tr><td>{_esc(name)}</td>'
+            f'<td class="num" data-value="{f["mean"]!r}">{_pm(f["mean"], f["std"])}{flag}</td>'
+            f'<td class="num">{f["repeats"]} × {f["subset_size"]}</td>'
+            f'<td class="num" data-value="{r["fid_all"]!r}">{_num(r["fid_all"], 2)}</td>'
+            f'<td class="num" data-value="{k["mean"]!r}">{_pm(1e3 * k["mean"], 1e3 * k["std"])}</td>'
+            + "".join(f'<td class="num" data-value="{p[m]!r}">{_num(p[m])}</td>'
+                      for m in ("precision", "recall", "density", "coverage"))
+            + f'<td class="num">{r["n_samples"]}</td><td class="num">{r["n_real"]}</td></tr>')
+    ks = ", ".join(str(k) for k in sorted({r["prdc"]["nearest_k"] for r in rows.values()}))
+    caption = ("<caption>Inception pool3 (2048-d) features of the samples against the real training slices. "
+               "FID: R random subsets per side (mean ± std over subsets, std with n − 1); "
+               "FID, all images: one FID on every sample and real slice; KID: unbiased cubic-kernel MMD², "
+               f"mean ± std over random subsets; PRDC with k = {ks} nearest neighbours. ⚠ = fewer images "
+               "than feature dimensions (biased FID).</caption>")
+    return f'<table id="distribution-metrics">{head}{"".join(body)}{caption}</table>'
+
+
+def _class_table(name: str, per_class: Mapping[str, Any]) -> str:
+    body = []
+    for cls, r in per_class["classes"].items():
+        if "values" not in r:
+            body.append(f"<tr><td>{_esc(cls)}</td><td colspan=3>{_esc(r.get('skipped', 'not computed'))}</td></tr>")
+            continue
+        body.append(f'<tr><td>{_esc(cls)}</td><td class="num" data-value="{r["mean"]!r}">'
+                    f'{_pm(r["mean"], r["std"])}{" ⚠" if r["warning"] else ""}</td>'
+                    f'<td class="num">{r["repeats"]} × {r["subset_size"]}</td>'
+                    f'<td class="num">{r["n_samples"]} / {r["n_real"]}</td></tr>')
+    return (f'<table class="per-class"><tr><th>{_esc(per_class.get("column") or "class")} ({_esc(name)})</th>'
+            f"<th>FID (mean ± std)</th><th>R × images</th><th>samples / real</th></tr>{''.join(body)}</table>")
+
+
+def render_distribution_metrics_html(models: Mapping[str, Mapping[str, Any]],
+                                     original: Mapping[str, Any] | None = None) -> str:
+    """The report's "Distribution metrics" section (HTML fragment) from the distribution JSON files.
+
+    ``models`` maps model name → contents of ``results/metrics/{model}.distribution.json``;
+    ``original`` is ``results/metrics/original.distribution.json``. Holds the
+    metrics table (mean ± std), FID boxplots per model and per class, PRDC bars
+    (PNG data URIs) and the small-sample warnings; all text is escaped.
+    """
+    rows: dict[str, Mapping[str, Any]] = {}
+    if original is not None:
+        rows["original"] = original
+    rows.update(models)
+    if not rows:
+        return "<h2>Distribution metrics</h2><p>No distribution metrics were computed.</p>"
+    parts = ["<h2>Distribution metrics (FID, KID, precision / recall / density / coverage)</h2>",
+             _table(rows)]
+    warnings = [(n, r["warning_message"]) for n, r in rows.items() if r.get("warning_message")]
+    if warnings:
+        items = "".join(f"<li><b>{_esc(n)}</b>: {_esc(m)}</li>" for n, m in warnings)
+        parts.append(f'<div class="warning"><p>⚠ Small-sample warning</p><ul>{items}</ul></div>')
+    parts.append(_fid_boxplot(rows))
+    for name, r in rows.items():
+        if r.get("fid_per_class"):
+            parts.append(f"<h3>Per-class FID: {_esc(name)}</h3>")
+            parts.append(_class_table(name, r["fid_per_class"]))
+            parts.append(_class_boxplot(name, r["fid_per_class"]))
+    parts.append(_prdc_bars(rows))
+    return "\n".join(parts)
+
+
+def load_distribution_results(paths: Mapping[str, str | os.PathLike]) -> dict[str, dict]:
+    """name → parsed distribution JSON, for :func:`render_distribution_metrics_html`; errors name the file."""
+    import json
+
+    out = {}
+    for name, path in paths.items():
+        try:
+            out[name] = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read distribution metrics ({exc})") from exc
+    return out

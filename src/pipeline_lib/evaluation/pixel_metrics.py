@@ -1,0 +1,261 @@
+"""Sample-quality metrics of seed 001 (section 3.3, Table 1).
+
+All metrics take image stacks shaped ``(N, H, W)`` with intensities in [0, 1]
+and compute in float64. "Per-pixel MSE" between two images is
+``||a - b||² / D`` with ``D = H * W`` pixels.
+
+* Dataset similarity (DS) and intra-sample diversity (ISD) are means over all
+  pairs; both reduce algebraically to per-image squared norms and the sum
+  image, so they cost O(N·D) and never form a pair.
+* Minimum ISD needs each sample's nearest other sample; it is found with a
+  blocked float64 matrix product (``||a||² + ||b||² − 2 a·b``) whose memory is
+  bounded by the block size. The distance to the neighbour found is then
+  recomputed directly, because the product form loses digits exactly for the
+  near-duplicate pairs this metric is about.
+* Laplacian variance is computed on ``image * scale``. Seed 001 reports values
+  around 1,500 for real images, which only fits an 8-bit intensity scale, so
+  the default scale is 255.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from pipeline_lib.core.errors import InputError
+
+#: Intensity scale applied before the Laplacian (8-bit, as seed 001's values imply).
+DEFAULT_SHARPNESS_SCALE = 255.0
+
+# Images converted to float64 at a time by the streaming reductions; bounds
+# the extra memory to about _BLOCK * H * W * 8 bytes.
+_BLOCK = 256
+
+
+def validate_images(images: np.ndarray, what: str) -> np.ndarray:
+    """Check that ``images`` is a non-empty finite (N, H, W) stack in [0, 1].
+
+    ``what`` names the array (or the file it came from) in error messages.
+    Returns the array unchanged (no copy); raises InputError otherwise.
+    """
+    if not isinstance(images, np.ndarray):
+        raise InputError(f"{what}: expected a numpy array, got {type(images).__name__}")
+    if images.ndim != 3:
+        raise InputError(f"{what}: expected images shaped (N, H, W), got shape {images.shape}")
+    if min(images.shape) == 0:
+        raise InputError(f"{what}: empty image stack, shape {images.shape}")
+    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)):
+        raise InputError(f"{what}: expected a numeric array, got dtype {images.dtype}")
+    for start, block in _blocks(images):
+        if not np.all(np.isfinite(block)):
+            raise InputError(f"{what}: non-finite values (NaN or Inf) in images {start}..{start + len(block) - 1}")
+        lo, hi = float(block.min()), float(block.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(
+                f"{what}: intensities must lie in [0, 1]; images {start}..{start + len(block) - 1} "
+                f"span [{lo:.6g}, {hi:.6g}]"
+            )
+    return images
+
+
+def load_images(path: str | os.PathLike) -> np.ndarray:
+    """Load an ``.npy`` image stack and validate it; errors name the file."""
+    path = Path(path)
+    try:
+        images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read as a .npy image stack ({exc})") from exc
+    return validate_images(images, str(path))
+
+
+def dataset_similarity(samples: np.ndarray, originals: np.ndarray) -> float:
+    """Mean per-pixel MSE over all (sample, original) pairs (seed 001, eq. 11).
+
+    Uses mean_i mean_j ||a_i − b_j||² = mean||a||² + mean||b||² − 2 ā·b̄,
+    divided by the number of pixels.
+    """
+    validate_images(samples, "samples")
+    validate_images(originals, "originals")
+    _check_same_image_shape(samples, originals, "samples", "originals")
+    n_a, sq_a, sum_a = _moments(samples)
+    n_b, sq_b, sum_b = _moments(originals)
+    d = _pixels(samples)
+    value = sq_a / n_a + sq_b / n_b - 2.0 * float(np.dot(sum_a / n_a, sum_b / n_b))
+    return max(value, 0.0) / d
+
+
+def intra_sample_diversity(samples: np.ndarray) -> float:
+    """Mean per-pixel MSE over ordered pairs i ≠ j of samples (seed 001, eq. 12).
+
+    The sum over all ordered pairs (the i = j terms are zero) equals
+    2N Σ||a_i||² − 2||Σ a_i||²; dividing by N(N − 1) gives the mean over i ≠ j.
+    """
+    validate_images(samples, "samples")
+    n, sq, total = _moments(samples)
+    if n < 2:
+        raise InputError(f"samples: intra-sample diversity needs at least 2 images, got {n}")
+    pair_sum = 2.0 * n * sq - 2.0 * float(np.dot(total, total))
+    return max(pair_sum, 0.0) / (n * (n - 1)) / _pixels(samples)
+
+
+def minimum_isd(samples: np.ndarray, block: int = _BLOCK) -> float:
+    """Mean over samples of the per-pixel MSE to the nearest *other* sample (eq. 13).
+
+    Nearest neighbours come from a blocked float64 matrix product, clamped at
+    0 with the diagonal excluded; memory grows with ``block``, not with N.
+    """
+    validate_images(samples, "samples")
+    if block < 1:
+        raise ValueError(f"block must be positive, got {block}")
+    n = samples.shape[0]
+    if n < 2:
+        raise InputError(f"samples: minimum ISD needs at least 2 images, got {n}")
+    flat = samples.reshape(n, -1)
+    norms = _row_norms(flat, block)
+    nearest = _nearest_other(flat, norms, block)
+    total = 0.0
+    for start in range(0, n, block):
+        rows = flat[start : start + block].astype(np.float64)
+        partners = flat[nearest[start : start + block]].astype(np.float64)
+        total += float(np.sum((rows - partners) ** 2))
+    return total / n / flat.shape[1]
+
+
+def laplacian_variance(images: np.ndarray, scale: float = DEFAULT_SHARPNESS_SCALE) -> np.ndarray:
+    """Per-image variance of the Laplacian of ``image * scale`` (seed 001's sharpness).
+
+    Uses ``cv2.Laplacian`` with its default 3×3 kernel ([0,1,0],[1,−4,1],[0,1,0])
+    and reflect-101 borders on float64 input with a CV_64F result (opencv
+    rejects float32 → CV_64F). The variance is the population variance.
+    ``scale`` = 255 puts values on seed 001's 8-bit scale.
+    """
+    import cv2  # heavy import, only needed here
+
+    validate_images(images, "images")
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a positive finite number, got {scale}")
+    out = np.empty(images.shape[0], dtype=np.float64)
+    for i, image in enumerate(images):
+        scaled = np.ascontiguousarray(image, dtype=np.float64) * scale
+        out[i] = cv2.Laplacian(scaled, cv2.CV_64F).var()
+    return out
+
+
+def reconstruction_mse(originals: np.ndarray, reconstructions: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation over images of the per-image per-pixel MSE."""
+    per_image = _per_image_mse(originals, reconstructions)
+    return float(per_image.mean()), float(per_image.std())
+
+
+def sample_metrics(
+    samples: np.ndarray, originals: np.ndarray, *, sharpness_scale: float = DEFAULT_SHARPNESS_SCALE
+) -> dict:
+    """Seed 001's Table 1 row for ``samples`` against ``originals``.
+
+    For the "Original" row pass the original images as ``samples`` too.
+    """
+    sharpness = laplacian_variance(samples, scale=sharpness_scale)
+    return {
+        "dataset_similarity": dataset_similarity(samples, originals),
+        "isd": intra_sample_diversity(samples),
+        "min_isd": minimum_isd(samples),
+        "sharpness_mean": float(sharpness.mean()),
+        "sharpness_std": float(sharpness.std()),
+        "sharpness_scale": float(sharpness_scale),
+        "n_samples": int(samples.shape[0]),
+        "n_originals": int(originals.shape[0]),
+    }
+
+
+def reconstruction_metrics(
+    originals: np.ndarray, reconstructions: np.ndarray, sharpness_scale: float = DEFAULT_SHARPNESS_SCALE
+) -> dict:
+    """Reconstruction error and sharpness of reconstructions vs originals (seed 001, 3.3)."""
+    mse_mean, mse_std = reconstruction_mse(originals, reconstructions)
+    sharp_rec = laplacian_variance(reconstructions, scale=sharpness_scale)
+    sharp_orig = laplacian_variance(originals, scale=sharpness_scale)
+    return {
+        "recon_mse_mean": mse_mean,
+        "recon_mse_std": mse_std,
+        "recon_sharpness_mean": float(sharp_rec.mean()),
+        "recon_sharpness_std": float(sharp_rec.std()),
+        "original_sharpness_mean": float(sharp_orig.mean()),
+        "original_sharpness_std": float(sharp_orig.std()),
+        "sharpness_scale": float(sharpness_scale),
+        "n_reconstructions": int(reconstructions.shape[0]),
+    }
+
+
+def _per_image_mse(originals: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
+    validate_images(originals, "originals")
+    validate_images(reconstructions, "reconstructions")
+    if originals.shape != reconstructions.shape:
+        raise InputError(
+            f"reconstructions: shape {reconstructions.shape} does not match originals {originals.shape}"
+        )
+    out = np.empty(originals.shape[0], dtype=np.float64)
+    for start in range(0, originals.shape[0], _BLOCK):
+        a = originals[start : start + _BLOCK].astype(np.float64)
+        b = reconstructions[start : start + _BLOCK].astype(np.float64)
+        out[start : start + len(a)] = ((a - b) ** 2).mean(axis=(1, 2))
+    return out
+
+
+def _nearest_other(flat: np.ndarray, norms: np.ndarray, block: int) -> np.ndarray:
+    """Index of each row's nearest other row (squared L2), by blocked products."""
+    n = flat.shape[0]
+    best = np.full(n, np.inf)
+    nearest = np.zeros(n, dtype=np.intp)
+    for r0 in range(0, n, block):
+        rows = flat[r0 : r0 + block].astype(np.float64)
+        r1 = r0 + len(rows)
+        for c0 in range(0, n, block):
+            cols = rows if c0 == r0 else flat[c0 : c0 + block].astype(np.float64)
+            c1 = c0 + len(cols)
+            dist = norms[r0:r1, None] + norms[None, c0:c1] - 2.0 * (rows @ cols.T)
+            np.maximum(dist, 0.0, out=dist)
+            if c0 == r0:
+                np.fill_diagonal(dist, np.inf)
+            arg = dist.argmin(axis=1)
+            cand = dist[np.arange(len(rows)), arg]
+            better = cand < best[r0:r1]
+            best[r0:r1][better] = cand[better]
+            nearest[r0:r1][better] = arg[better] + c0
+    return nearest
+
+
+def _row_norms(flat: np.ndarray, block: int) -> np.ndarray:
+    out = np.empty(flat.shape[0], dtype=np.float64)
+    for start in range(0, flat.shape[0], block):
+        rows = flat[start : start + block].astype(np.float64)
+        out[start : start + len(rows)] = np.einsum("ij,ij->i", rows, rows)
+    return out
+
+
+def _moments(images: np.ndarray) -> tuple[int, float, np.ndarray]:
+    """(N, Σ||x_i||², Σ x_i) in float64, streamed in blocks."""
+    n = images.shape[0]
+    sq = 0.0
+    total = np.zeros(_pixels(images), dtype=np.float64)
+    for _, block in _blocks(images):
+        flat = block.reshape(len(block), -1).astype(np.float64)
+        sq += float(np.einsum("ij,ij->", flat, flat))
+        total += flat.sum(axis=0)
+    return n, sq, total
+
+
+def _blocks(images: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    for start in range(0, images.shape[0], _BLOCK):
+        yield start, images[start : start + _BLOCK]
+
+
+def _pixels(images: np.ndarray) -> int:
+    return int(images.shape[1] * images.shape[2])
+
+
+def _check_same_image_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    if a.shape[1:] != b.shape[1:]:
+        raise InputError(f"{name_a}: image size {a.shape[1:]} differs from {name_b} {b.shape[1:]}")

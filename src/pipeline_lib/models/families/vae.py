@@ -1,0 +1,140 @@
+"""Vanilla VAE of Ungría Hirte et al. (seed 001, section 3.2), after Hou et al.'s DFC-VAE layout.
+
+Encoder: four 4x4 convolutions with stride 2, each followed by batch norm and
+LeakyReLU, then two fully connected heads for the mean and log-variance.
+Decoder: a fully connected layer back to the smallest feature map, then four
+stages of nearest-neighbour upsampling x2 and a 3x3 convolution; the first
+three stages carry batch norm + LeakyReLU, the last maps to the image channels
+through a sigmoid so that samples lie in [0, 1] as the seed's metrics require.
+Loss (eq. 5): KL divergence + recon_weight * H * W * per-pixel squared error,
+i.e. the published 0.025 x 128 x 128 scaling at 128 px, averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pipeline_lib.models.base import GenerativeModel
+
+N_STAGES = 4  # four stride-2 stages: the smallest feature map is image_size / 16
+
+
+class ConvEncoder(nn.Module):
+    """x (N, C, S, S) -> (mu, logvar), each (N, latent_dim)."""
+
+    def __init__(self, channels: int, image_size: int, latent_dim: int, width: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = channels
+        for stage in range(N_STAGES):
+            c_out = width * 2**stage
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1),
+                       nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        flat = c_in * (image_size // 2**N_STAGES) ** 2
+        self.mu = nn.Linear(flat, latent_dim)
+        self.logvar = nn.Linear(flat, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(x)
+        return self.mu(h), self.logvar(h)
+
+
+class UpsampleDecoder(nn.Module):
+    """z (N, latent_dim) -> image (N, C, S, S) in [0, 1]."""
+
+    def __init__(self, channels: int, image_size: int, latent_dim: int, width: int):
+        super().__init__()
+        self.c0 = width * 2 ** (N_STAGES - 1)
+        self.s0 = image_size // 2**N_STAGES
+        self.fc = nn.Linear(latent_dim, self.c0 * self.s0 * self.s0)
+        layers: list[nn.Module] = []
+        c_in = self.c0
+        for stage in range(N_STAGES - 1):
+            c_out = c_in // 2
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"),
+                       nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode="replicate"),
+                       nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        layers += [nn.Upsample(scale_factor=2, mode="nearest"),
+                   nn.Conv2d(c_in, channels, 3, padding=1, padding_mode="replicate"),
+                   nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(-1, self.c0, self.s0, self.s0)
+        return self.net(h)
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) summed over latent dimensions, mean over the batch."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
+
+
+class GaussianLatentSampling:
+    """Sampling and reconstruction shared by the encoder/decoder families.
+
+    Needs ``self.encoder`` returning (mu, logvar), ``self.decoder`` and
+    ``hparams["latent_dim"]``; latents are drawn on the CPU so that a seed
+    gives the same samples on any device.
+    """
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        self.eval()
+        z = torch.randn(n, self.hparams["latent_dim"], generator=generator, device="cpu").to(self.device)
+        return self.decoder(z).float()
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean: the deterministic reconstruction used for the metrics."""
+        self.eval()
+        mu, _ = self.encoder(images)
+        return self.decoder(mu).float()
+
+
+class VAE(GaussianLatentSampling, GenerativeModel):
+    family = "vae"
+    can_reconstruct = True
+    DEFAULTS: dict[str, Any] = {
+        "latent_dim": 200,
+        "width": 32,            # channels of the first encoder stage (32-64-128-256 as in Hou et al.)
+        "lr": 1e-4,
+        "batch_size": 64,
+        "recon_weight": 0.025,  # multiplied by H * W (seed 001: 0.025 x 128 x 128)
+    }
+
+    def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
+        super().__init__(image_size, channels, n_classes, **hparams)
+        h = self.hparams
+        self.encoder = ConvEncoder(channels, image_size, h["latent_dim"], h["width"])
+        self.decoder = UpsampleDecoder(channels, image_size, h["latent_dim"], h["width"])
+
+    def configure_optimizers(self) -> None:
+        self.optimizers = {"vae": self.adam(self.parameters(), lr=self.hparams["lr"])}
+
+    def reconstruction_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        per_pixel = F.mse_loss(x_hat.float(), x.float(), reduction="none").flatten(1).mean(1)
+        return (self.hparams["recon_weight"] * self.image_size**2 * per_pixel).mean()
+
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        self.train()
+        with self.autocast():
+            mu, logvar = self.encoder(images)
+            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            x_hat = self.decoder(z)
+        recon = self.reconstruction_loss(images, x_hat)
+        kl = kl_to_standard_normal(mu.float(), logvar.float())
+        loss = recon + kl
+        self.optimise(loss, self.optimizers["vae"])
+        return {"loss": loss.item(), "reconstruction": recon.item(), "kl": kl.item()}
+
+
+
+MODEL = VAE

@@ -1,0 +1,117 @@
+"""Wasserstein GAN of Han et al. (seed 002, section 3.2.2 "WGAN Implementation Details").
+
+"We use the same DCGAN architecture for WGAN training": the networks are those of
+the ``dcgan`` family's ``han`` preset (4 x 4 filters, half channel widths, ELU in
+the critic, no tanh in the generator), with the critic's sigmoid removed. Training
+follows Arjovsky et al.'s Algorithm 1 with the seed's values: RMSprop at 5e-5,
+batch 64; weight clipping at 0.01 and n_critic = 5 are Arjovsky et al.'s defaults,
+which the seed does not change.
+
+What one ``training_step`` is: ONE critic update on the batch the trainer hands
+over, and every ``n_critic``-th step also one generator update (on fresh noise).
+So each critic iteration sees a fresh real mini-batch of the published size, as
+in Algorithm 1 — splitting one batch into n_critic pieces would shrink the batch
+(to 1-2 images at batch 8, breaking batch norm), and reusing one batch n_critic
+times would let the critic fit that batch. A budget of N steps therefore means N
+critic and N / n_critic generator updates; the step costs about as much compute
+as a DCGAN step. A counter of critic updates is part of the weights (a buffer),
+so an interrupted run resumes on the same schedule.
+
+Losses per step: ``critic`` (E[C(fake)] - E[C(real)], minimised by the critic),
+``wasserstein_estimate`` (its negative, the critic's estimate of the EM distance),
+and ``generator`` (-E[C(G(z))]): on generator steps the loss the generator was
+updated with, on the other steps the same quantity on this step's fake batch
+before the critic's update — so both players' curves have a value at every step.
+
+Change: Arjovsky et al.'s schedule of 100 critic iterations during the first 25
+generator iterations is left out (Han et al. do not mention it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.models.families.dcgan import DCGAN, HAN, Architecture
+from pipeline_lib.models.layers import set_requires_grad, to_signed
+
+
+class WGAN(DCGAN):
+    family = "wgan"
+    DEFAULTS: dict[str, Any] = {
+        "latent_dim": 100,    # DCGAN's uniform 100-d latent (same architecture as Han's DCGAN)
+        "width": 32,          # Han et al.: half the usual DCGAN channel widths
+        "lr": 5e-5,           # seed 002 section 3.2.2: RMSprop, 5.0e-5
+        "batch_size": 64,     # seed 002 section 3.2.2
+        "n_critic": 5,        # Arjovsky et al., Algorithm 1
+        "clip_value": 0.01,   # Arjovsky et al., Algorithm 1
+    }
+
+    def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
+        super().__init__(image_size, channels, n_classes, **hparams)
+        n_critic = self.hparams["n_critic"]
+        if not isinstance(n_critic, int) or n_critic < 1:
+            raise InputError(f"model family '{self.family}': n_critic must be an integer >= 1, got {n_critic!r}")
+        # In the state dict, so checkpoints resume the critic/generator schedule exactly.
+        self.register_buffer("critic_updates", torch.zeros((), dtype=torch.long))
+        # From the first step on: a first RMSprop step on the unconstrained N(0, 0.02) weights
+        # fills its running average with large squared gradients and stalls the critic for
+        # hundreds of steps (measured), and Arjovsky et al. never evaluate an unclipped critic.
+        self.constrain_critic()
+
+    def architecture(self) -> Architecture:
+        return HAN
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        return torch.optim.RMSprop(params, lr=self.hparams["lr"])
+
+    def configure_optimizers(self) -> None:
+        self.optimizers = {"critic": self.make_optimizer(self.discriminator.parameters()),
+                           "generator": self.make_optimizer(self.generator.parameters())}
+
+    def critic_loss(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(loss the critic minimises, named parts to report); ``fake`` carries no gradient."""
+        with self.autocast():
+            real_score = self.discriminate(real, labels).float().mean()
+            fake_score = self.discriminate(fake, labels).float().mean()
+        estimate = real_score - fake_score
+        return -estimate, {"wasserstein_estimate": estimate, "fake_score": fake_score}
+
+    @torch.no_grad()
+    def constrain_critic(self) -> None:
+        """Weight clipping keeps the critic (roughly) Lipschitz."""
+        c = self.hparams["clip_value"]
+        for p in self.discriminator.parameters():
+            p.clamp_(-c, c)
+
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        """One critic update; every ``n_critic``-th call also one generator update."""
+        self.train()
+        self.check_labels(labels, len(images))
+        real = to_signed(images)
+        with torch.no_grad(), self.autocast():
+            fake = self.generate(self.latent(len(real)), labels)
+        loss, parts = self.critic_loss(real, fake, labels)
+        self.optimise(loss, self.optimizers["critic"])
+        self.constrain_critic()
+        self.critic_updates += 1
+
+        generator_loss = -parts.pop("fake_score").item()
+        if int(self.critic_updates) % self.hparams["n_critic"] == 0:
+            generator_loss = self.generator_update(len(real), labels)
+        return {"critic": loss.item(), "generator": generator_loss,
+                **{name: value.item() for name, value in parts.items()}}
+
+    def generator_update(self, n: int, labels: torch.Tensor | None) -> float:
+        set_requires_grad(self.discriminator, False)
+        with self.autocast():
+            loss = -self.discriminate(self.generate(self.latent(n), labels), labels).float().mean()
+        self.optimise(loss, self.optimizers["generator"])
+        set_requires_grad(self.discriminator, True)
+        return loss.item()
+
+
+MODEL = WGAN

@@ -1,0 +1,91 @@
+"""Draw samples (and reconstructions) from a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline_lib.core.figures import save_grid
+from pipeline_lib.core.io import write_npy, write_tsv
+from pipeline_lib.models.training import load_trained_model
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield start, min(size, n - start)
+
+
+@torch.no_grad()
+def draw_samples(model, n: int, seed: int, labels: np.ndarray | None = None,
+                 batch_size: int = 250) -> np.ndarray:
+    """``n`` samples (n, H, W) float32 in [0, 1]; the same seed gives the same samples.
+
+    Conditional models take one class index per sample in ``labels``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for start, size in _batches(n, batch_size):
+        batch_labels = None
+        if labels is not None:
+            batch_labels = torch.as_tensor(labels[start:start + size], dtype=torch.long).to(model.device)
+        out.append(model.sample(size, labels=batch_labels, generator=gen).cpu())
+    return torch.cat(out)[:, 0].clamp(0, 1).numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def reconstruct_images(model, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
+    out = []
+    for start, size in _batches(len(images), batch_size):
+        x = torch.from_numpy(images[start:start + size]).unsqueeze(1).to(model.device)
+        out.append(model.reconstruct(x).cpu())
+    return torch.cat(out)[:, 0].clamp(0, 1).numpy().astype(np.float32)
+
+
+def sample_labels(n: int, n_classes: int, n_per_class: int | None) -> np.ndarray | None:
+    """Class index per sample: ``n_per_class`` of each class (default: ``n`` split evenly)."""
+    if n_classes == 0:
+        return None
+    per_class = n_per_class or max(1, n // n_classes)
+    return np.repeat(np.arange(n_classes), per_class)
+
+
+def sample_model(weights: Path, n: int, seed: int, out_samples: Path, out_grid: Path,
+                 out_reconstructions: Path, out_labels: Path, *, n_per_class: int | None = None,
+                 test_images: np.ndarray | None = None, device: str = "auto") -> dict:
+    """Write samples, their grid, their class labels, and reconstructions of ``test_images``.
+
+    Conditional models draw ``n_per_class`` images of every class (``n`` in
+    total otherwise). Families that cannot reconstruct leave a reconstructions
+    array with zero rows, so one rule serves every family.
+    """
+    model, summary = load_trained_model(weights, device=device)
+    labels = sample_labels(n, summary["n_classes"], n_per_class) if model.conditional else None
+    samples = draw_samples(model, n if labels is None else len(labels), seed, labels=labels)
+    write_npy(out_samples, samples)
+    save_grid(samples, out_grid)
+    names = summary.get("class_names") or []
+    write_tsv(out_labels, pd.DataFrame({
+        "sample": np.arange(len(samples)),
+        "label": [names[i] for i in labels] if labels is not None else [""] * len(samples),
+    }))
+    if model.can_reconstruct and test_images is not None and len(test_images):
+        recon = reconstruct_images(model, test_images)
+    else:
+        recon = np.zeros((0,) + samples.shape[1:], dtype=np.float32)
+    write_npy(out_reconstructions, recon)
+    return {"n_samples": int(len(samples)), "n_reconstructions": int(len(recon))}
+
+
+def sample_job(weights: Path, images: Path, table: Path, sampling: dict, *, samples: Path,
+               grid: Path, reconstructions: Path, labels: Path, threads: int | None = None) -> dict:
+    """The sample rule: ``sampling.n`` samples plus reconstructions of a seeded test subset."""
+    from pipeline_lib.core.slices import load_split
+    from pipeline_lib.models.training import configure_threads
+
+    configure_threads(threads)
+    test_images, _ = load_split(images, table, "test", n=sampling["n_reconstruct"], seed=sampling["seed"])
+    return sample_model(weights, sampling["n"], sampling["seed"], samples, grid, reconstructions,
+                        labels, n_per_class=sampling.get("n_per_class"), test_images=test_images)

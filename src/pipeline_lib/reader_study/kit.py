@@ -1,0 +1,506 @@
+"""Reader-study kit: a blinded set of real and synthetic slices, a web page, an answer key.
+
+Three seed designs are presets of the composition:
+
+- ``ungria_hirte`` (seed 001, section 3.4): ``n_real`` real test slices plus
+  ``n_per_model`` samples of every model, all in one shuffled set.
+- ``han`` (seed 002, section 3.3): one balanced block per model, ``n_per_model``
+  real and ``n_per_model`` synthetic images; real images are not reused across
+  blocks, so each model's 2x2 table has its own real images. With ``group_by``
+  (e.g. a ``sequence`` label column) and a conditional model, each block is
+  stratified by that label, matching seed 002's per-sequence tables.
+- ``kazuhiro`` (seed 004): ``n_total`` images whose synthetic fraction is drawn
+  uniformly from ``synthetic_fraction`` (seed 004: 40-60 %), so readers cannot
+  count on half of them being synthetic.
+
+Nothing in the kit tells real from synthetic: every PNG is 8-bit grayscale of
+one size, stored uncompressed with the same filter, so file size and chunk
+layout are identical for every image (compressed sizes would betray blurry
+samples); no metadata chunk; 16-hex-digit names from a seeded RNG; files are
+written in name order with one fixed modification time. The answer key is
+written outside the kit folder.
+
+The page (``page/``: index.html, app.js, style.css, plus a generated
+kit.js holding the sorted image names and reading rules) works from file://
+and from any static server. Reading rules: one image at a time in an order
+seeded by the reader ID (:func:`reader_order` mirrors it); R/S or buttons;
+optional 1-5 confidence, which then moves on; with ``time_limit_s`` the image
+is hidden when the time is up and the answer is still asked for, flagged
+``timed_out`` (seed 004 showed each image for 10 s and asked afterwards);
+``response_ms`` runs from the image appearing to the real/synthetic decision.
+Progress lives in localStorage; a reload shows the current image afresh.
+Export: one CSV per reader (``reader-<ID>-<kit_id>.csv``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import struct
+import tempfile
+import zlib
+from importlib import resources
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from pipeline_lib.core.slices import load_table, split_rows
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.io import write_json, write_tsv
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("ungria_hirte", "han", "kazuhiro")
+DEFAULTS: dict = {
+    "preset": "ungria_hirte",
+    "models": None,
+    "n_real": 50,
+    "n_per_model": 50,
+    "n_total": 100,
+    "synthetic_fraction": [0.4, 0.6],
+    "group_by": None,
+    "seed": 0,
+    "display_size": 256,
+    "interpolation": "bilinear",
+    "time_limit_s": None,
+    "ask_confidence": True,
+    "title": "Real or synthetic? A brain MRI reader study",
+    "responses_dir": "reader_responses",
+    "positive_class": "real",
+}
+REAL = "real"
+SYNTHETIC = "synthetic"
+KEY_COLUMNS = ["image", "kit_id", "truth", "source", "block", "group", "source_index"]
+PAGE_FILES = ("index.html", "app.js", "style.css")
+# One fixed modification time (2000-01-01) for every kit file: write order must not show.
+_FIXED_MTIME = 946684800
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
+
+
+# ----- settings -------------------------------------------------------------
+
+def study_settings(section: Mapping | None) -> dict:
+    """The ``reader_study`` config section with defaults filled in, checked key by key."""
+    section = dict(section or {})
+    unknown = sorted(set(section) - set(DEFAULTS))
+    if unknown:
+        raise InputError(f"reader_study: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(DEFAULTS))})")
+    out = {**DEFAULTS, **section}
+    if out["preset"] not in PRESETS:
+        raise InputError(f"reader_study.preset must be one of {', '.join(PRESETS)}, not {out['preset']!r}")
+    for key in ("n_real", "n_per_model", "n_total", "display_size"):
+        if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 1:
+            raise InputError(f"reader_study.{key} must be a positive integer, not {out[key]!r}")
+    fraction = out["synthetic_fraction"]
+    if (not isinstance(fraction, (list, tuple)) or len(fraction) != 2
+            or not all(isinstance(v, (int, float)) for v in fraction)
+            or not 0 <= fraction[0] <= fraction[1] <= 1):
+        raise InputError(f"reader_study.synthetic_fraction must be [low, high] with 0 <= low <= high <= 1, not {fraction!r}")
+    out["synthetic_fraction"] = [float(v) for v in fraction]
+    if out["interpolation"] not in _INTERPOLATION:
+        raise InputError(f"reader_study.interpolation must be one of {', '.join(_INTERPOLATION)}, not {out['interpolation']!r}")
+    limit = out["time_limit_s"]
+    if limit is not None and (not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit <= 0):
+        raise InputError(f"reader_study.time_limit_s must be null or a positive number of seconds, not {limit!r}")
+    if out["positive_class"] not in (REAL, SYNTHETIC):
+        raise InputError(f"reader_study.positive_class must be 'real' or 'synthetic', not {out['positive_class']!r}")
+    if out["models"] is not None and (not isinstance(out["models"], list) or not out["models"]):
+        raise InputError(f"reader_study.models must be null (every model) or a non-empty list, not {out['models']!r}")
+    return out
+
+
+# ----- composition ----------------------------------------------------------
+
+def compose_kit(real: pd.DataFrame, synthetic: Mapping[str, pd.DataFrame], settings: Mapping,
+                sources: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Choose the kit's images: rows ``truth, source, block, group, source_index``.
+
+    ``real`` and each ``synthetic[model]`` are pools with columns ``index``
+    (row in images.npy / samples.npy) and ``group`` (label value or "").
+    ``sources`` names the file behind each pool for error messages.
+    Deterministic for a given ``settings['seed']``.
+    """
+    settings = study_settings(settings)
+    sources = dict(sources or {})
+    if REAL in synthetic:
+        raise InputError("a model may not be called 'real' in a reader study: the name marks real images")
+    if not synthetic:
+        raise InputError("the reader study needs at least one model's samples")
+    rng = np.random.default_rng([settings["seed"], 0])
+    pools = {REAL: real, **synthetic}
+    draw = _Drawer(pools, sources, rng)
+    preset = settings["preset"]
+    if preset == "ungria_hirte":
+        parts = [draw(REAL, settings["n_real"], block="")]
+        parts += [draw(model, settings["n_per_model"], block="") for model in sorted(synthetic)]
+    elif preset == "han":
+        parts = []
+        for model in sorted(synthetic):
+            parts += _balanced_block(draw, model, settings["n_per_model"], stratify=settings["group_by"] is not None)
+    else:
+        low, high = settings["synthetic_fraction"]
+        n_synthetic = int(round(settings["n_total"] * rng.uniform(low, high)))
+        parts = [draw(REAL, settings["n_total"] - n_synthetic, block="")]
+        for model, count in _spread(n_synthetic, sorted(synthetic), rng).items():
+            parts.append(draw(model, count, block=""))
+    kit = pd.concat(parts, ignore_index=True)
+    return kit.iloc[rng.permutation(len(kit))].reset_index(drop=True)
+
+
+class _Drawer:
+    """Seeded draws without replacement; an image is never used twice in one kit."""
+
+    def __init__(self, pools: Mapping[str, pd.DataFrame], sources: Mapping[str, str], rng):
+        self.pools = pools
+        self.sources = sources
+        self.rng = rng
+        self.used: dict[str, set[int]] = {name: set() for name in pools}
+
+    def __call__(self, source: str, n: int, block: str, group: str | None = None) -> pd.DataFrame:
+        pool = self.pools[source]
+        free = pool[~pool["index"].isin(self.used[source])]
+        if group is not None:
+            free = free[free["group"] == group]
+        if n > len(free):
+            what = "real test" if source == REAL else f"model {source!r}"
+            where = f" of group {group!r}" if group is not None else ""
+            raise InputError(
+                f"{self.sources.get(source, source)}: the reader study needs {n} {what} images{where} but only "
+                f"{len(free)} are available; lower reader_study's counts or provide more images")
+        chosen = free.iloc[np.sort(self.rng.choice(len(free), size=n, replace=False))]
+        self.used[source].update(int(i) for i in chosen["index"])
+        return pd.DataFrame({
+            "truth": REAL if source == REAL else SYNTHETIC,
+            "source": source,
+            "block": block,
+            "group": chosen["group"].astype(str).to_numpy(),
+            "source_index": chosen["index"].astype(int).to_numpy(),
+        })
+
+
+def _balanced_block(draw: _Drawer, model: str, n: int, stratify: bool) -> list[pd.DataFrame]:
+    """Seed 002: ``n`` synthetic images of ``model`` and ``n`` real ones, stratified by label if asked."""
+    groups = sorted(set(draw.pools[model]["group"]) - {""}) if stratify else []
+    if not groups:
+        return [draw(model, n, block=model), draw(REAL, n, block=model)]
+    counts = [n // len(groups) + (1 if i < n % len(groups) else 0) for i in range(len(groups))]
+    parts = []
+    for group, count in zip(groups, counts):
+        if count:
+            parts += [draw(model, count, block=model, group=group), draw(REAL, count, block=model, group=group)]
+    return parts
+
+
+def _spread(n: int, models: Sequence[str], rng) -> dict[str, int]:
+    """``n`` split evenly over ``models``; the remainder goes to randomly chosen models."""
+    counts = {model: n // len(models) for model in models}
+    for index in rng.choice(len(models), size=n % len(models), replace=False):
+        counts[models[int(index)]] += 1
+    return counts
+
+
+def opaque_names(n: int, seed: int) -> list[str]:
+    """``n`` distinct random 16-hex-digit names from a seeded RNG (independent of any class)."""
+    rng = np.random.default_rng([seed, 1])
+    names: list[str] = []
+    seen: set[str] = set()
+    while len(names) < n:
+        name = rng.bytes(8).hex()
+        if name not in seen:
+            seen.add(name)
+            names.append(name)
+    return names
+
+
+def kit_identifier(names: Sequence[str], pngs: Mapping[str, bytes] | None = None) -> str:
+    """Short fingerprint of a kit's image list and, when given, its image bytes.
+
+    Responses carry it so they match their key: a kit rebuilt with other images
+    (a retrained model) gets a new identifier, and older answers are refused
+    instead of being scored against the wrong truth.
+    """
+    digest = hashlib.sha256("\n".join(sorted(names)).encode())
+    for name in sorted(pngs or {}):
+        digest.update(hashlib.sha256(pngs[name]).digest())
+    return digest.hexdigest()[:12]
+
+
+# ----- per-reader order (mirrors app.js) ------------------------------------
+
+def reader_order(kit_id: str, reader_id: str, names: Sequence[str]) -> list[str]:
+    """The order in which the page shows ``names`` (sorted) to ``reader_id``.
+
+    Same algorithm as app.js (FNV-1a seed, mulberry32, Fisher-Yates), so tests
+    and coordinators can check that a response file follows its reader's order.
+    """
+    order = sorted(names)
+    next_float = _mulberry32(_fnv1a(f"{kit_id}:{reader_id}"))
+    for i in range(len(order) - 1, 0, -1):
+        j = int(next_float() * (i + 1))
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def _fnv1a(text: str) -> int:
+    value = 0x811C9DC5
+    for byte in text.encode("utf-8"):
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+def _mulberry32(state: int):
+    mask = 0xFFFFFFFF
+
+    def next_float() -> float:
+        nonlocal state
+        state = (state + 0x6D2B79F5) & mask
+        t = ((state ^ (state >> 15)) * (1 | state)) & mask
+        t = ((t + (((t ^ (t >> 7)) * (61 | t)) & mask)) & mask) ^ t
+        return ((t ^ (t >> 14)) & mask) / 4294967296.0
+
+    return next_float
+
+
+# ----- PNG ------------------------------------------------------------------
+
+def display_pixels(image: np.ndarray, height: int, width: int, interpolation: str = "bilinear") -> np.ndarray:
+    """A [0, 1] float image resized to ``height`` x ``width`` and quantised to uint8."""
+    resized = cv2.resize(np.asarray(image, dtype=np.float32), (width, height),
+                         interpolation=_INTERPOLATION[interpolation])
+    return np.round(np.clip(resized, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def encode_png_gray8(pixels: np.ndarray) -> bytes:
+    """Deterministic PNG of a uint8 image: IHDR, one uncompressed IDAT, IEND; nothing else.
+
+    Uncompressed (deflate stored blocks, filter 0 on every row) so the byte
+    count depends on the image size only, never on its content.
+    """
+    if pixels.dtype != np.uint8 or pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D uint8 image, got {pixels.dtype} {pixels.shape}")
+    height, width = pixels.shape
+    raw = np.zeros((height, width + 1), dtype=np.uint8)
+    raw[:, 1:] = pixels
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (_PNG_SIGNATURE + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 0)) + _png_chunk(b"IEND", b""))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_chunks(data: bytes) -> list[tuple[str, int]]:
+    """(chunk type, length) of every chunk of a PNG file, in order."""
+    if data[:8] != _PNG_SIGNATURE:
+        raise ValueError("not a PNG file")
+    chunks, pos = [], 8
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunks.append((kind.decode("latin-1"), length))
+        pos += 12 + length
+    return chunks
+
+
+# ----- loading the pools ----------------------------------------------------
+
+def real_pool(table: Path, group_by: str | None) -> pd.DataFrame:
+    """Real test-split rows of slices.tsv as a pool (index = row in images.npy, group label)."""
+    frame = load_table(table)
+    try:
+        rows = split_rows(frame, "test")
+    except InputError as error:
+        raise InputError(f"{table}: {error}") from None
+    return pd.DataFrame({"index": rows, "group": _group_values(frame.loc[rows], group_by, table)})
+
+
+def _group_values(frame: pd.DataFrame, group_by: str | None, table: Path) -> np.ndarray:
+    if group_by is None:
+        return np.full(len(frame), "", dtype=object)
+    if group_by not in frame.columns:
+        raise InputError(f"{table}: reader_study.group_by names column {group_by!r}, which is not there "
+                         f"(columns: {', '.join(map(str, frame.columns))})")
+    return frame[group_by].astype(str).to_numpy()
+
+
+def synthetic_pool(samples: Path, labels: Path, group_by: str | None) -> pd.DataFrame:
+    """A model's samples as a pool; its class labels become groups when ``group_by`` is set."""
+    data = _load_stack(samples)
+    table = pd.read_csv(labels, sep="\t", dtype=str, keep_default_na=False)
+    if "label" not in table.columns or len(table) != len(data):
+        raise InputError(f"{labels}: expected a 'label' column with one row per sample of {samples} "
+                         f"({len(data)}), found columns {list(table.columns)} and {len(table)} rows")
+    groups = table["label"].to_numpy(dtype=object) if group_by is not None else np.full(len(data), "", dtype=object)
+    return pd.DataFrame({"index": np.arange(len(data)), "group": groups})
+
+
+def _load_stack(path: Path) -> np.ndarray:
+    try:
+        data = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot read as a .npy image stack ({error})") from None
+    if data.ndim != 3 or data.shape[0] == 0:
+        raise InputError(f"{path}: expected an (N, H, W) image stack, got shape {data.shape}")
+    return data
+
+
+# ----- the kit --------------------------------------------------------------
+
+def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]], settings: Mapping, *,
+              kit_dir: Path, answer_key: Path, summary: Path) -> dict:
+    """The reader_kit rule: write the kit folder, the answer key (outside it) and a summary.
+
+    ``samples`` maps model name -> (samples.npy, labels.tsv). Returns the summary.
+    """
+    settings = study_settings(settings)
+    kit_dir, answer_key = Path(kit_dir).resolve(), Path(answer_key).resolve()
+    if answer_key.is_relative_to(kit_dir):
+        raise InputError(f"the answer key {answer_key} must not lie inside the kit folder {kit_dir}")
+    group_by = settings["group_by"]
+    stacks = {REAL: _load_stack(Path(images))}
+    pools = {REAL: real_pool(Path(table), group_by)}
+    sources = {REAL: str(images)}
+    if len(stacks[REAL]) != len(load_table(Path(table))):
+        raise InputError(f"{images} has {len(stacks[REAL])} images but {table} has a different number of rows")
+    for model, (sample_path, label_path) in sorted(samples.items()):
+        stacks[model] = _load_stack(Path(sample_path))
+        pools[model] = synthetic_pool(Path(sample_path), Path(label_path), group_by)
+        sources[model] = str(sample_path)
+        if stacks[model].shape[1:] != stacks[REAL].shape[1:]:
+            raise InputError(f"{sample_path}: images are {stacks[model].shape[1:]} but the real slices in "
+                             f"{images} are {stacks[REAL].shape[1:]}; every kit image must come from the same size")
+    kit = compose_kit(pools[REAL], {m: p for m, p in pools.items() if m != REAL}, settings, sources)
+    names = opaque_names(len(kit), settings["seed"])
+    kit.insert(0, "image", [f"{name}.png" for name in names])
+    height, width = _display_shape(stacks[REAL].shape[1:], settings["display_size"])
+    pngs = {}
+    for row in kit.itertuples(index=False):
+        image = np.asarray(stacks[row.source][row.source_index], dtype=np.float32)
+        if not np.isfinite(image).all():
+            raise InputError(f"{sources[row.source]}: image {row.source_index} holds NaN or infinite values")
+        pngs[row.image] = encode_png_gray8(display_pixels(image, height, width, settings["interpolation"]))
+    kit_id = kit_identifier(kit["image"], pngs)
+    kit.insert(1, "kit_id", kit_id)
+    page = kit_page_config(kit_id, sorted(pngs), height, width, settings)
+    _write_kit_folder(kit_dir, pngs, page, settings)
+    write_tsv(answer_key, kit.sort_values("image")[KEY_COLUMNS])
+    info = _summary(kit, kit_id, height, width, settings)
+    write_json(summary, info)
+    log.info("reader-study kit %s: %d images (%s preset)", kit_id, len(kit), settings["preset"])
+    return info
+
+
+def _display_shape(shape: tuple[int, ...], display_size: int) -> tuple[int, int]:
+    """``display_size`` pixels high; width keeps the aspect ratio."""
+    height, width = shape
+    return display_size, max(1, int(round(display_size * width / height)))
+
+
+def kit_page_config(kit_id: str, names: Sequence[str], height: int, width: int, settings: Mapping) -> dict:
+    """What app.js needs: opaque image names (sorted), display size and the reading rules."""
+    return {
+        "format_version": 1,
+        "kit_id": kit_id,
+        "title": settings["title"],
+        "images": sorted(names),
+        "image_height": height,
+        "image_width": width,
+        "time_limit_s": settings["time_limit_s"],
+        "ask_confidence": bool(settings["ask_confidence"]),
+    }
+
+
+def page_template(name: str) -> str:
+    """Text of one shipped page file (package data under pipeline_lib/reader_study/page/)."""
+    return resources.files("pipeline_lib.reader_study").joinpath("page", name).read_text(encoding="utf-8")
+
+
+def _write_kit_folder(kit_dir: Path, pngs: Mapping[str, bytes], page: Mapping, settings: Mapping) -> None:
+    """Build the folder beside its destination and swap it in, so a killed job leaves no half kit."""
+    kit_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{kit_dir.name}.", dir=kit_dir.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        (tmp / "images").mkdir()
+        # Name order, not composition order: creation order must not group the classes.
+        for name in sorted(pngs):
+            (tmp / "images" / name).write_bytes(pngs[name])
+        for name in PAGE_FILES:
+            (tmp / name).write_text(page_template(name), encoding="utf-8")
+        (tmp / "kit.js").write_text(
+            "// Generated by pipeline_lib.reader_study.kit: the image list (opaque names) and reading rules.\n"
+            f"window.READER_KIT = {json.dumps(dict(page), sort_keys=True, indent=1)};\n", encoding="utf-8")
+        (tmp / "README.txt").write_text(_coordinator_readme(page, settings), encoding="utf-8")
+        for path in sorted(tmp.rglob("*")):
+            os.utime(path, (_FIXED_MTIME, _FIXED_MTIME))
+        if kit_dir.exists():
+            shutil.rmtree(kit_dir)
+        os.replace(tmp, kit_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _coordinator_readme(page: Mapping, settings: Mapping) -> str:
+    limit = page["time_limit_s"]
+    return "\n".join([
+        f"Reader-study kit {page['kit_id']} ({len(page['images'])} images)",
+        "",
+        "For the study coordinator:",
+        "1. Send this whole folder (e.g. zipped) to every reader. It needs no internet and no installation.",
+        "2. Each reader opens index.html in a current web browser (double-click, or serve the folder",
+        "   with any static web server) and follows the instructions on the page.",
+        "3. Answers are kept in the reader's browser until downloaded; at the end the page downloads one",
+        f"   CSV file per reader (reader-<ID>-{page['kit_id']}.csv). Collect these files into the pipeline's",
+        f"   '{settings['responses_dir']}/' folder and rerun the pipeline to score them.",
+        "",
+        f"Time limit per image: {f'{limit:g} s (the image is hidden afterwards; the answer is still asked for)' if limit else 'none'}.",
+        f"Confidence (1-5) asked: {'yes' if page['ask_confidence'] else 'no'}.",
+        "The answer key is not part of this folder; keep it away from the readers.",
+        "",
+    ])
+
+
+def _summary(kit: pd.DataFrame, kit_id: str, height: int, width: int, settings: Mapping) -> dict:
+    counts = kit.groupby("source").size()
+    return {
+        "kit_id": kit_id,
+        "preset": settings["preset"],
+        "seed": settings["seed"],
+        "n_images": int(len(kit)),
+        "n_real": int((kit["truth"] == REAL).sum()),
+        "n_synthetic": int((kit["truth"] == SYNTHETIC).sum()),
+        "synthetic_fraction": float((kit["truth"] == SYNTHETIC).mean()),
+        "per_source": {str(k): int(v) for k, v in counts.items()},
+        "image_height": height,
+        "image_width": width,
+        "interpolation": settings["interpolation"],
+        "time_limit_s": settings["time_limit_s"],
+        "ask_confidence": bool(settings["ask_confidence"]),
+        "group_by": settings["group_by"],
+    }
+
+
+def reader_kit_job(images: Path, table: Path, sample_files: Sequence[str | Path], label_files: Sequence[str | Path],
+                   models: Sequence[str], settings: Mapping, *, kit_dir: Path, answer_key: Path,
+                   summary: Path) -> dict:
+    """The rule's entry point: pair the per-model sample and label files by ``models`` order."""
+    if not (len(models) == len(sample_files) == len(label_files)):
+        raise InputError(f"reader_kit: {len(models)} models but {len(sample_files)} sample and "
+                         f"{len(label_files)} label files")
+    samples = {m: (Path(s), Path(lab)) for m, s, lab in zip(models, sample_files, label_files)}
+    return build_kit(Path(images), Path(table), samples, settings, kit_dir=Path(kit_dir),
+                     answer_key=Path(answer_key), summary=Path(summary))
