@@ -33,13 +33,13 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/fid.smk"
 include: "workflow/rules/evaluation.smk"
-include: "workflow/rules/report.smk"
 include: "workflow/rules/reader_study.smk"
+include: "workflow/rules/report.smk"
 
 
 # ----- target --------------------------------------------------------------
 rule all:
     default_target: True
     input:
-        "results/report/index.html",
-        "results/reader_study/kit_summary.json",
+        rules.report.output[0],
+        rules.reader_kit.output.summary,

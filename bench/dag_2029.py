@@ -1,4 +1,4 @@
-"""Dry run of the whole workflow for a 2,029-subject cohort (seed 001's size).
+"""Dry run of the whole workflow for a 2,029-subject cohort (Ungría Hirte et al.'s size).
 
     python bench/dag_2029.py [--subjects 2029] [--out bench/results/dag_2029.json] [--keep DIR]
 

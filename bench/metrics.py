@@ -1,8 +1,8 @@
-"""Evaluation benchmark (issue 4): seed-001 metrics at full scale, and FID for 7 models vs pytorch-fid's CLI.
+"""Evaluation benchmark (issue 4): Ungría Hirte et al.'s metrics at full scale, and FID for 7 models vs pytorch-fid's CLI.
 
-    python bench/metrics.py [--part all|seed001|fid] [--real 500 --sets 7 --per-set 200 --size 64]
+    python bench/metrics.py [--part all|pixel|fid] [--real 500 --sets 7 --per-set 200 --size 64]
 
-Part 1, seed-001 metrics. ``pipeline_lib.evaluation.pixel_metrics.sample_metrics`` (dataset
+Part 1, Ungría Hirte et al.'s metrics. ``pipeline_lib.evaluation.pixel_metrics.sample_metrics`` (dataset
 similarity, ISD, minimum ISD, Laplacian variance) for 1,000 samples against
 52,754 originals of 128 × 128 px: random float32 data in [0, 1], the originals
 a memory-mapped ``.npy`` in a temporary folder (3.5 GB, freshly written, so
@@ -70,7 +70,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-# -- part 1: seed-001 metrics ------------------------------------------------------------
+# -- part 1: Ungría Hirte et al.'s metrics ------------------------------------------------------------
 def random_stack(path: Path, n: int, size: int, seed: int) -> np.ndarray:
     """A memory-mapped (n, size, size) float32 .npy of uniform [0, 1) values, written in chunks."""
     rng = np.random.default_rng(seed)
@@ -112,7 +112,7 @@ def near_duplicate_pairs(samples: np.ndarray) -> np.ndarray:
     return out
 
 
-def bench_seed001(repeats: int = 3) -> dict[str, Any]:
+def bench_pixel_metrics(repeats: int = 3) -> dict[str, Any]:
     from pipeline_lib.evaluation.pixel_metrics import sample_metrics
 
     with tempfile.TemporaryDirectory(prefix="bench_metrics_") as tmp:
@@ -282,8 +282,8 @@ def markdown(results: dict[str, Any]) -> str:
     m = results.get("machine", {})
     lines += [f"Machine: {m.get('cpu_count')} CPU cores, torch {m.get('torch')} with {m.get('torch_threads')} "
               f"threads, Python {m.get('python')}; load average at start {m.get('load_average_at_start')}.", ""]
-    if "seed001" in results:
-        s = results["seed001"]
+    if "pixel" in results:
+        s = results["pixel"]
         e = s["exactness"]
         lines += ["## Seed-001 metrics (DS, ISD, minimum ISD, Laplacian variance)", "",
                   "| samples | originals | size | time (median of 3) | best | target | max rel. error vs per-pair |",
@@ -309,14 +309,14 @@ def markdown(results: dict[str, Any]) -> str:
                                           f["relative_fid_differences"])):
             lines.append(f"| {k} | {a:.4f} | {b:.4f} | {r:.1e} |")
         lines.append("")
-    commands = sorted({results[part]["command"] for part in ("seed001", "fid") if part in results})
+    commands = sorted({results[part]["command"] for part in ("pixel", "fid") if part in results})
     lines += [f"Command: `{c}` (from the repository root, `.venv/bin/python`)" for c in commands] + [""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["all", "seed001", "fid"], default="all")
+    parser.add_argument("--part", choices=["all", "pixel", "fid"], default="all")
     parser.add_argument("--real", type=int, default=500, help="real images for FID")
     parser.add_argument("--sets", type=int, default=7, help="sample sets for FID")
     parser.add_argument("--per-set", type=int, default=200, help="images per sample set")
@@ -333,9 +333,9 @@ def main() -> None:
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     results["machine"] = machine()
     results["command"] = "python bench/metrics.py " + " ".join(sys.argv[1:])
-    if args.part in ("all", "seed001"):
-        results["seed001"] = {**bench_seed001(), "command": results["command"]}
-        print(json.dumps({k: v for k, v in results["seed001"].items() if k != "result"}, indent=1), flush=True)
+    if args.part in ("all", "pixel"):
+        results["pixel"] = {**bench_pixel_metrics(), "command": results["command"]}
+        print(json.dumps({k: v for k, v in results["pixel"].items() if k != "result"}, indent=1), flush=True)
     if args.part in ("all", "fid"):
         results["fid"] = {**bench_fid(args.real, args.sets, args.per_set, args.size), "command": results["command"]}
     write_json(args.out, results)

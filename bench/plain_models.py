@@ -154,7 +154,7 @@ class ResBlock(nn.Module):
 
 
 class PlainIntroVAE(nn.Module):
-    """Huang et al.'s IntroVAE with the PGGAN-style residual encoder/generator (seed 001's settings).
+    """Huang et al.'s IntroVAE with the PGGAN-style residual encoder/generator (Ungría Hirte et al.'s settings).
 
     Same update order as Huang et al.'s algorithm 1: encoder step, then the
     generator step with the updated encoder. Plain habit kept: the encoder

@@ -58,6 +58,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_models import build_plain, count_parameters  # noqa: E402
 
+from pipeline_lib.core import runtime  # noqa: E402
 from pipeline_lib.models import training  # noqa: E402
 from pipeline_lib.core.pretrained import vgg16_features_network  # noqa: E402
 from pipeline_lib.core.io import write_json, write_text  # noqa: E402
@@ -255,7 +256,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     if spec["which"] == "plain" and spec["plain_allocator"] == "tuned":
-        training.reuse_freed_host_memory()
+        runtime.reuse_freed_host_memory()
     case = next(c for c in CASES if c.label == spec["case"])
     device, workdir = torch.device(spec["device"]), Path(spec["workdir"])
     warmup, steps = spec["warmup"], spec["steps"]
@@ -401,7 +402,7 @@ def markdown(result: dict) -> str:
         "training job of the pipeline is. "
         "Ours = `train_model` driving the family (timed from the first step after warm-up: whole loop "
         "iterations, no start-up or saving); on the CPU it sets glibc's malloc to reuse freed memory "
-        "(`pipeline_lib.models.training.reuse_freed_host_memory`). Plain = `bench/plain_models.py` in a plain loop, "
+        "(`pipeline_lib.core.runtime.reuse_freed_host_memory`). Plain = `bench/plain_models.py` in a plain loop, "
         + ("with the same malloc settings (`--plain-allocator tuned`), so the ratio compares the code alone. "
            if result.get("plain_allocator") == "tuned" else "with the default allocator. ")
         + "CPU runs shrink widths/batches (published value in brackets), keeping the layer structure; CUDA "
@@ -454,7 +455,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "and one plain run per case (to find where ours loses time)")
     p.add_argument("--plain-allocator", choices=("default", "tuned"), default="default",
                    help="'tuned': the plain side also gets the malloc settings our trainer applies "
-                        "(pipeline_lib.models.training.reuse_freed_host_memory), to compare the code alone")
+                        "(pipeline_lib.core.runtime.reuse_freed_host_memory), to compare the code alone")
     p.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
     p.add_argument("--render", action="store_true",
                    help="only rewrite the Markdown table beside --out from the JSON already there")
@@ -472,9 +473,9 @@ def schedule_for(schedules: dict, device: torch.device, size: int) -> tuple[int,
 
 def chosen_devices(spec: str) -> list[torch.device]:
     if spec == "auto":
-        best = training.select_device("auto")
+        best = runtime.select_device("auto")
         return [torch.device("cpu")] + ([best] if best.type == "cuda" else [])
-    return [training.select_device(d.strip()) for d in spec.split(",")]
+    return [runtime.select_device(d.strip()) for d in spec.split(",")]
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -14,7 +14,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from pipeline_lib.imaging.demo_cohort import load_template, make_demo_cohort, scanner_profile, simulate_subject
+from pipeline_lib.imaging.demo_cohort import load_mni_template_image, make_demo_cohort, scanner_profile, simulate_subject
 from pipeline_lib.core.errors import InputError
 
 N_SUBJECTS = 4
@@ -67,7 +67,7 @@ def test_same_seed_gives_identical_files(demo_cohort_pair):
 
 
 def test_other_seed_gives_other_subject():
-    template = np.asarray(load_template(2).dataobj)
+    template = np.asarray(load_mni_template_image(2).dataobj)
     scanner = scanner_profile(0)
     a = simulate_subject(template, scanner, seed=0, subject_index=1, voxel_mm=2.0)
     b = simulate_subject(template, scanner, seed=1, subject_index=1, voxel_mm=2.0)
@@ -117,7 +117,7 @@ def test_readable_volumes_are_finite_3d(demo_cohort_dir, demo_cohort_sheet, demo
 
 
 def test_nifti_and_dicom_share_the_template_world(demo_cohort_dir, demo_cohort_sheet):
-    template_affine = load_template(2).affine
+    template_affine = load_mni_template_image(2).affine
     for _, row in demo_cohort_sheet[demo_cohort_sheet["format"] == "nifti"].iterrows():
         image = nib.as_closest_canonical(nib.load(demo_cohort_dir / row["path"]))
         np.testing.assert_allclose(image.affine, template_affine, atol=1e-4)
@@ -173,7 +173,7 @@ def test_planted_phi_is_distinct_and_absent_from_names(demo_cohort_dir, demo_coh
 
 
 def test_scanner_classes_differ_in_noise_and_blur():
-    template = np.asarray(load_template(2).dataobj)
+    template = np.asarray(load_mni_template_image(2).dataobj)
     a, b = scanner_profile(0), scanner_profile(1)
     noise = {}
     for profile in (a, b):

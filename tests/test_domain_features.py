@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline_lib.core.settings import DomainSettings
 from pipeline_lib.evaluation import domain_features as dfm
 from pipeline_lib.core.errors import InputError
 
@@ -32,7 +33,7 @@ def toy(evaluation_slices):
 def trained(toy):
     torch.set_num_threads(1)
     images, table = toy
-    return dfm.train_domain_network(images, table, dfm.DomainSettings(seed=1, **FAST))
+    return dfm.train_domain_network(images, table, DomainSettings(seed=1, **FAST))
 
 
 def test_network_beats_chance_on_held_out_subjects(toy, trained):
@@ -51,8 +52,8 @@ def test_network_beats_chance_on_held_out_subjects(toy, trained):
 
 def test_training_is_deterministic_for_a_seed(toy, trained):
     images, table = toy
-    again = dfm.train_domain_network(images, table, dfm.DomainSettings(seed=1, **FAST))
-    other = dfm.train_domain_network(images, table, dfm.DomainSettings(seed=2, **FAST))
+    again = dfm.train_domain_network(images, table, DomainSettings(seed=1, **FAST))
+    other = dfm.train_domain_network(images, table, DomainSettings(seed=2, **FAST))
     f1 = dfm.extract_domain_features(trained, images[:20])
     assert np.array_equal(f1, dfm.extract_domain_features(again, images[:20]))
     assert not np.allclose(f1, dfm.extract_domain_features(other, images[:20]))
@@ -123,7 +124,7 @@ def test_positions_and_bins():
 def test_position_only_network_when_no_label(toy):
     images, table = toy
     net = dfm.train_domain_network(images, table.drop(columns=["scanner"]),
-                                   dfm.DomainSettings(seed=0, **{**FAST, "steps": 20}))
+                                   DomainSettings(seed=0, **{**FAST, "steps": 20}))
     assert net.label_column is None and net.position_span == (0, 9)
     assert "label" not in dfm.predict(net.model, images[:4])
 
@@ -132,14 +133,7 @@ def test_nothing_to_learn_is_an_input_error(toy):
     images, table = toy
     flat = table.drop(columns=["scanner"]).assign(slice_index=3)
     with pytest.raises(InputError, match="nothing to learn"):
-        dfm.train_domain_network(images, flat, dfm.DomainSettings(**FAST))
-
-
-def test_unknown_settings_key_names_the_block():
-    with pytest.raises(InputError, match=r"evaluation\.domain: unknown key\(s\) stpes"):
-        dfm.DomainSettings.from_config({"stpes": 3})
-    with pytest.raises(InputError, match="evaluation.domain: steps must be a positive"):
-        dfm.DomainSettings.from_config({"steps": 0})
+        dfm.train_domain_network(images, flat, DomainSettings(**FAST))
 
 
 def test_domain_network_job_writes_weights_and_held_out_summary(tmp_path, toy):

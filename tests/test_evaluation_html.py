@@ -9,8 +9,7 @@ import re
 import pytest
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.report.evaluation_section import (evaluation_html_from_files, evaluation_html_from_inputs,
-                                         render_evaluation_html)
+from pipeline_lib.report.evaluation_section import evaluation_html_from_files, render_evaluation_html
 
 # A 1×1 PNG.
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")
@@ -112,20 +111,3 @@ def test_from_files_reads_json_and_rejects_non_png(tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(InputError, match="broken.json: cannot read as JSON"):
         evaluation_html_from_files(**{**kwargs, "network": tmp_path / "broken.json"})
-
-
-def test_from_rule_inputs_pairs_files_with_models(tmp_path):
-    def dump(name, obj):
-        (tmp_path / name).write_text(json.dumps(obj))
-        return str(tmp_path / name)
-
-    (tmp_path / "g.png").write_bytes(PNG)
-    inputs = {"domain_network": dump("n.json", NETWORK), "domain_original": dump("o.json", DOMAIN["original"]),
-              "domain": [dump("d.json", DOMAIN["<b>evil</b>"])], "memorization": [dump("m.json", MEMO["<b>evil</b>"])],
-              "galleries": [str(tmp_path / "g.png")], "conditioning": [dump("c.json", COND["cvae"])],
-              "utility": [dump("u.json", UTIL["vae"])]}
-    page = evaluation_html_from_inputs(inputs, ["cvae"])
-    assert _cell(page, "conditioning", "cvae", "accuracy") == 0.9
-    assert _cell(page, "domain-metrics", "cvae", "domain_fd") == 12.25
-    with pytest.raises(InputError, match="'domain': 1 files for 2 models"):
-        evaluation_html_from_inputs(inputs, ["cvae", "vae"])

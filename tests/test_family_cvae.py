@@ -1,4 +1,4 @@
-"""Conditional VAE (seed 003 §5): shapes, published defaults, loss, and class conditioning."""
+"""Conditional VAE (Ballesteros Ramirez §5): shapes, published defaults, loss, and class conditioning."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DFC-VAE (seed 001 §2.3, §3.2): perceptual loss, published defaults, offline feature networks.
+"""DFC-VAE (Ungría Hirte et al. §2.3, §3.2): perceptual loss, published defaults, offline feature networks.
 
 ImageNet VGG16 weights are not available offline, so the VGG16 path is
 exercised with a randomly initialised VGG16 saved locally (same file layout),

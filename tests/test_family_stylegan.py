@@ -1,4 +1,4 @@
-"""StyleGAN family (seed 001's variant): defaults, architecture, AdaIN, noise, gradient penalty, learning."""
+"""StyleGAN family (Ungría Hirte et al.'s variant): defaults, architecture, AdaIN, noise, gradient penalty, learning."""
 
 from __future__ import annotations
 

@@ -135,13 +135,6 @@ def test_feature_file_round_trip_and_errors(tmp_path):
         fid.load_feature_file(tmp_path / "partial.npz")
 
 
-def test_settings_reject_unknown_keys():
-    assert fid.fid_settings({"repeats": 5})["repeats"] == 5
-    assert fid.fid_settings(None)["repeats"] == 20  # seed 003
-    with pytest.raises(InputError, match="evaluation.fid: unknown keys \\['repeat'\\]"):
-        fid.fid_settings({"repeat": 5})
-
-
 # -- Inception features ---------------------------------------------------------------
 def test_features_match_pytorch_fid_get_activations(tmp_path, fid_weights, fid_net):
     """Our batched channels_last path on (N, H, W) arrays = pytorch-fid's own PNG path, same weights."""

@@ -13,7 +13,8 @@ import pytest
 
 from pipeline_lib.imaging.dicom import write_dicom_series
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.imaging.ingest import find_dcm2niix, ingest_subject, raise_if_failed
+from pipeline_lib.core.qc import enforce_on_bad_input
+from pipeline_lib.imaging.ingest import find_dcm2niix, ingest_subject
 
 PHI = {
     "patient_name": "DOE^JANE",
@@ -323,12 +324,13 @@ def test_failure_replaces_an_earlier_success(tmp_path):
     _assert_failed(status, out, bad, r"NaN")
 
 
-def test_raise_if_failed_names_file_and_reason(tmp_path):
+def test_on_bad_input_fail_names_file_and_reason(tmp_path):
     source = _two_d(tmp_path)
     status = ingest_subject(source, "nifti", tmp_path / "out", "sub-x")
     with pytest.raises(InputError, match=r"slice\.nii\.gz: ingest failed: image is 2-D"):
-        raise_if_failed(status)
-    raise_if_failed({"status": "ok", "file": "x", "reason": ""})  # no exception
+        enforce_on_bad_input(status, "fail")
+    enforce_on_bad_input(status, "skip")  # recorded, the run goes on
+    enforce_on_bad_input({"status": "ok", "file": "x", "reason": ""}, "fail")  # no exception
 
 
 def test_unknown_format_fails(tmp_path):

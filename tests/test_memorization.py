@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline_lib.core.settings import DomainSettings
 from pipeline_lib.evaluation import domain_features as dfm
 from pipeline_lib.evaluation import memorization as mem
 from pipeline_lib.core.errors import InputError
@@ -36,7 +37,7 @@ def iid(evaluation_slices):
 def features(iid):
     torch.set_num_threads(1)
     train, test, fresh, table = iid
-    net = dfm.train_domain_network(train, table, dfm.DomainSettings(seed=0, **FAST))
+    net = dfm.train_domain_network(train, table, DomainSettings(seed=0, **FAST))
     return lambda x: dfm.extract_domain_features(net, x)
 
 

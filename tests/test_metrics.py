@@ -1,4 +1,4 @@
-"""Metrics of seed 001 checked against direct per-pair loops and analytic values."""
+"""Metrics of Ungría Hirte et al. checked against direct per-pair loops and analytic values."""
 
 from __future__ import annotations
 
@@ -214,12 +214,12 @@ def test_mismatched_shapes_raise(samples, originals):
 def test_load_images_names_the_file(tmp_path):
     good = tmp_path / "images.npy"
     np.save(good, np.full((2, 3, 3), 0.5, np.float32))
-    assert metrics.load_images(good).shape == (2, 3, 3)
+    assert metrics.load_checked_images(good).shape == (2, 3, 3)
     bad = tmp_path / "bad.npy"
     np.save(bad, np.full((2, 3, 3), 2.0, np.float32))
     with pytest.raises(InputError, match="bad.npy"):
-        metrics.load_images(bad)
+        metrics.load_checked_images(bad)
     junk = tmp_path / "junk.npy"
     junk.write_bytes(b"not numpy")
     with pytest.raises(InputError, match="junk.npy"):
-        metrics.load_images(junk)
+        metrics.load_checked_images(junk)

@@ -1,4 +1,4 @@
-"""Reader-study scoring: kappa and accuracy against published worked examples, the seeds'
+"""Reader-study scoring: kappa and accuracy against published worked examples, the papers'
 tables from hand-made answers, and clear errors for broken response files."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import pytest
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.reader_study.scoring import (
-    accuracy, cohen_kappa, cohen_kappa_from_table, confusion, fleiss_kappa, load_answer_key, load_responses,
-    reader_scores_job, render_reader_results_html, response_files, score_responses, two_by_two)
+    cohen_kappa, cohen_kappa_from_table, confusion, fleiss_kappa, load_answer_key, load_responses,
+    reader_accuracy, reader_scores_job, response_files, score_responses, two_by_two)
+from pipeline_lib.report.reader_section import render_reader_results_html
 
 KIT = "0123456789ab"
 EVIL = '<b>gan&"x"</b>'
@@ -62,16 +63,16 @@ def test_fleiss_kappa_with_two_raters_is_scotts_pi():
 
 
 @pytest.mark.parametrize("reader, tp, fn, fp, tn, published", [
-    # seed 004, Table 1 (accuracy printed to two decimals)
+    # Kazuhiro et al., Table 1 (accuracy printed to two decimals)
     ("NR1", 56, 44, 45, 55, 0.55), ("NR2", 30, 70, 71, 29, 0.30), ("NNR1", 90, 10, 24, 76, 0.83),
     ("NNR2", 83, 17, 40, 60, 0.72), ("NNR3", 73, 27, 44, 56, 0.64),
 ])
 def test_accuracy_reproduces_seed_004_table_1(reader, tp, fn, fp, tn, published):
-    assert accuracy(tp, fn, fp, tn) == pytest.approx(published, abs=0.0051)
+    assert reader_accuracy(tp, fn, fp, tn) == pytest.approx(published, abs=0.0051)
 
 
 @pytest.mark.parametrize("real_real, real_synt, synt_real, synt_synt, published", [
-    # seed 002, Table 1: T1, T1c and FLAIR with DCGAN 128x128
+    # Han et al., Table 1: T1, T1c and FLAIR with DCGAN 128x128
     (26, 24, 6, 44, 70), (24, 26, 3, 47, 71), (12, 38, 8, 42, 54),
 ])
 def test_two_by_two_accuracy_reproduces_seed_002_table_1(real_real, real_synt, synt_real, synt_synt, published):
@@ -82,7 +83,7 @@ def test_two_by_two_accuracy_reproduces_seed_002_table_1(real_real, real_synt, s
     assert (cells["real_rated_real"], cells["real_rated_synthetic"], cells["synthetic_rated_real"],
             cells["synthetic_rated_synthetic"]) == (real_real, real_synt, synt_real, synt_synt)
     tp_fn_fp_tn = confusion(truth, answer, "real")
-    assert 100 * accuracy(**{k.lower(): v for k, v in tp_fn_fp_tn.items()}) == pytest.approx(published)
+    assert 100 * reader_accuracy(**{k.lower(): v for k, v in tp_fn_fp_tn.items()}) == pytest.approx(published)
 
 
 def test_positive_class_swaps_roles_not_accuracy():
@@ -92,7 +93,7 @@ def test_positive_class_swaps_roles_not_accuracy():
     assert real_pos == {"TP": 2, "FN": 1, "FP": 2, "TN": 3}
     synthetic_pos = confusion(truth, answer, "synthetic")
     assert synthetic_pos == {"TP": 3, "FN": 2, "FP": 1, "TN": 2}
-    assert accuracy(*real_pos.values()) == accuracy(*synthetic_pos.values()) == pytest.approx(5 / 8)
+    assert reader_accuracy(*real_pos.values()) == reader_accuracy(*synthetic_pos.values()) == pytest.approx(5 / 8)
 
 
 # ----- scoring of hand-made responses ----------------------------------------
@@ -142,7 +143,7 @@ def test_two_readers_seed_tables_and_cohen_kappa(tmp_path):
     sources = {(r["reader_id"], r["source"]): r["pct_rated_real"] for r in scores["sources"]}
     assert sources == {("A", "real"): 75.0, ("A", "gan"): 0.0, ("A", "vae"): 50.0,
                        ("B", "real"): 50.0, ("B", "gan"): 50.0, ("B", "vae"): 0.0}
-    # seed 002 layout without blocks: each model against all four real images
+    # Han et al. layout without blocks: each model against all four real images
     models = {(r["reader_id"], r["model"]): r for r in scores["models_table"]}
     assert (models[("B", "gan")]["real_rated_real"], models[("B", "gan")]["real_rated_synthetic"],
             models[("B", "gan")]["synthetic_rated_real"], models[("B", "gan")]["synthetic_rated_synthetic"]) == (2, 2, 1, 1)

@@ -60,20 +60,6 @@ def _build(root: Path, cohort: dict, settings: dict, name: str = "a") -> dict:
 
 # ----- settings and composition ---------------------------------------------
 
-def test_settings_defaults_and_errors():
-    settings = rs.study_settings(None)
-    assert settings["preset"] == "ungria_hirte" and settings["n_real"] == 50 and settings["n_per_model"] == 50
-    assert settings["synthetic_fraction"] == [0.4, 0.6] and settings["time_limit_s"] is None
-    with pytest.raises(InputError, match="unknown key"):
-        rs.study_settings({"n_fake": 3})
-    with pytest.raises(InputError, match="preset"):
-        rs.study_settings({"preset": "turing"})
-    with pytest.raises(InputError, match="synthetic_fraction"):
-        rs.study_settings({"synthetic_fraction": [0.7, 0.2]})
-    with pytest.raises(InputError, match="time_limit_s"):
-        rs.study_settings({"time_limit_s": 0})
-
-
 def test_ungria_hirte_fixed_counts():
     real, synthetic = _pools()
     kit = rs.compose_kit(real, synthetic, {"preset": "ungria_hirte", "n_real": 12, "n_per_model": 7})

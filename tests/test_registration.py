@@ -24,7 +24,7 @@ SUBJECT = "sub-0a1b2c3d4e"
 
 @pytest.fixture(scope="module")
 def registration_template() -> Path:
-    return reg.load_template(None)
+    return reg.template_path(None)
 
 
 @pytest.fixture(scope="module")
@@ -247,16 +247,16 @@ def test_job_passes_an_ingest_failure_on_and_can_stop_the_run(tmp_path):
     status = reg.run_registration_job(ingest, tmp_path / "a", SUBJECT, params)
     assert status["status"] == "skipped" and "truncated file" in status["reason"]
     with pytest.raises(InputError, match="truncated file"):
-        reg.run_registration_job(ingest, tmp_path / "b", SUBJECT, params, fail_on_error=True)
+        reg.run_registration_job(ingest, tmp_path / "b", SUBJECT, params, on_bad_input="fail")
     assert json.loads((tmp_path / "b" / "status.json").read_text())["status"] == "skipped"
 
 
-def test_load_template_default_and_missing(tmp_path):
-    default = reg.load_template(None)
+def test_template_path_default_and_missing(tmp_path):
+    default = reg.template_path(None)
     assert default.is_file() and default.name == "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
     missing = tmp_path / "nowhere.nii.gz"
     with pytest.raises(InputError, match=str(missing)):
-        reg.load_template(str(missing))
+        reg.template_path(str(missing))
 
 
 def test_reference_grid_spans_the_template(registration_template, registration_reference):
@@ -277,7 +277,7 @@ def test_job_registers_an_ingested_volume(registration_affine_run, tmp_path):
     (ingest / "volume.nii.gz").write_bytes(moving.read_bytes())
     (ingest / "status.json").write_text(json.dumps({"subject": SUBJECT, "status": "ok", "stage": "ingest"}))
     params = {"template": None, "transform": "Affine", "grid": [24, 28, 12], "seed": 0}
-    status = reg.run_registration_job(ingest, tmp_path / "out", SUBJECT, params, fail_on_error=True)
+    status = reg.run_registration_job(ingest, tmp_path / "out", SUBJECT, params, on_bad_input="fail")
     assert status["status"] == "ok"
     assert nib.load(str(tmp_path / "out" / "registered.nii.gz")).shape == (24, 28, 12)
     assert json.loads((tmp_path / "out" / "qc.json").read_text())["correlation_after"] > 0.9

@@ -11,6 +11,7 @@ import torch
 
 from pipeline_lib.evaluation import domain_features as dfm
 from pipeline_lib.evaluation import augmentation_utility as utility
+from pipeline_lib.evaluation import conditioning
 from pipeline_lib.core.errors import InputError
 
 FAST = dfm.ClassifierSettings(steps=60, batch_size=32, lr=2e-3, width=8, feature_dim=16)
@@ -61,13 +62,13 @@ def right(toy):
     """Conditioning accuracy of "samples" that are real test slices with their true labels."""
     torch.set_num_threads(1)
     train, y_train, test, y_test, names = toy
-    return utility.conditioning_accuracy(train, y_train, test, y_test, test, y_test, names, settings=FAST, seed=0)
+    return conditioning.conditioning_accuracy(train, y_train, test, y_test, test, y_test, names, settings=FAST, seed=0)
 
 
 def test_correct_labels_score_high_and_shuffled_labels_score_chance(toy, right):
     train, y_train, test, y_test, names = toy
     shuffled_labels = np.random.default_rng(0).permutation(y_test)
-    shuffled = utility.conditioning_accuracy(train, y_train, test, y_test, test, shuffled_labels, names,
+    shuffled = conditioning.conditioning_accuracy(train, y_train, test, y_test, test, shuffled_labels, names,
                                              settings=FAST, seed=0)
     assert right["chance"] == 0.5 and right["n_samples"] == len(test) == 32
     assert right["accuracy"] >= 0.9
@@ -81,7 +82,7 @@ def test_correct_labels_score_high_and_shuffled_labels_score_chance(toy, right):
 
 def test_conditioning_accuracy_is_deterministic(toy, right):
     train, y_train, test, y_test, names = toy
-    again = utility.conditioning_accuracy(train, y_train, test, y_test, test, y_test, names,
+    again = conditioning.conditioning_accuracy(train, y_train, test, y_test, test, y_test, names,
                                           settings=FAST, seed=0)
     assert again == right
 
@@ -118,7 +119,7 @@ def test_wrong_synthetic_labels_hurt_the_synthetic_only_classifier(toy, evaluati
 
 def test_conditioning_job_unconditional_model(tmp_path):
     out = tmp_path / "c.json"
-    result = utility.conditioning_job(tmp_path / "none.npy", tmp_path / "none.tsv", tmp_path / "i.npy",
+    result = conditioning.conditioning_job(tmp_path / "none.npy", tmp_path / "none.tsv", tmp_path / "i.npy",
                                       tmp_path / "t.tsv", out, condition_on=None, settings={})
     assert json.loads(out.read_text()) == result
     assert result["conditional"] is False and "not conditional" in result["note"]
@@ -128,7 +129,7 @@ def test_conditioning_job_conditional_model(tmp_path, dataset_files):
     root, images, table = dataset_files
     test = (table["split"] == "test").to_numpy()
     samples, labels = _write_samples(tmp_path, images[test], table.loc[test, "scanner"], "s")
-    result = utility.conditioning_job(samples, labels, root / "images.npy", root / "slices.tsv",
+    result = conditioning.conditioning_job(samples, labels, root / "images.npy", root / "slices.tsv",
                                       tmp_path / "c.json", condition_on="scanner",
                                       settings={"seed": 0, **FAST_CFG})
     assert result["conditional"] is True and result["label_column"] == "scanner"
@@ -140,7 +141,7 @@ def test_conditioning_job_rejects_unknown_sample_labels(tmp_path, dataset_files)
     root, images, _ = dataset_files
     samples, labels = _write_samples(tmp_path, images[:4], ["scanner-A", "scanner-Z", "scanner-A", ""], "bad")
     with pytest.raises(InputError, match=r"bad\.tsv: label\(s\) '', 'scanner-Z' are not classes"):
-        utility.conditioning_job(samples, labels, root / "images.npy", root / "slices.tsv",
+        conditioning.conditioning_job(samples, labels, root / "images.npy", root / "slices.tsv",
                                  tmp_path / "c.json", condition_on="scanner", settings=FAST_CFG)
 
 
@@ -148,7 +149,7 @@ def test_sample_labels_must_match_the_samples(tmp_path, dataset_files):
     root, images, _ = dataset_files
     samples, labels = _write_samples(tmp_path, images[:4], ["scanner-A"] * 4, "short")
     with pytest.raises(InputError, match=r"short\.tsv: 4 rows but the model has 5 samples"):
-        utility.read_sample_labels(labels, 5)
+        conditioning.read_sample_labels(labels, 5)
 
 
 def test_utility_job_unconditional_uses_position_bins_and_pseudo_labels(tmp_path, dataset_files):

@@ -1,12 +1,15 @@
-# Shared helpers: config validation, the subject list (from the discovery checkpoint),
-# and per-model lookups. Nothing here imports torch: the DAG must build fast.
+# Shared helpers: config validation, the subject list (from the discovery checkpoint), and
+# per-section and per-model lookups. Rule files call these instead of reading the config.
+# Nothing here imports torch or numpy: the DAG must build fast.
 
 import functools
+import hashlib
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
 
+from pipeline_lib.core.settings import RUNTIME, TrainerSettings, canonical, keys_of_kind, rerun_settings
 from pipeline_lib.models import family_sources
 from pipeline_lib.reader_study.scoring import response_files
 
@@ -14,6 +17,7 @@ from pipeline_lib.reader_study.scoring import response_files
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 DEMO_SHEET = "resources/demo/samples.tsv"
+FID_WEIGHTS = "resources/weights/pt_inception-2015-12-05-fid.pth"
 MODELS = sorted(config["models"])
 
 
@@ -22,10 +26,16 @@ wildcard_constraints:
     model="|".join(MODELS) if MODELS else "(?!)",
 
 
+# ----- inputs and subjects -----
+
+
+def is_demo_cohort():
+    return config["input"]["source"] == "demo"
+
+
 def input_source():
     """The discovery rule's input: the demo sheet (built by a rule) or the user's folder/sheet."""
-    source = config["input"]["source"]
-    return DEMO_SHEET if source == "demo" else source
+    return DEMO_SHEET if is_demo_cohort() else config["input"]["source"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -70,28 +80,70 @@ def per_subject(pattern):
     return expand_subjects
 
 
-def canonical(value):
-    """Dicts with sorted keys, recursively: Snakemake compares params by their repr, so
-    merely reordering keys in config.yaml would otherwise rerun jobs."""
-    if isinstance(value, dict):
-        return {key: canonical(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [canonical(item) for item in value]
-    return value
+def salt_fingerprint():
+    """Changing the salt must rerun discovery; the salt itself stays out of Snakemake's records."""
+    return hashlib.sha256(config["privacy"]["pseudonym_salt"].encode()).hexdigest()[:12]
 
 
-def settings(section):
-    return canonical(config[section])
+# ----- settings -----
 
 
-def model_block(wildcards):
-    return canonical(config["models"][wildcards.model])
+def section_settings(path, *kinds):
+    """The keys of a config section that change its jobs' results (core.settings says which),
+    sorted: reordering keys in config.yaml must rerun nothing."""
+    return rerun_settings(config, path, *kinds)
+
+
+def real_feature_settings():
+    """Only these keys change which real slices get Inception features."""
+    fid = section_settings("evaluation.fid")
+    return {key: fid[key] for key in ("max_real", "seed") if key in fid}
+
+
+def distribution_settings():
+    return {name: section_settings(f"evaluation.{name}") for name in ("fid", "kid", "prdc")}
+
+
+def fid_weights_input():
+    """A configured weights file is used as it is; otherwise the fid_weights rule's output."""
+    return config["evaluation"]["fid"].get("weights") or FID_WEIGHTS
+
+
+# ----- models -----
+
+
+def model_settings(wildcards):
+    """A model's config block without its runtime keys (e.g. the checkpoint interval)."""
+    runtime = keys_of_kind(TrainerSettings, RUNTIME)
+    block = config["models"][wildcards.model]
+    return canonical({key: value for key, value in block.items() if key not in runtime})
 
 
 def model_family_source(wildcards):
     """The family's modules are inputs, so editing one reruns only the models that use it."""
-    family = config["models"][wildcards.model]["family"]
-    return [str(path) for path in family_sources(family)]
+    return [str(path) for path in family_sources(config["models"][wildcards.model]["family"])]
+
+
+def model_condition(wildcards):
+    """The slice-table column a model is conditioned on ("" = unconditional)."""
+    return config["models"][wildcards.model].get("condition_on") or ""
+
+
+def class_columns():
+    """Label columns that conditional models use: the real reference row gets per-class FID for them."""
+    return sorted({block["condition_on"] for block in config["models"].values() if block.get("condition_on")})
+
+
+def per_model(pattern):
+    return expand(pattern, model=MODELS)
+
+
+def checkpoint_dir(wildcards):
+    """Resume state of a training run: deliberately not a declared output (Snakemake would delete it)."""
+    return f"results/checkpoints/{wildcards.model}"
+
+
+# ----- cluster resources -----
 
 
 def minutes_per_attempt(minutes):
@@ -110,21 +162,7 @@ def train_runtime(wildcards, attempt):
     return (int(minutes * 1.1) + 20 if minutes else 240) * 2 ** (attempt - 1)
 
 
-def checkpoint_dir(wildcards):
-    """Resume state of a training run: deliberately not a declared output (Snakemake would delete it)."""
-    return f"results/checkpoints/{wildcards.model}"
-
-
-def salt_fingerprint():
-    """Changing the salt must rerun discovery; the salt itself stays out of Snakemake's records."""
-    import hashlib
-
-    return hashlib.sha256(config["privacy"]["pseudonym_salt"].encode()).hexdigest()[:12]
-
-
 # ----- reader study -----
-# Keys that only matter for scoring: changing them must not rebuild (and reshuffle) the kit.
-READER_SCORING_KEYS = ("responses_dir", "positive_class")
 
 
 def reader_study_models():
@@ -136,10 +174,6 @@ def reader_study_models():
     if unknown:
         raise ValueError(f"reader_study.models names unknown model(s): {', '.join(unknown)}")
     return sorted(chosen)
-
-
-def reader_kit_settings():
-    return {k: v for k, v in settings("reader_study").items() if k not in READER_SCORING_KEYS}
 
 
 def reader_responses(wildcards):

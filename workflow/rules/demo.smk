@@ -5,7 +5,7 @@ rule demo_cohort:
     log:
         "logs/demo_cohort.log",
     params:
-        demo=settings("demo"),
+        demo=section_settings("demo"),
     message:
         "Building the synthetic demo cohort ({params.demo[n_subjects]} phantoms)"
     conda:

@@ -28,7 +28,7 @@ rule ingest:
     params:
         source=subject_source,
         format=subject_format,
-        on_bad_input=config["on_bad_input"],
+        on_bad_input=lookup(dpath="on_bad_input", within=config),
     resources:
         runtime=minutes_per_attempt(10),
     # A subject's small jobs share one cluster job; a group's time limit is the sum of its members'.
@@ -40,21 +40,3 @@ rule ingest:
         "../../envs/imaging.yaml"
     script:
         "../scripts/ingest.py"
-
-
-rule qc_tables:
-    """One row per subject: ingest and registration outcome, with the reason for failures."""
-    input:
-        ingest=per_subject("results/ingest/{subject}"),
-        register=per_subject("results/register/{subject}"),
-    output:
-        ingest="results/qc/ingest.tsv",
-        registration="results/qc/registration.tsv",
-    log:
-        "logs/qc_tables.log",
-    message:
-        "Collecting QC tables"
-    conda:
-        "../../envs/imaging.yaml"
-    script:
-        "../scripts/qc_tables.py"

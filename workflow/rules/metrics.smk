@@ -1,17 +1,21 @@
+# Ungría Hirte et al.'s pixel metrics (dataset similarity, ISD, minimum ISD, sharpness,
+# reconstruction MSE) of every model and of the real reference row.
+
+
 rule metrics_model:
-    """Seed-001 metrics of one model's samples (and reconstructions) against the training slices."""
+    """Pixel metrics of one model's samples (and reconstructions) against the training slices."""
     input:
-        samples="results/samples/{model}/samples.npy",
-        reconstructions="results/samples/{model}/reconstructions.npy",
-        images="results/slices/images.npy",
-        table="results/slices/slices.tsv",
+        samples=rules.sample.output.samples,
+        reconstructions=rules.sample.output.reconstructions,
+        images=rules.slice_dataset.output.images,
+        table=rules.slice_dataset.output.table,
     output:
         "results/metrics/{model}.json",
     log:
         "logs/metrics/{model}.log",
     params:
-        metrics=settings("metrics"),
-        sampling=settings("sampling"),
+        metrics=section_settings("metrics"),
+        sampling=section_settings("sampling"),
     message:
         "Computing metrics of model {wildcards.model}"
     conda:
@@ -23,15 +27,15 @@ rule metrics_model:
 rule metrics_original:
     """The reference row: real test slices against the training slices."""
     input:
-        images="results/slices/images.npy",
-        table="results/slices/slices.tsv",
+        images=rules.slice_dataset.output.images,
+        table=rules.slice_dataset.output.table,
     output:
         "results/metrics/original.json",
     log:
         "logs/metrics/original.log",
     params:
-        metrics=settings("metrics"),
-        seed=config["sampling"]["seed"],
+        metrics=section_settings("metrics"),
+        seed=lookup(dpath="sampling/seed", within=config),
     message:
         "Computing metrics of the real reference set"
     conda:

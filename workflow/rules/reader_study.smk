@@ -1,13 +1,14 @@
-# Reader study (issue 5): a blinded kit of real and synthetic slices for radiologists, and
-# scoring of their downloaded answers. The kit is shippable as it is; the answer key stays outside.
+# Reader study: a blinded kit of real and synthetic slices for radiologists, and scoring of
+# their downloaded answers. The kit is shippable as it is; the answer key stays outside.
+
 
 rule reader_kit:
     """Blinded image set, reader web page and (outside the kit) the answer key."""
     input:
-        images="results/slices/images.npy",
-        table="results/slices/slices.tsv",
-        samples=expand("results/samples/{model}/samples.npy", model=reader_study_models()),
-        labels=expand("results/samples/{model}/labels.tsv", model=reader_study_models()),
+        images=rules.slice_dataset.output.images,
+        table=rules.slice_dataset.output.table,
+        samples=expand(rules.sample.output.samples, model=reader_study_models()),
+        labels=expand(rules.sample.output.labels, model=reader_study_models()),
     output:
         kit=directory("results/reader_study/kit"),
         key="results/reader_study/answer_key.tsv",
@@ -15,7 +16,8 @@ rule reader_kit:
     log:
         "logs/reader_study/kit.log",
     params:
-        study=reader_kit_settings(),
+        # Scoring keys (core.settings) are left out: changing them must not rebuild (and reshuffle) the kit.
+        study=section_settings("reader_study"),
         models=reader_study_models(),
     message:
         "Building the reader-study kit"
@@ -26,9 +28,9 @@ rule reader_kit:
 
 
 rule reader_scores:
-    """Seed-style confusion tables, accuracy and kappa from the readers' response files."""
+    """The papers' confusion tables, accuracy and kappa from the readers' response files."""
     input:
-        key="results/reader_study/answer_key.tsv",
+        key=rules.reader_kit.output.key,
         responses=reader_responses,
     output:
         scores="results/reader_study/scores.json",
@@ -40,7 +42,7 @@ rule reader_scores:
     log:
         "logs/reader_study/scores.log",
     params:
-        positive_class=config["reader_study"]["positive_class"],
+        positive_class=lookup(dpath="reader_study/positive_class", within=config),
     message:
         "Scoring the reader study"
     conda:

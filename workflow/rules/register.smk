@@ -1,14 +1,14 @@
 rule register:
     """ANTs registration to the template, resampled onto the configured grid, with QC."""
     input:
-        ingested="results/ingest/{subject}",
+        ingested=rules.ingest.output[0],
     output:
         directory("results/register/{subject}"),
     log:
         "logs/register/{subject}.log",
     params:
-        registration=settings("registration"),
-        on_bad_input=config["on_bad_input"],
+        registration=section_settings("registration"),
+        on_bad_input=lookup(dpath="on_bad_input", within=config),
     # One ITK thread makes registration bit-reproducible; subjects run in parallel instead.
     threads: 1
     resources:
@@ -23,3 +23,21 @@ rule register:
         "../../envs/imaging.yaml"
     script:
         "../scripts/register.py"
+
+
+rule qc_tables:
+    """One row per subject: ingest and registration outcome, with the reason for failures."""
+    input:
+        ingest=per_subject(rules.ingest.output[0]),
+        register=per_subject(rules.register.output[0]),
+    output:
+        ingest="results/qc/ingest.tsv",
+        registration="results/qc/registration.tsv",
+    log:
+        "logs/qc_tables.log",
+    message:
+        "Collecting QC tables"
+    conda:
+        "../../envs/imaging.yaml"
+    script:
+        "../scripts/qc_tables.py"

@@ -1,30 +1,39 @@
 rule report:
-    """The self-contained comparison report."""
+    """The self-contained comparison report. Per-model inputs are named as the fields of
+    pipeline_lib.report.document.ModelOutputs, in the order of MODELS."""
     input:
-        subjects="results/inputs/subjects.tsv",
-        ingest_qc="results/qc/ingest.tsv",
-        registration_qc="results/qc/registration.tsv",
-        registered=per_subject("results/register/{subject}"),
-        table="results/slices/slices.tsv",
-        images="results/slices/images.npy",
-        original="results/metrics/original.json",
-        metrics=expand("results/metrics/{model}.json", model=MODELS),
-        summaries=expand("results/models/{model}/summary.json", model=MODELS),
-        losses=expand("results/models/{model}/losses.csv", model=MODELS),
-        grids=expand("results/samples/{model}/grid.png", model=MODELS),
-        reconstructions=expand("results/samples/{model}/reconstructions.npy", model=MODELS),
-        reader_scores="results/reader_study/scores.json",
-        **FID_OUTPUTS,
-        **EVALUATION_OUTPUTS,
+        subjects=rules.discover_inputs.output.subjects,
+        ingest_qc=rules.qc_tables.output.ingest,
+        registration_qc=rules.qc_tables.output.registration,
+        registered=per_subject(rules.register.output[0]),
+        table=rules.slice_dataset.output.table,
+        images=rules.slice_dataset.output.images,
+        original=rules.metrics_original.output[0],
+        distribution_original=rules.distribution_metrics_original.output[0],
+        domain_network=rules.domain_network.output.summary,
+        domain_original=rules.domain_metrics_original.output[0],
+        reader_scores=rules.reader_scores.output.scores,
+        summary=per_model(rules.train.output.summary),
+        losses=per_model(rules.train.output.losses),
+        grid=per_model(rules.sample.output.grid),
+        reconstructions=per_model(rules.sample.output.reconstructions),
+        metrics=per_model(rules.metrics_model.output[0]),
+        distribution=per_model(rules.distribution_metrics.output[0]),
+        domain=per_model(rules.domain_metrics.output[0]),
+        memorization=per_model(rules.memorization_audit.output.audit),
+        gallery=per_model(rules.memorization_audit.output.gallery),
+        conditioning=per_model(rules.conditioning_accuracy.output[0]),
+        utility=per_model(rules.augmentation_utility.output[0]),
     output:
         "results/report/index.html",
     log:
         "logs/report.log",
     params:
         models=MODELS,
-        synthetic_cohort=config["input"]["source"] == "demo",
-        settings={k: settings(k) for k in ("registration", "sampling")},
-        title=config["report"]["title"],
+        synthetic_cohort=is_demo_cohort(),
+        registration=section_settings("registration"),
+        sampling=section_settings("sampling"),
+        title=lookup(dpath="report/title", within=config),
     message:
         "Writing the comparison report"
     conda:

@@ -1,9 +1,9 @@
 rule sample:
     """Draw samples from a trained model; reconstruct test slices where the family can."""
     input:
-        weights="results/models/{model}/weights.pt",
-        images="results/slices/images.npy",
-        table="results/slices/slices.tsv",
+        weights=rules.train.output.weights,
+        images=rules.slice_dataset.output.images,
+        table=rules.slice_dataset.output.table,
     output:
         samples="results/samples/{model}/samples.npy",
         grid="results/samples/{model}/grid.png",
@@ -12,7 +12,7 @@ rule sample:
     log:
         "logs/sample/{model}.log",
     params:
-        sampling=settings("sampling"),
+        sampling=section_settings("sampling"),
     threads: 2
     message:
         "Sampling model {wildcards.model}"

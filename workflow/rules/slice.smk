@@ -1,15 +1,15 @@
 rule slice_dataset:
     """Normalise, drop top/bottom slices, resize, split train/test by subject."""
     input:
-        registered=per_subject("results/register/{subject}"),
-        subjects="results/inputs/subjects.tsv",
+        registered=per_subject(rules.register.output[0]),
+        subjects=rules.discover_inputs.output.subjects,
     output:
         images="results/slices/images.npy",
         table="results/slices/slices.tsv",
     log:
         "logs/slice_dataset.log",
     params:
-        slicing=settings("slicing"),
+        slicing=section_settings("slicing"),
     message:
         "Slicing registered volumes into a 2-D dataset"
     conda:

@@ -1,8 +1,8 @@
 rule train:
     """Train one model; resumes from results/checkpoints/{model}/ after a kill."""
     input:
-        images="results/slices/images.npy",
-        table="results/slices/slices.tsv",
+        images=rules.slice_dataset.output.images,
+        table=rules.slice_dataset.output.table,
         family=model_family_source,
     output:
         weights="results/models/{model}/weights.pt",
@@ -11,7 +11,7 @@ rule train:
     log:
         "logs/train/{model}.log",
     params:
-        block=model_block,
+        block=model_settings,
         checkpoints=checkpoint_dir,
     threads: 2
     resources:

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from pipeline_lib.core.jobs import start_job
-from pipeline_lib.evaluation.augmentation_utility import conditioning_job
+from pipeline_lib.evaluation.conditioning import conditioning_job
 
 start_job(snakemake.log[0], snakemake.threads)
 conditioning_job(

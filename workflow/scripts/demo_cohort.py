@@ -1,16 +1,11 @@
+from dataclasses import asdict
 from pathlib import Path
 
-from pipeline_lib.imaging.demo_cohort import make_demo_cohort
 from pipeline_lib.core.jobs import start_job
+from pipeline_lib.core.settings import DemoSettings, read_settings
+from pipeline_lib.imaging.demo_cohort import make_demo_cohort
 
 log = start_job(snakemake.log[0])
-demo = snakemake.params.demo
-table = make_demo_cohort(
-    Path(snakemake.output.sheet).parent,
-    n_subjects=demo["n_subjects"],
-    seed=demo["seed"],
-    resolution_mm=demo["resolution_mm"],
-    n_scanners=demo["n_scanners"],
-    dicom_fraction=demo["dicom_fraction"],
-)
+table = make_demo_cohort(Path(snakemake.output.sheet).parent,
+                         **asdict(read_settings(DemoSettings, snakemake.params.demo)))
 log.info("demo cohort: %d entries", len(table))

@@ -11,6 +11,6 @@ model_distribution_job(
     Path(snakemake.input.labels),
     Path(snakemake.output[0]),
     model=snakemake.wildcards.model,
-    condition_on=snakemake.params.condition_on,
+    condition_on=snakemake.params.condition_on or None,
     evaluation=snakemake.params.evaluation,
 )

@@ -1,13 +1,14 @@
 from pathlib import Path
 
-from pipeline_lib.evaluation.fid import model_features_job, runtime_settings
 from pipeline_lib.core.jobs import start_job
+from pipeline_lib.core.settings import runtime_settings
+from pipeline_lib.evaluation.fid import model_features_job
 
 start_job(snakemake.log[0], snakemake.threads)
 model_features_job(
     Path(snakemake.input.weights),
     Path(snakemake.input.samples),
     Path(snakemake.output[0]),
-    settings=runtime_settings(snakemake.config),
+    settings=runtime_settings(snakemake.config, "evaluation.fid"),
     threads=snakemake.threads,
 )

@@ -1,7 +1,8 @@
 from pathlib import Path
 
-from pipeline_lib.evaluation.fid import real_features_job, runtime_settings
 from pipeline_lib.core.jobs import start_job
+from pipeline_lib.core.settings import runtime_settings
+from pipeline_lib.evaluation.fid import real_features_job
 
 start_job(snakemake.log[0], snakemake.threads)
 real_features_job(
@@ -10,7 +11,6 @@ real_features_job(
     Path(snakemake.input.table),
     snakemake.wildcards.split,
     Path(snakemake.output[0]),
-    # device, batch size and memory format do not change the features: not rerun triggers
-    settings={**runtime_settings(snakemake.config), **snakemake.params.fid},
+    settings={**runtime_settings(snakemake.config, "evaluation.fid"), **snakemake.params.fid},
     threads=snakemake.threads,
 )

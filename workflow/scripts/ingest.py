@@ -1,8 +1,9 @@
 import os
 from pathlib import Path
 
-from pipeline_lib.imaging.ingest import ingest_subject, raise_if_failed
 from pipeline_lib.core.jobs import start_job
+from pipeline_lib.core.qc import enforce_on_bad_input
+from pipeline_lib.imaging.ingest import ingest_subject
 
 log = start_job(snakemake.log[0])
 status = ingest_subject(
@@ -13,5 +14,4 @@ status = ingest_subject(
     snakemake.wildcards.subject,
 )
 log.info("%s: %s %s", status["subject"], status["status"], status.get("reason", ""))
-if snakemake.params.on_bad_input == "fail":
-    raise_if_failed(status)
+enforce_on_bad_input(status, snakemake.params.on_bad_input)

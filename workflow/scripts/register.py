@@ -11,6 +11,6 @@ status = run_registration_job(
     Path(snakemake.output[0]),
     snakemake.wildcards.subject,
     snakemake.params.registration,
-    fail_on_error=snakemake.params.on_bad_input == "fail",
+    on_bad_input=snakemake.params.on_bad_input,
 )
 log.info("%s: %s %s", status["subject"], status["status"], status.get("reason", ""))

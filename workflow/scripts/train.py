@@ -1,12 +1,16 @@
 from pathlib import Path
 
 from pipeline_lib.core.jobs import start_job
+from pipeline_lib.core.settings import RUNTIME, TrainerSettings, block_part
 from pipeline_lib.models.training import train_job
 
 start_job(snakemake.log[0], snakemake.threads)
+model = snakemake.wildcards.model
+# params hold what changes the model (rerun triggers); runtime keys come from the config.
+runtime = block_part(snakemake.config["models"][model], TrainerSettings, RUNTIME)
 train_job(
-    snakemake.wildcards.model,
-    snakemake.params.block,
+    model,
+    {**runtime, **snakemake.params.block},
     Path(snakemake.input.images),
     Path(snakemake.input.table),
     weights=Path(snakemake.output.weights),

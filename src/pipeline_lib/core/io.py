@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
+
+from pipeline_lib.core.errors import InputError
 
 
 @contextmanager
@@ -52,6 +55,15 @@ def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def read_json(path) -> dict:
+    """A JSON file's contents; errors name the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read as JSON ({exc})") from exc
+
+
 def write_npy(path, array: np.ndarray) -> None:
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)
@@ -73,3 +85,24 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def replace_directory(new: Path, target: Path, *, ours: Callable[[Path], str | None]) -> None:
+    """Move the finished folder ``new`` onto ``target``, replacing an earlier one.
+
+    ``ours(target)`` returns None when ``target`` is an earlier output of the same
+    writer, else why it is not (then nothing is touched and InputError says so).
+    The old folder is moved aside before the new one takes its name, so a crash
+    leaves either the old or the new folder at ``target``, never a mix.
+    """
+    new, target = Path(new), Path(target)
+    if target.exists():
+        problem = ours(target)
+        if problem:
+            raise InputError(f"{target}: {problem}; refusing to replace it")
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, old / "previous")
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)

@@ -2,7 +2,7 @@
 
 Two networks are needed offline:
 
-* ImageNet VGG16 (the DFC-VAE's perceptual loss, seed 001 §2.3). Its weights
+* ImageNet VGG16 (the DFC-VAE's perceptual loss, Ungría Hirte et al. §2.3). Its weights
   are torchvision's ``vgg16-397923af.pth``; no offline source exists, so the
   user names the file (or places it in the torch hub cache).
 * The FID Inception (TensorFlow graph of 2015-12-05), as used by pytorch-fid.

@@ -1,7 +1,11 @@
-"""Access to the slice dataset written by the slicing stage (images.npy + slices.tsv)."""
+"""The slice dataset handed between stages (images.npy + slices.tsv) and checked image stacks.
+
+Images are float32 (N, H, W) in [0, 1]; ``slices.tsv`` has one row per image.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +13,15 @@ import pandas as pd
 
 from pipeline_lib.core.errors import InputError
 
+# Images checked at a time (bounds the float copies of a memory-mapped stack).
+_VALIDATE_BLOCK = 256
+
 
 def load_table(table: Path) -> pd.DataFrame:
     return pd.read_csv(table, sep="\t", dtype={"subject": str, "split": str}, keep_default_na=False)
 
 
-def load_images(images: Path) -> np.ndarray:
+def open_images(images: Path) -> np.ndarray:
     """Memory-mapped (N, H, W) float32 array: large cohorts need not fit in memory twice."""
     return np.load(images, mmap_mode="r")
 
@@ -41,7 +48,44 @@ def load_split(images: Path, table: Path, split: str, n: int | None = None,
     rows = split_rows(frame, split)
     if n is not None:
         rows = subset_rows(rows, n, seed)
-    data = load_images(images)
+    data = open_images(images)
     if len(data) != len(frame):
         raise InputError(f"{images} has {len(data)} images but {table} has {len(frame)} rows")
     return np.asarray(data[rows], dtype=np.float32), frame.loc[rows].reset_index(drop=True)
+
+
+def validate_images(images: np.ndarray, what: str) -> np.ndarray:
+    """Check that ``images`` is a non-empty finite (N, H, W) stack in [0, 1].
+
+    ``what`` names the array (or the file it came from) in error messages.
+    Returns the array unchanged (no copy); raises InputError otherwise.
+    """
+    if not isinstance(images, np.ndarray):
+        raise InputError(f"{what}: expected a numpy array, got {type(images).__name__}")
+    if images.ndim != 3:
+        raise InputError(f"{what}: expected images shaped (N, H, W), got shape {images.shape}")
+    if min(images.shape) == 0:
+        raise InputError(f"{what}: empty image stack, shape {images.shape}")
+    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)):
+        raise InputError(f"{what}: expected a numeric array, got dtype {images.dtype}")
+    for start in range(0, images.shape[0], _VALIDATE_BLOCK):
+        block = images[start:start + _VALIDATE_BLOCK]
+        if not np.all(np.isfinite(block)):
+            raise InputError(f"{what}: non-finite values (NaN or Inf) in images {start}..{start + len(block) - 1}")
+        lo, hi = float(block.min()), float(block.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(
+                f"{what}: intensities must lie in [0, 1]; images {start}..{start + len(block) - 1} "
+                f"span [{lo:.6g}, {hi:.6g}]"
+            )
+    return images
+
+
+def load_checked_images(path: str | os.PathLike) -> np.ndarray:
+    """Load an ``.npy`` image stack and validate it; errors name the file."""
+    path = Path(path)
+    try:
+        images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read as a .npy image stack ({exc})") from exc
+    return validate_images(images, str(path))

@@ -1,7 +1,7 @@
 """A feature space learnt from the real MRI slices themselves (the "domain network").
 
 FID and PRDC on ImageNet Inception features measure distances in a space
-built for photographs; seed 003 concludes that this may not capture what
+built for photographs; Ballesteros Ramirez concludes that this may not capture what
 matters in MRI. The domain network is a small CNN trained here, on the real
 TRAIN slices only, to predict
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -39,6 +39,7 @@ from torch.nn import functional as F
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path, write_json
+from pipeline_lib.core.settings import DomainSettings, read_settings
 
 log = logging.getLogger(__name__)
 
@@ -68,50 +69,11 @@ class ClassifierSettings:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"lr must be a positive number, got {self.lr!r}")
 
-
-@dataclass(frozen=True)
-class DomainSettings:
-    """``evaluation.domain`` of the configuration."""
-
-    seed: int = 0
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-3
-    width: int = 16
-    feature_dim: int = 64
-    label_column: str | None = None
-    n_reference: int | None = 5000
-    nearest_k: int = 5
-
-    def __post_init__(self) -> None:
-        if self.nearest_k < 1:
-            raise InputError(f"nearest_k must be at least 1, got {self.nearest_k}")
-        if self.n_reference is not None and self.n_reference < 2:
-            raise InputError(f"n_reference must be at least 2 or null, got {self.n_reference}")
-
-    @property
-    def classifier(self) -> ClassifierSettings:
-        return ClassifierSettings(self.steps, self.batch_size, self.lr, self.width, self.feature_dim)
-
     @classmethod
-    def from_config(cls, block: Mapping[str, Any] | None, where: str = "evaluation.domain") -> "DomainSettings":
-        return settings_from_config(cls, block, where)
-
-
-def settings_from_config(cls, block: Mapping[str, Any] | None, where: str):
-    """Build the dataclass ``cls`` from a config block; unknown keys are an InputError naming ``where``."""
-    block = dict(block or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(block) - known)
-    if unknown:
-        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    try:
-        settings = cls(**block)
-        if hasattr(settings, "classifier"):
-            settings.classifier  # validates the network settings
-    except InputError as exc:
-        raise InputError(f"{where}: {exc}") from exc
-    return settings
+    def of(cls, section: Any) -> "ClassifierSettings":
+        """The network part of a section's settings (domain, conditioning or utility)."""
+        return cls(section.steps, section.batch_size, section.lr, section.width,
+                   getattr(section, "feature_dim", cls.feature_dim))
 
 
 # ----------------------------------------------------------------- slice table
@@ -329,7 +291,7 @@ def train_domain_network(images: np.ndarray, table: pd.DataFrame, settings: Doma
         x,
         positions=slice_positions(train, span) if has_position else None,
         labels=encode_labels(train[column], names) if column else None,
-        n_classes=len(names), settings=settings.classifier, seed=settings.seed)
+        n_classes=len(names), settings=ClassifierSettings.of(settings), seed=settings.seed)
     return DomainNetwork(model, column, names, span if has_position else None, {})
 
 
@@ -406,13 +368,13 @@ def domain_network_job(images: Path, table: Path, *, out_network: Path, out_summ
     """The ``domain_network`` rule: train, evaluate on both splits, save weights and a JSON summary."""
     import time
 
-    from pipeline_lib.core.slices import load_images, load_table
-    from pipeline_lib.models.training import configure_threads
+    from pipeline_lib.core.slices import load_table, open_images
+    from pipeline_lib.core.runtime import configure_threads
 
     configure_threads(threads)
-    cfg = DomainSettings.from_config(settings)
+    cfg = read_settings(DomainSettings, settings)
     frame = load_table(table)
-    data = load_images(images)
+    data = open_images(images)
     if len(data) != len(frame):
         raise InputError(f"{images} has {len(data)} images but {table} has {len(frame)} rows")
     started = time.monotonic()
@@ -450,11 +412,11 @@ def domain_metrics_job(network: Path, images: Path, table: Path, out: Path, *, s
     from pipeline_lib.core.slices import load_split
     from pipeline_lib.evaluation.distribution import prdc
     from pipeline_lib.evaluation.fid import frechet_distance_features
-    from pipeline_lib.evaluation.pixel_metrics import load_images as load_checked
-    from pipeline_lib.models.training import configure_threads
+    from pipeline_lib.core.slices import load_checked_images as load_checked
+    from pipeline_lib.core.runtime import configure_threads
 
     configure_threads(threads)
-    cfg = DomainSettings.from_config(settings)
+    cfg = read_settings(DomainSettings, settings)
     net = load_domain_network(network)
     reference, _ = load_split(images, table, "train", n=cfg.n_reference, seed=cfg.seed)
     if samples is not None:

@@ -1,4 +1,4 @@
-"""Fréchet Inception Distance (seed 003) computed offline, from stored Inception features.
+"""Fréchet Inception Distance (Ballesteros Ramirez) computed offline, from stored Inception features.
 
 Pipeline
     1. Images (N, H, W) in [0, 1] become 3-channel tensors (the grey value in
@@ -22,7 +22,7 @@ The trace of the matrix square root is computed exactly without ``sqrtm``:
   n₁ × n₂ matrix — cheap whenever a set is smaller than the feature dimension,
   which is exactly when ``sqrtm`` of the rank-deficient product is least accurate.
 
-Repeated FID (seed 003: 20 repeats, mean ± std) draws R random subsets of
+Repeated FID (Ballesteros Ramirez: 20 repeats, mean ± std) draws R random subsets of
 ``subset_size`` images from each side; with fewer images than feature
 dimensions the covariance is rank-deficient and FID is biased upwards, so the
 result then carries a warning.
@@ -41,46 +41,14 @@ from scipy import linalg
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path
+from pipeline_lib.core.settings import FidSettings, read_settings
 
 FEATURE_DIM = 2048
-FID_DEFAULTS: dict[str, Any] = {
-    "weights": None,
-    "repeats": 20,
-    "subset_size": None,
-    "seed": 0,
-    "batch_size": 50,
-    "device": "auto",
-    "channels_last": True,
-    "max_real": None,
-}
 FEATURE_FILE_KEYS = ("features", "mu", "sigma")
-_RUNTIME_KEYS = ("device", "batch_size", "channels_last")
 # Images read from disk at a time by the feature rules (about 64 MB at 128 px).
 _CHUNK = 1024
 
 log = logging.getLogger("pipeline.fid")
-
-
-# -- settings -----------------------------------------------------------------
-def fid_settings(section: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``evaluation.fid`` with defaults filled in; unknown keys are rejected."""
-    return merge_settings(FID_DEFAULTS, section, "evaluation.fid")
-
-
-def runtime_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The feature-extraction keys of ``evaluation.fid`` that leave the features unchanged
-    (device, batch size, memory format), taken from the whole workflow config."""
-    section = (config.get("evaluation") or {}).get("fid") or {}
-    return {key: section[key] for key in _RUNTIME_KEYS if key in section}
-
-
-def merge_settings(defaults: Mapping[str, Any], section: Mapping[str, Any] | None, name: str) -> dict:
-    """``defaults`` overridden by ``section``; keys not in ``defaults`` raise InputError naming ``name``."""
-    section = dict(section or {})
-    unknown = sorted(set(section) - set(defaults))
-    if unknown:
-        raise InputError(f"{name}: unknown keys {unknown}; known keys are {sorted(defaults)}")
-    return {**defaults, **section}
 
 
 # -- feature extraction ---------------------------------------------------------
@@ -89,7 +57,7 @@ def load_feature_network(weights: str | os.PathLike, device: str = "auto", chann
     import torch
 
     from pipeline_lib.core.pretrained import load_fid_inception
-    from pipeline_lib.models.training import select_device
+    from pipeline_lib.core.runtime import select_device
 
     net = load_fid_inception(weights, device=select_device(device), output_blocks=(3,))
     if channels_last:
@@ -120,7 +88,7 @@ def extract_features(images: np.ndarray, net, *, batch_size: int = 50, channels_
     """
     import torch
 
-    from pipeline_lib.evaluation.pixel_metrics import validate_images
+    from pipeline_lib.core.slices import validate_images
 
     validate_images(images, what)
     if batch_size < 1:
@@ -296,7 +264,7 @@ def repeated_fid(sample_features: np.ndarray, real_features: np.ndarray, *, repe
 def per_class_fid(sample_features: np.ndarray, sample_labels: np.ndarray, real_features: np.ndarray,
                   real_labels: np.ndarray, *, repeats: int = 20, subset_size: int | None = None,
                   seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Repeated FID of each class's samples against the real images of that class (seed 003, Table 2).
+    """Repeated FID of each class's samples against the real images of that class (Ballesteros Ramirez, Table 2).
 
     ``subset_size`` is capped per class at the smaller class count. A class
     with fewer than 2 images on either side gets ``{"skipped": reason}``.
@@ -338,52 +306,52 @@ def fid_weights_job(out: str | os.PathLike, configured: str | os.PathLike | None
 
 
 def real_features_job(weights: Path, images: Path, table: Path, split: str, out: Path, *,
-                      settings: Mapping[str, Any] | None = None, threads: int | None = None) -> dict:
+                      settings: FidSettings | Mapping[str, Any] | None = None, threads: int | None = None) -> dict:
     """The real_features rule: Inception features of one split's slices (all, or ``max_real``).
 
     The .npz also holds ``rows``, the slice-table rows of the features, so
     per-class statistics can be drawn from it later.
     """
-    from pipeline_lib.core.slices import load_images, load_table, split_rows, subset_rows
-    from pipeline_lib.models.training import configure_threads
+    from pipeline_lib.core.slices import load_table, open_images, split_rows, subset_rows
+    from pipeline_lib.core.runtime import configure_threads
 
-    cfg = fid_settings(settings)
+    cfg = read_settings(FidSettings, settings)
     configure_threads(threads)
     frame = load_table(table)
-    data = load_images(images)
+    data = open_images(images)
     if len(data) != len(frame):
         raise InputError(f"{images} has {len(data)} images but {table} has {len(frame)} rows")
     rows = split_rows(frame, split)
-    if cfg["max_real"] is not None:
-        rows = subset_rows(rows, int(cfg["max_real"]), int(cfg["seed"]))
+    if cfg.max_real is not None:
+        rows = subset_rows(rows, cfg.max_real, cfg.seed)
     features = _features_of(data, rows, weights, cfg, f"{images} ({split} split)")
     save_feature_file(out, features, rows=rows.astype(np.int64))
     return {"split": split, "n_images": int(len(rows))}
 
 
-def model_features_job(weights: Path, samples: Path, out: Path, *, settings: Mapping[str, Any] | None = None,
+def model_features_job(weights: Path, samples: Path, out: Path, *, settings: FidSettings | Mapping[str, Any] | None = None,
                        threads: int | None = None) -> dict:
     """The model_features rule: Inception features of one model's samples."""
-    from pipeline_lib.evaluation.pixel_metrics import load_images
-    from pipeline_lib.models.training import configure_threads
+    from pipeline_lib.core.slices import load_checked_images
+    from pipeline_lib.core.runtime import configure_threads
 
-    cfg = fid_settings(settings)
+    cfg = read_settings(FidSettings, settings)
     configure_threads(threads)
-    stack = load_images(samples)
+    stack = load_checked_images(samples)
     features = _features_of(stack, np.arange(len(stack)), weights, cfg, str(samples))
     save_feature_file(out, features)
     return {"n_images": int(len(stack))}
 
 
-def _features_of(source: np.ndarray, rows: np.ndarray, weights: Path, cfg: Mapping[str, Any],
+def _features_of(source: np.ndarray, rows: np.ndarray, weights: Path, cfg: FidSettings,
                  what: str) -> np.ndarray:
     """Features of ``source[rows]``, read in chunks so a memory-mapped split is never loaded whole."""
-    net = load_feature_network(weights, cfg["device"], cfg["channels_last"])
+    net = load_feature_network(weights, cfg.device, cfg.channels_last)
     out = np.empty((len(rows), FEATURE_DIM), dtype=np.float32)
     for start in range(0, len(rows), _CHUNK):
         chunk = np.asarray(source[rows[start:start + _CHUNK]], dtype=np.float32)
         out[start:start + len(chunk)] = extract_features(
-            chunk, net, batch_size=int(cfg["batch_size"]), channels_last=bool(cfg["channels_last"]),
+            chunk, net, batch_size=cfg.batch_size, channels_last=cfg.channels_last,
             what=what)
         log.info("Inception features of %s: %d/%d", what, start + len(chunk), len(rows))
     return out

@@ -24,7 +24,6 @@ the percentile's rate (5 %); a rate well above it means copying.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,30 +31,12 @@ import numpy as np
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path, write_json
+from pipeline_lib.core.settings import MemorizationSettings, read_settings
 
 log = logging.getLogger(__name__)
 
 # Rows converted to float64 per block; bounds the distance matrix to _BLOCK² doubles.
 _BLOCK = 256
-
-
-@dataclass(frozen=True)
-class MemorizationSettings:
-    """``evaluation.memorization`` of the configuration."""
-
-    percentile: float = 5.0
-    gallery_k: int = 8
-    n_test_reference: int | None = 1000
-    seed: int = 0
-    block: int = _BLOCK
-
-    def __post_init__(self) -> None:
-        if not 0 < self.percentile < 100:
-            raise InputError(f"percentile must lie between 0 and 100, got {self.percentile}")
-        if self.gallery_k < 0 or self.block < 1:
-            raise InputError("gallery_k must be ≥ 0 and block ≥ 1")
-        if self.n_test_reference is not None and self.n_test_reference < 1:
-            raise InputError(f"n_test_reference must be ≥ 1 or null, got {self.n_test_reference}")
 
 
 def nearest_by_mse(queries: np.ndarray, references: np.ndarray, block: int = _BLOCK
@@ -233,15 +214,15 @@ def memorization_job(samples: Path, images: Path, table: Path, network: Path, *,
                      out_gallery: Path, settings: Mapping[str, Any]) -> dict:
     """The ``memorization_audit`` rule: audit one model's samples, write the JSON and the gallery."""
     from pipeline_lib.core.slices import load_split
-    from pipeline_lib.evaluation.domain_features import extract_domain_features, load_domain_network, settings_from_config
-    from pipeline_lib.evaluation.pixel_metrics import load_images
-    from pipeline_lib.models.training import configure_threads
+    from pipeline_lib.evaluation.domain_features import extract_domain_features, load_domain_network
+    from pipeline_lib.core.slices import load_checked_images
+    from pipeline_lib.core.runtime import configure_threads
 
     # The rule's threads (set by start_job) go to numpy's distance products; the small feature
     # CNN runs best on one torch thread (two were 9x slower on a loaded 2-core machine).
     configure_threads(1)
-    cfg = settings_from_config(MemorizationSettings, settings, "evaluation.memorization")
-    synth = np.asarray(load_images(samples), dtype=np.float32)
+    cfg = read_settings(MemorizationSettings, settings)
+    synth = np.asarray(load_checked_images(samples), dtype=np.float32)
     train, train_rows = load_split(images, table, "train")
     test, _ = load_split(images, table, "test", n=cfg.n_test_reference, seed=cfg.seed)
     if synth.shape[1:] != train.shape[1:]:

@@ -1,4 +1,4 @@
-"""Sample-quality metrics of seed 001 (section 3.3, Table 1).
+"""Ungría Hirte et al.'s sample-quality metrics (Ungría Hirte et al., section 3.3, Table 1) and their rules.
 
 All metrics take image stacks shaped ``(N, H, W)`` with intensities in [0, 1]
 and compute in float64. "Per-pixel MSE" between two images is
@@ -19,15 +19,16 @@ and compute in float64. "Per-pixel MSE" between two images is
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.io import write_json
+from pipeline_lib.core.slices import load_checked_images, load_split, validate_images
 
-#: Intensity scale applied before the Laplacian (8-bit, as seed 001's values imply).
+#: Intensity scale applied before the Laplacian (8-bit, as Ungría Hirte et al.'s values imply).
 DEFAULT_SHARPNESS_SCALE = 255.0
 
 # Images converted to float64 at a time by the streaming reductions; bounds
@@ -35,44 +36,8 @@ DEFAULT_SHARPNESS_SCALE = 255.0
 _BLOCK = 256
 
 
-def validate_images(images: np.ndarray, what: str) -> np.ndarray:
-    """Check that ``images`` is a non-empty finite (N, H, W) stack in [0, 1].
-
-    ``what`` names the array (or the file it came from) in error messages.
-    Returns the array unchanged (no copy); raises InputError otherwise.
-    """
-    if not isinstance(images, np.ndarray):
-        raise InputError(f"{what}: expected a numpy array, got {type(images).__name__}")
-    if images.ndim != 3:
-        raise InputError(f"{what}: expected images shaped (N, H, W), got shape {images.shape}")
-    if min(images.shape) == 0:
-        raise InputError(f"{what}: empty image stack, shape {images.shape}")
-    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)):
-        raise InputError(f"{what}: expected a numeric array, got dtype {images.dtype}")
-    for start, block in _blocks(images):
-        if not np.all(np.isfinite(block)):
-            raise InputError(f"{what}: non-finite values (NaN or Inf) in images {start}..{start + len(block) - 1}")
-        lo, hi = float(block.min()), float(block.max())
-        if lo < 0.0 or hi > 1.0:
-            raise InputError(
-                f"{what}: intensities must lie in [0, 1]; images {start}..{start + len(block) - 1} "
-                f"span [{lo:.6g}, {hi:.6g}]"
-            )
-    return images
-
-
-def load_images(path: str | os.PathLike) -> np.ndarray:
-    """Load an ``.npy`` image stack and validate it; errors name the file."""
-    path = Path(path)
-    try:
-        images = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read as a .npy image stack ({exc})") from exc
-    return validate_images(images, str(path))
-
-
 def dataset_similarity(samples: np.ndarray, originals: np.ndarray) -> float:
-    """Mean per-pixel MSE over all (sample, original) pairs (seed 001, eq. 11).
+    """Mean per-pixel MSE over all (sample, original) pairs (Ungría Hirte et al., eq. 11).
 
     Uses mean_i mean_j ||a_i − b_j||² = mean||a||² + mean||b||² − 2 ā·b̄,
     divided by the number of pixels.
@@ -88,7 +53,7 @@ def dataset_similarity(samples: np.ndarray, originals: np.ndarray) -> float:
 
 
 def intra_sample_diversity(samples: np.ndarray) -> float:
-    """Mean per-pixel MSE over ordered pairs i ≠ j of samples (seed 001, eq. 12).
+    """Mean per-pixel MSE over ordered pairs i ≠ j of samples (Ungría Hirte et al., eq. 12).
 
     The sum over all ordered pairs (the i = j terms are zero) equals
     2N Σ||a_i||² − 2||Σ a_i||²; dividing by N(N − 1) gives the mean over i ≠ j.
@@ -125,12 +90,12 @@ def minimum_isd(samples: np.ndarray, block: int = _BLOCK) -> float:
 
 
 def laplacian_variance(images: np.ndarray, scale: float = DEFAULT_SHARPNESS_SCALE) -> np.ndarray:
-    """Per-image variance of the Laplacian of ``image * scale`` (seed 001's sharpness).
+    """Per-image variance of the Laplacian of ``image * scale`` (Ungría Hirte et al.'s sharpness).
 
     Uses ``cv2.Laplacian`` with its default 3×3 kernel ([0,1,0],[1,−4,1],[0,1,0])
     and reflect-101 borders on float64 input with a CV_64F result (opencv
     rejects float32 → CV_64F). The variance is the population variance.
-    ``scale`` = 255 puts values on seed 001's 8-bit scale.
+    ``scale`` = 255 puts values on Ungría Hirte et al.'s 8-bit scale.
     """
     import cv2  # heavy import, only needed here
 
@@ -173,7 +138,7 @@ def sample_metrics(
 def reconstruction_metrics(
     originals: np.ndarray, reconstructions: np.ndarray, sharpness_scale: float = DEFAULT_SHARPNESS_SCALE
 ) -> dict:
-    """Reconstruction error and sharpness of reconstructions vs originals (seed 001, 3.3)."""
+    """Reconstruction error and sharpness of reconstructions vs originals (Ungría Hirte et al., 3.3)."""
     mse_mean, mse_std = reconstruction_mse(originals, reconstructions)
     sharp_rec = laplacian_variance(reconstructions, scale=sharpness_scale)
     sharp_orig = laplacian_variance(originals, scale=sharpness_scale)
@@ -259,3 +224,30 @@ def _pixels(images: np.ndarray) -> int:
 def _check_same_image_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape[1:] != b.shape[1:]:
         raise InputError(f"{name_a}: image size {a.shape[1:]} differs from {name_b} {b.shape[1:]}")
+
+
+# ----------------------------------------------------------------- rule jobs
+
+
+def model_metrics_job(samples: Path, reconstructions: Path, images: Path, table: Path, out: Path, *,
+                      sharpness_scale: float, n_reconstruct: int, seed: int) -> dict:
+    """Samples against all training slices; reconstructions against the test slices they came from."""
+    originals, _ = load_split(images, table, "train")
+    result = {"kind": "model", **sample_metrics(load_checked_images(samples), originals, sharpness_scale=sharpness_scale)}
+    # Families that cannot reconstruct leave a zero-row array.
+    if np.load(reconstructions, mmap_mode="r").shape[0]:
+        recon = load_checked_images(reconstructions)
+        test_images, _ = load_split(images, table, "test", n=n_reconstruct, seed=seed)
+        result.update(reconstruction_metrics(test_images, recon, sharpness_scale=sharpness_scale))
+    write_json(out, result)
+    return result
+
+
+def original_metrics_job(images: Path, table: Path, out: Path, *, sharpness_scale: float,
+                         n_original: int, seed: int) -> dict:
+    """The 'Original' row: held-out real slices treated as the sample set."""
+    originals, _ = load_split(images, table, "train")
+    reference, _ = load_split(images, table, "test", n=n_original, seed=seed)
+    result = {"kind": "original", **sample_metrics(reference, originals, sharpness_scale=sharpness_scale)}
+    write_json(out, result)
+    return result

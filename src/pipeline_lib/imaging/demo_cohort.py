@@ -14,7 +14,6 @@ carrying planted, fake patient identifiers (to test that none leak), ``.nii`` an
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import string
 import tempfile
@@ -32,7 +31,7 @@ from pipeline_lib.core import io
 from pipeline_lib.imaging.dicom import write_dicom_series
 from pipeline_lib.core.errors import InputError
 
-__all__ = ["ScannerProfile", "load_template", "make_demo_cohort", "scanner_profile", "simulate_subject"]
+__all__ = ["ScannerProfile", "load_mni_template_image", "make_demo_cohort", "scanner_profile", "simulate_subject"]
 
 SAMPLE_COLUMNS = ["subject", "path", "scanner", "format"]
 _FIRST_NAMES = ["Ada", "Grace", "Alan", "Marie", "Emmy", "Rosalind", "Kurt", "Lise", "Niels", "Hedy"]
@@ -83,7 +82,7 @@ def scanner_profile(index: int) -> ScannerProfile:
     return ScannerProfile(f"scanner-{letter}", manufacturer, model, tesla, description, gamma, blur, noise, gain)
 
 
-def load_template(resolution_mm: int = 2) -> nib.Nifti1Image:
+def load_mni_template_image(resolution_mm: int = 2) -> nib.Nifti1Image:
     """The MNI152 T1 template scaled to [0, 1], from the nilearn wheel (no download)."""
     from nilearn.datasets import load_mni152_template
 
@@ -135,7 +134,7 @@ def make_demo_cohort(
     """
     _check_arguments(n_subjects, resolution_mm, n_scanners, dicom_fraction)
     out_dir = Path(out_dir)
-    template = load_template(resolution_mm)
+    template = load_mni_template_image(resolution_mm)
     template_data = np.asarray(template.dataobj, dtype=np.float32)
     names = _subject_names(n_subjects + 1)
     formats = _assign_formats(n_subjects, n_scanners, dicom_fraction)
@@ -386,13 +385,10 @@ def _make_readable(folder: Path) -> None:
 
 def _move_into_place(build: Path, out_dir: Path) -> None:
     """Replace ``out_dir`` by the finished cohort; only an earlier cohort may be replaced."""
-    if out_dir.exists():
-        entries = list(out_dir.iterdir()) if out_dir.is_dir() else None
-        if entries is None or (entries and not (out_dir / "samples.tsv").is_file()):
-            raise InputError(f"{out_dir}: exists and is not an earlier demo cohort; refusing to replace it")
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-        os.replace(out_dir, old / "cohort")
-        os.replace(build, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(build, out_dir)
+    def earlier_cohort(folder: Path) -> str | None:
+        entries = list(folder.iterdir()) if folder.is_dir() else None
+        if entries is None or (entries and not (folder / "samples.tsv").is_file()):
+            return "exists and is not an earlier demo cohort"
+        return None
+
+    io.replace_directory(build, out_dir, ours=earlier_cohort)

@@ -9,7 +9,6 @@ NIfTI quantity with its first two world components negated.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.io import replace_directory
 
 __all__ = ["write_dicom_series"]
 
@@ -277,15 +277,11 @@ def _slice_dataset(base: Dataset, affine: np.ndarray, k: int, plane: np.ndarray,
 
 def _replace_dir(new: Path, target: Path) -> None:
     """Move the finished folder ``new`` onto ``target``, replacing an older series there."""
-    if target.exists():
-        if not target.is_dir():
-            raise InputError(f"{target}: exists and is not a folder; refusing to replace it")
-        stale = [p for p in target.iterdir() if p.suffix != ".dcm"]
-        if stale:
-            raise InputError(f"{target}: holds files other than a DICOM series ({stale[0].name}); refusing to replace it")
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / "series")
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
+    def earlier_series(folder: Path) -> str | None:
+        if not folder.is_dir():
+            return "exists and is not a folder"
+        stale = [p for p in folder.iterdir() if p.suffix != ".dcm"]
+        return f"holds files other than a DICOM series ({stale[0].name})" if stale else None
+
+    replace_directory(new, target, ours=earlier_series)
+

@@ -28,15 +28,14 @@ import numpy as np
 import pydicom
 
 from pipeline_lib.imaging.discovery import dicom_files_in, is_nifti_name
-from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path, write_json
+from pipeline_lib.core.qc import FAILED, new_status, write_status
 
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
 VOLUME_NAME = "volume.nii.gz"
 METADATA_NAME = "metadata.json"
-STATUS_NAME = "status.json"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 DCM2NIIX_TIMEOUT_S = 600
 
@@ -68,11 +67,11 @@ def ingest_subject(source: Path, fmt: str, out_dir: Path, subject: str, *,
     ``fmt`` is ``"nifti"`` or ``"dicom"`` (a folder holding one series). Bad
     data never raises: the returned (and written) status then says
     ``"failed"`` with the reason, and no data files are left in ``out_dir``.
-    Use :func:`raise_if_failed` to turn a failure into an InputError.
+    :func:`pipeline_lib.core.qc.enforce_on_bad_input` turns a failure into an InputError.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    status = {"subject": subject, "status": "ok", "stage": STAGE, "file": str(source), "reason": ""}
+    status = new_status(subject, STAGE, source)
     try:
         image, metadata = _load_input(Path(source), fmt, min_voxel_mm, max_voxel_mm)
         _write_volume(out_dir / VOLUME_NAME, image)
@@ -81,16 +80,9 @@ def ingest_subject(source: Path, fmt: str, out_dir: Path, subject: str, *,
         # a rerun into the same folder must not leave an earlier success behind
         for name in (VOLUME_NAME, METADATA_NAME):
             (out_dir / name).unlink(missing_ok=True)
-        status.update(status="failed", reason=failure.reason)
+        status.update(status=FAILED, reason=failure.reason)
         log.warning("subject %s: ingest failed: %s", subject, failure.reason)
-    write_json(out_dir / STATUS_NAME, status)
-    return status
-
-
-def raise_if_failed(status: dict) -> None:
-    """Raise InputError naming the file and reason when ``status`` is a failure."""
-    if status.get("status") == "failed":
-        raise InputError(f"{status.get('file')}: {status.get('stage', STAGE)} failed: {status.get('reason')}")
+    return write_status(out_dir, status)
 
 
 # ------------------------------------------------------------------ loading

@@ -22,10 +22,10 @@ environment wins; ``qc.json`` records the count in effect).
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import tempfile
+from typing import Mapping
 from pathlib import Path
 
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
@@ -40,11 +40,13 @@ import numpy as np  # noqa: E402
 
 from pipeline_lib.core.errors import InputError  # noqa: E402
 from pipeline_lib.core.io import atomic_path, write_json  # noqa: E402
+from pipeline_lib.core.qc import (FAILED, OK, enforce_on_bad_input, new_status, read_status,  # noqa: E402
+                                  skipped_status, write_status)
+from pipeline_lib.core.settings import RegistrationSettings, read_settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 STAGE = "register"
-STATUS_NAME = "status.json"
 REGISTERED_NAME = "registered.nii.gz"
 QC_NAME = "qc.json"
 OVERLAY_NAME = "overlay.png"
@@ -59,7 +61,7 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # ------------------------------------------------------------------ template and grid
 
 
-def load_template(path: str | None, resolution_mm: int = 2) -> Path:
+def template_path(path: str | None, resolution_mm: int = 2) -> Path:
     """Return the template file: ``path``, or the MNI152 2009 T1 shipped with nilearn.
 
     The file is returned as it is (the packaged template is 1 mm); nothing is
@@ -131,7 +133,7 @@ def register_subject(moving_path: Path, reference: ants.ANTsImage, out_dir: Path
         raise InputError(f"registration seed {seed!r}: must be 0 or more")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    status = {"subject": subject, "status": "ok", "stage": STAGE, "file": str(moving_path), "reason": ""}
+    status = new_status(subject, STAGE, moving_path)
     try:
         moving = _read_volume(Path(moving_path))
         registered = _register(moving, fixed if fixed is not None else reference, reference, transform, seed)
@@ -143,49 +145,40 @@ def register_subject(moving_path: Path, reference: ants.ANTsImage, out_dir: Path
     except Exception as exc:  # ANTs/ITK raise assorted types; one subject must not stop the run
         _remove_outputs(out_dir)
         reason = str(exc) if isinstance(exc, (InputError, RuntimeError)) else f"{type(exc).__name__}: {exc}"
-        status.update(status="failed", reason=reason)
+        status.update(status=FAILED, reason=reason)
         log.warning("subject %s: registration failed: %s", subject, exc)
-    write_json(out_dir / STATUS_NAME, status)
-    return status
+    return write_status(out_dir, status)
 
 
 def pass_on_failure(upstream_status: dict, out_dir: Path, subject: str) -> dict:
-    """Write and return a ``"skipped"`` status for a subject an earlier stage did not deliver.
-
-    The upstream ``file`` is deliberately not copied: it may be a source path.
-    """
-    if upstream_status.get("status") == "ok":
-        raise InputError(f"subject {subject}: upstream stage succeeded, nothing to pass on")
+    """Write and return a ``"skipped"`` status for a subject an earlier stage did not deliver."""
+    status = skipped_status(upstream_status, STAGE, subject)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_outputs(out_dir)
-    stage = upstream_status.get("stage", "upstream")
-    upstream_reason = upstream_status.get("reason", "")
-    reason = f"{stage} {upstream_status.get('status', 'failed')}" + (f": {upstream_reason}" if upstream_reason else "")
-    status = {"subject": subject, "status": "skipped", "stage": STAGE, "file": "", "reason": reason}
-    write_json(out_dir / STATUS_NAME, status)
-    return status
+    return write_status(out_dir, status)
 
 
-def run_registration_job(ingest_dir: Path, out_dir: Path, subject: str, params: dict, *,
-                         fail_on_error: bool = False) -> dict:
+def run_registration_job(ingest_dir: Path, out_dir: Path, subject: str,
+                         settings: RegistrationSettings | Mapping | None = None, *,
+                         on_bad_input: str = "skip") -> dict:
     """The ``register`` rule: read the ingest status, register or pass the failure on.
 
-    ``params`` is the ``registration`` config block (``template``,
-    ``transform``, ``grid``, ``seed``). With ``fail_on_error`` a failed or
-    skipped subject raises InputError after its status has been written.
+    ``settings`` is the ``registration`` config block. With ``on_bad_input:
+    fail`` a failed or skipped subject raises InputError after its status has
+    been written.
     """
-    upstream = json.loads((Path(ingest_dir) / STATUS_NAME).read_text())
-    if upstream.get("status") != "ok":
+    cfg = read_settings(RegistrationSettings, settings)
+    upstream = read_status(ingest_dir)
+    if upstream.get("status") != OK:
         status = pass_on_failure(upstream, out_dir, subject)
     else:
-        template = load_template(params.get("template"))
-        reference = make_reference_grid(template, tuple(params.get("grid", (128, 128, 40))))
+        template = template_path(cfg.template)
+        reference = make_reference_grid(template, cfg.grid)
         status = register_subject(Path(ingest_dir) / "volume.nii.gz", reference, out_dir, subject,
-                                  transform=params.get("transform", "Affine"), seed=int(params.get("seed", 0)),
+                                  transform=cfg.transform, seed=cfg.seed,
                                   fixed=template_image(template, FIXED_RESOLUTION_MM))
-    if fail_on_error and status["status"] != "ok":
-        raise InputError(f"subject {subject}: {status['stage']} {status['status']}: {status['reason']}")
+    enforce_on_bad_input(status, on_bad_input)
     return status
 
 

@@ -1,4 +1,4 @@
-"""From registered volumes to a 2-D dataset of axial slices (seed 001, section 3.1).
+"""From registered volumes to a 2-D dataset of axial slices (Ungría Hirte et al., section 3.1).
 
 Seed 001 dropped the 6 top and 8 bottom of 40 axial slices, clipped the
 intensities at the 95th percentile and divided by the remaining maximum.
@@ -34,7 +34,7 @@ _NOT_LABELS = {"subject", "format", "path", "source_key", "exists"}
 def normalise_volume(volume: np.ndarray, clip_percentile: float = 95.0) -> np.ndarray:
     """Clip at the ``clip_percentile`` of the volume's intensities and divide by the new maximum.
 
-    The percentile is taken over all voxels, background included, as seed 001
+    The percentile is taken over all voxels, background included, as Ungría Hirte et al.
     describes ("the 95th percentile" of the signal intensities). On a
     skull-stripped volume in a large field of view most voxels are background,
     so this clips a sizeable share of the brain; that is the seed's protocol.

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.settings import check_known_keys
 
 
 #: Devices whose fused Adam kernel torch provides (others get the default implementation).
@@ -51,12 +52,7 @@ class GenerativeModel(nn.Module):
     @classmethod
     def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
         """Published defaults overridden by ``given``; unknown keys are an error."""
-        unknown = sorted(set(given) - set(cls.DEFAULTS))
-        if unknown:
-            raise InputError(
-                f"model family '{cls.family}' has no hyperparameter(s) {unknown}; "
-                f"known: {sorted(cls.DEFAULTS)}"
-            )
+        check_known_keys(given, cls.DEFAULTS, f"models.<{cls.family} model>")
         return {**cls.DEFAULTS, **given}
 
     @property

@@ -10,6 +10,9 @@ import torch
 
 from pipeline_lib.core.figures import save_grid
 from pipeline_lib.core.io import write_npy, write_tsv
+from pipeline_lib.core.runtime import configure_threads
+from pipeline_lib.core.settings import SamplingSettings, read_settings
+from pipeline_lib.core.slices import load_split
 from pipeline_lib.models.training import load_trained_model
 
 
@@ -79,13 +82,11 @@ def sample_model(weights: Path, n: int, seed: int, out_samples: Path, out_grid: 
     return {"n_samples": int(len(samples)), "n_reconstructions": int(len(recon))}
 
 
-def sample_job(weights: Path, images: Path, table: Path, sampling: dict, *, samples: Path,
+def sample_job(weights: Path, images: Path, table: Path, sampling: SamplingSettings | dict, *, samples: Path,
                grid: Path, reconstructions: Path, labels: Path, threads: int | None = None) -> dict:
     """The sample rule: ``sampling.n`` samples plus reconstructions of a seeded test subset."""
-    from pipeline_lib.core.slices import load_split
-    from pipeline_lib.models.training import configure_threads
-
+    cfg = read_settings(SamplingSettings, sampling)
     configure_threads(threads)
-    test_images, _ = load_split(images, table, "test", n=sampling["n_reconstruct"], seed=sampling["seed"])
-    return sample_model(weights, sampling["n"], sampling["seed"], samples, grid, reconstructions,
-                        labels, n_per_class=sampling.get("n_per_class"), test_images=test_images)
+    test_images, _ = load_split(images, table, "test", n=cfg.n_reconstruct, seed=cfg.seed)
+    return sample_model(weights, cfg.n, cfg.seed, samples, grid, reconstructions,
+                        labels, n_per_class=cfg.n_per_class, test_images=test_images)

@@ -11,11 +11,9 @@ resumes from a stale state.
 from __future__ import annotations
 
 import csv
-import ctypes
 import hashlib
 import json
 import logging
-import os
 import random
 import shutil
 import time
@@ -28,89 +26,13 @@ import torch
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path
+from pipeline_lib.core.runtime import prepare_cpu_training, seed_everything, select_device
+from pipeline_lib.core.settings import RUNTIME, TrainerSettings, check_known_keys, family_hparams, keys_of_kind
 from pipeline_lib.models import build_model, get_family
 
 log = logging.getLogger(__name__)
 
-#: Keys of a model's config block that configure the trainer, not the family.
-TRAINER_KEYS = {"family", "budget", "checkpoint_every", "seed", "amp", "channels_last", "condition_on"}
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-@dataclass
-class TrainerSettings:
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    checkpoint_every: int = 100
-    seed: int = 0
-    amp: bool = False
-    channels_last: bool = False
-
-    @classmethod
-    def from_block(cls, name: str, block: dict[str, Any]) -> "TrainerSettings":
-        budget = block.get("budget") or {}
-        steps, minutes = budget.get("steps"), budget.get("minutes")
-        if steps is None and minutes is None:
-            raise InputError(f"models.{name}.budget needs 'steps' and/or 'minutes'")
-        return cls(max_steps=steps, max_minutes=minutes,
-                   checkpoint_every=int(block.get("checkpoint_every", 100)),
-                   seed=int(block.get("seed", 0)), amp=bool(block.get("amp", False)),
-                   channels_last=bool(block.get("channels_last", False)))
-
-
-def family_hparams(block: dict[str, Any]) -> dict[str, Any]:
-    """The part of a config block that goes to the family's constructor."""
-    return {k: v for k, v in block.items() if k not in TRAINER_KEYS}
-
-
-def select_device(preference: str = "auto") -> torch.device:
-    """CUDA when present (the scheduler restricts visibility via CUDA_VISIBLE_DEVICES), else CPU."""
-    log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(preference)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device '{preference}' requested but CUDA is not available")
-    return device
-
-
-#: glibc mallopt parameter numbers (malloc.h).
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-#: mallopt takes an int: the largest one keeps the heap top for the whole run.
-KEEP_HEAP_TOP_BYTES = 2**31 - 1
-MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_")
-
-
-def reuse_freed_host_memory() -> bool:
-    """Make glibc's malloc keep freed memory for reuse; True if the settings were applied.
-
-    A CPU training step frees and re-allocates the same large tensors
-    (gradients, activations) every iteration. By default glibc serves large
-    blocks with mmap and unmaps them on free, and trims the heap top, so each
-    step page-faults its tensors back in, zero-filled; how often depends on
-    thresholds that glibc adapts to the process's earlier frees. Serving every
-    block from the heap and never trimming it roughly doubled the plain cvae's
-    steps/s at 128 px in bench/train_throughput.py (compare its plain columns
-    with and without ``--plain-allocator tuned``). The cost: the process keeps
-    its peak heap until it exits, which a training job does when it finishes.
-    A user who set glibc's malloc variables or tunables keeps them.
-    """
-    if any(name in os.environ for name in MALLOC_ENV) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl): a different allocator
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    heap_only = mallopt(M_MMAP_MAX, 0) == 1
-    keep_top = mallopt(M_TRIM_THRESHOLD, KEEP_HEAP_TOP_BYTES) == 1
-    return heap_only and keep_top
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def fingerprint(block: dict[str, Any], data_files: list[Path]) -> str:
@@ -188,19 +110,16 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     returns None, as a time-sliced or preempted job would.
     """
     settings = TrainerSettings.from_block(name, block)
-    family = block["family"]
+    family = settings.family
     hparams = family_hparams(block)
-    get_family(family).resolve_hparams(hparams)  # unknown keys fail before any work
+    check_known_keys(hparams, get_family(family).DEFAULTS, f"models.{name}")  # before any work
     if images.ndim != 3 or images.shape[1] != images.shape[2]:
         raise InputError(f"training images must be (N, S, S), got {images.shape}")
     image_size = images.shape[1]
 
     dev = select_device(device)
     if dev.type == "cpu":
-        # Denormal floats made one CPU step ~30x slower in measurements here.
-        torch.set_flush_denormal(True)
-        if reuse_freed_host_memory():
-            log.info("glibc malloc set to reuse freed memory (no mmap, no heap trimming)")
+        prepare_cpu_training()
     seed_everything(settings.seed)
     model = build_model(family, image_size, hparams, n_classes=n_classes).to(dev)
     if settings.channels_last and dev.type == "cuda":
@@ -212,7 +131,9 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     stream = BatchStream(len(images), model.hparams["batch_size"], batch_gen)
     state = TrainState()
 
-    run_dir = Path(checkpoint_root) / fingerprint(block, list(data_files))
+    # Runtime keys (the checkpoint interval) do not change the run, so they do not orphan its checkpoint.
+    result_block = {k: v for k, v in block.items() if k not in keys_of_kind(TrainerSettings, RUNTIME)}
+    run_dir = Path(checkpoint_root) / fingerprint(result_block, list(data_files))
     ckpt_path = run_dir / CHECKPOINT_NAME
     if ckpt_path.exists():
         payload = torch.load(ckpt_path, map_location=dev, weights_only=False)
@@ -227,9 +148,9 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     label_tensor = torch.from_numpy(np.asarray(labels, dtype=np.int64)) if labels is not None else None
 
     def budget_left() -> bool:
-        if settings.max_steps is not None and state.step >= settings.max_steps:
+        if settings.budget.steps is not None and state.step >= settings.budget.steps:
             return False
-        if settings.max_minutes is not None and state.elapsed_s >= settings.max_minutes * 60:
+        if settings.budget.minutes is not None and state.elapsed_s >= settings.budget.minutes * 60:
             return False
         return True
 
@@ -287,19 +208,12 @@ def load_trained_model(weights: Path, device: str = "auto"):
     return model, s
 
 
-def configure_threads(threads: int | None) -> None:
-    """Keep torch to the cores the scheduler granted this job."""
-    if threads:
-        torch.set_num_threads(int(threads))
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-
-
-
 def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, weights: Path,
               losses: Path, summary: Path, checkpoint_root: Path, threads: int | None = None) -> dict:
     """The train rule: train on the train split and write weights, losses and a summary."""
-    from pipeline_lib.core.slices import load_split
     from pipeline_lib.core.io import write_json
+    from pipeline_lib.core.runtime import configure_threads
+    from pipeline_lib.core.slices import load_split
 
     configure_threads(threads)
     train_images, rows = load_split(images, table, "train")

@@ -2,15 +2,15 @@
 
 Three seed designs are presets of the composition:
 
-- ``ungria_hirte`` (seed 001, section 3.4): ``n_real`` real test slices plus
+- ``ungria_hirte`` (Ungría Hirte et al., section 3.4): ``n_real`` real test slices plus
   ``n_per_model`` samples of every model, all in one shuffled set.
-- ``han`` (seed 002, section 3.3): one balanced block per model, ``n_per_model``
+- ``han`` (Han et al., section 3.3): one balanced block per model, ``n_per_model``
   real and ``n_per_model`` synthetic images; real images are not reused across
   blocks, so each model's 2x2 table has its own real images. With ``group_by``
   (e.g. a ``sequence`` label column) and a conditional model, each block is
-  stratified by that label, matching seed 002's per-sequence tables.
-- ``kazuhiro`` (seed 004): ``n_total`` images whose synthetic fraction is drawn
-  uniformly from ``synthetic_fraction`` (seed 004: 40-60 %), so readers cannot
+  stratified by that label, matching Han et al.'s per-sequence tables.
+- ``kazuhiro`` (Kazuhiro et al.): ``n_total`` images whose synthetic fraction is drawn
+  uniformly from ``synthetic_fraction`` (Kazuhiro et al.: 40-60 %), so readers cannot
   count on half of them being synthetic.
 
 Nothing in the kit tells real from synthetic: every PNG is 8-bit grayscale of
@@ -26,7 +26,7 @@ and from any static server. Reading rules: one image at a time in an order
 seeded by the reader ID (:func:`reader_order` mirrors it); R/S or buttons;
 optional 1-5 confidence, which then moves on; with ``time_limit_s`` the image
 is hidden when the time is up and the answer is still asked for, flagged
-``timed_out`` (seed 004 showed each image for 10 s and asked afterwards);
+``timed_out`` (Kazuhiro et al. showed each image for 10 s and asked afterwards);
 ``response_ms`` runs from the image appearing to the real/synthetic decision.
 Progress lives in localStorage; a reload shows the current image afresh.
 Export: one CSV per reader (``reader-<ID>-<kit_id>.csv``).
@@ -53,29 +53,10 @@ import pandas as pd
 from pipeline_lib.core.slices import load_table, split_rows
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import write_json, write_tsv
+from pipeline_lib.core.settings import REAL, SYNTHETIC, ReaderStudySettings, read_settings
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("ungria_hirte", "han", "kazuhiro")
-DEFAULTS: dict = {
-    "preset": "ungria_hirte",
-    "models": None,
-    "n_real": 50,
-    "n_per_model": 50,
-    "n_total": 100,
-    "synthetic_fraction": [0.4, 0.6],
-    "group_by": None,
-    "seed": 0,
-    "display_size": 256,
-    "interpolation": "bilinear",
-    "time_limit_s": None,
-    "ask_confidence": True,
-    "title": "Real or synthetic? A brain MRI reader study",
-    "responses_dir": "reader_responses",
-    "positive_class": "real",
-}
-REAL = "real"
-SYNTHETIC = "synthetic"
 KEY_COLUMNS = ["image", "kit_id", "truth", "source", "block", "group", "source_index"]
 PAGE_FILES = ("index.html", "app.js", "style.css")
 # One fixed modification time (2000-01-01) for every kit file: write order must not show.
@@ -84,70 +65,38 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
 
 
-# ----- settings -------------------------------------------------------------
-
-def study_settings(section: Mapping | None) -> dict:
-    """The ``reader_study`` config section with defaults filled in, checked key by key."""
-    section = dict(section or {})
-    unknown = sorted(set(section) - set(DEFAULTS))
-    if unknown:
-        raise InputError(f"reader_study: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(DEFAULTS))})")
-    out = {**DEFAULTS, **section}
-    if out["preset"] not in PRESETS:
-        raise InputError(f"reader_study.preset must be one of {', '.join(PRESETS)}, not {out['preset']!r}")
-    for key in ("n_real", "n_per_model", "n_total", "display_size"):
-        if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 1:
-            raise InputError(f"reader_study.{key} must be a positive integer, not {out[key]!r}")
-    fraction = out["synthetic_fraction"]
-    if (not isinstance(fraction, (list, tuple)) or len(fraction) != 2
-            or not all(isinstance(v, (int, float)) for v in fraction)
-            or not 0 <= fraction[0] <= fraction[1] <= 1):
-        raise InputError(f"reader_study.synthetic_fraction must be [low, high] with 0 <= low <= high <= 1, not {fraction!r}")
-    out["synthetic_fraction"] = [float(v) for v in fraction]
-    if out["interpolation"] not in _INTERPOLATION:
-        raise InputError(f"reader_study.interpolation must be one of {', '.join(_INTERPOLATION)}, not {out['interpolation']!r}")
-    limit = out["time_limit_s"]
-    if limit is not None and (not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit <= 0):
-        raise InputError(f"reader_study.time_limit_s must be null or a positive number of seconds, not {limit!r}")
-    if out["positive_class"] not in (REAL, SYNTHETIC):
-        raise InputError(f"reader_study.positive_class must be 'real' or 'synthetic', not {out['positive_class']!r}")
-    if out["models"] is not None and (not isinstance(out["models"], list) or not out["models"]):
-        raise InputError(f"reader_study.models must be null (every model) or a non-empty list, not {out['models']!r}")
-    return out
-
-
 # ----- composition ----------------------------------------------------------
 
-def compose_kit(real: pd.DataFrame, synthetic: Mapping[str, pd.DataFrame], settings: Mapping,
+def compose_kit(real: pd.DataFrame, synthetic: Mapping[str, pd.DataFrame], settings: ReaderStudySettings | Mapping,
                 sources: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Choose the kit's images: rows ``truth, source, block, group, source_index``.
 
     ``real`` and each ``synthetic[model]`` are pools with columns ``index``
     (row in images.npy / samples.npy) and ``group`` (label value or "").
     ``sources`` names the file behind each pool for error messages.
-    Deterministic for a given ``settings['seed']``.
+    Deterministic for a given ``settings.seed``.
     """
-    settings = study_settings(settings)
+    settings = read_settings(ReaderStudySettings, settings)
     sources = dict(sources or {})
     if REAL in synthetic:
         raise InputError("a model may not be called 'real' in a reader study: the name marks real images")
     if not synthetic:
         raise InputError("the reader study needs at least one model's samples")
-    rng = np.random.default_rng([settings["seed"], 0])
+    rng = np.random.default_rng([settings.seed, 0])
     pools = {REAL: real, **synthetic}
     draw = _Drawer(pools, sources, rng)
-    preset = settings["preset"]
+    preset = settings.preset
     if preset == "ungria_hirte":
-        parts = [draw(REAL, settings["n_real"], block="")]
-        parts += [draw(model, settings["n_per_model"], block="") for model in sorted(synthetic)]
+        parts = [draw(REAL, settings.n_real, block="")]
+        parts += [draw(model, settings.n_per_model, block="") for model in sorted(synthetic)]
     elif preset == "han":
         parts = []
         for model in sorted(synthetic):
-            parts += _balanced_block(draw, model, settings["n_per_model"], stratify=settings["group_by"] is not None)
+            parts += _balanced_block(draw, model, settings.n_per_model, stratify=settings.group_by is not None)
     else:
-        low, high = settings["synthetic_fraction"]
-        n_synthetic = int(round(settings["n_total"] * rng.uniform(low, high)))
-        parts = [draw(REAL, settings["n_total"] - n_synthetic, block="")]
+        low, high = settings.synthetic_fraction
+        n_synthetic = int(round(settings.n_total * rng.uniform(low, high)))
+        parts = [draw(REAL, settings.n_total - n_synthetic, block="")]
         for model, count in _spread(n_synthetic, sorted(synthetic), rng).items():
             parts.append(draw(model, count, block=""))
     kit = pd.concat(parts, ignore_index=True)
@@ -353,17 +302,17 @@ def _load_stack(path: Path) -> np.ndarray:
 
 # ----- the kit --------------------------------------------------------------
 
-def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]], settings: Mapping, *,
+def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]], settings: ReaderStudySettings | Mapping, *,
               kit_dir: Path, answer_key: Path, summary: Path) -> dict:
     """The reader_kit rule: write the kit folder, the answer key (outside it) and a summary.
 
     ``samples`` maps model name -> (samples.npy, labels.tsv). Returns the summary.
     """
-    settings = study_settings(settings)
+    settings = read_settings(ReaderStudySettings, settings)
     kit_dir, answer_key = Path(kit_dir).resolve(), Path(answer_key).resolve()
     if answer_key.is_relative_to(kit_dir):
         raise InputError(f"the answer key {answer_key} must not lie inside the kit folder {kit_dir}")
-    group_by = settings["group_by"]
+    group_by = settings.group_by
     stacks = {REAL: _load_stack(Path(images))}
     pools = {REAL: real_pool(Path(table), group_by)}
     sources = {REAL: str(images)}
@@ -377,15 +326,15 @@ def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]
             raise InputError(f"{sample_path}: images are {stacks[model].shape[1:]} but the real slices in "
                              f"{images} are {stacks[REAL].shape[1:]}; every kit image must come from the same size")
     kit = compose_kit(pools[REAL], {m: p for m, p in pools.items() if m != REAL}, settings, sources)
-    names = opaque_names(len(kit), settings["seed"])
+    names = opaque_names(len(kit), settings.seed)
     kit.insert(0, "image", [f"{name}.png" for name in names])
-    height, width = _display_shape(stacks[REAL].shape[1:], settings["display_size"])
+    height, width = _display_shape(stacks[REAL].shape[1:], settings.display_size)
     pngs = {}
     for row in kit.itertuples(index=False):
         image = np.asarray(stacks[row.source][row.source_index], dtype=np.float32)
         if not np.isfinite(image).all():
             raise InputError(f"{sources[row.source]}: image {row.source_index} holds NaN or infinite values")
-        pngs[row.image] = encode_png_gray8(display_pixels(image, height, width, settings["interpolation"]))
+        pngs[row.image] = encode_png_gray8(display_pixels(image, height, width, settings.interpolation))
     kit_id = kit_identifier(kit["image"], pngs)
     kit.insert(1, "kit_id", kit_id)
     page = kit_page_config(kit_id, sorted(pngs), height, width, settings)
@@ -393,7 +342,7 @@ def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]
     write_tsv(answer_key, kit.sort_values("image")[KEY_COLUMNS])
     info = _summary(kit, kit_id, height, width, settings)
     write_json(summary, info)
-    log.info("reader-study kit %s: %d images (%s preset)", kit_id, len(kit), settings["preset"])
+    log.info("reader-study kit %s: %d images (%s preset)", kit_id, len(kit), settings.preset)
     return info
 
 
@@ -403,17 +352,17 @@ def _display_shape(shape: tuple[int, ...], display_size: int) -> tuple[int, int]
     return display_size, max(1, int(round(display_size * width / height)))
 
 
-def kit_page_config(kit_id: str, names: Sequence[str], height: int, width: int, settings: Mapping) -> dict:
+def kit_page_config(kit_id: str, names: Sequence[str], height: int, width: int, settings: ReaderStudySettings) -> dict:
     """What app.js needs: opaque image names (sorted), display size and the reading rules."""
     return {
         "format_version": 1,
         "kit_id": kit_id,
-        "title": settings["title"],
+        "title": settings.title,
         "images": sorted(names),
         "image_height": height,
         "image_width": width,
-        "time_limit_s": settings["time_limit_s"],
-        "ask_confidence": bool(settings["ask_confidence"]),
+        "time_limit_s": settings.time_limit_s,
+        "ask_confidence": bool(settings.ask_confidence),
     }
 
 
@@ -422,7 +371,7 @@ def page_template(name: str) -> str:
     return resources.files("pipeline_lib.reader_study").joinpath("page", name).read_text(encoding="utf-8")
 
 
-def _write_kit_folder(kit_dir: Path, pngs: Mapping[str, bytes], page: Mapping, settings: Mapping) -> None:
+def _write_kit_folder(kit_dir: Path, pngs: Mapping[str, bytes], page: Mapping, settings: ReaderStudySettings) -> None:
     """Build the folder beside its destination and swap it in, so a killed job leaves no half kit."""
     kit_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{kit_dir.name}.", dir=kit_dir.parent))
@@ -454,7 +403,7 @@ def _umask() -> int:
     return mask
 
 
-def _coordinator_readme(page: Mapping, settings: Mapping) -> str:
+def _coordinator_readme(page: Mapping, settings: ReaderStudySettings) -> str:
     limit = page["time_limit_s"]
     return "\n".join([
         f"Reader-study kit {page['kit_id']} ({len(page['images'])} images)",
@@ -465,7 +414,7 @@ def _coordinator_readme(page: Mapping, settings: Mapping) -> str:
         "   with any static web server) and follows the instructions on the page.",
         "3. Answers are kept in the reader's browser until downloaded; at the end the page downloads one",
         f"   CSV file per reader (reader-<ID>-{page['kit_id']}.csv). Collect these files into the pipeline's",
-        f"   '{settings['responses_dir']}/' folder and rerun the pipeline to score them.",
+        f"   '{settings.responses_dir}/' folder and rerun the pipeline to score them.",
         "",
         f"Time limit per image: {f'{limit:g} s (the image is hidden afterwards; the answer is still asked for)' if limit else 'none'}.",
         f"Confidence (1-5) asked: {'yes' if page['ask_confidence'] else 'no'}.",
@@ -474,12 +423,12 @@ def _coordinator_readme(page: Mapping, settings: Mapping) -> str:
     ])
 
 
-def _summary(kit: pd.DataFrame, kit_id: str, height: int, width: int, settings: Mapping) -> dict:
+def _summary(kit: pd.DataFrame, kit_id: str, height: int, width: int, settings: ReaderStudySettings) -> dict:
     counts = kit.groupby("source").size()
     return {
         "kit_id": kit_id,
-        "preset": settings["preset"],
-        "seed": settings["seed"],
+        "preset": settings.preset,
+        "seed": settings.seed,
         "n_images": int(len(kit)),
         "n_real": int((kit["truth"] == REAL).sum()),
         "n_synthetic": int((kit["truth"] == SYNTHETIC).sum()),
@@ -487,10 +436,10 @@ def _summary(kit: pd.DataFrame, kit_id: str, height: int, width: int, settings: 
         "per_source": {str(k): int(v) for k, v in counts.items()},
         "image_height": height,
         "image_width": width,
-        "interpolation": settings["interpolation"],
-        "time_limit_s": settings["time_limit_s"],
-        "ask_confidence": bool(settings["ask_confidence"]),
-        "group_by": settings["group_by"],
+        "interpolation": settings.interpolation,
+        "time_limit_s": settings.time_limit_s,
+        "ask_confidence": bool(settings.ask_confidence),
+        "group_by": settings.group_by,
     }
 
 

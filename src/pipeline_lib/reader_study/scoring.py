@@ -1,12 +1,12 @@
-"""Scoring of a reader study: the seeds' confusion tables, accuracy and inter-reader kappa.
+"""Scoring of a reader study: the papers' confusion tables, accuracy and inter-reader kappa.
 
 Input: the kit's answer key (``answer_key.tsv``) and one CSV per reader as the
 kit page exports it (columns ``kit_id, reader_id, order_index, image, answer,
 confidence, response_ms, timed_out, answered_at``).
 
-"Positive" is configurable. The default, ``real``, is what seeds 001 and 004
-used: in seed 001's Table 2 the real images' column holds TP/FN and the
-models' columns FP/TN; in seed 004's Table 1 FP is "created images rated
+"Positive" is configurable. The default, ``real``, is what Ungría Hirte et al. and Kazuhiro et al.
+used: in Ungría Hirte et al.'s Table 2 the real images' column holds TP/FN and the
+models' columns FP/TN; in Kazuhiro et al.'s Table 1 FP is "created images rated
 real" (45 % and 71 % for the two neuroradiologists in its text) and FN "real
 images rated as generated". So TP = real rated real, FN = real rated
 synthetic, FP = synthetic rated real, TN = synthetic rated synthetic. With
@@ -15,10 +15,10 @@ accuracy and kappa do not change. Every table also spells the cells out
 (``real_rated_real`` ...), so no reader of the output depends on the convention.
 
 Tables:
-- readers (seed 004, Table 1): TP, FN, FP, TN and accuracy per reader.
-- sources (seed 001, Table 2): per reader and image source (real or a
+- readers (Kazuhiro et al., Table 1): TP, FN, FP, TN and accuracy per reader.
+- sources (Ungría Hirte et al., Table 2): per reader and image source (real or a
   model), the share rated real and rated synthetic.
-- models (seed 002, Table 1): per reader and model, and per label group (e.g.
+- models (Han et al., Table 1): per reader and model, and per label group (e.g.
   sequence) when the key has one, the 2x2 table of that model's synthetic
   images against the real images of its block (all real images when the kit
   has no blocks) and its accuracy.
@@ -31,7 +31,6 @@ Tables:
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import re
@@ -41,7 +40,6 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline_lib.report.html import escape as _esc
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import write_json, write_tsv
 from pipeline_lib.reader_study.kit import KEY_COLUMNS, REAL, SYNTHETIC
@@ -57,8 +55,8 @@ TABLE_NAMES = ("readers", "sources", "models", "agreement", "timing")
 
 # ----- statistics -----------------------------------------------------------
 
-def accuracy(tp: int, fn: int, fp: int, tn: int) -> float:
-    """(TP + TN) / (TP + FN + FP + TN), seed 004's formula; NaN for an empty table."""
+def reader_accuracy(tp: int, fn: int, fp: int, tn: int) -> float:
+    """(TP + TN) / (TP + FN + FP + TN), Kazuhiro et al.'s formula; NaN for an empty table."""
     total = tp + fn + fp + tn
     return (tp + tn) / total if total else math.nan
 
@@ -288,7 +286,7 @@ def _reader_row(rows: pd.DataFrame, n_images: int, positive: str) -> dict:
         "n_images": n_images,
         "complete": bool(len(rows) == n_images),
         **cells,
-        "accuracy": accuracy(cells["TP"], cells["FN"], cells["FP"], cells["TN"]),
+        "accuracy": reader_accuracy(cells["TP"], cells["FN"], cells["FP"], cells["TN"]),
         **two_by_two(rows["truth"], rows["answer"]),
     }
 
@@ -437,148 +435,3 @@ def reader_scores_job(answer_key: Path, responses: Iterable[Path | str], *, scor
     else:
         log.info("reader study: scored %d reader(s)", len(scores["readers"]))
     return scores
-
-
-# ----- HTML for the report --------------------------------------------------
-
-def render_reader_results_html(scores_dir_or_files: Path | str | Iterable[Path | str]) -> str:
-    """An HTML fragment (one <section>, no script) with the reader-study tables.
-
-    Accepts the folder holding scores.json, the scores.json path, or a list of
-    the rule's outputs (scores.json is picked from it). Says "no reader
-    responses yet" when nobody has answered. Every value is escaped; numeric
-    cells carry their exact value in ``data-value``.
-    """
-    scores = _load_scores(scores_dir_or_files)
-    parts = ['<section class="reader-study">', "<h2>Reader study</h2>"]
-    if scores.get("status") == NO_RESPONSES or not scores.get("readers"):
-        parts.append(f"<p>Kit {_esc(scores.get('kit_id', ''))} ({_esc(scores.get('n_images', ''))} images): "
-                     "no reader responses yet. Put the readers' downloaded CSV files into the responses "
-                     "folder and rerun the pipeline.</p>")
-        return "\n".join(parts + ["</section>"])
-    readers = [r["reader_id"] for r in scores["readers"]]
-    parts.append(f"<p>Kit {_esc(scores['kit_id'])}: {_esc(len(readers))} reader(s), "
-                 f"{_esc(scores['n_images'])} images.</p>")
-    parts += [_html_readers(scores), _html_sources(scores, readers), _html_models(scores),
-              _html_agreement(scores["agreement"]), _html_timing(scores)]
-    return "\n".join(parts + ["</section>"])
-
-
-def _load_scores(source) -> dict:
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        path = path / "scores.json" if path.is_dir() else path
-    else:
-        candidates = [Path(p) for p in source if Path(p).name == "scores.json"]
-        if not candidates:
-            raise InputError("render_reader_results_html: no scores.json among the given files")
-        path = candidates[0]
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: cannot read reader-study scores ({error})") from None
-
-
-def _html_readers(scores: Mapping) -> str:
-    d = scores["definitions"]
-    head = ["Reader", "Answered", "TP", "FN", "FP", "TN", "Accuracy"]
-    rows = [[_text(r["reader_id"]), _num(r["n_answered"], f"{r['n_answered']} of {r['n_images']}"),
-             _num(r["TP"]), _num(r["FN"]), _num(r["FP"]), _num(r["TN"]), _num(r["accuracy"], _fmt(r["accuracy"], 2))]
-            for r in scores["readers"]]
-    caption = (f"Per reader (layout of seed 004, Table 1). Positive = {d['positive']}: TP = {d['TP']}, "
-               f"FN = {d['FN']}, FP = {d['FP']}, TN = {d['TN']}; accuracy = {d['accuracy']}.")
-    return _table("reader-confusion", head, rows, caption, "Per-reader confusion matrix and accuracy")
-
-
-def _html_sources(scores: Mapping, readers: list[str]) -> str:
-    by = {(r["reader_id"], r["source"]): r for r in scores["sources"]}
-    sources = [REAL] + list(scores["models"])
-    head = [""] + ["Original dataset" if s == REAL else s for s in sources]
-    # Seed 001's Table 2: the real column holds TP/FN, the models' columns FP/TN (positive = real).
-    labels = [("Rated real", "pct_rated_real"), ("Rated synthetic", "pct_rated_synthetic")]
-    rows = []
-    for label, field in labels:
-        row = [_text(label)]
-        for source in sources:
-            values = [by[(r, source)][field] for r in readers]
-            row.append(_num(values[0] if len(values) == 1 else None, " / ".join(_pct(v) for v in values),
-                            data={f"reader-{i}": v for i, v in enumerate(values)}))
-        rows.append(row)
-    caption = ("Share of each source's images rated real / synthetic, one entry per reader in the order "
-               f"{' / '.join(readers)} (layout of seed 001, Table 2: for the original images these are TP / FN, "
-               "for each model FP / TN, positive = real).")
-    return _table("reader-sources", head, rows, caption, "Images rated real, by source")
-
-
-def _html_models(scores: Mapping) -> str:
-    head = ["Reader", "Model", "Group", "Accuracy (%)", "Real as real", "Real as synthetic",
-            "Synthetic as real", "Synthetic as synthetic"]
-    rows = [[_text(r["reader_id"]), _text(r["model"]), _text(r["group"] or "all"),
-             _num(r["accuracy"], _pct(r["accuracy"] * 100 if r["accuracy"] is not None else None)),
-             _num(r["real_rated_real"]), _num(r["real_rated_synthetic"]), _num(r["synthetic_rated_real"]),
-             _num(r["synthetic_rated_synthetic"])] for r in scores["models_table"]]
-    caption = ("Per reader and model (layout of seed 002, Table 1): that model's synthetic images against the real "
-               "images of its block (all real images when the kit has no per-model blocks); per label group when "
-               "the kit has groups. Accuracy near 50 % means the model's images were hard to tell from real ones.")
-    return _table("reader-models", head, rows, caption, "Per-model confusion tables")
-
-
-def _html_agreement(agreement: Mapping) -> str:
-    if agreement["method"] is None:
-        return f"<h3>Inter-reader agreement</h3>\n<p>{_esc(agreement['note'])}.</p>"
-    name = "Cohen's kappa" if agreement["method"] == "cohen" else "Fleiss' kappa"
-    rows = [[_text(name), _text(", ".join(agreement["readers"])), _num(agreement["n_images"]),
-             _num(agreement["kappa"], _fmt(agreement["kappa"], 2)),
-             _num(agreement["percent_agreement"], _pct(agreement["percent_agreement"]))]]
-    if agreement["method"] == "fleiss":
-        rows += [[_text("Cohen's kappa"), _text(f"{p['reader_a']}, {p['reader_b']}"), _num(p["n_images"]),
-                  _num(p["kappa"], _fmt(p["kappa"], 2)), _num(p["percent_agreement"], _pct(p["percent_agreement"]))]
-                 for p in agreement["pairwise"]]
-    caption = ("On the images every reader answered; percent agreement = share of images on which all "
-               "readers gave the same answer." + (f" {agreement['note']}." if agreement.get("note") else ""))
-    return _table("reader-agreement", ["Statistic", "Readers", "Images", "Kappa", "Agreement"], rows, caption,
-                  "Inter-reader agreement")
-
-
-def _html_timing(scores: Mapping) -> str:
-    head = ["Reader", "True class", "Images", "Mean response (s)", "Median response (s)", "Mean confidence (1-5)",
-            "Timed out"]
-    rows = [[_text(r["reader_id"]), _text(r["truth"]), _num(r["n"]),
-             _num(r["mean_response_ms"], _fmt(_seconds(r["mean_response_ms"]), 1)),
-             _num(r["median_response_ms"], _fmt(_seconds(r["median_response_ms"]), 1)),
-             _num(r["mean_confidence"], _fmt(r["mean_confidence"], 1)), _num(r["n_timed_out"])]
-            for r in scores["timing"]]
-    caption = ("Response time runs from the image appearing to the real/synthetic decision; "
-               "'timed out' counts decisions made after the time limit had hidden the image.")
-    return _table("reader-timing", head, rows, caption, "Response time and confidence by true class")
-
-
-def _table(table_id: str, head: list[str], rows: list[list[str]], caption: str, title: str) -> str:
-    lines = [f"<h3>{_esc(title)}</h3>", f'<table id="{_esc(table_id)}">', f"<caption>{_esc(caption)}</caption>",
-             "<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
-    lines += ["<tr>" + "".join(row) + "</tr>" for row in rows]
-    return "\n".join(lines + ["</table>"])
-
-
-def _text(value: Any) -> str:
-    return f"<td>{_esc(value)}</td>"
-
-
-def _num(value: Any, shown: str | None = None, data: Mapping[str, Any] | None = None) -> str:
-    attrs = "" if value is None else f' data-value="{_esc(repr(float(value)))}"'
-    attrs += "".join(f' data-{_esc(k)}="{_esc("" if v is None else repr(float(v)))}"' for k, v in (data or {}).items())
-    text = shown if shown is not None else ("n/a" if value is None else str(value))
-    return f'<td class="num"{attrs}>{_esc(text)}</td>'
-
-
-def _fmt(value: Any, digits: int) -> str:
-    return "n/a" if value is None else f"{float(value):.{digits}f}"
-
-
-def _pct(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):.0f}%"
-
-
-def _seconds(ms: Any) -> float | None:
-    return None if ms is None else float(ms) / 1000.0
-

@@ -10,20 +10,28 @@ without parsing the rounded display text.
 
 from __future__ import annotations
 
-import base64
-import io as _stdio
 import math
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from pipeline_lib.report.html import finite_float as _as_float, count_text as _count, escape as _esc
+from pipeline_lib.core.figures import save_pairs
+from pipeline_lib.core.io import read_json
+from pipeline_lib.core.qc import successful_outputs
+from pipeline_lib.core.settings import RegistrationSettings, SamplingSettings, read_settings
+from pipeline_lib.core.slices import load_split, load_table
+from pipeline_lib.report.distribution_section import render_distribution_metrics_html
+from pipeline_lib.report.evaluation_section import evaluation_html_from_files
+from pipeline_lib.report.reader_section import render_reader_results_html
+from pipeline_lib.report.html import (count_text as _count, escape as _esc, figure_png, finite_float as _as_float,
+                                      float_or_nan, format_number, img_tag, pyplot, section)
 from pipeline_lib.core import io
 from pipeline_lib.core.errors import InputError
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 _CSS = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
@@ -52,7 +60,7 @@ _COHORT_LABELS = {
     "image_size": "Image size (pixels)",
 }
 
-# (metrics key for the value, key for ± std or None, column heading) — seed 001, Table 1.
+# (metrics key for the value, key for ± std or None, column heading) — Ungría Hirte et al., Table 1.
 _TABLE1_COLUMNS = [
     ("dataset_similarity", None, "Data Similarity"),
     ("isd", None, "ISD"),
@@ -119,33 +127,21 @@ def build_report(
     ]
     if synthetic_cohort:
         parts.append(f'<div class="banner" id="synthetic-banner">{_esc(SYNTHETIC_BANNER)}</div>')
-    parts += _section("Cohort", _cohort_table(cohort))
-    parts += _section("Ingest QC", _frame_table(ingest_qc, table_id="ingest-qc"))
-    parts += _section("Registration QC", _registration_block(registration_qc, overlays))
-    parts += _section("Sample metrics (seed 001, Table 1)", _table1(original_metrics, metrics))
-    parts += _section("Reconstruction", _reconstruction_table(metrics))
-    parts += _section("Samples", _figures(sample_grids, "sample grid"))
-    parts += _section("Reconstructions", _figures(reconstruction_grids, "originals and reconstructions"))
-    parts += _section("Training losses", _loss_figures(losses))
-    parts += _section("Models", _model_info_table(model_info))
+    parts.append(section("Cohort", _cohort_table(cohort)))
+    parts.append(section("Ingest QC", _frame_table(ingest_qc, table_id="ingest-qc")))
+    parts.append(section("Registration QC", _registration_block(registration_qc, overlays)))
+    parts.append(section("Sample metrics (Ungría Hirte et al., Table 1)", _table1(original_metrics, metrics)))
+    parts.append(section("Reconstruction", _reconstruction_table(metrics)))
+    parts.append(section("Samples", _figures(sample_grids, "sample grid")))
+    parts.append(section("Reconstructions", _figures(reconstruction_grids, "originals and reconstructions")))
+    parts.append(section("Training losses", _loss_figures(losses)))
+    parts.append(section("Models", _model_info_table(model_info)))
     parts += list(extra_sections)
     parts.append("</body></html>")
     io.write_text(out_html, "\n".join(parts) + "\n")
 
 
-def format_number(value: Any) -> str:
-    """Four significant digits; anything non-finite or non-numeric becomes "n/a"."""
-    number = _as_float(value)
-    if number is None:
-        return "n/a"
-    return f"{number:.4g}"
-
-
 # ---------------------------------------------------------------- sections
-
-
-def _section(heading: str, body: str) -> list[str]:
-    return [f"<section><h2>{_esc(heading)}</h2>", body, "</section>"]
 
 
 def _cohort_table(cohort: Mapping) -> str:
@@ -186,7 +182,7 @@ def _registration_block(frame: pd.DataFrame, overlays: Mapping[str, Path]) -> st
     """Registration table with each subject's overlay thumbnail beside its row."""
     subjects = [str(s) for s in frame["subject"]] if frame is not None and "subject" in frame else []
     thumbs = {
-        pos: _img_tag(overlays[subject], f"overlay {subject}", "thumb")
+        pos: img_tag(overlays[subject], f"overlay {subject}", "thumb")
         for pos, subject in enumerate(subjects)
         if subject in overlays
     }
@@ -253,38 +249,26 @@ def _metric_row(name: str, values: Mapping, columns: Iterable[tuple[str, str | N
 def _metric_cell(key: str, value: Any, std: Any = None) -> str:
     """A numeric cell; ``data-value`` holds repr(float) of the value (``nan`` if missing)."""
     number = _as_float(value)
-    attrs = f'data-metric="{_esc(key)}" data-value="{_esc(repr(_float_or_nan(value)))}"'
+    attrs = f'data-metric="{_esc(key)}" data-value="{_esc(repr(float_or_nan(value)))}"'
     text = format_number(value)
     if std is not None:
-        attrs += f' data-std="{_esc(repr(_float_or_nan(std)))}"'
+        attrs += f' data-std="{_esc(repr(float_or_nan(std)))}"'
         text = f"{text} ± {format_number(std)}"
     css = "num" if number is not None else "num na"
     return f'<td class="{css}" {attrs}>{_esc(text)}</td>'
 
 
-def _figures(images: Mapping[str, Path], what: str, css: str = "grid") -> str:
+def _figures(images: Mapping[str, Path | bytes], what: str, css: str = "grid") -> str:
     if not images:
         return f"<p>No {_esc(what)} images.</p>"
-    figs = []
-    for name, path in images.items():
-        figs.append(
-            f"<figure><figcaption>{_esc(str(name))}</figcaption>"
-            f"{_img_tag(path, f'{what} {name}', css)}</figure>"
-        )
-    return "\n".join(figs)
+    return "\n".join(f"<figure><figcaption>{_esc(str(name))}</figcaption>"
+                     f"{img_tag(png, f'{what} {name}', css)}</figure>" for name, png in images.items())
 
 
 def _loss_figures(losses: Mapping[str, Path]) -> str:
     if not losses:
         return "<p>No training losses.</p>"
-    figs = []
-    for name, path in losses.items():
-        png = plot_losses(path, title=str(name))
-        figs.append(
-            f"<figure><figcaption>{_esc(str(name))}</figcaption>"
-            f"{_img_bytes_tag(png, f'losses {name}', 'grid')}</figure>"
-        )
-    return "\n".join(figs)
+    return _figures({name: plot_losses(path, title=str(name)) for name, path in losses.items()}, "losses")
 
 
 def _model_info_table(model_info: Mapping[str, Mapping]) -> str:
@@ -311,33 +295,22 @@ def plot_losses(csv_path: Path, title: str = "") -> bytes:
 
     The y axis is logarithmic when every finite loss value is positive.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     frame = _read_losses(Path(csv_path))
     columns = [c for c in frame.columns if c != "step"]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    try:
-        for column in columns:
-            ax.plot(frame["step"], frame[column], label=str(column), linewidth=1)
-        values = frame[columns].to_numpy(dtype=float)
-        finite = values[np.isfinite(values)]
-        if finite.size and (finite > 0).all():
-            ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        if title:
-            ax.set_title(title)
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        buffer = _stdio.BytesIO()
-        # No Software tag: it would carry a URL into the report.
-        fig.savefig(buffer, format="png", metadata={"Software": None})
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+    fig, ax = pyplot().subplots(figsize=(6, 3.5), dpi=100)
+    for column in columns:
+        ax.plot(frame["step"], frame[column], label=str(column), linewidth=1)
+    values = frame[columns].to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    if finite.size and (finite > 0).all():
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return figure_png(fig)
 
 
 def _read_losses(path: Path) -> pd.DataFrame:
@@ -362,22 +335,6 @@ def _read_losses(path: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------- helpers
 
 
-def _img_tag(path: Path, alt: str, css: str) -> str:
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read image ({exc.strerror or exc})") from exc
-    if not data.startswith(_PNG_SIGNATURE):
-        raise InputError(f"{path}: not a PNG file")
-    return _img_bytes_tag(data, alt, css)
-
-
-def _img_bytes_tag(data: bytes, alt: str, css: str) -> str:
-    encoded = base64.b64encode(data).decode("ascii")
-    return f'<img class="{css}" alt="{_esc(alt)}" src="data:image/png;base64,{encoded}">'
-
-
 def _value_cell(value: Any, numeric_column: bool) -> str:
     """A table cell: numbers right-aligned with ``data-value``, the rest as escaped text."""
     if isinstance(value, bool) or not numeric_column:
@@ -388,7 +345,7 @@ def _value_cell(value: Any, numeric_column: bool) -> str:
         return f'<td class="num" data-value="{_esc(repr(float(value)))}">{int(value)}</td>'
     number = _as_float(value)
     css = "num" if number is not None else "num na"
-    return f'<td class="{css}" data-value="{_esc(repr(_float_or_nan(value)))}">{_esc(format_number(value))}</td>'
+    return f'<td class="{css}" data-value="{_esc(repr(float_or_nan(value)))}">{_esc(format_number(value))}</td>'
 
 
 def _plain(value: Any) -> str:
@@ -423,20 +380,11 @@ def _scale_text(original: Mapping, models: Mapping[str, Mapping]) -> str:
     if len(scales) > 1:
         return "differing scales (" + ", ".join(format_number(s) for s in sorted(scales)) + ") — not comparable"
     (scale,) = scales
-    return f"{format_number(scale)}" + (" (8-bit scale, as seed 001's values imply)" if scale == 255.0 else "")
+    return f"{format_number(scale)}" + (" (8-bit scale, as Ungría Hirte et al.'s values imply)" if scale == 255.0 else "")
 
 
 
 
-
-
-def _float_or_nan(value: Any) -> float:
-    if isinstance(value, bool) or value is None:
-        return float("nan")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def _is_integer(value: Any) -> bool:
@@ -451,25 +399,51 @@ def _is_numpy_number(value: Any) -> bool:
 
 
 
-def report_job(out_html: Path, *, inputs: Mapping[str, Any], models: list[str], settings: Mapping,
-               synthetic_cohort: bool, title: str) -> None:
-    """The report rule: gather every stage's outputs (named as in report.smk) into the report."""
-    import json
-    import tempfile
+@dataclass(frozen=True)
+class ModelOutputs:
+    """What the report reads of one model: training, sampling and every evaluation stage."""
 
-    from pipeline_lib.core.slices import load_split, load_table
-    from pipeline_lib.core.figures import save_pairs
-    from pipeline_lib.core.qc import successful_outputs
+    summary: Path
+    losses: Path
+    grid: Path
+    reconstructions: Path
+    metrics: Path
+    distribution: Path
+    domain: Path
+    memorization: Path
+    gallery: Path
+    conditioning: Path
+    utility: Path
 
-    def by_model(key: str) -> dict[str, Path]:
-        paths = inputs[key]
-        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-        return dict(zip(models, map(Path, paths)))
 
-    subjects = pd.read_csv(inputs["subjects"], sep="\t", dtype=str, keep_default_na=False)
-    ingest_qc = pd.read_csv(inputs["ingest_qc"], sep="\t", dtype=str, keep_default_na=False)
-    registration_qc = pd.read_csv(inputs["registration_qc"], sep="\t", dtype=str, keep_default_na=False)
-    table = load_table(Path(inputs["table"]))
+@dataclass(frozen=True)
+class ReportInputs:
+    """Every file the report reads, by name; ``models`` in the report's row order."""
+
+    subjects: Path
+    ingest_qc: Path
+    registration_qc: Path
+    registered: Sequence[Path]
+    table: Path
+    images: Path
+    original: Path
+    distribution_original: Path
+    domain_network: Path
+    domain_original: Path
+    reader_scores: Path
+    models: Mapping[str, ModelOutputs]
+
+
+def report_job(out_html: Path, inputs: ReportInputs, *, registration: RegistrationSettings | Mapping,
+               sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str) -> None:
+    """The report rule: gather every stage's outputs into the report."""
+    registration = read_settings(RegistrationSettings, registration)
+    sampling = read_settings(SamplingSettings, sampling)
+    models = inputs.models
+    subjects = read_tsv(inputs.subjects)
+    ingest_qc = read_tsv(inputs.ingest_qc)
+    registration_qc = read_tsv(inputs.registration_qc)
+    table = load_table(Path(inputs.table))
     cohort = {
         "subjects_found": len(subjects),
         "subjects_ingested": int((ingest_qc["status"] == "ok").sum()),
@@ -477,25 +451,24 @@ def report_job(out_html: Path, *, inputs: Mapping[str, Any], models: list[str], 
         "subjects_failed": int((registration_qc["status"] != "ok").sum()),
         "slices_train": int((table["split"] == "train").sum()),
         "slices_test": int((table["split"] == "test").sum()),
-        "image_size": int(np.load(inputs["images"], mmap_mode="r").shape[-1]),
-        "registration": f"{settings['registration']['transform']} to "
-                        f"{settings['registration']['template'] or 'MNI152 2009c (nilearn)'}, "
-                        f"grid {'x'.join(map(str, settings['registration']['grid']))}",
+        "image_size": int(np.load(inputs.images, mmap_mode="r").shape[-1]),
+        "registration": f"{registration.transform} to "
+                        f"{registration.template or 'MNI152 2009c (nilearn)'}, "
+                        f"grid {'x'.join(map(str, registration.grid))}",
     }
-    summaries = {m: json.loads(p.read_text()) for m, p in by_model("summaries").items()}
+    summaries = {m: read_json(o.summary) for m, o in models.items()}
     model_info = {
         m: {"family": s["family"], "hyperparameters": s["hparams"], "steps": s["steps"],
             "device": s["device"], "wall_time_s": s["train_seconds"]}
         for m, s in summaries.items()
     }
-    sampling = settings["sampling"]
     with tempfile.TemporaryDirectory() as tmp:
         reconstruction_grids = {}
-        recon_paths = {m: p for m, p in by_model("reconstructions").items()
-                       if np.load(p, mmap_mode="r").shape[0]}
+        recon_paths = {m: Path(o.reconstructions) for m, o in models.items()
+                       if np.load(o.reconstructions, mmap_mode="r").shape[0]}
         if recon_paths:
-            test_images, _ = load_split(Path(inputs["images"]), Path(inputs["table"]), "test",
-                                        n=sampling["n_reconstruct"], seed=sampling["seed"])
+            test_images, _ = load_split(Path(inputs.images), Path(inputs.table), "test",
+                                        n=sampling.n_reconstruct, seed=sampling.seed)
             for m, p in recon_paths.items():
                 reconstruction_grids[m] = Path(tmp) / f"{m}.png"
                 save_pairs(test_images, np.load(p), reconstruction_grids[m])
@@ -505,16 +478,16 @@ def report_job(out_html: Path, *, inputs: Mapping[str, Any], models: list[str], 
             ingest_qc=ingest_qc[["subject", "status", "file", "reason"]],
             registration_qc=_registration_view(registration_qc),
             overlays={s: p.parent / "overlay.png"
-                      for s, p in successful_outputs(inputs["registered"], "qc.json").items()},
-            metrics={m: json.loads(p.read_text()) for m, p in by_model("metrics").items()},
-            original_metrics=json.loads(Path(inputs["original"]).read_text()),
-            sample_grids=by_model("grids"),
+                      for s, p in successful_outputs(inputs.registered, "qc.json").items()},
+            metrics={m: read_json(o.metrics) for m, o in models.items()},
+            original_metrics=read_json(inputs.original),
+            sample_grids={m: Path(o.grid) for m, o in models.items()},
             reconstruction_grids=reconstruction_grids,
-            losses=by_model("losses"),
+            losses={m: Path(o.losses) for m, o in models.items()},
             model_info=model_info,
             synthetic_cohort=synthetic_cohort,
             title=title,
-            extra_sections=evaluation_sections(inputs, models),
+            extra_sections=evaluation_sections(inputs),
         )
 
 
@@ -526,25 +499,23 @@ def _registration_view(frame: pd.DataFrame) -> pd.DataFrame:
     return view
 
 
-def evaluation_sections(inputs: Mapping[str, Any], model_names: list[str]) -> list[str]:
-    """Report sections of the evaluation stages whose outputs are among the report's inputs."""
-    import json
+def evaluation_sections(inputs: ReportInputs) -> list[str]:
+    """The sections of the evaluation stages (FID/KID/PRDC, domain features, memorization,
+    conditioning, utility, reader study)."""
+    models = inputs.models
+    return [
+        render_distribution_metrics_html({m: read_json(o.distribution) for m, o in models.items()},
+                                         read_json(inputs.distribution_original)),
+        evaluation_html_from_files(
+            network=inputs.domain_network,
+            domain={"original": inputs.domain_original, **{m: o.domain for m, o in models.items()}},
+            memorization={m: o.memorization for m, o in models.items()},
+            galleries={m: o.gallery for m, o in models.items()},
+            conditioning={m: o.conditioning for m, o in models.items()},
+            utility={m: o.utility for m, o in models.items()}),
+        render_reader_results_html(Path(inputs.reader_scores)),
+    ]
 
-    sections = []
-    models = list(model_names)
-    if "distribution" in inputs:
-        from pipeline_lib.evaluation.distribution import render_distribution_metrics_html
 
-        paths = [inputs["distribution"]] if isinstance(inputs["distribution"], (str, Path)) else inputs["distribution"]
-        sections.append(render_distribution_metrics_html(
-            {m: json.loads(Path(p).read_text()) for m, p in zip(models, paths)},
-            json.loads(Path(inputs["distribution_original"]).read_text())))
-    if "domain_network" in inputs:
-        from pipeline_lib.report.evaluation_section import evaluation_html_from_inputs
-
-        sections.append(evaluation_html_from_inputs(inputs, models))
-    if "reader_scores" in inputs:
-        from pipeline_lib.reader_study.scoring import render_reader_results_html
-
-        sections.append(render_reader_results_html(Path(inputs["reader_scores"])))
-    return sections
+def read_tsv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)

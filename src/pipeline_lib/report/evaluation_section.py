@@ -9,16 +9,14 @@ every table or figure says what was computed on how many images.
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from pipeline_lib.report.html import finite_float as _as_float, count_text as _count, escape as _esc
-from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.io import read_json
+from pipeline_lib.report.html import (checked_png, count_text as _count, escape as _esc, finite_float as _as_float,
+                                      img_tag, section)
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PRDC = ("precision", "recall", "density", "coverage")
 
 
@@ -34,11 +32,11 @@ def render_evaluation_html(*, network: Mapping | None, domain: Mapping[str, Mapp
     a path). Missing entries are shown as missing, never silently dropped.
     """
     return "\n".join([
-        _section("Domain feature space", "domain-features", _network_text(network) + _domain_table(domain)),
-        _section("Memorization audit", "memorization-audit",
+        section("Domain feature space", ident="domain-features", body=_network_text(network) + _domain_table(domain)),
+        section("Memorization audit", ident="memorization-audit", body=
                  _memorization_table(memorization) + _galleries(galleries, memorization)),
-        _section("Conditioning accuracy", "conditioning-accuracy", _conditioning_table(conditioning)),
-        _section("Augmentation utility", "augmentation-utility", _utility_table(utility)),
+        section("Conditioning accuracy", ident="conditioning-accuracy", body=_conditioning_table(conditioning)),
+        section("Augmentation utility", ident="augmentation-utility", body=_utility_table(utility)),
     ])
 
 
@@ -49,39 +47,9 @@ def evaluation_html_from_files(*, network: Path, domain: Mapping[str, Path], mem
     return render_evaluation_html(
         network=read_json(network), domain={k: read_json(p) for k, p in domain.items()},
         memorization={k: read_json(p) for k, p in memorization.items()},
-        galleries={k: _png_bytes(p) for k, p in galleries.items()},
+        galleries={k: checked_png(p) for k, p in galleries.items()},
         conditioning={k: read_json(p) for k, p in conditioning.items()},
         utility={k: read_json(p) for k, p in utility.items()})
-
-
-def evaluation_html_from_inputs(inputs: Mapping[str, Any], models: list[str]) -> str:
-    """The sections from the report rule's inputs named as in ``EVALUATION_OUTPUTS`` (evaluation.smk).
-
-    The per-model lists are in the order of ``models`` (both come from MODELS).
-    """
-    def per_model(key: str) -> dict[str, Path]:
-        paths = [Path(p) for p in _as_list(inputs[key])]
-        if len(paths) != len(models):
-            raise InputError(f"report input '{key}': {len(paths)} files for {len(models)} models")
-        return dict(zip(models, paths))
-
-    return evaluation_html_from_files(
-        network=Path(inputs["domain_network"]),
-        domain={"original": Path(inputs["domain_original"]), **per_model("domain")},
-        memorization=per_model("memorization"), galleries=per_model("galleries"),
-        conditioning=per_model("conditioning"), utility=per_model("utility"))
-
-
-def _as_list(value: Any) -> list:
-    return [value] if isinstance(value, (str, Path)) else list(value)
-
-
-def read_json(path: Path) -> dict:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read as JSON ({exc})") from exc
 
 
 # ----------------------------------------------------------------- domain
@@ -192,7 +160,7 @@ def _galleries(galleries: Mapping[str, bytes | Path], memo: Mapping[str, Mapping
                 f"out of {_count(m.get('n_samples'))} samples and {_count(m.get('n_train'))} training "
                 "slices; left the sample, right its nearest training slice.")
         figs.append(f'<figure data-model="{_esc(name)}"><figcaption>{_esc(text)}</figcaption>'
-                    f"{_img(_png_bytes(png), f'memorization gallery {name}')}</figure>")
+                    f"{img_tag(png, f'memorization gallery {name}')}</figure>")
     return "\n".join(figs)
 
 
@@ -265,10 +233,6 @@ def _utility_table(util: Mapping[str, Mapping]) -> str:
 # ----------------------------------------------------------------- helpers
 
 
-def _section(heading: str, ident: str, body: str) -> str:
-    return f'<section id="{_esc(ident)}"><h2>{_esc(heading)}</h2>\n{body}\n</section>'
-
-
 def _table(ident: str, caption: str, head: str, rows: list[str]) -> str:
     return (f'<table id="{_esc(ident)}"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
@@ -303,22 +267,4 @@ def _join(values: set) -> str:
 
 
 
-
-def _png_bytes(png: bytes | Path) -> bytes:
-    if isinstance(png, (bytes, bytearray)):
-        data, where = bytes(png), "gallery"
-    else:
-        where = str(png)
-        try:
-            data = Path(png).read_bytes()
-        except OSError as exc:
-            raise InputError(f"{png}: cannot read image ({exc.strerror or exc})") from exc
-    if not data.startswith(_PNG_SIGNATURE):
-        raise InputError(f"{where}: not a PNG file")
-    return data
-
-
-def _img(data: bytes, alt: str) -> str:
-    encoded = base64.b64encode(data).decode("ascii")
-    return f'<img class="grid" alt="{_esc(alt)}" src="data:image/png;base64,{encoded}">'
 

@@ -1,4 +1,4 @@
-"""Conditional DCGAN (Mirza and Osindero), the conditional GAN that seed 003 compares.
+"""Conditional DCGAN (Mirza and Osindero), the conditional GAN that Ballesteros Ramirez compares.
 
 Seed 003 (Ballesteros Ramirez, sections 1 and 7) conditions on the scanner type
 and lists a conditional GAN among its candidates without describing it; this
@@ -6,7 +6,7 @@ family is the pipeline's ``dcgan`` (same presets, same published defaults: see
 that module) made conditional the way Mirza and Osindero do it, by feeding the
 label to both players:
 - generator: the one-hot label is concatenated to the latent code before the
-  fully connected projection (seed 003's cVAE conditions its decoder the same way);
+  fully connected projection (Ballesteros Ramirez's cVAE conditions its decoder the same way);
 - discriminator: each class has a learned S x S map, concatenated to the image
   as an extra input channel, so the very first convolution sees image and label
   together.

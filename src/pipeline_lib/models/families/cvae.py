@@ -1,4 +1,4 @@
-"""Conditional VAE of Ballesteros Ramirez (seed 003, section 5), fully connected, log-cosh loss.
+"""Conditional VAE of Ballesteros Ramirez (Ballesteros Ramirez, section 5), fully connected, log-cosh loss.
 
 Encoder: the flattened image concatenated with the one-hot class label,
 through linear + ReLU layers, into two linear heads for the mean and
@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.base import GenerativeModel
-from pipeline_lib.models.families.vae import kl_to_standard_normal
+from pipeline_lib.models.losses import kl_per_sample, kl_to_standard_normal, reparameterise
 
 RECONSTRUCTIONS = ("logcosh", "mse")
 
@@ -87,11 +87,11 @@ class CVAE(GenerativeModel):
     conditional = True
     can_reconstruct = True
     DEFAULTS: dict[str, Any] = {
-        "latent_dim": 256,              # seed 003 §5.1
-        "hidden_sizes": [1024, 512],    # not stated in seed 003 ("linear and ReLU layers"); our choice
-        "lr": 3e-4,                     # seed 003 §5.2
-        "batch_size": 8,                # seed 003 §5.2
-        "reconstruction": "logcosh",    # seed 003 §5: log-cosh instead of MSE
+        "latent_dim": 256,              # Ballesteros Ramirez §5.1
+        "hidden_sizes": [1024, 512],    # not stated in Ballesteros Ramirez ("linear and ReLU layers"); our choice
+        "lr": 3e-4,                     # Ballesteros Ramirez §5.2
+        "batch_size": 8,                # Ballesteros Ramirez §5.2
+        "reconstruction": "logcosh",    # Ballesteros Ramirez §5: log-cosh instead of MSE
         "logcosh_alpha": 1.0,           # plain log-cosh (the seed gives no scale)
     }
 
@@ -139,10 +139,10 @@ class CVAE(GenerativeModel):
         onehot = self.onehot(labels, len(images))
         with self.autocast():
             mu, logvar = self.encoder(images, onehot)
-            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            z = reparameterise(mu, logvar)
             x_hat = self.decoder(z, onehot)
         recon = self.reconstruction_error(images, x_hat).mean()
-        kl = kl_to_standard_normal(mu.float(), logvar.float())
+        kl = kl_to_standard_normal(mu, logvar)
         loss = recon + kl
         self.optimise(loss, self.optimizers["cvae"])
         return {"loss": loss.item(), "reconstruction": recon.item(), "kl": kl.item()}
@@ -171,7 +171,7 @@ class CVAE(GenerativeModel):
             onehot = self.onehot(torch.full((len(images),), c), len(images))
             mu, logvar = self.encoder(images, onehot)
             x_hat = self.decoder(mu, onehot).float()
-            loss = self.reconstruction_error(images, x_hat) + _kl_per_image(mu.float(), logvar.float())
+            loss = self.reconstruction_error(images, x_hat) + kl_per_sample(mu, logvar)
             if best is None:
                 best, best_loss = x_hat, loss
             else:
@@ -179,10 +179,6 @@ class CVAE(GenerativeModel):
                 best = torch.where(better.view(-1, 1, 1, 1), x_hat, best)
                 best_loss = torch.minimum(loss, best_loss)
         return best
-
-
-def _kl_per_image(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
 
 
 MODEL = CVAE

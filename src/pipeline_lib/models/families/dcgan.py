@@ -1,6 +1,6 @@
 """DCGAN (Radford et al.) in the two variants of the seeds, chosen by the ``preset`` hyperparameter.
 
-``preset: kazuhiro`` (the default) — Kazuhiro et al. (seed 004, "Generation of
+``preset: kazuhiro`` (the default) — Kazuhiro et al. (Kazuhiro et al., "Generation of
 Artificial Brain Images Using DCGAN"): a 100-d uniform latent, a fully connected
 projection, then 4 fractionally strided 5 x 5 convolutions through 256, 128, 64
 and 32 feature maps (at 64 px), ReLU and batch norm in every layer, tanh output;
@@ -9,13 +9,13 @@ layer except the output. The seed gives no optimiser settings; it follows "a
 previously described procedure" (Radford et al.), so Radford's values are used:
 Adam 2e-4, beta1 0.5, batch 128.
 
-``preset: han`` — Han et al. (seed 002, section 3.2.2 "DCGAN Implementation
+``preset: han`` — Han et al. (Han et al., section 3.2.2 "DCGAN Implementation
 Details"): the DCGAN architecture with all filters 4 x 4, half the usual channel
 widths (32 instead of 64 in the last generator / first discriminator layer), ELU
 in the discriminator and no tanh in the generator; Adam 2e-4, batch 64 (beta1 0.5
 from Radford et al., the seed does not state it).
 
-Why Kazuhiro is the default: seed 004 is the one paper in the seeds about this
+Why Kazuhiro is the default: Kazuhiro et al. is the one paper in the seeds about this
 model alone, it specifies the whole network, and its tanh output keeps samples in
 range by construction; Han et al. report their DCGAN as the weaker baseline of
 their WGAN, which the ``wgan`` family reproduces on Han's architecture anyway.

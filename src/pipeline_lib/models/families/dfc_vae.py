@@ -1,6 +1,6 @@
-"""Deep Feature Consistent VAE of Ungría Hirte et al. (seed 001, sections 2.3 and 3.2), after Hou et al.
+"""Deep Feature Consistent VAE of Ungría Hirte et al. (Ungría Hirte et al., sections 2.3 and 3.2), after Hou et al.
 
-Encoder and decoder are the vanilla VAE's (seed 001 §3.2: "identical to the one
+Encoder and decoder are the vanilla VAE's (Ungría Hirte et al. §3.2: "identical to the one
 employed for the vanilla variational autoencoder", imported from ``vae.py``).
 The pixel-wise error is replaced by a feature perceptual loss (eq. 6): squared
 differences between the activations of a frozen ImageNet VGG16 at relu1_1,
@@ -107,9 +107,9 @@ class DFCVAE(VAE):
     family = "dfc_vae"
     can_reconstruct = True
     DEFAULTS: dict[str, Any] = {
-        # seed 001 §3.2: architecture of the vanilla VAE, latent 200, Adam 1e-4, batch 64.
+        # Ungría Hirte et al. §3.2: architecture of the vanilla VAE, latent 200, Adam 1e-4, batch 64.
         **{k: v for k, v in VAE.DEFAULTS.items() if k != "recon_weight"},
-        "perceptual_weight": 2e-9,   # seed 001 §3.2; see the module docstring for how it is applied
+        "perceptual_weight": 2e-9,   # Ungría Hirte et al. §3.2; see the module docstring for how it is applied
         "feature_scale": 255.0,      # activations on the 0-255 intensity scale (our reading)
         "perceptual": {"backbone": "vgg16", "weights": None},
     }

@@ -1,4 +1,4 @@
-"""Introspective VAE (IntroVAE) of Ungría Hirte et al. (seed 001, sections 2.4 and 3.2), after Huang et al. 2018.
+"""Introspective VAE (IntroVAE) of Ungría Hirte et al. (Ungría Hirte et al., sections 2.4 and 3.2), after Huang et al. 2018.
 
 The encoder doubles as the discriminator: it is trained to give real images a
 posterior close to the prior (small KL) and generated images a posterior far
@@ -17,7 +17,7 @@ generator; L_E updates only the encoder, L_G only the generator, and L_G uses
 the encoder *after* its update, as in Huang et al.'s algorithm 1. The hinge is
 applied to the batch-mean KL, as in their code.
 
-Published values (seed 001, section 3.2, 128 x 128 images): m = 110, latent
+Published values (Ungría Hirte et al., section 3.2, 128 x 128 images): m = 110, latent
 dimension 256, KL (adversarial) terms x 0.25 (``alpha``), reconstruction terms
 x 0.5 (``beta``), Adam with learning rate 2e-4, batch size 8.
 
@@ -55,6 +55,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline_lib.models.base import GenerativeModel
+from pipeline_lib.models.losses import kl_to_standard_normal, reparameterise
 from pipeline_lib.models.families.vae import GaussianLatentSampling
 
 
@@ -116,12 +117,6 @@ class IntroGenerator(nn.Module):
         return self.net(self.fc(z).view(-1, self.c0, 4, 4))
 
 
-def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) summed over latent dimensions, mean over the batch (float32)."""
-    mu, logvar = mu.float(), logvar.float()
-    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
-
-
 class IntroVAE(GaussianLatentSampling, GenerativeModel):
     family = "intro_vae"
     can_reconstruct = True
@@ -161,13 +156,13 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
         h = self.hparams
         with self.autocast():
             mu, logvar = self.encoder(images)
-            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            z = reparameterise(mu, logvar)
             x_rec = self.decoder(z)
             z_prior = torch.randn(images.shape[0], h["latent_dim"], device=images.device)
             x_fake = self.decoder(z_prior)
-            kl_rec = kl_divergence(*self.encoder(x_rec.detach()))
-            kl_fake = kl_divergence(*self.encoder(x_fake.detach()))
-        kl_real = kl_divergence(mu, logvar)
+            kl_rec = kl_to_standard_normal(*self.encoder(x_rec.detach()))
+            kl_fake = kl_to_standard_normal(*self.encoder(x_fake.detach()))
+        kl_real = kl_to_standard_normal(mu, logvar)
         recon = self.reconstruction_loss(images, x_rec)
         loss_e = (kl_real + h["alpha"] * (F.relu(h["m"] - kl_rec) + F.relu(h["m"] - kl_fake))
                   + h["beta"] * recon)
@@ -177,8 +172,8 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
                       inputs=list(self.encoder.parameters()), retain_graph=True)
 
         with self.autocast():
-            kl_rec_g = kl_divergence(*self.encoder(x_rec))
-            kl_fake_g = kl_divergence(*self.encoder(x_fake))
+            kl_rec_g = kl_to_standard_normal(*self.encoder(x_rec))
+            kl_fake_g = kl_to_standard_normal(*self.encoder(x_fake))
         loss_g = h["alpha"] * (kl_rec_g + kl_fake_g) + h["beta"] * recon
         self.optimise(loss_g, self.optimizers["generator"], inputs=list(self.decoder.parameters()))
         return {"encoder": loss_e.item(), "generator": loss_g.item(), "reconstruction": recon.item(),

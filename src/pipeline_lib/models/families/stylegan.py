@@ -1,4 +1,4 @@
-"""Style-based GAN as modified by Ungría Hirte et al. (seed 001, sections 2.5, 3.2), after Karras et al. 2019.
+"""Style-based GAN as modified by Ungría Hirte et al. (Ungría Hirte et al., sections 2.5, 3.2), after Karras et al. 2019.
 
 Generator: a mapping network of ``mapping_layers`` (2) fully connected layers
 turns z (512) into a style vector w (512); the synthesis network starts from a
@@ -47,6 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline_lib.models.base import GenerativeModel
+from pipeline_lib.models.losses import gradient_penalty
 
 
 def resolution_width(resolution: int, width: int) -> int:
@@ -221,17 +222,11 @@ class StyleGAN(GenerativeModel):
 
     def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """E[(||grad_x D(x_hat)|| - 1)^2] at random points between real and generated images."""
-        eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
-        mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
-        with self.autocast():
-            score = self.critic(mixed).sum()
-        if self.scaler is not None:
-            # Under AMP, differentiate the scaled score so small fp16 gradients survive, then unscale.
-            (grad,) = torch.autograd.grad(self.scaler.scale(score), mixed, create_graph=True)
-            grad = grad.float() / self.scaler.get_scale()
-        else:
-            (grad,) = torch.autograd.grad(score, mixed, create_graph=True)
-        return (grad.float().flatten(1).norm(dim=1) - 1).pow(2).mean()
+        def critic(x: torch.Tensor) -> torch.Tensor:
+            with self.autocast():
+                return self.critic(x)
+
+        return gradient_penalty(critic, real, fake, self.scaler)
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
         """One critic update, then one generator update."""

@@ -1,4 +1,4 @@
-"""Vanilla VAE of Ungría Hirte et al. (seed 001, section 3.2), after Hou et al.'s DFC-VAE layout.
+"""Vanilla VAE of Ungría Hirte et al. (Ungría Hirte et al., section 3.2), after Hou et al.'s DFC-VAE layout.
 
 Encoder: four 4x4 convolutions with stride 2, each followed by batch norm and
 LeakyReLU, then two fully connected heads for the mean and log-variance.
@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline_lib.models.base import GenerativeModel
+from pipeline_lib.models.losses import kl_to_standard_normal, reparameterise
 
 N_STAGES = 4  # four stride-2 stages: the smallest feature map is image_size / 16
 
@@ -71,11 +72,6 @@ class UpsampleDecoder(nn.Module):
         return self.net(h)
 
 
-def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) summed over latent dimensions, mean over the batch."""
-    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
-
-
 class GaussianLatentSampling:
     """Sampling and reconstruction shared by the encoder/decoder families.
 
@@ -107,7 +103,7 @@ class VAE(GaussianLatentSampling, GenerativeModel):
         "width": 32,            # channels of the first encoder stage (32-64-128-256 as in Hou et al.)
         "lr": 1e-4,
         "batch_size": 64,
-        "recon_weight": 0.025,  # multiplied by H * W (seed 001: 0.025 x 128 x 128)
+        "recon_weight": 0.025,  # multiplied by H * W (Ungría Hirte et al.: 0.025 x 128 x 128)
     }
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
@@ -127,10 +123,10 @@ class VAE(GaussianLatentSampling, GenerativeModel):
         self.train()
         with self.autocast():
             mu, logvar = self.encoder(images)
-            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            z = reparameterise(mu, logvar)
             x_hat = self.decoder(z)
         recon = self.reconstruction_loss(images, x_hat)
-        kl = kl_to_standard_normal(mu.float(), logvar.float())
+        kl = kl_to_standard_normal(mu, logvar)
         loss = recon + kl
         self.optimise(loss, self.optimizers["vae"])
         return {"loss": loss.item(), "reconstruction": recon.item(), "kl": kl.item()}

@@ -1,4 +1,4 @@
-"""Wasserstein GAN of Han et al. (seed 002, section 3.2.2 "WGAN Implementation Details").
+"""Wasserstein GAN of Han et al. (Han et al., section 3.2.2 "WGAN Implementation Details").
 
 "We use the same DCGAN architecture for WGAN training": the networks are those of
 the ``dcgan`` family's ``han`` preset (4 x 4 filters, half channel widths, ELU in
@@ -43,8 +43,8 @@ class WGAN(DCGAN):
     DEFAULTS: dict[str, Any] = {
         "latent_dim": 100,    # DCGAN's uniform 100-d latent (same architecture as Han's DCGAN)
         "width": 32,          # Han et al.: half the usual DCGAN channel widths
-        "lr": 5e-5,           # seed 002 section 3.2.2: RMSprop, 5.0e-5
-        "batch_size": 64,     # seed 002 section 3.2.2
+        "lr": 5e-5,           # Han et al. section 3.2.2: RMSprop, 5.0e-5
+        "batch_size": 64,     # Han et al. section 3.2.2
         "n_critic": 5,        # Arjovsky et al., Algorithm 1
         "clip_value": 0.01,   # Arjovsky et al., Algorithm 1
     }

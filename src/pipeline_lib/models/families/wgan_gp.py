@@ -33,6 +33,7 @@ import torch
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.families.dcgan import Architecture
 from pipeline_lib.models.families.wgan import WGAN
+from pipeline_lib.models.losses import gradient_penalty
 
 CRITIC_NORMS = ("layer", "none")
 
@@ -72,11 +73,7 @@ class WGANGP(WGAN):
     def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor,
                          labels: torch.Tensor | None) -> torch.Tensor:
         """Mean of (||grad_x C(x)|| - 1)^2 at random points between real and fake images."""
-        eps = torch.rand(len(real), 1, 1, 1, device="cpu").to(real.device)
-        mixed = (eps * real.float() + (1 - eps) * fake.float()).requires_grad_(True)
-        scores = self.discriminate(mixed, labels)
-        (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
-        return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+        return gradient_penalty(lambda mixed: self.discriminate(mixed, labels), real, fake)
 
     def critic_loss(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

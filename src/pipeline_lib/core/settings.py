@@ -1,0 +1,444 @@
+"""One way to read the configuration: a typed, frozen dataclass per config section.
+
+``workflow/schemas/config.schema.yaml`` validates the whole config and fills in
+defaults before any rule runs; each section's dataclass here mirrors its part of
+the schema (same keys, same defaults: ``tests/test_settings.py`` checks both),
+so library code called outside the workflow (tests, benchmarks, the CLI) gets
+the same defaults and the same checks. :func:`read_settings` is the only way a
+job turns a config block into settings.
+
+Every field is one of three kinds, declared here and nowhere else:
+
+* a result key (the default): changing it changes what the stage computes, so
+  it is part of the rule's ``params`` and Snakemake reruns the job;
+* ``runtime``: how the job runs (device, batch size of a forward pass, memory
+  layout, checkpoint interval), not what it computes; left out of ``params``;
+* ``scoring`` (reader study only): changes the scoring of the readers'
+  answers, not the kit they answer, so the kit is not rebuilt (and reshuffled).
+
+A model's config block holds :class:`TrainerSettings` keys plus its family's
+hyperparameters; those are the family's ``DEFAULTS`` (published values, listed
+in each family module), checked with :func:`check_known_keys` like every section.
+
+Nothing here imports numpy or torch: Snakemake builds the DAG with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Iterable, Mapping, TypeVar
+
+from pipeline_lib.core.errors import InputError
+
+RESULT, RUNTIME, SCORING = "result", "runtime", "scoring"
+S = TypeVar("S")
+
+
+def runtime(default: Any) -> Any:
+    """A field that changes how a job runs, not what it computes."""
+    return field(default=default, metadata={"kind": RUNTIME})
+
+
+def scoring(default: Any) -> Any:
+    """A reader-study field that changes the scoring, not the kit."""
+    return field(default=default, metadata={"kind": SCORING})
+
+
+def field_kind(f: dataclasses.Field) -> str:
+    return f.metadata.get("kind", RESULT)
+
+
+def check_known_keys(given: Iterable[str], known: Iterable[str], where: str) -> None:
+    """InputError naming ``where.<key>`` for every key of ``given`` that is not ``known``."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        keys = ", ".join(f"{where}.{key}" for key in unknown)
+        raise InputError(f"{keys}: unknown key{'s' if len(unknown) > 1 else ''} "
+                         f"(known: {', '.join(sorted(known))})")
+
+
+def read_settings(cls: type[S], block: Mapping[str, Any] | S | None, where: str | None = None) -> S:
+    """The typed settings of one config block (``None`` = every default).
+
+    An instance of ``cls`` is returned as it is. Unknown keys and invalid values
+    raise InputError naming the config key (``where``, default ``cls.PATH``).
+    """
+    if isinstance(block, cls):
+        return block
+    where = where or getattr(cls, "PATH", cls.__name__)
+    block = dict(block or {})
+    check_known_keys(block, (f.name for f in fields(cls)), where)
+    try:
+        return cls(**block)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from exc
+    except TypeError as exc:  # a value of the wrong kind met a comparison in a check
+        raise InputError(f"{where}: {exc}") from exc
+
+
+def keys_of_kind(cls: type, *kinds: str) -> list[str]:
+    return [f.name for f in fields(cls) if field_kind(f) in kinds]
+
+
+def section_block(config: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The config block at a dotted ``path`` (e.g. ``evaluation.fid``), {} when absent."""
+    block: Any = config
+    for part in path.split("."):
+        block = (block or {}).get(part) if isinstance(block, Mapping) else None
+    return dict(block or {})
+
+
+def block_part(block: Mapping[str, Any], cls: type, *kinds: str) -> dict[str, Any]:
+    """The entries of ``block`` whose fields in ``cls`` are of one of ``kinds``."""
+    wanted = set(keys_of_kind(cls, *kinds))
+    return {key: value for key, value in block.items() if key in wanted}
+
+
+# ----------------------------------------------------------------- checks
+
+
+def _positive_int(where: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{where} must be a positive integer, got {value!r}")
+
+
+def _positive_number(where: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+        raise InputError(f"{where} must be a positive number, got {value!r}")
+
+
+def _optional_min(where: str, value: Any, minimum: int) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise InputError(f"{where} must be an integer ≥ {minimum} or null, got {value!r}")
+
+
+def _one_of(where: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise InputError(f"{where} must be one of {', '.join(map(str, choices))}, not {value!r}")
+
+
+# ----------------------------------------------------------------- input and preprocessing
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """``demo``: the synthetic phantom cohort."""
+
+    PATH: ClassVar[str] = "demo"
+    n_subjects: int = 12
+    seed: int = 0
+    resolution_mm: int = 2
+    n_scanners: int = 2
+    dicom_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class RegistrationSettings:
+    """``registration``: ANTs registration to the template."""
+
+    PATH: ClassVar[str] = "registration"
+    template: str | None = None
+    transform: str = "Affine"
+    grid: tuple[int, int, int] = (128, 128, 40)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "grid", tuple(self.grid))
+        if len(self.grid) != 3 or not all(isinstance(v, int) and v >= 8 for v in self.grid):
+            raise InputError(f"grid must be three integers ≥ 8, got {list(self.grid)}")
+
+
+@dataclass(frozen=True)
+class SlicingSettings:
+    """``slicing``: registered volumes to a 2-D slice dataset (Ungría Hirte et al.'s protocol)."""
+
+    PATH: ClassVar[str] = "slicing"
+    drop_top: int = 6
+    drop_bottom: int = 8
+    clip_percentile: float = 95
+    image_size: int = 128
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+
+# ----------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class Budget:
+    steps: int | None = None
+    minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.minutes is None:
+            raise InputError("budget needs 'steps' and/or 'minutes'")
+        if self.steps is not None:
+            _positive_int("budget.steps", self.steps)
+        if self.minutes is not None:
+            _positive_number("budget.minutes", self.minutes)
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The trainer's keys of a ``models.<name>`` block; every other key is a family hyperparameter."""
+
+    PATH: ClassVar[str] = "models.<name>"
+    family: str
+    budget: Budget
+    checkpoint_every: int = runtime(100)
+    seed: int = 0
+    amp: bool = False
+    channels_last: bool = False
+    condition_on: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.budget, Mapping):
+            check_known_keys(self.budget, ("steps", "minutes"), "budget")
+            object.__setattr__(self, "budget", Budget(**self.budget))
+        _positive_int("checkpoint_every", self.checkpoint_every)
+
+    @classmethod
+    def keys(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+    @classmethod
+    def from_block(cls, name: str, block: Mapping[str, Any]) -> "TrainerSettings":
+        where = f"models.{name}"
+        if "budget" not in block:
+            raise InputError(f"{where}.budget is required (steps and/or minutes)")
+        return read_settings(cls, {k: v for k, v in block.items() if k in cls.keys()}, where)
+
+
+def family_hparams(block: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a model's config block that goes to the family's constructor."""
+    return {k: v for k, v in block.items() if k not in TrainerSettings.keys()}
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """``sampling``: samples drawn from every model."""
+
+    PATH: ClassVar[str] = "sampling"
+    n: int = 1000
+    n_per_class: int | None = None
+    seed: int = 0
+    n_reconstruct: int = 1000
+
+
+# ----------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class PixelMetricsSettings:
+    """``metrics``: Ungría Hirte et al.'s pixel metrics."""
+
+    PATH: ClassVar[str] = "metrics"
+    sharpness_scale: float = 255
+    n_original: int = 1000
+
+
+@dataclass(frozen=True)
+class FidSettings:
+    """``evaluation.fid``: FID with pytorch-fid's Inception, repeated on random subsets."""
+
+    PATH: ClassVar[str] = "evaluation.fid"
+    weights: str | None = runtime(None)
+    repeats: int = 20
+    subset_size: int | None = None
+    seed: int = 0
+    batch_size: int = runtime(50)
+    device: str = runtime("auto")
+    channels_last: bool = runtime(True)
+    max_real: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive_int("repeats", self.repeats)
+        _positive_int("batch_size", self.batch_size)
+        _optional_min("subset_size", self.subset_size, 2)
+        _optional_min("max_real", self.max_real, 2)
+
+
+@dataclass(frozen=True)
+class KidSettings:
+    """``evaluation.kid``: kernel inception distance."""
+
+    PATH: ClassVar[str] = "evaluation.kid"
+    n_subsets: int = 100
+    subset_size: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PrdcSettings:
+    """``evaluation.prdc``: precision, recall, density and coverage."""
+
+    PATH: ClassVar[str] = "evaluation.prdc"
+    nearest_k: int = 5
+    max_real: int = 10000
+    max_samples: int = 10000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DomainSettings:
+    """``evaluation.domain``: the slice CNN whose features give the domain metrics."""
+
+    PATH: ClassVar[str] = "evaluation.domain"
+    seed: int = 0
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    width: int = 16
+    feature_dim: int = 64
+    label_column: str | None = None
+    n_reference: int | None = 5000
+    nearest_k: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "width", "feature_dim", "nearest_k"):
+            _positive_int(name, getattr(self, name))
+        _positive_number("lr", self.lr)
+        _optional_min("n_reference", self.n_reference, 2)
+
+
+@dataclass(frozen=True)
+class MemorizationSettings:
+    """``evaluation.memorization``: nearest training slice of every sample."""
+
+    PATH: ClassVar[str] = "evaluation.memorization"
+    percentile: float = 5.0
+    gallery_k: int = 8
+    n_test_reference: int | None = 1000
+    seed: int = 0
+    block: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0 < self.percentile < 100:
+            raise InputError(f"percentile must lie between 0 and 100, got {self.percentile}")
+        if self.gallery_k < 0 or self.block < 1:
+            raise InputError("gallery_k must be ≥ 0 and block ≥ 1")
+        _optional_min("n_test_reference", self.n_test_reference, 1)
+
+
+@dataclass(frozen=True)
+class ConditioningSettings:
+    """``evaluation.conditioning``: the classifier that checks a conditional model's classes."""
+
+    PATH: ClassVar[str] = "evaluation.conditioning"
+    seed: int = 0
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    width: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "width"):
+            _positive_int(name, getattr(self, name))
+        _positive_number("lr", self.lr)
+
+
+@dataclass(frozen=True)
+class UtilitySettings:
+    """``evaluation.utility``: classifiers trained on real, synthetic and both."""
+
+    PATH: ClassVar[str] = "evaluation.utility"
+    seeds: int = 3
+    seed: int = 0
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3
+    width: int = 16
+    position_bins: int = 3
+    n_synthetic: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("seeds", "steps", "batch_size", "width"):
+            _positive_int(name, getattr(self, name))
+        _positive_number("lr", self.lr)
+        if self.position_bins < 2:
+            raise InputError(f"position_bins must be at least 2, got {self.position_bins}")
+        _optional_min("n_synthetic", self.n_synthetic, 1)
+
+
+# ----------------------------------------------------------------- reader study and report
+
+READER_PRESETS = ("ungria_hirte", "han", "kazuhiro")
+REAL, SYNTHETIC = "real", "synthetic"
+
+
+@dataclass(frozen=True)
+class ReaderStudySettings:
+    """``reader_study``: the blinded kit and the scoring of the readers' answers."""
+
+    PATH: ClassVar[str] = "reader_study"
+    preset: str = "ungria_hirte"
+    models: tuple[str, ...] | None = None
+    n_real: int = 50
+    n_per_model: int = 50
+    n_total: int = 100
+    synthetic_fraction: tuple[float, float] = (0.4, 0.6)
+    group_by: str | None = None
+    seed: int = 0
+    display_size: int = 256
+    interpolation: str = "bilinear"
+    time_limit_s: float | None = None
+    ask_confidence: bool = True
+    title: str = "Real or synthetic? A brain MRI reader study"
+    responses_dir: str = scoring("reader_responses")
+    positive_class: str = scoring(REAL)
+
+    def __post_init__(self) -> None:
+        _one_of("preset", self.preset, READER_PRESETS)
+        for key in ("n_real", "n_per_model", "n_total", "display_size"):
+            _positive_int(key, getattr(self, key))
+        fraction = self.synthetic_fraction
+        if (not isinstance(fraction, (list, tuple)) or len(fraction) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in fraction)
+                or not 0 <= fraction[0] <= fraction[1] <= 1):
+            raise InputError(f"synthetic_fraction must be [low, high] with 0 <= low <= high <= 1, not {fraction!r}")
+        object.__setattr__(self, "synthetic_fraction", tuple(float(v) for v in fraction))
+        _one_of("interpolation", self.interpolation, ("bilinear", "nearest"))
+        limit = self.time_limit_s
+        if limit is not None and (not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit <= 0):
+            raise InputError(f"time_limit_s must be null or a positive number of seconds, not {limit!r}")
+        _one_of("positive_class", self.positive_class, (REAL, SYNTHETIC))
+        if self.models is not None:
+            if not isinstance(self.models, (list, tuple)) or not self.models:
+                raise InputError(f"models must be null (every model) or a non-empty list, not {self.models!r}")
+            object.__setattr__(self, "models", tuple(self.models))
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    PATH: ClassVar[str] = "report"
+    title: str = "Brain MRI generative models"
+
+
+#: Every config section read through this module, by its schema path.
+SECTIONS: dict[str, type] = {cls.PATH: cls for cls in (
+    DemoSettings, RegistrationSettings, SlicingSettings, SamplingSettings, PixelMetricsSettings,
+    FidSettings, KidSettings, PrdcSettings, DomainSettings, MemorizationSettings, ConditioningSettings,
+    UtilitySettings, ReaderStudySettings, ReportSettings)}
+
+
+def rerun_settings(config: Mapping[str, Any], path: str, *kinds: str) -> dict[str, Any]:
+    """The keys of a section that change its jobs' results (plus ``kinds``), sorted so that
+    reordering keys in config.yaml reruns nothing (Snakemake compares params by their repr)."""
+    return canonical(block_part(section_block(config, path), SECTIONS[path], RESULT, *kinds))
+
+
+def runtime_settings(config: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The runtime keys of a section, which jobs read from the config rather than from params."""
+    return block_part(section_block(config, path), SECTIONS[path], RUNTIME)
+
+
+def canonical(value: Any) -> Any:
+    """Dicts with sorted keys, recursively."""
+    if isinstance(value, Mapping):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(item) for item in value]
+    return value

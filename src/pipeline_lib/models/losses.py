@@ -1,0 +1,41 @@
+"""Loss pieces shared by several families: the Gaussian latent (reparameterisation and KL to the
+standard normal) and the WGAN-GP gradient penalty."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """z = mu + eps * exp(logvar / 2), eps ~ N(0, I) (Kingma and Welling 2014)."""
+    return mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+
+
+def kl_per_sample(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) of every sample, summed over latent dimensions, in float32."""
+    mu, logvar = mu.float(), logvar.float()
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """:func:`kl_per_sample`, mean over the batch."""
+    return kl_per_sample(mu, logvar).mean()
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+                     scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """E[(||grad_x critic(x_hat)|| - 1)^2] at random points x_hat between real and fake images
+    (Gulrajani et al. 2017). The mixing weights are drawn on the CPU, so a seed gives the same
+    penalty on any device. Under AMP (``scaler``), the scaled score is differentiated so small
+    fp16 gradients survive, then unscaled."""
+    eps = torch.rand(len(real), 1, 1, 1, device="cpu").to(real.device)
+    mixed = (eps * real.float() + (1 - eps) * fake.float()).requires_grad_(True)
+    score = critic(mixed).sum()
+    if scaler is not None:
+        (grad,) = torch.autograd.grad(scaler.scale(score), mixed, create_graph=True)
+        grad = grad.float() / scaler.get_scale()
+    else:
+        (grad,) = torch.autograd.grad(score, mixed, create_graph=True)
+    return (grad.float().flatten(1).norm(2, dim=1) - 1).pow(2).mean()

@@ -1,0 +1,97 @@
+"""core.settings: one typed dataclass per config section, equal to the JSON schema in keys and defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline_lib.core import settings as st
+from pipeline_lib.core.errors import InputError
+
+SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def schema_block(path: str) -> dict:
+    node = SCHEMA
+    for part in path.split("."):
+        node = node["properties"][part]
+    return node
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _field_default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+@pytest.mark.parametrize("path", sorted(st.SECTIONS))
+def test_every_section_has_the_schemas_keys_and_defaults(path):
+    cls = st.SECTIONS[path]
+    properties = schema_block(path)["properties"]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    assert set(fields) == set(properties), f"{path}: dataclass and schema keys differ"
+    for name, prop in properties.items():
+        assert "default" in prop, f"{path}.{name} has no default in the schema"
+        assert _plain(_field_default(fields[name])) == prop["default"], f"{path}.{name}"
+
+
+def test_every_schema_section_is_read_through_core_settings():
+    sections = {name for name, prop in SCHEMA["properties"].items() if prop.get("type") == "object"}
+    sections |= {f"evaluation.{name}" for name in schema_block("evaluation")["properties"]}
+    sections -= {"evaluation", "models", "input", "privacy"}  # containers; input/privacy are read by discovery
+    assert sections == set(st.SECTIONS)
+
+
+def test_trainer_keys_are_the_schemas_model_keys():
+    model = SCHEMA["properties"]["models"]["additionalProperties"]
+    assert set(model["properties"]) == st.TrainerSettings.keys()
+    for f in dataclasses.fields(st.TrainerSettings):
+        if "default" in model["properties"][f.name]:
+            assert _field_default(f) == model["properties"][f.name]["default"], f.name
+
+
+def test_unknown_keys_and_bad_values_name_the_config_key():
+    with pytest.raises(InputError, match=r"evaluation\.fid\.repeat: unknown key"):
+        st.read_settings(st.FidSettings, {"repeat": 5})
+    with pytest.raises(InputError, match=r"evaluation\.domain\.stpes: unknown key"):
+        st.read_settings(st.DomainSettings, {"stpes": 3})
+    with pytest.raises(InputError, match="evaluation.domain: steps must be a positive"):
+        st.read_settings(st.DomainSettings, {"steps": 0})
+    with pytest.raises(InputError, match=r"models\.m: budget needs"):
+        st.TrainerSettings.from_block("m", {"family": "vae", "budget": {}})
+    with pytest.raises(InputError, match=r"models\.m\.budget is required"):
+        st.TrainerSettings.from_block("m", {"family": "vae"})
+
+
+def test_defaults_and_instances_pass_through():
+    assert st.read_settings(st.FidSettings, None).repeats == 20  # Ballesteros Ramirez: 20 repeats
+    fid = st.read_settings(st.FidSettings, {"repeats": 5})
+    assert fid.repeats == 5 and st.read_settings(st.FidSettings, fid) is fid
+
+
+def test_reader_study_defaults_and_errors():
+    s = st.read_settings(st.ReaderStudySettings, None)
+    assert s.preset == "ungria_hirte" and s.n_real == 50 and s.n_per_model == 50
+    assert s.synthetic_fraction == (0.4, 0.6) and s.time_limit_s is None
+    for block, message in [({"n_fake": 3}, "unknown key"), ({"preset": "turing"}, "preset"),
+                           ({"synthetic_fraction": [0.7, 0.2]}, "synthetic_fraction"),
+                           ({"time_limit_s": 0}, "time_limit_s")]:
+        with pytest.raises(InputError, match=message):
+            st.read_settings(st.ReaderStudySettings, block)
+
+
+def test_rerun_settings_leave_out_runtime_keys_in_a_stable_order():
+    config = {"evaluation": {"fid": {"seed": 1, "device": "cuda", "batch_size": 8, "repeats": 3}}}
+    assert st.rerun_settings(config, "evaluation.fid") == {"repeats": 3, "seed": 1}
+    assert list(st.rerun_settings(config, "evaluation.fid")) == ["repeats", "seed"]
+    assert st.runtime_settings(config, "evaluation.fid") == {"device": "cuda", "batch_size": 8}
+    study = {"reader_study": {"n_real": 4, "positive_class": "synthetic", "responses_dir": "r"}}
+    assert st.rerun_settings(study, "reader_study") == {"n_real": 4}
+    assert st.rerun_settings(study, "reader_study", st.SCORING) == {
+        "n_real": 4, "positive_class": "synthetic", "responses_dir": "r"}
+    assert "checkpoint_every" in st.keys_of_kind(st.TrainerSettings, st.RUNTIME)
