@@ -69,7 +69,7 @@ rule distribution_metrics:
     against the real training slices."""
     input:
         features=rules.model_features.output[0],
-        real=expand(rules.real_features.output[0], split="train"),
+        real=expand(rules.real_features.output[0], split="train")[0],
         table=rules.slice_dataset.output.table,
         labels=rules.sample.output.labels,
     output:
@@ -91,8 +91,8 @@ rule distribution_metrics:
 rule distribution_metrics_original:
     """The reference row: real test slices against the real training slices."""
     input:
-        test=expand(rules.real_features.output[0], split="test"),
-        train=expand(rules.real_features.output[0], split="train"),
+        test=expand(rules.real_features.output[0], split="test")[0],
+        train=expand(rules.real_features.output[0], split="train")[0],
         table=rules.slice_dataset.output.table,
     output:
         "results/metrics/original.distribution.json",

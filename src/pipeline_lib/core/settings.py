@@ -283,24 +283,35 @@ class PrdcSettings:
 
 
 @dataclass(frozen=True)
-class DomainSettings:
-    """``evaluation.domain``: the slice CNN whose features give the domain metrics."""
+class _SmallCnnSettings:
+    """Seed and optimisation of one of the small evaluation CNNs (domain, conditioning, utility)."""
 
-    PATH: ClassVar[str] = "evaluation.domain"
     seed: int = 0
     steps: int = 300
     batch_size: int = 32
     lr: float = 1e-3
     width: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "width"):
+            _positive_int(name, getattr(self, name))
+        _positive_number("lr", self.lr)
+
+
+@dataclass(frozen=True)
+class DomainSettings(_SmallCnnSettings):
+    """``evaluation.domain``: the slice CNN whose features give the domain metrics."""
+
+    PATH: ClassVar[str] = "evaluation.domain"
     feature_dim: int = 64
     label_column: str | None = None
     n_reference: int | None = 5000
     nearest_k: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "width", "feature_dim", "nearest_k"):
-            _positive_int(name, getattr(self, name))
-        _positive_number("lr", self.lr)
+        super().__post_init__()
+        _positive_int("feature_dim", self.feature_dim)
+        _positive_int("nearest_k", self.nearest_k)
         _optional_min("n_reference", self.n_reference, 2)
 
 
@@ -324,40 +335,25 @@ class MemorizationSettings:
 
 
 @dataclass(frozen=True)
-class ConditioningSettings:
+class ConditioningSettings(_SmallCnnSettings):
     """``evaluation.conditioning``: the classifier that checks a conditional model's classes."""
 
     PATH: ClassVar[str] = "evaluation.conditioning"
-    seed: int = 0
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-3
-    width: int = 16
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "width"):
-            _positive_int(name, getattr(self, name))
-        _positive_number("lr", self.lr)
 
 
 @dataclass(frozen=True)
-class UtilitySettings:
+class UtilitySettings(_SmallCnnSettings):
     """``evaluation.utility``: classifiers trained on real, synthetic and both."""
 
     PATH: ClassVar[str] = "evaluation.utility"
-    seeds: int = 3
-    seed: int = 0
     steps: int = 200
-    batch_size: int = 32
-    lr: float = 1e-3
-    width: int = 16
+    seeds: int = 3
     position_bins: int = 3
     n_synthetic: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("seeds", "steps", "batch_size", "width"):
-            _positive_int(name, getattr(self, name))
-        _positive_number("lr", self.lr)
+        super().__post_init__()
+        _positive_int("seeds", self.seeds)
         if self.position_bins < 2:
             raise InputError(f"position_bins must be at least 2, got {self.position_bins}")
         _optional_min("n_synthetic", self.n_synthetic, 1)

@@ -283,13 +283,8 @@ def model_distribution_job(sample_features: Path, real_features: Path, table: Pa
         if (frame["label"] != "").all():
             sample_labels = frame["label"].to_numpy()
             real_labels = _table_labels(table, _real_rows(real, real_features), condition_on, model)
-    result = {"kind": "model", "model": model, **distribution_metrics(
-        samples["features"], real["features"], fid=evaluation.get("fid"), kid_cfg=evaluation.get("kid"),
-        prdc_cfg=evaluation.get("prdc"), sample_labels=sample_labels, real_labels=real_labels,
-        class_column=condition_on)}
-    result["reference"] = "real training slices"
-    write_json(out, result)
-    return result
+    return _write_result(out, "model", model, "real training slices", samples["features"], real["features"],
+                         evaluation, sample_labels, real_labels, condition_on)
 
 
 def original_distribution_job(test_features: Path, train_features: Path, table: Path, out: Path, *,
@@ -308,10 +303,16 @@ def original_distribution_job(test_features: Path, train_features: Path, table: 
     if column:
         sample_labels = _table_labels(table, _real_rows(test, test_features), column, "the test split")
         real_labels = _table_labels(table, _real_rows(train, train_features), column, "the train split")
-    result = {"kind": "original", "model": "original", **distribution_metrics(
-        test["features"], train["features"], fid=evaluation.get("fid"), kid_cfg=evaluation.get("kid"),
+    return _write_result(out, "original", "original", "real training slices (samples = real test slices)",
+                         test["features"], train["features"], evaluation, sample_labels, real_labels, column)
+
+
+def _write_result(out: Path, kind: str, model: str, reference: str, sample_features: np.ndarray,
+                  real_features: np.ndarray, evaluation: Mapping[str, Any], sample_labels, real_labels,
+                  class_column: str | None) -> dict:
+    result = {"kind": kind, "model": model, **distribution_metrics(
+        sample_features, real_features, fid=evaluation.get("fid"), kid_cfg=evaluation.get("kid"),
         prdc_cfg=evaluation.get("prdc"), sample_labels=sample_labels, real_labels=real_labels,
-        class_column=column)}
-    result["reference"] = "real training slices (samples = real test slices)"
+        class_column=class_column), "reference": reference}
     write_json(out, result)
     return result
