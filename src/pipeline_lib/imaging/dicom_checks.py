@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,9 @@ def check_series(files: list[Path], *, modalities: tuple[str, ...], max_voxels: 
     """Validate a series from its headers; return what conversion needs or raise DicomProblem."""
     if not files:
         raise DicomProblem("folder holds no DICOM files")
-    datasets = [_read_header(path, index, len(files)) for index, path in enumerate(files)]
+    # a deflated file may inflate to anything: each file's data set may take 4 bytes per allowed voxel
+    limit = 4 * max_voxels + (1 << 24)
+    datasets = [_read_header(path, index, len(files), limit) for index, path in enumerate(files)]
     first = datasets[0]
     if len({ds.get("SeriesInstanceUID") for ds in datasets}) > 1:
         count = len({ds.get("SeriesInstanceUID") for ds in datasets})
@@ -93,7 +96,7 @@ def check_series(files: list[Path], *, modalities: tuple[str, ...], max_voxels: 
                   inflate=bool(syntaxes & INFLATED_SYNTAXES))
 
 
-def _read_header(path: Path, index: int, count: int) -> pydicom.Dataset:
+def _read_header(path: Path, index: int, count: int, inflate_limit: int) -> pydicom.Dataset:
     where = f"DICOM file {index + 1} of {count} (in name order)"
     try:
         size = os.stat(path).st_size
@@ -105,7 +108,10 @@ def _read_header(path: Path, index: int, count: int) -> pydicom.Dataset:
     if size == 0:
         raise DicomProblem(f"{where} is empty (0 bytes)")
     try:
+        deflated = _inflated_size(path, inflate_limit, where)
         dataset = pydicom.dcmread(path, defer_size=DEFER_BYTES)
+    except DicomProblem:
+        raise
     except PermissionError:
         raise DicomProblem(f"{where} cannot be read (permission denied)") from None
     except Exception as exc:  # pydicom raises several types for broken files
@@ -117,10 +123,31 @@ def _read_header(path: Path, index: int, count: int) -> pydicom.Dataset:
         expected = (int(dataset.get("Rows") or 0) * int(dataset.get("Columns") or 0)
                     * int(dataset.get("SamplesPerPixel") or 1) * int(dataset.get("BitsAllocated") or 0)
                     // 8 * int(dataset.get("NumberOfFrames") or 1))
-        present = min(int(pixels.length), max(0, size - int(pixels.value_tell or 0)))
+        # on disk a deflated file is shorter than its data: only the declared length counts there
+        present = int(pixels.length) if deflated else min(int(pixels.length), max(0, size - int(pixels.value_tell or 0)))
         if present < expected:
             raise DicomProblem(f"{where} is truncated: {present} of {expected} pixel-data bytes present")
     return dataset
+
+
+def _inflated_size(path: Path, limit: int, where: str) -> int | None:
+    """For a deflated file, the size its data set inflates to, counted while streaming and
+    refused past ``limit`` (pydicom would inflate it whole in memory); None for other files."""
+    meta = pydicom.filereader.read_file_meta_info(path)
+    if meta.get("TransferSyntaxUID") != uids.DeflatedExplicitVRLittleEndian:
+        return None
+    length = meta.get("FileMetaInformationGroupLength")
+    if length is None:
+        raise DicomProblem(f"{where} is deflated but lacks its file meta group length")
+    inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    with open(path, "rb") as handle:
+        handle.seek(128 + 4 + 12 + int(length))  # preamble, DICM, group-length element, meta group
+        while chunk := handle.read(1 << 20):
+            total += len(inflater.decompress(chunk, limit + 1 - total))
+            if total > limit or inflater.unconsumed_tail:
+                raise DicomProblem(f"{where} is deflated and inflates beyond {limit:,} bytes: a malformed or "
+                                   "malicious file; inflating stopped")
+    return total
 
 
 def _check_content(datasets: list[pydicom.Dataset], modalities: tuple[str, ...]) -> None:

@@ -275,7 +275,7 @@ def _classify_file(root: Path, path: Path, name: str, info: os.stat_result, sibl
     elif lower.endswith(".dcm"):
         return "dicom"
     elif info.st_size == 0:
-        _ignore(ignored, root, path, "empty file", "0 bytes")
+        _ignore(ignored, root, path, "empty file", "0 bytes, so not an image")
     else:
         magic = _has_dicom_magic(path)
         if magic:

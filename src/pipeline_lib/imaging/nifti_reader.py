@@ -23,7 +23,6 @@ read into the result: :func:`read_nifti` returns voxels and an affine only.
 from __future__ import annotations
 
 import gzip
-import io
 import math
 import os
 import stat
@@ -107,12 +106,18 @@ def _parse_header(head: bytes) -> nib.Nifti1Header:
     """NIfTI-1 or NIfTI-2 header from the first bytes, by ``sizeof_hdr`` in either byte order."""
     if len(head) < 348:
         raise NiftiProblem(f"not a NIfTI file: {len(head)} bytes, shorter than a NIfTI header (348)")
-    sizes = {int.from_bytes(head[:4], order) for order in ("little", "big")}
-    klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header
-    if 348 not in sizes and 540 not in sizes:
+    # the byte order is the one in which sizeof_hdr reads 348 or 540 (nibabel would guess it
+    # from dim[0] instead, and read a header with a bad dim[0] byte-swapped)
+    found = {(int.from_bytes(head[:4], order), marker) for order, marker in (("little", "<"), ("big", ">"))}
+    matches = [(size, marker) for size, marker in found if size in (348, 540)]
+    if not matches:
         raise NiftiProblem("not a NIfTI file: the header size field is neither 348 (NIfTI-1) nor 540 (NIfTI-2)")
+    size, endianness = matches[0]
+    klass = nib.Nifti2Header if size == 540 else nib.Nifti1Header
+    if len(head) < size:
+        raise NiftiProblem(f"not a NIfTI file: {len(head)} bytes, shorter than its header ({size})")
     try:
-        header = klass.from_fileobj(io.BytesIO(head), check=False)
+        header = klass(binaryblock=head[:size], endianness=endianness, check=False)
     except Exception as exc:  # nibabel raises several types on garbage
         raise NiftiProblem(f"NIfTI header cannot be parsed ({type(exc).__name__})") from None
     magic = bytes(header["magic"]).rstrip(b"\0")
@@ -282,11 +287,14 @@ def _check_shear(affine: np.ndarray) -> None:
 
 def _float32_voxels(raw: np.ndarray, header: nib.Nifti1Header) -> np.ndarray:
     """Scaled voxels as float32, one slice at a time (scaling in float64, as nibabel does)."""
+    stored_slope, stored_inter = float(header["scl_slope"]), float(header["scl_inter"])
+    # 0 or NaN means "no scaling" (the standard; nibabel writes NaN); an infinite value is corrupt
+    if math.isinf(stored_slope) or (stored_slope not in (0.0,) and not math.isnan(stored_slope)
+                                    and math.isinf(stored_inter)):
+        raise NiftiProblem(f"intensity scaling (scl_slope {stored_slope}, scl_inter {stored_inter}) is not finite")
     slope, inter = header.get_slope_inter()
     slope = 1.0 if slope is None else float(slope)
     inter = 0.0 if inter is None else float(inter)
-    if not (math.isfinite(slope) and math.isfinite(inter)):
-        raise NiftiProblem(f"intensity scaling (scl_slope {slope}, scl_inter {inter}) is not finite")
     volume = raw.reshape(raw.shape[:3]) if raw.ndim == 4 else raw
     out = np.empty(volume.shape, dtype=np.float32)
     low, high, bad = math.inf, -math.inf, 0

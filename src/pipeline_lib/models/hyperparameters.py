@@ -76,13 +76,11 @@ def check_model_blocks(models: Mapping[str, Any], declared: Mapping[str, dict] |
 def _hyperparameter_problems(where: str, given: Mapping[str, Any], family: Mapping[str, Any]) -> list[str]:
     defaults, choices = family["defaults"], family.get("choices", {})
     problems = []
-    try:
-        check_known_keys(given, defaults, where)
-    except InputError as exc:
-        problems.append(f"{exc} (a hyperparameter of this family or a trainer key: "
-                        f"{', '.join(sorted(TrainerSettings.keys()))})")
     for key, value in given.items():
         if key not in defaults:
+            problems.append(f"{where}.{key}: unknown key; the family's hyperparameters are "
+                            f"{', '.join(sorted(defaults))} and the trainer's keys "
+                            f"{', '.join(sorted(TrainerSettings.keys()))}")
             continue
         problem = _type_problem(value, defaults[key])
         if problem:
