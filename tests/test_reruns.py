@@ -21,7 +21,7 @@ from test_workflow import (TEST_CONFIG, copy_checkout, dry_run_jobs, model_jobs,
 
 pytestmark = pytest.mark.integration
 
-UPSTREAM_OF_SLICES = {"demo_cohort", "discover_inputs", "ingest", "register", "qc_tables"}
+UPSTREAM_OF_SLICES = {"demo_cohort", "discover_inputs", "ingest", "ingest_qc", "register", "qc_tables"}
 
 
 def missing_outputs(work: Path) -> list[str]:

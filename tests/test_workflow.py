@@ -92,8 +92,11 @@ def test_corrupt_demo_file_is_reported_and_the_rest_goes_on(workdir):
     qc = pd.read_csv(workdir / "results/qc/ingest.tsv", sep="\t", keep_default_na=False)
     failed = qc[qc["status"] == "failed"]
     assert len(failed) == 1
-    assert failed["file"].iloc[0].endswith("demo-05.nii.gz")
-    assert failed["reason"].iloc[0]
+    assert failed["kind"].iloc[0] == "NIfTI file"
+    assert "truncated" in failed["reason"].iloc[0]
+    # the data steward's private copy says which file it was
+    private = pd.read_csv(workdir / "private/qc/ingest.tsv", sep="\t", keep_default_na=False)
+    assert private.set_index("subject").loc[failed["subject"].iloc[0], "path"].endswith("demo-05.nii.gz")
     registered = pd.read_csv(workdir / "results/qc/registration.tsv", sep="\t", keep_default_na=False)
     assert (registered["status"] == "ok").sum() == 4
     slices = pd.read_csv(workdir / "results/slices/slices.tsv", sep="\t")
