@@ -21,6 +21,7 @@ import binascii
 import gzip
 import io
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -132,8 +133,8 @@ def plant_profile(dataset: pydicom.Dataset, identity: dict) -> int:
 
 def build_phi_tree(root: Path, scratch: Path) -> dict:
     """The hospital export described in the module docstring; returns counts for sanity checks."""
-    table = make_demo_cohort(scratch, n_subjects=4, seed=1)
-    counts = {"profile_attributes": 0, "dicom_files": 0}
+    table = make_demo_cohort(scratch, n_subjects=3, seed=1)  # 2 DICOM series and a NIfTI file, and a corrupt one
+    counts = {"profile_attributes": 0, "dicom_files": 0, "subjects": len(table) - 1}
     # the table's last row is the demo's truncated file, placed below under the fifth identity
     for identity, row in zip(IDENTITIES, table.iloc[:-1].itertuples(index=False)):
         person = f"{identity['family']}^{identity['given']}_{identity['birth']}"
@@ -157,7 +158,7 @@ def build_phi_tree(root: Path, scratch: Path) -> dict:
             image.header["db_name"] = identity["birth"].encode()
             image.header.extensions.append(nib.nifti1.Nifti1Extension("comment", _text(identity, 64).encode()))
             nib.save(image, folder / f"{person}_{identity['id']}_T1w.nii.gz")
-    corrupt = IDENTITIES[4]
+    corrupt = IDENTITIES[-1]
     person = f"{corrupt['family']}^{corrupt['given']}_{corrupt['birth']}"
     (root / person).mkdir()
     shutil.copy(scratch / table.iloc[-1]["path"], root / person / f"{person}_{corrupt['id']}.nii.gz")
@@ -226,7 +227,7 @@ def phi_run(tmp_path_factory) -> Path:
     work = copy_checkout(tmp_path_factory, "privacy")
     export = work.parent / "hospital export"
     counts = build_phi_tree(export, work.parent / "scratch")
-    assert counts["profile_attributes"] >= 600 and counts["dicom_files"] >= 2
+    assert counts["profile_attributes"] >= 600 and counts["dicom_files"] >= 2 and counts["subjects"] == 3
     config = yaml.safe_load(TEST_CONFIG.read_text())
     config["input"] = {"source": str(export)}
     config["models"] = {"vae": config["models"]["vae"]}
@@ -251,8 +252,9 @@ def test_every_input_and_odd_entry_is_a_qc_row_without_a_path(phi_run):
     qc = pd.read_csv(phi_run / "results/qc/ingest.tsv", sep="\t", keep_default_na=False)
     assert list(qc.columns) == ["subject", "stage", "status", "kind", "reason", "warning"]
     by_status = qc.groupby("status")["kind"].apply(sorted).to_dict()
-    assert by_status["ok"] == ["DICOM series (24 files)", "DICOM series (24 files)", "NIfTI file", "NIfTI file"]
-    assert by_status["failed"] == ["NIfTI file"]
+    assert len(by_status["ok"]) == 3 and by_status["failed"] == ["NIfTI file"]
+    assert all(kind == "NIfTI file" or re.fullmatch(r"DICOM series \(\d+ files\)", kind) for kind in by_status["ok"])
+    assert any(kind.startswith("DICOM") for kind in by_status["ok"])
     assert sorted(by_status["ignored"]) == ["named pipe (FIFO)", "other file", "symbolic link", "symbolic link",
                                             "symbolic link"]
     assert qc["reason"][qc["status"] != "ok"].str.len().gt(10).all()
