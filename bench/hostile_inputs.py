@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import platform
 import subprocess
@@ -38,18 +39,18 @@ import pandas as pd
 from pipeline_lib.core.io import write_json, write_text
 from pipeline_lib.imaging import hostile_corpus as hc
 from pipeline_lib.imaging.dicom import write_dicom_series
-from pipeline_lib.imaging.discovery import discover_inputs, write_staging
+from pipeline_lib.imaging.discovery import discover_inputs, display_path, write_staging
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_WALL_S, TARGET_PEAK_MB = 60.0, 2048.0
 CAP_SIDE = 400  # the default ingest.max_voxels is 400^3
 
 INGEST = """
-import sys
+import json, sys
 from pathlib import Path
 from pipeline_lib.imaging.ingest import ingest_subject
 status = ingest_subject(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4])
-print(status["status"], "|", status["reason"] or status["warning"])
+print(json.dumps(status))
 """
 
 
@@ -88,6 +89,10 @@ def build_large(folder: Path) -> list[str]:
             "largest-dicom"]
 
 
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*")) if path.is_dir() else path.stat().st_size
+
+
 def measured(command: list[str]) -> dict:
     """Wall time, peak RSS (MB) and output of ``command`` in a fresh process."""
     preexec = hc._drop_dac_capabilities if os.geteuid() == 0 else None
@@ -107,8 +112,10 @@ def measured(command: list[str]) -> dict:
 def run(scratch: Path, skip_large: bool) -> dict:
     root = scratch / "corpus"
     skipped = hc.build_corpus(root)
-    judged = pd.Series(__import__("json").loads((scratch / "corpus.judged.json").read_text()))
+    judged = {display_path(os.path.abspath(root / entry)): slug
+              for slug, entry in json.loads((scratch / "corpus.judged.json").read_text()).items()}
     large = [] if skip_large else build_large(root / "999-large")
+    sizes = {name: round(_size(root / "999-large" / name) / 2**20, 2) for name in large}
     started = time.perf_counter()
     found = discover_inputs(root, hc.SALT, hc.SAMPLES_SCHEMA)
     write_staging(found, scratch / "staging")
@@ -118,10 +125,10 @@ def run(scratch: Path, skip_large: bool) -> dict:
     for subject, fmt in found.subjects[["subject", "format"]].itertuples(index=False):
         result = measured([sys.executable, "-c", INGEST, str(scratch / "staging" / subject / "input"), fmt,
                            str(scratch / "out" / subject), subject])
-        relative = os.path.relpath(paths[subject], root)
-        case = next((slug for slug, entry in judged.items() if relative == entry), relative.split("/", 1)[-1])
-        decision, _, reason = result["output"].splitlines()[-1].partition(" | ")
-        rows.append({"case": case, "format": fmt, "decision": decision, "reason": reason,
+        case = judged.get(paths[subject], os.path.basename(paths[subject]))
+        status = json.loads(result["output"].splitlines()[-1])
+        rows.append({"case": case, "format": fmt, "file_mb": sizes.get(case), "decision": status["status"],
+                     "reason": status["reason"] or status["warning"],
                      "wall_s": result["wall_s"], "peak_rss_mb": result["peak_rss_mb"]})
     table = pd.DataFrame(rows).sort_values("peak_rss_mb", ascending=False)
     return {
@@ -129,7 +136,7 @@ def run(scratch: Path, skip_large: bool) -> dict:
         "n_ingest_jobs": len(table),
         "n_ignored_by_discovery": len(found.ignored),
         "discovery_s": round(discovery_s, 2),
-        "large_cases": large,
+        "large_cases": sizes,
         "not_built": skipped,
         "max_wall_s": float(table["wall_s"].max()),
         "max_peak_rss_mb": float(table["peak_rss_mb"].max()),
@@ -150,6 +157,8 @@ def markdown(result: dict) -> str:
         f"{result['max_wall_s']} s (targets {TARGET_PEAK_MB:.0f} MB, {TARGET_WALL_S:.0f} s). "
         f"Load average at the end: {result['machine']['load_average_1min_at_end']} on "
         f"{result['machine']['cpus']} cores (a shared machine: times are noisy).",
+        "",
+        "Large cases (size on disk, MB): " + ", ".join(f"{k} {v}" for k, v in result["large_cases"].items()) + ".",
         "",
         "| case | decision | wall (s) | peak RSS (MB) | reason or warning |",
         "|---|---|---|---|---|",

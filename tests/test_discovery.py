@@ -1,5 +1,6 @@
 """Input discovery: sample-sheet validation, directory scans, pseudonym tables."""
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline_lib.imaging.dicom import write_dicom_series
-from pipeline_lib.imaging.discovery import discover_inputs, is_dicom_file, load_schema
+from pipeline_lib.imaging.discovery import discover_inputs, is_dicom_file, load_schema, write_staging
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.imaging.pseudonym import pseudonymise
 
@@ -211,3 +212,29 @@ def test_dicom_detection_by_preamble_and_suffix(tmp_path):
     assert is_dicom_file(tmp_path / "empty.dcm")  # suffix rule; ingest rejects it later
     assert not is_dicom_file(tmp_path / "DICOMDIR")
     assert not is_dicom_file(tmp_path / "plain")
+
+
+# -------------------------------------------------------------------- staging
+
+
+def test_staging_links_hold_only_accepted_files_and_their_sources_times(tmp_path):
+    root = tmp_path / "in"
+    _nifti(root / "a.nii.gz")
+    (root / "a.json").write_text('{"MagneticFieldStrength": 3}')
+    _dicom_series(root / "s")
+    os.mkfifo(root / "s" / "pipe.dcm")
+    os.symlink("/etc/hostname", root / "s" / "outside.dcm")
+    found = discover_inputs(root, SALT, SCHEMA)
+    write_staging(found, tmp_path / "staging")
+
+    link = tmp_path / "staging" / pseudonymise("a", SALT) / "input"
+    assert os.readlink(link) == str((root / "a.nii.gz").resolve())
+    assert os.lstat(link).st_mtime_ns == os.stat(root / "a.nii.gz").st_mtime_ns
+    assert (link.parent / "sidecar.json").read_text() == '{"MagneticFieldStrength": 3}'
+    series = tmp_path / "staging" / pseudonymise("s", SALT) / "input"
+    assert not series.is_symlink()
+    assert sorted(p.name for p in series.iterdir()) == ["00001.dcm", "00002.dcm", "00003.dcm"]
+    assert [os.readlink(p) for p in sorted(series.iterdir())] == [str(p.resolve()) for p in sorted(
+        (root / "s").glob("IM-*.dcm"))]
+    assert sorted(found.ignored["kind"]) == ["named pipe (FIFO)", "symbolic link"]
+    assert found.linkage.set_index("source_key").loc["s", "kind"] == "DICOM series (3 files)"
