@@ -9,7 +9,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the demo's configuration and the default. A config of one's own
+# (--configfile my.yaml) replaces it instead of being merged into it: merged, it would
+# silently inherit the demo's ten models and its demo-sized settings.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 # Jobs (local scripts and cluster jobs alike) import the library from this checkout,

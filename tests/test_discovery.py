@@ -1,5 +1,6 @@
 """Input discovery: sample-sheet validation, directory scans, pseudonym tables."""
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline_lib.imaging.dicom import write_dicom_series
-from pipeline_lib.imaging.discovery import discover_inputs, is_dicom_file, load_schema
+from pipeline_lib.imaging.discovery import discover_inputs, is_dicom_file, load_schema, write_staging
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.imaging.pseudonym import pseudonymise
 
@@ -53,10 +54,11 @@ def test_sample_sheet_resolves_paths_and_keeps_labels(tmp_path):
                    "HOSP-002\tdata/b_series\tskyra\tpatient\n"
                    "HOSP-003\tdata/missing.nii\tprisma\t\n")
 
-    linkage, subjects = discover_inputs(sheet, SALT, SCHEMA)
+    found = discover_inputs(sheet, SALT, SCHEMA)
+    linkage, subjects = found.linkage, found.subjects
 
-    assert list(linkage.columns) == ["subject", "source_key", "path", "format", "exists"]
-    assert list(subjects.columns) == ["subject", "format", "scanner", "diagnosis"]
+    assert list(linkage.columns) == ["subject", "source_key", "path", "format", "kind"]
+    assert list(subjects.columns) == ["subject", "format", "kind", "scanner", "diagnosis"]
     assert list(linkage["subject"]) == sorted(linkage["subject"])
     assert list(subjects["subject"]) == list(linkage["subject"])
     row = linkage.set_index("source_key")
@@ -65,7 +67,9 @@ def test_sample_sheet_resolves_paths_and_keeps_labels(tmp_path):
     assert row.loc["HOSP-001", "format"] == "nifti"
     assert row.loc["HOSP-002", "format"] == "dicom"
     # a missing file is recorded, not fatal: ingest reports it per subject
-    assert bool(row.loc["HOSP-001", "exists"]) and not bool(row.loc["HOSP-003", "exists"])
+    assert row.loc["HOSP-001", "kind"] == "NIfTI file" and row.loc["HOSP-003", "kind"] == "missing input"
+    assert row.loc["HOSP-002", "kind"] == "DICOM series (3 files)"
+    assert found.ignored.empty
     labels = subjects.set_index("subject").loc[pseudonymise("HOSP-002", SALT)]
     assert (labels["scanner"], labels["diagnosis"], labels["format"]) == ("skyra", "patient", "dicom")
 
@@ -73,11 +77,11 @@ def test_sample_sheet_resolves_paths_and_keeps_labels(tmp_path):
 def test_subjects_table_holds_no_key_or_path(tmp_path):
     _nifti(tmp_path / "SMITH_JOHN.nii.gz")
     sheet = _sheet(tmp_path / "s.tsv", "subject\tpath\tsite\nMRN-4711\tSMITH_JOHN.nii.gz\tnorth\n")
-    _, subjects = discover_inputs(sheet, SALT, SCHEMA)
-    text = subjects.to_csv(sep="\t")
+    found = discover_inputs(sheet, SALT, SCHEMA)
+    text = found.subjects.to_csv(sep="\t") + found.public_ignored().to_csv(sep="\t")
     for secret in ("MRN-4711", "SMITH", str(tmp_path)):
         assert secret not in text
-    assert "source_key" not in subjects.columns and "path" not in subjects.columns
+    assert "source_key" not in found.subjects.columns and "path" not in found.subjects.columns
 
 
 def test_sheet_missing_column_names_sheet_and_column(tmp_path):
@@ -112,7 +116,7 @@ def test_sheet_reserved_label_column_is_rejected(tmp_path):
 def test_empty_sheet_and_missing_source_are_errors(tmp_path):
     with pytest.raises(InputError, match="no rows"):
         discover_inputs(_sheet(tmp_path / "e.tsv", "subject\tpath\n"), SALT, SCHEMA)
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="input.source: .*nowhere does not exist"):
         discover_inputs(tmp_path / "nowhere", SALT, SCHEMA)
 
 
@@ -139,7 +143,8 @@ def cohort_dir(tmp_path) -> Path:
 
 
 def test_directory_scan_finds_bids_nifti_and_dicom(cohort_dir):
-    linkage, subjects = discover_inputs(cohort_dir, SALT, SCHEMA)
+    discovered = discover_inputs(cohort_dir, SALT, SCHEMA)
+    linkage, subjects = discovered.linkage, discovered.subjects
 
     found = dict(zip(linkage["source_key"], linkage["format"]))
     assert found == {
@@ -153,32 +158,45 @@ def test_directory_scan_finds_bids_nifti_and_dicom(cohort_dir):
     paths = dict(zip(linkage["source_key"], linkage["path"]))
     assert paths["sub-04"] == str((cohort_dir / "sub-04" / "dicom").resolve())
     assert paths["sub-01"] == str((cohort_dir / "sub-01" / "anat" / "sub-01_T1w.nii.gz").resolve())
-    assert linkage["exists"].all()
     assert list(linkage["subject"]) == sorted(linkage["subject"])
-    assert list(subjects.columns) == ["subject", "format"]
+    assert list(subjects.columns) == ["subject", "format", "kind"]
     assert set(subjects["subject"]) == {pseudonymise(k, SALT) for k in found}
+    # everything else is listed with its reason; the BIDS sidecar belongs to its image
+    ignored = dict(zip(discovered.ignored["path"], discovered.ignored["kind"]))
+    assert ignored == {
+        str(cohort_dir / "derivatives"): "BIDS derivatives folder",
+        str(cohort_dir / ".hidden"): "hidden folder",
+        str(cohort_dir / ".DS_Store"): "hidden file",
+        str(cohort_dir / "site1" / "notes.txt"): "other file",
+        str(cohort_dir / "site1" / "picture.png"): "other file",
+    }
+    assert all(discovered.ignored["entry"].str.fullmatch(r"entry-[0-9a-f]{10}"))
 
 
 def test_directory_scan_is_stable_and_salted(cohort_dir):
-    first, _ = discover_inputs(cohort_dir, SALT, SCHEMA)
-    again, _ = discover_inputs(cohort_dir, SALT, SCHEMA)
-    other, _ = discover_inputs(cohort_dir, "another-salt", SCHEMA)
+    first = discover_inputs(cohort_dir, SALT, SCHEMA).linkage
+    again = discover_inputs(cohort_dir, SALT, SCHEMA).linkage
+    other = discover_inputs(cohort_dir, "another-salt", SCHEMA).linkage
     assert first.equals(again)
     assert set(first["subject"]).isdisjoint(other["subject"])
     with pytest.raises(InputError, match="salt"):
         discover_inputs(cohort_dir, "", SCHEMA)
 
 
-def test_two_images_for_one_bids_subject_is_an_error(tmp_path):
+def test_two_images_for_one_bids_subject_are_both_set_aside(tmp_path):
     _nifti(tmp_path / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
     _nifti(tmp_path / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
-    with pytest.raises(InputError, match="two inputs map to subject key 'sub-01'.*sample sheet"):
-        discover_inputs(tmp_path, SALT, SCHEMA)
+    _nifti(tmp_path / "sub-02" / "anat" / "sub-02_T1w.nii.gz")
+    found = discover_inputs(tmp_path, SALT, SCHEMA)
+    assert list(found.linkage["source_key"]) == ["sub-02"]
+    assert len(found.ignored) == 2
+    assert found.ignored["reason"].str.contains(
+        f"one of 2 inputs for subject {pseudonymise('sub-01', SALT)}.*sample sheet").all()
 
 
 def test_directory_without_images_is_an_error(tmp_path):
     (tmp_path / "readme.txt").write_text("nothing here")
-    with pytest.raises(InputError, match="no NIfTI files or DICOM series"):
+    with pytest.raises(InputError, match=r"input.source: no NIfTI file or DICOM series found \(ignored: 1 other file\)"):
         discover_inputs(tmp_path, SALT, SCHEMA)
 
 
@@ -194,3 +212,29 @@ def test_dicom_detection_by_preamble_and_suffix(tmp_path):
     assert is_dicom_file(tmp_path / "empty.dcm")  # suffix rule; ingest rejects it later
     assert not is_dicom_file(tmp_path / "DICOMDIR")
     assert not is_dicom_file(tmp_path / "plain")
+
+
+# -------------------------------------------------------------------- staging
+
+
+def test_staging_links_hold_only_accepted_files_and_their_sources_times(tmp_path):
+    root = tmp_path / "in"
+    _nifti(root / "a.nii.gz")
+    (root / "a.json").write_text('{"MagneticFieldStrength": 3}')
+    _dicom_series(root / "s")
+    os.mkfifo(root / "s" / "pipe.dcm")
+    os.symlink("/etc/hostname", root / "s" / "outside.dcm")
+    found = discover_inputs(root, SALT, SCHEMA)
+    write_staging(found, tmp_path / "staging")
+
+    link = tmp_path / "staging" / pseudonymise("a", SALT) / "input"
+    assert os.readlink(link) == str((root / "a.nii.gz").resolve())
+    assert os.lstat(link).st_mtime_ns == os.stat(root / "a.nii.gz").st_mtime_ns
+    assert (link.parent / "sidecar.json").read_text() == '{"MagneticFieldStrength": 3}'
+    series = tmp_path / "staging" / pseudonymise("s", SALT) / "input"
+    assert not series.is_symlink()
+    assert sorted(p.name for p in series.iterdir()) == ["00001.dcm", "00002.dcm", "00003.dcm"]
+    assert [os.readlink(p) for p in sorted(series.iterdir())] == [str(p.resolve()) for p in sorted(
+        (root / "s").glob("IM-*.dcm"))]
+    assert sorted(found.ignored["kind"]) == ["named pipe (FIFO)", "symbolic link"]
+    assert found.linkage.set_index("source_key").loc["s", "kind"] == "DICOM series (3 files)"

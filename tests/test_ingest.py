@@ -67,7 +67,7 @@ def _canonical(volume: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
 def _assert_failed(status: dict, out: Path, source: Path, reason_pattern: str) -> None:
     assert status["status"] == "failed", status
     assert status["stage"] == "ingest"
-    assert status["file"] == str(source)
+    assert set(status) == {"subject", "stage", "status", "kind", "reason", "warning"}
     assert re.search(reason_pattern, status["reason"]), status["reason"]
     assert json.loads((out / "status.json").read_text()) == status
     assert not (out / "volume.nii.gz").exists() and not (out / "metadata.json").exists()
@@ -86,10 +86,10 @@ def test_dicom_series_converts_without_phi(tmp_path):
     assert b"DOE^JANE" in files[0].read_bytes()  # the PHI really is planted
 
     out = tmp_path / "out"
-    status = ingest_subject(series, "dicom", out, "sub-0123456789")
+    status = ingest_subject(series, "dicom", out, "sub-0123456789", kind="DICOM series (12 files)")
 
     assert status == {"subject": "sub-0123456789", "status": "ok", "stage": "ingest",
-                      "file": str(series), "reason": ""}
+                      "kind": "DICOM series (12 files)", "reason": "", "warning": ""}
     assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "status.json", "volume.nii.gz"]
     assert _leaks(out, status) == []
     metadata = json.loads((out / "metadata.json").read_text())
@@ -296,14 +296,14 @@ def _missing(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("make, reason", [
-    (_truncated, r"cannot be read completely"),
+    (_truncated, r"compressed data is corrupt or cut short"),
     (_nan, r"2 NaN or Inf voxel"),
     (_two_d, r"image is 2-D"),
     (_zero_voxel, r"voxel size .* is zero"),
-    (_png, r"not a readable NIfTI file"),
+    (_png, r"not a NIfTI file: the header size field"),
     (_constant, r"constant"),
     (_four_d, r"4-D with 3 volumes"),
-    (_huge_voxels, r"voxel size \(12\.0, 1\.0, 1\.0\) mm .* outside the allowed range"),
+    (_huge_voxels, r"voxel size \(12\.0, 1\.0, 1\.0\) mm .* outside the allowed range .*ingest\.max_voxel_mm"),
     (_missing, r"does not exist"),
 ])
 def test_bad_nifti_fails_with_reason(tmp_path, make, reason):
@@ -324,13 +324,13 @@ def test_failure_replaces_an_earlier_success(tmp_path):
     _assert_failed(status, out, bad, r"NaN")
 
 
-def test_on_bad_input_fail_names_file_and_reason(tmp_path):
+def test_on_bad_input_fail_names_subject_kind_and_reason(tmp_path):
     source = _two_d(tmp_path)
-    status = ingest_subject(source, "nifti", tmp_path / "out", "sub-x")
-    with pytest.raises(InputError, match=r"slice\.nii\.gz: ingest failed: image is 2-D"):
+    status = ingest_subject(source, "nifti", tmp_path / "out", "sub-x", kind="NIfTI file")
+    with pytest.raises(InputError, match=r"^subject sub-x \(NIfTI file\): ingest failed: image is 2-D"):
         enforce_on_bad_input(status, "fail")
     enforce_on_bad_input(status, "skip")  # recorded, the run goes on
-    enforce_on_bad_input({"status": "ok", "file": "x", "reason": ""}, "fail")  # no exception
+    enforce_on_bad_input({"status": "ok", "kind": "x", "reason": ""}, "fail")  # no exception
 
 
 def test_unknown_format_fails(tmp_path):

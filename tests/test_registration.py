@@ -83,8 +83,8 @@ def registration_affine_run(registration_fixed, registration_reference, tmp_path
 
 def test_affine_registration_recovers_a_known_affine(registration_affine_run):
     _, out, status = registration_affine_run
-    assert status == {"subject": SUBJECT, "status": "ok", "stage": "register",
-                      "file": status["file"], "reason": ""}
+    assert status == {"subject": SUBJECT, "status": "ok", "stage": "register", "kind": "", "reason": "",
+                      "warning": ""}
     assert json.loads((out / "status.json").read_text()) == status
     qc = json.loads((out / "qc.json").read_text())
     assert qc["subject"] == SUBJECT and qc["transform"] == "Affine" and qc["grid"] == "32x32x16"
@@ -228,11 +228,11 @@ def test_registration_that_loses_the_image_fails_without_raising(registration_re
 
 
 def test_pass_on_failure_writes_skipped(tmp_path):
-    upstream = {"subject": SUBJECT, "status": "failed", "stage": "ingest", "file": "/data/x",
-                "reason": "voxel size 0"}
+    upstream = {"subject": SUBJECT, "status": "failed", "stage": "ingest", "kind": "NIfTI file",
+                "reason": "voxel size 0", "warning": ""}
     status = reg.pass_on_failure(upstream, tmp_path, SUBJECT)
-    assert status == {"subject": SUBJECT, "status": "skipped", "stage": "register", "file": "",
-                      "reason": "ingest failed: voxel size 0"}
+    assert status == {"subject": SUBJECT, "status": "skipped", "stage": "register", "kind": "NIfTI file",
+                      "reason": "ingest failed: voxel size 0", "warning": ""}
     assert json.loads((tmp_path / "status.json").read_text()) == status
     with pytest.raises(InputError):
         reg.pass_on_failure({**upstream, "status": "ok"}, tmp_path, SUBJECT)

@@ -114,9 +114,10 @@ def inputs(tmp_path) -> dict:
         ingest_qc=pd.DataFrame(
             {
                 "subject": ["sub-0123456789", "sub-abcdefabcd"],
+                "kind": ["NIfTI file", "DICOM <series>"],
                 "status": ["ok", "failed"],
-                "file": ["in/a.nii.gz", "in/<broken>.nii"],
                 "reason": [np.nan, "truncated gzip & bad header"],
+                "warning": ["", ""],
             }
         ),
         registration_qc=pd.DataFrame(
@@ -227,7 +228,7 @@ def test_text_from_inputs_is_escaped(tmp_path, inputs):
     text = _build(tmp_path, inputs)
     assert "<b>evil" not in text
     assert "&lt;b&gt;evil &amp; &quot;model&quot;&lt;/b&gt;" in text
-    assert "in/&lt;broken&gt;.nii" in text
+    assert "DICOM &lt;series&gt;" in text
     assert "truncated gzip &amp; bad header" in text
     assert "<script>" not in text and "&lt;script&gt;" in text
 

@@ -21,7 +21,7 @@ from test_workflow import (TEST_CONFIG, copy_checkout, dry_run_jobs, model_jobs,
 
 pytestmark = pytest.mark.integration
 
-UPSTREAM_OF_SLICES = {"demo_cohort", "discover_inputs", "ingest", "register", "qc_tables"}
+UPSTREAM_OF_SLICES = {"demo_cohort", "discover_inputs", "ingest", "ingest_qc", "register", "qc_tables"}
 
 
 def missing_outputs(work: Path) -> list[str]:
@@ -114,3 +114,17 @@ def test_a_registration_setting_reregisters_every_subject_and_downstream(produce
                                      ("metrics_original", "")}
     assert expected <= stale
     assert not {"demo_cohort", "discover_inputs", "ingest"} & {rule for rule, _ in stale}
+
+
+def test_rediscovering_the_same_inputs_reruns_no_ingest_or_registration(produced_workdir):
+    """Discovery rebuilds the staging folder from scratch; its links carry their sources' times,
+    so only subjects whose source changed would be ingested again (none here). (Snakemake also
+    sees that discovery's tables are unchanged, by their checksums, so nothing at all may rerun.)"""
+    work = produced_workdir
+    result = snakemake(work, "--cores", "1", "--forcerun", "discover_inputs", "--", "discover_inputs")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    try:
+        planned = dry_run_jobs(work)
+        assert not {"ingest", "register"} & set(planned)
+    finally:
+        mark_all_produced(work)

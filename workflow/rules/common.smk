@@ -4,19 +4,33 @@
 
 import functools
 import hashlib
+import os
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
 
+from pipeline_lib.core.config_check import config_problems, raise_problems
 from pipeline_lib.core.settings import RUNTIME, TrainerSettings, canonical, keys_of_kind, rerun_settings
+from pipeline_lib.imaging.discovery import STAGED_INPUT
 from pipeline_lib.models import family_sources
+from pipeline_lib.models.hyperparameters import check_model_blocks
 from pipeline_lib.reader_study.scoring import response_files
 
 
+def check_config():
+    """Every config error, each naming its key, before any job runs (so `snakemake -n` fails too)."""
+    problems = config_problems(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+    if not problems:
+        problems = check_model_blocks(config.get("models"))
+    raise_problems(problems, [str(f) for f in workflow.overwrite_configfiles] or ["config.yaml"])
+
+
+check_config()
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 DEMO_SHEET = "resources/demo/samples.tsv"
+SOURCE_LINK = "private/source"
 FID_WEIGHTS = "resources/weights/pt_inception-2015-12-05-fid.pth"
 MODELS = sorted(config["models"])
 
@@ -34,8 +48,24 @@ def is_demo_cohort():
 
 
 def input_source():
-    """The discovery rule's input: the demo sheet (built by a rule) or the user's folder/sheet."""
-    return DEMO_SHEET if is_demo_cohort() else config["input"]["source"]
+    """The discovery rule's input: the demo sheet (built by a rule), else private/source, a link
+    to input.source. Through the link, Snakemake sees the source's modification time but
+    never its path, which may name a patient."""
+    if is_demo_cohort():
+        return DEMO_SHEET
+    target = os.path.abspath(config["input"]["source"])
+    if not os.path.islink(SOURCE_LINK) or os.readlink(SOURCE_LINK) != target:
+        os.makedirs(os.path.dirname(SOURCE_LINK), exist_ok=True)
+        temporary = f"{SOURCE_LINK}.{os.getpid()}"
+        os.symlink(target, temporary)
+        os.replace(temporary, SOURCE_LINK)
+    return SOURCE_LINK
+
+
+def discovery_fingerprint():
+    """Changing the salt or the source reruns discovery; neither appears in Snakemake's records."""
+    secret = f"{config['privacy']['pseudonym_salt']}\0{config['input']['source']}"
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 @functools.lru_cache(maxsize=4)
@@ -47,28 +77,34 @@ def read_table(path):
     return _read_table(str(path), Path(path).stat().st_mtime_ns)
 
 
-def linkage():
-    """pseudonym -> source row; only available once the discovery checkpoint has run."""
-    table = read_table(checkpoints.discover_inputs.get().output.linkage)
+def discovered():
+    """pseudonym -> format, kind and labels; only available once the discovery checkpoint has run."""
+    table = read_table(checkpoints.discover_inputs.get().output.subjects)
     return table.set_index("subject")
 
 
 def discovered_subjects():
-    return sorted(linkage().index)
+    return sorted(discovered().index)
 
 
-def subject_source_input(wildcards):
-    """A missing source becomes an ingest failure for that subject, not a DAG error."""
-    path = linkage().loc[wildcards.subject, "path"]
-    return [path] if Path(path).exists() else []
+def staged_link(wildcards):
+    """The subject's staging link: the only path to its source any rule sees."""
+    return os.path.join(checkpoints.discover_inputs.get().output.staging, wildcards.subject, STAGED_INPUT)
 
 
-def subject_source(wildcards):
-    return linkage().loc[wildcards.subject, "path"]
+def staged_input(wildcards):
+    """The staging link as the rule's input, so a changed source reruns its ingest (the link
+    carries its target's modification time); a missing source is refused by ingest, not the DAG."""
+    link = staged_link(wildcards)
+    return [link] if os.path.exists(link) else []
 
 
 def subject_format(wildcards):
-    return linkage().loc[wildcards.subject, "format"]
+    return discovered().loc[wildcards.subject, "format"]
+
+
+def subject_kind(wildcards):
+    return discovered().loc[wildcards.subject, "kind"]
 
 
 def per_subject(pattern):
@@ -78,11 +114,6 @@ def per_subject(pattern):
         return expand(pattern, subject=discovered_subjects())
 
     return expand_subjects
-
-
-def salt_fingerprint():
-    """Changing the salt must rerun discovery; the salt itself stays out of Snakemake's records."""
-    return hashlib.sha256(config["privacy"]["pseudonym_salt"].encode()).hexdigest()[:12]
 
 
 # ----- settings -----

@@ -1,14 +1,18 @@
 checkpoint discover_inputs:
-    """Find subjects in a folder or sample sheet and give each a salted pseudonym."""
+    """Find subjects in a folder or sample sheet, give each a salted pseudonym and stage it as
+    private/staging/<pseudonym>/input; every odd entry of the tree is listed with its reason."""
     input:
-        input_source(),
+        source=input_source(),
     output:
         linkage="private/linkage.tsv",
+        ignored_private="private/qc/ignored.tsv",
+        staging=directory("private/staging"),
         subjects="results/inputs/subjects.tsv",
+        ignored="results/inputs/ignored.tsv",
     log:
         "logs/discover_inputs.log",
     params:
-        salt_fingerprint=salt_fingerprint(),
+        fingerprint=discovery_fingerprint(),
     message:
         "Discovering input subjects"
     conda:
@@ -20,14 +24,16 @@ checkpoint discover_inputs:
 rule ingest:
     """DICOM -> NIfTI (dcm2niix), validation, reorientation to RAS, PHI-free metadata."""
     input:
-        subject_source_input,
+        staged=staged_input,
     output:
         directory("results/ingest/{subject}"),
     log:
         "logs/ingest/{subject}.log",
     params:
-        source=subject_source,
+        staged=staged_link,
         format=subject_format,
+        kind=subject_kind,
+        ingest=section_settings("ingest"),
         on_bad_input=lookup(dpath="on_bad_input", within=config),
     resources:
         runtime=minutes_per_attempt(10),
@@ -40,3 +46,24 @@ rule ingest:
         "../../envs/imaging.yaml"
     script:
         "../scripts/ingest.py"
+
+
+rule ingest_qc:
+    """One row per subject (ingest outcome and reason) and per ignored entry of the input tree;
+    a private copy adds the source paths for the data steward."""
+    input:
+        ingest=per_subject(rules.ingest.output[0]),
+        ignored=rules.discover_inputs.output.ignored,
+        linkage=rules.discover_inputs.output.linkage,
+        ignored_private=rules.discover_inputs.output.ignored_private,
+    output:
+        table="results/qc/ingest.tsv",
+        private="private/qc/ingest.tsv",
+    log:
+        "logs/ingest_qc.log",
+    message:
+        "Collecting the ingest QC table"
+    conda:
+        "../../envs/imaging.yaml"
+    script:
+        "../scripts/ingest_qc.py"

@@ -26,12 +26,10 @@ rule register:
 
 
 rule qc_tables:
-    """One row per subject: ingest and registration outcome, with the reason for failures."""
+    """One row per subject: registration outcome, with the reason for failures."""
     input:
-        ingest=per_subject(rules.ingest.output[0]),
         register=per_subject(rules.register.output[0]),
     output:
-        ingest="results/qc/ingest.tsv",
         registration="results/qc/registration.tsv",
     log:
         "logs/qc_tables.log",

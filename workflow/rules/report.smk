@@ -3,7 +3,7 @@ rule report:
     pipeline_lib.report.document.ModelOutputs, in the order of MODELS."""
     input:
         subjects=rules.discover_inputs.output.subjects,
-        ingest_qc=rules.qc_tables.output.ingest,
+        ingest_qc=rules.ingest_qc.output.table,
         registration_qc=rules.qc_tables.output.registration,
         registered=per_subject(rules.register.output[0]),
         table=rules.slice_dataset.output.table,

@@ -1,14 +1,20 @@
+import os
 from pathlib import Path
 
-from pipeline_lib.imaging.discovery import discover_inputs
 from pipeline_lib.core.io import write_tsv
 from pipeline_lib.core.jobs import start_job
+from pipeline_lib.imaging.discovery import discover_inputs, write_staging
 
 log = start_job(snakemake.log[0])
 schema = Path(snakemake.scriptdir).parent / "schemas" / "samples.schema.yaml"
-linkage, subjects = discover_inputs(
-    Path(snakemake.input[0]), snakemake.config["privacy"]["pseudonym_salt"], schema
-)
-write_tsv(snakemake.output.linkage, linkage)
-write_tsv(snakemake.output.subjects, subjects)
-log.info("discovered %d subjects", len(subjects))
+# The input is a link to input.source (or the demo's sheet): its real path is read here
+# and nowhere else, so no rule input, parameter or log line holds a folder name.
+source = Path(os.path.realpath(snakemake.input.source))
+found = discover_inputs(source, snakemake.config["privacy"]["pseudonym_salt"], schema)
+write_tsv(snakemake.output.linkage, found.linkage)
+write_tsv(snakemake.output.ignored_private, found.ignored)
+write_tsv(snakemake.output.subjects, found.subjects)
+write_tsv(snakemake.output.ignored, found.public_ignored())
+write_staging(found, Path(snakemake.output.staging))
+log.info("discovered %d subjects; %d entries ignored (listed with kind and reason in %s)",
+         len(found.subjects), len(found.ignored), snakemake.output.ignored)

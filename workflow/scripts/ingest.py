@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 from pipeline_lib.core.jobs import start_job
@@ -7,11 +6,14 @@ from pipeline_lib.imaging.ingest import ingest_subject
 
 log = start_job(snakemake.log[0])
 status = ingest_subject(
-    # Relative to the working directory, so QC tables don't expose the machine's layout.
-    Path(os.path.relpath(snakemake.params.source)),
+    # the staging link, private/staging/<pseudonym>/input: the source's path is never seen here
+    Path(snakemake.params.staged),
     snakemake.params.format,
     Path(snakemake.output[0]),
     snakemake.wildcards.subject,
+    kind=snakemake.params.kind,
+    settings=snakemake.params.ingest,
 )
-log.info("%s: %s %s", status["subject"], status["status"], status.get("reason", ""))
+log.info("%s (%s): %s %s %s", status["subject"], status["kind"], status["status"], status["reason"],
+         status["warning"])
 enforce_on_bad_input(status, snakemake.params.on_bad_input)

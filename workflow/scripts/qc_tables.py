@@ -3,5 +3,4 @@ from pipeline_lib.core.qc import collect_status_table
 from pipeline_lib.core.io import write_tsv
 
 log = start_job(snakemake.log[0])
-write_tsv(snakemake.output.ingest, collect_status_table(snakemake.input.ingest))
 write_tsv(snakemake.output.registration, collect_status_table(snakemake.input.register, qc_file="qc.json"))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import pandas as pd
 
 from pipeline_lib.core.errors import InputError
 
@@ -67,6 +68,11 @@ def read_json(path) -> dict:
 def write_npy(path, array: np.ndarray) -> None:
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)
+
+
+def read_tsv(path) -> pd.DataFrame:
+    """A TSV table as strings: IDs like 007 stay intact, empty cells stay empty strings."""
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
 
 
 def write_tsv(path, frame) -> None:

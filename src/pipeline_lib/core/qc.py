@@ -1,12 +1,20 @@
 """The per-subject status protocol shared by every per-subject stage, and its QC tables.
 
 Each per-subject stage (ingest, register, ...) writes ``status.json`` into its
-output folder, always, with ``subject``, ``stage``, ``status``, ``file`` and
-``reason``:
+output folder, always, with ``subject``, ``stage``, ``status``, ``kind``,
+``reason`` and ``warning``:
 
-* ``ok``: the stage's data files are in the folder;
+* ``ok``: the stage's data files are in the folder (``warning`` may say what was
+  odd but acceptable, e.g. qform and sform a fraction of a millimetre apart);
 * ``failed``: this stage refused the subject (``reason`` says why); no data files;
 * ``skipped``: an earlier stage did not deliver the subject (``reason`` says which and why).
+
+``kind`` says what the input is in words a user knows ("NIfTI file", "DICOM series
+(176 files)"); together with the pseudonym it names the input. No status, reason or
+QC table under ``results/`` ever holds a path: a folder may be named after the
+patient. Entries of the input tree that discovery did not ingest appear in the
+ingest QC table with status ``ignored``, their ``entry-`` pseudonym, kind and reason;
+the private QC table (:func:`private_qc_table`) adds the paths for the data steward.
 
 ``on_bad_input`` decides what a failure does to the run: ``skip`` records it and
 goes on; ``fail`` raises after the status is written (:func:`enforce_on_bad_input`).
@@ -23,14 +31,14 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import write_json
 
 STATUS_NAME = "status.json"
-STATUS_COLUMNS = ["subject", "stage", "status", "file", "reason"]
-OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+STATUS_COLUMNS = ["subject", "stage", "status", "kind", "reason", "warning"]
+OK, FAILED, SKIPPED, IGNORED = "ok", "failed", "skipped", "ignored"
 ON_BAD_INPUT = ("skip", "fail")
 
 
-def new_status(subject: str, stage: str, file: str | Path = "") -> dict:
+def new_status(subject: str, stage: str, kind: str = "") -> dict:
     """A stage's status before it runs: ``ok`` until a failure says otherwise."""
-    return {"subject": subject, "status": OK, "stage": stage, "file": str(file), "reason": ""}
+    return {"subject": subject, "status": OK, "stage": stage, "kind": kind, "reason": "", "warning": ""}
 
 
 def write_status(out_dir: str | Path, status: dict) -> dict:
@@ -43,25 +51,23 @@ def read_status(stage_dir: str | Path) -> dict:
 
 
 def skipped_status(upstream: dict, stage: str, subject: str) -> dict:
-    """The status of a subject an earlier stage did not deliver.
-
-    The upstream ``file`` is deliberately not copied: it may be a source path.
-    """
+    """The status of a subject an earlier stage did not deliver."""
     if upstream.get("status") == OK:
         raise InputError(f"subject {subject}: upstream stage succeeded, nothing to pass on")
     upstream_stage = upstream.get("stage", "upstream")
     upstream_reason = upstream.get("reason", "")
     reason = f"{upstream_stage} {upstream.get('status', FAILED)}" + (f": {upstream_reason}" if upstream_reason else "")
-    return {"subject": subject, "status": SKIPPED, "stage": stage, "file": "", "reason": reason}
+    return {"subject": subject, "status": SKIPPED, "stage": stage, "kind": upstream.get("kind", ""),
+            "reason": reason, "warning": ""}
 
 
 def enforce_on_bad_input(status: dict, on_bad_input: str) -> None:
-    """With ``on_bad_input: fail``, raise InputError naming the file and reason of a subject that is
-    not ``ok``; with ``skip``, do nothing (the status is already recorded)."""
+    """With ``on_bad_input: fail``, raise InputError naming the subject, its input kind and the
+    reason when it is not ``ok``; with ``skip``, do nothing (the status is already recorded)."""
     if on_bad_input not in ON_BAD_INPUT:
         raise InputError(f"on_bad_input must be one of {', '.join(ON_BAD_INPUT)}, not {on_bad_input!r}")
     if on_bad_input == "fail" and status.get("status") != OK:
-        what = status.get("file") or f"subject {status.get('subject')}"
+        what = f"subject {status.get('subject')}" + (f" ({status['kind']})" if status.get("kind") else "")
         raise InputError(f"{what}: {status.get('stage')} {status.get('status')}: {status.get('reason')}")
 
 
@@ -87,3 +93,18 @@ def successful_outputs(stage_dirs: list[str | Path], filename: str) -> dict[str,
         if status.get("status") == OK:
             found[status["subject"]] = Path(stage_dir) / filename
     return found
+
+
+def with_ignored_entries(table: pd.DataFrame, ignored: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """``table`` plus one ``ignored`` row per entry of ``ignored`` (columns entry, kind, reason)."""
+    rows = pd.DataFrame({"subject": ignored["entry"], "stage": stage, "status": IGNORED,
+                         "kind": ignored["kind"], "reason": ignored["reason"], "warning": ""},
+                        columns=STATUS_COLUMNS)
+    return pd.concat([table, rows], ignore_index=True) if len(rows) else table
+
+
+def private_qc_table(table: pd.DataFrame, linkage: pd.DataFrame, ignored: pd.DataFrame) -> pd.DataFrame:
+    """The QC table with each row's source path (from the private linkage and ignored tables)
+    as its last column: for the data steward, never for ``results/``."""
+    paths = {**dict(zip(linkage["subject"], linkage["path"])), **dict(zip(ignored["entry"], ignored["path"]))}
+    return table.assign(path=[paths.get(name, "") for name in table["subject"]])

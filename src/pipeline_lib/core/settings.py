@@ -136,6 +136,28 @@ class DemoSettings:
 
 
 @dataclass(frozen=True)
+class IngestSettings:
+    """``ingest``: what an input must be to be ingested (checked before anything is read)."""
+
+    PATH: ClassVar[str] = "ingest"
+    max_voxels: int = 64_000_000
+    min_voxel_mm: float = 0.1
+    max_voxel_mm: float = 10.0
+    modalities: tuple[str, ...] = ("MR",)
+
+    def __post_init__(self) -> None:
+        _positive_int("max_voxels", self.max_voxels)
+        _positive_number("min_voxel_mm", self.min_voxel_mm)
+        _positive_number("max_voxel_mm", self.max_voxel_mm)
+        if self.min_voxel_mm >= self.max_voxel_mm:
+            raise InputError(f"min_voxel_mm ({self.min_voxel_mm}) must be below max_voxel_mm ({self.max_voxel_mm})")
+        if (not isinstance(self.modalities, (list, tuple)) or not self.modalities
+                or not all(isinstance(m, str) and m for m in self.modalities)):
+            raise InputError(f"modalities must be a non-empty list of DICOM modality codes, not {self.modalities!r}")
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+
+
+@dataclass(frozen=True)
 class RegistrationSettings:
     """``registration``: ANTs registration to the template."""
 
@@ -415,7 +437,7 @@ class ReportSettings:
 
 #: Every config section read through this module, by its schema path.
 SECTIONS: dict[str, type] = {cls.PATH: cls for cls in (
-    DemoSettings, RegistrationSettings, SlicingSettings, SamplingSettings, PixelMetricsSettings,
+    DemoSettings, IngestSettings, RegistrationSettings, SlicingSettings, SamplingSettings, PixelMetricsSettings,
     FidSettings, KidSettings, PrdcSettings, DomainSettings, MemorizationSettings, ConditioningSettings,
     UtilitySettings, ReaderStudySettings, ReportSettings)}
 

@@ -1,22 +1,44 @@
-"""Find the input images and give each subject a pseudonym.
+"""Find the input images, give each subject a pseudonym, and stage them under pseudonyms.
 
-The input is either a directory (scanned recursively for NIfTI files and
-DICOM series folders, BIDS names understood) or a sample sheet (TSV with
-``subject``, ``path`` and optional label columns).
+The input is either a directory (scanned for NIfTI files and DICOM series
+folders, BIDS names understood) or a sample sheet (TSV with ``subject``,
+``path`` and optional label columns).
 
-Two tables come out:
+Nothing in a directory tree stops discovery. Every entry is either an input
+(a NIfTI file, a folder of DICOM files) or *ignored, with why*: symbolic link
+loops, dangling links, links leaving the tree, folder links, unreadable
+folders, named pipes, sockets and device nodes (never opened), hidden entries,
+non-image files, folders nested too deep, several inputs for one subject. Odd
+names (quotes, newlines, shell metacharacters, bytes that are not UTF-8) are
+ordinary names: nothing here goes through a shell.
 
-* ``linkage`` -- pseudonym, original key, absolute path, format, existence.
-  It re-identifies subjects and belongs in ``private/`` only.
-* ``subjects`` -- pseudonym, format and labels. No key, no path: this one
-  goes to the shareable results.
+Symbolic links, the policy: a link to a *file* is followed when its target lies
+inside the input folder (git-annex and DataLad trees are links into a hidden
+store); a link whose target lies outside is not followed, since the input folder
+is what the data steward approved and a link could pull in anything (another
+study, ``/dev/zero``); a link to a *folder* is never followed: inside the tree its
+target is scanned where it lies, and not following folder links makes loops
+impossible. A sample sheet names its paths explicitly, so its paths may lie anywhere.
+
+What comes out (:class:`Discovery`):
+
+* ``linkage`` -- pseudonym, original key, path, format, kind. It re-identifies
+  subjects and belongs in ``private/`` only;
+* ``subjects`` -- pseudonym, format, kind and labels; shareable;
+* ``ignored`` -- entry pseudonym, path, kind and reason of every ignored entry;
+  its path column is private, the rest (:meth:`Discovery.public_ignored`) shareable;
+* ``sources`` -- pseudonym -> real path: :func:`write_staging` turns it into
+  ``<staging>/<pseudonym>/input`` links, the only paths later rules ever see.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
@@ -24,44 +46,75 @@ import pandas as pd
 import yaml
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.imaging.pseudonym import pseudonymise
+from pipeline_lib.imaging.pseudonym import ENTRY_PREFIX, pseudonymise
 
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-LINKAGE_COLUMNS = ["subject", "source_key", "path", "format", "exists"]
+ANALYZE_SUFFIXES = (".hdr", ".img", ".hdr.gz", ".img.gz")
+LINKAGE_COLUMNS = ["subject", "source_key", "path", "format", "kind"]
+IGNORED_COLUMNS = ["entry", "path", "kind", "reason"]
 # BIDS keeps converted/processed copies of the raw data in these folders;
 # scanning them would give every subject twice.
 BIDS_SKIP_DIRS = {"derivatives", "sourcedata"}
 # DICOMDIR (and variants such as DICOMDIR-bigEnd) is a media index with a
 # DICOM preamble, not an image.
 NON_IMAGE_DICOM_PREFIX = "dicomdir"
+#: Folders deeper than this below the input folder are not scanned. PACS exports
+#: and BIDS trees are a handful of levels deep; the limit stops bind-mount loops
+#: and trees built to exhaust the scan.
+MAX_DEPTH = 32
+#: Name of the link to a subject's input inside its staging folder (and of the sidecar link).
+STAGED_INPUT, STAGED_SIDECAR = "input", "sidecar.json"
+
+NIFTI_KIND, DICOM_KIND, MISSING_KIND = "NIfTI file", "DICOM series", "missing input"
 
 _BIDS_SUB = re.compile(r"^sub-([A-Za-z0-9]+)$")
 _BIDS_SES = re.compile(r"^ses-([A-Za-z0-9]+)$")
 _BIDS_FILE = re.compile(r"^sub-([A-Za-z0-9]+)(?:_ses-([A-Za-z0-9]+))?_")
 
 
-def discover_inputs(source: Path, salt: str, schema_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return ``(linkage, subjects)`` for a source directory or sample sheet.
+@dataclass
+class Discovery:
+    """What discovery found; see the module docstring."""
 
-    Rows are sorted by pseudonym. Raises InputError naming the file and the
-    problem for an unusable source, an invalid sheet, two inputs with the
-    same subject key, or two keys that share a pseudonym.
+    linkage: pd.DataFrame
+    subjects: pd.DataFrame
+    ignored: pd.DataFrame
+    sources: dict[str, Path] = field(default_factory=dict)
+    series: dict[str, list[Path]] = field(default_factory=dict)
+    sidecars: dict[str, Path] = field(default_factory=dict)
+
+    def public_ignored(self) -> pd.DataFrame:
+        """The ignored entries without their paths: pseudonym, kind and reason."""
+        return self.ignored.drop(columns="path")
+
+
+def discover_inputs(source: Path, salt: str, schema_path: Path) -> Discovery:
+    """Find the inputs under a source directory or in a sample sheet.
+
+    Rows are sorted by pseudonym. Raises InputError, naming the config key
+    ``input.source``, for an unusable source, an invalid sheet, a tree without
+    a single input, or two keys that share a pseudonym; never for an entry of
+    the tree.
     """
     source = Path(source)
+    ignored: list[dict] = []
     if source.is_dir():
-        records = _scan_directory(source)
+        records = _scan_directory(source, ignored)
         labels: list[str] = []
     elif source.is_file() and source.suffix.lower() in (".tsv", ".txt"):
         records, labels = _read_sample_sheet(source, Path(schema_path))
     elif source.exists():
-        raise InputError(f"{source}: input source must be a directory or a .tsv sample sheet")
+        raise InputError(f"input.source: {source} must be a folder or a .tsv sample sheet")
     else:
-        raise InputError(f"{source}: input source does not exist")
+        raise InputError(f"input.source: {source} does not exist")
+    records = _drop_duplicate_keys(records, ignored, salt)
     if not records:
-        raise InputError(f"{source}: no NIfTI files or DICOM series found")
-    return _build_tables(records, labels, salt, source)
+        kinds = pd.Series([entry["kind"] for entry in ignored], dtype=str).value_counts()
+        found = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "nothing"
+        raise InputError(f"input.source: no NIfTI file or DICOM series found (ignored: {found})")
+    return _build_tables(records, labels, ignored, salt)
 
 
 # ---------------------------------------------------------------- detection
@@ -75,21 +128,30 @@ def is_nifti_name(name: str) -> bool:
 def is_dicom_file(path: Path) -> bool:
     """Tell whether ``path`` is a DICOM image file.
 
-    A file counts when it ends in ``.dcm`` or carries the ``DICM`` magic at
-    byte 128 (DICOM Part 10); DICOMDIR index files and hidden files do not.
+    A regular file counts when it ends in ``.dcm`` or carries the ``DICM`` magic at
+    byte 128 (DICOM Part 10); DICOMDIR index files and hidden files do not. Only
+    regular files are ever opened (a named pipe would block the reader forever).
     """
     path = Path(path)
     if path.name.startswith(".") or path.name.lower().startswith(NON_IMAGE_DICOM_PREFIX):
         return False
-    if not path.is_file():
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+    except OSError:
         return False
     if path.suffix.lower() == ".dcm":
         return True
+    return _has_dicom_magic(path) is True
+
+
+def _has_dicom_magic(path: Path) -> bool | None:
+    """True/False for a readable regular file; None when it cannot be read."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(132)
     except OSError:
-        return False
+        return None
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
@@ -105,37 +167,179 @@ def _strip_nifti_suffix(name: str) -> str:
     return name
 
 
+def display_path(path: Path | str) -> str:
+    """A path as one printable line for the private tables.
+
+    Bytes that are not UTF-8 become ``\\xNN``, control characters (a newline in a
+    file name) their escape, so every entry stays on one line of its table.
+    """
+    text = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 # ---------------------------------------------------------------- directory
 
 
-def _scan_directory(root: Path) -> list[dict]:
-    """Walk ``root`` and return one record per NIfTI file and DICOM folder."""
-    found: list[tuple[Path, str]] = []
-    for folder, dirs, files in os.walk(root):
-        # prune in place so os.walk does not descend; sorted for a stable order
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in BIDS_SKIP_DIRS)
-        folder_path = Path(folder)
-        visible = sorted(f for f in files if not f.startswith("."))
-        for name in visible:
-            if is_nifti_name(name):
-                found.append((folder_path / name, "nifti"))
-        if any(is_dicom_file(folder_path / name) for name in visible if not is_nifti_name(name)):
-            found.append((folder_path, "dicom"))
+def _scan_directory(root: Path, ignored: list[dict]) -> list[dict]:
+    """Walk ``root`` without raising; return one record per NIfTI file and DICOM folder.
 
-    records = []
-    seen: dict[str, Path] = {}
-    for path, fmt in found:
-        rel = path.relative_to(root)
-        # the source folder itself may be the one DICOM series: name it after the folder
-        key = _subject_key(rel, fmt) if rel.parts else root.resolve().name
-        if key in seen:
-            raise InputError(
-                f"{root}: two inputs map to subject key '{key}' ({seen[key]} and {path}); "
-                "give a sample sheet to choose one image per subject"
-            )
-        seen[key] = path
-        records.append({"source_key": key, "path": path.resolve(), "format": fmt, "labels": {}})
+    Entries that are not inputs are appended to ``ignored``. The walk keeps its
+    own stack (no recursion limit) and never follows a folder link.
+    """
+    root_real = os.path.realpath(root)
+    records: list[dict] = []
+    stack = [(root, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                names = sorted(entry.name for entry in listing)
+        except OSError as exc:
+            _ignore(ignored, root, folder, "folder", f"cannot be listed ({_strerror(exc)}); "
+                    "its contents were not scanned")
+            continue
+        dicom_files, subfolders = [], []
+        siblings = set(names)
+        for name in names:
+            path = folder / name
+            verdict = _classify(root, root_real, path, name, depth, siblings, ignored)
+            if verdict == "folder":
+                subfolders.append(path)
+            elif verdict == "nifti":
+                records.append(_record(root, path, "nifti", NIFTI_KIND))
+            elif verdict == "dicom":
+                dicom_files.append(path)
+        if dicom_files:
+            records.append(_record(root, folder, "dicom", _series_kind(len(dicom_files)), files=dicom_files))
+        # reversed: the stack pops the first name first, so the scan order is the sorted order
+        stack.extend((sub, depth + 1) for sub in reversed(subfolders))
     return records
+
+
+def _classify(root: Path, root_real: str, path: Path, name: str, depth: int, siblings: set[str],
+              ignored: list[dict]) -> str:
+    """What one directory entry is: "folder", "nifti", "dicom" or "ignored" (recorded)."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        _ignore(ignored, root, path, "entry", f"cannot be examined ({_strerror(exc)})")
+        return "ignored"
+    if stat.S_ISLNK(info.st_mode):
+        problem = _link_problem(path, root_real)
+        if problem:
+            _ignore(ignored, root, path, "symbolic link", problem)
+            return "ignored"
+        try:
+            info = os.stat(path)
+        except OSError as exc:  # the target vanished since realpath
+            _ignore(ignored, root, path, "symbolic link", f"cannot be followed ({_strerror(exc)})")
+            return "ignored"
+        if stat.S_ISDIR(info.st_mode):
+            _ignore(ignored, root, path, "symbolic link to a folder",
+                    "links to folders are not followed (its target is scanned where it lies "
+                    "inside input.source)")
+            return "ignored"
+    if stat.S_ISDIR(info.st_mode):
+        if name.startswith("."):
+            _ignore(ignored, root, path, "hidden folder", "name starts with '.'; not scanned")
+        elif name in BIDS_SKIP_DIRS:
+            _ignore(ignored, root, path, "BIDS derivatives folder",
+                    f"'{name}' holds copies or results of the raw data; not scanned")
+        elif depth + 1 > MAX_DEPTH:
+            _ignore(ignored, root, path, "folder",
+                    f"nested more than {MAX_DEPTH} levels below input.source; not scanned")
+        else:
+            return "folder"
+        return "ignored"
+    if not stat.S_ISREG(info.st_mode):
+        _ignore(ignored, root, path, _special_kind(info.st_mode), "not a regular file; never opened")
+        return "ignored"
+    return _classify_file(root, path, name, info, siblings, ignored)
+
+
+def _classify_file(root: Path, path: Path, name: str, info: os.stat_result, siblings: set[str],
+                   ignored: list[dict]) -> str:
+    lower = name.lower()
+    if lower.endswith(".json") and any(name[:-5] + s in siblings for s in NIFTI_SUFFIXES):
+        return "sidecar"  # a BIDS sidecar belongs to its image (ingest reads it through a link)
+    if name.startswith("."):
+        _ignore(ignored, root, path, "hidden file", "name starts with '.'; not read")
+    elif is_nifti_name(name):
+        return "nifti"  # empty or unreadable ones too: ingest refuses them with the reason
+    elif lower.startswith(NON_IMAGE_DICOM_PREFIX):
+        _ignore(ignored, root, path, "DICOMDIR", "a media index, not an image; the series it lists "
+                "are found by scanning their folders")
+    elif lower.endswith(ANALYZE_SUFFIXES):
+        _ignore(ignored, root, path, "ANALYZE 7.5 file", "ANALYZE .hdr/.img pairs carry no "
+                "reliable orientation; convert them to NIfTI")
+    elif lower.endswith(".dcm"):
+        return "dicom"
+    elif info.st_size == 0:
+        _ignore(ignored, root, path, "empty file", "0 bytes, so not an image")
+    else:
+        magic = _has_dicom_magic(path)
+        if magic:
+            return "dicom"
+        if magic is None:
+            _ignore(ignored, root, path, "unreadable file", "cannot be read, so it cannot be "
+                    "recognised; not examined")
+        else:
+            _ignore(ignored, root, path, "other file", "not a NIfTI file or DICOM image")
+    return "ignored"
+
+
+def _link_problem(path: Path, root_real: str) -> str | None:
+    """Why a symbolic link is not followed, or None when its target lies inside the tree."""
+    try:
+        target = os.path.realpath(path, strict=True)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "loop: following it never ends"
+        if exc.errno == errno.ENOENT:
+            return "dangling: its target does not exist"
+        return f"cannot be followed ({_strerror(exc)})"
+    if target != root_real and not target.startswith(root_real.rstrip(os.sep) + os.sep):
+        return ("leads outside input.source; not followed (links may only point inside the "
+                "input folder; list such files in a sample sheet instead)")
+    return None
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    return "special file"
+
+
+def _strerror(exc: OSError) -> str:
+    """The error without the file name that OSError's message carries."""
+    return os.strerror(exc.errno) if exc.errno else type(exc).__name__
+
+
+def _ignore(ignored: list[dict], root: Path, path: Path, kind: str, reason: str) -> None:
+    ignored.append({"path": path, "rel": _relative(root, path), "kind": kind, "reason": reason})
+
+
+def _relative(root: Path, path: Path) -> str:
+    rel = Path(path).relative_to(root).as_posix()
+    return rel if rel != "." else Path(os.path.realpath(root)).name
+
+
+def _record(root: Path, path: Path, fmt: str, kind: str, files: list[Path] | None = None) -> dict:
+    rel = Path(path).relative_to(root)
+    # the source folder itself may be the one DICOM series: name it after the folder
+    key = _subject_key(rel, fmt) if rel.parts else Path(os.path.realpath(root)).name
+    return {"source_key": key, "rel": _relative(root, path), "path": path, "format": fmt, "kind": kind,
+            "files": files, "labels": {}}
+
+
+def _series_kind(count: int) -> str:
+    return f"{DICOM_KIND} ({count} file{'s' * (count != 1)})"
 
 
 def _subject_key(rel: Path, fmt: str) -> str:
@@ -156,6 +360,26 @@ def _subject_key(rel: Path, fmt: str) -> str:
     if fmt == "nifti":
         return rel.with_name(_strip_nifti_suffix(rel.name)).as_posix()
     return rel.as_posix()
+
+
+def _drop_duplicate_keys(records: list[dict], ignored: list[dict], salt: str) -> list[dict]:
+    """Inputs that share a subject key are all set aside: choosing one is the user's call."""
+    by_key: dict[str, list[dict]] = {}
+    for record in records:
+        by_key.setdefault(record["source_key"], []).append(record)
+    kept = []
+    for key, group in by_key.items():
+        if len(group) == 1:
+            kept.append(group[0])
+            continue
+        subject = pseudonymise(key, salt)
+        for record in group:
+            ignored.append({
+                "path": record["path"], "rel": record["rel"],
+                "kind": record["kind"],
+                "reason": f"one of {len(group)} inputs for subject {subject}; none is ingested "
+                          "(a sample sheet chooses one image per subject)"})
+    return kept
 
 
 # ------------------------------------------------------------- sample sheet
@@ -198,11 +422,22 @@ def _read_sample_sheet(sheet: Path, schema_path: Path) -> tuple[list[dict], list
         path = Path(row["path"])
         if not path.is_absolute():
             path = sheet.parent / path
-        path = path.resolve()
         fmt = row.get("format") or _infer_format(path)
-        records.append({"source_key": row["subject"], "path": path, "format": fmt,
+        files = _sheet_series_files(path) if fmt == "dicom" else None
+        kind = MISSING_KIND if not os.path.lexists(path) else _series_kind(len(files)) if files is not None \
+            else NIFTI_KIND if fmt == "nifti" else DICOM_KIND
+        records.append({"source_key": row["subject"], "rel": row["path"], "path": path, "format": fmt,
+                        "kind": kind, "files": files,
                         "labels": {c: row[c] for c in labels}})
     return records, labels
+
+
+def _sheet_series_files(folder: Path) -> list[Path] | None:
+    """The DICOM files of a series folder named in a sheet (None when it cannot be listed)."""
+    try:
+        return dicom_files_in(folder) if folder.is_dir() else None
+    except OSError:
+        return None
 
 
 def _check_columns(sheet: Path, columns: list[str], schema: dict) -> None:
@@ -251,30 +486,116 @@ def _infer_format(path: Path) -> str:
 # ------------------------------------------------------------------ tables
 
 
-def _build_tables(records: list[dict], labels: list[str], salt: str, source: Path
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Pseudonymise the records and split them into linkage and subjects tables."""
+def _build_tables(records: list[dict], labels: list[str], ignored: list[dict], salt: str) -> Discovery:
+    """Pseudonymise the records and entries and split them into private and shareable tables."""
     by_pseudonym: dict[str, str] = {}
     for record in records:
         pseudonym = pseudonymise(record["source_key"], salt)
         other = by_pseudonym.setdefault(pseudonym, record["source_key"])
         if other != record["source_key"]:
-            raise InputError(
-                f"{source}: two subject keys share pseudonym {pseudonym}; choose another salt"
-            )
+            raise InputError(f"privacy.pseudonym_salt: two subject keys share pseudonym {pseudonym}; "
+                             "choose another salt")
         record["subject"] = pseudonym
     records = sorted(records, key=lambda r: r["subject"])
 
     linkage = pd.DataFrame(
-        [{"subject": r["subject"], "source_key": r["source_key"], "path": str(r["path"]),
-          "format": r["format"], "exists": r["path"].exists()} for r in records],
+        [{"subject": r["subject"], "source_key": display_path(r["source_key"]),
+          "path": display_path(os.path.abspath(r["path"])), "format": r["format"], "kind": r["kind"]}
+         for r in records],
         columns=LINKAGE_COLUMNS,
     )
     subjects = pd.DataFrame(
-        [{"subject": r["subject"], "format": r["format"], **r["labels"]} for r in records],
-        columns=["subject", "format", *labels],
+        [{"subject": r["subject"], "format": r["format"], "kind": r["kind"], **r["labels"]}
+         for r in records],
+        columns=["subject", "format", "kind", *labels],
     )
-    for subject in linkage.loc[~linkage["exists"], "subject"]:
-        # the pseudonym only: the path itself may name the patient
-        log.warning("subject %s: input path does not exist (ingest will fail)", subject)
-    return linkage, subjects
+    entries = sorted(({"entry": pseudonymise(e["rel"], salt, ENTRY_PREFIX),
+                       "path": display_path(os.path.abspath(e["path"])),
+                       "kind": e["kind"], "reason": e["reason"]} for e in ignored),
+                     key=lambda e: e["entry"])
+    for record in records:
+        if record["kind"] == MISSING_KIND:
+            # the pseudonym only: the path itself may name the patient
+            log.warning("subject %s: input does not exist (ingest will refuse it)", record["subject"])
+    return Discovery(
+        linkage=linkage, subjects=subjects,
+        ignored=pd.DataFrame(entries, columns=IGNORED_COLUMNS),
+        sources={r["subject"]: Path(r["path"]) for r in records},
+        series={r["subject"]: r["files"] for r in records if r["format"] == "dicom" and r["files"] is not None},
+        sidecars={r["subject"]: s for r in records if (s := _bids_sidecar(r)) is not None},
+    )
+
+
+def _bids_sidecar(record: dict) -> Path | None:
+    if record["format"] != "nifti":
+        return None
+    path = Path(record["path"])
+    sidecar = path.with_name(_strip_nifti_suffix(path.name) + ".json")
+    try:
+        return sidecar if stat.S_ISREG(os.stat(sidecar).st_mode) else None
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------ staging
+
+
+def write_staging(discovery: Discovery, staging_dir: Path) -> None:
+    """One folder per subject under ``staging_dir`` holding its input under the name ``input``.
+
+    Every later rule reads ``<staging_dir>/<pseudonym>/input``: the source path never
+    becomes a rule input, a parameter or a log line, so Snakemake's records only ever
+    hold pseudonyms. A NIfTI input is a link to the file; a DICOM series a folder of
+    links to exactly the files discovery accepted (no pipe, no link leaving the tree
+    can reach the converter). A link to a missing source is kept dangling; ingest
+    refuses it. The folder is rebuilt from scratch, so subjects that left the cohort
+    leave nothing behind.
+    """
+    staging_dir = Path(staging_dir)
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    for subject, source in discovery.sources.items():
+        folder = staging_dir / subject
+        folder.mkdir()
+        if subject in discovery.series:
+            _stage_series(discovery.series[subject], folder / STAGED_INPUT)
+        else:
+            _stage(source, folder / STAGED_INPUT)
+        if subject in discovery.sidecars:
+            _stage(discovery.sidecars[subject], folder / STAGED_SIDECAR)
+
+
+def _stage_series(files: list[Path], folder: Path) -> None:
+    """Links ``00001.dcm``, ... to the files, in name order; the folder gets the newest file's times
+    (or the source folder's), so a rebuilt staging folder reruns only changed series."""
+    folder.mkdir()
+    newest = None
+    for index, path in enumerate(files):
+        _stage(path, folder / f"{index + 1:05d}.dcm")
+        try:
+            info = os.stat(path.parent) if index == 0 else None
+            candidates = [os.stat(path)] + ([info] if info else [])
+            newest = max([newest] + candidates, key=lambda i: i.st_mtime_ns if i else -1)
+        except OSError:
+            continue
+    if newest is not None:
+        os.utime(folder, ns=(newest.st_atime_ns, newest.st_mtime_ns))
+
+
+def _stage(source: Path, link: Path) -> None:
+    """Link ``link`` to the real path of ``source`` and give it the target's times.
+
+    Snakemake reruns a job when an input link *or* its target is newer than the
+    outputs; with the target's times a rebuilt staging folder reruns only the
+    subjects whose source changed.
+    """
+    try:
+        target = os.path.realpath(source, strict=True)
+    except OSError:
+        os.symlink(os.path.abspath(source), link)  # dangling on purpose: ingest refuses it
+        return
+    os.symlink(target, link)
+    try:
+        info = os.stat(target)
+        os.utime(link, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)
+    except OSError:
+        pass  # unreadable target: the link keeps its own time; ingest reports the problem

@@ -1,10 +1,14 @@
 """Per-subject ingestion: one input (NIfTI file or DICOM series) to a clean volume.
 
 Neither dcm2niix nor ANTs can be trusted to reject broken input (they read
-truncated files, zero voxel sizes and NaNs without complaint), so every
-volume is validated with nibabel before anything else touches it, then
-reoriented to RAS and written as a fresh float32 NIfTI whose header carries
-nothing but geometry.
+truncated files, zero voxel sizes, CT series and screenshots without complaint),
+so every input is validated before anything else touches it: a NIfTI file by
+:mod:`~pipeline_lib.imaging.nifti_reader` (sizes, gzip, geometry, voxels, all
+before or while reading, within ``ingest.max_voxels``), a DICOM series by
+:mod:`~pipeline_lib.imaging.dicom_checks` from its headers and then, converted
+by dcm2niix, as a NIfTI file. The volume is reoriented to RAS and written as a
+fresh float32 NIfTI whose header carries nothing but geometry: no descrip,
+aux_file, intent_name or extension of the source survives.
 
 Outputs in ``out_dir``: ``status.json`` always; ``volume.nii.gz`` and
 ``metadata.json`` (whitelisted technical fields only) on success.
@@ -22,21 +26,25 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Mapping
 
 import nibabel as nib
 import numpy as np
 import pydicom
+from pydicom.uid import ExplicitVRLittleEndian
 
-from pipeline_lib.imaging.discovery import dicom_files_in, is_nifti_name
 from pipeline_lib.core.io import atomic_path, write_json
 from pipeline_lib.core.qc import FAILED, new_status, write_status
+from pipeline_lib.core.settings import IngestSettings, read_settings
+from pipeline_lib.imaging.dicom_checks import DicomProblem, Series, check_series
+from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_SIDECAR, dicom_files_in, is_nifti_name
+from pipeline_lib.imaging.nifti_reader import NiftiProblem, read_nifti
 
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
 VOLUME_NAME = "volume.nii.gz"
 METADATA_NAME = "metadata.json"
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 DCM2NIIX_TIMEOUT_S = 600
 
 # DICOM keyword -> metadata key; BIDS sidecars use the same names except the model
@@ -60,22 +68,26 @@ class IngestFailure(Exception):
         self.reason = reason
 
 
-def ingest_subject(source: Path, fmt: str, out_dir: Path, subject: str, *,
-                   min_voxel_mm: float = 0.1, max_voxel_mm: float = 10.0) -> dict:
+def ingest_subject(source: Path, fmt: str, out_dir: Path, subject: str, *, kind: str = "",
+                   settings: IngestSettings | Mapping[str, Any] | None = None) -> dict:
     """Validate and convert one subject's input into ``out_dir``; return the status.
 
-    ``fmt`` is ``"nifti"`` or ``"dicom"`` (a folder holding one series). Bad
-    data never raises: the returned (and written) status then says
-    ``"failed"`` with the reason, and no data files are left in ``out_dir``.
-    :func:`pipeline_lib.core.qc.enforce_on_bad_input` turns a failure into an InputError.
+    ``source`` is a NIfTI file or a folder holding one DICOM series (in the workflow,
+    the subject's staging link); ``fmt`` is ``"nifti"`` or ``"dicom"``; ``kind``
+    describes the input for the QC table. Bad data never raises: the returned (and
+    written) status then says ``"failed"`` with the reason, and no data files are
+    left in ``out_dir``. :func:`pipeline_lib.core.qc.enforce_on_bad_input` turns a
+    failure into an InputError.
     """
+    settings = read_settings(IngestSettings, settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    status = new_status(subject, STAGE, source)
+    status = new_status(subject, STAGE, kind)
     try:
-        image, metadata = _load_input(Path(source), fmt, min_voxel_mm, max_voxel_mm)
+        image, metadata, warnings = _load_input(Path(source), fmt, settings)
         _write_volume(out_dir / VOLUME_NAME, image)
         write_json(out_dir / METADATA_NAME, metadata)
+        status["warning"] = "; ".join(warnings)
     except IngestFailure as failure:
         # a rerun into the same folder must not leave an earlier success behind
         for name in (VOLUME_NAME, METADATA_NAME):
@@ -88,14 +100,13 @@ def ingest_subject(source: Path, fmt: str, out_dir: Path, subject: str, *,
 # ------------------------------------------------------------------ loading
 
 
-def _load_input(source: Path, fmt: str, min_voxel_mm: float, max_voxel_mm: float
-                ) -> tuple[nib.Nifti1Image, dict]:
-    """Return the clean RAS image and its metadata, or raise IngestFailure."""
+def _load_input(source: Path, fmt: str, settings: IngestSettings) -> tuple[nib.Nifti1Image, dict, list[str]]:
+    """Return the clean RAS image, its metadata and warnings, or raise IngestFailure."""
     if fmt == "nifti":
-        image = load_clean_volume(source, min_voxel_mm, max_voxel_mm)
+        image, warnings = load_clean_volume(source, settings)
         technical = read_bids_sidecar(source)
     elif fmt == "dicom":
-        image, technical = _convert_dicom(source, min_voxel_mm, max_voxel_mm)
+        image, technical, warnings = _convert_dicom(source, settings)
     else:
         raise IngestFailure(f"unknown input format '{fmt}' (expected 'nifti' or 'dicom')")
     metadata = {
@@ -105,100 +116,26 @@ def _load_input(source: Path, fmt: str, min_voxel_mm: float, max_voxel_mm: float
         "shape": [int(n) for n in image.shape],
         "source_format": fmt,
     }
-    return image, metadata
+    return image, metadata, warnings
 
 
-def load_clean_volume(path: Path, min_voxel_mm: float = 0.1, max_voxel_mm: float = 10.0
-                      ) -> nib.Nifti1Image:
-    """Validate a NIfTI file and return it as a fresh float32 RAS image.
+def load_clean_volume(path: Path, settings: IngestSettings | Mapping[str, Any] | None = None
+                      ) -> tuple[nib.Nifti1Image, list[str]]:
+    """Validate a NIfTI file and return it as a fresh float32 RAS image, with any warnings.
 
-    Checks, in order: the file exists and nibabel reads its header and all of
-    its data; exactly 3-D (a singleton 4th dimension is dropped); every
-    voxel size within ``[min_voxel_mm, max_voxel_mm]`` in header and affine;
-    real numeric data that are finite, fit float32 and are not constant.
-    Raises IngestFailure with the reason otherwise.
+    The checks and their order are :func:`~pipeline_lib.imaging.nifti_reader.read_nifti`'s;
+    a refusal raises IngestFailure with the reason.
     """
+    settings = read_settings(IngestSettings, settings)
     path = Path(path)
-    if not path.is_file():
-        raise IngestFailure("input file does not exist" if not path.exists() else "input is not a file")
-    if not is_nifti_name(path.name):
+    if not is_nifti_name(path.name) and path.name != STAGED_INPUT:
         raise IngestFailure("input file name does not end in .nii or .nii.gz")
     try:
-        image = nib.load(path)
-    except Exception as exc:  # nibabel raises many types for unreadable files
-        raise IngestFailure(f"not a readable NIfTI file ({_describe(exc, path)})") from None
-    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise IngestFailure(f"not a NIfTI file (read as {type(image).__name__})")
-    shape = _check_shape(image.shape)
-    affine = np.asarray(image.affine, dtype=np.float64)
-    _check_geometry(_raw_zooms(image, path), affine, min_voxel_mm, max_voxel_mm)
-    data = _read_data(image, path).reshape(shape)
-    return _fresh_ras_image(data, affine)
-
-
-def _check_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """Return the 3-D shape, dropping a singleton 4th dimension, or fail."""
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        kind = f"{len(shape)}-D" if len(shape) != 4 else f"4-D with {shape[3]} volumes"
-        raise IngestFailure(f"image is {kind} (shape {tuple(shape)}); expected one 3-D volume")
-    if min(shape) < 2:
-        raise IngestFailure(f"image has a dimension of size {min(shape)} (shape {tuple(shape)}); "
-                            "a single slice is not a volume")
-    return tuple(int(n) for n in shape)
-
-
-def _raw_zooms(image: nib.Nifti1Image, path: Path) -> list[float]:
-    """The voxel sizes exactly as stored on disk.
-
-    nibabel silently turns a zero pixdim into 1 mm when loading (as ANTs
-    does), which would hide the broken header; so read it again unfixed.
-    """
-    try:
-        with nib.openers.ImageOpener(path) as handle:
-            raw = type(image.header).from_fileobj(handle, check=False)
-    except Exception as exc:  # header already parsed once; this is unexpected
-        raise IngestFailure(f"NIfTI header cannot be read ({_describe(exc, path)})") from None
-    return [float(z) for z in raw["pixdim"][1:4]]
-
-
-def _check_geometry(zooms, affine: np.ndarray, min_voxel_mm: float, max_voxel_mm: float) -> None:
-    """Fail unless header voxel sizes and the affine agree on a sane voxel grid."""
-    # some writers store negative pixdims; nibabel and ANTs use their magnitude
-    zooms = [abs(float(z)) for z in zooms]
-    if not np.all(np.isfinite(zooms)) or any(z == 0 for z in zooms):
-        raise IngestFailure(f"voxel size {tuple(zooms)} mm in the header is zero or not finite")
-    if not np.all(np.isfinite(affine)):
-        raise IngestFailure("affine (orientation matrix) contains NaN or Inf")
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    if np.any(spacing <= 0) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise IngestFailure("affine (orientation matrix) is singular: a voxel size is zero")
-    for label, sizes in (("header", zooms), ("affine", spacing)):
-        if min(sizes) < min_voxel_mm or max(sizes) > max_voxel_mm:
-            pretty = tuple(round(float(s), 4) for s in sizes)
-            raise IngestFailure(f"voxel size {pretty} mm ({label}) outside the allowed range "
-                                f"[{min_voxel_mm}, {max_voxel_mm}] mm")
-
-
-def _read_data(image: nib.Nifti1Image, path: Path) -> np.ndarray:
-    """Read all voxels as float32, failing on short files and bad values."""
-    dtype = image.get_data_dtype()
-    if dtype.fields is not None or dtype.kind not in "biuf":
-        raise IngestFailure(f"unsupported voxel data type {dtype} (need real numbers)")
-    try:
-        # float64 first: a value beyond float32 must be reported, not turned into Inf
-        data = np.asarray(image.get_fdata(dtype=np.float64))
-    except Exception as exc:  # truncated gzip, data offset past the end, short data ...
-        raise IngestFailure(f"image data cannot be read completely ({_describe(exc, path)})") from None
-    bad = ~np.isfinite(data)
-    if bad.any():
-        raise IngestFailure(f"image contains {int(bad.sum())} NaN or Inf voxel value(s)")
-    if data.size and np.abs(data).max() > FLOAT32_MAX:
-        raise IngestFailure("image values exceed the float32 range")
-    if data.size == 0 or data.max() == data.min():
-        raise IngestFailure("image is constant (every voxel has the same value)")
-    return data.astype(np.float32)
+        volume = read_nifti(path, max_voxels=settings.max_voxels, min_voxel_mm=settings.min_voxel_mm,
+                            max_voxel_mm=settings.max_voxel_mm)
+    except NiftiProblem as problem:
+        raise IngestFailure(str(problem)) from None
+    return _fresh_ras_image(volume.data, volume.affine), volume.warnings
 
 
 def _fresh_ras_image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
@@ -223,28 +160,21 @@ def _write_volume(path: Path, image: nib.Nifti1Image) -> None:
         tmp.write_bytes(gzip.compress(image.to_bytes(), compresslevel=6, mtime=0))
 
 
-def _describe(exc: BaseException, path: Path) -> str:
-    """Name an exception without echoing the input path (it may name the patient)."""
-    message = str(exc)
-    # longest first: replacing the bare name first would leave its folder behind
-    for variant in sorted({str(path), str(path.resolve()), path.name}, key=len, reverse=True):
-        if variant:
-            message = message.replace(variant, "<input>")
-    message = " ".join(message.split())[:200]
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
 # ------------------------------------------------------------ technical fields
 
 
 def read_bids_sidecar(nifti_path: Path) -> dict:
     """Return the whitelisted technical fields of the BIDS sidecar next to a NIfTI file.
 
-    A missing or unreadable sidecar gives no fields: the image itself is fine.
+    A missing or unreadable sidecar gives no fields: the image itself is fine. A staged
+    input (``<staging>/<pseudonym>/input``) finds its sidecar staged beside it.
     """
     name = nifti_path.name
-    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
-    sidecar = nifti_path.with_name(stem + ".json")
+    if name == STAGED_INPUT:
+        sidecar = nifti_path.with_name(STAGED_SIDECAR)
+    else:
+        stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
+        sidecar = nifti_path.with_name(stem + ".json")
     try:
         fields = json.loads(sidecar.read_text())
     except (OSError, ValueError):
@@ -254,9 +184,8 @@ def read_bids_sidecar(nifti_path: Path) -> dict:
     return _technical_fields(fields, _BIDS_FIELDS)
 
 
-def read_dicom_fields(dicom_file: Path) -> dict:
-    """Return the whitelisted technical fields of one DICOM file (pixels not read)."""
-    dataset = pydicom.dcmread(dicom_file, stop_before_pixels=True)
+def read_dicom_fields(dataset: pydicom.Dataset) -> dict:
+    """Return the whitelisted technical fields of one DICOM header."""
     fields = {keyword: dataset.get(keyword) for keyword in
               (*_DICOM_FIELDS, "ScanningSequence", "SequenceVariant")}
     return _technical_fields(fields, _DICOM_FIELDS)
@@ -321,21 +250,25 @@ def find_dcm2niix() -> str:
     raise FileNotFoundError("dcm2niix not found: install the 'dcm2niix' package (pip) or put it on PATH")
 
 
-def _convert_dicom(folder: Path, min_voxel_mm: float, max_voxel_mm: float
-                   ) -> tuple[nib.Nifti1Image, dict]:
-    """Convert one DICOM series folder with dcm2niix and validate the result."""
+def _convert_dicom(folder: Path, settings: IngestSettings) -> tuple[nib.Nifti1Image, dict, list[str]]:
+    """Check one DICOM series folder from its headers, convert it with dcm2niix, validate the result."""
     if not folder.is_dir():
-        raise IngestFailure("DICOM input does not exist" if not folder.exists()
+        raise IngestFailure("DICOM input does not exist (moved or deleted since discovery?)" if not folder.exists()
                             else "DICOM input must be a folder holding one series")
-    files = dicom_files_in(folder)
-    if not files:
-        raise IngestFailure("folder holds no DICOM files")
-    expected_slices = _check_series(files)
-    technical = read_dicom_fields(files[0])
+    try:
+        files = dicom_files_in(folder)
+        series = check_series(files, modalities=settings.modalities, max_voxels=settings.max_voxels)
+    except DicomProblem as problem:
+        raise IngestFailure(str(problem)) from None
+    except OSError as exc:
+        raise IngestFailure(f"DICOM folder cannot be listed ({os.strerror(exc.errno or 0)})") from None
+    technical = read_dicom_fields(series.first)
     with tempfile.TemporaryDirectory(prefix="ingest-dcm-") as tmp:
-        out = Path(tmp) / "out"
+        inputs, out = Path(tmp) / "in", Path(tmp) / "out"
+        inputs.mkdir()
         out.mkdir()
-        _run_dcm2niix(folder, out, home=Path(tmp))
+        _stage_series(series, inputs)
+        _run_dcm2niix(inputs, out, home=Path(tmp))
         volumes = sorted(out.glob("*.nii"))
         if len(volumes) != 1:
             raise IngestFailure(
@@ -346,72 +279,29 @@ def _convert_dicom(folder: Path, min_voxel_mm: float, max_voxel_mm: float
         except Exception as exc:  # a broken conversion, reported without paths
             raise IngestFailure(f"dcm2niix output is unreadable ({type(exc).__name__})") from None
         # dcm2niix stacks slices along the third axis, before our reorientation
-        if len(shape) < 3 or shape[2] != expected_slices:
+        if len(shape) < 3 or shape[2] != series.n_slices:
             raise IngestFailure(
-                f"series has {expected_slices} slice(s) in {len(files)} DICOM file(s) but dcm2niix "
+                f"series has {series.n_slices} slice(s) in {len(files)} DICOM file(s) but dcm2niix "
                 f"produced shape {tuple(shape)} (missing, duplicate or unreadable slice)")
-        image = load_clean_volume(volumes[0], min_voxel_mm, max_voxel_mm)
-    return image, technical
+        image, warnings = load_clean_volume(volumes[0], settings)
+    return image, technical, warnings
 
 
-def _check_series(files: list[Path]) -> int:
-    """Check the series with pydicom and return how many slices it should give.
-
-    dcm2niix converts many broken series with at most a warning, so the
-    things it glosses over are checked here: unreadable or truncated files,
-    several series in one folder, and slice positions with a gap (a missing
-    file) or a duplicate. Frames of multi-frame files count as slices.
-    """
-    datasets = [_read_dicom_file(path, index, len(files)) for index, path in enumerate(files)]
-    series = {ds.get("SeriesInstanceUID") for ds in datasets}
-    if len(series) > 1:
-        raise IngestFailure(f"folder holds {len(series)} DICOM series; expected exactly one")
-    _check_slice_spacing(datasets)
-    return sum(int(ds.get("NumberOfFrames") or 1) for ds in datasets)
-
-
-def _read_dicom_file(path: Path, index: int, count: int) -> pydicom.Dataset:
-    """Read one DICOM file completely, failing when it is unreadable or its pixels are cut short."""
-    where = f"DICOM file {index + 1} of {count} (in name order)"
-    try:
-        dataset = pydicom.dcmread(path)
-    except Exception as exc:  # pydicom raises several types for broken files
-        raise IngestFailure(f"{where} is unreadable ({type(exc).__name__})") from None
-    if "PixelData" not in dataset:
-        raise IngestFailure(f"{where} holds no pixel data")
-    syntax = getattr(dataset, "file_meta", {}).get("TransferSyntaxUID")
-    if syntax is not None and not syntax.is_compressed:
-        expected = (int(dataset.get("Rows") or 0) * int(dataset.get("Columns") or 0)
-                    * int(dataset.get("SamplesPerPixel") or 1) * int(dataset.get("BitsAllocated") or 0)
-                    // 8 * int(dataset.get("NumberOfFrames") or 1))
-        if len(dataset.PixelData) < expected:
-            raise IngestFailure(f"{where} is truncated: {len(dataset.PixelData)} of {expected} "
-                                "pixel-data bytes present")
-    del dataset.PixelData  # only the header is needed from here on; keeps memory flat
-    return dataset
-
-
-def _check_slice_spacing(datasets: list[pydicom.Dataset]) -> None:
-    """Fail when single-frame slices are not evenly spaced along the slice normal."""
-    single = [ds for ds in datasets if int(ds.get("NumberOfFrames") or 1) == 1]
-    if len(single) < 3 or any("ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds
-                               for ds in single):
-        return
-    orientation = np.asarray(single[0].ImageOrientationPatient, dtype=float)
-    normal = np.cross(orientation[:3], orientation[3:])
-    positions = np.sort([float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)))
-                         for ds in single])
-    steps = np.diff(positions)
-    typical = float(np.median(steps))
-    if typical <= 1e-3 or np.any(steps <= 1e-3):
-        raise IngestFailure("two DICOM files lie at the same slice position "
-                            "(duplicate slice or mixed series)")
-    irregular = np.flatnonzero(np.abs(steps - typical) > max(0.01 * typical, 1e-3))
-    if irregular.size:
-        k = int(irregular[0])
-        raise IngestFailure(
-            f"slice positions are unevenly spaced: {steps[k]:.3g} mm between slices {k + 1} and {k + 2} "
-            f"(typical {typical:.3g} mm); a slice is probably missing")
+def _stage_series(series: Series, folder: Path) -> None:
+    """The checked files, and only those, as links in ``folder`` for dcm2niix (which reads a
+    whole folder); deflated files are rewritten uncompressed, which dcm2niix cannot read."""
+    for index, path in enumerate(series.files):
+        target = folder / f"{index + 1:05d}.dcm"
+        if series.inflate:
+            try:
+                dataset = pydicom.dcmread(path)
+                dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+                dataset.save_as(target, enforce_file_format=True)
+            except Exception as exc:  # pydicom raises several types for broken files
+                raise IngestFailure(f"DICOM file {index + 1} of {len(series.files)} cannot be inflated "
+                                    f"({type(exc).__name__})") from None
+        else:
+            os.symlink(os.path.abspath(path), target)
 
 
 def _run_dcm2niix(folder: Path, out: Path, home: Path) -> None:

@@ -133,7 +133,7 @@ def register_subject(moving_path: Path, reference: ants.ANTsImage, out_dir: Path
         raise InputError(f"registration seed {seed!r}: must be 0 or more")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    status = new_status(subject, STAGE, moving_path)
+    status = new_status(subject, STAGE)
     try:
         moving = _read_volume(Path(moving_path))
         registered = _register(moving, fixed if fixed is not None else reference, reference, transform, seed)

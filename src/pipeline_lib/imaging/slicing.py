@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ["row", "subject", "slice_index", "split"]
 # ingestion bookkeeping, not labels; a source path or key may identify a patient
-_NOT_LABELS = {"subject", "format", "path", "source_key", "exists"}
+_NOT_LABELS = {"subject", "format", "kind", "path", "source_key", "exists"}
 
 
 def normalise_volume(volume: np.ndarray, clip_percentile: float = 95.0) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline_lib.core.figures import save_pairs
-from pipeline_lib.core.io import read_json
+from pipeline_lib.core.io import read_json, read_tsv
 from pipeline_lib.core.qc import successful_outputs
 from pipeline_lib.core.settings import RegistrationSettings, SamplingSettings, read_settings
 from pipeline_lib.core.slices import load_split, load_table
@@ -52,6 +52,7 @@ figcaption { font-size: 0.9em; }
 
 _COHORT_LABELS = {
     "subjects_found": "Subjects found",
+    "input_entries_ignored": "Input entries ignored (kind and reason in the ingest QC table)",
     "subjects_ingested": "Subjects ingested",
     "subjects_registered": "Subjects registered",
     "subjects_failed": "Subjects failed",
@@ -446,6 +447,7 @@ def report_job(out_html: Path, inputs: ReportInputs, *, registration: Registrati
     table = load_table(Path(inputs.table))
     cohort = {
         "subjects_found": len(subjects),
+        "input_entries_ignored": int((ingest_qc["status"] == "ignored").sum()),
         "subjects_ingested": int((ingest_qc["status"] == "ok").sum()),
         "subjects_registered": int((registration_qc["status"] == "ok").sum()),
         "subjects_failed": int((registration_qc["status"] != "ok").sum()),
@@ -475,7 +477,7 @@ def report_job(out_html: Path, inputs: ReportInputs, *, registration: Registrati
         build_report(
             Path(out_html),
             cohort=cohort,
-            ingest_qc=ingest_qc[["subject", "status", "file", "reason"]],
+            ingest_qc=ingest_qc[["subject", "kind", "status", "reason", "warning"]],
             registration_qc=_registration_view(registration_qc),
             overlays={s: p.parent / "overlay.png"
                       for s, p in successful_outputs(inputs.registered, "qc.json").items()},
@@ -516,6 +518,3 @@ def evaluation_sections(inputs: ReportInputs) -> list[str]:
         render_reader_results_html(Path(inputs.reader_scores)),
     ]
 
-
-def read_tsv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)

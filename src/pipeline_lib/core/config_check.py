@@ -1,0 +1,72 @@
+"""Config errors before anything runs, each naming its key (``input.source: /x does not exist``).
+
+``workflow/rules/common.smk`` calls :func:`config_problems` while Snakemake parses
+the workflow, so ``snakemake -n`` already fails on a bad config. Torch-free, like
+everything the DAG imports.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.settings import SECTIONS, read_settings, section_block
+
+DEMO_SOURCE = "demo"
+SHEET_SUFFIXES = (".tsv", ".txt")
+
+
+def config_problems(config: Mapping[str, Any], schema_path: Path) -> list[str]:
+    """Every problem of ``config``: schema violations, the input source, each section's checks."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [f"{_key(error.absolute_path)}: {error.message}"
+                for error in sorted(validator.iter_errors(dict(config)), key=lambda e: list(map(str, e.absolute_path)))]
+    if problems:
+        return problems  # the checks below assume the schema's shape
+    problem = input_source_problem(config)
+    if problem:
+        problems.append(problem)
+    for path, cls in SECTIONS.items():
+        try:
+            read_settings(cls, section_block(config, path), path)
+        except InputError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def input_source_problem(config: Mapping[str, Any]) -> str | None:
+    """Why ``input.source`` cannot be discovered, or None."""
+    source = str(((config.get("input") or {}).get("source")) or DEMO_SOURCE)
+    if source == DEMO_SOURCE:
+        return None
+    if not os.path.exists(source):
+        hint = " (a relative path is read from the working directory, " + os.getcwd() + ")" \
+            if not os.path.isabs(source) else ""
+        return f"input.source: {source} does not exist{hint}"
+    if os.path.isdir(source):
+        if not os.access(source, os.R_OK | os.X_OK):
+            return f"input.source: {source} is a folder that cannot be read"
+        return None
+    if not source.lower().endswith(SHEET_SUFFIXES):
+        return f"input.source: {source} must be a folder or a sample sheet (.tsv)"
+    if not os.access(source, os.R_OK):
+        return f"input.source: {source} cannot be read"
+    return None
+
+
+def raise_problems(problems: list[str], config_files: list[str]) -> None:
+    """One InputError listing every problem and the config files they came from."""
+    if problems:
+        files = ", ".join(config_files) or "no config file (defaults and --config only)"
+        raise InputError(f"invalid configuration (from {files}):\n  " + "\n  ".join(problems))
+
+
+def _key(path) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "(top level)"
