@@ -41,5 +41,5 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        rules.report.output[0],
+        rules.report.output.html,
         rules.reader_kit.output.summary,

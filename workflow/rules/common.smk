@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
-from pipeline_lib.core.settings import RUNTIME, TrainerSettings, canonical, keys_of_kind, rerun_settings
+from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, canonical, keys_of_kind, model_seeds,
+                                        rerun_settings)
 from pipeline_lib.models import family_sources
 from pipeline_lib.reader_study.scoring import response_files
 
@@ -19,11 +20,19 @@ validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 DEMO_SHEET = "resources/demo/samples.tsv"
 FID_WEIGHTS = "resources/weights/pt_inception-2015-12-05-fid.pth"
 MODELS = sorted(config["models"])
+# "original" names the real reference row of every metric table.
+if "original" in MODELS:
+    raise ValueError("models.original: 'original' is reserved for the real reference row; rename the model")
+# One training run per (model, seed); every per-run output is named <stage folder>/<model>/seed<seed>...
+SEEDS = {model: model_seeds(config, model) for model in MODELS}
+RUNS = [(model, seed) for model in MODELS for seed in SEEDS[model]]
+RUN = "{model}/seed{seed}"
 
 
 wildcard_constraints:
     subject=r"sub-[0-9a-f]{10}",
     model="|".join(MODELS) if MODELS else "(?!)",
+    seed=r"\d+",
 
 
 # ----- inputs and subjects -----
@@ -113,10 +122,12 @@ def fid_weights_input():
 
 
 def model_settings(wildcards):
-    """A model's config block without its runtime keys (e.g. the checkpoint interval)."""
-    runtime = keys_of_kind(TrainerSettings, RUNTIME)
+    """One run's config block: the model's block without runtime keys (e.g. the checkpoint interval)
+    or the seed list (adding a seed reruns no existing run), with this run's seed."""
+    skipped = keys_of_kind(TrainerSettings, RUNTIME, WORKFLOW)
     block = config["models"][wildcards.model]
-    return canonical({key: value for key, value in block.items() if key not in runtime})
+    run = {key: value for key, value in block.items() if key not in skipped}
+    return canonical({**run, "seed": int(wildcards.seed)})
 
 
 def model_family_source(wildcards):
@@ -135,12 +146,18 @@ def class_columns():
 
 
 def per_model(pattern):
-    return expand(pattern, model=MODELS)
+    """``pattern`` expanded over every training run (model and seed), in the order of RUNS."""
+    return expand(pattern, zip, model=[m for m, _ in RUNS], seed=[s for _, s in RUNS])
+
+
+def first_runs(pattern, models):
+    """``pattern`` for the first seed of each of ``models`` (the reader study shows one run per model)."""
+    return expand(pattern, zip, model=list(models), seed=[SEEDS[m][0] for m in models])
 
 
 def checkpoint_dir(wildcards):
     """Resume state of a training run: deliberately not a declared output (Snakemake would delete it)."""
-    return f"results/checkpoints/{wildcards.model}"
+    return f"results/checkpoints/{wildcards.model}/seed{wildcards.seed}"
 
 
 # ----- cluster resources -----
