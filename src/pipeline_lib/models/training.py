@@ -187,7 +187,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         raise RuntimeError(f"model {name}: non-finite loss at step {bad[0]['step']}: {bad[0]}")
 
     incomplete = state.step < target_steps
-    summary = {"model": name, "family": family, "hparams": model.hparams, "seed": settings.seed,
+    config = {k: v for k, v in block.items() if k not in keys_of_kind(TrainerSettings, RUNTIME, WORKFLOW)}
+    summary = {"model": name, "family": family, "hparams": model.hparams, "seed": settings.seed, "config": config,
                "steps": state.step, "target_steps": target_steps, "incomplete": incomplete,
                "budget": {k: v for k, v in vars(settings.budget).items() if v is not None},
                "train_seconds": round(state.elapsed_s, 2), "device": str(dev),
