@@ -12,6 +12,10 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# `snakemake --report report.zip` describes the workflow with this text and the outputs marked report().
+report: "workflow/report/workflow.rst"
+
+
 # Jobs (local scripts and cluster jobs alike) import the library from this checkout,
 # so a job never runs a different pipeline_lib than the one the DAG was built with.
 LIBRARY = str(Path(workflow.basedir) / "src")

@@ -77,7 +77,13 @@ rule memorization_audit:
         table=rules.slice_dataset.output.table,
     output:
         audit=f"results/memorization/{RUN}.json",
-        gallery=f"results/memorization/{RUN}.png",
+        gallery=report(
+            f"results/memorization/{RUN}.png",
+            caption="../report/memorization_gallery.rst",
+            category="3. Memorization",
+            subcategory="{model}",
+            labels={"model": "{model}", "seed": "{seed}"},
+        ),
     log:
         f"logs/memorization/{RUN}.log",
     params:

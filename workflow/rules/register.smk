@@ -31,8 +31,18 @@ rule qc_tables:
         ingest=per_subject(rules.ingest.output[0]),
         register=per_subject(rules.register.output[0]),
     output:
-        ingest="results/qc/ingest.tsv",
-        registration="results/qc/registration.tsv",
+        ingest=report(
+            "results/qc/ingest.tsv",
+            caption="../report/qc_table.rst",
+            category="5. Quality control",
+            labels={"table": "ingest"},
+        ),
+        registration=report(
+            "results/qc/registration.tsv",
+            caption="../report/qc_table.rst",
+            category="5. Quality control",
+            labels={"table": "registration"},
+        ),
     log:
         "logs/qc_tables.log",
     message:

@@ -25,8 +25,16 @@ rule report:
         conditioning=per_model(rules.conditioning_accuracy.output[0]),
         utility=per_model(rules.augmentation_utility.output[0]),
     output:
-        html="results/report/index.html",
-        summary="results/report/summary.tsv",
+        html=report(
+            "results/report/index.html",
+            caption="../report/comparison_report.rst",
+            category="1. Comparison report",
+        ),
+        summary=report(
+            "results/report/summary.tsv",
+            caption="../report/summary_table.rst",
+            category="1. Comparison report",
+        ),
     log:
         "logs/report.log",
     params:

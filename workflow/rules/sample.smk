@@ -6,7 +6,13 @@ rule sample:
         table=rules.slice_dataset.output.table,
     output:
         samples=f"results/samples/{RUN}/samples.npy",
-        grid=f"results/samples/{RUN}/grid.png",
+        grid=report(
+            f"results/samples/{RUN}/grid.png",
+            caption="../report/sample_grid.rst",
+            category="2. Samples",
+            subcategory="{model}",
+            labels={"model": "{model}", "seed": "{seed}"},
+        ),
         reconstructions=f"results/samples/{RUN}/reconstructions.npy",
         labels=f"results/samples/{RUN}/labels.tsv",
     log:

@@ -6,7 +6,13 @@ rule train:
         family=model_family_source,
     output:
         weights=f"results/models/{RUN}/weights.pt",
-        losses=f"results/models/{RUN}/losses.csv",
+        losses=report(
+            f"results/models/{RUN}/losses.csv",
+            caption="../report/losses.rst",
+            category="4. Training",
+            subcategory="{model}",
+            labels={"model": "{model}", "seed": "{seed}"},
+        ),
         summary=f"results/models/{RUN}/summary.json",
     log:
         f"logs/train/{RUN}.log",
