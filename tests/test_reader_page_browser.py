@@ -3,17 +3,15 @@ from a local static server) answer every image, one reloads midway, both export;
 downloaded files reproduces hand-computed confusion matrices and Cohen's kappa.
 
 Needs Debian's chromium and the Playwright Python package (its bundled driver, pointed at
-/usr/bin/chromium; no browser download). Missing either is a test failure, not a skip.
+/usr/bin/chromium; no browser download; the ``browser_context`` fixture is in conftest.py).
+Missing either is a test failure, not a skip.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -26,17 +24,7 @@ from pipeline_lib.reader_study import kit as rs
 from pipeline_lib.core.io import write_npy, write_tsv
 from pipeline_lib.reader_study.scoring import reader_scores_job, response_files
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-INSTALL_HINT = ("apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver")
 TIME_LIMIT_S = 1.5
-
-
-def _chromium() -> str:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path or not Path(path).is_file():
-        pytest.fail(f"Chromium is not installed; the reader-page browser test needs it. Install it with: {INSTALL_HINT}")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -58,26 +46,6 @@ def kit(tmp_path_factory):
     key = pd.read_csv(root / "answer_key.tsv", sep="\t", dtype=str, keep_default_na=False)
     return {"root": root, "dir": root / "kit", "key": key, "key_path": root / "answer_key.tsv",
             "kit_id": key["kit_id"].iloc[0]}
-
-
-@pytest.fixture(scope="module")
-def browser_context():
-    chromium = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("The Python package playwright is missing: pip install playwright==1.65.2 "
-                    "(do not run `playwright install`; the test drives the system Chromium)")
-    profile = tempfile.mkdtemp(prefix="reader-chromium-")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=chromium, headless=True, args=CHROMIUM_FLAGS, accept_downloads=True,
-            viewport={"width": 1000, "height": 800})
-        try:
-            yield context
-        finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

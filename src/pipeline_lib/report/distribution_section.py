@@ -122,8 +122,10 @@ def render_distribution_metrics_html(models: Mapping[str, Mapping[str, Any] | Ru
     if small:
         sizes = sorted({int(r["fid"]["subset_size"]) for n, runs in rows.items() if n in small for r in runs
                         if r.get("fid")})
-        message = (f"FID on fewer images per set ({', '.join(map(str, sizes))}) than the 2048 Inception feature "
-                   "dimensions: the covariance estimates are rank-deficient and FID is strongly biased "
+        dims = sorted({int(r["fid"].get("feature_dim", 2048)) for runs in rows.values() for r in runs if r.get("fid")})
+        message = (f"FID on fewer images per set ({', '.join(map(str, sizes))}) than the "
+                   f"{' / '.join(map(str, dims))} feature dimensions: the covariance estimates are rank-deficient "
+                   "and FID is strongly biased "
                    "upwards; compare only FIDs computed with the same number of images.")
         if notes is not None:
             for name in sorted(small):

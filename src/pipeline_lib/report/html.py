@@ -123,6 +123,8 @@ def spread_cell(spread, *, key: str = "", scale: float = 1.0, percent: bool = Fa
     if mean is None:
         text = "n/a"
         css += " na"
+    elif percent and std is None:
+        text = f"{mean:.1f} %"  # as format_percent
     else:
         text = format_mean_std(mean, std) + (" %" if percent else "")
     attrs = f' data-metric="{escape(key)}"' if key else ""
