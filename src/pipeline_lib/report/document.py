@@ -232,7 +232,7 @@ class Notes:
         rows = []
         for kind, (message, items) in self._kinds.items():
             applies = f" Applies to: {', '.join(items)}." if items else ""
-            rows.append(f'<li data-kind="{_esc(kind)}"><b>{_esc(kind.capitalize())}</b>: {_esc(message)}{_esc(applies)}</li>')
+            rows.append(f'<li data-kind="{_esc(kind)}"><b>{_esc(kind[:1].upper() + kind[1:])}</b>: {_esc(message)}{_esc(applies)}</li>')
         return f'<div class="warnings" id="warnings"><p>⚠ Warnings</p><ul>{"".join(rows)}</ul></div>'
 
 
