@@ -41,7 +41,6 @@ import os
 import shutil
 import struct
 import tempfile
-import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence

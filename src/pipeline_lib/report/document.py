@@ -19,7 +19,6 @@ tests and tools can read the numbers back without parsing the rounded display te
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -40,9 +39,9 @@ from pipeline_lib.evaluation.seeds import Spread, best, separated, spread, sprea
 from pipeline_lib.report.distribution_section import render_distribution_metrics_html
 from pipeline_lib.report.evaluation_section import (conditioning_html, domain_html, memorization_html, utility_gain,
                                                     utility_html)
-from pipeline_lib.report.html import (checked_png, count_text as _count, escape as _esc, figure_png,
-                                      finite_float as _as_float, float_or_nan, format_mean_std, format_number,
-                                      format_percent, img_tag, pyplot, section, spread_cell, zoomable_img)
+from pipeline_lib.report.html import (count_text as _count, escape as _esc, figure_png, finite_float as _as_float,
+                                      float_or_nan, format_mean_std, format_number, img_tag, pyplot, section,
+                                      spread_cell, zoomable_img)
 from pipeline_lib.report.reader_section import render_reader_results_html
 
 _CSS = """
