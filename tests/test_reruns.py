@@ -114,3 +114,30 @@ def test_a_registration_setting_reregisters_every_subject_and_downstream(produce
                                      ("metrics_original", "")}
     assert expected <= stale
     assert not {"demo_cohort", "discover_inputs", "ingest"} & {rule for rule, _ in stale}
+
+
+def stale_outputs(work: Path) -> set[str]:
+    """Every output a run would create or update."""
+    result = snakemake(work, "--summary", "--cores", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
+    header, rows = rows[0], rows[1:]
+    output, plan = header.index("output_file"), header.index("plan")
+    return {row[output] for row in rows if row[plan] != "no update"}
+
+
+def test_adding_a_seed_runs_only_the_new_seeds_jobs(produced_workdir):
+    """Seeds are a dimension of the DAG: a new seed adds one run per model and reruns no existing
+    run; only the report, which shows every run, is remade."""
+    work = produced_workdir
+    write_config(work, lambda c: c.setdefault("training", {}).update(seeds=[0, 1]))
+    try:
+        stale = stale_outputs(work)
+        planned = dry_run_jobs(work)
+    finally:
+        write_config(work, lambda c: None)
+    per_run = {o for o in stale if "/seed" in o}
+    assert per_run and all("/seed1" in o for o in per_run), sorted(per_run)
+    assert {o.split("/")[2] for o in per_run if o.startswith("results/models/")} == set(models())
+    assert stale - per_run == {"results/report/index.html", "results/report/summary.tsv"}
+    assert planned["train"] == len(models()) and planned["report"] == 1

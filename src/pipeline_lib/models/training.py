@@ -157,7 +157,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     run_dir.mkdir(parents=True, exist_ok=True)
 
     data = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    label_tensor = torch.from_numpy(np.asarray(labels, dtype=np.int64)) if labels is not None else None
+    # A copy: pandas may hand over a read-only array, which torch warns about.
+    label_tensor = torch.from_numpy(np.array(labels, dtype=np.int64)) if labels is not None else None
 
     def capped() -> bool:
         return cap_s is not None and state.elapsed_s >= cap_s
