@@ -30,12 +30,12 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 DEMO_THREADS := --set-threads train=1
 
 demo: $(STAMP)
-	$(BIN)/snakemake --profile profiles/local $(DEMO_THREADS) all
+	$(BIN)/snakemake --profile profiles/local all $(DEMO_THREADS)
 	@echo "Report: results/report/index.html"
 
 # Every model family (configs/demo-all.yaml merged into config.yaml); much longer than `demo`.
 demo-all: $(STAMP)
-	$(BIN)/snakemake --profile profiles/local $(DEMO_THREADS) --configfile configs/demo-all.yaml all
+	$(BIN)/snakemake --profile profiles/local --configfile configs/demo-all.yaml all $(DEMO_THREADS)
 	@echo "Report: results/report/index.html"
 
 # Debian packages the tests use for real (Chromium); installs what is missing when root.

@@ -303,7 +303,7 @@ def test_a_rerun_under_cpu_load_gives_identical_metrics(workdir, tmp_path_factor
     retrained = json.loads((second / "results/models/vae/seed0/summary.json").read_text())
     assert retrained["incomplete"] is False and retrained["budget"]["minutes"] > 0
     names = metric_files(workdir)
-    assert names == metric_files(second) and len(names) == 12
+    assert names == metric_files(second) and len(names) == 15
     for name in names:
         first = (workdir / "results/metrics" / name).read_bytes()
         assert (second / "results/metrics" / name).read_bytes() == first, name
