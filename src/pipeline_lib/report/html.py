@@ -124,7 +124,7 @@ def spread_cell(spread, *, key: str = "", scale: float = 1.0, percent: bool = Fa
         text = "n/a"
         css += " na"
     elif percent and std is None:
-        text = f"{mean:.1f} %"  # as format_percent
+        text = format_percent(spread.mean * scale)
     else:
         text = format_mean_std(mean, std) + (" %" if percent else "")
     attrs = f' data-metric="{escape(key)}"' if key else ""
@@ -157,9 +157,9 @@ def checked_png(png: bytes | str | Path, what: str = "image") -> bytes:
 
 
 def compact_png(data: bytes) -> bytes:
-    """The same picture in the fewest bytes PNG allows without loss: 8-bit grey when every pixel
-    is grey, no alpha channel when it is fully opaque, maximum deflate compression. Matplotlib
-    writes RGBA even for grey images, which made the report four times its size."""
+    """The same picture in fewer bytes, without loss: 8-bit grey when every pixel is grey, no alpha
+    channel when it is fully opaque, maximum deflate compression (the original when that is not
+    smaller). Matplotlib writes RGBA even for grey pictures."""
     import cv2
     import numpy as np
 
