@@ -284,14 +284,18 @@ def metric_files(workdir: Path) -> list[str]:
 # ----- determinism, the report in a browser, Snakemake's report, the model CLI -----------------
 
 
-def test_a_rerun_under_cpu_load_gives_identical_metrics(workdir, tmp_path_factory):
+def test_a_rerun_under_cpu_load_gives_identical_metrics_and_a_cut_short_run_is_incomplete(
+        workdir, tmp_path_factory):
     """Budgets are steps, so a busy machine changes how long training takes, not what it gives: the
     tiny config's runs are retrained (and everything after them recomputed) while two busy
-    processes compete for the CPU, and every metrics JSON is byte-identical to the first run's.
-    (vae's budget has a minutes cap that this run does not reach.)"""
+    processes compete for the CPU, and every metrics JSON of vae and cvae (two seeds) is
+    byte-identical to the first run's (vae's budget has a minutes cap that is not reached). In the
+    same rerun dcgan gets a cap too small for its steps: it is marked incomplete in its summary,
+    its log and the report."""
     second = tmp_path_factory.mktemp("loaded") / "checkout"
     shutil.copytree(workdir, second, symlinks=True,
                     ignore=shutil.ignore_patterns(".snakemake", "reader_responses"))
+    write_config(second, lambda c: c["models"]["dcgan"]["budget"].update(minutes=1e-5))  # 0.6 ms
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
         result = snakemake(second, "--cores", "2", "--forcerun", "train", "all")
@@ -304,9 +308,19 @@ def test_a_rerun_under_cpu_load_gives_identical_metrics(workdir, tmp_path_factor
     assert retrained["incomplete"] is False and retrained["budget"]["minutes"] > 0
     names = metric_files(workdir)
     assert names == metric_files(second) and len(names) == 15
-    for name in names:
+    compared = [n for n in names if not n.startswith("dcgan/")]
+    assert len(compared) == 12
+    for name in compared:
         first = (workdir / "results/metrics" / name).read_bytes()
         assert (second / "results/metrics" / name).read_bytes() == first, name
+
+    cut = json.loads((second / "results/models/dcgan/seed0/summary.json").read_text())
+    assert cut["incomplete"] is True and cut["steps"] < cut["target_steps"] == 20
+    assert "INCOMPLETE" in (second / "logs/train/dcgan/seed0.log").read_text()
+    html = (second / "results/report/index.html").read_text()
+    assert '<tr data-model="dcgan" class="incomplete">' in html
+    assert 'data-model="dcgan" data-seed="0" class="incomplete"' in html and 'data-kind="incomplete training"' in html
+    assert "dcgan stopped by the time cap" in html
 
 
 def test_report_in_a_browser_answers_first_and_every_image_loads(workdir, browser_context):
