@@ -45,13 +45,16 @@ from pipeline_lib.report.html import (count_text as _count, escape as _esc, figu
 from pipeline_lib.report.reader_section import render_reader_results_html
 
 _CSS = """
-body { font-family: sans-serif; margin: 2em auto; max-width: 74em; padding: 0 1em; color: #222; }
+body { font-family: sans-serif; margin: 2em auto; max-width: 84em; padding: 0 1em; color: #222; }
 h1, h2, h3, h4 { color: #123; }
 h2.group { border-bottom: 2px solid #9ab; padding-bottom: 0.2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em 0; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #eef; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+div.wide { overflow-x: auto; }
+#summary-table { font-size: 0.9em; }
+#summary-table th, #summary-table td { padding: 0.25em 0.45em; }
 td.na { color: #a00; font-style: italic; }
 td.best { font-weight: bold; background: #e3f6e3; }
 td.tie { background: #f1faf1; }
@@ -338,7 +341,7 @@ def _summary_section(data: ReportData, notes: Notes) -> str:
     order = sorted(data.runs, key=lambda m: (headline[m].mean is None, headline[m].mean or 0.0, m))
     columns = [m for m in KEY_METRICS if any(s.mean is not None for s in spreads[m.key].values())]
     arrow = {True: "↓", False: "↑"}
-    head = ("<th>Model</th><th>Family</th><th>Runs</th>"
+    head = ("<th>Model</th><th>Runs</th>"
             + "".join(f'<th data-metric="{m.key}">{_esc(m.heading)} {arrow[m.lower_is_better]}</th>' for m in columns))
     winners = {m.key: best(spreads[m.key], m.lower_is_better) for m in columns}
     rows = []
@@ -346,7 +349,8 @@ def _summary_section(data: ReportData, notes: Notes) -> str:
         runs = data.runs[model]
         incomplete = sum(r.incomplete for r in runs)
         run_text = f"{len(runs)}" + (f" ({incomplete} incomplete ⚠)" if incomplete else "")
-        cells = [f"<th>{_esc(model)}</th>", f"<td>{_esc(runs[0].summary.get('family', '') if runs else '')}</td>",
+        family = runs[0].summary.get("family", "") if runs else ""
+        cells = [f'<th title="family {_esc(family)}">{_esc(model)}</th>',
                  f'<td class="num" data-value="{len(runs)}">{_esc(run_text)}</td>']
         for m in columns:
             s = spreads[m.key][model]
@@ -360,12 +364,12 @@ def _summary_section(data: ReportData, notes: Notes) -> str:
         css = ' class="incomplete"' if incomplete else ""
         rows.append(f'<tr data-model="{_esc(model)}"{css}>{"".join(cells)}</tr>')
     best_cells = "".join(f'<td data-metric="{m.key}">{_esc(", ".join(winners[m.key]) or "n/a")}</td>' for m in columns)
-    rows.append(f'<tr class="best-row"><th>Best</th><td></td><td></td>{best_cells}</tr>')
+    rows.append(f'<tr class="best-row"><th>Best</th><td></td>{best_cells}</tr>')
     reference = []
     for m in columns:
         value = m.reference(data) if m.reference else None
         reference.append(spread_cell(spread([value]), key=m.key, scale=m.scale, percent=m.percent))
-    rows.append(f'<tr class="reference" data-model="original"><th>Real test slices</th><td>reference</td><td></td>'
+    rows.append(f'<tr class="reference" data-model="original"><th>Real test slices</th><td></td>'
                 f'{"".join(reference)}</tr>')
     caption = (
         "Each cell: mean ± std over the model's training runs (one per seed; the mean alone for a single "
@@ -375,9 +379,9 @@ def _summary_section(data: ReportData, notes: Notes) -> str:
         "Fréchet distance in the domain network's features; Likely copies: share of samples closer to a "
         "training slice than 95 % of real test slices are; Utility gain: accuracy of a classifier trained on "
         "real + synthetic minus real only. The last row shows what held-out real slices score, as a "
-        "yardstick. Rows are sorted by FID.")
-    table = (f'<table id="summary-table"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr></thead>'
-             f"<tbody>{''.join(rows)}</tbody></table>")
+        "yardstick. Rows are sorted by FID; hover a model's name for its family.")
+    table = (f'<div class="wide"><table id="summary-table"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr>'
+             f"</thead><tbody>{''.join(rows)}</tbody></table></div>")
     if any(r.incomplete for runs in data.runs.values() for r in runs):
         notes.add("incomplete training", "stopped by the safety cap budget.minutes before reaching its steps or "
                   "epochs; its results depend on the machine's speed. Raise the cap and rerun to continue it.",
