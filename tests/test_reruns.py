@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from test_workflow import (TEST_CONFIG, copy_checkout, dry_run_jobs, model_jobs, snakemake,
-                           stale_jobs, write_config)
+                           stale_jobs, summary_table, write_config)
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +26,7 @@ UPSTREAM_OF_SLICES = {"demo_cohort", "discover_inputs", "ingest", "register", "q
 
 def missing_outputs(work: Path) -> list[str]:
     """Outputs of the full DAG that do not exist yet, from ``snakemake --summary``."""
-    result = snakemake(work, "--summary", "--cores", "1")
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
-    header, rows = rows[0], rows[1:]
-    output, status = header.index("output_file"), header.index("status")
-    return [row[output] for row in rows if row[status] == "missing"]
+    return [row["output_file"] for row in summary_table(work) if row["status"] == "missing"]
 
 
 def mark_all_produced(work: Path) -> None:
@@ -118,12 +113,7 @@ def test_a_registration_setting_reregisters_every_subject_and_downstream(produce
 
 def stale_outputs(work: Path) -> set[str]:
     """Every output a run would create or update."""
-    result = snakemake(work, "--summary", "--cores", "1")
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
-    header, rows = rows[0], rows[1:]
-    output, plan = header.index("output_file"), header.index("plan")
-    return {row[output] for row in rows if row[plan] != "no update"}
+    return {row["output_file"] for row in summary_table(work) if row["plan"] != "no update"}
 
 
 def test_adding_a_seed_runs_only_the_new_seeds_jobs(produced_workdir):

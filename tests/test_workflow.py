@@ -126,20 +126,23 @@ def test_second_call_has_nothing_to_do(workdir):
     assert dry_run_jobs(workdir) == {}
 
 
-def stale_jobs(workdir: Path) -> set[tuple[str, str]]:
-    """(rule, model) of every output a run would update; model is '' for other rules."""
-    models = set(yaml.safe_load((workdir / "config.yaml").read_text())["models"])
+def summary_table(workdir: Path) -> list[dict[str, str]]:
+    """`snakemake --summary`: one record per output (output_file, rule, status, plan, ...)."""
     result = snakemake(workdir, "--summary", "--cores", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
-    header, rows = rows[0], rows[1:]
-    output, rule, plan = header.index("output_file"), header.index("rule"), header.index("plan")
+    return [dict(zip(rows[0], row)) for row in rows[1:]]
+
+
+def stale_jobs(workdir: Path) -> set[tuple[str, str]]:
+    """(rule, model) of every output a run would update; model is '' for other rules."""
+    models = set(yaml.safe_load((workdir / "config.yaml").read_text())["models"])
     jobs = set()
-    for row in rows:
-        if row[plan] != "no update":
+    for row in summary_table(workdir):
+        if row["plan"] != "no update":
             # A model's outputs carry its name as a folder or as the file name's stem.
-            parts = re.split(r"[/.]", row[output])
-            jobs.add((row[rule], next((p for p in parts if p in models), "")))
+            parts = re.split(r"[/.]", row["output_file"])
+            jobs.add((row["rule"], next((p for p in parts if p in models), "")))
     return jobs
 
 

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from pipeline_lib.core.numbers import finite_float
+
 
 @dataclass(frozen=True)
 class Spread:
@@ -31,19 +33,9 @@ class Spread:
         return None if self.mean is None else self.mean + (self.std or 0.0)
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def spread(values: Iterable[Any]) -> Spread:
     """Mean and standard deviation (n − 1) of the finite numbers among ``values``."""
-    numbers = tuple(v for v in map(_finite, values) if v is not None)
+    numbers = tuple(v for v in map(finite_float, values) if v is not None)
     n = len(numbers)
     if n == 0:
         return Spread(None, None, 0, ())

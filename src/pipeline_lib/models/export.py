@@ -19,7 +19,6 @@ deterministic: the same seed, count and classes give the same images (``sampling
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -31,7 +30,7 @@ import torch
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.figures import encode_png_gray8, to_uint8
-from pipeline_lib.core.io import read_json, replace_directory, write_json, write_text
+from pipeline_lib.core.io import file_digest, read_json, replace_directory, write_json, write_text
 from pipeline_lib.core.runtime import select_device
 from pipeline_lib.models import build_model
 from pipeline_lib.models.sampling import draw_samples, sample_labels
@@ -62,14 +61,6 @@ CARD_METRICS = {
 
 
 # ----------------------------------------------------------------- loading
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _workflow_weights(path: Path) -> Path | None:
@@ -119,7 +110,7 @@ def load_model(source: Path, device: str = "auto"):
     weights = _workflow_weights(source)
     if weights is None:
         path = source / WEIGHTS
-        if description.get("weights_sha256") and _sha256(path) != description["weights_sha256"]:
+        if description.get("weights_sha256") and file_digest(path) != description["weights_sha256"]:
             raise InputError(f"{path}: SHA-256 differs from the one in {DESCRIPTION}; the folder is damaged")
         state = torch.load(path, map_location="cpu", weights_only=True)
     else:
@@ -157,7 +148,7 @@ def export_model(run: Path, out: Path, *, results: Path | None = None, overwrite
         folder.mkdir()
         state = torch.load(weights, map_location="cpu", weights_only=False)["state_dict"]
         torch.save(state, folder / WEIGHTS)
-        description["weights_sha256"] = _sha256(folder / WEIGHTS)
+        description["weights_sha256"] = file_digest(folder / WEIGHTS)
         write_json(folder / DESCRIPTION, description)
         if metrics:
             write_json(folder / METRICS, metrics)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.numbers import finite_float  # noqa: F401 - the sections take it from here
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -26,17 +27,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def escape(text: Any) -> str:
     """``text`` as HTML, quotes included (safe in attributes too)."""
     return html.escape(str(text), quote=True)
-
-
-def finite_float(value: Any) -> float | None:
-    """The value as a finite float, or None (booleans are not numbers here)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def float_or_nan(value: Any) -> float:
