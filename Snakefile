@@ -17,6 +17,10 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
+# `snakemake --report report.zip` describes the workflow with this text and the outputs marked report().
+report: "workflow/report/workflow.rst"
+
+
 # Jobs (local scripts and cluster jobs alike) import the library from this checkout,
 # so a job never runs a different pipeline_lib than the one the DAG was built with.
 LIBRARY = str(Path(workflow.basedir) / "src")
@@ -46,5 +50,5 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        rules.report.output[0],
+        rules.report.output.html,
         rules.reader_kit.output.summary,

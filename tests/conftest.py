@@ -1,9 +1,16 @@
-"""Suite-wide settings."""
+"""Suite-wide settings and fixtures."""
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_INSTALL_HINT = "apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,3 +76,35 @@ def evaluation_slices():
         return np.stack(images), pd.DataFrame(rows)
 
     return make
+
+
+# ---- a real browser (the reader page, the report) ---------------------------------------------
+
+
+def _chromium() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path or not Path(path).is_file():
+        pytest.fail(f"Chromium is not installed; the browser tests need it. Install it with: {CHROMIUM_INSTALL_HINT}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser_context():
+    """Debian's headless Chromium driven by Playwright's bundled driver (no browser download);
+    a 1000 x 800 viewport. Missing Chromium or Playwright is a failure, not a skip."""
+    chromium = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("The Python package playwright is missing: pip install playwright==1.65.2 "
+                    "(do not run `playwright install`; the tests drive the system Chromium)")
+    profile = tempfile.mkdtemp(prefix="test-chromium-")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=chromium, headless=True, args=CHROMIUM_FLAGS, accept_downloads=True,
+            viewport={"width": 1000, "height": 800})
+        try:
+            yield context
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)

@@ -182,9 +182,17 @@ def test_report_section_has_table_boxplots_bars_and_escapes_text(feature_files):
     values = [float(v) for v in re.findall(r'data-value="([^"]+)"', page)]
     assert model["fid"]["mean"] in values and original["fid"]["mean"] in values
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 3  # FID boxplot, per-class boxplot of the conditional model, PRDC bars
+    assert len(images) == 1  # the FID boxplot (per-class FID is a table)
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
-    assert "3 random subsets" in page or "3×8" in page  # figures say how many images
-    assert "Small-sample warning" in page and "8 images" in page
+    assert "3 subsets of 8" in page  # the figure says how many images
+    assert 'class="per-class" data-model="&lt;cvae&gt;"' in page
+    # One small-sample warning naming every affected set, not one per row.
+    assert page.count("Small-sample warning") == 1 and "fewer images per set (8)" in page
+    assert "Affected: &lt;cvae&gt;, &lt;cvae&gt; (A), &lt;cvae&gt; (B), original" in page
+    noted = []
+    quiet = render_distribution_metrics_html({"<cvae>": [model, model]}, original,
+                                             notes=lambda kind, message, item: noted.append((kind, item)))
+    assert "Small-sample warning" not in quiet and ("small-sample FID", "original") in noted
+    assert 'data-n="2"' in quiet  # two runs of the model: mean ± std over them
     assert "<script" not in page
     assert "No distribution metrics" in render_distribution_metrics_html({})

@@ -68,7 +68,16 @@ def test_every_section_and_number_is_present(page):
     assert "30.0 %" in page and "7.0 %" in page
     assert _cell(page, "conditioning", "cvae", "real_test_accuracy") == 0.98
     assert _cell(page, "utility", "vae", "real+synthetic_accuracy") == 0.82
-    assert "0.82 ± 0.02" in page
+    assert _cell(page, "utility", "vae", "utility_gain") == pytest.approx(0.02)
+
+
+def test_several_runs_give_mean_and_spread_over_seeds():
+    second = {**DOMAIN["<b>evil</b>"], "domain_fd": 14.25}
+    html = render_evaluation_html(network=NETWORK, domain={"m": [DOMAIN["<b>evil</b>"], second]}, memorization={},
+                                  galleries={}, conditioning={}, utility={})
+    cell = re.search(r'<td class="num"[^>]*data-metric="domain_fd"[^>]*>([^<]*)</td>', html)
+    assert "13.2 ± 1.4" == cell.group(1)  # mean 13.25, std over the two seeds 1.414
+    assert 'data-n="2"' in cell.group(0)
 
 
 def test_counts_and_feature_space_quality_are_stated(page):

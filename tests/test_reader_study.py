@@ -124,13 +124,13 @@ def test_too_few_images_names_the_file():
 
 def test_png_roundtrip_and_chunk_layout():
     pixels = (np.arange(12 * 20) % 256).astype(np.uint8).reshape(12, 20)
-    data = rs.encode_png_gray8(pixels)
+    data = rs.kit_png(pixels)
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     assert decoded.dtype == np.uint8 and decoded.shape == (12, 20)
     np.testing.assert_array_equal(decoded, pixels)
     assert [kind for kind, _ in rs.png_chunks(data)] == ["IHDR", "IDAT", "IEND"]
     # the size depends on the dimensions only
-    assert len(rs.encode_png_gray8(np.zeros_like(pixels))) == len(data)
+    assert len(rs.kit_png(np.zeros_like(pixels))) == len(data)
 
 
 def test_display_pixels_nearest_upsampling_repeats_pixels():

@@ -1,10 +1,14 @@
-"""The HTML report: self-contained, escaped, with Table-1 numbers readable back."""
+"""The HTML report: the answer first (summary, best per column, spreads over seeds, a conclusion the
+numbers support), a table of contents, sections by question, one warning per kind, 8-bit grey
+images, a provenance footer; self-contained, escaped, numbers readable back."""
 
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
+import struct
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,35 +20,45 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from pipeline_lib.report import document as report  # noqa: E402
 from pipeline_lib.core.errors import InputError  # noqa: E402
+from pipeline_lib.core.figures import save_grid  # noqa: E402
+from pipeline_lib.core.provenance import config_digest, provenance  # noqa: E402
+from pipeline_lib.report import document as report  # noqa: E402
+from pipeline_lib.report.html import format_mean_std  # noqa: E402
 
-MODELS = ["vae", "dcgan", "<b>evil & \"model\"</b>"]
+EVIL = "<b>evil & \"model\"</b>"
+# model -> FID of each seed: vae clearly best, dcgan and EVIL overlap.
+FIDS = {"vae": [100.0, 102.0, 98.0], "dcgan": [150.0, 170.0, 160.0], EVIL: [165.0, 140.0]}
 
 
-class _Cells(HTMLParser):
-    """Collects Table-1 cells (data-model of the row, data-metric, data-value, data-std)."""
+class _Page(HTMLParser):
+    """ids, links, images and the cells of every table (by table id)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.table_id: str | None = None
-        self.row_model: str | None = None
-        self.cells: dict[tuple[str, str], dict[str, str]] = {}
-        self.rows: dict[str, list[str]] = {}
+        self.ids: list[str] = []
+        self.links: list[str] = []
         self.images: list[str] = []
         self.scripts = 0
-        self.in_table = False
-        self._tables: list[str] = []
+        self.tables: list[str] = []
+        self.rows: dict[str, list[str]] = {}
+        self.cells: dict[tuple[str, str, str], dict[str, str]] = {}
+        self._row: str | None = None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+        if tag == "a" and attrs.get("href", "").startswith("#"):
+            self.links.append(attrs["href"][1:])
         if tag == "table":
-            self._tables.append(attrs.get("id", ""))
-        if tag == "tr" and "data-model" in attrs:
-            self.row_model = attrs["data-model"]
-            self.rows.setdefault(self._tables[-1], []).append(self.row_model)
-        if tag == "td" and "data-metric" in attrs and self._tables and self._tables[-1] == "table1":
-            self.cells[(self.row_model, attrs["data-metric"])] = attrs
+            self.tables.append(attrs.get("id", ""))
+        if tag == "tr":
+            self._row = attrs.get("data-model")
+            if self._row is not None:
+                self.rows.setdefault(self.tables[-1], []).append(self._row)
+        if tag == "td" and "data-metric" in attrs and self.tables:
+            self.cells[(self.tables[-1], self._row, attrs["data-metric"])] = attrs
         if tag == "img":
             self.images.append(attrs["src"])
         if tag == "script":
@@ -52,180 +66,248 @@ class _Cells(HTMLParser):
 
     def handle_endtag(self, tag):
         if tag == "table":
-            self._tables.pop()
+            self.tables.pop()
+
+
+def parse(text: str) -> _Page:
+    page = _Page()
+    page.feed(text)
+    return page
 
 
 def _png(path: Path, value: float) -> Path:
     fig, ax = plt.subplots(figsize=(1, 1), dpi=20)
     ax.imshow(np.full((4, 4), value), cmap="gray", vmin=0, vmax=1)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png")  # matplotlib writes RGBA
     plt.close(fig)
     return path
 
 
+def _distribution(fid: float, warn: bool) -> dict:
+    return {"fid": {"mean": fid, "std": 3.0, "repeats": 3, "subset_size": 64, "values": [fid - 3, fid, fid + 3],
+                    "warning": warn},
+            "fid_all": fid - 1, "kid": {"mean": fid / 1e4, "std": 0.001}, "fid_per_class": None,
+            "prdc": {"precision": 1 / fid * 50, "recall": 0.3, "density": 0.4, "coverage": 0.5, "nearest_k": 5},
+            "n_samples": 64, "n_real": 80, "warning": warn,
+            "warning_message": "FID computed on 64 images per set, fewer than the 2048 feature dimensions" if warn else None}
+
+
 def _metrics(seed: int, recon: bool) -> dict:
     rng = np.random.default_rng(seed)
-    values = {
-        "dataset_similarity": float(rng.random() / 10),
-        "isd": float(rng.random() / 10),
-        "min_isd": float(rng.random() / 100),
-        "sharpness_mean": float(1000 + 1000 * rng.random()),
-        "sharpness_std": float(500 * rng.random()),
-        "sharpness_scale": 255.0,
-        "n_samples": 64,
-        "n_originals": 80,
-    }
+    values = {"dataset_similarity": float(rng.random() / 10), "isd": float(rng.random() / 10),
+              "min_isd": float(rng.random() / 100), "sharpness_mean": float(1000 + 1000 * rng.random()),
+              "sharpness_std": float(500 * rng.random()), "sharpness_scale": 255.0, "n_samples": 64,
+              "n_originals": 80}
     if recon:
-        values |= {
-            "recon_mse_mean": 0.004123456,
-            "recon_mse_std": 0.02,
-            "recon_sharpness_mean": 349.0,
-            "recon_sharpness_std": 160.0,
-            "original_sharpness_mean": 1495.0,
-            "original_sharpness_std": 659.0,
-            "n_reconstructions": 80,
-        }
+        values |= {"recon_mse_mean": 0.004123456, "recon_mse_std": 0.02, "recon_sharpness_mean": 349.0,
+                   "recon_sharpness_std": 160.0, "original_sharpness_mean": 1495.0, "original_sharpness_std": 659.0,
+                   "n_reconstructions": 80}
     return values
 
 
-@pytest.fixture
-def inputs(tmp_path) -> dict:
-    images = tmp_path / "img"
-    images.mkdir()
-    losses = {}
-    for i, model in enumerate(MODELS):
-        csv = tmp_path / f"losses{i}.csv"
-        steps = np.arange(1, 21)
-        frame = pd.DataFrame({"step": steps, "loss_g": 1.0 / steps, "loss_d": np.linspace(2, 0.5, 20)})
-        if i == 1:
-            frame["loss_d"] = -frame["loss_d"]  # a WGAN critic loss: negative, so linear y
-        frame.to_csv(csv, index=False)
-        losses[model] = csv
-    return dict(
-        cohort={
-            "subjects_found": 5,
-            "subjects_ingested": 4,
-            "subjects_registered": 4,
-            "subjects_failed": 1,
-            "slices_train": 120,
-            "slices_test": 30,
-            "image_size": [64, 64],
-        },
-        ingest_qc=pd.DataFrame(
-            {
-                "subject": ["sub-0123456789", "sub-abcdefabcd"],
-                "kind": ["NIfTI file", "DICOM <series>"],
-                "status": ["ok", "failed"],
-                "reason": [np.nan, "truncated gzip & bad header"],
-                "warning": ["", ""],
-            }
-        ),
-        registration_qc=pd.DataFrame(
-            {
-                "subject": ["sub-0123456789"],
-                "correlation_before": [0.41234567],
-                "correlation_after": [0.9312],
-            }
-        ),
+def _write(path: Path, record: dict) -> Path:
+    path.write_text(json.dumps(record))
+    return path
+
+
+def make_run(root: Path, model: str, seed: int, fid: float, *, incomplete: bool = False) -> report.ModelOutputs:
+    folder = root / f"{abs(hash(model)) % 10_000}" / f"seed{seed}"
+    folder.mkdir(parents=True)
+    steps = np.arange(1, 21)
+    pd.DataFrame({"step": steps, "loss": 1.0 / steps}).to_csv(folder / "losses.csv", index=False)
+    save_grid(np.random.default_rng(seed).random((16, 8, 8)).astype(np.float32), folder / "grid.png")
+    np.save(folder / "recon.npy", np.zeros((0, 8, 8), np.float32))
+    summary = {"model": model, "family": "vae" if model == "vae" else "<script>", "seed": seed,
+               "hparams": {"lr": 1e-4, "latent": 128}, "steps": 7 if incomplete else 20, "target_steps": 20,
+               "incomplete": incomplete, "budget": {"steps": 20, "minutes": 2}, "train_seconds": 12.3456,
+               "device": "cpu"}
+    memo = {"percentile": 5.0, "n_samples": 64, "n_train": 120, "n_test_reference": 40, "gallery_k": 4,
+            "seed": seed, "pixel": {"threshold": 0.004, "fraction_likely_copies": 0.05 + seed / 100,
+                                    "samples": {"median": 0.01}, "reference": {"median": 0.02}},
+            "domain": {"threshold": 0.1, "fraction_likely_copies": 0.07}}
+    utility = {"applicable": True, "task": "slice position", "chance": 1 / 3, "n_test": 40, "seeds": [0],
+               "real": {"mean": 0.8, "std": 0.01, "n_train_images": 120},
+               "synthetic": {"mean": 0.6, "std": 0.1, "n_train_images": 64},
+               "real+synthetic": {"mean": 0.8 + fid / 10_000, "std": 0.02, "n_train_images": 184},
+               "synthetic_labels": "predicted"}
+    return report.ModelOutputs(
+        summary=_write(folder / "summary.json", summary), losses=folder / "losses.csv", grid=folder / "grid.png",
+        reconstructions=folder / "recon.npy", metrics=_write(folder / "metrics.json", _metrics(seed, model == "vae")),
+        distribution=_write(folder / "distribution.json", _distribution(fid, warn=True)),
+        domain=_write(folder / "domain.json", {"domain_fd": fid / 100, "domain_precision": 0.5, "domain_recall": 0.4,
+                                               "domain_density": 0.6, "domain_coverage": 0.7, "nearest_k": 5,
+                                               "n_samples": 64, "n_reference": 120, "feature_dim": 64}),
+        memorization=_write(folder / "memo.json", memo), gallery=_png(folder / "gallery.png", 0.4),
+        conditioning=_write(folder / "cond.json", {"conditional": False, "note": "not conditional"}),
+        utility=_write(folder / "utility.json", utility))
+
+
+def make_data(root: Path, fids=FIDS, incomplete=()) -> report.ReportData:
+    runs = {model: [report.Run.read(seed, make_run(root / "runs", model, seed, fid,
+                                                   incomplete=(model, seed) in incomplete))
+                    for seed, fid in enumerate(values)]
+            for model, values in fids.items()}
+    images = root / "img"
+    images.mkdir(exist_ok=True)
+    scores = _write(root / "scores.json", {"status": "no responses", "kit_id": "k1", "n_images": 10})
+    config = {"privacy": {"pseudonym_salt": "secret-salt-123"}, "training": {"seeds": [0, 1, 2]},
+              "models": {"vae": {"family": "vae", "budget": {"steps": 20}}}}
+    return report.ReportData(
+        runs=runs,
+        cohort={"subjects_found": 5, "subjects_ingested": 4, "subjects_registered": 4, "subjects_failed": 1,
+                "slices_train": 120, "slices_test": 30, "image_size": [64, 64]},
+        ingest_qc=pd.DataFrame({"subject": ["sub-0123456789", "sub-abcdefabcd"],
+                                "kind": ["NIfTI file", "DICOM <series>"], "status": ["ok", "failed"],
+                                "reason": [np.nan, "truncated gzip & bad header"], "warning": ["", ""]}),
+        registration_qc=pd.DataFrame({"subject": ["sub-0123456789"], "correlation_before": [0.41234567],
+                                      "correlation_after": [0.9312]}),
         overlays={"sub-0123456789": _png(images / "overlay.png", 0.3)},
-        metrics={
-            MODELS[0]: _metrics(1, recon=True),
-            MODELS[1]: _metrics(2, recon=False),
-            MODELS[2]: _metrics(3, recon=False) | {"min_isd": float("nan")},
-        },
-        original_metrics=_metrics(0, recon=False) | {"n_samples": 80},
-        sample_grids={m: _png(images / f"grid{i}.png", 0.5) for i, m in enumerate(MODELS)},
-        reconstruction_grids={MODELS[0]: _png(images / "recon.png", 0.7)},
-        losses=losses,
-        model_info={
-            MODELS[0]: {"family": "vae", "hyperparameters": {"lr": 1e-4, "latent": 128}, "steps": 200,
-                        "device": "cpu", "wall_time_s": 12.3456},
-            MODELS[1]: {"family": "dcgan", "hyperparameters": {"lr": 2e-4}, "steps": 300, "device": "cuda",
-                        "wall_time_s": 45.0},
-            MODELS[2]: {"family": "<script>", "steps": 1},
-        },
-        synthetic_cohort=True,
-    )
+        original=_metrics(0, recon=False) | {"n_samples": 80},
+        distribution_original=_distribution(20.0, warn=True) | {"prdc": {"precision": 0.9, "recall": 0.8,
+                                                                          "density": 1.0, "coverage": 0.9,
+                                                                          "nearest_k": 5}},
+        domain_network={"feature_dim": 64, "n_train": 120, "test": {"n_images": 30}},
+        domain_original={"domain_fd": 0.05, "domain_precision": 0.9, "domain_recall": 0.9, "domain_density": 1,
+                         "domain_coverage": 0.9, "nearest_k": 5, "n_samples": 30, "n_reference": 120,
+                         "feature_dim": 64, "few_images_warning": True},
+        reader_scores=scores, synthetic_cohort=True, title="Test report",
+        provenance=provenance(config, Path(__file__).resolve().parents[1]))
 
 
-def _build(tmp_path: Path, inputs: dict, **overrides) -> str:
+@pytest.fixture
+def data(tmp_path) -> report.ReportData:
+    return make_data(tmp_path)
+
+
+def build(tmp_path: Path, data: report.ReportData) -> str:
     out = tmp_path / "report" / "index.html"
-    report.build_report(out, **(inputs | overrides))
+    report.build_report(out, data, summary_tsv=tmp_path / "report" / "summary.tsv")
     return out.read_text()
 
 
-def test_report_is_one_self_contained_file(tmp_path, inputs):
-    text = _build(tmp_path, inputs)
-    out_dir = tmp_path / "report"
-    assert [p.name for p in out_dir.iterdir()] == ["index.html"]  # no temp files or side files
+def test_report_is_one_self_contained_file_with_grey_8bit_images(tmp_path, data):
+    text = build(tmp_path, data)
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["index.html", "summary.tsv"]
     assert not re.search(r"https?://", text)
-    assert "<script" not in text.lower()
-    assert "<link" not in text.lower()
-    parser = _Cells()
-    parser.feed(text)
-    assert parser.scripts == 0
-    # 1 overlay + 3 sample grids + 1 reconstruction grid + 3 loss plots, all inline PNG
-    assert len(parser.images) == 8
-    for src in parser.images:
+    assert "<script" not in text.lower() and "<link" not in text.lower()
+    page = parse(text)
+    assert page.scripts == 0
+    # 1 overlay + 3 sample grids + 3 galleries + 3 loss plots + 1 FID boxplot
+    assert len(page.images) == 11
+    colour_types = []
+    for src in page.images:
         assert src.startswith("data:image/png;base64,")
-        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        colour_types.append(struct.unpack(">B", png[25:26])[0])
+    # Grey pictures (grids, the matplotlib RGBA overlay and galleries) are stored as 8-bit grey (type 0).
+    assert colour_types.count(0) >= 7 and 6 not in colour_types  # no RGBA left
 
 
-def test_table1_rows_and_values_parse_back(tmp_path, inputs):
-    text = _build(tmp_path, inputs)
-    parser = _Cells()
-    parser.feed(text)
-    assert parser.rows["table1"] == ["Original", *MODELS]
-    expected = {"Original": inputs["original_metrics"], **inputs["metrics"]}
-    for model, values in expected.items():
-        for key in ["dataset_similarity", "isd", "min_isd", "sharpness_mean"]:
-            cell = parser.cells[(model, key)]
-            got = float(cell["data-value"])
-            if math.isnan(values[key]):
-                assert math.isnan(got)
-            else:
-                assert got == values[key]  # repr(float) round-trips exactly
-        assert float(parser.cells[(model, "sharpness_mean")]["data-std"]) == values["sharpness_std"]
-    # Every model appears in the model-info table too; only the VAE in the reconstruction table.
-    assert parser.rows["models"] == MODELS
-    assert parser.rows["reconstruction"] == [MODELS[0]]
+def test_summary_comes_first_with_best_per_column_spreads_and_runs(tmp_path, data):
+    text = build(tmp_path, data)
+    summary = text.index('id="summary"')
+    assert summary < text.index('id="toc"') < text.index('id="group-fidelity"')
+    page = parse(text)
+    assert page.rows["summary-table"] == ["vae", EVIL, "dcgan", "original"]  # sorted by FID
+    fid = page.cells[("summary-table", "vae", "fid")]
+    assert float(fid["data-value"]) == pytest.approx(100.0) and float(fid["data-std"]) == pytest.approx(2.0)
+    assert fid["data-n"] == "3" and "best" in fid["class"]
+    table = re.search(r'<table id="summary-table">.*?</table>', text, re.S).group(0)
+    assert "FID ↓" in table and "Precision ↑" in table and "Likely copies ↓" in table
+    assert "100.0 ± 2.0 ★" in table
+    # dcgan (160 ± 10) and EVIL (152.5 ± 17.7) overlap each other but not vae: neither is marked ≈.
+    assert "tie" not in page.cells[("summary-table", "dcgan", "fid")]["class"]
+    best_row = re.search(r'<tr class="best-row">.*?</tr>', table, re.S).group(0)
+    assert '<td data-metric="fid">vae</td>' in best_row
+    tsv = pd.read_csv(tmp_path / "report" / "summary.tsv", sep="\t")
+    assert list(tsv["model"]) == list(FIDS) and list(tsv["runs"]) == [3, 3, 2]
+    assert tsv.loc[0, "fid_mean"] == pytest.approx(100.0) and tsv.loc[0, "fid_std"] == pytest.approx(2.0)
 
 
-def test_numbers_shown_with_four_significant_digits_and_nan_as_na(tmp_path, inputs):
-    text = _build(tmp_path, inputs)
-    value = inputs["original_metrics"]["dataset_similarity"]
-    assert f">{value:.4g}<" in text
-    assert "0.004123 ± 0.02" in text
-    assert "0.4123" in text and "0.41234567" not in text.replace('data-value="0.41234567"', "")
-    nan_cell = re.search(r'<td class="num na"[^>]*data-metric="min_isd"[^>]*>([^<]*)</td>', text)
-    assert nan_cell is not None and nan_cell.group(1) == "n/a"
-    assert report.format_number(float("inf")) == "n/a"
-    assert report.format_number(1495.3) == "1495"
-    assert report.format_number(None) == "n/a"
+def test_conclusion_says_what_the_spreads_support(tmp_path):
+    clear = parse_conclusion(build(tmp_path / "a", make_data(tmp_path / "a")))
+    assert clear.startswith("vae has the lowest FID (100.0 ± 2.0, 3 runs), ahead of the next model")
+    overlapping = {"vae": [100.0, 130.0, 70.0], "dcgan": [110.0, 112.0, 108.0]}
+    text = build(tmp_path / "b", make_data(tmp_path / "b", overlapping))
+    assert parse_conclusion(text).startswith("No significant difference in FID between vae (100 ± 30, 3 runs) "
+                                             "and dcgan (110.0 ± 2.0, 3 runs)")
+    page = parse(text)
+    assert "tie" in page.cells[("summary-table", "dcgan", "fid")]["class"]  # ≈ the best
+    single = build(tmp_path / "c", make_data(tmp_path / "c", {"vae": [100.0], "dcgan": [150.0]}))
+    assert "with a single training run the spread over seeds is unknown" in parse_conclusion(single)
 
 
-def test_caption_states_counts_and_scale(tmp_path, inputs):
-    text = _build(tmp_path, inputs)
-    caption = re.search(r'<table id="table1"><caption>(.*?)</caption>', text, re.S).group(1)
-    assert "Original: 80 images" in caption
-    assert "vae: 64 samples vs 80 originals" in caption
-    assert "255" in caption and "8-bit" in caption
+def parse_conclusion(text: str) -> str:
+    return re.search(r'<p class="conclusion" id="conclusion">(.*?)</p>', text, re.S).group(1)
 
 
-def test_banner_only_for_synthetic_cohort(tmp_path, inputs):
-    with_banner = _build(tmp_path, inputs)
-    assert 'id="synthetic-banner"' in with_banner
-    banner = re.search(r'<div class="banner" id="synthetic-banner">(.*?)</div>', with_banner, re.S).group(1)
-    assert "synthetic" in banner and "MNI152" in banner
-    assert "supports no claim about model quality" in banner
-    assert with_banner.index("synthetic-banner") < with_banner.index('id="table1"')
-    without = _build(tmp_path, inputs, synthetic_cohort=False)
-    assert 'id="synthetic-banner"' not in without
-    assert "MNI152" not in without
+def test_table_of_contents_links_every_section_and_group(tmp_path, data):
+    page = parse(build(tmp_path, data))
+    assert len(page.ids) == len(set(page.ids)), "duplicate ids"
+    assert set(page.links) <= set(page.ids)
+    expected = {s.anchor for s in report.SECTIONS} | {f"group-{g}" for g, _ in report.GROUPS} | {"summary",
+                                                                                                 "provenance"}
+    assert expected <= set(page.links)
 
 
-def test_text_from_inputs_is_escaped(tmp_path, inputs):
-    text = _build(tmp_path, inputs)
+def test_one_warning_per_kind(tmp_path, data):
+    text = build(tmp_path, data)
+    assert text.count("Small-sample warning") == 0
+    warnings = re.search(r'<div class="warnings" id="warnings">.*?</div>', text, re.S).group(0)
+    assert warnings.count('data-kind="small-sample FID"') == 1
+    assert "Applies to: dcgan, original, vae" in warnings.replace("&lt;b&gt;evil &amp; &quot;model&quot;&lt;/b&gt;, ", "")
+    assert text.count("fewer images per set") == 1
+
+
+def test_incomplete_runs_are_marked(tmp_path):
+    text = build(tmp_path, make_data(tmp_path, incomplete={("dcgan", 1)}))
+    page = parse(text)
+    assert '<tr data-model="dcgan" class="incomplete">' in text
+    assert "3 (1 incomplete ⚠)" in text
+    assert 'data-kind="incomplete training"' in text and "dcgan (seed 1)" in text
+    training = re.search(r'<table id="training-runs">.*?</table>', text, re.S).group(0)
+    assert training.count('data-status="incomplete"') == 1 and "7 of 20" in training
+    assert "stopped by the time cap" in parse_conclusion(text)
+    assert page.rows["training-runs"].count("vae") == 3
+
+
+def test_provenance_footer_without_secrets(tmp_path, data):
+    text = build(tmp_path, data)
+    footer = re.search(r'<footer id="provenance">.*?</footer>', text, re.S).group(0)
+    assert text.index('id="provenance"') > text.index('id="group-qc"')
+    for label in ("Written", "Code (git commit)", "Configuration digest (SHA-256)", "Packages", "Machine"):
+        assert f"<th>{label}</th>" in footer
+    assert "torch " in footer and "snakemake " in footer and "cores available" in footer
+    assert re.search(r"UTC", footer) and re.search(r"[0-9a-f]{40}|not a git checkout", footer)
+    assert "secret-salt-123" not in text and "&lt;redacted&gt;" in footer
+    assert config_digest({"privacy": {"pseudonym_salt": "secret-salt-123"}, "training": {"seeds": [0, 1, 2]},
+                          "models": {"vae": {"family": "vae", "budget": {"steps": 20}}}}) in footer
+
+
+def test_table1_rows_are_means_over_seeds(tmp_path, data):
+    page = parse(build(tmp_path, data))
+    assert page.rows["table1"] == ["Original", *FIDS]
+    values = [_metrics(seed, True)["isd"] for seed in range(3)]
+    cell = page.cells[("table1", "vae", "isd")]
+    assert float(cell["data-value"]) == pytest.approx(np.mean(values))
+    assert float(cell["data-std"]) == pytest.approx(np.std(values, ddof=1)) and cell["data-n"] == "3"
+    original = page.cells[("table1", "Original", "sharpness_mean")]
+    assert float(original["data-std"]) == data.original["sharpness_std"]  # one set: its spread over images
+    assert page.rows["reconstruction"] == ["vae"]
+
+
+def test_overlays_and_grids_enlarge_on_click(tmp_path, data):
+    text = build(tmp_path, data)
+    registration = re.search(r'<table id="registration-qc">.*?</table>', text, re.S).group(0)
+    assert re.search(r'<label class="zoom"[^>]*><input type="checkbox"[^>]*><img class="thumb" alt="overlay '
+                     r'sub-0123456789"', registration)
+    assert "label.zoom input:checked + img" in text  # the CSS that shows it full size
+    assert text.count('<label class="zoom"') == 1 + len(FIDS)
+
+
+def test_text_from_inputs_is_escaped(tmp_path, data):
+    text = build(tmp_path, data)
     assert "<b>evil" not in text
     assert "&lt;b&gt;evil &amp; &quot;model&quot;&lt;/b&gt;" in text
     assert "DICOM &lt;series&gt;" in text
@@ -233,20 +315,12 @@ def test_text_from_inputs_is_escaped(tmp_path, inputs):
     assert "<script>" not in text and "&lt;script&gt;" in text
 
 
-def test_qc_tables_and_cohort(tmp_path, inputs):
-    text = _build(tmp_path, inputs)
-    ingest = re.search(r'<table id="ingest-qc">.*?</table>', text, re.S).group(0)
-    assert ingest.count("<tr") == 3
-    assert '<tr class="failed">' in ingest and "sub-abcdefabcd" in ingest
-    assert "nan" not in ingest.replace('data-value="nan"', "")  # empty reason shows as empty
-    registration = re.search(r'<table id="registration-qc">.*?</table>', text, re.S).group(0)
-    assert 'alt="overlay sub-0123456789"' in registration
-    assert "0.9312" in registration
-    cohort = re.search(r'<table id="cohort">.*?</table>', text, re.S).group(0)
-    for label, value in [("Subjects found", "5"), ("Subjects failed", "1"), ("Slices (test)", "30"),
-                         ("Image size (pixels)", "64 × 64")]:
-        assert f"<th>{label}</th><td>{value}</td>" in cohort
-    assert "lr=0.0001, latent=128" in text
+def test_number_formatting_is_one_rule():
+    assert format_mean_std(380.58792, 8.4741) == "380.6 ± 8.5"
+    assert format_mean_std(0.47004, 0.0073518) == "0.4700 ± 0.0074"
+    assert format_mean_std(1234.5, 123.0) == "1230 ± 120"
+    assert format_mean_std(0.5, None) == "0.5" and format_mean_std(None, 1) == "n/a"
+    assert report.format_number(float("inf")) == "n/a" and report.format_number(1495.3) == "1495"
 
 
 def test_loss_plot_log_scale_only_when_positive(tmp_path, monkeypatch):
@@ -255,10 +329,6 @@ def test_loss_plot_log_scale_only_when_positive(tmp_path, monkeypatch):
     pd.DataFrame({"step": steps, "a": 10.0 ** -steps.astype(float)}).to_csv(positive, index=False)
     mixed = tmp_path / "mixed.csv"
     pd.DataFrame({"step": steps, "a": np.linspace(-1, 1, 10)}).to_csv(mixed, index=False)
-    assert report.plot_losses(positive).startswith(b"\x89PNG")
-    assert report.plot_losses(mixed).startswith(b"\x89PNG")
-
-    # Check the axis decision itself by looking at the figure as it is closed.
     scales = []
     real_close = plt.close
 
@@ -268,20 +338,24 @@ def test_loss_plot_log_scale_only_when_positive(tmp_path, monkeypatch):
         return real_close(fig)
 
     monkeypatch.setattr(plt, "close", spy)
-    report.plot_losses(positive)
-    report.plot_losses(mixed)
+    assert report.plot_losses(positive).startswith(b"\x89PNG")
+    assert report.plot_losses({0: positive, 1: mixed}).startswith(b"\x89PNG")
     assert scales == ["log", "linear"]
 
 
-def test_bad_inputs_name_the_file(tmp_path, inputs):
+def test_bad_inputs_name_the_file(tmp_path, data):
     no_step = tmp_path / "nostep.csv"
     no_step.write_text("iteration,loss\n1,0.5\n")
+    run = data.runs["vae"][0]
+    data.runs["vae"][0] = report.Run(**{**run.__dict__, "files": report.ModelOutputs(
+        **{**run.files.__dict__, "losses": no_step})})
     with pytest.raises(InputError, match="nostep.csv.*step"):
-        _build(tmp_path, inputs, losses={"vae": no_step})
+        build(tmp_path, data)
     not_png = tmp_path / "grid.png"
     not_png.write_text("GIF89a")
+    data.runs["vae"][0] = report.Run(**{**run.__dict__, "files": report.ModelOutputs(
+        **{**run.files.__dict__, "grid": not_png})})
     with pytest.raises(InputError, match="grid.png.*not a PNG"):
-        _build(tmp_path, inputs, sample_grids={"vae": not_png})
-    with pytest.raises(InputError, match="missing.png"):
-        _build(tmp_path, inputs, overlays={"sub-0123456789": tmp_path / "missing.png"})
+        build(tmp_path, data)
     assert not (tmp_path / "report" / "index.html").exists()
+    assert math.isfinite(1.0)

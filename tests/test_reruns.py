@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from test_workflow import (TEST_CONFIG, copy_checkout, dry_run_jobs, model_jobs, snakemake,
-                           stale_jobs, write_config)
+                           stale_jobs, summary_table, write_config)
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +26,7 @@ UPSTREAM_OF_SLICES = {"demo_cohort", "discover_inputs", "ingest", "ingest_qc", "
 
 def missing_outputs(work: Path) -> list[str]:
     """Outputs of the full DAG that do not exist yet, from ``snakemake --summary``."""
-    result = snakemake(work, "--summary", "--cores", "1")
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
-    header, rows = rows[0], rows[1:]
-    output, status = header.index("output_file"), header.index("status")
-    return [row[output] for row in rows if row[status] == "missing"]
+    return [row["output_file"] for row in summary_table(work) if row["status"] == "missing"]
 
 
 def mark_all_produced(work: Path) -> None:
@@ -128,3 +123,25 @@ def test_rediscovering_the_same_inputs_reruns_no_ingest_or_registration(produced
         assert not {"ingest", "register"} & set(planned)
     finally:
         mark_all_produced(work)
+
+
+def stale_outputs(work: Path) -> set[str]:
+    """Every output a run would create or update."""
+    return {row["output_file"] for row in summary_table(work) if row["plan"] != "no update"}
+
+
+def test_adding_a_seed_runs_only_the_new_seeds_jobs(produced_workdir):
+    """Seeds are a dimension of the DAG: a new seed adds one run per model and reruns no existing
+    run; only the report, which shows every run, is remade."""
+    work = produced_workdir
+    write_config(work, lambda c: c.setdefault("training", {}).update(seeds=[0, 1]))
+    try:
+        stale = stale_outputs(work)
+        planned = dry_run_jobs(work)
+    finally:
+        write_config(work, lambda c: None)
+    per_run = {o for o in stale if "/seed" in o}
+    assert per_run and all("/seed1" in o for o in per_run), sorted(per_run)
+    assert {o.split("/")[2] for o in per_run if o.startswith("results/models/")} == set(models())
+    assert stale - per_run == {"results/report/index.html", "results/report/summary.tsv"}
+    assert planned["train"] == len(models()) and planned["report"] == 1

@@ -95,3 +95,23 @@ def test_rerun_settings_leave_out_runtime_keys_in_a_stable_order():
     assert st.rerun_settings(study, "reader_study", st.SCORING) == {
         "n_real": 4, "positive_class": "synthetic", "responses_dir": "r"}
     assert "checkpoint_every" in st.keys_of_kind(st.TrainerSettings, st.RUNTIME)
+
+
+def test_seeds_of_a_model_come_from_its_block_or_training_seeds():
+    config = {"training": {"seeds": [0, 1, 2]}, "models": {"a": {"family": "vae"}, "b": {"family": "vae", "seeds": [7]}}}
+    assert st.model_seeds(config, "a") == (0, 1, 2)
+    assert st.model_seeds(config, "b") == (7,)
+    assert st.model_seeds({"models": {"a": {}}}, "a") == (0,)
+    with pytest.raises(InputError, match=r"models\.a\.seed: set models\.a\.seeds"):
+        st.model_seeds({"models": {"a": {"seed": 3}}}, "a")
+    with pytest.raises(InputError, match="lists a seed twice"):
+        st.model_seeds({"training": {"seeds": [1, 1]}, "models": {"a": {}}}, "a")
+    assert "seeds" in st.keys_of_kind(st.TrainerSettings, st.WORKFLOW)
+
+
+def test_budget_minutes_is_only_a_cap():
+    assert st.Budget(steps=10, minutes=2).target_steps(100, 16) == 10
+    assert st.Budget(epochs=3).target_steps(100, 16) == 18  # 6 full batches of 16 per epoch
+    assert st.Budget(epochs=1).target_steps(5, 16) == 1     # the batch shrinks to the data
+    with pytest.raises(InputError, match="safety cap"):
+        st.Budget(minutes=2)

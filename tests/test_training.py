@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import signal
@@ -95,6 +96,46 @@ def test_checkpoints_are_removed_after_success_and_keyed_by_config(tmp_path):
     assert list((tmp_path / "ck").glob("*/checkpoint.pt")) == []
     summary = torch.load(tmp_path / "w.pt", weights_only=False)["summary"]
     assert summary["steps"] == 30 and summary["family"] == "vae"
+
+
+def test_epochs_budget_counts_full_batches(tmp_path):
+    summary = train_model("m", {**BLOCK, "budget": {"epochs": 2}}, blobs(24), None, tmp_path / "w.pt",
+                          tmp_path / "l.csv", tmp_path / "ck")
+    assert summary["target_steps"] == summary["steps"] == 6  # 24 images, batch 8: 3 steps an epoch
+    assert summary["incomplete"] is False
+
+
+def test_budget_needs_steps_or_epochs_not_only_minutes(tmp_path):
+    with pytest.raises(InputError, match="minutes is only a safety cap"):
+        train_model("m", {**BLOCK, "budget": {"minutes": 5}}, blobs(), None, tmp_path / "w.pt",
+                    tmp_path / "l.csv", tmp_path / "ck")
+    with pytest.raises(InputError, match="'steps' or 'epochs'"):
+        train_model("m", {**BLOCK, "budget": {"steps": 5, "epochs": 1}}, blobs(), None, tmp_path / "w.pt",
+                    tmp_path / "l.csv", tmp_path / "ck")
+
+
+def test_time_cap_marks_the_run_incomplete_and_a_larger_cap_continues_it(tmp_path, caplog):
+    """The minutes cap only guards the machine: a run it stops says so, keeps its checkpoint, and
+    a rerun with a larger cap ends exactly where an uncapped run ends."""
+    block = {**BLOCK, "budget": {"steps": 20}}
+    train_model("m", block, blobs(), None, tmp_path / "ref.pt", tmp_path / "ref.csv", tmp_path / "ck_ref")
+    capped = {**BLOCK, "budget": {"steps": 20, "minutes": 1e-6}}  # 60 µs: one step, then the cap
+    with caplog.at_level(logging.WARNING, logger="pipeline_lib.models.training"):
+        summary = train_model("m", capped, blobs(), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
+    assert summary["incomplete"] is True and summary["steps"] == 1 and summary["target_steps"] == 20
+    assert "INCOMPLETE" in caplog.text and "budget.minutes" in caplog.text
+    assert torch.load(tmp_path / "w.pt", weights_only=False)["summary"]["incomplete"] is True
+    assert len(list((tmp_path / "ck").glob("*/checkpoint.pt"))) == 1
+
+    larger = {**BLOCK, "budget": {"steps": 20, "minutes": 60}}
+    summary = train_model("m", larger, blobs(), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
+    assert summary["incomplete"] is False and summary["steps"] == 20
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "l.csv"), pd.read_csv(tmp_path / "ref.csv"))
+    ref = torch.load(tmp_path / "ref.pt", weights_only=False)["state_dict"]
+    new = torch.load(tmp_path / "w.pt", weights_only=False)["state_dict"]
+    for key in ref:
+        torch.testing.assert_close(new[key], ref[key], rtol=0, atol=0)
+    assert list((tmp_path / "ck").glob("*/checkpoint.pt")) == []
 
 
 RESUMABLE_RUN = textwrap.dedent(

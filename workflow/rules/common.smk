@@ -11,7 +11,8 @@ import pandas as pd
 from snakemake.utils import validate
 
 from pipeline_lib.core.config_check import config_problems, raise_problems
-from pipeline_lib.core.settings import RUNTIME, TrainerSettings, canonical, keys_of_kind, rerun_settings
+from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, canonical, keys_of_kind, model_seeds,
+                                        rerun_settings)
 from pipeline_lib.imaging.discovery import STAGED_INPUT
 from pipeline_lib.models import family_sources
 from pipeline_lib.models.hyperparameters import check_model_blocks
@@ -33,11 +34,19 @@ DEMO_SHEET = "resources/demo/samples.tsv"
 SOURCE_LINK = "private/source"
 FID_WEIGHTS = "resources/weights/pt_inception-2015-12-05-fid.pth"
 MODELS = sorted(config["models"])
+# "original" names the real reference row of every metric table.
+if "original" in MODELS:
+    raise ValueError("models.original: 'original' is reserved for the real reference row; rename the model")
+# One training run per (model, seed); every per-run output is named <stage folder>/<model>/seed<seed>...
+SEEDS = {model: model_seeds(config, model) for model in MODELS}
+RUNS = [(model, seed) for model in MODELS for seed in SEEDS[model]]
+RUN = "{model}/seed{seed}"
 
 
 wildcard_constraints:
     subject=r"sub-[0-9a-f]{10}",
     model="|".join(MODELS) if MODELS else "(?!)",
+    seed=r"\d+",
 
 
 # ----- inputs and subjects -----
@@ -144,10 +153,12 @@ def fid_weights_input():
 
 
 def model_settings(wildcards):
-    """A model's config block without its runtime keys (e.g. the checkpoint interval)."""
-    runtime = keys_of_kind(TrainerSettings, RUNTIME)
+    """One run's config block: the model's block without runtime keys (e.g. the checkpoint interval)
+    or the seed list (adding a seed reruns no existing run), with this run's seed."""
+    skipped = keys_of_kind(TrainerSettings, RUNTIME, WORKFLOW)
     block = config["models"][wildcards.model]
-    return canonical({key: value for key, value in block.items() if key not in runtime})
+    run = {key: value for key, value in block.items() if key not in skipped}
+    return canonical({**run, "seed": int(wildcards.seed)})
 
 
 def model_family_source(wildcards):
@@ -166,12 +177,18 @@ def class_columns():
 
 
 def per_model(pattern):
-    return expand(pattern, model=MODELS)
+    """``pattern`` expanded over every training run (model and seed), in the order of RUNS."""
+    return expand(pattern, zip, model=[m for m, _ in RUNS], seed=[s for _, s in RUNS])
+
+
+def first_runs(pattern, models):
+    """``pattern`` for the first seed of each of ``models`` (the reader study shows one run per model)."""
+    return expand(pattern, zip, model=list(models), seed=[SEEDS[m][0] for m in models])
 
 
 def checkpoint_dir(wildcards):
     """Resume state of a training run: deliberately not a declared output (Snakemake would delete it)."""
-    return f"results/checkpoints/{wildcards.model}"
+    return f"results/checkpoints/{wildcards.model}/seed{wildcards.seed}"
 
 
 # ----- cluster resources -----

@@ -33,14 +33,14 @@ rule domain_metrics:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
     output:
-        "results/metrics/{model}.domain.json",
+        f"results/metrics/{RUN}.domain.json",
     log:
-        "logs/domain/{model}.log",
+        f"logs/domain/{RUN}.log",
     params:
         settings=section_settings("evaluation.domain"),
     threads: 1
     message:
-        "Domain-feature metrics of model {wildcards.model}"
+        "Domain-feature metrics of model {wildcards.model} (seed {wildcards.seed})"
     conda:
         "../../envs/torch.yaml"
     script:
@@ -76,15 +76,21 @@ rule memorization_audit:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
     output:
-        audit="results/memorization/{model}.json",
-        gallery="results/memorization/{model}.png",
+        audit=f"results/memorization/{RUN}.json",
+        gallery=report(
+            f"results/memorization/{RUN}.png",
+            caption="../report/memorization_gallery.rst",
+            category="3. Memorization",
+            subcategory="{model}",
+            labels={"model": "{model}", "seed": "{seed}"},
+        ),
     log:
-        "logs/memorization/{model}.log",
+        f"logs/memorization/{RUN}.log",
     params:
         settings=section_settings("evaluation.memorization"),
     threads: 2
     message:
-        "Memorization audit of model {wildcards.model}"
+        "Memorization audit of model {wildcards.model} (seed {wildcards.seed})"
     conda:
         "../../envs/torch.yaml"
     script:
@@ -99,15 +105,15 @@ rule conditioning_accuracy:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
     output:
-        "results/conditioning/{model}.json",
+        f"results/conditioning/{RUN}.json",
     log:
-        "logs/conditioning/{model}.log",
+        f"logs/conditioning/{RUN}.log",
     params:
         settings=section_settings("evaluation.conditioning"),
         condition_on=model_condition,
     threads: 1
     message:
-        "Conditioning accuracy of model {wildcards.model}"
+        "Conditioning accuracy of model {wildcards.model} (seed {wildcards.seed})"
     conda:
         "../../envs/torch.yaml"
     script:
@@ -123,15 +129,15 @@ rule augmentation_utility:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
     output:
-        "results/utility/{model}.json",
+        f"results/utility/{RUN}.json",
     log:
-        "logs/utility/{model}.log",
+        f"logs/utility/{RUN}.log",
     params:
         settings=section_settings("evaluation.utility"),
         condition_on=model_condition,
     threads: 1
     message:
-        "Augmentation utility of model {wildcards.model}"
+        "Augmentation utility of model {wildcards.model} (seed {wildcards.seed})"
     conda:
         "../../envs/torch.yaml"
     script:

@@ -52,12 +52,12 @@ rule model_features:
         weights=fid_weights_input(),
         samples=rules.sample.output.samples,
     output:
-        f"{FID_FEATURES}/{{model}}.npz",
+        f"{FID_FEATURES}/{RUN}.npz",
     log:
-        "logs/fid/{model}.features.log",
+        f"logs/fid/{RUN}.features.log",
     threads: 2
     message:
-        "Inception features of model {wildcards.model}'s samples"
+        "Inception features of model {wildcards.model}'s samples (seed {wildcards.seed})"
     conda:
         "../../envs/torch.yaml"
     script:
@@ -73,15 +73,15 @@ rule distribution_metrics:
         table=rules.slice_dataset.output.table,
         labels=rules.sample.output.labels,
     output:
-        "results/metrics/{model}.distribution.json",
+        f"results/metrics/{RUN}.distribution.json",
     log:
-        "logs/metrics/{model}.distribution.log",
+        f"logs/metrics/{RUN}.distribution.log",
     params:
         evaluation=distribution_settings(),
         condition_on=model_condition,
     threads: 2
     message:
-        "FID, KID and PRDC of model {wildcards.model}"
+        "FID, KID and PRDC of model {wildcards.model} (seed {wildcards.seed})"
     conda:
         "../../envs/torch.yaml"
     script:

@@ -57,7 +57,12 @@ rule ingest_qc:
         linkage=rules.discover_inputs.output.linkage,
         ignored_private=rules.discover_inputs.output.ignored_private,
     output:
-        table="results/qc/ingest.tsv",
+        table=report(
+            "results/qc/ingest.tsv",
+            caption="../report/qc_table.rst",
+            category="5. Quality control",
+            labels={"table": "ingest"},
+        ),
         private="private/qc/ingest.tsv",
     log:
         "logs/ingest_qc.log",

@@ -10,14 +10,14 @@ rule metrics_model:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
     output:
-        "results/metrics/{model}.json",
+        f"results/metrics/{RUN}.json",
     log:
-        "logs/metrics/{model}.log",
+        f"logs/metrics/{RUN}.log",
     params:
         metrics=section_settings("metrics"),
         sampling=section_settings("sampling"),
     message:
-        "Computing metrics of model {wildcards.model}"
+        "Computing metrics of model {wildcards.model} (seed {wildcards.seed})"
     conda:
         "../../envs/torch.yaml"
     script:

@@ -7,8 +7,8 @@ rule reader_kit:
     input:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
-        samples=expand(rules.sample.output.samples, model=reader_study_models()),
-        labels=expand(rules.sample.output.labels, model=reader_study_models()),
+        samples=first_runs(rules.sample.output.samples, reader_study_models()),
+        labels=first_runs(rules.sample.output.labels, reader_study_models()),
     output:
         kit=directory("results/reader_study/kit"),
         key="results/reader_study/answer_key.tsv",

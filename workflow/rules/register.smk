@@ -30,7 +30,12 @@ rule qc_tables:
     input:
         register=per_subject(rules.register.output[0]),
     output:
-        registration="results/qc/registration.tsv",
+        registration=report(
+            "results/qc/registration.tsv",
+            caption="../report/qc_table.rst",
+            category="5. Quality control",
+            labels={"table": "registration"},
+        ),
     log:
         "logs/qc_tables.log",
     message:

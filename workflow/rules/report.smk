@@ -1,6 +1,6 @@
 rule report:
-    """The self-contained comparison report. Per-model inputs are named as the fields of
-    pipeline_lib.report.document.ModelOutputs, in the order of MODELS."""
+    """The self-contained comparison report. Per-run inputs are named as the fields of
+    pipeline_lib.report.document.ModelOutputs, in the order of RUNS (model, seed)."""
     input:
         subjects=rules.discover_inputs.output.subjects,
         ingest_qc=rules.ingest_qc.output.table,
@@ -25,11 +25,20 @@ rule report:
         conditioning=per_model(rules.conditioning_accuracy.output[0]),
         utility=per_model(rules.augmentation_utility.output[0]),
     output:
-        "results/report/index.html",
+        html=report(
+            "results/report/index.html",
+            caption="../report/comparison_report.rst",
+            category="1. Comparison report",
+        ),
+        summary=report(
+            "results/report/summary.tsv",
+            caption="../report/summary_table.rst",
+            category="1. Comparison report",
+        ),
     log:
         "logs/report.log",
     params:
-        models=MODELS,
+        runs=[[model, seed] for model, seed in RUNS],
         synthetic_cohort=is_demo_cohort(),
         registration=section_settings("registration"),
         sampling=section_settings("sampling"),

@@ -5,17 +5,23 @@ rule sample:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
     output:
-        samples="results/samples/{model}/samples.npy",
-        grid="results/samples/{model}/grid.png",
-        reconstructions="results/samples/{model}/reconstructions.npy",
-        labels="results/samples/{model}/labels.tsv",
+        samples=f"results/samples/{RUN}/samples.npy",
+        grid=report(
+            f"results/samples/{RUN}/grid.png",
+            caption="../report/sample_grid.rst",
+            category="2. Samples",
+            subcategory="{model}",
+            labels={"model": "{model}", "seed": "{seed}"},
+        ),
+        reconstructions=f"results/samples/{RUN}/reconstructions.npy",
+        labels=f"results/samples/{RUN}/labels.tsv",
     log:
-        "logs/sample/{model}.log",
+        f"logs/sample/{RUN}.log",
     params:
         sampling=section_settings("sampling"),
     threads: 2
     message:
-        "Sampling model {wildcards.model}"
+        "Sampling model {wildcards.model} (seed {wildcards.seed})"
     conda:
         "../../envs/torch.yaml"
     script:

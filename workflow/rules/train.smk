@@ -1,15 +1,21 @@
 rule train:
-    """Train one model; resumes from results/checkpoints/{model}/ after a kill."""
+    """Train one model with one seed; resumes from results/checkpoints/{model}/seed{seed}/ after a kill."""
     input:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
         family=model_family_source,
     output:
-        weights="results/models/{model}/weights.pt",
-        losses="results/models/{model}/losses.csv",
-        summary="results/models/{model}/summary.json",
+        weights=f"results/models/{RUN}/weights.pt",
+        losses=report(
+            f"results/models/{RUN}/losses.csv",
+            caption="../report/losses.rst",
+            category="4. Training",
+            subcategory="{model}",
+            labels={"model": "{model}", "seed": "{seed}"},
+        ),
+        summary=f"results/models/{RUN}/summary.json",
     log:
-        "logs/train/{model}.log",
+        f"logs/train/{RUN}.log",
     params:
         block=model_settings,
         checkpoints=checkpoint_dir,
@@ -18,7 +24,7 @@ rule train:
         mem_mb=8000,
         runtime=train_runtime,
     message:
-        "Training model {wildcards.model}"
+        "Training model {wildcards.model} (seed {wildcards.seed})"
     conda:
         "../../envs/torch.yaml"
     script:

@@ -2,13 +2,17 @@ from dataclasses import fields
 from pathlib import Path
 
 from pipeline_lib.core.jobs import start_job
+from pipeline_lib.core.provenance import provenance
 from pipeline_lib.report.document import ModelOutputs, ReportInputs, report_job
 
 start_job(snakemake.log[0])
-models = snakemake.params.models
-# report.smk names each per-model input list after a ModelOutputs field, in the order of `models`.
-per_model = {f.name: list(snakemake.input[f.name]) for f in fields(ModelOutputs)}
-assert all(len(paths) == len(models) for paths in per_model.values()), "one file per model expected"
+runs = snakemake.params.runs
+# report.smk names each per-run input list after a ModelOutputs field, in the order of `runs`.
+per_run = {f.name: list(snakemake.input[f.name]) for f in fields(ModelOutputs)}
+assert all(len(paths) == len(runs) for paths in per_run.values()), "one file per run expected"
+models = {}
+for i, (model, seed) in enumerate(runs):
+    models.setdefault(model, {})[int(seed)] = ModelOutputs(**{kind: Path(paths[i]) for kind, paths in per_run.items()})
 inputs = ReportInputs(
     subjects=Path(snakemake.input.subjects),
     ingest_qc=Path(snakemake.input.ingest_qc),
@@ -21,14 +25,16 @@ inputs = ReportInputs(
     domain_network=Path(snakemake.input.domain_network),
     domain_original=Path(snakemake.input.domain_original),
     reader_scores=Path(snakemake.input.reader_scores),
-    models={m: ModelOutputs(**{kind: Path(paths[i]) for kind, paths in per_model.items()})
-            for i, m in enumerate(models)},
+    models=models,
 )
 report_job(
-    Path(snakemake.output[0]),
+    Path(snakemake.output.html),
     inputs,
     registration=snakemake.params.registration,
     sampling=snakemake.params.sampling,
     synthetic_cohort=snakemake.params.synthetic_cohort,
     title=snakemake.params.title,
+    # The configuration as this job saw it, secrets redacted (core.provenance).
+    provenance=provenance(snakemake.config, Path(snakemake.scriptdir).parents[1]),
+    summary_tsv=Path(snakemake.output.summary),
 )

@@ -1,16 +1,42 @@
-"""Small PNG figures shared by several stages (image grids)."""
+"""Small PNG images shared by several stages: 8-bit grey PNG encoding and image grids."""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from pipeline_lib.core.io import atomic_path
 
-from pipeline_lib.core.io import atomic_path  # noqa: E402
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def encode_png_gray8(pixels: np.ndarray, level: int = 9) -> bytes:
+    """Deterministic 8-bit grey PNG of a uint8 image: IHDR, one IDAT, IEND; nothing else (no date,
+    no software tag), so the same pixels always give the same bytes.
+
+    ``level`` is the deflate level; 0 stores the rows uncompressed, so the byte count depends on
+    the image size only, never on its content (the reader-study kit needs that).
+    """
+    if pixels.dtype != np.uint8 or pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D uint8 image, got {pixels.dtype} {pixels.shape}")
+    height, width = pixels.shape
+    raw = np.zeros((height, width + 1), dtype=np.uint8)  # filter byte 0 (none) before every row
+    raw[:, 1:] = pixels
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (PNG_SIGNATURE + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level)) + _png_chunk(b"IEND", b""))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] as 8-bit grey levels (rounded)."""
+    return np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8)
 
 
 def tile(images: np.ndarray, ncols: int = 8, pad: int = 2) -> np.ndarray:
@@ -27,10 +53,10 @@ def tile(images: np.ndarray, ncols: int = 8, pad: int = 2) -> np.ndarray:
 
 
 def save_grid(images: np.ndarray, path: Path, ncols: int = 8, max_images: int = 64) -> None:
-    """Write the first ``max_images`` of (N, H, W) images in [0, 1] as a grayscale PNG grid."""
+    """Write the first ``max_images`` of (N, H, W) images in [0, 1] as an 8-bit grey PNG grid."""
     mosaic = tile(np.clip(images[:max_images], 0, 1), ncols=ncols)
     with atomic_path(path, suffix=".png") as tmp:
-        plt.imsave(tmp, mosaic, cmap="gray", vmin=0, vmax=1, format="png")
+        tmp.write_bytes(encode_png_gray8(to_uint8(mosaic)))
 
 
 def save_pairs(originals: np.ndarray, reconstructions: np.ndarray, path: Path, n: int = 8) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -63,6 +64,15 @@ def read_json(path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read as JSON ({exc})") from exc
+
+
+def file_digest(path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 4 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_npy(path, array: np.ndarray) -> None:

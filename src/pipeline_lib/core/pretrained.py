@@ -17,7 +17,6 @@ Two networks are needed offline:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import warnings
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.io import atomic_path
+from pipeline_lib.core.io import atomic_path, file_digest
 
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
@@ -168,11 +167,7 @@ def fid_inception_weights(cache_path: str | os.PathLike, configured: str | os.Pa
 
 
 def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "sha1")
 
 
 def fid_inception_skeleton() -> nn.Module:

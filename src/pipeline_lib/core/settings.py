@@ -7,14 +7,16 @@ so library code called outside the workflow (tests, benchmarks, the CLI) gets
 the same defaults and the same checks. :func:`read_settings` is the only way a
 job turns a config block into settings.
 
-Every field is one of three kinds, declared here and nowhere else:
+Every field is one of four kinds, declared here and nowhere else:
 
 * a result key (the default): changing it changes what the stage computes, so
   it is part of the rule's ``params`` and Snakemake reruns the job;
 * ``runtime``: how the job runs (device, batch size of a forward pass, memory
   layout, checkpoint interval), not what it computes; left out of ``params``;
 * ``scoring`` (reader study only): changes the scoring of the readers'
-  answers, not the kit they answer, so the kit is not rebuilt (and reshuffled).
+  answers, not the kit they answer, so the kit is not rebuilt (and reshuffled);
+* ``workflow``: decides which jobs exist (the training seeds), not what one job
+  computes; left out of ``params`` so that adding a seed reruns no existing job.
 
 A model's config block holds :class:`TrainerSettings` keys plus its family's
 hyperparameters; those are the family's ``DEFAULTS`` (published values, listed
@@ -32,13 +34,18 @@ from typing import Any, ClassVar, Iterable, Mapping, TypeVar
 
 from pipeline_lib.core.errors import InputError
 
-RESULT, RUNTIME, SCORING = "result", "runtime", "scoring"
+RESULT, RUNTIME, SCORING, WORKFLOW = "result", "runtime", "scoring", "workflow"
 S = TypeVar("S")
 
 
 def runtime(default: Any) -> Any:
     """A field that changes how a job runs, not what it computes."""
     return field(default=default, metadata={"kind": RUNTIME})
+
+
+def workflow(default: Any) -> Any:
+    """A field that decides which jobs exist (e.g. the seeds), not what one job computes."""
+    return field(default=default, metadata={"kind": WORKFLOW})
 
 
 def scoring(default: Any) -> Any:
@@ -191,36 +198,59 @@ class SlicingSettings:
 
 @dataclass(frozen=True)
 class Budget:
+    """How long a model trains. ``steps`` or ``epochs`` decide the result; ``minutes`` is only a
+    safety cap: a run it stops is marked incomplete (its result then depends on the machine)."""
+
     steps: int | None = None
+    epochs: int | None = None
     minutes: float | None = None
 
     def __post_init__(self) -> None:
-        if self.steps is None and self.minutes is None:
-            raise InputError("budget needs 'steps' and/or 'minutes'")
+        if (self.steps is None) == (self.epochs is None):
+            if self.steps is None and self.minutes is not None:
+                raise InputError("budget.minutes is only a safety cap; set budget.steps or budget.epochs "
+                                 "so that results do not depend on the machine's speed")
+            raise InputError("budget needs 'steps' or 'epochs' (one of them)")
         if self.steps is not None:
             _positive_int("budget.steps", self.steps)
+        if self.epochs is not None:
+            _positive_int("budget.epochs", self.epochs)
         if self.minutes is not None:
             _positive_number("budget.minutes", self.minutes)
+
+    def target_steps(self, n_images: int, batch_size: int) -> int:
+        """Optimisation steps of the run; an epoch is every full batch of the shuffled training set
+        (the trainer's batch stream drops the remainder)."""
+        if self.steps is not None:
+            return self.steps
+        return self.epochs * max(1, n_images // max(1, min(batch_size, n_images)))
 
 
 @dataclass(frozen=True)
 class TrainerSettings:
-    """The trainer's keys of a ``models.<name>`` block; every other key is a family hyperparameter."""
+    """The trainer's keys of a ``models.<name>`` block; every other key is a family hyperparameter.
+
+    ``seed`` is the seed of one training run; in the workflow it comes from ``seeds`` (one job
+    per seed; null = ``training.seeds``), so a config block sets ``seeds``, never ``seed``.
+    """
 
     PATH: ClassVar[str] = "models.<name>"
     family: str
     budget: Budget
     checkpoint_every: int = runtime(100)
     seed: int = 0
+    seeds: tuple[int, ...] | None = workflow(None)
     amp: bool = False
     channels_last: bool = False
     condition_on: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, Mapping):
-            check_known_keys(self.budget, ("steps", "minutes"), "budget")
+            check_known_keys(self.budget, ("steps", "epochs", "minutes"), "budget")
             object.__setattr__(self, "budget", Budget(**self.budget))
         _positive_int("checkpoint_every", self.checkpoint_every)
+        if self.seeds is not None:
+            object.__setattr__(self, "seeds", _seed_list("seeds", self.seeds))
 
     @classmethod
     def keys(cls) -> set[str]:
@@ -230,8 +260,40 @@ class TrainerSettings:
     def from_block(cls, name: str, block: Mapping[str, Any]) -> "TrainerSettings":
         where = f"models.{name}"
         if "budget" not in block:
-            raise InputError(f"{where}.budget is required (steps and/or minutes)")
+            raise InputError(f"{where}.budget is required (steps or epochs, optionally a minutes cap)")
         return read_settings(cls, {k: v for k, v in block.items() if k in cls.keys()}, where)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """``training``: what every model's training shares."""
+
+    PATH: ClassVar[str] = "training"
+    seeds: tuple[int, ...] = workflow((0,))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", _seed_list("seeds", self.seeds))
+
+
+def _seed_list(where: str, seeds: Any) -> tuple[int, ...]:
+    if (not isinstance(seeds, (list, tuple)) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise InputError(f"{where} must be a non-empty list of integers ≥ 0, not {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise InputError(f"{where} lists a seed twice: {list(seeds)}")
+    return tuple(seeds)
+
+
+def model_seeds(config: Mapping[str, Any], model: str) -> tuple[int, ...]:
+    """The seeds ``model`` is trained with: its own ``seeds``, else ``training.seeds``."""
+    block = config["models"][model]
+    if "seed" in block:
+        raise InputError(f"models.{model}.seed: set models.{model}.seeds (or training.seeds) instead; "
+                         "the workflow trains one job per seed")
+    own = block.get("seeds")
+    if own is not None:
+        return _seed_list(f"models.{model}.seeds", own)
+    return read_settings(TrainingSettings, section_block(config, "training")).seeds
 
 
 def family_hparams(block: Mapping[str, Any]) -> dict[str, Any]:
@@ -437,7 +499,8 @@ class ReportSettings:
 
 #: Every config section read through this module, by its schema path.
 SECTIONS: dict[str, type] = {cls.PATH: cls for cls in (
-    DemoSettings, IngestSettings, RegistrationSettings, SlicingSettings, SamplingSettings, PixelMetricsSettings,
+    DemoSettings, IngestSettings, RegistrationSettings, SlicingSettings, TrainingSettings, SamplingSettings,
+    PixelMetricsSettings,
     FidSettings, KidSettings, PrdcSettings, DomainSettings, MemorizationSettings, ConditioningSettings,
     UtilitySettings, ReaderStudySettings, ReportSettings)}
 

@@ -40,6 +40,7 @@ import numpy as np
 from scipy import linalg
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.progress import Progress
 from pipeline_lib.core.io import atomic_path
 from pipeline_lib.core.settings import FidSettings, read_settings
 
@@ -348,10 +349,10 @@ def _features_of(source: np.ndarray, rows: np.ndarray, weights: Path, cfg: FidSe
     """Features of ``source[rows]``, read in chunks so a memory-mapped split is never loaded whole."""
     net = load_feature_network(weights, cfg.device, cfg.channels_last)
     out = np.empty((len(rows), FEATURE_DIM), dtype=np.float32)
+    progress = Progress(f"Inception features of {what}", len(rows), log=log)
     for start in range(0, len(rows), _CHUNK):
         chunk = np.asarray(source[rows[start:start + _CHUNK]], dtype=np.float32)
         out[start:start + len(chunk)] = extract_features(
             chunk, net, batch_size=cfg.batch_size, channels_last=cfg.channels_last,
-            what=what)
-        log.info("Inception features of %s: %d/%d", what, start + len(chunk), len(rows))
+            what=what, progress=lambda done, _, offset=start: progress.update(offset + done))
     return out

@@ -10,6 +10,7 @@ import torch
 
 from pipeline_lib.core.figures import save_grid
 from pipeline_lib.core.io import write_npy, write_tsv
+from pipeline_lib.core.progress import Progress
 from pipeline_lib.core.runtime import configure_threads
 from pipeline_lib.core.settings import SamplingSettings, read_settings
 from pipeline_lib.core.slices import load_split
@@ -30,20 +31,24 @@ def draw_samples(model, n: int, seed: int, labels: np.ndarray | None = None,
     """
     gen = torch.Generator().manual_seed(seed)
     out = []
+    progress = Progress("sampling", n, unit="samples")
     for start, size in _batches(n, batch_size):
         batch_labels = None
         if labels is not None:
             batch_labels = torch.as_tensor(labels[start:start + size], dtype=torch.long).to(model.device)
         out.append(model.sample(size, labels=batch_labels, generator=gen).cpu())
+        progress.update(start + size)
     return torch.cat(out)[:, 0].clamp(0, 1).numpy().astype(np.float32)
 
 
 @torch.no_grad()
 def reconstruct_images(model, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
     out = []
+    progress = Progress("reconstructing test slices", len(images))
     for start, size in _batches(len(images), batch_size):
         x = torch.from_numpy(images[start:start + size]).unsqueeze(1).to(model.device)
         out.append(model.reconstruct(x).cpu())
+        progress.update(start + size)
     return torch.cat(out)[:, 0].clamp(0, 1).numpy().astype(np.float32)
 
 

@@ -1,7 +1,8 @@
 """Generic, resumable training loop shared by every model family.
 
 The trainer owns what families should not repeat: device choice, seeding, the
-budget (steps and/or minutes), the losses table, and checkpoints. Checkpoints
+budget (steps or epochs decide; minutes is only a safety cap that marks a run
+incomplete), the losses table, and checkpoints. Checkpoints
 live in a directory that is *not* a declared Snakemake output (Snakemake
 deletes declared outputs before a job starts), keyed by a fingerprint of the
 model's configuration and training data so that a changed configuration never
@@ -27,7 +28,8 @@ import torch
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path
 from pipeline_lib.core.runtime import prepare_cpu_training, seed_everything, select_device
-from pipeline_lib.core.settings import RUNTIME, TrainerSettings, check_known_keys, family_hparams, keys_of_kind
+from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, check_known_keys, family_hparams,
+                                        keys_of_kind)
 from pipeline_lib.models import build_model, get_family
 
 log = logging.getLogger(__name__)
@@ -100,14 +102,20 @@ class BatchStream:
 def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np.ndarray | None,
                 out_weights: Path, out_losses: Path, checkpoint_root: Path, *,
                 data_files: list[Path] = (), n_classes: int = 0, class_names: list[str] | None = None,
-                device: str = "auto", steps_this_call: int | None = None) -> dict[str, Any] | None:
+                device: str = "auto", steps_this_call: int | None = None,
+                data_summary: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Train model ``name`` from its config ``block`` on ``images`` (N, H, W) in [0, 1].
 
     Resumes from ``checkpoint_root/<fingerprint>/checkpoint.pt`` when present.
     Writes the final weights (with the metadata needed to rebuild the model)
     and a losses CSV atomically; returns a summary for the report.
+    The run ends at the budget's steps (or epochs). When the ``minutes`` safety
+    cap stops it first, the weights are written all the same, the summary says
+    ``incomplete`` and the checkpoint is kept, so a rerun with a larger cap
+    continues it to exactly the result of an uncapped run.
     ``steps_this_call`` stops early after that many steps with a checkpoint and
-    returns None, as a time-sliced or preempted job would.
+    returns None, as a time-sliced or preempted job would. ``data_summary``
+    (what the model was trained on, no subject keys) is stored in the summary.
     """
     settings = TrainerSettings.from_block(name, block)
     family = settings.family
@@ -130,9 +138,13 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     batch_gen = torch.Generator().manual_seed(settings.seed)
     stream = BatchStream(len(images), model.hparams["batch_size"], batch_gen)
     state = TrainState()
+    target_steps = settings.budget.target_steps(len(images), stream.batch_size)
+    cap_s = None if settings.budget.minutes is None else settings.budget.minutes * 60
 
-    # Runtime keys (the checkpoint interval) do not change the run, so they do not orphan its checkpoint.
-    result_block = {k: v for k, v in block.items() if k not in keys_of_kind(TrainerSettings, RUNTIME)}
+    # Runtime keys (the checkpoint interval) and the time cap do not change what the run computes,
+    # so they do not orphan its checkpoint: a run stopped by the cap continues under a larger one.
+    result_block = {k: v for k, v in block.items() if k not in keys_of_kind(TrainerSettings, RUNTIME, WORKFLOW)}
+    result_block["budget"] = {k: v for k, v in dict(block["budget"]).items() if k != "minutes"}
     run_dir = Path(checkpoint_root) / fingerprint(result_block, list(data_files))
     ckpt_path = run_dir / CHECKPOINT_NAME
     if ckpt_path.exists():
@@ -145,18 +157,15 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     run_dir.mkdir(parents=True, exist_ok=True)
 
     data = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    label_tensor = torch.from_numpy(np.asarray(labels, dtype=np.int64)) if labels is not None else None
+    # A copy: pandas may hand over a read-only array, which torch warns about.
+    label_tensor = torch.from_numpy(np.array(labels, dtype=np.int64)) if labels is not None else None
 
-    def budget_left() -> bool:
-        if settings.budget.steps is not None and state.step >= settings.budget.steps:
-            return False
-        if settings.budget.minutes is not None and state.elapsed_s >= settings.budget.minutes * 60:
-            return False
-        return True
+    def capped() -> bool:
+        return cap_s is not None and state.elapsed_s >= cap_s
 
     started = time.monotonic() - state.elapsed_s
     first_step = state.step
-    while budget_left():
+    while state.step < target_steps and not capped():
         if steps_this_call is not None and state.step - first_step >= steps_this_call:
             save_checkpoint(ckpt_path, model, state, batch_gen, stream.permutation, stream.cursor)
             return None
@@ -178,15 +187,28 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     if bad:
         raise RuntimeError(f"model {name}: non-finite loss at step {bad[0]['step']}: {bad[0]}")
 
-    summary = {"model": name, "family": family, "hparams": model.hparams, "steps": state.step,
+    incomplete = state.step < target_steps
+    config = {k: v for k, v in block.items() if k not in keys_of_kind(TrainerSettings, RUNTIME, WORKFLOW)}
+    summary = {"model": name, "family": family, "hparams": model.hparams, "seed": settings.seed, "config": config,
+               "steps": state.step, "target_steps": target_steps, "incomplete": incomplete,
+               "budget": {k: v for k, v in vars(settings.budget).items() if v is not None},
                "train_seconds": round(state.elapsed_s, 2), "device": str(dev),
                "n_train_images": int(len(images)), "image_size": image_size,
-               "n_classes": n_classes, "class_names": class_names or []}
+               "n_classes": n_classes, "class_names": class_names or [],
+               "training_data": dict(data_summary or {"n_slices": int(len(images))})}
+    if incomplete:
+        # Kept so that a rerun with a larger cap continues this run instead of starting over.
+        save_checkpoint(ckpt_path, model, state, batch_gen, stream.permutation, stream.cursor)
+        log.warning("INCOMPLETE: %s stopped by the safety cap budget.minutes = %g at step %d of %d; "
+                    "its results depend on this machine's speed. Raise the cap (or lower the steps) "
+                    "and rerun to continue it from step %d.", name, settings.budget.minutes, state.step,
+                    target_steps, state.step)
     with atomic_path(out_weights, suffix=".pt") as tmp:
         torch.save({"state_dict": model.state_dict(), "summary": summary}, tmp)
     write_losses_csv(out_losses, state.losses)
-    # The final weights are the durable result; the resume state is no longer needed.
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if not incomplete:
+        # The final weights are the durable result; the resume state is no longer needed.
+        shutil.rmtree(run_dir, ignore_errors=True)
     return summary
 
 
@@ -224,8 +246,12 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
             raise InputError(f"models.{name}.condition_on: the slice table has no column '{condition_on}'")
         class_names = sorted(rows[condition_on].unique())
         labels = rows[condition_on].map({c: i for i, c in enumerate(class_names)}).to_numpy()
+    data_summary = {"split": "train", "n_slices": int(len(rows)), "n_subjects": int(rows["subject"].nunique()),
+                    "image_size": int(train_images.shape[-1])}
+    if condition_on:
+        data_summary["slices_per_class"] = {str(c): int(n) for c, n in rows[condition_on].value_counts().sort_index().items()}
     result = train_model(name, block, train_images, labels, weights, losses, checkpoint_root,
                          data_files=[images, table], n_classes=len(class_names or []),
-                         class_names=class_names)
+                         class_names=class_names, data_summary=data_summary)
     write_json(summary, result)
     return result

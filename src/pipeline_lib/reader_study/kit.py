@@ -41,7 +41,6 @@ import os
 import shutil
 import struct
 import tempfile
-import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -52,6 +51,7 @@ import pandas as pd
 
 from pipeline_lib.core.slices import load_table, split_rows
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.figures import PNG_SIGNATURE as _PNG_SIGNATURE, encode_png_gray8 as _encode_png
 from pipeline_lib.core.io import write_json, write_tsv
 from pipeline_lib.core.settings import REAL, SYNTHETIC, ReaderStudySettings, read_settings
 
@@ -61,7 +61,6 @@ KEY_COLUMNS = ["image", "kit_id", "truth", "source", "block", "group", "source_i
 PAGE_FILES = ("index.html", "app.js", "style.css")
 # One fixed modification time (2000-01-01) for every kit file: write order must not show.
 _FIXED_MTIME = 946684800
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
 
 
@@ -226,24 +225,10 @@ def display_pixels(image: np.ndarray, height: int, width: int, interpolation: st
     return np.round(np.clip(resized, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def encode_png_gray8(pixels: np.ndarray) -> bytes:
-    """Deterministic PNG of a uint8 image: IHDR, one uncompressed IDAT, IEND; nothing else.
-
-    Uncompressed (deflate stored blocks, filter 0 on every row) so the byte
-    count depends on the image size only, never on its content.
-    """
-    if pixels.dtype != np.uint8 or pixels.ndim != 2:
-        raise ValueError(f"expected a 2-D uint8 image, got {pixels.dtype} {pixels.shape}")
-    height, width = pixels.shape
-    raw = np.zeros((height, width + 1), dtype=np.uint8)
-    raw[:, 1:] = pixels
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (_PNG_SIGNATURE + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 0)) + _png_chunk(b"IEND", b""))
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+def kit_png(pixels: np.ndarray) -> bytes:
+    """A kit image: 8-bit grey PNG stored uncompressed, so its byte count depends on the image size
+    only and never hints at its source."""
+    return _encode_png(pixels, level=0)
 
 
 def png_chunks(data: bytes) -> list[tuple[str, int]]:
@@ -334,7 +319,7 @@ def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]
         image = np.asarray(stacks[row.source][row.source_index], dtype=np.float32)
         if not np.isfinite(image).all():
             raise InputError(f"{sources[row.source]}: image {row.source_index} holds NaN or infinite values")
-        pngs[row.image] = encode_png_gray8(display_pixels(image, height, width, settings.interpolation))
+        pngs[row.image] = kit_png(display_pixels(image, height, width, settings.interpolation))
     kit_id = kit_identifier(kit["image"], pngs)
     kit.insert(1, "kit_id", kit_id)
     page = kit_page_config(kit_id, sorted(pngs), height, width, settings)

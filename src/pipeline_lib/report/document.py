@@ -1,53 +1,82 @@
-"""One self-contained HTML report of a pipeline run.
+"""One self-contained HTML report of a pipeline run, built to answer "which model is best, and how
+sure are we".
 
-Everything is inline (CSS in a <style> element, images as base64 PNG data
-URIs) so the file can be mailed or archived alone and opens offline; it holds
-no script and no external reference. All text from inputs goes through
-``html.escape``. Metric cells carry their exact value in a ``data-value``
-attribute (``repr(float)``) so tests and tools can read the numbers back
-without parsing the rounded display text.
+The page opens with the answer: a summary table (model × key metrics, direction arrows, the best
+mean per column marked, runs and spreads over training seeds) and one sentence that the numbers
+support. A table of contents follows, then the sections grouped by the question they answer
+(fidelity, diversity, memorization, usefulness, human reading, quality control), one warning per
+kind, and a provenance footer (date, commit, configuration, package versions, device).
+
+The page is :data:`SECTIONS`, a list of :class:`Section` entries (group, title, anchor, render
+function); a new block is one more entry whose render function reads :class:`ReportData`, the
+typed, loaded form of :class:`ReportInputs`. Everything is inline (CSS in a <style> element,
+images as base64 PNG data URIs, compacted to 8-bit grey where they are grey) so the file can be
+mailed or archived alone and opens offline; it holds no script and no external reference. All
+text from inputs goes through ``html.escape``. Numeric cells carry their exact value in a
+``data-value`` attribute (``repr(float)``, the mean over runs) and the spread in ``data-std`` so
+tests and tools can read the numbers back without parsing the rounded display text.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from pipeline_lib.core import io
+from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.figures import save_pairs
 from pipeline_lib.core.io import read_json, read_tsv
 from pipeline_lib.core.qc import successful_outputs
 from pipeline_lib.core.settings import RegistrationSettings, SamplingSettings, read_settings
 from pipeline_lib.core.slices import load_split, load_table
+from pipeline_lib.evaluation.seeds import Spread, best, separated, spread, spread_of
 from pipeline_lib.report.distribution_section import render_distribution_metrics_html
-from pipeline_lib.report.evaluation_section import evaluation_html_from_files
-from pipeline_lib.report.reader_section import render_reader_results_html
+from pipeline_lib.report.evaluation_section import (conditioning_html, domain_html, memorization_html, utility_gain,
+                                                    utility_html)
 from pipeline_lib.report.html import (count_text as _count, escape as _esc, figure_png, finite_float as _as_float,
-                                      float_or_nan, format_number, img_tag, pyplot, section)
-from pipeline_lib.core import io
-from pipeline_lib.core.errors import InputError
-
+                                      float_or_nan, format_mean_std, format_number, img_tag, pyplot, section,
+                                      spread_cell, zoomable_img)
+from pipeline_lib.report.reader_section import render_reader_results_html
 
 _CSS = """
-body { font-family: sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
-h1, h2, h3 { color: #123; }
+body { font-family: sans-serif; margin: 2em auto; max-width: 84em; padding: 0 1em; color: #222; }
+h1, h2, h3, h4 { color: #123; }
+h2.group { border-bottom: 2px solid #9ab; padding-bottom: 0.2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em 0; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #eef; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+div.wide { overflow-x: auto; }
+#summary-table { font-size: 0.9em; }
+#summary-table th, #summary-table td { padding: 0.25em 0.45em; }
 td.na { color: #a00; font-style: italic; }
-tr.failed td { background: #fee; }
+td.best { font-weight: bold; background: #e3f6e3; }
+td.tie { background: #f1faf1; }
+tr.failed td, tr.incomplete td { background: #fee; }
+tr.reference td, tr.reference th { color: #555; font-style: italic; }
 caption { caption-side: bottom; text-align: left; font-size: 0.9em; color: #444; padding-top: 0.3em; }
 .banner { border: 3px solid #c00; background: #fee; padding: 0.8em 1em; font-weight: bold; margin-bottom: 1.5em; }
-img.thumb { max-width: 10em; height: auto; }
+.conclusion { font-size: 1.15em; border-left: 5px solid #2a7; padding: 0.4em 0.8em; background: #f3fbf6; }
+.warnings { border: 2px solid #d90; background: #fff8e6; padding: 0.3em 1em; margin: 1em 0; }
+nav.toc { columns: 2; font-size: 0.95em; background: #f6f7fb; padding: 0.5em 1em; }
+nav.toc ul { margin: 0; padding-left: 1.2em; }
+img.thumb { max-width: 12em; height: auto; }
 img.grid { max-width: 100%; height: auto; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figcaption { font-size: 0.9em; }
+label.zoom { cursor: zoom-in; display: inline-block; }
+label.zoom input { display: none; }
+label.zoom input:checked + img { position: fixed; inset: 0; margin: auto; max-width: 96vw; max-height: 96vh;
+  width: auto; height: auto; z-index: 10; cursor: zoom-out; box-shadow: 0 0 0 100vmax rgba(0, 0, 0, 0.75);
+  image-rendering: pixelated; }
+footer { margin-top: 3em; border-top: 2px solid #9ab; font-size: 0.9em; color: #333; }
+footer pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 0.85em; }
 """
 
 _COHORT_LABELS = {
@@ -70,20 +99,10 @@ _TABLE1_COLUMNS = [
 ]
 
 _RECON_COLUMNS = [
-    ("recon_mse_mean", "recon_mse_std", "Reconstruction MSE (mean ± std)"),
-    ("recon_sharpness_mean", "recon_sharpness_std", "Reconstruction sharpness (mean ± std)"),
-    ("original_sharpness_mean", "original_sharpness_std", "Original sharpness (mean ± std)"),
+    ("recon_mse_mean", "Reconstruction MSE ↓"),
+    ("recon_sharpness_mean", "Reconstruction sharpness"),
+    ("original_sharpness_mean", "Original sharpness"),
 ]
-
-_MODEL_INFO_LABELS = {
-    "family": "Family",
-    "hyperparameters": "Hyperparameters",
-    "steps": "Steps trained",
-    "steps_trained": "Steps trained",
-    "device": "Device",
-    "wall_time_s": "Wall time (s)",
-    "wall_time": "Wall time",
-}
 
 SYNTHETIC_BANNER = (
     "This cohort consists of synthetic phantoms made by deforming the MNI152 template. "
@@ -91,58 +110,541 @@ SYNTHETIC_BANNER = (
     "about model quality; it only shows that every stage of the pipeline ran."
 )
 
+#: The questions the sections answer, in page order: (group id, heading).
+GROUPS = (
+    ("fidelity", "Fidelity: do the samples look like real slices?"),
+    ("diversity", "Diversity: do the samples cover the variety of real slices?"),
+    ("memorization", "Memorization: do the models copy training patients?"),
+    ("usefulness", "Usefulness: do the samples help a downstream task?"),
+    ("reading", "Human reading: can readers tell synthetic from real?"),
+    ("qc", "Quality control: inputs, registration and training"),
+)
 
-def build_report(
-    out_html: Path,
-    *,
-    cohort: dict,
-    ingest_qc: pd.DataFrame,
-    registration_qc: pd.DataFrame,
-    overlays: dict[str, Path],
-    metrics: dict[str, dict],
-    original_metrics: dict,
-    sample_grids: dict[str, Path],
-    reconstruction_grids: dict[str, Path],
-    losses: dict[str, Path],
-    model_info: dict[str, dict],
-    synthetic_cohort: bool,
-    title: str = "Brain-MRI generative models: pipeline report",
-    extra_sections: list[str] = (),
-) -> None:
-    """Write the whole run's report as one self-contained HTML file (atomically).
 
-    ``metrics`` maps model name to its metrics dict (``sample_metrics`` keys,
-    plus ``reconstruction_metrics`` keys for models that reconstruct);
-    ``original_metrics`` is the "Original" row. Image and CSV paths are read
-    now and embedded; a missing or malformed one raises InputError naming it.
-    ``extra_sections`` are complete ``<section>`` blocks rendered (and escaped)
-    by the evaluation modules that own them.
-    """
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_esc(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head><body>",
-        f"<h1>{_esc(title)}</h1>",
-    ]
-    if synthetic_cohort:
-        parts.append(f'<div class="banner" id="synthetic-banner">{_esc(SYNTHETIC_BANNER)}</div>')
-    parts.append(section("Cohort", _cohort_table(cohort)))
-    parts.append(section("Ingest QC", _frame_table(ingest_qc, table_id="ingest-qc")))
-    parts.append(section("Registration QC", _registration_block(registration_qc, overlays)))
-    parts.append(section("Sample metrics (Ungría Hirte et al., Table 1)", _table1(original_metrics, metrics)))
-    parts.append(section("Reconstruction", _reconstruction_table(metrics)))
-    parts.append(section("Samples", _figures(sample_grids, "sample grid")))
-    parts.append(section("Reconstructions", _figures(reconstruction_grids, "originals and reconstructions")))
-    parts.append(section("Training losses", _loss_figures(losses)))
-    parts.append(section("Models", _model_info_table(model_info)))
-    parts += list(extra_sections)
-    parts.append("</body></html>")
-    io.write_text(out_html, "\n".join(parts) + "\n")
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """What the report reads of one training run (a model with one seed): training, sampling and
+    every evaluation stage."""
+
+    summary: Path
+    losses: Path
+    grid: Path
+    reconstructions: Path
+    metrics: Path
+    distribution: Path
+    domain: Path
+    memorization: Path
+    gallery: Path
+    conditioning: Path
+    utility: Path
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Every file the report reads, by name; ``models`` maps each model (in the report's order) to
+    its runs, seed → that run's files."""
+
+    subjects: Path
+    ingest_qc: Path
+    registration_qc: Path
+    registered: Sequence[Path]
+    table: Path
+    images: Path
+    original: Path
+    distribution_original: Path
+    domain_network: Path
+    domain_original: Path
+    reader_scores: Path
+    models: Mapping[str, Mapping[int, ModelOutputs]]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run's records, read from its files."""
+
+    seed: int
+    files: ModelOutputs
+    summary: dict
+    metrics: dict
+    distribution: dict
+    domain: dict
+    memorization: dict
+    conditioning: dict
+    utility: dict
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.summary.get("incomplete"))
+
+    @classmethod
+    def read(cls, seed: int, files: ModelOutputs) -> "Run":
+        return cls(seed=int(seed), files=files, summary=read_json(files.summary), metrics=read_json(files.metrics),
+                   distribution=read_json(files.distribution), domain=read_json(files.domain),
+                   memorization=read_json(files.memorization), conditioning=read_json(files.conditioning),
+                   utility=read_json(files.utility))
+
+
+@dataclass
+class ReportData:
+    """Everything a section renders from: the loaded inputs of :class:`ReportInputs`."""
+
+    runs: dict[str, list[Run]]
+    cohort: dict = field(default_factory=dict)
+    ingest_qc: pd.DataFrame | None = None
+    registration_qc: pd.DataFrame | None = None
+    overlays: dict[str, Path] = field(default_factory=dict)
+    original: dict = field(default_factory=dict)
+    distribution_original: dict | None = None
+    domain_network: dict | None = None
+    domain_original: dict | None = None
+    reader_scores: Path | None = None
+    reconstruction_grids: dict[str, Path] = field(default_factory=dict)
+    synthetic_cohort: bool = False
+    title: str = "Brain MRI generative models"
+    provenance: dict | None = None
+
+    def records(self, kind: str) -> dict[str, list[dict]]:
+        """model → the ``kind`` record (``metrics``, ``distribution``, …) of each of its runs."""
+        return {model: [getattr(run, kind) for run in runs] for model, runs in self.runs.items()}
+
+    def first_runs(self) -> dict[str, Run]:
+        """The first seed's run of every model: what the page shows images of."""
+        return {model: runs[0] for model, runs in self.runs.items() if runs}
+
+
+class Notes:
+    """The page's warnings, one per kind, each listing what it applies to."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, tuple[str, list[str]]] = {}
+
+    def add(self, kind: str, message: str, item: str = "") -> None:
+        _, items = self._kinds.setdefault(kind, (message, []))
+        if item and item not in items:
+            items.append(item)
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+    def html(self) -> str:
+        if not self._kinds:
+            return ""
+        rows = []
+        for kind, (message, items) in self._kinds.items():
+            applies = f" Applies to: {', '.join(items)}." if items else ""
+            rows.append(f'<li data-kind="{_esc(kind)}"><b>{_esc(kind[:1].upper() + kind[1:])}</b>: {_esc(message)}{_esc(applies)}</li>')
+        return f'<div class="warnings" id="warnings"><p>⚠ Warnings</p><ul>{"".join(rows)}</ul></div>'
+
+
+# ---------------------------------------------------------------- the summary
+
+
+@dataclass(frozen=True)
+class KeyMetric:
+    """A column of the summary table: one number per run, and which direction is better."""
+
+    key: str
+    heading: str
+    lower_is_better: bool
+    value: Callable[[Run], Any]
+    percent: bool = False
+    scale: float = 1.0
+    reference: Callable[["ReportData"], Any] | None = None  # the real test slices' value
+
+
+def _at(record: Mapping, *path: str) -> Any:
+    node: Any = record
+    for part in path:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+KEY_METRICS = (
+    KeyMetric("fid", "FID", True, lambda r: _at(r.distribution, "fid", "mean"),
+              reference=lambda d: _at(d.distribution_original or {}, "fid", "mean")),
+    KeyMetric("kid", "KID × 10³", True, lambda r: _at(r.distribution, "kid", "mean"), scale=1e3,
+              reference=lambda d: _at(d.distribution_original or {}, "kid", "mean")),
+    KeyMetric("precision", "Precision", False, lambda r: _at(r.distribution, "prdc", "precision"),
+              reference=lambda d: _at(d.distribution_original or {}, "prdc", "precision")),
+    KeyMetric("recall", "Recall", False, lambda r: _at(r.distribution, "prdc", "recall"),
+              reference=lambda d: _at(d.distribution_original or {}, "prdc", "recall")),
+    KeyMetric("domain_fd", "Domain FD", True, lambda r: r.domain.get("domain_fd"),
+              reference=lambda d: (d.domain_original or {}).get("domain_fd")),
+    KeyMetric("likely_copies", "Likely copies", True, lambda r: _at(r.memorization, "pixel", "fraction_likely_copies"),
+              percent=True),
+    KeyMetric("utility_gain", "Utility gain", False, lambda r: utility_gain(r.utility)),
+)
+
+#: The metric the one-sentence conclusion is about (Ballesteros Ramirez's and most papers' headline).
+HEADLINE = "fid"
+
+
+def key_metric_spreads(data: ReportData) -> dict[str, dict[str, Spread]]:
+    """metric key → model → spread over the model's runs."""
+    return {m.key: {model: spread(m.value(run) for run in runs) for model, runs in data.runs.items()}
+            for m in KEY_METRICS}
+
+
+def conclusion(data: ReportData, spreads: Mapping[str, Mapping[str, Spread]]) -> str:
+    """One sentence on the headline metric that the numbers support: which model is best and whether
+    its lead is larger than the spread over seeds (else "no significant difference")."""
+    metric = next(m for m in KEY_METRICS if m.key == HEADLINE)
+    ranked = sorted(((s.mean, model) for model, s in spreads[HEADLINE].items() if s.mean is not None),
+                    reverse=not metric.lower_is_better)
+    incomplete = [model for model, runs in data.runs.items() if any(r.incomplete for r in runs)]
+    caveat = (f" (⚠ {', '.join(incomplete)} stopped by the time cap before its budget, so its numbers depend on "
+              "the machine)") if incomplete else ""
+    if not ranked:
+        return f"No model has a {metric.heading}, so no model can be called best{caveat}."
+    if len(ranked) == 1:
+        model = ranked[0][1]
+        return (f"Only {model} has a {metric.heading} ({_spread_text(spreads[HEADLINE][model])}), so there is "
+                f"nothing to compare it with{caveat}.")
+    (_, first), (_, second) = ranked[0], ranked[1]
+    a, b = spreads[HEADLINE][first], spreads[HEADLINE][second]
+    direction = "lowest" if metric.lower_is_better else "highest"
+    if a.n < 2 or b.n < 2:
+        return (f"{first} has the {direction} {metric.heading} ({_spread_text(a)}) ahead of {second} "
+                f"({_spread_text(b)}), but with a single training run the spread over seeds is unknown, so "
+                f"this does not show that {first} is better; set training.seeds to several seeds{caveat}.")
+    if separated(a, b):
+        return (f"{first} has the {direction} {metric.heading} ({_spread_text(a)}), ahead of the next model, "
+                f"{second} ({_spread_text(b)}), by more than the spread over seeds{caveat}.")
+    return (f"No significant difference in {metric.heading} between {first} ({_spread_text(a)}) and {second} "
+            f"({_spread_text(b)}): their ranges of mean ± std over seeds overlap{caveat}.")
+
+
+def _spread_text(s: Spread) -> str:
+    runs = f"{s.n} run" + ("s" if s.n != 1 else "")
+    return f"{format_mean_std(s.mean, s.std)}, {runs}"
+
+
+def summary_rows(data: ReportData, spreads: Mapping[str, Mapping[str, Spread]]) -> list[dict[str, Any]]:
+    """The summary table as records (also written as summary.tsv beside the page)."""
+    rows = []
+    for model, runs in data.runs.items():
+        row: dict[str, Any] = {"model": model, "family": runs[0].summary.get("family", "") if runs else "",
+                               "runs": len(runs), "incomplete_runs": sum(r.incomplete for r in runs),
+                               "seeds": " ".join(str(r.seed) for r in runs)}
+        for m in KEY_METRICS:
+            s = spreads[m.key][model]
+            row[f"{m.key}_mean"], row[f"{m.key}_std"], row[f"{m.key}_n"] = s.mean, s.std, s.n
+        rows.append(row)
+    return rows
+
+
+def _summary_section(data: ReportData, notes: Notes) -> str:
+    spreads = key_metric_spreads(data)
+    headline = spreads[HEADLINE]
+    order = sorted(data.runs, key=lambda m: (headline[m].mean is None, headline[m].mean or 0.0, m))
+    columns = [m for m in KEY_METRICS if any(s.mean is not None for s in spreads[m.key].values())]
+    arrow = {True: "↓", False: "↑"}
+    head = ("<th>Model</th><th>Runs</th>"
+            + "".join(f'<th data-metric="{m.key}">{_esc(m.heading)} {arrow[m.lower_is_better]}</th>' for m in columns))
+    winners = {m.key: best(spreads[m.key], m.lower_is_better) for m in columns}
+    rows = []
+    for model in order:
+        runs = data.runs[model]
+        incomplete = sum(r.incomplete for r in runs)
+        run_text = f"{len(runs)}" + (f" ({incomplete} incomplete ⚠)" if incomplete else "")
+        family = runs[0].summary.get("family", "") if runs else ""
+        cells = [f'<th title="family {_esc(family)}">{_esc(model)}</th>',
+                 f'<td class="num" data-value="{len(runs)}">{_esc(run_text)}</td>']
+        for m in columns:
+            s = spreads[m.key][model]
+            leader = [spreads[m.key][w] for w in winners[m.key]]
+            if model in winners[m.key]:
+                cells.append(spread_cell(s, key=m.key, scale=m.scale, percent=m.percent, mark=" ★", css="num best"))
+            elif s.mean is not None and leader and not any(separated(s, w) for w in leader):
+                cells.append(spread_cell(s, key=m.key, scale=m.scale, percent=m.percent, mark=" ≈", css="num tie"))
+            else:
+                cells.append(spread_cell(s, key=m.key, scale=m.scale, percent=m.percent))
+        css = ' class="incomplete"' if incomplete else ""
+        rows.append(f'<tr data-model="{_esc(model)}"{css}>{"".join(cells)}</tr>')
+    best_cells = "".join(f'<td data-metric="{m.key}">{_esc(", ".join(winners[m.key]) or "n/a")}</td>' for m in columns)
+    rows.append(f'<tr class="best-row"><th>Best</th><td></td>{best_cells}</tr>')
+    reference = []
+    for m in columns:
+        value = m.reference(data) if m.reference else None
+        reference.append(spread_cell(spread([value]), key=m.key, scale=m.scale, percent=m.percent))
+    rows.append(f'<tr class="reference" data-model="original"><th>Real test slices</th><td></td>'
+                f'{"".join(reference)}</tr>')
+    caption = (
+        "Each cell: mean ± std over the model's training runs (one per seed; the mean alone for a single "
+        "run). ↓ lower is better, ↑ higher is better; ★ best mean in the column; ≈ the model's range "
+        "mean ± std overlaps the best's, so it is not significantly worse (needs two or more runs each). "
+        "FID, KID, precision and recall: Inception features against the real training slices; Domain FD: "
+        "Fréchet distance in the domain network's features; Likely copies: share of samples closer to a "
+        "training slice than 95 % of real test slices are; Utility gain: accuracy of a classifier trained on "
+        "real + synthetic minus real only. The last row shows what held-out real slices score, as a "
+        "yardstick. Rows are sorted by FID; hover a model's name for its family.")
+    table = (f'<div class="wide"><table id="summary-table"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr>'
+             f"</thead><tbody>{''.join(rows)}</tbody></table></div>")
+    if any(r.incomplete for runs in data.runs.values() for r in runs):
+        notes.add("incomplete training", "stopped by the safety cap budget.minutes before reaching its steps or "
+                  "epochs; its results depend on the machine's speed. Raise the cap and rerun to continue it.",
+                  ", ".join(f"{m} (seed {r.seed})" for m, runs in data.runs.items() for r in runs if r.incomplete))
+    return f'<p class="conclusion" id="conclusion">{_esc(conclusion(data, spreads))}</p>\n{table}'
 
 
 # ---------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class Section:
+    """A block of the page: its group (a :data:`GROUPS` id), heading, anchor and render function."""
+
+    group: str
+    title: str
+    anchor: str
+    render: Callable[[ReportData, Notes], str]
+
+
+def _distribution(data: ReportData, notes: Notes) -> str:
+    return render_distribution_metrics_html(data.records("distribution"), data.distribution_original, notes=notes.add)
+
+
+def _domain(data: ReportData, notes: Notes) -> str:
+    domain = {"original": [data.domain_original]} if data.domain_original else {}
+    domain.update(data.records("domain"))
+    few = [name for name, runs in domain.items() if any(r.get("few_images_warning") for r in runs)]
+    for name in few:
+        notes.add("small-sample domain FD", "fewer images than domain feature dimensions: the domain Fréchet "
+                  "distance is biased upwards and not comparable across sample sizes.", name)
+    return domain_html(data.domain_network, domain)
+
+
+def _table1_section(data: ReportData, notes: Notes) -> str:
+    return _table1(data.original, data.records("metrics"))
+
+
+def _samples(data: ReportData, notes: Notes) -> str:
+    figures = []
+    for model, run in data.first_runs().items():
+        caption = f"{model}, seed {run.seed}" + (" (⚠ incomplete)" if run.incomplete else "")
+        figures.append(f'<figure data-model="{_esc(model)}"><figcaption>{_esc(caption)}</figcaption>'
+                       f"{zoomable_img(run.files.grid, f'sample grid {model}', 'grid-thumb')}</figure>")
+    if not figures:
+        return "<p>No sample grids.</p>"
+    return ("<p>Samples of each model's first training run (click to enlarge). Other seeds' grids are in "
+            "results/samples/&lt;model&gt;/seed&lt;seed&gt;/grid.png.</p>" + "\n".join(figures))
+
+
+def _reconstructions(data: ReportData, notes: Notes) -> str:
+    table = _reconstruction_table(data.records("metrics"))
+    return table + _figures(data.reconstruction_grids, "originals and reconstructions")
+
+
+def _diversity(data: ReportData, notes: Notes) -> str:
+    columns = [("recall", "Recall ↑", lambda r: _at(r.distribution, "prdc", "recall"), "distribution"),
+               ("coverage", "Coverage ↑", lambda r: _at(r.distribution, "prdc", "coverage"), "distribution"),
+               ("domain_recall", "Domain recall ↑", lambda r: r.domain.get("domain_recall"), "domain"),
+               ("domain_coverage", "Domain coverage ↑", lambda r: r.domain.get("domain_coverage"), "domain"),
+               ("isd", "ISD", lambda r: r.metrics.get("isd"), "metrics"),
+               ("min_isd", "Minimum ISD ↑", lambda r: r.metrics.get("min_isd"), "metrics")]
+    head = "<th>Model</th><th>Runs</th>" + "".join(f"<th>{_esc(h)}</th>" for _, h, _, _ in columns)
+    rows = []
+    original = {"distribution": data.distribution_original or {}, "domain": data.domain_original or {},
+                "metrics": data.original or {}}
+    ref = _ReferenceRun(original)
+    rows.append(f'<tr class="reference" data-model="original"><th>Real test slices</th><td class="num">1</td>'
+                + "".join(spread_cell(spread([get(ref)]), key=key) for key, _, get, _ in columns) + "</tr>")
+    for model, runs in data.runs.items():
+        cells = "".join(spread_cell(spread(get(r) for r in runs), key=key) for key, _, get, _ in columns)
+        rows.append(f'<tr data-model="{_esc(model)}"><th>{_esc(model)}</th><td class="num">{len(runs)}</td>{cells}</tr>')
+    caption = ("How much of the real variety the samples cover, mean ± std over training seeds. Recall and "
+               "coverage (Naeem et al.) on Inception features and on the domain network's features: the "
+               "share of real slices whose neighbourhood holds samples. ISD: mean per-pixel squared error "
+               "between distinct samples (Ungría Hirte et al.; it should be near the real slices' value, "
+               "not maximal); minimum ISD: mean distance of a sample to its nearest other sample (near 0 "
+               "means repeated samples, i.e. mode collapse).")
+    return (f'<table id="diversity"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+@dataclass(frozen=True)
+class _ReferenceRun:
+    """The real reference row shaped like a run, so the diversity columns read it the same way."""
+
+    records: Mapping[str, Mapping]
+
+    @property
+    def distribution(self):
+        return self.records["distribution"]
+
+    @property
+    def domain(self):
+        return self.records["domain"]
+
+    @property
+    def metrics(self):
+        return self.records["metrics"]
+
+
+def _memorization(data: ReportData, notes: Notes) -> str:
+    galleries = {model: run.files.gallery for model, run in data.first_runs().items()}
+    return memorization_html(data.records("memorization"), galleries)
+
+
+def _conditioning(data: ReportData, notes: Notes) -> str:
+    return conditioning_html(data.records("conditioning"))
+
+
+def _utility(data: ReportData, notes: Notes) -> str:
+    return utility_html(data.records("utility"))
+
+
+def _reader(data: ReportData, notes: Notes) -> str:
+    if data.reader_scores is None:
+        return "<p>No reader study.</p>"
+    return render_reader_results_html(Path(data.reader_scores), heading=False)
+
+
+def _cohort_section(data: ReportData, notes: Notes) -> str:
+    return _cohort_table(data.cohort)
+
+
+def _ingest_section(data: ReportData, notes: Notes) -> str:
+    return _frame_table(data.ingest_qc, table_id="ingest-qc")
+
+
+def _registration_section(data: ReportData, notes: Notes) -> str:
+    return _registration_block(data.registration_qc, data.overlays)
+
+
+def _training_section(data: ReportData, notes: Notes) -> str:
+    head = ("<th>Model</th><th>Seed</th><th>Family</th><th>Steps trained</th><th>Budget</th><th>Status</th>"
+            "<th>Wall time (s)</th><th>Device</th>")
+    rows = []
+    for model, runs in data.runs.items():
+        for run in runs:
+            s = run.summary
+            status = "incomplete ⚠ (time cap)" if run.incomplete else "complete"
+            budget = s.get("budget") or {}
+            budget_text = ", ".join(f"{k} {_plain(v)}" for k, v in budget.items())
+            css = ' class="incomplete"' if run.incomplete else ""
+            rows.append(
+                f'<tr data-model="{_esc(model)}" data-seed="{run.seed}"{css}><th>{_esc(model)}</th>'
+                f'<td class="num">{run.seed}</td><td>{_esc(s.get("family", ""))}</td>'
+                f'<td class="num" data-value="{_esc(repr(float_or_nan(s.get("steps"))))}">'
+                f'{_esc(_count(s.get("steps")))} of {_esc(_count(s.get("target_steps", s.get("steps"))))}</td>'
+                f"<td>{_esc(budget_text)}</td><td data-status=\"{'incomplete' if run.incomplete else 'complete'}\">"
+                f"{_esc(status)}</td><td class=\"num\">{_esc(format_number(s.get('train_seconds')))}</td>"
+                f"<td>{_esc(s.get('device', ''))}</td></tr>")
+    hparams = []
+    for model, runs in data.runs.items():
+        if runs:
+            hparams.append(f'<tr data-model="{_esc(model)}"><th>{_esc(model)}</th>'
+                           f"<td>{_esc(_plain(runs[0].summary.get('hparams', {})))}</td></tr>")
+    caption = ("Every training run (one per model and seed). The budget's steps or epochs decide the result; "
+               "the minutes value is only a safety cap, and a run it stopped is marked incomplete.")
+    return (f'<table id="training-runs"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>"
+            f'<table id="models"><thead><tr><th>Model</th><th>Hyperparameters</th></tr></thead>'
+            f"<tbody>{''.join(hparams)}</tbody></table>")
+
+
+def _losses_section(data: ReportData, notes: Notes) -> str:
+    plots = {}
+    for model, runs in data.runs.items():
+        plots[model] = plot_losses({run.seed: run.files.losses for run in runs}, title=model)
+    return _figures(plots, "losses") if plots else "<p>No training losses.</p>"
+
+
+#: The page, in order. A new block is one more entry here.
+SECTIONS: list[Section] = [
+    Section("fidelity", "FID, KID, precision and density (Inception features)", "distribution", _distribution),
+    Section("fidelity", "Domain feature space", "domain-features", _domain),
+    Section("fidelity", "Pixel metrics (Ungría Hirte et al., Table 1)", "pixel-metrics", _table1_section),
+    Section("fidelity", "Samples", "samples", _samples),
+    Section("fidelity", "Reconstructions", "reconstructions", _reconstructions),
+    Section("diversity", "Recall, coverage and intra-sample diversity", "diversity-metrics", _diversity),
+    Section("memorization", "Memorization audit", "memorization-audit", _memorization),
+    Section("usefulness", "Conditioning accuracy", "conditioning-accuracy", _conditioning),
+    Section("usefulness", "Augmentation utility", "augmentation-utility", _utility),
+    Section("reading", "Reader study", "reader-study", _reader),
+    Section("qc", "Cohort", "cohort-summary", _cohort_section),
+    Section("qc", "Ingest QC", "ingest", _ingest_section),
+    Section("qc", "Registration QC", "registration", _registration_section),
+    Section("qc", "Training runs", "training", _training_section),
+    Section("qc", "Training losses", "losses", _losses_section),
+]
+
+
+# ---------------------------------------------------------------- the page
+
+
+def build_report(out_html: Path, data: ReportData, sections: Sequence[Section] | None = None,
+                 summary_tsv: Path | None = None) -> None:
+    """Write the report as one self-contained HTML file (atomically); ``summary_tsv`` also gets the
+    summary table as a TSV file. A missing or malformed input raises InputError naming it."""
+    sections = SECTIONS if sections is None else sections
+    notes = Notes()
+    summary = _summary_section(data, notes)
+    bodies = []
+    for group, heading in GROUPS:
+        members = [s for s in sections if s.group == group]
+        if not members:
+            continue
+        blocks = [section(s.title, s.render(data, notes), ident=s.anchor, level=3) for s in members]
+        bodies.append(f'<section id="group-{group}"><h2 class="group">{_esc(heading)}</h2>\n' + "\n".join(blocks)
+                      + "</section>")
+    unknown = sorted({s.group for s in sections} - {g for g, _ in GROUPS})
+    if unknown:
+        raise ValueError(f"report sections with unknown group(s): {unknown}")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(data.title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head><body>",
+        f"<h1>{_esc(data.title)}</h1>",
+    ]
+    if data.synthetic_cohort:
+        parts.append(f'<div class="banner" id="synthetic-banner">{_esc(SYNTHETIC_BANNER)}</div>')
+    parts.append(f'<section id="summary"><h2>Summary: which model is best, and how sure are we?</h2>\n{summary}'
+                 f"\n{notes.html()}</section>")
+    parts.append(_toc(sections))
+    parts += bodies
+    parts.append(_footer(data.provenance))
+    parts.append("</body></html>")
+    io.write_text(out_html, "\n".join(parts) + "\n")
+    if summary_tsv is not None:
+        io.write_tsv(summary_tsv, pd.DataFrame(summary_rows(data, key_metric_spreads(data))))
+
+
+def _toc(sections: Sequence[Section]) -> str:
+    items = ['<li><a href="#summary">Summary</a></li>']
+    for group, heading in GROUPS:
+        members = [s for s in sections if s.group == group]
+        if members:
+            links = "".join(f'<li><a href="#{_esc(s.anchor)}">{_esc(s.title)}</a></li>' for s in members)
+            items.append(f'<li><a href="#group-{group}">{_esc(heading)}</a><ul>{links}</ul></li>')
+    items.append('<li><a href="#provenance">Provenance</a></li>')
+    return f'<nav class="toc" id="toc"><b>Contents</b><ul>{"".join(items)}</ul></nav>'
+
+
+def _footer(prov: Mapping | None) -> str:
+    if not prov:
+        return '<footer id="provenance"><h2>Provenance</h2><p>Not recorded.</p></footer>'
+    import yaml
+
+    packages = ", ".join(f"{name} {version}" for name, version in prov.get("packages", {}).items())
+    config = yaml.safe_dump(prov.get("config", {}), sort_keys=False, allow_unicode=True)
+    rows = [("Written", prov.get("date")), ("Code (git commit)", prov.get("commit")),
+            ("Configuration digest (SHA-256)", prov.get("config_digest")),
+            ("Python", prov.get("python")), ("Packages", packages), ("Machine", prov.get("device"))]
+    table = "".join(f'<tr><th>{_esc(k)}</th><td data-key="{_esc(k)}">{_esc(v)}</td></tr>' for k, v in rows)
+    return (f'<footer id="provenance"><h2>Provenance</h2><table id="provenance-table">{table}</table>'
+            f"<details><summary>Configuration (secrets redacted)</summary><pre>{_esc(config)}</pre></details>"
+            "</footer>")
+
+
+# ---------------------------------------------------------------- QC and table blocks
 
 
 def _cohort_table(cohort: Mapping) -> str:
@@ -180,25 +682,26 @@ def _frame_table(frame: pd.DataFrame, table_id: str, extra: Mapping[int, str] | 
 
 
 def _registration_block(frame: pd.DataFrame, overlays: Mapping[str, Path]) -> str:
-    """Registration table with each subject's overlay thumbnail beside its row."""
+    """Registration table with each subject's overlay beside its row (click to see it full size)."""
     subjects = [str(s) for s in frame["subject"]] if frame is not None and "subject" in frame else []
     thumbs = {
-        pos: img_tag(overlays[subject], f"overlay {subject}", "thumb")
+        pos: zoomable_img(overlays[subject], f"overlay {subject}", "thumb")
         for pos, subject in enumerate(subjects)
         if subject in overlays
     }
-    parts = [_frame_table(frame, "registration-qc", extra=thumbs, extra_heading="Overlay")]
+    parts = [_frame_table(frame, "registration-qc", extra=thumbs, extra_heading="Overlay (click to enlarge)")]
     unmatched = {k: v for k, v in overlays.items() if str(k) not in subjects}
     if unmatched:
-        parts.append(_figures(unmatched, "overlay", css="thumb"))
+        parts.append("\n".join(f"<figure><figcaption>{_esc(str(k))}</figcaption>"
+                               f"{zoomable_img(v, f'overlay {k}', 'thumb')}</figure>" for k, v in unmatched.items()))
     return "\n".join(parts)
 
 
-def _table1(original: Mapping, models: Mapping[str, Mapping]) -> str:
-    """Seed 001's Table 1: rows "Original" then one per model."""
-    head = "<th></th>" + "".join(f"<th>{_esc(h)}</th>" for _, _, h in _TABLE1_COLUMNS)
-    rows = [_metric_row("Original", original, _TABLE1_COLUMNS)]
-    rows += [_metric_row(name, values, _TABLE1_COLUMNS) for name, values in models.items()]
+def _table1(original: Mapping, models: Mapping[str, Sequence[Mapping]]) -> str:
+    """Seed 001's Table 1: rows "Original" then one per model (mean over seeds; ± std over seeds)."""
+    head = "<th></th><th>Runs</th>" + "".join(f"<th>{_esc(h)}</th>" for _, _, h in _TABLE1_COLUMNS)
+    rows = [_metric_row("Original", [original], _TABLE1_COLUMNS)]
+    rows += [_metric_row(name, runs, _TABLE1_COLUMNS) for name, runs in models.items()]
     caption = _table1_caption(original, models)
     return (
         f'<table id="table1"><caption>{_esc(caption)}</caption>'
@@ -206,33 +709,39 @@ def _table1(original: Mapping, models: Mapping[str, Mapping]) -> str:
     )
 
 
-def _table1_caption(original: Mapping, models: Mapping[str, Mapping]) -> str:
+def _table1_caption(original: Mapping, models: Mapping[str, Sequence[Mapping]]) -> str:
     counts = [f"Original: {_count(original.get('n_samples'))} images"]
     counts += [
-        f"{name}: {_count(values.get('n_samples'))} samples vs {_count(values.get('n_originals'))} originals"
-        for name, values in models.items()
+        f"{name}: {_count(runs[0].get('n_samples'))} samples vs {_count(runs[0].get('n_originals'))} originals"
+        for name, runs in models.items() if runs
     ]
+    flat = {name: runs[0] for name, runs in models.items() if runs}
     return (
         "Dataset similarity, intra-sample diversity (ISD) and minimum ISD are mean per-pixel squared "
         "errors on images in [0, 1]; the Original row treats held-out real test slices as the sample set. "
+        "With several training runs a cell is the mean ± std over seeds (the sharpness column then shows "
+        "the spread over seeds of the per-run mean, not over images). "
         f"Laplace sharpness: variance of the Laplacian with intensities multiplied by "
-        f"{_scale_text(original, models)}. Images: " + "; ".join(counts) + "."
+        f"{_scale_text(original, flat)}. Images: " + "; ".join(counts) + "."
     )
 
 
-def _reconstruction_table(models: Mapping[str, Mapping]) -> str:
-    with_recon = {name: values for name, values in models.items() if "recon_mse_mean" in values}
+def _reconstruction_table(models: Mapping[str, Sequence[Mapping]]) -> str:
+    with_recon = {name: runs for name, runs in models.items() if runs and "recon_mse_mean" in runs[0]}
     if not with_recon:
         return "<p>No model reconstructs images.</p>"
-    head = "<th>Model</th>" + "".join(f"<th>{_esc(h)}</th>" for _, _, h in _RECON_COLUMNS) + "<th>n</th>"
+    head = ("<th>Model</th><th>Runs</th>" + "".join(f"<th>{_esc(h)}</th>" for _, h in _RECON_COLUMNS)
+            + "<th>Test images</th>")
     rows = []
-    for name, values in with_recon.items():
-        row = _metric_row(name, values, _RECON_COLUMNS)
-        n = _count(values.get("n_reconstructions"))
-        rows.append(row.replace("</tr>", f'<td class="num">{_esc(n)}</td></tr>'))
+    for name, runs in with_recon.items():
+        cells = "".join(spread_cell(spread_of(runs, key), key=key) for key, _ in _RECON_COLUMNS)
+        rows.append(f'<tr data-model="{_esc(name)}"><th>{_esc(name)}</th><td class="num">{len(runs)}</td>{cells}'
+                    f'<td class="num">{_esc(_count(runs[0].get("n_reconstructions")))}</td></tr>')
+    flat = {name: runs[0] for name, runs in with_recon.items()}
     caption = (
         "Per-image mean squared error between test images and their reconstructions (intensities "
-        f"in [0, 1]); sharpness as in Table 1, intensities multiplied by {_scale_text({}, with_recon)}."
+        f"in [0, 1]), mean over images, then mean ± std over training seeds; sharpness as in Table 1, "
+        f"intensities multiplied by {_scale_text({}, flat)}."
     )
     return (
         f'<table id="reconstruction"><caption>{_esc(caption)}</caption>'
@@ -240,23 +749,26 @@ def _reconstruction_table(models: Mapping[str, Mapping]) -> str:
     )
 
 
-def _metric_row(name: str, values: Mapping, columns: Iterable[tuple[str, str | None, str]]) -> str:
-    cells = [f"<th>{_esc(name)}</th>"]
+def _metric_row(name: str, runs: Sequence[Mapping], columns: Iterable[tuple[str, str | None, str]]) -> str:
+    cells = [f"<th>{_esc(name)}</th>", f'<td class="num">{len(runs)}</td>']
     for key, std_key, _ in columns:
-        cells.append(_metric_cell(key, values.get(key), None if std_key is None else values.get(std_key)))
+        cells.append(_metric_cell(key, runs, std_key))
     return f'<tr data-model="{_esc(name)}">' + "".join(cells) + "</tr>"
 
 
-def _metric_cell(key: str, value: Any, std: Any = None) -> str:
-    """A numeric cell; ``data-value`` holds repr(float) of the value (``nan`` if missing)."""
-    number = _as_float(value)
-    attrs = f'data-metric="{_esc(key)}" data-value="{_esc(repr(float_or_nan(value)))}"'
-    text = format_number(value)
-    if std is not None:
-        attrs += f' data-std="{_esc(repr(float_or_nan(std)))}"'
-        text = f"{text} ± {format_number(std)}"
-    css = "num" if number is not None else "num na"
-    return f'<td class="{css}" {attrs}>{_esc(text)}</td>'
+def _metric_cell(key: str, runs: Sequence[Mapping], std_key: str | None = None) -> str:
+    """A numeric cell over runs; ``data-value`` holds repr(float) of the mean (``nan`` if missing).
+    One run with a within-run spread (``std_key``, e.g. sharpness over images) shows that spread."""
+    s = spread_of(runs, key)
+    if len(runs) == 1 and std_key is not None:
+        value, std = runs[0].get(key), runs[0].get(std_key)
+        number = _as_float(value)
+        attrs = (f'data-metric="{_esc(key)}" data-value="{_esc(repr(float_or_nan(value)))}" '
+                 f'data-std="{_esc(repr(float_or_nan(std)))}" data-n="{s.n}"')
+        text = format_mean_std(value, std) if number is not None else "n/a"
+        css = "num" if number is not None else "num na"
+        return f'<td class="{css}" {attrs}>{_esc(text)}</td>'
+    return spread_cell(s, key=key)
 
 
 def _figures(images: Mapping[str, Path | bytes], what: str, css: str = "grid") -> str:
@@ -266,50 +778,36 @@ def _figures(images: Mapping[str, Path | bytes], what: str, css: str = "grid") -
                      f"{img_tag(png, f'{what} {name}', css)}</figure>" for name, png in images.items())
 
 
-def _loss_figures(losses: Mapping[str, Path]) -> str:
-    if not losses:
-        return "<p>No training losses.</p>"
-    return _figures({name: plot_losses(path, title=str(name)) for name, path in losses.items()}, "losses")
-
-
-def _model_info_table(model_info: Mapping[str, Mapping]) -> str:
-    if not model_info:
-        return "<p>No model information.</p>"
-    keys: list[str] = []
-    for info in model_info.values():
-        keys += [k for k in info if k not in keys]
-    known = [k for k in _MODEL_INFO_LABELS if k in keys]
-    keys = known + [k for k in keys if k not in _MODEL_INFO_LABELS]
-    head = "<th>Model</th>" + "".join(f"<th>{_esc(_MODEL_INFO_LABELS.get(k, k))}</th>" for k in keys)
-    rows = []
-    for name, info in model_info.items():
-        cells = "".join(f"<td>{_esc(_plain(info[k])) if k in info else ''}</td>" for k in keys)
-        rows.append(f'<tr data-model="{_esc(name)}"><th>{_esc(name)}</th>{cells}</tr>')
-    return f'<table id="models"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-
-
 # ---------------------------------------------------------------- losses plot
 
 
-def plot_losses(csv_path: Path, title: str = "") -> bytes:
-    """PNG bytes of every loss column of ``losses.csv`` against its ``step`` column.
+def plot_losses(csv_paths: Path | Mapping[int, Path], title: str = "") -> bytes:
+    """PNG bytes of every loss column of ``losses.csv`` against its ``step`` column; several runs
+    (seed → file) share one axis, one line style per seed.
 
     The y axis is logarithmic when every finite loss value is positive.
     """
-    frame = _read_losses(Path(csv_path))
-    columns = [c for c in frame.columns if c != "step"]
-    fig, ax = pyplot().subplots(figsize=(6, 3.5), dpi=100)
-    for column in columns:
-        ax.plot(frame["step"], frame[column], label=str(column), linewidth=1)
-    values = frame[columns].to_numpy(dtype=float)
-    finite = values[np.isfinite(values)]
+    runs = {0: csv_paths} if isinstance(csv_paths, (str, Path)) else dict(csv_paths)
+    frames = {seed: _read_losses(Path(path)) for seed, path in runs.items()}
+    fig, ax = pyplot().subplots(figsize=(5, 3), dpi=80)
+    styles = ["-", "--", ":", "-."]
+    finite_values = []
+    for i, (seed, frame) in enumerate(frames.items()):
+        columns = [c for c in frame.columns if c != "step"]
+        for j, column in enumerate(columns):
+            label = str(column) if len(frames) == 1 else f"{column} (seed {seed})"
+            ax.plot(frame["step"], frame[column], label=label, linewidth=1, linestyle=styles[i % len(styles)],
+                    color=f"C{j}")
+        values = frame[columns].to_numpy(dtype=float)
+        finite_values.append(values[np.isfinite(values)])
+    finite = np.concatenate(finite_values) if finite_values else np.array([])
     if finite.size and (finite > 0).all():
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     if title:
         ax.set_title(title)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="x-small")
     fig.tight_layout()
     return figure_png(fig)
 
@@ -384,10 +882,6 @@ def _scale_text(original: Mapping, models: Mapping[str, Mapping]) -> str:
     return f"{format_number(scale)}" + (" (8-bit scale, as Ungría Hirte et al.'s values imply)" if scale == 255.0 else "")
 
 
-
-
-
-
 def _is_integer(value: Any) -> bool:
     if isinstance(value, bool):
         return False
@@ -398,49 +892,15 @@ def _is_numpy_number(value: Any) -> bool:
     return hasattr(value, "dtype") and getattr(value, "shape", None) == () and value.dtype.kind in "iuf"
 
 
+# ---------------------------------------------------------------- the report rule
 
 
-@dataclass(frozen=True)
-class ModelOutputs:
-    """What the report reads of one model: training, sampling and every evaluation stage."""
-
-    summary: Path
-    losses: Path
-    grid: Path
-    reconstructions: Path
-    metrics: Path
-    distribution: Path
-    domain: Path
-    memorization: Path
-    gallery: Path
-    conditioning: Path
-    utility: Path
-
-
-@dataclass(frozen=True)
-class ReportInputs:
-    """Every file the report reads, by name; ``models`` in the report's row order."""
-
-    subjects: Path
-    ingest_qc: Path
-    registration_qc: Path
-    registered: Sequence[Path]
-    table: Path
-    images: Path
-    original: Path
-    distribution_original: Path
-    domain_network: Path
-    domain_original: Path
-    reader_scores: Path
-    models: Mapping[str, ModelOutputs]
-
-
-def report_job(out_html: Path, inputs: ReportInputs, *, registration: RegistrationSettings | Mapping,
-               sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str) -> None:
-    """The report rule: gather every stage's outputs into the report."""
+def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings | Mapping,
+                     sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str,
+                     provenance: Mapping | None, workdir: Path) -> ReportData:
+    """Read every input of the report; ``workdir`` receives the reconstruction grids drawn here."""
     registration = read_settings(RegistrationSettings, registration)
     sampling = read_settings(SamplingSettings, sampling)
-    models = inputs.models
     subjects = read_tsv(inputs.subjects)
     ingest_qc = read_tsv(inputs.ingest_qc)
     registration_qc = read_tsv(inputs.registration_qc)
@@ -458,39 +918,40 @@ def report_job(out_html: Path, inputs: ReportInputs, *, registration: Registrati
                         f"{registration.template or 'MNI152 2009c (nilearn)'}, "
                         f"grid {'x'.join(map(str, registration.grid))}",
     }
-    summaries = {m: read_json(o.summary) for m, o in models.items()}
-    model_info = {
-        m: {"family": s["family"], "hyperparameters": s["hparams"], "steps": s["steps"],
-            "device": s["device"], "wall_time_s": s["train_seconds"]}
-        for m, s in summaries.items()
-    }
+    runs = {model: [Run.read(seed, files) for seed, files in sorted(by_seed.items())]
+            for model, by_seed in inputs.models.items()}
+    reconstruction_grids = {}
+    first = {m: r[0] for m, r in runs.items() if r and np.load(r[0].files.reconstructions, mmap_mode="r").shape[0]}
+    if first:
+        test_images, _ = load_split(Path(inputs.images), Path(inputs.table), "test",
+                                    n=sampling.n_reconstruct, seed=sampling.seed)
+        for model, run in first.items():
+            reconstruction_grids[f"{model} (seed {run.seed})"] = Path(workdir) / f"{model}.png"
+            save_pairs(test_images, np.load(run.files.reconstructions), Path(workdir) / f"{model}.png")
+    return ReportData(
+        runs=runs, cohort=cohort,
+        ingest_qc=ingest_qc[["subject", "kind", "status", "reason", "warning"]],
+        registration_qc=_registration_view(registration_qc),
+        overlays={s: p.parent / "overlay.png" for s, p in successful_outputs(inputs.registered, "qc.json").items()},
+        original=read_json(inputs.original),
+        distribution_original=read_json(inputs.distribution_original),
+        domain_network=read_json(inputs.domain_network),
+        domain_original=read_json(inputs.domain_original),
+        reader_scores=Path(inputs.reader_scores),
+        reconstruction_grids=reconstruction_grids,
+        synthetic_cohort=synthetic_cohort, title=title,
+        provenance=dict(provenance) if provenance is not None else None)
+
+
+def report_job(out_html: Path, inputs: ReportInputs, *, registration: RegistrationSettings | Mapping,
+               sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str,
+               provenance: Mapping | None = None, summary_tsv: Path | None = None) -> None:
+    """The report rule: gather every stage's outputs into the report."""
     with tempfile.TemporaryDirectory() as tmp:
-        reconstruction_grids = {}
-        recon_paths = {m: Path(o.reconstructions) for m, o in models.items()
-                       if np.load(o.reconstructions, mmap_mode="r").shape[0]}
-        if recon_paths:
-            test_images, _ = load_split(Path(inputs.images), Path(inputs.table), "test",
-                                        n=sampling.n_reconstruct, seed=sampling.seed)
-            for m, p in recon_paths.items():
-                reconstruction_grids[m] = Path(tmp) / f"{m}.png"
-                save_pairs(test_images, np.load(p), reconstruction_grids[m])
-        build_report(
-            Path(out_html),
-            cohort=cohort,
-            ingest_qc=ingest_qc[["subject", "kind", "status", "reason", "warning"]],
-            registration_qc=_registration_view(registration_qc),
-            overlays={s: p.parent / "overlay.png"
-                      for s, p in successful_outputs(inputs.registered, "qc.json").items()},
-            metrics={m: read_json(o.metrics) for m, o in models.items()},
-            original_metrics=read_json(inputs.original),
-            sample_grids={m: Path(o.grid) for m, o in models.items()},
-            reconstruction_grids=reconstruction_grids,
-            losses={m: Path(o.losses) for m, o in models.items()},
-            model_info=model_info,
-            synthetic_cohort=synthetic_cohort,
-            title=title,
-            extra_sections=evaluation_sections(inputs),
-        )
+        data = load_report_data(inputs, registration=registration, sampling=sampling,
+                                synthetic_cohort=synthetic_cohort, title=title, provenance=provenance,
+                                workdir=Path(tmp))
+        build_report(Path(out_html), data, summary_tsv=summary_tsv)
 
 
 def _registration_view(frame: pd.DataFrame) -> pd.DataFrame:
@@ -501,20 +962,5 @@ def _registration_view(frame: pd.DataFrame) -> pd.DataFrame:
     return view
 
 
-def evaluation_sections(inputs: ReportInputs) -> list[str]:
-    """The sections of the evaluation stages (FID/KID/PRDC, domain features, memorization,
-    conditioning, utility, reader study)."""
-    models = inputs.models
-    return [
-        render_distribution_metrics_html({m: read_json(o.distribution) for m, o in models.items()},
-                                         read_json(inputs.distribution_original)),
-        evaluation_html_from_files(
-            network=inputs.domain_network,
-            domain={"original": inputs.domain_original, **{m: o.domain for m, o in models.items()}},
-            memorization={m: o.memorization for m, o in models.items()},
-            galleries={m: o.gallery for m, o in models.items()},
-            conditioning={m: o.conditioning for m, o in models.items()},
-            utility={m: o.utility for m, o in models.items()}),
-        render_reader_results_html(Path(inputs.reader_scores)),
-    ]
-
+def read_tsv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)

@@ -1,23 +1,42 @@
 """HTML sections of the report for the domain feature space, memorization, conditioning and utility.
 
-``render_evaluation_html`` turns the JSON outputs of the evaluation rules into
-``<section>`` elements for the self-contained report: every text goes through
-``html.escape``, images are embedded as base64 PNG, numeric cells carry their
-exact value in ``data-value`` (``repr(float)``, as in ``report.py``), and
-every table or figure says what was computed on how many images.
+Each model maps to the records of its training runs (one per seed; a single record is taken as
+one run): every number is the mean over runs with the standard deviation over seeds
+(``html.spread_cell``). Every text goes through ``html.escape``, images are embedded as base64 PNG,
+numeric cells carry their exact value in ``data-value`` (``repr(float)``), and every table or figure
+says what was computed on how many images. The tables are separate functions (``domain_html``,
+``memorization_html``, ``conditioning_html``, ``utility_html``) so the report places each under the
+question it answers.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from pipeline_lib.core.io import read_json
+from pipeline_lib.evaluation.seeds import spread, spread_of
 from pipeline_lib.report.html import (checked_png, count_text as _count, escape as _esc, finite_float as _as_float,
-                                      img_tag, section)
+                                      format_number, img_tag, section, spread_cell)
 
 _PRDC = ("precision", "recall", "density", "coverage")
+Runs = Sequence[Mapping[str, Any]]
+
+
+def as_runs(value: Mapping[str, Any] | Runs | None) -> list[Mapping[str, Any]]:
+    """A model's records as a list of runs (one record = one run)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, Mapping) else list(value)
+
+
+def _runs(by_model: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
+    return {name: as_runs(value) for name, value in by_model.items()}
+
+
+def _first(runs: Runs) -> Mapping[str, Any]:
+    return runs[0] if runs else {}
 
 
 def render_evaluation_html(*, network: Mapping | None, domain: Mapping[str, Mapping],
@@ -32,12 +51,29 @@ def render_evaluation_html(*, network: Mapping | None, domain: Mapping[str, Mapp
     a path). Missing entries are shown as missing, never silently dropped.
     """
     return "\n".join([
-        section("Domain feature space", ident="domain-features", body=_network_text(network) + _domain_table(domain)),
-        section("Memorization audit", ident="memorization-audit", body=
-                 _memorization_table(memorization) + _galleries(galleries, memorization)),
-        section("Conditioning accuracy", ident="conditioning-accuracy", body=_conditioning_table(conditioning)),
-        section("Augmentation utility", ident="augmentation-utility", body=_utility_table(utility)),
+        section("Domain feature space", ident="domain-features", body=domain_html(network, domain)),
+        section("Memorization audit", ident="memorization-audit", body=memorization_html(memorization, galleries)),
+        section("Conditioning accuracy", ident="conditioning-accuracy", body=conditioning_html(conditioning)),
+        section("Augmentation utility", ident="augmentation-utility", body=utility_html(utility)),
     ])
+
+
+def domain_html(network: Mapping | None, domain: Mapping[str, Any]) -> str:
+    """The domain network's quality and the domain-feature table (Fréchet distance, PRDC)."""
+    return _network_text(network) + _domain_table(_runs(domain))
+
+
+def memorization_html(memorization: Mapping[str, Any], galleries: Mapping[str, bytes | Path]) -> str:
+    runs = _runs(memorization)
+    return _memorization_table(runs) + _galleries(galleries, runs)
+
+
+def conditioning_html(conditioning: Mapping[str, Any]) -> str:
+    return _conditioning_table(_runs(conditioning))
+
+
+def utility_html(utility: Mapping[str, Any]) -> str:
+    return _utility_table(_runs(utility))
 
 
 def evaluation_html_from_files(*, network: Path, domain: Mapping[str, Path], memorization: Mapping[str, Path],
@@ -86,29 +122,30 @@ def _network_text(net: Mapping | None) -> str:
             + "".join(f"<li>{_esc(i)}</li>" for i in items) + "</ul>")
 
 
-def _domain_table(domain: Mapping[str, Mapping]) -> str:
+def _domain_table(domain: Mapping[str, Runs]) -> str:
     if not domain:
         return "<p>No domain metrics.</p>"
     order = (["original"] if "original" in domain else []) + [k for k in domain if k != "original"]
-    head = "<th>Set</th><th>Domain FD</th>" + "".join(f"<th>{p.capitalize()}</th>" for p in _PRDC)
+    head = "<th>Set</th><th>Runs</th><th>Domain FD</th>" + "".join(f"<th>{p.capitalize()}</th>" for p in _PRDC)
     head += "<th>Images compared</th><th>Reference images</th>"
     rows, warned, ks, dims, refs = [], False, set(), set(), set()
     for name in order:
-        d = domain[name]
-        few = bool(d.get("few_images_warning"))
+        runs = domain[name]
+        d = _first(runs)
+        few = any(r.get("few_images_warning") for r in runs)
         warned |= few
         ks.add(d.get("nearest_k"))
         dims.add(d.get("feature_dim"))
         refs.add(d.get("n_reference"))
         label = "Original (real test slices)" if name == "original" else name
-        cells = [_num("domain_fd", d.get("domain_fd"), mark="*" if few else "")]
-        cells += [_num(f"domain_{p}", d.get(f"domain_{p}")) for p in _PRDC]
+        cells = [_int_cell(len(runs)), spread_cell(spread_of(runs, "domain_fd"), key="domain_fd", mark="*" if few else "")]
+        cells += [spread_cell(spread_of(runs, f"domain_{p}"), key=f"domain_{p}") for p in _PRDC]
         cells += [_int_cell(d.get("n_samples")), _int_cell(d.get("n_reference"))]
         rows.append(f'<tr data-model="{_esc(name)}"><th>{_esc(label)}</th>{"".join(cells)}</tr>')
     caption = (f"Fréchet distance and precision / recall / density / coverage (k = {_join(ks)}) in the "
-               f"domain network's {_join(dims)}-dimensional feature space; each row's images are compared "
-               f"with {_join(refs)} real training slices (image counts per row in the table). The Original "
-               "row shows what unseen real slices score.")
+               f"domain network's {_join(dims)}-dimensional feature space, mean ± std over training seeds; "
+               f"each row's images are compared with {_join(refs)} real training slices (image counts per "
+               "run in the table). The Original row shows what unseen real slices score.")
     if warned:
         caption += (" * Fewer images than feature dimensions: the Fréchet distance is then strongly "
                     "biased (upwards) and not comparable across sample sizes.")
@@ -118,25 +155,26 @@ def _domain_table(domain: Mapping[str, Mapping]) -> str:
 # ----------------------------------------------------------------- memorization
 
 
-def _memorization_table(memo: Mapping[str, Mapping]) -> str:
+def _memorization_table(memo: Mapping[str, Runs]) -> str:
     if not memo:
         return "<p>No memorization audit.</p>"
-    head = ("<th>Model</th><th>Samples</th><th>Likely copies (pixel MSE)</th><th>Pixel threshold</th>"
-            "<th>Median nearest MSE (samples / real test)</th><th>Likely copies (domain cosine)</th>"
-            "<th>Domain threshold</th>")
+    head = ("<th>Model</th><th>Runs</th><th>Samples</th><th>Likely copies (pixel MSE)</th><th>Pixel threshold</th>"
+            "<th>Median nearest MSE, samples</th><th>Median nearest MSE, real test</th>"
+            "<th>Likely copies (domain cosine)</th><th>Domain threshold</th>")
     rows, percentiles, counts = [], set(), set()
-    for name, m in memo.items():
+    for name, runs in memo.items():
+        m = _first(runs)
         percentiles.add(m.get("percentile"))
         counts.add((m.get("n_train"), m.get("n_test_reference")))
-        pixel, dom = m.get("pixel") or {}, m.get("domain") or {}
-        median = (f"{_fmt((pixel.get('samples') or {}).get('median'))} / "
-                  f"{_fmt((pixel.get('reference') or {}).get('median'))}")
-        cells = [_int_cell(m.get("n_samples")),
-                 _num("pixel_fraction_likely_copies", pixel.get("fraction_likely_copies"), percent=True),
-                 _num("pixel_threshold", pixel.get("threshold")),
-                 f"<td>{_esc(median)}</td>",
-                 _num("domain_fraction_likely_copies", dom.get("fraction_likely_copies"), percent=True),
-                 _num("domain_threshold", dom.get("threshold"))]
+        cells = [_int_cell(len(runs)), _int_cell(m.get("n_samples")),
+                 spread_cell(spread_of(runs, "pixel.fraction_likely_copies"), key="pixel_fraction_likely_copies",
+                             percent=True),
+                 spread_cell(spread_of(runs, "pixel.threshold"), key="pixel_threshold"),
+                 spread_cell(spread_of(runs, "pixel.samples.median"), key="pixel_median_samples"),
+                 spread_cell(spread_of(runs, "pixel.reference.median"), key="pixel_median_reference"),
+                 spread_cell(spread_of(runs, "domain.fraction_likely_copies"), key="domain_fraction_likely_copies",
+                             percent=True),
+                 spread_cell(spread_of(runs, "domain.threshold"), key="domain_threshold")]
         rows.append(f'<tr data-model="{_esc(name)}"><th>{_esc(name)}</th>{"".join(cells)}</tr>')
     p = _join(percentiles)
     sizes = "; ".join(f"{_count(t)} training slices, {_count(r)} real test slices" for t, r in sorted(
@@ -146,19 +184,20 @@ def _memorization_table(memo: Mapping[str, Mapping]) -> str:
                f"to a training slice than the {p}th percentile of the distances from real test slices "
                f"(other subjects) to their nearest training slice (the threshold). A model that does not "
                f"copy scores about {p} %; more points to memorized training patients, a privacy leak. "
-               f"Reference: {sizes}.")
+               f"Mean ± std over training seeds. Reference: {sizes}.")
     return _table("memorization", caption, head, rows)
 
 
-def _galleries(galleries: Mapping[str, bytes | Path], memo: Mapping[str, Mapping]) -> str:
+def _galleries(galleries: Mapping[str, bytes | Path], memo: Mapping[str, Runs]) -> str:
     if not galleries:
         return "<p>No memorization galleries.</p>"
     figs = []
     for name, png in galleries.items():
-        m = memo.get(name, {})
+        m = _first(memo.get(name, []))
         text = (f"{name}: the {_count(m.get('gallery_k'))} samples closest to a training slice (pixel MSE), "
                 f"out of {_count(m.get('n_samples'))} samples and {_count(m.get('n_train'))} training "
-                "slices; left the sample, right its nearest training slice.")
+                "slices; left the sample, right its nearest training slice"
+                + (f" (first seed, {_count(m.get('seed'))})." if m.get("seed") is not None else "."))
         figs.append(f'<figure data-model="{_esc(name)}"><figcaption>{_esc(text)}</figcaption>'
                     f"{img_tag(png, f'memorization gallery {name}')}</figure>")
     return "\n".join(figs)
@@ -167,31 +206,36 @@ def _galleries(galleries: Mapping[str, bytes | Path], memo: Mapping[str, Mapping
 # ----------------------------------------------------------------- conditioning
 
 
-def _conditioning_table(cond: Mapping[str, Mapping]) -> str:
+def _conditioning_table(cond: Mapping[str, Runs]) -> str:
     if not cond:
         return "<p>No conditioning results.</p>"
-    conditional = {k: v for k, v in cond.items() if v.get("conditional")}
-    others = [k for k, v in cond.items() if not v.get("conditional")]
+    conditional = {k: v for k, v in cond.items() if _first(v).get("conditional")}
+    others = [k for k, v in cond.items() if not _first(v).get("conditional")]
     parts = []
     if conditional:
-        head = ("<th>Model</th><th>Class</th><th>Samples</th><th>Accuracy</th><th>Chance</th>"
+        head = ("<th>Model</th><th>Class</th><th>Runs</th><th>Samples</th><th>Accuracy</th><th>Chance</th>"
                 "<th>Real test accuracy (ceiling)</th>")
         rows, sizes = [], []
-        for name, c in conditional.items():
-            entries = list(c.get("per_class") or []) + [
-                {"class": "all classes", "n_samples": c.get("n_samples"), "accuracy": c.get("accuracy")}]
-            for e in entries:
-                cells = [f"<td>{_esc(e.get('class'))}</td>", _int_cell(e.get("n_samples")),
-                         _num("accuracy", e.get("accuracy")), _num("chance", c.get("chance")),
-                         _num("real_test_accuracy", c.get("real_test_accuracy"))]
-                rows.append(f'<tr data-model="{_esc(name)}" data-class="{_esc(e.get("class"))}">'
+        for name, runs in conditional.items():
+            c = _first(runs)
+            classes = [e.get("class") for e in c.get("per_class") or []]
+            for i, cls in enumerate(classes + ["all classes"]):
+                if cls == "all classes":
+                    accuracy, n_samples = spread_of(runs, "accuracy"), c.get("n_samples")
+                else:
+                    accuracy = spread(_class_entry(r, i).get("accuracy") for r in runs)
+                    n_samples = (c.get("per_class") or [])[i].get("n_samples")
+                cells = [f"<td>{_esc(cls)}</td>", _int_cell(len(runs)), _int_cell(n_samples),
+                         spread_cell(accuracy, key="accuracy"), _num("chance", c.get("chance")),
+                         spread_cell(spread_of(runs, "real_test_accuracy"), key="real_test_accuracy")]
+                rows.append(f'<tr data-model="{_esc(name)}" data-class="{_esc(cls)}">'
                             f'<th>{_esc(name)}</th>{"".join(cells)}</tr>')
             sizes.append(f"{name}: '{c.get('label_column')}', {_count(c.get('n_train'))} training and "
                          f"{_count(c.get('n_test'))} test slices")
         caption = ("A classifier trained on real training slices predicts the class of each sample; accuracy "
-                   "is the share predicted as the class the sample was generated for. Chance = 1 / number "
-                   "of classes; the ceiling is the classifier's accuracy on real test slices. "
-                   + "; ".join(sizes) + ".")
+                   "is the share predicted as the class the sample was generated for (mean ± std over "
+                   "training seeds). Chance = 1 / number of classes; the ceiling is the classifier's accuracy "
+                   "on real test slices. " + "; ".join(sizes) + ".")
         parts.append(_table("conditioning", caption, head, rows))
     if others:
         parts.append(f'<p id="not-conditional">Not conditional (no class label to check): '
@@ -202,32 +246,51 @@ def _conditioning_table(cond: Mapping[str, Mapping]) -> str:
 # ----------------------------------------------------------------- utility
 
 
-def _utility_table(util: Mapping[str, Mapping]) -> str:
+def _utility_table(util: Mapping[str, Runs]) -> str:
     if not util:
         return "<p>No augmentation-utility results.</p>"
-    head = ("<th>Model</th><th>Task</th><th>Real only</th><th>Synthetic only</th><th>Real + synthetic</th>"
-            "<th>Chance</th><th>Images (real / synthetic / test)</th><th>Seeds</th><th>Synthetic labels</th>")
+    head = ("<th>Model</th><th>Task</th><th>Runs</th><th>Real only</th><th>Synthetic only</th>"
+            "<th>Real + synthetic</th><th>Gain from synthetic</th><th>Chance</th>"
+            "<th>Images (real / synthetic / test)</th><th>Classifier seeds</th><th>Synthetic labels</th>")
     rows, notes = [], []
-    for name, u in util.items():
+    for name, runs in util.items():
+        u = _first(runs)
         if not u.get("applicable"):
             notes.append(f"{name}: {u.get('note', 'not applicable')}")
             continue
         counts = (f"{_count((u.get('real') or {}).get('n_train_images'))} / "
                   f"{_count((u.get('synthetic') or {}).get('n_train_images'))} / {_count(u.get('n_test'))}")
-        cells = [f"<td>{_esc(u.get('task'))}</td>"]
-        cells += [_num(f"{regime}_accuracy", (u.get(regime) or {}).get("mean"),
-                       std=(u.get(regime) or {}).get("std")) for regime in ("real", "synthetic", "real+synthetic")]
-        cells += [_num("chance", u.get("chance")), f"<td>{_esc(counts)}</td>",
+        cells = [f"<td>{_esc(u.get('task'))}</td>", _int_cell(len(runs))]
+        cells += [spread_cell(spread_of(runs, f"{regime}.mean"), key=f"{regime}_accuracy")
+                  for regime in ("real", "synthetic", "real+synthetic")]
+        cells += [spread_cell(spread_of([{"gain": utility_gain(r)} for r in runs], "gain"), key="utility_gain"),
+                  _num("chance", u.get("chance")), f"<td>{_esc(counts)}</td>",
                   _int_cell(len(u.get("seeds") or [])), f"<td>{_esc(u.get('synthetic_labels'))}</td>"]
         rows.append(f'<tr data-model="{_esc(name)}"><th>{_esc(name)}</th>{"".join(cells)}</tr>')
-    caption = ("Accuracy (mean ± std over seeds) on the real test slices of a small classifier trained on real "
-               "training slices only, on the model's samples only, and on both, with the same number of "
-               "steps each. Conditional models: the task is their condition label. Unconditional models: "
-               "slice-position bins, with the synthetic labels predicted by the domain network.")
+    caption = ("Accuracy on the real test slices of a small classifier trained on real training slices only, "
+               "on the model's samples only, and on both, with the same number of steps each (each value "
+               "averaged over the classifier seeds, then mean ± std over training seeds). Gain = real + "
+               "synthetic minus real only. Conditional models: the task is their condition label. "
+               "Unconditional models: slice-position bins, with the synthetic labels predicted by the "
+               "domain network.")
     out = _table("utility", caption, head, rows) if rows else ""
     if notes:
         out += "<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>"
     return out
+
+
+def _class_entry(record: Mapping[str, Any], index: int) -> Mapping[str, Any]:
+    entries = record.get("per_class") or []
+    return entries[index] if index < len(entries) else {}
+
+
+def utility_gain(record: Mapping[str, Any]) -> float | None:
+    """Accuracy with real + synthetic training slices minus real only (None when not applicable)."""
+    if not record.get("applicable"):
+        return None
+    both = _as_float((record.get("real+synthetic") or {}).get("mean"))
+    real = _as_float((record.get("real") or {}).get("mean"))
+    return None if both is None or real is None else both - real
 
 
 # ----------------------------------------------------------------- helpers
@@ -238,16 +301,12 @@ def _table(ident: str, caption: str, head: str, rows: list[str]) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
-def _num(key: str, value: Any, std: Any = None, percent: bool = False, mark: str = "") -> str:
+def _num(key: str, value: Any) -> str:
     number = _as_float(value)
     attrs = f'data-metric="{_esc(key)}" data-value="{_esc(repr(number if number is not None else math.nan))}"'
     if number is None:
         return f'<td class="num na" {attrs}>n/a</td>'
-    text = f"{100 * number:.1f} %" if percent else f"{number:.4g}"
-    if std is not None and _as_float(std) is not None:
-        attrs += f' data-std="{_esc(repr(_as_float(std)))}"'
-        text += f" ± {_as_float(std):.2g}"
-    return f'<td class="num" {attrs}>{_esc(text + mark)}</td>'
+    return f'<td class="num" {attrs}>{_esc(format_number(number))}</td>'
 
 
 def _int_cell(value: Any) -> str:
@@ -255,8 +314,7 @@ def _int_cell(value: Any) -> str:
 
 
 def _fmt(value: Any) -> str:
-    number = _as_float(value)
-    return "n/a" if number is None else f"{number:.3g}"
+    return format_number(value)
 
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.numbers import finite_float  # noqa: F401 - the sections take it from here
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -26,17 +27,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def escape(text: Any) -> str:
     """``text`` as HTML, quotes included (safe in attributes too)."""
     return html.escape(str(text), quote=True)
-
-
-def finite_float(value: Any) -> float | None:
-    """The value as a finite float, or None (booleans are not numbers here)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def float_or_nan(value: Any) -> float:
@@ -59,6 +49,29 @@ def format_number(value: Any) -> str:
     """Four significant digits; anything non-finite or non-numeric becomes "n/a"."""
     number = finite_float(value)
     return "n/a" if number is None else f"{number:.4g}"
+
+
+def format_mean_std(mean: Any, std: Any) -> str:
+    """"mean ± std" with the spread to two significant digits and the mean to the same decimal place
+    (the report's one rule for a value with its uncertainty); without a spread, :func:`format_number`."""
+    m, s = finite_float(mean), finite_float(std)
+    if m is None:
+        return "n/a"
+    if s is None or s <= 0:
+        return format_number(m) if s is None else f"{format_number(m)} ± 0"
+    decimals = 1 - math.floor(math.log10(s))
+    if decimals > 8 or abs(m) >= 1e7:
+        return f"{m:.4g} ± {s:.2g}"
+    if decimals <= 0:
+        step = 10 ** (-decimals)
+        return f"{round(m / step) * step:.0f} ± {round(s / step) * step:.0f}"
+    return f"{m:.{decimals}f} ± {s:.{decimals}f}"
+
+
+def format_percent(fraction: Any) -> str:
+    """A fraction in [0, 1] as a percentage with one decimal ("12.5 %"), or "n/a"."""
+    number = finite_float(fraction)
+    return "n/a" if number is None else f"{100 * number:.1f} %"
 
 
 def fixed(value: Any, digits: int) -> str:
@@ -89,9 +102,30 @@ def text_cell(value: Any) -> str:
     return f"<td>{escape(value)}</td>"
 
 
-def section(heading: str, body: str, ident: str | None = None) -> str:
+def spread_cell(spread, *, key: str = "", scale: float = 1.0, percent: bool = False, mark: str = "",
+                css: str = "num") -> str:
+    """A cell for a metric over training runs (an ``evaluation.seeds.Spread``): "mean ± std" over seeds
+    (the mean alone for one run), exact values in ``data-value``/``data-std`` and the run count in
+    ``data-n``. ``scale`` multiplies what is shown (e.g. KID × 10³), ``percent`` shows fractions as %."""
+    factor = 100.0 * scale if percent else scale
+    mean = None if spread.mean is None else spread.mean * factor
+    std = None if spread.std is None else spread.std * factor
+    if mean is None:
+        text = "n/a"
+        css += " na"
+    elif percent and std is None:
+        text = format_percent(spread.mean * scale)
+    else:
+        text = format_mean_std(mean, std) + (" %" if percent else "")
+    attrs = f' data-metric="{escape(key)}"' if key else ""
+    attrs += f' data-value="{escape(repr(float_or_nan(spread.mean)))}"'
+    attrs += f' data-std="{escape(repr(float_or_nan(spread.std)))}" data-n="{spread.n}"'
+    return f'<td class="{escape(css)}"{attrs}>{escape(text + mark)}</td>'
+
+
+def section(heading: str, body: str, ident: str | None = None, level: int = 2) -> str:
     ident_attr = f' id="{escape(ident)}"' if ident else ""
-    return f"<section{ident_attr}><h2>{escape(heading)}</h2>\n{body}\n</section>"
+    return f"<section{ident_attr}><h{level}>{escape(heading)}</h{level}>\n{body}\n</section>"
 
 
 # ---------------------------------------------------------------- images
@@ -112,10 +146,39 @@ def checked_png(png: bytes | str | Path, what: str = "image") -> bytes:
     return data
 
 
+def compact_png(data: bytes) -> bytes:
+    """The same picture in fewer bytes, without loss: 8-bit grey when every pixel is grey, no alpha
+    channel when it is fully opaque, maximum deflate compression (the original when that is not
+    smaller). Matplotlib writes RGBA even for grey pictures."""
+    import cv2
+    import numpy as np
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        return data
+    if image.ndim == 3 and image.shape[2] == 4 and (image[..., 3] == 255).all():
+        image = image[..., :3]
+    if image.ndim == 3 and image.shape[2] == 3 and (image[..., 0] == image[..., 1]).all() \
+            and (image[..., 1] == image[..., 2]).all():
+        image = image[..., 0]
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return encoded.tobytes() if ok and len(encoded) < len(data) else data
+
+
+def data_uri(png: bytes | str | Path, what: str = "image") -> str:
+    return "data:image/png;base64," + base64.b64encode(compact_png(checked_png(png, what))).decode("ascii")
+
+
 def img_tag(png: bytes | str | Path, alt: str, css: str = "grid") -> str:
     """An ``<img>`` with the PNG inline as a data URI (the report stays one file)."""
-    encoded = base64.b64encode(checked_png(png, alt)).decode("ascii")
-    return f'<img class="{escape(css)}" alt="{escape(alt)}" src="data:image/png;base64,{encoded}">'
+    return f'<img class="{escape(css)}" alt="{escape(alt)}" src="{data_uri(png, alt)}">'
+
+
+def zoomable_img(png: bytes | str | Path, alt: str, css: str = "thumb") -> str:
+    """A thumbnail that a click shows at full size over the page (and a second click closes);
+    no script: a hidden checkbox toggles the CSS, and the picture is embedded once."""
+    return (f'<label class="zoom" title="click to enlarge"><input type="checkbox" aria-label="enlarge {escape(alt)}">'
+            f"{img_tag(png, alt, css)}</label>")
 
 
 def figure(img: str, caption: str) -> str:

@@ -10,19 +10,20 @@ from typing import Any, Iterable, Mapping
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.reader_study.kit import REAL
 from pipeline_lib.reader_study.scoring import NO_RESPONSES
-from pipeline_lib.report.html import escape as _esc
+from pipeline_lib.report.html import escape as _esc, format_number
 
 
-def render_reader_results_html(scores_dir_or_files: Path | str | Iterable[Path | str]) -> str:
+def render_reader_results_html(scores_dir_or_files: Path | str | Iterable[Path | str], heading: bool = True) -> str:
     """An HTML fragment (one <section>, no script) with the reader-study tables.
 
     Accepts the folder holding scores.json, the scores.json path, or a list of
     the rule's outputs (scores.json is picked from it). Says "no reader
     responses yet" when nobody has answered. Every value is escaped; numeric
-    cells carry their exact value in ``data-value``.
+    cells carry their exact value in ``data-value``. ``heading=False`` leaves out the section's own
+    heading (the report gives it one).
     """
     scores = _load_scores(scores_dir_or_files)
-    parts = ['<section class="reader-study">', "<h2>Reader study</h2>"]
+    parts = ['<section class="reader-study">'] + (["<h2>Reader study</h2>"] if heading else [])
     if scores.get("status") == NO_RESPONSES or not scores.get("readers"):
         parts.append(f"<p>Kit {_esc(scores.get('kit_id', ''))} ({_esc(scores.get('n_images', ''))} images): "
                      "no reader responses yet. Put the readers' downloaded CSV files into the responses "
@@ -55,7 +56,7 @@ def _html_readers(scores: Mapping) -> str:
     d = scores["definitions"]
     head = ["Reader", "Answered", "TP", "FN", "FP", "TN", "Accuracy"]
     rows = [[_text(r["reader_id"]), _num(r["n_answered"], f"{r['n_answered']} of {r['n_images']}"),
-             _num(r["TP"]), _num(r["FN"]), _num(r["FP"]), _num(r["TN"]), _num(r["accuracy"], _fmt(r["accuracy"], 2))]
+             _num(r["TP"]), _num(r["FN"]), _num(r["FP"]), _num(r["TN"]), _num(r["accuracy"], format_number(r["accuracy"]))]
             for r in scores["readers"]]
     caption = (f"Per reader (layout of Kazuhiro et al., Table 1). Positive = {d['positive']}: TP = {d['TP']}, "
                f"FN = {d['FN']}, FP = {d['FP']}, TN = {d['TN']}; accuracy = {d['accuracy']}.")
@@ -100,11 +101,11 @@ def _html_agreement(agreement: Mapping) -> str:
         return f"<h3>Inter-reader agreement</h3>\n<p>{_esc(agreement['note'])}.</p>"
     name = "Cohen's kappa" if agreement["method"] == "cohen" else "Fleiss' kappa"
     rows = [[_text(name), _text(", ".join(agreement["readers"])), _num(agreement["n_images"]),
-             _num(agreement["kappa"], _fmt(agreement["kappa"], 2)),
+             _num(agreement["kappa"], format_number(agreement["kappa"])),
              _num(agreement["percent_agreement"], _pct(agreement["percent_agreement"]))]]
     if agreement["method"] == "fleiss":
         rows += [[_text("Cohen's kappa"), _text(f"{p['reader_a']}, {p['reader_b']}"), _num(p["n_images"]),
-                  _num(p["kappa"], _fmt(p["kappa"], 2)), _num(p["percent_agreement"], _pct(p["percent_agreement"]))]
+                  _num(p["kappa"], format_number(p["kappa"])), _num(p["percent_agreement"], _pct(p["percent_agreement"]))]
                  for p in agreement["pairwise"]]
     caption = ("On the images every reader answered; percent agreement = share of images on which all "
                "readers gave the same answer." + (f" {agreement['note']}." if agreement.get("note") else ""))
@@ -148,7 +149,8 @@ def _fmt(value: Any, digits: int) -> str:
 
 
 def _pct(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):.0f}%"
+    """A value already in percent, with the report's one percentage format ("83.3 %")."""
+    return "n/a" if value is None else f"{float(value):.1f} %"
 
 
 def _seconds(ms: Any) -> float | None:

@@ -6,6 +6,9 @@
 // gets timed_out = 1 when the real/synthetic decision came after the image was hidden.
 // response_ms runs from the image appearing to that decision. A reload shows the current
 // image afresh (its timer restarts); answered images never come back.
+// Viewing: the image is scaled to fit the window, with a zoom relative to that fit; window/level
+// (drag on the image, or presets) maps grey levels through an SVG filter and is reset for every
+// image, so each image is first seen as stored. Neither changes what is recorded.
 (function () {
   "use strict";
 
@@ -19,6 +22,12 @@
   var current = null;  // the image on screen; null while none accepts answers
   var notice = "";     // shown instead of the usual hint with the next image
   var storageOk = true;
+  var DEFAULT_WINDOW = 1, DEFAULT_LEVEL = 0.5;
+  var ZOOM_STEP = 1.25, ZOOM_MIN = 0.5, ZOOM_MAX = 8;
+  var RESERVED_HEIGHT = 270;  // px of the reading screen besides the image (bars, buttons, hint)
+  var zoom = 1;               // relative to "fit the window"; kept from image to image
+  var view = { window: DEFAULT_WINDOW, level: DEFAULT_LEVEL };
+  var drag = null;
 
   function $(id) { return document.getElementById(id); }
 
@@ -115,6 +124,7 @@
     notice = state.responses.length > 0 ?
       "Welcome back: " + state.responses.length + " of " + state.order.length + " images already answered." : "";
     showScreen("reading");
+    layoutImage();  // the screen has its width only once shown
     showImage(state.responses.length);
   }
 
@@ -129,6 +139,9 @@
     markSelected(".answer", null, "data-answer");
     markSelected(".conf", null, "data-confidence");
     $("progress").textContent = "Image " + (index + 1) + " of " + state.order.length;
+    $("progress-bar").max = state.order.length;
+    $("progress-bar").value = index;
+    setWindowLevel(DEFAULT_WINDOW, DEFAULT_LEVEL);
     img.onload = function () { imageShown(index, name); };
     img.onerror = function () {
       hint("The image " + name + " could not be loaded. Please tell the study coordinator; the kit folder may be incomplete.");
@@ -218,10 +231,62 @@
 
   function finish() {
     $("timer").hidden = true;
+    $("progress-bar").value = state.order.length;
     $("n-done").textContent = String(state.order.length);
     $("file-name").textContent = fileName();
     showScreen("done");
   }
+
+  // ----- viewing: size, zoom, window/level
+  function clamp(value, low, high) { return Math.min(high, Math.max(low, value)); }
+
+  function layoutImage() {
+    var stage = $("stage");
+    var width = Math.max(64, stage.parentElement.clientWidth);
+    var height = Math.max(128, window.innerHeight - RESERVED_HEIGHT);
+    var fit = Math.min(width / KIT.image_width, height / KIT.image_height);
+    var img = $("image");
+    img.style.width = Math.round(KIT.image_width * fit * zoom) + "px";
+    img.style.height = Math.round(KIT.image_height * fit * zoom) + "px";
+    stage.classList.toggle("zoomed", zoom > 1);
+    $("zoom-level").textContent = Math.round(100 * fit * zoom) + " %";
+    document.body.setAttribute("data-zoom", String(zoom));
+  }
+
+  function setZoom(value) {
+    zoom = clamp(value, ZOOM_MIN, ZOOM_MAX);
+    layoutImage();
+  }
+
+  function setWindowLevel(windowWidth, level) {
+    view.window = clamp(windowWidth, 0.02, 2);
+    view.level = clamp(level, 0, 1);
+    var slope = 1 / view.window;
+    var intercept = -(view.level - view.window / 2) / view.window;
+    Array.prototype.forEach.call(document.querySelectorAll("#window-level feComponentTransfer > *"), function (f) {
+      f.setAttribute("slope", slope.toFixed(6));
+      f.setAttribute("intercept", intercept.toFixed(6));
+    });
+    var img = $("image");
+    img.setAttribute("data-window", view.window.toFixed(3));
+    img.setAttribute("data-level", view.level.toFixed(3));
+    $("wl-readout").textContent = "W " + Math.round(100 * view.window) + " %, L " + Math.round(100 * view.level) + " %";
+  }
+
+  function startDrag(event) {
+    if (event.button !== 0) { return; }
+    drag = { x: event.clientX, y: event.clientY, window: view.window, level: view.level };
+    $("image").setPointerCapture(event.pointerId);
+    event.preventDefault();
+  }
+
+  function moveDrag(event) {
+    if (!drag) { return; }
+    // 300 px of drag = the whole grey range; right widens the window, up raises the level.
+    setWindowLevel(drag.window + (event.clientX - drag.x) / 300, drag.level - (event.clientY - drag.y) / 300);
+  }
+
+  function endDrag() { drag = null; }
 
   // ----- export
   function fileName() { return "reader-" + state.reader_id + "-" + KIT.kit_id + ".csv"; }
@@ -300,6 +365,22 @@
     Array.prototype.forEach.call(document.querySelectorAll(".conf"), function (button) {
       button.addEventListener("click", function () { button.blur(); rate(Number(button.getAttribute("data-confidence"))); });
     });
+    $("zoom-in").addEventListener("click", function () { this.blur(); setZoom(zoom * ZOOM_STEP); });
+    $("zoom-out").addEventListener("click", function () { this.blur(); setZoom(zoom / ZOOM_STEP); });
+    $("zoom-fit").addEventListener("click", function () { this.blur(); setZoom(1); });
+    Array.prototype.forEach.call(document.querySelectorAll(".wl-preset"), function (button) {
+      button.addEventListener("click", function () {
+        button.blur();
+        setWindowLevel(Number(button.getAttribute("data-window")), Number(button.getAttribute("data-level")));
+      });
+    });
+    img.addEventListener("pointerdown", startDrag);
+    img.addEventListener("pointermove", moveDrag);
+    img.addEventListener("pointerup", endDrag);
+    img.addEventListener("pointercancel", endDrag);
+    window.addEventListener("resize", layoutImage);
+    layoutImage();
+    setWindowLevel(DEFAULT_WINDOW, DEFAULT_LEVEL);
     $("download-partial").addEventListener("click", download);
     $("download-final").addEventListener("click", download);
     document.addEventListener("keydown", onKey);

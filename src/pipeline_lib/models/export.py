@@ -1,0 +1,313 @@
+"""A trained model outside the workflow: export it as a self-describing folder, load it back, and
+write new images from it as PNG, NIfTI or ``.npy``.
+
+An exported folder holds
+
+* ``weights.pt``: the network's tensors only (a plain state dict, loadable with
+  ``torch.load(..., weights_only=True)``, so loading runs no pickled code);
+* ``model.json``: everything needed to rebuild the network and to know what it is: format
+  version, family, image size, hyperparameters, classes, the run's config block and seed, its
+  budget and whether it completed, the training data summary and the weights' SHA-256;
+* ``metrics.json``: the run's evaluation results, when the workflow computed them;
+* ``README.md``: a model card for people (what it is, what it was trained on, how it scores,
+  how to generate images, limitations).
+
+The same loader takes a workflow run folder (``results/models/<model>/seed<seed>/``) or its
+``weights.pt``, so a model can be used straight from the results too. Generation is
+deterministic: the same seed, count and classes give the same images (``sampling.draw_samples``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.figures import encode_png_gray8, to_uint8
+from pipeline_lib.core.io import file_digest, read_json, replace_directory, write_json, write_text
+from pipeline_lib.core.runtime import select_device
+from pipeline_lib.models import build_model
+from pipeline_lib.models.sampling import draw_samples, sample_labels
+
+log = logging.getLogger(__name__)
+
+FORMAT = "pipeline_lib-model/1"
+WEIGHTS, CARD, DESCRIPTION, METRICS = "weights.pt", "README.md", "model.json", "metrics.json"
+FORMATS = ("png", "nifti", "npy")
+
+#: Where a workflow run's evaluation results live, relative to the results folder ({run} = <model>/seed<seed>).
+RUN_METRICS = {
+    "pixel": "metrics/{run}.json",
+    "distribution": "metrics/{run}.distribution.json",
+    "domain": "metrics/{run}.domain.json",
+    "memorization": "memorization/{run}.json",
+    "conditioning": "conditioning/{run}.json",
+    "utility": "utility/{run}.json",
+}
+#: The numbers of each result that the model card lists (dotted paths into the JSON).
+CARD_METRICS = {
+    "distribution": {"FID (Inception, vs training slices)": "fid.mean", "KID": "kid.mean",
+                     "precision": "prdc.precision", "recall": "prdc.recall"},
+    "domain": {"domain Fréchet distance": "domain_fd"},
+    "pixel": {"dataset similarity (MSE)": "dataset_similarity", "intra-sample diversity": "isd"},
+    "memorization": {"likely copies (pixel MSE)": "pixel.fraction_likely_copies"},
+}
+
+
+# ----------------------------------------------------------------- loading
+
+
+def _workflow_weights(path: Path) -> Path | None:
+    """The workflow's weights.pt for a run folder or the file itself; None for an exported folder."""
+    if path.is_file():
+        return path
+    if (path / WEIGHTS).is_file() and not (path / DESCRIPTION).is_file():
+        return path / WEIGHTS
+    return None
+
+
+def describe(source: Path) -> dict[str, Any]:
+    """The description of a model: an exported folder's model.json, or built from a workflow run's
+    weights (its stored summary). Errors name the path and what is missing."""
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"{source}: no such model folder or weights file")
+    weights = _workflow_weights(source)
+    if weights is None:
+        description = read_json(source / DESCRIPTION)
+        if description.get("format") != FORMAT:
+            raise InputError(f"{source / DESCRIPTION}: format {description.get('format')!r} is not {FORMAT!r}")
+        if not (source / WEIGHTS).is_file():
+            raise InputError(f"{source}: {WEIGHTS} is missing")
+        return description
+    try:
+        payload = torch.load(weights, map_location="cpu", weights_only=False)
+        summary = payload["summary"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise InputError(f"{weights}: not a weights file written by the pipeline's trainer ({exc})") from exc
+    return _description_from_summary(summary)
+
+
+def _description_from_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("model", "family", "image_size", "hparams", "n_classes", "class_names", "seed", "config", "steps",
+            "target_steps", "incomplete", "budget", "device", "train_seconds", "training_data")
+    description = {"format": FORMAT, **{k: summary[k] for k in keys if k in summary}}
+    description.setdefault("class_names", [])
+    description.setdefault("n_classes", len(description["class_names"]))
+    return description
+
+
+def load_model(source: Path, device: str = "auto"):
+    """(model in eval mode, description) from an exported folder, a run folder or a weights.pt."""
+    source = Path(source)
+    description = describe(source)
+    weights = _workflow_weights(source)
+    if weights is None:
+        path = source / WEIGHTS
+        if description.get("weights_sha256") and file_digest(path) != description["weights_sha256"]:
+            raise InputError(f"{path}: SHA-256 differs from the one in {DESCRIPTION}; the folder is damaged")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        state = torch.load(weights, map_location="cpu", weights_only=False)["state_dict"]
+    model = build_model(description["family"], int(description["image_size"]), dict(description["hparams"]),
+                        n_classes=int(description.get("n_classes") or 0))
+    model.load_state_dict(state)
+    model.to(select_device(device)).eval()
+    return model, description
+
+
+# ----------------------------------------------------------------- export
+
+
+def export_model(run: Path, out: Path, *, results: Path | None = None, overwrite: bool = False) -> Path:
+    """Write ``run`` (a workflow run folder or its weights.pt) as a self-describing folder ``out``.
+
+    The run's evaluation results are looked up under ``results`` (default: the results folder the
+    run lies in, ``results/models/<model>/seed<seed>`` → ``results``). ``out`` is written whole or
+    not at all; an existing ``out`` is replaced only with ``overwrite``.
+    """
+    run, out = Path(run), Path(out)
+    weights = _workflow_weights(run)
+    if weights is None:
+        raise InputError(f"{run}: not a workflow run folder (results/models/<model>/seed<seed>/) or weights.pt")
+    description = describe(weights)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists; choose another folder or pass --overwrite")
+    if results is None and weights.parent.parent.parent.name == "models":
+        results = weights.parents[3]
+    metrics = _run_metrics(results, description) if results is not None else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        folder = Path(tmp) / "model"
+        folder.mkdir()
+        state = torch.load(weights, map_location="cpu", weights_only=False)["state_dict"]
+        torch.save(state, folder / WEIGHTS)
+        description["weights_sha256"] = file_digest(folder / WEIGHTS)
+        write_json(folder / DESCRIPTION, description)
+        if metrics:
+            write_json(folder / METRICS, metrics)
+        write_text(folder / CARD, model_card(description, metrics))
+        replace_directory(folder, out, ours=_earlier_export)
+    log.info("exported %s (seed %s) to %s", description.get("model"), description.get("seed"), out)
+    return out
+
+
+def _earlier_export(folder: Path) -> str | None:
+    """None when ``folder`` is an earlier export (it may be replaced), else why not."""
+    try:
+        if read_json(folder / DESCRIPTION).get("format") == FORMAT:
+            return None
+    except InputError:
+        pass
+    return "it is not a model folder written by this command"
+
+
+def _run_metrics(results: Path, description: Mapping[str, Any]) -> dict[str, Any]:
+    run = f"{description.get('model')}/seed{description.get('seed')}"
+    found = {}
+    for kind, pattern in RUN_METRICS.items():
+        path = Path(results) / pattern.format(run=run)
+        if path.is_file():
+            found[kind] = read_json(path)
+    return found
+
+
+def _at(record: Any, path: str) -> Any:
+    for part in path.split("."):
+        record = record.get(part) if isinstance(record, Mapping) else None
+    return record
+
+
+def model_card(description: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
+    """The README.md of an exported model (Markdown)."""
+    name, family = description.get("model", "model"), description.get("family")
+    data = description.get("training_data") or {}
+    classes = description.get("class_names") or []
+    size = description.get("image_size")
+    status = ("**incomplete**: stopped by its time cap at step "
+              f"{description.get('steps')} of {description.get('target_steps')}; it is not the model its "
+              "configuration describes" if description.get("incomplete") else
+              f"complete ({description.get('steps')} steps)")
+    lines = [
+        f"# {name} (family `{family}`, seed {description.get('seed')})",
+        "",
+        "A generative model of 2-D brain MRI slices trained by the brain-MRI generative-model pipeline.",
+        "",
+        "## What it is",
+        f"- Family: `{family}` (see `src/pipeline_lib/models/families/{family}.py` for the architecture and "
+        "its published source)",
+        f"- Output: {size} × {size} single-channel images, intensities in [0, 1]",
+        f"- Conditional on: {', '.join(classes) if classes else 'nothing (unconditional)'}"
+        + (f" (label column `{(description.get('config') or {}).get('condition_on')}`)" if classes else ""),
+        f"- Training: {status}; budget {json.dumps(description.get('budget', {}))}, device "
+        f"{description.get('device')}, {description.get('train_seconds')} s",
+        f"- Hyperparameters: `{json.dumps(description.get('hparams', {}), sort_keys=True)}`",
+        "",
+        "## Training data",
+        f"- {data.get('n_slices', 'an unrecorded number of')} slices of the {data.get('split', 'train')} split"
+        + (f" from {data['n_subjects']} subjects" if "n_subjects" in data else "")
+        + (f"; per class: {json.dumps(data['slices_per_class'])}" if data.get("slices_per_class") else ""),
+        "- The pipeline's preprocessing: affine registration to MNI152, axial slices, intensities clipped "
+        "at a percentile and divided by the maximum (see the workflow's configuration).",
+        "",
+        "## How it scores",
+    ]
+    rows = [(label, _at(metrics.get(kind), path)) for kind, labels in CARD_METRICS.items()
+            for label, path in labels.items() if _at(metrics.get(kind), path) is not None]
+    if rows:
+        lines += ["| metric | value |", "|---|---|"] + [f"| {label} | {value:.4g} |" for label, value in rows]
+        lines += ["", "One training run; the workflow's report compares runs over seeds. "
+                  "All numbers: `metrics.json`."]
+    else:
+        lines += ["No evaluation results were exported with this model."]
+    lines += [
+        "",
+        "## Use",
+        "```bash",
+        f"python -m pipeline_lib generate <this folder> -n 16 --seed 0 --format png --out samples/",
+        "```",
+        "The same seed, count and classes always give the same images.",
+        "",
+        "## Limitations",
+        "- Trained on the data above only; it has not been validated for clinical use, and its images "
+        "must not be used for diagnosis.",
+        "- If the training set came from real patients, samples can resemble them (see the memorization "
+        "audit in metrics.json) — treat the model as derived patient data.",
+        "",
+        f"Files: `{WEIGHTS}` (state dict, SHA-256 {description.get('weights_sha256', 'n/a')}), `{DESCRIPTION}`"
+        + (f", `{METRICS}`" if metrics else "") + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- generation
+
+
+def class_labels(description: Mapping[str, Any], n: int, classes: Sequence[str] = (),
+                 per_class: int | None = None) -> np.ndarray | None:
+    """One class index per image, or None for an unconditional model.
+
+    ``classes`` names the classes to draw (``n`` images of each); ``per_class`` draws that many of
+    every class; neither splits ``n`` evenly over all classes.
+    """
+    names = list(description.get("class_names") or [])
+    if not names:
+        if classes or per_class:
+            raise InputError(f"model {description.get('model')} is unconditional: it takes no --class/--per-class")
+        return None
+    if classes:
+        unknown = [c for c in classes if c not in names]
+        if unknown:
+            raise InputError(f"unknown class(es) {', '.join(unknown)}; this model knows {', '.join(names)}")
+        return np.repeat([names.index(c) for c in classes], n)
+    return sample_labels(n, len(names), per_class)
+
+
+def generate(model, description: Mapping[str, Any], n: int, seed: int, *, classes: Sequence[str] = (),
+             per_class: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """(images (N, H, W) float32 in [0, 1], class name per image ("" when unconditional))."""
+    if n < 1:
+        raise InputError(f"the number of images must be at least 1, got {n}")
+    labels = class_labels(description, n, classes, per_class)
+    count = n if labels is None else len(labels)
+    images = draw_samples(model, count, seed, labels=labels)
+    names = list(description.get("class_names") or [])
+    return images, ([names[i] for i in labels] if labels is not None else [""] * count)
+
+
+def write_images(images: np.ndarray, classes: Sequence[str], out: Path, fmt: str) -> list[Path]:
+    """Write ``images`` to the folder ``out`` as ``fmt`` plus ``labels.tsv`` (file, index, class)."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if fmt == "png":
+        width = max(4, len(str(len(images) - 1)))
+        for i, image in enumerate(images):
+            path = out / f"image_{i:0{width}d}.png"
+            path.write_bytes(encode_png_gray8(to_uint8(image)))
+            written.append(path)
+        files = [p.name for p in written]
+    elif fmt == "npy":
+        path = out / "images.npy"
+        np.save(path, images.astype(np.float32))
+        written, files = [path], ["images.npy"] * len(images)
+    else:
+        import nibabel as nib
+
+        # Image k is axial slice k: x = column, y = row from the bottom (RAS, 1 mm voxels).
+        volume = np.ascontiguousarray(np.transpose(images[:, ::-1, :], (2, 1, 0)), dtype=np.float32)
+        path = out / "images.nii.gz"
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+        written, files = [path], ["images.nii.gz"] * len(images)
+    lines = ["file\tindex\tclass"] + [f"{f}\t{i}\t{c}" for i, (f, c) in enumerate(zip(files, classes))]
+    (out / "labels.tsv").write_text("\n".join(lines) + "\n")
+    return written
