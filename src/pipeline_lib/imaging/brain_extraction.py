@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -132,7 +133,10 @@ def _deepbet_extractor(model: Path, bbox_model: Path):
     # loading the two TorchScript models takes about a second; keep them for the process
     from deepbet.bet import BrainExtraction
 
-    return BrainExtraction(no_gpu=True, model_path=str(model), bbox_model_path=str(bbox_model))
+    with warnings.catch_warnings():
+        # torch announces the deprecation of torch.jit.load, which deepbet uses
+        warnings.simplefilter("ignore", FutureWarning)
+        return BrainExtraction(no_gpu=True, model_path=str(model), bbox_model_path=str(bbox_model))
 
 
 def _robex(image: nib.Nifti1Image, data: np.ndarray, seed: int) -> np.ndarray:

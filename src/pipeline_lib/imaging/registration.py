@@ -364,22 +364,24 @@ def _lps_to_ras(matrix: np.ndarray) -> np.ndarray:
 def affine_qc(template_to_subject: np.ndarray) -> dict:
     """Scale factors, shear and handedness of the subject -> template map.
 
-    The map's 3x3 part is factored as rotation x upper-triangular (QR); the
-    triangle's diagonal holds the scale along x, y, z (below 1: the subject is
-    shrunk, e.g. a head squeezed into a brain outline) and its normalised
-    off-diagonal terms the shears. ``determinant`` < 0 means the map mirrors.
+    The map's 3x3 part ``A`` is factored as stretch x rotation (left polar
+    decomposition, ``A = P Q`` with ``P`` symmetric): ``P``'s diagonal holds the
+    scale along the template's x, y and z (below 1: the subject is shrunk, e.g.
+    a head squeezed into a brain outline), its normalised off-diagonal terms
+    the shear, i.e. how far the stretch leaves the axes. Rotations change
+    neither. ``determinant`` < 0 means the map mirrors.
     """
     linear = np.linalg.inv(np.asarray(template_to_subject, dtype=np.float64)[:3, :3])
-    q, r = np.linalg.qr(linear)
-    signs = np.where(np.diag(r) < 0, -1.0, 1.0)
-    r = signs[:, None] * r
-    scales = np.diag(r)
-    shear = [r[0, 1] / scales[0], r[0, 2] / scales[0], r[1, 2] / scales[1]]
+    u, singular, _ = np.linalg.svd(linear)
+    stretch = u @ np.diag(singular) @ u.T
+    scales = np.diag(stretch)
+    normalised = stretch / np.sqrt(np.outer(scales, scales))
+    shear = np.abs(normalised[np.triu_indices(3, k=1)])
     return {
         "scale_x": round(float(scales[0]), 6),
         "scale_y": round(float(scales[1]), 6),
         "scale_z": round(float(scales[2]), 6),
-        "max_shear": round(float(np.max(np.abs(shear))), 6),
+        "max_shear": round(float(shear.max()), 6),
         "determinant": round(float(np.linalg.det(linear)), 6),
     }
 
@@ -468,13 +470,17 @@ def _read_volume(path: Path) -> ants.ANTsImage:
     return _to_ants(np.asarray(image.dataobj), image.affine)
 
 
+def ras_affine(image: ants.ANTsImage) -> np.ndarray:
+    """The NIfTI (RAS) voxel -> world affine of an ANTs image."""
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(image.direction, dtype=np.float64) * np.asarray(image.spacing)
+    lps[:3, 3] = image.origin
+    return _RAS_TO_LPS @ lps
+
+
 def _write_image(path: Path, image: ants.ANTsImage, dtype: type = np.float32) -> None:
     """Write an ANTs image as a NIfTI (RAS affine) atomically, with a header holding only geometry."""
-    direction = np.asarray(image.direction, dtype=np.float64)
-    lps = np.eye(4)
-    lps[:3, :3] = direction * np.asarray(image.spacing)
-    lps[:3, 3] = image.origin
-    _write_nifti(path, nib.Nifti1Image(image.numpy().astype(dtype), _RAS_TO_LPS @ lps))
+    _write_nifti(path, nib.Nifti1Image(image.numpy().astype(dtype), ras_affine(image)))
 
 
 def _write_nifti(path: Path, nifti: nib.Nifti1Image) -> None:
