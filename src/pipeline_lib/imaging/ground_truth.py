@@ -176,3 +176,65 @@ def ground_truth_mask(subject_mask: nib.Nifti1Image, template_to_subject: np.nda
     voxels = np.linalg.inv(subject_mask.affine) @ np.asarray(template_to_subject) @ world
     values = ndimage.map_coordinates(np.asarray(subject_mask.dataobj, dtype=np.float32), voxels[:3], order=1)
     return values.reshape(grid.shape[:3]) > 0.5
+
+
+# ------------------------------------------------------------------ running a case through the pipeline
+
+
+SUBJECT = "sub-0000000000"
+
+
+def write_case(image: nib.Nifti1Image, folder: Path, name: str, form: str) -> tuple[Path, str]:
+    """Write ``image`` as a PACS or a converter would hand it over; return (source, ingest format).
+
+    ``form`` is an :data:`ORIENTATIONS` key (a NIfTI stored along those voxel
+    axes) or ``"DICOM"`` (an MR series written slice by slice with its real
+    geometry, converted back by dcm2niix at ingest).
+    """
+    from pipeline_lib.imaging.dicom import write_dicom_series
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if form == "DICOM":
+        canonical = nib.as_closest_canonical(image)
+        data = np.asarray(canonical.dataobj, dtype=np.float32)
+        write_dicom_series(data, canonical.affine, folder / name, patient_name="Case^Ground^Truth",
+                           patient_id="GT-000", birth_date="19700101", manufacturer="Test",
+                           model_name="Ground truth", field_strength=3.0, series_description="T1 3D",
+                           uid_seed=f"ground-truth/{name}")
+        return folder / name, "dicom"
+    if form not in ORIENTATIONS:
+        raise InputError(f"unknown case form {form!r}; known: DICOM, {', '.join(ORIENTATIONS)}")
+    path = folder / f"{name}.nii.gz"
+    nib.save(reorient(image, ORIENTATIONS[form]), str(path))
+    return path, "nifti"
+
+
+def run_case(source: Path, fmt: str, work: Path, target, registration: dict, preprocessing: dict) -> tuple[dict, dict]:
+    """Ingest and register one case as the pipeline does; return (status, qc) ({} when failed)."""
+    import json
+
+    from pipeline_lib.imaging.ingest import ingest_subject
+    from pipeline_lib.imaging.registration import QC_NAME, register_subject
+
+    work = Path(work)
+    ingested = ingest_subject(Path(source), fmt, work / "ingest", SUBJECT)
+    if ingested["status"] != "ok":
+        return ingested, {}
+    status = register_subject(work / "ingest" / "volume.nii.gz", target, work / "register", SUBJECT,
+                              registration, preprocessing)
+    qc_path = work / "register" / QC_NAME
+    return status, (json.loads(qc_path.read_text()) if qc_path.is_file() else {})
+
+
+def case_errors(qc: dict, register_dir: Path, expected: np.ndarray, fixed: Fixed,
+                truth_mask: np.ndarray) -> dict:
+    """Mean and maximum displacement (mm) against the ``expected`` template -> subject map over
+    the template's brain-mask points, and Dice of the registered brain mask with ``truth_mask``."""
+    from pipeline_lib.imaging.registration import MASK_NAME, dice
+
+    estimated = np.asarray(qc["template_to_subject_ras"], dtype=np.float64)
+    mean_mm, max_mm = displacement_error(estimated, expected, fixed)
+    registered_mask = np.asarray(nib.load(str(Path(register_dir) / MASK_NAME)).dataobj) > 0
+    return {"mean_mm": round(mean_mm, 3), "max_mm": round(max_mm, 3),
+            "dice": round(dice(registered_mask, truth_mask), 4)}
