@@ -284,3 +284,27 @@ def test_bad_inputs_name_the_file(tmp_path, inputs):
     with pytest.raises(InputError, match="missing.png"):
         _build(tmp_path, inputs, overlays={"sub-0123456789": tmp_path / "missing.png"})
     assert not (tmp_path / "report" / "index.html").exists()
+
+
+def test_registration_qc_lists_flagged_subjects_worst_first_with_reasons(tmp_path, inputs):
+    frame = pd.DataFrame({
+        "subject": ["sub-000000000a", "sub-000000000b", "sub-000000000c", "sub-000000000d"],
+        "status": ["ok", "flagged", "ok", "failed"],
+        "mask_dice": [0.95, 0.61, 0.91, np.nan],
+        "scale_x": [1.0, 0.78, 1.02, np.nan],
+        "reason": ["", "brain mask overlap 0.61 < 0.85; scales 0.78/0.81/0.74 outside 0.8–1.25", "",
+                   "brain extraction (deepbet) found 12 ml of brain"],
+    })
+    overlays = {s: _png(tmp_path / f"{s}.png", 0.5) for s in ["sub-000000000a", "sub-000000000b", "sub-000000000c"]}
+    text = _build(tmp_path, inputs, registration_qc=frame, overlays=overlays,
+                  registration_caption="Worst first. <gate>")
+    table = re.search(r'<table id="registration-qc">.*?</table>', text, re.S).group(0)
+    order = re.findall(r"<td>(sub-[0-9a-f]{10})</td>", table)
+    assert order == ["sub-000000000d", "sub-000000000b", "sub-000000000c", "sub-000000000a"]
+    flagged_row = re.search(r'<tr class="flagged">.*?</tr>', table, re.S).group(0)
+    assert "sub-000000000b" in flagged_row and "scales 0.78/0.81/0.74 outside 0.8–1.25" in flagged_row
+    assert 'data-value="0.61"' in flagged_row
+    # the overlay is a link to itself: clicking enlarges it (CSS :target, no script)
+    assert 'href="#overlay-sub-000000000b"' in flagged_row and 'id="overlay-sub-000000000b"' in flagged_row
+    assert "<caption>Worst first. &lt;gate&gt;</caption>" in table
+    assert "<script" not in text.lower()

@@ -32,6 +32,7 @@ rule report:
         models=MODELS,
         synthetic_cohort=is_demo_cohort(),
         registration=section_settings("registration"),
+        preprocessing=section_settings("preprocessing"),
         sampling=section_settings("sampling"),
         title=lookup(dpath="report/title", within=config),
     message:

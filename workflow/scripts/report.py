@@ -28,6 +28,7 @@ report_job(
     Path(snakemake.output[0]),
     inputs,
     registration=snakemake.params.registration,
+    preprocessing=snakemake.params.preprocessing,
     sampling=snakemake.params.sampling,
     synthetic_cohort=snakemake.params.synthetic_cohort,
     title=snakemake.params.title,

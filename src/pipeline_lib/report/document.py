@@ -21,8 +21,8 @@ import pandas as pd
 
 from pipeline_lib.core.figures import save_pairs
 from pipeline_lib.core.io import read_json
-from pipeline_lib.core.qc import successful_outputs
-from pipeline_lib.core.settings import RegistrationSettings, SamplingSettings, read_settings
+from pipeline_lib.core.qc import FLAGGED, OK, outputs_with_status, worst_first
+from pipeline_lib.core.settings import PreprocessingSettings, RegistrationSettings, SamplingSettings, read_settings
 from pipeline_lib.core.slices import load_split, load_table
 from pipeline_lib.report.distribution_section import render_distribution_metrics_html
 from pipeline_lib.report.evaluation_section import evaluation_html_from_files
@@ -42,9 +42,11 @@ th { background: #eef; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.na { color: #a00; font-style: italic; }
 tr.failed td { background: #fee; }
+tr.flagged td { background: #fff4d6; }
 caption { caption-side: bottom; text-align: left; font-size: 0.9em; color: #444; padding-top: 0.3em; }
 .banner { border: 3px solid #c00; background: #fee; padding: 0.8em 1em; font-weight: bold; margin-bottom: 1.5em; }
 img.thumb { max-width: 10em; height: auto; }
+a.zoom img.thumb:target { max-width: 45em; }
 img.grid { max-width: 100%; height: auto; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figcaption { font-size: 0.9em; }
@@ -54,6 +56,7 @@ _COHORT_LABELS = {
     "subjects_found": "Subjects found",
     "subjects_ingested": "Subjects ingested",
     "subjects_registered": "Subjects registered",
+    "subjects_flagged": "Subjects flagged (registration QC)",
     "subjects_failed": "Subjects failed",
     "slices_train": "Slices (train)",
     "slices_test": "Slices (test)",
@@ -107,6 +110,7 @@ def build_report(
     synthetic_cohort: bool,
     title: str = "Brain-MRI generative models: pipeline report",
     extra_sections: list[str] = (),
+    registration_caption: str = "",
 ) -> None:
     """Write the whole run's report as one self-contained HTML file (atomically).
 
@@ -129,7 +133,7 @@ def build_report(
         parts.append(f'<div class="banner" id="synthetic-banner">{_esc(SYNTHETIC_BANNER)}</div>')
     parts.append(section("Cohort", _cohort_table(cohort)))
     parts.append(section("Ingest QC", _frame_table(ingest_qc, table_id="ingest-qc")))
-    parts.append(section("Registration QC", _registration_block(registration_qc, overlays)))
+    parts.append(section("Registration QC", _registration_block(registration_qc, overlays, registration_caption)))
     parts.append(section("Sample metrics (Ungría Hirte et al., Table 1)", _table1(original_metrics, metrics)))
     parts.append(section("Reconstruction", _reconstruction_table(metrics)))
     parts.append(section("Samples", _figures(sample_grids, "sample grid")))
@@ -170,7 +174,7 @@ def _frame_table(frame: pd.DataFrame, table_id: str, extra: Mapping[int, str] | 
         # Column-wise access keeps each column's dtype (iterrows would upcast ints).
         record = {c: frame[c].iloc[pos] for c in frame.columns}
         status = str(record.get("status", "")).lower()
-        css = ' class="failed"' if status in {"failed", "skipped"} else ""
+        css = ' class="failed"' if status in {"failed", "skipped"} else (' class="flagged"' if status == FLAGGED else "")
         cells = "".join(_value_cell(record[c], numeric[c]) for c in frame.columns)
         if extra is not None:
             cells += f"<td>{extra.get(pos, '')}</td>"
@@ -178,15 +182,27 @@ def _frame_table(frame: pd.DataFrame, table_id: str, extra: Mapping[int, str] | 
     return f'<table id="{_esc(table_id)}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _registration_block(frame: pd.DataFrame, overlays: Mapping[str, Path]) -> str:
-    """Registration table with each subject's overlay thumbnail beside its row."""
+def _registration_block(frame: pd.DataFrame, overlays: Mapping[str, Path], caption: str = "") -> str:
+    """Registration QC, worst first, each subject's overlay beside its row (click to enlarge).
+
+    The table is ordered failed, skipped, flagged, ok, then by brain-mask
+    overlap (lowest first); every number carries its exact value in
+    ``data-value``. The report has no script, so enlarging is a CSS ``:target``.
+    """
+    if frame is not None and "status" in frame and "subject" in frame:
+        frame = worst_first(frame, "mask_dice")
     subjects = [str(s) for s in frame["subject"]] if frame is not None and "subject" in frame else []
-    thumbs = {
-        pos: img_tag(overlays[subject], f"overlay {subject}", "thumb")
-        for pos, subject in enumerate(subjects)
-        if subject in overlays
-    }
-    parts = [_frame_table(frame, "registration-qc", extra=thumbs, extra_heading="Overlay")]
+    thumbs = {}
+    for pos, subject in enumerate(subjects):
+        if subject in overlays:
+            anchor = f"overlay-{subject}"
+            image = img_tag(overlays[subject], f"overlay {subject}", "thumb").replace(
+                "<img ", f'<img id="{_esc(anchor)}" title="click to enlarge" ', 1)
+            thumbs[pos] = f'<a class="zoom" href="#{_esc(anchor)}">{image}</a>'
+    table = _frame_table(frame, "registration-qc", extra=thumbs, extra_heading="Overlay (yellow: brain mask)")
+    if caption:
+        table = table.replace("<thead>", f"<caption>{_esc(caption)}</caption><thead>", 1)
+    parts = [table]
     unmatched = {k: v for k, v in overlays.items() if str(k) not in subjects}
     if unmatched:
         parts.append(_figures(unmatched, "overlay", css="thumb"))
@@ -435,9 +451,11 @@ class ReportInputs:
 
 
 def report_job(out_html: Path, inputs: ReportInputs, *, registration: RegistrationSettings | Mapping,
-               sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str) -> None:
+               sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str,
+               preprocessing: PreprocessingSettings | Mapping | None = None) -> None:
     """The report rule: gather every stage's outputs into the report."""
     registration = read_settings(RegistrationSettings, registration)
+    preprocessing = read_settings(PreprocessingSettings, preprocessing)
     sampling = read_settings(SamplingSettings, sampling)
     models = inputs.models
     subjects = read_tsv(inputs.subjects)
@@ -447,14 +465,13 @@ def report_job(out_html: Path, inputs: ReportInputs, *, registration: Registrati
     cohort = {
         "subjects_found": len(subjects),
         "subjects_ingested": int((ingest_qc["status"] == "ok").sum()),
-        "subjects_registered": int((registration_qc["status"] == "ok").sum()),
-        "subjects_failed": int((registration_qc["status"] != "ok").sum()),
+        "subjects_registered": int((registration_qc["status"] == OK).sum()),
+        "subjects_flagged": int((registration_qc["status"] == FLAGGED).sum()),
+        "subjects_failed": int((~registration_qc["status"].isin([OK, FLAGGED])).sum()),
         "slices_train": int((table["split"] == "train").sum()),
         "slices_test": int((table["split"] == "test").sum()),
         "image_size": int(np.load(inputs.images, mmap_mode="r").shape[-1]),
-        "registration": f"{registration.transform} to "
-                        f"{registration.template or 'MNI152 2009c (nilearn)'}, "
-                        f"grid {'x'.join(map(str, registration.grid))}",
+        "registration": registration_summary(registration, preprocessing),
     }
     summaries = {m: read_json(o.summary) for m, o in models.items()}
     model_info = {
@@ -478,7 +495,8 @@ def report_job(out_html: Path, inputs: ReportInputs, *, registration: Registrati
             ingest_qc=ingest_qc[["subject", "status", "file", "reason"]],
             registration_qc=_registration_view(registration_qc),
             overlays={s: p.parent / "overlay.png"
-                      for s, p in successful_outputs(inputs.registered, "qc.json").items()},
+                      for s, p in outputs_with_status(inputs.registered, "qc.json", (OK, FLAGGED)).items()},
+            registration_caption=registration_gate_text(registration),
             metrics={m: read_json(o.metrics) for m, o in models.items()},
             original_metrics=read_json(inputs.original),
             sample_grids={m: Path(o.grid) for m, o in models.items()},
@@ -491,12 +509,42 @@ def report_job(out_html: Path, inputs: ReportInputs, *, registration: Registrati
         )
 
 
+_REGISTRATION_NUMBERS = ["mask_dice", "scale_x", "scale_y", "scale_z", "max_shear", "correlation_after",
+                         "correlation_before", "brain_ml"]
+
+
 def _registration_view(frame: pd.DataFrame) -> pd.DataFrame:
-    """The columns a reader of the report needs, correlations as numbers."""
-    view = frame.reindex(columns=["subject", "status", "correlation_before", "correlation_after", "reason"])
-    for column in ("correlation_before", "correlation_after"):
+    """The columns a reader of the report needs, the QC numbers as numbers."""
+    view = frame.reindex(columns=["subject", "status", *_REGISTRATION_NUMBERS, "reason", "input_warning"])
+    for column in _REGISTRATION_NUMBERS:
         view[column] = pd.to_numeric(view[column], errors="coerce")
     return view
+
+
+def registration_summary(registration: RegistrationSettings, preprocessing: PreprocessingSettings) -> str:
+    """One line saying how subjects were registered: extraction, what was matched to what, output."""
+    template = registration.template or "MNI152 2009c (nilearn, brain-only)"
+    extraction = preprocessing.brain_extraction
+    if registration.transform == "none":
+        how = f"no transform estimated (inputs taken as already in the space of {template})"
+    elif registration.match == "brain":
+        source = f"brain extracted with {extraction}" if extraction != "none" else "input as given (brain extraction off)"
+        how = f"{registration.transform}, brain to brain: {source} to {template}"
+    else:
+        how = f"{registration.transform}, head to head: whole head to {template}"
+    return f"{how}; output {registration.output} on grid {'x'.join(map(str, registration.grid))}"
+
+
+def registration_gate_text(registration: RegistrationSettings) -> str:
+    low, high = registration.scale_range
+    fate = ("left out of slicing" if registration.on_poor_fit == "exclude"
+            else "sliced like the others (registration.on_poor_fit: keep)")
+    return (f"Worst first. A subject is flagged when the Dice of its registered brain mask with the "
+            f"template's is below {registration.min_mask_dice:g}, a scale of its affine lies outside "
+            f"{low:g}–{high:g}, its shear exceeds {registration.max_shear:g}, the affine mirrors, or its "
+            f"correlation with the template inside the template's brain mask is below "
+            f"{registration.min_correlation:g}; flagged subjects are {fate}. Scales are those of the "
+            f"subject-to-template map along the template's axes. Click an overlay to enlarge it.")
 
 
 def evaluation_sections(inputs: ReportInputs) -> list[str]:
