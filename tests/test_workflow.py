@@ -92,13 +92,35 @@ def test_corrupt_demo_file_is_reported_and_the_rest_goes_on(workdir):
     qc = pd.read_csv(workdir / "results/qc/ingest.tsv", sep="\t", keep_default_na=False)
     failed = qc[qc["status"] == "failed"]
     assert len(failed) == 1
-    assert failed["file"].iloc[0].endswith("demo-05.nii.gz")
+    assert failed["file"].iloc[0].endswith("demo-06.nii.gz")
     assert failed["reason"].iloc[0]
     registered = pd.read_csv(workdir / "results/qc/registration.tsv", sep="\t", keep_default_na=False)
     assert (registered["status"] == "ok").sum() == 4
     slices = pd.read_csv(workdir / "results/slices/slices.tsv", sep="\t")
     assert slices["subject"].nunique() == 4
     assert set(slices["split"]) == {"train", "test"}
+
+
+def test_wrong_geometry_subject_is_flagged_kept_out_of_slices_and_shown(workdir):
+    """demo-05's header claims 1.5 times its voxel size: readable, registrable, wrong. The QC gate
+    flags it with its reason, slicing leaves it out, the report lists it with its overlay."""
+    qc = pd.read_csv(workdir / "results/qc/registration.tsv", sep="\t", keep_default_na=False)
+    for column in ("mask_dice", "scale_x", "scale_y", "scale_z", "max_shear", "correlation_after",
+                   "brain_extraction", "input_warning"):
+        assert column in qc.columns, column
+    assert list(qc["status"][:2]) == ["skipped", "flagged"]  # worst first
+    flagged = qc[qc["status"] == "flagged"]
+    assert len(flagged) == 1 and flagged["reason"].iloc[0]
+    assert "scales" in flagged["reason"].iloc[0] or "overlap" in flagged["reason"].iloc[0]
+    ok = qc[qc["status"] == "ok"]
+    assert (ok["brain_extraction"] == "deepbet").all() and (ok["mask_dice"].astype(float) > 0.85).all()
+    subject = flagged["subject"].iloc[0]
+    slices = pd.read_csv(workdir / "results/slices/slices.tsv", sep="\t")
+    assert subject not in set(slices["subject"])
+    html = (workdir / "results/report/index.html").read_text()
+    table = re.search(r'<table id="registration-qc">.*?</table>', html, re.S).group(0)
+    row = re.search(rf'<tr class="flagged">.*?{subject}.*?</tr>', table, re.S).group(0)
+    assert f'alt="overlay {subject}"' in row
 
 
 def _readable_text(path: Path) -> str:
