@@ -28,7 +28,7 @@ TEST_CONFIG = Path(__file__).parent / "data" / "config.integration.yaml"
 pytestmark = pytest.mark.integration
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     cmd = [str(SNAKEMAKE), "-s", str(workdir / "Snakefile"), "--directory", str(workdir), *args]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
