@@ -109,8 +109,20 @@ def test_a_registration_setting_reregisters_every_subject_and_downstream(produce
     finally:
         write_config(work, lambda c: None)
     assert planned == forced_jobs(work, "register")
-    assert planned["register"] == subjects(work) == 5  # the demo's 4 phantoms + 1 corrupt file
+    # the demo's 4 phantoms + 1 with a wrong voxel size + 1 corrupt file
+    assert planned["register"] == subjects(work) == 6
     expected = every_model_jobs() | {("register", ""), ("qc_tables", ""), ("slice_dataset", ""),
                                      ("metrics_original", "")}
     assert expected <= stale
     assert not {"demo_cohort", "discover_inputs", "ingest"} & {rule for rule, _ in stale}
+
+
+def test_keeping_flagged_subjects_reslices_without_reregistering(produced_workdir):
+    work = produced_workdir
+    write_config(work, lambda c: c["registration"].update(on_poor_fit="keep"))
+    try:
+        planned = dry_run_jobs(work)
+    finally:
+        write_config(work, lambda c: None)
+    assert planned == forced_jobs(work, "slice_dataset")
+    assert "register" not in planned and planned["slice_dataset"] == 1

@@ -168,7 +168,10 @@ class RegistrationSettings:
     scale_range: tuple[float, float] = (0.8, 1.25)
     max_shear: float = 0.15
     min_correlation: float = 0.5
-    on_poor_fit: str = "exclude"
+    # What slicing does with flagged subjects: it does not change the register job's outputs (a
+    # runtime key there), and slice_dataset takes it as a param of its own, so changing it reslices
+    # without re-registering 2,000 subjects.
+    on_poor_fit: str = runtime("exclude")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grid", tuple(self.grid))
