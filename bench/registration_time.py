@@ -39,6 +39,7 @@ def write_input(name: str, folder: Path) -> Path:
     from pipeline_lib.imaging.demo_cohort import head_phantom, load_mni_template_image
     from pipeline_lib.imaging.ingest import ingest_subject
 
+    folder.mkdir(parents=True, exist_ok=True)
     if name == "colin27_1mm":
         source = gt.require_colin27()[0]
     else:
