@@ -197,6 +197,8 @@ def register_subject(moving_path: Path, target: Target, out_dir: Path, subject: 
         head_nifti = _load_nifti(Path(moving_path))
         result = _extract_and_register(head_nifti, target, cfg, pre, threads)
         qc = {"subject": subject, **result.qc}
+        if qc["input_warning"]:
+            log.warning("subject %s: %s", subject, qc["input_warning"])
         reasons = gate(qc, cfg)
         status = flagged_status(status, reasons)
         qc["status"] = status["status"]
@@ -272,8 +274,6 @@ def _extract_and_register(head_nifti: nib.Nifti1Image, target: Target, cfg: Regi
     foreground_ml = brain_extraction.mask_volume_ml(foreground, head_nifti)
     brain_ml = brain_extraction.mask_volume_ml(native_mask, head_nifti)
     warning = brain_extraction.input_kind_warning(method, foreground_ml, brain_ml)
-    if warning:
-        log.warning("%s", warning)
     head = _to_ants(data, head_nifti.affine)
     mask = head.new_image_like(native_mask.astype(np.float32))
     brain = head if method == "none" else head * mask
