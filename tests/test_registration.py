@@ -415,7 +415,7 @@ def test_head_with_skull_is_extracted_and_registered_brain_to_brain(registration
     assert 0.2 < qc["brain_ml"] / qc["foreground_ml"] < 0.6
 
 
-def test_head_without_extraction_is_squeezed_and_flagged(registration_head, registration_target_3mm, tmp_path):
+def test_head_without_extraction_is_flagged(registration_head, registration_target_3mm, tmp_path):
     status = _register(registration_head, registration_target_3mm, tmp_path)
     qc = json.loads((tmp_path / "qc.json").read_text())
     assert status["status"] == "flagged" and "brain mask overlap" in status["reason"]
