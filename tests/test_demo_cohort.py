@@ -1,4 +1,5 @@
-"""make_demo_cohort: a small real cohort (4 subjects + 1 corrupt) built from the nilearn template."""
+"""make_demo_cohort: a small cohort (4 head phantoms + 1 with a wrong voxel size + 1 corrupt) built from
+the nilearn template."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from pipeline_lib.imaging.demo_cohort import load_mni_template_image, make_demo_cohort, scanner_profile, simulate_subject
+from pipeline_lib.imaging.demo_cohort import (HEAD_LAYERS, WRONG_VOXEL_FACTOR, head_phantom, load_mni_template_image,
+                                              make_demo_cohort, scanner_profile, simulate_subject)
 from pipeline_lib.core.errors import InputError
 
 N_SUBJECTS = 4
 TEMPLATE_SHAPE = (99, 117, 95)  # MNI152 at 2 mm
+HEAD_SHAPE = (119, 137, 115)  # plus 20 mm of margin on each side for skull and scalp
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,7 @@ def _load(folder: Path, row: pd.Series) -> np.ndarray:
 def test_same_seed_gives_identical_files(demo_cohort_pair):
     first, second = map(_tree, demo_cohort_pair)
     assert sorted(first) == sorted(second)
-    assert len(first) > 2 * TEMPLATE_SHAPE[2]  # the DICOM slices are among them
+    assert len(first) > 2 * HEAD_SHAPE[2]  # the DICOM slices are among them
     differing = [name for name in first if first[name] != second[name]]
     assert differing == []
 
@@ -79,7 +82,7 @@ def test_other_seed_gives_other_subject():
 def test_sample_sheet_lists_every_format(demo_cohort_dir, demo_cohort_sheet):
     sheet = demo_cohort_sheet
     assert list(sheet.columns) == ["subject", "path", "scanner", "format"]
-    assert len(sheet) == N_SUBJECTS + 1  # plus the corrupt file
+    assert len(sheet) == N_SUBJECTS + 2  # plus the wrong-geometry and the corrupt file
     assert sheet["subject"].is_unique
     assert all(re.fullmatch(r"demo-\d\d", s) for s in sheet["subject"])
     assert set(sheet["format"]) == {"dicom", "nifti"}
@@ -92,7 +95,7 @@ def test_sample_sheet_lists_every_format(demo_cohort_dir, demo_cohort_sheet):
     for path in sheet["path"]:
         assert not Path(path).is_absolute() and (demo_cohort_dir / path).exists()
     for row in sheet[sheet["format"] == "dicom"].itertuples():
-        assert (demo_cohort_dir / row.path).is_dir() and len(list((demo_cohort_dir / row.path).glob("*.dcm"))) == 95
+        assert (demo_cohort_dir / row.path).is_dir() and len(list((demo_cohort_dir / row.path).glob("*.dcm"))) == HEAD_SHAPE[2]
 
 
 def test_format_and_suffix_do_not_follow_scanner():
@@ -109,18 +112,23 @@ def test_format_and_suffix_do_not_follow_scanner():
 def test_readable_volumes_are_finite_3d(demo_cohort_dir, demo_cohort_sheet, demo_cohort_phi):
     corrupt = set(demo_cohort_phi["corrupt_subjects"])
     readable = demo_cohort_sheet[~demo_cohort_sheet["subject"].isin(corrupt)]
-    assert len(readable) == N_SUBJECTS
+    assert len(readable) == N_SUBJECTS + 1
     for _, row in readable.iterrows():
         volume = _load(demo_cohort_dir, row)
-        assert volume.shape == TEMPLATE_SHAPE, row["subject"]
+        assert volume.shape == HEAD_SHAPE, row["subject"]
         assert np.all(np.isfinite(volume)) and volume.max() > 100 * max(volume.min(), 1e-3)
 
 
-def test_nifti_and_dicom_share_the_template_world(demo_cohort_dir, demo_cohort_sheet):
-    template_affine = load_mni_template_image(2).affine
+def test_nifti_and_dicom_share_the_template_world(demo_cohort_dir, demo_cohort_sheet, demo_cohort_phi):
+    head_affine = head_phantom(load_mni_template_image(2)).affine
+    (wrong,) = demo_cohort_phi["wrong_geometry_subjects"]
     for _, row in demo_cohort_sheet[demo_cohort_sheet["format"] == "nifti"].iterrows():
         image = nib.as_closest_canonical(nib.load(demo_cohort_dir / row["path"]))
-        np.testing.assert_allclose(image.affine, template_affine, atol=1e-4)
+        if row["subject"] == wrong:
+            # the header claims larger voxels than the data has: a head 1.5 times too large
+            np.testing.assert_allclose(image.affine[:3, :3], head_affine[:3, :3] * WRONG_VOXEL_FACTOR, atol=1e-4)
+        else:
+            np.testing.assert_allclose(image.affine, head_affine, atol=1e-4)
     orientations = {nib.aff2axcodes(nib.load(demo_cohort_dir / p).affine) for p in demo_cohort_sheet["path"] if ".nii" in p}
     assert orientations == {("R", "A", "S"), ("L", "A", "S")}
 
@@ -130,7 +138,7 @@ def test_corrupt_file_fails_to_load(demo_cohort_dir, demo_cohort_sheet, demo_coh
     row = demo_cohort_sheet.set_index("subject").loc[corrupt]
     assert row["format"] == "nifti" and row["path"].endswith(".nii.gz")
     image = nib.load(demo_cohort_dir / row["path"])  # the header is intact ...
-    assert image.shape == TEMPLATE_SHAPE
+    assert image.shape == HEAD_SHAPE
     with pytest.raises(Exception):  # ... the voxel data is not
         image.get_fdata()
 
@@ -172,6 +180,25 @@ def test_planted_phi_is_distinct_and_absent_from_names(demo_cohort_dir, demo_coh
         assert planted["patient_id"] in nib.load(path).header["descrip"].item().decode()
 
 
+def test_head_phantom_wraps_the_brain_in_csf_skull_and_scalp():
+    brain = load_mni_template_image(2)
+    head = head_phantom(brain)
+    data, brain_data = np.asarray(head.dataobj), np.asarray(brain.dataobj)
+    assert data.shape == HEAD_SHAPE
+    # the brain stays where it was in the world: the same voxel after the affine shift
+    centre = np.array(brain_data.shape) // 2
+    moved = np.rint(np.linalg.solve(head.affine, brain.affine @ [*centre, 1])[:3]).astype(int)
+    assert data[tuple(moved)] == pytest.approx(brain_data[tuple(centre)], abs=1e-6)
+    # a ray leaving the brain upwards meets dark CSF, dark bone, bright marrow, bright fat, then air
+    column = data[moved[0], moved[1], moved[2]:]
+    outside = np.flatnonzero(np.asarray(brain_data[centre[0], centre[1], centre[2]:]) <= 0.05)[0]
+    profile = column[outside:]
+    fat = max(v for _, v in HEAD_LAYERS)
+    assert profile[:2].min() < 0.2 and profile.max() > 0.8 * fat and profile[-1] < 0.01
+    # skull and scalp add far more volume than the brain has: what brain extraction must remove
+    assert (data > 0.05).sum() > 1.8 * (brain_data > 0.05).sum()
+
+
 def test_scanner_classes_differ_in_noise_and_blur():
     template = np.asarray(load_mni_template_image(2).dataobj)
     a, b = scanner_profile(0), scanner_profile(1)
@@ -198,9 +225,10 @@ def test_rebuild_replaces_earlier_cohort_only(tmp_path):
     out = tmp_path / "demo"
     make_demo_cohort(out, n_subjects=1, dicom_fraction=0.0)
     sheet = pd.read_csv(out / "samples.tsv", sep="\t")
-    assert list(sheet["format"]) == ["nifti", "nifti"] and (out / "demo-01.nii.gz").exists()
+    assert list(sheet["format"]) == ["nifti"] * 3 and (out / "demo-01.nii.gz").exists()
     make_demo_cohort(out, n_subjects=1, dicom_fraction=1.0)
-    assert sorted(p.name for p in out.iterdir()) == ["demo-01", "demo-02.nii.gz", "planted_phi.json", "samples.tsv"]
+    assert sorted(p.name for p in out.iterdir()) == ["demo-01", "demo-02.nii.gz", "demo-03.nii.gz",
+                                                     "planted_phi.json", "samples.tsv"]
 
     foreign = tmp_path / "data"
     foreign.mkdir()

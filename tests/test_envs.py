@@ -9,8 +9,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def requirement_pins() -> dict[str, str]:
+    """Pins of requirements.txt and of the packages installed with --no-deps."""
     pins = {}
-    for line in (REPO / "requirements.txt").read_text().splitlines():
+    lines = (REPO / "requirements.txt").read_text().splitlines()
+    lines += (REPO / "requirements-nodeps.txt").read_text().splitlines()
+    for line in lines:
         line = line.split("#")[0].strip()
         if line:
             name, version = line.split("==")

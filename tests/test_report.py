@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import re
 import struct
 from html.parser import HTMLParser
@@ -358,4 +357,26 @@ def test_bad_inputs_name_the_file(tmp_path, data):
     with pytest.raises(InputError, match="grid.png.*not a PNG"):
         build(tmp_path, data)
     assert not (tmp_path / "report" / "index.html").exists()
-    assert math.isfinite(1.0)
+def test_registration_qc_lists_flagged_subjects_worst_first_with_reasons(tmp_path, data):
+    frame = pd.DataFrame({
+        "subject": ["sub-000000000a", "sub-000000000b", "sub-000000000c", "sub-000000000d"],
+        "status": ["ok", "flagged", "ok", "failed"],
+        "mask_dice": [0.95, 0.61, 0.91, np.nan],
+        "scale_x": [1.0, 0.78, 1.02, np.nan],
+        "reason": ["", "brain mask overlap 0.61 < 0.85; scales 0.78/0.81/0.74 outside 0.8–1.25", "",
+                   "brain extraction (deepbet) found 12 ml of brain"],
+    })
+    overlays = {s: _png(tmp_path / f"{s}.png", 0.5) for s in ["sub-000000000a", "sub-000000000b", "sub-000000000c"]}
+    data.registration_qc, data.overlays, data.registration_caption = frame, overlays, "Worst first. <gate>"
+    text = build(tmp_path, data)
+    table = re.search(r'<table id="registration-qc">.*?</table>', text, re.S).group(0)
+    order = re.findall(r"<td>(sub-[0-9a-f]{10})</td>", table)
+    assert order == ["sub-000000000d", "sub-000000000b", "sub-000000000c", "sub-000000000a"]
+    flagged_row = re.search(r'<tr class="flagged">.*?</tr>', table, re.S).group(0)
+    assert "sub-000000000b" in flagged_row and "scales 0.78/0.81/0.74 outside 0.8–1.25" in flagged_row
+    assert 'data-value="0.61"' in flagged_row
+    # clicking the overlay enlarges it (a CSS checkbox toggle, no script)
+    assert re.search(r'<label class="zoom"[^>]*><input type="checkbox"[^>]*><img class="thumb" '
+                     r'alt="overlay sub-000000000b"', flagged_row)
+    assert "<caption>Worst first. &lt;gate&gt;</caption>" in table
+    assert "<script" not in text.lower()

@@ -104,7 +104,8 @@ def test_a_registration_setting_reregisters_every_subject_and_downstream(produce
     finally:
         write_config(work, lambda c: None)
     assert planned == forced_jobs(work, "register")
-    assert planned["register"] == subjects(work) == 5  # the demo's 4 phantoms + 1 corrupt file
+    # the demo's 4 phantoms + 1 with a wrong voxel size + 1 corrupt file
+    assert planned["register"] == subjects(work) == 6
     expected = every_model_jobs() | {("register", ""), ("qc_tables", ""), ("slice_dataset", ""),
                                      ("metrics_original", "")}
     assert expected <= stale
@@ -145,3 +146,14 @@ def test_adding_a_seed_runs_only_the_new_seeds_jobs(produced_workdir):
     assert {o.split("/")[2] for o in per_run if o.startswith("results/models/")} == set(models())
     assert stale - per_run == {"results/report/index.html", "results/report/summary.tsv"}
     assert planned["train"] == len(models()) and planned["report"] == 1
+
+
+def test_keeping_flagged_subjects_reslices_without_reregistering(produced_workdir):
+    work = produced_workdir
+    write_config(work, lambda c: c["registration"].update(on_poor_fit="keep"))
+    try:
+        planned = dry_run_jobs(work)
+    finally:
+        write_config(work, lambda c: None)
+    assert planned == forced_jobs(work, "slice_dataset")
+    assert "register" not in planned and planned["slice_dataset"] == 1

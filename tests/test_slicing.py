@@ -232,3 +232,22 @@ def test_build_dataset_leaves_no_partial_array_when_a_volume_is_bad(slicing_coho
                             drop_top=2, drop_bottom=3, clip_percentile=95, image_size=8,
                             test_fraction=0.3, seed=0)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_flagged_registrations_stay_out_of_slicing_unless_kept(tmp_path, caplog):
+    import logging
+
+    from pipeline_lib.core.qc import write_status
+    from pipeline_lib.imaging.slicing import volumes_to_slice
+
+    folders = []
+    for subject, status in [("sub-000000000a", "ok"), ("sub-000000000b", "flagged"), ("sub-000000000c", "failed")]:
+        folder = tmp_path / subject
+        folder.mkdir()
+        write_status(folder, {"subject": subject, "stage": "register", "status": status, "file": "", "reason": ""})
+        folders.append(folder)
+    with caplog.at_level(logging.INFO):
+        excluded = volumes_to_slice(folders)
+    assert excluded == {"sub-000000000a": folders[0] / "registered.nii.gz"}
+    assert "1 flagged subject(s) left out of slicing" in caplog.text and "sub-000000000b" in caplog.text
+    assert sorted(volumes_to_slice(folders, "keep")) == ["sub-000000000a", "sub-000000000b"]

@@ -28,7 +28,7 @@ TEST_CONFIG = Path(__file__).parent / "data" / "config.integration.yaml"
 pytestmark = pytest.mark.integration
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     cmd = [str(SNAKEMAKE), "-s", str(workdir / "Snakefile"), "--directory", str(workdir), *args]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -96,12 +96,34 @@ def test_corrupt_demo_file_is_reported_and_the_rest_goes_on(workdir):
     assert "truncated" in failed["reason"].iloc[0]
     # the data steward's private copy says which file it was
     private = pd.read_csv(workdir / "private/qc/ingest.tsv", sep="\t", keep_default_na=False)
-    assert private.set_index("subject").loc[failed["subject"].iloc[0], "path"].endswith("demo-05.nii.gz")
+    assert private.set_index("subject").loc[failed["subject"].iloc[0], "path"].endswith("demo-06.nii.gz")
     registered = pd.read_csv(workdir / "results/qc/registration.tsv", sep="\t", keep_default_na=False)
     assert (registered["status"] == "ok").sum() == 4
     slices = pd.read_csv(workdir / "results/slices/slices.tsv", sep="\t")
     assert slices["subject"].nunique() == 4
     assert set(slices["split"]) == {"train", "test"}
+
+
+def test_wrong_geometry_subject_is_flagged_kept_out_of_slices_and_shown(workdir):
+    """demo-05's header claims 1.5 times its voxel size: readable, registrable, wrong. The QC gate
+    flags it with its reason, slicing leaves it out, the report lists it with its overlay."""
+    qc = pd.read_csv(workdir / "results/qc/registration.tsv", sep="\t", keep_default_na=False)
+    for column in ("mask_dice", "scale_x", "scale_y", "scale_z", "max_shear", "correlation_after",
+                   "brain_extraction", "input_warning"):
+        assert column in qc.columns, column
+    assert list(qc["status"][:2]) == ["skipped", "flagged"]  # worst first
+    flagged = qc[qc["status"] == "flagged"]
+    assert len(flagged) == 1 and flagged["reason"].iloc[0]
+    assert "scales" in flagged["reason"].iloc[0] or "overlap" in flagged["reason"].iloc[0]
+    ok = qc[qc["status"] == "ok"]
+    assert (ok["brain_extraction"] == "deepbet").all() and (ok["mask_dice"].astype(float) > 0.85).all()
+    subject = flagged["subject"].iloc[0]
+    slices = pd.read_csv(workdir / "results/slices/slices.tsv", sep="\t")
+    assert subject not in set(slices["subject"])
+    html = (workdir / "results/report/index.html").read_text()
+    table = re.search(r'<table id="registration-qc">.*?</table>', html, re.S).group(0)
+    row = re.search(rf'<tr class="flagged">.*?{subject}.*?</tr>', table, re.S).group(0)
+    assert f'alt="overlay {subject}"' in row
 
 
 def _readable_text(path: Path) -> str:

@@ -1,5 +1,5 @@
 rule register:
-    """ANTs registration to the template, resampled onto the configured grid, with QC."""
+    """Brain extraction, ANTs registration to the template on the configured grid, and the QC gate."""
     input:
         ingested=rules.ingest.output[0],
     output:
@@ -8,11 +8,14 @@ rule register:
         "logs/register/{subject}.log",
     params:
         registration=section_settings("registration"),
+        preprocessing=section_settings("preprocessing"),
         on_bad_input=lookup(dpath="on_bad_input", within=config),
     # One ITK thread makes registration bit-reproducible; subjects run in parallel instead.
     threads: 1
+    # Measured (bench/results/registration_time.md): deepbet + Affine of a 1 mm head, 1 thread,
+    # peaks at about 2.2 GB and takes 1-2 minutes; the limits leave room for larger inputs.
     resources:
-        mem_mb=3000,
+        mem_mb=4000,
         runtime=minutes_per_attempt(30),
     # A subject's small jobs share one cluster job; a group's time limit is the sum of its members'.
     group:
@@ -26,7 +29,8 @@ rule register:
 
 
 rule qc_tables:
-    """One row per subject: registration outcome, with the reason for failures."""
+    """One row per subject: registration outcome (ok, flagged, failed, skipped), with reasons and
+    the registration QC numbers."""
     input:
         register=per_subject(rules.register.output[0]),
     output:

@@ -41,6 +41,8 @@ rule report:
         runs=[[model, seed] for model, seed in RUNS],
         synthetic_cohort=is_demo_cohort(),
         registration=section_settings("registration"),
+        on_poor_fit=lookup(dpath="registration/on_poor_fit", within=config),
+        preprocessing=section_settings("preprocessing"),
         sampling=section_settings("sampling"),
         title=lookup(dpath="report/title", within=config),
     message:

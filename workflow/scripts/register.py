@@ -11,6 +11,8 @@ status = run_registration_job(
     Path(snakemake.output[0]),
     snakemake.wildcards.subject,
     snakemake.params.registration,
+    snakemake.params.preprocessing,
     on_bad_input=snakemake.params.on_bad_input,
+    threads=snakemake.threads,
 )
 log.info("%s: %s %s", status["subject"], status["status"], status.get("reason", ""))

@@ -30,7 +30,9 @@ inputs = ReportInputs(
 report_job(
     Path(snakemake.output.html),
     inputs,
-    registration=snakemake.params.registration,
+    # on_poor_fit is a runtime key, so not in the registration settings; the caption states it.
+    registration={**snakemake.params.registration, "on_poor_fit": snakemake.params.on_poor_fit},
+    preprocessing=snakemake.params.preprocessing,
     sampling=snakemake.params.sampling,
     synthetic_cohort=snakemake.params.synthetic_cohort,
     title=snakemake.params.title,

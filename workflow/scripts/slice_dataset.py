@@ -3,12 +3,11 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline_lib.core.jobs import start_job
-from pipeline_lib.core.qc import successful_outputs
 from pipeline_lib.core.settings import SlicingSettings, read_settings
-from pipeline_lib.imaging.slicing import build_slice_dataset
+from pipeline_lib.imaging.slicing import build_slice_dataset, volumes_to_slice
 
 log = start_job(snakemake.log[0])
-registered = successful_outputs(snakemake.input.registered, "registered.nii.gz")
+registered = volumes_to_slice(snakemake.input.registered, snakemake.params.on_poor_fit)
 labels = pd.read_csv(snakemake.input.subjects, sep="\t", dtype=str, keep_default_na=False)
 slicing = read_settings(SlicingSettings, snakemake.params.slicing)
 table = build_slice_dataset(

@@ -142,6 +142,23 @@ class DemoSettings:
     dicom_fraction: float = 0.5
 
 
+BRAIN_EXTRACTORS = ("none", "deepbet", "robex", "bet")
+TRANSFORMS = ("none", "Rigid", "Affine", "SyN")
+BRAIN_OR_HEAD = ("brain", "head")
+
+
+@dataclass(frozen=True)
+class PreprocessingSettings:
+    """``preprocessing``: what happens to an ingested volume before registration."""
+
+    PATH: ClassVar[str] = "preprocessing"
+    brain_extraction: str = "deepbet"
+    deepbet_models: str | None = None
+
+    def __post_init__(self) -> None:
+        _one_of("brain_extraction", self.brain_extraction, BRAIN_EXTRACTORS)
+
+
 @dataclass(frozen=True)
 class IngestSettings:
     """``ingest``: what an input must be to be ingested (checked before anything is read)."""
@@ -166,18 +183,47 @@ class IngestSettings:
 
 @dataclass(frozen=True)
 class RegistrationSettings:
-    """``registration``: ANTs registration to the template."""
+    """``registration``: ANTs registration to the template, and the QC gate on its result."""
 
     PATH: ClassVar[str] = "registration"
     template: str | None = None
+    template_mask: str | None = None
+    match: str = "brain"
+    output: str = "brain"
     transform: str = "Affine"
     grid: tuple[int, int, int] = (128, 128, 40)
     seed: int = 0
+    min_mask_dice: float = 0.85
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    max_shear: float = 0.15
+    min_correlation: float = 0.5
+    # What slicing does with flagged subjects: it does not change the register job's outputs (a
+    # runtime key there), and slice_dataset takes it as a param of its own, so changing it reslices
+    # without re-registering 2,000 subjects.
+    on_poor_fit: str = runtime("exclude")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grid", tuple(self.grid))
+        object.__setattr__(self, "scale_range", tuple(self.scale_range))
         if len(self.grid) != 3 or not all(isinstance(v, int) and v >= 8 for v in self.grid):
             raise InputError(f"grid must be three integers ≥ 8, got {list(self.grid)}")
+        _one_of("transform", self.transform, TRANSFORMS)
+        _one_of("match", self.match, BRAIN_OR_HEAD)
+        _one_of("output", self.output, BRAIN_OR_HEAD)
+        _one_of("on_poor_fit", self.on_poor_fit, ("exclude", "keep"))
+        if self.match == "head" and (self.template is None or self.template_mask is None):
+            raise InputError("match: head registers the whole head to a template with skull: set "
+                             "registration.template to such a template and registration.template_mask "
+                             "to its brain mask (the packaged MNI152 template is brain-only)")
+        numbers = [v for v in self.scale_range if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numbers) != 2 or len(self.scale_range) != 2 or not 0 < numbers[0] <= 1 <= numbers[1]:
+            raise InputError(f"scale_range must be [low, high] with 0 < low ≤ 1 ≤ high, got {list(self.scale_range)}")
+        for name in ("min_mask_dice", "min_correlation"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise InputError(f"{name} must lie in [0, 1], got {value!r}")
+        if isinstance(self.max_shear, bool) or not isinstance(self.max_shear, (int, float)) or self.max_shear < 0:
+            raise InputError(f"max_shear must be a number ≥ 0, got {self.max_shear!r}")
 
 
 @dataclass(frozen=True)
@@ -499,8 +545,8 @@ class ReportSettings:
 
 #: Every config section read through this module, by its schema path.
 SECTIONS: dict[str, type] = {cls.PATH: cls for cls in (
-    DemoSettings, IngestSettings, RegistrationSettings, SlicingSettings, TrainingSettings, SamplingSettings,
-    PixelMetricsSettings,
+    DemoSettings, IngestSettings, PreprocessingSettings, RegistrationSettings, SlicingSettings, TrainingSettings,
+    SamplingSettings, PixelMetricsSettings,
     FidSettings, KidSettings, PrdcSettings, DomainSettings, MemorizationSettings, ConditioningSettings,
     UtilitySettings, ReaderStudySettings, ReportSettings)}
 

@@ -1,14 +1,20 @@
 """A deterministic synthetic brain-MRI cohort for demos and tests, built offline.
 
-Every subject is the MNI152 2009 T1 template (shipped inside the nilearn wheel)
-under a random affine plus a smooth B-spline displacement, a multiplicative bias
-field, and a simulated scanner: a contrast curve, blur and Rician noise that
-differ per scanner class. All variation is simulated, so the cohort exercises the
-pipeline's code paths but says nothing about model quality on real data.
+Every subject is a head phantom: the MNI152 2009 T1 template (shipped inside the
+nilearn wheel, brain-only) wrapped in CSF, skull (inner and outer table around
+marrow) and scalp (muscle and fat) shells with T1-like intensities, on a field
+of view padded to hold them (:func:`head_phantom`), because real T1 exports
+have skull and scalp and the pipeline must extract the brain. The phantom is
+put under a random affine plus a smooth B-spline displacement, a multiplicative
+bias field, and a simulated scanner: a contrast curve, blur and Rician noise
+that differ per scanner class. All variation is simulated, so the cohort
+exercises the pipeline's code paths but says nothing about model quality on
+real data.
 
 The cohort mixes formats the way real collections do: DICOM series folders
 carrying planted, fake patient identifiers (to test that none leak), ``.nii`` and
-``.nii.gz`` files, and one deliberately corrupt file.
+``.nii.gz`` files, one subject whose header gives the wrong voxel size (a plausible
+file the registration QC must flag) and one deliberately corrupt file.
 """
 
 from __future__ import annotations
@@ -37,6 +43,12 @@ SAMPLE_COLUMNS = ["subject", "path", "scanner", "format"]
 _FIRST_NAMES = ["Ada", "Grace", "Alan", "Marie", "Emmy", "Rosalind", "Kurt", "Lise", "Niels", "Hedy"]
 # Independent random streams per subject, so subject i does not depend on n_subjects.
 _ANATOMY_STREAM, _SCANNER_STREAM, _PHI_STREAM = 1, 2, 3
+# Shells outside the brain, (outer distance from the brain in mm, T1 intensity relative to white
+# matter ~ 1): CSF, inner table, diploe (marrow), outer table, galea/muscle, subcutaneous fat.
+HEAD_LAYERS = ((3.0, 0.12), (5.0, 0.03), (8.0, 0.45), (10.0, 0.03), (12.0, 0.35), (17.0, 0.9))
+HEAD_MARGIN_MM = 20.0
+# The wrong-geometry subject's header claims voxels this much larger than they are.
+WRONG_VOXEL_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,33 @@ def load_mni_template_image(resolution_mm: int = 2) -> nib.Nifti1Image:
     return nib.Nifti1Image(data / data.max(), image.affine)
 
 
+def head_phantom(brain: nib.Nifti1Image) -> nib.Nifti1Image:
+    """A head around a brain-only ``brain`` image: CSF, skull and scalp shells (:data:`HEAD_LAYERS`).
+
+    The field of view grows by :data:`HEAD_MARGIN_MM` on every side (the
+    affine is shifted so the brain stays where it was in the world). Shells are
+    distances from a smoothed brain outline, blurred by one voxel, so their
+    edges are not staircases.
+    """
+    data = np.asarray(brain.dataobj, dtype=np.float32)
+    voxel_mm = float(np.linalg.norm(brain.affine[:3, 0]))
+    pad = int(np.ceil(HEAD_MARGIN_MM / voxel_mm))
+    data = np.pad(data, pad)
+    affine = brain.affine.copy()
+    affine[:3, 3] -= brain.affine[:3, :3] @ np.full(3, pad)
+    outline = ndimage.gaussian_filter((data > 0.05).astype(np.float32), 2.0 / voxel_mm) > 0.3
+    outline = ndimage.binary_fill_holes(outline)
+    distance = ndimage.distance_transform_edt(~outline, sampling=voxel_mm)
+    shells = np.zeros_like(data)
+    inner = 0.0
+    for outer, intensity in HEAD_LAYERS:
+        shells[(distance > inner) & (distance <= outer)] = intensity
+        inner = outer
+    shells = ndimage.gaussian_filter(shells, 0.7)
+    head = np.where(data > 0.05, data, np.maximum(data, shells))
+    return nib.Nifti1Image(head.astype(np.float32), affine)
+
+
 def simulate_subject(
     template: np.ndarray, scanner: ScannerProfile, seed: int, subject_index: int, voxel_mm: float
 ) -> np.ndarray:
@@ -123,20 +162,22 @@ def make_demo_cohort(
 ) -> pd.DataFrame:
     """Write a synthetic cohort into ``out_dir`` and return its sample table.
 
-    ``out_dir`` receives ``n_subjects`` readable subjects named ``demo-01``, ...
+    ``out_dir`` receives ``n_subjects`` readable head phantoms named ``demo-01``, ...
     (a ``dicom_fraction`` share as DICOM series folders, the rest alternating
-    ``.nii``/``.nii.gz``), one extra subject whose ``.nii.gz`` is truncated,
-    ``samples.tsv`` (subject, path relative to ``out_dir``, scanner, format) and
-    ``planted_phi.json`` (the fake identifiers planted in headers, and the corrupt
-    subject). The cohort is built in a temporary sibling folder and moved into
+    ``.nii``/``.nii.gz``), one extra phantom whose header claims
+    :data:`WRONG_VOXEL_FACTOR` times its true voxel size (registration must flag
+    it), one extra subject whose ``.nii.gz`` is truncated, ``samples.tsv``
+    (subject, path relative to ``out_dir``, scanner, format) and
+    ``planted_phi.json`` (the fake identifiers planted in headers, the
+    wrong-geometry and the corrupt subject). The cohort is built in a temporary sibling folder and moved into
     place at the end, so ``out_dir`` is either complete or untouched. The same
     arguments always give byte-identical files.
     """
     _check_arguments(n_subjects, resolution_mm, n_scanners, dicom_fraction)
     out_dir = Path(out_dir)
-    template = load_mni_template_image(resolution_mm)
+    template = head_phantom(load_mni_template_image(resolution_mm))
     template_data = np.asarray(template.dataobj, dtype=np.float32)
-    names = _subject_names(n_subjects + 1)
+    names = _subject_names(n_subjects + 2)
     formats = _assign_formats(n_subjects, n_scanners, dicom_fraction)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -151,13 +192,18 @@ def make_demo_cohort(
             path = _write_subject(build, name, fmt, volume, template.affine, scanner, phi, seed)
             planted[name] = _planted_record(fmt, phi)
             rows.append((name, path, scanner.label, _format_label(fmt)))
-        corrupt = names[-1]
-        corrupt_scanner = scanner_profile(n_subjects % n_scanners).label
+        wrong, corrupt = names[-2], names[-1]
+        wrong_scanner = scanner_profile(n_subjects % n_scanners)
+        volume = simulate_subject(template_data, wrong_scanner, seed, n_subjects, float(resolution_mm))
+        wrong_affine = template.affine @ np.diag([WRONG_VOXEL_FACTOR] * 3 + [1.0])
+        _write_nifti(nib.Nifti1Image(volume, wrong_affine), build / f"{wrong}.nii.gz")
+        rows.append((wrong, f"{wrong}.nii.gz", wrong_scanner.label, "nifti"))
+        corrupt_scanner = scanner_profile((n_subjects + 1) % n_scanners).label
         rows.append((corrupt, _write_truncated(build, corrupt, template_data * 1000, template.affine), corrupt_scanner, "nifti"))
 
         table = pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
         io.write_tsv(build / "samples.tsv", table)
-        io.write_json(build / "planted_phi.json", _planted_summary(planted, corrupt, seed))
+        io.write_json(build / "planted_phi.json", _planted_summary(planted, corrupt, wrong, seed))
         _make_readable(build)
         _move_into_place(build, out_dir)
     except BaseException:
@@ -361,8 +407,9 @@ def _planted_record(fmt: str, phi: dict[str, str]) -> dict[str, str]:
     return {"planted_in": "NIfTI descrip", "patient_name": phi["patient_name"], "patient_id": phi["patient_id"]}
 
 
-def _planted_summary(planted: dict[str, dict], corrupt: str, seed: int) -> dict:
-    """Contents of planted_phi.json: per-subject identifiers and a flat list to grep for."""
+def _planted_summary(planted: dict[str, dict], corrupt: str, wrong_geometry: str, seed: int) -> dict:
+    """Contents of planted_phi.json: per-subject identifiers and a flat list to grep for, and the
+    subjects that are broken on purpose."""
     strings = sorted(
         {value for subject in planted.values() for key, value in subject.items() if key != "planted_in"}
     )
@@ -373,6 +420,7 @@ def _planted_summary(planted: dict[str, dict], corrupt: str, seed: int) -> dict:
         "subjects": planted,
         "strings": strings,
         "corrupt_subjects": [corrupt],
+        "wrong_geometry_subjects": [wrong_geometry],
     }
 
 

@@ -1,15 +1,30 @@
-"""Affine (or rigid / SyN) registration of one ingested volume to the MNI template.
+"""Brain extraction, registration of one ingested volume to the template, and the QC gate.
 
 Seed 001 (Ungría Hirte et al., section 3.1) co-registered every volume to MNI
-space with ANTs and resampled it to 128 x 128 x 40 voxels. Here ANTs optimises
-the transform against the template at an isotropic working resolution (the
-``fixed`` image) and the moving image is then resampled once, straight onto
-the output grid (the ``reference``): the template's field of view cut into
-``grid_shape`` voxels.
+space with ANTs and resampled it to 128 x 128 x 40 voxels. Real T1 volumes
+still have skull and scalp while the packaged MNI152 template is brain-only,
+so by default the brain is extracted first (``preprocessing.brain_extraction``,
+:mod:`pipeline_lib.imaging.brain_extraction`) and registered brain to brain
+(``registration.match: brain``); ``match: head`` registers the whole head to a
+template with skull instead. ANTs optimises the transform against the template
+at an isotropic working resolution (the ``fixed`` image) and the volume is then
+resampled once, straight onto the output grid (the ``reference``: the
+template's field of view cut into ``grid_shape`` voxels): the extracted brain,
+or the whole head through the same transform (``registration.output``).
+``transform: none`` estimates nothing: the input is taken to be in the
+template's space already and only resampled.
 
-Outputs in ``out_dir``: ``status.json`` always; on success also
-``registered.nii.gz`` (float32, RAS, on the grid), ``qc.json`` (correlation
-with the template before and after registration) and ``overlay.png``.
+The QC gate (:func:`gate`) checks every registration: Dice of the registered
+brain mask with the template's brain mask, the affine's scale factors, shear
+and handedness, and the correlation with the template inside its brain mask. A
+subject failing any check is ``flagged`` (core.qc) with every reason; its
+files stay, and ``registration.on_poor_fit`` decides whether slicing uses it.
+
+Outputs in ``out_dir``: ``status.json`` always; unless the subject failed also
+``registered.nii.gz`` (float32, RAS, on the grid), ``brain_mask.nii.gz`` (the
+subject's brain mask on the grid), ``native_brain_mask.nii.gz`` (the mask on the
+ingested volume's grid), ``qc.json`` (the numbers above, before/after
+correlations, the affine) and ``overlay.png`` (mask and template contours).
 
 Reproducibility: ANTs samples the metric at random positions. A fixed seed
 makes that sampling repeatable, but the Mattes metric is summed per thread, so
@@ -25,6 +40,7 @@ import importlib.util
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from typing import Mapping
 from pathlib import Path
 
@@ -40,17 +56,22 @@ import numpy as np  # noqa: E402
 
 from pipeline_lib.core.errors import InputError  # noqa: E402
 from pipeline_lib.core.io import atomic_path, write_json  # noqa: E402
-from pipeline_lib.core.qc import (FAILED, OK, enforce_on_bad_input, new_status, read_status,  # noqa: E402
-                                  skipped_status, write_status)
-from pipeline_lib.core.settings import RegistrationSettings, read_settings  # noqa: E402
+from pipeline_lib.core.qc import (FAILED, OK, enforce_on_bad_input, flagged_status, new_status,  # noqa: E402
+                                  read_status, skipped_status, write_status)
+from pipeline_lib.core.settings import (PreprocessingSettings, RegistrationSettings,  # noqa: E402
+                                        read_settings)
+from pipeline_lib.imaging import brain_extraction  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 STAGE = "register"
 REGISTERED_NAME = "registered.nii.gz"
+MASK_NAME = "brain_mask.nii.gz"
+NATIVE_MASK_NAME = "native_brain_mask.nii.gz"
 QC_NAME = "qc.json"
 OVERLAY_NAME = "overlay.png"
-TRANSFORMS = ("Rigid", "Affine", "SyN")
+OUTPUT_NAMES = (REGISTERED_NAME, MASK_NAME, NATIVE_MASK_NAME, QC_NAME, OVERLAY_NAME)
+TRANSFORMS = ("none", "Rigid", "Affine", "SyN")
 # isotropic resolution of the template ANTs optimises against in the pipeline (seconds per subject)
 FIXED_RESOLUTION_MM = 2
 PACKAGED_TEMPLATE = "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
@@ -112,36 +133,82 @@ def _check_resolution(resolution_mm: float) -> None:
         raise InputError(f"template resolution {resolution_mm!r} mm: must be a positive number")
 
 
+@dataclass(frozen=True)
+class Target:
+    """The template side of a registration, read once per job.
+
+    ``fixed``: the template at the working resolution ANTs optimises against;
+    ``reference``: the output grid; ``*_mask``: the template's brain mask on
+    each (boolean arrays); ``name``: what the report calls the template.
+    """
+
+    fixed: ants.ANTsImage
+    fixed_mask: np.ndarray
+    reference: ants.ANTsImage
+    reference_mask: np.ndarray
+    name: str
+
+
+def make_target(template: str | None, grid_shape: tuple[int, int, int], template_mask: str | None = None,
+                resolution_mm: int = FIXED_RESOLUTION_MM) -> Target:
+    """The template (``template``; null = packaged MNI152) at ``resolution_mm`` and on the grid,
+    with its brain mask: ``template_mask`` (a NIfTI, > 0 inside), else the template's non-zero
+    voxels, which is right for brain-only templates such as the packaged one."""
+    path = template_path(template)
+    fixed = template_image(path, resolution_mm)
+    reference = make_reference_grid(path, grid_shape)
+    if template_mask is None:
+        fixed_mask = fixed.numpy() > 0
+        reference_mask = reference.numpy() > 0
+    else:
+        mask_path = Path(template_mask)
+        if not mask_path.is_file():
+            raise InputError(f"{mask_path}: configured registration.template_mask does not exist")
+        mask = _read_volume(mask_path)
+        fixed_mask = ants.resample_image_to_target(mask, fixed, interp_type="linear").numpy() > 0.5
+        reference_mask = ants.resample_image_to_target(mask, reference, interp_type="linear").numpy() > 0.5
+    if not fixed_mask.any() or not reference_mask.any():
+        raise InputError(f"{template_mask or path}: the template's brain mask is empty")
+    name = "MNI152 2009c (nilearn)" if template is None else Path(template).name
+    return Target(fixed, fixed_mask, reference, reference_mask, name)
+
+
 # ------------------------------------------------------------------ one subject
 
 
-def register_subject(moving_path: Path, reference: ants.ANTsImage, out_dir: Path, subject: str,
-                     transform: str = "Affine", seed: int = 0, *,
-                     fixed: ants.ANTsImage | None = None) -> dict:
-    """Register ``moving_path`` to the template and write the outputs; return the status.
+def register_subject(moving_path: Path, target: Target, out_dir: Path, subject: str,
+                     registration: RegistrationSettings | Mapping | None = None,
+                     preprocessing: PreprocessingSettings | Mapping | None = None, *,
+                     threads: int = 1) -> dict:
+    """Extract the brain, register, resample, check; write the outputs and return the status.
 
-    ANTs optimises ``transform`` (Rigid, Affine or SyN; anything else raises
-    InputError) against ``fixed`` (default: ``reference`` itself; pass the
-    template at 1-2 mm for coarse grids) and the moving image is resampled
-    onto ``reference``'s grid. A bad moving file or an ANTs error does not
-    raise: the status written to ``status.json`` (and returned) is then
-    ``"failed"`` with the reason, and no data files are left in ``out_dir``.
+    ``registration`` and ``preprocessing`` are the config blocks (their grid
+    and template keys are not read here: ``target`` holds them). The status is
+    ``ok``, ``flagged`` (QC gate failed; outputs written, reasons in
+    ``reason``) or ``failed`` (bad volume, no brain found, ANTs error; nothing
+    but ``status.json`` is left in ``out_dir``). Only invalid settings raise.
     """
-    if transform not in TRANSFORMS:
-        raise InputError(f"registration transform {transform!r}: must be one of {', '.join(TRANSFORMS)}")
-    if int(seed) < 0:
-        raise InputError(f"registration seed {seed!r}: must be 0 or more")
+    cfg = read_settings(RegistrationSettings, registration)
+    pre = read_settings(PreprocessingSettings, preprocessing)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     status = new_status(subject, STAGE)
     try:
-        moving = _read_volume(Path(moving_path))
-        registered = _register(moving, fixed if fixed is not None else reference, reference, transform, seed)
-        qc = _qc(subject, transform, seed, moving, registered, reference)
-        _write_image(out_dir / REGISTERED_NAME, registered)
+        head_nifti = _load_nifti(Path(moving_path))
+        result = _extract_and_register(head_nifti, target, cfg, pre, threads)
+        qc = {"subject": subject, **result.qc}
+        if qc["input_warning"]:
+            log.warning("subject %s: %s", subject, qc["input_warning"])
+        reasons = gate(qc, cfg)
+        status = flagged_status(status, reasons)
+        qc["status"] = status["status"]
+        _write_image(out_dir / REGISTERED_NAME, result.registered)
+        _write_image(out_dir / MASK_NAME, result.mask, dtype=np.uint8)
+        _write_nifti(out_dir / NATIVE_MASK_NAME,
+                     nib.Nifti1Image(result.native_mask.astype(np.uint8), head_nifti.affine))
         write_json(out_dir / QC_NAME, qc)
-        save_overlay(out_dir / OVERLAY_NAME, registered, reference, f"{subject}  {transform}  "
-                     f"r = {qc['correlation_after']:.3f}")
+        save_overlay(out_dir / OVERLAY_NAME, result.registered, target, result.mask.numpy() > 0.5,
+                     _overlay_title(subject, qc, reasons))
     except Exception as exc:  # ANTs/ITK raise assorted types; one subject must not stop the run
         _remove_outputs(out_dir)
         reason = str(exc) if isinstance(exc, (InputError, RuntimeError)) else f"{type(exc).__name__}: {exc}"
@@ -160,65 +227,188 @@ def pass_on_failure(upstream_status: dict, out_dir: Path, subject: str) -> dict:
 
 
 def run_registration_job(ingest_dir: Path, out_dir: Path, subject: str,
-                         settings: RegistrationSettings | Mapping | None = None, *,
-                         on_bad_input: str = "skip") -> dict:
+                         settings: RegistrationSettings | Mapping | None = None,
+                         preprocessing: PreprocessingSettings | Mapping | None = None, *,
+                         on_bad_input: str = "skip", threads: int = 1) -> dict:
     """The ``register`` rule: read the ingest status, register or pass the failure on.
 
-    ``settings`` is the ``registration`` config block. With ``on_bad_input:
-    fail`` a failed or skipped subject raises InputError after its status has
-    been written.
+    ``settings`` is the ``registration`` config block, ``preprocessing`` the
+    ``preprocessing`` one. With ``on_bad_input: fail`` a failed or skipped
+    subject raises InputError after its status has been written (a flagged one
+    does not: see core.qc).
     """
     cfg = read_settings(RegistrationSettings, settings)
+    pre = read_settings(PreprocessingSettings, preprocessing)
     upstream = read_status(ingest_dir)
     if upstream.get("status") != OK:
         status = pass_on_failure(upstream, out_dir, subject)
     else:
-        template = template_path(cfg.template)
-        reference = make_reference_grid(template, cfg.grid)
-        status = register_subject(Path(ingest_dir) / "volume.nii.gz", reference, out_dir, subject,
-                                  transform=cfg.transform, seed=cfg.seed,
-                                  fixed=template_image(template, FIXED_RESOLUTION_MM))
+        brain_extraction.require(pre.brain_extraction)
+        target = make_target(cfg.template, cfg.grid, cfg.template_mask)
+        status = register_subject(Path(ingest_dir) / "volume.nii.gz", target, out_dir, subject, cfg, pre,
+                                  threads=threads)
+    if status["status"] != OK:
+        log.info("subject %s: %s: %s", subject, status["status"], status["reason"])
     enforce_on_bad_input(status, on_bad_input)
     return status
 
 
-# ------------------------------------------------------------------ ANTs
+# ------------------------------------------------------------------ extraction, ANTs and QC
 
 
-def _register(moving: ants.ANTsImage, fixed: ants.ANTsImage, reference: ants.ANTsImage,
-              transform: str, seed: int) -> ants.ANTsImage:
-    """Run ANTs and resample ``moving`` onto ``reference`` with the forward transforms."""
+@dataclass(frozen=True)
+class _Result:
+    registered: ants.ANTsImage
+    mask: ants.ANTsImage
+    native_mask: np.ndarray
+    qc: dict
+
+
+def _extract_and_register(head_nifti: nib.Nifti1Image, target: Target, cfg: RegistrationSettings,
+                          pre: PreprocessingSettings, threads: int) -> _Result:
+    method = pre.brain_extraction
+    data = np.asarray(head_nifti.dataobj, dtype=np.float32)
+    foreground = brain_extraction.foreground_mask(data)
+    native_mask = brain_extraction.extract_brain(head_nifti, method, threads=threads, seed=cfg.seed,
+                                                 deepbet_models=pre.deepbet_models)
+    foreground_ml = brain_extraction.mask_volume_ml(foreground, head_nifti)
+    brain_ml = brain_extraction.mask_volume_ml(native_mask, head_nifti)
+    warning = brain_extraction.input_kind_warning(method, foreground_ml, brain_ml)
+    head = _to_ants(data, head_nifti.affine)
+    mask = head.new_image_like(native_mask.astype(np.float32))
+    brain = head if method == "none" else head * mask
+    moving = brain if cfg.match == "brain" else head
+    output = brain if cfg.output == "brain" else head
+
+    with tempfile.TemporaryDirectory(prefix="ants-") as work:
+        transforms = _estimate(moving, target.fixed, cfg.transform, cfg.seed, Path(work))
+        registered = _resample(output, target.reference, transforms, "linear")
+        data_out = registered.numpy()
+        if not np.isfinite(data_out).all() or not np.any(data_out):
+            raise RuntimeError(f"ANTs {cfg.transform} registration produced an empty or non-finite image")
+        mask_on_grid = _resample(mask, target.reference, transforms, "linear")
+        mask_on_grid = mask_on_grid.new_image_like((mask_on_grid.numpy() > 0.5).astype(np.float32))
+        mask_on_fixed = _resample(mask, target.fixed, transforms, "linear").numpy() > 0.5
+        linear = _linear_map(transforms)
+    before = ants.resample_image_to_target(output, target.reference, interp_type="linear")
+    qc = {
+        "brain_extraction": method,
+        "match": cfg.match,
+        "output": cfg.output,
+        "template": target.name,
+        "transform": cfg.transform,
+        "seed": int(cfg.seed),
+        "grid": "x".join(str(n) for n in target.reference.shape),
+        "itk_threads": int(os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "0") or 0),
+        "mask_dice": dice(mask_on_fixed, target.fixed_mask),
+        **affine_qc(linear),
+        "correlation_after": masked_correlation(data_out, target.reference.numpy(), target.reference_mask),
+        "correlation_before": masked_correlation(before.numpy(), target.reference.numpy(),
+                                                 target.reference_mask),
+        "brain_ml": round(brain_ml, 1),
+        "foreground_ml": round(foreground_ml, 1),
+        "input_warning": warning,
+        "template_to_subject_ras": _lps_to_ras(linear).round(6).tolist(),
+    }
+    return _Result(registered.clone("float"), mask_on_grid, native_mask, qc)
+
+
+def _estimate(moving: ants.ANTsImage, fixed: ants.ANTsImage, transform: str, seed: int, work: Path) -> list[str]:
+    """ANTs' forward transform files (fixed -> moving, written into ``work``); [] for ``none``."""
+    if transform == "none":
+        return []
+    if transform not in TRANSFORMS:
+        raise InputError(f"registration transform {transform!r}: must be one of {', '.join(TRANSFORMS)}")
     previous = ants.config._random_seed
     # ANTs reads its seed from this module global; 0 would mean "seed from the clock"
     ants.config._random_seed = int(seed) + 1
     try:
-        with tempfile.TemporaryDirectory(prefix="ants-") as work:
-            result = ants.registration(fixed, moving, type_of_transform=transform,
-                                       outprefix=str(Path(work) / "x_"))
-            warped = ants.apply_transforms(reference, moving, result["fwdtransforms"],
-                                           interpolator="linear")
+        result = ants.registration(fixed, moving, type_of_transform=transform, outprefix=str(work / "x_"))
     finally:
         ants.config._random_seed = previous
-    data = warped.numpy()
-    if not np.isfinite(data).all() or not np.any(data):
-        raise RuntimeError(f"ANTs {transform} registration produced an empty or non-finite image")
-    return warped.clone("float")
+    return list(result["fwdtransforms"])
 
 
-def _qc(subject: str, transform: str, seed: int, moving: ants.ANTsImage,
-        registered: ants.ANTsImage, reference: ants.ANTsImage) -> dict:
-    """Correlation with the template inside its mask, after and before (plain resampling)."""
-    mask = reference.numpy() > 0
-    before = ants.resample_image_to_target(moving, reference, interp_type="linear")
+def _resample(image: ants.ANTsImage, onto: ants.ANTsImage, transforms: list, interpolator: str) -> ants.ANTsImage:
+    if not transforms:
+        return ants.resample_image_to_target(image, onto, interp_type=interpolator)
+    return ants.apply_transforms(onto, image, list(transforms), interpolator=interpolator)
+
+
+def _linear_map(transforms: list[str]) -> np.ndarray:
+    """4x4 matrix of the linear part of the fixed -> moving map, in ITK's LPS millimetres.
+
+    Read off by mapping four points, so it works for every linear transform
+    type ANTs writes; identity without transforms (``none``). A SyN warp field
+    is left out: this is the affine part the QC gate judges.
+    """
+    matrix = np.eye(4)
+    for path in transforms:
+        if not str(path).endswith(".mat"):
+            continue
+        tx = ants.read_transform(str(path))
+        origin = np.asarray(tx.apply_to_point((0.0, 0.0, 0.0)))
+        columns = [np.asarray(tx.apply_to_point(tuple(e))) - origin for e in np.eye(3)]
+        step = np.eye(4)
+        step[:3, :3] = np.stack(columns, axis=1)
+        step[:3, 3] = origin
+        # ITK applies the last-listed transform first
+        matrix = matrix @ step
+    return matrix
+
+
+def _lps_to_ras(matrix: np.ndarray) -> np.ndarray:
+    return _RAS_TO_LPS @ matrix @ _RAS_TO_LPS
+
+
+def affine_qc(template_to_subject: np.ndarray) -> dict:
+    """Scale factors, shear and handedness of the subject -> template map.
+
+    The map's 3x3 part ``A`` is factored as stretch x rotation (left polar
+    decomposition, ``A = P Q`` with ``P`` symmetric): ``P``'s diagonal holds the
+    scale along the template's x, y and z (below 1: the subject is shrunk, e.g.
+    a head squeezed into a brain outline), its normalised off-diagonal terms
+    the shear, i.e. how far the stretch leaves the axes. Rotations change
+    neither. ``determinant`` < 0 means the map mirrors.
+    """
+    linear = np.linalg.inv(np.asarray(template_to_subject, dtype=np.float64)[:3, :3])
+    u, singular, _ = np.linalg.svd(linear)
+    stretch = u @ np.diag(singular) @ u.T
+    scales = np.diag(stretch)
+    normalised = stretch / np.sqrt(np.outer(scales, scales))
+    shear = np.abs(normalised[np.triu_indices(3, k=1)])
     return {
-        "subject": subject,
-        "transform": transform,
-        "seed": int(seed),
-        "grid": "x".join(str(n) for n in reference.shape),
-        "itk_threads": int(os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "0") or 0),
-        "correlation_after": masked_correlation(registered.numpy(), reference.numpy(), mask),
-        "correlation_before": masked_correlation(before.numpy(), reference.numpy(), mask),
+        "scale_x": round(float(scales[0]), 6),
+        "scale_y": round(float(scales[1]), 6),
+        "scale_z": round(float(scales[2]), 6),
+        "max_shear": round(float(shear.max()), 6),
+        "determinant": round(float(np.linalg.det(linear)), 6),
     }
+
+
+def gate(qc: Mapping, cfg: RegistrationSettings) -> list[str]:
+    """The failed QC checks of one subject, each with its number and bound ([] = passed)."""
+    reasons = []
+    if qc["mask_dice"] < cfg.min_mask_dice:
+        reasons.append(f"brain mask overlap {qc['mask_dice']:.2f} < {cfg.min_mask_dice:.2f}")
+    low, high = cfg.scale_range
+    scales = [qc["scale_x"], qc["scale_y"], qc["scale_z"]]
+    if not all(low <= s <= high for s in scales):
+        reasons.append(f"scales {'/'.join(f'{s:.2f}' for s in scales)} outside {low:g}–{high:g}")
+    if qc["max_shear"] > cfg.max_shear:
+        reasons.append(f"shear {qc['max_shear']:.2f} > {cfg.max_shear:g}")
+    if qc["determinant"] <= 0:
+        reasons.append("the affine mirrors the volume (negative determinant)")
+    if qc["correlation_after"] < cfg.min_correlation:
+        reasons.append(f"correlation in the brain mask {qc['correlation_after']:.2f} < {cfg.min_correlation:g}")
+    return reasons
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two boolean arrays (0 when both are empty)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    total = int(a.sum()) + int(b.sum())
+    return round(2.0 * int(np.logical_and(a, b).sum()) / total, 6) if total else 0.0
 
 
 def masked_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -234,8 +424,8 @@ def masked_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 # ------------------------------------------------------------------ files
 
 
-def _read_volume(path: Path) -> ants.ANTsImage:
-    """Validate a 3-D NIfTI with nibabel, reorient it to RAS and hand it to ANTs as float32.
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    """Validate a 3-D NIfTI with nibabel and reorient it to RAS (float32 data, geometry checked).
 
     ITK reads many broken files without complaint (NaN read as 0, voxel size
     0 read as 1 mm), so nibabel checks the data and the geometry comes from
@@ -258,50 +448,74 @@ def _read_volume(path: Path) -> ants.ANTsImage:
         raise InputError(f"{path}: volume holds NaN or infinite values")
     if not np.any(data):
         raise InputError(f"{path}: volume is all zero")
-    lps = _RAS_TO_LPS @ image.affine
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    spacing = np.linalg.norm(image.affine[:3, :3], axis=0)
     if not np.all(spacing > 0):
         raise InputError(f"{path}: voxel size {tuple(spacing)} is not positive")
-    direction = lps[:3, :3] / spacing
+    direction = image.affine[:3, :3] / spacing
     if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
         raise InputError(f"{path}: affine is sheared; reslice the volume before registration")
-    return ants.from_numpy(np.ascontiguousarray(data), origin=lps[:3, 3].tolist(),
-                           spacing=spacing.tolist(), direction=direction)
+    return nib.Nifti1Image(data, image.affine)
 
 
-def _write_image(path: Path, image: ants.ANTsImage) -> None:
-    """Write a float32 NIfTI (RAS affine) atomically, with a header holding only geometry."""
-    direction = np.asarray(image.direction, dtype=np.float64)
+def _to_ants(data: np.ndarray, affine: np.ndarray) -> ants.ANTsImage:
+    lps = _RAS_TO_LPS @ affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    return ants.from_numpy(np.ascontiguousarray(data, dtype=np.float32), origin=lps[:3, 3].tolist(),
+                           spacing=spacing.tolist(), direction=lps[:3, :3] / spacing)
+
+
+def _read_volume(path: Path) -> ants.ANTsImage:
+    """A validated NIfTI (:func:`_load_nifti`) as a float32 ANTs image."""
+    image = _load_nifti(path)
+    return _to_ants(np.asarray(image.dataobj), image.affine)
+
+
+def ras_affine(image: ants.ANTsImage) -> np.ndarray:
+    """The NIfTI (RAS) voxel -> world affine of an ANTs image."""
     lps = np.eye(4)
-    lps[:3, :3] = direction * np.asarray(image.spacing)
+    lps[:3, :3] = np.asarray(image.direction, dtype=np.float64) * np.asarray(image.spacing)
     lps[:3, 3] = image.origin
-    affine = _RAS_TO_LPS @ lps
-    nifti = nib.Nifti1Image(image.numpy().astype(np.float32), affine)
+    return _RAS_TO_LPS @ lps
+
+
+def _write_image(path: Path, image: ants.ANTsImage, dtype: type = np.float32) -> None:
+    """Write an ANTs image as a NIfTI (RAS affine) atomically, with a header holding only geometry."""
+    _write_nifti(path, nib.Nifti1Image(image.numpy().astype(dtype), ras_affine(image)))
+
+
+def _write_nifti(path: Path, nifti: nib.Nifti1Image) -> None:
     nifti.header.set_xyzt_units("mm")
-    nifti.set_qform(affine, code=1)
-    nifti.set_sform(affine, code=1)
+    nifti.set_qform(nifti.affine, code=1)
+    nifti.set_sform(nifti.affine, code=1)
     with atomic_path(path) as tmp:
         nib.save(nifti, str(tmp))
 
 
 def _remove_outputs(out_dir: Path) -> None:
     # a rerun into the same folder must not leave an earlier success behind
-    for name in (REGISTERED_NAME, QC_NAME, OVERLAY_NAME):
+    for name in OUTPUT_NAMES:
         (out_dir / name).unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------ overlay
 
 
-def save_overlay(path: Path, registered: ants.ANTsImage, reference: ants.ANTsImage, title: str) -> None:
-    """Three orthogonal mid-slices of ``registered`` in grey with the template's contours.
+def _overlay_title(subject: str, qc: Mapping, reasons: list[str]) -> str:
+    line = (f"{subject}  {qc['transform']}  Dice {qc['mask_dice']:.2f}  r = {qc['correlation_after']:.2f}  "
+            f"scales {qc['scale_x']:.2f}/{qc['scale_y']:.2f}/{qc['scale_z']:.2f}")
+    return line + ("\nFLAGGED: " + "; ".join(reasons) if reasons else "")
+
+
+def save_overlay(path: Path, registered: ants.ANTsImage, target: Target, brain_mask: np.ndarray,
+                 title: str) -> None:
+    """Three orthogonal mid-slices of ``registered`` in grey, the subject's brain mask in yellow
+    and the template's brain mask in red.
 
     Views are shown in radiological convention (patient right on the image
     left), anterior / superior up, with the grid's voxel aspect ratio.
     """
     moving = registered.numpy()
-    template = reference.numpy()
-    sx, sy, sz = reference.spacing
+    sx, sy, sz = target.reference.spacing
     nx, ny, nz = moving.shape
     # arrays are RAS: axis 0 left->right, 1 posterior->anterior, 2 inferior->superior
     # (name, cut, pixel height / width): rows run anterior->posterior or superior->inferior
@@ -311,15 +525,16 @@ def save_overlay(path: Path, registered: ants.ANTsImage, reference: ants.ANTsIma
         ("sagittal", lambda v: v[nx // 2, ::-1, ::-1].T, sz / sy),
     ]
     vmax = float(np.percentile(moving[moving > 0], 99)) if np.any(moving > 0) else 1.0
-    brain = template[template > 0]
-    levels = sorted({float(brain.max()) * 0.05, float(brain.mean())})
-    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.9), dpi=80)
+    masks = [(brain_mask.astype(np.float32), "#ffd000"), (target.reference_mask.astype(np.float32), "#ff3030")]
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.1), dpi=80)
     for ax, (name, cut, aspect) in zip(axes, views):
         ax.imshow(cut(moving), cmap="gray", vmin=0, vmax=vmax, aspect=aspect, interpolation="nearest")
-        ax.contour(cut(template), levels=levels, colors=["#ff3030", "#30d0ff"][: len(levels)], linewidths=0.7)
+        for mask, colour in masks:
+            if cut(mask).max() > 0:
+                ax.contour(cut(mask), levels=[0.5], colors=[colour], linewidths=0.8)
         ax.set_title(name, fontsize=8)
         ax.axis("off")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title + "\nyellow: subject's brain mask, red: template's", fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

@@ -23,6 +23,7 @@ import pandas as pd
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path, write_tsv
+from pipeline_lib.core.qc import FLAGGED, outputs_with_status, usable_outputs
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,22 @@ def split_subjects(subjects: list[str], test_fraction: float, seed: int) -> dict
     n_test = min(max(round(test_fraction * len(ranked)), 1), len(ranked) - 1) if len(ranked) > 1 else 0
     test = set(ranked[:n_test])
     return {s: ("test" if s in test else "train") for s in sorted(names)}
+
+
+def volumes_to_slice(register_dirs: list[str | Path], on_poor_fit: str = "exclude",
+                     filename: str = "registered.nii.gz") -> dict[str, Path]:
+    """subject -> registered volume, for the subjects slicing uses.
+
+    Subjects whose registration is ``ok`` always; ``flagged`` ones (the QC gate
+    failed) only with ``registration.on_poor_fit: keep``. Flagged subjects left
+    out are logged by pseudonym.
+    """
+    usable = usable_outputs(register_dirs, filename, on_poor_fit)
+    left_out = sorted(set(outputs_with_status(register_dirs, filename, (FLAGGED,))) - set(usable))
+    if left_out:
+        log.info("%d flagged subject(s) left out of slicing (registration.on_poor_fit: %s): %s",
+                 len(left_out), on_poor_fit, ", ".join(left_out))
+    return usable
 
 
 def build_slice_dataset(registered: dict[str, Path], labels: pd.DataFrame | None,

@@ -230,7 +230,7 @@ def model_card(description: Mapping[str, Any], metrics: Mapping[str, Any]) -> st
         "",
         "## Use",
         "```bash",
-        f"python -m pipeline_lib generate <this folder> -n 16 --seed 0 --format png --out samples/",
+        "python -m pipeline_lib generate <this folder> -n 16 --seed 0 --format png --out samples/",
         "```",
         "The same seed, count and classes always give the same images.",
         "",

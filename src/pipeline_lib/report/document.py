@@ -32,8 +32,8 @@ from pipeline_lib.core import io
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.figures import save_pairs
 from pipeline_lib.core.io import read_json, read_tsv
-from pipeline_lib.core.qc import successful_outputs
-from pipeline_lib.core.settings import RegistrationSettings, SamplingSettings, read_settings
+from pipeline_lib.core.qc import FLAGGED, OK, outputs_with_status, worst_first
+from pipeline_lib.core.settings import PreprocessingSettings, RegistrationSettings, SamplingSettings, read_settings
 from pipeline_lib.core.slices import load_split, load_table
 from pipeline_lib.evaluation.seeds import Spread, best, separated, spread, spread_of
 from pipeline_lib.report.distribution_section import render_distribution_metrics_html
@@ -59,6 +59,7 @@ td.na { color: #a00; font-style: italic; }
 td.best { font-weight: bold; background: #e3f6e3; }
 td.tie { background: #f1faf1; }
 tr.failed td, tr.incomplete td { background: #fee; }
+tr.flagged td { background: #fff4d6; }
 tr.reference td, tr.reference th { color: #555; font-style: italic; }
 caption { caption-side: bottom; text-align: left; font-size: 0.9em; color: #444; padding-top: 0.3em; }
 .banner { border: 3px solid #c00; background: #fee; padding: 0.8em 1em; font-weight: bold; margin-bottom: 1.5em; }
@@ -84,6 +85,7 @@ _COHORT_LABELS = {
     "input_entries_ignored": "Input entries ignored (kind and reason in the ingest QC table)",
     "subjects_ingested": "Subjects ingested",
     "subjects_registered": "Subjects registered",
+    "subjects_flagged": "Subjects flagged (registration QC)",
     "subjects_failed": "Subjects failed",
     "slices_train": "Slices (train)",
     "slices_test": "Slices (test)",
@@ -196,6 +198,7 @@ class ReportData:
     ingest_qc: pd.DataFrame | None = None
     registration_qc: pd.DataFrame | None = None
     overlays: dict[str, Path] = field(default_factory=dict)
+    registration_caption: str = ""
     original: dict = field(default_factory=dict)
     distribution_original: dict | None = None
     domain_network: dict | None = None
@@ -450,7 +453,7 @@ def _diversity(data: ReportData, notes: Notes) -> str:
     original = {"distribution": data.distribution_original or {}, "domain": data.domain_original or {},
                 "metrics": data.original or {}}
     ref = _ReferenceRun(original)
-    rows.append(f'<tr class="reference" data-model="original"><th>Real test slices</th><td class="num">1</td>'
+    rows.append('<tr class="reference" data-model="original"><th>Real test slices</th><td class="num">1</td>'
                 + "".join(spread_cell(spread([get(ref)]), key=key) for key, _, get, _ in columns) + "</tr>")
     for model, runs in data.runs.items():
         cells = "".join(spread_cell(spread(get(r) for r in runs), key=key) for key, _, get, _ in columns)
@@ -512,7 +515,7 @@ def _ingest_section(data: ReportData, notes: Notes) -> str:
 
 
 def _registration_section(data: ReportData, notes: Notes) -> str:
-    return _registration_block(data.registration_qc, data.overlays)
+    return _registration_block(data.registration_qc, data.overlays, data.registration_caption)
 
 
 def _training_section(data: ReportData, notes: Notes) -> str:
@@ -673,7 +676,7 @@ def _frame_table(frame: pd.DataFrame, table_id: str, extra: Mapping[int, str] | 
         # Column-wise access keeps each column's dtype (iterrows would upcast ints).
         record = {c: frame[c].iloc[pos] for c in frame.columns}
         status = str(record.get("status", "")).lower()
-        css = ' class="failed"' if status in {"failed", "skipped"} else ""
+        css = ' class="failed"' if status in {"failed", "skipped"} else (' class="flagged"' if status == FLAGGED else "")
         cells = "".join(_value_cell(record[c], numeric[c]) for c in frame.columns)
         if extra is not None:
             cells += f"<td>{extra.get(pos, '')}</td>"
@@ -681,15 +684,25 @@ def _frame_table(frame: pd.DataFrame, table_id: str, extra: Mapping[int, str] | 
     return f'<table id="{_esc(table_id)}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _registration_block(frame: pd.DataFrame, overlays: Mapping[str, Path]) -> str:
-    """Registration table with each subject's overlay beside its row (click to see it full size)."""
+def _registration_block(frame: pd.DataFrame, overlays: Mapping[str, Path], caption: str = "") -> str:
+    """Registration QC, worst first, each subject's overlay beside its row (click to enlarge).
+
+    The table is ordered failed, skipped, flagged, ok, then by brain-mask
+    overlap (lowest first); every number carries its exact value in ``data-value``.
+    """
+    if frame is not None and "status" in frame and "subject" in frame:
+        frame = worst_first(frame, "mask_dice")
     subjects = [str(s) for s in frame["subject"]] if frame is not None and "subject" in frame else []
     thumbs = {
         pos: zoomable_img(overlays[subject], f"overlay {subject}", "thumb")
         for pos, subject in enumerate(subjects)
         if subject in overlays
     }
-    parts = [_frame_table(frame, "registration-qc", extra=thumbs, extra_heading="Overlay (click to enlarge)")]
+    table = _frame_table(frame, "registration-qc", extra=thumbs,
+                         extra_heading="Overlay, yellow: brain mask (click to enlarge)")
+    if caption:
+        table = table.replace("<thead>", f"<caption>{_esc(caption)}</caption><thead>", 1)
+    parts = [table]
     unmatched = {k: v for k, v in overlays.items() if str(k) not in subjects}
     if unmatched:
         parts.append("\n".join(f"<figure><figcaption>{_esc(str(k))}</figcaption>"
@@ -897,9 +910,11 @@ def _is_numpy_number(value: Any) -> bool:
 
 def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings | Mapping,
                      sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str,
-                     provenance: Mapping | None, workdir: Path) -> ReportData:
+                     provenance: Mapping | None, workdir: Path,
+                     preprocessing: PreprocessingSettings | Mapping | None = None) -> ReportData:
     """Read every input of the report; ``workdir`` receives the reconstruction grids drawn here."""
     registration = read_settings(RegistrationSettings, registration)
+    preprocessing = read_settings(PreprocessingSettings, preprocessing)
     sampling = read_settings(SamplingSettings, sampling)
     subjects = read_tsv(inputs.subjects)
     ingest_qc = read_tsv(inputs.ingest_qc)
@@ -909,14 +924,13 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
         "subjects_found": len(subjects),
         "input_entries_ignored": int((ingest_qc["status"] == "ignored").sum()),
         "subjects_ingested": int((ingest_qc["status"] == "ok").sum()),
-        "subjects_registered": int((registration_qc["status"] == "ok").sum()),
-        "subjects_failed": int((registration_qc["status"] != "ok").sum()),
+        "subjects_registered": int((registration_qc["status"] == OK).sum()),
+        "subjects_flagged": int((registration_qc["status"] == FLAGGED).sum()),
+        "subjects_failed": int((~registration_qc["status"].isin([OK, FLAGGED])).sum()),
         "slices_train": int((table["split"] == "train").sum()),
         "slices_test": int((table["split"] == "test").sum()),
         "image_size": int(np.load(inputs.images, mmap_mode="r").shape[-1]),
-        "registration": f"{registration.transform} to "
-                        f"{registration.template or 'MNI152 2009c (nilearn)'}, "
-                        f"grid {'x'.join(map(str, registration.grid))}",
+        "registration": registration_summary(registration, preprocessing),
     }
     runs = {model: [Run.read(seed, files) for seed, files in sorted(by_seed.items())]
             for model, by_seed in inputs.models.items()}
@@ -932,7 +946,9 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
         runs=runs, cohort=cohort,
         ingest_qc=ingest_qc[["subject", "kind", "status", "reason", "warning"]],
         registration_qc=_registration_view(registration_qc),
-        overlays={s: p.parent / "overlay.png" for s, p in successful_outputs(inputs.registered, "qc.json").items()},
+        overlays={s: p.parent / "overlay.png"
+                  for s, p in outputs_with_status(inputs.registered, "qc.json", (OK, FLAGGED)).items()},
+        registration_caption=registration_gate_text(registration),
         original=read_json(inputs.original),
         distribution_original=read_json(inputs.distribution_original),
         domain_network=read_json(inputs.domain_network),
@@ -945,22 +961,51 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
 
 def report_job(out_html: Path, inputs: ReportInputs, *, registration: RegistrationSettings | Mapping,
                sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str,
-               provenance: Mapping | None = None, summary_tsv: Path | None = None) -> None:
+               provenance: Mapping | None = None, summary_tsv: Path | None = None,
+               preprocessing: PreprocessingSettings | Mapping | None = None) -> None:
     """The report rule: gather every stage's outputs into the report."""
     with tempfile.TemporaryDirectory() as tmp:
         data = load_report_data(inputs, registration=registration, sampling=sampling,
                                 synthetic_cohort=synthetic_cohort, title=title, provenance=provenance,
-                                workdir=Path(tmp))
+                                workdir=Path(tmp), preprocessing=preprocessing)
         build_report(Path(out_html), data, summary_tsv=summary_tsv)
 
 
+_REGISTRATION_NUMBERS = ["mask_dice", "scale_x", "scale_y", "scale_z", "max_shear", "correlation_after",
+                         "correlation_before", "brain_ml"]
+
+
 def _registration_view(frame: pd.DataFrame) -> pd.DataFrame:
-    """The columns a reader of the report needs, correlations as numbers."""
-    view = frame.reindex(columns=["subject", "status", "correlation_before", "correlation_after", "reason"])
-    for column in ("correlation_before", "correlation_after"):
+    """The columns a reader of the report needs, the QC numbers as numbers."""
+    view = frame.reindex(columns=["subject", "status", *_REGISTRATION_NUMBERS, "reason", "input_warning"])
+    for column in _REGISTRATION_NUMBERS:
         view[column] = pd.to_numeric(view[column], errors="coerce")
     return view
 
 
-def read_tsv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+def registration_summary(registration: RegistrationSettings, preprocessing: PreprocessingSettings) -> str:
+    """One line saying how subjects were registered: extraction, what was matched to what, output."""
+    template = registration.template or "MNI152 2009c (nilearn, brain-only)"
+    extraction = preprocessing.brain_extraction
+    if registration.transform == "none":
+        how = f"no transform estimated (inputs taken as already in the space of {template})"
+    elif registration.match == "brain":
+        source = f"brain extracted with {extraction}" if extraction != "none" else "input as given (brain extraction off)"
+        how = f"{registration.transform}, brain to brain: {source} to {template}"
+    else:
+        how = f"{registration.transform}, head to head: whole head to {template}"
+    return f"{how}; output {registration.output} on grid {'x'.join(map(str, registration.grid))}"
+
+
+def registration_gate_text(registration: RegistrationSettings) -> str:
+    low, high = registration.scale_range
+    fate = ("left out of slicing" if registration.on_poor_fit == "exclude"
+            else "sliced like the others (registration.on_poor_fit: keep)")
+    return (f"Worst first. A subject is flagged when the Dice of its registered brain mask with the "
+            f"template's is below {registration.min_mask_dice:g}, a scale of its affine lies outside "
+            f"{low:g}–{high:g}, its shear exceeds {registration.max_shear:g}, the affine mirrors, or its "
+            f"correlation with the template inside the template's brain mask is below "
+            f"{registration.min_correlation:g}; flagged subjects are {fate}. Scales are those of the "
+            f"subject-to-template map along the template's axes. Click an overlay to enlarge it.")
+
+
