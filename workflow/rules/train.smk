@@ -8,6 +8,8 @@ rule train:
         weights="results/models/{model}/weights.pt",
         losses="results/models/{model}/losses.csv",
         summary="results/models/{model}/summary.json",
+        validation="results/models/{model}/validation.csv",
+        snapshots="results/models/{model}/snapshots.npz",
     log:
         "logs/train/{model}.log",
     params:

@@ -181,6 +181,10 @@ class Budget:
             _positive_number("budget.minutes", self.minutes)
 
 
+#: Learning-rate schedules of the trainer (models/schedule.py); a linear warm-up combines with either.
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainerSettings:
     """The trainer's keys of a ``models.<name>`` block; every other key is a family hyperparameter."""
@@ -193,12 +197,41 @@ class TrainerSettings:
     amp: bool = False
     channels_last: bool = False
     condition_on: str | None = None
+    # Training aids (models/ema.py, models/schedule.py) and what the run records as it goes
+    # (models/monitor.py): every key is off by default, so the published recipes are unchanged.
+    ema_decay: float | None = None
+    sample_from_ema: bool = True
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
+    validate_every: int | None = None
+    validation_images: int | None = 256
+    snapshot_every: int | None = None
+    snapshot_images: int = 8
+    fid_every: int | None = None
+    fid_images: int = 256
+    progress_every_steps: int | None = runtime(None)
+    progress_every_seconds: float | None = runtime(30.0)
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, Mapping):
             check_known_keys(self.budget, ("steps", "minutes"), "budget")
             object.__setattr__(self, "budget", Budget(**self.budget))
         _positive_int("checkpoint_every", self.checkpoint_every)
+        if self.ema_decay is not None and (isinstance(self.ema_decay, bool) or not 0 < self.ema_decay < 1):
+            raise InputError(f"ema_decay must be null or a number strictly between 0 and 1, got {self.ema_decay!r}")
+        _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if isinstance(self.lr_warmup_steps, bool) or not isinstance(self.lr_warmup_steps, int) \
+                or self.lr_warmup_steps < 0:
+            raise InputError(f"lr_warmup_steps must be an integer >= 0, got {self.lr_warmup_steps!r}")
+        if self.lr_schedule == "cosine" and self.budget.steps is None:
+            raise InputError("lr_schedule cosine decays over budget.steps: set budget.steps")
+        for key in ("validate_every", "snapshot_every", "fid_every", "progress_every_steps"):
+            _optional_min(key, getattr(self, key), 1)
+        _optional_min("validation_images", self.validation_images, 1)
+        _positive_int("snapshot_images", self.snapshot_images)
+        _optional_min("fid_images", self.fid_images, 2)
+        if self.progress_every_seconds is not None:
+            _positive_number("progress_every_seconds", self.progress_every_seconds)
 
     @classmethod
     def keys(cls) -> set[str]:

@@ -36,6 +36,8 @@ class GenerativeModel(nn.Module):
     can_reconstruct: ClassVar[bool] = False
     #: Published hyperparameters; every key a config block may set for this family.
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    #: Networks whose weights the trainer averages when ``ema_decay`` is set (those sampling uses).
+    EMA_MODULES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__()
@@ -95,6 +97,18 @@ class GenerativeModel(nn.Module):
         """One optimisation step on a batch (N, C, H, W) in [0, 1]; returns named losses."""
         raise NotImplementedError
 
+    def ema_modules(self) -> tuple[str, ...]:
+        """The networks to average now (a family that trains them in stages may change the answer)."""
+        return self.EMA_MODULES
+
+    @property
+    def has_validation_loss(self) -> bool:
+        return type(self).validation_losses is not GenerativeModel.validation_losses
+
+    def validation_losses(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        """The training objective's terms on held-out images, without an update (eval mode)."""
+        raise NotImplementedError(f"family '{self.family}' has no validation loss")
+
     # -- inference ----------------------------------------------------------
     def sample(self, n: int, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
@@ -103,6 +117,12 @@ class GenerativeModel(nn.Module):
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"family '{self.family}' cannot reconstruct images")
+
+    def snapshot(self, n: int, labels: torch.Tensor | None, generator: torch.Generator,
+                 reference: torch.Tensor | None) -> tuple[str, torch.Tensor]:
+        """What a training snapshot shows: ``("samples", n samples)`` (``reference`` holds held-out
+        images for families whose early stages can only reconstruct)."""
+        return "samples", self.sample(n, labels=labels, generator=generator)
 
     # -- checkpoints --------------------------------------------------------
     def training_state(self) -> dict[str, Any]:
