@@ -53,9 +53,22 @@ class GenerativeModel(nn.Module):
 
     @classmethod
     def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
-        """Published defaults overridden by ``given``; unknown keys are an error."""
-        check_known_keys(given, cls.DEFAULTS, f"models.<{cls.family} model>")
-        return {**cls.DEFAULTS, **given}
+        """Published defaults overridden by ``given``; unknown keys are an error.
+
+        A default that is a mapping (e.g. ``perceptual``) is a sub-block: the user's
+        mapping overrides it key by key, and its unknown keys are errors too.
+        """
+        where = f"models.<{cls.family} model>"
+        check_known_keys(given, cls.DEFAULTS, where)
+        resolved = {**cls.DEFAULTS, **given}
+        for key, default in cls.DEFAULTS.items():
+            if isinstance(default, dict):
+                user = given.get(key) or {}
+                if not isinstance(user, dict):
+                    raise InputError(f"{where}.{key} must be a mapping, got {user!r}")
+                check_known_keys(user, default, f"{where}.{key}")
+                resolved[key] = {**default, **user}
+        return resolved
 
     @property
     def device(self) -> torch.device:
