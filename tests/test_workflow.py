@@ -145,7 +145,8 @@ def stale_jobs(workdir: Path) -> set[tuple[str, str]]:
 
 #: Rules with one job per model (everything from training to that model's evaluation).
 PER_MODEL_RULES = ("train", "sample", "metrics_model", "model_features", "distribution_metrics",
-                   "domain_metrics", "memorization_audit", "conditioning_accuracy", "augmentation_utility")
+                   "domain_metrics", "memorization_audit", "conditioning_accuracy", "augmentation_utility",
+                   "diversity_metrics")
 
 
 def model_jobs(model: str) -> set[tuple[str, str]]:

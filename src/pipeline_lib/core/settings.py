@@ -392,6 +392,23 @@ class UtilitySettings(_SmallCnnSettings):
         _optional_min("n_synthetic", self.n_synthetic, 1)
 
 
+@dataclass(frozen=True)
+class DiversitySettings:
+    """``evaluation.diversity``: MS-SSIM between sample pairs, SSIM/PSNR of reconstructions (MONAI)."""
+
+    PATH: ClassVar[str] = "evaluation.diversity"
+    n_pairs: int = 1000
+    n_reference: int | None = 1000
+    kernel_size: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive_int("n_pairs", self.n_pairs)
+        _optional_min("n_reference", self.n_reference, 2)
+        if isinstance(self.kernel_size, bool) or not isinstance(self.kernel_size, int) or self.kernel_size < 2:
+            raise InputError(f"kernel_size must be an integer >= 2, got {self.kernel_size!r}")
+
+
 # ----------------------------------------------------------------- reader study and report
 
 READER_PRESETS = ("ungria_hirte", "han", "kazuhiro")
@@ -450,7 +467,7 @@ class ReportSettings:
 SECTIONS: dict[str, type] = {cls.PATH: cls for cls in (
     DemoSettings, RegistrationSettings, SlicingSettings, SamplingSettings, PixelMetricsSettings,
     FidSettings, KidSettings, PrdcSettings, DomainSettings, MemorizationSettings, ConditioningSettings,
-    UtilitySettings, ReaderStudySettings, ReportSettings)}
+    UtilitySettings, DiversitySettings, ReaderStudySettings, ReportSettings)}
 
 
 def rerun_settings(config: Mapping[str, Any], path: str, *kinds: str) -> dict[str, Any]:

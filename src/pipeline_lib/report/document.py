@@ -25,6 +25,8 @@ from pipeline_lib.core.qc import successful_outputs
 from pipeline_lib.core.settings import RegistrationSettings, SamplingSettings, read_settings
 from pipeline_lib.core.slices import load_split, load_table
 from pipeline_lib.report.distribution_section import render_distribution_metrics_html
+from pipeline_lib.report.diversity_section import diversity_html_from_files
+from pipeline_lib.report.training_section import training_html_from_files
 from pipeline_lib.report.evaluation_section import evaluation_html_from_files
 from pipeline_lib.report.reader_section import render_reader_results_html
 from pipeline_lib.report.html import (count_text as _count, escape as _esc, figure_png, finite_float as _as_float,
@@ -414,6 +416,9 @@ class ModelOutputs:
     gallery: Path
     conditioning: Path
     utility: Path
+    validation: Path
+    snapshots: Path
+    diversity: Path
 
 
 @dataclass(frozen=True)
@@ -431,6 +436,7 @@ class ReportInputs:
     domain_network: Path
     domain_original: Path
     reader_scores: Path
+    diversity_original: Path
     models: Mapping[str, ModelOutputs]
 
 
@@ -500,12 +506,18 @@ def _registration_view(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluation_sections(inputs: ReportInputs) -> list[str]:
-    """The sections of the evaluation stages (FID/KID/PRDC, domain features, memorization,
-    conditioning, utility, reader study)."""
+    """The sections of the training and evaluation stages (training progress, FID/KID/PRDC, diversity,
+    domain features, memorization, conditioning, utility, reader study)."""
     models = inputs.models
     return [
+        training_html_from_files(summaries={m: o.summary for m, o in models.items()},
+                                 losses={m: o.losses for m, o in models.items()},
+                                 validation={m: o.validation for m, o in models.items()},
+                                 snapshots={m: o.snapshots for m, o in models.items()}),
         render_distribution_metrics_html({m: read_json(o.distribution) for m, o in models.items()},
                                          read_json(inputs.distribution_original)),
+        diversity_html_from_files(models={m: o.diversity for m, o in models.items()},
+                                  original=inputs.diversity_original),
         evaluation_html_from_files(
             network=inputs.domain_network,
             domain={"original": inputs.domain_original, **{m: o.domain for m, o in models.items()}},
