@@ -322,4 +322,4 @@ def class_indices(rows, column: str, class_names: list[str]) -> np.ndarray:
     unknown = sorted(set(rows[column]) - set(index))
     if unknown:
         raise InputError(f"{column}: test slices have classes absent from the training slices: {unknown}")
-    return rows[column].map(index).to_numpy()
+    return np.array(rows[column].map(index), dtype=np.int64)  # a writable copy (torch.from_numpy warns otherwise)
