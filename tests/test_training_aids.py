@@ -273,6 +273,29 @@ def test_validation_loss_is_measured_on_fixed_noise(tmp_path):
     assert monitor.validation_loss(model) == monitor.validation_loss(model)
 
 
+def test_cheap_fid_during_training_equals_the_evaluation_fid_of_the_same_images(tmp_path):
+    """fid_every adds an ``fid`` column: the FID of fid_images samples (drawn with the monitor's fixed
+    seed) against a seeded subset of as many training slices, computed as the evaluation stage does;
+    GANs may use it (they have no validation loss). Training itself is unchanged."""
+    from pipeline_lib.core.inception import extract_features, frechet_distance_features, load_feature_network
+    from pipeline_lib.core.pretrained import default_fid_cache, fid_inception_weights
+    from pipeline_lib.models.monitor import FID_SEED, isolated_rng
+
+    block = {**DCGAN, "fid_every": 4, "fid_images": 6}
+    train(tmp_path, DCGAN, name="plain")
+    train(tmp_path, block, name="m", out_validation=tmp_path / "v.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "m.csv"), pd.read_csv(tmp_path / "plain.csv"))
+    table = pd.read_csv(tmp_path / "v.csv")
+    assert list(table.columns) == ["step", "fid"] and list(table["step"]) == [4]
+    model, _ = load_trained_model(tmp_path / "m.pt", device="cpu")
+    with isolated_rng(3 + FID_SEED, model.device):
+        fake = model.sample(6, generator=torch.Generator().manual_seed(3 + FID_SEED))[:, 0].numpy()
+    rows = np.sort(np.random.default_rng(3).choice(24, 6, replace=False))
+    net = load_feature_network(fid_inception_weights(default_fid_cache()), device="cpu")
+    expected = frechet_distance_features(extract_features(fake, net), extract_features(blobs()[rows], net))
+    assert table["fid"].iloc[0] == pytest.approx(expected, rel=1e-4)
+
+
 def test_gans_reject_a_validation_loss(tmp_path):
     with pytest.raises(InputError, match="validate_every"):
         train(tmp_path, {**DCGAN, "validate_every": 2}, validation=(blobs(8), None))

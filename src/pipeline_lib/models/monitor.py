@@ -9,6 +9,13 @@
   same latents every time (a fixed seed), from the weights samples will be
   drawn with (the averaged ones when the run keeps an EMA), kept for a strip
   in the report that shows how samples evolve.
+* Cheap FID (``fid_every``): ``fid_images`` samples (fixed latents, sampling
+  weights) against a fixed seeded subset of as many training slices, with the
+  FID Inception (offline weights, as the evaluation stage) and its Fréchet
+  distance (``core/inception.py``); a column ``fid`` of the validation table.
+  Few images bias FID upwards, so it is for watching a trend, not for
+  comparing with the evaluation stage's FID. The Inception forward pass at 299
+  px is costly on a CPU: off by default.
 
 Both run inside ``torch.random.fork_rng`` with their own seed: they see the
 same noise at every call, which makes the curve comparable from point to
@@ -30,7 +37,7 @@ from pipeline_lib.core.io import atomic_path
 from pipeline_lib.models.progress import write_rows_csv
 
 #: Offsets of the monitor's seeds from the model's seed (any fixed values would do).
-VALIDATION_SEED, SNAPSHOT_SEED = 1_000_003, 2_000_003
+VALIDATION_SEED, SNAPSHOT_SEED, FID_SEED = 1_000_003, 2_000_003, 3_000_003
 
 
 @contextmanager
@@ -48,13 +55,16 @@ class TrainingMonitor:
     def __init__(self, *, seed: int, validate_every: int | None, snapshot_every: int | None,
                  snapshot_images: int, validation: tuple[np.ndarray, np.ndarray | None] | None,
                  validation_images: int | None, n_classes: int, conditional: bool,
-                 batch_size: int = 64):
+                 batch_size: int = 64, fid_every: int | None = None, fid_images: int = 256,
+                 fid_reference: np.ndarray | None = None):
         self.seed, self.validate_every, self.snapshot_every = seed, validate_every, snapshot_every
         self.n_snapshot, self.n_classes, self.conditional = snapshot_images, n_classes, conditional
         self.batch_size = batch_size
         self.validation_rows: list[dict[str, float]] = []
         self.snapshots: list[tuple[int, str, np.ndarray]] = []
         self.images, self.labels = self._subset(validation, validation_images)
+        self.fid_every = fid_every
+        self.fid = CheapFid(fid_reference, fid_images, seed) if fid_every else None
 
     def _subset(self, validation, limit):
         if validation is None or validation[0] is None or len(validation[0]) == 0:
@@ -80,10 +90,13 @@ class TrainingMonitor:
         """Validate and snapshot when due (always at the final step when enabled); returns the
         validation row written now, if any."""
         row = None
-        if self.validate_every and (step % self.validate_every == 0 or final):
-            if not self.validation_rows or self.validation_rows[-1]["step"] != step:
-                row = {"step": step, **self.validation_loss(model)}
-                self.validation_rows.append(row)
+        validate = bool(self.validate_every) and (step % self.validate_every == 0 or final)
+        fid = bool(self.fid_every) and (step % self.fid_every == 0 or final)
+        if (validate or fid) and (not self.validation_rows or self.validation_rows[-1]["step"] != step):
+            row = {"step": step, **(self.validation_loss(model) if validate else {})}
+            if fid:
+                row["fid"] = self.fid.score(model, average, self._snapshot_labels(self.fid.n, model))
+            self.validation_rows.append(row)
         if self.snapshot_every and (step % self.snapshot_every == 0 or final):
             if not self.snapshots or self.snapshots[-1][0] != step:
                 kind, images = self.snapshot(model, average)
@@ -104,11 +117,15 @@ class TrainingMonitor:
                     totals[key] = totals.get(key, 0.0) + float(value) * len(x)
         return {key: value / n for key, value in totals.items()}
 
+    def _snapshot_labels(self, n: int, model) -> torch.Tensor | None:
+        """Classes 0, 1, ... in turn for a conditional model, None otherwise."""
+        if self.conditional and self.n_classes:
+            return (torch.arange(n) % self.n_classes).to(model.device)
+        return None
+
     @torch.no_grad()
     def snapshot(self, model, average=None) -> tuple[str, np.ndarray]:
-        labels = None
-        if self.conditional and self.n_classes:
-            labels = (torch.arange(self.n_snapshot) % self.n_classes).to(model.device)
+        labels = self._snapshot_labels(self.n_snapshot, model)
         reference = self.images[:self.n_snapshot] if self.images is not None else None
         applied = average.applied(model) if average is not None else nullcontext()
         with isolated_rng(self.seed + SNAPSHOT_SEED, model.device), applied:
@@ -131,6 +148,44 @@ class TrainingMonitor:
             write_rows_csv(validation_csv, self.validation_rows)
         if snapshots_npz is not None:
             write_snapshots(snapshots_npz, self.snapshots)
+
+
+class CheapFid:
+    """FID of ``n`` samples against a fixed seeded subset of ``n`` training slices, during training."""
+
+    def __init__(self, reference: np.ndarray | None, n: int, seed: int):
+        if reference is None or len(reference) < 2:
+            raise InputError("fid_every is set but there are fewer than 2 training slices to compare with")
+        rows = np.arange(len(reference))
+        if len(reference) > n:
+            rows = np.sort(np.random.default_rng(seed).choice(len(reference), n, replace=False))
+        self.reference = np.ascontiguousarray(reference[rows], dtype=np.float32)
+        self.n, self.seed = len(self.reference), seed
+        self.net, self.real_features = None, None
+
+    def _network(self, device: torch.device):
+        if self.net is None:
+            from pipeline_lib.core.inception import load_feature_network
+            from pipeline_lib.core.pretrained import default_fid_cache, fid_inception_weights
+
+            self.net = load_feature_network(fid_inception_weights(default_fid_cache()), device=str(device))
+        return self.net
+
+    @torch.no_grad()
+    def score(self, model, average=None, labels: torch.Tensor | None = None) -> float:
+        from pipeline_lib.core.inception import extract_features, frechet_distance_features
+
+        net = self._network(model.device)
+        if self.real_features is None:
+            self.real_features = extract_features(self.reference, net, what="training slices")
+        applied = average.applied(model) if average is not None else nullcontext()
+        with isolated_rng(self.seed + FID_SEED, model.device), applied:
+            gen = torch.Generator().manual_seed(self.seed + FID_SEED)
+            samples = torch.cat([model.sample(len(chunk), labels=None if labels is None else labels[chunk],
+                                              generator=gen).float().cpu()
+                                 for chunk in torch.arange(self.n).split(64)])
+        fake = samples[:, 0].clamp(0, 1).numpy()
+        return frechet_distance_features(extract_features(fake, net, what="samples"), self.real_features)
 
 
 def write_snapshots(path: Path, snapshots: list[tuple[int, str, np.ndarray]]) -> None:

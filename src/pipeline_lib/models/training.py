@@ -151,7 +151,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         seed=settings.seed, validate_every=settings.validate_every, snapshot_every=settings.snapshot_every,
         snapshot_images=settings.snapshot_images, validation=validation,
         validation_images=settings.validation_images, n_classes=n_classes,
-        conditional=model.conditional, batch_size=model.hparams["batch_size"])
+        conditional=model.conditional, batch_size=model.hparams["batch_size"],
+        fid_every=settings.fid_every, fid_images=settings.fid_images, fid_reference=images)
     scheduled = settings.lr_schedule != "constant" or settings.lr_warmup_steps > 0
     if scheduled:
         remember_initial_lr(model.optimizers)
@@ -261,7 +262,8 @@ def training_aids_summary(settings: TrainerSettings, model, sample_ema: bool) ->
     return {"ema_decay": settings.ema_decay, "sampled_with": "ema" if sample_ema else "trained weights",
             "ema_networks": list(model.EMA_MODULES) if settings.ema_decay is not None else [],
             "lr_schedule": settings.lr_schedule, "lr_warmup_steps": settings.lr_warmup_steps,
-            "validate_every": settings.validate_every, "snapshot_every": settings.snapshot_every}
+            "validate_every": settings.validate_every, "snapshot_every": settings.snapshot_every,
+            "fid_every": settings.fid_every, "fid_images": settings.fid_images if settings.fid_every else None}
 
 
 #: The losses table is written like every other step table (``step`` first, then sorted names).
