@@ -30,7 +30,7 @@ from pipeline_lib.report.training_section import training_html_from_files
 from pipeline_lib.report.evaluation_section import evaluation_html_from_files
 from pipeline_lib.report.reader_section import render_reader_results_html
 from pipeline_lib.report.html import (count_text as _count, escape as _esc, figure_png, finite_float as _as_float,
-                                      float_or_nan, format_number, img_tag, pyplot, section)
+                                      float_or_nan, format_number, img_tag, loss_axes_png, pyplot, section)
 from pipeline_lib.core import io
 from pipeline_lib.core.errors import InputError
 
@@ -302,17 +302,7 @@ def plot_losses(csv_path: Path, title: str = "") -> bytes:
     fig, ax = pyplot().subplots(figsize=(6, 3.5), dpi=100)
     for column in columns:
         ax.plot(frame["step"], frame[column], label=str(column), linewidth=1)
-    values = frame[columns].to_numpy(dtype=float)
-    finite = values[np.isfinite(values)]
-    if finite.size and (finite > 0).all():
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    return figure_png(fig)
+    return loss_axes_png(fig, ax, frame[columns].to_numpy(dtype=float), title)
 
 
 def _read_losses(path: Path) -> pd.DataFrame:

@@ -18,7 +18,8 @@ import pandas as pd
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.figures import tile
 from pipeline_lib.core.io import read_json
-from pipeline_lib.report.html import escape, figure, figure_png, img_tag, number_cell, pyplot, section, text_cell
+from pipeline_lib.report.html import (escape, figure, figure_png, img_tag, loss_axes_png, number_cell, pyplot,
+                                      section, text_cell)
 
 #: At most this many points of a training curve are drawn (a moving average over the rest).
 _CURVE_POINTS = 200
@@ -132,17 +133,7 @@ def plot_train_and_validation(train: pd.DataFrame, validation: pd.DataFrame, tit
         ax.plot(points["step"], points[column], "o--", color=colour, markersize=4, linewidth=0.8,
                 label=f"{column} (test)")
         values.append(points[column].to_numpy(dtype=float))
-    finite = np.concatenate(values) if values else np.zeros(0)
-    finite = finite[np.isfinite(finite)]
-    if finite.size and (finite > 0).all():
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize="x-small")
-    fig.tight_layout()
-    return figure_png(fig)
+    return loss_axes_png(fig, ax, np.concatenate(values) if values else np.zeros(0), title, "x-small")
 
 
 # ----------------------------------------------------------------- snapshots
