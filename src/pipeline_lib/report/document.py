@@ -29,7 +29,7 @@ from pipeline_lib.report.diversity_section import diversity_html_from_files
 from pipeline_lib.report.training_section import training_html_from_files
 from pipeline_lib.report.evaluation_section import evaluation_html_from_files
 from pipeline_lib.report.reader_section import render_reader_results_html
-from pipeline_lib.report.html import (count_text as _count, escape as _esc, figure_png, finite_float as _as_float,
+from pipeline_lib.report.html import (count_text as _count, escape as _esc, finite_float as _as_float,
                                       float_or_nan, format_number, img_tag, loss_axes_png, pyplot, section)
 from pipeline_lib.core import io
 from pipeline_lib.core.errors import InputError
