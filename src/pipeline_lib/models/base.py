@@ -114,6 +114,10 @@ class GenerativeModel(nn.Module):
         """The networks to average now (a family that trains them in stages may change the answer)."""
         return self.EMA_MODULES
 
+    def check_budget(self, steps: int | None) -> None:
+        """Called by the trainer before the first step with ``budget.steps``; a family whose training
+        has stages raises InputError when the budget cannot reach them."""
+
     @property
     def has_validation_loss(self) -> bool:
         return type(self).validation_losses is not GenerativeModel.validation_losses

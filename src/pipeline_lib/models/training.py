@@ -224,6 +224,9 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
             if state.step % settings.checkpoint_every == 0:
                 checkpoint()
                 live_losses.flush()
+        if state.step > first_step:  # the last line of the log shows where training ended
+            progress.update(state.step, state.elapsed_s,
+                            {k: v for k, v in state.losses[-1].items() if k != "step"}, force=True)
     finally:
         live_losses.close()
 
@@ -252,9 +255,7 @@ def check_training_plan(model, settings: TrainerSettings) -> None:
     if settings.ema_decay is not None and not model.EMA_MODULES:
         raise InputError(f"ema_decay: family '{model.family}' names no networks to average")
     TrainingMonitor.check_supported(model, settings.validate_every)
-    plan = getattr(model, "check_budget", None)
-    if plan is not None:
-        plan(settings.budget.steps)
+    model.check_budget(settings.budget.steps)
 
 
 def training_aids_summary(settings: TrainerSettings, model, sample_ema: bool) -> dict[str, Any]:
