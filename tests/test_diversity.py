@@ -125,7 +125,8 @@ def test_training_section_plots_curves_and_strips_and_names_what_is_missing():
     snaps = {"steps": np.array([20, 40]), "kinds": np.array(["reconstructions", "samples"]),
              "images": np.random.default_rng(0).random((2, 3, 16, 16)).astype(np.float32)}
     empty = {"steps": np.zeros(0, np.int64), "kinds": np.array([]), "images": np.zeros((0, 0, 0, 0), np.float32)}
-    summary = {"steps": 40, "training_aids": {"ema_decay": 0.999, "sampled_with": "ema", "lr_schedule": "cosine",
+    summary = {"steps": 40, "perceptual": {"backbone": "inception", "substitute": True, "published": "LPIPS"},
+               "training_aids": {"ema_decay": 0.999, "sampled_with": "ema", "lr_schedule": "cosine",
                                               "lr_warmup_steps": 5, "validate_every": 20, "snapshot_every": 20}}
     html = render_training_html({"vae": summary, "gan": {"steps": 40}},
                                 {"vae": losses, "gan": losses[["step", "loss"]]},
@@ -134,3 +135,4 @@ def test_training_section_plots_curves_and_strips_and_names_what_is_missing():
     assert html.count('alt="validation curve vae"') == 1 and html.count('alt="snapshots vae"') == 1
     assert 'id="no-validation"' in html and 'id="no-snapshots"' in html and "gan" in html
     assert "cosine" in html and "0.999" in html
+    assert "vae: inception (offline substitute for LPIPS)" in html

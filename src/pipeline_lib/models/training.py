@@ -240,6 +240,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
                "n_train_images": int(len(images)), "image_size": image_size,
                "n_classes": n_classes, "class_names": class_names or [],
                "training_aids": training_aids_summary(settings, model, sample_ema)}
+    if hasattr(model, "perceptual_summary"):  # which feature network a perceptual loss used, for the report
+        summary["perceptual"] = model.perceptual_summary()
     with atomic_path(out_weights, suffix=".pt") as tmp:
         torch.save({"state_dict": model.state_dict(), "summary": summary,
                     "ema": average.state_dict()["shadow"] if sample_ema else None}, tmp)

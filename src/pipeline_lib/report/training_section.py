@@ -88,8 +88,27 @@ def _aids_table(summaries: Mapping[str, Mapping]) -> str:
                "(generator, VAE encoder and decoder, diffusion UNet), decay ramped as min(decay, (1+n)/(10+n)). "
                "GAN options (DiffAugment policy, R1 weight) and the perceptual network of ldm are among each "
                "model's hyperparameters in the Models table.")
-    return (f'<table id="training-aids"><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>")
+    table = (f'<table id="training-aids"><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead>'
+             f"<tbody>{''.join(rows)}</tbody></table>")
+    return table + _perceptual_note(summaries)
+
+
+def _perceptual_note(summaries: Mapping[str, Mapping]) -> str:
+    """Which feature network each perceptual loss ran on, and whether it replaced the published one."""
+    items = []
+    for name, s in summaries.items():
+        p = s.get("perceptual")
+        if not p:
+            continue
+        text = f"{name}: {p.get('backbone')}"
+        if p.get("backbone") == "none":
+            text += " (no perceptual term)"
+        elif p.get("substitute"):
+            text += " (offline substitute" + (f" for {p['published']}" if p.get("published") else "") + ")"
+        items.append(f"<li>{escape(text)}</li>")
+    if not items:
+        return ""
+    return '<p id="perceptual-networks">Perceptual loss networks:</p><ul>' + "".join(items) + "</ul>"
 
 
 # ----------------------------------------------------------------- curves

@@ -308,7 +308,7 @@ class LDM(GenerativeModel):
     def perceptual_summary(self) -> dict[str, Any]:
         """Which perceptual network stage 1 used, for reports (LPIPS/AlexNet in the tutorial)."""
         backbone = self.hparams["perceptual"]["backbone"] if self.perceptual_net is not None else "none"
-        return {"backbone": backbone, "substitute": True,
+        return {"backbone": backbone, "substitute": True, "published": "LPIPS on AlexNet (MONAI's LDM tutorial)",
                 "weights_file": getattr(self, "perceptual_weights_file", None)}
 
 
