@@ -49,6 +49,7 @@ Deviations, and why:
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import torch
@@ -60,6 +61,7 @@ from pipeline_lib.models.families.ddpm import BETA_SCHEDULES, DDPM, Denoiser, ch
 from pipeline_lib.models.families.dfc_vae import FEATURE_NET, build_feature_network, drop_feature_net, fill_feature_net
 
 PERCEPTUAL_BACKBONES = ("inception", "none")
+log = logging.getLogger(__name__)
 
 
 def lpips_baseline(features_a: list[torch.Tensor], features_b: list[torch.Tensor]) -> torch.Tensor:
@@ -143,6 +145,7 @@ class LDM(GenerativeModel):
         self.register_buffer("autoencoder_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("unet_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("latent_scale", torch.zeros(()))
+        self._warned_untrained = False
         self._setup_perceptual(h["perceptual"], where)
 
     def _setup_perceptual(self, choice: dict[str, Any], where: str) -> None:
@@ -283,6 +286,11 @@ class LDM(GenerativeModel):
                generator: torch.Generator | None = None) -> torch.Tensor:
         self.eval()
         labels = check_labels(self, labels, n)
+        if int(self.unet_updates) == 0 and not self._warned_untrained:
+            # A minutes budget can end inside the autoencoder stage: say so rather than pass noise off as samples.
+            log.warning("ldm: the diffusion stage has not run (%d of %d autoencoder steps done); samples are "
+                        "decoded noise", int(self.autoencoder_updates), int(self.hparams["autoencoder_steps"]))
+            self._warned_untrained = True
         side = self.image_size // self.downsampling
         scale = float(self.latent_scale) or 1.0  # 0 before the diffusion stage starts
         with self.autocast():
