@@ -562,10 +562,51 @@ class PlainCVAE(nn.Module):
         return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
 
 
+# --------------------------------------------------------------------------- DDPM (MONAI tutorial)
+class PlainDDPM(nn.Module):
+    """The training loop of MONAI's 2-D DDPM tutorial (generation/2d_ddpm/2d_ddpm_tutorial.ipynb):
+    a ``DiffusionModelUNet``, a ``DDPMScheduler`` and a ``DiffusionInferer``; per batch, random noise
+    and timesteps, the inferer's noise prediction, an MSE loss, Adam (torch's default kernel, as in
+    the tutorial). The tutorial feeds images in [0, 1]; the pipeline maps them to [-1, 1] first (one
+    element-wise operation, kept out of this loop as the tutorial has none)."""
+
+    def __init__(self, size: int, unet_channels=(128, 256, 256), attention_levels=(False, True, True),
+                 num_res_blocks: int = 1, num_head_channels=256, norm_num_groups: int = 32,
+                 num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 lr: float = 2.5e-5, channels: int = 1, **_):
+        super().__init__()
+        from monai.inferers import DiffusionInferer
+        from monai.networks.nets import DiffusionModelUNet
+        from monai.networks.schedulers import DDPMScheduler
+
+        self.model = DiffusionModelUNet(spatial_dims=2, in_channels=channels, out_channels=channels,
+                                        channels=tuple(unet_channels), attention_levels=tuple(attention_levels),
+                                        num_res_blocks=num_res_blocks, num_head_channels=num_head_channels,
+                                        norm_num_groups=norm_num_groups)
+        self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=beta_start,
+                                       beta_end=beta_end)
+        self.inferer = DiffusionInferer(self.scheduler)
+        self.lr = lr
+
+    def make_optimizer(self) -> None:
+        self.opt = torch.optim.Adam(params=self.model.parameters(), lr=self.lr)
+
+    def step(self, x: torch.Tensor, y=None) -> dict[str, float]:
+        self.opt.zero_grad(set_to_none=True)
+        noise = torch.randn_like(x)
+        timesteps = torch.randint(0, self.scheduler.num_train_timesteps, (x.shape[0],), device=x.device).long()
+        noise_pred = self.inferer(inputs=x, diffusion_model=self.model, noise=noise, timesteps=timesteps)
+        loss = F.mse_loss(noise_pred.float(), noise.float())
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.item()}
+
+
 #: family name -> plain class (cgan is the conditional DCGAN: PlainDCGAN with n_classes)
 PLAIN = {
     "vae": PlainVAE, "dfc_vae": PlainDFCVAE, "intro_vae": PlainIntroVAE, "stylegan": PlainStyleGAN,
     "dcgan": PlainDCGAN, "cgan": PlainDCGAN, "wgan": PlainWGAN, "wgan_gp": PlainWGANGP, "cvae": PlainCVAE,
+    "ddpm": PlainDDPM,
 }
 
 

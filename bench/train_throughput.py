@@ -97,6 +97,8 @@ CASES = [
     Case("wgan_gp", "wgan_gp", {"width": 32, "batch_size": 16}, step_multiple=5),
     Case("cgan", "cgan", {"batch_size": 16}),
     Case("cvae", "cvae", {}, step_scale=5),  # ~25 ms steps: 8 of them made a 0.2 s window, too noisy
+    # Against MONAI's own 2-D DDPM tutorial loop (plain_models.PlainDDPM); a quarter of the tutorial's widths.
+    Case("ddpm", "ddpm", {"unet_channels": [32, 64, 64], "num_head_channels": 64, "batch_size": 8}),
 ]
 
 #: (warm-up steps, timed steps, repeats) per device type, image size; --quick uses QUICK.

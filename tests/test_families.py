@@ -30,6 +30,15 @@ TINY: dict[str, dict] = {
     "dfc_vae": {"width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3,
                 "perceptual": {"backbone": "inception", "weights": None}},
     "cvae": {"hidden_sizes": [32], "latent_dim": 8, "batch_size": 8, "lr": 1e-3},
+    "ddpm": {"unet_channels": [8, 16], "attention_levels": [False, True], "num_head_channels": 8,
+             "norm_num_groups": 8, "ddim_steps": 4, "batch_size": 8, "lr": 1e-3},
+    # Four autoencoder steps: the resume test below stops at step 7 (in the diffusion stage) and the
+    # determinism test's 6 steps cross the stage boundary; test_family_ldm.py stops in stage 1 too.
+    "ldm": {"autoencoder_steps": 4, "ae_channels": [8, 8], "ae_norm_num_groups": 8, "ae_num_res_blocks": 1,
+            "latent_channels": 2, "perceptual": {"backbone": "none"}, "adversarial_start": 2,
+            "disc_layers": 2, "disc_channels": 8, "unet_channels": [8, 16], "attention_levels": [False, True],
+            "num_res_blocks": 1, "num_head_channels": [0, 8], "norm_num_groups": 8, "ddim_steps": 4,
+            "batch_size": 8, "lr": 1e-3},
 }
 
 

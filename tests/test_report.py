@@ -138,7 +138,22 @@ def make_run(root: Path, model: str, seed: int, fid: float, *, incomplete: bool 
                                                "n_samples": 64, "n_reference": 120, "feature_dim": 64}),
         memorization=_write(folder / "memo.json", memo), gallery=_png(folder / "gallery.png", 0.4),
         conditioning=_write(folder / "cond.json", {"conditional": False, "note": "not conditional"}),
-        utility=_write(folder / "utility.json", utility))
+        utility=_write(folder / "utility.json", utility),
+        validation=_validation_csv(folder / "validation.csv"), snapshots=_snapshots(folder / "snapshots.npz", seed),
+        diversity=_write(folder / "diversity.json", {"ms_ssim_mean": 0.3 + seed / 100, "ms_ssim_std": 0.05,
+                                                     "n_pairs": 100, "n_images": 64, "ms_ssim_scales": 3,
+                                                     "kernel_size": 3}))
+
+
+def _validation_csv(path: Path) -> Path:
+    pd.DataFrame({"step": [10, 20], "loss": [0.2, 0.1]}).to_csv(path, index=False)
+    return path
+
+
+def _snapshots(path: Path, seed: int) -> Path:
+    images = np.random.default_rng(seed).random((2, 4, 8, 8)).astype(np.float32)
+    np.savez(path, steps=np.array([10, 20]), kinds=np.array(["samples", "samples"]), images=images)
+    return path
 
 
 def make_data(root: Path, fids=FIDS, incomplete=()) -> report.ReportData:
@@ -169,6 +184,8 @@ def make_data(root: Path, fids=FIDS, incomplete=()) -> report.ReportData:
         domain_original={"domain_fd": 0.05, "domain_precision": 0.9, "domain_recall": 0.9, "domain_density": 1,
                          "domain_coverage": 0.9, "nearest_k": 5, "n_samples": 30, "n_reference": 120,
                          "feature_dim": 64, "few_images_warning": True},
+        diversity_original={"ms_ssim_mean": 0.35, "ms_ssim_std": 0.04, "n_pairs": 100, "n_images": 30,
+                            "ms_ssim_scales": 3, "kernel_size": 3},
         reader_scores=scores, synthetic_cohort=True, title="Test report",
         provenance=provenance(config, Path(__file__).resolve().parents[1]))
 
@@ -192,7 +209,8 @@ def test_report_is_one_self_contained_file_with_grey_8bit_images(tmp_path, data)
     page = parse(text)
     assert page.scripts == 0
     # 1 overlay + 3 sample grids + 3 galleries + 3 loss plots + 1 FID boxplot
-    assert len(page.images) == 11
+    # + 3 validation curves and 3 snapshot strips (each model's first seed)
+    assert len(page.images) == 17
     colour_types = []
     for src in page.images:
         assert src.startswith("data:image/png;base64,")

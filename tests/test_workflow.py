@@ -65,7 +65,9 @@ def copy_checkout(tmp_path_factory, name: str) -> Path:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     work = copy_checkout(tmp_path_factory, "workflow")
-    result = snakemake(work, "--cores", "2", "all")
+    # A generous cap (the run takes 5-10 min on 2 quiet cores; shared machines are slower): a timeout is
+    # a hang detector here, not a speed target (those live in bench/).
+    result = snakemake(work, "--cores", "2", "all", timeout=1800)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return work
 
@@ -174,7 +176,8 @@ def stale_jobs(workdir: Path) -> set[tuple[str, str]]:
 
 #: Rules with one job per model (everything from training to that model's evaluation).
 PER_MODEL_RULES = ("train", "sample", "metrics_model", "model_features", "distribution_metrics",
-                   "domain_metrics", "memorization_audit", "conditioning_accuracy", "augmentation_utility")
+                   "domain_metrics", "memorization_audit", "conditioning_accuracy", "augmentation_utility",
+                   "diversity_metrics")
 
 
 def model_jobs(model: str) -> set[tuple[str, str]]:

@@ -1,5 +1,6 @@
 # Evaluation in learnt feature spaces: a domain network trained on the real slices (domain
-# Fréchet distance and PRDC), a memorization audit, conditioning accuracy and augmentation utility.
+# Fréchet distance and PRDC), a memorization audit, conditioning accuracy, augmentation utility, and
+# MONAI's MS-SSIM diversity with SSIM/PSNR of reconstructions.
 # The CNNs here are tiny: one torch thread each. Measured on a loaded 2-core machine, two
 # threads made their training 9x slower (OpenMP threads waiting on each other).
 
@@ -144,6 +145,49 @@ rule augmentation_utility:
         "../scripts/augmentation_utility.py"
 
 
+rule diversity_metrics:
+    """MS-SSIM between pairs of a model's samples; SSIM, MS-SSIM, PSNR of its reconstructions (MONAI)."""
+    input:
+        samples=rules.sample.output.samples,
+        reconstructions=rules.sample.output.reconstructions,
+        images=rules.slice_dataset.output.images,
+        table=rules.slice_dataset.output.table,
+    output:
+        f"results/metrics/{RUN}.diversity.json",
+    log:
+        f"logs/diversity/{RUN}.log",
+    params:
+        settings=section_settings("evaluation.diversity"),
+        sampling=section_settings("sampling"),
+    threads: 1
+    message:
+        "Diversity and reconstruction similarity of model {wildcards.model} (seed {wildcards.seed})"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/diversity_metrics.py"
+
+
+rule diversity_original:
+    """The reference: MS-SSIM between pairs of real test slices."""
+    input:
+        images=rules.slice_dataset.output.images,
+        table=rules.slice_dataset.output.table,
+    output:
+        "results/metrics/original.diversity.json",
+    log:
+        "logs/diversity/original.log",
+    params:
+        settings=section_settings("evaluation.diversity"),
+    threads: 1
+    message:
+        "Diversity of the real test slices"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/diversity_metrics.py"
+
+
 rule evaluation_beyond_fid:
     """Target: every evaluation output of every model."""
     input:
@@ -153,3 +197,5 @@ rule evaluation_beyond_fid:
         per_model(rules.memorization_audit.output.audit),
         per_model(rules.conditioning_accuracy.output[0]),
         per_model(rules.augmentation_utility.output[0]),
+        rules.diversity_original.output[0],
+        per_model(rules.diversity_metrics.output[0]),

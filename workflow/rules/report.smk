@@ -13,6 +13,7 @@ rule report:
         domain_network=rules.domain_network.output.summary,
         domain_original=rules.domain_metrics_original.output[0],
         reader_scores=rules.reader_scores.output.scores,
+        diversity_original=rules.diversity_original.output[0],
         summary=per_model(rules.train.output.summary),
         losses=per_model(rules.train.output.losses),
         grid=per_model(rules.sample.output.grid),
@@ -24,6 +25,9 @@ rule report:
         gallery=per_model(rules.memorization_audit.output.gallery),
         conditioning=per_model(rules.conditioning_accuracy.output[0]),
         utility=per_model(rules.augmentation_utility.output[0]),
+        validation=per_model(rules.train.output.validation),
+        snapshots=per_model(rules.train.output.snapshots),
+        diversity=per_model(rules.diversity_metrics.output[0]),
     output:
         html=report(
             "results/report/index.html",

@@ -14,6 +14,8 @@ rule train:
             labels={"model": "{model}", "seed": "{seed}"},
         ),
         summary=f"results/models/{RUN}/summary.json",
+        validation=f"results/models/{RUN}/validation.csv",
+        snapshots=f"results/models/{RUN}/snapshots.npz",
     log:
         f"logs/train/{RUN}.log",
     params:

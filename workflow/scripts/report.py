@@ -25,6 +25,7 @@ inputs = ReportInputs(
     domain_network=Path(snakemake.input.domain_network),
     domain_original=Path(snakemake.input.domain_original),
     reader_scores=Path(snakemake.input.reader_scores),
+    diversity_original=Path(snakemake.input.diversity_original),
     models=models,
 )
 report_job(

@@ -16,6 +16,8 @@ train_job(
     weights=Path(snakemake.output.weights),
     losses=Path(snakemake.output.losses),
     summary=Path(snakemake.output.summary),
+    validation=Path(snakemake.output.validation),
+    snapshots=Path(snakemake.output.snapshots),
     checkpoint_root=Path(snakemake.params.checkpoints),
     threads=snakemake.threads,
 )

@@ -272,6 +272,10 @@ class Budget:
         return self.epochs * max(1, n_images // max(1, min(batch_size, n_images)))
 
 
+#: Learning-rate schedules of the trainer (models/schedule.py); a linear warm-up combines with either.
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainerSettings:
     """The trainer's keys of a ``models.<name>`` block; every other key is a family hyperparameter.
@@ -289,6 +293,20 @@ class TrainerSettings:
     amp: bool = False
     channels_last: bool = False
     condition_on: str | None = None
+    # Training aids (models/ema.py, models/schedule.py) and what the run records as it goes
+    # (models/monitor.py): every key is off by default, so the published recipes are unchanged.
+    ema_decay: float | None = None
+    sample_from_ema: bool = True
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
+    validate_every: int | None = None
+    validation_images: int | None = 256
+    snapshot_every: int | None = None
+    snapshot_images: int = 8
+    fid_every: int | None = None
+    fid_images: int = 256
+    progress_every_steps: int | None = runtime(None)
+    progress_every_seconds: float | None = runtime(30.0)
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, Mapping):
@@ -297,6 +315,19 @@ class TrainerSettings:
         _positive_int("checkpoint_every", self.checkpoint_every)
         if self.seeds is not None:
             object.__setattr__(self, "seeds", _seed_list("seeds", self.seeds))
+        if self.ema_decay is not None and (isinstance(self.ema_decay, bool) or not 0 < self.ema_decay < 1):
+            raise InputError(f"ema_decay must be null or a number strictly between 0 and 1, got {self.ema_decay!r}")
+        _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if isinstance(self.lr_warmup_steps, bool) or not isinstance(self.lr_warmup_steps, int) \
+                or self.lr_warmup_steps < 0:
+            raise InputError(f"lr_warmup_steps must be an integer >= 0, got {self.lr_warmup_steps!r}")
+        for key in ("validate_every", "snapshot_every", "fid_every", "progress_every_steps"):
+            _optional_min(key, getattr(self, key), 1)
+        _optional_min("validation_images", self.validation_images, 1)
+        _positive_int("snapshot_images", self.snapshot_images)
+        _optional_min("fid_images", self.fid_images, 2)
+        if self.progress_every_seconds is not None:
+            _positive_number("progress_every_seconds", self.progress_every_seconds)
 
     @classmethod
     def keys(cls) -> set[str]:
@@ -489,6 +520,23 @@ class UtilitySettings(_SmallCnnSettings):
         _optional_min("n_synthetic", self.n_synthetic, 1)
 
 
+@dataclass(frozen=True)
+class DiversitySettings:
+    """``evaluation.diversity``: MS-SSIM between sample pairs, SSIM/PSNR of reconstructions (MONAI)."""
+
+    PATH: ClassVar[str] = "evaluation.diversity"
+    n_pairs: int = 1000
+    n_reference: int | None = 1000
+    kernel_size: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive_int("n_pairs", self.n_pairs)
+        _optional_min("n_reference", self.n_reference, 2)
+        if isinstance(self.kernel_size, bool) or not isinstance(self.kernel_size, int) or self.kernel_size < 2:
+            raise InputError(f"kernel_size must be an integer >= 2, got {self.kernel_size!r}")
+
+
 # ----------------------------------------------------------------- reader study and report
 
 READER_PRESETS = ("ungria_hirte", "han", "kazuhiro")
@@ -548,7 +596,7 @@ SECTIONS: dict[str, type] = {cls.PATH: cls for cls in (
     DemoSettings, IngestSettings, PreprocessingSettings, RegistrationSettings, SlicingSettings, TrainingSettings,
     SamplingSettings, PixelMetricsSettings,
     FidSettings, KidSettings, PrdcSettings, DomainSettings, MemorizationSettings, ConditioningSettings,
-    UtilitySettings, ReaderStudySettings, ReportSettings)}
+    UtilitySettings, DiversitySettings, ReaderStudySettings, ReportSettings)}
 
 
 def rerun_settings(config: Mapping[str, Any], path: str, *kinds: str) -> dict[str, Any]:

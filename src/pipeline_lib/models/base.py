@@ -36,6 +36,8 @@ class GenerativeModel(nn.Module):
     can_reconstruct: ClassVar[bool] = False
     #: Published hyperparameters; every key a config block may set for this family.
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    #: Networks whose weights the trainer averages when ``ema_decay`` is set (those sampling uses).
+    EMA_MODULES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__()
@@ -51,9 +53,22 @@ class GenerativeModel(nn.Module):
 
     @classmethod
     def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
-        """Published defaults overridden by ``given``; unknown keys are an error."""
-        check_known_keys(given, cls.DEFAULTS, f"models.<{cls.family} model>")
-        return {**cls.DEFAULTS, **given}
+        """Published defaults overridden by ``given``; unknown keys are an error.
+
+        A default that is a mapping (e.g. ``perceptual``) is a sub-block: the user's
+        mapping overrides it key by key, and its unknown keys are errors too.
+        """
+        where = f"models.<{cls.family} model>"
+        check_known_keys(given, cls.DEFAULTS, where)
+        resolved = {**cls.DEFAULTS, **given}
+        for key, default in cls.DEFAULTS.items():
+            if isinstance(default, dict):
+                user = given.get(key) or {}
+                if not isinstance(user, dict):
+                    raise InputError(f"{where}.{key} must be a mapping, got {user!r}")
+                check_known_keys(user, default, f"{where}.{key}")
+                resolved[key] = {**default, **user}
+        return resolved
 
     @property
     def device(self) -> torch.device:
@@ -95,6 +110,23 @@ class GenerativeModel(nn.Module):
         """One optimisation step on a batch (N, C, H, W) in [0, 1]; returns named losses."""
         raise NotImplementedError
 
+    def ema_modules(self) -> tuple[str, ...]:
+        """The networks to average now (a family that trains them in stages may change the answer)."""
+        return self.EMA_MODULES
+
+    def check_budget(self, steps: int | None) -> None:
+        """Called by the trainer before the first step with the run's total steps (``budget.steps``, or
+        ``budget.epochs`` converted); a family whose training has stages raises InputError when the
+        budget cannot reach them."""
+
+    @property
+    def has_validation_loss(self) -> bool:
+        return type(self).validation_losses is not GenerativeModel.validation_losses
+
+    def validation_losses(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        """The training objective's terms on held-out images, without an update (eval mode)."""
+        raise NotImplementedError(f"family '{self.family}' has no validation loss")
+
     # -- inference ----------------------------------------------------------
     def sample(self, n: int, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
@@ -103,6 +135,12 @@ class GenerativeModel(nn.Module):
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"family '{self.family}' cannot reconstruct images")
+
+    def snapshot(self, n: int, labels: torch.Tensor | None, generator: torch.Generator,
+                 reference: torch.Tensor | None) -> tuple[str, torch.Tensor]:
+        """What a training snapshot shows: ``("samples", n samples)`` (``reference`` holds held-out
+        images for families whose early stages can only reconstruct)."""
+        return "samples", self.sample(n, labels=labels, generator=generator)
 
     # -- checkpoints --------------------------------------------------------
     def training_state(self) -> dict[str, Any]:

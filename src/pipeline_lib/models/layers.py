@@ -129,3 +129,70 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
     """Freeze or unfreeze ``module``: the generator's update need not compute the discriminator's gradients."""
     for p in module.parameters():
         p.requires_grad_(flag)
+
+
+# ---------------------------------------------------------------- DiffAugment
+
+#: DiffAugment's transformations (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient
+#: GAN Training"); "color" on grey images is brightness and contrast (saturation needs colour channels).
+DIFFAUGMENT_OPS = ("color", "translation", "cutout")
+
+
+def diffaugment_policy(policy: str | None) -> tuple[str, ...]:
+    """The operations of a comma-separated policy such as ``"color,translation,cutout"``; None or "" = none."""
+    if not policy:
+        return ()
+    ops = tuple(op.strip() for op in str(policy).split(",") if op.strip())
+    unknown = [op for op in ops if op not in DIFFAUGMENT_OPS]
+    if unknown:
+        raise ValueError(f"diffaugment: unknown operation(s) {unknown}; known: {', '.join(DIFFAUGMENT_OPS)}")
+    return ops
+
+
+def diff_augment(x: torch.Tensor, ops: tuple[str, ...], brightness_range: float = 1.0) -> torch.Tensor:
+    """Differentiable augmentation of a discriminator's input batch (N, C, H, W), drawn per image.
+
+    As Zhao et al.'s reference code: brightness + U(-0.5, 0.5) x ``brightness_range`` (1 for images in
+    [-1, 1], 0.5 for [0, 1]), contrast x U(0.5, 1.5) about each image's mean, translation by up to
+    1/8 of the size with zero fill, cutout of one square of half the size set to zero. Every
+    operation is a differentiable function of ``x``, so the generator learns through it; the caller
+    applies the same policy to real and generated batches and never to the samples it returns.
+    """
+    if not ops:
+        return x
+    n = x.shape[0]
+    if "color" in ops:
+        x = x + (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5) * brightness_range
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
+    if "translation" in ops:
+        x = _translate(x, ratio=0.125)
+    if "cutout" in ops:
+        x = _cutout(x, ratio=0.5)
+    return x
+
+
+def _translate(x: torch.Tensor, ratio: float) -> torch.Tensor:
+    n, _, h, w = x.shape
+    sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    dy = torch.randint(-sy, sy + 1, (n, 1, 1), device=x.device)
+    dx = torch.randint(-sx, sx + 1, (n, 1, 1), device=x.device)
+    yy = torch.arange(h, device=x.device).view(1, h, 1) - dy  # source row of every output pixel
+    xx = torch.arange(w, device=x.device).view(1, 1, w) - dx
+    inside = ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)).unsqueeze(1)
+    flat = (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).view(n, 1, h * w).expand(-1, x.shape[1], -1)
+    moved = x.flatten(2).gather(2, flat).view_as(x)
+    return moved * inside.to(x.dtype)
+
+
+def _cutout(x: torch.Tensor, ratio: float) -> torch.Tensor:
+    n, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), device=x.device)
+    cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=x.device)
+    # The square is centred at (cy, cx) and may reach over the border, as in the reference code.
+    top, left = cy - ch // 2, cx - cw // 2
+    yy = torch.arange(h, device=x.device).view(1, h, 1)
+    xx = torch.arange(w, device=x.device).view(1, 1, w)
+    inside = (yy >= top) & (yy < top + ch) & (xx >= left) & (xx < left + cw)
+    return x * (~inside).unsqueeze(1).to(x.dtype)

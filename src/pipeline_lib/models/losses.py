@@ -1,5 +1,5 @@
 """Loss pieces shared by several families: the Gaussian latent (reparameterisation and KL to the
-standard normal) and the WGAN-GP gradient penalty."""
+standard normal), the WGAN-GP gradient penalty and the R1 penalty."""
 
 from __future__ import annotations
 
@@ -39,3 +39,17 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     else:
         (grad,) = torch.autograd.grad(score, mixed, create_graph=True)
     return (grad.float().flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(scores: torch.Tensor, real: torch.Tensor, scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """E[||grad_x D(x)||^2] over real images x (Mescheder et al. 2018, "Which training methods for
+    GANs do actually converge?"); the loss adds gamma / 2 times it. ``real`` must be the tensor the
+    scores were computed from, with ``requires_grad``. Under AMP the scaled scores are
+    differentiated so small fp16 gradients survive, then unscaled."""
+    total = scores.float().sum()
+    if scaler is not None:
+        (grad,) = torch.autograd.grad(scaler.scale(total), real, create_graph=True)
+        grad = grad.float() / scaler.get_scale()
+    else:
+        (grad,) = torch.autograd.grad(total, real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()

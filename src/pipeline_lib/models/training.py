@@ -7,11 +7,18 @@ live in a directory that is *not* a declared Snakemake output (Snakemake
 deletes declared outputs before a job starts), keyed by a fingerprint of the
 model's configuration and training data so that a changed configuration never
 resumes from a stale state.
+
+Training aids, each in its own module and each off unless configured: an
+exponential moving average of the sampling networks (``models/ema.py``),
+learning-rate schedules (``models/schedule.py``), validation losses and sample
+snapshots every K steps (``models/monitor.py``), and a progress line plus a
+losses table that grows while the job runs (``models/progress.py``). Their
+state is part of the checkpoint, so a resumed run is identical to an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -31,6 +38,10 @@ from pipeline_lib.core.runtime import prepare_cpu_training, seed_everything, sel
 from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, check_known_keys, family_hparams,
                                         keys_of_kind)
 from pipeline_lib.models import build_model, get_family
+from pipeline_lib.models.ema import WeightAverage, load_average_into
+from pipeline_lib.models.monitor import TrainingMonitor
+from pipeline_lib.models.progress import LiveLossTable, ProgressLine, write_rows_csv
+from pipeline_lib.models.schedule import lr_factor, remember_initial_lr, set_lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +83,13 @@ def _set_rng_state(state: dict[str, Any], batch_gen: torch.Generator) -> None:
 
 
 def save_checkpoint(path: Path, model, state: TrainState, batch_gen: torch.Generator,
-                    permutation: torch.Tensor, cursor: int) -> None:
+                    permutation: torch.Tensor, cursor: int, *, average: WeightAverage | None = None,
+                    monitor: TrainingMonitor | None = None) -> None:
     payload = {"training": model.training_state(), "step": state.step, "elapsed_s": state.elapsed_s,
                "losses": state.losses, "rng": _rng_state(batch_gen),
-               "permutation": permutation, "cursor": cursor}
+               "permutation": permutation, "cursor": cursor,
+               "ema": average.state_dict() if average is not None else None,
+               "monitor": monitor.state_dict() if monitor is not None else None}
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(payload, tmp)
 
@@ -103,7 +117,9 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
                 out_weights: Path, out_losses: Path, checkpoint_root: Path, *,
                 data_files: list[Path] = (), n_classes: int = 0, class_names: list[str] | None = None,
                 device: str = "auto", steps_this_call: int | None = None,
-                data_summary: dict[str, Any] | None = None) -> dict[str, Any] | None:
+                data_summary: dict[str, Any] | None = None,
+                validation: tuple[np.ndarray, np.ndarray | None] | None = None,
+                out_validation: Path | None = None, out_snapshots: Path | None = None) -> dict[str, Any] | None:
     """Train model ``name`` from its config ``block`` on ``images`` (N, H, W) in [0, 1].
 
     Resumes from ``checkpoint_root/<fingerprint>/checkpoint.pt`` when present.
@@ -116,6 +132,9 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     ``steps_this_call`` stops early after that many steps with a checkpoint and
     returns None, as a time-sliced or preempted job would. ``data_summary``
     (what the model was trained on, no subject keys) is stored in the summary.
+    ``validation`` holds the test split's images (and labels) for the
+    validation loss; the validation table and the snapshots go to
+    ``out_validation`` and ``out_snapshots`` when given.
     """
     settings = TrainerSettings.from_block(name, block)
     family = settings.family
@@ -134,11 +153,22 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         model = model.to(memory_format=torch.channels_last)
     model.configure_optimizers()
     model.enable_mixed_precision(settings.amp)
+    average = WeightAverage(settings.ema_decay) if settings.ema_decay is not None else None
+    monitor = TrainingMonitor(
+        seed=settings.seed, validate_every=settings.validate_every, snapshot_every=settings.snapshot_every,
+        snapshot_images=settings.snapshot_images, validation=validation,
+        validation_images=settings.validation_images, n_classes=n_classes,
+        conditional=model.conditional, batch_size=model.hparams["batch_size"],
+        fid_every=settings.fid_every, fid_images=settings.fid_images, fid_reference=images)
+    scheduled = settings.lr_schedule != "constant" or settings.lr_warmup_steps > 0
+    if scheduled:
+        remember_initial_lr(model.optimizers)
 
     batch_gen = torch.Generator().manual_seed(settings.seed)
     stream = BatchStream(len(images), model.hparams["batch_size"], batch_gen)
     state = TrainState()
     target_steps = settings.budget.target_steps(len(images), stream.batch_size)
+    check_training_plan(model, settings, target_steps)
     cap_s = None if settings.budget.minutes is None else settings.budget.minutes * 60
 
     # Runtime keys (the checkpoint interval) and the time cap do not change what the run computes,
@@ -153,6 +183,10 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         state = TrainState(payload["step"], payload["elapsed_s"], payload["losses"])
         _set_rng_state(payload["rng"], batch_gen)
         stream.permutation, stream.cursor = payload["permutation"], payload["cursor"]
+        if average is not None and payload.get("ema") is not None:
+            average.load_state_dict(payload["ema"])
+        if payload.get("monitor") is not None:
+            monitor.load_state_dict(payload["monitor"])
         log.info("resumed %s from %s at step %d", name, ckpt_path, state.step)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -163,25 +197,50 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     def capped() -> bool:
         return cap_s is not None and state.elapsed_s >= cap_s
 
+    def budget_left() -> bool:
+        return state.step < target_steps and not capped()
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, model, state, batch_gen, stream.permutation, stream.cursor,
+                        average=average, monitor=monitor)
+
+    progress = ProgressLine(name, target_steps,
+                            settings.budget.minutes * 60 if settings.budget.minutes else None,
+                            settings.progress_every_steps, settings.progress_every_seconds)
+    live_losses = LiveLossTable(out_losses, state.losses)
     started = time.monotonic() - state.elapsed_s
     first_step = state.step
-    while state.step < target_steps and not capped():
-        if steps_this_call is not None and state.step - first_step >= steps_this_call:
-            save_checkpoint(ckpt_path, model, state, batch_gen, stream.permutation, stream.cursor)
-            return None
-        idx = stream.next_indices()
-        x = data[idx].unsqueeze(1).to(dev, non_blocking=True)
-        if settings.channels_last and dev.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = label_tensor[idx].to(dev) if label_tensor is not None else None
-        losses = model.training_step(x, y)
-        state.step += 1
-        state.elapsed_s = time.monotonic() - started
-        state.losses.append({"step": state.step, **losses})
-        if state.step % settings.checkpoint_every == 0:
-            save_checkpoint(ckpt_path, model, state, batch_gen, stream.permutation, stream.cursor)
-            log.info("%s step %d %s", name, state.step,
-                     " ".join(f"{k}={v:.4g}" for k, v in losses.items()))
+    progress.start(state.step)
+    try:
+        while budget_left():
+            if steps_this_call is not None and state.step - first_step >= steps_this_call:
+                checkpoint()
+                return None
+            idx = stream.next_indices()
+            x = data[idx].unsqueeze(1).to(dev, non_blocking=True)
+            if settings.channels_last and dev.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = label_tensor[idx].to(dev) if label_tensor is not None else None
+            if scheduled:
+                set_lr_factor(model.optimizers, lr_factor(state.step + 1, settings.lr_schedule,
+                                                          settings.lr_warmup_steps, target_steps))
+            losses = model.training_step(x, y)
+            if average is not None:
+                average.update(model)
+            state.step += 1
+            state.elapsed_s = time.monotonic() - started
+            state.losses.append({"step": state.step, **losses})
+            live_losses.append(state.losses[-1])
+            monitor.after_step(state.step, model, average, final=not budget_left())
+            progress.update(state.step, state.elapsed_s, losses)
+            if state.step % settings.checkpoint_every == 0:
+                checkpoint()
+                live_losses.flush()
+        if state.step > first_step:  # the last line of the log shows where training ended
+            progress.update(state.step, state.elapsed_s,
+                            {k: v for k, v in state.losses[-1].items() if k != "step"}, force=True)
+    finally:
+        live_losses.close()
 
     bad = [row for row in state.losses if not all(np.isfinite(v) for v in row.values())]
     if bad:
@@ -198,41 +257,69 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
                "training_data": dict(data_summary or {"n_slices": int(len(images))})}
     if incomplete:
         # Kept so that a rerun with a larger cap continues this run instead of starting over.
-        save_checkpoint(ckpt_path, model, state, batch_gen, stream.permutation, stream.cursor)
+        checkpoint()
         log.warning("INCOMPLETE: %s stopped by the safety cap budget.minutes = %g at step %d of %d; "
                     "its results depend on this machine's speed. Raise the cap (or lower the steps) "
                     "and rerun to continue it from step %d.", name, settings.budget.minutes, state.step,
                     target_steps, state.step)
+    sample_ema = average is not None and settings.sample_from_ema
+    summary["training_aids"] = training_aids_summary(settings, model, sample_ema)
+    if hasattr(model, "perceptual_summary"):  # which feature network a perceptual loss used, for the report
+        summary["perceptual"] = model.perceptual_summary()
     with atomic_path(out_weights, suffix=".pt") as tmp:
-        torch.save({"state_dict": model.state_dict(), "summary": summary}, tmp)
+        torch.save({"state_dict": model.state_dict(), "summary": summary,
+                    "ema": average.state_dict()["shadow"] if sample_ema else None}, tmp)
     write_losses_csv(out_losses, state.losses)
+    monitor.write(out_validation, out_snapshots)
     if not incomplete:
         # The final weights are the durable result; the resume state is no longer needed.
         shutil.rmtree(run_dir, ignore_errors=True)
     return summary
 
 
-def write_losses_csv(path: Path, rows: list[dict[str, float]]) -> None:
-    columns = ["step"] + sorted({k for row in rows for k in row} - {"step"})
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+def check_training_plan(model, settings: TrainerSettings, target_steps: int) -> None:
+    """Training-aid keys the family cannot honour are errors before the first step."""
+    if settings.ema_decay is not None and not model.EMA_MODULES:
+        raise InputError(f"ema_decay: family '{model.family}' names no networks to average")
+    TrainingMonitor.check_supported(model, settings.validate_every)
+    model.check_budget(target_steps)
 
 
-def load_trained_model(weights: Path, device: str = "auto"):
-    """Rebuild a trained model from its weights file; returns (model, summary)."""
+def training_aids_summary(settings: TrainerSettings, model, sample_ema: bool) -> dict[str, Any]:
+    """The aids a run used, for the report's model table."""
+    return {"ema_decay": settings.ema_decay, "sampled_with": "ema" if sample_ema else "trained weights",
+            "ema_networks": list(model.EMA_MODULES) if settings.ema_decay is not None else [],
+            "lr_schedule": settings.lr_schedule, "lr_warmup_steps": settings.lr_warmup_steps,
+            "validate_every": settings.validate_every, "snapshot_every": settings.snapshot_every,
+            "fid_every": settings.fid_every, "fid_images": settings.fid_images if settings.fid_every else None}
+
+
+#: The losses table is written like every other step table (``step`` first, then sorted names).
+write_losses_csv = write_rows_csv
+
+
+def load_trained_model(weights: Path, device: str = "auto", averaged: bool = True):
+    """Rebuild a trained model from its weights file; returns (model, summary).
+
+    A run that kept an EMA for sampling (``sample_from_ema``) saved the averaged
+    weights beside the trained ones; ``averaged`` (default) loads those into
+    the averaged networks, so sampling and reconstruction use them.
+    """
     payload = torch.load(weights, map_location="cpu", weights_only=False)
     s = payload["summary"]
     model = build_model(s["family"], s["image_size"], s["hparams"], n_classes=s["n_classes"])
     model.load_state_dict(payload["state_dict"])
+    if averaged and payload.get("ema"):
+        load_average_into(model, payload["ema"])
     model.to(select_device(device)).eval()
     return model, s
 
 
 def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, weights: Path,
-              losses: Path, summary: Path, checkpoint_root: Path, threads: int | None = None) -> dict:
-    """The train rule: train on the train split and write weights, losses and a summary."""
+              losses: Path, summary: Path, checkpoint_root: Path, validation: Path | None = None,
+              snapshots: Path | None = None, threads: int | None = None) -> dict:
+    """The train rule: train on the train split and write weights, losses and a summary (plus the
+    validation table and snapshots, empty when those are off); the test split serves validation."""
     from pipeline_lib.core.io import write_json
     from pipeline_lib.core.runtime import configure_threads
     from pipeline_lib.core.slices import load_split
@@ -245,13 +332,28 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
         if condition_on not in rows.columns:
             raise InputError(f"models.{name}.condition_on: the slice table has no column '{condition_on}'")
         class_names = sorted(rows[condition_on].unique())
-        labels = rows[condition_on].map({c: i for i, c in enumerate(class_names)}).to_numpy()
+        labels = class_indices(rows, condition_on, class_names)
     data_summary = {"split": "train", "n_slices": int(len(rows)), "n_subjects": int(rows["subject"].nunique()),
                     "image_size": int(train_images.shape[-1])}
     if condition_on:
         data_summary["slices_per_class"] = {str(c): int(n) for c, n in rows[condition_on].value_counts().sort_index().items()}
+    held_out = None
+    if block.get("validate_every") or block.get("snapshot_every"):
+        test_images, test_rows = load_split(images, table, "test")
+        test_labels = class_indices(test_rows, condition_on, class_names) if condition_on else None
+        held_out = (test_images, test_labels)
     result = train_model(name, block, train_images, labels, weights, losses, checkpoint_root,
                          data_files=[images, table], n_classes=len(class_names or []),
-                         class_names=class_names, data_summary=data_summary)
+                         class_names=class_names, data_summary=data_summary, validation=held_out,
+                         out_validation=validation, out_snapshots=snapshots)
     write_json(summary, result)
     return result
+
+
+def class_indices(rows, column: str, class_names: list[str]) -> np.ndarray:
+    """Class index of every row; a test slice of a class unseen in training is an error."""
+    index = {c: i for i, c in enumerate(class_names)}
+    unknown = sorted(set(rows[column]) - set(index))
+    if unknown:
+        raise InputError(f"{column}: test slices have classes absent from the training slices: {unknown}")
+    return np.array(rows[column].map(index), dtype=np.int64)  # a writable copy (torch.from_numpy warns otherwise)

@@ -37,12 +37,14 @@ from pipeline_lib.core.settings import PreprocessingSettings, RegistrationSettin
 from pipeline_lib.core.slices import load_split, load_table
 from pipeline_lib.evaluation.seeds import Spread, best, separated, spread, spread_of
 from pipeline_lib.report.distribution_section import render_distribution_metrics_html
+from pipeline_lib.report.diversity_section import render_diversity_html
 from pipeline_lib.report.evaluation_section import (conditioning_html, domain_html, memorization_html, utility_gain,
                                                     utility_html)
-from pipeline_lib.report.html import (count_text as _count, escape as _esc, figure_png, finite_float as _as_float,
-                                      float_or_nan, format_mean_std, format_number, img_tag, pyplot, section,
-                                      spread_cell, zoomable_img)
+from pipeline_lib.report.html import (count_text as _count, escape as _esc, finite_float as _as_float,
+                                      float_or_nan, format_mean_std, format_number, img_tag, loss_axes_png, pyplot,
+                                      section, spread_cell, zoomable_img)
 from pipeline_lib.report.reader_section import render_reader_results_html
+from pipeline_lib.report.training_section import read_training_files, render_training_html
 
 _CSS = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 84em; padding: 0 1em; color: #222; }
@@ -142,6 +144,9 @@ class ModelOutputs:
     gallery: Path
     conditioning: Path
     utility: Path
+    validation: Path
+    snapshots: Path
+    diversity: Path
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,7 @@ class ReportInputs:
     domain_network: Path
     domain_original: Path
     reader_scores: Path
+    diversity_original: Path
     models: Mapping[str, Mapping[int, ModelOutputs]]
 
 
@@ -176,6 +182,7 @@ class Run:
     memorization: dict
     conditioning: dict
     utility: dict
+    diversity: dict
 
     @property
     def incomplete(self) -> bool:
@@ -186,7 +193,7 @@ class Run:
         return cls(seed=int(seed), files=files, summary=read_json(files.summary), metrics=read_json(files.metrics),
                    distribution=read_json(files.distribution), domain=read_json(files.domain),
                    memorization=read_json(files.memorization), conditioning=read_json(files.conditioning),
-                   utility=read_json(files.utility))
+                   utility=read_json(files.utility), diversity=read_json(files.diversity))
 
 
 @dataclass
@@ -203,6 +210,7 @@ class ReportData:
     distribution_original: dict | None = None
     domain_network: dict | None = None
     domain_original: dict | None = None
+    diversity_original: dict | None = None
     reader_scores: Path | None = None
     reconstruction_grids: dict[str, Path] = field(default_factory=dict)
     synthetic_cohort: bool = False
@@ -518,6 +526,26 @@ def _registration_section(data: ReportData, notes: Notes) -> str:
     return _registration_block(data.registration_qc, data.overlays, data.registration_caption)
 
 
+def _ms_ssim(data: ReportData, notes: Notes) -> str:
+    runs = {_run_label(model, run, len(runs)): run.diversity for model, runs in data.runs.items() for run in runs}
+    return render_diversity_html(runs, data.diversity_original)
+
+
+def _training_progress(data: ReportData, notes: Notes) -> str:
+    first = data.first_runs()
+    summaries, losses, validation, snapshots = read_training_files(
+        summaries={m: r.files.summary for m, r in first.items()}, losses={m: r.files.losses for m, r in first.items()},
+        validation={m: r.files.validation for m, r in first.items()},
+        snapshots={m: r.files.snapshots for m, r in first.items()})
+    note = "<p>Each model's first seed; the losses of every run are under Training losses.</p>" \
+        if any(len(runs) > 1 for runs in data.runs.values()) else ""
+    return note + render_training_html(summaries, losses, validation, snapshots)
+
+
+def _run_label(model: str, run: Run, n_runs: int) -> str:
+    return model if n_runs == 1 else f"{model} (seed {run.seed})"
+
+
 def _training_section(data: ReportData, notes: Notes) -> str:
     head = ("<th>Model</th><th>Seed</th><th>Family</th><th>Steps trained</th><th>Budget</th><th>Status</th>"
             "<th>Wall time (s)</th><th>Device</th>")
@@ -565,6 +593,7 @@ SECTIONS: list[Section] = [
     Section("fidelity", "Samples", "samples", _samples),
     Section("fidelity", "Reconstructions", "reconstructions", _reconstructions),
     Section("diversity", "Recall, coverage and intra-sample diversity", "diversity-metrics", _diversity),
+    Section("diversity", "MS-SSIM between samples and reconstruction similarity", "sample-similarity", _ms_ssim),
     Section("memorization", "Memorization audit", "memorization-audit", _memorization),
     Section("usefulness", "Conditioning accuracy", "conditioning-accuracy", _conditioning),
     Section("usefulness", "Augmentation utility", "augmentation-utility", _utility),
@@ -574,6 +603,7 @@ SECTIONS: list[Section] = [
     Section("qc", "Registration QC", "registration", _registration_section),
     Section("qc", "Training runs", "training", _training_section),
     Section("qc", "Training losses", "losses", _losses_section),
+    Section("qc", "Training progress: aids, validation curves, snapshots", "training-progress", _training_progress),
 ]
 
 
@@ -814,15 +844,7 @@ def plot_losses(csv_paths: Path | Mapping[int, Path], title: str = "") -> bytes:
         values = frame[columns].to_numpy(dtype=float)
         finite_values.append(values[np.isfinite(values)])
     finite = np.concatenate(finite_values) if finite_values else np.array([])
-    if finite.size and (finite > 0).all():
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize="x-small")
-    fig.tight_layout()
-    return figure_png(fig)
+    return loss_axes_png(fig, ax, finite, title, legend_size="x-small")
 
 
 def _read_losses(path: Path) -> pd.DataFrame:
@@ -953,6 +975,7 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
         distribution_original=read_json(inputs.distribution_original),
         domain_network=read_json(inputs.domain_network),
         domain_original=read_json(inputs.domain_original),
+        diversity_original=read_json(inputs.diversity_original),
         reader_scores=Path(inputs.reader_scores),
         reconstruction_grids=reconstruction_grids,
         synthetic_cohort=synthetic_cohort, title=title,

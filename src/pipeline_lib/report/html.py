@@ -205,3 +205,21 @@ def figure_png(fig, dpi: int = 100, tight: bool = False) -> bytes:
     finally:
         plt.close(fig)
     return buffer.getvalue()
+
+
+def loss_axes_png(fig, ax, values, title: str = "", legend_size: str = "small") -> bytes:
+    """Finish a losses-against-steps plot as PNG bytes: a logarithmic y axis when every finite value of
+    ``values`` (an array of what was drawn) is positive, axis labels, title and legend."""
+    import numpy as np
+
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size and (finite > 0).all():
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    return figure_png(fig)

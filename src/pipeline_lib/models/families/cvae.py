@@ -94,6 +94,7 @@ class CVAE(GenerativeModel):
         "reconstruction": "logcosh",    # Ballesteros Ramirez §5: log-cosh instead of MSE
         "logcosh_alpha": 1.0,           # plain log-cosh (the seed gives no scale)
     }
+    EMA_MODULES = ("encoder", "decoder")
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
@@ -134,8 +135,8 @@ class CVAE(GenerativeModel):
             per_pixel = log_cosh(d, float(self.hparams["logcosh_alpha"]))
         return per_pixel.flatten(1).sum(1)
 
-    def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
-        self.train()
+    def objective(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Reconstruction error + KL and its two terms on a labelled batch."""
         onehot = self.onehot(labels, len(images))
         with self.autocast():
             mu, logvar = self.encoder(images, onehot)
@@ -143,9 +144,18 @@ class CVAE(GenerativeModel):
             x_hat = self.decoder(z, onehot)
         recon = self.reconstruction_error(images, x_hat).mean()
         kl = kl_to_standard_normal(mu, logvar)
-        loss = recon + kl
-        self.optimise(loss, self.optimizers["cvae"])
-        return {"loss": loss.item(), "reconstruction": recon.item(), "kl": kl.item()}
+        return {"loss": recon + kl, "reconstruction": recon, "kl": kl}
+
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        self.train()
+        terms = self.objective(images, labels)
+        self.optimise(terms["loss"], self.optimizers["cvae"])
+        return {name: value.item() for name, value in terms.items()}
+
+    @torch.no_grad()
+    def validation_losses(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        self.eval()
+        return {name: value.item() for name, value in self.objective(images, labels).items()}
 
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None,

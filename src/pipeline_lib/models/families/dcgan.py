@@ -32,6 +32,12 @@ Changes, and why:
   (``BCEWithLogits``) for numerical stability; the generator minimises the
   non-saturating -log D(G(z)) that Goodfellow et al. recommend and DCGAN code uses.
 - 5 x 5 stride-2 convolutions use TensorFlow's 'SAME' padding so sizes halve/double exactly.
+
+Options for small cohorts, off by default (neither paper used them): ``diffaugment``, a
+DiffAugment policy (Zhao et al. 2020, e.g. ``"color,translation,cutout"``) applied to every
+batch the discriminator sees, real and generated, in both updates; and ``r1_gamma``, the
+weight gamma of the R1 penalty gamma / 2 * E||grad D(x_real)||^2 (Mescheder et al. 2018) on
+the discriminator's real batch (after augmentation, as StyleGAN2-ADA does).
 """
 
 from __future__ import annotations
@@ -45,8 +51,10 @@ from torch.nn import functional as F
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.base import GenerativeModel
-from pipeline_lib.models.layers import (BASE_SIZE, DownBlock, UpBlock, draw_latent, init_dcgan_weights,
-                     n_resolution_stages, set_requires_grad, stride2_padding, to_signed, to_unit)
+from pipeline_lib.models.layers import (BASE_SIZE, DownBlock, UpBlock, diff_augment, diffaugment_policy, draw_latent,
+                                       init_dcgan_weights, n_resolution_stages, set_requires_grad, stride2_padding,
+                                       to_signed, to_unit)
+from pipeline_lib.models.losses import r1_penalty
 
 
 @dataclass(frozen=True)
@@ -130,7 +138,10 @@ class DCGAN(GenerativeModel):
         "han": (HAN, {"latent_dim": 100, "width": 32, "kernel_size": 4, "lr": 2e-4,
                       "beta1": 0.5, "beta2": 0.999, "batch_size": 64}),
     }
-    DEFAULTS: dict[str, Any] = {"preset": "kazuhiro", **PRESETS["kazuhiro"][1]}
+    #: Small-cohort options of every GAN family, off unless configured (module docstring).
+    GAN_AIDS: ClassVar[dict[str, Any]] = {"diffaugment": None, "r1_gamma": 0.0}
+    DEFAULTS: dict[str, Any] = {"preset": "kazuhiro", **PRESETS["kazuhiro"][1], **GAN_AIDS}
+    EMA_MODULES = ("generator",)
 
     @classmethod
     def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +164,7 @@ class DCGAN(GenerativeModel):
         self.discriminator = Discriminator(channels, image_size, h["width"], arch,
                                            extra_channels=self.extra_d_channels())
         self.apply(init_dcgan_weights)
+        self.augment_ops = checked_gan_aids(self.family, h)
 
     def architecture(self) -> Architecture:
         base, _ = self.PRESETS[self.hparams["preset"]]
@@ -187,30 +199,43 @@ class DCGAN(GenerativeModel):
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return draw_latent(n, self.hparams["latent_dim"], self.LATENT, self.device, generator)
 
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """What the discriminator sees of a batch: ``x`` through the DiffAugment policy (if any)."""
+        return diff_augment(x, self.augment_ops)
+
     def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
         """One discriminator update on real vs fake, then one generator update on the same fakes."""
         self.train()
         self.check_labels(labels, len(images))
         real = to_signed(images)
         z = self.latent(len(real))
+        gamma = self.hparams["r1_gamma"]
         with self.autocast():
             fake = self.generate(z, labels)
+            real_in = self.augment(real)
+            if gamma:
+                real_in = real_in.detach().requires_grad_(True)
             # Real and fake go through separate forward passes, so batch norm sees pure batches (Radford).
-            real_logits = self.discriminate(real, labels)
-            fake_logits = self.discriminate(fake.detach(), labels)
+            real_logits = self.discriminate(real_in, labels)
+            fake_logits = self.discriminate(self.augment(fake.detach()), labels)
             d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
                       + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        extra = {}
+        if gamma:
+            penalty = r1_penalty(real_logits, real_in, self.scaler)
+            d_loss = d_loss + gamma / 2 * penalty
+            extra["r1"] = penalty.item()
         self.optimise(d_loss, self.optimizers["discriminator"])
 
         set_requires_grad(self.discriminator, False)
         with self.autocast():
-            g_logits = self.discriminate(fake, labels)
+            g_logits = self.discriminate(self.augment(fake), labels)
             g_loss = F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits))
         self.optimise(g_loss, self.optimizers["generator"])
         set_requires_grad(self.discriminator, True)
         return {"discriminator": d_loss.item(), "generator": g_loss.item(),
                 "d_real": torch.sigmoid(real_logits.float()).mean().item(),
-                "d_fake": torch.sigmoid(fake_logits.float()).mean().item()}
+                "d_fake": torch.sigmoid(fake_logits.float()).mean().item(), **extra}
 
     # -- inference ----------------------------------------------------------
     @torch.no_grad()
@@ -219,6 +244,18 @@ class DCGAN(GenerativeModel):
         self.eval()
         self.check_labels(labels, n)
         return to_unit(self.generate(self.latent(n, generator), labels))
+
+
+def checked_gan_aids(family: str, hparams: dict[str, Any]) -> tuple[str, ...]:
+    """The DiffAugment operations of ``hparams``; bad policies or a negative R1 weight are InputErrors."""
+    try:
+        ops = diffaugment_policy(hparams["diffaugment"])
+    except ValueError as exc:
+        raise InputError(f"model family '{family}': {exc}") from exc
+    gamma = hparams["r1_gamma"]
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma < 0:
+        raise InputError(f"model family '{family}': r1_gamma must be a number >= 0, got {gamma!r}")
+    return ops
 
 
 MODEL = DCGAN

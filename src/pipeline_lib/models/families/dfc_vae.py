@@ -120,21 +120,14 @@ class DFCVAE(VAE):
         net, path = build_feature_network(choice["backbone"], choice["weights"])
         self.perceptual_net = net
         self.perceptual_weights_file = str(path)
-        self.register_state_dict_post_hook(_drop_feature_net)
-        self.register_load_state_dict_pre_hook(_fill_feature_net)
+        self.register_state_dict_post_hook(drop_feature_net)
+        self.register_load_state_dict_pre_hook(fill_feature_net)
 
     @classmethod
     def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
-        """Defaults overridden by ``given``; ``perceptual`` is merged key by key and checked."""
+        """Defaults overridden by ``given`` (``perceptual`` key by key); the backbone is checked."""
         resolved = super().resolve_hparams(given)
-        perceptual = dict(cls.DEFAULTS["perceptual"])
-        user = given.get("perceptual") or {}
-        if not isinstance(user, dict):
-            raise InputError(f"dfc_vae: perceptual must be a mapping, got {user!r}")
-        unknown = sorted(set(user) - set(perceptual))
-        if unknown:
-            raise InputError(f"dfc_vae: perceptual has no key(s) {unknown}; known: {sorted(perceptual)}")
-        perceptual.update(user)
+        perceptual = resolved["perceptual"]
         if perceptual["backbone"] not in BACKBONES:
             raise InputError(f"dfc_vae: perceptual.backbone must be one of {BACKBONES}, "
                              f"got {perceptual['backbone']!r}")
@@ -172,13 +165,13 @@ class DFCVAE(VAE):
         return (scale * per_image).mean()
 
 
-def _drop_feature_net(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
+def drop_feature_net(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
     """Keep the frozen, reloadable feature network out of checkpoints and weight files."""
     for key in [k for k in state_dict if k.startswith(f"{prefix}{FEATURE_NET}.")]:
         del state_dict[key]
 
 
-def _fill_feature_net(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+def fill_feature_net(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
     """On load, supply the feature network's entries from the network already loaded."""
     for key, value in module.perceptual_net.state_dict().items():
         state_dict.setdefault(f"{prefix}{FEATURE_NET}.{key}", value)

@@ -132,6 +132,7 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
         "width": 64,                 # channels at full resolution, doubled at each halving ...
         "max_width": 512,            # ... up to this many
     }
+    EMA_MODULES = ("encoder", "decoder")
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
@@ -178,6 +179,17 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
         self.optimise(loss_g, self.optimizers["generator"], inputs=list(self.decoder.parameters()))
         return {"encoder": loss_e.item(), "generator": loss_g.item(), "reconstruction": recon.item(),
                 "kl_real": kl_real.item(), "kl_rec": kl_rec.item(), "kl_fake": kl_fake.item()}
+
+    @torch.no_grad()
+    def validation_losses(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        """The autoencoding terms (L_AE and the real images' KL): the adversarial terms measure the
+        encoder against the generator and have no held-out meaning."""
+        self.eval()
+        with self.autocast():
+            mu, logvar = self.encoder(images)
+            x_rec = self.decoder(reparameterise(mu, logvar))
+        return {"reconstruction": self.reconstruction_loss(images, x_rec).item(),
+                "kl_real": kl_to_standard_normal(mu, logvar).item()}
 
 
 

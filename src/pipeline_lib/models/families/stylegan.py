@@ -35,6 +35,12 @@ Adam with learning rate 1e-4. Choices the seed leaves open, and why:
   style scales at one, as in StyleGAN, since He-normal has no meaning for them.
 - The generator ends in a sigmoid so samples lie in [0, 1]; the critic sees
   images rescaled to [-1, 1].
+
+Options for small cohorts, off by default (not in the seed): ``diffaugment`` (a DiffAugment
+policy, Zhao et al. 2020, on every batch the critic sees, real and generated, gradient
+penalty included) and ``r1_gamma`` (R1 penalty gamma / 2 * E||grad D(x_real)||^2 on the
+augmented real batch, Mescheder et al. 2018; StyleGAN2's regulariser). The generator's EMA
+that StyleGAN2-ADA samples from is the trainer's ``ema_decay``.
 """
 
 from __future__ import annotations
@@ -47,7 +53,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline_lib.models.base import GenerativeModel
-from pipeline_lib.models.losses import gradient_penalty
+from pipeline_lib.models.families.dcgan import checked_gan_aids
+from pipeline_lib.models.layers import diff_augment
+from pipeline_lib.models.losses import gradient_penalty, r1_penalty
 
 
 def resolution_width(resolution: int, width: int) -> int:
@@ -192,7 +200,10 @@ class StyleGAN(GenerativeModel):
         "gradient_penalty": 10.0,   # WGAN-GP weight; 0 gives the plain Wasserstein objective
         "drift": 0.001,             # PGGAN's epsilon_drift on E[D(x)^2]
         "batch_size": 16,           # not stated in the seed; StyleGAN's minibatch at 128 px
+        "diffaugment": None,        # off (the seed trains without augmentation)
+        "r1_gamma": 0.0,            # off (the seed uses the WGAN-GP penalty)
     }
+    EMA_MODULES = ("generator",)
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
@@ -200,6 +211,7 @@ class StyleGAN(GenerativeModel):
         self.generator = StyleGenerator(channels, image_size, h["latent_dim"], h["mapping_dim"],
                                         h["mapping_layers"], h["width"])
         self.critic = Critic(channels, image_size, h["width"])
+        self.augment_ops = checked_gan_aids(self.family, h)
 
     def configure_optimizers(self) -> None:
         h = self.hparams
@@ -234,24 +246,36 @@ class StyleGAN(GenerativeModel):
         h = self.hparams
         n = images.shape[0]
         with torch.no_grad(), self.autocast():
-            fake = self.generate(n).float()
+            fake = self.augment(self.generate(n).float())
+        real = self.augment(images)
+        if h["r1_gamma"]:
+            real = real.detach().requires_grad_(True)
         with self.autocast():
-            d_real = self.critic(images).float()
+            d_real = self.critic(real).float()
             d_fake = self.critic(fake).float()
         wasserstein = d_real.mean() - d_fake.mean()
         critic_loss = -wasserstein + h["drift"] * d_real.pow(2).mean()
         penalty = torch.zeros((), device=images.device)
         if h["gradient_penalty"] > 0:
-            penalty = self.gradient_penalty(images, fake)
+            penalty = self.gradient_penalty(real.detach(), fake)
             critic_loss = critic_loss + h["gradient_penalty"] * penalty
+        extra = {}
+        if h["r1_gamma"]:
+            r1 = r1_penalty(d_real, real, self.scaler)
+            critic_loss = critic_loss + h["r1_gamma"] / 2 * r1
+            extra["r1"] = r1.item()
         self.optimise(critic_loss, self.optimizers["critic"])
 
         with self.autocast():
-            generator_loss = -self.critic(self.generate(n)).float().mean()
+            generator_loss = -self.critic(self.augment(self.generate(n))).float().mean()
         # `inputs` spares computing critic gradients the generator step would throw away.
         self.optimise(generator_loss, self.optimizers["generator"], inputs=list(self.generator.parameters()))
         return {"critic": critic_loss.item(), "generator": generator_loss.item(),
-                "gradient_penalty": penalty.item(), "wasserstein_estimate": wasserstein.item()}
+                "gradient_penalty": penalty.item(), "wasserstein_estimate": wasserstein.item(), **extra}
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """What the critic sees of a batch in [0, 1]: ``x`` through the DiffAugment policy (if any)."""
+        return diff_augment(x, self.augment_ops, brightness_range=0.5)
 
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None,

@@ -105,6 +105,7 @@ class VAE(GaussianLatentSampling, GenerativeModel):
         "batch_size": 64,
         "recon_weight": 0.025,  # multiplied by H * W (Ungría Hirte et al.: 0.025 x 128 x 128)
     }
+    EMA_MODULES = ("encoder", "decoder")
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
@@ -119,17 +120,26 @@ class VAE(GaussianLatentSampling, GenerativeModel):
         per_pixel = F.mse_loss(x_hat.float(), x.float(), reduction="none").flatten(1).mean(1)
         return (self.hparams["recon_weight"] * self.image_size**2 * per_pixel).mean()
 
-    def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
-        self.train()
+    def objective(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss of eq. (5) and its two terms on a batch."""
         with self.autocast():
             mu, logvar = self.encoder(images)
             z = reparameterise(mu, logvar)
             x_hat = self.decoder(z)
         recon = self.reconstruction_loss(images, x_hat)
         kl = kl_to_standard_normal(mu, logvar)
-        loss = recon + kl
-        self.optimise(loss, self.optimizers["vae"])
-        return {"loss": loss.item(), "reconstruction": recon.item(), "kl": kl.item()}
+        return {"loss": recon + kl, "reconstruction": recon, "kl": kl}
+
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        self.train()
+        terms = self.objective(images)
+        self.optimise(terms["loss"], self.optimizers["vae"])
+        return {name: value.item() for name, value in terms.items()}
+
+    @torch.no_grad()
+    def validation_losses(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        self.eval()
+        return {name: value.item() for name, value in self.objective(images).items()}
 
 
 

@@ -25,6 +25,10 @@ before the critic's update — so both players' curves have a value at every ste
 
 Change: Arjovsky et al.'s schedule of 100 critic iterations during the first 25
 generator iterations is left out (Han et al. do not mention it).
+
+``diffaugment`` and ``r1_gamma`` work as in the ``dcgan`` family (off by default): the
+critic sees every real and generated batch through the DiffAugment policy, and the
+R1 penalty on the (augmented) real batch adds to the critic's loss (column ``r1``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.families.dcgan import DCGAN, HAN, Architecture
 from pipeline_lib.models.layers import set_requires_grad, to_signed
+from pipeline_lib.models.losses import r1_penalty
 
 
 class WGAN(DCGAN):
@@ -47,6 +52,7 @@ class WGAN(DCGAN):
         "batch_size": 64,     # Han et al. section 3.2.2
         "n_critic": 5,        # Arjovsky et al., Algorithm 1
         "clip_value": 0.01,   # Arjovsky et al., Algorithm 1
+        **DCGAN.GAN_AIDS,
     }
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
@@ -73,12 +79,22 @@ class WGAN(DCGAN):
 
     def critic_loss(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(loss the critic minimises, named parts to report); ``fake`` carries no gradient."""
+        """(loss the critic minimises, named parts to report); ``real`` and ``fake`` are the
+        batches as the critic sees them (augmented), ``fake`` carries no gradient."""
+        gamma = self.hparams["r1_gamma"]
+        if gamma:
+            real = real.detach().requires_grad_(True)
         with self.autocast():
-            real_score = self.discriminate(real, labels).float().mean()
+            real_scores = self.discriminate(real, labels)
+            real_score = real_scores.float().mean()
             fake_score = self.discriminate(fake, labels).float().mean()
         estimate = real_score - fake_score
-        return -estimate, {"wasserstein_estimate": estimate, "fake_score": fake_score}
+        parts = {"wasserstein_estimate": estimate, "fake_score": fake_score}
+        loss = -estimate
+        if gamma:
+            parts["r1"] = r1_penalty(real_scores, real, self.scaler)
+            loss = loss + gamma / 2 * parts["r1"]
+        return loss, parts
 
     @torch.no_grad()
     def constrain_critic(self) -> None:
@@ -94,7 +110,7 @@ class WGAN(DCGAN):
         real = to_signed(images)
         with torch.no_grad(), self.autocast():
             fake = self.generate(self.latent(len(real)), labels)
-        loss, parts = self.critic_loss(real, fake, labels)
+        loss, parts = self.critic_loss(self.augment(real), self.augment(fake), labels)
         self.optimise(loss, self.optimizers["critic"])
         self.constrain_critic()
         self.critic_updates += 1
@@ -108,7 +124,7 @@ class WGAN(DCGAN):
     def generator_update(self, n: int, labels: torch.Tensor | None) -> float:
         set_requires_grad(self.discriminator, False)
         with self.autocast():
-            loss = -self.discriminate(self.generate(self.latent(n), labels), labels).float().mean()
+            loss = -self.discriminate(self.augment(self.generate(self.latent(n), labels)), labels).float().mean()
         self.optimise(loss, self.optimizers["generator"])
         set_requires_grad(self.discriminator, True)
         return loss.item()

@@ -52,6 +52,7 @@ class WGANGP(WGAN):
         "n_critic": 5,        # n_critic = 5
         "gp_weight": 10.0,    # lambda = 10
         "critic_norm": "layer",
+        **WGAN.GAN_AIDS,
     }
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):

@@ -1,0 +1,222 @@
+"""Denoising diffusion probabilistic model (Ho et al. 2020) on MONAI's 2-D ``DiffusionModelUNet``.
+
+Training is DDPM's: a slice x0 in [-1, 1], a timestep t ~ U{0, ..., T-1} and noise
+eps ~ N(0, I) give x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (MONAI's
+``DDPMScheduler.add_noise``), and the UNet is trained to predict eps with a mean
+squared error (Ho et al.'s L_simple). Sampling is DDIM (Song et al. 2021, MONAI's
+``DDIMScheduler``) with eta = 0, so a seed gives the same images, in
+``ddim_steps`` steps instead of T.
+
+Defaults and where they come from:
+- UNet: MONAI's 2-D DDPM tutorial (Project-MONAI/tutorials,
+  generation/2d_ddpm/2d_ddpm_tutorial.ipynb, MedNIST at 64 px): channels
+  (128, 256, 256), attention at the 2nd and 3rd levels, one residual block
+  per level, 256 channels per attention head; 32 normalisation groups (MONAI's
+  default). The same group's brain-MRI work (Pinaya et al. 2022, "Brain imaging
+  generation with latent diffusion models") runs this UNet in an autoencoder's
+  latent space: that is the ``ldm`` family.
+- Noise schedule: T = 1000 steps, betas linear from 1e-4 to 0.02, epsilon
+  prediction (Ho et al. 2020, section 4; MONAI's ``DDPMScheduler`` defaults,
+  which the tutorial uses).
+- Optimiser: Adam, learning rate 2.5e-5, batch 64 (the tutorial).
+- Class conditioning (``condition_on``): the UNet's class embedding with one
+  extra "no class" entry; during training a label is replaced by it with
+  probability ``class_dropout`` = 0.15, and samples use classifier-free guidance
+  eps = eps_none + ``guidance_scale`` (eps_class - eps_none) with scale 4.0
+  (Ho and Salimans 2022; 0.15 and 4.0 are the values of MONAI's 2-D
+  classifier-free guidance tutorial, generation/classifier_free_guidance/).
+
+Deviations, and why:
+- Intensities are mapped to [-1, 1] (Ho et al.), the range that DDPM's
+  ``clip_sample`` assumes; the MONAI tutorial feeds [0, 1]. Samples are mapped
+  back to [0, 1] and clamped.
+- The tutorial samples with all 1000 DDPM steps; DDIM with ``ddim_steps`` = 50
+  is our default (Song et al. show 50 DDIM steps close to the full chain), and
+  the step count is a hyperparameter (bench/diffusion.py times it).
+- The CFG tutorial conditions through cross-attention on a scalar class value;
+  the class embedding the UNet provides for discrete labels is used instead.
+- Ho et al. sample from an exponential moving average of the weights (decay
+  0.9999); here that is the trainer's ``ema_decay`` (off unless configured, as
+  in the tutorial).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.models.base import GenerativeModel
+from pipeline_lib.models.layers import to_signed, to_unit
+
+BETA_SCHEDULES = ("linear_beta", "scaled_linear_beta")
+
+
+def build_unet(in_channels: int, h: dict[str, Any], n_classes: int, where: str) -> nn.Module:
+    """MONAI's DiffusionModelUNet from the hyperparameters ``unet_channels``, ``attention_levels``,
+    ``num_res_blocks``, ``num_head_channels`` and ``norm_num_groups`` (checked here, so a bad value
+    is an InputError naming the key rather than an error deep inside MONAI)."""
+    from monai.networks.nets import DiffusionModelUNet
+
+    channels = [int(c) for c in h["unet_channels"]]
+    attention = [bool(a) for a in h["attention_levels"]]
+    groups = int(h["norm_num_groups"])
+    if not channels or len(attention) != len(channels):
+        raise InputError(f"{where}: attention_levels needs one entry per entry of unet_channels, "
+                         f"got {len(attention)} for {len(channels)}")
+    if any(c % groups for c in channels):
+        raise InputError(f"{where}: every entry of unet_channels must be a multiple of norm_num_groups ({groups}), "
+                         f"got {channels}")
+    heads = h["num_head_channels"]
+    heads = [int(v) for v in heads] if isinstance(heads, (list, tuple)) else int(heads)
+    return DiffusionModelUNet(
+        spatial_dims=2, in_channels=in_channels, out_channels=in_channels, channels=channels,
+        attention_levels=attention, num_res_blocks=int(h["num_res_blocks"]), num_head_channels=heads,
+        norm_num_groups=groups, num_class_embeds=n_classes + 1 if n_classes else None)
+
+
+def build_schedulers(h: dict[str, Any], clip_sample: bool, where: str):
+    """(DDPM scheduler for training, DDIM scheduler for sampling) on the same noise schedule."""
+    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+    if h["beta_schedule"] not in BETA_SCHEDULES:
+        raise InputError(f"{where}: beta_schedule must be one of {BETA_SCHEDULES}, got {h['beta_schedule']!r}")
+    steps, ddim = int(h["num_train_timesteps"]), int(h["ddim_steps"])
+    if not 1 <= ddim <= steps:
+        raise InputError(f"{where}: ddim_steps must lie in 1..num_train_timesteps ({steps}), got {ddim}")
+    args = {"num_train_timesteps": steps, "schedule": h["beta_schedule"],
+            "beta_start": float(h["beta_start"]), "beta_end": float(h["beta_end"])}
+    return DDPMScheduler(clip_sample=clip_sample, **args), DDIMScheduler(clip_sample=clip_sample, **args)
+
+
+class Denoiser(nn.Module):
+    """The diffusion process around one UNet: DDPM training loss, DDIM sampling, guidance.
+
+    Shared by ``ddpm`` (on images) and ``ldm`` (on an autoencoder's latents).
+    ``n_classes`` > 0 makes it class-conditional, with label ``n_classes`` as "no class".
+    """
+
+    def __init__(self, in_channels: int, h: dict[str, Any], n_classes: int, clip_sample: bool, where: str):
+        super().__init__()
+        self.unet = build_unet(in_channels, h, n_classes, where)
+        self.n_classes = n_classes
+        self.class_dropout, self.guidance_scale = float(h["class_dropout"]), float(h["guidance_scale"])
+        self.ddim_steps = int(h["ddim_steps"])
+        # Schedulers hold no learnt state (plain tensors, not buffers): kept out of the module tree.
+        object.__setattr__(self, "schedulers", build_schedulers(h, clip_sample, where))
+
+    def training_labels(self, labels: torch.Tensor | None, n: int, device) -> torch.Tensor | None:
+        """Labels with a share ``class_dropout`` replaced by "no class" (classifier-free guidance)."""
+        if not self.n_classes:
+            return None
+        dropped = torch.rand(n, device=device) < self.class_dropout
+        return torch.where(dropped, torch.full_like(labels, self.n_classes), labels)
+
+    def loss(self, x0: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """L_simple: MSE between drawn noise and the UNet's prediction of it from x_t."""
+        ddpm, _ = self.schedulers
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, ddpm.num_train_timesteps, (x0.shape[0],), device=x0.device).long()
+        prediction = self.unet(x=ddpm.add_noise(x0, noise, t), timesteps=t, class_labels=labels)
+        return F.mse_loss(prediction.float(), noise.float())
+
+    def predict_noise(self, x: torch.Tensor, t: int, labels: torch.Tensor | None) -> torch.Tensor:
+        steps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        if labels is None or self.guidance_scale == 1.0:
+            return self.unet(x=x, timesteps=steps, class_labels=labels)
+        none = torch.full_like(labels, self.n_classes)
+        both = self.unet(x=torch.cat([x, x]), timesteps=torch.cat([steps, steps]),
+                         class_labels=torch.cat([none, labels]))
+        eps_none, eps_class = both.chunk(2)
+        return eps_none + self.guidance_scale * (eps_class - eps_none)
+
+    @torch.no_grad()
+    def sample(self, shape: tuple[int, ...], labels: torch.Tensor | None, generator: torch.Generator | None,
+               device: torch.device, steps: int | None = None) -> torch.Tensor:
+        """DDIM (eta = 0) from noise drawn on the CPU, so a seed gives the same result on any device."""
+        _, ddim = self.schedulers
+        ddim.set_timesteps(steps or self.ddim_steps)
+        x = torch.randn(shape, generator=generator, device="cpu").to(device)
+        for t in ddim.timesteps:
+            x, _ = ddim.step(self.predict_noise(x, int(t), labels).float(), int(t), x)
+        return x
+
+
+def check_labels(model: GenerativeModel, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """Class indices for a conditional model (default: 0, 1, ... in turn); None for an unconditional one."""
+    if not model.conditional:
+        if labels is not None:
+            raise InputError(f"model family '{model.family}' was trained without condition_on: it takes no labels")
+        return None
+    if labels is None:
+        return (torch.arange(n) % model.n_classes).to(model.device)
+    labels = torch.as_tensor(labels, device=model.device).long().view(-1)
+    if labels.numel() != n or (n and (int(labels.min()) < 0 or int(labels.max()) >= model.n_classes)):
+        raise InputError(f"model family '{model.family}': need {n} class indices in [0, {model.n_classes}), "
+                         f"got {labels.tolist()[:10]}")
+    return labels
+
+
+class DDPM(GenerativeModel):
+    family = "ddpm"
+    DEFAULTS: dict[str, Any] = {
+        "unet_channels": [128, 256, 256],          # MONAI 2-D DDPM tutorial
+        "attention_levels": [False, True, True],   # tutorial
+        "num_res_blocks": 1,                       # tutorial
+        "num_head_channels": 256,                  # tutorial
+        "norm_num_groups": 32,                     # MONAI default
+        "num_train_timesteps": 1000,               # Ho et al.; tutorial
+        "beta_schedule": "linear_beta",            # Ho et al.
+        "beta_start": 1e-4,                        # Ho et al.
+        "beta_end": 0.02,                          # Ho et al.
+        "ddim_steps": 50,                          # our choice (Song et al.); the tutorial samples 1000 DDPM steps
+        "lr": 2.5e-5,                              # tutorial
+        "batch_size": 64,                          # tutorial
+        "class_dropout": 0.15,                     # MONAI classifier-free guidance tutorial
+        "guidance_scale": 4.0,                     # MONAI classifier-free guidance tutorial
+    }
+    EMA_MODULES: ClassVar[tuple[str, ...]] = ("denoiser",)
+
+    def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
+        super().__init__(image_size, channels, n_classes, **hparams)
+        self.conditional = n_classes > 0  # optional conditioning: decided by condition_on, per model
+        levels = len(self.hparams["unet_channels"])
+        if image_size % 2 ** (levels - 1):
+            raise InputError(f"{self.family}: image_size {image_size} is not divisible by 2^{levels - 1} "
+                             f"(one halving per level after the first of unet_channels)")
+        self.denoiser = Denoiser(channels, self.hparams, n_classes, clip_sample=True,
+                                 where=f"models.<{self.family} model>")
+
+    def configure_optimizers(self) -> None:
+        self.optimizers = {"unet": self.adam(self.denoiser.parameters(), lr=self.hparams["lr"])}
+
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        self.train()
+        labels = self.denoiser.training_labels(check_labels(self, labels, len(images)), len(images), images.device)
+        with self.autocast():
+            loss = self.denoiser.loss(to_signed(images), labels)
+        self.optimise(loss, self.optimizers["unet"])
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def validation_losses(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        """L_simple on held-out slices with their labels (no dropout to "no class")."""
+        self.eval()
+        with self.autocast():
+            return {"loss": self.denoiser.loss(to_signed(images), check_labels(self, labels, len(images))).item()}
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        self.eval()
+        labels = check_labels(self, labels, n)
+        with self.autocast():
+            x = self.denoiser.sample((n, self.channels, self.image_size, self.image_size), labels, generator,
+                                     self.device)
+        return to_unit(x)
+
+
+MODEL = DDPM

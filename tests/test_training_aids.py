@@ -1,0 +1,339 @@
+"""Training aids: EMA, learning-rate schedules, DiffAugment, R1, validation, snapshots, progress.
+
+Each is checked against what it must do, not only that it runs: the EMA against its closed
+form, the schedule against the optimiser's learning rate at a known step, DiffAugment on what
+the discriminator actually receives, R1 against a critic whose input gradient is known.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.models import build_model
+from pipeline_lib.models.ema import WeightAverage, ramped_decay
+from pipeline_lib.models.layers import diff_augment, diffaugment_policy
+from pipeline_lib.models.losses import r1_penalty
+from pipeline_lib.models.progress import ProgressLine, duration_text
+from pipeline_lib.models.sampling import draw_samples
+from pipeline_lib.models.schedule import lr_factor
+from pipeline_lib.models.training import load_trained_model, train_model
+
+SIZE = 32
+VAE = {"family": "vae", "width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3, "seed": 3,
+       "checkpoint_every": 5, "budget": {"steps": 12}}
+DCGAN = {"family": "dcgan", "width": 8, "latent_dim": 16, "batch_size": 8, "seed": 3,
+         "checkpoint_every": 5, "budget": {"steps": 4}}
+
+
+def blobs(n: int = 24, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:SIZE, :SIZE] / SIZE
+    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1))
+    return np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2)).astype(np.float32)
+
+
+def train(tmp_path, block, name="m", **kwargs):
+    return train_model(name, block, blobs(), None, tmp_path / f"{name}.pt", tmp_path / f"{name}.csv",
+                       tmp_path / f"ck_{name}", device="cpu", **kwargs)
+
+
+# ------------------------------------------------------------------------------------------- EMA
+
+
+class Holder(nn.Module):
+    """A stand-in model: one averaged network with one parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(1, 1, bias=False)
+
+    def ema_modules(self):
+        return ("net",)
+
+
+def test_ema_equals_the_closed_form_average_of_the_weights_it_saw():
+    """After updates with weights w_1..w_k the average is sum_i w_i (1 - d_i) prod_{j>i} d_j with
+    d_1 = 0 (the average starts as a copy) and d_i = min(decay, i / (9 + i)) (the ramp)."""
+    decay, weights = 0.6, [1.0, -2.0, 3.5, 0.25, 8.0, -1.0, 4.0, 2.0, 0.0, 5.0, 7.0, -3.0, 1.5, 6.0]
+    model, average = Holder(), WeightAverage(decay)
+    for w in weights:
+        with torch.no_grad():
+            model.net.weight.fill_(w)
+        average.update(model)
+    d = [0.0] + [min(decay, i / (9 + i)) for i in range(2, len(weights) + 1)]
+    expected = sum(w * (1 - d[i]) * np.prod(d[i + 1:]) for i, w in enumerate(weights))
+    assert [ramped_decay(decay, n) for n in range(1, len(weights))] == d[1:]
+    assert d[-1] == decay, "the ramp must have reached the configured decay in this sequence"
+    assert average.shadow["net"]["weight"].item() == pytest.approx(expected, rel=1e-6)
+    with average.applied(model):
+        assert model.net.weight.item() == pytest.approx(expected, rel=1e-6)
+    assert model.net.weight.item() == weights[-1], "the trained weights come back after the block"
+
+
+def test_samples_come_from_the_averaged_weights_by_default(tmp_path):
+    block = {**VAE, "ema_decay": 0.5}
+    train(tmp_path, block)
+    payload = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert set(payload["ema"]) == {"encoder", "decoder"}
+    averaged, summary = load_trained_model(tmp_path / "m.pt", device="cpu")
+    trained, _ = load_trained_model(tmp_path / "m.pt", device="cpu", averaged=False)
+    decoder_weight = dict(averaged.decoder.named_parameters())["fc.weight"]
+    torch.testing.assert_close(decoder_weight, payload["ema"]["decoder"]["fc.weight"], rtol=0, atol=0)
+    assert not torch.equal(decoder_weight, payload["state_dict"]["decoder.fc.weight"])
+    assert not np.array_equal(draw_samples(averaged, 4, seed=1), draw_samples(trained, 4, seed=1))
+    assert summary["training_aids"]["sampled_with"] == "ema"
+
+    train(tmp_path, {**block, "sample_from_ema": False}, name="live")
+    assert torch.load(tmp_path / "live.pt", weights_only=False)["ema"] is None
+
+
+def test_ema_run_resumes_exactly(tmp_path):
+    block = {**VAE, "ema_decay": 0.8}
+    train(tmp_path, block, name="whole")
+    assert train(tmp_path, block, name="split", steps_this_call=7) is None
+    train(tmp_path, block, name="split")
+    whole = torch.load(tmp_path / "whole.pt", weights_only=False)["ema"]
+    split = torch.load(tmp_path / "split.pt", weights_only=False)["ema"]
+    for net in whole:
+        for key in whole[net]:
+            torch.testing.assert_close(split[net][key], whole[net][key], rtol=0, atol=0)
+
+
+def test_ema_of_a_family_without_sampling_networks_is_rejected(tmp_path, monkeypatch):
+    from pipeline_lib.models.families.vae import VAE as VaeClass
+
+    monkeypatch.setattr(VaeClass, "EMA_MODULES", ())
+    with pytest.raises(InputError, match="ema_decay"):
+        train(tmp_path, {**VAE, "ema_decay": 0.9})
+
+
+# ------------------------------------------------------------------------------- LR schedules
+
+
+def test_lr_factor_values():
+    assert lr_factor(1, "constant") == 1.0
+    assert [lr_factor(s, "constant", warmup_steps=4) for s in (1, 2, 4, 5)] == [0.25, 0.5, 1.0, 1.0]
+    assert lr_factor(1, "cosine", 0, 100) == pytest.approx(0.5 * (1 + np.cos(np.pi / 100)))
+    assert lr_factor(50, "cosine", 0, 100) == pytest.approx(0.5)
+    assert lr_factor(100, "cosine", 0, 100) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(60, "cosine", 10, 110) == pytest.approx(0.5)  # the cosine starts after the warm-up
+
+
+def test_trainer_applies_the_schedule_to_every_optimiser(tmp_path):
+    """Stopped after step 7 of a 3-step warm-up then cosine over 12 steps: the learning rate that the
+    checkpoint holds is the one step 7 used."""
+    block = {**DCGAN, "budget": {"steps": 12}, "lr_schedule": "cosine", "lr_warmup_steps": 3}
+    train(tmp_path, block, steps_this_call=7)
+    payload = torch.load(next((tmp_path / "ck_m").glob("*/checkpoint.pt")), weights_only=False)
+    expected = 2e-4 * lr_factor(7, "cosine", 3, 12)
+    for opt in payload["training"]["optimizers"].values():
+        assert opt["param_groups"][0]["lr"] == pytest.approx(expected)
+        assert opt["param_groups"][0]["initial_lr"] == pytest.approx(2e-4)
+
+
+def test_cosine_needs_a_step_budget(tmp_path):
+    with pytest.raises(InputError, match="cosine"):
+        train(tmp_path, {**VAE, "budget": {"minutes": 1}, "lr_schedule": "cosine"})
+
+
+# ------------------------------------------------------------------------------ DiffAugment, R1
+
+
+def test_diffaugment_policy_is_checked():
+    assert diffaugment_policy("color, translation,cutout") == ("color", "translation", "cutout")
+    assert diffaugment_policy(None) == ()
+    with pytest.raises(ValueError, match="rotate"):
+        diffaugment_policy("rotate")
+    with pytest.raises(InputError, match="diffaugment"):
+        build_model("dcgan", SIZE, {"width": 8, "diffaugment": "flip"})
+
+
+def test_diffaugment_operations_do_what_they_say():
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, SIZE, SIZE) + 1  # no zeros anywhere
+    cut = diff_augment(x, ("cutout",))
+    zeros = (cut == 0).flatten(1).sum(1)
+    assert (zeros >= (SIZE // 4) ** 2).all() and (zeros <= (SIZE // 2) ** 2).all()
+    assert torch.equal(cut[cut != 0], x[cut != 0]), "cutout leaves the other pixels alone"
+    moved = diff_augment(x, ("translation",))
+    assert ((moved == 0).flatten(1).sum(1) <= SIZE * SIZE - (SIZE - 4) ** 2).all()
+    colour = diff_augment(x, ("color",), brightness_range=1.0)
+    assert not torch.equal(colour, x)
+    x.requires_grad_(True)
+    diff_augment(x, ("color", "translation", "cutout")).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0, "differentiable: the generator learns through it"
+
+
+def _discriminator_inputs(model, images):
+    seen = []
+    model.discriminator.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    model.configure_optimizers()
+    model.training_step(images, None)
+    return seen
+
+
+def test_diffaugment_reaches_real_and_fake_batches_alike_and_never_the_samples():
+    """With a cutout policy every batch the discriminator sees, real or generated, in its own update
+    and in the generator's, has a cut-out square of exact zeros; the images the model samples do not,
+    and are identical to those of the same weights without augmentation."""
+    torch.manual_seed(0)
+    plain = build_model("dcgan", SIZE, {"width": 8, "latent_dim": 16})
+    augmented = build_model("dcgan", SIZE, {"width": 8, "latent_dim": 16, "diffaugment": "cutout"})
+    augmented.load_state_dict(plain.state_dict())
+    gen = torch.Generator().manual_seed(4)
+    assert torch.equal(plain.sample(6, generator=gen), augmented.sample(6, generator=torch.Generator().manual_seed(4)))
+
+    images = torch.from_numpy(blobs(8)).unsqueeze(1)
+    seen = _discriminator_inputs(augmented, images)
+    assert len(seen) == 3  # real and fake in the discriminator's update, fake in the generator's
+    for batch in seen:
+        assert ((batch == 0).flatten(1).sum(1) >= (SIZE // 4) ** 2).all()
+    for batch in _discriminator_inputs(build_model("dcgan", SIZE, {"width": 8, "latent_dim": 16}), images):
+        assert ((batch == 0).flatten(1).sum(1) < 4).all()
+
+
+def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm():
+    w = torch.randn(1, 3 * 4 * 4)
+    real = torch.randn(5, 3, 4, 4, requires_grad=True)
+    scores = real.flatten(1) @ w.T
+    assert r1_penalty(scores, real).item() == pytest.approx(w.pow(2).sum().item(), rel=1e-5)
+
+
+def test_r1_enters_the_discriminator_loss_with_weight_gamma_over_two():
+    """Same weights and random stream: the discriminator loss with R1 minus the one without is
+    gamma / 2 times the logged penalty."""
+    images = torch.from_numpy(blobs(8)).unsqueeze(1)
+    losses = {}
+    for gamma in (0.0, 10.0):
+        torch.manual_seed(0)
+        model = build_model("dcgan", SIZE, {"width": 8, "latent_dim": 16, "r1_gamma": gamma})
+        model.configure_optimizers()
+        torch.manual_seed(1)
+        losses[gamma] = model.training_step(images, None)
+    assert "r1" not in losses[0.0] and losses[10.0]["r1"] > 0
+    assert losses[10.0]["discriminator"] - losses[0.0]["discriminator"] == pytest.approx(5.0 * losses[10.0]["r1"],
+                                                                                         rel=1e-4)
+
+
+@pytest.mark.parametrize("family", ["wgan", "wgan_gp", "stylegan", "cgan"])
+def test_every_gan_family_takes_diffaugment_and_r1(family):
+    hp = {"width": 16 if family == "stylegan" else 8, "latent_dim": 16, "diffaugment": "color,translation,cutout",
+          "r1_gamma": 1.0}
+    if family == "stylegan":
+        hp["mapping_dim"] = 16
+    model = build_model(family, SIZE, hp, n_classes=2 if family == "cgan" else 0)
+    model.configure_optimizers()
+    labels = torch.tensor([0, 1] * 4) if family == "cgan" else None
+    losses = model.training_step(torch.from_numpy(blobs(8)).unsqueeze(1), labels)
+    assert losses["r1"] > 0 and all(np.isfinite(v) for v in losses.values())
+
+
+# ----------------------------------------------------------------------- validation, snapshots
+
+
+def test_validation_and_snapshots_leave_training_unchanged_and_resume_exactly(tmp_path):
+    held_out = (blobs(10, seed=5), None)
+    watched = {**VAE, "validate_every": 5, "snapshot_every": 4, "snapshot_images": 3}
+    train(tmp_path, VAE, name="plain")
+    kwargs = {"validation": held_out}
+    train(tmp_path, watched, name="whole", out_validation=tmp_path / "whole_val.csv",
+          out_snapshots=tmp_path / "whole_snap.npz", **kwargs)
+    assert train(tmp_path, watched, name="split", steps_this_call=7, **kwargs) is None
+    train(tmp_path, watched, name="split", out_validation=tmp_path / "split_val.csv",
+          out_snapshots=tmp_path / "split_snap.npz", **kwargs)
+
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "whole.csv"), pd.read_csv(tmp_path / "plain.csv"))
+    validation = pd.read_csv(tmp_path / "whole_val.csv")
+    assert list(validation["step"]) == [5, 10, 12]
+    assert {"loss", "reconstruction", "kl"} <= set(validation.columns)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "split_val.csv"), validation)
+    whole, split = np.load(tmp_path / "whole_snap.npz"), np.load(tmp_path / "split_snap.npz")
+    assert list(whole["steps"]) == [4, 8, 12] and whole["images"].shape == (3, 3, SIZE, SIZE)
+    assert list(whole["kinds"]) == ["samples"] * 3
+    np.testing.assert_array_equal(split["images"], whole["images"])
+    assert not np.array_equal(whole["images"][0], whole["images"][-1]), "snapshots follow the training"
+
+
+def test_validation_loss_is_measured_on_fixed_noise(tmp_path):
+    """Two validations of the same weights give the same number (fixed noise, fixed subset)."""
+    from pipeline_lib.models.monitor import TrainingMonitor
+
+    model = build_model("vae", SIZE, {"width": 8, "latent_dim": 16, "batch_size": 4})
+    monitor = TrainingMonitor(seed=0, validate_every=1, snapshot_every=None, snapshot_images=2,
+                              validation=(blobs(10), None), validation_images=6, n_classes=0,
+                              conditional=False, batch_size=4)
+    assert len(monitor.images) == 6
+    assert monitor.validation_loss(model) == monitor.validation_loss(model)
+
+
+def test_cheap_fid_during_training_equals_the_evaluation_fid_of_the_same_images(tmp_path):
+    """fid_every adds an ``fid`` column: the FID of fid_images samples (drawn with the monitor's fixed
+    seed) against a seeded subset of as many training slices, computed as the evaluation stage does;
+    GANs may use it (they have no validation loss). Training itself is unchanged."""
+    from pipeline_lib.core.inception import extract_features, frechet_distance_features, load_feature_network
+    from pipeline_lib.core.pretrained import default_fid_cache, fid_inception_weights
+    from pipeline_lib.models.monitor import FID_SEED, isolated_rng
+
+    block = {**DCGAN, "fid_every": 4, "fid_images": 6}
+    train(tmp_path, DCGAN, name="plain")
+    train(tmp_path, block, name="m", out_validation=tmp_path / "v.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "m.csv"), pd.read_csv(tmp_path / "plain.csv"))
+    table = pd.read_csv(tmp_path / "v.csv")
+    assert list(table.columns) == ["step", "fid"] and list(table["step"]) == [4]
+    model, _ = load_trained_model(tmp_path / "m.pt", device="cpu")
+    with isolated_rng(3 + FID_SEED, model.device):
+        fake = model.sample(6, generator=torch.Generator().manual_seed(3 + FID_SEED))[:, 0].numpy()
+    rows = np.sort(np.random.default_rng(3).choice(24, 6, replace=False))
+    net = load_feature_network(fid_inception_weights(default_fid_cache()), device="cpu")
+    expected = frechet_distance_features(extract_features(fake, net), extract_features(blobs()[rows], net))
+    assert table["fid"].iloc[0] == pytest.approx(expected, rel=1e-4)
+
+
+def test_gans_reject_a_validation_loss(tmp_path):
+    with pytest.raises(InputError, match="validate_every"):
+        train(tmp_path, {**DCGAN, "validate_every": 2}, validation=(blobs(8), None))
+
+
+def test_an_empty_test_split_cannot_be_validated(tmp_path):
+    with pytest.raises(InputError, match="no test slices"):
+        train(tmp_path, {**VAE, "validate_every": 2}, validation=(blobs(0), None))
+
+
+# ------------------------------------------------------------------------ progress, live losses
+
+
+def test_progress_line_shows_step_target_losses_rate_and_eta():
+    now = [100.0]
+    line = ProgressLine("vae", target_steps=400, target_seconds=None, every_steps=50, every_seconds=None,
+                        clock=lambda: now[0])
+    line.start(0)
+    now[0] = 125.0
+    assert line.update(49, 25.0, {"loss": 1.0}) is None
+    text = line.update(50, 25.0, {"loss": 0.123456, "kl": 3.0})
+    assert text == "vae step 50/400 (12 %) | loss=0.1235 kl=3 | 2 steps/s | ETA 2m55s"
+    timed = ProgressLine("gan", target_steps=None, target_seconds=120.0, every_steps=None, every_seconds=10.0,
+                         clock=lambda: now[0])
+    timed.start(0)
+    now[0] = 135.0
+    assert timed.update(20, 100.0, {"g": 1.0}) == "gan step 20 | g=1 | 2 steps/s | ETA 20s"
+    assert duration_text(3725) == "1h02m"
+
+
+def test_training_logs_progress_and_grows_losses_csv(tmp_path, caplog):
+    block = {**VAE, "progress_every_steps": 4, "progress_every_seconds": None}
+    with caplog.at_level(logging.INFO, logger="pipeline_lib.models.progress"):
+        assert train(tmp_path, block, steps_this_call=7) is None
+    lines = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("m step 4/12 (33 %) | loss=")
+    # The interrupted job leaves the rows it trained, readable while (and after) it runs.
+    partial = pd.read_csv(tmp_path / "m.csv")
+    assert list(partial["step"]) == list(range(1, 8))
+    train(tmp_path, block)
+    assert list(pd.read_csv(tmp_path / "m.csv")["step"]) == list(range(1, 13))
