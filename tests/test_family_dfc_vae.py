@@ -158,3 +158,37 @@ def test_inception_backbone_runs_without_vgg16(torch_home):
     losses = [model.training_step(x, None)["reconstruction"] for _ in range(30)]
     assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])
     assert all(k.startswith(("encoder.", "decoder.")) for k in model.state_dict())
+
+
+# -- perceptual loss forms: the 8-bit sum (default) and the seed's equation 7 -------------------
+
+def test_eq7_form_on_known_activations():
+    """Two layers, one image: layer 1 (C=1, 2x2) errors [1, 1, 1, 1] -> 4 / (2*4) = 0.5; layer 2
+    (C=2, 1x1) errors [2, 0] -> 4 / (2*2) = 1. Eq. (6) sums them: 1.5, times the weight."""
+    from pipeline_lib.models.families.dfc_vae import perceptual_loss
+    target = [torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 1, 1)]
+    recon = [torch.ones(1, 1, 2, 2), torch.tensor([2.0, 0.0]).view(1, 2, 1, 1)]
+    assert perceptual_loss(recon, target, 1.0, 1.0, "eq7").item() == pytest.approx(1.5)
+    assert perceptual_loss(recon, target, 2e-9, 1.0, "eq7").item() == pytest.approx(3e-9)
+    assert perceptual_loss(recon, target, 1.0, 255.0, "eq7").item() == pytest.approx(1.5 * 255**2)
+    # the default sums the squared errors: 4 + 4 = 8, times weight * scale^2
+    assert perceptual_loss(recon, target, 1.0, 1.0, "sum_8bit").item() == pytest.approx(8.0)
+    # two images: the batch mean of the per-image values
+    batch = perceptual_loss([torch.cat([r, 0 * r]) for r in recon], [torch.cat([t, t]) for t in target],
+                            1.0, 1.0, "eq7")
+    assert batch.item() == pytest.approx(0.75)
+
+
+def test_eq7_form_is_selected_by_the_hyperparameter(random_vgg16):
+    from pipeline_lib.core.errors import InputError
+    assert get_family("dfc_vae").DEFAULTS["perceptual_form"] == "sum_8bit"
+    x, x_hat = blobs(2), blobs(2).flip(-1)
+    default = vgg_model(random_vgg16)
+    paper = vgg_model(random_vgg16, perceptual_form="eq7", feature_scale=1.0, perceptual_weight=1.0)
+    with torch.no_grad():
+        feats = [(a - b) ** 2 for a, b in zip(default.perceptual_net(x_hat), default.perceptual_net(x))]
+    expected = sum(f.flatten(1).mean(1) / 2 for f in feats).mean()
+    torch.testing.assert_close(paper.reconstruction_loss(x, x_hat), expected, rtol=1e-4, atol=0)
+    assert default.reconstruction_loss(x, x_hat).item() != pytest.approx(expected.item(), rel=0.5)
+    with pytest.raises(InputError, match="perceptual_form"):
+        vgg_model(random_vgg16, perceptual_form="mean")

@@ -129,3 +129,58 @@ def test_training_on_a_fixed_batch_lowers_the_reconstruction_error():
     assert late < 0.1 * losses[0]["reconstruction"]
     error_after = ((model.reconstruct(x) - x) ** 2).mean().item()
     assert error_after < 0.5 * error_before
+
+
+# -- loss forms: Huang et al.'s (default) and Ungría Hirte et al.'s equations 8-9 ------------------
+
+def test_loss_form_defaults_to_huang_and_rejects_unknown_forms():
+    from pipeline_lib.core.errors import InputError
+    assert IntroVAE.DEFAULTS["loss_form"] == "huang2018"
+    with pytest.raises(InputError, match="loss_form"):
+        tiny_model(loss_form="eq8")
+
+
+def test_eq8_9_losses_on_known_values():
+    """Eq. (8): L_E = KL(E(x)) + 0.25 [m - KL(E(x'))]^+ + 0.5 L_rec; eq. (9): L_G = 0.25 KL(E(G(z))) + 0.5 L_rec.
+
+    KL(E(x)) = 3, KL(E(x')) = 100, L_rec = 40, m = 110:
+    L_E = 3 + 0.25 * 10 + 0.5 * 40 = 25.5; with KL(E(G(z))) = 100, L_G = 25 + 20 = 45.
+    Huang's form counts the reconstruction's KL (say 120, hinge 0) as a second fake."""
+    from pipeline_lib.models.families.intro_vae import encoder_loss, generator_loss
+    t = torch.tensor
+    assert encoder_loss(t(3.0), [t(100.0)], t(40.0), 110.0, 0.25, 0.5).item() == pytest.approx(25.5)
+    assert generator_loss([t(100.0)], t(40.0), 0.25, 0.5).item() == pytest.approx(45.0)
+    assert encoder_loss(t(3.0), [t(105.0), t(100.0)], t(40.0), 110.0, 0.25, 0.5).item() == pytest.approx(
+        3 + 0.25 * (5 + 10) + 20)
+    assert generator_loss([t(120.0), t(100.0)], t(40.0), 0.25, 0.5).item() == pytest.approx(0.25 * 220 + 20)
+    assert encoder_loss(t(3.0), [t(200.0)], t(40.0), 110.0, 0.25, 0.5).item() == pytest.approx(23.0)  # hinge off
+
+
+@pytest.mark.parametrize("m", [0.0, 110.0])
+def test_eq8_9_training_step_has_one_fake_term(m, monkeypatch):
+    """Under eq8_9 the encoder sees two images per batch (x and G(z)), not three, and the logged
+    losses obey eqs. (8)-(9) with the generator's KL measured by the updated encoder."""
+    torch.manual_seed(0)
+    model = tiny_model(m=m, loss_form="eq8_9")
+    calls = []
+    forward = model.encoder.forward
+    monkeypatch.setattr(model.encoder, "forward", lambda x: calls.append(len(x)) or forward(x))
+    out = model.training_step(ellipses(8, 32), None)
+    assert set(out) == {"encoder", "generator", "reconstruction", "kl_real", "kl_fake"}
+    expected_e = out["kl_real"] + 0.25 * max(m - out["kl_fake"], 0) + 0.5 * out["reconstruction"]
+    assert out["encoder"] == pytest.approx(expected_e, rel=1e-5)
+    assert len(calls) == 3  # E(x), E(ng(x')) for L_E, E(x') for L_G
+    huang = tiny_model(m=m)
+    calls.clear()
+    monkeypatch.setattr(huang.encoder, "forward", lambda x: calls.append(len(x)) or forward(x))
+    huang.training_step(ellipses(8, 32), None)
+    assert len(calls) == 5
+
+
+def test_eq8_9_form_learns_to_reconstruct():
+    torch.manual_seed(0)
+    model = tiny_model(loss_form="eq8_9")
+    x = ellipses(8, 32)
+    losses = [model.training_step(x, None) for _ in range(40)]
+    assert all(np.isfinite(list(row.values())).all() for row in losses)
+    assert np.mean([row["reconstruction"] for row in losses[-5:]]) < 0.1 * losses[0]["reconstruction"]

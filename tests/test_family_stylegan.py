@@ -148,3 +148,69 @@ def test_critic_learns_to_score_real_images_above_generated_ones():
     gap_after = score_gap()
     assert gap_after > 0.5 and gap_after > gap_before + 0.5
     assert np.mean([row["wasserstein_estimate"] for row in losses[-5:]]) > 0.5
+
+
+# -- loss forms: WGAN-GP with drift (default) and Ungría Hirte et al.'s plain equations 11-12 -------
+
+def test_eq11_12_objectives_on_known_scores():
+    """The seed's D scores fakeness (D = -C). With C(x) = [1, 3] and C(G(z)) = [-2, 0]:
+    eq. (11) L_D = E[D(x)] - E[D(G(z))] = -2 - 1 = -3; eq. (12) L_G = E[D(G(z))] = 1."""
+    from pipeline_lib.models.families.stylegan import critic_objective, generator_objective
+    c_real, c_fake = torch.tensor([1.0, 3.0]), torch.tensor([-2.0, 0.0])
+    d_real, d_fake = -c_real, -c_fake
+    assert critic_objective(c_real, c_fake).item() == pytest.approx((d_real.mean() - d_fake.mean()).item())
+    assert critic_objective(c_real, c_fake).item() == pytest.approx(-3.0)
+    assert generator_objective(c_fake).item() == pytest.approx(d_fake.mean().item()) == pytest.approx(1.0)
+    # the default form's drift adds drift * E[C(x)^2] = 0.001 * 5
+    assert critic_objective(c_real, c_fake, 0.001).item() == pytest.approx(-3.0 + 0.005)
+
+
+class MeanCritic(nn.Module):
+    """Score = w * mean pixel value, w a learnable scalar starting at 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return self.w * x.flatten(1).mean(1)
+
+
+def with_mean_critic(model: StyleGAN, monkeypatch) -> StyleGAN:
+    """The model with a MeanCritic and a generator that always gives images of 0.75."""
+    model.critic = MeanCritic()
+    model.configure_optimizers()
+    constant = model.generator.constant  # keeps the generator in the graph
+    monkeypatch.setattr(model, "generate", lambda n, **kw: torch.full((n, 1, 32, 32), 0.75) + 0 * constant.sum())
+    return model
+
+
+def test_eq11_12_training_step_reports_the_plain_equations(monkeypatch):
+    """Real images of 0.25, generated ones of 0.75, critic = mean pixel: eq. (11) = 0.75 - 0.25 = 0.5
+    with no penalty and no drift, eq. (12) = -C(G(z)) = -0.75; the default form adds both terms."""
+    torch.manual_seed(0)
+    plain = with_mean_critic(tiny_model(loss_form="eq11_12"), monkeypatch)
+    assert plain.hparams["gradient_penalty"] == 0.0 and plain.hparams["drift"] == 0.0
+    real = torch.full((4, 1, 32, 32), 0.25)
+    out = plain.training_step(real, None)
+    assert out["critic"] == pytest.approx(0.5) and out["gradient_penalty"] == 0.0
+    assert out["wasserstein_estimate"] == pytest.approx(-0.5)
+    # eq. (12) is evaluated after the critic's step moved w a little (Adam, lr 1e-4)
+    assert out["generator"] == pytest.approx(-0.75, abs=1e-3)
+    default = with_mean_critic(tiny_model(), monkeypatch)
+    out_default = default.training_step(real, None)
+    # grad C = w / 1024 at each of 32 x 32 pixels, norm 1/32: penalty (1 - 1/32)^2; drift 0.001 * 0.25^2
+    penalty = (1 - 1 / 32) ** 2
+    assert out_default["gradient_penalty"] == pytest.approx(penalty, rel=1e-4)
+    assert out_default["critic"] == pytest.approx(0.5 + 0.001 * 0.0625 + 10 * penalty, rel=1e-5)
+
+
+def test_eq11_12_rejects_a_penalty_or_drift():
+    from pipeline_lib.core.errors import InputError
+    with pytest.raises(InputError, match="gradient_penalty"):
+        tiny_model(loss_form="eq11_12", gradient_penalty=10.0)
+    with pytest.raises(InputError, match="drift"):
+        tiny_model(loss_form="eq11_12", drift=0.001)
+    assert tiny_model(loss_form="eq11_12", drift=0).hparams["drift"] == 0.0
+    with pytest.raises(InputError, match="loss_form"):
+        tiny_model(loss_form="wgan")

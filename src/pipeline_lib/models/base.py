@@ -38,6 +38,9 @@ class GenerativeModel(nn.Module):
     DEFAULTS: ClassVar[dict[str, Any]] = {}
     #: Networks whose weights the trainer averages when ``ema_decay`` is set (those sampling uses).
     EMA_MODULES: ClassVar[tuple[str, ...]] = ()
+    #: Hyperparameters that take one of a fixed set of values (e.g. a loss form): key -> allowed
+    #: values. Checked when the model is built and, through ``hyperparameters.json``, at DAG time.
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {}
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__()
@@ -61,6 +64,10 @@ class GenerativeModel(nn.Module):
         where = f"models.<{cls.family} model>"
         check_known_keys(given, cls.DEFAULTS, where)
         resolved = {**cls.DEFAULTS, **given}
+        for key, allowed in cls.CHOICES.items():
+            if resolved.get(key) not in allowed:
+                raise InputError(f"{where}.{key} must be one of {', '.join(map(str, allowed))}, "
+                                 f"got {resolved.get(key)!r}")
         for key, default in cls.DEFAULTS.items():
             if isinstance(default, dict):
                 user = given.get(key) or {}

@@ -45,6 +45,7 @@ def collect_hyperparameters() -> dict[str, dict]:
         cls = get_family(family)
         presets = getattr(cls, "PRESETS", None)
         choices = {"preset": sorted(presets)} if presets and "preset" in cls.DEFAULTS else {}
+        choices.update({key: list(allowed) for key, allowed in getattr(cls, "CHOICES", {}).items()})
         table[family] = {"defaults": json.loads(json.dumps(cls.DEFAULTS)), "choices": choices}
     return table
 

@@ -6,11 +6,31 @@ from it (KL pushed above a margin ``m``), while the generator is trained to
 make its reconstructions and its samples from the prior look "real" to the
 encoder (small KL) and to reconstruct the input.
 
-Losses (seed eqs. 8-9 in Huang et al.'s weighted form), with L_REG the KL
-divergence of an encoding to N(0, I), x_r = G(z ~ E(x)), x_p = G(z_p ~ N(0, I)):
+Two loss forms, chosen by ``loss_form``; L_REG is the KL divergence of an
+encoding to N(0, I), x_r = G(z ~ E(x)) the reconstruction, x_p = G(z_p ~ N(0, I))
+a sample from the prior, L_AE the reconstruction error (below).
+
+``loss_form: huang2018`` (default; Huang et al. 2018, eqs. 11-12 and algorithm 1),
+two fake terms, the reconstruction x_r counted as a fake as well as the sample x_p:
 
     L_E = L_REG(E(x)) + alpha * ([m - L_REG(E(ng(x_r)))]^+ + [m - L_REG(E(ng(x_p)))]^+) + beta * L_AE
     L_G = alpha * (L_REG(E(x_r)) + L_REG(E(x_p))) + beta * L_AE
+
+``loss_form: eq8_9`` (Ungría Hirte et al., section 2.4, equations 8 and 9 as printed), one
+fake term, the sample x' = G(z) from the prior:
+
+    (8)  L_E(x, z) = L_KL(E(x)) + [m - L_KL(E(x'))]^+ + L_rec(x, G(E(x)))
+    (9)  L_G(z)    = L_KL(E(G(z))) + L_rec(x, G(E(x)))
+
+    here:  L_E = L_REG(E(x)) + alpha * [m - L_REG(E(ng(x_p)))]^+ + beta * L_AE
+           L_G = alpha * L_REG(E(x_p)) + beta * L_AE
+
+  Weights: section 3.2 says the "L_KL terms in the loss functions (8,9) were scaled by 0.25
+  and L_rec terms by 0.5". Those values (m = 110, 0.25, 0.5 at 128 px) are Huang et al.'s
+  alpha and beta, which weight the adversarial KL terms only and leave the real image's KL
+  at 1, so we read the seed the same way: ``alpha`` on the fake image's KL terms, ``beta`` on
+  both L_rec terms (the seed does not say otherwise; scaling the real KL too would be
+  ``alpha`` x L_REG(E(x)) and change the prior's pull on real encodings fourfold).
 
 ``ng`` stops the gradient, so the encoder's adversarial terms never train the
 generator; L_E updates only the encoder, L_G only the generator, and L_G uses
@@ -131,7 +151,9 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
         "batch_size": 8,
         "width": 64,                 # channels at full resolution, doubled at each halving ...
         "max_width": 512,            # ... up to this many
+        "loss_form": "huang2018",    # or "eq8_9": seed 001's equations 8-9 (one fake term); see above
     }
+    CHOICES = {"loss_form": ("huang2018", "eq8_9")}
     EMA_MODULES = ("encoder", "decoder")
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
@@ -151,8 +173,13 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
         per_pixel = F.mse_loss(x_hat.float(), x.float(), reduction="none").flatten(1).mean(1)
         return (self.hparams["recon_reference_size"] ** 2 * per_pixel).mean()
 
+    def fakes(self, x_rec: torch.Tensor, x_fake: torch.Tensor) -> list[torch.Tensor]:
+        """The images the encoder is taught to call fake: reconstruction and prior sample (huang2018)
+        or the prior sample x' = G(z) alone (eq8_9)."""
+        return [x_rec, x_fake] if self.hparams["loss_form"] == "huang2018" else [x_fake]
+
     def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
-        """One encoder update (eq. 8) followed by one generator update (eq. 9)."""
+        """One encoder update (eq. 8) followed by one generator update (eq. 9), in ``loss_form``."""
         self.train()
         h = self.hparams
         with self.autocast():
@@ -161,24 +188,23 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
             x_rec = self.decoder(z)
             z_prior = torch.randn(images.shape[0], h["latent_dim"], device=images.device)
             x_fake = self.decoder(z_prior)
-            kl_rec = kl_to_standard_normal(*self.encoder(x_rec.detach()))
-            kl_fake = kl_to_standard_normal(*self.encoder(x_fake.detach()))
+            fakes = self.fakes(x_rec, x_fake)
+            kl_fakes = [kl_to_standard_normal(*self.encoder(x.detach())) for x in fakes]
         kl_real = kl_to_standard_normal(mu, logvar)
         recon = self.reconstruction_loss(images, x_rec)
-        loss_e = (kl_real + h["alpha"] * (F.relu(h["m"] - kl_rec) + F.relu(h["m"] - kl_fake))
-                  + h["beta"] * recon)
+        loss_e = encoder_loss(kl_real, kl_fakes, recon, h["m"], h["alpha"], h["beta"])
         # The graph through the generator is reused by L_G, hence retain_graph;
         # `inputs` keeps the encoder loss from leaving gradients on the generator.
         self.optimise(loss_e, self.optimizers["encoder"],
                       inputs=list(self.encoder.parameters()), retain_graph=True)
 
         with self.autocast():
-            kl_rec_g = kl_to_standard_normal(*self.encoder(x_rec))
-            kl_fake_g = kl_to_standard_normal(*self.encoder(x_fake))
-        loss_g = h["alpha"] * (kl_rec_g + kl_fake_g) + h["beta"] * recon
+            kl_fakes_g = [kl_to_standard_normal(*self.encoder(x)) for x in fakes]
+        loss_g = generator_loss(kl_fakes_g, recon, h["alpha"], h["beta"])
         self.optimise(loss_g, self.optimizers["generator"], inputs=list(self.decoder.parameters()))
+        names = ["kl_rec", "kl_fake"] if len(fakes) == 2 else ["kl_fake"]
         return {"encoder": loss_e.item(), "generator": loss_g.item(), "reconstruction": recon.item(),
-                "kl_real": kl_real.item(), "kl_rec": kl_rec.item(), "kl_fake": kl_fake.item()}
+                "kl_real": kl_real.item(), **{n: kl.item() for n, kl in zip(names, kl_fakes)}}
 
     @torch.no_grad()
     def validation_losses(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
@@ -191,6 +217,23 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
         return {"reconstruction": self.reconstruction_loss(images, x_rec).item(),
                 "kl_real": kl_to_standard_normal(mu, logvar).item()}
 
+
+
+def encoder_loss(kl_real: torch.Tensor, kl_fakes: list[torch.Tensor], recon: torch.Tensor,
+                 m: float, alpha: float, beta: float) -> torch.Tensor:
+    """L_E = L_REG(E(x)) + alpha * sum over fakes of [m - L_REG(E(fake))]^+ + beta * L_AE.
+
+    With the one fake x' = G(z) this is Ungría Hirte et al.'s eq. (8); with the reconstruction
+    and the prior sample, Huang et al.'s encoder loss."""
+    hinge = F.relu(m - kl_fakes[0])
+    for kl in kl_fakes[1:]:
+        hinge = hinge + F.relu(m - kl)
+    return kl_real + alpha * hinge + beta * recon
+
+
+def generator_loss(kl_fakes: list[torch.Tensor], recon: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """L_G = alpha * sum over fakes of L_REG(E(fake)) + beta * L_AE (eq. (9) with the one fake G(z))."""
+    return alpha * sum(kl_fakes[1:], kl_fakes[0]) + beta * recon
 
 
 MODEL = IntroVAE

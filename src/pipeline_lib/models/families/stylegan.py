@@ -16,12 +16,26 @@ down to 4 x 4, a minibatch standard deviation feature map, a 3x3 convolution
 and two fully connected layers giving one unbounded score. No normalisation
 layers, as a gradient penalty requires.
 
-Objective (seed eqs. 11-12, Wasserstein): the critic minimises
-E[D(G(z))] - E[D(x)] (the seed writes the signs the other way round, which is
-the same game with D negated), plus ``gradient_penalty`` x E[(|grad D(x_hat)| - 1)^2]
-at random interpolates x_hat (Gulrajani et al.; 0 disables it) plus PGGAN's
-``drift`` x E[D(x)^2] that keeps scores from drifting; the generator minimises
--E[D(G(z))]. One critic and one generator update per batch, as in PGGAN and StyleGAN.
+Objective, chosen by ``loss_form``. Ungría Hirte et al., section 2.5, equations 11-12:
+
+    (11)  L_D = E_x[D(x)] - E_z[D(G(z))]
+    (12)  L_G = E_z[D(G(z))]
+
+both minimised, so the seed's D scores *fakeness*. Our critic C scores realness (C = -D, the
+same game with D negated), so eq. (11) is E[C(G(z))] - E[C(x)] and eq. (12) is -E[C(G(z))];
+the logged ``critic`` and ``generator`` losses are exactly those values.
+
+- ``loss_form: wgan_gp_drift`` (default; PGGAN/StyleGAN code): eq. (11) plus
+  ``gradient_penalty`` x E[(|grad C(x_hat)| - 1)^2] at random interpolates x_hat (Gulrajani
+  et al.; 0 disables it) plus PGGAN's ``drift`` x E[C(x)^2] that keeps scores from drifting;
+  the generator minimises eq. (12).
+- ``loss_form: eq11_12``: equations 11 and 12 as printed, nothing added: ``gradient_penalty``
+  and ``drift`` resolve to 0 (setting either to anything else is an error). The seed names no
+  Lipschitz constraint (no weight clipping, no penalty), so the critic's scores are unbounded
+  and long runs may diverge; the form is there so a preset can follow the paper, and the
+  default stays the stabilised one.
+
+One critic and one generator update per batch, as in PGGAN and StyleGAN.
 
 Seed 001's modifications, kept: 2-layer 512 -> 512 mapping, no progressive
 growing, no mixing regularisation, He-normal initialisation of all weights,
@@ -52,6 +66,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.base import GenerativeModel
 from pipeline_lib.models.families.dcgan import checked_gan_aids
 from pipeline_lib.models.layers import diff_augment
@@ -202,7 +217,11 @@ class StyleGAN(GenerativeModel):
         "batch_size": 16,           # not stated in the seed; StyleGAN's minibatch at 128 px
         "diffaugment": None,        # off (the seed trains without augmentation)
         "r1_gamma": 0.0,            # off (the seed uses the WGAN-GP penalty)
+        "loss_form": "wgan_gp_drift",  # or "eq11_12": the seed's equations 11-12, no penalty, no drift
     }
+    CHOICES = {"loss_form": ("wgan_gp_drift", "eq11_12")}
+    #: Terms eq11_12 leaves out; they resolve to 0 under that form.
+    EXTRA_TERMS = ("gradient_penalty", "drift")
     EMA_MODULES = ("generator",)
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
@@ -212,6 +231,19 @@ class StyleGAN(GenerativeModel):
                                         h["mapping_layers"], h["width"])
         self.critic = Critic(channels, image_size, h["width"])
         self.augment_ops = checked_gan_aids(self.family, h)
+
+    @classmethod
+    def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overridden by ``given``; under ``loss_form: eq11_12`` the penalty and drift are 0."""
+        resolved = super().resolve_hparams(given)
+        if resolved["loss_form"] == "eq11_12":
+            for key in cls.EXTRA_TERMS:
+                if given.get(key, 0):
+                    raise InputError(f"models.<stylegan model>.{key}: loss_form eq11_12 is the seed's "
+                                     f"equations 11-12 without {key}; leave {key} unset or 0, "
+                                     f"or use loss_form wgan_gp_drift (got {given[key]!r})")
+                resolved[key] = 0.0
+        return resolved
 
     def configure_optimizers(self) -> None:
         h = self.hparams
@@ -254,7 +286,7 @@ class StyleGAN(GenerativeModel):
             d_real = self.critic(real).float()
             d_fake = self.critic(fake).float()
         wasserstein = d_real.mean() - d_fake.mean()
-        critic_loss = -wasserstein + h["drift"] * d_real.pow(2).mean()
+        critic_loss = critic_objective(d_real, d_fake, h["drift"])
         penalty = torch.zeros((), device=images.device)
         if h["gradient_penalty"] > 0:
             penalty = self.gradient_penalty(real.detach(), fake)
@@ -267,7 +299,7 @@ class StyleGAN(GenerativeModel):
         self.optimise(critic_loss, self.optimizers["critic"])
 
         with self.autocast():
-            generator_loss = -self.critic(self.augment(self.generate(n))).float().mean()
+            generator_loss = generator_objective(self.critic(self.augment(self.generate(n))).float())
         # `inputs` spares computing critic gradients the generator step would throw away.
         self.optimise(generator_loss, self.optimizers["generator"], inputs=list(self.generator.parameters()))
         return {"critic": critic_loss.item(), "generator": generator_loss.item(),
@@ -282,6 +314,16 @@ class StyleGAN(GenerativeModel):
                generator: torch.Generator | None = None) -> torch.Tensor:
         self.eval()
         return self.generate(n, generator=generator, on_cpu=True).float()
+
+
+def critic_objective(c_real: torch.Tensor, c_fake: torch.Tensor, drift: float = 0.0) -> torch.Tensor:
+    """Eq. (11) in the critic's terms (D = -C): E[C(G(z))] - E[C(x)], plus ``drift`` x E[C(x)^2]."""
+    return -(c_real.mean() - c_fake.mean()) + drift * c_real.pow(2).mean()
+
+
+def generator_objective(c_fake: torch.Tensor) -> torch.Tensor:
+    """Eq. (12) in the critic's terms (D = -C): -E[C(G(z))]."""
+    return -c_fake.mean()
 
 
 MODEL = StyleGAN
