@@ -168,6 +168,31 @@ def test_jobs_name_the_file_with_the_problem(feature_files):
                                      evaluation={"kid": {"subsets": 3}})
 
 
+def test_fresh_samples_use_one_block_per_repeat_including_per_class(feature_files):
+    p = feature_files
+    rng = np.random.default_rng(6)
+    arrays = dict(np.load(p / "model.npz"))
+    blocks = [rng.normal(size=(60, 12)) - 1.0 * r for r in range(4)]  # sets drifting away from the real data
+    save_feature_file(p / "blocks.npz", arrays["features"], block_features=np.concatenate(blocks),
+                      block_index=np.repeat(np.arange(4), 60))
+    fresh_cfg = {**EVALUATION, "fid": {**EVALUATION["fid"], "fresh_samples": True}}
+    shared = dm.model_distribution_job(p / "blocks.npz", p / "real_train.npz", p / "slices.tsv", p / "labels.tsv",
+                                       p / "shared.json", model="cvae", condition_on="scanner", evaluation=EVALUATION)
+    fresh = dm.model_distribution_job(p / "blocks.npz", p / "real_train.npz", p / "slices.tsv", p / "labels.tsv",
+                                      p / "fresh.json", model="cvae", condition_on="scanner", evaluation=fresh_cfg)
+    assert fresh["fid"]["fresh_samples"] and not shared["fid"]["fresh_samples"]
+    # the blocks drift away from the real data, so the fresh FIDs grow repeat by repeat
+    assert np.all(np.diff(fresh["fid"]["values"]) > 0) and fresh["fid"]["std"] > shared["fid"]["std"]
+    class_a = fresh["fid_per_class"]["classes"]["A"]
+    assert class_a["fresh_samples"] and np.all(np.diff(class_a["values"]) > 0)
+    assert fresh["kid"] == shared["kid"] and fresh["fid_all"] == shared["fid_all"]  # the main set
+    assert "fresh samples per repeat</small>" in render_distribution_metrics_html({"cvae": fresh}, None)
+    assert "fresh samples per repeat</small>" not in render_distribution_metrics_html({"cvae": shared}, None)
+    with pytest.raises(InputError, match="model.npz: no sample blocks"):
+        dm.model_distribution_job(p / "model.npz", p / "real_train.npz", p / "slices.tsv", p / "labels.tsv",
+                                  p / "x.json", model="cvae", condition_on="scanner", evaluation=fresh_cfg)
+
+
 # -- report section --------------------------------------------------------------------------
 def test_report_section_has_table_boxplots_bars_and_escapes_text(feature_files):
     p = feature_files

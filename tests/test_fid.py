@@ -117,6 +117,44 @@ def test_per_class_fid_compares_each_class_with_its_own_real_images():
     assert "skipped" in lone["C"]
 
 
+def test_fresh_sample_blocks_put_the_models_sampling_variation_into_the_spread():
+    """With subsets as large as both sets, every repeat of the shared-sample FID sees the same images
+    (std 0); with one fresh block per repeat the spread is the sample sets' variation."""
+    rng = np.random.default_rng(7)
+    mix = rng.normal(size=(8, 8)) / 3
+    samples, real = _relu_features(rng, 40, 8, 0.2, mix), _relu_features(rng, 40, 8, mix=mix)
+    shared = fid.repeated_fid(samples, real, repeats=5, seed=1)
+    assert shared["std"] == 0.0 and not shared["fresh_samples"]
+    blocks = [_relu_features(rng, 40, 8, 0.2, mix) for _ in range(5)]
+    fresh = fid.repeated_fid(samples, real, repeats=5, seed=1, sample_blocks=blocks)
+    assert fresh["fresh_samples"] and fresh["std"] > 0
+    expected = [fid.frechet_distance_features(b, real) for b in blocks]
+    np.testing.assert_allclose(fresh["values"], expected, rtol=1e-10)
+    # the real and sample subsets are drawn as before: blocks equal to the one set change nothing
+    same = fid.repeated_fid(samples, real, repeats=3, subset_size=20, seed=2, sample_blocks=[samples] * 3)
+    assert same["values"] == fid.repeated_fid(samples, real, repeats=3, subset_size=20, seed=2)["values"]
+    with pytest.raises(InputError, match="3 sample blocks of 40"):
+        fid.repeated_fid(samples, real, repeats=3, sample_blocks=blocks[:2])
+    with pytest.raises(InputError, match="sample blocks"):
+        fid.repeated_fid(samples, real, repeats=2, sample_blocks=[samples, samples[:30]])
+
+
+def test_per_class_fid_takes_each_classs_rows_of_every_block():
+    rng = np.random.default_rng(8)
+    mix = rng.normal(size=(8, 8)) / 3
+    # as many real images per class as samples: every repeat's subsets are the whole sets
+    real = np.concatenate([_relu_features(rng, 20, 8, 0.0, mix), _relu_features(rng, 20, 8, 2.0, mix)])
+    real_labels = np.array(["A"] * 20 + ["B"] * 20)
+    labels = np.array(["A"] * 20 + ["B"] * 20)
+    main = np.concatenate([_relu_features(rng, 20, 8, 0.0, mix), _relu_features(rng, 20, 8, 2.0, mix)])
+    # block 1's class-B rows miss their class; block 0 matches
+    blocks = [main, np.concatenate([main[:20], _relu_features(rng, 20, 8, 0.0, mix)])]
+    out = fid.per_class_fid(main, labels, real, real_labels, repeats=2, seed=0, sample_blocks=blocks)
+    assert out["A"]["values"][0] == pytest.approx(out["A"]["values"][1])  # class A rows are the same
+    assert out["B"]["values"][1] > 3 * out["B"]["values"][0]
+    assert all(r["fresh_samples"] for r in out.values())
+
+
 # -- feature files ---------------------------------------------------------------
 def test_feature_file_round_trip_and_errors(tmp_path):
     rng = np.random.default_rng(6)
@@ -189,3 +227,28 @@ def test_weights_job_copies_a_configured_file_and_names_a_missing_one(tmp_path, 
     assert out.read_bytes() == fid_weights.read_bytes()
     with pytest.raises(InputError, match="nowhere.pth"):
         fid.fid_weights_job(tmp_path / "x.pth", configured=tmp_path / "nowhere.pth")
+
+
+def test_model_features_job_stores_the_fresh_sample_blocks(tmp_path, fid_weights):
+    rng = np.random.default_rng(10)
+    samples = rng.random((3, 16, 16)).astype(np.float32)
+    blocks = rng.random((2, 3, 16, 16)).astype(np.float32)
+    blocks[1, 0] = samples[0]
+    np.save(tmp_path / "samples.npy", samples)
+    np.save(tmp_path / "blocks.npy", blocks)
+    settings = {"batch_size": 4, "device": "cpu"}
+    out = fid.model_features_job(fid_weights, tmp_path / "samples.npy", tmp_path / "m.npz", settings=settings,
+                                 blocks=tmp_path / "blocks.npy")
+    assert out == {"n_images": 3, "n_blocks": 2}
+    arrays = fid.load_feature_file(tmp_path / "m.npz")
+    assert arrays["block_features"].shape == (6, 2048) and list(arrays["block_index"]) == [0, 0, 0, 1, 1, 1]
+    split = fid.sample_blocks_of(arrays, tmp_path / "m.npz")
+    assert len(split) == 2 and all(b.shape == (3, 2048) for b in split)
+    np.testing.assert_allclose(split[1][0], arrays["features"][0], atol=1e-5)
+    assert not np.allclose(split[0][0], arrays["features"][0], atol=1e-3)
+    fid.model_features_job(fid_weights, tmp_path / "samples.npy", tmp_path / "plain.npz", settings=settings)
+    with pytest.raises(InputError, match="plain.npz: no sample blocks"):
+        fid.sample_blocks_of(fid.load_feature_file(tmp_path / "plain.npz"), tmp_path / "plain.npz")
+    np.save(tmp_path / "flat.npy", samples)
+    with pytest.raises(InputError, match="flat.npy: sample blocks must be"):
+        fid.load_sample_blocks(tmp_path / "flat.npy")

@@ -141,7 +141,19 @@ def real_feature_settings():
 
 
 def distribution_settings():
-    return {name: section_settings(f"evaluation.{name}") for name in ("fid", "kid", "prdc")}
+    """fid, kid and prdc result keys; fresh_samples only when on, so configs that leave it off
+    keep the params their results were made with."""
+    settings = {name: section_settings(f"evaluation.{name}") for name in ("fid", "kid", "prdc")}
+    if not settings["fid"].get("fresh_samples"):
+        settings["fid"].pop("fresh_samples", None)
+    return settings
+
+
+def fid_block_input(wildcards):
+    """model_features reads the fid_samples rule's blocks only under evaluation.fid.fresh_samples."""
+    if not config["evaluation"]["fid"].get("fresh_samples"):
+        return {}
+    return {"blocks": rules.fid_samples.output[0].format(**wildcards)}
 
 
 def fid_weights_input():

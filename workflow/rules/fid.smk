@@ -46,9 +46,32 @@ rule real_features:
         "../scripts/fid_real_features.py"
 
 
-rule model_features:
-    """Inception features (+ mean and covariance) of one model's samples."""
+rule fid_samples:
+    """evaluation.fid.fresh_samples only: one fresh sample set per FID repeat (Ballesteros Ramirez's
+    FID x20), each of the sample rule's size and class plan, seeded per repeat."""
     input:
+        weights=rules.train.output.weights,
+    output:
+        f"results/samples/{RUN}/fid_blocks.npy",
+    log:
+        f"logs/sample/{RUN}.fid_blocks.log",
+    params:
+        sampling=section_settings("sampling"),
+        repeats=config["evaluation"]["fid"]["repeats"],
+    threads: 2
+    message:
+        "Fresh FID sample sets of model {wildcards.model} (seed {wildcards.seed})"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/fid_samples.py"
+
+
+rule model_features:
+    """Inception features (+ mean and covariance) of one model's samples (and, with
+    evaluation.fid.fresh_samples, of its per-repeat sample sets)."""
+    input:
+        unpack(fid_block_input),
         weights=fid_weights_input(),
         samples=rules.sample.output.samples,
     output:

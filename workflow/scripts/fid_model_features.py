@@ -11,4 +11,5 @@ model_features_job(
     Path(snakemake.output[0]),
     settings=runtime_settings(snakemake.config, "evaluation.fid"),
     threads=snakemake.threads,
+    blocks=Path(snakemake.input.blocks) if "blocks" in snakemake.input.keys() else None,
 )

@@ -414,6 +414,8 @@ class FidSettings:
     device: str = runtime("auto")
     channels_last: bool = runtime(True)
     max_real: int | None = None
+    #: Each repeat draws a fresh sample set from the model (seed 003); off: all repeats share one.
+    fresh_samples: bool = False
 
     def __post_init__(self) -> None:
         _positive_int("repeats", self.repeats)

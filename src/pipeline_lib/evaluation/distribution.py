@@ -27,7 +27,8 @@ import numpy as np
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import write_json
 from pipeline_lib.core.settings import FidSettings, KidSettings, PrdcSettings, read_settings
-from pipeline_lib.evaluation.fid import frechet_distance_features, load_feature_file, per_class_fid, repeated_fid
+from pipeline_lib.evaluation.fid import (frechet_distance_features, load_feature_file, per_class_fid, repeated_fid,
+                                         sample_blocks_of)
 
 # Distance-matrix entries held at once by the PRDC blocks (float64: 64 MB).
 _BLOCK_ELEMENTS = 1 << 23
@@ -203,17 +204,20 @@ def distribution_metrics(sample_features: np.ndarray, real_features: np.ndarray,
                          fid: Mapping[str, Any] | None = None, kid_cfg: Mapping[str, Any] | None = None,
                          prdc_cfg: Mapping[str, Any] | None = None,
                          sample_labels: np.ndarray | None = None, real_labels: np.ndarray | None = None,
-                         class_column: str | None = None) -> dict[str, Any]:
+                         class_column: str | None = None,
+                         sample_blocks: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
     """All distribution metrics of one sample set against one real set (features as rows).
 
     FID: on all images (``fid_all``) and repeated on subsets (``fid``); per
-    class when labels are given. KID and PRDC as configured.
+    class when labels are given. KID and PRDC as configured. ``sample_blocks``
+    (``evaluation.fid.fresh_samples``): one fresh sample set per FID repeat, row for row
+    like ``sample_features`` (and its labels); KID, PRDC and ``fid_all`` use the main set.
     """
     f_cfg = read_settings(FidSettings, fid)
     k_cfg = read_settings(KidSettings, kid_cfg)
     p_cfg = read_settings(PrdcSettings, prdc_cfg)
     fid_result = repeated_fid(sample_features, real_features, repeats=f_cfg.repeats,
-                              subset_size=f_cfg.subset_size, seed=f_cfg.seed)
+                              subset_size=f_cfg.subset_size, seed=f_cfg.seed, sample_blocks=sample_blocks)
     result: dict[str, Any] = {
         "n_samples": int(len(sample_features)),
         "n_real": int(len(real_features)),
@@ -234,7 +238,7 @@ def distribution_metrics(sample_features: np.ndarray, real_features: np.ndarray,
     if sample_labels is not None and real_labels is not None:
         classes = per_class_fid(sample_features, sample_labels, real_features, real_labels,
                                 repeats=f_cfg.repeats, subset_size=f_cfg.subset_size,
-                                seed=f_cfg.seed)
+                                seed=f_cfg.seed, sample_blocks=sample_blocks)
         result["fid_per_class"] = {"column": class_column, "classes": classes}
         if any(c.get("warning") for c in classes.values()):
             result["warning"] = True
@@ -267,7 +271,8 @@ def model_distribution_job(sample_features: Path, real_features: Path, table: Pa
     """The distribution_metrics rule: one model's samples against the real training slices.
 
     Conditional models (``condition_on`` set and class labels in ``labels``)
-    also get per-class FID against the training slices of each class.
+    also get per-class FID against the training slices of each class. With
+    ``evaluation.fid.fresh_samples`` every repeat uses its own sample block of the feature file.
     """
     import pandas as pd
 
@@ -283,8 +288,11 @@ def model_distribution_job(sample_features: Path, real_features: Path, table: Pa
         if (frame["label"] != "").all():
             sample_labels = frame["label"].to_numpy()
             real_labels = _table_labels(table, _real_rows(real, real_features), condition_on, model)
+    blocks = None
+    if read_settings(FidSettings, evaluation.get("fid")).fresh_samples:
+        blocks = sample_blocks_of(samples, sample_features)
     return _write_result(out, "model", model, "real training slices", samples["features"], real["features"],
-                         evaluation, sample_labels, real_labels, condition_on)
+                         evaluation, sample_labels, real_labels, condition_on, blocks)
 
 
 def original_distribution_job(test_features: Path, train_features: Path, table: Path, out: Path, *,
@@ -309,10 +317,10 @@ def original_distribution_job(test_features: Path, train_features: Path, table: 
 
 def _write_result(out: Path, kind: str, model: str, reference: str, sample_features: np.ndarray,
                   real_features: np.ndarray, evaluation: Mapping[str, Any], sample_labels, real_labels,
-                  class_column: str | None) -> dict:
+                  class_column: str | None, sample_blocks: Sequence[np.ndarray] | None = None) -> dict:
     result = {"kind": kind, "model": model, **distribution_metrics(
         sample_features, real_features, fid=evaluation.get("fid"), kid_cfg=evaluation.get("kid"),
         prdc_cfg=evaluation.get("prdc"), sample_labels=sample_labels, real_labels=real_labels,
-        class_column=class_column), "reference": reference}
+        class_column=class_column, sample_blocks=sample_blocks), "reference": reference}
     write_json(out, result)
     return result

@@ -29,6 +29,16 @@ Repeated FID (Ballesteros Ramirez: 20 repeats, mean ± std) draws R random subse
 ``subset_size`` images from each side; with fewer images than feature
 dimensions the covariance is rank-deficient and FID is biased upwards, so the
 result then carries a warning.
+
+Fresh samples per repeat (``evaluation.fid.fresh_samples``): by default every repeat draws its
+subset from the one sample set, so the spread only reflects which images were drawn. Seed 003
+generates a new sample set for each of its 20 FIDs; with the option on, the ``fid_samples``
+rule draws R sample *blocks* of the main set's size (block r from its own seed,
+``models.sampling.block_seed``), ``model_features_job`` stores their features as
+``block_features`` with the block of each row in ``block_index``, and repeat r draws its
+subset from block r instead of the main set (the real subsets are drawn exactly as before), so
+the spread then includes the model's sampling variation. Conditional models give every block
+the main set's label plan, so per-class FID uses the same blocks.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -95,12 +105,17 @@ def small_sample_warning(subset_size: int, feature_dim: int) -> str | None:
 
 
 def repeated_fid(sample_features: np.ndarray, real_features: np.ndarray, *, repeats: int = 20,
-                 subset_size: int | None = None, seed: int = 0) -> dict[str, Any]:
+                 subset_size: int | None = None, seed: int = 0,
+                 sample_blocks: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
     """FID on ``repeats`` random subsets (without replacement) of ``subset_size`` images per side.
 
     ``subset_size`` defaults to min(n_samples, n_real); with it equal to both
-    set sizes every repeat sees the same images (std 0). Returns mean, std
-    (n − 1), all values, the sizes, and ``warning`` (bool) + ``warning_message``.
+    set sizes every repeat sees the same images (std 0). With ``sample_blocks``
+    (one freshly drawn sample set per repeat, each of ``len(sample_features)``
+    rows) repeat r draws its sample subset from block r instead of
+    ``sample_features``; the subsets' indices are drawn exactly as without blocks.
+    Returns mean, std (n − 1), all values, the sizes, ``fresh_samples`` and
+    ``warning`` (bool) + ``warning_message``.
     """
     n_s, n_r = len(sample_features), len(real_features)
     m = min(n_s, n_r) if subset_size is None else int(subset_size)
@@ -112,12 +127,18 @@ def repeated_fid(sample_features: np.ndarray, real_features: np.ndarray, *, repe
     if m > min(n_s, n_r):
         raise InputError(f"evaluation.fid.subset_size {m} exceeds the available images "
                          f"(samples: {n_s}, real: {n_r})")
+    if sample_blocks is not None:
+        sizes = [len(block) for block in sample_blocks]
+        if len(sample_blocks) < repeats or any(size != n_s for size in sizes):
+            raise InputError(f"fresh-sample FID needs {repeats} sample blocks of {n_s} images each "
+                             f"(one per repeat), got {len(sample_blocks)} blocks of sizes {sizes}")
     rng = np.random.default_rng(seed)
     values = []
-    for _ in range(repeats):
+    for r in range(repeats):
         si = np.sort(rng.choice(n_s, size=m, replace=False))
         ri = np.sort(rng.choice(n_r, size=m, replace=False))
-        values.append(frechet_distance_features(sample_features[si], real_features[ri]))
+        source = sample_features if sample_blocks is None else sample_blocks[r]
+        values.append(frechet_distance_features(source[si], real_features[ri]))
     dim = int(np.shape(sample_features)[1])
     message = small_sample_warning(m, dim)
     return {
@@ -130,6 +151,7 @@ def repeated_fid(sample_features: np.ndarray, real_features: np.ndarray, *, repe
         "n_real": int(n_r),
         "feature_dim": dim,
         "seed": int(seed),
+        "fresh_samples": sample_blocks is not None,
         "warning": message is not None,
         "warning_message": message,
     }
@@ -137,11 +159,12 @@ def repeated_fid(sample_features: np.ndarray, real_features: np.ndarray, *, repe
 
 def per_class_fid(sample_features: np.ndarray, sample_labels: np.ndarray, real_features: np.ndarray,
                   real_labels: np.ndarray, *, repeats: int = 20, subset_size: int | None = None,
-                  seed: int = 0) -> dict[str, dict[str, Any]]:
+                  seed: int = 0, sample_blocks: Sequence[np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
     """Repeated FID of each class's samples against the real images of that class (Ballesteros Ramirez, Table 2).
 
     ``subset_size`` is capped per class at the smaller class count. A class
     with fewer than 2 images on either side gets ``{"skipped": reason}``.
+    ``sample_blocks`` (fresh samples per repeat) carry ``sample_labels`` row for row.
     """
     sample_labels = np.asarray(sample_labels).astype(str)
     real_labels = np.asarray(real_labels).astype(str)
@@ -157,7 +180,8 @@ def per_class_fid(sample_features: np.ndarray, sample_labels: np.ndarray, real_f
                                     f"FID needs at least 2 of each", "n_samples": len(s), "n_real": len(r)}
             continue
         size = None if subset_size is None else min(int(subset_size), len(s), len(r))
-        out[name] = repeated_fid(s, r, repeats=repeats, subset_size=size, seed=seed)
+        blocks = None if sample_blocks is None else [b[sample_labels == name] for b in sample_blocks]
+        out[name] = repeated_fid(s, r, repeats=repeats, subset_size=size, seed=seed, sample_blocks=blocks)
     return out
 
 
@@ -204,8 +228,12 @@ def real_features_job(weights: Path, images: Path, table: Path, split: str, out:
 
 
 def model_features_job(weights: Path, samples: Path, out: Path, *, settings: FidSettings | Mapping[str, Any] | None = None,
-                       threads: int | None = None) -> dict:
-    """The model_features rule: Inception features of one model's samples."""
+                       threads: int | None = None, blocks: Path | None = None) -> dict:
+    """The model_features rule: Inception features of one model's samples.
+
+    With ``blocks`` (the fid_samples rule's ``(R, n, H, W)`` stack of fresh sample sets), their
+    features are stored too, as ``block_features`` (R * n rows) and ``block_index``.
+    """
     from pipeline_lib.core.slices import load_checked_images
     from pipeline_lib.core.runtime import configure_threads
 
@@ -213,8 +241,38 @@ def model_features_job(weights: Path, samples: Path, out: Path, *, settings: Fid
     configure_threads(threads)
     stack = load_checked_images(samples)
     features = _features_of(stack, np.arange(len(stack)), weights, cfg, str(samples))
-    save_feature_file(out, features)
-    return {"n_images": int(len(stack))}
+    extra: dict[str, np.ndarray] = {}
+    if blocks is not None:
+        block_stack = load_sample_blocks(blocks)
+        flat = block_stack.reshape((-1,) + block_stack.shape[2:])
+        extra["block_features"] = _features_of(flat, np.arange(len(flat)), weights, cfg, str(blocks))
+        extra["block_index"] = np.repeat(np.arange(block_stack.shape[0]), block_stack.shape[1]).astype(np.int64)
+    save_feature_file(out, features, **extra)
+    return {"n_images": int(len(stack)), "n_blocks": int(block_stack.shape[0]) if blocks is not None else 0}
+
+
+def load_sample_blocks(path: str | os.PathLike) -> np.ndarray:
+    """The fid_samples rule's stack (R, n, H, W) of sample sets in [0, 1], memory-mapped and checked."""
+    from pipeline_lib.core.slices import validate_images
+
+    path = Path(path)
+    try:
+        stack = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read as a .npy stack of sample blocks ({exc})") from exc
+    if stack.ndim != 4 or stack.shape[0] < 1 or stack.shape[1] < 2:
+        raise InputError(f"{path}: sample blocks must be (R >= 1, n >= 2, H, W), got shape {stack.shape}")
+    validate_images(stack.reshape((-1,) + stack.shape[2:]), str(path))
+    return stack
+
+
+def sample_blocks_of(arrays: Mapping[str, np.ndarray], path: str | os.PathLike) -> list[np.ndarray]:
+    """The per-repeat feature blocks of a model feature file (``block_features`` by ``block_index``)."""
+    if "block_features" not in arrays or "block_index" not in arrays:
+        raise InputError(f"{path}: no sample blocks in this feature file (evaluation.fid.fresh_samples "
+                         f"needs the fid_samples rule's blocks; rerun model_features)")
+    index = arrays["block_index"]
+    return [arrays["block_features"][index == b] for b in range(int(index.max()) + 1)]
 
 
 def _features_of(source: np.ndarray, rows: np.ndarray, weights: Path, cfg: FidSettings,

@@ -87,6 +87,32 @@ def sample_model(weights: Path, n: int, seed: int, out_samples: Path, out_grid: 
     return {"n_samples": int(len(samples)), "n_reconstructions": int(len(recon))}
 
 
+def block_seed(seed: int, block: int) -> int:
+    """The sampling seed of FID block ``block``: distinct per block and from ``seed`` itself
+    (so no block repeats the main sample set), the same on every machine."""
+    return int(np.random.SeedSequence([int(seed), int(block), 0xF1D]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def draw_sample_blocks(model, n_blocks: int, n: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """(n_blocks, n, H, W): block r holds ``n`` samples drawn with :func:`block_seed` (seed, r),
+    each with the same class plan ``labels`` as the main sample set."""
+    return np.stack([draw_samples(model, n, block_seed(seed, r), labels=labels) for r in range(n_blocks)])
+
+
+def fid_samples_job(weights: Path, sampling: SamplingSettings | dict, repeats: int, out: Path, *,
+                    threads: int | None = None, device: str = "auto") -> dict:
+    """The fid_samples rule (``evaluation.fid.fresh_samples``): ``repeats`` fresh sample sets, each
+    the size and class plan of the sample rule's set, for one FID repeat each (Ballesteros Ramirez)."""
+    cfg = read_settings(SamplingSettings, sampling)
+    configure_threads(threads)
+    model, summary = load_trained_model(weights, device=device)
+    labels = sample_labels(cfg.n, summary["n_classes"], cfg.n_per_class) if model.conditional else None
+    n = cfg.n if labels is None else len(labels)
+    blocks = draw_sample_blocks(model, int(repeats), n, cfg.seed, labels)
+    write_npy(out, blocks)
+    return {"n_blocks": int(repeats), "block_size": int(n)}
+
+
 def sample_job(weights: Path, images: Path, table: Path, sampling: SamplingSettings | dict, *, samples: Path,
                grid: Path, reconstructions: Path, labels: Path, threads: int | None = None) -> dict:
     """The sample rule: ``sampling.n`` samples plus reconstructions of a seeded test subset."""

@@ -56,7 +56,8 @@ def _table(rows: Mapping[str, Runs], small: set[str]) -> str:
             f'<tr data-model="{_esc(name)}"><th>{_esc(name)}</th><td class="num">{len(runs)}</td>'
             + spread_cell(spread_of(runs, "fid.mean"), key="fid", mark=flag)
             + spread_cell(spread_of(runs, "fid.std"), key="fid_subset_std")
-            + f'<td class="num">{f["repeats"]} × {f["subset_size"]}</td>'
+            + f'<td class="num">{f["repeats"]} × {f["subset_size"]}'
+            + ("<br><small>fresh samples per repeat</small>" if f.get("fresh_samples") else "") + "</td>"
             + spread_cell(spread_of(runs, "fid_all"), key="fid_all")
             + spread_cell(spread_of(runs, "kid.mean"), key="kid", scale=1e3)
             + "".join(spread_cell(spread_of(runs, f"prdc.{m}"), key=m)
@@ -66,7 +67,9 @@ def _table(rows: Mapping[str, Runs], small: set[str]) -> str:
     caption = ("<caption>Inception pool3 (2048-d) features of the samples against the real training slices; "
                "every value is the mean ± std over training seeds (Runs). FID: the mean over R random "
                "subsets per side within each run; its spread over subsets (the std with n − 1 within a "
-               "run, averaged over runs) is the next column. FID, all images: one FID on every sample and "
+               "run, averaged over runs) is the next column; with 'fresh samples per repeat' each repeat draws "
+               "its subset from its own newly generated sample set, so that spread includes the model's "
+               "sampling variation. FID, all images: one FID on every sample and "
                "real slice; KID: unbiased cubic-kernel MMD² averaged over random subsets; PRDC with "
                f"k = {_esc(ks)} nearest neighbours (density can exceed 1). ⚠ = fewer images than feature "
                "dimensions (biased FID, see the warnings).</caption>")
