@@ -15,7 +15,10 @@ accuracy and kappa do not change. Every table also spells the cells out
 (``real_rated_real`` ...), so no reader of the output depends on the convention.
 
 Tables:
-- readers (Kazuhiro et al., Table 1): TP, FN, FP, TN and accuracy per reader.
+- readers (Kazuhiro et al., Table 1): TP, FN, FP, TN and accuracy per reader, in counts and as
+  rates (TP_rate ... in % of the true class, as the paper's table), with the balanced accuracy
+  (TPR + TNR) / 2, which is the paper's accuracy: it applies (TP + TN) / (TP + FN + FP + TN) to
+  the rates.
 - sources (Ungría Hirte et al., Table 2): per reader and image source (real or a
   model), the share rated real and rated synthetic.
 - models (Han et al., Table 1): per reader and model, and per label group (e.g.
@@ -59,6 +62,25 @@ def reader_accuracy(tp: int, fn: int, fp: int, tn: int) -> float:
     """(TP + TN) / (TP + FN + FP + TN), Kazuhiro et al.'s formula; NaN for an empty table."""
     total = tp + fn + fp + tn
     return (tp + tn) / total if total else math.nan
+
+
+def rates(tp: float, fn: float, fp: float, tn: float) -> dict[str, float]:
+    """The four cells as percentages of their true class, as Kazuhiro et al.'s Table 1 reports them:
+    TP and FN of the positives (TP + FN = 100), FP and TN of the negatives (FP + TN = 100)."""
+    pos, neg = tp + fn, fp + tn
+    return {"TP_rate": 100.0 * tp / pos if pos else math.nan, "FN_rate": 100.0 * fn / pos if pos else math.nan,
+            "FP_rate": 100.0 * fp / neg if neg else math.nan, "TN_rate": 100.0 * tn / neg if neg else math.nan}
+
+
+def balanced_accuracy(tp: float, fn: float, fp: float, tn: float) -> float:
+    """(TPR + TNR) / 2: the accuracy of the confusion table with each true class weighted equally.
+
+    Kazuhiro et al. apply (TP + TN) / (TP + FN + FP + TN) to *rates* (each class sums to 100),
+    which is exactly this; with counts of a kit that is not half synthetic (their 40-60 %) the
+    plain accuracy would instead lean towards the larger class. NaN when a class is empty.
+    """
+    r = rates(tp, fn, fp, tn)
+    return (r["TP_rate"] + r["TN_rate"]) / 200.0
 
 
 def cohen_kappa_from_table(table: Sequence[Sequence[float]]) -> float:
@@ -273,7 +295,9 @@ def _definitions(positive: str) -> dict[str, str]:
         "FN": f"{positive} image rated {negative}",
         "FP": f"{negative} image rated {positive}",
         "TN": f"{negative} image rated {negative}",
-        "accuracy": "(TP + TN) / (TP + FN + FP + TN)",
+        "accuracy": "(TP + TN) / (TP + FN + FP + TN), on counts",
+        "rates": "TP_rate, FN_rate: % of the positive images; FP_rate, TN_rate: % of the negative images",
+        "balanced_accuracy": "(TP_rate + TN_rate) / 200: Kazuhiro et al.'s accuracy, computed on rates",
     }
 
 
@@ -287,6 +311,8 @@ def _reader_row(rows: pd.DataFrame, n_images: int, positive: str) -> dict:
         "complete": bool(len(rows) == n_images),
         **cells,
         "accuracy": reader_accuracy(cells["TP"], cells["FN"], cells["FP"], cells["TN"]),
+        **rates(cells["TP"], cells["FN"], cells["FP"], cells["TN"]),
+        "balanced_accuracy": balanced_accuracy(cells["TP"], cells["FN"], cells["FP"], cells["TN"]),
         **two_by_two(rows["truth"], rows["answer"]),
     }
 
@@ -322,7 +348,10 @@ def _model_rows(merged: pd.DataFrame, key: pd.DataFrame, readers: list[str], mod
             cells = two_by_two(part["truth"], part["answer"])
             correct = cells["real_rated_real"] + cells["synthetic_rated_synthetic"]
             rows.append({"reader_id": reader, "model": model, "group": group, "n": int(len(part)), **cells,
-                         "accuracy": correct / len(part) if len(part) else math.nan})
+                         "accuracy": correct / len(part) if len(part) else math.nan,
+                         "balanced_accuracy": balanced_accuracy(
+                             cells["real_rated_real"], cells["real_rated_synthetic"],
+                             cells["synthetic_rated_real"], cells["synthetic_rated_synthetic"])})
     return rows
 
 
@@ -383,11 +412,12 @@ def write_scores(scores: Mapping, scores_json: Path, tables: Mapping[str, Path])
     write_json(scores_json, _json_safe(scores))
     columns = {
         "readers": ["reader_id", "file", "n_answered", "n_images", "complete", "TP", "FN", "FP", "TN", "accuracy",
-                    "real_rated_real", "real_rated_synthetic", "synthetic_rated_real", "synthetic_rated_synthetic"],
+                    "real_rated_real", "real_rated_synthetic", "synthetic_rated_real", "synthetic_rated_synthetic",
+                    "TP_rate", "FN_rate", "FP_rate", "TN_rate", "balanced_accuracy"],
         "sources": ["reader_id", "source", "truth", "n", "rated_real", "rated_synthetic", "pct_rated_real",
                     "pct_rated_synthetic"],
         "models": ["reader_id", "model", "group", "n", "real_rated_real", "real_rated_synthetic",
-                   "synthetic_rated_real", "synthetic_rated_synthetic", "accuracy"],
+                   "synthetic_rated_real", "synthetic_rated_synthetic", "accuracy", "balanced_accuracy"],
         "agreement": ["method", "reader_a", "reader_b", "n_images", "kappa", "percent_agreement"],
         "timing": ["reader_id", "truth", "n", "mean_response_ms", "median_response_ms", "mean_confidence",
                    "n_confidence", "n_timed_out"],
