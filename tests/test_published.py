@@ -1,0 +1,129 @@
+"""The papers' published tables (presets/published/*.yaml): loading, schema errors, transcription
+checks that the papers' own arithmetic allows, and the report section that shows them beside a run."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.published import PUBLISHED_DIR, load_published, published_studies
+from pipeline_lib.reader_study.scoring import balanced_accuracy
+from pipeline_lib.report.published_section import (PUBLISHED_LABEL, cell_text, render_published_beside,
+                                                   render_published_section)
+
+STUDIES = {"ungria_hirte_2020": {"generation", "reconstruction", "readers"}, "han_2018": {"turing_test"},
+           "ballesteros_ramirez_2025": {"fid_per_scanner", "fid_other_models"}, "kazuhiro_2018": {"readers"}}
+
+
+@pytest.fixture(scope="module")
+def studies():
+    return published_studies()
+
+
+def test_every_study_has_its_tables_and_a_citation(studies):
+    assert {name: set(tables) for name, tables in studies.items()} == STUDIES
+    for tables in studies.values():
+        assert all(t.citation and t.source for t in tables.values())
+
+
+def test_han_cells_add_up_to_the_published_accuracies(studies):
+    """50 real and 50 synthetic images per row; accuracy % = real as real + synt as synt."""
+    table = studies["han_2018"]["turing_test"]
+    assert len(table.rows) == 12
+    for key, row in table.as_dict().items():
+        assert row["Real as Real"] + row["Real as Synt"] == 50, key
+        assert row["Synt as Real"] + row["Synt as Synt"] == 50, key
+        assert row["Accuracy (%)"] == row["Real as Real"] + row["Synt as Synt"], key
+    assert table.as_dict()[("Concat", "DCGAN", "64")]["Accuracy (%)"] == 54
+
+
+def test_kazuhiro_rates_are_rates_and_accuracies_balanced(studies):
+    table = studies["kazuhiro_2018"]["readers"]
+    for (reader,), row in table.as_dict().items():
+        assert row["TP"] + row["FN"] == 100 and row["FP"] + row["TN"] == 100, reader
+        assert balanced_accuracy(row["TP"], row["FN"], row["FP"], row["TN"]) == pytest.approx(
+            row["Accuracy"], abs=0.005 + 1e-12), reader
+
+
+def test_ungria_hirte_reader_cells_add_up_per_reader_and_source(studies):
+    table = studies["ungria_hirte_2020"]["readers"]
+    cells = table.as_dict()
+    for source in table.columns[1:]:
+        for reader in (0, 1):
+            assert sum(cells[(c,)][source][reader] for c in
+                       ("True Positives", "False Positives", "True Negatives", "False Negatives")) == 100
+    generation = studies["ungria_hirte_2020"]["generation"].as_dict()
+    assert generation[("Style-Based GAN",)]["Laplace Sharpness Variance Score"] == {"mean": 1650, "sd": 715}
+    assert generation[("introVAE",)]["Minimum ISD"] == 0.0009
+    fid = studies["ballesteros_ramirez_2025"]["fid_per_scanner"].as_dict()
+    assert fid[("Unspecified",)]["FID"] == {"mean": 87.19, "sd": 0.92}
+    assert len(fid) == 4
+
+
+def _write(tmp_path, name, data):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+GOOD = {"study": "x_2000", "seed": "009", "citation": "Someone. A paper.",
+        "tables": [{"id": "t", "title": "T", "source": "Table 1", "columns": ["Model", "FID"],
+                    "rows": [["a", 1.5], ["b", {"mean": 2, "sd": 0.1}]]}]}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(study="y_2000"), "must be the file's name"),
+    (lambda d: d["tables"][0]["rows"].append(["c"]), r"row 3: needs 2 cells"),
+    (lambda d: d["tables"][0]["rows"].append(["a", 3]), "repeats"),
+    (lambda d: d["tables"][0]["rows"].append(["c", {"mean": 1}]), r"mean ± sd cell"),
+    (lambda d: d["tables"][0]["rows"].append(["c", [1, "x"]]), "per-reader cell"),
+    (lambda d: d["tables"][0].update(colour="red"), r"unknown keys \['colour'\]"),
+    (lambda d: d.pop("citation"), r"missing keys \['citation'\]"),
+    (lambda d: d["tables"][0].update(key_columns=2), "key_columns must be 1 .. 1"),
+])
+def test_schema_errors_name_the_file_and_the_problem(tmp_path, change, message):
+    assert set(load_published(_write(tmp_path, "x_2000", GOOD))) == {"t"}
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    change(data)
+    with pytest.raises(InputError, match=message) as err:
+        load_published(_write(tmp_path, "x_2000", data))
+    assert "x_2000.yaml" in str(err.value)
+
+
+def test_cells_print_as_the_papers_do():
+    assert cell_text({"mean": 1495, "sd": 659}) == "1495 ± 659"
+    assert cell_text([94, 100]) == "94 / 100"
+    assert cell_text(None) == "—" and cell_text(0.0494) == "0.0494" and cell_text("n.s.") == "n.s."
+
+
+def test_published_table_beside_this_runs_values_in_the_same_layout(studies):
+    table = studies["ballesteros_ramirez_2025"]["fid_per_scanner"]
+    page = render_published_beside(table, {"Intera": {"FID": {"mean": 140.123, "sd": 2.5}},
+                                           "Unspecified": {"FID": 99.5}})
+    published, ours = re.findall(r'<table class="published-table".*?</table>', page)
+    assert PUBLISHED_LABEL.replace("'", "&#x27;") in published and "Ballesteros Ramirez S." in published
+    assert 'data-kind="published"' in published and 'data-kind="ours"' in ours
+    assert "87.19 ± 0.92" in published and "87.19" not in ours
+    row_keys = re.findall(r'<tr data-key="([^"]+)"', published)
+    assert row_keys == re.findall(r'<tr data-key="([^"]+)"', ours) == [
+        "Unspecified", "Intera", "Gyrosan Intera", "Magnetom TrioTim"]
+    assert re.findall(r"<th>([^<]+)</th>", published)[:2] == re.findall(r"<th>([^<]+)</th>", ours)[:2]
+    assert "140.1 ± 2.5" in ours and "99.5" in ours and ours.count("—") >= 2
+    with pytest.raises(ValueError, match="no published row"):
+        render_published_beside(table, {"Siemens": {"FID": 1.0}})
+    with pytest.raises(ValueError, match="unknown column"):
+        render_published_beside(table, {"Intera": {"KID": 1.0}})
+
+
+def test_section_renders_every_table_of_a_study_and_escapes(tmp_path):
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    data["tables"][0]["title"] = "<b>T</b>"
+    tables = load_published(_write(tmp_path, "x_2000", data))
+    page = render_published_section(tables, {"t": {"a": {"FID": 3}}})
+    assert page.startswith('<section id="published">') and "&lt;b&gt;T&lt;/b&gt;" in page and "<b>T</b>" not in page
+    with pytest.raises(ValueError, match="unknown published table"):
+        render_published_section(tables, {"u": {}})
+    assert PUBLISHED_DIR.name == "published" and (PUBLISHED_DIR / "kazuhiro_2018.yaml").is_file()
