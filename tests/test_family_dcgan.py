@@ -100,7 +100,8 @@ def test_published_defaults():
     from pipeline_lib.models.families.dcgan import DCGAN
 
     assert DCGAN.DEFAULTS == {"preset": "kazuhiro", "latent_dim": 100, "width": 32, "kernel_size": 5,
-                              "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128}
+                              "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128,
+                              "diffaugment": None, "r1_gamma": 0.0}  # small-cohort aids, off as published
     han = build_model("dcgan", 64, {"preset": "han"}).hparams
     assert han["kernel_size"] == 4 and han["batch_size"] == 64 and han["lr"] == 2e-4
     # a config's own value beats the preset's

@@ -138,9 +138,14 @@ def test_trainer_applies_the_schedule_to_every_optimiser(tmp_path):
         assert opt["param_groups"][0]["initial_lr"] == pytest.approx(2e-4)
 
 
-def test_cosine_needs_a_step_budget(tmp_path):
-    with pytest.raises(InputError, match="cosine"):
-        train(tmp_path, {**VAE, "budget": {"minutes": 1}, "lr_schedule": "cosine"})
+def test_cosine_decays_over_an_epoch_budget_converted_to_steps(tmp_path):
+    """An epoch budget is the run's length in steps too: 2 epochs of 24 images in batches of 8 are
+    6 steps, and the cosine runs over those 6 (the checkpoint after step 4 holds step 4's rate)."""
+    train(tmp_path, {**VAE, "budget": {"epochs": 2}, "lr_schedule": "cosine"}, steps_this_call=4)
+    payload = torch.load(next((tmp_path / "ck_m").glob("*/checkpoint.pt")), weights_only=False)
+    assert payload["step"] == 4
+    for opt in payload["training"]["optimizers"].values():
+        assert opt["param_groups"][0]["lr"] == pytest.approx(1e-3 * lr_factor(4, "cosine", 0, 6))
 
 
 # ------------------------------------------------------------------------------ DiffAugment, R1
