@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	# `pip check` would flag the deliberately --no-deps packages; import what the jobs need instead.
-	$(BIN)/python -c "import pipeline_lib, torch, torchvision, ants, snakemake, snakemake_executor_plugin_slurm, pytorch_fid, cv2, nibabel, pydicom, nilearn, playwright"
+	$(BIN)/python -c "import pipeline_lib, torch, torchvision, ants, snakemake, snakemake_executor_plugin_slurm, pytorch_fid, cv2, nibabel, pydicom, nilearn, playwright, bids"
 	touch $@
 
 demo: $(STAMP)

@@ -14,7 +14,7 @@ BIDS, the dataset's own tables and sidecars): no image is opened here.
   flair for both; the grade (HGG/LGG) comes from a parent folder of that name when present.
 * ``ixi``: ``IXI<id>-<site>-<number>-<sequence>.nii.gz``; the site gives the scanner label
   (Guys: Philips Gyroscan Intera 1.5 T; HH: Philips Intera 3 T; IOP: GE 1.5 T).
-* ``bids``: entities (sub, ses, acq, run, suffix) from the BIDS names, ``participants.tsv``
+* ``bids``: entities (sub, ses, acq, run, suffix) parsed by pybids, ``participants.tsv``
   columns as labels, sidecar JSON fields (Manufacturer, ManufacturersModelName,
   MagneticFieldStrength) with BIDS' inheritance principle; a constant label (e.g. the scanner of
   a single-scanner dataset such as SALD) from config.
@@ -55,7 +55,6 @@ _IXI_NAME = re.compile(r"^IXI(?P<id>\d+)-(?P<site>[A-Za-z]+)-(?P<number>\d+)-(?P
 
 BIDS_SIDECAR_LABELS = {"Manufacturer": "manufacturer", "ManufacturersModelName": "scanner_model",
                        "MagneticFieldStrength": "field_strength"}
-_BIDS_ENTITY = re.compile(r"(?P<key>[a-zA-Z0-9]+)-(?P<value>[a-zA-Z0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -166,6 +165,10 @@ def _pattern(relpaths: list[str], pattern: re.Pattern) -> tuple[list[dict], list
 
 
 # ---------------------------------------------------------------- BIDS
+# Entities are parsed by pybids (the BIDS community's library, with the specification's entity
+# patterns). Sidecar inheritance is resolved here from the files discovery already found, instead
+# of a pybids BIDSLayout: the layout would walk (and index) the tree on its own, outside the
+# guarded scan that keeps hostile trees from stopping discovery.
 
 
 def _bids(relpaths: list[str], root: Path | None) -> tuple[list[dict], list[dict]]:
@@ -176,34 +179,28 @@ def _bids(relpaths: list[str], root: Path | None) -> tuple[list[dict], list[dict
     records, ignored = [], []
     for relpath in relpaths:
         path = PurePosixPath(relpath)
-        entities = _bids_entities(path.name)
-        if "sub" not in entities or "suffix" not in entities:
+        entities = bids_entities(relpath)
+        if "subject" not in entities or "suffix" not in entities:
             ignored.append({"relpath": relpath, "why": "not a BIDS file name (sub-<label>[_ses-<label>]..._<suffix>.nii.gz)"})
             continue
-        if any(part in ("derivatives", "sourcedata") for part in path.parts):
-            ignored.append({"relpath": relpath, "why": "derivatives/sourcedata are not raw data"})
+        if path.parts[0] in ("derivatives", "sourcedata", "code"):
+            ignored.append({"relpath": relpath, "why": f"{path.parts[0]}/ holds no raw data"})
             continue
-        key = f"sub-{entities['sub']}" + (f"_ses-{entities['ses']}" if "ses" in entities else "")
-        labels = dict(participants.get(entities["sub"], {}))
+        key = f"sub-{entities['subject']}" + (f"_ses-{entities['session']}" if "session" in entities else "")
+        labels = dict(participants.get(entities["subject"], {}))
         labels.update(_sidecar_labels(root, path, entities))
-        sequence = entities["suffix"].lower() + "".join(
-            f"_{k}-{entities[k]}" for k in ("acq", "run") if k in entities)
+        sequence = str(entities["suffix"]).lower() + "".join(
+            f"_{short}-{entities[name]}" for name, short in (("acquisition", "acq"), ("run", "run"))
+            if name in entities)
         records.append(_record(key, sequence, IMAGE, relpath, labels))
     return records, ignored
 
 
-def _bids_entities(name: str) -> dict[str, str]:
-    stem = re.sub(r"\.nii(\.gz)?$", "", name, flags=re.I)
-    parts = stem.split("_")
-    entities = {}
-    for part in parts[:-1]:
-        match = _BIDS_ENTITY.fullmatch(part)
-        if not match:
-            return {}
-        entities[match["key"]] = match["value"]
-    if parts and re.fullmatch(r"[a-zA-Z0-9]+", parts[-1]) and len(parts) > 1:
-        entities["suffix"] = parts[-1]
-    return entities
+def bids_entities(relpath: str) -> dict[str, Any]:
+    """pybids' entities of a path relative to the dataset root (extension and datatype included)."""
+    from bids.layout import parse_file_entities
+
+    return parse_file_entities("/" + str(PurePosixPath(relpath)))
 
 
 def _participants(root: Path) -> dict[str, dict[str, str]]:
@@ -223,24 +220,28 @@ def _participants(root: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def _sidecar_labels(root: Path, path: PurePosixPath, entities: Mapping[str, str]) -> dict[str, str]:
-    """Scanner fields from the JSON sidecars that apply to ``path`` (BIDS inheritance principle:
-    files higher up apply to every file below whose entities they share; the nearest wins)."""
+_MATCHED_ENTITIES = ("subject", "session", "acquisition", "run", "suffix")
+
+
+def _sidecar_labels(root: Path, path: PurePosixPath, entities: Mapping[str, Any]) -> dict[str, str]:
+    """Scanner fields from the JSON sidecars that apply to ``path`` (BIDS inheritance principle: a
+    sidecar in the image's folder or above applies when its entities are a subset of the image's;
+    deeper ones override)."""
     merged: dict[str, Any] = {}
-    folders = [PurePosixPath(*path.parts[:i]) for i in range(len(path.parts))]
-    for folder in folders:  # top first, so deeper files override
+    for depth in range(len(path.parts)):  # top folder first, so deeper sidecars override
+        folder = PurePosixPath(*path.parts[:depth])
         directory = root / folder
         if not directory.is_dir():
             continue
         for sidecar in sorted(directory.glob("*.json")):
-            side = _bids_entities(sidecar.name.removesuffix(".json") + ".nii")
+            side = bids_entities(str(folder / sidecar.name))
             if side.get("suffix") != entities.get("suffix"):
                 continue
-            if all(entities.get(k) == v for k, v in side.items() if k != "suffix"):
+            if all(side[k] == entities.get(k) for k in _MATCHED_ENTITIES if k in side):
                 try:
                     merged.update(json.loads(sidecar.read_text()))
                 except (OSError, ValueError) as exc:
-                    raise InputError(f"{sidecar.relative_to(root)}: not a readable JSON sidecar ({exc})") from exc
+                    raise InputError(f"{folder / sidecar.name}: not a readable JSON sidecar ({exc})") from exc
     return {label: str(merged[key]) for key, label in BIDS_SIDECAR_LABELS.items() if key in merged}
 
 
