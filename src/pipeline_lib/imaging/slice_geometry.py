@@ -109,13 +109,15 @@ def select_slices(volume: np.ndarray, affine: np.ndarray, axis: str, selection: 
                          f"(affine column {np.round(column, 4).tolist()}); reorient to RAS first")
     depth = volume.shape[k]
     spacing, origin = float(column[k]), float(affine[k, 3])
-    indices = _indices(selection, depth, spacing, origin, axis)
+    indices = slice_indices(selection, depth, spacing, origin, axis)
     display = ras_to_display(volume, axis)
     slices = _interpolate(display, indices)
     return slices, indices, origin + spacing * indices
 
 
-def _indices(selection: SliceSelection, depth: int, spacing: float, origin: float, axis: str) -> np.ndarray:
+def slice_indices(selection: SliceSelection, depth: int, spacing: float, origin: float, axis: str) -> np.ndarray:
+    """The (fractional, for ``offsets_mm``) indices ``selection`` takes of a grid with ``depth`` slices
+    along ``axis``, the first at ``origin`` mm and ``spacing`` mm apart (needs no voxel data)."""
     mode = selection.mode
     if mode == "all":
         return np.arange(depth, dtype=np.float64)
