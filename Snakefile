@@ -51,4 +51,4 @@ rule all:
     default_target: True
     input:
         rules.report.output.html,
-        rules.reader_kit.output.summary,
+        expand(rules.reader_kit.output.summary, dataset=reader_datasets()),

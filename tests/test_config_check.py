@@ -31,6 +31,19 @@ def test_schema_violations_name_the_dotted_key():
     assert "ingest.max_voxels: 'lots' is not of type 'integer'" in problems
 
 
+def test_dataset_problems_name_the_key():
+    model = next(iter(DEMO["models"]))
+    config = {**DEMO, "datasets": {"ballesteros": {"selection": {"mode": "central", "n": 10}, "size": [218, 182]},
+                                   "han": {"axis": "sagittal", "selection": {"mode": "range", "first": 80}}},
+              "models": {model: {**DEMO["models"][model], "dataset": "ballesteros"}}}
+    problems = config_problems(config, SCHEMA)
+    assert "datasets.han: selection mode range needs selection.last" in problems
+    assert any(p.startswith(f"models.{model}.dataset: dataset 'ballesteros' has non-square slices (218x182)")
+               for p in problems)
+    config["models"][model]["dataset"] = "cohort"
+    assert any(p.startswith(f"models.{model}.dataset: unknown dataset 'cohort'") for p in config_problems(config, SCHEMA))
+
+
 def test_input_source_problems_name_the_key(tmp_path):
     assert config_problems({**DEMO, "input": {"source": str(tmp_path / "x")}}, SCHEMA) == [
         f"input.source: {tmp_path / 'x'} does not exist"]

@@ -43,7 +43,8 @@ def test_every_section_has_the_schemas_keys_and_defaults(path):
 def test_every_schema_section_is_read_through_core_settings():
     sections = {name for name, prop in SCHEMA["properties"].items() if prop.get("type") == "object"}
     sections |= {f"evaluation.{name}" for name in schema_block("evaluation")["properties"]}
-    sections -= {"evaluation", "models", "input", "privacy"}  # containers; input/privacy are read by discovery
+    # containers (datasets and models: a block per name); input/privacy are read by discovery
+    sections -= {"evaluation", "models", "datasets", "input", "privacy"}
     assert sections == set(st.SECTIONS)
 
 
@@ -115,3 +116,49 @@ def test_budget_minutes_is_only_a_cap():
     assert st.Budget(epochs=1).target_steps(5, 16) == 1     # the batch shrinks to the data
     with pytest.raises(InputError, match="safety cap"):
         st.Budget(minutes=2)
+
+
+def test_dataset_keys_and_defaults_are_the_schemas():
+    block = SCHEMA["properties"]["datasets"]["additionalProperties"]["properties"]
+    fields = {f.name: f for f in dataclasses.fields(st.DatasetSettings)}
+    assert set(fields) == set(block)
+    for name, prop in block.items():
+        assert _plain(_field_default(fields[name])) == prop["default"], name
+
+
+def test_without_datasets_the_default_dataset_is_the_slicing_section():
+    config = {"slicing": {"drop_top": 2, "drop_bottom": 3, "image_size": 32, "test_fraction": 0.25}}
+    datasets = st.dataset_settings(config)
+    assert list(datasets) == ["default"]
+    d = datasets["default"]
+    assert (d.axis, d.selection, d.size, d.fit) == ("axial", {"mode": "drop", "low": 3, "high": 2}, (32, 32), "resize")
+    assert (d.clip_percentile, d.test_fraction, d.split_seed, d.filters, d.augmentation) == (95, 0.25, 0, {}, None)
+    # an empty datasets: (the schema's default) is the same as none
+    assert st.dataset_settings({**config, "datasets": {}}) == datasets
+    # defaults of a named dataset are seed 001's protocol at 128 px
+    assert st.read_settings(st.DatasetSettings, {}).selection == {"mode": "drop", "low": 8, "high": 6}
+    assert st.model_dataset({**config, "models": {"m": {"family": "vae"}}}, "m") == "default"
+
+
+def test_dataset_params_do_not_depend_on_how_the_settings_were_written():
+    written = st.read_settings(st.DatasetSettings, {"filters": {"sequence": "t1"}, "size": [64, 64]})
+    spelled_out = st.read_settings(st.DatasetSettings, {"size": (64, 64), "filters": {"sequence": ["t1"]},
+                                                        "selection": {"mode": "drop", "high": 6, "low": 8}})
+    assert st.dataset_params(written) == st.dataset_params(spelled_out)
+    assert st.dataset_params(written)["filters"] == {"sequence": ["t1"]}
+
+
+def test_dataset_and_model_dataset_errors_name_the_key():
+    config = {"datasets": {"t1": {"size": [218, 182]}, "concat": {"split_seed": 4}},
+              "models": {"a": {"family": "vae", "dataset": "t1"}, "b": {"family": "vae", "dataset": "flair"}}}
+    problems = st.dataset_problems(config)
+    assert any(p.startswith("datasets.concat.split_seed:") and "same in every dataset" in p for p in problems)
+    assert any(p.startswith("models.a.dataset:") and "non-square" in p for p in problems)
+    assert any(p.startswith("models.b.dataset: unknown dataset 'flair'") for p in problems)
+    for block, message in [({"axis": "oblique"}, r"datasets\.x: axis"),
+                           ({"selection": {"mode": "range", "first": 80}}, r"needs selection\.last"),
+                           ({"selection": {"mode": "central", "n": 10, "low": 2}}, r"selection\.low: unknown key"),
+                           ({"augmentation": {"cuont": 3}}, r"augmentation\.cuont: unknown key"),
+                           ({"size": [64]}, "size must be")]:
+        with pytest.raises(InputError, match=message):
+            st.read_settings(st.DatasetSettings, block, "datasets.x")

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.imaging.slicing import (build_slice_dataset, extract_axial_slices, normalise_volume,
+from pipeline_lib.imaging.slice_geometry import SliceSelection
+from pipeline_lib.imaging.slicing import (SliceSpec, build_slice_dataset, extract_axial_slices, normalise_volume,
                                   resize_slices, split_subjects)
 
 # ------------------------------------------------------------------ normalise_volume
@@ -148,6 +149,11 @@ def test_split_rejects_bad_input():
 # ------------------------------------------------------------------ build_slice_dataset
 
 
+def _spec(size: int, test_fraction: float) -> SliceSpec:
+    """Seed 001's protocol on a 10-slice grid: drop 3 low and 2 high axial slices."""
+    return SliceSpec(selection=SliceSelection("drop", low=3, high=2), size=(size, size), test_fraction=test_fraction)
+
+
 def _write_volume(path: Path, data: np.ndarray, axcodes=("R", "A", "S")) -> Path:
     image = nib.Nifti1Image(data.astype(np.float32), np.diag([2.0, 2.0, 4.0, 1.0]))
     if axcodes != ("R", "A", "S"):
@@ -176,14 +182,16 @@ def slicing_cohort(tmp_path):
 def test_build_dataset_rows_match_images_and_carry_labels(slicing_cohort, tmp_path):
     registered, labels = slicing_cohort
     images_path, table_path = tmp_path / "out" / "images.npy", tmp_path / "out" / "slices.tsv"
-    table = build_slice_dataset(registered, labels, images_path, table_path, drop_top=2, drop_bottom=3,
-                                clip_percentile=95, image_size=8, test_fraction=0.34, seed=0)
+    table = build_slice_dataset(registered, labels, images_path, table_path, spec=_spec(size=8, test_fraction=0.34))
     images = np.load(images_path)
     assert images.shape == (15, 8, 8) and images.dtype == np.float32
     assert images.min() >= 0 and images.max() <= 1
     written = pd.read_csv(table_path, sep="\t", dtype=str)
     assert len(written) == len(table) == len(images)
-    assert list(written.columns) == ["row", "subject", "slice_index", "split", "group", "age"]
+    assert list(written.columns) == ["row", "subject", "slice_index", "split", "axis", "position_mm", "augmented",
+                                     "group", "age", "sequence"]
+    assert set(written["sequence"]) == {"image"} and set(written["axis"]) == {"axial"}
+    assert set(written["augmented"]) == {"0"}
     assert written["row"].astype(int).tolist() == list(range(15))
     assert written["subject"].tolist() == ["sub-aa"] * 5 + ["sub-bb"] * 5 + ["sub-cc"] * 5
     assert written["slice_index"].astype(int).tolist() == [3, 4, 5, 6, 7] * 3
@@ -196,13 +204,13 @@ def test_build_dataset_rows_match_images_and_carry_labels(slicing_cohort, tmp_pa
 
 def test_build_dataset_rows_are_the_expected_slices(slicing_cohort, tmp_path):
     registered, _ = slicing_cohort
-    build_slice_dataset(registered, None, tmp_path / "i.npy", tmp_path / "t.tsv", drop_top=2,
-                        drop_bottom=3, clip_percentile=95, image_size=12, test_fraction=0.5, seed=0)
+    build_slice_dataset(registered, None, tmp_path / "i.npy", tmp_path / "t.tsv", spec=_spec(size=12, test_fraction=0.5))
     images = np.load(tmp_path / "i.npy")
     # sub-bb is stored LPI on disk: its rows must equal slicing its RAS data directly
     ras = nib.as_closest_canonical(nib.load(str(registered["sub-bb"]))).get_fdata()
     expected, _ = extract_axial_slices(normalise_volume(ras, 95), 2, 3)
-    np.testing.assert_allclose(images[5:10], resize_slices(expected, 12), atol=1e-6)
+    # bit-identical to the single-dataset slicing of before (normalise, drop, resize)
+    np.testing.assert_array_equal(images[5:10], resize_slices(expected, 12))
     assert "group" not in pd.read_csv(tmp_path / "t.tsv", sep="\t").columns
 
 
@@ -211,8 +219,7 @@ def test_build_dataset_names_a_volume_with_too_few_slices(slicing_cohort, tmp_pa
     registered["sub-dd"] = _write_volume(tmp_path / "thin.nii.gz", np.ones((16, 12, 4)))
     labels = pd.concat([labels, pd.DataFrame({"subject": ["sub-dd"]})], ignore_index=True)
     with pytest.raises(InputError, match="thin.nii.gz"):
-        build_slice_dataset(registered, labels, tmp_path / "i.npy", tmp_path / "t.tsv", drop_top=2,
-                            drop_bottom=3, clip_percentile=95, image_size=8, test_fraction=0.3, seed=0)
+        build_slice_dataset(registered, labels, tmp_path / "i.npy", tmp_path / "t.tsv", spec=_spec(size=8, test_fraction=0.3))
     assert not (tmp_path / "i.npy").exists()
 
 
@@ -220,8 +227,7 @@ def test_build_dataset_rejects_labels_missing_a_subject(slicing_cohort, tmp_path
     registered, labels = slicing_cohort
     with pytest.raises(InputError, match="sub-cc"):
         build_slice_dataset(registered, labels[labels["subject"] != "sub-cc"], tmp_path / "i.npy",
-                            tmp_path / "t.tsv", drop_top=2, drop_bottom=3, clip_percentile=95,
-                            image_size=8, test_fraction=0.3, seed=0)
+                            tmp_path / "t.tsv", spec=_spec(size=8, test_fraction=0.3))
 
 
 def test_build_dataset_leaves_no_partial_array_when_a_volume_is_bad(slicing_cohort, tmp_path):
@@ -229,8 +235,7 @@ def test_build_dataset_leaves_no_partial_array_when_a_volume_is_bad(slicing_coho
     registered["sub-zz"] = _write_volume(tmp_path / "empty.nii.gz", np.zeros((16, 12, 10)))
     with pytest.raises(InputError, match="empty.nii.gz.*all zero"):
         build_slice_dataset(registered, labels, tmp_path / "out" / "i.npy", tmp_path / "out" / "t.tsv",
-                            drop_top=2, drop_bottom=3, clip_percentile=95, image_size=8,
-                            test_fraction=0.3, seed=0)
+                            spec=_spec(size=8, test_fraction=0.3))
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -251,3 +256,77 @@ def test_flagged_registrations_stay_out_of_slicing_unless_kept(tmp_path, caplog)
     assert excluded == {"sub-000000000a": folders[0] / "registered.nii.gz"}
     assert "1 flagged subject(s) left out of slicing" in caplog.text and "sub-000000000b" in caplog.text
     assert sorted(volumes_to_slice(folders, "keep")) == ["sub-000000000a", "sub-000000000b"]
+
+
+# ------------------------------------------------------------------ datasets: geometry, filters, augmentation
+
+
+def _marker_volume(path: Path, marker_x: int) -> Path:
+    """A 20x24x16 RAS volume (2 mm voxels, origin -20 mm in x) with a bright plane at x index
+    ``marker_x`` (world x = -20 + 2 * marker_x mm) on a dim background."""
+    data = np.full((20, 24, 16), 10.0, dtype=np.float32)
+    data[marker_x] = 100.0
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-20.0, -24.0, -16.0]
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def test_integrated_geometry_puts_the_marker_at_its_level_and_size(tmp_path):
+    """Sagittal slices at mm offsets around a level in world coordinates, non-square output:
+    the slice at the marker's world x is the bright one, through build_slice_dataset."""
+    registered = {s: {"t1": _marker_volume(tmp_path / f"{s}.nii.gz", 13)} for s in ("sub-aa", "sub-bb")}
+    spec = SliceSpec.from_settings({"axis": "sagittal", "size": [12, 8],
+                                    "selection": {"mode": "offsets_mm", "level_mm": 4.0,
+                                                  "offsets_mm": [-4, -2, 0, 2, 4]},
+                                    "test_fraction": 0.5})
+    table = build_slice_dataset(registered, None, tmp_path / "i.npy", tmp_path / "t.tsv", spec)
+    images = np.load(tmp_path / "i.npy")
+    assert images.shape == (10, 12, 8)
+    assert table["position_mm"].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0] * 2
+    assert table["slice_index"].tolist() == [10, 11, 12, 13, 14] * 2
+    means = images.reshape(10, -1).mean(axis=1)
+    # world x = 6 mm is index 13, the marker: the 4th slice of each subject is the bright one
+    assert np.argmax(means[:5]) == 3 and np.argmax(means[5:]) == 3
+    assert set(table["sequence"]) == {"t1"} and set(table["axis"]) == {"sagittal"}
+
+
+def test_filters_keep_sequences_and_the_split_is_the_cohorts(tmp_path):
+    """A pooled and a T1-only dataset of the same cohort: the filter keeps the T1 volumes, and every
+    subject has the same split in both (drawn over the cohort before filtering)."""
+    rng = np.random.default_rng(0)
+    registered = {}
+    for i in range(6):
+        subject = f"sub-{i:02d}"
+        registered[subject] = {seq: _write_volume(tmp_path / f"{subject}_{seq}.nii.gz", rng.random((16, 12, 10)) + 0.1)
+                               for seq in (("t1", "t2") if i % 2 else ("t2",))}
+    pooled = build_slice_dataset(registered, None, tmp_path / "p.npy", tmp_path / "p.tsv",
+                                 SliceSpec.from_settings({"size": [8, 8], "selection": {"mode": "central", "n": 4},
+                                                          "test_fraction": 0.5}))
+    t1 = build_slice_dataset(registered, None, tmp_path / "a.npy", tmp_path / "a.tsv",
+                             SliceSpec.from_settings({"size": [8, 8], "selection": {"mode": "central", "n": 4},
+                                                      "test_fraction": 0.5, "filters": {"sequence": "t1"}}))
+    assert len(pooled) == 4 * 9 and len(t1) == 4 * 3
+    assert set(t1["sequence"]) == {"t1"} and set(t1["subject"]) == {"sub-01", "sub-03", "sub-05"}
+    assert t1["slice_index"].tolist()[:4] == [3, 4, 5, 6]
+    split = dict(zip(pooled["subject"], pooled["split"]))
+    assert all(split[s] == v for s, v in zip(t1["subject"], t1["split"]))
+    with pytest.raises(InputError, match="filters.scanner: no such label column"):
+        build_slice_dataset(registered, None, tmp_path / "b.npy", tmp_path / "b.tsv",
+                            SliceSpec.from_settings({"filters": {"scanner": "x"}}))
+
+
+def test_augmented_images_are_training_only_and_stay_out_of_the_reference_sets(tmp_path):
+    from pipeline_lib.core.slices import load_split
+
+    registered = {f"sub-{i}": _marker_volume(tmp_path / f"{i}.nii.gz", 10) for i in range(4)}
+    spec = SliceSpec.from_settings({"size": [8, 8], "selection": {"mode": "central", "n": 2}, "test_fraction": 0.5,
+                                    "augmentation": {"count": 3, "seed": 1}})
+    table = build_slice_dataset(registered, None, tmp_path / "i.npy", tmp_path / "t.tsv", spec)
+    augmented = table[table["augmented"] == 1]
+    assert len(augmented) == 3 * 2 and set(augmented["split"]) == {"train"}
+    assert len(table) == 4 * 2 + 6 and np.load(tmp_path / "i.npy").shape == (14, 8, 8)
+    train, rows = load_split(tmp_path / "i.npy", tmp_path / "t.tsv", "train")
+    assert len(train) == 4 and set(rows["augmented"]) == {0}       # reference sets: real slices only
+    train, rows = load_split(tmp_path / "i.npy", tmp_path / "t.tsv", "train", augmented=True)
+    assert len(train) == 10                                        # training: real + augmented

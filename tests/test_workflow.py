@@ -101,7 +101,7 @@ def test_corrupt_demo_file_is_reported_and_the_rest_goes_on(workdir):
     assert private.set_index("subject").loc[failed["subject"].iloc[0], "path"].endswith("demo-06.nii.gz")
     registered = pd.read_csv(workdir / "results/qc/registration.tsv", sep="\t", keep_default_na=False)
     assert (registered["status"] == "ok").sum() == 4
-    slices = pd.read_csv(workdir / "results/slices/slices.tsv", sep="\t")
+    slices = pd.read_csv(workdir / "results/slices/default/slices.tsv", sep="\t")
     assert slices["subject"].nunique() == 4
     assert set(slices["split"]) == {"train", "test"}
 
@@ -120,7 +120,7 @@ def test_wrong_geometry_subject_is_flagged_kept_out_of_slices_and_shown(workdir)
     ok = qc[qc["status"] == "ok"]
     assert (ok["brain_extraction"] == "deepbet").all() and (ok["mask_dice"].astype(float) > 0.85).all()
     subject = flagged["subject"].iloc[0]
-    slices = pd.read_csv(workdir / "results/slices/slices.tsv", sep="\t")
+    slices = pd.read_csv(workdir / "results/slices/default/slices.tsv", sep="\t")
     assert subject not in set(slices["subject"])
     html = (workdir / "results/report/index.html").read_text()
     table = re.search(r'<table id="registration-qc">.*?</table>', html, re.S).group(0)
@@ -231,8 +231,8 @@ def test_lint_is_clean(workdir):
 
 
 def test_reader_kit_ships_without_its_answer_key(workdir):
-    kit = workdir / "results/reader_study/kit"
-    key = pd.read_csv(workdir / "results/reader_study/answer_key.tsv", sep="\t")
+    kit = workdir / "results/reader_study/default/kit"
+    key = pd.read_csv(workdir / "results/reader_study/default/answer_key.tsv", sep="\t")
     assert len(key) == 6 + 3 * 3  # n_real + n_per_model for each of the three models
     shipped = {p.name for p in kit.rglob("*")}
     assert set(key["image"]) <= shipped
@@ -241,7 +241,7 @@ def test_reader_kit_ships_without_its_answer_key(workdir):
 
 def test_dropped_in_reader_responses_reach_the_report(workdir):
     """Two scripted readers: A always right, B calls everything real -> known kappa and tables."""
-    key = pd.read_csv(workdir / "results/reader_study/answer_key.tsv", sep="\t", dtype=str)
+    key = pd.read_csv(workdir / "results/reader_study/default/answer_key.tsv", sep="\t", dtype=str)
     responses = workdir / "reader_responses"
     responses.mkdir(exist_ok=True)
     readers = {"A": key["truth"].tolist(), "B": ["real"] * len(key)}
@@ -254,14 +254,14 @@ def test_dropped_in_reader_responses_reach_the_report(workdir):
     try:
         result = snakemake(workdir, "--cores", "2", "all")
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        scores = json.loads((workdir / "results/reader_study/scores.json").read_text())
+        scores = json.loads((workdir / "results/reader_study/default/scores.json").read_text())
         # A agrees with the truth, B answers one category only: Cohen's kappa is 0.
         assert json.dumps(scores).count("kappa") > 0
         html = (workdir / "results/report/index.html").read_text()
         assert "no reader responses yet" not in html
         assert "kappa" in html.lower()
         n_real = int((key["truth"] == "real").sum())
-        readers_table = pd.read_csv(workdir / "results/reader_study/tables/readers.tsv", sep="\t")
+        readers_table = pd.read_csv(workdir / "results/reader_study/default/tables/readers.tsv", sep="\t")
         row_a = readers_table[readers_table["reader_id"] == "A"].iloc[0]
         row_b = readers_table[readers_table["reader_id"] == "B"].iloc[0]
         assert (row_a["TP"], row_a["FN"], row_a["FP"], row_a["TN"]) == (n_real, 0, 0, len(key) - n_real)
@@ -308,7 +308,7 @@ def test_metrics_equal_the_recorded_run(workdir):
 
 
 def metric_files(workdir: Path) -> list[str]:
-    """Every metrics JSON of a run, relative to results/metrics (<model>/seed<seed>... and original...)."""
+    """Every metrics JSON of a run, relative to results/metrics (<model>/seed<seed>... and original/<dataset>...)."""
     root = workdir / "results/metrics"
     return sorted(str(p.relative_to(root)) for p in root.rglob("*.json"))
 

@@ -11,8 +11,8 @@ import pandas as pd
 from snakemake.utils import validate
 
 from pipeline_lib.core.config_check import config_problems, raise_problems
-from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, canonical, keys_of_kind, model_seeds,
-                                        rerun_settings)
+from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, canonical, dataset_params,
+                                        dataset_settings, keys_of_kind, model_dataset, model_seeds, rerun_settings)
 from pipeline_lib.imaging.discovery import STAGED_INPUT
 from pipeline_lib.models import family_sources
 from pipeline_lib.models.hyperparameters import check_model_blocks
@@ -41,12 +41,20 @@ if "original" in MODELS:
 SEEDS = {model: model_seeds(config, model) for model in MODELS}
 RUNS = [(model, seed) for model in MODELS for seed in SEEDS[model]]
 RUN = "{model}/seed{seed}"
+# Slice datasets (datasets:, or one named "default" from slicing:); each model trains on one.
+DATASET_SETTINGS = dataset_settings(config)
+DATASETS = list(DATASET_SETTINGS)
+MODEL_DATASET = {model: model_dataset(config, model) for model in MODELS}
+# The real reference outputs (metrics, features, domain network, reader kit) exist for the datasets
+# that models train on (the first dataset when there are no models).
+USED_DATASETS = [d for d in DATASETS if d in MODEL_DATASET.values()] or DATASETS[:1]
 
 
 wildcard_constraints:
     subject=r"sub-[0-9a-f]{10}",
     model="|".join(MODELS) if MODELS else "(?!)",
     seed=r"\d+",
+    dataset="|".join(DATASETS),
 
 
 # ----- inputs and subjects -----
@@ -125,6 +133,43 @@ def per_subject(pattern):
     return expand_subjects
 
 
+# ----- datasets -----
+
+
+def slice_settings(wildcards):
+    """Only this dataset's settings: changing one dataset reruns only its chain."""
+    return dataset_params(DATASET_SETTINGS[wildcards.dataset])
+
+
+def model_slices(name):
+    """Input function: the ``name`` output (images or table) of the slice dataset a run's model trains on."""
+
+    def slices_of_model(wildcards):
+        return expand(getattr(rules.slice_dataset.output, name), dataset=MODEL_DATASET[wildcards.model])[0]
+
+    return slices_of_model
+
+
+def model_real_features(wildcards):
+    """The real training slices' Inception features of the model's dataset."""
+    return expand(rules.real_features.output[0], dataset=MODEL_DATASET[wildcards.model], split="train")[0]
+
+
+def per_dataset(pattern):
+    """``pattern`` expanded over the datasets that have real reference outputs, in USED_DATASETS order."""
+    return expand(pattern, dataset=USED_DATASETS)
+
+
+def dataset_models(dataset):
+    return [model for model in MODELS if MODEL_DATASET[model] == dataset]
+
+
+def dataset_class_columns(wildcards):
+    """Label columns the dataset's conditional models use: its real reference row gets per-class FID for them."""
+    blocks = [config["models"][m] for m in dataset_models(wildcards.dataset)]
+    return sorted({block["condition_on"] for block in blocks if block.get("condition_on")})
+
+
 # ----- settings -----
 
 
@@ -183,11 +228,6 @@ def model_condition(wildcards):
     return config["models"][wildcards.model].get("condition_on") or ""
 
 
-def class_columns():
-    """Label columns that conditional models use: the real reference row gets per-class FID for them."""
-    return sorted({block["condition_on"] for block in config["models"].values() if block.get("condition_on")})
-
-
 def per_model(pattern):
     """``pattern`` expanded over every training run (model and seed), in the order of RUNS."""
     return expand(pattern, zip, model=[m for m, _ in RUNS], seed=[s for _, s in RUNS])
@@ -236,6 +276,38 @@ def reader_study_models():
     return sorted(chosen)
 
 
+def reader_datasets():
+    """Datasets with a reader kit: those of the reader-study models (one kit each)."""
+    chosen = set(reader_study_models())
+    return [d for d in DATASETS if chosen & set(dataset_models(d))]
+
+
+def reader_kit_models(wildcards):
+    """The reader-study models of the kit's dataset (its real slices and their samples are mixed)."""
+    return [m for m in reader_study_models() if MODEL_DATASET[m] == wildcards.dataset]
+
+
+def reader_kit_runs(pattern):
+    """Input function: ``pattern`` for the first run of each of the kit's models."""
+
+    def kit_runs(wildcards):
+        return first_runs(pattern, reader_kit_models(wildcards))
+
+    return kit_runs
+
+
+def reader_responses_dir(dataset):
+    """Where a dataset's reader responses are dropped: reader_study.responses_dir with one kit,
+    its sub-folder named after the dataset with several."""
+    folder = config["reader_study"]["responses_dir"]
+    return folder if len(reader_datasets()) <= 1 else os.path.join(folder, dataset)
+
+
 def reader_responses(wildcards):
-    """Every response CSV in the responses folder: a new or changed file reruns the scoring."""
-    return [str(p) for p in response_files(config["reader_study"]["responses_dir"])]
+    """Every response CSV in the kit's responses folder: a new or changed file reruns the scoring."""
+    return [str(p) for p in response_files(reader_responses_dir(wildcards.dataset))]
+
+
+def model_domain_network(wildcards):
+    """The domain network of the model's dataset."""
+    return expand(rules.domain_network.output.network, dataset=MODEL_DATASET[wildcards.model])[0]

@@ -6,20 +6,20 @@
 
 
 rule domain_network:
-    """Train the domain network on the real training slices; held-out quality in network.json."""
+    """Train the domain network on a dataset's real training slices; held-out quality in network.json."""
     input:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
     output:
-        network="results/domain/network.pt",
-        summary="results/domain/network.json",
+        network="results/domain/{dataset}/network.pt",
+        summary="results/domain/{dataset}/network.json",
     log:
-        "logs/domain/network.log",
+        "logs/domain/{dataset}/network.log",
     params:
         settings=section_settings("evaluation.domain"),
     threads: 1
     message:
-        "Training the domain feature network"
+        "Training the domain feature network of dataset {wildcards.dataset}"
     conda:
         "../../envs/torch.yaml"
     script:
@@ -29,10 +29,10 @@ rule domain_network:
 rule domain_metrics:
     """Fréchet distance and PRDC of one model's samples in the domain feature space."""
     input:
-        network=rules.domain_network.output.network,
+        network=model_domain_network,
         samples=rules.sample.output.samples,
-        images=rules.slice_dataset.output.images,
-        table=rules.slice_dataset.output.table,
+        images=model_slices("images"),
+        table=model_slices("table"),
     output:
         f"results/metrics/{RUN}.domain.json",
     log:
@@ -55,14 +55,14 @@ rule domain_metrics_original:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
     output:
-        "results/metrics/original.domain.json",
+        "results/metrics/original/{dataset}.domain.json",
     log:
-        "logs/domain/original.log",
+        "logs/domain/original/{dataset}.log",
     params:
         settings=section_settings("evaluation.domain"),
     threads: 1
     message:
-        "Domain-feature metrics of the real test slices"
+        "Domain-feature metrics of the real test slices of dataset {wildcards.dataset}"
     conda:
         "../../envs/torch.yaml"
     script:
@@ -72,10 +72,10 @@ rule domain_metrics_original:
 rule memorization_audit:
     """Nearest training slice of every sample (pixels and domain features), copy fractions, gallery."""
     input:
-        network=rules.domain_network.output.network,
+        network=model_domain_network,
         samples=rules.sample.output.samples,
-        images=rules.slice_dataset.output.images,
-        table=rules.slice_dataset.output.table,
+        images=model_slices("images"),
+        table=model_slices("table"),
     output:
         audit=f"results/memorization/{RUN}.json",
         gallery=report(
@@ -103,8 +103,8 @@ rule conditioning_accuracy:
     input:
         samples=rules.sample.output.samples,
         labels=rules.sample.output.labels,
-        images=rules.slice_dataset.output.images,
-        table=rules.slice_dataset.output.table,
+        images=model_slices("images"),
+        table=model_slices("table"),
     output:
         f"results/conditioning/{RUN}.json",
     log:
@@ -124,11 +124,11 @@ rule conditioning_accuracy:
 rule augmentation_utility:
     """Classifiers trained on real, synthetic and real + synthetic slices, tested on real test slices."""
     input:
-        network=rules.domain_network.output.network,
+        network=model_domain_network,
         samples=rules.sample.output.samples,
         labels=rules.sample.output.labels,
-        images=rules.slice_dataset.output.images,
-        table=rules.slice_dataset.output.table,
+        images=model_slices("images"),
+        table=model_slices("table"),
     output:
         f"results/utility/{RUN}.json",
     log:
@@ -150,8 +150,8 @@ rule diversity_metrics:
     input:
         samples=rules.sample.output.samples,
         reconstructions=rules.sample.output.reconstructions,
-        images=rules.slice_dataset.output.images,
-        table=rules.slice_dataset.output.table,
+        images=model_slices("images"),
+        table=model_slices("table"),
     output:
         f"results/metrics/{RUN}.diversity.json",
     log:
@@ -174,14 +174,14 @@ rule diversity_original:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
     output:
-        "results/metrics/original.diversity.json",
+        "results/metrics/original/{dataset}.diversity.json",
     log:
-        "logs/diversity/original.log",
+        "logs/diversity/original/{dataset}.log",
     params:
         settings=section_settings("evaluation.diversity"),
     threads: 1
     message:
-        "Diversity of the real test slices"
+        "Diversity of the real test slices of dataset {wildcards.dataset}"
     conda:
         "../../envs/torch.yaml"
     script:
@@ -191,11 +191,11 @@ rule diversity_original:
 rule evaluation_beyond_fid:
     """Target: every evaluation output of every model."""
     input:
-        rules.domain_network.output.summary,
-        rules.domain_metrics_original.output[0],
+        per_dataset(rules.domain_network.output.summary),
+        per_dataset(rules.domain_metrics_original.output[0]),
         per_model(rules.domain_metrics.output[0]),
         per_model(rules.memorization_audit.output.audit),
         per_model(rules.conditioning_accuracy.output[0]),
         per_model(rules.augmentation_utility.output[0]),
-        rules.diversity_original.output[0],
+        per_dataset(rules.diversity_original.output[0]),
         per_model(rules.diversity_metrics.output[0]),

@@ -24,22 +24,22 @@ rule fid_weights:
 
 
 rule real_features:
-    """Inception features (+ mean and covariance) of one split's real slices, once per dataset."""
+    """Inception features (+ mean and covariance) of one split's real slices, once per slice dataset."""
     input:
         weights=fid_weights_input(),
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
     output:
-        f"{FID_FEATURES}/real_{{split}}.npz",
+        f"{FID_FEATURES}/real/{{dataset}}/{{split}}.npz",
     wildcard_constraints:
         split="train|test",
     log:
-        "logs/fid/real_{split}.log",
+        "logs/fid/real/{dataset}_{split}.log",
     params:
         fid=real_feature_settings(),
     threads: 2
     message:
-        "Inception features of the real {wildcards.split} slices"
+        "Inception features of the real {wildcards.split} slices of dataset {wildcards.dataset}"
     conda:
         "../../envs/torch.yaml"
     script:
@@ -57,7 +57,7 @@ rule fid_samples:
         f"logs/sample/{RUN}.fid_blocks.log",
     params:
         sampling=section_settings("sampling"),
-        repeats=config["evaluation"]["fid"]["repeats"],
+        repeats=lookup(dpath="evaluation/fid/repeats", within=config),
     threads: 2
     message:
         "Fresh FID sample sets of model {wildcards.model} (seed {wildcards.seed})"
@@ -92,8 +92,8 @@ rule distribution_metrics:
     against the real training slices."""
     input:
         features=rules.model_features.output[0],
-        real=expand(rules.real_features.output[0], split="train")[0],
-        table=rules.slice_dataset.output.table,
+        real=model_real_features,
+        table=model_slices("table"),
         labels=rules.sample.output.labels,
     output:
         f"results/metrics/{RUN}.distribution.json",
@@ -112,21 +112,21 @@ rule distribution_metrics:
 
 
 rule distribution_metrics_original:
-    """The reference row: real test slices against the real training slices."""
+    """The reference row of a dataset: its real test slices against its real training slices."""
     input:
-        test=expand(rules.real_features.output[0], split="test")[0],
-        train=expand(rules.real_features.output[0], split="train")[0],
+        test=expand(rules.real_features.output[0], split="test", allow_missing=True)[0],
+        train=expand(rules.real_features.output[0], split="train", allow_missing=True)[0],
         table=rules.slice_dataset.output.table,
     output:
-        "results/metrics/original.distribution.json",
+        "results/metrics/original/{dataset}.distribution.json",
     log:
-        "logs/metrics/original.distribution.log",
+        "logs/metrics/original/{dataset}.distribution.log",
     params:
         evaluation=distribution_settings(),
-        class_columns=class_columns(),
+        class_columns=dataset_class_columns,
     threads: 2
     message:
-        "FID, KID and PRDC of the real test slices (reference row)"
+        "FID, KID and PRDC of the real test slices of dataset {wildcards.dataset} (reference row)"
     conda:
         "../../envs/torch.yaml"
     script:
@@ -137,4 +137,4 @@ rule distribution_metrics_all:
     """Target: FID, KID and PRDC of every model and of the reference row."""
     input:
         per_model(rules.distribution_metrics.output[0]),
-        rules.distribution_metrics_original.output[0],
+        per_dataset(rules.distribution_metrics_original.output[0]),

@@ -7,8 +7,8 @@ rule metrics_model:
     input:
         samples=rules.sample.output.samples,
         reconstructions=rules.sample.output.reconstructions,
-        images=rules.slice_dataset.output.images,
-        table=rules.slice_dataset.output.table,
+        images=model_slices("images"),
+        table=model_slices("table"),
     output:
         f"results/metrics/{RUN}.json",
     log:
@@ -25,19 +25,19 @@ rule metrics_model:
 
 
 rule metrics_original:
-    """The reference row: real test slices against the training slices."""
+    """The reference row of a dataset: its real test slices against its training slices."""
     input:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
     output:
-        "results/metrics/original.json",
+        "results/metrics/original/{dataset}.json",
     log:
-        "logs/metrics/original.log",
+        "logs/metrics/original/{dataset}.log",
     params:
         metrics=section_settings("metrics"),
         seed=lookup(dpath="sampling/seed", within=config),
     message:
-        "Computing metrics of the real reference set"
+        "Computing metrics of the real reference set of dataset {wildcards.dataset}"
     conda:
         "../../envs/torch.yaml"
     script:

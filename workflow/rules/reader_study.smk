@@ -3,24 +3,25 @@
 
 
 rule reader_kit:
-    """Blinded image set, reader web page and (outside the kit) the answer key."""
+    """Blinded image set of one dataset (its real slices and its models' samples), reader web page and
+    (outside the kit) the answer key."""
     input:
         images=rules.slice_dataset.output.images,
         table=rules.slice_dataset.output.table,
-        samples=first_runs(rules.sample.output.samples, reader_study_models()),
-        labels=first_runs(rules.sample.output.labels, reader_study_models()),
+        samples=reader_kit_runs(rules.sample.output.samples),
+        labels=reader_kit_runs(rules.sample.output.labels),
     output:
-        kit=directory("results/reader_study/kit"),
-        key="results/reader_study/answer_key.tsv",
-        summary="results/reader_study/kit_summary.json",
+        kit=directory("results/reader_study/{dataset}/kit"),
+        key="results/reader_study/{dataset}/answer_key.tsv",
+        summary="results/reader_study/{dataset}/kit_summary.json",
     log:
-        "logs/reader_study/kit.log",
+        "logs/reader_study/{dataset}/kit.log",
     params:
         # Scoring keys (core.settings) are left out: changing them must not rebuild (and reshuffle) the kit.
         study=section_settings("reader_study"),
-        models=reader_study_models(),
+        models=reader_kit_models,
     message:
-        "Building the reader-study kit"
+        "Building the reader-study kit of dataset {wildcards.dataset}"
     conda:
         "../../envs/imaging.yaml"
     script:
@@ -33,18 +34,18 @@ rule reader_scores:
         key=rules.reader_kit.output.key,
         responses=reader_responses,
     output:
-        scores="results/reader_study/scores.json",
-        readers="results/reader_study/tables/readers.tsv",
-        sources="results/reader_study/tables/sources.tsv",
-        models="results/reader_study/tables/models.tsv",
-        agreement="results/reader_study/tables/agreement.tsv",
-        timing="results/reader_study/tables/timing.tsv",
+        scores="results/reader_study/{dataset}/scores.json",
+        readers="results/reader_study/{dataset}/tables/readers.tsv",
+        sources="results/reader_study/{dataset}/tables/sources.tsv",
+        models="results/reader_study/{dataset}/tables/models.tsv",
+        agreement="results/reader_study/{dataset}/tables/agreement.tsv",
+        timing="results/reader_study/{dataset}/tables/timing.tsv",
     log:
-        "logs/reader_study/scores.log",
+        "logs/reader_study/{dataset}/scores.log",
     params:
         positive_class=lookup(dpath="reader_study/positive_class", within=config),
     message:
-        "Scoring the reader study"
+        "Scoring the reader study of dataset {wildcards.dataset}"
     conda:
         "../../envs/imaging.yaml"
     script:

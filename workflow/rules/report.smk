@@ -1,19 +1,20 @@
 rule report:
     """The self-contained comparison report. Per-run inputs are named as the fields of
-    pipeline_lib.report.document.ModelOutputs, in the order of RUNS (model, seed)."""
+    pipeline_lib.report.document.ModelOutputs, in the order of RUNS (model, seed); per-dataset inputs
+    as the fields of DatasetOutputs, in the order of USED_DATASETS (reader scores: reader_datasets())."""
     input:
         subjects=rules.discover_inputs.output.subjects,
         ingest_qc=rules.ingest_qc.output.table,
         registration_qc=rules.qc_tables.output.registration,
         registered=per_subject(rules.register.output[0]),
-        table=rules.slice_dataset.output.table,
-        images=rules.slice_dataset.output.images,
-        original=rules.metrics_original.output[0],
-        distribution_original=rules.distribution_metrics_original.output[0],
-        domain_network=rules.domain_network.output.summary,
-        domain_original=rules.domain_metrics_original.output[0],
-        reader_scores=rules.reader_scores.output.scores,
-        diversity_original=rules.diversity_original.output[0],
+        table=per_dataset(rules.slice_dataset.output.table),
+        images=per_dataset(rules.slice_dataset.output.images),
+        original=per_dataset(rules.metrics_original.output[0]),
+        distribution_original=per_dataset(rules.distribution_metrics_original.output[0]),
+        domain_network=per_dataset(rules.domain_network.output.summary),
+        domain_original=per_dataset(rules.domain_metrics_original.output[0]),
+        diversity_original=per_dataset(rules.diversity_original.output[0]),
+        reader_scores=expand(rules.reader_scores.output.scores, dataset=reader_datasets()),
         summary=per_model(rules.train.output.summary),
         losses=per_model(rules.train.output.losses),
         grid=per_model(rules.sample.output.grid),
@@ -43,6 +44,9 @@ rule report:
         "logs/report.log",
     params:
         runs=[[model, seed] for model, seed in RUNS],
+        datasets=USED_DATASETS,
+        reader_datasets=reader_datasets(),
+        model_datasets=MODEL_DATASET,
         synthetic_cohort=is_demo_cohort(),
         registration=section_settings("registration"),
         on_poor_fit=lookup(dpath="registration/on_poor_fit", within=config),

@@ -2,8 +2,8 @@ rule sample:
     """Draw samples from a trained model; reconstruct test slices where the family can."""
     input:
         weights=rules.train.output.weights,
-        images=rules.slice_dataset.output.images,
-        table=rules.slice_dataset.output.table,
+        images=model_slices("images"),
+        table=model_slices("table"),
     output:
         samples=f"results/samples/{RUN}/samples.npy",
         grid=report(

@@ -1,19 +1,20 @@
 rule slice_dataset:
-    """Normalise, drop top/bottom slices, resize, split train/test by subject; flagged registrations
-    stay out unless registration.on_poor_fit is keep."""
+    """One slice dataset: filter volumes on labels, normalise, select and fit slices along the dataset's
+    axis, split train/test by subject (over the cohort), augment training volumes if asked; flagged
+    registrations stay out unless registration.on_poor_fit is keep."""
     input:
         registered=per_subject(rules.register.output[0]),
         subjects=rules.discover_inputs.output.subjects,
     output:
-        images="results/slices/images.npy",
-        table="results/slices/slices.tsv",
+        images="results/slices/{dataset}/images.npy",
+        table="results/slices/{dataset}/slices.tsv",
     log:
-        "logs/slice_dataset.log",
+        "logs/slice_dataset/{dataset}.log",
     params:
-        slicing=section_settings("slicing"),
+        dataset=slice_settings,
         on_poor_fit=lookup(dpath="registration/on_poor_fit", within=config),
     message:
-        "Slicing registered volumes into a 2-D dataset"
+        "Slicing registered volumes into the 2-D dataset {wildcards.dataset}"
     conda:
         "../../envs/imaging.yaml"
     script:

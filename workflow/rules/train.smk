@@ -1,8 +1,8 @@
 rule train:
     """Train one model with one seed; resumes from results/checkpoints/{model}/seed{seed}/ after a kill."""
     input:
-        images=rules.slice_dataset.output.images,
-        table=rules.slice_dataset.output.table,
+        images=model_slices("images"),
+        table=model_slices("table"),
         family=model_family_source,
     output:
         weights=f"results/models/{RUN}/weights.pt",

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from pipeline_lib.core.jobs import start_job
 from pipeline_lib.core.provenance import provenance
-from pipeline_lib.report.document import ModelOutputs, ReportInputs, report_job
+from pipeline_lib.report.document import DatasetOutputs, ModelOutputs, ReportInputs, report_job
 
 start_job(snakemake.log[0])
 runs = snakemake.params.runs
@@ -13,20 +13,22 @@ assert all(len(paths) == len(runs) for paths in per_run.values()), "one file per
 models = {}
 for i, (model, seed) in enumerate(runs):
     models.setdefault(model, {})[int(seed)] = ModelOutputs(**{kind: Path(paths[i]) for kind, paths in per_run.items()})
+# Per-dataset inputs are lists in the order of `datasets`; reader scores in that of `reader_datasets`.
+reader_scores = dict(zip(snakemake.params.reader_datasets, snakemake.input.reader_scores))
+datasets = {}
+for i, name in enumerate(snakemake.params.datasets):
+    datasets[name] = DatasetOutputs(
+        **{f.name: Path(snakemake.input[f.name][i]) for f in fields(DatasetOutputs) if f.name != "reader_scores"},
+        reader_scores=Path(reader_scores[name]) if name in reader_scores else None,
+    )
 inputs = ReportInputs(
     subjects=Path(snakemake.input.subjects),
     ingest_qc=Path(snakemake.input.ingest_qc),
     registration_qc=Path(snakemake.input.registration_qc),
     registered=[Path(p) for p in snakemake.input.registered],
-    table=Path(snakemake.input.table),
-    images=Path(snakemake.input.images),
-    original=Path(snakemake.input.original),
-    distribution_original=Path(snakemake.input.distribution_original),
-    domain_network=Path(snakemake.input.domain_network),
-    domain_original=Path(snakemake.input.domain_original),
-    reader_scores=Path(snakemake.input.reader_scores),
-    diversity_original=Path(snakemake.input.diversity_original),
+    datasets=datasets,
     models=models,
+    model_datasets=dict(snakemake.params.model_datasets),
 )
 report_job(
     Path(snakemake.output.html),

@@ -15,7 +15,7 @@ import jsonschema
 import yaml
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.settings import SECTIONS, read_settings, section_block
+from pipeline_lib.core.settings import SECTIONS, dataset_problems, read_settings, section_block
 
 DEMO_SOURCE = "demo"
 SHEET_SUFFIXES = (".tsv", ".txt")
@@ -37,6 +37,7 @@ def config_problems(config: Mapping[str, Any], schema_path: Path) -> list[str]:
             read_settings(cls, section_block(config, path), path)
         except InputError as exc:
             problems.append(str(exc))
+    problems += dataset_problems(config)
     return problems
 
 

@@ -26,8 +26,13 @@ def open_images(images: Path) -> np.ndarray:
     return np.load(images, mmap_mode="r")
 
 
-def split_rows(table: pd.DataFrame, split: str) -> np.ndarray:
-    rows = table.index[table["split"] == split].to_numpy()
+def split_rows(table: pd.DataFrame, split: str, augmented: bool = False) -> np.ndarray:
+    """Row numbers of one split. Offline-augmented images (``augmented`` 1, training subjects only)
+    are left out unless ``augmented``: only training reads them, never a real reference set."""
+    keep = table["split"] == split
+    if not augmented and "augmented" in table.columns:
+        keep &= table["augmented"].astype(str) != "1"
+    rows = table.index[keep].to_numpy()
     if len(rows) == 0:
         raise InputError(f"the slice table has no '{split}' rows")
     return rows
@@ -42,10 +47,11 @@ def subset_rows(rows: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def load_split(images: Path, table: Path, split: str, n: int | None = None,
-               seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
-    """Images (float32, in memory) and table rows of one split, optionally a seeded subset."""
+               seed: int = 0, augmented: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
+    """Images (float32, in memory) and table rows of one split, optionally a seeded subset; the
+    offline-augmented images only with ``augmented`` (see :func:`split_rows`)."""
     frame = load_table(table)
-    rows = split_rows(frame, split)
+    rows = split_rows(frame, split, augmented)
     if n is not None:
         rows = subset_rows(rows, n, seed)
     data = open_images(images)

@@ -44,7 +44,7 @@ from pipeline_lib.core.settings import DomainSettings, read_settings
 log = logging.getLogger(__name__)
 
 #: Columns of slices.tsv that are bookkeeping, not labels.
-NON_LABEL_COLUMNS = ("row", "subject", "slice_index", "split")
+NON_LABEL_COLUMNS = ("row", "subject", "slice_index", "split", "axis", "position_mm", "augmented")
 #: An automatically chosen label column has at most this many classes (more looks continuous).
 MAX_AUTO_CLASSES = 20
 
@@ -79,6 +79,14 @@ class ClassifierSettings:
 # ----------------------------------------------------------------- slice table
 
 
+def _in_split(table: pd.DataFrame, split: str) -> pd.Series:
+    """Rows of ``split`` that are real slices (offline-augmented images are training data only)."""
+    keep = table["split"] == split
+    if "augmented" in table.columns:
+        keep &= table["augmented"].astype(str) != "1"
+    return keep
+
+
 def label_columns(table: pd.DataFrame) -> list[str]:
     """Label columns of a slice table (every column but row, subject, slice_index, split), in order."""
     return [c for c in table.columns if c not in NON_LABEL_COLUMNS]
@@ -92,7 +100,7 @@ def choose_label_column(table: pd.DataFrame, requested: str | None, where: str =
     with 2 to ``MAX_AUTO_CLASSES`` classes in the TRAIN rows, so that
     identifiers and continuous values are not mistaken for classes.
     """
-    train = table[table["split"] == "train"]
+    train = table[_in_split(table, "train")]
     if requested is not None:
         if requested not in table.columns or requested in NON_LABEL_COLUMNS:
             raise InputError(f"{where}: no label column '{requested}' "
@@ -276,7 +284,7 @@ def train_domain_network(images: np.ndarray, table: pd.DataFrame, settings: Doma
 
     ``source`` names the table in error messages.
     """
-    train = table[table["split"] == "train"]
+    train = table[_in_split(table, "train")]
     if train.empty:
         raise InputError(f"{source} has no 'train' rows to learn the domain feature space from")
     column = choose_label_column(table, settings.label_column, where=source)
@@ -298,7 +306,7 @@ def train_domain_network(images: np.ndarray, table: pd.DataFrame, settings: Doma
 def evaluate_domain_network(network: DomainNetwork, images: np.ndarray, table: pd.DataFrame,
                             split: str) -> dict:
     """Held-out quality of the heads on the rows of ``split``: position error and label accuracy."""
-    rows = table[table["split"] == split]
+    rows = table[_in_split(table, split)]
     result: dict[str, Any] = {"split": split, "n_images": int(len(rows))}
     if rows.empty:
         return result

@@ -1,20 +1,24 @@
-"""From registered volumes to a 2-D dataset of axial slices (Ungría Hirte et al., section 3.1).
+"""From registered volumes to a 2-D slice dataset (one per ``datasets:`` entry).
 
-Seed 001 dropped the 6 top and 8 bottom of 40 axial slices, clipped the
-intensities at the 95th percentile and divided by the remaining maximum.
-Here each volume is normalised on its own, its axial slices are cut in one
-fixed display orientation, resized to square images and every slice inherits
-its subject's train/test split, so no subject contributes to both.
+Seed 001 (Ungría Hirte et al., section 3.1) dropped the 6 top and 8 bottom of 40 axial slices,
+clipped the intensities at the 95th percentile and divided by the remaining maximum; that is the
+default. Here each volume is normalised on its own, its slices are cut along the dataset's axis
+in radiological display (imaging/slice_geometry.py), selected and fitted to the dataset's size,
+and every slice inherits its subject's train/test split, so no subject contributes to both.
+Augmented images (imaging/augmentation.py) are made for training subjects only.
 
-Outputs: ``images.npy`` (N x H x W float32 in [0, 1], rows ordered by subject
-then slice) and ``slices.tsv`` (row, subject, slice_index, split, labels...).
+Outputs: ``images.npy`` (N x H x W float32 in [0, 1], rows ordered by subject, sequence, then
+slice) and ``slices.tsv`` (row, subject, slice_index, split, axis, position_mm, augmented,
+labels..., sequence).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import cv2
 import nibabel as nib
@@ -24,12 +28,18 @@ import pandas as pd
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path, write_tsv
 from pipeline_lib.core.qc import FLAGGED, outputs_with_status, usable_outputs
+from pipeline_lib.core.settings import DatasetSettings, read_settings
+from pipeline_lib.imaging.augmentation import VolumeAugmentation, augmented_sections, sample_combinations
+from pipeline_lib.imaging.sequences import DEFAULT_SEQUENCE, registered_volumes
+from pipeline_lib.imaging.slice_geometry import AXIS_INDEX, SliceSelection, fit_slices, select_slices, slice_indices
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ["row", "subject", "slice_index", "split"]
-# ingestion bookkeeping, not labels; a source path or key may identify a patient
-_NOT_LABELS = {"subject", "format", "kind", "path", "source_key", "exists"}
+#: Columns of slices.tsv before the labels (``sequence``, the volume's, comes after them).
+TABLE_COLUMNS = ["row", "subject", "slice_index", "split", "axis", "position_mm", "augmented"]
+# ingestion bookkeeping, not labels; a source path or key may identify a patient. A subject's
+# ``sequence`` label is not copied: each slice carries its own volume's sequence.
+_NOT_LABELS = {"subject", "format", "kind", "path", "source_key", "exists", "sequence"}
 
 
 def normalise_volume(volume: np.ndarray, clip_percentile: float = 95.0) -> np.ndarray:
@@ -140,67 +150,190 @@ def volumes_to_slice(register_dirs: list[str | Path], on_poor_fit: str = "exclud
     return usable
 
 
-def build_slice_dataset(registered: dict[str, Path], labels: pd.DataFrame | None,
-                        out_images: Path, out_table: Path, *, drop_top: int, drop_bottom: int,
-                        clip_percentile: float, image_size: int, test_fraction: float,
-                        seed: int) -> pd.DataFrame:
-    """Normalise, slice and resize every registered volume; write images.npy and slices.tsv.
+@dataclass(frozen=True)
+class SliceSpec:
+    """How one dataset is cut (a ``datasets.<name>`` block, see core.settings.DatasetSettings):
+    filters on labels, slice geometry, normalisation, the subject split and offline augmentation."""
 
-    ``registered`` maps subject -> registered NIfTI. Rows are ordered by
-    subject, then slice (inferior first). Label columns of ``labels`` (joined
-    on ``subject``; bookkeeping columns such as ``format`` and ``path`` are
-    left out) are copied to every slice of the subject. The image array is
-    written slice by slice into a memory-mapped temporary file, so a large
-    cohort is never held in memory, and renamed into place only when complete.
+    axis: str = "axial"
+    selection: SliceSelection = SliceSelection("drop", low=8, high=6)
+    size: tuple[int, int] = (128, 128)
+    fit: str = "resize"
+    clip_percentile: float = 95.0
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    augmentation: VolumeAugmentation | None = None
+    augmentation_level_mm: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: DatasetSettings | Mapping) -> "SliceSpec":
+        settings = read_settings(DatasetSettings, settings)
+        augmentation, level = None, None
+        if settings.augmentation:
+            block = dict(settings.augmentation)
+            level = block.pop("level_mm", None)
+            try:
+                augmentation = VolumeAugmentation(**block)
+            except TypeError as exc:
+                raise InputError(f"augmentation: {exc}") from exc
+            if augmentation.count == 0:
+                augmentation = None
+        selection = dict(settings.selection)
+        return cls(axis=settings.axis, selection=SliceSelection(**selection), size=tuple(settings.size),
+                   fit=settings.fit, clip_percentile=settings.clip_percentile,
+                   test_fraction=settings.test_fraction, split_seed=settings.split_seed,
+                   filters=dict(settings.filters), augmentation=augmentation, augmentation_level_mm=level)
+
+
+def subject_volumes(register_dirs: list[str | Path], on_poor_fit: str = "exclude",
+                    labels: pd.DataFrame | None = None) -> dict[str, dict[str, Path]]:
+    """subject -> {sequence -> registered volume} of the subjects slicing uses
+    (:func:`volumes_to_slice`), each subject's volumes listed by imaging.sequences."""
+    usable = volumes_to_slice(register_dirs, on_poor_fit)
+    sequence = {}
+    if labels is not None and "sequence" in labels.columns:
+        sequence = dict(zip(labels["subject"].astype(str), labels["sequence"].astype(str)))
+    out = {}
+    for subject, path in usable.items():
+        volumes = registered_volumes(Path(path).parent, sequence.get(subject))
+        if volumes:
+            out[subject] = volumes
+    return out
+
+
+def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], labels: pd.DataFrame | None,
+                        out_images: Path, out_table: Path, spec: SliceSpec | None = None) -> pd.DataFrame:
+    """Normalise, slice and fit every registered volume; write images.npy and slices.tsv.
+
+    ``registered`` maps subject -> its registered NIfTI, or -> {sequence -> NIfTI} (a single path
+    is the sequence "image"). The train/test split is drawn over every subject given, before the
+    filters, so the same subjects are test in every dataset of the cohort. Rows are ordered by
+    subject, sequence, then slice (ascending along the axis); augmented images of a training
+    subject follow its real slices (``augmented`` 1). Label columns of ``labels`` (joined on
+    ``subject``; bookkeeping columns such as ``format`` and ``path`` are left out) are copied to
+    every slice of the subject; ``sequence`` is the volume's. The image array is written slice by
+    slice into a memory-mapped temporary file, so a large cohort is never held in memory, and
+    renamed into place only when complete.
     """
+    spec = spec or SliceSpec()
     if not registered:
         raise InputError("no registered subjects to slice (did every subject fail earlier?)")
     subjects = sorted(registered)
     label_table = _label_table(labels, subjects)
-    depths = {s: _volume_depth(Path(registered[s])) for s in subjects}
-    for subject in subjects:
-        if drop_top + drop_bottom >= depths[subject]:
-            raise InputError(f"{registered[subject]}: dropping {drop_top} top and {drop_bottom} bottom "
-                             f"slices leaves none of its {depths[subject]} axial slices")
-    total = sum(depths[s] - drop_top - drop_bottom for s in subjects)
-    split = split_subjects(subjects, test_fraction, seed)
+    split = split_subjects(subjects, spec.test_fraction, spec.split_seed)
+    items = _filtered_items(registered, label_table, spec.filters)
+    height, width = spec.size
+    plans = []
+    for subject, sequence, path in items:
+        indices = _planned_indices(path, spec)
+        combos = (sample_combinations(spec.augmentation, subject)
+                  if spec.augmentation is not None and split[subject] == "train" else [])
+        plans.append((subject, sequence, path, len(indices), combos))
+    total = sum(n + len(combos) for *_, n, combos in plans)
 
     rows = []
     with atomic_path(out_images, suffix=".npy") as tmp:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                           shape=(total, int(image_size), int(image_size)))
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, height, width))
         start = 0
-        for subject in subjects:
-            path = Path(registered[subject])
-            slices, kept = _subject_slices(path, drop_top, drop_bottom, clip_percentile, image_size)
+        for subject, sequence, path, _, combos in plans:
+            slices, index, position, extra = _volume_slices(path, spec, combos)
+            base = {"subject": subject, "split": split[subject], "axis": spec.axis}
+            for i in range(len(slices)):
+                rows.append({**base, "row": start + i, "slice_index": _index_value(index[i]),
+                             "position_mm": round(float(position[i]), 3), "augmented": 0, "sequence": sequence})
             images[start:start + len(slices)] = slices
-            rows += [{"row": start + i, "subject": subject, "slice_index": int(k), "split": split[subject]}
-                     for i, k in enumerate(kept)]
             start += len(slices)
+            for (combo_index, combo_position), image in zip(extra[1], extra[0]):
+                rows.append({**base, "row": start, "slice_index": _index_value(combo_index),
+                             "position_mm": round(float(combo_position), 3), "augmented": 1, "sequence": sequence})
+                images[start] = image
+                start += 1
         images.flush()
         del images
-    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS + ["sequence"])
     if label_table is not None:
         table = table.merge(label_table, on="subject", how="left", validate="many_to_one")
+        table = table[[c for c in table.columns if c != "sequence"] + ["sequence"]]
     write_tsv(out_table, table)
-    log.info("%d slices from %d subjects (%d test subjects)", total, len(subjects),
+    log.info("%d slices (%d augmented) from %d volumes of %d subjects (%d test subjects)", total,
+             int(table["augmented"].sum()), len(plans), len({p[0] for p in plans}),
              sum(v == "test" for v in split.values()))
     return table
 
 
-def _subject_slices(path: Path, drop_top: int, drop_bottom: int, clip_percentile: float,
-                    image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One subject's finished slices; a problem is reported with the file name."""
+def _filtered_items(registered: Mapping[str, Path | Mapping[str, Path]], label_table: pd.DataFrame | None,
+                    filters: Mapping[str, tuple[str, ...]]) -> list[tuple[str, str, Path]]:
+    """(subject, sequence, path) of every volume that passes the dataset's filters."""
+    labels = label_table.set_index("subject") if label_table is not None else None
+    known = ["sequence"] + ([c for c in labels.columns] if labels is not None else [])
+    for column in filters:
+        if column not in known:
+            raise InputError(f"filters.{column}: no such label column (labels: {', '.join(known)})")
+    items = []
+    for subject in sorted(registered):
+        volumes = registered[subject]
+        if not isinstance(volumes, Mapping):
+            volumes = {DEFAULT_SEQUENCE: volumes}
+        for sequence in sorted(volumes):
+            values = {"sequence": str(sequence)}
+            if labels is not None:
+                values.update({c: str(v) for c, v in labels.loc[subject].items()})
+            if all(values[column] in wanted for column, wanted in filters.items()):
+                items.append((subject, str(sequence), Path(volumes[sequence])))
+    if not items:
+        raise InputError(f"no volume passes the dataset's filters {dict(filters)}")
+    return items
+
+
+def _planned_indices(path: Path, spec: SliceSpec) -> np.ndarray:
+    """The slice indices a volume will give, from its header only (to size the image array)."""
     try:
-        volume = _load_ras(path)
-        slices, kept = extract_axial_slices(normalise_volume(volume, clip_percentile), drop_top, drop_bottom)
-        return resize_slices(slices, image_size), kept
+        image = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise InputError(f"{path}: not a readable NIfTI volume ({type(exc).__name__}: {exc})") from exc
+    if len(image.shape) != 3:
+        raise InputError(f"{path}: expected a 3-D volume, got shape {image.shape}")
+    ornt = nib.io_orientation(image.affine)
+    shape = tuple(int(image.shape[int(i)]) for i in np.argsort(ornt[:, 0]))
+    affine = image.affine @ nib.orientations.inv_ornt_aff(ornt, image.shape)
+    k = AXIS_INDEX[spec.axis]
+    try:
+        return slice_indices(spec.selection, shape[k], float(affine[k, k]), float(affine[k, 3]), spec.axis)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
 
 
-def _load_ras(path: Path) -> np.ndarray:
-    """The volume's data in RAS voxel order (float32)."""
+def _volume_slices(path: Path, spec: SliceSpec, combos: list[dict]):
+    """One volume's finished slices, their indices and positions, and its augmented images with
+    their (index, position); a problem is reported with the file name."""
+    try:
+        volume, affine = _load_ras(path, with_affine=True)
+        volume = normalise_volume(volume, spec.clip_percentile)
+        slices, index, position = select_slices(volume, affine, spec.axis, spec.selection)
+        slices = fit_slices(slices, spec.size, spec.fit)
+        extra: tuple[np.ndarray, list] = (np.zeros((0,) + tuple(spec.size), np.float32), [])
+        if combos:
+            k = AXIS_INDEX[spec.axis]
+            spacing, origin = float(affine[k, k]), float(affine[k, 3])
+            level = spec.augmentation_level_mm
+            if level is None:
+                level = origin + spacing * (volume.shape[k] - 1) / 2
+            augmented = augmented_sections(volume, affine, level, combos, spec.axis)
+            where = [((level + c["offset_mm"] - origin) / spacing, level + c["offset_mm"]) for c in combos]
+            extra = (fit_slices(np.clip(augmented, 0.0, 1.0), spec.size, spec.fit), where)
+        return slices, index, position, extra
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+
+
+def _index_value(index: float) -> int | float:
+    """A slice index as written to slices.tsv: whole numbers as integers."""
+    return int(index) if float(index).is_integer() else round(float(index), 3)
+
+
+def _load_ras(path: Path, with_affine: bool = False):
+    """The volume's data in RAS voxel order (float32), and its affine when asked."""
     try:
         image = nib.as_closest_canonical(nib.load(str(path)))
         data = np.asarray(image.dataobj, dtype=np.float32)
@@ -208,19 +341,7 @@ def _load_ras(path: Path) -> np.ndarray:
         raise InputError(f"not a readable NIfTI volume ({type(exc).__name__}: {exc})") from exc
     if data.ndim != 3:
         raise InputError(f"expected a 3-D volume, got shape {data.shape}")
-    return data
-
-
-def _volume_depth(path: Path) -> int:
-    """Number of axial (inferior-superior) slices, read from the header only."""
-    try:
-        image = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise InputError(f"{path}: not a readable NIfTI volume ({type(exc).__name__}: {exc})") from exc
-    if len(image.shape) != 3:
-        raise InputError(f"{path}: expected a 3-D volume, got shape {image.shape}")
-    axis = nib.io_orientation(image.affine)[:, 0].tolist().index(2)
-    return int(image.shape[axis])
+    return (data, np.asarray(image.affine, dtype=np.float64)) if with_affine else data
 
 
 def _label_table(labels: pd.DataFrame | None, subjects: list[str]) -> pd.DataFrame | None:

@@ -325,7 +325,7 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
     from pipeline_lib.core.slices import load_split
 
     configure_threads(threads)
-    train_images, rows = load_split(images, table, "train")
+    train_images, rows = load_split(images, table, "train", augmented=True)  # real + augmented
     labels, class_names = None, None
     condition_on = block.get("condition_on")
     if condition_on:

@@ -19,6 +19,7 @@ tests and tools can read the numbers back without parsing the rounded display te
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ _COHORT_LABELS = {
     "subjects_flagged": "Subjects flagged (registration QC)",
     "subjects_failed": "Subjects failed",
     "slices_train": "Slices (train)",
+    "slices_train_augmented": "Augmented training images (offline, 3-D)",
     "slices_test": "Slices (test)",
     "image_size": "Image size (pixels)",
 }
@@ -150,23 +152,32 @@ class ModelOutputs:
 
 
 @dataclass(frozen=True)
-class ReportInputs:
-    """Every file the report reads, by name; ``models`` maps each model (in the report's order) to
-    its runs, seed → that run's files."""
+class DatasetOutputs:
+    """What the report reads of one slice dataset: its slices and its real reference outputs."""
 
-    subjects: Path
-    ingest_qc: Path
-    registration_qc: Path
-    registered: Sequence[Path]
     table: Path
     images: Path
     original: Path
     distribution_original: Path
     domain_network: Path
     domain_original: Path
-    reader_scores: Path
     diversity_original: Path
+    reader_scores: Path | None = None
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Every file the report reads, by name; ``models`` maps each model (in the report's order) to
+    its runs, seed → that run's files; ``datasets`` each slice dataset's files, and
+    ``model_datasets`` the dataset each model trains on (default: the first dataset)."""
+
+    subjects: Path
+    ingest_qc: Path
+    registration_qc: Path
+    registered: Sequence[Path]
+    datasets: Mapping[str, DatasetOutputs]
     models: Mapping[str, Mapping[int, ModelOutputs]]
+    model_datasets: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -216,6 +227,13 @@ class ReportData:
     synthetic_cohort: bool = False
     title: str = "Brain MRI generative models"
     provenance: dict | None = None
+    #: With several slice datasets: each dataset's own data (its models' runs, its reference rows,
+    #: slice counts and reader scores); the page then shows one block per dataset.
+    datasets: dict[str, "ReportData"] = field(default_factory=dict)
+
+    @property
+    def grouped(self) -> bool:
+        return len(self.datasets) > 1
 
     def records(self, kind: str) -> dict[str, list[dict]]:
         """model → the ``kind`` record (``metrics``, ``distribution``, …) of each of its runs."""
@@ -412,6 +430,8 @@ class Section:
     title: str
     anchor: str
     render: Callable[[ReportData, Notes], str]
+    #: With several datasets, render once per dataset (False: once for the cohort, e.g. ingest QC).
+    per_dataset: bool = True
 
 
 def _distribution(data: ReportData, notes: Notes) -> str:
@@ -599,8 +619,8 @@ SECTIONS: list[Section] = [
     Section("usefulness", "Augmentation utility", "augmentation-utility", _utility),
     Section("reading", "Reader study", "reader-study", _reader),
     Section("qc", "Cohort", "cohort-summary", _cohort_section),
-    Section("qc", "Ingest QC", "ingest", _ingest_section),
-    Section("qc", "Registration QC", "registration", _registration_section),
+    Section("qc", "Ingest QC", "ingest", _ingest_section, per_dataset=False),
+    Section("qc", "Registration QC", "registration", _registration_section, per_dataset=False),
     Section("qc", "Training runs", "training", _training_section),
     Section("qc", "Training losses", "losses", _losses_section),
     Section("qc", "Training progress: aids, validation curves, snapshots", "training-progress", _training_progress),
@@ -616,13 +636,14 @@ def build_report(out_html: Path, data: ReportData, sections: Sequence[Section] |
     summary table as a TSV file. A missing or malformed input raises InputError naming it."""
     sections = SECTIONS if sections is None else sections
     notes = Notes()
-    summary = _summary_section(data, notes)
+    summary = _by_dataset(data, _summary_section, notes) if data.grouped else _summary_section(data, notes)
     bodies = []
     for group, heading in GROUPS:
         members = [s for s in sections if s.group == group]
         if not members:
             continue
-        blocks = [section(s.title, s.render(data, notes), ident=s.anchor, level=3) for s in members]
+        blocks = [section(s.title, _by_dataset(data, s.render, notes) if data.grouped and s.per_dataset
+                          else s.render(data, notes), ident=s.anchor, level=3) for s in members]
         bodies.append(f'<section id="group-{group}"><h2 class="group">{_esc(heading)}</h2>\n' + "\n".join(blocks)
                       + "</section>")
     unknown = sorted({s.group for s in sections} - {g for g, _ in GROUPS})
@@ -647,7 +668,22 @@ def build_report(out_html: Path, data: ReportData, sections: Sequence[Section] |
     parts.append("</body></html>")
     io.write_text(out_html, "\n".join(parts) + "\n")
     if summary_tsv is not None:
-        io.write_tsv(summary_tsv, pd.DataFrame(summary_rows(data, key_metric_spreads(data))))
+        if data.grouped:
+            rows = [{"dataset": name, **row} for name, part in data.datasets.items()
+                    for row in summary_rows(part, key_metric_spreads(part))]
+        else:
+            rows = summary_rows(data, key_metric_spreads(data))
+        io.write_tsv(summary_tsv, pd.DataFrame(rows))
+
+
+def _by_dataset(data: ReportData, render: Callable[[ReportData, Notes], str], notes: Notes) -> str:
+    """One block per slice dataset, each rendered from that dataset's data (its models and reference)."""
+    blocks = []
+    for name, part in data.datasets.items():
+        models = ", ".join(part.runs) or "no models"
+        blocks.append(f'<div class="dataset-block" data-dataset="{_esc(name)}"><h4 class="dataset">Dataset '
+                      f"{_esc(name)} <small>({_esc(models)})</small></h4>\n{render(part, notes)}</div>")
+    return "\n".join(blocks)
 
 
 def _toc(sections: Sequence[Section]) -> str:
@@ -934,14 +970,14 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
                      sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str,
                      provenance: Mapping | None, workdir: Path,
                      preprocessing: PreprocessingSettings | Mapping | None = None) -> ReportData:
-    """Read every input of the report; ``workdir`` receives the reconstruction grids drawn here."""
+    """Read every input of the report; ``workdir`` receives the reconstruction grids drawn here.
+    With several datasets the result holds one :class:`ReportData` per dataset in ``datasets``."""
     registration = read_settings(RegistrationSettings, registration)
     preprocessing = read_settings(PreprocessingSettings, preprocessing)
     sampling = read_settings(SamplingSettings, sampling)
     subjects = read_tsv(inputs.subjects)
     ingest_qc = read_tsv(inputs.ingest_qc)
     registration_qc = read_tsv(inputs.registration_qc)
-    table = load_table(Path(inputs.table))
     cohort = {
         "subjects_found": len(subjects),
         "input_entries_ignored": int((ingest_qc["status"] == "ignored").sum()),
@@ -949,37 +985,62 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
         "subjects_registered": int((registration_qc["status"] == OK).sum()),
         "subjects_flagged": int((registration_qc["status"] == FLAGGED).sum()),
         "subjects_failed": int((~registration_qc["status"].isin([OK, FLAGGED])).sum()),
-        "slices_train": int((table["split"] == "train").sum()),
-        "slices_test": int((table["split"] == "test").sum()),
-        "image_size": int(np.load(inputs.images, mmap_mode="r").shape[-1]),
-        "registration": registration_summary(registration, preprocessing),
     }
     runs = {model: [Run.read(seed, files) for seed, files in sorted(by_seed.items())]
             for model, by_seed in inputs.models.items()}
-    reconstruction_grids = {}
-    first = {m: r[0] for m, r in runs.items() if r and np.load(r[0].files.reconstructions, mmap_mode="r").shape[0]}
-    if first:
-        test_images, _ = load_split(Path(inputs.images), Path(inputs.table), "test",
-                                    n=sampling.n_reconstruct, seed=sampling.seed)
-        for model, run in first.items():
-            reconstruction_grids[f"{model} (seed {run.seed})"] = Path(workdir) / f"{model}.png"
-            save_pairs(test_images, np.load(run.files.reconstructions), Path(workdir) / f"{model}.png")
-    return ReportData(
-        runs=runs, cohort=cohort,
+    names = list(inputs.datasets)
+    shared = dict(
         ingest_qc=ingest_qc[["subject", "kind", "status", "reason", "warning"]],
         registration_qc=_registration_view(registration_qc),
         overlays={s: p.parent / "overlay.png"
                   for s, p in outputs_with_status(inputs.registered, "qc.json", (OK, FLAGGED)).items()},
         registration_caption=registration_gate_text(registration),
-        original=read_json(inputs.original),
-        distribution_original=read_json(inputs.distribution_original),
-        domain_network=read_json(inputs.domain_network),
-        domain_original=read_json(inputs.domain_original),
-        diversity_original=read_json(inputs.diversity_original),
-        reader_scores=Path(inputs.reader_scores),
-        reconstruction_grids=reconstruction_grids,
         synthetic_cohort=synthetic_cohort, title=title,
         provenance=dict(provenance) if provenance is not None else None)
+    parts = {}
+    for name, files in inputs.datasets.items():
+        models = [m for m in runs if inputs.model_datasets.get(m, names[0]) == name]
+        parts[name] = _dataset_data(files, {m: runs[m] for m in models}, cohort, registration, preprocessing,
+                                    sampling, Path(workdir) / name, shared)
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    first = parts[names[0]]
+    return dataclasses.replace(first, runs=runs, datasets=parts,
+                               reconstruction_grids={k: v for p in parts.values() for k, v in p.reconstruction_grids.items()})
+
+
+def _dataset_data(files: DatasetOutputs, runs: dict[str, list[Run]], cohort: Mapping,
+                  registration: RegistrationSettings, preprocessing: PreprocessingSettings,
+                  sampling: SamplingSettings, workdir: Path, shared: Mapping) -> ReportData:
+    """One dataset's part of the report: its slices, reference rows, reader scores and models."""
+    table = load_table(Path(files.table))
+    height, width = np.load(files.images, mmap_mode="r").shape[-2:]
+    real = table["augmented"].astype(str) != "1" if "augmented" in table.columns else True
+    cohort = {**cohort,
+              "slices_train": int(((table["split"] == "train") & real).sum()),
+              "slices_test": int((table["split"] == "test").sum()),
+              "image_size": int(width) if height == width else f"{int(height)} × {int(width)}",
+              "registration": registration_summary(registration, preprocessing)}
+    if "augmented" in table.columns and not np.all(real):
+        cohort["slices_train_augmented"] = int((~real).sum())
+    reconstruction_grids = {}
+    first = {m: r[0] for m, r in runs.items() if r and np.load(r[0].files.reconstructions, mmap_mode="r").shape[0]}
+    if first:
+        workdir.mkdir(parents=True, exist_ok=True)
+        test_images, _ = load_split(Path(files.images), Path(files.table), "test",
+                                    n=sampling.n_reconstruct, seed=sampling.seed)
+        for model, run in first.items():
+            reconstruction_grids[f"{model} (seed {run.seed})"] = workdir / f"{model}.png"
+            save_pairs(test_images, np.load(run.files.reconstructions), workdir / f"{model}.png")
+    return ReportData(
+        runs=runs, cohort=cohort, **shared,
+        original=read_json(files.original),
+        distribution_original=read_json(files.distribution_original),
+        domain_network=read_json(files.domain_network),
+        domain_original=read_json(files.domain_original),
+        diversity_original=read_json(files.diversity_original),
+        reader_scores=Path(files.reader_scores) if files.reader_scores else None,
+        reconstruction_grids=reconstruction_grids)
 
 
 def report_job(out_html: Path, inputs: ReportInputs, *, registration: RegistrationSettings | Mapping,
