@@ -43,7 +43,7 @@ def test_every_section_has_the_schemas_keys_and_defaults(path):
 def test_every_schema_section_is_read_through_core_settings():
     sections = {name for name, prop in SCHEMA["properties"].items() if prop.get("type") == "object"}
     sections |= {f"evaluation.{name}" for name in schema_block("evaluation")["properties"]}
-    sections -= {"evaluation", "models", "input", "privacy"}  # containers; input/privacy are read by discovery
+    sections -= {"evaluation", "models", "privacy"}  # containers; privacy is read by discovery
     assert sections == set(st.SECTIONS)
 
 

@@ -13,7 +13,7 @@ from snakemake.utils import validate
 from pipeline_lib.core.config_check import config_problems, raise_problems
 from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, canonical, keys_of_kind, model_seeds,
                                         rerun_settings)
-from pipeline_lib.imaging.discovery import STAGED_INPUT
+from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES
 from pipeline_lib.models import family_sources
 from pipeline_lib.models.hyperparameters import check_model_blocks
 from pipeline_lib.reader_study.scoring import response_files
@@ -72,8 +72,10 @@ def input_source():
 
 
 def discovery_fingerprint():
-    """Changing the salt or the source reruns discovery; neither appears in Snakemake's records."""
-    secret = f"{config['privacy']['pseudonym_salt']}\0{config['input']['source']}"
+    """Changing the salt, the source, the layout (and its pattern, labels and series rules) or the
+    reference sequence reruns discovery; none of them appears in Snakemake's records."""
+    layout = canonical({**config["input"], "reference_sequence": config["registration"].get("reference_sequence")})
+    secret = f"{config['privacy']['pseudonym_salt']}\0{config['input']['source']}\0{layout!r}"
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
@@ -103,9 +105,38 @@ def staged_link(wildcards):
 
 def staged_input(wildcards):
     """The staging link as the rule's input, so a changed source reruns its ingest (the link
-    carries its target's modification time); a missing source is refused by ingest, not the DAG."""
+    carries its target's modification time); a missing source is refused by ingest, not the DAG.
+    A multi-sequence subject's other sequences and masks (input.layout) are inputs too."""
     link = staged_link(wildcards)
-    return [link] if os.path.exists(link) else []
+    links = [link] if os.path.exists(link) else []
+    folder = os.path.dirname(link)
+    for extra in (STAGED_SEQUENCES, STAGED_MASKS):
+        for name in subject_sequence_list(wildcards, "sequences" if extra == STAGED_SEQUENCES else "mask"):
+            path = os.path.join(folder, extra, name)
+            if os.path.exists(path):
+                links.append(path)
+    return links
+
+
+def subject_sequence_list(wildcards, column):
+    """The subject's sequences ("sequences", reference first) or masks ("mask") from subjects.tsv."""
+    table = discovered()
+    if column not in table.columns:
+        return []
+    names = [name for name in table.loc[wildcards.subject, column].split(",") if name]
+    return names[1:] if column == "sequences" else names
+
+
+def subject_sequences(wildcards):
+    """Every image sequence of the subject, reference first ("" for a single-sequence input)."""
+    table = discovered()
+    return table.loc[wildcards.subject, "sequences"] if "sequences" in table.columns else ""
+
+
+def subject_reference(wildcards):
+    """The subject's reference sequence (input.layout), "" for a single-sequence input."""
+    table = discovered()
+    return table.loc[wildcards.subject, "sequence"] if "sequences" in table.columns else ""
 
 
 def subject_format(wildcards):
