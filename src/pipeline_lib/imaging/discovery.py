@@ -681,7 +681,7 @@ def _build_tables(records: list[dict], labels: list[str], ignored: list[dict], s
         [{"subject": r["subject"], "format": r["format"], "kind": r["kind"], **r["labels"]}
          for r in records],
         columns=["subject", "format", "kind", *labels],
-    )
+    ).fillna("")  # a layout label some subjects lack (BraTS 2023 has no grade folder) is empty
     entries = sorted(({"entry": pseudonymise(e["rel"], salt, ENTRY_PREFIX),
                        "path": display_path(os.path.abspath(e["path"])),
                        "kind": e["kind"], "reason": e["reason"]} for e in ignored),
