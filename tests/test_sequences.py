@@ -79,7 +79,7 @@ def test_the_reference_transform_aligns_the_other_sequence_voxel_wise(multi_sequ
 def test_masks_go_through_the_transform_with_their_labels_and_are_not_images(multi_sequence_run):
     out, _ = multi_sequence_run
     manifest = json.loads((out / "sequences.json").read_text())
-    assert manifest == {"reference": "t1", "sequences": {"t1": "registered.nii.gz", "t2": "registered-t2.nii.gz"},
+    assert manifest == {"reference": "t1", "order": ["t1", "t2"], "sequences": {"t1": "registered.nii.gz", "t2": "registered-t2.nii.gz"},
                         "masks": {"seg": "mask-seg.nii.gz"}}
     seg = np.asarray(nib.load(str(out / "mask-seg.nii.gz")).dataobj)
     assert set(np.unique(seg)) == {0, 2} and (seg > 0).sum() > 0

@@ -72,6 +72,7 @@ from pipeline_lib.core.qc import (FAILED, OK, enforce_on_bad_input, flagged_stat
 from pipeline_lib.core.settings import (PreprocessingSettings, RegistrationSettings,  # noqa: E402
                                         read_settings)
 from pipeline_lib.imaging import brain_extraction  # noqa: E402
+from pipeline_lib.imaging.discovery import sequence_order  # noqa: E402
 from pipeline_lib.imaging.sequences import DEFAULT_SEQUENCE, MANIFEST_NAME  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -279,8 +280,8 @@ def ingested_parts(folder: Path) -> dict[str, Path]:
     """name -> volume of the ingested sequences (or masks) in ``folder`` that ingest accepted."""
     if not folder.is_dir():
         return {}
-    return {part.name: part / "volume.nii.gz" for part in sorted(folder.iterdir())
-            if (part / "volume.nii.gz").is_file()}
+    names = sequence_order([part.name for part in folder.iterdir()])  # discovery's order
+    return {name: folder / name / "volume.nii.gz" for name in names if (folder / name / "volume.nii.gz").is_file()}
 
 
 def _write_sequences(out_dir: Path, subject: str, reference: str, result: "_Result", target: Target) -> None:
@@ -295,7 +296,8 @@ def _write_sequences(out_dir: Path, subject: str, reference: str, result: "_Resu
     for name, image in result.masks.items():
         masks[name] = f"mask-{name}.nii.gz"
         _write_image(out_dir / masks[name], image, dtype=np.int16)
-    write_json(out_dir / MANIFEST_NAME, {"reference": reference, "sequences": files, "masks": masks})
+    write_json(out_dir / MANIFEST_NAME, {"reference": reference, "order": list(files), "sequences": files,
+                                         "masks": masks})
 
 
 # ------------------------------------------------------------------ extraction, ANTs and QC

@@ -25,7 +25,9 @@ def registered_volumes(stage_dir: str | Path, sequence: str | None = None) -> di
     stage_dir = Path(stage_dir)
     manifest = stage_dir / MANIFEST_NAME
     if manifest.is_file():
-        listed = json.loads(manifest.read_text())["sequences"]
-        return {name: stage_dir / file for name, file in listed.items() if (stage_dir / file).is_file()}
+        listed = json.loads(manifest.read_text())
+        files = listed["sequences"]  # "order": reference first, then discovery's stated order
+        return {name: stage_dir / files[name] for name in listed.get("order", files)
+                if (stage_dir / files[name]).is_file()}
     single = stage_dir / REGISTERED_NAME
     return {sequence or DEFAULT_SEQUENCE: single} if single.is_file() else {}
