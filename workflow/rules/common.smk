@@ -90,8 +90,25 @@ def read_table(path):
 
 def discovered():
     """pseudonym -> format, kind and labels; only available once the discovery checkpoint has run."""
-    table = read_table(checkpoints.discover_inputs.get().output.subjects)
-    return table.set_index("subject")
+    path = checkpoints.discover_inputs.get().output.subjects
+    return _indexed(str(path), Path(path).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _indexed(path, mtime):
+    # once per table: input functions ask for it several times per subject (2,029 subjects)
+    return _read_table(path, mtime).set_index("subject")
+
+
+@functools.lru_cache(maxsize=4)
+def _subject_rows(path, mtime):
+    return _read_table(path, mtime).set_index("subject").to_dict("index")
+
+
+def subject_row(wildcards):
+    """The subject's row of subjects.tsv as a dict (format, kind, sequence columns, labels)."""
+    path = checkpoints.discover_inputs.get().output.subjects
+    return _subject_rows(str(path), Path(path).stat().st_mtime_ns)[wildcards.subject]
 
 
 def discovered_subjects():
@@ -119,32 +136,28 @@ def staged_input(wildcards):
 
 
 def subject_sequence_list(wildcards, column):
-    """The subject's sequences ("sequences", reference first) or masks ("mask") from subjects.tsv."""
-    table = discovered()
-    if column not in table.columns:
-        return []
-    names = [name for name in table.loc[wildcards.subject, column].split(",") if name]
+    """The subject's other sequences ("sequences" without the reference) or masks ("mask")."""
+    names = [name for name in subject_row(wildcards).get(column, "").split(",") if name]
     return names[1:] if column == "sequences" else names
 
 
 def subject_sequences(wildcards):
     """Every image sequence of the subject, reference first ("" for a single-sequence input)."""
-    table = discovered()
-    return table.loc[wildcards.subject, "sequences"] if "sequences" in table.columns else ""
+    return subject_row(wildcards).get("sequences", "")
 
 
 def subject_reference(wildcards):
     """The subject's reference sequence (input.layout), "" for a single-sequence input."""
-    table = discovered()
-    return table.loc[wildcards.subject, "sequence"] if "sequences" in table.columns else ""
+    row = subject_row(wildcards)
+    return row.get("sequence", "") if "sequences" in row else ""
 
 
 def subject_format(wildcards):
-    return discovered().loc[wildcards.subject, "format"]
+    return subject_row(wildcards)["format"]
 
 
 def subject_kind(wildcards):
-    return discovered().loc[wildcards.subject, "kind"]
+    return subject_row(wildcards)["kind"]
 
 
 def per_subject(pattern):
