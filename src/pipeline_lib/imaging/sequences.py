@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-REGISTERED_NAME = "registered.nii.gz"
+#: The reference sequence's (a single-sequence subject's only) registered volume.
+REGISTERED = "registered.nii.gz"
 MANIFEST_NAME = "sequences.json"
 DEFAULT_SEQUENCE = "image"
 
@@ -29,5 +30,5 @@ def registered_volumes(stage_dir: str | Path, sequence: str | None = None) -> di
         files = listed["sequences"]  # "order": reference first, then discovery's stated order
         return {name: stage_dir / files[name] for name in listed.get("order", files)
                 if (stage_dir / files[name]).is_file()}
-    single = stage_dir / REGISTERED_NAME
+    single = stage_dir / REGISTERED
     return {sequence or DEFAULT_SEQUENCE: single} if single.is_file() else {}
