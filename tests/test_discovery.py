@@ -57,7 +57,7 @@ def test_sample_sheet_resolves_paths_and_keeps_labels(tmp_path):
     found = discover_inputs(sheet, SALT, SCHEMA)
     linkage, subjects = found.linkage, found.subjects
 
-    assert list(linkage.columns) == ["subject", "source_key", "path", "format", "kind"]
+    assert list(linkage.columns) == ["subject", "source_key", "path", "format", "kind", "sequence"]
     assert list(subjects.columns) == ["subject", "format", "kind", "scanner", "diagnosis"]
     assert list(linkage["subject"]) == sorted(linkage["subject"])
     assert list(subjects["subject"]) == list(linkage["subject"])

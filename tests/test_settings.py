@@ -43,8 +43,8 @@ def test_every_section_has_the_schemas_keys_and_defaults(path):
 def test_every_schema_section_is_read_through_core_settings():
     sections = {name for name, prop in SCHEMA["properties"].items() if prop.get("type") == "object"}
     sections |= {f"evaluation.{name}" for name in schema_block("evaluation")["properties"]}
-    # containers (datasets and models: a block per name); input/privacy are read by discovery
-    sections -= {"evaluation", "models", "datasets", "input", "privacy"}
+    # containers (datasets and models: a block per name); privacy is read by discovery
+    sections -= {"evaluation", "models", "datasets", "privacy"}
     assert sections == set(st.SECTIONS)
 
 

@@ -13,7 +13,7 @@ from snakemake.utils import validate
 from pipeline_lib.core.config_check import config_problems, raise_problems
 from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, canonical, dataset_params,
                                         dataset_settings, keys_of_kind, model_dataset, model_seeds, rerun_settings)
-from pipeline_lib.imaging.discovery import STAGED_INPUT
+from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES
 from pipeline_lib.models import family_sources
 from pipeline_lib.models.hyperparameters import check_model_blocks
 from pipeline_lib.reader_study.scoring import response_files
@@ -80,8 +80,10 @@ def input_source():
 
 
 def discovery_fingerprint():
-    """Changing the salt or the source reruns discovery; neither appears in Snakemake's records."""
-    secret = f"{config['privacy']['pseudonym_salt']}\0{config['input']['source']}"
+    """Changing the salt, the source, the layout (and its pattern, labels and series rules) or the
+    reference sequence reruns discovery; none of them appears in Snakemake's records."""
+    layout = canonical({**config["input"], "reference_sequence": config["registration"].get("reference_sequence")})
+    secret = f"{config['privacy']['pseudonym_salt']}\0{config['input']['source']}\0{layout!r}"
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
@@ -96,8 +98,25 @@ def read_table(path):
 
 def discovered():
     """pseudonym -> format, kind and labels; only available once the discovery checkpoint has run."""
-    table = read_table(checkpoints.discover_inputs.get().output.subjects)
-    return table.set_index("subject")
+    path = checkpoints.discover_inputs.get().output.subjects
+    return _indexed(str(path), Path(path).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _indexed(path, mtime):
+    # once per table: input functions ask for it several times per subject (2,029 subjects)
+    return _read_table(path, mtime).set_index("subject")
+
+
+@functools.lru_cache(maxsize=4)
+def _subject_rows(path, mtime):
+    return _read_table(path, mtime).set_index("subject").to_dict("index")
+
+
+def subject_row(wildcards):
+    """The subject's row of subjects.tsv as a dict (format, kind, sequence columns, labels)."""
+    path = checkpoints.discover_inputs.get().output.subjects
+    return _subject_rows(str(path), Path(path).stat().st_mtime_ns)[wildcards.subject]
 
 
 def discovered_subjects():
@@ -111,17 +130,42 @@ def staged_link(wildcards):
 
 def staged_input(wildcards):
     """The staging link as the rule's input, so a changed source reruns its ingest (the link
-    carries its target's modification time); a missing source is refused by ingest, not the DAG."""
+    carries its target's modification time); a missing source is refused by ingest, not the DAG.
+    A multi-sequence subject's other sequences and masks (input.layout) are inputs too."""
     link = staged_link(wildcards)
-    return [link] if os.path.exists(link) else []
+    links = [link] if os.path.exists(link) else []
+    folder = os.path.dirname(link)
+    for extra in (STAGED_SEQUENCES, STAGED_MASKS):
+        for name in subject_sequence_list(wildcards, "sequences" if extra == STAGED_SEQUENCES else "mask"):
+            path = os.path.join(folder, extra, name)
+            if os.path.exists(path):
+                links.append(path)
+    return links
+
+
+def subject_sequence_list(wildcards, column):
+    """The subject's other sequences ("sequences" without the reference) or masks ("mask")."""
+    names = [name for name in subject_row(wildcards).get(column, "").split(",") if name]
+    return names[1:] if column == "sequences" else names
+
+
+def subject_sequences(wildcards):
+    """Every image sequence of the subject, reference first ("" for a single-sequence input)."""
+    return subject_row(wildcards).get("sequences", "")
+
+
+def subject_reference(wildcards):
+    """The subject's reference sequence (input.layout), "" for a single-sequence input."""
+    row = subject_row(wildcards)
+    return row.get("sequence", "") if "sequences" in row else ""
 
 
 def subject_format(wildcards):
-    return discovered().loc[wildcards.subject, "format"]
+    return subject_row(wildcards)["format"]
 
 
 def subject_kind(wildcards):
-    return discovered().loc[wildcards.subject, "kind"]
+    return subject_row(wildcards)["kind"]
 
 
 def per_subject(pattern):

@@ -34,6 +34,7 @@ rule ingest:
         format=subject_format,
         kind=subject_kind,
         ingest=section_settings("ingest"),
+        sequences=subject_sequences,
         on_bad_input=lookup(dpath="on_bad_input", within=config),
     resources:
         runtime=minutes_per_attempt(10),

@@ -10,7 +10,9 @@ schema = Path(snakemake.scriptdir).parent / "schemas" / "samples.schema.yaml"
 # The input is a link to input.source (or the demo's sheet): its real path is read here
 # and nowhere else, so no rule input, parameter or log line holds a folder name.
 source = Path(os.path.realpath(snakemake.input.source))
-found = discover_inputs(source, snakemake.config["privacy"]["pseudonym_salt"], schema)
+found = discover_inputs(source, snakemake.config["privacy"]["pseudonym_salt"], schema,
+                        layout=snakemake.config["input"],
+                        reference_sequence=snakemake.config["registration"].get("reference_sequence"))
 write_tsv(snakemake.output.linkage, found.linkage)
 write_tsv(snakemake.output.ignored_private, found.ignored)
 write_tsv(snakemake.output.subjects, found.subjects)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from pipeline_lib.core.jobs import start_job
 from pipeline_lib.core.qc import enforce_on_bad_input
-from pipeline_lib.imaging.ingest import ingest_subject
+from pipeline_lib.imaging.ingest import ingest_other_sequences, ingest_subject
 
 log = start_job(snakemake.log[0])
 status = ingest_subject(
@@ -14,6 +14,9 @@ status = ingest_subject(
     kind=snakemake.params.kind,
     settings=snakemake.params.ingest,
 )
+# the subject's other sequences and masks (input.layout), staged beside its input
+status = ingest_other_sequences(Path(snakemake.params.staged).parent, Path(snakemake.output[0]), status,
+                                settings=snakemake.params.ingest)
 log.info("%s (%s): %s %s %s", status["subject"], status["kind"], status["status"], status["reason"],
          status["warning"])
 enforce_on_bad_input(status, snakemake.params.on_bad_input)

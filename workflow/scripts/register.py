@@ -14,5 +14,6 @@ status = run_registration_job(
     snakemake.params.preprocessing,
     on_bad_input=snakemake.params.on_bad_input,
     threads=snakemake.threads,
+    sequence=snakemake.params.sequence,
 )
 log.info("%s: %s %s", status["subject"], status["status"], status.get("reason", ""))

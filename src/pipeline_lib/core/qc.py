@@ -176,5 +176,7 @@ def with_ignored_entries(table: pd.DataFrame, ignored: pd.DataFrame, stage: str)
 def private_qc_table(table: pd.DataFrame, linkage: pd.DataFrame, ignored: pd.DataFrame) -> pd.DataFrame:
     """The QC table with each row's source path (from the private linkage and ignored tables)
     as its last column: for the data steward, never for ``results/``."""
-    paths = {**dict(zip(linkage["subject"], linkage["path"])), **dict(zip(ignored["entry"], ignored["path"]))}
+    # a multi-sequence subject has one linkage row per sequence, its reference sequence first
+    first = linkage.drop_duplicates("subject", keep="first")
+    paths = {**dict(zip(first["subject"], first["path"])), **dict(zip(ignored["entry"], ignored["path"]))}
     return table.assign(path=[paths.get(name, "") for name in table["subject"]])

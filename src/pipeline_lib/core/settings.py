@@ -142,6 +142,62 @@ class DemoSettings:
     dicom_fraction: float = 0.5
 
 
+LAYOUTS = ("auto", "brats", "ixi", "bids", "pattern", "dicom_study")
+SERIES_RULE_KEYS = ("sequence", "series_description", "protocol_name", "image_type", "b_value")
+# A sequence name becomes part of file names under results/ and private/staging/
+SEQUENCE_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """``input``: where the MRI comes from and how its folder is laid out (read by discovery)."""
+
+    PATH: ClassVar[str] = "input"
+    source: str = "demo"
+    layout: str = "auto"
+    pattern: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    series: tuple[Mapping[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        import re
+
+        _one_of("layout", self.layout, LAYOUTS)
+        object.__setattr__(self, "series", tuple(dict(rule) for rule in self.series))
+        if self.layout == "pattern":
+            if not self.pattern:
+                raise InputError("pattern: layout pattern needs a regular expression with named groups "
+                                 "(at least 'subject')")
+            try:
+                compiled = re.compile(self.pattern)
+            except re.error as exc:
+                raise InputError(f"pattern: not a valid regular expression ({exc})") from None
+            if "subject" not in compiled.groupindex:
+                raise InputError("pattern: needs a named group 'subject', e.g. (?P<subject>[^/]+)")
+        if self.layout == "dicom_study" and not self.series:
+            raise InputError("series: layout dicom_study needs at least one series rule "
+                             "({sequence: t1, series_description: '(?i)t1'})")
+        for index, rule in enumerate(self.series):
+            where = f"series[{index}]"
+            unknown = sorted(set(rule) - set(SERIES_RULE_KEYS))
+            if unknown:
+                raise InputError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(SERIES_RULE_KEYS)})")
+            if not re.match(SEQUENCE_NAME, str(rule.get("sequence", ""))):
+                raise InputError(f"{where}.sequence: {rule.get('sequence')!r} must be a short lower-case name "
+                                 "(letters, digits, '_' or '-'), e.g. t1 or dwi")
+            if not (rule.get("series_description") or rule.get("protocol_name")):
+                raise InputError(f"{where}: needs series_description or protocol_name (a regular expression)")
+            for key in ("series_description", "protocol_name", "image_type"):
+                if rule.get(key):
+                    try:
+                        re.compile(rule[key])
+                    except re.error as exc:
+                        raise InputError(f"{where}.{key}: not a valid regular expression ({exc})") from None
+        for key in self.labels:
+            if not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", str(key)):
+                raise InputError(f"labels.{key}: label names are letters, digits and '_', starting with a letter")
+
+
 BRAIN_EXTRACTORS = ("none", "deepbet", "robex", "bet")
 TRANSFORMS = ("none", "Rigid", "Affine", "SyN")
 BRAIN_OR_HEAD = ("brain", "head")
@@ -201,6 +257,9 @@ class RegistrationSettings:
     # runtime key there), and slice_dataset takes it as a param of its own, so changing it reslices
     # without re-registering 2,000 subjects.
     on_poor_fit: str = runtime("exclude")
+    # Multi-sequence subjects: the sequence the transform is estimated on (null: the first of
+    # discovery's stated order, t1 first); the others go through the same transform.
+    reference_sequence: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grid", tuple(self.grid))
@@ -773,7 +832,7 @@ class ReportSettings:
 
 #: Every config section read through this module, by its schema path.
 SECTIONS: dict[str, type] = {cls.PATH: cls for cls in (
-    DemoSettings, IngestSettings, PreprocessingSettings, RegistrationSettings, SlicingSettings, TrainingSettings,
+    InputSettings, DemoSettings, IngestSettings, PreprocessingSettings, RegistrationSettings, SlicingSettings, TrainingSettings,
     SamplingSettings, PixelMetricsSettings,
     FidSettings, KidSettings, PrdcSettings, DomainSettings, MemorizationSettings, ConditioningSettings,
     UtilitySettings, DiversitySettings, ReaderStudySettings, ReportSettings)}

@@ -35,7 +35,7 @@ import pandas as pd
 
 from pipeline_lib.core.errors import InputError
 
-LAYOUTS = ("auto", "brats", "ixi", "bids", "pattern")
+LAYOUTS = ("auto", "brats", "ixi", "bids", "pattern")  # name-based; discovery adds dicom_study
 IMAGE, MASK = "image", "mask"
 
 # BraTS file-name suffix -> (sequence, role); 2023 names mapped onto the classic ones.
@@ -80,11 +80,14 @@ class LayoutSettings:
                 raise InputError("input.pattern needs a named group 'subject', e.g. (?P<subject>[^/]+)")
 
 
-def adapt(relpaths: Iterable[str], layout: LayoutSettings, root: Path | None = None) -> tuple[list[dict], list[dict]]:
+def adapt(relpaths: Iterable[str], layout: LayoutSettings, root: Path | None = None, *,
+          unique: bool = True) -> tuple[list[dict], list[dict]]:
     """``(records, ignored)`` for the inputs at ``relpaths`` (POSIX paths relative to the source).
 
     ``ignored`` lists the inputs the layout does not recognise, each with why; they do not stop
     the rest. ``root`` is the source folder (BIDS reads participants.tsv and sidecars there).
+    ``unique=False`` leaves two inputs for one subject and sequence to the caller (discovery
+    lists them as ignored instead of stopping).
     """
     relpaths = sorted(str(PurePosixPath(p)) for p in relpaths)
     if layout.name == "auto":
@@ -101,7 +104,8 @@ def adapt(relpaths: Iterable[str], layout: LayoutSettings, root: Path | None = N
     for record in records:
         for key, value in layout.constant_labels.items():
             record["labels"].setdefault(key, str(value))
-    _check_unique(records)
+    if unique:
+        _check_unique(records)
     return records, ignored
 
 

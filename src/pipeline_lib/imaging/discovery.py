@@ -29,6 +29,16 @@ What comes out (:class:`Discovery`):
   its path column is private, the rest (:meth:`Discovery.public_ignored`) shareable;
 * ``sources`` -- pseudonym -> real path: :func:`write_staging` turns it into
   ``<staging>/<pseudonym>/input`` links, the only paths later rules ever see.
+
+Layouts (``input.layout``, :mod:`~pipeline_lib.imaging.adapters` and
+:mod:`~pipeline_lib.imaging.dicom_study`): with a layout other than ``auto`` a subject may
+carry several sequences (BraTS t1, t1ce, t2, flair; IXI t1, t2, pd; BIDS suffix and acq; the
+series a ``dicom_study`` rule chose) and masks (the BraTS segmentation, never an image). The
+reference sequence (``registration.reference_sequence``, else the first in
+:data:`SEQUENCE_ORDER`) is staged as ``input`` as before, every other image sequence as
+``sequences/<name>`` and every mask as ``masks/<name>``; ``subjects.tsv`` gets the columns
+``sequence`` (the reference), ``sequences`` and ``mask`` (comma-separated) and the layout's
+labels. Sequence names come from the layout's vocabulary or the config, never from free text.
 """
 
 from __future__ import annotations
@@ -40,19 +50,22 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import jsonschema
 import pandas as pd
 import yaml
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.settings import SEQUENCE_NAME, InputSettings, read_settings
+from pipeline_lib.imaging import adapters, dicom_study
 from pipeline_lib.imaging.pseudonym import ENTRY_PREFIX, pseudonymise
 
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ANALYZE_SUFFIXES = (".hdr", ".img", ".hdr.gz", ".img.gz")
-LINKAGE_COLUMNS = ["subject", "source_key", "path", "format", "kind"]
+LINKAGE_COLUMNS = ["subject", "source_key", "path", "format", "kind", "sequence"]
 IGNORED_COLUMNS = ["entry", "path", "kind", "reason"]
 # BIDS keeps converted/processed copies of the raw data in these folders;
 # scanning them would give every subject twice.
@@ -66,6 +79,13 @@ NON_IMAGE_DICOM_PREFIX = "dicomdir"
 MAX_DEPTH = 32
 #: Name of the link to a subject's input inside its staging folder (and of the sidecar link).
 STAGED_INPUT, STAGED_SIDECAR = "input", "sidecar.json"
+#: Folders of a multi-sequence subject's staging folder: its other image sequences and its masks.
+STAGED_SEQUENCES, STAGED_MASKS = "sequences", "masks"
+#: The stated order that picks a subject's reference sequence when registration.reference_sequence
+#: is null: structural T1 first; sequences not listed follow in alphabetical order.
+SEQUENCE_ORDER = ("t1", "t1w", "t1ce", "t2", "t2w", "flair", "pd", "pdw")
+#: Label columns a layout adds to subjects.tsv, in this order, before the layout's own labels.
+SEQUENCE_COLUMNS = ["sequence", "sequences", "mask"]
 
 NIFTI_KIND, DICOM_KIND, MISSING_KIND = "NIfTI file", "DICOM series", "missing input"
 
@@ -84,25 +104,44 @@ class Discovery:
     sources: dict[str, Path] = field(default_factory=dict)
     series: dict[str, list[Path]] = field(default_factory=dict)
     sidecars: dict[str, Path] = field(default_factory=dict)
+    #: pseudonym -> the other image sequences and masks: dicts with folder (sequences or
+    #: masks), sequence, path, format and files (a DICOM series' files, else None)
+    extras: dict[str, list[dict]] = field(default_factory=dict)
 
     def public_ignored(self) -> pd.DataFrame:
         """The ignored entries without their paths: pseudonym, kind and reason."""
         return self.ignored.drop(columns="path")
 
 
-def discover_inputs(source: Path, salt: str, schema_path: Path) -> Discovery:
+def discover_inputs(source: Path, salt: str, schema_path: Path,
+                    layout: InputSettings | Mapping[str, Any] | None = None,
+                    reference_sequence: str | None = None) -> Discovery:
     """Find the inputs under a source directory or in a sample sheet.
 
+    ``layout`` is the ``input`` config block (its ``layout``, ``pattern``, ``labels`` and
+    ``series``; None = ``auto``); ``reference_sequence`` is ``registration.reference_sequence``.
     Rows are sorted by pseudonym. Raises InputError, naming the config key
     ``input.source``, for an unusable source, an invalid sheet, a tree without
     a single input, or two keys that share a pseudonym; never for an entry of
     the tree.
     """
     source = Path(source)
+    settings = read_settings(InputSettings, layout, "input")
     ignored: list[dict] = []
+    if source.is_dir() and settings.layout != "auto":
+        scanned = _scan_directory(source, ignored)
+        records, labels = _apply_layout(source, scanned, settings, reference_sequence, ignored, salt)
+        if not records:
+            kinds = pd.Series([entry["kind"] for entry in ignored], dtype=str).value_counts()
+            found = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "nothing"
+            raise InputError(f"input.source: no subject of layout {settings.layout} found (ignored: {found})")
+        return _build_tables(records, labels, ignored, salt)
     if source.is_dir():
         records = _scan_directory(source, ignored)
         labels: list[str] = []
+    elif source.is_file() and source.suffix.lower() in (".tsv", ".txt") and settings.layout != "auto":
+        raise InputError(f"input.layout: {settings.layout} reads a folder; a sample sheet names its "
+                         "subjects and labels itself (use layout auto)")
     elif source.is_file() and source.suffix.lower() in (".tsv", ".txt"):
         records, labels = _read_sample_sheet(source, Path(schema_path))
     elif source.exists():
@@ -382,6 +421,135 @@ def _drop_duplicate_keys(records: list[dict], ignored: list[dict], salt: str) ->
     return kept
 
 
+# ------------------------------------------------------------------ layouts
+
+
+def _apply_layout(root: Path, scanned: list[dict], settings: InputSettings, reference: str | None,
+                  ignored: list[dict], salt: str) -> tuple[list[dict], list[str]]:
+    """Scanned inputs -> one record per subject with its sequences; unrecognised inputs ignored."""
+    if settings.layout == "dicom_study":
+        items = _dicom_study_items(root, scanned, settings, ignored)
+    else:
+        layout = adapters.LayoutSettings(settings.layout, settings.pattern)
+        by_rel = {record["rel"]: record for record in scanned}
+        try:
+            adapted, unknown = adapters.adapt(list(by_rel), layout, root=root, unique=False)
+        except InputError as exc:  # participants.tsv or a sidecar that cannot be read
+            raise InputError(f"input.layout {settings.layout}: {exc}") from None
+        for entry in unknown:
+            record = by_rel[entry["rel"] if "rel" in entry else entry["relpath"]]
+            _ignore(ignored, root, record["path"], record["kind"],
+                    f"not a {settings.layout} input ({_layout_hint(settings.layout)})")
+        items = [{"key": a["subject_key"], "sequence": a["sequence"], "role": a["role"],
+                  "labels": a["labels"], "record": by_rel[a["relpath"]]} for a in adapted]
+    for item in items:
+        for key, value in settings.labels.items():
+            item["labels"].setdefault(key, str(value))
+    return _group_subjects(items, reference, ignored, root, salt)
+
+
+def _layout_hint(layout: str) -> str:
+    return {"brats": "<case>_t1.nii.gz ... or <case>-t1n.nii.gz ...",
+            "ixi": "IXI<id>-<Guys|HH|IOP>-<number>-<sequence>.nii.gz",
+            "bids": "sub-<label>[_ses-<label>]..._<suffix>.nii.gz outside derivatives/",
+            "pattern": "does not match input.pattern"}.get(layout, layout)
+
+
+def _dicom_study_items(root: Path, scanned: list[dict], settings: InputSettings, ignored: list[dict]) -> list[dict]:
+    """Every DICOM file below each study folder, grouped into series and chosen by the rules."""
+    root_name = Path(os.path.realpath(root)).name
+    studies: dict[str, list[Path]] = {}
+    for record in scanned:
+        if record["format"] != "dicom":
+            _ignore(ignored, root, record["path"], record["kind"], "layout dicom_study reads DICOM series only")
+            continue
+        studies.setdefault(dicom_study.study_key(record["rel"], root_name), []).extend(record["files"])
+    items = []
+    for key, files in sorted(studies.items()):
+        chosen, left = dicom_study.select_series(files, settings.series)
+        for entry in left:
+            first = sorted(entry["files"])[0]
+            ignored.append({"path": first.parent, "rel": f"{key}#{entry['series']}",
+                            "kind": _series_kind(len(entry["files"])), "reason": entry["why"]})
+        for series in chosen:
+            folder = series["files"][0].parent
+            record = {"source_key": key, "rel": f"{key}#{series['series']}", "path": folder, "format": "dicom",
+                      "kind": _series_kind(len(series["files"])), "files": series["files"], "labels": {}}
+            items.append({"key": key, "sequence": series["sequence"], "role": adapters.IMAGE,
+                          "labels": dict(series["labels"]), "record": record})
+    return items
+
+
+def sequence_order(names: list[str]) -> list[str]:
+    """``names`` in the stated order: :data:`SEQUENCE_ORDER` first, then alphabetical."""
+    rank = {name: index for index, name in enumerate(SEQUENCE_ORDER)}
+    return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
+
+
+def _group_subjects(items: list[dict], reference: str | None, ignored: list[dict], root: Path,
+                    salt: str) -> tuple[list[dict], list[str]]:
+    """One record per subject key: the reference sequence's input plus ``extras``."""
+    by_key: dict[str, list[dict]] = {}
+    for item in items:
+        by_key.setdefault(item["key"], []).append(item)
+    records, extra_labels = [], []
+    for key, group in sorted(by_key.items()):
+        subject = pseudonymise(key, salt)
+        usable = []
+        counts: dict[tuple[str, str], int] = {}
+        for item in group:
+            counts[(item["role"], item["sequence"])] = counts.get((item["role"], item["sequence"]), 0) + 1
+        for item in group:
+            record = item["record"]
+            if counts[(item["role"], item["sequence"])] > 1:
+                _ignore_item(ignored, root, record, f"one of {counts[(item['role'], item['sequence'])]} inputs "
+                             f"for subject {subject}, sequence {item['sequence'] or '(none)'}; none is ingested")
+            elif item["sequence"] and not re.match(SEQUENCE_NAME, item["sequence"]):
+                _ignore_item(ignored, root, record, f"subject {subject}: the sequence name is not a short "
+                             "lower-case name (letters, digits, '_' or '-')")
+            else:
+                usable.append(item)
+        images = {i["sequence"]: i for i in usable if i["role"] == adapters.IMAGE}
+        masks = {i["sequence"]: i for i in usable if i["role"] == adapters.MASK}
+        chosen = reference if reference is not None else next(iter(sequence_order(list(images))), None)
+        if chosen not in images:
+            why = (f"subject {subject} has no {reference} sequence (registration.reference_sequence)"
+                   if reference is not None and images else f"subject {subject} has no image, only masks")
+            for item in usable:
+                _ignore_item(ignored, root, item["record"], why + "; none of its inputs is ingested")
+            continue
+        order = [chosen] + [name for name in sequence_order(list(images)) if name != chosen]
+        main = images[chosen]
+        labels: dict[str, str] = {}
+        for item in [*masks.values(), *(images[n] for n in reversed(order))]:  # the reference's labels win
+            labels.update({k: str(v) for k, v in item["labels"].items()})
+        for name in labels:
+            if name not in extra_labels and name not in SEQUENCE_COLUMNS:
+                extra_labels.append(name)
+        multi = len(order) > 1 or masks
+        kind = main["record"]["kind"]
+        if multi:
+            kind += f"; {len(order)} sequence{'s' * (len(order) != 1)}" + (f" + {len(masks)} mask" if masks else "")
+        records.append({
+            **main["record"], "source_key": key, "kind": kind,
+            "labels": {"sequence": chosen, "sequences": ",".join(order), "mask": ",".join(sorted(masks)),
+                       **{k: v for k, v in labels.items() if k not in SEQUENCE_COLUMNS}},
+            "extras": [{"folder": STAGED_SEQUENCES, "sequence": name, **_extra(images[name]["record"])}
+                       for name in order[1:]]
+                      + [{"folder": STAGED_MASKS, "sequence": name, **_extra(masks[name]["record"])}
+                         for name in sorted(masks)],
+        })
+    return records, SEQUENCE_COLUMNS + extra_labels
+
+
+def _extra(record: dict) -> dict:
+    return {"path": record["path"], "format": record["format"], "files": record["files"], "kind": record["kind"]}
+
+
+def _ignore_item(ignored: list[dict], root: Path, record: dict, reason: str) -> None:
+    ignored.append({"path": record["path"], "rel": record["rel"], "kind": record["kind"], "reason": reason})
+
+
 # ------------------------------------------------------------- sample sheet
 
 
@@ -500,15 +668,20 @@ def _build_tables(records: list[dict], labels: list[str], ignored: list[dict], s
 
     linkage = pd.DataFrame(
         [{"subject": r["subject"], "source_key": display_path(r["source_key"]),
-          "path": display_path(os.path.abspath(r["path"])), "format": r["format"], "kind": r["kind"]}
-         for r in records],
+          "path": display_path(os.path.abspath(r["path"])), "format": r["format"], "kind": r["kind"],
+          "sequence": r["labels"].get("sequence", "")}
+         for r in records]
+        + [{"subject": r["subject"], "source_key": display_path(r["source_key"]),
+            "path": display_path(os.path.abspath(e["path"])), "format": e["format"], "kind": e["kind"],
+            "sequence": f"{e['folder']}/{e['sequence']}"}
+           for r in records for e in r.get("extras", [])],
         columns=LINKAGE_COLUMNS,
     )
     subjects = pd.DataFrame(
         [{"subject": r["subject"], "format": r["format"], "kind": r["kind"], **r["labels"]}
          for r in records],
         columns=["subject", "format", "kind", *labels],
-    )
+    ).fillna("")  # a layout label some subjects lack (BraTS 2023 has no grade folder) is empty
     entries = sorted(({"entry": pseudonymise(e["rel"], salt, ENTRY_PREFIX),
                        "path": display_path(os.path.abspath(e["path"])),
                        "kind": e["kind"], "reason": e["reason"]} for e in ignored),
@@ -523,6 +696,7 @@ def _build_tables(records: list[dict], labels: list[str], ignored: list[dict], s
         sources={r["subject"]: Path(r["path"]) for r in records},
         series={r["subject"]: r["files"] for r in records if r["format"] == "dicom" and r["files"] is not None},
         sidecars={r["subject"]: s for r in records if (s := _bids_sidecar(r)) is not None},
+        extras={r["subject"]: r["extras"] for r in records if r.get("extras")},
     )
 
 
@@ -562,6 +736,13 @@ def write_staging(discovery: Discovery, staging_dir: Path) -> None:
             _stage(source, folder / STAGED_INPUT)
         if subject in discovery.sidecars:
             _stage(discovery.sidecars[subject], folder / STAGED_SIDECAR)
+        for extra in discovery.extras.get(subject, []):
+            (folder / extra["folder"]).mkdir(exist_ok=True)
+            link = folder / extra["folder"] / extra["sequence"]
+            if extra["files"] is not None:
+                _stage_series(extra["files"], link)
+            else:
+                _stage(extra["path"], link)
 
 
 def _stage_series(files: list[Path], folder: Path) -> None:

@@ -12,6 +12,12 @@ aux_file, intent_name or extension of the source survives.
 
 Outputs in ``out_dir``: ``status.json`` always; ``volume.nii.gz`` and
 ``metadata.json`` (whitelisted technical fields only) on success.
+
+A subject with several sequences (``input.layout``) has its reference sequence staged as
+``input`` and ingested as above; :func:`ingest_other_sequences` then ingests every other
+sequence into ``sequences/<name>/`` and every mask (the BraTS segmentation) into
+``masks/<name>/``, each with its own ``status.json``. The reference's status is the subject's;
+another sequence that fails leaves a warning on it.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from pipeline_lib.core.io import atomic_path, write_json
 from pipeline_lib.core.qc import FAILED, new_status, write_status
 from pipeline_lib.core.settings import IngestSettings, read_settings
 from pipeline_lib.imaging.dicom_checks import DicomProblem, Series, check_series
-from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_SIDECAR, dicom_files_in, is_nifti_name
+from pipeline_lib.imaging.discovery import (DICOM_KIND, NIFTI_KIND, STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES,
+                                            STAGED_SIDECAR, dicom_files_in, is_nifti_name)
 from pipeline_lib.imaging.nifti_reader import NiftiProblem, read_nifti
 
 log = logging.getLogger(__name__)
@@ -97,6 +104,29 @@ def ingest_subject(source: Path, fmt: str, out_dir: Path, subject: str, *, kind:
     return write_status(out_dir, status)
 
 
+def ingest_other_sequences(staging: Path, out_dir: Path, status: dict, *,
+                           settings: IngestSettings | Mapping[str, Any] | None = None) -> dict:
+    """Ingest ``staging``'s ``sequences/<name>`` and ``masks/<name>`` into ``out_dir``'s folders of
+    the same names; return ``status`` (the reference's) with a warning per failed sequence,
+    written again. Nothing is ingested when the reference failed: the subject is out anyway."""
+    staging, out_dir = Path(staging), Path(out_dir)
+    for folder in (STAGED_SEQUENCES, STAGED_MASKS):
+        shutil.rmtree(out_dir / folder, ignore_errors=True)  # a sequence that left leaves nothing
+    if status["status"] != "ok":
+        return status
+    warnings = [status["warning"]] if status["warning"] else []
+    for folder in (STAGED_SEQUENCES, STAGED_MASKS):
+        for staged in sorted((staging / folder).iterdir()) if (staging / folder).is_dir() else []:
+            fmt = "dicom" if staged.is_dir() else "nifti"
+            kind = NIFTI_KIND if fmt == "nifti" else f"{DICOM_KIND} ({len(dicom_files_in(staged))} files)"
+            one = ingest_subject(staged, fmt, out_dir / folder / staged.name, status["subject"], kind=kind,
+                                 settings=settings)
+            if one["status"] != "ok":
+                warnings.append(f"{folder[:-1]} {staged.name} {one['status']}: {one['reason']}")
+    status = {**status, "warning": "; ".join(warnings)}
+    return write_status(out_dir, status)
+
+
 # ------------------------------------------------------------------ loading
 
 
@@ -128,7 +158,8 @@ def load_clean_volume(path: Path, settings: IngestSettings | Mapping[str, Any] |
     """
     settings = read_settings(IngestSettings, settings)
     path = Path(path)
-    if not is_nifti_name(path.name) and path.name != STAGED_INPUT:
+    staged = path.name == STAGED_INPUT or path.parent.name in (STAGED_SEQUENCES, STAGED_MASKS)
+    if not is_nifti_name(path.name) and not staged:
         raise IngestFailure("input file name does not end in .nii or .nii.gz")
     try:
         volume = read_nifti(path, max_voxels=settings.max_voxels, min_voxel_mm=settings.min_voxel_mm,

@@ -26,6 +26,17 @@ subject's brain mask on the grid), ``native_brain_mask.nii.gz`` (the mask on the
 ingested volume's grid), ``qc.json`` (the numbers above, before/after
 correlations, the affine) and ``overlay.png`` (mask and template contours).
 
+Several sequences (``input.layout``): the transform is estimated once, on the reference
+sequence (the ingested ``volume.nii.gz``), and applied to every other sequence the subject's
+ingest folder holds under ``sequences/<name>/`` (through world coordinates, so a sequence on
+its own grid works too; with ``output: brain`` it is masked by the reference's brain mask) and
+to every mask under ``masks/<name>/`` (nearest neighbour). They become
+``registered-<name>.nii.gz`` / ``mask-<name>.nii.gz`` with ``overlay-<name>.png``; their QC
+numbers (share of the brain mask with signal, correlation with the reference) join
+``qc.json`` as ``<name>_signal`` and ``<name>_correlation``, and ``sequences.json`` lists
+sequence -> file (read through :func:`pipeline_lib.imaging.sequences.registered_volumes`). The
+QC gate judges the reference only: its status is the subject's.
+
 Reproducibility: ANTs samples the metric at random positions. A fixed seed
 makes that sampling repeatable, but the Mattes metric is summed per thread, so
 results are bit-identical only when ITK runs single-threaded. ITK reads its
@@ -61,6 +72,8 @@ from pipeline_lib.core.qc import (FAILED, OK, enforce_on_bad_input, flagged_stat
 from pipeline_lib.core.settings import (PreprocessingSettings, RegistrationSettings,  # noqa: E402
                                         read_settings)
 from pipeline_lib.imaging import brain_extraction  # noqa: E402
+from pipeline_lib.imaging.discovery import sequence_order  # noqa: E402
+from pipeline_lib.imaging.sequences import DEFAULT_SEQUENCE, MANIFEST_NAME  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +83,9 @@ MASK_NAME = "brain_mask.nii.gz"
 NATIVE_MASK_NAME = "native_brain_mask.nii.gz"
 QC_NAME = "qc.json"
 OVERLAY_NAME = "overlay.png"
-OUTPUT_NAMES = (REGISTERED_NAME, MASK_NAME, NATIVE_MASK_NAME, QC_NAME, OVERLAY_NAME)
+OUTPUT_NAMES = (REGISTERED_NAME, MASK_NAME, NATIVE_MASK_NAME, QC_NAME, OVERLAY_NAME, MANIFEST_NAME)
+PER_SEQUENCE_GLOBS = ("registered-*.nii.gz", "mask-*.nii.gz", "overlay-*.png")
+INGEST_SEQUENCES, INGEST_MASKS = "sequences", "masks"
 TRANSFORMS = ("none", "Rigid", "Affine", "SyN")
 # isotropic resolution of the template ANTs optimises against in the pipeline (seconds per subject)
 FIXED_RESOLUTION_MM = 2
@@ -179,7 +194,8 @@ def make_target(template: str | None, grid_shape: tuple[int, int, int], template
 def register_subject(moving_path: Path, target: Target, out_dir: Path, subject: str,
                      registration: RegistrationSettings | Mapping | None = None,
                      preprocessing: PreprocessingSettings | Mapping | None = None, *,
-                     threads: int = 1) -> dict:
+                     threads: int = 1, sequence: str = "", others: Mapping[str, Path] | None = None,
+                     masks: Mapping[str, Path] | None = None) -> dict:
     """Extract the brain, register, resample, check; write the outputs and return the status.
 
     ``registration`` and ``preprocessing`` are the config blocks (their grid
@@ -187,6 +203,8 @@ def register_subject(moving_path: Path, target: Target, out_dir: Path, subject: 
     ``ok``, ``flagged`` (QC gate failed; outputs written, reasons in
     ``reason``) or ``failed`` (bad volume, no brain found, ANTs error; nothing
     but ``status.json`` is left in ``out_dir``). Only invalid settings raise.
+    ``sequence`` names the reference sequence (written to ``sequences.json`` when given);
+    ``others`` and ``masks`` (name -> ingested NIfTI) go through the reference's transform.
     """
     cfg = read_settings(RegistrationSettings, registration)
     pre = read_settings(PreprocessingSettings, preprocessing)
@@ -195,7 +213,7 @@ def register_subject(moving_path: Path, target: Target, out_dir: Path, subject: 
     status = new_status(subject, STAGE)
     try:
         head_nifti = _load_nifti(Path(moving_path))
-        result = _extract_and_register(head_nifti, target, cfg, pre, threads)
+        result = _extract_and_register(head_nifti, target, cfg, pre, threads, others or {}, masks or {})
         qc = {"subject": subject, **result.qc}
         if qc["input_warning"]:
             log.warning("subject %s: %s", subject, qc["input_warning"])
@@ -209,6 +227,8 @@ def register_subject(moving_path: Path, target: Target, out_dir: Path, subject: 
         write_json(out_dir / QC_NAME, qc)
         save_overlay(out_dir / OVERLAY_NAME, result.registered, target, result.mask.numpy() > 0.5,
                      _overlay_title(subject, qc, reasons))
+        if sequence or others or masks:
+            _write_sequences(out_dir, subject, sequence or DEFAULT_SEQUENCE, result, target)
     except Exception as exc:  # ANTs/ITK raise assorted types; one subject must not stop the run
         _remove_outputs(out_dir)
         reason = str(exc) if isinstance(exc, (InputError, RuntimeError)) else f"{type(exc).__name__}: {exc}"
@@ -229,8 +249,9 @@ def pass_on_failure(upstream_status: dict, out_dir: Path, subject: str) -> dict:
 def run_registration_job(ingest_dir: Path, out_dir: Path, subject: str,
                          settings: RegistrationSettings | Mapping | None = None,
                          preprocessing: PreprocessingSettings | Mapping | None = None, *,
-                         on_bad_input: str = "skip", threads: int = 1) -> dict:
+                         on_bad_input: str = "skip", threads: int = 1, sequence: str = "") -> dict:
     """The ``register`` rule: read the ingest status, register or pass the failure on.
+    ``sequence`` is the subject's reference sequence ("" for a single-sequence input).
 
     ``settings`` is the ``registration`` config block, ``preprocessing`` the
     ``preprocessing`` one. With ``on_bad_input: fail`` a failed or skipped
@@ -246,11 +267,37 @@ def run_registration_job(ingest_dir: Path, out_dir: Path, subject: str,
         brain_extraction.require(pre.brain_extraction)
         target = make_target(cfg.template, cfg.grid, cfg.template_mask)
         status = register_subject(Path(ingest_dir) / "volume.nii.gz", target, out_dir, subject, cfg, pre,
-                                  threads=threads)
+                                  threads=threads, sequence=sequence,
+                                  others=ingested_parts(Path(ingest_dir) / INGEST_SEQUENCES),
+                                  masks=ingested_parts(Path(ingest_dir) / INGEST_MASKS))
     if status["status"] != OK:
         log.info("subject %s: %s: %s", subject, status["status"], status["reason"])
     enforce_on_bad_input(status, on_bad_input)
     return status
+
+
+def ingested_parts(folder: Path) -> dict[str, Path]:
+    """name -> volume of the ingested sequences (or masks) in ``folder`` that ingest accepted."""
+    if not folder.is_dir():
+        return {}
+    names = sequence_order([part.name for part in folder.iterdir()])  # discovery's order
+    return {name: folder / name / "volume.nii.gz" for name in names if (folder / name / "volume.nii.gz").is_file()}
+
+
+def _write_sequences(out_dir: Path, subject: str, reference: str, result: "_Result", target: Target) -> None:
+    """The other sequences' and masks' files, their overlays and ``sequences.json``."""
+    files = {reference: REGISTERED_NAME}
+    mask = result.mask.numpy() > 0.5
+    for name, image in result.others.items():
+        files[name] = f"registered-{name}.nii.gz"
+        _write_image(out_dir / files[name], image)
+        save_overlay(out_dir / f"overlay-{name}.png", image, target, mask, f"{subject}  {name} (through {reference}'s transform)")
+    masks = {}
+    for name, image in result.masks.items():
+        masks[name] = f"mask-{name}.nii.gz"
+        _write_image(out_dir / masks[name], image, dtype=np.int16)
+    write_json(out_dir / MANIFEST_NAME, {"reference": reference, "order": list(files), "sequences": files,
+                                         "masks": masks})
 
 
 # ------------------------------------------------------------------ extraction, ANTs and QC
@@ -262,10 +309,13 @@ class _Result:
     mask: ants.ANTsImage
     native_mask: np.ndarray
     qc: dict
+    others: dict
+    masks: dict
 
 
 def _extract_and_register(head_nifti: nib.Nifti1Image, target: Target, cfg: RegistrationSettings,
-                          pre: PreprocessingSettings, threads: int) -> _Result:
+                          pre: PreprocessingSettings, threads: int, others: Mapping[str, Path] | None = None,
+                          masks: Mapping[str, Path] | None = None) -> _Result:
     method = pre.brain_extraction
     data = np.asarray(head_nifti.dataobj, dtype=np.float32)
     foreground = brain_extraction.foreground_mask(data)
@@ -290,6 +340,24 @@ def _extract_and_register(head_nifti: nib.Nifti1Image, target: Target, cfg: Regi
         mask_on_grid = mask_on_grid.new_image_like((mask_on_grid.numpy() > 0.5).astype(np.float32))
         mask_on_fixed = _resample(mask, target.fixed, transforms, "linear").numpy() > 0.5
         linear = _linear_map(transforms)
+        brain_on_grid = mask_on_grid.numpy() > 0.5
+        other_images, other_qc = {}, {}
+        for name, path in (others or {}).items():
+            other_nifti = _load_nifti(Path(path))
+            other = _to_ants(np.asarray(other_nifti.dataobj, dtype=np.float32), other_nifti.affine)
+            if cfg.output == "brain" and method != "none":  # the reference's brain, in world coordinates
+                on_other = ants.resample_image_to_target(mask, other, interp_type="linear").numpy() > 0.5
+                other = other * other.new_image_like(on_other.astype(np.float32))
+            moved = _resample(other, target.reference, transforms, "linear").clone("float")
+            other_images[name] = moved
+            values = moved.numpy()
+            other_qc[f"{name}_signal"] = round(float((values[brain_on_grid] > 0).mean()) if brain_on_grid.any() else 0.0, 6)
+            other_qc[f"{name}_correlation"] = round(masked_correlation(values, data_out, brain_on_grid), 6)
+        mask_images = {}
+        for name, path in (masks or {}).items():
+            seg_nifti = _load_nifti(Path(path))
+            seg = _to_ants(np.asarray(seg_nifti.dataobj, dtype=np.float32), seg_nifti.affine)
+            mask_images[name] = _resample(seg, target.reference, transforms, "nearestNeighbor")
     before = ants.resample_image_to_target(output, target.reference, interp_type="linear")
     qc = {
         "brain_extraction": method,
@@ -309,8 +377,9 @@ def _extract_and_register(head_nifti: nib.Nifti1Image, target: Target, cfg: Regi
         "foreground_ml": round(foreground_ml, 1),
         "input_warning": warning,
         "template_to_subject_ras": _lps_to_ras(linear).round(6).tolist(),
+        **other_qc,
     }
-    return _Result(registered.clone("float"), mask_on_grid, native_mask, qc)
+    return _Result(registered.clone("float"), mask_on_grid, native_mask, qc, other_images, mask_images)
 
 
 def _estimate(moving: ants.ANTsImage, fixed: ants.ANTsImage, transform: str, seed: int, work: Path) -> list[str]:
@@ -495,6 +564,9 @@ def _remove_outputs(out_dir: Path) -> None:
     # a rerun into the same folder must not leave an earlier success behind
     for name in OUTPUT_NAMES:
         (out_dir / name).unlink(missing_ok=True)
+    for pattern in PER_SEQUENCE_GLOBS:
+        for path in out_dir.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------ overlay

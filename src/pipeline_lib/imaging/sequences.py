@@ -1,31 +1,34 @@
-"""Which registered volumes a subject has, by sequence.
+"""Which registered volume is which sequence: the contract between registration and slicing.
 
-The contract between registration and slicing: :func:`registered_volumes` lists a subject's
-registered NIfTI volumes as ``sequence name -> path``, and slicing cuts every one of them into
-slices that carry the name in the ``sequence`` column of ``slices.tsv`` (dataset filters such as
-``{sequence: t1}`` select on it).
-
-Today a subject has one volume, ``registered.nii.gz``; its sequence is the subject's ``sequence``
-label from ``results/inputs/subjects.tsv`` when discovery gave one, else ``"image"``.
-Multi-sequence subjects (several registered volumes per subject) extend this function.
+A subject's register folder holds ``registered.nii.gz`` (the reference sequence, the only one
+of a single-sequence subject) and, for a subject with several sequences (``input.layout``),
+``registered-<sequence>.nii.gz`` per other sequence, listed with the reference's name in
+``sequences.json`` (written by :mod:`~pipeline_lib.imaging.registration`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-#: The one registered volume of a subject (register rule's output).
+#: The reference sequence's (a single-sequence subject's only) registered volume.
 REGISTERED = "registered.nii.gz"
-#: The sequence name of a volume whose subject has no ``sequence`` label.
+MANIFEST_NAME = "sequences.json"
 DEFAULT_SEQUENCE = "image"
 
 
 def registered_volumes(stage_dir: str | Path, sequence: str | None = None) -> dict[str, Path]:
-    """``sequence name -> registered volume`` of the subject whose register folder is ``stage_dir``.
+    """sequence -> registered NIfTI of one subject's register folder, reference sequence first.
 
-    ``sequence`` is the subject's ``sequence`` label (None or "" = none: :data:`DEFAULT_SEQUENCE`).
-    Only volumes that exist are listed.
+    Without ``sequences.json`` (a single-sequence subject) the one volume is named ``sequence``
+    (the subject's ``sequence`` label) or "image"; {} when nothing was registered.
     """
-    path = Path(stage_dir) / REGISTERED
-    name = str(sequence) if sequence not in (None, "") else DEFAULT_SEQUENCE
-    return {name: path} if path.exists() else {}
+    stage_dir = Path(stage_dir)
+    manifest = stage_dir / MANIFEST_NAME
+    if manifest.is_file():
+        listed = json.loads(manifest.read_text())
+        files = listed["sequences"]  # "order": reference first, then discovery's stated order
+        return {name: stage_dir / files[name] for name in listed.get("order", files)
+                if (stage_dir / files[name]).is_file()}
+    single = stage_dir / REGISTERED
+    return {sequence or DEFAULT_SEQUENCE: single} if single.is_file() else {}

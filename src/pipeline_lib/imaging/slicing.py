@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 TABLE_COLUMNS = ["row", "subject", "slice_index", "split", "axis", "position_mm", "augmented"]
 # ingestion bookkeeping, not labels; a source path or key may identify a patient. A subject's
 # ``sequence`` label is not copied: each slice carries its own volume's sequence.
-_NOT_LABELS = {"subject", "format", "kind", "path", "source_key", "exists", "sequence"}
+# "sequence" is set per sliced volume; "sequences" and "mask" list what a multi-sequence subject has
+# (discovery's bookkeeping, not a class of the subject).
+_NOT_LABELS = {"subject", "format", "kind", "path", "source_key", "exists", "sequence", "sequences", "mask"}
 
 
 def normalise_volume(volume: np.ndarray, clip_percentile: float = 95.0) -> np.ndarray:
