@@ -133,10 +133,13 @@ def plant_profile(dataset: pydicom.Dataset, identity: dict) -> int:
 
 def build_phi_tree(root: Path, scratch: Path) -> dict:
     """The hospital export described in the module docstring; returns counts for sanity checks."""
-    table = make_demo_cohort(scratch, n_subjects=3, seed=1)  # 2 DICOM series and a NIfTI file, and a corrupt one
-    counts = {"profile_attributes": 0, "dicom_files": 0, "subjects": len(table) - 1}
-    # the table's last row is the demo's truncated file, placed below under the fifth identity
-    for identity, row in zip(IDENTITIES, table.iloc[:-1].itertuples(index=False)):
+    # 2 DICOM series and a NIfTI file, then the demo's wrong-geometry phantom (not used here: the
+    # search is for leaks, not registration) and its corrupt file
+    table = make_demo_cohort(scratch, n_subjects=3, seed=1)
+    phantoms = table.iloc[:-2]
+    counts = {"profile_attributes": 0, "dicom_files": 0, "subjects": len(phantoms)}
+    # the table's last row is the demo's truncated file, placed below under the last identity
+    for identity, row in zip(IDENTITIES, phantoms.itertuples(index=False)):
         person = f"{identity['family']}^{identity['given']}_{identity['birth']}"
         folder = root / person
         folder.mkdir(parents=True)
