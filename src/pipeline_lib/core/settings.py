@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Iterable, Mapping, TypeVar
 
@@ -148,6 +149,20 @@ SERIES_RULE_KEYS = ("sequence", "series_description", "protocol_name", "image_ty
 SEQUENCE_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 
+def layout_pattern(pattern: str | None) -> re.Pattern:
+    """``input.pattern`` compiled: a regular expression with at least the named group ``subject``."""
+    if not pattern:
+        raise InputError("input.pattern: layout pattern needs a regular expression with named groups "
+                         "(at least 'subject')")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"input.pattern: not a valid regular expression ({exc})") from None
+    if "subject" not in compiled.groupindex:
+        raise InputError("input.pattern: needs a named group 'subject', e.g. (?P<subject>[^/]+)")
+    return compiled
+
+
 @dataclass(frozen=True)
 class InputSettings:
     """``input``: where the MRI comes from and how its folder is laid out (read by discovery)."""
@@ -160,20 +175,10 @@ class InputSettings:
     series: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        import re
-
         _one_of("layout", self.layout, LAYOUTS)
         object.__setattr__(self, "series", tuple(dict(rule) for rule in self.series))
         if self.layout == "pattern":
-            if not self.pattern:
-                raise InputError("pattern: layout pattern needs a regular expression with named groups "
-                                 "(at least 'subject')")
-            try:
-                compiled = re.compile(self.pattern)
-            except re.error as exc:
-                raise InputError(f"pattern: not a valid regular expression ({exc})") from None
-            if "subject" not in compiled.groupindex:
-                raise InputError("pattern: needs a named group 'subject', e.g. (?P<subject>[^/]+)")
+            layout_pattern(self.pattern)
         if self.layout == "dicom_study" and not self.series:
             raise InputError("series: layout dicom_study needs at least one series rule "
                              "({sequence: t1, series_description: '(?i)t1'})")

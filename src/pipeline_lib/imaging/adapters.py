@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.settings import layout_pattern
 
 LAYOUTS = ("auto", "brats", "ixi", "bids", "pattern")  # name-based; discovery adds dicom_study
 IMAGE, MASK = "image", "mask"
@@ -69,15 +70,7 @@ class LayoutSettings:
         if self.name not in LAYOUTS:
             raise InputError(f"input.layout must be one of {', '.join(LAYOUTS)}, not {self.name!r}")
         if self.name == "pattern":
-            if not self.pattern:
-                raise InputError("input.layout pattern needs input.pattern, a regular expression with "
-                                 "named groups (at least 'subject')")
-            try:
-                compiled = re.compile(self.pattern)
-            except re.error as exc:
-                raise InputError(f"input.pattern is not a valid regular expression: {exc}") from exc
-            if "subject" not in compiled.groupindex:
-                raise InputError("input.pattern needs a named group 'subject', e.g. (?P<subject>[^/]+)")
+            layout_pattern(self.pattern)
 
 
 def adapt(relpaths: Iterable[str], layout: LayoutSettings, root: Path | None = None, *,
