@@ -261,3 +261,71 @@ def test_viewing_controls_zoom_window_level_and_progress(kit, browser_context):
     assert page.eval_on_selector("#progress-bar", "p => p.value") == 1
     assert foreign == [] and errors == []
     page.close()
+
+
+@pytest.fixture(scope="module")
+def designed_kit(tmp_path_factory):
+    """Per-reader sets (A, B) of 6 images, 4 familiarisation cases, blocks per model, no time limit."""
+    root = tmp_path_factory.mktemp("reader_browser_design")
+    rng = np.random.default_rng(5)
+    write_npy(root / "images.npy", rng.random((30, 16, 16)).astype(np.float32))
+    write_tsv(root / "slices.tsv", pd.DataFrame({"row": range(30), "subject": ["sub-0000000001"] * 30,
+                                                "slice_index": range(30), "split": ["test"] * 30}))
+    samples = {}
+    for model in ("m1", "m2"):
+        write_npy(root / f"{model}.npy", (0.5 * rng.random((20, 16, 16))).astype(np.float32))
+        write_tsv(root / f"{model}.tsv", pd.DataFrame({"sample": range(20), "label": [""] * 20}))
+        samples[model] = (root / f"{model}.npy", root / f"{model}.tsv")
+    rs.build_kit(root / "images.npy", root / "slices.tsv", samples,
+                 {"preset": "han", "n_per_model": 2, "display_size": 64, "ask_confidence": False,
+                  "reader_ids": ["A", "B"], "n_familiarisation": 4, "blocks": "per_model"},
+                 kit_dir=root / "kit", answer_key=root / "answer_key.tsv", summary=root / "summary.json")
+    key = pd.read_csv(root / "answer_key.tsv", sep="\t", dtype=str, keep_default_na=False)
+    return {"root": root, "dir": root / "kit", "key": key, "key_path": root / "answer_key.tsv"}
+
+
+def test_familiarisation_first_then_blocks_of_the_readers_own_set(designed_kit, browser_context, tmp_path):
+    """Unknown IDs are refused; the practice cases come first with their answers and are not
+    recorded; then the reader's own 8 images, block 1 before block 2; scoring sees only them."""
+    key = designed_kit["key"]
+    mine = key[key["reader_id"] == "A"]
+    block_of = dict(zip(mine["image"], mine["block"]))
+    page = browser_context.new_page()
+    foreign, errors = _watch(page, ("file://",))
+    page.goto((designed_kit["dir"] / "index.html").as_uri())
+    assert page.is_visible("#familiarisation-instructions") and page.is_visible("#blocks-instructions")
+    _start(page, "Z9")
+    page.wait_for_function("document.getElementById('start-error').textContent.includes('not part of this kit')")
+    _start(page, "A")
+    shown = []
+    for k in range(4):
+        page.wait_for_function(f"document.getElementById('fam-progress').textContent === 'Practice case {k + 1} of 4'")
+        assert page.get_attribute("body", "data-screen") == "familiarisation"
+        name = page.get_attribute("#fam-image", "src").rsplit("/", 1)[-1]
+        truth = page.get_attribute("#fam-answer", "data-truth")
+        assert truth in ("real", "synthetic") and truth.upper() in page.inner_text("#fam-answer")
+        shown.append(name)
+        page.click("#fam-next")
+    assert not set(shown) & set(key["image"])  # practice images are never scored
+    blocks_seen = []
+    for k in range(1, len(mine) + 1):
+        page.wait_for_function(
+            "([k, n]) => document.body.dataset.ready === 'yes' && "
+            "document.getElementById('progress').textContent.endsWith(`Image ${k} of ${n}`)", arg=[k, len(mine)])
+        name = page.get_attribute("#image", "src").rsplit("/", 1)[-1]
+        assert name in block_of
+        blocks_seen.append(block_of[name])
+        assert page.inner_text("#progress").startswith(f"Block {len(dict.fromkeys(blocks_seen))} of 2")
+        page.keyboard.press("r")
+    assert blocks_seen == sorted(blocks_seen, key=list(dict.fromkeys(blocks_seen)).index)
+    assert len(set(blocks_seen)) == 2
+    page.wait_for_selector("#done:not([hidden])")
+    path = _export(page, tmp_path)
+    out = tmp_path / "scores"
+    scores = reader_scores_job(designed_kit["key_path"], [path], scores_json=out / "scores.json",
+                               tables={n: out / f"{n}.tsv" for n in ("readers", "blocks")})
+    row = scores["readers"][0]
+    assert row["reader_id"] == "A" and row["n_images"] == len(mine) == 8 and row["complete"]
+    assert {r["block"] for r in scores["blocks_table"]} == set(mine["block"])
+    assert not foreign and not errors
+    page.close()

@@ -274,3 +274,88 @@ def test_kit_id_changes_when_an_image_changes():
     same = kit_identifier(names, {"a.png": b"1", "b.png": b"2"})
     assert same == kit_identifier(names, {"a.png": b"1", "b.png": b"2"})
     assert same != kit_identifier(names, {"a.png": b"1", "b.png": b"3"})
+
+
+# ----- seeds' designs wired into the kit (reader_ids, familiarisation, blocks) ---------------
+
+
+def _kit_js(kit: Path) -> dict:
+    text = (kit / "kit.js").read_text()
+    return json.loads(text[text.index("{"): text.rindex("}") + 1])
+
+
+def test_two_reader_ids_get_different_sets_within_40_to_60_percent_and_never_the_familiarisation(tmp_path):
+    cohort = _cohort(tmp_path, n_real_test=60, n_samples=40)
+    settings = {"preset": "kazuhiro", "n_total": 30, "synthetic_fraction": [0.4, 0.6], "seed": 3,
+                "reader_ids": ["NR1", "NNR1"], "n_familiarisation": 6}
+    built = _build(tmp_path, cohort, settings)
+    key, page, summary = built["key"], _kit_js(built["kit"]), built["summary"]
+    assert set(key["reader_id"]) == {"NR1", "NNR1"}
+    sets = {}
+    for reader in ("NR1", "NNR1"):
+        mine = key[key["reader_id"] == reader]
+        assert len(mine) == 30 and sorted(page["readers"][reader]) == sorted(mine["image"])
+        assert 0.4 <= (mine["truth"] == "synthetic").mean() <= 0.6
+        assert summary["readers"][reader]["n_images"] == 30
+        sets[reader] = set(zip(mine["source"], mine["source_index"]))
+    assert sets["NR1"] != sets["NNR1"]
+    # The familiarisation set: shown with answers, on the page only, never scored.
+    training = page["familiarisation"]
+    assert len(training) == 6 and {t["truth"] for t in training} == {"real", "synthetic"}
+    assert not {t["image"] for t in training} & set(key["image"])
+    assert all((built["kit"] / "images" / t["image"]).is_file() for t in training)
+    # ... and none of its underlying images is in a reader's scored set.
+    # The design is deterministic: rebuild it to learn the familiarisation set's sources.
+    from pipeline_lib.reader_study.design import compose_design
+    real = rs.real_pool(cohort["table"], None)
+    synthetic = {m: rs.synthetic_pool(*cohort["samples"][m], None) for m in MODELS}
+    design = compose_design(real, synthetic, settings)
+    familiar = set(zip(design["familiarisation"]["source"], design["familiarisation"]["source_index"].astype(str)))
+    assert len(familiar) == 6 and not familiar & (sets["NR1"] | sets["NNR1"])
+    # Same settings, same kit; a reader's set depends on the seed and the ID only.
+    again = _build(tmp_path, cohort, settings, name="b")
+    assert again["key"].equals(key)
+
+
+def test_default_settings_keep_the_single_kit(tmp_path):
+    cohort = _cohort(tmp_path)
+    built = _build(tmp_path, cohort, {"preset": "ungria_hirte", "n_real": 10, "n_per_model": 5})
+    assert list(built["key"].columns) == rs.KEY_COLUMNS
+    page = _kit_js(built["kit"])
+    assert not {"readers", "familiarisation", "image_blocks"} & set(page)
+
+
+def test_blocks_per_model_with_concat_real_groups_come_in_turn(tmp_path):
+    cohort = _cohort(tmp_path, n_real_test=60, n_samples=40)
+    settings = {"preset": "han", "n_per_model": 8, "group_by": "sequence", "blocks": "per_model",
+                "block_real_groups": ["T1", "T2"]}
+    built = _build(tmp_path, cohort, settings)
+    key, page = built["key"], _kit_js(built["kit"])
+    assert built["summary"]["blocks"] == ["secretgan/concat", "vaemodel/concat"]
+    for block in built["summary"]["blocks"]:
+        part = key[key["block"] == block]
+        assert (part["truth"] == "synthetic").sum() == 8
+        real = part[part["truth"] == "real"]
+        assert real["group"].value_counts().to_dict() == {"T1": 4, "T2": 4}  # equal shares
+    order = rs.reader_order(page["kit_id"], "R1", page["images"], page["image_blocks"])
+    blocks = [page["image_blocks"][name] for name in order]
+    assert blocks == sorted(blocks) and set(blocks) == {0, 1}
+    # Block names never reach the kit folder.
+    assert "secretgan" not in (built["kit"] / "kit.js").read_text()
+
+
+def test_per_reader_scoring_counts_each_readers_own_set_and_blocks(tmp_path):
+    from pipeline_lib.reader_study.scoring import score_responses
+
+    cohort = _cohort(tmp_path, n_real_test=60, n_samples=40)
+    settings = {"preset": "kazuhiro", "n_total": 20, "seed": 5, "reader_ids": ["A", "B"], "n_familiarisation": 4}
+    key = _build(tmp_path, cohort, settings)["key"]
+    mine = key[key["reader_id"] == "A"]
+    responses = pd.DataFrame({"kit_id": mine["kit_id"], "reader_id": "A", "order_index": range(1, len(mine) + 1),
+                              "image": mine["image"], "answer": "real", "confidence": np.nan, "response_ms": 500,
+                              "timed_out": 0, "file": "a.csv"})
+    row = score_responses(key, responses)["readers"][0]
+    assert row["n_images"] == 20 and row["complete"] and row["TP_rate"] == 100.0 and row["balanced_accuracy"] == 0.5
+    other = key[key["reader_id"] == "B"]["image"].iloc[0]
+    with pytest.raises(InputError, match="reader 'A' answered image .* of reader 'B'"):
+        score_responses(key, responses.assign(image=[other] + list(mine["image"].iloc[1:])))

@@ -263,9 +263,11 @@ def test_table_of_contents_links_every_section_and_group(tmp_path, data):
     page = parse(build(tmp_path, data))
     assert len(page.ids) == len(set(page.ids)), "duplicate ids"
     assert set(page.links) <= set(page.ids)
-    expected = {s.anchor for s in report.SECTIONS} | {f"group-{g}" for g, _ in report.GROUPS} | {"summary",
-                                                                                                 "provenance"}
+    shown = [s for s in report.SECTIONS if s.shown(data)]
+    expected = {s.anchor for s in shown} | {f"group-{s.group}" for s in shown} | {"summary", "provenance"}
     assert expected <= set(page.links)
+    # The paper's group exists only with report.published set.
+    assert "published" not in page.ids and "group-paper" not in page.ids
 
 
 def test_one_warning_per_kind(tmp_path, data):
@@ -398,3 +400,87 @@ def test_registration_qc_lists_flagged_subjects_worst_first_with_reasons(tmp_pat
                      r'alt="overlay sub-000000000b"', flagged_row)
     assert "<caption>Worst first. &lt;gate&gt;</caption>" in table
     assert "<script" not in text.lower()
+
+
+# -- report.published: the paper's tables beside this run's -------------------------------------------
+
+
+def _published_cells(text: str, table: str, kind: str) -> dict[tuple[str, str], str]:
+    """(row key, column) -> data-value (or the text) of one side of a published pair."""
+    block = re.search(rf'<table class="published-table" data-kind="{kind}" data-table="{re.escape(table)}">'
+                      r"(.*?)</table>", text, re.S).group(1)
+    cells = {}
+    for key, row in re.findall(r'<tr data-key="([^"]*)">(.*?)</tr>', block, re.S):
+        for attrs, body in re.findall(r"<td ([^>]*)>(.*?)</td>", row, re.S):
+            column = re.search(r'data-column="([^"]*)"', attrs).group(1)
+            value = re.search(r'data-value="([^"]*)"', attrs)
+            cells[(key, column)] = value.group(1) if value else body
+    return cells
+
+
+def test_published_study_is_shown_beside_this_run_in_the_papers_layout(tmp_path):
+    from pipeline_lib.core.published import load_published, published_path
+
+    data = make_data(tmp_path)
+    data.published = load_published(published_path("ungria_hirte_2020"))
+    text = build(tmp_path, data)
+    page = parse(text)
+    assert len(page.ids) == len(set(page.ids)) and set(page.links) <= set(page.ids)
+    # Right after the summary, before the first question's group, and in the contents.
+    assert text.index('id="summary"') < text.index('id="group-paper"') < text.index('id="group-fidelity"')
+    assert "published" in page.links and "group-paper" in page.links
+    pair = re.search(r'<div class="published-beside">(.*?)</div>', text, re.S).group(1)
+    assert pair.index('data-kind="published"') < pair.index('data-kind="ours"')
+    assert "published, on the authors&#x27; data" in text
+    published = _published_cells(text, "ungria_hirte_2020.generation", "published")
+    ours = _published_cells(text, "ungria_hirte_2020.generation", "ours")
+    # Same rows and columns on both sides.
+    assert set(published) == set(ours)
+    assert float(published[("Vanilla VAE", "Data Similarity")]) == pytest.approx(0.0552)
+    # The vae model (family vae) is the Vanilla VAE row: the mean over its three seeds.
+    expected = np.mean([_metrics(seed, True)["dataset_similarity"] for seed in range(3)])
+    assert float(ours[("Vanilla VAE", "Data Similarity")]) == pytest.approx(expected)
+    assert float(ours[("Original", "ISD")]) == pytest.approx(data.original["isd"])
+    assert ours[("DFC VAE", "ISD")] == "—"  # no dfc_vae model in this run
+    # Table 2 (readers) has no answers yet; the caption says so.
+    assert "no readings yet" in text
+    # Still one self-contained file.
+    assert "<script" not in text.lower() and not re.search(r"https?://", text)
+
+
+def test_published_reader_tables_use_this_runs_readers(tmp_path):
+    from pipeline_lib.core.published import load_published, published_path
+
+    from pipeline_lib.reader_study.scoring import _json_safe, score_responses
+
+    data = make_data(tmp_path)
+    # 20 real and 30 synthetic images; reader R1 rates 14 real and 9 synthetic images real.
+    n = 50
+    key = pd.DataFrame({"image": [f"{i:02d}.png" for i in range(n)], "kit_id": "k",
+                        "truth": ["real"] * 20 + ["synthetic"] * 30, "source": ["real"] * 20 + ["vae"] * 30,
+                        "block": "", "group": "", "source_index": [str(i) for i in range(n)]})
+    answers = ["real"] * 14 + ["synthetic"] * 6 + ["real"] * 9 + ["synthetic"] * 21
+    responses = pd.DataFrame({"kit_id": "k", "reader_id": "R1", "order_index": range(1, n + 1), "image": key["image"],
+                              "answer": answers, "confidence": np.nan, "response_ms": 900, "timed_out": 0,
+                              "file": "R1.csv"})
+    data.reader_scores = _write(tmp_path / "scores_ok.json", _json_safe(score_responses(key, responses)))
+    data.published = load_published(published_path("kazuhiro_2018"))
+    text = build(tmp_path, data)
+    ours = _published_cells(text, "kazuhiro_2018.readers", "ours")
+    assert float(ours[("R1", "Accuracy")]) == pytest.approx(0.70)
+    assert float(ours[("R1", "TN")]) == pytest.approx(70.0)
+    assert ours[("NR1", "TP")] == "—"
+    published = _published_cells(text, "kazuhiro_2018.readers", "published")
+    assert float(published[("NNR1", "Accuracy")]) == pytest.approx(0.83) and ("R1", "TP") not in published
+
+
+def test_published_turing_test_without_readings_says_so(tmp_path):
+    from pipeline_lib.core.published import load_published, published_path
+
+    data = make_data(tmp_path)
+    data.published = load_published(published_path("han_2018"))
+    text = build(tmp_path, data)
+    ours = _published_cells(text, "han_2018.turing_test", "ours")
+    # The dcgan model's family is not dcgan in this fixture (it is "<script>"): no rows of ours.
+    assert all(v == "—" for v in ours.values())
+    assert "no readings yet" in text

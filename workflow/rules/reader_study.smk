@@ -38,6 +38,7 @@ rule reader_scores:
         readers="results/reader_study/{dataset}/tables/readers.tsv",
         sources="results/reader_study/{dataset}/tables/sources.tsv",
         models="results/reader_study/{dataset}/tables/models.tsv",
+        blocks="results/reader_study/{dataset}/tables/blocks.tsv",
         agreement="results/reader_study/{dataset}/tables/agreement.tsv",
         timing="results/reader_study/{dataset}/tables/timing.tsv",
     log:

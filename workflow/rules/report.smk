@@ -53,6 +53,8 @@ rule report:
         preprocessing=section_settings("preprocessing"),
         sampling=section_settings("sampling"),
         title=lookup(dpath="report/title", within=config),
+        # A paper's published tables beside this run's values (core/published.py; null = none).
+        published=lookup(dpath="report/published", within=config),
     message:
         "Writing the comparison report"
     conda:

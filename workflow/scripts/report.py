@@ -42,4 +42,5 @@ report_job(
     # The configuration as this job saw it, secrets redacted (core.provenance).
     provenance=provenance(snakemake.config, Path(snakemake.scriptdir).parents[1]),
     summary_tsv=Path(snakemake.output.summary),
+    published=snakemake.params.published,
 )

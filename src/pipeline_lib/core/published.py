@@ -133,3 +133,17 @@ def load_published(path: str | Path) -> dict[str, PublishedTable]:
 def published_studies(folder: str | Path = PUBLISHED_DIR) -> dict[str, dict[str, PublishedTable]]:
     """Every study's tables in ``folder`` (``<study>.yaml``), by study."""
     return {path.stem: load_published(path) for path in sorted(Path(folder).glob("*.yaml"))}
+
+
+def published_path(study: str | Path) -> Path:
+    """The file of ``report.published``: a study name (``presets/published/<study>.yaml``) or a path
+    to such a file (absolute, or relative to the working directory). InputError when there is none."""
+    text = str(study).strip()
+    if not text:
+        raise InputError("report.published: empty; give a study name or a path to its .yaml file")
+    looks_like_path = text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text
+    path = Path(text) if looks_like_path else PUBLISHED_DIR / f"{text}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PUBLISHED_DIR.glob("*.yaml")))
+        raise InputError(f"report.published: {text} is neither a published study ({known}) nor a file")
+    return path

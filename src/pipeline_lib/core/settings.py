@@ -784,6 +784,7 @@ class DiversitySettings:
 # ----------------------------------------------------------------- reader study and report
 
 READER_PRESETS = ("ungria_hirte", "han", "kazuhiro")
+READER_BLOCKS = ("none", "per_model", "per_model_and_group")
 REAL, SYNTHETIC = "real", "synthetic"
 
 
@@ -805,6 +806,16 @@ class ReaderStudySettings:
     time_limit_s: float | None = None
     ask_confidence: bool = True
     title: str = "Real or synthetic? A brain MRI reader study"
+    #: Per-reader kits (Kazuhiro et al.): each ID its own random composition, seeded by (seed, ID);
+    #: null = one composition every reader reads (in a per-reader order).
+    reader_ids: tuple[str, ...] | None = None
+    #: Cases shown with their answers before scoring starts, never scored (Kazuhiro et al.: 10).
+    n_familiarisation: int = 0
+    #: Blocks a reader completes in turn (Han et al.): none, per_model, per_model_and_group.
+    blocks: str = "none"
+    #: Real images of a per_model block matched to these label values (group_by) in equal shares,
+    #: e.g. Han et al.'s Concat against [t1, t1c, t2, flair]; null = any real image.
+    block_real_groups: tuple[str, ...] | None = None
     responses_dir: str = scoring("reader_responses")
     positive_class: str = scoring(REAL)
 
@@ -827,12 +838,38 @@ class ReaderStudySettings:
             if not isinstance(self.models, (list, tuple)) or not self.models:
                 raise InputError(f"models must be null (every model) or a non-empty list, not {self.models!r}")
             object.__setattr__(self, "models", tuple(self.models))
+        if self.reader_ids is not None:
+            ids = self.reader_ids
+            if (not isinstance(ids, (list, tuple)) or not ids or len(set(map(str, ids))) != len(ids)
+                    or not all(re.fullmatch(r"[A-Za-z0-9._-]{1,40}", str(i)) for i in ids)):
+                raise InputError(f"reader_ids must be null or a list of distinct IDs (1-40 letters, digits, "
+                                 f"'-', '_', '.'), not {ids!r}")
+            object.__setattr__(self, "reader_ids", tuple(str(i) for i in ids))
+        if isinstance(self.n_familiarisation, bool) or not isinstance(self.n_familiarisation, int) \
+                or self.n_familiarisation < 0:
+            raise InputError(f"n_familiarisation must be a whole number >= 0, not {self.n_familiarisation!r}")
+        _one_of("blocks", self.blocks, READER_BLOCKS)
+        if self.block_real_groups is not None:
+            if not isinstance(self.block_real_groups, (list, tuple)) or not self.block_real_groups:
+                raise InputError(f"block_real_groups must be null or a non-empty list, not {self.block_real_groups!r}")
+            object.__setattr__(self, "block_real_groups", tuple(str(g) for g in self.block_real_groups))
+            if self.group_by is None:
+                raise InputError("block_real_groups matches real images by label: set group_by (e.g. sequence)")
 
 
 @dataclass(frozen=True)
 class ReportSettings:
     PATH: ClassVar[str] = "report"
     title: str = "Brain MRI generative models"
+    #: A paper whose published tables the report shows beside this run's values: a study name of
+    #: presets/published (e.g. han_2018) or a path to such a file; null = none.
+    published: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.published is not None:
+            from pipeline_lib.core.published import load_published, published_path
+
+            load_published(published_path(self.published))
 
 
 #: Every config section read through this module, by its schema path.

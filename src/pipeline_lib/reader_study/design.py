@@ -184,3 +184,51 @@ def composition_summary(kit: pd.DataFrame) -> dict:
     n_synthetic = int((kit["truth"] == SYNTHETIC).sum())
     return {"n_images": n, "n_real": n - n_synthetic, "n_synthetic": n_synthetic,
             "synthetic_fraction": n_synthetic / n if n else float("nan")}
+
+
+def block_specs(synthetic: Mapping[str, pd.DataFrame], settings: ReaderStudySettings) -> list[BlockSpec]:
+    """The blocks of ``reader_study.blocks``: one per model (``per_model``), or one per model and label
+    value of its samples (``per_model_and_group``; a model without labels gets one block), each
+    ``n_per_model`` synthetic against ``n_per_model`` real images. A block's real images are of its
+    label value, else of ``block_real_groups`` in equal shares (Han et al.'s Concat against the four
+    real sequences), else any. Names: ``<model>/<label>``, ``<model>/concat`` (several real groups),
+    or ``<model>``; the page never shows them."""
+    n = settings.n_per_model
+    real_groups = settings.block_real_groups
+    specs = []
+    for model in sorted(synthetic):
+        groups = (sorted(set(synthetic[model]["group"].astype(str)) - {""})
+                  if settings.blocks == "per_model_and_group" else [])
+        if groups:
+            specs += [BlockSpec(f"{model}/{g}", ((model, g),), n, n, (g,)) for g in groups]
+        elif real_groups:
+            name = f"{model}/{real_groups[0]}" if len(real_groups) == 1 else f"{model}/concat"
+            specs.append(BlockSpec(name, ((model, None),), n, n, real_groups))
+        else:
+            specs.append(BlockSpec(model, ((model, None),), n, n, None))
+    return specs
+
+
+def compose_design(real: pd.DataFrame, synthetic: Mapping[str, pd.DataFrame], settings: ReaderStudySettings | Mapping,
+                   sources: Mapping[str, str] | None = None) -> dict:
+    """The kit's whole design from the settings: the familiarisation set (drawn first, out of every
+    scored set) and, per reader ID (``None``: one set for every reader), the scored composition:
+    blocks in turn (``blocks``) or the preset's composition, seeded by (seed, reader ID).
+
+    Returns ``{"familiarisation": frame, "readers": {reader_id or None: frame}}``; with blocks a
+    frame has ``block_order``.
+    """
+    settings = read_settings(ReaderStudySettings, settings)
+    training = familiarisation_set(real, synthetic, settings.n_familiarisation, settings.seed, sources)
+    real_left = _without(real, training, REAL)
+    synthetic_left = {m: _without(pool, training, m) for m, pool in synthetic.items()}
+    specs = block_specs(synthetic_left, settings) if settings.blocks != "none" else None
+    readers: dict = {}
+    for reader in settings.reader_ids or (None,):
+        seed = settings.seed if reader is None else reader_seed(settings.seed, reader)
+        if specs:
+            frame = compose_blocks(real_left, synthetic_left, specs, seed, sources)
+        else:
+            frame = compose_kit(real_left, synthetic_left, dataclasses.replace(settings, seed=seed), sources)
+        readers[reader] = frame
+    return {"familiarisation": training, "readers": readers}

@@ -182,17 +182,21 @@ def kit_identifier(names: Sequence[str], pngs: Mapping[str, bytes] | None = None
 
 # ----- per-reader order (mirrors app.js) ------------------------------------
 
-def reader_order(kit_id: str, reader_id: str, names: Sequence[str]) -> list[str]:
-    """The order in which the page shows ``names`` (sorted) to ``reader_id``.
+def reader_order(kit_id: str, reader_id: str, names: Sequence[str],
+                 blocks: Mapping[str, int] | None = None) -> list[str]:
+    """The order in which the page shows ``names`` (sorted) to ``reader_id``; with ``blocks``
+    (image -> block number) block by block, shuffled within each.
 
-    Same algorithm as app.js (FNV-1a seed, mulberry32, Fisher-Yates), so tests
-    and coordinators can check that a response file follows its reader's order.
+    Same algorithm as app.js (FNV-1a seed, mulberry32, Fisher-Yates, then a stable sort by block),
+    so tests and coordinators can check that a response file follows its reader's order.
     """
     order = sorted(names)
     next_float = _mulberry32(_fnv1a(f"{kit_id}:{reader_id}"))
     for i in range(len(order) - 1, 0, -1):
         j = int(next_float() * (i + 1))
         order[i], order[j] = order[j], order[i]
+    if blocks:
+        order.sort(key=lambda name: blocks[name])
     return order
 
 
@@ -310,25 +314,65 @@ def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]
         if stacks[model].shape[1:] != stacks[REAL].shape[1:]:
             raise InputError(f"{sample_path}: images are {stacks[model].shape[1:]} but the real slices in "
                              f"{images} are {stacks[REAL].shape[1:]}; every kit image must come from the same size")
-    kit = compose_kit(pools[REAL], {m: p for m, p in pools.items() if m != REAL}, settings, sources)
-    names = opaque_names(len(kit), settings.seed)
-    kit.insert(0, "image", [f"{name}.png" for name in names])
+    synthetic = {m: p for m, p in pools.items() if m != REAL}
+    training = pd.DataFrame(columns=["truth", "source", "block", "group", "source_index"])
+    if is_designed(settings):
+        # Seeds 002/004's designs (design.py, which imports this module): per-reader sets, blocks,
+        # a familiarisation set. Each reader's images get their own names, so a key row is one
+        # reader's image with one block.
+        from pipeline_lib.reader_study.design import compose_design
+
+        design = compose_design(pools[REAL], synthetic, settings, sources)
+        training = design["familiarisation"]
+        kit = pd.concat([frame.assign(reader_id=reader or "") for reader, frame in design["readers"].items()],
+                        ignore_index=True)
+    else:
+        kit = compose_kit(pools[REAL], synthetic, settings, sources)
+    names = [f"{name}.png" for name in opaque_names(len(kit) + len(training), settings.seed)]
+    kit.insert(0, "image", names[:len(kit)])
+    training = training.assign(image=names[len(kit):])
     height, width = _display_shape(stacks[REAL].shape[1:], settings.display_size)
     pngs = {}
-    for row in kit.itertuples(index=False):
-        image = np.asarray(stacks[row.source][row.source_index], dtype=np.float32)
+    for row in pd.concat([kit, training], ignore_index=True).itertuples(index=False):
+        image = np.asarray(stacks[row.source][int(row.source_index)], dtype=np.float32)
         if not np.isfinite(image).all():
             raise InputError(f"{sources[row.source]}: image {row.source_index} holds NaN or infinite values")
         pngs[row.image] = kit_png(display_pixels(image, height, width, settings.interpolation))
-    kit_id = kit_identifier(kit["image"], pngs)
+    kit_id = kit_identifier(names, pngs)
     kit.insert(1, "kit_id", kit_id)
-    page = kit_page_config(kit_id, sorted(pngs), height, width, settings)
+    page = kit_page_config(kit_id, sorted(kit["image"]), height, width, settings)
+    if settings.reader_ids is not None:
+        page["readers"] = {r: sorted(kit.loc[kit["reader_id"] == r, "image"]) for r in settings.reader_ids}
+    if "block_order" in kit.columns:
+        page["image_blocks"] = {name: int(b) for name, b in sorted(zip(kit["image"], kit["block_order"]))}
+    if len(training):
+        page["familiarisation"] = [{"image": i, "truth": t} for i, t in zip(training["image"], training["truth"])]
     _write_kit_folder(kit_dir, pngs, page, settings)
-    write_tsv(answer_key, kit.sort_values("image")[KEY_COLUMNS])
+    columns = KEY_COLUMNS + (["reader_id"] if settings.reader_ids is not None else [])
+    write_tsv(answer_key, kit.sort_values("image")[columns])
     info = _summary(kit, kit_id, height, width, settings)
+    info["n_familiarisation"] = int(len(training))
+    info["familiarisation_per_source"] = {str(k): int(v) for k, v in training.groupby("source").size().items()}
+    if settings.reader_ids is not None:
+        info["readers"] = {r: _composition(kit[kit["reader_id"] == r]) for r in settings.reader_ids}
+    if "block_order" in kit.columns:
+        info["blocks"] = [str(b) for b in kit.sort_values("block_order")["block"].drop_duplicates()]
     write_json(summary, info)
     log.info("reader-study kit %s: %d images (%s preset)", kit_id, len(kit), settings.preset)
     return info
+
+
+def is_designed(settings: ReaderStudySettings) -> bool:
+    """Whether the kit follows a seed's design (per-reader sets, blocks, familiarisation) rather than
+    one composition of the preset."""
+    return settings.reader_ids is not None or settings.n_familiarisation > 0 or settings.blocks != "none"
+
+
+def _composition(kit: pd.DataFrame) -> dict:
+    n = int(len(kit))
+    n_synthetic = int((kit["truth"] == SYNTHETIC).sum())
+    return {"n_images": n, "n_real": n - n_synthetic, "n_synthetic": n_synthetic,
+            "synthetic_fraction": n_synthetic / n if n else float("nan")}
 
 
 def _display_shape(shape: tuple[int, ...], display_size: int) -> tuple[int, int]:

@@ -53,7 +53,7 @@ RESPONSE_COLUMNS = ["kit_id", "reader_id", "order_index", "image", "answer", "co
                     "response_ms", "timed_out"]
 NO_RESPONSES = "no responses"
 _READER_ID = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
-TABLE_NAMES = ("readers", "sources", "models", "agreement", "timing")
+TABLE_NAMES = ("readers", "sources", "models", "blocks", "agreement", "timing")
 
 
 # ----- statistics -----------------------------------------------------------
@@ -270,21 +270,62 @@ def score_responses(key: pd.DataFrame, responses: pd.DataFrame, positive_class: 
         "models": sorted(set(key.loc[key["truth"] == SYNTHETIC, "source"])),
     }
     if responses.empty:
-        return {**base, "status": NO_RESPONSES, "readers": [], "sources": [], "models_table": [],
+        return {**base, "status": NO_RESPONSES, "readers": [], "sources": [], "models_table": [], "blocks_table": [],
                 "agreement": _agreement(pd.DataFrame()), "timing": [], "files": []}
     merged = responses.merge(key[["image", "truth", "source", "block", "group"]], on="image", how="left")
     readers = sorted(set(merged["reader_id"]))
+    per_reader = "reader_id" in key.columns and (key["reader_id"] != "").any()
+    if per_reader:
+        _check_own_images(key, responses)
     wide = merged.pivot(index="image", columns="reader_id", values="answer")
     return {
         **base,
         "status": "ok",
+        "per_reader_kits": bool(per_reader),
         "files": sorted(set(merged["file"])),
-        "readers": [_reader_row(merged[merged["reader_id"] == r], len(key), positive_class) for r in readers],
+        "readers": [_reader_row(merged[merged["reader_id"] == r],
+                                int((key["reader_id"] == r).sum()) if per_reader else len(key), positive_class)
+                    for r in readers],
         "sources": _source_rows(merged, readers, base["models"]),
         "models_table": _model_rows(merged, key, readers, base["models"]),
+        "blocks_table": _block_rows(merged, readers),
         "agreement": _agreement(wide[readers]),
         "timing": _timing_rows(merged, readers),
     }
+
+
+def _check_own_images(key: pd.DataFrame, responses: pd.DataFrame) -> None:
+    """With per-reader kits a reader answers only the images of their own set."""
+    owner = dict(zip(key["image"], key["reader_id"]))
+    wrong = responses[[owner.get(i, "") not in ("", r) for i, r in zip(responses["image"], responses["reader_id"])]]
+    if len(wrong):
+        row = wrong.iloc[0]
+        raise InputError(f"{row.get('file', 'responses')}: reader {row['reader_id']!r} answered image {row['image']} "
+                         f"of reader {owner[row['image']]!r}'s set; each reader ID reads its own images")
+
+
+def _cells_rates(cells: Mapping[str, int]) -> dict[str, float]:
+    """The 2x2 of real/synthetic ratings as rates (positive = real) and the balanced accuracy."""
+    tp, fn = cells["real_rated_real"], cells["real_rated_synthetic"]
+    fp, tn = cells["synthetic_rated_real"], cells["synthetic_rated_synthetic"]
+    return {**rates(tp, fn, fp, tn), "balanced_accuracy": balanced_accuracy(tp, fn, fp, tn)}
+
+
+def _block_rows(merged: pd.DataFrame, readers: list[str]) -> list[dict]:
+    """Per reader and block (Han et al.'s per-GAN-and-sequence tables): counts, rates, accuracy and
+    balanced accuracy; ``models`` lists the block's synthetic sources. None without blocks."""
+    blocks = [b for b in dict.fromkeys(merged["block"]) if b]
+    rows = []
+    for reader, block in itertools.product(readers, blocks):
+        part = merged[(merged["reader_id"] == reader) & (merged["block"] == block)]
+        if part.empty:
+            continue
+        cells = two_by_two(part["truth"], part["answer"])
+        correct = cells["real_rated_real"] + cells["synthetic_rated_synthetic"]
+        models = sorted(set(part.loc[part["truth"] == SYNTHETIC, "source"]))
+        rows.append({"reader_id": reader, "block": block, "models": ",".join(models), "n": int(len(part)), **cells,
+                     "accuracy": correct / len(part), **_cells_rates(cells)})
+    return rows
 
 
 def _definitions(positive: str) -> dict[str, str]:
@@ -337,8 +378,8 @@ def _model_rows(merged: pd.DataFrame, key: pd.DataFrame, readers: list[str], mod
     for reader, model in itertools.product(readers, models):
         mine = merged[merged["reader_id"] == reader]
         real = mine[mine["truth"] == REAL]
-        if blocked:
-            real = real[real["block"] == model]
+        if blocked:  # the real images of the model's own blocks
+            real = real[real["block"].isin(set(key.loc[key["source"] == model, "block"]))]
         fake = mine[mine["source"] == model]
         for group in [""] + groups:
             part = pd.concat([real, fake]) if group == "" else pd.concat(
@@ -348,10 +389,7 @@ def _model_rows(merged: pd.DataFrame, key: pd.DataFrame, readers: list[str], mod
             cells = two_by_two(part["truth"], part["answer"])
             correct = cells["real_rated_real"] + cells["synthetic_rated_synthetic"]
             rows.append({"reader_id": reader, "model": model, "group": group, "n": int(len(part)), **cells,
-                         "accuracy": correct / len(part) if len(part) else math.nan,
-                         "balanced_accuracy": balanced_accuracy(
-                             cells["real_rated_real"], cells["real_rated_synthetic"],
-                             cells["synthetic_rated_real"], cells["synthetic_rated_synthetic"])})
+                         "accuracy": correct / len(part) if len(part) else math.nan, **_cells_rates(cells)})
     return rows
 
 
@@ -417,12 +455,17 @@ def write_scores(scores: Mapping, scores_json: Path, tables: Mapping[str, Path])
         "sources": ["reader_id", "source", "truth", "n", "rated_real", "rated_synthetic", "pct_rated_real",
                     "pct_rated_synthetic"],
         "models": ["reader_id", "model", "group", "n", "real_rated_real", "real_rated_synthetic",
-                   "synthetic_rated_real", "synthetic_rated_synthetic", "accuracy", "balanced_accuracy"],
+                   "synthetic_rated_real", "synthetic_rated_synthetic", "accuracy", "TP_rate", "FN_rate", "FP_rate",
+                   "TN_rate", "balanced_accuracy"],
+        "blocks": ["reader_id", "block", "models", "n", "real_rated_real", "real_rated_synthetic",
+                   "synthetic_rated_real", "synthetic_rated_synthetic", "accuracy", "TP_rate", "FN_rate", "FP_rate",
+                   "TN_rate", "balanced_accuracy"],
         "agreement": ["method", "reader_a", "reader_b", "n_images", "kappa", "percent_agreement"],
         "timing": ["reader_id", "truth", "n", "mean_response_ms", "median_response_ms", "mean_confidence",
                    "n_confidence", "n_timed_out"],
     }
     rows = {"readers": scores["readers"], "sources": scores["sources"], "models": scores["models_table"],
+            "blocks": scores.get("blocks_table", []),
             "agreement": _agreement_rows(scores["agreement"]), "timing": scores["timing"]}
     for name, path in tables.items():
         write_tsv(path, pd.DataFrame(rows[name], columns=columns[name]))

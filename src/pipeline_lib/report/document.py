@@ -33,6 +33,7 @@ from pipeline_lib.core import io
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.figures import save_pairs
 from pipeline_lib.core.io import read_json, read_tsv
+from pipeline_lib.core.published import PublishedTable, load_published, published_path
 from pipeline_lib.core.qc import FLAGGED, OK, outputs_with_status, worst_first
 from pipeline_lib.core.settings import PreprocessingSettings, RegistrationSettings, SamplingSettings, read_settings
 from pipeline_lib.core.slices import load_split, load_table
@@ -44,6 +45,8 @@ from pipeline_lib.report.evaluation_section import (conditioning_html, domain_ht
 from pipeline_lib.report.html import (count_text as _count, escape as _esc, finite_float as _as_float,
                                       float_or_nan, format_mean_std, format_number, img_tag, loss_axes_png, pyplot,
                                       section, spread_cell, zoomable_img)
+from pipeline_lib.report.paper_section import DatasetView, ModelView, paper_values
+from pipeline_lib.report.published_section import render_published_tables
 from pipeline_lib.report.reader_section import render_reader_results_html
 from pipeline_lib.report.training_section import read_training_files, render_training_html
 
@@ -79,6 +82,8 @@ label.zoom input { display: none; }
 label.zoom input:checked + img { position: fixed; inset: 0; margin: auto; max-width: 96vw; max-height: 96vh;
   width: auto; height: auto; z-index: 10; cursor: zoom-out; box-shadow: 0 0 0 100vmax rgba(0, 0, 0, 0.75);
   image-rendering: pixelated; }
+div.published-beside { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
+table.published-table[data-kind="published"] { background: #f7f7f2; }
 footer { margin-top: 3em; border-top: 2px solid #9ab; font-size: 0.9em; color: #333; }
 footer pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 0.85em; }
 """
@@ -118,6 +123,7 @@ SYNTHETIC_BANNER = (
 
 #: The questions the sections answer, in page order: (group id, heading).
 GROUPS = (
+    ("paper", "The paper beside this run: published, on the authors' data"),
     ("fidelity", "Fidelity: do the samples look like real slices?"),
     ("diversity", "Diversity: do the samples cover the variety of real slices?"),
     ("memorization", "Memorization: do the models copy training patients?"),
@@ -230,6 +236,10 @@ class ReportData:
     #: With several slice datasets: each dataset's own data (its models' runs, its reference rows,
     #: slice counts and reader scores); the page then shows one block per dataset.
     datasets: dict[str, "ReportData"] = field(default_factory=dict)
+    #: ``report.published``: the paper's tables (core/published.py), shown beside this run's values.
+    published: dict[str, PublishedTable] | None = None
+    #: The values of the slices' ``sequence`` column (empty without one).
+    sequences: tuple[str, ...] = ()
 
     @property
     def grouped(self) -> bool:
@@ -432,6 +442,11 @@ class Section:
     render: Callable[[ReportData, Notes], str]
     #: With several datasets, render once per dataset (False: once for the cohort, e.g. ingest QC).
     per_dataset: bool = True
+    #: Whether the page has this section at all (None: always), e.g. only with report.published set.
+    when: Callable[[ReportData], bool] | None = None
+
+    def shown(self, data: ReportData) -> bool:
+        return self.when is None or bool(self.when(data))
 
 
 def _distribution(data: ReportData, notes: Notes) -> str:
@@ -534,6 +549,29 @@ def _reader(data: ReportData, notes: Notes) -> str:
     return render_reader_results_html(Path(data.reader_scores), heading=False)
 
 
+def _paper(data: ReportData, notes: Notes) -> str:
+    """``report.published``: every table of the paper beside this run's values (paper_section.py)."""
+    tables = data.published or {}
+    parts = data.datasets if data.grouped else {"": data}
+    dataset_of = {model: name for name, part in parts.items() for model in part.runs}
+    views = {name: DatasetView(name=name, image_size=part.cohort.get("image_size"), sequences=part.sequences,
+                               original=part.original or {}, reader_scores=_reader_scores(part.reader_scores))
+             for name, part in parts.items()}
+    models = [ModelView(name=model, family=str(runs[0].summary.get("family", "")), dataset=dataset_of.get(model, ""),
+                        metrics=[r.metrics for r in runs], distribution=[r.distribution for r in runs])
+              for model, runs in data.runs.items() if runs]
+    values = paper_values(tables, models, views)
+    citation = next(iter(tables.values())).citation if tables else ""
+    lead = (f"<p>Each table of <cite>{_esc(citation)}</cite> as published (on the authors' data, left) and, "
+            "in the same layout, this run's values (right). The two come from different data, so compare "
+            "patterns (which model leads, how far from chance the readers are), not digits.</p>")
+    return lead + render_published_tables(tables, values.ours, notes=values.notes, extra_rows=values.extra_rows)
+
+
+def _reader_scores(path: Path | None) -> dict | None:
+    return read_json(path) if path is not None and Path(path).is_file() else None
+
+
 def _cohort_section(data: ReportData, notes: Notes) -> str:
     return _cohort_table(data.cohort)
 
@@ -607,6 +645,8 @@ def _losses_section(data: ReportData, notes: Notes) -> str:
 
 #: The page, in order. A new block is one more entry here.
 SECTIONS: list[Section] = [
+    Section("paper", "The paper's tables beside this run's", "published", _paper, per_dataset=False,
+            when=lambda data: bool(data.published)),
     Section("fidelity", "FID, KID, precision and density (Inception features)", "distribution", _distribution),
     Section("fidelity", "Domain feature space", "domain-features", _domain),
     Section("fidelity", "Pixel metrics (Ungría Hirte et al., Table 1)", "pixel-metrics", _table1_section),
@@ -634,7 +674,7 @@ def build_report(out_html: Path, data: ReportData, sections: Sequence[Section] |
                  summary_tsv: Path | None = None) -> None:
     """Write the report as one self-contained HTML file (atomically); ``summary_tsv`` also gets the
     summary table as a TSV file. A missing or malformed input raises InputError naming it."""
-    sections = SECTIONS if sections is None else sections
+    sections = [s for s in (SECTIONS if sections is None else sections) if s.shown(data)]
     notes = Notes()
     summary = _by_dataset(data, _summary_section, notes) if data.grouped else _summary_section(data, notes)
     bodies = []
@@ -969,7 +1009,8 @@ def _is_numpy_number(value: Any) -> bool:
 def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings | Mapping,
                      sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str,
                      provenance: Mapping | None, workdir: Path,
-                     preprocessing: PreprocessingSettings | Mapping | None = None) -> ReportData:
+                     preprocessing: PreprocessingSettings | Mapping | None = None,
+                     published: str | Path | None = None) -> ReportData:
     """Read every input of the report; ``workdir`` receives the reconstruction grids drawn here.
     With several datasets the result holds one :class:`ReportData` per dataset in ``datasets``."""
     registration = read_settings(RegistrationSettings, registration)
@@ -996,7 +1037,8 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
                   for s, p in outputs_with_status(inputs.registered, "qc.json", (OK, FLAGGED)).items()},
         registration_caption=registration_gate_text(registration),
         synthetic_cohort=synthetic_cohort, title=title,
-        provenance=dict(provenance) if provenance is not None else None)
+        provenance=dict(provenance) if provenance is not None else None,
+        published=load_published(published_path(published)) if published else None)
     parts = {}
     for name, files in inputs.datasets.items():
         models = [m for m in runs if inputs.model_datasets.get(m, names[0]) == name]
@@ -1023,6 +1065,7 @@ def _dataset_data(files: DatasetOutputs, runs: dict[str, list[Run]], cohort: Map
               "registration": registration_summary(registration, preprocessing)}
     if "augmented" in table.columns and not np.all(real):
         cohort["slices_train_augmented"] = int((~real).sum())
+    sequences = tuple(sorted(set(table["sequence"].astype(str)) - {"", "nan"})) if "sequence" in table.columns else ()
     reconstruction_grids = {}
     first = {m: r[0] for m, r in runs.items() if r and np.load(r[0].files.reconstructions, mmap_mode="r").shape[0]}
     if first:
@@ -1040,18 +1083,19 @@ def _dataset_data(files: DatasetOutputs, runs: dict[str, list[Run]], cohort: Map
         domain_original=read_json(files.domain_original),
         diversity_original=read_json(files.diversity_original),
         reader_scores=Path(files.reader_scores) if files.reader_scores else None,
-        reconstruction_grids=reconstruction_grids)
+        reconstruction_grids=reconstruction_grids, sequences=sequences)
 
 
 def report_job(out_html: Path, inputs: ReportInputs, *, registration: RegistrationSettings | Mapping,
                sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str,
                provenance: Mapping | None = None, summary_tsv: Path | None = None,
-               preprocessing: PreprocessingSettings | Mapping | None = None) -> None:
+               preprocessing: PreprocessingSettings | Mapping | None = None,
+               published: str | Path | None = None) -> None:
     """The report rule: gather every stage's outputs into the report."""
     with tempfile.TemporaryDirectory() as tmp:
         data = load_report_data(inputs, registration=registration, sampling=sampling,
                                 synthetic_cohort=synthetic_cohort, title=title, provenance=provenance,
-                                workdir=Path(tmp), preprocessing=preprocessing)
+                                workdir=Path(tmp), preprocessing=preprocessing, published=published)
         build_report(Path(out_html), data, summary_tsv=summary_tsv)
 
 

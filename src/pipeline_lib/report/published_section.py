@@ -10,7 +10,7 @@ this run's, so the layout invites comparison of patterns, not of digits.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from pipeline_lib.core.published import PublishedTable
 from pipeline_lib.report.html import escape, finite_float, format_number, section
@@ -48,11 +48,10 @@ def _value_attr(cell: Any) -> str:
 
 
 def _table(table: PublishedTable, cells: Mapping[tuple[str, ...], Mapping[str, Any]], kind: str,
-           caption: str) -> str:
+           caption: str, extra_keys: tuple[tuple[str, ...], ...] = ()) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in table.columns)
     body = []
-    for row in table.rows:
-        key = table.key(row)
+    for key in [table.key(row) for row in table.rows] + list(extra_keys):
         keys = "".join(f"<th>{escape(k)}</th>" for k in key)
         values = cells.get(key, {})
         tds = "".join(
@@ -64,19 +63,25 @@ def _table(table: PublishedTable, cells: Mapping[tuple[str, ...], Mapping[str, A
 
 
 def render_published_beside(table: PublishedTable, ours: Mapping[tuple[str, ...] | str, Mapping[str, Any]] | None,
-                            *, ours_note: str = "") -> str:
+                            *, ours_note: str = "", extra_rows: bool = False) -> str:
     """The published table and this run's table side by side (HTML fragment).
 
     ``ours`` maps a row key (a tuple of the key cells as strings, or one string when the table has
     one key column) to {column: cell}; unknown rows or columns are an error, so a typo cannot
-    silently leave a cell empty.
+    silently leave a cell empty. With ``extra_rows`` (e.g. this run's readers, whose IDs are not
+    the paper's), rows the paper does not have are appended to this run's table instead.
     """
     ours_cells: dict[tuple[str, ...], Mapping[str, Any]] = {}
     known_keys = {table.key(row) for row in table.rows}
     value_columns = set(table.columns[table.key_columns:])
+    extra: list[tuple[str, ...]] = []
     for key, values in (ours or {}).items():
         key = (key,) if isinstance(key, str) else tuple(str(k) for k in key)
-        if key not in known_keys:
+        if len(key) != table.key_columns:
+            raise ValueError(f"{table.study}.{table.id}: row key {key} needs {table.key_columns} cell(s)")
+        if key not in known_keys and extra_rows:
+            extra.append(key)
+        elif key not in known_keys:
             raise ValueError(f"{table.study}.{table.id}: no published row {key}; rows are {sorted(known_keys)}")
         unknown = set(values) - value_columns
         if unknown:
@@ -89,17 +94,25 @@ def render_published_beside(table: PublishedTable, ours: Mapping[tuple[str, ...]
                        f"({escape(table.source)}).{unit}{notes} <cite>{escape(table.citation)}</cite>")
     mine = _table(table, ours_cells, "ours",
                   f"<strong>{escape(OURS_LABEL)}</strong>, same layout; — where this run has no value."
-                  + (f" {escape(ours_note)}" if ours_note else ""))
+                  + (f" {escape(ours_note)}" if ours_note else ""), tuple(extra))
     return f'<div class="published-beside">{published}{mine}</div>'
+
+
+def render_published_tables(tables: Mapping[str, PublishedTable], ours: Mapping[str, Mapping] | None = None, *,
+                            notes: Mapping[str, str] | None = None, extra_rows: Iterable[str] = ()) -> str:
+    """Every table of a study, each beside this run's values (``ours``: table id -> row values;
+    ``notes``: table id -> a sentence under this run's table; ``extra_rows``: ids of tables whose
+    run may have rows the paper has not). An HTML fragment without a heading."""
+    ours, notes, extra_rows = ours or {}, notes or {}, set(extra_rows)
+    unknown = (set(ours) | set(notes) | extra_rows) - set(tables)
+    if unknown:
+        raise ValueError(f"values given for unknown published table(s) {sorted(unknown)}")
+    return "\n".join(render_published_beside(t, ours.get(t.id), ours_note=notes.get(t.id, ""),
+                                             extra_rows=t.id in extra_rows) for t in tables.values())
 
 
 def render_published_section(tables: Mapping[str, PublishedTable],
                              ours: Mapping[str, Mapping] | None = None, *, heading: str = "The paper beside this run",
                              ident: str = "published") -> str:
     """Every table of a study, each beside this run's values (``ours``: table id -> row values)."""
-    ours = ours or {}
-    unknown = set(ours) - set(tables)
-    if unknown:
-        raise ValueError(f"values given for unknown published table(s) {sorted(unknown)}")
-    body = "\n".join(render_published_beside(t, ours.get(t.id)) for t in tables.values())
-    return section(heading, body, ident)
+    return section(heading, render_published_tables(tables, ours), ident)

@@ -32,7 +32,7 @@
   function $(id) { return document.getElementById(id); }
 
   function showScreen(id) {
-    ["start", "reading", "done", "broken"].forEach(function (name) { $(name).hidden = name !== id; });
+    ["start", "familiarisation", "reading", "done", "broken"].forEach(function (name) { $(name).hidden = name !== id; });
     document.body.setAttribute("data-screen", id);
   }
 
@@ -57,14 +57,42 @@
     };
   }
 
+  // The reader's scored images: their own set with per-reader kits, else the whole kit.
+  function readerImages(readerId) {
+    return KIT.readers ? (KIT.readers[readerId] || null) : KIT.images;
+  }
+
   function readerOrder(readerId) {
-    var order = KIT.images.slice().sort();
+    var order = readerImages(readerId).slice().sort();
     var next = mulberry32(fnv1a(KIT.kit_id + ":" + readerId));
     for (var i = order.length - 1; i > 0; i--) {
       var j = Math.floor(next() * (i + 1));
       var swap = order[i]; order[i] = order[j]; order[j] = swap;
     }
+    if (KIT.image_blocks) {  // blocks in turn, shuffled within each (a stable sort keeps the shuffle)
+      var position = {};
+      order.forEach(function (name, k) { position[name] = k; });
+      order.sort(function (a, b) {
+        return (KIT.image_blocks[a] - KIT.image_blocks[b]) || (position[a] - position[b]);
+      });
+    }
     return order;
+  }
+
+  function blockCount() {
+    if (!KIT.image_blocks) { return 0; }
+    var seen = {};
+    state.order.forEach(function (name) { seen[KIT.image_blocks[name]] = true; });
+    return Object.keys(seen).length;
+  }
+
+  function blockNumber(index) {
+    var seen = {}, count = 0;
+    for (var k = 0; k <= index; k++) {
+      var b = KIT.image_blocks[state.order[k]];
+      if (!seen[b]) { seen[b] = true; count++; }
+    }
+    return count;
   }
 
   // ----- storage
@@ -74,7 +102,7 @@
     try {
       var saved = JSON.parse(window.localStorage.getItem(storageKey(readerId)) || "null");
       if (saved && saved.kit_id === KIT.kit_id && saved.reader_id === readerId &&
-          Array.isArray(saved.order) && saved.order.length === KIT.images.length &&
+          Array.isArray(saved.order) && saved.order.length === readerImages(readerId).length &&
           Array.isArray(saved.responses)) {
         return saved;
       }
@@ -107,12 +135,17 @@
       $("start-error").textContent = "Please enter a reader ID of 1 to 40 letters, digits, '-', '_' or '.'.";
       return;
     }
+    if (!readerImages(readerId)) {
+      $("start-error").textContent = "This reader ID is not part of this kit. Please use the ID the study coordinator gave you.";
+      return;
+    }
     $("start-error").textContent = "";
     state = loadState(readerId) || {
       kit_id: KIT.kit_id,
       reader_id: readerId,
       order: readerOrder(readerId),
       responses: [],
+      familiarised: false,
       started_at: new Date().toISOString()
     };
     saveState();
@@ -121,7 +154,39 @@
       finish();
       return;
     }
-    notice = state.responses.length > 0 ?
+    if (KIT.familiarisation && KIT.familiarisation.length && !state.familiarised && state.responses.length === 0) {
+      showFamiliarisation(0);
+      return;
+    }
+    beginReading();
+  }
+
+  // ----- familiarisation: cases shown with their answers before scoring; nothing is recorded
+  function showFamiliarisation(index) {
+    var cases = KIT.familiarisation;
+    var item = cases[index];
+    showScreen("familiarisation");
+    $("fam-progress").textContent = "Practice case " + (index + 1) + " of " + cases.length;
+    var img = $("fam-image");
+    img.style.width = Math.round(KIT.image_width * Math.min(1, 512 / KIT.image_height)) + "px";
+    img.src = "images/" + item.image;
+    $("fam-answer").textContent = "This image is " + (item.truth === "real" ? "REAL (an MRI slice of a person)." :
+      "SYNTHETIC (made by a computer model).");
+    $("fam-answer").setAttribute("data-truth", item.truth);
+    $("fam-next").textContent = index + 1 < cases.length ? "Next practice case" : "Start the study";
+    $("fam-next").onclick = function () {
+      this.blur();
+      if (index + 1 < cases.length) {
+        showFamiliarisation(index + 1);
+      } else {
+        state.familiarised = true;
+        saveState();
+        beginReading();
+      }
+    };
+  }
+
+  function beginReading() {    notice = state.responses.length > 0 ?
       "Welcome back: " + state.responses.length + " of " + state.order.length + " images already answered." : "";
     showScreen("reading");
     layoutImage();  // the screen has its width only once shown
@@ -138,7 +203,14 @@
     $("time-up").hidden = true;
     markSelected(".answer", null, "data-answer");
     markSelected(".conf", null, "data-confidence");
-    $("progress").textContent = "Image " + (index + 1) + " of " + state.order.length;
+    var blocks = blockCount();
+    var block = blocks ? blockNumber(index) : 0;
+    $("progress").textContent = (blocks ? "Block " + block + " of " + blocks + " · " : "") +
+      "Image " + (index + 1) + " of " + state.order.length;
+    document.body.setAttribute("data-block", String(block));
+    if (blocks && index > 0 && block !== blockNumber(index - 1)) {
+      notice = "Block " + (block - 1) + " is done. Block " + block + " of " + blocks + " begins.";
+    }
     $("progress-bar").max = state.order.length;
     $("progress-bar").value = index;
     setWindowLevel(DEFAULT_WINDOW, DEFAULT_LEVEL);
@@ -344,7 +416,13 @@
     }
     document.title = KIT.title;
     $("title").textContent = KIT.title;
-    $("n-images").textContent = String(KIT.images.length);
+    var counts = KIT.readers ? Object.keys(KIT.readers).map(function (r) { return KIT.readers[r].length; }) :
+      [KIT.images.length];
+    var low = Math.min.apply(null, counts), high = Math.max.apply(null, counts);
+    $("n-images").textContent = low === high ? String(low) : "about " + low + " to " + high;
+    $("familiarisation-instructions").hidden = !(KIT.familiarisation && KIT.familiarisation.length);
+    $("n-familiarisation").textContent = String((KIT.familiarisation || []).length);
+    $("blocks-instructions").hidden = !KIT.image_blocks;
     $("kit-id-start").textContent = KIT.kit_id;
     $("kit-id-done").textContent = KIT.kit_id;
     $("confidence-instructions").hidden = !KIT.ask_confidence;
