@@ -342,3 +342,156 @@ def test_training_logs_progress_and_grows_losses_csv(tmp_path, caplog):
     assert list(partial["step"]) == list(range(1, 8))
     train(tmp_path, block)
     assert list(pd.read_csv(tmp_path / "m.csv")["step"]) == list(range(1, 13))
+
+
+# ------------------------------------------------------------------- on-the-fly augmentation
+
+AUGMENT = {"flip_lr": 0.5, "rotate_deg": 5, "translate_px": 2, "scale": 0.05}
+
+
+def _record_training_batches(monkeypatch, store: list) -> None:
+    """Keep a copy of every batch the VAE family's training_step receives."""
+    from pipeline_lib.models.families.vae import VAE as VaeClass
+
+    original = VaeClass.training_step
+
+    def recording(self, x, y=None):
+        store.append(x.detach().clone())
+        return original(self, x, y)
+
+    monkeypatch.setattr(VaeClass, "training_step", recording)
+
+
+@pytest.mark.parametrize("off", [None, {}, {"flip_lr": 0, "rotate_deg": 0, "translate_px": 0, "scale": 0}])
+def test_augmentation_is_off_by_default_and_changes_nothing_when_off(tmp_path, monkeypatch, off):
+    import pipeline_lib.models.training as training
+
+    train(tmp_path, VAE, name="plain")
+
+    def no_augmenter(*args, **kwargs):
+        raise AssertionError("an augmenter was built although augmentation is off")
+
+    monkeypatch.setattr(training, "BatchAugmenter", no_augmenter)
+    summary = train(tmp_path, {**VAE, "augment": off}, name="off")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "off.csv"), pd.read_csv(tmp_path / "plain.csv"))
+    plain = torch.load(tmp_path / "plain.pt", weights_only=False)["state_dict"]
+    for key, value in torch.load(tmp_path / "off.pt", weights_only=False)["state_dict"].items():
+        assert torch.equal(value, plain[key]), key
+    assert summary["training_aids"]["augment"] is None
+
+
+def test_flips_at_probability_one_mirror_every_batch_the_family_sees(tmp_path, monkeypatch):
+    """The batch order is that of a run without augmentation (the augmenter has its own generator),
+    and every batch the family receives is the exact left-right mirror of the batch drawn."""
+    drawn, seen = [], []
+    _record_training_batches(monkeypatch, drawn)
+    train(tmp_path, VAE, name="plain")
+    monkeypatch.undo()
+    _record_training_batches(monkeypatch, seen)
+    summary = train(tmp_path, {**VAE, "augment": {"flip_lr": 1}}, name="flipped")
+    assert len(seen) == len(drawn) == VAE["budget"]["steps"]
+    for x, y in zip(drawn, seen):
+        assert not torch.equal(x, y)
+        assert torch.equal(y, x.flip(-1))
+    assert summary["training_aids"]["augment"] == {"flip_lr": 1.0, "rotate_deg": 0.0, "translate_px": 0.0,
+                                                   "scale": 0.0}
+
+
+def test_flip_probability_is_honoured_per_image():
+    from pipeline_lib.models.augment import BatchAugmenter
+
+    x = torch.from_numpy(blobs(400)).unsqueeze(1)
+    y = BatchAugmenter({"flip_lr": 0.3}, seed=0)(x)
+    flipped = torch.tensor([torch.equal(a, b.flip(-1)) and not torch.equal(a, b) for a, b in zip(y, x)])
+    kept = torch.tensor([torch.equal(a, b) for a, b in zip(y, x)])
+    assert bool((flipped | kept).all())
+    assert 0.22 < flipped.float().mean().item() < 0.38
+
+
+def test_affine_moves_content_as_configured():
+    """A point moves by the shift in pixels, a quarter turn rotates it about the image centre."""
+    from pipeline_lib.models.augment import affine_matrices, apply_affine
+
+    x = torch.zeros(1, 1, 16, 16)
+    x[0, 0, 4, 10] = 1.0
+    one = torch.ones(1)
+
+    def moved(angle, zoom, shift):
+        theta = affine_matrices(torch.tensor([float(angle)]), zoom * one, torch.tensor([shift], dtype=torch.float32),
+                                (16, 16))
+        return (apply_affine(x, theta)[0, 0] > 0.5).nonzero().tolist()
+
+    assert moved(0, 1.0, [2, 0]) == [[4, 12]]   # two pixels right
+    assert moved(0, 1.0, [0, 3]) == [[7, 10]]   # three pixels down
+    # centre (7.5, 7.5): (x, y) = (2.5, -3.5) about it turns to (3.5, 2.5)
+    assert moved(90, 1.0, [0, 0]) == [[10, 11]]
+
+
+def test_affine_keeps_shape_range_and_the_input():
+    from pipeline_lib.models.augment import BatchAugmenter
+
+    x = torch.from_numpy(blobs(16)).unsqueeze(1)
+    x[:, :, :2] = 1.0  # bright edges: interpolation must not leave [0, 1]
+    before = x.clone()
+    augmenter = BatchAugmenter({"rotate_deg": 10, "translate_px": 2, "scale": 0.1}, seed=0)
+    y = augmenter(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert torch.equal(x, before), "the drawn batch itself is not modified"
+    assert all(not torch.equal(a, b) for a, b in zip(y, x)), "every image gets its own affine"
+    assert (y - x).abs().mean() < 0.1, "a small affine changes the images a little"
+    again = BatchAugmenter({"rotate_deg": 10, "translate_px": 2, "scale": 0.1}, seed=0)(x)
+    assert torch.equal(again, y), "the same seed gives the same augmentation"
+    assert not torch.equal(BatchAugmenter({"rotate_deg": 10}, seed=1)(x), BatchAugmenter({"rotate_deg": 10}, seed=0)(x))
+
+
+def test_augmented_run_resumes_exactly(tmp_path):
+    block = {**VAE, "augment": AUGMENT}
+    train(tmp_path, VAE, name="plain")
+    train(tmp_path, block, name="whole")
+    assert train(tmp_path, block, name="split", steps_this_call=7) is None
+    train(tmp_path, block, name="split")
+    whole = pd.read_csv(tmp_path / "whole.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "split.csv"), whole)
+    assert not whole.equals(pd.read_csv(tmp_path / "plain.csv")), "augmentation changed the training"
+    a = torch.load(tmp_path / "whole.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "split.pt", weights_only=False)["state_dict"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_validation_batches_are_never_augmented(tmp_path, monkeypatch):
+    from pipeline_lib.models.families.vae import VAE as VaeClass
+
+    held_out = blobs(10, seed=5)
+    seen = []
+    original = VaeClass.validation_losses
+
+    def recording(self, x, y=None):
+        seen.append(x.detach().cpu().clone())
+        return original(self, x, y)
+
+    monkeypatch.setattr(VaeClass, "validation_losses", recording)
+    block = {**VAE, "augment": {**AUGMENT, "flip_lr": 1.0}, "validate_every": 5}
+    train(tmp_path, block, validation=(held_out, None), out_validation=tmp_path / "val.csv")
+    assert len(seen) == 3 * 2  # steps 5, 10, 12; batches of 8 and 2
+    for start in range(0, len(seen), 2):
+        batch = torch.cat(seen[start:start + 2])
+        assert torch.equal(batch, torch.from_numpy(held_out).unsqueeze(1))
+
+
+def test_augment_keys_are_checked_and_flips_of_sagittal_slices_rejected(tmp_path):
+    from pipeline_lib.models.augment import check_flip_axis
+
+    for bad, message in (({"flip": 0.5}, r"models\.m: augment\.flip: unknown key"),
+                         ({"flip_lr": 1.5}, r"augment\.flip_lr must be a number in \[0, 1\]"),
+                         ({"rotate_deg": -1}, r"augment\.rotate_deg must be"),
+                         ({"translate_px": "2"}, r"augment\.translate_px must be a number ≥ 0"),
+                         ({"scale": True}, r"augment\.scale must be"),
+                         ([0.5], r"augment must be a mapping")):
+        with pytest.raises(InputError, match=message):
+            train(tmp_path, {**VAE, "augment": bad})
+    with pytest.raises(InputError, match=r"models\.m\.augment\.flip_lr: the training slices are sagittal"):
+        check_flip_axis({"flip_lr": 0.5}, ["sagittal"], "models.m")
+    check_flip_axis({"flip_lr": 0.5}, ["axial", "coronal"], "models.m")
+    check_flip_axis({"flip_lr": 0.0, "rotate_deg": 5}, ["sagittal"], "models.m")

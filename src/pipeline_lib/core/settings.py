@@ -514,6 +514,29 @@ class Budget:
 #: Learning-rate schedules of the trainer (models/schedule.py); a linear warm-up combines with either.
 LR_SCHEDULES = ("constant", "cosine")
 
+#: Keys of a model's ``augment`` block (models/augment.py), each 0 = off: the probability of a
+#: left-right flip, and the ranges of the random affine (rotation in degrees, translation in pixels,
+#: zoom factor in [1 - scale, 1 + scale]), with the largest value each may take.
+AUGMENT_LIMITS = {"flip_lr": 1.0, "rotate_deg": 180.0, "translate_px": None, "scale": 0.5}
+
+
+def augment_settings(block: Any) -> dict[str, float] | None:
+    """The checked ``augment`` block with every key filled (0 = off); None when null or all off."""
+    if block is None:
+        return None
+    if not isinstance(block, Mapping):
+        raise InputError(f"augment must be a mapping of {', '.join(AUGMENT_LIMITS)} or null, got {block!r}")
+    check_known_keys(block, AUGMENT_LIMITS, "augment")
+    out = {}
+    for key, limit in AUGMENT_LIMITS.items():
+        value = block.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value < 0 or (limit is not None and value > limit):
+            bound = f"in [0, {limit:g}]" if limit is not None else "≥ 0"
+            raise InputError(f"augment.{key} must be a number {bound}, got {value!r}")
+        out[key] = float(value)
+    return out if any(out.values()) else None
+
 
 @dataclass(frozen=True)
 class TrainerSettings:
@@ -547,6 +570,9 @@ class TrainerSettings:
     snapshot_images: int = 8
     fid_every: int | None = None
     fid_images: int = 256
+    # On-the-fly augmentation of each training batch (models/augment.py), e.g.
+    # {flip_lr: 0.5, rotate_deg: 5, translate_px: 2, scale: 0.05}; null = none.
+    augment: Mapping[str, Any] | None = None
     progress_every_steps: int | None = runtime(None)
     progress_every_seconds: float | None = runtime(30.0)
 
@@ -570,6 +596,12 @@ class TrainerSettings:
         _optional_min("fid_images", self.fid_images, 2)
         if self.progress_every_seconds is not None:
             _positive_number("progress_every_seconds", self.progress_every_seconds)
+        augment_settings(self.augment)  # errors name augment.<key>
+
+    @property
+    def augmentation(self) -> dict[str, float] | None:
+        """``augment`` with every key filled (0 = off); None when null or every key is 0."""
+        return augment_settings(self.augment)
 
     @classmethod
     def keys(cls) -> set[str]:

@@ -12,7 +12,8 @@ Training aids, each in its own module and each off unless configured: an
 exponential moving average of the sampling networks (``models/ema.py``),
 learning-rate schedules (``models/schedule.py``), validation losses and sample
 snapshots every K steps (``models/monitor.py``), and a progress line plus a
-losses table that grows while the job runs (``models/progress.py``). Their
+losses table that grows while the job runs (``models/progress.py``), and
+on-the-fly augmentation of the training batches (``models/augment.py``). Their
 state is part of the checkpoint, so a resumed run is identical to an
 uninterrupted one.
 """
@@ -38,6 +39,7 @@ from pipeline_lib.core.runtime import prepare_cpu_training, seed_everything, sel
 from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, check_known_keys, family_hparams,
                                         keys_of_kind)
 from pipeline_lib.models import build_model, get_family
+from pipeline_lib.models.augment import BatchAugmenter, check_flip_axis
 from pipeline_lib.models.ema import WeightAverage, load_average_into
 from pipeline_lib.models.monitor import TrainingMonitor
 from pipeline_lib.models.progress import LiveLossTable, ProgressLine, write_rows_csv
@@ -84,12 +86,13 @@ def _set_rng_state(state: dict[str, Any], batch_gen: torch.Generator) -> None:
 
 def save_checkpoint(path: Path, model, state: TrainState, batch_gen: torch.Generator,
                     permutation: torch.Tensor, cursor: int, *, average: WeightAverage | None = None,
-                    monitor: TrainingMonitor | None = None) -> None:
+                    monitor: TrainingMonitor | None = None, augmenter: BatchAugmenter | None = None) -> None:
     payload = {"training": model.training_state(), "step": state.step, "elapsed_s": state.elapsed_s,
                "losses": state.losses, "rng": _rng_state(batch_gen),
                "permutation": permutation, "cursor": cursor,
                "ema": average.state_dict() if average is not None else None,
-               "monitor": monitor.state_dict() if monitor is not None else None}
+               "monitor": monitor.state_dict() if monitor is not None else None,
+               "augment": augmenter.state_dict() if augmenter is not None else None}
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(payload, tmp)
 
@@ -160,6 +163,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         validation_images=settings.validation_images, n_classes=n_classes,
         conditional=model.conditional, batch_size=model.hparams["batch_size"],
         fid_every=settings.fid_every, fid_images=settings.fid_images, fid_reference=images)
+    augmentation = settings.augmentation
+    augmenter = BatchAugmenter(augmentation, settings.seed) if augmentation is not None else None
     scheduled = settings.lr_schedule != "constant" or settings.lr_warmup_steps > 0
     if scheduled:
         remember_initial_lr(model.optimizers)
@@ -187,6 +192,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
             average.load_state_dict(payload["ema"])
         if payload.get("monitor") is not None:
             monitor.load_state_dict(payload["monitor"])
+        if augmenter is not None and payload.get("augment") is not None:
+            augmenter.load_state_dict(payload["augment"])
         log.info("resumed %s from %s at step %d", name, ckpt_path, state.step)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -202,7 +209,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, model, state, batch_gen, stream.permutation, stream.cursor,
-                        average=average, monitor=monitor)
+                        average=average, monitor=monitor, augmenter=augmenter)
 
     progress = ProgressLine(name, target_steps,
                             settings.budget.minutes * 60 if settings.budget.minutes else None,
@@ -218,6 +225,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
                 return None
             idx = stream.next_indices()
             x = data[idx].unsqueeze(1).to(dev, non_blocking=True)
+            if augmenter is not None:  # the training batch only: validation and samples never pass here
+                x = augmenter(x)
             if settings.channels_last and dev.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             y = label_tensor[idx].to(dev) if label_tensor is not None else None
@@ -291,7 +300,8 @@ def training_aids_summary(settings: TrainerSettings, model, sample_ema: bool) ->
             "ema_networks": list(model.EMA_MODULES) if settings.ema_decay is not None else [],
             "lr_schedule": settings.lr_schedule, "lr_warmup_steps": settings.lr_warmup_steps,
             "validate_every": settings.validate_every, "snapshot_every": settings.snapshot_every,
-            "fid_every": settings.fid_every, "fid_images": settings.fid_images if settings.fid_every else None}
+            "fid_every": settings.fid_every, "fid_images": settings.fid_images if settings.fid_every else None,
+            "augment": settings.augmentation}
 
 
 #: The losses table is written like every other step table (``step`` first, then sorted names).
@@ -333,6 +343,8 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
             raise InputError(f"models.{name}.condition_on: the slice table has no column '{condition_on}'")
         class_names = sorted(rows[condition_on].unique())
         labels = class_indices(rows, condition_on, class_names)
+    if "axis" in rows.columns:
+        check_flip_axis(TrainerSettings.from_block(name, block).augmentation, rows["axis"], f"models.{name}")
     data_summary = {"split": "train", "n_slices": int(len(rows)), "n_subjects": int(rows["subject"].nunique()),
                     "image_size": int(train_images.shape[-1])}
     if condition_on:
