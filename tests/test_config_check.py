@@ -80,6 +80,16 @@ def test_model_blocks_are_checked_against_their_familys_hyperparameters():
     assert not any(p.startswith("models.g") for p in problems)
 
 
+def test_augment_blocks_name_the_key():
+    model = next(iter(DEMO["models"]))
+    good = {**DEMO["models"][model], "augment": {"flip_lr": 0.5, "rotate_deg": 5, "translate_px": 2, "scale": 0.05}}
+    assert config_problems({**DEMO, "models": {model: good}}, SCHEMA) == []
+    assert check_model_blocks({model: good}) == []
+    bad = {**DEMO["models"][model], "augment": {"flip_lr": 2, "shear": 1}}
+    assert any(p.startswith(f"models.{model}.augment") for p in config_problems({**DEMO, "models": {model: bad}}, SCHEMA))
+    assert check_model_blocks({model: bad})[0].startswith(f"models.{model}: augment.shear: unknown key")
+
+
 def test_declared_hyperparameters_are_the_families_own():
     """families/hyperparameters.json is what the DAG reads instead of importing torch; it must
     equal the families' DEFAULTS (regenerate: python -m pipeline_lib.models.hyperparameters --write)."""
