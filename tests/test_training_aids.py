@@ -495,3 +495,14 @@ def test_augment_keys_are_checked_and_flips_of_sagittal_slices_rejected(tmp_path
         check_flip_axis({"flip_lr": 0.5}, ["sagittal"], "models.m")
     check_flip_axis({"flip_lr": 0.5}, ["axial", "coronal"], "models.m")
     check_flip_axis({"flip_lr": 0.0, "rotate_deg": 5}, ["sagittal"], "models.m")
+
+
+def test_report_names_the_augmentation_of_each_run():
+    from pipeline_lib.report.training_section import _aids_table
+
+    html = _aids_table({"a": {"steps": 3, "training_aids": {"augment": {"flip_lr": 0.5, "rotate_deg": 5.0,
+                                                                         "translate_px": 0.0, "scale": 0.05}}},
+                        "b": {"steps": 3, "training_aids": {"augment": None}}})
+    assert "<th>Augmentation</th>" in html
+    assert "<td>flip 0.5, rotate ±5°, zoom ±0.05</td></tr>" in html
+    assert html.split('data-model="b"')[1].split("</tr>")[0].endswith("<td>off</td>")

@@ -71,7 +71,7 @@ def _read_snapshots(path: Path) -> dict[str, np.ndarray]:
 
 def _aids_table(summaries: Mapping[str, Mapping]) -> str:
     head = ("<th>Model</th><th>Steps</th><th>EMA decay</th><th>Samples drawn with</th><th>LR schedule</th>"
-            "<th>Warm-up steps</th><th>Validation every</th><th>Snapshot every</th>")
+            "<th>Warm-up steps</th><th>Validation every</th><th>Snapshot every</th><th>Augmentation</th>")
     rows = []
     for name, s in summaries.items():
         aids: Mapping[str, Any] = s.get("training_aids") or {}
@@ -82,15 +82,26 @@ def _aids_table(summaries: Mapping[str, Mapping]) -> str:
                  text_cell(aids.get("lr_schedule", "constant")),
                  number_cell(aids.get("lr_warmup_steps", 0), str(aids.get("lr_warmup_steps", 0))),
                  text_cell(aids.get("validate_every") or "off"),
-                 text_cell(aids.get("snapshot_every") or "off")]
+                 text_cell(aids.get("snapshot_every") or "off"),
+                 text_cell(_augment_text(aids.get("augment")))]
         rows.append(f'<tr data-model="{escape(name)}"><th>{escape(name)}</th>{"".join(cells)}</tr>')
     caption = ("Training aids of every run. EMA: exponential moving average of the networks sampling uses "
                "(generator, VAE encoder and decoder, diffusion UNet), decay ramped as min(decay, (1+n)/(10+n)). "
                "GAN options (DiffAugment policy, R1 weight) and the perceptual network of ldm are among each "
-               "model's hyperparameters in the Models table.")
+               "model's hyperparameters in the Models table. Augmentation: on-the-fly flips and affine of "
+               "the training batches only (never validation, snapshots or samples).")
     table = (f'<table id="training-aids"><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead>'
              f"<tbody>{''.join(rows)}</tbody></table>")
     return table + _perceptual_note(summaries)
+
+
+def _augment_text(augment: Mapping[str, Any] | None) -> str:
+    """``training_aids.augment`` in words, e.g. "flip 0.5, rotate ±5°, shift ±2 px, zoom ±0.05"."""
+    if not augment:
+        return "off"
+    parts = [(augment.get("flip_lr"), "flip {:g}"), (augment.get("rotate_deg"), "rotate ±{:g}°"),
+             (augment.get("translate_px"), "shift ±{:g} px"), (augment.get("scale"), "zoom ±{:g}")]
+    return ", ".join(fmt.format(value) for value, fmt in parts if value) or "off"
 
 
 def _perceptual_note(summaries: Mapping[str, Mapping]) -> str:
