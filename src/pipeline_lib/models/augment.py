@@ -13,8 +13,9 @@ Each batch the trainer draws is changed before the family's ``training_step`` se
   so values stay in [0, 1] (clamped against rounding).
 
 The random draws come from the augmenter's own CPU generator, seeded from the run's seed, and a
-fixed number of them per batch, so the result depends on the config and the seed only (not on
-the device) and the batch order is that of a run without augmentation. Its state is part of the
+fixed number of them per batch, so the draws depend on the config and the seed only (the same on
+every device; the resampling's rounding may differ between CPU and GPU as any float computation)
+and the batch order is that of a run without augmentation. Its state is part of the
 checkpoint: a resumed run is identical to an uninterrupted one. Nothing else is augmented:
 validation batches, snapshots and the cheap FID's real slices (``models/monitor.py``) read the
 images as they are, and samples never pass through here. Offline augmentation of the training set
