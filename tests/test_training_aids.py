@@ -364,7 +364,7 @@ def _record_training_batches(monkeypatch, store: list) -> None:
 
 @pytest.mark.parametrize("off", [None, {}, {"flip_lr": 0, "rotate_deg": 0, "translate_px": 0, "scale": 0}])
 def test_augmentation_is_off_by_default_and_changes_nothing_when_off(tmp_path, monkeypatch, off):
-    import pipeline_lib.models.training as training
+    from pipeline_lib.models import training
 
     train(tmp_path, VAE, name="plain")
 
