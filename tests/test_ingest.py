@@ -337,3 +337,15 @@ def test_unknown_format_fails(tmp_path):
     source = _save(tmp_path / "a.nii.gz", _volume().astype(np.float32))
     status = ingest_subject(source, "analyze", tmp_path / "out", "sub-x")
     _assert_failed(status, tmp_path / "out", source, r"unknown input format 'analyze'")
+
+
+def test_the_reference_sequence_is_recorded_for_registration(tmp_path):
+    """Registration reads the subject's reference sequence from the ingest folder (a cluster job has
+    no access to discovery's table); a folder without the record means a single-sequence input."""
+    from pipeline_lib.imaging.ingest import read_reference, write_reference
+
+    assert read_reference(tmp_path) == ""
+    write_reference(tmp_path, "t1ce")
+    assert read_reference(tmp_path) == "t1ce"
+    write_reference(tmp_path, "")
+    assert read_reference(tmp_path) == ""

@@ -35,6 +35,7 @@ rule ingest:
         kind=subject_kind,
         ingest=section_settings("ingest"),
         sequences=subject_sequences,
+        reference=subject_reference,
         on_bad_input=lookup(dpath="on_bad_input", within=config),
     resources:
         runtime=minutes_per_attempt(10),

@@ -9,7 +9,6 @@ rule register:
     params:
         registration=section_settings("registration"),
         preprocessing=section_settings("preprocessing"),
-        sequence=subject_reference,
         on_bad_input=lookup(dpath="on_bad_input", within=config),
     # One ITK thread makes registration bit-reproducible; subjects run in parallel instead.
     threads: 1

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from pipeline_lib.core.jobs import start_job
 from pipeline_lib.core.qc import enforce_on_bad_input
-from pipeline_lib.imaging.ingest import ingest_other_sequences, ingest_subject
+from pipeline_lib.imaging.ingest import ingest_other_sequences, ingest_subject, write_reference
 
 log = start_job(snakemake.log[0])
 status = ingest_subject(
@@ -17,6 +17,7 @@ status = ingest_subject(
 # the subject's other sequences and masks (input.layout), staged beside its input
 status = ingest_other_sequences(Path(snakemake.params.staged).parent, Path(snakemake.output[0]), status,
                                 settings=snakemake.params.ingest)
+write_reference(Path(snakemake.output[0]), snakemake.params.reference)
 log.info("%s (%s): %s %s %s", status["subject"], status["kind"], status["status"], status["reason"],
          status["warning"])
 enforce_on_bad_input(status, snakemake.params.on_bad_input)

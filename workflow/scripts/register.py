@@ -4,6 +4,7 @@ from pipeline_lib.core.jobs import start_job
 
 log = start_job(snakemake.log[0], snakemake.threads)
 
+from pipeline_lib.imaging.ingest import read_reference  # noqa: E402
 from pipeline_lib.imaging.registration import run_registration_job  # noqa: E402  (ITK reads its thread count at import)
 
 status = run_registration_job(
@@ -14,6 +15,8 @@ status = run_registration_job(
     snakemake.params.preprocessing,
     on_bad_input=snakemake.params.on_bad_input,
     threads=snakemake.threads,
-    sequence=snakemake.params.sequence,
+    # recorded by ingest: a param read from discovery's table would make a cluster job need the
+    # checkpoint's outputs, which only the ingest job has as inputs
+    sequence=read_reference(Path(snakemake.input.ingested)),
 )
 log.info("%s: %s %s", status["subject"], status["status"], status.get("reason", ""))

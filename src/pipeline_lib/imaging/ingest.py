@@ -67,6 +67,22 @@ _BIDS_FIELDS = {
 }
 
 
+#: The subject's reference sequence (input.layout), for registration: it reads it from the ingest
+#: folder rather than from discovery's table, so a cluster job needs no checkpoint output.
+REFERENCE_NAME = "reference.json"
+
+
+def write_reference(out_dir: Path, sequence: str) -> None:
+    """Record the reference sequence ("" for a single-sequence input) in the ingest folder."""
+    write_json(Path(out_dir) / REFERENCE_NAME, {"sequence": sequence or ""})
+
+
+def read_reference(ingest_dir: Path) -> str:
+    """The reference sequence :func:`write_reference` recorded ("" when none was)."""
+    path = Path(ingest_dir) / REFERENCE_NAME
+    return str(json.loads(path.read_text()).get("sequence", "")) if path.is_file() else ""
+
+
 class IngestFailure(Exception):
     """A bad input: ``reason`` says what is wrong, without paths or header values."""
 
