@@ -157,14 +157,21 @@ class _Anatomy:
             candidates = candidates[distance <= np.percentile(distance, 2)]
         return candidates[int(rng.integers(len(candidates)))].astype(np.float64)
 
-    def blob(self, centre: np.ndarray, radius_mm: float, rng: np.random.Generator) -> np.ndarray:
-        """A smooth irregular ball (0..1 membership) of about ``radius_mm`` around ``centre``."""
+    def distance_mm(self, centre: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Distance (mm) from ``centre`` under a random ellipsoidal stretch and a smooth wobble,
+        so shells at several radii of it nest (core, rim, edema) with an irregular outline."""
         grid = np.indices(self.head.shape, dtype=np.float32)
-        axes = radius_mm * rng.uniform(0.75, 1.25, size=3) / self.voxel_mm
-        r = np.sqrt(sum(((grid[i] - centre[i]) / axes[i]) ** 2 for i in range(3)))
-        wobble = ndimage.gaussian_filter(rng.normal(0.0, 1.0, self.head.shape).astype(np.float32), 3.0)
-        wobble *= 0.25 / (wobble.std() + 1e-6)
-        return np.clip(1.5 - 1.5 * (r + wobble), 0.0, 1.0)
+        stretch = rng.uniform(0.8, 1.25, size=3)
+        r = np.sqrt(sum(((grid[i] - centre[i]) * self.voxel_mm / stretch[i]) ** 2 for i in range(3)))
+        wobble = ndimage.gaussian_filter(rng.normal(0.0, 1.0, self.head.shape).astype(np.float32), 6.0 / self.voxel_mm)
+        return r + wobble * (2.0 / (wobble.std() + 1e-6))
+
+    def inside(self, distance_mm: np.ndarray, radius_mm: float) -> np.ndarray:
+        """Soft membership (0..1) of the ball ``distance_mm < radius_mm``, one voxel wide edge."""
+        return np.clip((radius_mm - distance_mm) / self.voxel_mm + 0.5, 0.0, 1.0).astype(np.float32)
+
+    def blob(self, centre: np.ndarray, radius_mm: float, rng: np.random.Generator) -> np.ndarray:
+        return self.inside(self.distance_mm(centre, rng), radius_mm)
 
 
 # ------------------------------------------------------------------ the four studies
@@ -181,11 +188,13 @@ def _han(build: Path, n: int, seed: int, anatomy: _Anatomy) -> list[dict]:
         coords = anatomy.deformation(rng)
         bias = _bias_field(anatomy.head.shape, rng)
         centre = anatomy.lesion_centre(lesion_rng, 18.0)
-        core_radius = float(lesion_rng.uniform(6.0, 11.0))
-        tumour = anatomy.blob(centre, core_radius + 3.0, lesion_rng)  # core + enhancing rim
-        core = anatomy.blob(centre, core_radius, lesion_rng)
-        edema = np.clip(anatomy.blob(centre, core_radius + float(lesion_rng.uniform(8.0, 14.0)), lesion_rng) - tumour,
-                        0.0, 1.0) * anatomy.brain_mask
+        core_radius = float(lesion_rng.uniform(5.0, 10.0))
+        rim_mm = max(3.0, 1.5 * anatomy.voxel_mm)
+        distance = anatomy.distance_mm(centre, lesion_rng)
+        core = anatomy.inside(distance, core_radius)
+        tumour = anatomy.inside(distance, core_radius + rim_mm)  # core + enhancing rim
+        edema = (anatomy.inside(distance, core_radius + rim_mm + float(lesion_rng.uniform(8.0, 14.0))) - tumour)
+        edema = np.clip(edema, 0.0, 1.0) * anatomy.brain_mask
         rim = np.clip(tumour - core, 0.0, 1.0)
         seg = np.zeros(anatomy.head.shape, dtype=np.float32)
         seg[edema > 0.5] = 2
