@@ -92,7 +92,7 @@ def tiny_config(study: str, source: Path) -> dict:
         "sampling": {"n": 24, "n_reconstruct": 16},
         "metrics": {"n_original": 16},
         "evaluation": {"fid": {"repeats": 2}, "kid": {"n_subsets": 2, "subset_size": 16},
-                       "domain": {"steps": 10}, "conditioning": {"steps": 10},
+                       "prdc": {"nearest_k": 3}, "domain": {"steps": 10, "nearest_k": 3}, "conditioning": {"steps": 10},
                        "utility": {"steps": 10, "n_synthetic": 16}, "diversity": {"n_pairs": 20, "n_reference": 16}},
     }
     config = merge(config, tiny)
@@ -116,7 +116,9 @@ def tiny_config(study: str, source: Path) -> dict:
         config["registration"]["transform"] = "none"
         config["reader_study"].update(n_real=4, n_per_model=4)
     if study == "kazuhiro_2018":
+        config["registration"]["transform"] = "none"
         config["datasets"]["basal_ganglia"]["augmentation"]["count"] = 4
+        config["datasets"]["basal_ganglia"]["test_fraction"] = 0.5  # 2 subjects, 10 real test slices
         config["reader_study"]["n_total"] = 8
     return config
 
@@ -130,7 +132,7 @@ def test_preset_runs_end_to_end_at_a_tiny_scale(study, tmp_path_factory):
     source = standin.make_standin(study, work.parent / "standin", TINY_SUBJECTS[study], resolution_mm=4)
     config = tiny_config(study, source)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(work, "--cores", "2", "--set-threads", "train=1", "all", timeout=1200)
+    result = snakemake(work, "all", "--cores", "2", "--set-threads", "train=1", timeout=1200)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     assert (work / "results/report/index.html").is_file()
     for model in config["models"]:

@@ -68,7 +68,7 @@ STUDIES = ("ungria_hirte_2020", "han_2018", "ballesteros_ramirez_2025", "kazuhir
 #: What to give as ``input.source``, relative to the stand-in's folder.
 SOURCE = {"ungria_hirte_2020": "export", "han_2018": "BraTS", "ballesteros_ramirez_2025": "samples.tsv",
           "kazuhiro_2018": "samples.tsv"}
-DEFAULT_SUBJECTS = {"ungria_hirte_2020": 12, "han_2018": 10, "ballesteros_ramirez_2025": 16, "kazuhiro_2018": 12}
+DEFAULT_SUBJECTS = {"ungria_hirte_2020": 8, "han_2018": 10, "ballesteros_ramirez_2025": 12, "kazuhiro_2018": 8}
 _ANATOMY, _SCANNER, _LESION = 11, 12, 13
 _SCALE = 1000.0
 
