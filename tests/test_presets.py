@@ -64,8 +64,8 @@ def test_preset_plans_every_published_model_on_its_standin(study, tmp_path_facto
     source = standin.make_standin(study, work.parent / "standin", 3 if study != "ballesteros_ramirez_2025" else 5,
                                   resolution_mm=4)
     config = merge(preset(study), {"input": {"source": str(source)}})
-    (work / "preset.yaml").write_text(yaml.safe_dump(config))
-    args = ("--configfile", str(work / "preset.yaml"))
+    # the README's command line: the preset file as it is, the source merged into its input section
+    args = ("--configfile", str(REPO / "presets" / f"{study}.yaml"), "--config", f"input={{source: {source}}}")
     # discovery for real (seconds), so that the dry run sees the subjects behind the checkpoint
     found = snakemake(work, "results/inputs/subjects.tsv", "--cores", "1", *args, timeout=600)
     assert found.returncode == 0, found.stdout[-3000:] + found.stderr[-3000:]
@@ -91,7 +91,7 @@ def tiny_config(study: str, source: Path) -> dict:
         "registration": {"on_poor_fit": "keep"},
         "sampling": {"n": 24, "n_reconstruct": 16},
         "metrics": {"n_original": 16},
-        "evaluation": {"fid": {"repeats": 2}, "kid": {"n_subsets": 2, "subset_size": 16},
+        "evaluation": {"fid": {"repeats": 2, "max_real": 32}, "kid": {"n_subsets": 2, "subset_size": 16},
                        "prdc": {"nearest_k": 3}, "domain": {"steps": 10, "nearest_k": 3}, "conditioning": {"steps": 10},
                        "utility": {"steps": 10, "n_synthetic": 16}, "diversity": {"n_pairs": 20, "n_reference": 16}},
     }
