@@ -270,22 +270,29 @@ def _smooth_field(shape: tuple[int, ...], coeffs: np.ndarray) -> np.ndarray:
 
 def _deform(template: np.ndarray, rng: np.random.Generator, voxel_mm: float) -> np.ndarray:
     """Resample the template under a small random affine plus a B-spline displacement."""
-    shape = np.array(template.shape)
+    coords = deformation_coordinates(template.shape, rng, voxel_mm)
+    warped = ndimage.map_coordinates(template, coords, order=1, mode="constant", cval=0.0)
+    return warped.reshape(template.shape)
+
+
+def deformation_coordinates(shape_: tuple[int, ...], rng: np.random.Generator, voxel_mm: float) -> np.ndarray:
+    """Sampling coordinates (3 x voxels) of a small random affine plus a smooth B-spline displacement,
+    so several co-registered volumes (and a label map, with ``order=0``) can share one deformation."""
+    shape = np.array(shape_)
     angles = np.deg2rad(rng.uniform(-6, 6, size=3))
     scales = rng.uniform(0.93, 1.07, size=3)
     shift_vox = rng.uniform(-4, 4, size=3) / voxel_mm
     matrix = _rotation(angles) @ np.diag(scales)
 
-    grid = np.indices(template.shape, dtype=np.float32).reshape(3, -1)
+    grid = np.indices(tuple(shape_), dtype=np.float32).reshape(3, -1)
     centre = (shape[:, None] - 1) / 2.0
     coords = matrix @ (grid - centre) + centre + shift_vox[:, None]
     # Displacements of a few millimetres, smooth over about 1/4 of the head.
     amplitude_vox = 2.5 / voxel_mm
     for axis in range(3):
         coeffs = rng.normal(0.0, amplitude_vox, size=(7, 7, 7))
-        coords[axis] += _smooth_field(template.shape, coeffs).reshape(-1)
-    warped = ndimage.map_coordinates(template, coords, order=1, mode="constant", cval=0.0)
-    return warped.reshape(template.shape)
+        coords[axis] += _smooth_field(tuple(shape_), coeffs).reshape(-1)
+    return coords
 
 
 def _rotation(angles: np.ndarray) -> np.ndarray:

@@ -1,0 +1,148 @@
+"""The four study presets (presets/<study>.yaml) on their stand-in cohorts (imaging/standin.py).
+
+* At full published settings: discovery runs for real on a small stand-in, then a dry run of
+  `all` plans every model and dataset of the paper (one train job per model, one slicing job per
+  dataset a model uses).
+* At a tiny scale: the preset, its demo override (presets/demo/<study>.yaml, as `make demo
+  PRESET=<study>` merges it) and a test override below run `all` end to end to the report.
+  Tiny means fewer and coarser phantoms, no brain extraction, no registration where the stand-in
+  is already in template space, a few steps, and for Han et al. two of the twelve models (a DCGAN
+  on one sequence and a WGAN on the pooled Concat at the small size: every family, filter and size
+  kind the preset uses) and for Ungría Hirte et al. two of the four (IntroVAE and StyleGAN in
+  the paper's loss forms). Each run costs about 10 jobs per model (training, sampling and every
+  metric), each a Python process importing torch: the model count decides the time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline_lib.imaging import standin
+from test_workflow import copy_checkout, snakemake
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[1]
+STUDIES = standin.STUDIES
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Snakemake's merge of several --configfile files: mappings merge key by key, the rest replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def preset(study: str) -> dict:
+    return yaml.safe_load((REPO / "presets" / f"{study}.yaml").read_text())
+
+
+def demo_override(study: str) -> dict:
+    return yaml.safe_load((REPO / "presets" / "demo" / f"{study}.yaml").read_text())
+
+
+def job_counts(text: str) -> dict[str, int]:
+    table = text.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match and match.group(1) != "total":
+            jobs[match.group(1)] = int(match.group(2))
+    return jobs
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_preset_plans_every_published_model_on_its_standin(study, tmp_path_factory):
+    work = copy_checkout(tmp_path_factory, f"dry-{study}")
+    source = standin.make_standin(study, work.parent / "standin", 3 if study != "ballesteros_ramirez_2025" else 5,
+                                  resolution_mm=4)
+    config = merge(preset(study), {"input": {"source": str(source)}})
+    # the README's command line: the preset file as it is, the source merged into its input section
+    args = ("--configfile", str(REPO / "presets" / f"{study}.yaml"), "--config", f"input={{source: {source}}}")
+    # discovery for real (seconds), so that the dry run sees the subjects behind the checkpoint
+    found = snakemake(work, "results/inputs/subjects.tsv", "--cores", "1", *args, timeout=600)
+    assert found.returncode == 0, found.stdout[-3000:] + found.stderr[-3000:]
+    planned = snakemake(work, "all", "-n", "--cores", "2", *args, timeout=600)
+    assert planned.returncode == 0, planned.stdout[-3000:] + planned.stderr[-3000:]
+    jobs = job_counts(planned.stdout + planned.stderr)
+    models = config["models"]
+    used = {block["dataset"] if block.get("dataset") else next(iter(config["datasets"])) for block in models.values()}
+    assert jobs["train"] == len(models) and jobs["sample"] == len(models)
+    assert jobs["slice_dataset"] == len(used) == len(config["datasets"])
+    assert jobs["register"] == jobs["ingest"] == (5 if study == "ballesteros_ramirez_2025" else 3)
+    if config["evaluation"]["fid"].get("fresh_samples"):
+        assert jobs["fid_samples"] == len(models)
+    assert jobs["report"] == 1
+
+
+def tiny_config(study: str, source: Path) -> dict:
+    """The preset at demo scale, then smaller still for the suite."""
+    config = merge(preset(study), demo_override(study))
+    tiny = {
+        "input": {"source": str(source)},
+        "preprocessing": {"brain_extraction": "none"},
+        "registration": {"on_poor_fit": "keep"},
+        "sampling": {"n": 24, "n_reconstruct": 16},
+        "metrics": {"n_original": 16},
+        "evaluation": {"fid": {"repeats": 2, "max_real": 32}, "kid": {"n_subsets": 2, "subset_size": 16},
+                       "prdc": {"nearest_k": 3}, "domain": {"steps": 10, "nearest_k": 3}, "conditioning": {"steps": 10},
+                       "utility": {"steps": 10, "n_synthetic": 16}, "diversity": {"n_pairs": 20, "n_reference": 16}},
+    }
+    config = merge(config, tiny)
+    # A few steps for every model (steps replace the preset's epochs: the budget holds one of them).
+    for name, block in config["models"].items():
+        block["budget"] = {"steps": 6}
+        block["checkpoint_every"] = 3
+        for key in ("validate_every", "snapshot_every"):
+            block.pop(key, None)
+    if study == "han_2018":
+        # two of twelve models: a DCGAN on one sequence, a WGAN on the pooled sequences, small size
+        config["models"] = {name: config["models"][name] for name in ("dcgan_t1_128", "wgan_concat_64")}
+        config["registration"]["transform"] = "none"  # BraTS-like cases are in template space already
+        config["reader_study"]["n_per_model"] = 2
+    if study == "ungria_hirte_2020":
+        # two of four models: the paper's loss forms that differ most from the families' defaults
+        # (IntroVAE eqs. 8-9, StyleGAN eqs. 11-12); the VAE and DFC-VAE run in the demo
+        config["models"] = {name: config["models"][name] for name in ("intro_vae", "stylegan")}
+        config["registration"]["transform"] = "none"
+        config["reader_study"].update(n_real=4, n_per_model=2)
+    if study == "ballesteros_ramirez_2025":
+        config["sampling"]["n_per_class"] = 8
+        config["models"]["cvae"]["hidden_sizes"] = [64, 32]
+        config["registration"]["transform"] = "none"
+        config["reader_study"].update(n_real=4, n_per_model=4)
+    if study == "kazuhiro_2018":
+        config["registration"]["transform"] = "none"
+        config["datasets"]["basal_ganglia"]["augmentation"]["count"] = 4
+        config["datasets"]["basal_ganglia"]["test_fraction"] = 0.5  # 2 subjects, 10 real test slices
+        config["reader_study"]["n_total"] = 8
+    return config
+
+
+TINY_SUBJECTS = {"ungria_hirte_2020": 4, "han_2018": 4, "ballesteros_ramirez_2025": 8, "kazuhiro_2018": 4}
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_preset_runs_end_to_end_at_a_tiny_scale(study, tmp_path_factory):
+    work = copy_checkout(tmp_path_factory, f"tiny-{study}")
+    source = standin.make_standin(study, work.parent / "standin", TINY_SUBJECTS[study], resolution_mm=4)
+    config = tiny_config(study, source)
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(work, "all", "--cores", "2", "--set-threads", "train=1", timeout=1200)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    assert (work / "results/report/index.html").is_file()
+    for model in config["models"]:
+        summary = json.loads((work / "results/models" / model / "seed0/summary.json").read_text())
+        assert summary["steps"] == summary["target_steps"] == 6 and not summary["incomplete"], summary
+    if study == "ballesteros_ramirez_2025":
+        distribution = json.loads((work / "results/metrics/cvae/seed0.distribution.json").read_text())
+        assert "Magnetom TrioTim" in json.dumps(distribution)  # FID per scanner
