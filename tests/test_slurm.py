@@ -193,7 +193,8 @@ def test_every_rule_ran_as_a_slurm_job(workflow_run):
     finished = finished_jobs(workflow_run["output"])
     assert {"demo_cohort", "discover_inputs", "ingest", "register", "slice_dataset", "train",
             "sample", "metrics_model", "report"} <= set(finished)
-    assert finished["ingest"] == finished["register"] == 5
+    # the tiny config's 4 phantoms, the wrong-geometry phantom and the corrupt file
+    assert finished["ingest"] == finished["register"] == 6
     labels = Counter(label for label, _ in jobs.values())
     for rule, count in finished.items():
         assert any(runs_rule(label, rule) for label in labels), f"no sbatch job ran {rule}"
@@ -224,8 +225,11 @@ def test_gpu_rules_asked_for_a_gpu_on_the_gpu_partition(workflow_run):
 def test_gpu_jobs_saw_their_gpu_in_cuda_visible_devices(workflow_run):
     """SLURM sets CUDA_VISIBLE_DEVICES for GPU jobs only; the trainer logs what it saw."""
     logs = workflow_run["work"] / "logs"
-    gpu_logs = sorted((logs / "train").glob("*.log")) + sorted((logs / "sample").glob("*.log"))
-    assert len(gpu_logs) == 2 * len(yaml.safe_load(TEST_CONFIG.read_text())["models"])
+    # one train and one sample log per run (model and seed): logs/<rule>/<model>/seed<seed>.log
+    gpu_logs = sorted((logs / "train").rglob("*.log")) + sorted((logs / "sample").rglob("*.log"))
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    runs = sum(len(block.get("seeds", config.get("training", {}).get("seeds", [0]))) for block in config["models"].values())
+    assert runs == 5 and len(gpu_logs) == 2 * runs
     for log in gpu_logs:
         devices = re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", log.read_text())
         assert devices and set(devices) <= {"0", "1"}, (log, devices)

@@ -55,7 +55,7 @@ def copy_checkout(tmp_path_factory, name: str) -> Path:
     work = tmp_path_factory.mktemp(name) / "checkout"
     work.mkdir()
     shutil.copy(REPO / "Snakefile", work)
-    for folder in ("workflow", "src", "envs", "profiles"):
+    for folder in ("workflow", "src", "envs", "profiles", "presets"):
         shutil.copytree(REPO / folder, work / folder,
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(TEST_CONFIG, work / "config.yaml")
