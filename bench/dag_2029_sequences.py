@@ -5,7 +5,8 @@
 Like ``bench/dag_2029.py`` (same measurement, same targets: dry run within 30 s and 2 GB on
 2 cores), but the cohort is a BraTS 2019-style folder: ``HGG|LGG/<case>/<case>_{t1,t1ce,t2,
 flair,seg}.nii.gz`` (empty placeholder files; discovery reads names only), discovered with
-``input.layout: brats`` and ``registration.reference_sequence: t1``. So discovery groups
+``input.layout: brats`` and ``registration.reference_sequence: t1``, and sliced into two datasets
+(T1 only and the four sequences pooled, Han et al.'s Concat) with one model each. So discovery groups
 10,145 files into 2,029 subjects with four sequences and a mask each, and every ingest job's
 inputs are the subject's five staging links.
 """
@@ -45,6 +46,14 @@ def make_checkout(work: Path, source: Path) -> None:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["input"] = {"source": str(source), "layout": "brats"}
     config.setdefault("registration", {})["reference_sequence"] = "t1"
+    # Two slice datasets as in Han et al. (T1 only, and the four sequences pooled), one model each.
+    geometry = {"axis": "sagittal", "selection": {"mode": "range", "first": 20, "last": 40}}
+    config["datasets"] = {"t1": {"filters": {"sequence": "t1"}, "size": [32, 32], **geometry},
+                          "concat": {"filters": {"sequence": ["t1", "t1ce", "t2", "flair"]}, "size": [32, 32],
+                                     **geometry}}
+    first, second = sorted(config["models"])[:2]
+    config["models"] = {first: {**config["models"][first], "dataset": "t1"},
+                        second: {**config["models"][second], "dataset": "concat"}}
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
