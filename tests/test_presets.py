@@ -141,7 +141,7 @@ def test_preset_runs_end_to_end_at_a_tiny_scale(study, tmp_path_factory):
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     html = (work / "results/report/index.html").read_text()
     # the paper's own tables beside this run's (report.published in every preset)
-    assert 'id="group-paper"' in html and "published, on the authors' data" in html
+    assert 'id="group-paper"' in html and "published, on the authors&#x27; data" in html
     for model in config["models"]:
         summary = json.loads((work / "results/models" / model / "seed0/summary.json").read_text())
         assert summary["steps"] == summary["target_steps"] == 6 and not summary["incomplete"], summary
