@@ -24,12 +24,12 @@ It reads records only; it computes no metric.
 
 from __future__ import annotations
 
-import math
 import re
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from pipeline_lib.core.numbers import finite_float
 from pipeline_lib.core.published import PublishedTable
 
 NO_READINGS = "no readings yet"
@@ -75,25 +75,15 @@ class PaperValues:
     extra_rows: set[str] = field(default_factory=set)
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def over_runs(records: Sequence[Mapping], get: Callable[[Mapping], Any],
               within_sd: Callable[[Mapping], Any] | None = None) -> Any:
     """A cell over a model's runs: one run -> its value (with its own spread when ``within_sd``);
     several -> {mean, sd} over the runs' values; None when no run has a value."""
-    values = [v for v in (_number(get(r)) for r in records) if v is not None]
+    values = [v for v in (finite_float(get(r)) for r in records) if v is not None]
     if not values:
         return None
     if len(values) == 1:
-        sd = _number(within_sd(records[0])) if within_sd is not None and len(records) == 1 else None
+        sd = finite_float(within_sd(records[0])) if within_sd is not None and len(records) == 1 else None
         return {"mean": values[0], "sd": sd} if sd is not None else values[0]
     return {"mean": statistics.fmean(values), "sd": statistics.stdev(values)}
 
@@ -176,8 +166,8 @@ def _ungria_readers(scores: Mapping | None, chosen: Mapping[str, ModelView]) -> 
     readers = [r["reader_id"] for r in scores.get("readers", [])]
     shares: dict[tuple[str, str], dict[str, float | None]] = {}
     for row in scores.get("sources", []):
-        shares[(row["source"], row["reader_id"])] = {"real": _number(row.get("pct_rated_real")),
-                                                     "synthetic": _number(row.get("pct_rated_synthetic"))}
+        shares[(row["source"], row["reader_id"])] = {"real": finite_float(row.get("pct_rated_real")),
+                                                     "synthetic": finite_float(row.get("pct_rated_synthetic"))}
     columns = {"Original Dataset": "real", **{label: m.name for label, m in chosen.items()}}
     cells: dict[str, dict[str, Any]] = {name: {} for name in
                                         ("True Positives", "False Positives", "True Negatives", "False Negatives")}
@@ -329,7 +319,7 @@ def _kazuhiro(tables: Mapping[str, PublishedTable], models: Sequence[ModelView],
     rows = {}
     if scores and scores.get("status") == "ok":
         for row in scores.get("readers", []):
-            ba = _number(row.get("balanced_accuracy"))
+            ba = finite_float(row.get("balanced_accuracy"))
             rows[str(row["reader_id"])] = {
                 "TP": _round(row.get("TP_rate")), "FN": _round(row.get("FN_rate")), "FP": _round(row.get("FP_rate")),
                 "TN": _round(row.get("TN_rate")), "Accuracy": None if ba is None else round(ba, 2)}
@@ -347,7 +337,7 @@ def _kazuhiro(tables: Mapping[str, PublishedTable], models: Sequence[ModelView],
 
 
 def _round(value: Any) -> float | None:
-    number = _number(value)
+    number = finite_float(value)
     return None if number is None else round(number, 1)
 
 
