@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline_lib.imaging import standin
-from test_workflow import copy_checkout, snakemake
+from test_workflow import copy_checkout, job_counts, snakemake
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -48,16 +47,6 @@ def preset(study: str) -> dict:
 
 def demo_override(study: str) -> dict:
     return yaml.safe_load((REPO / "presets" / "demo" / f"{study}.yaml").read_text())
-
-
-def job_counts(text: str) -> dict[str, int]:
-    table = text.split("Job stats:", 1)[1]
-    jobs = {}
-    for line in table.splitlines():
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if match and match.group(1) != "total":
-            jobs[match.group(1)] = int(match.group(2))
-    return jobs
 
 
 @pytest.mark.parametrize("study", STUDIES)

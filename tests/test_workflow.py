@@ -41,6 +41,11 @@ def dry_run_jobs(workdir: Path) -> dict[str, int]:
     text = result.stdout + result.stderr
     if "Nothing to be done" in text:
         return {}
+    return job_counts(text)
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """Rule -> job count from the "Job stats" table of Snakemake's output."""
     table = text.split("Job stats:", 1)[1]
     jobs = {}
     for line in table.splitlines():
