@@ -98,6 +98,15 @@ def test_rerun_settings_leave_out_runtime_keys_in_a_stable_order():
     assert "checkpoint_every" in st.keys_of_kind(st.TrainerSettings, st.RUNTIME)
 
 
+def test_disabled_models_keep_their_block_but_leave_the_model_list():
+    config = {"models": {"b": {"family": "vae"}, "a": {"family": "vae", "enabled": True},
+                         "off": {"family": "vae", "enabled": False}}}
+    assert st.enabled_models(config) == ["a", "b"]
+    assert st.enabled_models({}) == []
+    with pytest.raises(InputError, match="enabled"):
+        st.TrainerSettings.from_block("x", {"family": "vae", "budget": {"steps": 1}, "enabled": "no"})
+
+
 def test_seeds_of_a_model_come_from_its_block_or_training_seeds():
     config = {"training": {"seeds": [0, 1, 2]}, "models": {"a": {"family": "vae"}, "b": {"family": "vae", "seeds": [7]}}}
     assert st.model_seeds(config, "a") == (0, 1, 2)

@@ -12,7 +12,8 @@ from snakemake.utils import validate
 
 from pipeline_lib.core.config_check import config_problems, raise_problems
 from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, canonical, dataset_params,
-                                        dataset_settings, keys_of_kind, model_dataset, model_seeds, rerun_settings)
+                                        dataset_settings, enabled_models, keys_of_kind, model_dataset, model_seeds,
+                                        rerun_settings)
 from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES
 from pipeline_lib.models import family_sources
 from pipeline_lib.models.hyperparameters import check_model_blocks
@@ -33,7 +34,8 @@ validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 DEMO_SHEET = "resources/demo/samples.tsv"
 SOURCE_LINK = "private/source"
 FID_WEIGHTS = "resources/weights/pt_inception-2015-12-05-fid.pth"
-MODELS = sorted(config["models"])
+# Models with `enabled: false` keep their block (checked, recorded in the provenance) but get no jobs.
+MODELS = enabled_models(config)
 # "original" names the real reference row of every metric table.
 if "original" in MODELS:
     raise ValueError("models.original: 'original' is reserved for the real reference row; rename the model")
@@ -314,10 +316,11 @@ def reader_study_models():
     chosen = config["reader_study"].get("models")
     if chosen is None:
         return MODELS
-    unknown = sorted(set(chosen) - set(MODELS))
+    unknown = sorted(set(chosen) - set(config["models"]))
     if unknown:
         raise ValueError(f"reader_study.models names unknown model(s): {', '.join(unknown)}")
-    return sorted(chosen)
+    # a disabled model has no samples to show
+    return sorted(set(chosen) & set(MODELS))
 
 
 def reader_datasets():

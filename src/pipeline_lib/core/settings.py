@@ -549,6 +549,9 @@ class TrainerSettings:
     PATH: ClassVar[str] = "models.<name>"
     family: str
     budget: Budget
+    # false keeps the block (validated, in the provenance) but runs none of the model's jobs, e.g. a
+    # demo override switching off most of a preset's models (merged config files cannot delete keys).
+    enabled: bool = workflow(True)
     checkpoint_every: int = runtime(100)
     seed: int = 0
     seeds: tuple[int, ...] | None = workflow(None)
@@ -581,6 +584,8 @@ class TrainerSettings:
             check_known_keys(self.budget, ("steps", "epochs", "minutes"), "budget")
             object.__setattr__(self, "budget", Budget(**self.budget))
         _positive_int("checkpoint_every", self.checkpoint_every)
+        if not isinstance(self.enabled, bool):
+            raise InputError(f"enabled must be true or false, got {self.enabled!r}")
         if self.seeds is not None:
             object.__setattr__(self, "seeds", _seed_list("seeds", self.seeds))
         if self.ema_decay is not None and (isinstance(self.ema_decay, bool) or not 0 < self.ema_decay < 1):
@@ -633,6 +638,12 @@ def _seed_list(where: str, seeds: Any) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise InputError(f"{where} lists a seed twice: {list(seeds)}")
     return tuple(seeds)
+
+
+def enabled_models(config: Mapping[str, Any]) -> list[str]:
+    """The models the workflow runs, sorted: every ``models`` block without ``enabled: false``."""
+    return sorted(name for name, block in (config.get("models") or {}).items()
+                  if (block or {}).get("enabled", True) is not False)
 
 
 def model_seeds(config: Mapping[str, Any], model: str) -> tuple[int, ...]:
