@@ -220,3 +220,15 @@ def test_the_reader_kit_shows_a_stacked_image_channels_side_by_side():
     assert shown.shape == (32, 3 * 24) and shown.dtype == np.uint8
     for k in range(3):
         np.testing.assert_array_equal(shown[:, 24 * k:24 * (k + 1)], display_pixels(image[k], 32, 24))
+
+
+def test_fresh_sample_blocks_of_a_stacked_model_are_checked_as_grey_images(tmp_path):
+    from pipeline_lib.evaluation.fid import load_sample_blocks
+
+    blocks = np.stack([_stacked_images(n=3, channels=2), _stacked_images(n=3, channels=2)])
+    np.save(tmp_path / "blocks.npy", blocks)
+    assert load_sample_blocks(tmp_path / "blocks.npy").shape == (2, 3, 2, 16, 16)
+    blocks[1, 2, 1, 0, 0] = 1.5
+    np.save(tmp_path / "bad.npy", blocks)
+    with pytest.raises(InputError, match=r"bad\.npy: intensities must lie in \[0, 1\]"):
+        load_sample_blocks(tmp_path / "bad.npy")
