@@ -232,3 +232,34 @@ def test_fresh_sample_blocks_of_a_stacked_model_are_checked_as_grey_images(tmp_p
     np.save(tmp_path / "bad.npy", blocks)
     with pytest.raises(InputError, match=r"bad\.npy: intensities must lie in \[0, 1\]"):
         load_sample_blocks(tmp_path / "bad.npy")
+
+
+def test_conditioning_pools_channels_with_each_samples_label(brats, tmp_path):
+    """A conditional model's samples (N, C, H, W) with N labels: the check reads N·C grey images,
+    each channel with its sample's label, against the dataset's grey view."""
+    import json
+
+    import pandas as pd
+
+    from pipeline_lib.evaluation.conditioning import conditioning_job
+    from pipeline_lib.imaging.slicing import split_subjects
+
+    subjects = sorted(brats)
+    split = split_subjects(subjects, 0.34, 0)
+    first_train = min(s for s in subjects if split[s] == "train")
+    site = {s: "b" if s != first_train and split[s] == "train" else "a" for s in subjects}
+    labels = pd.DataFrame({"subject": subjects, "site": [site[s] for s in subjects]})
+    spec = SliceSpec.from_settings(_settings(channels=["t1", "flair"]))
+    table = build_slice_dataset(brats, labels, tmp_path / "images.npy", tmp_path / "slices.tsv", spec)
+    stacked = np.load(tmp_path / "images.npy")
+    rows = np.flatnonzero((table["split"] == "train").to_numpy())[[0, 1, -2, -1]]  # two of each class
+    np.save(tmp_path / "samples.npy", stacked[rows])
+    pd.DataFrame({"sample": range(4), "label": table["site"].to_numpy()[rows]}).to_csv(
+        tmp_path / "labels.tsv", sep="\t", index=False)
+    result = conditioning_job(tmp_path / "samples.npy", tmp_path / "labels.tsv", tmp_path / "images.npy",
+                              tmp_path / "slices.tsv", tmp_path / "out.json", condition_on="site",
+                              settings={"steps": 5, "batch_size": 8})
+    n_train = int((table["split"] == "train").sum())
+    assert result["n_samples"] == 4 * 2 and result["n_train"] == n_train * 2
+    assert {c["class"]: c["n_samples"] for c in result["per_class"]} == {"a": 4, "b": 4}
+    assert json.loads((tmp_path / "out.json").read_text())["n_samples"] == 8
