@@ -189,7 +189,7 @@ def test_export_records_channels_and_the_card_states_the_datasets_axis(brats, tm
     folder = export.export_model(run, tmp_path / "exported")
     description = export.describe(folder)
     assert description["channels"] == 2
-    assert description["training_data"]["channel_names"] == ["t1", "flair"]
+    assert description["channel_names"] == description["training_data"]["channel_names"] == ["t1", "flair"]
     card = (folder / "README.md").read_text()
     assert "sagittal slices, indices 28–31 on the registered grid (4 positions)" in card
     assert "fitted to 16 × 16 pixels" in card and "axial" not in card

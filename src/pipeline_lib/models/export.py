@@ -6,8 +6,8 @@ An exported folder holds
 * ``weights.pt``: the network's tensors only (a plain state dict, loadable with
   ``torch.load(..., weights_only=True)``, so loading runs no pickled code);
 * ``model.json``: everything needed to rebuild the network and to know what it is: format
-  version, family, image size, channels (and, for a stacked dataset, the channel names in
-  ``training_data.channel_names``), hyperparameters, classes, the run's config block and seed, its
+  version, family, image size, channels and their ``channel_names`` (a stacked dataset's
+  sequences; [] for grey images), hyperparameters, classes, the run's config block and seed, its
   budget and whether it completed, the training data summary (axis, slice indices, size) and the
   weights' SHA-256;
 * ``metrics.json``: the run's evaluation results, when the workflow computed them;
@@ -101,6 +101,8 @@ def _description_from_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
             "steps", "target_steps", "incomplete", "budget", "device", "train_seconds", "training_data")
     description = {"format": FORMAT, **{k: summary[k] for k in keys if k in summary}}
     description.setdefault("channels", 1)
+    # the sequence of each channel ([] for a grey model), also under training_data
+    description["channel_names"] = list((description.get("training_data") or {}).get("channel_names") or [])
     description.setdefault("class_names", [])
     description.setdefault("n_classes", len(description["class_names"]))
     return description
@@ -189,7 +191,7 @@ def _at(record: Any, path: str) -> Any:
 
 
 def _channels_text(description: Mapping[str, Any]) -> str:
-    names = (description.get("training_data") or {}).get("channel_names") or []
+    names = description.get("channel_names") or (description.get("training_data") or {}).get("channel_names") or []
     channels = int(description.get("channels") or 1)
     if channels == 1:
         return "single-channel (grey) images"
