@@ -53,7 +53,15 @@ def tile(images: np.ndarray, ncols: int = 8, pad: int = 2) -> np.ndarray:
 
 
 def save_grid(images: np.ndarray, path: Path, ncols: int = 8, max_images: int = 64) -> None:
-    """Write the first ``max_images`` of (N, H, W) images in [0, 1] as an 8-bit grey PNG grid."""
+    """Write the first ``max_images`` of (N, H, W) images in [0, 1] as an 8-bit grey PNG grid.
+
+    Stacked (N, C, H, W) images show each image's C channels side by side (about ``ncols`` columns
+    and ``max_images`` tiles in all, never splitting an image over two rows)."""
+    if images.ndim == 4:
+        channels = images.shape[1]
+        per_row = max(1, ncols // channels)
+        images = images[:max(1, max_images // channels)].reshape((-1,) + images.shape[2:])
+        ncols, max_images = per_row * channels, len(images)
     mosaic = tile(np.clip(images[:max_images], 0, 1), ncols=ncols)
     with atomic_path(path, suffix=".png") as tmp:
         tmp.write_bytes(encode_png_gray8(to_uint8(mosaic)))

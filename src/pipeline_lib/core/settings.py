@@ -327,7 +327,9 @@ class DatasetSettings:
     and at which size (imaging/slice_geometry.py); ``clip_percentile`` is seed 001's normalisation;
     ``test_fraction`` and ``split_seed`` split the cohort's subjects (before filtering, so the same
     subjects are test in every dataset); ``augmentation`` adds Kazuhiro et al.'s offline 3-D
-    augmented images of training subjects (imaging/augmentation.py), null = none.
+    augmented images of training subjects (imaging/augmentation.py), null = none; ``channels``
+    (null = one grey image per volume) lists two or more sequences stacked as the channels of each
+    image, in that order (imaging/slicing.py).
     """
 
     PATH: ClassVar[str] = "datasets.<name>"
@@ -340,6 +342,7 @@ class DatasetSettings:
     test_fraction: float = 0.2
     split_seed: int = 0
     augmentation: Mapping[str, Any] | None = None
+    channels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.filters, Mapping):
@@ -369,10 +372,28 @@ class DatasetSettings:
                 raise InputError(f"augmentation must be a mapping or null, not {self.augmentation!r}")
             check_known_keys(self.augmentation, AUGMENTATION_KEYS, "augmentation")
             object.__setattr__(self, "augmentation", dict(self.augmentation))
+        if self.channels is not None:
+            object.__setattr__(self, "channels", _check_channels(self.channels, self.filters))
 
     @property
     def square(self) -> bool:
         return self.size[0] == self.size[1]
+
+
+def _check_channels(channels: Any, filters: Mapping[str, Any]) -> tuple[str, ...]:
+    """``channels``: two or more distinct sequence names (no "+", which joins them in slices.tsv)."""
+    if (not isinstance(channels, (list, tuple)) or len(channels) < 2
+            or not all(isinstance(c, str) and c and "+" not in c for c in channels)):
+        raise InputError(f"channels must be null or a list of two or more sequence names (without '+'), "
+                         f"not {channels!r}")
+    repeated = sorted({c for c in channels if list(channels).count(c) > 1})
+    if repeated:
+        raise InputError(f"channels lists sequence(s) more than once: {', '.join(repeated)}")
+    if "sequence" in filters:
+        raise InputError(f"channels {list(channels)} and filters.sequence {list(filters['sequence'])} are both "
+                         "set; a stacked dataset takes every listed sequence of a subject, so drop "
+                         "filters.sequence (channels already names the sequences)")
+    return tuple(channels)
 
 
 def _check_selection(selection: Any) -> dict[str, Any]:
@@ -432,6 +453,10 @@ def dataset_params(settings: DatasetSettings) -> dict[str, Any]:
     result key), so equal settings give equal params however they were written."""
     values = {f.name: getattr(settings, f.name) for f in fields(settings)}
     values["filters"] = {k: list(v) for k, v in values["filters"].items()}
+    if values["channels"] is None:  # absent as before the key existed: single-channel datasets keep their params
+        del values["channels"]
+    else:
+        values["channels"] = list(values["channels"])
     return canonical(values)
 
 

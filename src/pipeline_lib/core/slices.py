@@ -1,6 +1,14 @@
 """The slice dataset handed between stages (images.npy + slices.tsv) and checked image stacks.
 
-Images are float32 (N, H, W) in [0, 1]; ``slices.tsv`` has one row per image.
+Images are float32 (N, H, W) in [0, 1]; ``slices.tsv`` has one row per image. A stacked dataset
+(``datasets.<name>.channels``) has (N, C, H, W) images, one channel per sequence, and its
+``sequence`` column names the channels joined by "+" (:func:`image_channels`).
+
+Models train on and sample the channels together; everything that measures grey images (every
+metric, the report's figures) reads them through :func:`grey_images` / :func:`grey_rows` (or
+``grey=True`` of the loaders), which pool the C channels of each image as C grey images,
+channel-major per image (image 0's channels, then image 1's, ...), as Han et al.'s "Concat"
+dataset pools the sequences. A grey (N, H, W) dataset passes through unchanged.
 """
 
 from __future__ import annotations
@@ -22,8 +30,62 @@ def load_table(table: Path) -> pd.DataFrame:
 
 
 def open_images(images: Path) -> np.ndarray:
-    """Memory-mapped (N, H, W) float32 array: large cohorts need not fit in memory twice."""
+    """Memory-mapped (N, H, W) (or stacked (N, C, H, W)) float32 array: large cohorts need not fit
+    in memory twice."""
     return np.load(images, mmap_mode="r")
+
+
+#: Joins the channel (sequence) names of a stacked dataset in slices.tsv's ``sequence`` column.
+CHANNEL_JOIN = "+"
+
+
+def channel_count(images: np.ndarray) -> int:
+    """C of a stacked (N, C, H, W) array, 1 for a grey (N, H, W) one."""
+    return int(images.shape[1]) if images.ndim == 4 else 1
+
+
+def image_channels(images: Path | np.ndarray, table: pd.DataFrame) -> list[str]:
+    """The channel (sequence) names of a stacked dataset, in channel order; [] for a grey one.
+
+    Read from the ``sequence`` column ("t1+t1ce+t2+flair", the same on every row) and checked
+    against the image array's C.
+    """
+    data = open_images(images) if isinstance(images, (str, os.PathLike)) else images
+    if data.ndim == 3:
+        return []
+    if data.ndim != 4:
+        raise InputError(f"{images if not isinstance(images, np.ndarray) else 'images'}: expected "
+                         f"(N, H, W) or stacked (N, C, H, W) images, got shape {data.shape}")
+    joined = set(table["sequence"].astype(str)) if "sequence" in table.columns else set()
+    names = joined.pop().split(CHANNEL_JOIN) if len(joined) == 1 else []
+    if len(names) != data.shape[1]:
+        raise InputError(f"stacked images have {data.shape[1]} channels but the slice table's 'sequence' "
+                         f"column does not name them (one value joined by '{CHANNEL_JOIN}'; found "
+                         f"{sorted(map(str, joined)) or 'no sequence column'})")
+    return names
+
+
+def grey_images(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) as (N·C, H, W) grey images, channel-major per image (a view when it can be);
+    a grey (N, H, W) stack is returned as it is."""
+    if images.ndim == 4:
+        return images.reshape((-1,) + images.shape[2:])
+    return images
+
+
+def grey_rows(rows: pd.DataFrame | pd.Series, channels: int | list[str]):
+    """The per-image ``rows`` (table rows or sample labels) repeated once per channel, in the
+    order of :func:`grey_images`. Given the channel names, a table's ``sequence`` becomes each grey
+    image's own sequence, so the grey view reads like a pooled dataset of those sequences. One
+    channel: ``rows`` as they are."""
+    names = list(channels) if not isinstance(channels, int) else []
+    count = len(names) if names else int(channels)
+    if count <= 1:
+        return rows
+    out = rows.iloc[np.repeat(np.arange(len(rows)), count)].reset_index(drop=True)
+    if names and isinstance(out, pd.DataFrame):
+        out["sequence"] = names * len(rows)
+    return out
 
 
 def split_rows(table: pd.DataFrame, split: str, augmented: bool = False) -> np.ndarray:
@@ -47,9 +109,11 @@ def subset_rows(rows: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def load_split(images: Path, table: Path, split: str, n: int | None = None,
-               seed: int = 0, augmented: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
-    """Images (float32, in memory) and table rows of one split, optionally a seeded subset; the
-    offline-augmented images only with ``augmented`` (see :func:`split_rows`)."""
+               seed: int = 0, augmented: bool = False, grey: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
+    """Images (float32, in memory) and table rows of one split, optionally a seeded subset of ``n``
+    images; the offline-augmented images only with ``augmented`` (see :func:`split_rows`). With
+    ``grey`` a stacked dataset's images come as grey images with their rows repeated per channel
+    (:func:`grey_images`, :func:`grey_rows`): what every metric reads."""
     frame = load_table(table)
     rows = split_rows(frame, split, augmented)
     if n is not None:
@@ -57,19 +121,24 @@ def load_split(images: Path, table: Path, split: str, n: int | None = None,
     data = open_images(images)
     if len(data) != len(frame):
         raise InputError(f"{images} has {len(data)} images but {table} has {len(frame)} rows")
-    return np.asarray(data[rows], dtype=np.float32), frame.loc[rows].reset_index(drop=True)
+    chosen, chosen_rows = np.asarray(data[rows], dtype=np.float32), frame.loc[rows].reset_index(drop=True)
+    if grey:
+        return grey_images(chosen), grey_rows(chosen_rows, image_channels(data, frame) or 1)
+    return chosen, chosen_rows
 
 
-def validate_images(images: np.ndarray, what: str) -> np.ndarray:
-    """Check that ``images`` is a non-empty finite (N, H, W) stack in [0, 1].
+def validate_images(images: np.ndarray, what: str, stacked: bool = False) -> np.ndarray:
+    """Check that ``images`` is a non-empty finite (N, H, W) stack in [0, 1] (with ``stacked``, a
+    (N, C, H, W) stack is accepted too).
 
     ``what`` names the array (or the file it came from) in error messages.
     Returns the array unchanged (no copy); raises InputError otherwise.
     """
     if not isinstance(images, np.ndarray):
         raise InputError(f"{what}: expected a numpy array, got {type(images).__name__}")
-    if images.ndim != 3:
-        raise InputError(f"{what}: expected images shaped (N, H, W), got shape {images.shape}")
+    if images.ndim != 3 and not (stacked and images.ndim == 4):
+        raise InputError(f"{what}: expected images shaped (N, H, W){' or (N, C, H, W)' if stacked else ''}, "
+                         f"got shape {images.shape}")
     if min(images.shape) == 0:
         raise InputError(f"{what}: empty image stack, shape {images.shape}")
     if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)):
@@ -87,11 +156,13 @@ def validate_images(images: np.ndarray, what: str) -> np.ndarray:
     return images
 
 
-def load_checked_images(path: str | os.PathLike) -> np.ndarray:
-    """Load an ``.npy`` image stack and validate it; errors name the file."""
+def load_checked_images(path: str | os.PathLike, grey: bool = False) -> np.ndarray:
+    """Load an ``.npy`` image stack ((N, H, W), or stacked (N, C, H, W)) and validate it; errors
+    name the file. With ``grey`` a stacked array comes as grey images (:func:`grey_images`)."""
     path = Path(path)
     try:
         images = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read as a .npy image stack ({exc})") from exc
-    return validate_images(images, str(path))
+    images = validate_images(images, str(path), stacked=True)
+    return grey_images(images) if grey else images

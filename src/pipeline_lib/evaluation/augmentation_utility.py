@@ -72,15 +72,17 @@ def utility_job(samples: Path, labels: Path, images: Path, table: Path, network:
     """The ``augmentation_utility`` rule (task chosen as described in the module docstring)."""
     from pipeline_lib.core.slices import load_split
     from pipeline_lib.evaluation.domain_features import load_domain_network
-    from pipeline_lib.core.slices import load_checked_images
+    from pipeline_lib.core.slices import channel_count, grey_images, grey_rows, load_checked_images
     from pipeline_lib.core.runtime import configure_threads
 
     configure_threads(threads)
     cfg = read_settings(UtilitySettings, settings)
-    train, train_rows = load_split(images, table, "train")
-    test, test_rows = load_split(images, table, "test")
+    train, train_rows = load_split(images, table, "train", grey=True)
+    test, test_rows = load_split(images, table, "test", grey=True)
     synth = np.asarray(load_checked_images(samples), dtype=np.float32)
-    sample_names = read_sample_labels(labels, len(synth))
+    # a stacked model's samples are pooled per channel, each channel with its sample's label
+    sample_names = grey_rows(read_sample_labels(labels, len(synth)), channel_count(synth))
+    synth = grey_images(synth)
     if cfg.n_synthetic is not None and cfg.n_synthetic < len(synth):
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(synth), cfg.n_synthetic, replace=False))
         synth, sample_names = synth[keep], sample_names.iloc[keep].reset_index(drop=True)

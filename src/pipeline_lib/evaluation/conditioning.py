@@ -92,17 +92,19 @@ def conditioning_job(samples: Path, labels: Path, images: Path, table: Path, out
         write_json(out, result)
         return result
     from pipeline_lib.core.slices import load_split
-    from pipeline_lib.core.slices import load_checked_images
+    from pipeline_lib.core.slices import channel_count, grey_images, grey_rows, load_checked_images
     from pipeline_lib.core.runtime import configure_threads
 
     configure_threads(threads)
-    train, train_rows = load_split(images, table, "train")
-    test, test_rows = load_split(images, table, "test")
+    train, train_rows = load_split(images, table, "train", grey=True)
+    test, test_rows = load_split(images, table, "test", grey=True)
     if condition_on not in train_rows.columns:
         raise InputError(f"{table}: no column '{condition_on}' (the model's condition_on)")
     names = class_names(train_rows[condition_on])
     synth = np.asarray(load_checked_images(samples), dtype=np.float32)
-    sample_names = read_sample_labels(labels, len(synth))
+    # a stacked model's samples are pooled per channel, each channel with its sample's label
+    sample_names = grey_rows(read_sample_labels(labels, len(synth)), channel_count(synth))
+    synth = grey_images(synth)
     sample_labels = encode_labels(sample_names, names)
     unknown = sorted(set(sample_names[sample_labels < 0]))
     if unknown:

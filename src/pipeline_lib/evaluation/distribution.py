@@ -27,6 +27,7 @@ import numpy as np
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import write_json
 from pipeline_lib.core.settings import FidSettings, KidSettings, PrdcSettings, read_settings
+from pipeline_lib.core.slices import grey_rows
 from pipeline_lib.evaluation.fid import (frechet_distance_features, load_feature_file, per_class_fid, repeated_fid,
                                          sample_blocks_of)
 
@@ -282,6 +283,8 @@ def model_distribution_job(sample_features: Path, real_features: Path, table: Pa
     sample_labels = real_labels = None
     if condition_on:
         frame = pd.read_csv(labels, sep="\t", dtype=str, keep_default_na=False)
+        # a stacked model's features are per channel (fid.model_features_job): labels repeat per channel
+        frame = grey_rows(frame, int(samples.get("channels", 1)))
         if "label" not in frame.columns or len(frame) != len(samples["features"]):
             raise InputError(f"{labels}: expected a 'label' column with one row per sample "
                              f"({len(samples['features'])}), got {len(frame)} rows")

@@ -123,11 +123,11 @@ def model_diversity_job(samples: Path, reconstructions: Path, images: Path, tabl
     """MS-SSIM of sample pairs; SSIM/MS-SSIM/PSNR of the reconstructions of the sampled test subset
     (the same subset, ``sampling.n_reconstruct`` and ``sampling.seed``, the sample rule reconstructed)."""
     cfg = read_settings(DiversitySettings, settings)
-    result = {"kind": "model", **pairwise_ms_ssim(load_checked_images(samples), n_pairs=cfg.n_pairs,
+    result = {"kind": "model", **pairwise_ms_ssim(load_checked_images(samples, grey=True), n_pairs=cfg.n_pairs,
                                                    seed=cfg.seed, kernel_size=cfg.kernel_size)}
     if np.load(reconstructions, mmap_mode="r").shape[0]:
-        test_images, _ = load_split(images, table, "test", n=n_reconstruct, seed=seed)
-        result.update(reconstruction_similarity(test_images, load_checked_images(reconstructions),
+        test_images, _ = load_split(images, table, "test", n=n_reconstruct, seed=seed, grey=True)
+        result.update(reconstruction_similarity(test_images, load_checked_images(reconstructions, grey=True),
                                                 kernel_size=cfg.kernel_size))
     write_json(out, result)
     return result
@@ -137,7 +137,7 @@ def original_diversity_job(images: Path, table: Path, out: Path, *,
                            settings: DiversitySettings | Mapping | None) -> dict:
     """The reference: MS-SSIM between pairs of real test slices (a seeded subset of ``n_reference``)."""
     cfg = read_settings(DiversitySettings, settings)
-    reference, _ = load_split(images, table, "test", n=cfg.n_reference, seed=cfg.seed)
+    reference, _ = load_split(images, table, "test", n=cfg.n_reference, seed=cfg.seed, grey=True)
     result = {"kind": "original", **pairwise_ms_ssim(reference, n_pairs=cfg.n_pairs, seed=cfg.seed,
                                                       kernel_size=cfg.kernel_size)}
     write_json(out, result)

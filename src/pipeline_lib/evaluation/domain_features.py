@@ -376,7 +376,7 @@ def domain_network_job(images: Path, table: Path, *, out_network: Path, out_summ
     """The ``domain_network`` rule: train, evaluate on both splits, save weights and a JSON summary."""
     import time
 
-    from pipeline_lib.core.slices import load_table, open_images
+    from pipeline_lib.core.slices import grey_images, grey_rows, image_channels, load_table, open_images
     from pipeline_lib.core.runtime import configure_threads
 
     configure_threads(threads)
@@ -385,6 +385,8 @@ def domain_network_job(images: Path, table: Path, *, out_network: Path, out_summ
     data = open_images(images)
     if len(data) != len(frame):
         raise InputError(f"{images} has {len(data)} images but {table} has {len(frame)} rows")
+    # a stacked dataset is learnt as its channels' grey images (core.slices.grey_images)
+    frame, data = grey_rows(frame, image_channels(data, frame) or 1), grey_images(data)
     started = time.monotonic()
     network = train_domain_network(data, frame, cfg, source=str(table))
     seconds = time.monotonic() - started
@@ -426,11 +428,11 @@ def domain_metrics_job(network: Path, images: Path, table: Path, out: Path, *, s
     configure_threads(threads)
     cfg = read_settings(DomainSettings, settings)
     net = load_domain_network(network)
-    reference, _ = load_split(images, table, "train", n=cfg.n_reference, seed=cfg.seed)
+    reference, _ = load_split(images, table, "train", n=cfg.n_reference, seed=cfg.seed, grey=True)
     if samples is not None:
-        candidates, kind = np.asarray(load_checked(samples), dtype=np.float32), "model"
+        candidates, kind = np.asarray(load_checked(samples, grey=True), dtype=np.float32), "model"
     else:
-        candidates, _ = load_split(images, table, "test")
+        candidates, _ = load_split(images, table, "test", grey=True)
         kind = "original"
     if candidates.shape[1:] != reference.shape[1:]:
         raise InputError(f"{samples}: image size {candidates.shape[1:]} differs from the slices' "

@@ -208,9 +208,10 @@ def real_features_job(weights: Path, images: Path, table: Path, split: str, out:
     """The real_features rule: Inception features of one split's slices (all, or ``max_real``).
 
     The .npz also holds ``rows``, the slice-table rows of the features, so
-    per-class statistics can be drawn from it later.
+    per-class statistics can be drawn from it later. A stacked dataset's images count as their
+    channels' grey images (core.slices.grey_images), each feature row naming its image's table row.
     """
-    from pipeline_lib.core.slices import load_table, open_images, split_rows, subset_rows
+    from pipeline_lib.core.slices import channel_count, grey_images, load_table, open_images, split_rows, subset_rows
     from pipeline_lib.core.runtime import configure_threads
 
     cfg = read_settings(FidSettings, settings)
@@ -222,9 +223,11 @@ def real_features_job(weights: Path, images: Path, table: Path, split: str, out:
     rows = split_rows(frame, split)
     if cfg.max_real is not None:
         rows = subset_rows(rows, cfg.max_real, cfg.seed)
-    features = _features_of(data, rows, weights, cfg, f"{images} ({split} split)")
-    save_feature_file(out, features, rows=rows.astype(np.int64))
-    return {"split": split, "n_images": int(len(rows))}
+    channels = channel_count(data)
+    grey_index = (rows[:, None] * channels + np.arange(channels)).ravel()
+    features = _features_of(grey_images(data), grey_index, weights, cfg, f"{images} ({split} split)")
+    save_feature_file(out, features, rows=np.repeat(rows, channels).astype(np.int64))
+    return {"split": split, "n_images": int(len(grey_index))}
 
 
 def model_features_job(weights: Path, samples: Path, out: Path, *, settings: FidSettings | Mapping[str, Any] | None = None,
@@ -232,37 +235,45 @@ def model_features_job(weights: Path, samples: Path, out: Path, *, settings: Fid
     """The model_features rule: Inception features of one model's samples.
 
     With ``blocks`` (the fid_samples rule's ``(R, n, H, W)`` stack of fresh sample sets), their
-    features are stored too, as ``block_features`` (R * n rows) and ``block_index``.
+    features are stored too, as ``block_features`` (R * n rows) and ``block_index``. A stacked
+    model's samples (n, C, H, W) count as their channels' grey images (core.slices.grey_images);
+    the file then records ``channels`` (C), so labels per sample can be repeated per channel.
     """
-    from pipeline_lib.core.slices import load_checked_images
+    from pipeline_lib.core.slices import channel_count, grey_images, load_checked_images
     from pipeline_lib.core.runtime import configure_threads
 
     cfg = read_settings(FidSettings, settings)
     configure_threads(threads)
-    stack = load_checked_images(samples)
+    raw = load_checked_images(samples)
+    stack = grey_images(raw)
     features = _features_of(stack, np.arange(len(stack)), weights, cfg, str(samples))
     extra: dict[str, np.ndarray] = {}
+    if channel_count(raw) > 1:
+        extra["channels"] = np.array(channel_count(raw), dtype=np.int64)
     if blocks is not None:
         block_stack = load_sample_blocks(blocks)
-        flat = block_stack.reshape((-1,) + block_stack.shape[2:])
+        flat = grey_images(block_stack.reshape((-1,) + block_stack.shape[2:]))
         extra["block_features"] = _features_of(flat, np.arange(len(flat)), weights, cfg, str(blocks))
-        extra["block_index"] = np.repeat(np.arange(block_stack.shape[0]), block_stack.shape[1]).astype(np.int64)
+        extra["block_index"] = np.repeat(np.arange(block_stack.shape[0]),
+                                         len(flat) // block_stack.shape[0]).astype(np.int64)
     save_feature_file(out, features, **extra)
     return {"n_images": int(len(stack)), "n_blocks": int(block_stack.shape[0]) if blocks is not None else 0}
 
 
 def load_sample_blocks(path: str | os.PathLike) -> np.ndarray:
-    """The fid_samples rule's stack (R, n, H, W) of sample sets in [0, 1], memory-mapped and checked."""
-    from pipeline_lib.core.slices import validate_images
+    """The fid_samples rule's stack (R, n, H, W) of sample sets in [0, 1] ((R, n, C, H, W) for a
+    stacked model), memory-mapped and checked."""
+    from pipeline_lib.core.slices import grey_images, validate_images
 
     path = Path(path)
     try:
         stack = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read as a .npy stack of sample blocks ({exc})") from exc
-    if stack.ndim != 4 or stack.shape[0] < 1 or stack.shape[1] < 2:
-        raise InputError(f"{path}: sample blocks must be (R >= 1, n >= 2, H, W), got shape {stack.shape}")
-    validate_images(stack.reshape((-1,) + stack.shape[2:]), str(path))
+    if stack.ndim not in (4, 5) or stack.shape[0] < 1 or stack.shape[1] < 2:
+        raise InputError(f"{path}: sample blocks must be (R >= 1, n >= 2, H, W) or (R, n, C, H, W), "
+                         f"got shape {stack.shape}")
+    validate_images(grey_images(stack.reshape((-1,) + stack.shape[2:])), str(path))
     return stack
 
 

@@ -222,9 +222,9 @@ def memorization_job(samples: Path, images: Path, table: Path, network: Path, *,
     # CNN runs best on one torch thread (two were 9x slower on a loaded 2-core machine).
     configure_threads(1)
     cfg = read_settings(MemorizationSettings, settings)
-    synth = np.asarray(load_checked_images(samples), dtype=np.float32)
-    train, train_rows = load_split(images, table, "train")
-    test, _ = load_split(images, table, "test", n=cfg.n_test_reference, seed=cfg.seed)
+    synth = np.asarray(load_checked_images(samples, grey=True), dtype=np.float32)
+    train, train_rows = load_split(images, table, "train", grey=True)
+    test, _ = load_split(images, table, "test", n=cfg.n_test_reference, seed=cfg.seed, grey=True)
     if synth.shape[1:] != train.shape[1:]:
         raise InputError(f"{samples}: image size {synth.shape[1:]} differs from the slices' {train.shape[1:]}")
     net = load_domain_network(network)

@@ -232,12 +232,12 @@ def _check_same_image_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: s
 def model_metrics_job(samples: Path, reconstructions: Path, images: Path, table: Path, out: Path, *,
                       sharpness_scale: float, n_reconstruct: int, seed: int) -> dict:
     """Samples against all training slices; reconstructions against the test slices they came from."""
-    originals, _ = load_split(images, table, "train")
-    result = {"kind": "model", **sample_metrics(load_checked_images(samples), originals, sharpness_scale=sharpness_scale)}
+    originals, _ = load_split(images, table, "train", grey=True)
+    result = {"kind": "model", **sample_metrics(load_checked_images(samples, grey=True), originals, sharpness_scale=sharpness_scale)}
     # Families that cannot reconstruct leave a zero-row array.
     if np.load(reconstructions, mmap_mode="r").shape[0]:
-        recon = load_checked_images(reconstructions)
-        test_images, _ = load_split(images, table, "test", n=n_reconstruct, seed=seed)
+        recon = load_checked_images(reconstructions, grey=True)
+        test_images, _ = load_split(images, table, "test", n=n_reconstruct, seed=seed, grey=True)
         result.update(reconstruction_metrics(test_images, recon, sharpness_scale=sharpness_scale))
     write_json(out, result)
     return result
@@ -246,8 +246,8 @@ def model_metrics_job(samples: Path, reconstructions: Path, images: Path, table:
 def original_metrics_job(images: Path, table: Path, out: Path, *, sharpness_scale: float,
                          n_original: int, seed: int) -> dict:
     """The 'Original' row: held-out real slices treated as the sample set."""
-    originals, _ = load_split(images, table, "train")
-    reference, _ = load_split(images, table, "test", n=n_original, seed=seed)
+    originals, _ = load_split(images, table, "train", grey=True)
+    reference, _ = load_split(images, table, "test", n=n_original, seed=seed, grey=True)
     result = {"kind": "original", **sample_metrics(reference, originals, sharpness_scale=sharpness_scale)}
     write_json(out, result)
     return result

@@ -10,6 +10,13 @@ Augmented images (imaging/augmentation.py) are made for training subjects only.
 Outputs: ``images.npy`` (N x H x W float32 in [0, 1], rows ordered by subject, sequence, then
 slice) and ``slices.tsv`` (row, subject, slice_index, split, axis, position_mm, augmented,
 labels..., sequence).
+
+A stacked dataset (``channels``: a list of sequences) has one image per slice position of a subject
+with one channel per listed sequence, in that order: ``images.npy`` is N x C x H x W and
+``sequence`` holds the names joined by "+" (core.slices.image_channels reads them back). The
+sequences of a subject are registered to one grid, so every channel is cut at the same indices and
+positions (checked: shapes and affines must agree); each volume is normalised on its own, and the
+offline augmentation applies the same sampled combination to every channel.
 """
 
 from __future__ import annotations
@@ -167,6 +174,7 @@ class SliceSpec:
     filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     augmentation: VolumeAugmentation | None = None
     augmentation_level_mm: float | None = None
+    channels: tuple[str, ...] | None = None
 
     @classmethod
     def from_settings(cls, settings: DatasetSettings | Mapping) -> "SliceSpec":
@@ -185,7 +193,8 @@ class SliceSpec:
         return cls(axis=settings.axis, selection=SliceSelection(**selection), size=tuple(settings.size),
                    fit=settings.fit, clip_percentile=settings.clip_percentile,
                    test_fraction=settings.test_fraction, split_seed=settings.split_seed,
-                   filters=dict(settings.filters), augmentation=augmentation, augmentation_level_mm=level)
+                   filters=dict(settings.filters), augmentation=augmentation, augmentation_level_mm=level,
+                   channels=settings.channels)
 
 
 def subject_volumes(register_dirs: list[str | Path], on_poor_fit: str = "exclude",
@@ -216,7 +225,9 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
     ``subject``; bookkeeping columns such as ``format`` and ``path`` are left out) are copied to
     every slice of the subject; ``sequence`` is the volume's. The image array is written slice by
     slice into a memory-mapped temporary file, so a large cohort is never held in memory, and
-    renamed into place only when complete.
+    renamed into place only when complete. With ``spec.channels`` each image stacks the subject's
+    listed sequences as channels (N x C x H x W, see the module docstring); subjects lacking one
+    are left out.
     """
     spec = spec or SliceSpec()
     if not registered:
@@ -224,22 +235,30 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
     subjects = sorted(registered)
     label_table = _label_table(labels, subjects)
     split = split_subjects(subjects, spec.test_fraction, spec.split_seed)
-    items = _filtered_items(registered, label_table, spec.filters)
+    if spec.channels:
+        items = _stacked_items(registered, label_table, spec.filters, spec.channels)
+    else:
+        items = [(subject, sequence, [path]) for subject, sequence, path
+                 in _filtered_items(registered, label_table, spec.filters)]
     height, width = spec.size
     plans = []
-    for subject, sequence, path in items:
-        indices = _planned_indices(path, spec)
+    for subject, sequence, paths in items:
+        if len(paths) > 1:
+            _check_same_grid(subject, paths)
+        indices = _planned_indices(paths[0], spec)
         combos = (sample_combinations(spec.augmentation, subject)
                   if spec.augmentation is not None and split[subject] == "train" else [])
-        plans.append((subject, sequence, path, len(indices), combos))
+        plans.append((subject, sequence, paths, len(indices), combos))
     total = sum(n + len(combos) for *_, n, combos in plans)
+    channels = (len(spec.channels),) if spec.channels else ()
 
     rows = []
     with atomic_path(out_images, suffix=".npy") as tmp:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, height, width))
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                           shape=(total,) + channels + (height, width))
         start = 0
-        for subject, sequence, path, _, combos in plans:
-            slices, index, position, extra = _volume_slices(path, spec, combos)
+        for subject, sequence, paths, _, combos in plans:
+            slices, index, position, extra = _stacked_slices(paths, spec, combos, stacked=bool(channels))
             base = {"subject": subject, "split": split[subject], "axis": spec.axis}
             for i in range(len(slices)):
                 rows.append({**base, "row": start + i, "slice_index": _index_value(index[i]),
@@ -259,9 +278,64 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
         table = table[[c for c in table.columns if c != "sequence"] + ["sequence"]]
     write_tsv(out_table, table)
     log.info("%d slices (%d augmented) from %d volumes of %d subjects (%d test subjects)", total,
-             int(table["augmented"].sum()), len(plans), len({p[0] for p in plans}),
+             int(table["augmented"].sum()), sum(len(p[2]) for p in plans), len({p[0] for p in plans}),
              sum(v == "test" for v in split.values()))
     return table
+
+
+def _stacked_items(registered: Mapping[str, Path | Mapping[str, Path]], label_table: pd.DataFrame | None,
+                   filters: Mapping[str, tuple[str, ...]], channels: tuple[str, ...]
+                   ) -> list[tuple[str, str, list[Path]]]:
+    """(subject, "a+b+...", [path per channel]) of every subject that passes the label filters and
+    has every sequence of ``channels``; the subjects lacking one are logged in one line."""
+    if "sequence" in filters:
+        raise InputError(f"channels {list(channels)} and filters.sequence are both set; drop filters.sequence")
+    passing = {subject for subject, _, _ in _filtered_items(registered, label_table, filters)}
+    items, lacking = [], []
+    for subject in sorted(passing):
+        volumes = registered[subject]
+        if not isinstance(volumes, Mapping):
+            volumes = {DEFAULT_SEQUENCE: volumes}
+        missing = [c for c in channels if c not in volumes]
+        if missing:
+            lacking.append(f"{subject} (no {', '.join(missing)})")
+        else:
+            items.append((subject, "+".join(channels), [Path(volumes[c]) for c in channels]))
+    if lacking:
+        log.info("%d subject(s) lack a sequence of channels %s and are left out: %s",
+                 len(lacking), "+".join(channels), "; ".join(lacking))
+    if not items:
+        raise InputError(f"no subject has every sequence of channels {list(channels)} "
+                         f"(lacking: {'; '.join(lacking)})")
+    return items
+
+
+def _check_same_grid(subject: str, paths: list[Path]) -> None:
+    """The channel volumes of a subject share one voxel grid (shape and affine), from their headers."""
+    grids = []
+    for path in paths:
+        try:
+            image = nib.load(str(path))
+        except Exception as exc:  # nibabel raises many types for broken files
+            raise InputError(f"{path}: not a readable NIfTI volume ({type(exc).__name__}: {exc})") from exc
+        grids.append((tuple(image.shape), np.asarray(image.affine, dtype=np.float64)))
+    for path, (shape, affine) in zip(paths[1:], grids[1:]):
+        if shape != grids[0][0] or not np.allclose(affine, grids[0][1], atol=1e-4):
+            raise InputError(
+                f"subject {subject}: {path} (shape {shape}) is not on the grid of {paths[0]} (shape "
+                f"{grids[0][0]}); the stacked sequences of a subject must be registered to one grid "
+                f"(same shape and affine). Affines:\n{np.round(affine, 4)}\nvs\n{np.round(grids[0][1], 4)}")
+
+
+def _stacked_slices(paths: list[Path], spec: SliceSpec, combos: list[dict], stacked: bool):
+    """:func:`_volume_slices` of one volume, or of every channel volume stacked on axis 1 (their
+    indices and positions agree: the volumes share one grid, checked by :func:`_check_same_grid`)."""
+    parts = [_volume_slices(path, spec, combos) for path in paths]
+    slices, index, position, (extra, where) = parts[0]
+    if stacked:
+        slices = np.stack([part[0] for part in parts], axis=1)
+        extra = np.stack([part[3][0] for part in parts], axis=1)
+    return slices, index, position, (extra, where)
 
 
 def _filtered_items(registered: Mapping[str, Path | Mapping[str, Path]], label_table: pd.DataFrame | None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,6 +21,24 @@ from pipeline_lib.core.settings import check_known_keys
 
 #: Devices whose fused Adam kernel torch provides (others get the default implementation).
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
+def image_batch(images: np.ndarray) -> torch.Tensor:
+    """A dataset's images as the network's (N, C, H, W) float32 tensor: grey (N, H, W) images get
+    C = 1, a stacked dataset's (N, C, H, W) images keep their channels."""
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    if x.ndim == 3:
+        return x.unsqueeze(1)
+    if x.ndim != 4:
+        raise InputError(f"expected images shaped (N, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+    return x
+
+
+def batch_images(x: torch.Tensor) -> np.ndarray:
+    """The network's (N, C, H, W) output as the dataset's images, float32 clamped to [0, 1]:
+    (N, H, W) for one channel (as grey datasets are stored), (N, C, H, W) otherwise."""
+    x = x.detach().float().clamp(0, 1).cpu()
+    return (x[:, 0] if x.shape[1] == 1 else x).numpy().astype(np.float32)
 
 
 class GenerativeModel(nn.Module):

@@ -6,8 +6,10 @@ An exported folder holds
 * ``weights.pt``: the network's tensors only (a plain state dict, loadable with
   ``torch.load(..., weights_only=True)``, so loading runs no pickled code);
 * ``model.json``: everything needed to rebuild the network and to know what it is: format
-  version, family, image size, hyperparameters, classes, the run's config block and seed, its
-  budget and whether it completed, the training data summary and the weights' SHA-256;
+  version, family, image size, channels and their ``channel_names`` (a stacked dataset's
+  sequences; [] for grey images), hyperparameters, classes, the run's config block and seed, its
+  budget and whether it completed, the training data summary (axis, slice indices, size) and the
+  weights' SHA-256;
 * ``metrics.json``: the run's evaluation results, when the workflow computed them;
 * ``README.md``: a model card for people (what it is, what it was trained on, how it scores,
   how to generate images, limitations).
@@ -95,9 +97,12 @@ def describe(source: Path) -> dict[str, Any]:
 
 
 def _description_from_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("model", "family", "image_size", "hparams", "n_classes", "class_names", "seed", "config", "steps",
-            "target_steps", "incomplete", "budget", "device", "train_seconds", "training_data")
+    keys = ("model", "family", "image_size", "channels", "hparams", "n_classes", "class_names", "seed", "config",
+            "steps", "target_steps", "incomplete", "budget", "device", "train_seconds", "training_data")
     description = {"format": FORMAT, **{k: summary[k] for k in keys if k in summary}}
+    description.setdefault("channels", 1)
+    # the sequence of each channel ([] for a grey model), also under training_data
+    description["channel_names"] = list((description.get("training_data") or {}).get("channel_names") or [])
     description.setdefault("class_names", [])
     description.setdefault("n_classes", len(description["class_names"]))
     return description
@@ -116,7 +121,8 @@ def load_model(source: Path, device: str = "auto"):
     else:
         state = torch.load(weights, map_location="cpu", weights_only=False)["state_dict"]
     model = build_model(description["family"], int(description["image_size"]), dict(description["hparams"]),
-                        n_classes=int(description.get("n_classes") or 0))
+                        n_classes=int(description.get("n_classes") or 0),
+                        channels=int(description.get("channels") or 1))
     model.load_state_dict(state)
     model.to(select_device(device)).eval()
     return model, description
@@ -184,6 +190,31 @@ def _at(record: Any, path: str) -> Any:
     return record
 
 
+def _channels_text(description: Mapping[str, Any]) -> str:
+    names = description.get("channel_names") or (description.get("training_data") or {}).get("channel_names") or []
+    channels = int(description.get("channels") or 1)
+    if channels == 1:
+        return "single-channel (grey) images"
+    return (f"{channels}-channel images, one channel per sequence ({', '.join(names) or 'names not recorded'}), "
+            "generated together")
+
+
+def _slices_text(data: Mapping[str, Any]) -> str:
+    """The training slices' axis, selection and size, as the training summary recorded them."""
+    axis = data.get("axis")
+    if not axis:
+        return "axis and selection not recorded by this run (trained before they were)"
+    text = f"{axis} slices"
+    index = data.get("slice_index")
+    if index:
+        text += (f", indices {index['first']}–{index['last']} on the registered grid "
+                 f"({index['positions']} positions)")
+    size = data.get("size")
+    if size:
+        text += f", fitted to {size[0]} × {size[1]} pixels"
+    return text
+
+
 def model_card(description: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
     """The README.md of an exported model (Markdown)."""
     name, family = description.get("model", "model"), description.get("family")
@@ -202,7 +233,7 @@ def model_card(description: Mapping[str, Any], metrics: Mapping[str, Any]) -> st
         "## What it is",
         f"- Family: `{family}` (see `src/pipeline_lib/models/families/{family}.py` for the architecture and "
         "its published source)",
-        f"- Output: {size} × {size} single-channel images, intensities in [0, 1]",
+        f"- Output: {size} × {size} {_channels_text(description)}, intensities in [0, 1]",
         f"- Conditional on: {', '.join(classes) if classes else 'nothing (unconditional)'}"
         + (f" (label column `{(description.get('config') or {}).get('condition_on')}`)" if classes else ""),
         f"- Training: {status}; budget {json.dumps(description.get('budget', {}))}, device "
@@ -213,8 +244,9 @@ def model_card(description: Mapping[str, Any], metrics: Mapping[str, Any]) -> st
         f"- {data.get('n_slices', 'an unrecorded number of')} slices of the {data.get('split', 'train')} split"
         + (f" from {data['n_subjects']} subjects" if "n_subjects" in data else "")
         + (f"; per class: {json.dumps(data['slices_per_class'])}" if data.get("slices_per_class") else ""),
-        "- The pipeline's preprocessing: affine registration to MNI152, axial slices, intensities clipped "
-        "at a percentile and divided by the maximum (see the workflow's configuration).",
+        f"- Slices: {_slices_text(data)}",
+        "- The pipeline's preprocessing: affine registration to MNI152, intensities clipped at a percentile "
+        "and divided by the maximum, per volume (see the workflow's configuration).",
         "",
         "## How it scores",
     ]
@@ -272,7 +304,8 @@ def class_labels(description: Mapping[str, Any], n: int, classes: Sequence[str] 
 
 def generate(model, description: Mapping[str, Any], n: int, seed: int, *, classes: Sequence[str] = (),
              per_class: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """(images (N, H, W) float32 in [0, 1], class name per image ("" when unconditional))."""
+    """(images (N, H, W) float32 in [0, 1], or (N, C, H, W) from a model of a stacked dataset; class
+    name per image ("" when unconditional))."""
     if n < 1:
         raise InputError(f"the number of images must be at least 1, got {n}")
     labels = class_labels(description, n, classes, per_class)
@@ -283,7 +316,12 @@ def generate(model, description: Mapping[str, Any], n: int, seed: int, *, classe
 
 
 def write_images(images: np.ndarray, classes: Sequence[str], out: Path, fmt: str) -> list[Path]:
-    """Write ``images`` to the folder ``out`` as ``fmt`` plus ``labels.tsv`` (file, index, class)."""
+    """Write ``images`` to the folder ``out`` as ``fmt`` plus ``labels.tsv`` (file, index, class).
+
+    Stacked (N, C, H, W) images: ``npy`` keeps that shape; ``nifti`` writes a 4-D volume with the
+    channels on the fourth axis; ``png`` writes one file per image with its channels side by side
+    (channel order left to right, each W pixels wide, so the file is C·W wide).
+    """
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out)
@@ -293,7 +331,8 @@ def write_images(images: np.ndarray, classes: Sequence[str], out: Path, fmt: str
         width = max(4, len(str(len(images) - 1)))
         for i, image in enumerate(images):
             path = out / f"image_{i:0{width}d}.png"
-            path.write_bytes(encode_png_gray8(to_uint8(image)))
+            side_by_side = np.concatenate(list(image), axis=1) if image.ndim == 3 else image
+            path.write_bytes(encode_png_gray8(to_uint8(side_by_side)))
             written.append(path)
         files = [p.name for p in written]
     elif fmt == "npy":
@@ -303,8 +342,18 @@ def write_images(images: np.ndarray, classes: Sequence[str], out: Path, fmt: str
     else:
         import nibabel as nib
 
-        # Image k is axial slice k: x = column, y = row from the bottom (RAS, 1 mm voxels).
-        volume = np.ascontiguousarray(np.transpose(images[:, ::-1, :], (2, 1, 0)), dtype=np.float32)
+        # Image k is the k-th section along the third voxel axis: x = image column, y = image row
+        # counted from the bottom, 1 mm voxels, identity affine. That is the images' display
+        # orientation, whatever the training axis (model.json's training_data.axis): it matches RAS
+        # only for axial slices and then mirrored left-right (the display puts the patient's right on
+        # the image's left); coronal and sagittal images are stacked the same way, so their third axis
+        # is not superior. Stacked images put their channels on a fourth axis.
+        if images.ndim == 4:
+            volume = np.stack([np.transpose(images[:, c, ::-1, :], (2, 1, 0)) for c in range(images.shape[1])],
+                              axis=-1)
+        else:
+            volume = np.transpose(images[:, ::-1, :], (2, 1, 0))
+        volume = np.ascontiguousarray(volume, dtype=np.float32)
         path = out / "images.nii.gz"
         nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
         written, files = [path], ["images.nii.gz"] * len(images)

@@ -34,6 +34,8 @@ import torch
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path
+from pipeline_lib.core.slices import grey_images
+from pipeline_lib.models.base import batch_images, image_batch
 from pipeline_lib.models.progress import write_rows_csv
 
 #: Offsets of the monitor's seeds from the model's seed (any fixed values would do).
@@ -75,7 +77,7 @@ class TrainingMonitor:
         rows = np.arange(len(images))
         if limit is not None and len(images) > limit:
             rows = np.sort(np.random.default_rng(self.seed).choice(len(images), limit, replace=False))
-        x = torch.from_numpy(np.ascontiguousarray(images[rows], dtype=np.float32)).unsqueeze(1)
+        x = image_batch(images[rows])
         y = torch.as_tensor(np.asarray(labels)[rows], dtype=torch.long) if labels is not None else None
         return x, y
 
@@ -132,7 +134,8 @@ class TrainingMonitor:
             gen = torch.Generator().manual_seed(self.seed + SNAPSHOT_SEED)
             kind, images = model.snapshot(self.n_snapshot, labels, gen,
                                           None if reference is None else reference.to(model.device))
-        return kind, images[:, 0].float().clamp(0, 1).cpu().numpy().astype(np.float32)
+        # a stacked model's snapshot shows each image's channels as grey images, side by side
+        return kind, grey_images(batch_images(images))
 
     # -- checkpoints and outputs ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -159,8 +162,9 @@ class CheapFid:
         rows = np.arange(len(reference))
         if len(reference) > n:
             rows = np.sort(np.random.default_rng(seed).choice(len(reference), n, replace=False))
-        self.reference = np.ascontiguousarray(reference[rows], dtype=np.float32)
-        self.n, self.seed = len(self.reference), seed
+        # FID compares grey images: a stacked dataset's channels are pooled (core.slices.grey_images)
+        self.reference = np.ascontiguousarray(grey_images(reference[rows]), dtype=np.float32)
+        self.n, self.seed = len(rows), seed  # images to sample (each gives C grey images)
         self.net, self.real_features = None, None
 
     def _network(self, device: torch.device):
@@ -184,7 +188,7 @@ class CheapFid:
             samples = torch.cat([model.sample(len(chunk), labels=None if labels is None else labels[chunk],
                                               generator=gen).float().cpu()
                                  for chunk in torch.arange(self.n).split(64)])
-        fake = samples[:, 0].clamp(0, 1).numpy()
+        fake = grey_images(batch_images(samples))
         return frechet_distance_features(extract_features(fake, net, what="samples"), self.real_features)
 
 

@@ -14,6 +14,7 @@ from pipeline_lib.core.progress import Progress
 from pipeline_lib.core.runtime import configure_threads
 from pipeline_lib.core.settings import SamplingSettings, read_settings
 from pipeline_lib.core.slices import load_split
+from pipeline_lib.models.base import batch_images, image_batch
 from pipeline_lib.models.training import load_trained_model
 
 
@@ -25,7 +26,8 @@ def _batches(n: int, size: int):
 @torch.no_grad()
 def draw_samples(model, n: int, seed: int, labels: np.ndarray | None = None,
                  batch_size: int = 250) -> np.ndarray:
-    """``n`` samples (n, H, W) float32 in [0, 1]; the same seed gives the same samples.
+    """``n`` samples (n, H, W) float32 in [0, 1] ((n, C, H, W) from a model of a stacked dataset);
+    the same seed gives the same samples.
 
     Conditional models take one class index per sample in ``labels``.
     """
@@ -38,7 +40,7 @@ def draw_samples(model, n: int, seed: int, labels: np.ndarray | None = None,
             batch_labels = torch.as_tensor(labels[start:start + size], dtype=torch.long).to(model.device)
         out.append(model.sample(size, labels=batch_labels, generator=gen).cpu())
         progress.update(start + size)
-    return torch.cat(out)[:, 0].clamp(0, 1).numpy().astype(np.float32)
+    return batch_images(torch.cat(out))
 
 
 @torch.no_grad()
@@ -46,10 +48,10 @@ def reconstruct_images(model, images: np.ndarray, batch_size: int = 250) -> np.n
     out = []
     progress = Progress("reconstructing test slices", len(images))
     for start, size in _batches(len(images), batch_size):
-        x = torch.from_numpy(images[start:start + size]).unsqueeze(1).to(model.device)
+        x = image_batch(images[start:start + size]).to(model.device)
         out.append(model.reconstruct(x).cpu())
         progress.update(start + size)
-    return torch.cat(out)[:, 0].clamp(0, 1).numpy().astype(np.float32)
+    return batch_images(torch.cat(out))
 
 
 def sample_labels(n: int, n_classes: int, n_per_class: int | None) -> np.ndarray | None:
@@ -94,7 +96,7 @@ def block_seed(seed: int, block: int) -> int:
 
 
 def draw_sample_blocks(model, n_blocks: int, n: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
-    """(n_blocks, n, H, W): block r holds ``n`` samples drawn with :func:`block_seed` (seed, r),
+    """(n_blocks, n, H, W) ((n_blocks, n, C, H, W) for a stacked model): block r holds ``n`` samples drawn with :func:`block_seed` (seed, r),
     each with the same class plan ``labels`` as the main sample set."""
     return np.stack([draw_samples(model, n, block_seed(seed, r), labels=labels) for r in range(n_blocks)])
 

@@ -38,7 +38,9 @@ from pipeline_lib.core.io import atomic_path
 from pipeline_lib.core.runtime import prepare_cpu_training, seed_everything, select_device
 from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, check_known_keys, family_hparams,
                                         keys_of_kind)
+from pipeline_lib.core.slices import channel_count
 from pipeline_lib.models import build_model, get_family
+from pipeline_lib.models.base import image_batch
 from pipeline_lib.models.augment import BatchAugmenter, check_flip_axis
 from pipeline_lib.models.ema import WeightAverage, load_average_into
 from pipeline_lib.models.monitor import TrainingMonitor
@@ -123,7 +125,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
                 data_summary: dict[str, Any] | None = None,
                 validation: tuple[np.ndarray, np.ndarray | None] | None = None,
                 out_validation: Path | None = None, out_snapshots: Path | None = None) -> dict[str, Any] | None:
-    """Train model ``name`` from its config ``block`` on ``images`` (N, H, W) in [0, 1].
+    """Train model ``name`` from its config ``block`` on ``images`` (N, H, W) in [0, 1], or a stacked
+    dataset's (N, C, H, W): the model is built with C channels.
 
     Resumes from ``checkpoint_root/<fingerprint>/checkpoint.pt`` when present.
     Writes the final weights (with the metadata needed to rebuild the model)
@@ -143,15 +146,16 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     family = settings.family
     hparams = family_hparams(block)
     check_known_keys(hparams, get_family(family).DEFAULTS, f"models.{name}")  # before any work
-    if images.ndim != 3 or images.shape[1] != images.shape[2]:
-        raise InputError(f"training images must be (N, S, S), got {images.shape}")
-    image_size = images.shape[1]
+    if images.ndim not in (3, 4) or images.shape[-1] != images.shape[-2]:
+        raise InputError(f"training images must be (N, S, S) or stacked (N, C, S, S), got {images.shape}")
+    image_size = images.shape[-1]
+    channels = channel_count(images)
 
     dev = select_device(device)
     if dev.type == "cpu":
         prepare_cpu_training()
     seed_everything(settings.seed)
-    model = build_model(family, image_size, hparams, n_classes=n_classes).to(dev)
+    model = build_model(family, image_size, hparams, n_classes=n_classes, channels=channels).to(dev)
     if settings.channels_last and dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model.configure_optimizers()
@@ -197,7 +201,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         log.info("resumed %s from %s at step %d", name, ckpt_path, state.step)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    data = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    data = image_batch(images)  # (N, C, H, W)
     # A copy: pandas may hand over a read-only array, which torch warns about.
     label_tensor = torch.from_numpy(np.array(labels, dtype=np.int64)) if labels is not None else None
 
@@ -224,7 +228,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
                 checkpoint()
                 return None
             idx = stream.next_indices()
-            x = data[idx].unsqueeze(1).to(dev, non_blocking=True)
+            x = data[idx].to(dev, non_blocking=True)
             if augmenter is not None:  # the training batch only: validation and samples never pass here
                 x = augmenter(x)
             if settings.channels_last and dev.type == "cuda":
@@ -261,7 +265,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
                "steps": state.step, "target_steps": target_steps, "incomplete": incomplete,
                "budget": {k: v for k, v in vars(settings.budget).items() if v is not None},
                "train_seconds": round(state.elapsed_s, 2), "device": str(dev),
-               "n_train_images": int(len(images)), "image_size": image_size,
+               "n_train_images": int(len(images)), "image_size": image_size, "channels": channels,
                "n_classes": n_classes, "class_names": class_names or [],
                "training_data": dict(data_summary or {"n_slices": int(len(images))})}
     if incomplete:
@@ -317,7 +321,8 @@ def load_trained_model(weights: Path, device: str = "auto", averaged: bool = Tru
     """
     payload = torch.load(weights, map_location="cpu", weights_only=False)
     s = payload["summary"]
-    model = build_model(s["family"], s["image_size"], s["hparams"], n_classes=s["n_classes"])
+    model = build_model(s["family"], s["image_size"], s["hparams"], n_classes=s["n_classes"],
+                        channels=int(s.get("channels", 1)))
     model.load_state_dict(payload["state_dict"])
     if averaged and payload.get("ema"):
         load_average_into(model, payload["ema"])
@@ -346,7 +351,7 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
     if "axis" in rows.columns:
         check_flip_axis(TrainerSettings.from_block(name, block).augmentation, rows["axis"], f"models.{name}")
     data_summary = {"split": "train", "n_slices": int(len(rows)), "n_subjects": int(rows["subject"].nunique()),
-                    "image_size": int(train_images.shape[-1])}
+                    "image_size": int(train_images.shape[-1]), **dataset_geometry(rows, train_images)}
     if condition_on:
         data_summary["slices_per_class"] = {str(c): int(n) for c, n in rows[condition_on].value_counts().sort_index().items()}
     held_out = None
@@ -360,6 +365,32 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
                          out_validation=validation, out_snapshots=snapshots)
     write_json(summary, result)
     return result
+
+
+def dataset_geometry(rows, images: np.ndarray) -> dict[str, Any]:
+    """What the slices are, for the summary and the model card: axis, slice indices, size (height,
+    width) and, for a stacked dataset, its channel (sequence) names; read from the slice table."""
+    import pandas as pd
+
+    from pipeline_lib.core.slices import image_channels
+
+    out: dict[str, Any] = {"size": [int(images.shape[-2]), int(images.shape[-1])]}
+    if "axis" in rows.columns and len(rows):
+        out["axis"] = ", ".join(sorted(set(rows["axis"].astype(str))))
+    if "slice_index" in rows.columns and len(rows):
+        real = rows[rows["augmented"].astype(str) != "1"] if "augmented" in rows.columns else rows
+        index = pd.to_numeric(real["slice_index"], errors="coerce").dropna()
+        if len(index):
+            out["slice_index"] = {"first": _number(index.min()), "last": _number(index.max()),
+                                  "positions": int(index.nunique())}
+    names = image_channels(images, rows)
+    if names:
+        out["channel_names"] = names
+    return out
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else round(float(value), 3)
 
 
 def class_indices(rows, column: str, class_names: list[str]) -> np.ndarray:

@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline_lib.core.slices import load_table, split_rows
+from pipeline_lib.core.slices import channel_count, load_table, split_rows
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.figures import PNG_SIGNATURE as _PNG_SIGNATURE, encode_png_gray8 as _encode_png
 from pipeline_lib.core.io import write_json, write_tsv
@@ -223,7 +223,11 @@ def _mulberry32(state: int):
 # ----- PNG ------------------------------------------------------------------
 
 def display_pixels(image: np.ndarray, height: int, width: int, interpolation: str = "bilinear") -> np.ndarray:
-    """A [0, 1] float image resized to ``height`` x ``width`` and quantised to uint8."""
+    """A [0, 1] float image resized to ``height`` x ``width`` and quantised to uint8. A stacked
+    image (C, H, W) shows its channels side by side, each ``height`` x ``width``, in channel order
+    (a radiologist reads all sequences of a case together): the picture is C x ``width`` wide."""
+    if np.ndim(image) == 3:
+        return np.concatenate([display_pixels(channel, height, width, interpolation) for channel in image], axis=1)
     resized = cv2.resize(np.asarray(image, dtype=np.float32), (width, height),
                          interpolation=_INTERPOLATION[interpolation])
     return np.round(np.clip(resized, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -284,8 +288,8 @@ def _load_stack(path: Path) -> np.ndarray:
         data = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: cannot read as a .npy image stack ({error})") from None
-    if data.ndim != 3 or data.shape[0] == 0:
-        raise InputError(f"{path}: expected an (N, H, W) image stack, got shape {data.shape}")
+    if data.ndim not in (3, 4) or data.shape[0] == 0:
+        raise InputError(f"{path}: expected an (N, H, W) (or stacked (N, C, H, W)) image stack, got shape {data.shape}")
     return data
 
 
@@ -331,7 +335,7 @@ def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]
     names = [f"{name}.png" for name in opaque_names(len(kit) + len(training), settings.seed)]
     kit.insert(0, "image", names[:len(kit)])
     training = training.assign(image=names[len(kit):])
-    height, width = _display_shape(stacks[REAL].shape[1:], settings.display_size)
+    height, width = _display_shape(stacks[REAL].shape[-2:], settings.display_size)
     pngs = {}
     for row in pd.concat([kit, training], ignore_index=True).itertuples(index=False):
         image = np.asarray(stacks[row.source][int(row.source_index)], dtype=np.float32)
@@ -340,6 +344,7 @@ def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]
         pngs[row.image] = kit_png(display_pixels(image, height, width, settings.interpolation))
     kit_id = kit_identifier(names, pngs)
     kit.insert(1, "kit_id", kit_id)
+    width *= channel_count(stacks[REAL])  # a stacked image's channels side by side (display_pixels)
     page = kit_page_config(kit_id, sorted(kit["image"]), height, width, settings)
     if settings.reader_ids is not None:
         page["readers"] = {r: sorted(kit.loc[kit["reader_id"] == r, "image"]) for r in settings.reader_ids}

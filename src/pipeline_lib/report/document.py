@@ -36,7 +36,7 @@ from pipeline_lib.core.io import read_json, read_tsv
 from pipeline_lib.core.published import PublishedTable, load_published, published_path
 from pipeline_lib.core.qc import FLAGGED, OK, outputs_with_status, worst_first
 from pipeline_lib.core.settings import PreprocessingSettings, RegistrationSettings, SamplingSettings, read_settings
-from pipeline_lib.core.slices import load_split, load_table
+from pipeline_lib.core.slices import grey_images, image_channels, load_split, load_table
 from pipeline_lib.evaluation.seeds import Spread, best, separated, spread, spread_of
 from pipeline_lib.report.distribution_section import render_distribution_metrics_html
 from pipeline_lib.report.diversity_section import render_diversity_html
@@ -99,6 +99,7 @@ _COHORT_LABELS = {
     "slices_train_augmented": "Augmented training images (offline, 3-D)",
     "slices_test": "Slices (test)",
     "image_size": "Image size (pixels)",
+    "channels": "Channels (stacked sequences)",
 }
 
 # (metrics key for the value, key for ± std or None, column heading) — Ungría Hirte et al., Table 1.
@@ -1056,7 +1057,9 @@ def _dataset_data(files: DatasetOutputs, runs: dict[str, list[Run]], cohort: Map
                   sampling: SamplingSettings, workdir: Path, shared: Mapping) -> ReportData:
     """One dataset's part of the report: its slices, reference rows, reader scores and models."""
     table = load_table(Path(files.table))
-    height, width = np.load(files.images, mmap_mode="r").shape[-2:]
+    images = np.load(files.images, mmap_mode="r")
+    height, width = images.shape[-2:]
+    channels = image_channels(images, table)
     real = table["augmented"].astype(str) != "1" if "augmented" in table.columns else True
     cohort = {**cohort,
               "slices_train": int(((table["split"] == "train") & real).sum()),
@@ -1065,16 +1068,22 @@ def _dataset_data(files: DatasetOutputs, runs: dict[str, list[Run]], cohort: Map
               "registration": registration_summary(registration, preprocessing)}
     if "augmented" in table.columns and not np.all(real):
         cohort["slices_train_augmented"] = int((~real).sum())
+    if channels:
+        cohort["channels"] = (f"{', '.join(channels)}: each image stacks these {len(channels)} sequences as channels "
+                              "(models generate them together); every metric pools the channels as grey images, "
+                              "like Han et al.'s \"Concat\" dataset")
     sequences = tuple(sorted(set(table["sequence"].astype(str)) - {"", "nan"})) if "sequence" in table.columns else ()
+    if channels:
+        sequences = tuple(channels)
     reconstruction_grids = {}
     first = {m: r[0] for m, r in runs.items() if r and np.load(r[0].files.reconstructions, mmap_mode="r").shape[0]}
     if first:
         workdir.mkdir(parents=True, exist_ok=True)
         test_images, _ = load_split(Path(files.images), Path(files.table), "test",
-                                    n=sampling.n_reconstruct, seed=sampling.seed)
+                                    n=sampling.n_reconstruct, seed=sampling.seed, grey=True)
         for model, run in first.items():
             reconstruction_grids[f"{model} (seed {run.seed})"] = workdir / f"{model}.png"
-            save_pairs(test_images, np.load(run.files.reconstructions), workdir / f"{model}.png")
+            save_pairs(test_images, grey_images(np.load(run.files.reconstructions)), workdir / f"{model}.png")
     return ReportData(
         runs=runs, cohort=cohort, **shared,
         original=read_json(files.original),

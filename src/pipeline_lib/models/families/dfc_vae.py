@@ -90,8 +90,10 @@ class TappedFeatures(nn.Module):
             self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1 or 3, H, W) in [0, 1] -> the input convention of the pretrained network."""
-        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        """(N, C, H, W) in [0, 1] -> the input convention of the pretrained network: every channel is
+        one grey image repeated to the network's 3 colour channels, so a stacked dataset's C sequences
+        count as N·C grey images (as every metric pools them, core.slices.grey_images)."""
+        x = x.reshape((-1, 1) + tuple(x.shape[-2:])).expand(-1, 3, -1, -1)
         if self.backbone == "vgg16":
             return (x - self.mean) / self.std
         return 2 * x - 1
