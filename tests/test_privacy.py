@@ -233,9 +233,11 @@ def phi_run(tmp_path_factory) -> Path:
     assert counts["profile_attributes"] >= 600 and counts["dicom_files"] >= 2 and counts["subjects"] == 3
     config = yaml.safe_load(TEST_CONFIG.read_text())
     config["input"] = {"source": str(export)}
-    # one small model and rigid registration: what is searched is every output, not their quality
+    # one small model, rigid registration, no brain extraction: what is searched is every output, not
+    # their quality
     config["models"] = {"vae": {**config["models"]["vae"], "budget": {"steps": 10}, "checkpoint_every": 10}}
-    config["registration"]["transform"] = "Rigid"
+    config["registration"].update(transform="Rigid", on_poor_fit="keep")
+    config["preprocessing"] = {"brain_extraction": "none"}
     config["reader_study"]["n_per_model"] = 6
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(work, "--cores", "2", "all")

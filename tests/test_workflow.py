@@ -324,19 +324,19 @@ def metric_files(workdir: Path) -> list[str]:
 def test_a_rerun_under_cpu_load_gives_identical_metrics_and_a_cut_short_run_is_incomplete(
         workdir, tmp_path_factory):
     """Budgets are steps, so a busy machine changes how long training takes, not what it gives: the
-    tiny config's vae, cvae (two seeds) and dcgan runs are retrained (and everything after them
-    recomputed) while two busy processes compete for the CPU, and every metrics JSON of vae and
-    cvae is byte-identical to the first run's (vae's budget has a minutes cap that is not
-    reached). In the same rerun dcgan gets a cap too small for its steps: it is marked incomplete
-    in its summary, its log and the report. (ddpm is left out: the slowest to retrain, and its
-    training loop is the same trainer.)"""
+    tiny config's vae and dcgan runs are retrained (and everything after them recomputed) while two
+    busy processes compete for the CPU, and every metrics JSON of vae is byte-identical to the
+    first run's (vae's budget has a minutes cap that is not reached). In the same rerun dcgan gets
+    a cap too small for its steps: it is marked incomplete in its summary, its log and the report.
+    (ddpm and cvae are left out to keep the rerun short: their training loop is the same trainer,
+    and test_metrics_equal_the_recorded_run compares every run with a recorded one.)"""
     second = tmp_path_factory.mktemp("loaded") / "checkout"
     shutil.copytree(workdir, second, symlinks=True,
                     ignore=shutil.ignore_patterns(".snakemake", "reader_responses"))
     write_config(second, lambda c: c["models"]["dcgan"]["budget"].update(minutes=1e-5))  # 0.6 ms
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        retrain = [f"results/models/{run}/weights.pt" for run in ("vae/seed0", "cvae/seed0", "cvae/seed1", "dcgan/seed0")]
+        retrain = [f"results/models/{run}/weights.pt" for run in ("vae/seed0", "dcgan/seed0")]
         result = snakemake(second, "--cores", "2", "--forcerun", *retrain, "--", "all")
     finally:
         for proc in busy:
@@ -347,8 +347,8 @@ def test_a_rerun_under_cpu_load_gives_identical_metrics_and_a_cut_short_run_is_i
     assert retrained["incomplete"] is False and retrained["budget"]["minutes"] > 0
     names = metric_files(workdir)
     assert names == metric_files(second) and len(names) == 24  # 5 runs x 4 files, 4 of the real slices
-    compared = [n for n in names if n.split("/")[0] in ("vae", "cvae")]
-    assert len(compared) == 12
+    compared = [n for n in names if n.split("/")[0] == "vae"]
+    assert len(compared) == 4
     for name in compared:
         first = (workdir / "results/metrics" / name).read_bytes()
         assert (second / "results/metrics" / name).read_bytes() == first, name
