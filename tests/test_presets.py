@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -133,14 +134,29 @@ STACKED = ("t1", "t1ce", "t2", "flair")
 TINY_SUBJECTS = {"ungria_hirte_2020": 4, "han_2018": 4, "ballesteros_ramirez_2025": 8, "kazuhiro_2018": 4}
 
 
+FID_WEIGHTS = Path("resources/weights/pt_inception-2015-12-05-fid.pth")
+
+
+@pytest.fixture(scope="module")
+def fid_weights_cache(tmp_path_factory) -> Path:
+    """The FID Inception file the first tiny run provides (rule fid_weights), handed to the later
+    runs as an existing output: the rule itself is tested in test_workflow.py and test_fid.py."""
+    return tmp_path_factory.mktemp("fid-weights") / FID_WEIGHTS.name
+
+
 @pytest.mark.parametrize("study", STUDIES)
-def test_preset_runs_end_to_end_at_a_tiny_scale(study, tmp_path_factory):
+def test_preset_runs_end_to_end_at_a_tiny_scale(study, tmp_path_factory, fid_weights_cache):
     work = copy_checkout(tmp_path_factory, f"tiny-{study}")
     source = standin.make_standin(study, work.parent / "standin", TINY_SUBJECTS[study], resolution_mm=4)
     config = tiny_config(study, source)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
+    if fid_weights_cache.is_file():
+        (work / FID_WEIGHTS).parent.mkdir(parents=True)
+        shutil.copy(fid_weights_cache, work / FID_WEIGHTS)
     result = snakemake(work, "all", "--cores", "2", "--set-threads", "train=1", timeout=1200)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    if not fid_weights_cache.is_file():
+        shutil.copy(work / FID_WEIGHTS, fid_weights_cache)
     html = (work / "results/report/index.html").read_text()
     # the paper's own tables beside this run's (report.published in every preset)
     assert 'id="group-paper"' in html and "published, on the authors&#x27; data" in html
