@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.numbers import index_number
 
 # Images checked at a time (bounds the float copies of a memory-mapped stack).
 _VALIDATE_BLOCK = 256
@@ -85,6 +87,24 @@ def grey_rows(rows: pd.DataFrame | pd.Series, channels: int | list[str]):
     out = rows.iloc[np.repeat(np.arange(len(rows)), count)].reset_index(drop=True)
     if names and isinstance(out, pd.DataFrame):
         out["sequence"] = names * len(rows)
+    return out
+
+
+def dataset_geometry(table: pd.DataFrame, images: np.ndarray) -> dict[str, Any]:
+    """What the slices are, for a run's summary and its model card: size [height, width], axis,
+    the range of (non-augmented) slice indices and, for a stacked dataset, its channel names."""
+    out: dict[str, Any] = {"size": [int(images.shape[-2]), int(images.shape[-1])]}
+    if "axis" in table.columns and len(table):
+        out["axis"] = ", ".join(sorted(set(table["axis"].astype(str))))
+    if "slice_index" in table.columns and len(table):
+        real = table[table["augmented"].astype(str) != "1"] if "augmented" in table.columns else table
+        index = pd.to_numeric(real["slice_index"], errors="coerce").dropna()
+        if len(index):
+            out["slice_index"] = {"first": index_number(index.min()), "last": index_number(index.max()),
+                                  "positions": int(index.nunique())}
+    names = image_channels(images, table)
+    if names:
+        out["channel_names"] = names
     return out
 
 

@@ -34,6 +34,7 @@ import pandas as pd
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path, write_tsv
+from pipeline_lib.core.numbers import index_number
 from pipeline_lib.core.qc import FLAGGED, outputs_with_status, usable_outputs
 from pipeline_lib.core.settings import DatasetSettings, read_settings
 from pipeline_lib.imaging.augmentation import VolumeAugmentation, augmented_sections, sample_combinations
@@ -261,12 +262,12 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
             slices, index, position, extra = _stacked_slices(paths, spec, combos, stacked=bool(channels))
             base = {"subject": subject, "split": split[subject], "axis": spec.axis}
             for i in range(len(slices)):
-                rows.append({**base, "row": start + i, "slice_index": _index_value(index[i]),
+                rows.append({**base, "row": start + i, "slice_index": index_number(index[i]),
                              "position_mm": round(float(position[i]), 3), "augmented": 0, "sequence": sequence})
             images[start:start + len(slices)] = slices
             start += len(slices)
             for (combo_index, combo_position), image in zip(extra[1], extra[0]):
-                rows.append({**base, "row": start, "slice_index": _index_value(combo_index),
+                rows.append({**base, "row": start, "slice_index": index_number(combo_index),
                              "position_mm": round(float(combo_position), 3), "augmented": 1, "sequence": sequence})
                 images[start] = image
                 start += 1
@@ -287,9 +288,8 @@ def _stacked_items(registered: Mapping[str, Path | Mapping[str, Path]], label_ta
                    filters: Mapping[str, tuple[str, ...]], channels: tuple[str, ...]
                    ) -> list[tuple[str, str, list[Path]]]:
     """(subject, "a+b+...", [path per channel]) of every subject that passes the label filters and
-    has every sequence of ``channels``; the subjects lacking one are logged in one line."""
-    if "sequence" in filters:
-        raise InputError(f"channels {list(channels)} and filters.sequence are both set; drop filters.sequence")
+    has every sequence of ``channels``; the subjects lacking one are logged in one line. (A
+    ``sequence`` filter beside ``channels`` is a config error, see core.settings.DatasetSettings.)"""
     passing = {subject for subject, _, _ in _filtered_items(registered, label_table, filters)}
     items, lacking = [], []
     for subject in sorted(passing):
@@ -401,11 +401,6 @@ def _volume_slices(path: Path, spec: SliceSpec, combos: list[dict]):
         return slices, index, position, extra
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
-
-
-def _index_value(index: float) -> int | float:
-    """A slice index as written to slices.tsv: whole numbers as integers."""
-    return int(index) if float(index).is_integer() else round(float(index), 3)
 
 
 def _load_ras(path: Path, with_affine: bool = False):

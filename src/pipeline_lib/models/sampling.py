@@ -96,8 +96,9 @@ def block_seed(seed: int, block: int) -> int:
 
 
 def draw_sample_blocks(model, n_blocks: int, n: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
-    """(n_blocks, n, H, W) ((n_blocks, n, C, H, W) for a stacked model): block r holds ``n`` samples drawn with :func:`block_seed` (seed, r),
-    each with the same class plan ``labels`` as the main sample set."""
+    """(n_blocks, n, H, W) ((n_blocks, n, C, H, W) for a stacked model): block r holds ``n`` samples
+    drawn with :func:`block_seed` (seed, r), each with the same class plan ``labels`` as the main
+    sample set."""
     return np.stack([draw_samples(model, n, block_seed(seed, r), labels=labels) for r in range(n_blocks)])
 
 

@@ -38,7 +38,7 @@ from pipeline_lib.core.io import atomic_path
 from pipeline_lib.core.runtime import prepare_cpu_training, seed_everything, select_device
 from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, check_known_keys, family_hparams,
                                         keys_of_kind)
-from pipeline_lib.core.slices import channel_count
+from pipeline_lib.core.slices import channel_count, dataset_geometry
 from pipeline_lib.models import build_model, get_family
 from pipeline_lib.models.base import image_batch
 from pipeline_lib.models.augment import BatchAugmenter, check_flip_axis
@@ -365,32 +365,6 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
                          out_validation=validation, out_snapshots=snapshots)
     write_json(summary, result)
     return result
-
-
-def dataset_geometry(rows, images: np.ndarray) -> dict[str, Any]:
-    """What the slices are, for the summary and the model card: axis, slice indices, size (height,
-    width) and, for a stacked dataset, its channel (sequence) names; read from the slice table."""
-    import pandas as pd
-
-    from pipeline_lib.core.slices import image_channels
-
-    out: dict[str, Any] = {"size": [int(images.shape[-2]), int(images.shape[-1])]}
-    if "axis" in rows.columns and len(rows):
-        out["axis"] = ", ".join(sorted(set(rows["axis"].astype(str))))
-    if "slice_index" in rows.columns and len(rows):
-        real = rows[rows["augmented"].astype(str) != "1"] if "augmented" in rows.columns else rows
-        index = pd.to_numeric(real["slice_index"], errors="coerce").dropna()
-        if len(index):
-            out["slice_index"] = {"first": _number(index.min()), "last": _number(index.max()),
-                                  "positions": int(index.nunique())}
-    names = image_channels(images, rows)
-    if names:
-        out["channel_names"] = names
-    return out
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else round(float(value), 3)
 
 
 def class_indices(rows, column: str, class_names: list[str]) -> np.ndarray:
