@@ -8,9 +8,9 @@
   Tiny means fewer and coarser phantoms, no brain extraction, no registration where the stand-in
   is already in template space, a few steps, and one model per preset (Han et al.: the WGAN on
   the pooled Concat, the others switched off with `enabled: false`, plus a VAE on the four
-  sequences stacked as channels; Ungría Hirte et al.: IntroVAE in the paper's loss form) and for Ungría Hirte et al. two of the four (IntroVAE and StyleGAN in
-  the paper's loss forms). Each run costs about 10 jobs per model (training, sampling and every
-  metric), each a Python process importing torch: the model count decides the time.
+  sequences stacked as channels; Ungría Hirte et al.: IntroVAE in the paper's loss form). Each
+  run costs about 10 jobs per model (training, sampling and every metric), each a Python process
+  importing torch: the model count decides the time.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def tiny_config(study: str, source: Path) -> dict:
 
 
 STACKED = ("t1", "t1ce", "t2", "flair")
-TINY_SUBJECTS = {"ungria_hirte_2020": 4, "han_2018": 4, "ballesteros_ramirez_2025": 8, "kazuhiro_2018": 4}
+TINY_SUBJECTS = {"ungria_hirte_2020": 4, "han_2018": 4, "ballesteros_ramirez_2025": 6, "kazuhiro_2018": 4}
 
 
 FID_WEIGHTS = Path("resources/weights/pt_inception-2015-12-05-fid.pth")

@@ -12,6 +12,10 @@ named after patients. The whole workflow runs on it; then every file under
 members, decoding Snakemake's base64 metadata file names) and every file name there
 is searched for every planted string: none may occur. ``private/`` must hold them
 (it maps pseudonyms to paths), which shows the search would find them.
+
+The same run builds two slice datasets (seed 001's axial protocol at 32 px and 8 central sagittal
+slices at 16 px, tests/data/config.datasets.yaml, one tiny VAE each), so the dataset tests below
+share it: one workflow run in the suite instead of two, and the leak search covers both chains.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import zipfile
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pandas as pd
 import pydicom
 import pytest
@@ -36,11 +41,12 @@ from pydicom.datadict import dictionary_VR
 from pydicom.sequence import Sequence
 
 from pipeline_lib.imaging.demo_cohort import make_demo_cohort
-from test_workflow import TEST_CONFIG, copy_checkout, snakemake
+from test_workflow import copy_checkout, dry_run_jobs, snakemake, summary_table
 
 pytestmark = pytest.mark.integration
 
 PROFILE = Path(__file__).parent / "data" / "ps3_15_basic_profile.tsv"
+DATASETS_CONFIG = Path(__file__).parent / "data" / "config.datasets.yaml"
 IDENTITIES = [
     {"family": "QUOLLBERG", "given": "PHILOMENA", "birth": "19580317", "id": "MRN0042731"},
     {"family": "ZYNKOWSKA", "given": "EUSTACIA", "birth": "19430921", "id": "MRN0093318"},
@@ -231,14 +237,11 @@ def phi_run(tmp_path_factory) -> Path:
     export = work.parent / "hospital export"
     counts = build_phi_tree(export, work.parent / "scratch")
     assert counts["profile_attributes"] >= 600 and counts["dicom_files"] >= 2 and counts["subjects"] == 3
-    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config = yaml.safe_load(DATASETS_CONFIG.read_text())
     config["input"] = {"source": str(export)}
-    # one small model, rigid registration, no brain extraction: what is searched is every output, not
-    # their quality
-    config["models"] = {"vae": {**config["models"]["vae"], "budget": {"steps": 10}, "checkpoint_every": 10}}
-    config["registration"].update(transform="Rigid", on_poor_fit="keep")
-    config["preprocessing"] = {"brain_extraction": "none"}
-    config["reader_study"]["n_per_model"] = 6
+    # rigid registration, no brain extraction (the datasets config's choice): what is searched is every
+    # output, not their quality
+    config["registration"]["transform"] = "Rigid"
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(work, "--cores", "2", "all")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
@@ -267,3 +270,57 @@ def test_every_input_and_odd_entry_is_a_qc_row_without_a_path(phi_run):
     assert qc["reason"][qc["status"] != "ok"].str.len().gt(10).all()
     private = pd.read_csv(phi_run / "private/qc/ingest.tsv", sep="\t", keep_default_na=False)
     assert private["path"].str.contains("hospital export").all()
+
+
+# ------------------------------------------------------------------ the same run, two slice datasets
+
+
+def test_two_datasets_in_one_run_with_a_report_grouped_by_dataset(phi_run):
+    slices = phi_run / "results/slices"
+    axial, sagittal = np.load(slices / "axial32/images.npy"), np.load(slices / "sagittal16/images.npy")
+    assert axial.shape[1:] == (32, 32) and sagittal.shape[1:] == (16, 16)
+    a = pd.read_csv(slices / "axial32/slices.tsv", sep="\t", dtype=str)
+    s = pd.read_csv(slices / "sagittal16/slices.tsv", sep="\t", dtype=str)
+    assert set(a["axis"]) == {"axial"} and set(s["axis"]) == {"sagittal"}
+    assert s["subject"].nunique() == 3 and s.groupby("subject").size().eq(8).all()
+    # the same subjects are test in both datasets
+    assert dict(zip(a["subject"], a["split"])) == dict(zip(s["subject"], s["split"]))
+    for name in ("axial32", "sagittal16"):
+        for suffix in ("json", "distribution.json", "domain.json", "diversity.json"):
+            assert (phi_run / f"results/metrics/original/{name}.{suffix}").is_file()
+        assert (phi_run / f"results/reader_study/{name}/answer_key.tsv").is_file()
+    key = pd.read_csv(phi_run / "results/reader_study/sagittal16/answer_key.tsv", sep="\t", dtype=str)
+    assert set(key["source"]) == {"real", "vae16"}  # the kit mixes the dataset's own model and real slices
+    summary = pd.read_csv(phi_run / "results/report/summary.tsv", sep="\t")
+    assert dict(zip(summary["model"], summary["dataset"])) == {"vae32": "axial32", "vae16": "sagittal16"}
+    html = (phi_run / "results/report/index.html").read_text()
+    summary_html = html.split('id="summary"', 1)[1].split("</section>", 1)[0]
+    assert summary_html.count('class="dataset-block" data-dataset="axial32"') == 1
+    assert summary_html.count('class="dataset-block" data-dataset="sagittal16"') == 1
+    block = summary_html.split('data-dataset="sagittal16"', 1)[1]
+    assert 'data-model="vae16"' in block and 'data-model="vae32"' not in block
+    # ingest QC is the cohort's, shown once
+    assert html.count('id="ingest-qc"') == 1
+
+
+def _stale_outputs(work: Path) -> set[tuple[str, str]]:
+    return {(row["rule"], row["output_file"]) for row in summary_table(work) if row["plan"] != "no update"}
+
+
+def test_changing_one_datasets_setting_reruns_only_that_datasets_chain(phi_run):
+    config_file = phi_run / "config.yaml"
+    original = config_file.read_text()
+    config = yaml.safe_load(original)
+    config["datasets"]["sagittal16"]["selection"]["n"] = 6
+    config_file.write_text(yaml.safe_dump(config))
+    try:
+        stale = _stale_outputs(phi_run)
+        files = {path for _, path in stale}
+        assert any("slices/sagittal16/" in f for f in files)
+        assert not any(re.search(r"axial32|vae32", f) for f in files), sorted(files)
+        jobs = dry_run_jobs(phi_run)
+        assert jobs["slice_dataset"] == 1 and jobs["train"] == 1 and jobs["report"] == 1
+        assert jobs["real_features"] == 2 and jobs["reader_kit"] == 1
+    finally:
+        config_file.write_text(original)
+    assert dry_run_jobs(phi_run) == {}
