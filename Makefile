@@ -61,8 +61,13 @@ demo-all: $(STAMP)
 system-deps:
 	bash tests/install-system-deps.sh
 
+# Whole test files on TEST_WORKERS processes (pytest-xdist): a workflow run keeps two cores busy only
+# part of the time and the SLURM test mostly waits on the scheduler, so a second worker fills the gaps.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

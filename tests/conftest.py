@@ -26,9 +26,24 @@ def private_torch_home(tmp_path_factory):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def two_threads():
-    """CI machines have 2 cores; more threads only add contention."""
-    torch.set_num_threads(2)
+def torch_threads():
+    """CI machines have 2 cores; more threads only add contention. Under pytest-xdist the workers
+    share the cores (two one-thread processes beat two two-thread ones on 2 cores, see Makefile)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
+
+
+# `make test` hands whole files to its two workers in this order: the SLURM test first (it mostly
+# waits on the scheduler, so it overlaps the busiest run), then the slowest files, slowest first (a
+# long file started last would run alone at the end).
+SLOWEST_FILES = ("test_slurm.py", "test_workflow.py", "test_presets.py", "test_privacy.py", "test_training.py",
+                 "test_registration_ground_truth.py", "test_registration.py", "test_reruns.py",
+                 "test_layout_workflow.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: position for position, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 # ---- evaluation (domain features, memorization audit, utility) -------------------------------
