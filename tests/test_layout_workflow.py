@@ -1,10 +1,17 @@
-"""A BraTS-shaped cohort through the workflow up to the registration QC table: discovery with
-input.layout brats, every sequence ingested, the transform estimated on t1 and applied to the
-other sequences and the segmentation, and no case name anywhere under results/, logs/ or .snakemake/."""
+"""A BraTS-shaped cohort through the whole workflow: discovery with input.layout brats, every
+sequence ingested, the transform estimated on t1 and applied to the other sequences and the
+segmentation, the four sequences stacked as the channels of one slice dataset
+(datasets.<name>.channels) beside a t1-only one, a small VAE on the stacked images through every
+metric to the report, and no case name anywhere under results/, logs/ or .snakemake/.
+
+The cases' contrasts are known functions of one volume (t1ce = 1.2 x t1): the registered t1ce
+must be 1.2 x the registered t1, and after each volume's own normalisation the stacked t1ce
+channel must equal the t1 channel."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -19,7 +26,9 @@ from pipeline_lib.imaging import registration as reg
 from test_workflow import copy_checkout, snakemake
 
 pytestmark = pytest.mark.integration
-CASES = [("HGG", "BraTS19_2013_10_1"), ("LGG", "BraTS19_TMC_09043_1")]
+CASES = [("HGG", "BraTS19_2013_10_1"), ("HGG", "BraTS19_CBICA_AAB_1"), ("LGG", "BraTS19_TMC_09043_1"),
+         ("LGG", "BraTS19_2013_28_1")]
+STACKED = ["t1", "t1ce", "t2", "flair"]
 
 
 def _brats_tree(root: Path) -> None:
@@ -48,15 +57,27 @@ def test_brats_cohort_registers_every_sequence_through_the_t1_transform(tmp_path
     config["preprocessing"] = {"brain_extraction": "none"}
     config["registration"] = {**config["registration"], "transform": "Rigid", "grid": [24, 28, 16],
                               "reference_sequence": "t1", "min_mask_dice": 0.5, "min_correlation": 0.3}
+    config.pop("slicing")
+    geometry = {"selection": {"mode": "central", "n": 6}, "size": [16, 16], "test_fraction": 0.25}
+    config["datasets"] = {"t1": {**geometry, "filters": {"sequence": "t1"}}, "stacked": {**geometry, "channels": STACKED}}
+    config["models"] = {"vae_stacked": {"family": "vae", "dataset": "stacked", "width": 8, "latent_dim": 8,
+                                        "batch_size": 8, "budget": {"steps": 6}, "checkpoint_every": 3}}
+    config["sampling"] = {"n": 24, "n_reconstruct": 16}
+    config["metrics"] = {"n_original": 16}
+    config["evaluation"] = {"fid": {"repeats": 2, "max_real": 32}, "kid": {"n_subsets": 2, "subset_size": 16},
+                            "prdc": {"nearest_k": 3}, "domain": {"steps": 10, "nearest_k": 3},
+                            "utility": {"seeds": 1, "steps": 10, "n_synthetic": 16},
+                            "diversity": {"n_pairs": 20, "n_reference": 16}, "memorization": {"gallery_k": 2}}
+    config["reader_study"] = {"n_real": 4, "n_per_model": 2, "display_size": 64}
     (work / "config.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(work, "--cores", "2", "results/qc/registration.tsv", "results/qc/ingest.tsv", timeout=1200)
+    result = snakemake(work, "--cores", "2", "all", "results/slices/t1/images.npy", timeout=1200)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     subjects = pd.read_csv(work / "results/inputs/subjects.tsv", sep="\t", dtype=str, keep_default_na=False)
-    assert sorted(subjects["grade"]) == ["HGG", "LGG"]
+    assert sorted(subjects["grade"]) == ["HGG", "HGG", "LGG", "LGG"]
     assert set(subjects["sequences"]) == {"t1,t1ce,t2,flair"} and set(subjects["mask"]) == {"seg"}
     table = pd.read_csv(work / "results/qc/registration.tsv", sep="\t")
-    assert list(table["status"]) == ["ok", "ok"]
+    assert list(table["status"]) == ["ok"] * len(CASES)
     # QC per sequence: columns of the registration table
     assert {"t1ce_signal", "t2_correlation", "flair_correlation"} <= set(table.columns)
     assert (table["t1ce_correlation"] > 0.99).all()
@@ -67,6 +88,7 @@ def test_brats_cohort_registers_every_sequence_through_the_t1_transform(tmp_path
         t1 = np.asarray(nib.load(str(out / "registered.nii.gz")).dataobj)
         t1ce = np.asarray(nib.load(str(out / "registered-t1ce.nii.gz")).dataobj)
         np.testing.assert_allclose(t1ce, t1 * 1.2, rtol=1e-4, atol=1e-2)
+    check_stacked_run(work)
 
     leaks = []
     for folder in ("results", "logs", ".snakemake"):
@@ -79,3 +101,40 @@ def test_brats_cohort_registers_every_sequence_through_the_t1_transform(tmp_path
                 leaks += [f"{path.relative_to(work)}: {n}" for n in names if n in text]
     assert leaks == []
     assert any(os.path.islink(p) for p in (work / "private/staging").rglob("t2"))
+
+
+def _finite_numbers(value, where: str) -> int:
+    """How many numbers ``value`` holds; every one must be finite (None stands for not applicable)."""
+    if isinstance(value, dict):
+        return sum(_finite_numbers(v, f"{where}.{k}") for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_finite_numbers(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, float):
+        assert math.isfinite(value), where
+        return 1
+    return 0
+
+
+def check_stacked_run(work: Path) -> None:
+    """The stacked dataset, from the slices to the report."""
+    images = np.load(work / "results/slices/stacked/images.npy")
+    table = pd.read_csv(work / "results/slices/stacked/slices.tsv", sep="\t", dtype=str)
+    assert images.shape[1:] == (len(STACKED), 16, 16) and len(table) == len(images) == 6 * len(CASES)
+    assert set(table["sequence"]) == {"+".join(STACKED)}
+    # channel k is sequence k's own slice: the t1 channel equals the t1-only dataset exactly
+    t1 = np.load(work / "results/slices/t1/images.npy")
+    t1_table = pd.read_csv(work / "results/slices/t1/slices.tsv", sep="\t", dtype=str)
+    assert list(t1_table["subject"]) == list(table["subject"]) and np.array_equal(images[:, 0], t1)
+    # t1ce = 1.2 x t1 before each volume's own normalisation: the same image after it
+    np.testing.assert_allclose(images[:, 1], images[:, 0], atol=2e-3)
+    assert not np.allclose(images[:, 2], images[:, 0], atol=0.05)  # t2 is an inverted contrast
+    samples = np.load(work / "results/samples/vae_stacked/seed0/samples.npy")
+    assert samples.shape[1:] == images.shape[1:] and np.isfinite(samples).all()
+    run_metrics = sorted((work / "results/metrics/vae_stacked").glob("seed0*.json"))
+    assert {p.name for p in run_metrics} >= {"seed0.json", "seed0.distribution.json", "seed0.domain.json",
+                                              "seed0.diversity.json"}
+    for path in run_metrics + [work / "results/metrics/original/stacked.json"]:
+        assert _finite_numbers(json.loads(path.read_text()), path.name) > 0, path
+    summary = json.loads((work / "results/models/vae_stacked/seed0/summary.json").read_text())
+    assert summary["channels"] == len(STACKED) and summary["training_data"]["channel_names"] == STACKED
+    assert "Channels (stacked sequences)" in (work / "results/report/index.html").read_text()

@@ -1,6 +1,6 @@
 """Privacy by design, end to end: names planted everywhere in the input never reach an output.
 
-The input tree is a hospital export as they come: folders and files named after the
+The input tree is a hospital export as they come: the export folder, folders and files named after the
 patient (``QUOLLBERG^PHILOMENA_19580317/MRN0042731 T1/...``), DICOM series with a
 patient name, birth date or ID in every attribute of the DICOM PS3.15 Basic
 Application Level Confidentiality Profile that pydicom can write
@@ -234,7 +234,8 @@ def leaks(work: Path, roots=("results", "logs", ".snakemake")) -> tuple[list[str
 @pytest.fixture(scope="module")
 def phi_run(tmp_path_factory) -> Path:
     work = copy_checkout(tmp_path_factory, "privacy")
-    export = work.parent / "hospital export"
+    # the export's own folder named after a patient too (the config's input.source must not leak)
+    export = work.parent / f"{IDENTITIES[0]['family']} hospital export"
     counts = build_phi_tree(export, work.parent / "scratch")
     assert counts["profile_attributes"] >= 600 and counts["dicom_files"] >= 2 and counts["subjects"] == 3
     config = yaml.safe_load(DATASETS_CONFIG.read_text())

@@ -304,6 +304,14 @@ def test_provenance_footer_without_secrets(tmp_path, data):
                           "models": {"vae": {"family": "vae", "budget": {"steps": 20}}}}) in footer
 
 
+def test_provenance_never_shows_the_input_folder():
+    """A hospital export's folder may be named after the patient; only private/source knows it."""
+    config = {"input": {"source": "/data/DOE^JANE_19600101", "layout": "auto"}, "privacy": {"pseudonym_salt": "s"}}
+    record = provenance(config, Path(__file__).resolve().parents[1])
+    assert "DOE" not in json.dumps(record) and record["config"]["input"] == {"source": "<redacted>", "layout": "auto"}
+    assert provenance({"input": {"source": "demo"}}, Path(".."))["config"]["input"]["source"] == "demo"
+
+
 def test_table1_rows_are_means_over_seeds(tmp_path, data):
     page = parse(build(tmp_path, data))
     assert page.rows["table1"] == ["Original", *FIDS]

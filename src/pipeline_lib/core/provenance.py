@@ -1,8 +1,9 @@
 """Where a result came from: date, code version, configuration, package versions and machine.
 
 The report ends with this record so that a reader can tell which run produced it and rerun it.
-Secrets are left out: the pseudonym salt is replaced by a placeholder before the configuration
-is shown or hashed.
+Secrets are left out: the pseudonym salt and the input folder's path (hospital exports are named
+after patients; the path lives only in private/source) are replaced by a placeholder before the
+configuration is shown or hashed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from typing import Any, Mapping
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "antspyx", "nibabel", "pydicom", "dcm2niix",
             "opencv-python-headless", "pandas", "matplotlib", "pytorch-fid", "snakemake")
 #: Config entries never shown or hashed: (section, key).
-SECRETS = (("privacy", "pseudonym_salt"),)
+SECRETS = (("privacy", "pseudonym_salt"), ("input", "source"))
+#: Values of those entries that are names, not secrets (the demo cohort).
+PUBLIC_VALUES = ("demo",)
 REDACTED = "<redacted>"
 
 
@@ -29,7 +32,7 @@ def redacted_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy of ``config`` (JSON types) with every secret replaced by a placeholder."""
     copy = json.loads(json.dumps(config, default=str))
     for section, key in SECRETS:
-        if isinstance(copy.get(section), dict) and key in copy[section]:
+        if isinstance(copy.get(section), dict) and key in copy[section] and copy[section][key] not in PUBLIC_VALUES:
             copy[section][key] = REDACTED
     return copy
 
