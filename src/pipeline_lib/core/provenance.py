@@ -21,18 +21,17 @@ from typing import Any, Mapping
 #: Packages whose versions decide results (numbers, images) or the workflow's behaviour.
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "antspyx", "nibabel", "pydicom", "dcm2niix",
             "opencv-python-headless", "pandas", "matplotlib", "pytorch-fid", "snakemake")
-#: Config entries never shown or hashed: (section, key).
-SECRETS = (("privacy", "pseudonym_salt"), ("input", "source"))
-#: Values of those entries that are names, not secrets (the demo cohort).
-PUBLIC_VALUES = ("demo",)
+#: Config entries never shown or hashed: (section, key) -> the values that are names, not secrets
+#: (input.source "demo" is the demo cohort, not a path).
+SECRETS = {("privacy", "pseudonym_salt"): (), ("input", "source"): ("demo",)}
 REDACTED = "<redacted>"
 
 
 def redacted_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy of ``config`` (JSON types) with every secret replaced by a placeholder."""
     copy = json.loads(json.dumps(config, default=str))
-    for section, key in SECRETS:
-        if isinstance(copy.get(section), dict) and key in copy[section] and copy[section][key] not in PUBLIC_VALUES:
+    for (section, key), public in SECRETS.items():
+        if isinstance(copy.get(section), dict) and key in copy[section] and copy[section][key] not in public:
             copy[section][key] = REDACTED
     return copy
 
