@@ -72,6 +72,30 @@ def test_ddim_with_a_perfect_noise_oracle_recovers_the_image():
     torch.testing.assert_close(out, x0, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("steps", [5, 7, 300])
+def test_every_ddim_call_tells_the_unet_the_noise_level_the_sample_is_at(steps):
+    """A noise model that is right only for the t it is told: with x0 = 0, x_t = sqrt(1 - a_t) eps,
+    so the sample's spread shows its real noise level. The spread must match the told t at every
+    call. (MONAI's own step takes the previous level as t - T // N while its timesteps are spaced by
+    linspace: for N = 5 the last call is told t = 0 with the sample still at level 50, spread 0.17;
+    for N = 300, at level 102.)"""
+    model = build_model("ddpm", SIZE, tiny(ddim_steps=steps))
+    ddpm, _ = model.denoiser.schedulers
+    seen = []
+
+    class NoiseOfToldLevel(torch.nn.Module):
+        def forward(self, x, timesteps, class_labels=None):
+            t = int(timesteps[0])
+            seen.append((t, x.std().item(), (1 - ddpm.alphas_cumprod[t]).sqrt().item()))
+            return x / (1 - ddpm.alphas_cumprod[t]).sqrt()
+
+    model.denoiser.unet = NoiseOfToldLevel()
+    model.denoiser.sample((1, 1, 128, 128), None, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert len(seen) == steps and seen[0][0] == ddpm.num_train_timesteps - 1 and seen[-1][0] == 0
+    for t, spread, expected in seen:
+        assert spread == pytest.approx(expected, rel=0.03), f"told t={t}: spread {spread:.4f}, level's {expected:.4f}"
+
+
 def test_sampling_is_seeded_and_steps_configurable():
     torch.manual_seed(0)
     model = build_model("ddpm", SIZE, tiny())

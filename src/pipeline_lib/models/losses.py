@@ -41,15 +41,22 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     return (grad.float().flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
-def r1_penalty(scores: torch.Tensor, real: torch.Tensor, scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
-    """E[||grad_x D(x)||^2] over real images x (Mescheder et al. 2018, "Which training methods for
-    GANs do actually converge?"); the loss adds gamma / 2 times it. ``real`` must be the tensor the
-    scores were computed from, with ``requires_grad``. Under AMP the scaled scores are
-    differentiated so small fp16 gradients survive, then unscaled."""
+def r1_penalty(scores: torch.Tensor, real: torch.Tensor, scaler: torch.amp.GradScaler | None = None,
+               input_scale: float = 1.0) -> torch.Tensor:
+    """E[||grad_y D(y)||^2] over real images y on the [-1, 1] scale (Mescheder et al. 2018, "Which
+    training methods for GANs do actually converge?"; StyleGAN2's gamma is defined on that scale);
+    the loss adds gamma / 2 times it.
+
+    ``real`` is the tensor the gradient is taken with respect to, with ``requires_grad``: the
+    un-augmented real batch, with any differentiable augmentation applied between it and the
+    scores, so the penalty is taken through the augmentation (StyleGAN2-ADA). ``input_scale`` is
+    d real / d y: 1 for a batch on the [-1, 1] scale, 0.5 for one on the [0, 1] scale (whose
+    gradients are twice, and squared norms four times, those on [-1, 1]). Under AMP the scaled
+    scores are differentiated so small fp16 gradients survive, then unscaled."""
     total = scores.float().sum()
     if scaler is not None:
         (grad,) = torch.autograd.grad(scaler.scale(total), real, create_graph=True)
         grad = grad.float() / scaler.get_scale()
     else:
         (grad,) = torch.autograd.grad(total, real, create_graph=True)
-    return grad.float().pow(2).flatten(1).sum(1).mean()
+    return (grad.float() * input_scale).pow(2).flatten(1).sum(1).mean()

@@ -37,7 +37,9 @@ Options for small cohorts, off by default (neither paper used them): ``diffaugme
 DiffAugment policy (Zhao et al. 2020, e.g. ``"color,translation,cutout"``) applied to every
 batch the discriminator sees, real and generated, in both updates; and ``r1_gamma``, the
 weight gamma of the R1 penalty gamma / 2 * E||grad D(x_real)||^2 (Mescheder et al. 2018) on
-the discriminator's real batch (after augmentation, as StyleGAN2-ADA does).
+the discriminator's real batch on the [-1, 1] scale, taken through the augmentation (as
+StyleGAN2-ADA does). R1 is refused on discriminators with batch norm (this family's, wgan's,
+cgan's): batch norm couples the per-image gradients it penalises.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ class DCGAN(GenerativeModel):
         self.discriminator = Discriminator(channels, image_size, h["width"], arch,
                                            extra_channels=self.extra_d_channels())
         self.apply(init_dcgan_weights)
-        self.augment_ops = checked_gan_aids(self.family, h)
+        self.augment_ops = checked_gan_aids(self.family, h, self.discriminator)
 
     def architecture(self) -> Architecture:
         base, _ = self.PRESETS[self.hparams["preset"]]
@@ -210,11 +212,11 @@ class DCGAN(GenerativeModel):
         real = to_signed(images)
         z = self.latent(len(real))
         gamma = self.hparams["r1_gamma"]
+        if gamma:
+            real = real.detach().requires_grad_(True)
         with self.autocast():
             fake = self.generate(z, labels)
             real_in = self.augment(real)
-            if gamma:
-                real_in = real_in.detach().requires_grad_(True)
             # Real and fake go through separate forward passes, so batch norm sees pure batches (Radford).
             real_logits = self.discriminate(real_in, labels)
             fake_logits = self.discriminate(self.augment(fake.detach()), labels)
@@ -222,7 +224,7 @@ class DCGAN(GenerativeModel):
                       + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
         extra = {}
         if gamma:
-            penalty = r1_penalty(real_logits, real_in, self.scaler)
+            penalty = r1_penalty(real_logits, real, self.scaler)
             d_loss = d_loss + gamma / 2 * penalty
             extra["r1"] = penalty.item()
         self.optimise(d_loss, self.optimizers["discriminator"])
@@ -246,8 +248,10 @@ class DCGAN(GenerativeModel):
         return to_unit(self.generate(self.latent(n, generator), labels))
 
 
-def checked_gan_aids(family: str, hparams: dict[str, Any]) -> tuple[str, ...]:
-    """The DiffAugment operations of ``hparams``; bad policies or a negative R1 weight are InputErrors."""
+def checked_gan_aids(family: str, hparams: dict[str, Any], discriminator: nn.Module) -> tuple[str, ...]:
+    """The DiffAugment operations of ``hparams``; bad policies, a negative R1 weight and R1 on a
+    discriminator with batch norm are InputErrors. Batch norm mixes the images of a batch, so the
+    gradient R1 takes of one real image's score depends on the others (as wgan_gp's penalty)."""
     try:
         ops = diffaugment_policy(hparams["diffaugment"])
     except ValueError as exc:
@@ -255,6 +259,10 @@ def checked_gan_aids(family: str, hparams: dict[str, Any]) -> tuple[str, ...]:
     gamma = hparams["r1_gamma"]
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma < 0:
         raise InputError(f"model family '{family}': r1_gamma must be a number >= 0, got {gamma!r}")
+    if gamma and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
+        raise InputError(f"model family '{family}': r1_gamma needs a discriminator without batch norm "
+                         f"(batch norm couples the per-image gradients R1 penalises); this family's has it, "
+                         f"so use r1_gamma: 0 or a family whose critic has no batch norm (wgan_gp, stylegan)")
     return ops
 
 

@@ -140,9 +140,32 @@ class Denoiser(nn.Module):
         _, ddim = self.schedulers
         ddim.set_timesteps(steps or self.ddim_steps)
         x = torch.randn(shape, generator=generator, device="cpu").to(device)
-        for t in ddim.timesteps:
-            x, _ = ddim.step(self.predict_noise(x, int(t), labels).float(), int(t), x)
+        timesteps = [int(t) for t in ddim.timesteps]
+        for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
+            x = ddim_step(ddim, self.predict_noise(x, t, labels).float(), t, t_prev, x)
         return x
+
+
+def ddim_step(ddim, noise: torch.Tensor, t: int, t_prev: int, x: torch.Tensor) -> torch.Tensor:
+    """x at noise level ``t_prev`` from x at level ``t`` and the predicted noise (DDIM, eta = 0; Song
+    et al. 2021, eq. 12), with ``t_prev`` = -1 for the clean image.
+
+    MONAI's ``DDIMScheduler.step`` takes the previous level as t - T // N, while its
+    ``set_timesteps`` spaces the N levels by linspace(T - 1, 0, N): the two drift apart (when the
+    last call tells the UNet t = 0, the chain is at level 50 for N = 5 and at level 102 for
+    N = 300). Taking ``t_prev`` from the next entry of ``timesteps`` keeps every call's t equal to
+    the sample's noise level.
+    """
+    from monai.networks.schedulers.ddim import DDIMPredictionType
+
+    if ddim.prediction_type != DDIMPredictionType.EPSILON:
+        raise ValueError(f"ddim_step needs a noise-predicting scheduler, got {ddim.prediction_type!r}")
+    alpha_t = ddim.alphas_cumprod[t]
+    alpha_prev = ddim.alphas_cumprod[t_prev] if t_prev >= 0 else ddim.final_alpha_cumprod
+    clean = (x - (1 - alpha_t) ** 0.5 * noise) / alpha_t ** 0.5
+    if ddim.clip_sample:
+        clean = clean.clamp(*ddim.clip_sample_values)
+    return alpha_prev ** 0.5 * clean + (1 - alpha_prev) ** 0.5 * noise
 
 
 def check_labels(model: GenerativeModel, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:

@@ -52,8 +52,9 @@ Adam with learning rate 1e-4. Choices the seed leaves open, and why:
 
 Options for small cohorts, off by default (not in the seed): ``diffaugment`` (a DiffAugment
 policy, Zhao et al. 2020, on every batch the critic sees, real and generated, gradient
-penalty included) and ``r1_gamma`` (R1 penalty gamma / 2 * E||grad D(x_real)||^2 on the
-augmented real batch, Mescheder et al. 2018; StyleGAN2's regulariser). The generator's EMA
+penalty included) and ``r1_gamma`` (R1 penalty gamma / 2 * E||grad D(x_real)||^2, Mescheder et
+al. 2018; StyleGAN2's regulariser, with gamma on the [-1, 1] scale and the gradient taken through
+the augmentation to the real batch, as StyleGAN2-ADA). The generator's EMA
 that StyleGAN2-ADA samples from is the trainer's ``ema_decay``.
 """
 
@@ -230,7 +231,7 @@ class StyleGAN(GenerativeModel):
         self.generator = StyleGenerator(channels, image_size, h["latent_dim"], h["mapping_dim"],
                                         h["mapping_layers"], h["width"])
         self.critic = Critic(channels, image_size, h["width"])
-        self.augment_ops = checked_gan_aids(self.family, h)
+        self.augment_ops = checked_gan_aids(self.family, h, self.critic)
 
     @classmethod
     def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
@@ -279,9 +280,9 @@ class StyleGAN(GenerativeModel):
         n = images.shape[0]
         with torch.no_grad(), self.autocast():
             fake = self.augment(self.generate(n).float())
-        real = self.augment(images)
         if h["r1_gamma"]:
-            real = real.detach().requires_grad_(True)
+            images = images.detach().requires_grad_(True)
+        real = self.augment(images)
         with self.autocast():
             d_real = self.critic(real).float()
             d_fake = self.critic(fake).float()
@@ -293,7 +294,8 @@ class StyleGAN(GenerativeModel):
             critic_loss = critic_loss + h["gradient_penalty"] * penalty
         extra = {}
         if h["r1_gamma"]:
-            r1 = r1_penalty(d_real, real, self.scaler)
+            # The critic reads [0, 1] images and rescales them (Critic.forward): gamma is on [-1, 1].
+            r1 = r1_penalty(d_real, images, self.scaler, input_scale=0.5)
             critic_loss = critic_loss + h["r1_gamma"] / 2 * r1
             extra["r1"] = r1.item()
         self.optimise(critic_loss, self.optimizers["critic"])

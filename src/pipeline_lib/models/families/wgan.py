@@ -28,7 +28,8 @@ generator iterations is left out (Han et al. do not mention it).
 
 ``diffaugment`` and ``r1_gamma`` work as in the ``dcgan`` family (off by default): the
 critic sees every real and generated batch through the DiffAugment policy, and the
-R1 penalty on the (augmented) real batch adds to the critic's loss (column ``r1``).
+R1 penalty, taken through the augmentation, adds to the critic's loss (column ``r1``); like
+dcgan's, this critic has batch norm, so R1 is refused here and allowed on ``wgan_gp``.
 """
 
 from __future__ import annotations
@@ -77,13 +78,13 @@ class WGAN(DCGAN):
         self.optimizers = {"critic": self.make_optimizer(self.discriminator.parameters()),
                            "generator": self.make_optimizer(self.generator.parameters())}
 
-    def critic_loss(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None
-                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def critic_loss(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None,
+                    real_source: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(loss the critic minimises, named parts to report); ``real`` and ``fake`` are the
-        batches as the critic sees them (augmented), ``fake`` carries no gradient."""
+        batches as the critic sees them (augmented), ``fake`` carries no gradient. With R1,
+        ``real_source`` is the un-augmented real batch ``real`` was computed from (with
+        ``requires_grad``): the penalty is taken through the augmentation."""
         gamma = self.hparams["r1_gamma"]
-        if gamma:
-            real = real.detach().requires_grad_(True)
         with self.autocast():
             real_scores = self.discriminate(real, labels)
             real_score = real_scores.float().mean()
@@ -92,7 +93,7 @@ class WGAN(DCGAN):
         parts = {"wasserstein_estimate": estimate, "fake_score": fake_score}
         loss = -estimate
         if gamma:
-            parts["r1"] = r1_penalty(real_scores, real, self.scaler)
+            parts["r1"] = r1_penalty(real_scores, real_source, self.scaler)
             loss = loss + gamma / 2 * parts["r1"]
         return loss, parts
 
@@ -108,9 +109,11 @@ class WGAN(DCGAN):
         self.train()
         self.check_labels(labels, len(images))
         real = to_signed(images)
+        if self.hparams["r1_gamma"]:
+            real = real.detach().requires_grad_(True)
         with torch.no_grad(), self.autocast():
             fake = self.generate(self.latent(len(real)), labels)
-        loss, parts = self.critic_loss(self.augment(real), self.augment(fake), labels)
+        loss, parts = self.critic_loss(self.augment(real), self.augment(fake), labels, real)
         self.optimise(loss, self.optimizers["critic"])
         self.constrain_critic()
         self.critic_updates += 1

@@ -76,10 +76,10 @@ class WGANGP(WGAN):
         """Mean of (||grad_x C(x)|| - 1)^2 at random points between real and fake images."""
         return gradient_penalty(lambda mixed: self.discriminate(mixed, labels), real, fake)
 
-    def critic_loss(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None
-                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, parts = super().critic_loss(real, fake, labels)
-        penalty = self.gradient_penalty(real, fake, labels)
+    def critic_loss(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None,
+                    real_source: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, parts = super().critic_loss(real, fake, labels, real_source)
+        penalty = self.gradient_penalty(real.detach(), fake, labels)
         return loss + self.hparams["gp_weight"] * penalty, {**parts, "gradient_penalty": penalty}
 
     def constrain_critic(self) -> None:
