@@ -211,33 +211,80 @@ def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm():
     assert r1_penalty(scores, real).item() == pytest.approx(w.pow(2).sum().item(), rel=1e-5)
 
 
-def test_r1_enters_the_discriminator_loss_with_weight_gamma_over_two():
-    """Same weights and random stream: the discriminator loss with R1 minus the one without is
+def test_r1_enters_the_critic_loss_with_weight_gamma_over_two():
+    """Same weights and random stream: the critic loss with R1 minus the one without is
     gamma / 2 times the logged penalty."""
     images = torch.from_numpy(blobs(8)).unsqueeze(1)
     losses = {}
     for gamma in (0.0, 10.0):
         torch.manual_seed(0)
-        model = build_model("dcgan", SIZE, {"width": 8, "latent_dim": 16, "r1_gamma": gamma})
+        model = build_model("wgan_gp", SIZE, {"width": 8, "latent_dim": 16, "r1_gamma": gamma})
         model.configure_optimizers()
         torch.manual_seed(1)
         losses[gamma] = model.training_step(images, None)
     assert "r1" not in losses[0.0] and losses[10.0]["r1"] > 0
-    assert losses[10.0]["discriminator"] - losses[0.0]["discriminator"] == pytest.approx(5.0 * losses[10.0]["r1"],
-                                                                                         rel=1e-4)
+    assert losses[10.0]["critic"] - losses[0.0]["critic"] == pytest.approx(5.0 * losses[10.0]["r1"], rel=1e-4)
 
 
-@pytest.mark.parametrize("family", ["wgan", "wgan_gp", "stylegan", "cgan"])
-def test_every_gan_family_takes_diffaugment_and_r1(family):
+@pytest.mark.parametrize("family", ["wgan_gp", "stylegan"])
+def test_every_gan_family_without_batch_norm_takes_diffaugment_and_r1(family):
     hp = {"width": 16 if family == "stylegan" else 8, "latent_dim": 16, "diffaugment": "color,translation,cutout",
           "r1_gamma": 1.0}
     if family == "stylegan":
         hp["mapping_dim"] = 16
-    model = build_model(family, SIZE, hp, n_classes=2 if family == "cgan" else 0)
+    model = build_model(family, SIZE, hp)
     model.configure_optimizers()
-    labels = torch.tensor([0, 1] * 4) if family == "cgan" else None
-    losses = model.training_step(torch.from_numpy(blobs(8)).unsqueeze(1), labels)
+    losses = model.training_step(torch.from_numpy(blobs(8)).unsqueeze(1), None)
     assert losses["r1"] > 0 and all(np.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("family", ["dcgan", "wgan", "cgan"])
+def test_r1_is_refused_on_a_batch_norm_discriminator(family):
+    """Batch norm mixes a batch's images, so one image's score gradient depends on the others."""
+    with pytest.raises(InputError, match="batch norm"):
+        build_model(family, SIZE, {"width": 8, "latent_dim": 16, "r1_gamma": 1.0},
+                    n_classes=2 if family == "cgan" else 0)
+    build_model(family, SIZE, {"width": 8, "latent_dim": 16, "diffaugment": "color"},
+                n_classes=2 if family == "cgan" else 0)
+
+
+class _LinearCritic(torch.nn.Module):
+    """C(x) = sum(w * x): its gradient is w wherever the input reaches it."""
+
+    def __init__(self, weight: float):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.full((1, 1, SIZE, SIZE), weight))
+
+    def forward(self, x):
+        return (x * self.weight).flatten(1).sum(1, keepdim=True)
+
+
+def test_r1_is_taken_on_the_signed_scale_through_the_augmentation():
+    """A linear critic on [-1, 1] images with weight c: R1 = c^2 per unaugmented pixel. Through a
+    cutout (a square of a quarter of the image, fewer pixels at the border, set to zero), the cut
+    pixels' gradient is 0, so R1 lies in [0.75, 1) x c^2 H W; taken on the augmented image, as
+    before, it was exactly c^2 H W."""
+    c = 0.01
+    model = build_model("wgan_gp", SIZE, {"width": 8, "latent_dim": 16, "r1_gamma": 1.0, "diffaugment": "cutout"})
+    model.discriminator = _LinearCritic(c)
+    model.configure_optimizers()
+    torch.manual_seed(0)
+    r1 = model.training_step(torch.from_numpy(blobs(8)).unsqueeze(1), None)["r1"]
+    full = c ** 2 * SIZE * SIZE
+    assert 0.75 * full - 1e-9 <= r1 < full * (1 - 1e-3)
+
+
+def test_stylegan_r1_gamma_is_on_the_signed_scale():
+    """StyleGAN's critic reads [0, 1] images and rescales them; its R1 must equal the squared
+    gradient with respect to the [-1, 1] image (StyleGAN2's gamma), not four times it."""
+    torch.manual_seed(0)
+    model = build_model("stylegan", SIZE, {"width": 16, "latent_dim": 16, "mapping_dim": 16, "r1_gamma": 1.0})
+    model.configure_optimizers()
+    images = torch.from_numpy(blobs(8)).unsqueeze(1)
+    signed = (images * 2 - 1).requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.critic.net(signed).sum(), signed)
+    expected = grad.pow(2).flatten(1).sum(1).mean().item()
+    assert model.training_step(images, None)["r1"] == pytest.approx(expected, rel=1e-4)
 
 
 # ----------------------------------------------------------------------- validation, snapshots
