@@ -77,6 +77,34 @@ def test_ema_equals_the_closed_form_average_of_the_weights_it_saw():
     assert model.net.weight.item() == weights[-1], "the trained weights come back after the block"
 
 
+class NormHolder(nn.Module):
+    """A stand-in model whose averaged network has batch norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.BatchNorm1d(1)
+
+    def ema_modules(self):
+        return ("net",)
+
+
+def test_ema_averages_batch_norm_statistics_with_the_weights():
+    """The running mean is averaged like a weight (same closed form), so sampling with averaged
+    weights also normalises with averaged statistics; the integer step counter stays live."""
+    decay, means = 0.5, [1.0, 3.0, -2.0, 4.0]
+    model, average = NormHolder(), WeightAverage(decay)
+    for m in means:
+        model.net.running_mean.fill_(m)
+        model.net.num_batches_tracked.add_(1)
+        average.update(model)
+    d = [0.0] + [min(decay, i / (9 + i)) for i in range(2, len(means) + 1)]
+    expected = sum(m * (1 - d[i]) * np.prod(d[i + 1:]) for i, m in enumerate(means))
+    with average.applied(model):
+        assert model.net.running_mean.item() == pytest.approx(expected, rel=1e-6)
+        assert model.net.num_batches_tracked.item() == len(means)
+    assert model.net.running_mean.item() == means[-1]
+
+
 def test_samples_come_from_the_averaged_weights_by_default(tmp_path):
     block = {**VAE, "ema_decay": 0.5}
     train(tmp_path, block)

@@ -20,8 +20,12 @@ the average from being dominated by the random initial weights in short runs
 network a family only starts training later (the LDM's UNet in its second
 stage) starts its own average then.
 
-Only parameters are averaged; buffers (batch-norm statistics, step counters)
-are always the live ones, as in StyleGAN2-ADA, which copies them.
+Batch-norm running statistics (every floating-point buffer) are averaged with
+the parameters, as timm's ``ModelEmaV2`` averages the whole state dict: the
+live statistics describe the activations of the live weights, not of the
+averaged ones, so a batch-norm network sampled with averaged weights and live
+statistics would normalise with the wrong mean and variance. Integer buffers
+(batch norm's step counter) stay the live ones.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ class WeightAverage:
     def update(self, model: nn.Module) -> None:
         """Move the average of every currently tracked network towards its weights."""
         for name, module in self.modules(model).items():
-            params = dict(module.named_parameters())
+            params = averaged_tensors(module)
             if name not in self.shadow:
                 self.shadow[name] = {k: p.detach().clone() for k, p in params.items()}
                 self.updates[name] = 1
@@ -82,7 +86,7 @@ class WeightAverage:
         modules = self.modules(model)
         names = [n for n in self.shadow if n in modules] if names is None else names
         for name in names:
-            params = dict(modules[name].named_parameters())
+            params = averaged_tensors(modules[name])
             for key, shadow in self.shadow[name].items():
                 live = params[key].detach().clone()
                 params[key].copy_(shadow)
@@ -107,6 +111,14 @@ class WeightAverage:
 def load_average_into(model: nn.Module, shadow: dict[str, dict[str, torch.Tensor]]) -> None:
     """Overwrite the parameters of ``model``'s averaged networks with a saved average."""
     for name, params in shadow.items():
-        own = dict(getattr(model, name).named_parameters())
+        own = averaged_tensors(getattr(model, name))
         for key, value in params.items():
             own[key].copy_(value.to(own[key].device))
+
+
+def averaged_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """What the average covers: every parameter and every floating-point buffer (batch-norm
+    running mean and variance), by name."""
+    tensors = dict(module.named_parameters())
+    tensors.update({key: b for key, b in module.named_buffers() if b.is_floating_point()})
+    return tensors
