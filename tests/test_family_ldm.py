@@ -117,3 +117,18 @@ def test_conditional_ldm(tmp_path):
     model, _ = load_trained_model(tmp_path / "m.pt", device="cpu")
     out = model.sample(4, labels=torch.tensor([0, 1, 0, 1]), generator=torch.Generator().manual_seed(0))
     assert out.shape == (4, 1, SIZE, SIZE) and model.denoiser.unet.num_class_embeds == 3
+
+
+def test_the_learning_rate_schedule_runs_once_per_stage(tmp_path, monkeypatch):
+    """Warm-up and cosine restart at the diffusion stage (its optimiser starts then): over a budget
+    of 10 with 4 autoencoder steps, steps 1-4 follow a schedule of 4 steps, steps 5-10 one of 6."""
+    from pipeline_lib.models import training
+    from pipeline_lib.models.schedule import lr_factor
+
+    factors = []
+    monkeypatch.setattr(training, "set_lr_factor", lambda optimizers, factor: factors.append(factor))
+    train(tmp_path, "scheduled", block(steps=10, lr_schedule="cosine", lr_warmup_steps=2))
+    expected = ([lr_factor(s, "cosine", 2, STAGE_ONE) for s in range(1, STAGE_ONE + 1)]
+                + [lr_factor(s, "cosine", 2, 10 - STAGE_ONE) for s in range(1, 10 - STAGE_ONE + 1)])
+    assert factors == pytest.approx(expected)
+    assert factors[STAGE_ONE] == pytest.approx(0.5), "the diffusion stage starts its own warm-up"

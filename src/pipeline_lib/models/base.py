@@ -145,6 +145,12 @@ class GenerativeModel(nn.Module):
         ``budget.epochs`` converted); a family whose training has stages raises InputError when the
         budget cannot reach them."""
 
+    def schedule_position(self, step: int, total_steps: int | None) -> tuple[int, int | None]:
+        """(1-based step within the current training stage, that stage's number of steps): what the
+        learning-rate schedule counts. One stage by default; a family that trains in stages starts
+        each stage's warm-up and cosine afresh (each stage has optimisers of its own)."""
+        return step, total_steps
+
     @property
     def has_validation_loss(self) -> bool:
         return type(self).validation_losses is not GenerativeModel.validation_losses

@@ -235,8 +235,9 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
                 x = x.contiguous(memory_format=torch.channels_last)
             y = label_tensor[idx].to(dev) if label_tensor is not None else None
             if scheduled:
-                set_lr_factor(model.optimizers, lr_factor(state.step + 1, settings.lr_schedule,
-                                                          settings.lr_warmup_steps, target_steps))
+                stage_step, stage_steps = model.schedule_position(state.step + 1, target_steps)
+                set_lr_factor(model.optimizers, lr_factor(stage_step, settings.lr_schedule,
+                                                          settings.lr_warmup_steps, stage_steps))
             losses = model.training_step(x, y)
             if average is not None:
                 average.update(model)

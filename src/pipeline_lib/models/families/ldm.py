@@ -181,6 +181,13 @@ class LDM(GenerativeModel):
             raise InputError(f"models.<ldm model>: the budget ({steps} steps) must exceed autoencoder_steps "
                              f"({self.hparams['autoencoder_steps']}): both stages count towards it")
 
+    def schedule_position(self, step: int, total_steps: int | None) -> tuple[int, int | None]:
+        """Stage 1 is steps 1..autoencoder_steps, stage 2 the rest of the budget."""
+        first = int(self.hparams["autoencoder_steps"])
+        if step <= first:
+            return step, first
+        return step - first, None if total_steps is None else total_steps - first
+
     def ema_modules(self) -> tuple[str, ...]:
         """The UNet is averaged from its first update on; the autoencoder it decodes with is not
         (its latents would no longer match the ones the UNet learnt)."""
