@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,8 +12,8 @@ import torch
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import read_json, write_npy
-from pipeline_lib.evaluation.diversity import (MS_SSIM_WEIGHTS, model_diversity_job, ms_ssim_weights,
-                                               original_diversity_job, pairwise_ms_ssim, random_pairs,
+from pipeline_lib.evaluation.diversity import (MS_SSIM_WEIGHTS, _metric_values, model_diversity_job, ms_ssim_metric,
+                                               ms_ssim_weights, original_diversity_job, pairwise_ms_ssim, random_pairs,
                                                reconstruction_similarity)
 from pipeline_lib.report.diversity_section import render_diversity_html
 from pipeline_lib.report.training_section import render_training_html
@@ -31,6 +32,28 @@ def test_scales_follow_the_image_size():
     assert ms_ssim_weights(64, 4) == MS_SSIM_WEIGHTS
     assert len(ms_ssim_weights(32, 4)) == 3 and sum(ms_ssim_weights(32, 4)) == pytest.approx(1.0)
     assert len(ms_ssim_weights(128, 11)) == 4
+
+
+@pytest.mark.parametrize("kernel", [4, 7, 11])
+@pytest.mark.parametrize("size", [11, 12, 16, 20, 22, 23, 32, 44, 45, 64, 88, 128])
+def test_the_chosen_scales_run_on_images_of_that_size(size, kernel):
+    """Every size the window fits gets scales MONAI can compute (two scales at 16 px with an
+    11 px window used to pass MONAI's check and fail in its convolution at the 8 px level)."""
+    metric = ms_ssim_metric(size, kernel)
+    images = blobs(2, size=size)
+    assert np.isfinite(_metric_values(metric, images[:1], images[1:])).all()
+
+
+def test_a_window_wider_than_the_images_is_a_config_error():
+    from pipeline_lib.core.config_check import config_problems
+
+    schema = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+    config = {"input": {"source": "demo"}, "slicing": {"image_size": 16},
+              "evaluation": {"diversity": {"kernel_size": 20}}}
+    assert any(p.startswith("evaluation.diversity.kernel_size: a 20-pixel window does not fit the 16-pixel")
+               for p in config_problems(config, schema))
+    config["evaluation"]["diversity"]["kernel_size"] = 11
+    assert config_problems(config, schema) == []
 
 
 def test_random_pairs_are_distinct_seeded_and_complete_when_few():

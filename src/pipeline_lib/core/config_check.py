@@ -15,7 +15,8 @@ import jsonschema
 import yaml
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.settings import SECTIONS, dataset_problems, read_settings, section_block
+from pipeline_lib.core.settings import (SECTIONS, DatasetSettings, DiversitySettings, dataset_blocks, dataset_problems, read_settings,
+                                        section_block)
 
 DEMO_SOURCE = "demo"
 SHEET_SUFFIXES = (".tsv", ".txt")
@@ -38,6 +39,26 @@ def config_problems(config: Mapping[str, Any], schema_path: Path) -> list[str]:
         except InputError as exc:
             problems.append(str(exc))
     problems += dataset_problems(config)
+    problems += window_problems(config)
+    return problems
+
+
+def window_problems(config: Mapping[str, Any]) -> list[str]:
+    """The diversity metrics' window must fit every dataset's images (MS-SSIM drops scales until it
+    does, but even one scale needs an image at least as wide as the window)."""
+    try:
+        kernel = read_settings(DiversitySettings, section_block(config, "evaluation.diversity")).kernel_size
+    except InputError:
+        return []  # reported with the section's own checks
+    problems = []
+    for name, block in dataset_blocks(config).items():
+        try:
+            side = min(read_settings(DatasetSettings, block, f"datasets.{name}").size)
+        except InputError:
+            continue  # reported by dataset_problems
+        if side < kernel:
+            problems.append(f"evaluation.diversity.kernel_size: a {kernel}-pixel window does not fit the "
+                            f"{side}-pixel images of dataset {name}; use at most {side}")
     return problems
 
 

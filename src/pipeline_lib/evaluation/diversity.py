@@ -40,14 +40,19 @@ _BATCH = 256
 
 
 def ms_ssim_weights(image_size: int, kernel_size: int) -> tuple[float, ...]:
-    """The most scales (at most five) whose coarsest level still fits the window, renormalised."""
+    """The most scales (at most five) the image can hold, renormalised: after scales - 1 halvings
+    the coarsest level must still be as wide as the window (the SSIM there is a valid convolution),
+    and MONAI's own check (size // (scales - 1)^2 > kernel - 1) must pass. MONAI's check alone lets
+    two scales through for a 16 px image and an 11 px window, whose coarsest level is 8 px."""
     for scales in range(len(MS_SSIM_WEIGHTS), 0, -1):
-        if image_size // max(1, scales - 1) ** 2 > kernel_size - 1:
+        fits_window = image_size // 2 ** (scales - 1) >= kernel_size
+        if fits_window and image_size // max(1, scales - 1) ** 2 > kernel_size - 1:
             if scales == len(MS_SSIM_WEIGHTS):
                 return MS_SSIM_WEIGHTS  # as published (they sum to 0.9999)
             weights = np.array(MS_SSIM_WEIGHTS[:scales])
             return tuple(float(w) for w in weights / weights.sum())
-    raise InputError(f"images of {image_size} px are too small for MS-SSIM with a {kernel_size}-pixel window")
+    raise InputError(f"images of {image_size} px are too small for MS-SSIM with a {kernel_size}-pixel window "
+                     f"(evaluation.diversity.kernel_size)")
 
 
 def random_pairs(n: int, n_pairs: int, seed: int) -> np.ndarray:
@@ -86,7 +91,7 @@ def ms_ssim_metric(image_size: int, kernel_size: int):
 def pairwise_ms_ssim(images: np.ndarray, *, n_pairs: int, seed: int, kernel_size: int) -> dict[str, Any]:
     """Mean and standard deviation of MS-SSIM over random pairs of distinct images (N, H, W) in [0, 1]."""
     pairs = random_pairs(len(images), n_pairs, seed)
-    metric = ms_ssim_metric(images.shape[-1], kernel_size)
+    metric = ms_ssim_metric(min(images.shape[-2:]), kernel_size)
     values = _metric_values(metric, images[pairs[:, 0]], images[pairs[:, 1]])
     return {"ms_ssim_mean": float(values.mean()), "ms_ssim_std": float(values.std()),
             "n_pairs": int(len(pairs)), "n_images": int(len(images)),
@@ -101,7 +106,7 @@ def reconstruction_similarity(originals: np.ndarray, reconstructions: np.ndarray
     if originals.shape != reconstructions.shape:
         raise InputError(f"reconstructions: shape {reconstructions.shape} does not match the originals "
                          f"{originals.shape}")
-    size = originals.shape[-1]
+    size = min(originals.shape[-2:])
     metrics = {
         "ssim": SSIMMetric(spatial_dims=2, data_range=1.0, win_size=kernel_size, reduction="none"),
         "ms_ssim": ms_ssim_metric(size, kernel_size),
