@@ -63,6 +63,23 @@ def reuse_freed_host_memory() -> bool:
     return heap_only and keep_top
 
 
+def deterministic_kernels(device: torch.device) -> None:
+    """On CUDA, ask for deterministic kernels, so a seed gives the same run twice on one GPU.
+
+    cuDNN's autotuner and several atomics-based CUDA kernels pick differently from run to run;
+    cuBLAS needs a fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so it is set
+    before the first CUDA matrix product). An operation with no deterministic CUDA kernel warns
+    (warn_only) instead of stopping the run. CPU kernels are deterministic for a thread count
+    already; the flags are left alone there so CPU results stay as they were.
+    """
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -35,7 +35,7 @@ import torch
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path
-from pipeline_lib.core.runtime import prepare_cpu_training, seed_everything, select_device
+from pipeline_lib.core.runtime import deterministic_kernels, prepare_cpu_training, seed_everything, select_device
 from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, check_known_keys, family_hparams,
                                         keys_of_kind)
 from pipeline_lib.core.slices import channel_count, dataset_geometry
@@ -154,6 +154,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     dev = select_device(device)
     if dev.type == "cpu":
         prepare_cpu_training()
+    deterministic_kernels(dev)
     seed_everything(settings.seed)
     model = build_model(family, image_size, hparams, n_classes=n_classes, channels=channels).to(dev)
     if settings.channels_last and dev.type == "cuda":
