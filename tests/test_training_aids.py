@@ -318,6 +318,27 @@ def test_stylegan_r1_gamma_is_on_the_signed_scale():
 # ----------------------------------------------------------------------- validation, snapshots
 
 
+def test_a_run_resumed_after_its_minutes_cap_has_the_rows_of_an_uninterrupted_run(tmp_path):
+    """Stopped by the cap after step 1, the run validates and snapshots there (its outputs show where
+    it ended); resumed with a larger cap, those off-schedule rows go and the outputs equal a
+    run that was never stopped."""
+    held_out = (blobs(10, seed=5), None)
+    watched = {**VAE, "validate_every": 5, "snapshot_every": 4, "snapshot_images": 3}
+    train(tmp_path, watched, name="whole", validation=held_out, out_validation=tmp_path / "whole_val.csv",
+          out_snapshots=tmp_path / "whole_snap.npz")
+    capped = {**watched, "budget": {"steps": 12, "minutes": 1e-6}}  # 60 µs: one step, then the cap
+    summary = train(tmp_path, capped, name="capped", validation=held_out,
+                    out_validation=tmp_path / "capped_val.csv", out_snapshots=tmp_path / "capped_snap.npz")
+    assert summary["incomplete"] and list(pd.read_csv(tmp_path / "capped_val.csv")["step"]) == [1]
+    train(tmp_path, {**watched, "budget": {"steps": 12, "minutes": 60}}, name="capped", validation=held_out,
+          out_validation=tmp_path / "capped_val.csv", out_snapshots=tmp_path / "capped_snap.npz")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "capped_val.csv"), pd.read_csv(tmp_path / "whole_val.csv"))
+    resumed, whole = np.load(tmp_path / "capped_snap.npz"), np.load(tmp_path / "whole_snap.npz")
+    assert sorted(resumed.files) == sorted(whole.files)
+    for key in whole.files:
+        np.testing.assert_array_equal(resumed[key], whole[key])
+
+
 def test_validation_and_snapshots_leave_training_unchanged_and_resume_exactly(tmp_path):
     held_out = (blobs(10, seed=5), None)
     watched = {**VAE, "validate_every": 5, "snapshot_every": 4, "snapshot_images": 3}

@@ -105,6 +105,17 @@ class TrainingMonitor:
                 self.snapshots.append((step, kind, images))
         return row
 
+    def resume_at(self, step: int) -> None:
+        """Drop the rows and snapshots a run stopped by its minutes cap took at ``step`` only because
+        it stopped there: the resumed run goes on, and an uninterrupted run has none at that step."""
+        def scheduled(every: int | None) -> bool:
+            return bool(every) and step % every == 0
+
+        if not (scheduled(self.validate_every) or scheduled(self.fid_every)):
+            self.validation_rows = [row for row in self.validation_rows if row["step"] != step]
+        if not scheduled(self.snapshot_every):
+            self.snapshots = [snap for snap in self.snapshots if snap[0] != step]
+
     @torch.no_grad()
     def validation_loss(self, model) -> dict[str, float]:
         """Mean of the family's validation losses over the fixed subset, in batches."""

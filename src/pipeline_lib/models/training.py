@@ -197,6 +197,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
             average.load_state_dict(payload["ema"])
         if payload.get("monitor") is not None:
             monitor.load_state_dict(payload["monitor"])
+            monitor.resume_at(state.step)
         if augmenter is not None and payload.get("augment") is not None:
             augmenter.load_state_dict(payload["augment"])
         log.info("resumed %s from %s at step %d", name, ckpt_path, state.step)
