@@ -15,7 +15,8 @@ import yaml
 from pipeline_lib.core.config_check import NO_MODEL, config_problems
 from pipeline_lib.core.overrides import convert_text, typed_overrides
 from pipeline_lib.core.private import make_owner_only, private_folder, write_owner_only
-from pipeline_lib.imaging.discovery import layout_problem
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.imaging.discovery import discover_inputs, layout_problem
 from pipeline_lib.imaging.pseudonym import (DEMO_SALT, SALT_FILE, STANDIN_MARKER, is_public_salt, project_salt,
                                             salt_notice)
 from pipeline_lib.models.hyperparameters import typed_hyperparameters
@@ -122,6 +123,10 @@ def test_a_layout_that_fits_nothing_names_what_it_expects_and_no_path(tmp_path):
     assert "DOE" not in problem and "MRN" not in problem and str(tmp_path) not in problem
     assert "IXI<id>" in layout_problem({"source": str(tmp_path), "layout": "ixi"})
     assert layout_problem({"source": str(tmp_path), "layout": "auto"}) is None
+    # the discovery job (a tree past the DAG-time check's limit) names the expected names too
+    with pytest.raises(InputError, match=r"no subject of layout brats found; the layout expects <case>_t1\.nii\.gz"):
+        discover_inputs(tmp_path, "a-salt-of-ours", REPO / "workflow/schemas/samples.schema.yaml",
+                        layout={"layout": "brats"})
     (tmp_path / "Case_1").mkdir()
     (tmp_path / "Case_1" / "Case_1_t1.nii.gz").write_bytes(b"")
     assert layout_problem({"source": str(tmp_path), "layout": "brats"}) is None
