@@ -27,6 +27,7 @@ LIBRARY = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, LIBRARY)
 
 from pipeline_lib.core.jobs import export_library_path
+from pipeline_lib.core.private import PRIVATE_DIR, make_owner_only
 
 export_library_path(LIBRARY)
 
@@ -44,6 +45,16 @@ include: "workflow/rules/fid.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/reader_study.smk"
 include: "workflow/rules/report.smk"
+
+
+# Snakemake itself writes into private/ after a job (the .snakemake_timestamp of the staging
+# folder) with the umask's permissions; the jobs make their own outputs owner-only.
+onsuccess:
+    make_owner_only(PRIVATE_DIR)
+
+
+onerror:
+    make_owner_only(PRIVATE_DIR)
 
 
 # ----- target --------------------------------------------------------------

@@ -114,13 +114,20 @@ def test_profile_without_site_values_uses_cluster_defaults(monkeypatch, tmp_path
     for name in list(os.environ):
         if name.startswith("PIPELINE_SLURM_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("PIPELINE_SLURM_SITE", str(tmp_path / "absent.yaml"))
+    monkeypatch.chdir(tmp_path)  # no profiles/slurm/site.yaml here
     profile = render_profile()
     assert profile["executor"] == "slurm"
     assert not any("slurm_partition" in e or "slurm_account" in e for e in profile["default-resources"])
     assert "runtime=60 * 2 ** (attempt - 1)" in profile["default-resources"]
     assert {"train:gpu=1", "sample:gpu=1"} <= set(profile["set-resources"])
     assert "slurm-requeue" not in profile and int(profile["retries"]) >= 1
+
+
+def test_profile_refuses_a_missing_site_file(monkeypatch, tmp_path):
+    """A site file named in PIPELINE_SLURM_SITE that is not there is an error naming it, not the defaults."""
+    monkeypatch.setenv("PIPELINE_SLURM_SITE", str(tmp_path / "absent.yaml"))
+    with pytest.raises(Exception, match=r"PIPELINE_SLURM_SITE names .*absent\.yaml, which is not a file"):
+        render_profile()
 
 
 def test_profile_takes_site_file_and_environment_overrides(monkeypatch, tmp_path):

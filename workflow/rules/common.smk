@@ -5,26 +5,49 @@
 import functools
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
-from snakemake.utils import validate
+import yaml
+from snakemake.utils import update_config, validate
 
 from pipeline_lib.core.config_check import config_problems, raise_problems
+from pipeline_lib.core.overrides import typed_overrides
+from pipeline_lib.core.private import private_folder
 from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, canonical, dataset_params,
                                         dataset_settings, enabled_models, keys_of_kind, model_dataset, model_seeds,
                                         rerun_settings)
-from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES
+from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES, layout_problem
+from pipeline_lib.imaging.pseudonym import project_salt, salt_notice
 from pipeline_lib.models import family_sources
-from pipeline_lib.models.hyperparameters import check_model_blocks
+from pipeline_lib.models.hyperparameters import check_model_blocks, typed_hyperparameters
 from pipeline_lib.reader_study.scoring import response_files
+
+
+CONFIG_SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+
+
+def typed_command_line_config():
+    """--config values converted to the types the schema (and, for a model's hyperparameters, its
+    family) declares, merged over the config; the values that do not convert, as problems."""
+    typed, problems = typed_overrides(workflow.config_settings.config, yaml.safe_load(CONFIG_SCHEMA.read_text()))
+    if isinstance(typed.get("models"), dict):
+        typed["models"], more = typed_hyperparameters(typed["models"], config.get("models"))
+        problems += more
+    update_config(config, typed)
+    return problems
 
 
 def check_config():
     """Every config error, each naming its key, before any job runs (so `snakemake -n` fails too)."""
-    problems = config_problems(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+    problems = typed_command_line_config()
+    if not problems:
+        problems = config_problems(config, CONFIG_SCHEMA)
     if not problems:
         problems = check_model_blocks(config.get("models"))
+    if not problems:
+        problems = [problem for problem in [layout_problem(config.get("input") or {})] if problem]
     raise_problems(problems, [str(f) for f in workflow.overwrite_configfiles] or ["config.yaml"])
 
 
@@ -73,19 +96,26 @@ def input_source():
     if is_demo_cohort():
         return DEMO_SHEET
     target = os.path.abspath(config["input"]["source"])
+    private_folder(os.path.dirname(SOURCE_LINK))
     if not os.path.islink(SOURCE_LINK) or os.readlink(SOURCE_LINK) != target:
-        os.makedirs(os.path.dirname(SOURCE_LINK), exist_ok=True)
         temporary = f"{SOURCE_LINK}.{os.getpid()}"
         os.symlink(target, temporary)
         os.replace(temporary, SOURCE_LINK)
     return SOURCE_LINK
 
 
+# Real data without a salt of its own gets a random one in private/pseudonym_salt (imaging.pseudonym);
+# the discovery job reads it there: it never enters the config, a parameter or a log.
+_salt, _salt_origin = project_salt(config["privacy"]["pseudonym_salt"], config["input"]["source"])
+if salt_notice(_salt_origin):
+    print(salt_notice(_salt_origin), file=sys.stderr)
+
+
 def discovery_fingerprint():
     """Changing the salt, the source, the layout (and its pattern, labels and series rules) or the
     reference sequence reruns discovery; none of them appears in Snakemake's records."""
     layout = canonical({**config["input"], "reference_sequence": config["registration"].get("reference_sequence")})
-    secret = f"{config['privacy']['pseudonym_salt']}\0{config['input']['source']}\0{layout!r}"
+    secret = f"{_salt}\0{config['input']['source']}\0{layout!r}"
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 

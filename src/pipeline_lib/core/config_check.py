@@ -15,11 +15,14 @@ import jsonschema
 import yaml
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.settings import (SECTIONS, DatasetSettings, DiversitySettings, dataset_blocks, dataset_problems, read_settings,
-                                        section_block)
+from pipeline_lib.core.settings import (SECTIONS, DatasetSettings, DiversitySettings, dataset_blocks, dataset_problems,
+                                        enabled_models, read_settings, section_block)
 
 DEMO_SOURCE = "demo"
 SHEET_SUFFIXES = (".tsv", ".txt")
+NO_MODEL = ("models: no model to train (the section is missing, empty or every model has enabled: false); "
+            "give at least one model block with family and budget (config.yaml has two), or layer your "
+            "file over the defaults: --configfile config.yaml my.yaml")
 
 
 def config_problems(config: Mapping[str, Any], schema_path: Path) -> list[str]:
@@ -33,6 +36,8 @@ def config_problems(config: Mapping[str, Any], schema_path: Path) -> list[str]:
     problem = input_source_problem(config)
     if problem:
         problems.append(problem)
+    if not enabled_models(config):
+        problems.append(NO_MODEL)
     for path, cls in SECTIONS.items():
         try:
             read_settings(cls, section_block(config, path), path)

@@ -134,7 +134,8 @@ def discover_inputs(source: Path, salt: str, schema_path: Path,
         if not records:
             kinds = pd.Series([entry["kind"] for entry in ignored], dtype=str).value_counts()
             found = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "nothing"
-            raise InputError(f"input.source: no subject of layout {settings.layout} found (ignored: {found})")
+            raise InputError(f"input.source: no subject of layout {settings.layout} found; the layout expects "
+                             f"{_layout_hint(settings.layout)} (ignored: {found})")
         return _build_tables(records, labels, ignored, salt)
     if source.is_dir():
         records = _scan_directory(source, ignored)
@@ -446,6 +447,55 @@ def _apply_layout(root: Path, scanned: list[dict], settings: InputSettings, refe
         for key, value in settings.labels.items():
             item["labels"].setdefault(key, str(value))
     return _group_subjects(items, reference, ignored, root, salt)
+
+
+#: Files the DAG-time layout check looks at before it leaves the verdict to discovery.
+LAYOUT_CHECK_LIMIT = 100_000
+_LAYOUT_CHECK_BATCH = 64
+
+
+def layout_problem(block: Mapping[str, Any]) -> str | None:
+    """Why ``input.layout`` can find no subject in the ``input.source`` folder, or None.
+
+    Run while Snakemake builds the DAG, so that a layout that does not fit the folder (the Han
+    preset's brats on a folder that is not BraTS) fails the dry run instead of the discovery job.
+    Only names are read; the walk stops at the first input the layout recognises (the usual
+    case costs a few file names) and gives up after :data:`LAYOUT_CHECK_LIMIT` files. The
+    message names what the layout expects and counts what is there, never a path: the DAG's
+    messages land in .snakemake/log.
+    """
+    settings = read_settings(InputSettings, block, "input")
+    source = Path(str(block.get("source") or ""))
+    if settings.layout in ("auto", "dicom_study") or not source.is_dir():
+        return None  # auto takes any input; dicom_study reads DICOM headers: discovery decides
+    layout = adapters.LayoutSettings(settings.layout, settings.pattern)
+    seen, candidates, batch = 0, 0, []
+    for folder, subfolders, files in os.walk(source):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in BIDS_SKIP_DIRS)
+        for name in files:
+            seen += 1
+            if is_nifti_name(name) and not name.startswith("."):
+                candidates += 1
+                batch.append((Path(folder) / name).relative_to(source).as_posix())
+        if len(batch) >= _LAYOUT_CHECK_BATCH:
+            if _recognised(batch, layout, source):
+                return None
+            batch = []
+        if seen > LAYOUT_CHECK_LIMIT:
+            return None
+    if batch and _recognised(batch, layout, source):
+        return None
+    return (f"input.layout: {settings.layout} recognises no input in the input.source folder ({seen} file(s), "
+            f"{candidates} of them NIfTI, none named as the layout expects: {_layout_hint(settings.layout)}); "
+            "choose the layout that fits the folder (auto: one subject per NIfTI file or DICOM series)")
+
+
+def _recognised(relpaths: list[str], layout: adapters.LayoutSettings, root: Path) -> bool:
+    try:
+        records, _ = adapters.adapt(relpaths, layout, root=root, unique=False)
+    except InputError:
+        return True  # a BIDS table that cannot be read: discovery reports it with its reason
+    return bool(records)
 
 
 def _layout_hint(layout: str) -> str:

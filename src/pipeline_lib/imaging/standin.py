@@ -61,6 +61,7 @@ from pipeline_lib.imaging.demo_cohort import (ScannerProfile, _bias_field, _fake
                                              _write_nifti, deformation_coordinates, head_phantom,
                                              load_mni_template_image)
 from pipeline_lib.imaging.dicom import write_dicom_series
+from pipeline_lib.imaging.pseudonym import STANDIN_MARKER
 
 __all__ = ["STUDIES", "SOURCE", "DEFAULT_SUBJECTS", "make_standin", "ixi_sald_sheet", "main"]
 
@@ -397,7 +398,7 @@ def make_standin(study: str, out_dir: Path, n_subjects: int | None = None, seed:
     build.chmod(0o755)
     try:
         rows = _BUILDERS[study](build, n, seed, anatomy)
-        io.write_json(build / "standin.json", {
+        io.write_json(build / STANDIN_MARKER, {
             "study": study, "subjects": len(rows), "seed": seed, "resolution_mm": resolution_mm,
             "source": SOURCE[study], "note": "Synthetic stand-in cohort (pipeline_lib.imaging.standin); "
             "it exercises the preset's code path and supports no claim about model quality."})
@@ -405,7 +406,7 @@ def make_standin(study: str, out_dir: Path, n_subjects: int | None = None, seed:
 
         def earlier(folder: Path) -> str | None:
             entries = list(folder.iterdir()) if folder.is_dir() else None
-            if entries is None or (entries and not (folder / "standin.json").is_file()):
+            if entries is None or (entries and not (folder / STANDIN_MARKER).is_file()):
                 return "exists and is not an earlier stand-in cohort"
             return None
 

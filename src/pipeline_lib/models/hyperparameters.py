@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.overrides import convert_text
 from pipeline_lib.core.settings import TrainerSettings, check_known_keys, family_hparams
 from pipeline_lib.models import available_families, family_source
 
@@ -72,6 +73,41 @@ def check_model_blocks(models: Mapping[str, Any], declared: Mapping[str, dict] |
         if block["family"] in declared:
             problems += _hyperparameter_problems(where, family_hparams(block), declared[block["family"]])
     return problems
+
+
+def typed_hyperparameters(overrides: Mapping[str, Any], models: Mapping[str, Any],
+                          declared: Mapping[str, dict] | None = None) -> tuple[dict, list[str]]:
+    """``(typed, problems)``: the ``models`` part of ``--config`` with each text value of a family
+    hyperparameter converted to the type of its published default (the config schema does not
+    know a family's keys). ``models`` is the merged config's section: it names each family."""
+    declared = declared_hyperparameters() if declared is None else declared
+    typed, problems = {}, []
+    for name, block in (overrides or {}).items():
+        family = ((models or {}).get(name) or {}).get("family") if isinstance(block, Mapping) else None
+        defaults = declared.get(str(family), {}).get("defaults", {})
+        if not defaults:
+            typed[name] = block
+            continue
+        typed[name] = dict(block)
+        for key, value in block.items():
+            wanted = _json_types(defaults.get(key))
+            if isinstance(value, str) and wanted:
+                try:
+                    typed[name][key] = convert_text(value, wanted)
+                except ValueError as why:
+                    problems.append(f"models.{name}.{key}: --config gave {value!r}, which is not {why}")
+    return typed, problems
+
+
+def _json_types(default: Any) -> list[str]:
+    """The JSON-schema types a value may have where the published default is ``default``."""
+    if isinstance(default, bool):
+        return ["boolean"]
+    if isinstance(default, int):
+        return ["integer"]
+    if isinstance(default, float):
+        return ["number"]
+    return []
 
 
 def _hyperparameter_problems(where: str, given: Mapping[str, Any], family: Mapping[str, Any]) -> list[str]:
