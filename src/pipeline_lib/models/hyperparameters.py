@@ -13,8 +13,11 @@ and ``tests/test_families.py`` fails when it differs from what the families
 declare. :func:`check_model_blocks` then rejects, before anything runs, an unknown
 family, an unknown or misspelled hyperparameter (``models.vae.learnig_rate``), a
 value of the wrong type, an unknown preset, and bad trainer keys, each error
-naming its config key. A family missing from the file (one just added) is checked
-when its training starts instead, as before.
+naming its config key. A built-in family missing from the file (one just added) is
+checked when its training starts instead, as before. An external family (another
+package's, see :mod:`pipeline_lib.models`) is imported at DAG time to read its table,
+so its model blocks are checked the same way; that imports torch, but only for a
+config that names one.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any, Mapping
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.settings import TrainerSettings, check_known_keys, family_hparams
-from pipeline_lib.models import available_families, family_source
+from pipeline_lib.models import builtin_families, get_family, is_builtin
 
 DECLARED = Path(__file__).resolve().parent / "families" / "hyperparameters.json"
 
@@ -37,17 +40,16 @@ def declared_hyperparameters(path: Path = DECLARED) -> dict[str, dict]:
 
 
 def collect_hyperparameters() -> dict[str, dict]:
-    """The same table, read from the family modules themselves (imports torch)."""
-    from pipeline_lib.models import get_family
+    """The same table, read from the built-in family modules themselves (imports torch)."""
+    return {family: family_table(get_family(family)) for family in builtin_families()}
 
-    table = {}
-    for family in available_families():
-        cls = get_family(family)
-        presets = getattr(cls, "PRESETS", None)
-        choices = {"preset": sorted(presets)} if presets and "preset" in cls.DEFAULTS else {}
-        choices.update({key: list(allowed) for key, allowed in getattr(cls, "CHOICES", {}).items()})
-        table[family] = {"defaults": json.loads(json.dumps(cls.DEFAULTS)), "choices": choices}
-    return table
+
+def family_table(cls) -> dict[str, Any]:
+    """One family's entry of the table: its defaults and the values its choice keys allow."""
+    presets = getattr(cls, "PRESETS", None)
+    choices = {"preset": sorted(presets)} if presets and "preset" in cls.DEFAULTS else {}
+    choices.update({key: list(allowed) for key, allowed in getattr(cls, "CHOICES", {}).items()})
+    return {"defaults": json.loads(json.dumps(cls.DEFAULTS)), "choices": choices}
 
 
 def check_model_blocks(models: Mapping[str, Any], declared: Mapping[str, dict] | None = None) -> list[str]:
@@ -59,18 +61,18 @@ def check_model_blocks(models: Mapping[str, Any], declared: Mapping[str, dict] |
         if not isinstance(block, Mapping):
             problems.append(f"{where}: must be a mapping of family, budget and hyperparameters")
             continue
+        family = str(block.get("family"))
         try:
-            family_source(str(block.get("family")))
-        except InputError:
-            problems.append(f"{where}.family: unknown model family {block.get('family')!r} "
-                            f"(available: {', '.join(available_families())})")
+            table = declared.get(family) if is_builtin(family) else family_table(get_family(family))
+        except InputError as exc:
+            problems.append(f"{where}.family: {exc}")
             continue
         try:
             TrainerSettings.from_block(name, block)
         except InputError as exc:
             problems.append(str(exc))
-        if block["family"] in declared:
-            problems += _hyperparameter_problems(where, family_hparams(block), declared[block["family"]])
+        if table is not None:
+            problems += _hyperparameter_problems(where, family_hparams(block), table)
     return problems
 
 
