@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pipeline_lib.models import ENTRY_POINT_GROUP, available_families, family_sources, get_family
-from pipeline_lib.models.hyperparameters import check_model_blocks
+from pipeline_lib.models.hyperparameters import check_model_blocks, literal_declaration
 from pipeline_lib.models.sampling import draw_samples
 from pipeline_lib.models.training import load_trained_model, train_model
 
@@ -77,6 +77,21 @@ def test_an_installed_family_is_checked_at_dag_time(on_path):
     assert next(p for p in sources if p.name == "model.py") == on_path.resolve() / "pixel_gaussian" / "model.py"
 
 
+def test_the_dag_reads_a_plain_family_without_importing_torch(on_path):
+    code = ("import sys; from pipeline_lib.models.hyperparameters import check_model_blocks, external_table; "
+            "print(check_model_blocks({'g': {'family': 'pixel_gaussian', 'budget': {'steps': 1}, 'lr': 'x'}})); "
+            "print('torch' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(on_path), str(REPO / "src")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    checked, torch_imported = done.stdout.splitlines()
+    assert "models.g.lr: must be a number" in checked and torch_imported == "False"
+    # what the source says is what the class says
+    from pipeline_lib.models.hyperparameters import external_table, family_table, literal_declaration
+
+    assert literal_declaration("pixel_gaussian") is not None
+    assert external_table("pixel_gaussian") == family_table(get_family("pixel_gaussian"))
+
+
 def test_bad_external_references_name_the_key(on_path):
     models = {
         "a": {"family": "no_such_package.model:Thing", "budget": {"steps": 1}},
@@ -122,11 +137,17 @@ def test_code_inputs_follow_the_external_package_own_imports(tmp_path, monkeypat
     (package / "unused.py").write_text("")
     (package / "family.py").write_text(textwrap.dedent("""
         from extpkg.nets.blocks import WIDTH
-        from pipeline_lib.models.base import GenerativeModel
+        from pipeline_lib.models.families.vae import VAE
+
+        class WideVAE(VAE):  # inherits its table: the DAG check imports it to read it
+            DEFAULTS = {**VAE.DEFAULTS, "width": WIDTH}
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    sources = family_sources("extpkg.family:Model")
-    assert {p.name for p in sources} == {"family.py", "blocks.py", "base.py"}
+    assert literal_declaration("extpkg.family:WideVAE") is None
+    (problem,) = check_model_blocks({"w": {"family": "extpkg.family:WideVAE", "budget": {"steps": 1}, "widht": 8}})
+    assert problem.startswith("models.w.widht: unknown key; the family's hyperparameters are batch_size")
+    sources = family_sources("extpkg.family:WideVAE")
+    assert {p.name for p in sources} == {"family.py", "blocks.py", "vae.py", "base.py", "losses.py"}
     assert {package.resolve() / "family.py", package.resolve() / "nets" / "blocks.py"} <= set(sources)
 
 

@@ -60,7 +60,7 @@ def is_builtin(family: str) -> bool:
     return family in builtin_families()
 
 
-def _reference(family: str) -> tuple[str, str]:
+def family_reference(family: str) -> tuple[str, str]:
     """(module, attribute) that ``family`` names; the attribute is ``MODEL`` unless given.
 
     Raises InputError for a name that is neither a built-in family, nor an installed entry
@@ -83,7 +83,7 @@ def _reference(family: str) -> tuple[str, str]:
 
 def family_source(family: str) -> Path:
     """The module file that defines ``family`` (declared as an input of its train rule)."""
-    module, _ = _reference(family)
+    module, _ = family_reference(family)
     if is_builtin(family):
         return _FAMILIES_DIR / f"{family}.py"
     try:
@@ -108,7 +108,7 @@ def _roots(family: str, source: Path) -> list[tuple[str, Path]]:
     """The packages whose modules count as the family's code: ``pipeline_lib.models`` and, for an
     external family inside a package, that top-level package (``source`` is the family's module)."""
     roots = [(_PACKAGE, _PACKAGE_DIR)]
-    module, _ = _reference(family)
+    module, _ = family_reference(family)
     hops = module.count(".") - 1 + (source.name == "__init__.py")  # from source's folder up to the package's
     if not is_builtin(family) and hops >= 0:
         roots.append((module.split(".")[0], source.parents[hops]))
@@ -141,7 +141,7 @@ def family_sources(family: str) -> list[Path]:
 
 def get_family(family: str):
     """The :class:`~pipeline_lib.models.base.GenerativeModel` subclass of ``family``."""
-    module_name, attribute = _reference(family)
+    module_name, attribute = family_reference(family)
     if is_builtin(family):
         return importlib.import_module(module_name).MODEL
     try:

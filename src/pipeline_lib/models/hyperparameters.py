@@ -15,21 +15,24 @@ family, an unknown or misspelled hyperparameter (``models.vae.learnig_rate``), a
 value of the wrong type, an unknown preset, and bad trainer keys, each error
 naming its config key. A built-in family missing from the file (one just added) is
 checked when its training starts instead, as before. An external family (another
-package's, see :mod:`pipeline_lib.models`) is imported at DAG time to read its table,
-so its model blocks are checked the same way; that imports torch, but only for a
-config that names one.
+package's, see :mod:`pipeline_lib.models`) is checked the same way: its table is read
+from its module's source when the class is declared plainly (a direct subclass of
+``GenerativeModel`` whose ``DEFAULTS``, ``CHOICES`` and ``PRESETS`` are literals), so
+torch is not imported; otherwise the family is imported at DAG time (seconds per parse).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.settings import TrainerSettings, check_known_keys, family_hparams
-from pipeline_lib.models import builtin_families, get_family, is_builtin
+from pipeline_lib.models import builtin_families, family_reference, family_source, get_family, is_builtin
 
 DECLARED = Path(__file__).resolve().parent / "families" / "hyperparameters.json"
 
@@ -52,6 +55,49 @@ def family_table(cls) -> dict[str, Any]:
     return {"defaults": json.loads(json.dumps(cls.DEFAULTS)), "choices": choices}
 
 
+def external_table(family: str) -> dict[str, Any]:
+    """An external family's table: from its source when :func:`literal_declaration` can read it,
+    else from the imported class (which imports torch)."""
+    declaration = literal_declaration(family)
+    return family_table(declaration if declaration is not None else get_family(family))
+
+
+#: The class attributes the table is made of.
+TABLE_ATTRIBUTES = ("DEFAULTS", "CHOICES", "PRESETS")
+
+
+def literal_declaration(family: str) -> SimpleNamespace | None:
+    """The family class's ``DEFAULTS``, ``CHOICES`` and ``PRESETS`` read from its module's source,
+    without importing it; None unless the class is a direct subclass of ``GenerativeModel`` (so
+    nothing is inherited but the base's empty values) whose table attributes are literals."""
+    _, attribute = family_reference(family)
+    try:
+        tree = ast.parse(family_source(family).read_text())
+    except SyntaxError:
+        return None  # importing it reports the error
+    if attribute == "MODEL":
+        aliases = [node.value.id for node in tree.body if isinstance(node, ast.Assign)
+                   and [getattr(t, "id", None) for t in node.targets] == ["MODEL"] and isinstance(node.value, ast.Name)]
+        if len(aliases) != 1:
+            return None
+        attribute = aliases[0]
+    classes = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == attribute]
+    if len(classes) != 1 or [getattr(b, "id", getattr(b, "attr", None)) for b in classes[0].bases] != ["GenerativeModel"]:
+        return None
+    found: dict[str, Any] = {}
+    for node in classes[0].body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in TABLE_ATTRIBUTES:
+                try:
+                    found[target.id] = ast.literal_eval(node.value)
+                except (ValueError, TypeError, SyntaxError):
+                    return None
+    if "DEFAULTS" not in found:
+        return None
+    return SimpleNamespace(DEFAULTS=found["DEFAULTS"], CHOICES=found.get("CHOICES", {}), PRESETS=found.get("PRESETS"))
+
+
 def check_model_blocks(models: Mapping[str, Any], declared: Mapping[str, dict] | None = None) -> list[str]:
     """Every problem of the ``models`` config section, each naming its key; [] when all is well."""
     declared = declared_hyperparameters() if declared is None else declared
@@ -63,7 +109,7 @@ def check_model_blocks(models: Mapping[str, Any], declared: Mapping[str, dict] |
             continue
         family = str(block.get("family"))
         try:
-            table = declared.get(family) if is_builtin(family) else family_table(get_family(family))
+            table = declared.get(family) if is_builtin(family) else external_table(family)
         except InputError as exc:
             problems.append(f"{where}.family: {exc}")
             continue
