@@ -132,3 +132,47 @@ def test_errors_name_the_problem(workflow_run, tmp_path):
         export.export_model(workflow_run, tmp_path / "plain", overwrite=True)
     result = cli("generate", str(tmp_path / "missing"), "--out", str(tmp_path / "x"))
     assert result.returncode == 2 and "missing: no such model folder" in result.stderr
+
+
+def test_generate_never_mixes_runs(workflow_run, tmp_path):
+    out = tmp_path / "samples"
+    result = cli("generate", str(workflow_run), "--per-class", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    first = sorted(p.name for p in out.iterdir())
+    assert first == ["image_0000.png", "image_0001.png", "image_0002.png", "image_0003.png", "labels.tsv"]
+
+    result = cli("generate", str(workflow_run), "-n", "1", "--out", str(out))
+    assert result.returncode == 2
+    assert f"{out}: folder is not empty (5 entries)" in result.stderr and "--overwrite" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == first  # untouched
+
+    # --overwrite replaces the earlier output whole: one run's files, the labels table listing them all
+    model, description = export.load_model(workflow_run, device="cpu")
+    images, classes = export.generate(model, description, 1, seed=0, per_class=1)
+    export.write_generated(images, classes, out, "png", overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["image_0000.png", "image_0001.png", "labels.tsv"]
+    assert len(pd.read_csv(out / "labels.tsv", sep="\t")) == 2
+
+    # a folder holding anything else is never replaced, with or without --overwrite
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match=r"holds files generate did not write \(notes.txt\)"):
+        export.write_generated(images, classes, mine, "npy", overwrite=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    (tmp_path / "empty").mkdir()
+    export.write_generated(images, classes, tmp_path / "empty", "npy")
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["images.npy", "labels.tsv"]
+
+
+def test_info_reads_as_text_and_json_on_request(workflow_run):
+    text = cli("info", str(workflow_run))
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].split(None, 1) == ["model", "cond (family cvae, seed 3)"]
+    assert any(line.split(None, 1) == ["classes", "scanner-A, scanner-B (label column scanner)"] for line in lines)
+    assert any(line.startswith("training") and "complete, 10 of 10 steps" in line for line in lines)
+    assert not text.stdout.lstrip().startswith("{")
+    raw = cli("info", str(workflow_run), "--json")
+    assert raw.returncode == 0, raw.stderr
+    assert json.loads(raw.stdout)["class_names"] == ["scanner-A", "scanner-B"]

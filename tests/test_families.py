@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline_lib.models import available_families, build_model, get_family
+from pipeline_lib.models import build_model, builtin_families, get_family
 from pipeline_lib.models.sampling import draw_samples
 from pipeline_lib.models.training import load_trained_model, train_model
 
@@ -68,7 +68,7 @@ def train(family: str, tmp_path, steps: int, name: str = "m", **kwargs):
 
 
 def test_every_family_has_a_tiny_test_configuration():
-    assert sorted(TINY) == available_families()
+    assert sorted(TINY) == builtin_families()
 
 
 @pytest.fixture(params=sorted(TINY))

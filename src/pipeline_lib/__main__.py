@@ -1,9 +1,10 @@
 """Use a trained model outside the workflow.
 
-    python -m pipeline_lib generate MODEL -n 16 --seed 0 --format png --out samples/
-    python -m pipeline_lib export results/models/vae/seed0 --out exported/vae-seed0
-    python -m pipeline_lib info MODEL
+    brainmri-gen generate MODEL -n 16 --seed 0 --format png --out samples/
+    brainmri-gen export results/models/vae/seed0 --out exported/vae-seed0
+    brainmri-gen info MODEL
 
+(``brainmri-gen`` is installed with the package; ``python -m pipeline_lib`` is the same command.)
 MODEL is a folder written by ``export``, a workflow run folder (``results/models/<model>/seed<seed>``)
 or its ``weights.pt``. The same seed, count and classes always give the same images.
 """
@@ -11,17 +12,33 @@ or its ``weights.pt``. The same seed, count and classes always give the same ima
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any, Mapping
 
 from pipeline_lib.core.errors import InputError
 
 
+def _program() -> str:
+    """The name the command was called by: the console script's, or ``python -m pipeline_lib``."""
+    called = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return called if called and called not in ("__main__.py", "-c") else "python -m pipeline_lib"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("pipeline_lib")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (pipeline_lib is not installed; running from a source folder)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline_lib", description=__doc__,
+    parser = argparse.ArgumentParser(prog=_program(), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     gen = commands.add_parser("generate", help="write new images from a trained model")
@@ -36,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", choices=("png", "nifti", "npy"), default="png",
                      help="png: one 8-bit grey file per image; nifti: one volume, image k = slice k; "
                           "npy: one (N, H, W) float32 array in [0, 1]")
-    gen.add_argument("--out", type=Path, required=True, help="output folder (labels.tsv is written too)")
+    gen.add_argument("--out", type=Path, required=True,
+                     help="output folder, new or empty (labels.tsv is written too)")
+    gen.add_argument("--overwrite", action="store_true",
+                     help="replace an earlier output of generate at --out (whole: runs are never mixed)")
     gen.add_argument("--device", default="cpu", help="cpu (default), cuda[:N] or auto")
 
     exp = commands.add_parser("export", help="write a workflow run as a self-describing model folder")
@@ -46,8 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="results folder holding the run's metrics (default: the one the run lies in)")
     exp.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out")
 
-    info = commands.add_parser("info", help="print what a model is (its model.json)")
-    info.add_argument("model", type=Path)
+    info = commands.add_parser("info", help="print what a model is")
+    info.add_argument("model", type=Path, help="exported model folder, workflow run folder or weights.pt")
+    info.add_argument("--json", action="store_true", help="print its description (model.json) as JSON")
     return parser
 
 
@@ -59,21 +80,57 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "generate":
+            export.check_output_folder(args.out, args.overwrite)  # before the model is loaded
             model, description = export.load_model(args.model, device=args.device)
             images, classes = export.generate(model, description, args.number, args.seed,
                                               classes=args.classes, per_class=args.per_class)
-            written = export.write_images(images, classes, args.out, args.format)
+            written = export.write_generated(images, classes, args.out, args.format, overwrite=args.overwrite)
             print(f"{len(images)} images of {description.get('model')} (seed {args.seed}) written to {args.out} "
                   f"({len(written)} {args.format} file(s) and labels.tsv)")
         elif args.command == "export":
             out = export.export_model(args.run, args.out, results=args.results, overwrite=args.overwrite)
             print(f"exported to {out}")
-        else:
+        elif args.json:
             print(json.dumps(export.describe(args.model), indent=2, sort_keys=True))
+        else:
+            print(readable(export.describe(args.model)))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def readable(description: Mapping[str, Any]) -> str:
+    """A model's description (model.json) as aligned lines for people."""
+    data = description.get("training_data") or {}
+    classes = description.get("class_names") or []
+    channels = int(description.get("channels") or 1)
+    names = description.get("channel_names") or []
+    size = description.get("image_size")
+    steps = f"{description.get('steps')} of {description.get('target_steps')} steps"
+    training = (f"INCOMPLETE (stopped by its time cap), {steps}" if description.get("incomplete")
+                else f"complete, {steps}")
+    slices = f"{data.get('n_slices', '?')} slices of the {data.get('split', 'train')} split"
+    if "n_subjects" in data:
+        slices += f" from {data['n_subjects']} subjects"
+    if data.get("axis"):
+        slices += f", {data['axis']}"
+    condition = (description.get("config") or {}).get("condition_on")
+    rows = [
+        ("model", f"{description.get('model')} (family {description.get('family')}, seed {description.get('seed')})"),
+        ("images", f"{size} x {size}, " + ("1 channel (grey)" if channels == 1 else
+                                           f"{channels} channels ({', '.join(names) or 'names not recorded'})")),
+        ("classes", f"{', '.join(classes)} (label column {condition})" if classes else "none (unconditional)"),
+        ("training", f"{training}; budget {json.dumps(description.get('budget', {}))}; "
+                     f"{description.get('device')}, {description.get('train_seconds')} s"),
+        ("data", slices),
+        ("hyperparameters", ", ".join(f"{key}={json.dumps(value)}"
+                                      for key, value in sorted((description.get("hparams") or {}).items()))),
+    ]
+    if description.get("weights_sha256"):
+        rows.append(("weights SHA-256", description["weights_sha256"]))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows) + "\n(--json prints every field)"
 
 
 if __name__ == "__main__":

@@ -1,15 +1,26 @@
 """Stage 3, models: the family registry, the trainer and the sampler.
 
-A family is one module ``models/families/<family>.py`` exposing ``MODEL``, a
-:class:`~pipeline_lib.models.base.GenerativeModel` subclass. Families are
-imported lazily, so the workflow can list a family's source files (to rerun its
-models when they change) without importing torch at parse time.
+A built-in family is one module ``models/families/<family>.py`` exposing ``MODEL``, a
+:class:`~pipeline_lib.models.base.GenerativeModel` subclass, named in a model block by its
+module name (``family: vae``). A family from another package is named either
+
+* by an entry point of the group :data:`ENTRY_POINT_GROUP` that its package declares
+  (``family: <entry point name>``), or
+* directly, as ``family: package.module:Class`` (``package.module`` alone means its ``MODEL``).
+
+Built-in families are imported lazily, so the workflow can list a family's source files (to rerun
+its models when they change) without importing torch at parse time; an external family is
+imported when it is first looked up (docs/external-family.md).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
+import importlib.metadata
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +29,103 @@ from pipeline_lib.core.errors import InputError
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _FAMILIES_DIR = _PACKAGE_DIR / "families"
 _PACKAGE = __name__
+#: The entry-point group through which installed packages add model families.
+ENTRY_POINT_GROUP = "pipeline_lib.families"
+
+
+def builtin_families() -> list[str]:
+    """The families shipped in ``models/families/`` (those ``hyperparameters.json`` records)."""
+    return sorted(p.stem for p in _FAMILIES_DIR.glob("*.py") if p.stem != "__init__")
 
 
 def available_families() -> list[str]:
-    return sorted(p.stem for p in _FAMILIES_DIR.glob("*.py") if p.stem != "__init__")
+    """Every family a model block may name: the built-in ones, then those of installed entry points."""
+    return builtin_families() + sorted(set(_entry_points(tuple(sys.path))) - set(builtin_families()))
+
+
+@functools.lru_cache(maxsize=8)
+def _entry_points(search_path: tuple[str, ...]) -> dict[str, importlib.metadata.EntryPoint]:
+    """The installed families' entry points by name (keyed on ``sys.path``: a new path may add some)."""
+    found: dict[str, importlib.metadata.EntryPoint] = {}
+    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        earlier = found.get(point.name)
+        if earlier is not None and earlier.value != point.value:
+            raise InputError(f"model family '{point.name}' is declared by two installed packages "
+                             f"({earlier.value} and {point.value}, entry-point group {ENTRY_POINT_GROUP})")
+        found[point.name] = point
+    return found
+
+
+def is_builtin(family: str) -> bool:
+    return family in builtin_families()
+
+
+def family_reference(family: str) -> tuple[str, str]:
+    """(module, attribute) that ``family`` names; the attribute is ``MODEL`` unless given.
+
+    Raises InputError for a name that is neither a built-in family, nor an installed entry
+    point, nor a ``package.module:Class`` reference.
+    """
+    if is_builtin(family):
+        return f"{_PACKAGE}.families.{family}", "MODEL"
+    if ":" not in family and "." not in family:
+        point = _entry_points(tuple(sys.path)).get(family)
+        if point is None:
+            raise InputError(f"unknown model family '{family}'; available: {available_families()} "
+                             f"(an external family is named package.module:Class, or installed with an "
+                             f"entry point in the group {ENTRY_POINT_GROUP})")
+        family = point.value
+    module, _, attribute = family.partition(":")
+    if not all(part.isidentifier() for part in module.split(".")) or (attribute and not attribute.isidentifier()):
+        raise InputError(f"model family '{family}' is not a family name or a package.module:Class reference")
+    return module, attribute or "MODEL"
 
 
 def family_source(family: str) -> Path:
     """The module file that defines ``family`` (declared as an input of its train rule)."""
-    path = _FAMILIES_DIR / f"{family}.py"
-    if family == "__init__" or not family.isidentifier() or not path.is_file():
-        raise InputError(f"unknown model family '{family}'; available: {available_families()}")
-    return path
+    module, _ = family_reference(family)
+    if is_builtin(family):
+        return _FAMILIES_DIR / f"{family}.py"
+    try:
+        spec = importlib.util.find_spec(module)
+    except Exception as exc:  # noqa: BLE001 - find_spec imports the parent packages
+        raise InputError(f"model family '{family}': cannot import {module} ({type(exc).__name__}: {exc})") from exc
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        raise InputError(f"model family '{family}': no module {module} is installed")
+    return Path(spec.origin).resolve()
 
 
-def _module_file(dotted: str) -> Path | None:
-    """The file of a ``pipeline_lib.models`` module (a package's ``__init__`` excluded), else None."""
-    if not dotted.startswith(_PACKAGE + "."):
+def _module_file(dotted: str, package: str, package_dir: Path) -> Path | None:
+    """The file of module ``dotted`` inside ``package`` (found at ``package_dir``; a package's
+    ``__init__`` excluded), else None."""
+    if not dotted.startswith(package + "."):
         return None
-    path = _PACKAGE_DIR.joinpath(*dotted[len(_PACKAGE) + 1:].split(".")).with_suffix(".py")
+    path = package_dir.joinpath(*dotted[len(package) + 1:].split(".")).with_suffix(".py")
     return path if path.is_file() else None
 
 
+def _roots(family: str, source: Path) -> list[tuple[str, Path]]:
+    """The packages whose modules count as the family's code: ``pipeline_lib.models`` and, for an
+    external family inside a package, that top-level package (``source`` is the family's module)."""
+    roots = [(_PACKAGE, _PACKAGE_DIR)]
+    module, _ = family_reference(family)
+    hops = module.count(".") - 1 + (source.name == "__init__.py")  # from source's folder up to the package's
+    if not is_builtin(family) and hops >= 0:
+        roots.append((module.split(".")[0], source.parents[hops]))
+    return roots
+
+
 def family_sources(family: str) -> list[Path]:
-    """The family's module and every module of this package it imports, directly or not.
+    """The family's module and every module of this package (or of the external family's own
+    package) it imports, directly or not.
 
     These are the train rule's code inputs: editing a module reruns exactly the
     models whose behaviour it can change (e.g. vae.py also reruns dfc_vae). Found by
     parsing imports, so torch is not imported while Snakemake builds the DAG.
     """
-    pending, found = [family_source(family)], []
+    first = family_source(family)
+    roots = _roots(family, first)
+    pending, found = [first], []
     while pending:
         path = pending.pop()
         if path in found:
@@ -56,15 +134,28 @@ def family_sources(family: str) -> list[Path]:
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 candidates = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-                pending.extend(p for p in map(_module_file, candidates) if p is not None)
+                pending.extend(p for c in candidates for package, where in roots
+                               if (p := _module_file(c, package, where)) is not None)
     return sorted(found)
 
 
 def get_family(family: str):
     """The :class:`~pipeline_lib.models.base.GenerativeModel` subclass of ``family``."""
-    family_source(family)
-    module = importlib.import_module(f"{_PACKAGE}.families.{family}")
-    return module.MODEL
+    module_name, attribute = family_reference(family)
+    if is_builtin(family):
+        return importlib.import_module(module_name).MODEL
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - whatever the user's module raises, the config names it
+        raise InputError(f"model family '{family}': cannot import {module_name} ({type(exc).__name__}: {exc})") from exc
+    cls = getattr(module, attribute, None)
+    from pipeline_lib.models.base import GenerativeModel
+
+    if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
+        found = "nothing" if cls is None else repr(cls)
+        raise InputError(f"model family '{family}': {module_name}.{attribute} must be a subclass of "
+                         f"pipeline_lib.models.base.GenerativeModel, found {found}")
+    return cls
 
 
 def build_model(family: str, image_size: int, hparams: dict[str, Any], n_classes: int = 0,

@@ -34,7 +34,7 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.figures import encode_png_gray8, to_uint8
 from pipeline_lib.core.io import file_digest, read_json, replace_directory, write_json, write_text
 from pipeline_lib.core.runtime import select_device
-from pipeline_lib.models import build_model
+from pipeline_lib.models import build_model, is_builtin
 from pipeline_lib.models.sampling import draw_samples, sample_labels
 
 log = logging.getLogger(__name__)
@@ -231,8 +231,9 @@ def model_card(description: Mapping[str, Any], metrics: Mapping[str, Any]) -> st
         "A generative model of 2-D brain MRI slices trained by the brain-MRI generative-model pipeline.",
         "",
         "## What it is",
-        f"- Family: `{family}` (see `src/pipeline_lib/models/families/{family}.py` for the architecture and "
-        "its published source)",
+        f"- Family: `{family}` (see "
+        + (f"`src/pipeline_lib/models/families/{family}.py`" if is_builtin(str(family)) else "its package")
+        + " for the architecture and its published source)",
         f"- Output: {size} × {size} {_channels_text(description)}, intensities in [0, 1]",
         f"- Conditional on: {', '.join(classes) if classes else 'nothing (unconditional)'}"
         + (f" (label column `{(description.get('config') or {}).get('condition_on')}`)" if classes else ""),
@@ -360,3 +361,49 @@ def write_images(images: np.ndarray, classes: Sequence[str], out: Path, fmt: str
     lines = ["file\tindex\tclass"] + [f"{f}\t{i}\t{c}" for i, (f, c) in enumerate(zip(files, classes))]
     (out / "labels.tsv").write_text("\n".join(lines) + "\n")
     return written
+
+
+#: The files ``write_images`` writes (a folder holding only these is an earlier ``generate`` output).
+GENERATED = ("labels.tsv", "images.npy", "images.nii.gz")
+
+
+def check_output_folder(out: Path, overwrite: bool = False) -> None:
+    """InputError unless ``out`` may receive new images: it is missing or empty, or it is an earlier
+    output of ``generate`` and ``overwrite`` is set (then it is replaced whole, never mixed)."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; choose a folder for the images")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise InputError(f"{out}: folder is not empty ({len(entries)} entries); choose a new folder, or pass "
+                         "--overwrite to replace an earlier output of generate")
+    problem = _earlier_generation(out)
+    if problem:
+        raise InputError(f"{out}: {problem}; refusing to replace it")
+
+
+def _earlier_generation(folder: Path) -> str | None:
+    """None when ``folder`` is empty or holds only what ``write_images`` writes, else why not."""
+    others = [p.name for p in folder.iterdir()
+              if not (p.is_file() and (p.name in GENERATED or (p.name.startswith("image_") and p.suffix == ".png")))]
+    if others:
+        return f"it holds files generate did not write ({', '.join(sorted(others)[:3])})"
+    return None
+
+
+def write_generated(images: np.ndarray, classes: Sequence[str], out: Path, fmt: str,
+                    overwrite: bool = False) -> list[Path]:
+    """:func:`write_images` into the folder ``out`` as a whole: a missing or empty ``out`` is
+    written, an earlier output of ``generate`` is replaced only with ``overwrite``, so a folder
+    never mixes two runs. Returns the image files' final paths."""
+    out = Path(out)
+    check_output_folder(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        written = write_images(images, classes, Path(tmp) / "images", fmt)
+        replace_directory(Path(tmp) / "images", out, ours=_earlier_generation)
+    return [out / path.name for path in written]

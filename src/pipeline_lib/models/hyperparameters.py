@@ -13,21 +13,27 @@ and ``tests/test_families.py`` fails when it differs from what the families
 declare. :func:`check_model_blocks` then rejects, before anything runs, an unknown
 family, an unknown or misspelled hyperparameter (``models.vae.learnig_rate``), a
 value of the wrong type, an unknown preset, and bad trainer keys, each error
-naming its config key. A family missing from the file (one just added) is checked
-when its training starts instead, as before.
+naming its config key. A built-in family missing from the file (one just added) is
+checked when its training starts instead, as before. An external family (another
+package's, see :mod:`pipeline_lib.models`) is checked the same way: its table is read
+from its module's source when the class is declared plainly (a direct subclass of
+``GenerativeModel`` whose ``DEFAULTS``, ``CHOICES`` and ``PRESETS`` are literals), so
+torch is not imported; otherwise the family is imported at DAG time (seconds per parse).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.overrides import convert_text
 from pipeline_lib.core.settings import TrainerSettings, check_known_keys, family_hparams
-from pipeline_lib.models import available_families, family_source
+from pipeline_lib.models import builtin_families, family_reference, family_source, get_family, is_builtin
 
 DECLARED = Path(__file__).resolve().parent / "families" / "hyperparameters.json"
 
@@ -38,17 +44,59 @@ def declared_hyperparameters(path: Path = DECLARED) -> dict[str, dict]:
 
 
 def collect_hyperparameters() -> dict[str, dict]:
-    """The same table, read from the family modules themselves (imports torch)."""
-    from pipeline_lib.models import get_family
+    """The same table, read from the built-in family modules themselves (imports torch)."""
+    return {family: family_table(get_family(family)) for family in builtin_families()}
 
-    table = {}
-    for family in available_families():
-        cls = get_family(family)
-        presets = getattr(cls, "PRESETS", None)
-        choices = {"preset": sorted(presets)} if presets and "preset" in cls.DEFAULTS else {}
-        choices.update({key: list(allowed) for key, allowed in getattr(cls, "CHOICES", {}).items()})
-        table[family] = {"defaults": json.loads(json.dumps(cls.DEFAULTS)), "choices": choices}
-    return table
+
+def family_table(cls) -> dict[str, Any]:
+    """One family's entry of the table: its defaults and the values its choice keys allow."""
+    presets = getattr(cls, "PRESETS", None)
+    choices = {"preset": sorted(presets)} if presets and "preset" in cls.DEFAULTS else {}
+    choices.update({key: list(allowed) for key, allowed in getattr(cls, "CHOICES", {}).items()})
+    return {"defaults": json.loads(json.dumps(cls.DEFAULTS)), "choices": choices}
+
+
+def external_table(family: str) -> dict[str, Any]:
+    """An external family's table: from its source when :func:`literal_declaration` can read it,
+    else from the imported class (which imports torch)."""
+    declaration = literal_declaration(family)
+    return family_table(declaration if declaration is not None else get_family(family))
+
+
+#: The class attributes the table is made of.
+TABLE_ATTRIBUTES = ("DEFAULTS", "CHOICES", "PRESETS")
+
+
+def literal_declaration(family: str) -> SimpleNamespace | None:
+    """The family class's ``DEFAULTS``, ``CHOICES`` and ``PRESETS`` read from its module's source,
+    without importing it; None unless the class is a direct subclass of ``GenerativeModel`` (so
+    nothing is inherited but the base's empty values) whose table attributes are literals."""
+    _, attribute = family_reference(family)
+    try:
+        tree = ast.parse(family_source(family).read_text())
+    except SyntaxError:
+        return None  # importing it reports the error
+    if attribute == "MODEL":
+        aliases = [node.value.id for node in tree.body if isinstance(node, ast.Assign)
+                   and [getattr(t, "id", None) for t in node.targets] == ["MODEL"] and isinstance(node.value, ast.Name)]
+        if len(aliases) != 1:
+            return None
+        attribute = aliases[0]
+    classes = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == attribute]
+    if len(classes) != 1 or [getattr(b, "id", getattr(b, "attr", None)) for b in classes[0].bases] != ["GenerativeModel"]:
+        return None
+    found: dict[str, Any] = {}
+    for node in classes[0].body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in TABLE_ATTRIBUTES:
+                try:
+                    found[target.id] = ast.literal_eval(node.value)
+                except (ValueError, TypeError, SyntaxError):
+                    return None
+    if "DEFAULTS" not in found:
+        return None
+    return SimpleNamespace(DEFAULTS=found["DEFAULTS"], CHOICES=found.get("CHOICES", {}), PRESETS=found.get("PRESETS"))
 
 
 def check_model_blocks(models: Mapping[str, Any], declared: Mapping[str, dict] | None = None) -> list[str]:
@@ -60,18 +108,18 @@ def check_model_blocks(models: Mapping[str, Any], declared: Mapping[str, dict] |
         if not isinstance(block, Mapping):
             problems.append(f"{where}: must be a mapping of family, budget and hyperparameters")
             continue
+        family = str(block.get("family"))
         try:
-            family_source(str(block.get("family")))
-        except InputError:
-            problems.append(f"{where}.family: unknown model family {block.get('family')!r} "
-                            f"(available: {', '.join(available_families())})")
+            table = declared.get(family) if is_builtin(family) else external_table(family)
+        except InputError as exc:
+            problems.append(f"{where}.family: {exc}")
             continue
         try:
             TrainerSettings.from_block(name, block)
         except InputError as exc:
             problems.append(str(exc))
-        if block["family"] in declared:
-            problems += _hyperparameter_problems(where, family_hparams(block), declared[block["family"]])
+        if table is not None:
+            problems += _hyperparameter_problems(where, family_hparams(block), table)
     return problems
 
 
