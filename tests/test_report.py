@@ -186,8 +186,14 @@ def make_data(root: Path, fids=FIDS, incomplete=()) -> report.ReportData:
                          "feature_dim": 64, "few_images_warning": True},
         diversity_original={"ms_ssim_mean": 0.35, "ms_ssim_std": 0.04, "n_pairs": 100, "n_images": 30,
                             "ms_ssim_scales": 3, "kernel_size": 3},
-        reader_scores=scores, synthetic_cohort=True, title="Test report",
+        reader_scores=scores, synthetic_cohort=True, title="Test report", real_grid=_real_grid(root),
+        reader_responses="reader_responses", reader_kit="results/reader_study/demo/kit",
         provenance=provenance(config, Path(__file__).resolve().parents[1]))
+
+
+def _real_grid(root: Path) -> Path:
+    save_grid(np.random.default_rng(7).random((16, 8, 8)).astype(np.float32), root / "real.png")
+    return root / "real.png"
 
 
 @pytest.fixture
@@ -208,9 +214,9 @@ def test_report_is_one_self_contained_file_with_grey_8bit_images(tmp_path, data)
     assert "<script" not in text.lower() and "<link" not in text.lower()
     page = parse(text)
     assert page.scripts == 0
-    # 1 overlay + 3 sample grids + 3 galleries + 3 loss plots + 1 FID boxplot
-    # + 3 validation curves and 3 snapshot strips (each model's first seed)
-    assert len(page.images) == 17
+    # 1 overlay + 8 sample grids (every run) + 1 real-slices grid + 3 galleries + 3 loss plots
+    # + 1 FID boxplot + 1 metrics plot + 3 validation curves and 3 snapshot strips (each model's first seed)
+    assert len(page.images) == 24
     colour_types = []
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
@@ -330,7 +336,8 @@ def test_overlays_and_grids_enlarge_on_click(tmp_path, data):
     assert re.search(r'<label class="zoom"[^>]*><input type="checkbox"[^>]*><img class="thumb" alt="overlay '
                      r'sub-0123456789"', registration)
     assert "label.zoom input:checked + img" in text  # the CSS that shows it full size
-    assert text.count('<label class="zoom"') == 1 + len(FIDS)
+    # the overlay, every run's sample grid, the real slices' grid and the metrics plot
+    assert text.count('<label class="zoom"') == 1 + sum(map(len, FIDS.values())) + 1 + 1
 
 
 def test_text_from_inputs_is_escaped(tmp_path, data):

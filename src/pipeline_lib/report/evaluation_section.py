@@ -293,6 +293,12 @@ def utility_gain(record: Mapping[str, Any]) -> float | None:
     return None if both is None or real is None else both - real
 
 
+def utility_ceiling(record: Mapping[str, Any]) -> float | None:
+    """The most a run's utility gain can be: 1 − its real-only accuracy (None when not applicable)."""
+    real = _as_float((record.get("real") or {}).get("mean")) if record.get("applicable") else None
+    return None if real is None else 1.0 - real
+
+
 # ----------------------------------------------------------------- helpers
 
 
