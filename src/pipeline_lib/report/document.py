@@ -1220,12 +1220,10 @@ def _dataset_data(files: DatasetOutputs, runs: dict[str, list[Run]], cohort: Map
 REAL_GRID_IMAGES = 64
 
 
-def real_slices_grid(images: Path, table: Path, seed: int, out_png: Path) -> Path | None:
+def real_slices_grid(images: Path, table: Path, seed: int, out_png: Path) -> Path:
     """A grid of real test slices drawn like the models' sample grids (stacked sequences side by side),
-    reading only the slices shown; None when the test split is empty."""
+    reading only the slices shown from the memory-mapped stack."""
     real, _ = load_split(images, table, "test", n=REAL_GRID_IMAGES, seed=seed)
-    if not len(real):
-        return None
     save_grid(real, out_png)
     return out_png
 
