@@ -2,8 +2,8 @@
 sure are we".
 
 The page opens with the answer: a summary table (model × key metrics, direction arrows, the best
-mean per column marked, runs and spreads over training seeds) and one sentence that the numbers
-support. A table of contents follows, then the sections grouped by the question they answer
+per column marked only where the seeds separate it, runs and spreads over training seeds), a plot of
+every run's values and one sentence that the numbers support. A table of contents follows, then the sections grouped by the question they answer
 (fidelity, diversity, memorization, usefulness, human reading, quality control), one warning per
 kind, and a provenance footer (date, commit, configuration, package versions, device).
 
@@ -338,7 +338,7 @@ KEY_METRICS = (
     # Accuracy cannot pass 1, so no model can gain more than 1 − the real-only accuracy (0 when the
     # real-only classifier is already perfect: nothing to gain).
     KeyMetric("utility_gain", "Utility gain", False, lambda r: utility_gain(r.utility),
-              bound=lambda r: utility_ceiling(r.utility), bound_name="ceiling (1 − real-only accuracy)"),
+              bound=lambda r: utility_ceiling(r.utility), bound_name="ceiling, 1 − real-only accuracy"),
 )
 
 

@@ -273,6 +273,11 @@ def _utility_table(util: Mapping[str, Runs]) -> str:
                "synthetic minus real only. Conditional models: the task is their condition label. "
                "Unconditional models: slice-position bins, with the synthetic labels predicted by the "
                "domain network.")
+    perfect = [name for name, runs in util.items()
+               if runs and all(utility_ceiling(r) is not None and utility_ceiling(r) <= 0 for r in runs)]
+    if perfect:
+        caption += (f" The real-only classifier is already perfect for {', '.join(perfect)}: nothing is left to "
+                    "gain, so a gain of 0 there shows no usefulness, and a negative one shows harm.")
     out = _table("utility", caption, head, rows) if rows else ""
     if notes:
         out += "<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>"

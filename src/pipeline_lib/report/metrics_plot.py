@@ -58,9 +58,9 @@ def _draw_panel(ax, panel: MetricPanel, models: Sequence[str], lines: dict) -> N
         mean = sum(values) / len(values)
         std = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
         colour = "tab:green" if model == panel.marked else ("tab:olive" if model in panel.level else "tab:blue")
-        handle = ax.errorbar([x + 0.3], [mean], yerr=[std], fmt="o", color=colour, markersize=4, capsize=3,
-                             linewidth=1.2, zorder=3)
-        lines.setdefault("mean ± std over seeds", handle)
+        ax.errorbar([x + 0.3], [mean], yerr=[std], fmt="o", color=colour, markersize=4, capsize=3, linewidth=1.2,
+                    zorder=3)
+        lines.setdefault("mean ± std over seeds", _mean_handle())
     if panel.reference is not None and math.isfinite(panel.reference):
         lines.setdefault("real test slices", ax.axhline(panel.reference, color="tab:red", linestyle="--",
                                                          linewidth=0.9))
@@ -74,3 +74,10 @@ def _draw_panel(ax, panel: MetricPanel, models: Sequence[str], lines: dict) -> N
     ax.set_xlim(-0.6, len(models) - 0.2)
     ax.tick_params(axis="y", labelsize="small")
     ax.grid(axis="y", color="0.9", linewidth=0.6)
+
+
+def _mean_handle():
+    """The legend's mean ± std entry, in the colour of an unmarked model (a marked one is green)."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color="tab:blue", marker="o", markersize=4, linewidth=1.2)
