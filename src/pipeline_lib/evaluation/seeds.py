@@ -79,15 +79,6 @@ def shared_bound(values: Iterable[Any]) -> float | None:
     return numbers[0]
 
 
-def best(spreads: Mapping[str, Spread], lower_is_better: bool) -> list[str]:
-    """The names with the best mean (several when tied); empty when no name has a value."""
-    known = {name: s.mean for name, s in spreads.items() if s.mean is not None}
-    if not known:
-        return []
-    target = min(known.values()) if lower_is_better else max(known.values())
-    return [name for name, mean in known.items() if mean == target]
-
-
 @dataclass(frozen=True)
 class ColumnMarks:
     """What a column of models marks: ``best`` (★), the one model the seeds separate from every other,

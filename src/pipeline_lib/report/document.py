@@ -66,6 +66,7 @@ div.wide { overflow-x: auto; }
 td.na { color: #a00; font-style: italic; }
 td.best { font-weight: bold; background: #e3f6e3; }
 td.tie { background: #f1faf1; }
+tr.best-row td[data-reason] { font-size: 0.8em; color: #555; }
 tr.failed td, tr.incomplete td { background: #fee; }
 tr.flagged td { background: #fff4d6; }
 tr.reference td, tr.reference th { color: #555; font-style: italic; }
