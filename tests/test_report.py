@@ -5,6 +5,7 @@ images, a provenance footer; self-contained, escaped, numbers readable back."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import struct
@@ -186,8 +187,14 @@ def make_data(root: Path, fids=FIDS, incomplete=()) -> report.ReportData:
                          "feature_dim": 64, "few_images_warning": True},
         diversity_original={"ms_ssim_mean": 0.35, "ms_ssim_std": 0.04, "n_pairs": 100, "n_images": 30,
                             "ms_ssim_scales": 3, "kernel_size": 3},
-        reader_scores=scores, synthetic_cohort=True, title="Test report",
+        reader_scores=scores, synthetic_cohort=True, title="Test report", real_grid=_real_grid(root),
+        reader_responses="reader_responses", reader_kit="results/reader_study/demo/kit",
         provenance=provenance(config, Path(__file__).resolve().parents[1]))
+
+
+def _real_grid(root: Path) -> Path:
+    save_grid(np.random.default_rng(7).random((16, 8, 8)).astype(np.float32), root / "real.png")
+    return root / "real.png"
 
 
 @pytest.fixture
@@ -208,9 +215,9 @@ def test_report_is_one_self_contained_file_with_grey_8bit_images(tmp_path, data)
     assert "<script" not in text.lower() and "<link" not in text.lower()
     page = parse(text)
     assert page.scripts == 0
-    # 1 overlay + 3 sample grids + 3 galleries + 3 loss plots + 1 FID boxplot
-    # + 3 validation curves and 3 snapshot strips (each model's first seed)
-    assert len(page.images) == 17
+    # 1 overlay + 8 sample grids (every run) + 1 real-slices grid + 3 galleries + 3 loss plots
+    # + 1 FID boxplot + 1 metrics plot + 3 validation curves and 3 snapshot strips (each model's first seed)
+    assert len(page.images) == 24
     colour_types = []
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
@@ -330,7 +337,8 @@ def test_overlays_and_grids_enlarge_on_click(tmp_path, data):
     assert re.search(r'<label class="zoom"[^>]*><input type="checkbox"[^>]*><img class="thumb" alt="overlay '
                      r'sub-0123456789"', registration)
     assert "label.zoom input:checked + img" in text  # the CSS that shows it full size
-    assert text.count('<label class="zoom"') == 1 + len(FIDS)
+    # the overlay, every run's sample grid, the real slices' grid and the metrics plot
+    assert text.count('<label class="zoom"') == 1 + sum(map(len, FIDS.values())) + 1 + 1
 
 
 def test_text_from_inputs_is_escaped(tmp_path, data):
@@ -492,3 +500,154 @@ def test_published_turing_test_without_readings_says_so(tmp_path):
     # The dcgan model's family is not dcgan in this fixture (it is "<script>"): no rows of ours.
     assert all(v == "—" for v in ours.values())
     assert "no readings yet" in text
+
+
+# -- what the summary marks: ★ only where the column separates the models --------------------------
+
+
+def test_mark_column_stars_only_a_best_the_seeds_separate():
+    from pipeline_lib.evaluation.seeds import mark_column, spread
+
+    clear = {"a": spread([10, 11, 12]), "b": spread([20, 21, 22]), "c": spread([30, 35, 40])}
+    assert mark_column(clear, lower_is_better=True).best == "a"
+    assert mark_column(clear, lower_is_better=False).best == "c"
+    # b's range reaches a's: no star, both level (≈), c is not.
+    close = {"a": spread([10, 11, 12]), "b": spread([11.5, 13, 14.5]), "c": spread([30, 35, 40])}
+    marks = mark_column(close, lower_is_better=True)
+    assert marks.best is None and marks.level == ("a", "b") and marks.reason == "ranges of mean ± std overlap"
+    # A later model with a wide range overlapping the leader also stops the star.
+    wide = {"a": spread([10, 11, 12]), "b": spread([20, 21, 22]), "c": spread([0, 25, 50])}
+    assert mark_column(wide, lower_is_better=True).best is None
+    # Identical values everywhere (0 ± 0): nothing separates.
+    flat = {"a": spread([0, 0, 0]), "b": spread([0, 0, 0])}
+    assert mark_column(flat, lower_is_better=False).best is None
+    # One run each: the spread is unknown, so neither ★ nor ≈.
+    single = {"a": spread([10]), "b": spread([20])}
+    assert mark_column(single, lower_is_better=True) == mark_column(single, True).__class__(
+        None, (), "one run: spread over seeds unknown")
+    assert mark_column({"a": spread([1, 2])}, True).best is None  # nothing to compare with
+
+
+def test_mark_column_counts_values_past_a_shared_floor_or_ceiling_as_it():
+    from pipeline_lib.evaluation.seeds import mark_column, shared_bound, spread
+
+    # Likely copies: a model that does not copy scores about 5 %; 0 % is no better than that.
+    copies = {"dcgan": spread([0.0, 0.0, 0.0]), "vae": spread([0.04, 0.06, 0.05])}
+    marks = mark_column(copies, lower_is_better=True, bound=0.05, bound_name="no-copy level")
+    assert marks.best is None and set(marks.level) == {"dcgan", "vae"}
+    assert marks.reason == "the best is at the no-copy level"
+    without_bound = mark_column(copies, lower_is_better=True)
+    assert without_bound.best == "dcgan"  # what the bound prevents
+    # A model that copies is still told apart; the one at the floor is not starred for being there.
+    copying = {"dcgan": spread([0.0, 0.0, 0.0]), "vae": spread([0.30, 0.35, 0.40])}
+    marks = mark_column(copying, lower_is_better=True, bound=0.05)
+    assert marks.best is None and marks.level == ()
+    above = {"a": spread([0.10, 0.11, 0.12]), "b": spread([0.30, 0.35, 0.40])}
+    assert mark_column(above, lower_is_better=True, bound=0.05).best == "a"
+    # Utility gain with a real-only accuracy of 1.0: the ceiling is 0, so 0 ± 0 earns no star.
+    gains = {"a": spread([0.0, 0.0, 0.0]), "b": spread([-0.2, -0.25, -0.3])}
+    assert mark_column(gains, lower_is_better=False).best == "a"
+    assert mark_column(gains, lower_is_better=False, bound=0.0).best is None
+    assert shared_bound([0.05, 0.05, None]) == 0.05 and shared_bound([0.05, 0.1]) is None
+    assert shared_bound([None]) is None
+
+
+def _set_record(data: report.ReportData, model: str, kind: str, values: list[dict]) -> None:
+    data.runs[model] = [dataclasses.replace(run, **{kind: record}) for run, record in zip(data.runs[model], values)]
+
+
+def test_summary_stars_no_floor_or_ceiling_and_says_why(tmp_path, data):
+    # dcgan copies nothing, the others about the no-copy level (5 %); the real-only classifier is perfect.
+    _set_record(data, "dcgan", "memorization", [{**r.memorization, "pixel": {"fraction_likely_copies": 0.0}}
+                                                for r in data.runs["dcgan"]])
+    for model in data.runs:
+        _set_record(data, model, "utility", [{**r.utility, "real": {"mean": 1.0, "std": 0.0},
+                                              "real+synthetic": {"mean": 1.0 - 0.1 * (model != "vae"), "std": 0.0}}
+                                             for r in data.runs[model]])
+    text = build(tmp_path, data)
+    page = parse(text)
+    for model in ("vae", "dcgan", EVIL):
+        assert "best" not in page.cells[("summary-table", model, "likely_copies")]["class"]
+        assert "best" not in page.cells[("summary-table", model, "utility_gain")]["class"]
+    assert "tie" in page.cells[("summary-table", "dcgan", "likely_copies")]["class"]
+    best_row = re.search(r'<tr class="best-row">.*?</tr>', text, re.S).group(0)
+    assert ('<td data-metric="likely_copies" data-reason="the best is at the no-copy level">'
+            "none: the best is at the no-copy level</td>") in best_row
+    assert "none: the best is at the ceiling, 1 − real-only accuracy</td>" in best_row
+    assert '<td data-metric="fid">vae</td>' in best_row  # FID still separates
+    caption = re.search(r'<table id="summary-table"><caption>(.*?)</caption>', text, re.S).group(1)
+    assert "not a significance test" in caption and "a model that does not copy scores about 5 %" in caption
+    assert "Runs per model: 2, 3" in caption
+    assert "The real-only classifier is already perfect for vae, dcgan, " in text  # the utility section says why
+
+
+def test_summary_plots_every_run_of_every_key_metric(tmp_path, data, monkeypatch):
+    from pipeline_lib.report import metrics_plot
+
+    drawn = []
+    real_plot = metrics_plot.plot_metric_spreads
+    monkeypatch.setattr(report, "plot_metric_spreads", lambda panels, models: drawn.append((panels, models))
+                        or real_plot(panels, models))
+    text = build(tmp_path, data)
+    (panels, models), = drawn
+    assert models == ["vae", EVIL, "dcgan"]  # the table's order
+    fid = next(p for p in panels if p.heading == "FID ↓")
+    assert fid.values["vae"] == FIDS["vae"] and fid.reference == 20.0 and fid.marked == "vae"
+    copies = next(p for p in panels if p.heading.startswith("Likely copies"))
+    assert copies.heading == "Likely copies (%) ↓" and copies.bound == pytest.approx(5.0)
+    assert copies.values["vae"] == pytest.approx([5.0, 6.0, 7.0])
+    figure = re.search(r'<figure class="metrics-plot">.*?</figure>', text, re.S).group(0)
+    assert text.index('id="summary-table"') < text.index('class="metrics-plot"') < text.index('id="toc"')
+    assert 'alt="key metrics per model"' in figure
+
+
+def test_samples_show_every_seed_folded_beside_real_slices(tmp_path, data):
+    text = build(tmp_path, data)
+    samples = re.search(r'<section id="samples">.*?</section>', text, re.S).group(0)
+    assert samples.index('data-model="real slices"') < samples.index('data-model="vae"')
+    vae = re.search(r'<figure data-model="vae" data-seed="0">.*?</details></figure>', samples, re.S).group(0)
+    assert '<details class="other-seeds"><summary>Seeds 1, 2</summary>' in vae
+    assert 'alt="sample grid vae seed 1"' in vae and 'alt="sample grid vae seed 2"' in vae
+    evil = samples[samples.index("sample grid &lt;b&gt;evil"):]
+    assert "<summary>Seed 1</summary>" in evil
+
+
+def test_real_slices_grid_reads_only_test_slices(tmp_path):
+    images = np.random.default_rng(3).random((10, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    pd.DataFrame({"subject": [f"sub-{i:010d}" for i in range(10)], "split": ["train"] * 6 + ["test"] * 4,
+                  "slice_index": range(10)}).to_csv(tmp_path / "slices.tsv", sep="\t", index=False)
+    png = report.real_slices_grid(tmp_path / "images.npy", tmp_path / "slices.tsv", 0, tmp_path / "real.png")
+    import cv2
+
+    save_grid(images[6:], tmp_path / "expected.png")  # all 4 test slices, as a sample grid is drawn
+    assert (cv2.imread(str(png), cv2.IMREAD_UNCHANGED) == cv2.imread(str(tmp_path / "expected.png"),
+                                                                     cv2.IMREAD_UNCHANGED)).all()
+
+
+def test_loss_legend_lies_outside_the_curves(tmp_path, monkeypatch):
+    csv = tmp_path / "losses.csv"
+    steps = np.arange(1, 21)
+    pd.DataFrame({"step": steps, "generator": 1.0 / steps, "discriminator": 2.0 / steps}).to_csv(csv, index=False)
+    boxes = []
+    real_close = plt.close
+
+    def spy(fig=None):
+        if fig is not None and hasattr(fig, "axes"):
+            renderer = fig.canvas.get_renderer()
+            ax = fig.axes[0]
+            boxes.append((ax.get_window_extent(renderer), ax.get_legend().get_window_extent(renderer)))
+        return real_close(fig)
+
+    monkeypatch.setattr(plt, "close", spy)
+    report.plot_losses({0: csv, 1: csv})
+    (axes, legend), = boxes
+    assert legend.x0 >= axes.x1  # right of the axes, never over a curve
+
+
+def test_reader_section_names_the_kit_and_the_answers_folder(tmp_path, data):
+    text = build(tmp_path, data)
+    kit = re.search(r'<p id="reader-kit">(.*?)</p>', text, re.S).group(1)
+    assert "no reader responses yet" in kit
+    assert "<code>results/reader_study/demo/kit/</code>" in kit
+    assert "into the folder <code>reader_responses/</code> (reader_study.responses_dir)" in kit

@@ -46,6 +46,9 @@ rule report:
         runs=[[model, seed] for model, seed in RUNS],
         datasets=USED_DATASETS,
         reader_datasets=reader_datasets(),
+        # Named on the page so that the coordinator knows where the readers' answers go.
+        reader_responses={dataset: reader_responses_dir(dataset) for dataset in reader_datasets()},
+        reader_kits={dataset: expand(rules.reader_kit.output.kit, dataset=dataset)[0] for dataset in reader_datasets()},
         model_datasets=MODEL_DATASET,
         synthetic_cohort=is_demo_cohort(),
         registration=section_settings("registration"),

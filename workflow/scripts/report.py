@@ -29,6 +29,8 @@ inputs = ReportInputs(
     datasets=datasets,
     models=models,
     model_datasets=dict(snakemake.params.model_datasets),
+    reader_responses=dict(snakemake.params.reader_responses),
+    reader_kits=dict(snakemake.params.reader_kits),
 )
 report_job(
     Path(snakemake.output.html),

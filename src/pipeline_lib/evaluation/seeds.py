@@ -2,7 +2,10 @@
 model's number is the mean over its runs with the standard deviation over seeds as its spread.
 
 The spread says how much a result depends on the seed, i.e. how sure a comparison of two models
-can be: :func:`separated` is the report's rule for calling one model better than another.
+can be: :func:`separated` is the report's rule for calling one model better than another, and
+:func:`mark_column` the one place that decides which value of a column of models is marked best.
+Overlapping ranges of mean ± std over a few seeds are a rough check of the spread, not a
+significance test.
 """
 
 from __future__ import annotations
@@ -67,10 +70,58 @@ def separated(a: Spread, b: Spread) -> bool:
     return a.high < b.low or b.high < a.low
 
 
-def best(spreads: Mapping[str, Spread], lower_is_better: bool) -> list[str]:
-    """The names with the best mean (several when tied); empty when no name has a value."""
-    known = {name: s.mean for name, s in spreads.items() if s.mean is not None}
-    if not known:
-        return []
-    target = min(known.values()) if lower_is_better else max(known.values())
-    return [name for name, mean in known.items() if mean == target]
+def shared_bound(values: Iterable[Any]) -> float | None:
+    """The one value every run gives for a bound (e.g. each run's no-copy level), None when they differ
+    or none is known: only a bound all runs share can decide a column."""
+    numbers = [v for v in map(finite_float, values) if v is not None]
+    if not numbers or any(not math.isclose(v, numbers[0], rel_tol=1e-9, abs_tol=1e-12) for v in numbers):
+        return None
+    return numbers[0]
+
+
+@dataclass(frozen=True)
+class ColumnMarks:
+    """What a column of models marks: ``best`` (★), the one model the seeds separate from every other,
+    or else ``level``, the models the seeds do not separate from the leading mean (≈) and ``reason``,
+    a few words on why no model is marked best."""
+
+    best: str | None
+    level: tuple[str, ...] = ()
+    reason: str = ""
+
+
+def at_bound(spread_: Spread, bound: float | None, lower_is_better: bool) -> Spread:
+    """``spread_`` with every value better than ``bound`` counted as ``bound`` (a floor for
+    lower-is-better metrics, a ceiling otherwise): beyond it a value shows nothing more."""
+    if bound is None:
+        return spread_
+    clip = max if lower_is_better else min
+    return spread(clip(v, bound) for v in spread_.values)
+
+
+def mark_column(spreads: Mapping[str, Spread], lower_is_better: bool, bound: float | None = None,
+                bound_name: str = "bound") -> ColumnMarks:
+    """The report's one rule for marking a best value in a column of models (name → spread over its
+    training runs). ``bound`` is a floor (lower is better) or ceiling every run shares, the level past
+    which a value means nothing better (e.g. the share of likely copies that a model which does not
+    copy scores; the most accuracy a classifier already at 100 % can gain), ``bound_name`` its name.
+
+    A model is marked best only when, with values beyond ``bound`` counted as ``bound``,
+    (1) it has the best mean, (2) its range mean ± std lies clear of every other model's, both with
+    two or more runs, and (3) it is not at ``bound`` itself. Otherwise ``level`` holds the models whose
+    range overlaps the leading mean's (none with a single run, whose spread is unknown)."""
+    clipped = {name: at_bound(s, bound, lower_is_better) for name, s in spreads.items() if s.mean is not None}
+    if len(clipped) < 2:
+        return ColumnMarks(None, (), "one model" if clipped else "no values")
+    sign = 1.0 if lower_is_better else -1.0
+    leader = min(clipped, key=lambda name: (sign * clipped[name].mean, name))
+    lead = clipped[leader]
+    if any(s.n < 2 for s in clipped.values()):
+        return ColumnMarks(None, (), "one run: spread over seeds unknown")
+    level = tuple(name for name, s in clipped.items() if name == leader or not separated(lead, s))
+    level = level if len(level) > 1 else ()
+    if bound is not None and math.isclose(lead.mean, bound, rel_tol=1e-9, abs_tol=1e-12):
+        return ColumnMarks(None, level, f"the best is at the {bound_name}")
+    if level:
+        return ColumnMarks(None, level, "ranges of mean ± std overlap")
+    return ColumnMarks(leader, (), "")

@@ -2,8 +2,8 @@
 sure are we".
 
 The page opens with the answer: a summary table (model × key metrics, direction arrows, the best
-mean per column marked, runs and spreads over training seeds) and one sentence that the numbers
-support. A table of contents follows, then the sections grouped by the question they answer
+per column marked only where the seeds separate it, runs and spreads over training seeds), a plot of
+every run's values and one sentence that the numbers support. A table of contents follows, then the sections grouped by the question they answer
 (fidelity, diversity, memorization, usefulness, human reading, quality control), one warning per
 kind, and a provenance footer (date, commit, configuration, package versions, device).
 
@@ -31,20 +31,22 @@ import pandas as pd
 
 from pipeline_lib.core import io
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.figures import save_pairs
+from pipeline_lib.core.figures import save_grid, save_pairs
 from pipeline_lib.core.io import read_json, read_tsv
 from pipeline_lib.core.published import PublishedTable, load_published, published_path
 from pipeline_lib.core.qc import FLAGGED, OK, outputs_with_status, worst_first
 from pipeline_lib.core.settings import PreprocessingSettings, RegistrationSettings, SamplingSettings, read_settings
 from pipeline_lib.core.slices import grey_images, image_channels, load_split, load_table
-from pipeline_lib.evaluation.seeds import Spread, best, separated, spread, spread_of
+from pipeline_lib.evaluation.seeds import (ColumnMarks, Spread, mark_column, separated, shared_bound, spread,
+                                          spread_of)
 from pipeline_lib.report.distribution_section import render_distribution_metrics_html
 from pipeline_lib.report.diversity_section import render_diversity_html
-from pipeline_lib.report.evaluation_section import (conditioning_html, domain_html, memorization_html, utility_gain,
-                                                    utility_html)
+from pipeline_lib.report.evaluation_section import (conditioning_html, domain_html, memorization_html, utility_ceiling,
+                                                    utility_gain, utility_html)
 from pipeline_lib.report.html import (count_text as _count, escape as _esc, finite_float as _as_float,
                                       float_or_nan, format_mean_std, format_number, img_tag, loss_axes_png, pyplot,
                                       section, spread_cell, zoomable_img)
+from pipeline_lib.report.metrics_plot import MetricPanel, plot_metric_spreads
 from pipeline_lib.report.paper_section import DatasetView, ModelView, paper_values
 from pipeline_lib.report.published_section import render_published_tables
 from pipeline_lib.report.reader_section import render_reader_results_html
@@ -64,6 +66,7 @@ div.wide { overflow-x: auto; }
 td.na { color: #a00; font-style: italic; }
 td.best { font-weight: bold; background: #e3f6e3; }
 td.tie { background: #f1faf1; }
+tr.best-row td[data-reason] { font-size: 0.8em; color: #555; }
 tr.failed td, tr.incomplete td { background: #fee; }
 tr.flagged td { background: #fff4d6; }
 tr.reference td, tr.reference th { color: #555; font-style: italic; }
@@ -82,6 +85,8 @@ label.zoom input { display: none; }
 label.zoom input:checked + img { position: fixed; inset: 0; margin: auto; max-width: 96vw; max-height: 96vh;
   width: auto; height: auto; z-index: 10; cursor: zoom-out; box-shadow: 0 0 0 100vmax rgba(0, 0, 0, 0.75);
   image-rendering: pixelated; }
+div.sample-grids { display: flex; flex-wrap: wrap; gap: 0.5em; align-items: flex-start; }
+details.other-seeds summary { cursor: pointer; font-size: 0.9em; }
 div.published-beside { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 table.published-table[data-kind="published"] { background: #f7f7f2; }
 footer { margin-top: 3em; border-top: 2px solid #9ab; font-size: 0.9em; color: #333; }
@@ -176,7 +181,8 @@ class DatasetOutputs:
 class ReportInputs:
     """Every file the report reads, by name; ``models`` maps each model (in the report's order) to
     its runs, seed → that run's files; ``datasets`` each slice dataset's files, and
-    ``model_datasets`` the dataset each model trains on (default: the first dataset)."""
+    ``model_datasets`` the dataset each model trains on (default: the first dataset); ``reader_responses``
+    and ``reader_kits`` the reader study's folders, named on the page (neither is read)."""
 
     subjects: Path
     ingest_qc: Path
@@ -185,6 +191,9 @@ class ReportInputs:
     datasets: Mapping[str, DatasetOutputs]
     models: Mapping[str, Mapping[int, ModelOutputs]]
     model_datasets: Mapping[str, str] = field(default_factory=dict)
+    #: dataset → the folder its readers' answer files go into, and the folder of its reader kit.
+    reader_responses: Mapping[str, str] = field(default_factory=dict)
+    reader_kits: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -231,6 +240,12 @@ class ReportData:
     diversity_original: dict | None = None
     reader_scores: Path | None = None
     reconstruction_grids: dict[str, Path] = field(default_factory=dict)
+    #: A grid of real test slices, shown beside the sample grids (drawn by the report job).
+    real_grid: Path | None = None
+    #: Where the readers' answer files go (reader_study.responses_dir, per dataset with several kits)
+    #: and where the kit to send them is.
+    reader_responses: str | None = None
+    reader_kit: str | None = None
     synthetic_cohort: bool = False
     title: str = "Brain MRI generative models"
     provenance: dict | None = None
@@ -293,6 +308,9 @@ class KeyMetric:
     percent: bool = False
     scale: float = 1.0
     reference: Callable[["ReportData"], Any] | None = None  # the real test slices' value
+    #: Each run's floor (lower is better) or ceiling: the level past which a value means nothing better.
+    bound: Callable[[Run], Any] | None = None
+    bound_name: str = "bound"
 
 
 def _at(record: Mapping, *path: str) -> Any:
@@ -313,10 +331,31 @@ KEY_METRICS = (
               reference=lambda d: _at(d.distribution_original or {}, "prdc", "recall")),
     KeyMetric("domain_fd", "Domain FD", True, lambda r: r.domain.get("domain_fd"),
               reference=lambda d: (d.domain_original or {}).get("domain_fd")),
+    # The audit's threshold is the percentile of real test slices' distances, so a model that does not
+    # copy scores about that share; fewer likely copies than that is no better.
     KeyMetric("likely_copies", "Likely copies", True, lambda r: _at(r.memorization, "pixel", "fraction_likely_copies"),
-              percent=True),
-    KeyMetric("utility_gain", "Utility gain", False, lambda r: utility_gain(r.utility)),
+              percent=True, bound=lambda r: _percent_fraction(r.memorization.get("percentile")),
+              bound_name="no-copy level"),
+    # Accuracy cannot pass 1, so no model can gain more than 1 − the real-only accuracy (0 when the
+    # real-only classifier is already perfect: nothing to gain).
+    KeyMetric("utility_gain", "Utility gain", False, lambda r: utility_gain(r.utility),
+              bound=lambda r: utility_ceiling(r.utility), bound_name="ceiling, 1 − real-only accuracy"),
 )
+
+
+def _percent_fraction(percent: Any) -> float | None:
+    number = _as_float(percent)
+    return None if number is None else number / 100.0
+
+
+def column_marks(data: "ReportData", spreads: Mapping[str, Mapping[str, Spread]]) -> dict[str, ColumnMarks]:
+    """metric key → which of its cells the summary marks (★ best, ≈ not separated from the lead), by
+    :func:`pipeline_lib.evaluation.seeds.mark_column` with the bound all of the metric's runs share."""
+    marks = {}
+    for m in KEY_METRICS:
+        bound = shared_bound(m.bound(run) for runs in data.runs.values() for run in runs) if m.bound else None
+        marks[m.key] = mark_column(spreads[m.key], m.lower_is_better, bound, m.bound_name)
+    return marks
 
 #: The metric the one-sentence conclusion is about (Ballesteros Ramirez's and most papers' headline).
 HEADLINE = "fid"
@@ -376,6 +415,35 @@ def summary_rows(data: ReportData, spreads: Mapping[str, Mapping[str, Spread]]) 
     return rows
 
 
+#: What ★ and ≈ in the summary mean (the rule is :func:`pipeline_lib.evaluation.seeds.mark_column`).
+MARKS_LEGEND = (
+    "★ marks a column's best mean only where the seeds separate it: its range mean ± std lies clear of "
+    "every other model's (two or more runs each) and it is not at a floor or ceiling every run shares "
+    "(Likely copies: a share below the no-copy level counts as that level; Utility gain: a real-only "
+    "classifier already at 100 % leaves nothing to gain). Where no model is marked, ≈ marks the models "
+    "whose range overlaps the leading mean's: these runs do not separate them. Whether ranges of "
+    "mean ± std over a few seeds overlap is a rough look at the spread, not a significance test, and "
+    "the Best row says why a column marks no model.")
+
+
+def _best_text(mark: ColumnMarks) -> str:
+    return mark.best if mark.best is not None else f"none: {mark.reason}"
+
+
+def _reason_attr(mark: ColumnMarks) -> str:
+    return f' data-reason="{_esc(mark.reason)}"' if mark.reason else ""
+
+
+def _no_copy_text(data: ReportData) -> str:
+    """How the summary caption explains Likely copies, with the audit's percentile when all runs share it."""
+    p = shared_bound(run.memorization.get("percentile") for runs in data.runs.values() for run in runs)
+    if p is None:
+        return ("share of samples closer to a training slice than the audit's percentile of real test slices "
+                "(a model that does not copy scores about that percentile)")
+    return (f"share of samples closer to a training slice than {100 - p:g} % of real test slices are (a model "
+            f"that does not copy scores about {p:g} %)")
+
+
 def _summary_section(data: ReportData, notes: Notes) -> str:
     spreads = key_metric_spreads(data)
     headline = spreads[HEADLINE]
@@ -384,7 +452,7 @@ def _summary_section(data: ReportData, notes: Notes) -> str:
     arrow = {True: "↓", False: "↑"}
     head = ("<th>Model</th><th>Runs</th>"
             + "".join(f'<th data-metric="{m.key}">{_esc(m.heading)} {arrow[m.lower_is_better]}</th>' for m in columns))
-    winners = {m.key: best(spreads[m.key], m.lower_is_better) for m in columns}
+    marks = column_marks(data, spreads)
     rows = []
     for model in order:
         runs = data.runs[model]
@@ -394,17 +462,17 @@ def _summary_section(data: ReportData, notes: Notes) -> str:
         cells = [f'<th title="family {_esc(family)}">{_esc(model)}</th>',
                  f'<td class="num" data-value="{len(runs)}">{_esc(run_text)}</td>']
         for m in columns:
-            s = spreads[m.key][model]
-            leader = [spreads[m.key][w] for w in winners[m.key]]
-            if model in winners[m.key]:
+            s, mark = spreads[m.key][model], marks[m.key]
+            if model == mark.best:
                 cells.append(spread_cell(s, key=m.key, scale=m.scale, percent=m.percent, mark=" ★", css="num best"))
-            elif s.mean is not None and leader and not any(separated(s, w) for w in leader):
+            elif model in mark.level:
                 cells.append(spread_cell(s, key=m.key, scale=m.scale, percent=m.percent, mark=" ≈", css="num tie"))
             else:
                 cells.append(spread_cell(s, key=m.key, scale=m.scale, percent=m.percent))
         css = ' class="incomplete"' if incomplete else ""
         rows.append(f'<tr data-model="{_esc(model)}"{css}>{"".join(cells)}</tr>')
-    best_cells = "".join(f'<td data-metric="{m.key}">{_esc(", ".join(winners[m.key]) or "n/a")}</td>' for m in columns)
+    best_cells = "".join(f'<td data-metric="{m.key}"{_reason_attr(marks[m.key])}>{_esc(_best_text(marks[m.key]))}</td>'
+                         for m in columns)
     rows.append(f'<tr class="best-row"><th>Best</th><td></td>{best_cells}</tr>')
     reference = []
     for m in columns:
@@ -412,22 +480,52 @@ def _summary_section(data: ReportData, notes: Notes) -> str:
         reference.append(spread_cell(spread([value]), key=m.key, scale=m.scale, percent=m.percent))
     rows.append(f'<tr class="reference" data-model="original"><th>Real test slices</th><td></td>'
                 f'{"".join(reference)}</tr>')
+    seeds = sorted({len(runs) for runs in data.runs.values()})
     caption = (
         "Each cell: mean ± std over the model's training runs (one per seed; the mean alone for a single "
-        "run). ↓ lower is better, ↑ higher is better; ★ best mean in the column; ≈ the model's range "
-        "mean ± std overlaps the best's, so it is not significantly worse (needs two or more runs each). "
+        "run). ↓ lower is better, ↑ higher is better. " + MARKS_LEGEND + " Runs per model: "
+        + ", ".join(map(str, seeds)) + ". "
         "FID, KID, precision and recall: Inception features against the real training slices; Domain FD: "
-        "Fréchet distance in the domain network's features; Likely copies: share of samples closer to a "
-        "training slice than 95 % of real test slices are; Utility gain: accuracy of a classifier trained on "
-        "real + synthetic minus real only. The last row shows what held-out real slices score, as a "
-        "yardstick. Rows are sorted by FID; hover a model's name for its family.")
+        "Fréchet distance in the domain network's features; Likely copies: " + _no_copy_text(data) + "; "
+        "Utility gain: accuracy of a classifier trained on real + synthetic minus real only. The last row "
+        "shows what held-out real slices score, as a yardstick. Rows are sorted by FID; hover a model's "
+        "name for its family.")
     table = (f'<div class="wide"><table id="summary-table"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr>'
              f"</thead><tbody>{''.join(rows)}</tbody></table></div>")
     if any(r.incomplete for runs in data.runs.values() for r in runs):
         notes.add("incomplete training", "stopped by the safety cap budget.minutes before reaching its steps or "
                   "epochs; its results depend on the machine's speed. Raise the cap and rerun to continue it.",
                   ", ".join(f"{m} (seed {r.seed})" for m, runs in data.runs.items() for r in runs if r.incomplete))
-    return f'<p class="conclusion" id="conclusion">{_esc(conclusion(data, spreads))}</p>\n{table}'
+    plot = _metrics_figure(data, columns, order, marks)
+    return f'<p class="conclusion" id="conclusion">{_esc(conclusion(data, spreads))}</p>\n{table}\n{plot}'
+
+
+def _times(value: Any, factor: float) -> float | None:
+    number = _as_float(value)
+    return None if number is None else number * factor
+
+
+def _metrics_figure(data: ReportData, columns: Sequence[KeyMetric], order: Sequence[str],
+                    marks: Mapping[str, ColumnMarks]) -> str:
+    """The summary's columns as a plot: every run's value, mean ± std per model, the real slices' value."""
+    if not columns or not order:
+        return ""
+    panels = []
+    for m in columns:
+        factor = (100.0 if m.percent else 1.0) * m.scale
+        bound = shared_bound(m.bound(run) for runs in data.runs.values() for run in runs) if m.bound else None
+        unit = " (%)" if m.percent else ""
+        panels.append(MetricPanel(
+            heading=f"{m.heading}{unit} {'↓' if m.lower_is_better else '↑'}",
+            values={model: [_times(m.value(run), factor) for run in data.runs[model]] for model in order},
+            reference=_times(m.reference(data), factor) if m.reference else None,
+            bound=_times(bound, factor), bound_label=m.bound_name, marked=marks[m.key].best, level=marks[m.key].level))
+    png = plot_metric_spreads(panels, list(order))
+    caption = ("The summary's metrics: one grey dot per training run (seed), the mean ± std over seeds beside "
+               "them (green: marked ★, olive: ≈), the real test slices' value dashed and a floor or ceiling "
+               "every run shares dotted. Click to enlarge.")
+    return (f'<figure class="metrics-plot">{zoomable_img(png, "key metrics per model", "grid")}'
+            f"<figcaption>{_esc(caption)}</figcaption></figure>")
 
 
 # ---------------------------------------------------------------- sections
@@ -469,15 +567,36 @@ def _table1_section(data: ReportData, notes: Notes) -> str:
 
 
 def _samples(data: ReportData, notes: Notes) -> str:
+    """Each model's first run's grid beside a grid of real test slices; the other seeds' grids folded."""
     figures = []
-    for model, run in data.first_runs().items():
-        caption = f"{model}, seed {run.seed}" + (" (⚠ incomplete)" if run.incomplete else "")
-        figures.append(f'<figure data-model="{_esc(model)}"><figcaption>{_esc(caption)}</figcaption>'
-                       f"{zoomable_img(run.files.grid, f'sample grid {model}', 'grid-thumb')}</figure>")
+    if data.real_grid is not None:
+        figures.append('<figure data-model="real slices"><figcaption>Real test slices (for comparison)</figcaption>'
+                       f"{zoomable_img(data.real_grid, 'real test slices', 'grid-thumb')}</figure>")
+    for model, runs in data.runs.items():
+        if not runs:
+            continue
+        first, others = runs[0], runs[1:]
+        folded = ""
+        if others:
+            grids = "".join(f'<figure data-seed="{run.seed}"><figcaption>{_esc(_grid_caption(model, run))}</figcaption>'
+                            f"{zoomable_img(run.files.grid, f'sample grid {model} seed {run.seed}', 'grid-thumb')}"
+                            "</figure>" for run in others)
+            seeds = ", ".join(str(run.seed) for run in others)
+            folded = (f'<details class="other-seeds"><summary>Seed{"s" if len(others) > 1 else ""} {_esc(seeds)}'
+                      f"</summary>{grids}</details>")
+        figures.append(f'<figure data-model="{_esc(model)}" data-seed="{first.seed}"><figcaption>'
+                       f"{_esc(_grid_caption(model, first))}</figcaption>"
+                       f"{zoomable_img(first.files.grid, f'sample grid {model}', 'grid-thumb')}{folded}</figure>")
     if not figures:
         return "<p>No sample grids.</p>"
-    return ("<p>Samples of each model's first training run (click to enlarge). Other seeds' grids are in "
-            "results/samples/&lt;model&gt;/seed&lt;seed&gt;/grid.png.</p>" + "\n".join(figures))
+    real = " beside real test slices (a seeded draw from the test split)" if data.real_grid is not None else ""
+    return (f"<p>Samples of each model's first training run{real} (click a grid to enlarge it; open "
+            "“Seeds …” under a grid for the model's other training runs).</p>"
+            f'<div class="sample-grids">{"".join(figures)}</div>')
+
+
+def _grid_caption(model: str, run: Run) -> str:
+    return f"{model}, seed {run.seed}" + (" (⚠ incomplete)" if run.incomplete else "")
 
 
 def _reconstructions(data: ReportData, notes: Notes) -> str:
@@ -547,7 +666,8 @@ def _utility(data: ReportData, notes: Notes) -> str:
 def _reader(data: ReportData, notes: Notes) -> str:
     if data.reader_scores is None:
         return "<p>No reader study.</p>"
-    return render_reader_results_html(Path(data.reader_scores), heading=False)
+    return render_reader_results_html(Path(data.reader_scores), heading=False, responses_dir=data.reader_responses,
+                                      kit_dir=data.reader_kit)
 
 
 def _paper(data: ReportData, notes: Notes) -> str:
@@ -1043,8 +1163,9 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
     parts = {}
     for name, files in inputs.datasets.items():
         models = [m for m in runs if inputs.model_datasets.get(m, names[0]) == name]
+        reader = dict(reader_responses=inputs.reader_responses.get(name), reader_kit=inputs.reader_kits.get(name))
         parts[name] = _dataset_data(files, {m: runs[m] for m in models}, cohort, registration, preprocessing,
-                                    sampling, Path(workdir) / name, shared)
+                                    sampling, Path(workdir) / name, {**shared, **reader})
     if len(parts) == 1:
         return next(iter(parts.values()))
     first = parts[names[0]]
@@ -1075,10 +1196,11 @@ def _dataset_data(files: DatasetOutputs, runs: dict[str, list[Run]], cohort: Map
     sequences = tuple(sorted(set(table["sequence"].astype(str)) - {"", "nan"})) if "sequence" in table.columns else ()
     if channels:
         sequences = tuple(channels)
+    workdir.mkdir(parents=True, exist_ok=True)
+    real_grid = real_slices_grid(Path(files.images), Path(files.table), sampling.seed, workdir / "real_slices.png")
     reconstruction_grids = {}
     first = {m: r[0] for m, r in runs.items() if r and np.load(r[0].files.reconstructions, mmap_mode="r").shape[0]}
     if first:
-        workdir.mkdir(parents=True, exist_ok=True)
         test_images, _ = load_split(Path(files.images), Path(files.table), "test",
                                     n=sampling.n_reconstruct, seed=sampling.seed, grey=True)
         for model, run in first.items():
@@ -1092,7 +1214,19 @@ def _dataset_data(files: DatasetOutputs, runs: dict[str, list[Run]], cohort: Map
         domain_original=read_json(files.domain_original),
         diversity_original=read_json(files.diversity_original),
         reader_scores=Path(files.reader_scores) if files.reader_scores else None,
-        reconstruction_grids=reconstruction_grids, sequences=sequences)
+        reconstruction_grids=reconstruction_grids, sequences=sequences, real_grid=real_grid)
+
+
+#: As many real slices as a sample grid shows (core.figures.save_grid's default).
+REAL_GRID_IMAGES = 64
+
+
+def real_slices_grid(images: Path, table: Path, seed: int, out_png: Path) -> Path:
+    """A grid of real test slices drawn like the models' sample grids (stacked sequences side by side),
+    reading only the slices shown from the memory-mapped stack."""
+    real, _ = load_split(images, table, "test", n=REAL_GRID_IMAGES, seed=seed)
+    save_grid(real, out_png)
+    return out_png
 
 
 def report_job(out_html: Path, inputs: ReportInputs, *, registration: RegistrationSettings | Mapping,

@@ -273,6 +273,11 @@ def _utility_table(util: Mapping[str, Runs]) -> str:
                "synthetic minus real only. Conditional models: the task is their condition label. "
                "Unconditional models: slice-position bins, with the synthetic labels predicted by the "
                "domain network.")
+    perfect = [name for name, runs in util.items()
+               if runs and all(utility_ceiling(r) is not None and utility_ceiling(r) <= 0 for r in runs)]
+    if perfect:
+        caption += (f" The real-only classifier is already perfect for {', '.join(perfect)}: nothing is left to "
+                    "gain, so a gain of 0 there shows no usefulness, and a negative one shows harm.")
     out = _table("utility", caption, head, rows) if rows else ""
     if notes:
         out += "<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>"
@@ -291,6 +296,12 @@ def utility_gain(record: Mapping[str, Any]) -> float | None:
     both = _as_float((record.get("real+synthetic") or {}).get("mean"))
     real = _as_float((record.get("real") or {}).get("mean"))
     return None if both is None or real is None else both - real
+
+
+def utility_ceiling(record: Mapping[str, Any]) -> float | None:
+    """The most a run's utility gain can be: 1 − its real-only accuracy (None when not applicable)."""
+    real = _as_float((record.get("real") or {}).get("mean")) if record.get("applicable") else None
+    return None if real is None else 1.0 - real
 
 
 # ----------------------------------------------------------------- helpers

@@ -209,7 +209,8 @@ def figure_png(fig, dpi: int = 100, tight: bool = False) -> bytes:
 
 def loss_axes_png(fig, ax, values, title: str = "", legend_size: str = "small") -> bytes:
     """Finish a losses-against-steps plot as PNG bytes: a logarithmic y axis when every finite value of
-    ``values`` (an array of what was drawn) is positive, axis labels, title and legend."""
+    ``values`` (an array of what was drawn) is positive, axis labels, title and legend, the legend to
+    the right of the axes so that it never covers a curve."""
     import numpy as np
 
     finite = np.asarray(values, dtype=float)
@@ -220,6 +221,6 @@ def loss_axes_png(fig, ax, values, title: str = "", legend_size: str = "small") 
     ax.set_ylabel("loss")
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=legend_size)
+    ax.legend(fontsize=legend_size, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    return figure_png(fig)
+    return figure_png(fig, tight=True)

@@ -13,28 +13,40 @@ from pipeline_lib.reader_study.scoring import NO_RESPONSES
 from pipeline_lib.report.html import escape as _esc, format_number
 
 
-def render_reader_results_html(scores_dir_or_files: Path | str | Iterable[Path | str], heading: bool = True) -> str:
+def render_reader_results_html(scores_dir_or_files: Path | str | Iterable[Path | str], heading: bool = True,
+                               responses_dir: str | None = None, kit_dir: str | None = None) -> str:
     """An HTML fragment (one <section>, no script) with the reader-study tables.
 
     Accepts the folder holding scores.json, the scores.json path, or a list of
     the rule's outputs (scores.json is picked from it). Says "no reader
     responses yet" when nobody has answered. Every value is escaped; numeric
     cells carry their exact value in ``data-value``. ``heading=False`` leaves out the section's own
-    heading (the report gives it one).
+    heading (the report gives it one). ``responses_dir`` and ``kit_dir`` name the folder the readers'
+    answer files go into and the kit's folder (reader_study.responses_dir and the kit rule's output).
     """
     scores = _load_scores(scores_dir_or_files)
     parts = ['<section class="reader-study">'] + (["<h2>Reader study</h2>"] if heading else [])
     if scores.get("status") == NO_RESPONSES or not scores.get("readers"):
-        parts.append(f"<p>Kit {_esc(scores.get('kit_id', ''))} ({_esc(scores.get('n_images', ''))} images): "
-                     "no reader responses yet. Put the readers' downloaded CSV files into the responses "
-                     "folder and rerun the pipeline.</p>")
+        parts.append(f'<p id="reader-kit">Kit {_esc(scores.get("kit_id", ""))} ({_esc(scores.get("n_images", ""))} '
+                     f"images): no reader responses yet. {_kit_text(kit_dir, responses_dir)}</p>")
         return "\n".join(parts + ["</section>"])
     readers = [r["reader_id"] for r in scores["readers"]]
-    parts.append(f"<p>Kit {_esc(scores['kit_id'])}: {_esc(len(readers))} reader(s), "
-                 f"{_esc(scores['n_images'])} images.</p>")
+    parts.append(f'<p id="reader-kit">Kit {_esc(scores["kit_id"])}: {_esc(len(readers))} reader(s), '
+                 f"{_esc(scores['n_images'])} images. {_kit_text(kit_dir, responses_dir, more=True)}</p>")
     parts += [_html_readers(scores), _html_sources(scores, readers), _html_models(scores),
               _html_agreement(scores["agreement"]), _html_timing(scores)]
     return "\n".join(parts + ["</section>"])
+
+
+def _kit_text(kit_dir: str | None, responses_dir: str | None, more: bool = False) -> str:
+    """Where the kit is and where its answers go, as escaped HTML."""
+    kit = (f"The kit to send to readers is the folder <code>{_esc(kit_dir.rstrip('/'))}/</code> (open its "
+           "index.html; README.txt is for the coordinator). " if kit_dir else "")
+    folder = (f"the folder <code>{_esc(responses_dir.rstrip('/'))}/</code> (reader_study.responses_dir)"
+              if responses_dir else "the responses folder (reader_study.responses_dir)")
+    what = "More answers: put" if more else "Put"
+    return (f"{kit}{what} each reader's downloaded CSV file (reader-&lt;ID&gt;-&lt;kit&gt;.csv) into {folder} "
+            "and rerun the pipeline to score them.")
 
 
 def _load_scores(source) -> dict:
