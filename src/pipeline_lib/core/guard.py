@@ -126,10 +126,12 @@ def _run_child(work: Callable[[], None], job_label: str, errors_write: int) -> N
         _prefer_as_oom_victim()
         _test_hook(job_label)
         work()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:  # the child must never return into the parent's code
         traceback.print_exc()
         os.write(errors_write, type(exc).__name__.encode())
-        code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) and exc.code else 1
+        code = 1
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -412,3 +414,36 @@ def _write_atomically(path: Path, text: str) -> None:
     staging = path.with_name(f".{path.name}.failed.tmp")
     staging.write_text(text)
     os.replace(staging, path)
+
+
+def guard_subject_job(snakemake, work: Callable[[], None], *, stage: str, kind: str = "") -> Outcome:
+    """A per-subject job (one output folder, wildcard ``subject``): a hard death on the last attempt
+    leaves the folder with a ``failed`` status.json (stage ``snakemake.rule``), so QC tables list
+    the subject with its reason and slicing leaves it out."""
+    out_dir, subject = snakemake.output[0], snakemake.wildcards.subject
+    return guard_job(snakemake, work, stage=stage, write_failure=lambda reason: write_failed_subject(
+        out_dir, subject, snakemake.rule, reason, kind))
+
+
+def status_kind(stage_dir) -> str:
+    """The input kind recorded in a per-subject stage's status.json ("" without one)."""
+    try:
+        return json.loads((Path(stage_dir) / "status.json").read_text()).get("kind", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def guard_run_job(snakemake, work: Callable[[], None], *, stage: str) -> Outcome | None:
+    """A per-run job (wildcards ``model``, ``seed``): every declared output becomes a failed record
+    when an input is one (a failed upstream job: the work is not started) or when this job fails on
+    its last attempt; the report lists the run as failed and reports the others."""
+    outputs = list(snakemake.output)
+    upstream = first_failure(snakemake.input)
+    if upstream is not None:
+        print(f"guard: {upstream['stage']} failed for this run ({upstream['reason']}); recorded as failed",
+              file=sys.stderr, flush=True)
+        write_failed_records(outputs, upstream)
+        return None
+    run = f"{snakemake.wildcards.model}/seed{snakemake.wildcards.seed}"
+    return guard_job(snakemake, work, stage=stage, record_errors=True, write_failure=lambda reason: write_failed_records(
+        outputs, failure_record(snakemake.rule, reason, run=run)))
