@@ -35,20 +35,21 @@ def killed_run(tmp_path_factory):
     finally:
         del os.environ[TEST_KILL_VARIABLE]
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return work, subject
+    return work, subject, result.stdout + result.stderr
 
 
 def test_a_registration_killed_on_every_attempt_is_a_failed_row_and_the_cohort_goes_on(killed_run):
-    work, subject = killed_run
+    work, subject, output = killed_run
     qc = pd.read_csv(work / "results/qc/registration.tsv", sep="\t", keep_default_na=False).set_index("subject")
     assert qc.loc[subject, "status"] == "failed"
     assert qc.loc[subject, "reason"].startswith("signal 9 (SIGKILL) from outside in registration")
     assert (qc["status"] == "ok").sum() == 3  # the other subjects went on
     slices = pd.read_csv(work / "results/slices/default/slices.tsv", sep="\t")
     assert subject not in set(slices["subject"]) and slices["subject"].nunique() == 3
+    # the first attempt failed and was retried; the second, the last, recorded the death
+    assert "Trying to restart job" in output
     log = (work / f"logs/register/{subject}.log").read_text()
-    assert "attempt 1 of 2" in log and "Snakemake retries the job" in log
-    assert "attempt 2 of 2" in log and "recorded as failed" in log
+    assert "guard: attempt 2 of 2: signal 9 (SIGKILL)" in log and "recorded as failed" in log
     html = (work / "results/report/index.html").read_text()
     table = re.search(r'<table id="registration-qc">.*?</table>', html, re.S).group(0)
     row = re.search(rf'<tr class="failed">.*?{subject}.*?</tr>', table, re.S).group(0)
@@ -56,7 +57,7 @@ def test_a_registration_killed_on_every_attempt_is_a_failed_row_and_the_cohort_g
 
 
 def test_a_training_run_killed_on_every_attempt_is_reported_as_failed_beside_the_others(killed_run):
-    work, _ = killed_run
+    work, _, _ = killed_run
     summary = work / "results/models/dcgan/seed0/summary.json"
     record = read_failure(summary)
     assert record is not None and record["stage"] == "train"

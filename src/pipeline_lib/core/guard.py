@@ -186,12 +186,13 @@ def _reap_within(pid: int, seconds: float) -> int:
 
 def _signal_reason(signum: int, stage: str, peak: int, oom_kills_before: int | None) -> str:
     name = _signal_name(signum)
+    seen = f"; peak memory seen {peak / GB:.1f} GB" if peak >= 0.05 * GB else ""
     if signum == signal.SIGKILL:
         after = _cgroup_oom_kills()
         if oom_kills_before is not None and after is not None and after > oom_kills_before:
-            return f"killed: out of memory (the job's memory limit; peak seen {peak / GB:.1f} GB) in {stage}"
+            return f"killed: out of memory (the job's memory limit{seen}) in {stage}"
         return (f"signal {signum} ({name}) from outside in {stage} (the system's out-of-memory killer, "
-                f"a scheduler or an operator; peak memory seen {peak / GB:.1f} GB)")
+                f"a scheduler or an operator{seen})")
     return f"signal {signum} ({name}) in {stage}"
 
 
