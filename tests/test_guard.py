@@ -97,8 +97,12 @@ def test_limits_come_from_the_jobs_resources_and_time_only_in_a_batch_job():
     local = JobLimits.of(resources, environ={})
     assert local.memory_bytes == int(4000e6 * guard.MEMORY_FRACTION) and local.seconds is None
     assert (local.attempt, local.attempts, local.last_attempt) == (2, 3, False)
+    # squeue does not know job 7 here: the rule's runtime
     batch = JobLimits.of(resources, environ={"SLURM_JOB_ID": "7"})
     assert batch.seconds == 30 * 60 - guard.TIME_MARGIN_SECONDS
+    # the allocation's end, where SLURM says it, wins (a group job's later member has less left)
+    ending = JobLimits.of(resources, environ={"SLURM_JOB_ID": "7", "SLURM_JOB_END_TIME": str(time.time() + 600)})
+    assert 600 - 60 - 5 < ending.seconds <= 600 - 60
     assert JobLimits.of({}, environ={}) == JobLimits(None, None, 1, 1)
 
 

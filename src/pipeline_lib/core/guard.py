@@ -204,7 +204,7 @@ def _signal_name(signum: int) -> str:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+    return f"{round(seconds / 60)} min" if seconds >= 120 else f"{round(seconds)} s"
 
 
 # ------------------------------------------------------------------ /proc
@@ -303,12 +303,33 @@ class JobLimits:
         mem_mb = _resource(resources, "mem_mb")
         runtime = _resource(resources, "runtime")
         seconds = None
-        if runtime and environ.get("SLURM_JOB_ID"):
-            limit = float(runtime) * 60
-            seconds = limit - min(TIME_MARGIN_SECONDS, 0.1 * limit)
+        if environ.get("SLURM_JOB_ID"):
+            # the allocation's own end counts from the job's start (Snakemake's start-up, a group's
+            # earlier members); the rule's runtime where the scheduler does not say
+            left = _slurm_seconds_left(environ)
+            limit = left if left is not None else float(runtime) * 60 if runtime else None
+            if limit is not None:
+                seconds = limit - min(TIME_MARGIN_SECONDS, 0.1 * limit)
         attempt, _, attempts = str(_resource(resources, "attempt") or "1/1").partition("/")
         return cls(memory_bytes=int(float(mem_mb) * 1e6 * MEMORY_FRACTION) if mem_mb else None,
                    seconds=seconds, attempt=int(attempt), attempts=int(attempts or attempt))
+
+
+def _slurm_seconds_left(environ) -> float | None:
+    """Seconds until this SLURM job's time limit: SLURM_JOB_END_TIME (Slurm 23.02+), else squeue's
+    end time; None where neither tells (no limit, squeue unavailable)."""
+    import subprocess
+    from datetime import datetime
+
+    end = environ.get("SLURM_JOB_END_TIME")
+    try:
+        if end:
+            return float(end) - time.time()
+        result = subprocess.run(["squeue", "-h", "-j", environ["SLURM_JOB_ID"], "-o", "%e"],
+                                capture_output=True, text=True, timeout=30)
+        return datetime.fromisoformat(result.stdout.strip()).timestamp() - time.time()
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
 
 
 def _resource(resources, name: str):
