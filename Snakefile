@@ -34,6 +34,7 @@ export_library_path(LIBRARY)
 
 # ----- rules ---------------------------------------------------------------
 include: "workflow/rules/common.smk"
+include: "workflow/rules/guard.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/register.smk"

@@ -292,3 +292,68 @@ def test_a_failed_job_names_its_log_and_is_retried_with_more_runtime(slurm_clust
     assert (sacct[first]["Timelimit"], sacct[second]["Timelimit"]) == ("01:00:00", "02:00:00")
     assert {row["Partition"] for row in sacct.values()} == {cluster.CPU_PARTITION}
     assert (tmp_path / "done.txt").read_text() == "ok\n"
+
+
+# A guarded per-subject rule (core/guard.py through workflow/rules/guard.smk, as the pipeline's
+# rules use it): one subject SIGKILLed (the test hook), one allocating past its memory request, one
+# sleeping past its time limit; each dies on both attempts.
+GUARDED = """
+include: "{guard_rules}"
+
+rule all:
+    input: expand("subjects/{{subject}}", subject=["killed", "hog", "sleeper"])
+
+rule subject:
+    output: directory("subjects/{{subject}}")
+    log: "logs/{{subject}}.log"
+    resources:
+        attempt=job_attempt,
+        mem_mb=400,
+        runtime=1,
+    script: "work.py"
+"""
+GUARDED_WORK = """
+import time
+
+from pipeline_lib.core.guard import guard_subject_job
+from pipeline_lib.core.jobs import start_job
+
+start_job(snakemake.log[0])
+
+
+def work():
+    if snakemake.wildcards.subject == "hog":
+        held = []
+        while True:  # 20 MB a step, every page written, until something stops it
+            held.append(b"\\x01" * 20_000_000)
+            time.sleep(0.02)
+    time.sleep(600)
+
+
+guard_subject_job(snakemake, work, stage="the test's work")
+"""
+
+
+def test_guarded_jobs_killed_on_every_attempt_leave_failed_rows(slurm_cluster, tmp_path):
+    """The configured retries reach the cluster job (sbatch --export), the first attempt fails and is
+    retried, the last one records why: a kill, the memory request, the time limit."""
+    (tmp_path / "Snakefile").write_text(GUARDED.format(guard_rules=REPO / "workflow/rules/guard.smk"))
+    (tmp_path / "work.py").write_text(GUARDED_WORK)
+    result = run_with_profile(tmp_path, "--retries", "1", timeout_s=600, env=job_env(
+        PIPELINE_SLURM_CPU_PARTITION=cluster.CPU_PARTITION, PYTHONPATH=str(REPO / "src"),
+        PIPELINE_TEST_KILL_JOBS="subject:subject=killed@kill"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    jobs = submissions(output)
+    assert len(jobs) == 6, output[-4000:]
+    states = Counter(row["State"] for row in accounting(jobs).values())
+    assert states == {"FAILED": 3, "COMPLETED": 3}, states
+    reasons = {}
+    for subject in ("killed", "hog", "sleeper"):
+        status = yaml.safe_load((tmp_path / "subjects" / subject / "status.json").read_text())
+        assert status["status"] == "failed" and status["subject"] == subject
+        reasons[subject] = status["reason"]
+        assert "attempt 2 of 2" in (tmp_path / "logs" / f"{subject}.log").read_text()
+    assert reasons["killed"].startswith("signal 9 (SIGKILL) from outside in the test's work"), reasons
+    assert reasons["hog"].startswith("killed: out of memory at 0.4 GB (the guard's limit 0.4 GB)"), reasons
+    assert re.fullmatch(r"time limit \d+ s reached in the test's work", reasons["sleeper"]), reasons

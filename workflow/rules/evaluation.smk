@@ -40,6 +40,8 @@ rule domain_metrics:
     params:
         settings=section_settings("evaluation.domain"),
     threads: 1
+    resources:
+        attempt=job_attempt,
     message:
         "Domain-feature metrics of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -90,6 +92,8 @@ rule memorization_audit:
     params:
         settings=section_settings("evaluation.memorization"),
     threads: 2
+    resources:
+        attempt=job_attempt,
     message:
         "Memorization audit of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -113,6 +117,8 @@ rule conditioning_accuracy:
         settings=section_settings("evaluation.conditioning"),
         condition_on=model_condition,
     threads: 1
+    resources:
+        attempt=job_attempt,
     message:
         "Conditioning accuracy of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -137,6 +143,8 @@ rule augmentation_utility:
         settings=section_settings("evaluation.utility"),
         condition_on=model_condition,
     threads: 1
+    resources:
+        attempt=job_attempt,
     message:
         "Augmentation utility of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -160,6 +168,8 @@ rule diversity_metrics:
         settings=section_settings("evaluation.diversity"),
         sampling=section_settings("sampling"),
     threads: 1
+    resources:
+        attempt=job_attempt,
     message:
         "Diversity and reconstruction similarity of model {wildcards.model} (seed {wildcards.seed})"
     conda:

@@ -59,6 +59,8 @@ rule fid_samples:
         sampling=section_settings("sampling"),
         repeats=lookup(dpath="evaluation/fid/repeats", within=config),
     threads: 2
+    resources:
+        attempt=job_attempt,
     message:
         "Fresh FID sample sets of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -79,6 +81,8 @@ rule model_features:
     log:
         f"logs/fid/{RUN}.features.log",
     threads: 2
+    resources:
+        attempt=job_attempt,
     message:
         "Inception features of model {wildcards.model}'s samples (seed {wildcards.seed})"
     conda:
@@ -103,6 +107,8 @@ rule distribution_metrics:
         evaluation=distribution_settings(),
         condition_on=model_condition,
     threads: 2
+    resources:
+        attempt=job_attempt,
     message:
         "FID, KID and PRDC of model {wildcards.model} (seed {wildcards.seed})"
     conda:

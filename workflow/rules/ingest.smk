@@ -38,6 +38,7 @@ rule ingest:
         reference=subject_reference,
         on_bad_input=lookup(dpath="on_bad_input", within=config),
     resources:
+        attempt=job_attempt,
         runtime=minutes_per_attempt(10),
     # A subject's small jobs share one cluster job; a group's time limit is the sum of its members'.
     group:

@@ -16,6 +16,8 @@ rule metrics_model:
     params:
         metrics=section_settings("metrics"),
         sampling=section_settings("sampling"),
+    resources:
+        attempt=job_attempt,
     message:
         "Computing metrics of model {wildcards.model} (seed {wildcards.seed})"
     conda:

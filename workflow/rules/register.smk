@@ -15,6 +15,7 @@ rule register:
     # Measured (bench/results/registration_time.md): deepbet + Affine of a 1 mm head, 1 thread,
     # peaks at about 2.2 GB and takes 1-2 minutes; the limits leave room for larger inputs.
     resources:
+        attempt=job_attempt,
         mem_mb=4000,
         runtime=minutes_per_attempt(30),
     # A subject's small jobs share one cluster job; a group's time limit is the sum of its members'.

@@ -23,6 +23,7 @@ rule train:
         checkpoints=checkpoint_dir,
     threads: 2
     resources:
+        attempt=job_attempt,
         mem_mb=8000,
         runtime=train_runtime,
     message:

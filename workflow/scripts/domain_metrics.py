@@ -1,17 +1,28 @@
-from pathlib import Path
-
-from pipeline_lib.evaluation.domain_features import domain_metrics_job
+from pipeline_lib.core.guard import guard_run_job
 from pipeline_lib.core.jobs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
-# Without a samples input this is the "original" row (real test slices).
-samples = getattr(snakemake.input, "samples", None)
-domain_metrics_job(
-    Path(snakemake.input.network),
-    Path(snakemake.input.images),
-    Path(snakemake.input.table),
-    Path(snakemake.output[0]),
-    settings=snakemake.params.settings,
-    samples=Path(samples) if samples else None,
-    threads=snakemake.threads,
-)
+
+
+def work():
+    from pathlib import Path
+    from pipeline_lib.evaluation.domain_features import domain_metrics_job
+
+    # Without a samples input this is the "original" row (real test slices).
+    samples = getattr(snakemake.input, "samples", None)
+    domain_metrics_job(
+        Path(snakemake.input.network),
+        Path(snakemake.input.images),
+        Path(snakemake.input.table),
+        Path(snakemake.output[0]),
+        settings=snakemake.params.settings,
+        samples=Path(samples) if samples else None,
+        threads=snakemake.threads,
+    )
+
+
+# The per-run rule is guarded; the per-dataset reference row runs as it always did.
+if hasattr(snakemake.input, "samples"):
+    guard_run_job(snakemake, work, stage="domain-feature metrics")
+else:
+    work()

@@ -53,6 +53,7 @@ from pipeline_lib.core.slices import channel_count, load_table, split_rows
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.figures import PNG_SIGNATURE as _PNG_SIGNATURE, encode_png_gray8 as _encode_png
 from pipeline_lib.core.io import write_json, write_tsv
+from pipeline_lib.core.guard import read_failure
 from pipeline_lib.core.settings import REAL, SYNTHETIC, ReaderStudySettings, read_settings
 
 log = logging.getLogger(__name__)
@@ -484,6 +485,8 @@ def reader_kit_job(images: Path, table: Path, sample_files: Sequence[str | Path]
     if not (len(models) == len(sample_files) == len(label_files)):
         raise InputError(f"reader_kit: {len(models)} models but {len(sample_files)} sample and "
                          f"{len(label_files)} label files")
-    samples = {m: (Path(s), Path(lab)) for m, s, lab in zip(models, sample_files, label_files)}
+    # a run that failed (core/guard.py) has a failed record for samples: the kit goes on without it
+    samples = {m: (Path(s), Path(lab)) for m, s, lab in zip(models, sample_files, label_files)
+               if read_failure(s) is None}
     return build_kit(Path(images), Path(table), samples, settings, kit_dir=Path(kit_dir),
                      answer_key=Path(answer_key), summary=Path(summary))

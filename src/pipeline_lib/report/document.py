@@ -43,6 +43,7 @@ from pipeline_lib.report.distribution_section import render_distribution_metrics
 from pipeline_lib.report.diversity_section import render_diversity_html
 from pipeline_lib.report.evaluation_section import (conditioning_html, domain_html, memorization_html, utility_ceiling,
                                                     utility_gain, utility_html)
+from pipeline_lib.report.failures_section import failed_run_rows, failed_runs_html, split_failed_runs
 from pipeline_lib.report.html import (count_text as _count, escape as _esc, finite_float as _as_float,
                                       float_or_nan, format_mean_std, format_number, img_tag, loss_axes_png, pyplot,
                                       section, spread_cell, zoomable_img)
@@ -256,6 +257,8 @@ class ReportData:
     published: dict[str, PublishedTable] | None = None
     #: The values of the slices' ``sequence`` column (empty without one).
     sequences: tuple[str, ...] = ()
+    #: Runs that failed on their last attempt (report/failures_section.py): model, seed, stage, reason.
+    failed_runs: list[dict] = field(default_factory=list)
 
     @property
     def grouped(self) -> bool:
@@ -823,6 +826,7 @@ def build_report(out_html: Path, data: ReportData, sections: Sequence[Section] |
         parts.append(f'<div class="banner" id="synthetic-banner">{_esc(SYNTHETIC_BANNER)}</div>')
     parts.append(f'<section id="summary"><h2>Summary: which model is best, and how sure are we?</h2>\n{summary}'
                  f"\n{notes.html()}</section>")
+    parts.append(failed_runs_html(data.failed_runs))
     parts.append(_toc(sections))
     parts += bodies
     parts.append(_footer(data.provenance))
@@ -834,7 +838,7 @@ def build_report(out_html: Path, data: ReportData, sections: Sequence[Section] |
                     for row in summary_rows(part, key_metric_spreads(part))]
         else:
             rows = summary_rows(data, key_metric_spreads(data))
-        io.write_tsv(summary_tsv, pd.DataFrame(rows))
+        io.write_tsv(summary_tsv, pd.DataFrame(rows + failed_run_rows(data.failed_runs)))
 
 
 def _by_dataset(data: ReportData, render: Callable[[ReportData, Notes], str], notes: Notes) -> str:
@@ -1148,8 +1152,9 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
         "subjects_flagged": int((registration_qc["status"] == FLAGGED).sum()),
         "subjects_failed": int((~registration_qc["status"].isin([OK, FLAGGED])).sum()),
     }
+    models, failed_runs = split_failed_runs(inputs.models)
     runs = {model: [Run.read(seed, files) for seed, files in sorted(by_seed.items())]
-            for model, by_seed in inputs.models.items()}
+            for model, by_seed in models.items()}
     names = list(inputs.datasets)
     shared = dict(
         ingest_qc=ingest_qc[["subject", "kind", "status", "reason", "warning"]],
@@ -1157,7 +1162,7 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
         overlays={s: p.parent / "overlay.png"
                   for s, p in outputs_with_status(inputs.registered, "qc.json", (OK, FLAGGED)).items()},
         registration_caption=registration_gate_text(registration),
-        synthetic_cohort=synthetic_cohort, title=title,
+        synthetic_cohort=synthetic_cohort, title=title, failed_runs=failed_runs,
         provenance=dict(provenance) if provenance is not None else None,
         published=load_published(published_path(published)) if published else None)
     parts = {}

@@ -1,0 +1,76 @@
+"""Failures are rows, not stalls: a real workflow run in which one subject's registration and one
+model's training are SIGKILLed on every attempt (the guard's test hook, core/guard.py) still
+reaches the report, with the subject failed in the QC table and the run failed in the report."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline_lib.core.guard import TEST_KILL_VARIABLE, read_failure
+from test_workflow import copy_checkout, snakemake
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory):
+    work = copy_checkout(tmp_path_factory, "failures")
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    # two small models: the killed one and one that reports; the smallest reader study
+    config["models"] = {name: config["models"][name] for name in ("vae", "dcgan")}
+    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    discovered = snakemake(work, "--cores", "2", "private/linkage.tsv", timeout=600)
+    assert discovered.returncode == 0, discovered.stdout[-3000:] + discovered.stderr[-3000:]
+    linkage = pd.read_csv(work / "private/linkage.tsv", sep="\t")
+    subject = linkage[linkage["path"].astype(str).str.contains("demo-01")]["subject"].iloc[0]
+    os.environ[TEST_KILL_VARIABLE] = f"register:subject={subject}@kill;train:model=dcgan,*@kill"
+    try:
+        # --retries 1: the first attempt's death fails the job, the second (last) one is recorded
+        result = snakemake(work, "--cores", "2", "--retries", "1", "all", timeout=1800)
+    finally:
+        del os.environ[TEST_KILL_VARIABLE]
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return work, subject, result.stdout + result.stderr
+
+
+def test_a_registration_killed_on_every_attempt_is_a_failed_row_and_the_cohort_goes_on(killed_run):
+    work, subject, output = killed_run
+    qc = pd.read_csv(work / "results/qc/registration.tsv", sep="\t", keep_default_na=False).set_index("subject")
+    assert qc.loc[subject, "status"] == "failed"
+    assert qc.loc[subject, "reason"].startswith("signal 9 (SIGKILL) from outside in registration")
+    assert (qc["status"] == "ok").sum() == 3  # the other subjects went on
+    slices = pd.read_csv(work / "results/slices/default/slices.tsv", sep="\t")
+    assert subject not in set(slices["subject"]) and slices["subject"].nunique() == 3
+    # the first attempt failed and was retried; the second, the last, recorded the death
+    assert "Trying to restart job" in output
+    log = (work / f"logs/register/{subject}.log").read_text()
+    assert "guard: attempt 2 of 2: signal 9 (SIGKILL)" in log and "recorded as failed" in log
+    html = (work / "results/report/index.html").read_text()
+    table = re.search(r'<table id="registration-qc">.*?</table>', html, re.S).group(0)
+    row = re.search(rf'<tr class="failed">.*?{subject}.*?</tr>', table, re.S).group(0)
+    assert "signal 9 (SIGKILL)" in row
+
+
+def test_a_training_run_killed_on_every_attempt_is_reported_as_failed_beside_the_others(killed_run):
+    work, _, _ = killed_run
+    summary = work / "results/models/dcgan/seed0/summary.json"
+    record = read_failure(summary)
+    assert record is not None and record["stage"] == "train"
+    assert record["reason"].startswith("signal 9 (SIGKILL) from outside in training")
+    # every downstream output of the run is a failed record naming where it failed
+    for path in ("results/samples/dcgan/seed0/samples.npy", "results/metrics/dcgan/seed0.json",
+                 "results/metrics/dcgan/seed0.distribution.json", "results/memorization/dcgan/seed0.png"):
+        assert read_failure(work / path) == record, path
+    html = (work / "results/report/index.html").read_text()
+    failed = re.search(r'<table id="failed-runs-table">.*?</table>', html, re.S).group(0)
+    assert "dcgan" in failed and "signal 9 (SIGKILL)" in failed and "vae" not in failed
+    table = pd.read_csv(work / "results/report/summary.tsv", sep="\t").set_index("model")
+    assert table.loc["vae", "runs"] == 1 and pd.notna(table.loc["vae", "fid_mean"])
+    assert table.loc["dcgan", "runs"] == 0 and table.loc["dcgan", "failed"].startswith("train: signal 9")
+    kit = yaml.safe_load((work / "results/reader_study/default/kit_summary.json").read_text())
+    assert "dcgan" not in str(kit) and "vae" in str(kit)
