@@ -538,6 +538,8 @@ class Budget:
 
 #: Learning-rate schedules of the trainer (models/schedule.py); a linear warm-up combines with either.
 LR_SCHEDULES = ("constant", "cosine")
+#: Values of a model's ``amp``: false (float32), true (= fp16, as before bf16 existed), bf16, fp16.
+AMP_MODES = (False, True, "bf16", "fp16")
 
 #: Keys of a model's ``augment`` block (models/augment.py), each 0 = off: the probability of a
 #: left-right flip, and the ranges of the random affine (rotation in degrees, translation in pixels,
@@ -580,8 +582,14 @@ class TrainerSettings:
     checkpoint_every: int = runtime(100)
     seed: int = 0
     seeds: tuple[int, ...] | None = workflow(None)
-    amp: bool = False
+    # Mixed precision on CUDA: false, bf16, or fp16 (with gradient scaling; true = fp16). A no-op
+    # on the CPU unless amp_on_cpu (bf16 only), so a GPU setting leaves CPU results unchanged.
+    amp: bool | str = False
+    amp_on_cpu: bool = False
     channels_last: bool = False
+    # Losses are averaged over log_every steps on the device and read back (one host sync) when a
+    # row of losses.csv is written; 1 writes every step's losses, as before.
+    log_every: int = 1
     condition_on: str | None = None
     # The slice dataset (a ``datasets:`` name) the model trains on; null = the first. Its slices are
     # the run's inputs, so changing it reruns the run without being a param.
@@ -603,6 +611,10 @@ class TrainerSettings:
     augment: Mapping[str, Any] | None = None
     progress_every_steps: int | None = runtime(None)
     progress_every_seconds: float | None = runtime(30.0)
+    # How batches are read (models/loader.py): worker processes (0 = the training process) and the
+    # batches each worker reads ahead. The order is the seed's either way.
+    loader_workers: int = runtime(0)
+    loader_prefetch: int = runtime(2)
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, Mapping):
@@ -627,6 +639,19 @@ class TrainerSettings:
         if self.progress_every_seconds is not None:
             _positive_number("progress_every_seconds", self.progress_every_seconds)
         augment_settings(self.augment)  # errors name augment.<key>
+        if not (isinstance(self.amp, bool) or self.amp in AMP_MODES):
+            raise InputError(f"amp must be false, bf16 or fp16 (true = fp16), not {self.amp!r}")
+        if self.amp_on_cpu and self.precision == "fp16":
+            raise InputError("amp_on_cpu: the CPU autocasts to bf16 only; set amp: bf16")
+        _positive_int("log_every", self.log_every)
+        if isinstance(self.loader_workers, bool) or not isinstance(self.loader_workers, int) or self.loader_workers < 0:
+            raise InputError(f"loader_workers must be an integer ≥ 0, got {self.loader_workers!r}")
+        _positive_int("loader_prefetch", self.loader_prefetch)
+
+    @property
+    def precision(self) -> str | None:
+        """The autocast dtype's name (``bf16``, ``fp16``), None for float32."""
+        return "fp16" if self.amp is True else (self.amp or None)
 
     @property
     def augmentation(self) -> dict[str, float] | None:

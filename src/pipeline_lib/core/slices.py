@@ -128,23 +128,93 @@ def subset_rows(rows: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(rows, size=n, replace=False))
 
 
+def _split_table(images: Path, table: Path, split: str, augmented: bool) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The slice table, the row numbers of ``split`` and the memory-mapped images, checked to agree."""
+    frame = load_table(table)
+    rows = split_rows(frame, split, augmented)
+    data = open_images(images)
+    if len(data) != len(frame):
+        raise InputError(f"{images} has {len(data)} images but {table} has {len(frame)} rows")
+    return frame, rows, data
+
+
 def load_split(images: Path, table: Path, split: str, n: int | None = None,
                seed: int = 0, augmented: bool = False, grey: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
     """Images (float32, in memory) and table rows of one split, optionally a seeded subset of ``n``
     images; the offline-augmented images only with ``augmented`` (see :func:`split_rows`). With
     ``grey`` a stacked dataset's images come as grey images with their rows repeated per channel
     (:func:`grey_images`, :func:`grey_rows`): what every metric reads."""
-    frame = load_table(table)
-    rows = split_rows(frame, split, augmented)
+    frame, rows, data = _split_table(images, table, split, augmented)
     if n is not None:
         rows = subset_rows(rows, n, seed)
-    data = open_images(images)
-    if len(data) != len(frame):
-        raise InputError(f"{images} has {len(data)} images but {table} has {len(frame)} rows")
     chosen, chosen_rows = np.asarray(data[rows], dtype=np.float32), frame.loc[rows].reset_index(drop=True)
     if grey:
         return grey_images(chosen), grey_rows(chosen_rows, image_channels(data, frame) or 1)
     return chosen, chosen_rows
+
+
+class SplitImages:
+    """The images of some rows of ``images.npy``, read from the file on request, never all at once.
+
+    Indexing (an int, a slice or an array of positions, in any order) returns float32 images in
+    memory, as :func:`load_split` would have; ``len``, ``shape`` and ``ndim`` are those of the
+    split. Rows are read with ``pread`` from the geometry the memory-mapped array reports rather
+    than through the mapping: pages of a mapping stay in the process's resident set once touched,
+    so an epoch over a memory-mapped split would grow the resident set to the file's size, while
+    reads go through the page cache, which the kernel reclaims. Picklable (the file is reopened in
+    each process), so DataLoader workers can share it.
+    """
+
+    def __init__(self, images: Path, rows: np.ndarray):
+        self.path, self.rows = Path(images), np.asarray(rows, dtype=np.int64)
+        data = open_images(self.path)
+        self.item_shape, self.dtype = tuple(data.shape[1:]), data.dtype
+        self.shape = (len(self.rows),) + self.item_shape
+        self.ndim = len(self.shape)
+        self.item_bytes = int(np.prod(self.item_shape, dtype=np.int64)) * data.dtype.itemsize
+        # np.save writes C order; a Fortran-ordered file has no contiguous rows, so it is indexed
+        # through the mapping instead.
+        self.offset = int(data.offset) if data.flags.c_contiguous else None
+        self._fd: int | None = None
+        self._fd_pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fd": None, "_fd_pid": None}
+
+    def __del__(self) -> None:
+        if self._fd is not None and self._fd_pid == os.getpid():
+            os.close(self._fd)
+
+    def _file(self) -> int:
+        if self._fd is None or self._fd_pid != os.getpid():
+            self._fd, self._fd_pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def __getitem__(self, index) -> np.ndarray:
+        positions = np.arange(len(self.rows))[index]
+        if np.ndim(positions) == 0:
+            return self[np.array([positions])][0]
+        wanted = self.rows[positions]
+        if self.offset is None:
+            return np.asarray(open_images(self.path)[wanted], dtype=np.float32)
+        out = np.empty((len(wanted),) + self.item_shape, dtype=np.float32)
+        fd = self._file()
+        for j, row in enumerate(wanted):
+            raw = os.pread(fd, self.item_bytes, self.offset + int(row) * self.item_bytes)
+            if len(raw) != self.item_bytes:
+                raise InputError(f"{self.path}: image {row} is cut short (the file is truncated)")
+            out[j] = np.frombuffer(raw, dtype=self.dtype).reshape(self.item_shape)
+        return out
+
+
+def open_split(images: Path, table: Path, split: str, augmented: bool = False) -> tuple[SplitImages, pd.DataFrame]:
+    """Like :func:`load_split` (the whole split, no subset, no grey view), but the images stay on
+    disk and are read when indexed (:class:`SplitImages`): memory flat in the split's size."""
+    frame, rows, _ = _split_table(images, table, split, augmented)
+    return SplitImages(images, rows), frame.loc[rows].reset_index(drop=True)
 
 
 def validate_images(images: np.ndarray, what: str, stacked: bool = False) -> np.ndarray:

@@ -19,6 +19,9 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.settings import check_known_keys
 
 
+#: Mixed-precision names and their autocast dtypes.
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 #: Devices whose fused Adam kernel torch provides (others get the default implementation).
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
@@ -71,6 +74,7 @@ class GenerativeModel(nn.Module):
         self.hparams = self.resolve_hparams(hparams)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.use_amp = False
+        self.amp_dtype: torch.dtype | None = None
         self.scaler: torch.amp.GradScaler | None = None
 
     @classmethod
@@ -111,14 +115,25 @@ class GenerativeModel(nn.Module):
         the optimiser dominates a step, e.g. the fully connected cvae (bench/README.md)."""
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=self.device.type in FUSED_ADAM_DEVICES)
 
-    def enable_mixed_precision(self, enabled: bool) -> None:
-        """Autocast and gradient scaling; only meaningful on CUDA, a no-op elsewhere."""
-        self.use_amp = bool(enabled) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+    def enable_mixed_precision(self, precision: str | bool | None, on_cpu: bool = False) -> None:
+        """Autocast to ``precision`` (``bf16``, ``fp16``; true = fp16, false/None = float32) on CUDA, and
+        on the CPU only with ``on_cpu`` (bf16: the CPU has no fp16 autocast). fp16 scales the
+        gradients (its range is too narrow for small gradients); bf16 has float32's range and
+        needs no scaler. Elsewhere a no-op, so a GPU setting does not change CPU results."""
+        precision = "fp16" if precision is True else (precision or None)
+        if precision not in (None, *AUTOCAST_DTYPES):
+            raise InputError(f"mixed precision must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
+        device = self.device.type
+        applies = precision is not None and (device == "cuda" or (device == "cpu" and on_cpu))
+        if applies and device == "cpu" and precision != "bf16":
+            raise InputError(f"mixed precision on the CPU is bf16 only, got {precision}")
+        self.use_amp = applies
+        self.amp_dtype = AUTOCAST_DTYPES[precision] if applies else None
+        self.scaler = torch.amp.GradScaler("cuda") if applies and precision == "fp16" else None
 
     def autocast(self):
         if self.use_amp:
-            return torch.autocast(device_type="cuda", dtype=torch.float16)
+            return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
         return nullcontext()
 
     def optimise(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, **backward_kwargs) -> None:

@@ -12,7 +12,9 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
+
+import torch
 
 from pipeline_lib.core.io import atomic_path
 
@@ -149,3 +151,39 @@ class LiveLossTable:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+
+
+class LossWindow:
+    """Each loss summed over the steps since the last row, on the device the loss lives on.
+
+    The families return their losses as tensors (or floats); :meth:`row` reads every sum back in
+    one transfer (the only host sync of logging) and gives each loss's mean over the steps that
+    reported it. With one step per row the values are the step's own losses, unchanged.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    @property
+    def empty(self) -> bool:
+        return not self.counts
+
+    def add(self, losses: dict[str, Any]) -> None:
+        for key, value in losses.items():
+            value = value.detach() if isinstance(value, torch.Tensor) else value
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def row(self, step: int) -> dict[str, float]:
+        keys = [k for k, v in self.sums.items() if isinstance(v, torch.Tensor)]
+        values = {k: float(v) for k, v in self.sums.items() if k not in keys}
+        if keys:
+            read = torch.stack([self.sums[k].reshape(()).float() for k in keys]).tolist()
+            values.update(zip(keys, read))
+        row = {"step": step}
+        for key in self.sums:  # the families' order, as a step's losses come
+            count = self.counts[key]
+            row[key] = values[key] / count if count > 1 else values[key]
+        self.sums, self.counts = {}, {}
+        return row

@@ -40,11 +40,11 @@ from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, chec
                                         keys_of_kind)
 from pipeline_lib.core.slices import channel_count, dataset_geometry
 from pipeline_lib.models import build_model, get_family
-from pipeline_lib.models.base import image_batch
 from pipeline_lib.models.augment import BatchAugmenter, check_flip_axis
 from pipeline_lib.models.ema import WeightAverage, load_average_into
 from pipeline_lib.models.monitor import TrainingMonitor
-from pipeline_lib.models.progress import LiveLossTable, ProgressLine, write_rows_csv
+from pipeline_lib.models.loader import batch_loader, take
+from pipeline_lib.models.progress import LiveLossTable, LossWindow, ProgressLine, write_rows_csv
 from pipeline_lib.models.schedule import lr_factor, remember_initial_lr, set_lr_factor
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     if settings.channels_last and dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model.configure_optimizers()
-    model.enable_mixed_precision(settings.amp)
+    model.enable_mixed_precision(settings.precision, on_cpu=settings.amp_on_cpu)
     average = WeightAverage(settings.ema_decay) if settings.ema_decay is not None else None
     monitor = TrainingMonitor(
         seed=settings.seed, validate_every=settings.validate_every, snapshot_every=settings.snapshot_every,
@@ -203,15 +203,13 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         log.info("resumed %s from %s at step %d", name, ckpt_path, state.step)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    data = image_batch(images)  # (N, C, H, W)
-    # A copy: pandas may hand over a read-only array, which torch warns about.
-    label_tensor = torch.from_numpy(np.array(labels, dtype=np.int64)) if labels is not None else None
+    window = LossWindow()  # the losses since the last row; rows (and so checkpoints) end windows
 
     def capped() -> bool:
         return cap_s is not None and state.elapsed_s >= cap_s
 
     def budget_left() -> bool:
-        return state.step < target_steps and not capped()
+        return state.step < target_steps and not (capped() and window.empty)
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, model, state, batch_gen, stream.permutation, stream.cursor,
@@ -221,40 +219,48 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
                             settings.budget.minutes * 60 if settings.budget.minutes else None,
                             settings.progress_every_steps, settings.progress_every_seconds)
     live_losses = LiveLossTable(out_losses, state.losses)
+    batches = iter(batch_loader(stream, images, labels, seed=settings.seed, device=dev,
+                                workers=settings.loader_workers, prefetch=settings.loader_prefetch))
+    shown = {k: v for k, v in state.losses[-1].items() if k != "step"} if state.losses else {}
+    checkpoint_due = False
     started = time.monotonic() - state.elapsed_s
     first_step = state.step
     progress.start(state.step)
     try:
         while budget_left():
-            if steps_this_call is not None and state.step - first_step >= steps_this_call:
+            if steps_this_call is not None and state.step - first_step >= steps_this_call and window.empty:
                 checkpoint()
                 return None
-            idx = stream.next_indices()
-            x = data[idx].to(dev, non_blocking=True)
+            x, y = take(batches, stream)
+            x = x.to(dev, non_blocking=True)
             if augmenter is not None:  # the training batch only: validation and samples never pass here
                 x = augmenter(x)
             if settings.channels_last and dev.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = label_tensor[idx].to(dev) if label_tensor is not None else None
+            y = y.to(dev, non_blocking=True) if y is not None else None
             if scheduled:
                 stage_step, stage_steps = model.schedule_position(state.step + 1, target_steps)
                 set_lr_factor(model.optimizers, lr_factor(stage_step, settings.lr_schedule,
                                                           settings.lr_warmup_steps, stage_steps))
-            losses = model.training_step(x, y)
+            window.add(model.training_step(x, y))
             if average is not None:
                 average.update(model)
             state.step += 1
             state.elapsed_s = time.monotonic() - started
-            state.losses.append({"step": state.step, **losses})
-            live_losses.append(state.losses[-1])
+            if state.step % settings.log_every == 0 or state.step >= target_steps:
+                state.losses.append(window.row(state.step))
+                live_losses.append(state.losses[-1])
+                shown = {k: v for k, v in state.losses[-1].items() if k != "step"}
             monitor.after_step(state.step, model, average, final=not budget_left())
-            progress.update(state.step, state.elapsed_s, losses)
-            if state.step % settings.checkpoint_every == 0:
+            progress.update(state.step, state.elapsed_s, shown)
+            # A checkpoint waits for the end of a losses window: the window's sums are not in it.
+            checkpoint_due |= state.step % settings.checkpoint_every == 0
+            if checkpoint_due and window.empty:
                 checkpoint()
                 live_losses.flush()
+                checkpoint_due = False
         if state.step > first_step:  # the last line of the log shows where training ended
-            progress.update(state.step, state.elapsed_s,
-                            {k: v for k, v in state.losses[-1].items() if k != "step"}, force=True)
+            progress.update(state.step, state.elapsed_s, shown, force=True)
     finally:
         live_losses.close()
 
@@ -340,10 +346,11 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
     validation table and snapshots, empty when those are off); the test split serves validation."""
     from pipeline_lib.core.io import write_json
     from pipeline_lib.core.runtime import configure_threads
-    from pipeline_lib.core.slices import load_split
+    from pipeline_lib.core.slices import open_split
 
     configure_threads(threads)
-    train_images, rows = load_split(images, table, "train", augmented=True)  # real + augmented
+    # real + augmented, read batch by batch: memory does not grow with the split
+    train_images, rows = open_split(images, table, "train", augmented=True)
     labels, class_names = None, None
     condition_on = block.get("condition_on")
     if condition_on:
@@ -359,7 +366,7 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
         data_summary["slices_per_class"] = {str(c): int(n) for c, n in rows[condition_on].value_counts().sort_index().items()}
     held_out = None
     if block.get("validate_every") or block.get("snapshot_every"):
-        test_images, test_rows = load_split(images, table, "test")
+        test_images, test_rows = open_split(images, table, "test")
         test_labels = class_indices(test_rows, condition_on, class_names) if condition_on else None
         held_out = (test_images, test_labels)
     result = train_model(name, block, train_images, labels, weights, losses, checkpoint_root,
