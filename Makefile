@@ -52,9 +52,10 @@ else
 endif
 
 # Every model family (configs/demo-all.yaml merged into config.yaml: a --configfile replaces
-# config.yaml, so both are named); much longer than `demo`.
+# config.yaml, so both are named); much longer than `demo`. The target goes before --configfile,
+# which takes every following word as a file.
 demo-all: $(STAMP)
-	$(BIN)/snakemake --profile profiles/local --configfile config.yaml configs/demo-all.yaml all $(DEMO_THREADS)
+	$(BIN)/snakemake --profile profiles/local all $(DEMO_THREADS) --configfile config.yaml configs/demo-all.yaml
 	@echo "Report: results/report/index.html"
 
 # Debian packages the tests use for real (Chromium); installs what is missing when root.
