@@ -221,7 +221,9 @@ def test_a_layout_that_fits_nothing_fails_the_dry_run(checkout, tmp_path):
     source = tmp_path / "QUOLLBERG^PHILOMENA"
     source.mkdir()
     (source / "MRN0042731 T1.nii.gz").write_bytes(b"")
-    failed = _snakemake(checkout, "-n", "--config", f"input={{source: {source}, layout: brats}}")
+    # the case: the Han et al. preset (layout brats) on a folder that is not BraTS
+    failed = _snakemake(checkout, "-n", "--configfile", str(checkout / "presets/han_2018.yaml"),
+                        "--config", f"input={{source: {source}}}")
     assert failed.returncode != 0
     assert "input.layout: brats recognises no input" in _output(failed) and "<case>_t1.nii.gz" in _output(failed)
     assert "MRN0042731" not in failed.stdout + failed.stderr
