@@ -154,6 +154,7 @@ def test_text_that_is_not_the_schema_type_is_a_problem_naming_the_key():
     assert problems == ["sampling.n: --config gave 'sixty-four', which is not an integer",
                         "registration.grid.1: --config gave 'x', which is not an integer"]
     assert convert_text("1e-3", ["number"]) == 0.001 and convert_text("null", ["integer", "null"]) is None
+    assert convert_text("null", ["string", "null"]) is None and convert_text("none", ["string", "null"]) == "none"
     with pytest.raises(ValueError, match="an integer or null"):
         convert_text("2.5", ["integer", "null"])
 
