@@ -154,6 +154,7 @@ def test_text_that_is_not_the_schema_type_is_a_problem_naming_the_key():
     assert problems == ["sampling.n: --config gave 'sixty-four', which is not an integer",
                         "registration.grid.1: --config gave 'x', which is not an integer"]
     assert convert_text("1e-3", ["number"]) == 0.001 and convert_text("null", ["integer", "null"]) is None
+    assert convert_text("null", ["string", "null"]) is None and convert_text("none", ["string", "null"]) == "none"
     with pytest.raises(ValueError, match="an integer or null"):
         convert_text("2.5", ["integer", "null"])
 
@@ -221,7 +222,9 @@ def test_a_layout_that_fits_nothing_fails_the_dry_run(checkout, tmp_path):
     source = tmp_path / "QUOLLBERG^PHILOMENA"
     source.mkdir()
     (source / "MRN0042731 T1.nii.gz").write_bytes(b"")
-    failed = _snakemake(checkout, "-n", "--config", f"input={{source: {source}, layout: brats}}")
+    # the case: the Han et al. preset (layout brats) on a folder that is not BraTS
+    failed = _snakemake(checkout, "-n", "--configfile", str(checkout / "presets/han_2018.yaml"),
+                        "--config", f"input={{source: {source}}}")
     assert failed.returncode != 0
     assert "input.layout: brats recognises no input" in _output(failed) and "<case>_t1.nii.gz" in _output(failed)
     assert "MRN0042731" not in failed.stdout + failed.stderr

@@ -15,7 +15,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 _TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
-_NULL = ("null", "~", "none", "")
+_NULL = ("null", "Null", "NULL", "~", "")  # YAML's
 _WORDS = {"integer": "an integer", "number": "a number", "boolean": "true or false", "null": "null",
           "array": "a list", "object": "a mapping", "string": "a string"}
 
@@ -30,15 +30,16 @@ def typed_overrides(overrides: Mapping[str, Any], schema: Mapping[str, Any]) -> 
 
 def convert_text(text: str, types: Sequence[str]) -> Any:
     """``text`` as the first of ``types`` (JSON-schema type names) it reads as; ValueError if none.
-    Text is kept when ``string`` is among the types (or no type is declared)."""
+    Text is kept when ``string`` is among the types (or no type is declared), except YAML's null
+    (``null``, ``~``, nothing) where null is allowed."""
+    word = text.strip()
+    if "null" in types and word in _NULL:
+        return None
     if not types or "string" in types:
         return text
-    word = text.strip()
-    for kind in ("null", "boolean", "integer", "number"):
+    for kind in ("boolean", "integer", "number"):
         if kind not in types:
             continue
-        if kind == "null" and word.lower() in _NULL:
-            return None
         if kind == "boolean" and word.lower() in _TRUE + _FALSE:
             return word.lower() in _TRUE
         if kind == "integer" and re.fullmatch(r"[+-]?\d+", word):

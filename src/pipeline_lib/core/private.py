@@ -30,22 +30,36 @@ def private_folder(path: str | os.PathLike = PRIVATE_DIR) -> Path:
 def make_owner_only(*paths: str | os.PathLike) -> None:
     """Folders 0700 and regular files 0600 at and below each path; links are left alone (not
     followed). For a job's outputs under private/ after they are written, and the folders
-    Snakemake created for them with the umask's permissions."""
+    Snakemake created for them with the umask's permissions. The staging folder holds a link per
+    DICOM file (hundreds of thousands for a large cohort): entries are told apart by the type
+    the folder listing gives, so a link costs no system call of its own."""
     for top in paths:
         top = Path(top)
         if not top.exists() or top.is_symlink():
             continue
         _restrict(top)
         if top.is_dir():
-            for folder, subfolders, files in os.walk(top):
-                for name in subfolders + files:
-                    _restrict(Path(folder) / name)
+            _restrict_below(top)
         # the folders between private/ and the output (private/qc) were created by Snakemake
         if PRIVATE_DIR.name in top.parts[:-1]:
             for parent in top.parents:
                 _restrict(parent)
                 if parent.name == PRIVATE_DIR.name:
                     break
+
+
+def _restrict_below(folder: Path) -> None:
+    stack = [folder]
+    while stack:
+        with os.scandir(stack.pop()) as listing:
+            for entry in listing:
+                if entry.is_symlink():
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    os.chmod(entry.path, FOLDER_MODE)
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    os.chmod(entry.path, FILE_MODE)
 
 
 def _restrict(path: Path) -> None:
