@@ -114,7 +114,7 @@ def readable(description: Mapping[str, Any]) -> str:
     if "n_subjects" in data:
         slices += f" from {data['n_subjects']} subjects"
     if data.get("axis"):
-        slices += f", {data['axis']}"
+        slices += f", {data['axis']} slices"
     condition = (description.get("config") or {}).get("condition_on")
     rows = [
         ("model", f"{description.get('model')} (family {description.get('family')}, seed {description.get('seed')})"),
