@@ -369,7 +369,8 @@ def key_metric_spreads(data: ReportData) -> dict[str, dict[str, Spread]]:
 
 def conclusion(data: ReportData, spreads: Mapping[str, Mapping[str, Spread]]) -> str:
     """One sentence on the headline metric that the numbers support: which model is best and whether
-    its lead is larger than the spread over seeds (else "no significant difference")."""
+    its lead is larger than the spread over seeds (else that the seeds do not separate the two; no
+    significance test is claimed)."""
     metric = next(m for m in KEY_METRICS if m.key == HEADLINE)
     ranked = sorted(((s.mean, model) for model, s in spreads[HEADLINE].items() if s.mean is not None),
                     reverse=not metric.lower_is_better)
@@ -392,8 +393,9 @@ def conclusion(data: ReportData, spreads: Mapping[str, Mapping[str, Spread]]) ->
     if separated(a, b):
         return (f"{first} has the {direction} {metric.heading} ({_spread_text(a)}), ahead of the next model, "
                 f"{second} ({_spread_text(b)}), by more than the spread over seeds{caveat}.")
-    return (f"No significant difference in {metric.heading} between {first} ({_spread_text(a)}) and {second} "
-            f"({_spread_text(b)}): their ranges of mean ± std over seeds overlap{caveat}.")
+    return (f"The seeds do not separate {first} ({_spread_text(a)}) and {second} ({_spread_text(b)}) in "
+            f"{metric.heading}: their ranges of mean ± std over seeds overlap, so neither is shown to be better "
+            f"(a rough look at the spread, not a significance test){caveat}.")
 
 
 def _spread_text(s: Spread) -> str:
