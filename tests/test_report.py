@@ -24,7 +24,7 @@ from pipeline_lib.core.errors import InputError  # noqa: E402
 from pipeline_lib.core.figures import save_grid  # noqa: E402
 from pipeline_lib.core.provenance import config_digest, provenance  # noqa: E402
 from pipeline_lib.report import document as report  # noqa: E402
-from pipeline_lib.report.html import format_mean_std  # noqa: E402
+from pipeline_lib.report.html import data_uri, format_mean_std  # noqa: E402
 
 EVIL = "<b>evil & \"model\"</b>"
 # model -> FID of each seed: vae clearly best, dcgan and EVIL overlap.
@@ -652,3 +652,40 @@ def test_reader_section_names_the_kit_and_the_answers_folder(tmp_path, data):
     assert "no reader responses yet" in kit
     assert "<code>results/reader_study/demo/kit/</code>" in kit
     assert "into the folder <code>reader_responses/</code> (reader_study.responses_dir)" in kit
+
+
+def test_report_job_draws_real_slices_and_names_the_reader_folders(tmp_path):
+    """The report rule's path: files in, the real slices' grid drawn from the dataset's test split."""
+    runs = {model: {seed: make_run(tmp_path / "runs", model, seed, fid) for seed, fid in enumerate(fids)}
+            for model, fids in {"vae": [100.0, 104.0], "dcgan": [150.0, 160.0]}.items()}
+    data = make_data(tmp_path / "data")
+
+    def tsv(name: str, frame: pd.DataFrame) -> Path:
+        frame.to_csv(tmp_path / name, sep="\t", index=False)
+        return tmp_path / name
+
+    images = np.random.default_rng(0).random((12, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    dataset = report.DatasetOutputs(
+        table=tsv("slices.tsv", pd.DataFrame({"subject": [f"sub-{i // 3:010d}" for i in range(12)],
+                                              "split": ["train"] * 9 + ["test"] * 3, "slice_index": range(12)})),
+        images=tmp_path / "images.npy", original=_write(tmp_path / "original.json", data.original),
+        distribution_original=_write(tmp_path / "dist.json", data.distribution_original),
+        domain_network=_write(tmp_path / "net.json", data.domain_network),
+        domain_original=_write(tmp_path / "dom.json", data.domain_original),
+        diversity_original=_write(tmp_path / "div.json", data.diversity_original),
+        reader_scores=_write(tmp_path / "scores.json", {"status": "no responses", "kit_id": "k1", "n_images": 10}))
+    inputs = report.ReportInputs(
+        subjects=tsv("subjects.tsv", pd.DataFrame({"subject": ["sub-0000000000"]})),
+        ingest_qc=tsv("ingest.tsv", pd.DataFrame({"subject": ["sub-0000000000"], "kind": ["NIfTI file"],
+                                                  "status": ["ok"], "reason": [""], "warning": [""]})),
+        registration_qc=tsv("registration.tsv", pd.DataFrame({"subject": ["sub-0000000000"], "status": ["ok"]})),
+        registered=[], datasets={"t1": dataset}, models=runs,
+        reader_responses={"t1": "answers/t1"}, reader_kits={"t1": "results/reader_study/t1/kit"})
+    out = tmp_path / "report" / "index.html"
+    report.report_job(out, inputs, registration={}, sampling={}, synthetic_cohort=False, title="Job")
+    text = out.read_text()
+    real = re.search(r'<figure data-model="real slices">.*?src="(data:image/png;base64,[^"]*)"', text, re.S).group(1)
+    save_grid(images[9:], tmp_path / "expected.png")
+    assert real == data_uri(tmp_path / "expected.png")
+    assert "<code>answers/t1/</code>" in text and "<code>results/reader_study/t1/kit/</code>" in text
