@@ -3,9 +3,9 @@ sure are we".
 
 The page opens with the answer: a summary table (model × key metrics, direction arrows, the best
 per column marked only where the seeds separate it, runs and spreads over training seeds), a plot of
-every run's values and one sentence that the numbers support. A table of contents follows, then the sections grouped by the question they answer
-(fidelity, diversity, memorization, usefulness, human reading, quality control), one warning per
-kind, and a provenance footer (date, commit, configuration, package versions, device).
+every run's values and one sentence that the numbers support. A table of contents follows, then the
+sections grouped by the question they answer (fidelity, diversity, memorization, usefulness, human
+reading, quality control), one warning per kind, and a provenance footer (date, commit, configuration, package versions, device).
 
 The page is :data:`SECTIONS`, a list of :class:`Section` entries (group, title, anchor, render
 function); a new block is one more entry whose render function reads :class:`ReportData`, the
