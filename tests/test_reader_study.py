@@ -159,6 +159,7 @@ def test_kit_files_key_outside_and_faithful_pixels(tmp_path):
     assert sorted(p.name for p in kit.iterdir()) == ["README.txt", "app.js", "images", "index.html", "kit.js",
                                                       "style.css"]
     assert not any(p.name.endswith(".tsv") for p in kit.rglob("*"))
+    assert "reader_study.responses_dir, 'reader_responses/' unless configured" in (kit / "README.txt").read_text()
     assert list(key.columns) == rs.KEY_COLUMNS and len(key) == 20
     assert key["truth"].value_counts().to_dict() == {"real": 10, "synthetic": 10}
     assert built["summary"]["per_source"] == {"real": 10, "secretgan": 5, "vaemodel": 5}

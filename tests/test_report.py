@@ -24,7 +24,7 @@ from pipeline_lib.core.errors import InputError  # noqa: E402
 from pipeline_lib.core.figures import save_grid  # noqa: E402
 from pipeline_lib.core.provenance import config_digest, provenance  # noqa: E402
 from pipeline_lib.report import document as report  # noqa: E402
-from pipeline_lib.report.html import format_mean_std  # noqa: E402
+from pipeline_lib.report.html import data_uri, format_mean_std  # noqa: E402
 
 EVIL = "<b>evil & \"model\"</b>"
 # model -> FID of each seed: vae clearly best, dcgan and EVIL overlap.
@@ -254,8 +254,9 @@ def test_conclusion_says_what_the_spreads_support(tmp_path):
     assert clear.startswith("vae has the lowest FID (100.0 ± 2.0, 3 runs), ahead of the next model")
     overlapping = {"vae": [100.0, 130.0, 70.0], "dcgan": [110.0, 112.0, 108.0]}
     text = build(tmp_path / "b", make_data(tmp_path / "b", overlapping))
-    assert parse_conclusion(text).startswith("No significant difference in FID between vae (100 ± 30, 3 runs) "
-                                             "and dcgan (110.0 ± 2.0, 3 runs)")
+    assert parse_conclusion(text).startswith("The seeds do not separate vae (100 ± 30, 3 runs) and dcgan "
+                                             "(110.0 ± 2.0, 3 runs) in FID: their ranges of mean ± std over seeds "
+                                             "overlap, so neither is shown to be better")
     page = parse(text)
     assert "tie" in page.cells[("summary-table", "dcgan", "fid")]["class"]  # ≈ the best
     single = build(tmp_path / "c", make_data(tmp_path / "c", {"vae": [100.0], "dcgan": [150.0]}))
@@ -514,7 +515,7 @@ def test_mark_column_stars_only_a_best_the_seeds_separate():
     # b's range reaches a's: no star, both level (≈), c is not.
     close = {"a": spread([10, 11, 12]), "b": spread([11.5, 13, 14.5]), "c": spread([30, 35, 40])}
     marks = mark_column(close, lower_is_better=True)
-    assert marks.best is None and marks.level == ("a", "b") and marks.reason == "ranges of mean ± std overlap"
+    assert marks.best is None and marks.level == ("a", "b") and marks.reason == "ranges overlap"
     # A later model with a wide range overlapping the leader also stops the star.
     wide = {"a": spread([10, 11, 12]), "b": spread([20, 21, 22]), "c": spread([0, 25, 50])}
     assert mark_column(wide, lower_is_better=True).best is None
@@ -524,7 +525,7 @@ def test_mark_column_stars_only_a_best_the_seeds_separate():
     # One run each: the spread is unknown, so neither ★ nor ≈.
     single = {"a": spread([10]), "b": spread([20])}
     assert mark_column(single, lower_is_better=True) == mark_column(single, True).__class__(
-        None, (), "one run: spread over seeds unknown")
+        None, (), "one run: spread unknown")
     assert mark_column({"a": spread([1, 2])}, True).best is None  # nothing to compare with
 
 
@@ -535,7 +536,7 @@ def test_mark_column_counts_values_past_a_shared_floor_or_ceiling_as_it():
     copies = {"dcgan": spread([0.0, 0.0, 0.0]), "vae": spread([0.04, 0.06, 0.05])}
     marks = mark_column(copies, lower_is_better=True, bound=0.05, bound_name="no-copy level")
     assert marks.best is None and set(marks.level) == {"dcgan", "vae"}
-    assert marks.reason == "the best is at the no-copy level"
+    assert marks.reason == "at the no-copy level"
     without_bound = mark_column(copies, lower_is_better=True)
     assert without_bound.best == "dcgan"  # what the bound prevents
     # A model that copies is still told apart; the one at the floor is not starred for being there.
@@ -571,9 +572,9 @@ def test_summary_stars_no_floor_or_ceiling_and_says_why(tmp_path, data):
         assert "best" not in page.cells[("summary-table", model, "utility_gain")]["class"]
     assert "tie" in page.cells[("summary-table", "dcgan", "likely_copies")]["class"]
     best_row = re.search(r'<tr class="best-row">.*?</tr>', text, re.S).group(0)
-    assert ('<td data-metric="likely_copies" data-reason="the best is at the no-copy level">'
-            "none: the best is at the no-copy level</td>") in best_row
-    assert "none: the best is at the ceiling, 1 − real-only accuracy</td>" in best_row
+    assert ('<td data-metric="likely_copies" data-reason="at the no-copy level">'
+            "none: at the no-copy level</td>") in best_row
+    assert '<td data-metric="utility_gain" data-reason="at the ceiling">none: at the ceiling</td>' in best_row
     assert '<td data-metric="fid">vae</td>' in best_row  # FID still separates
     caption = re.search(r'<table id="summary-table"><caption>(.*?)</caption>', text, re.S).group(1)
     assert "not a significance test" in caption and "a model that does not copy scores about 5 %" in caption
@@ -651,3 +652,40 @@ def test_reader_section_names_the_kit_and_the_answers_folder(tmp_path, data):
     assert "no reader responses yet" in kit
     assert "<code>results/reader_study/demo/kit/</code>" in kit
     assert "into the folder <code>reader_responses/</code> (reader_study.responses_dir)" in kit
+
+
+def test_report_job_draws_real_slices_and_names_the_reader_folders(tmp_path):
+    """The report rule's path: files in, the real slices' grid drawn from the dataset's test split."""
+    runs = {model: {seed: make_run(tmp_path / "runs", model, seed, fid) for seed, fid in enumerate(fids)}
+            for model, fids in {"vae": [100.0, 104.0], "dcgan": [150.0, 160.0]}.items()}
+    data = make_data(tmp_path / "data")
+
+    def tsv(name: str, frame: pd.DataFrame) -> Path:
+        frame.to_csv(tmp_path / name, sep="\t", index=False)
+        return tmp_path / name
+
+    images = np.random.default_rng(0).random((12, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    dataset = report.DatasetOutputs(
+        table=tsv("slices.tsv", pd.DataFrame({"subject": [f"sub-{i // 3:010d}" for i in range(12)],
+                                              "split": ["train"] * 9 + ["test"] * 3, "slice_index": range(12)})),
+        images=tmp_path / "images.npy", original=_write(tmp_path / "original.json", data.original),
+        distribution_original=_write(tmp_path / "dist.json", data.distribution_original),
+        domain_network=_write(tmp_path / "net.json", data.domain_network),
+        domain_original=_write(tmp_path / "dom.json", data.domain_original),
+        diversity_original=_write(tmp_path / "div.json", data.diversity_original),
+        reader_scores=_write(tmp_path / "scores.json", {"status": "no responses", "kit_id": "k1", "n_images": 10}))
+    inputs = report.ReportInputs(
+        subjects=tsv("subjects.tsv", pd.DataFrame({"subject": ["sub-0000000000"]})),
+        ingest_qc=tsv("ingest.tsv", pd.DataFrame({"subject": ["sub-0000000000"], "kind": ["NIfTI file"],
+                                                  "status": ["ok"], "reason": [""], "warning": [""]})),
+        registration_qc=tsv("registration.tsv", pd.DataFrame({"subject": ["sub-0000000000"], "status": ["ok"]})),
+        registered=[], datasets={"t1": dataset}, models=runs,
+        reader_responses={"t1": "answers/t1"}, reader_kits={"t1": "results/reader_study/t1/kit"})
+    out = tmp_path / "report" / "index.html"
+    report.report_job(out, inputs, registration={}, sampling={}, synthetic_cohort=False, title="Job")
+    text = out.read_text()
+    real = re.search(r'<figure data-model="real slices">.*?src="(data:image/png;base64,[^"]*)"', text, re.S).group(1)
+    save_grid(images[9:], tmp_path / "expected.png")
+    assert real == data_uri(tmp_path / "expected.png")
+    assert "<code>answers/t1/</code>" in text and "<code>results/reader_study/t1/kit/</code>" in text

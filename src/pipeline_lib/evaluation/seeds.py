@@ -117,11 +117,11 @@ def mark_column(spreads: Mapping[str, Spread], lower_is_better: bool, bound: flo
     leader = min(clipped, key=lambda name: (sign * clipped[name].mean, name))
     lead = clipped[leader]
     if any(s.n < 2 for s in clipped.values()):
-        return ColumnMarks(None, (), "one run: spread over seeds unknown")
+        return ColumnMarks(None, (), "one run: spread unknown")
     level = tuple(name for name, s in clipped.items() if name == leader or not separated(lead, s))
     level = level if len(level) > 1 else ()
     if bound is not None and math.isclose(lead.mean, bound, rel_tol=1e-9, abs_tol=1e-12):
-        return ColumnMarks(None, level, f"the best is at the {bound_name}")
+        return ColumnMarks(None, level, f"at the {bound_name}")
     if level:
-        return ColumnMarks(None, level, "ranges of mean ± std overlap")
+        return ColumnMarks(None, level, "ranges overlap")
     return ColumnMarks(leader, (), "")

@@ -449,7 +449,11 @@ def _coordinator_readme(page: Mapping, settings: ReaderStudySettings) -> str:
         "   with any static web server) and follows the instructions on the page.",
         "3. Answers are kept in the reader's browser until downloaded; at the end the page downloads one",
         f"   CSV file per reader (reader-<ID>-{page['kit_id']}.csv). Collect these files into the pipeline's",
-        f"   '{settings.responses_dir}/' folder and rerun the pipeline to score them.",
+        # The kit rule leaves the scoring keys out of its settings (changing them must not rebuild the
+        # kit), so responses_dir here is only the default: the report names the folder in use.
+        f"   reader-responses folder (reader_study.responses_dir, '{settings.responses_dir}/' unless configured;",
+        "   with kits of several datasets, its sub-folder named after the dataset; the comparison report's",
+        "   Reader study section names it) and rerun the pipeline to score them.",
         "",
         f"Time limit per image: {f'{limit:g} s (the image is hidden afterwards; the answer is still asked for)' if limit else 'none'}.",
         f"Confidence (1-5) asked: {'yes' if page['ask_confidence'] else 'no'}.",

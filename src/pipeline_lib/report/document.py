@@ -3,9 +3,10 @@ sure are we".
 
 The page opens with the answer: a summary table (model × key metrics, direction arrows, the best
 per column marked only where the seeds separate it, runs and spreads over training seeds), a plot of
-every run's values and one sentence that the numbers support. A table of contents follows, then the sections grouped by the question they answer
-(fidelity, diversity, memorization, usefulness, human reading, quality control), one warning per
-kind, and a provenance footer (date, commit, configuration, package versions, device).
+every run's values and one sentence that the numbers support. A table of contents follows, then the
+sections grouped by the question they answer (fidelity, diversity, memorization, usefulness, human
+reading, quality control), one warning per kind, and a provenance footer (date, commit,
+configuration, package versions, device).
 
 The page is :data:`SECTIONS`, a list of :class:`Section` entries (group, title, anchor, render
 function); a new block is one more entry whose render function reads :class:`ReportData`, the
@@ -342,7 +343,7 @@ KEY_METRICS = (
     # Accuracy cannot pass 1, so no model can gain more than 1 − the real-only accuracy (0 when the
     # real-only classifier is already perfect: nothing to gain).
     KeyMetric("utility_gain", "Utility gain", False, lambda r: utility_gain(r.utility),
-              bound=lambda r: utility_ceiling(r.utility), bound_name="ceiling, 1 − real-only accuracy"),
+              bound=lambda r: utility_ceiling(r.utility), bound_name="ceiling"),
 )
 
 
@@ -372,7 +373,8 @@ def key_metric_spreads(data: ReportData) -> dict[str, dict[str, Spread]]:
 
 def conclusion(data: ReportData, spreads: Mapping[str, Mapping[str, Spread]]) -> str:
     """One sentence on the headline metric that the numbers support: which model is best and whether
-    its lead is larger than the spread over seeds (else "no significant difference")."""
+    its lead is larger than the spread over seeds (else that the seeds do not separate the two; no
+    significance test is claimed)."""
     metric = next(m for m in KEY_METRICS if m.key == HEADLINE)
     ranked = sorted(((s.mean, model) for model, s in spreads[HEADLINE].items() if s.mean is not None),
                     reverse=not metric.lower_is_better)
@@ -395,8 +397,9 @@ def conclusion(data: ReportData, spreads: Mapping[str, Mapping[str, Spread]]) ->
     if separated(a, b):
         return (f"{first} has the {direction} {metric.heading} ({_spread_text(a)}), ahead of the next model, "
                 f"{second} ({_spread_text(b)}), by more than the spread over seeds{caveat}.")
-    return (f"No significant difference in {metric.heading} between {first} ({_spread_text(a)}) and {second} "
-            f"({_spread_text(b)}): their ranges of mean ± std over seeds overlap{caveat}.")
+    return (f"The seeds do not separate {first} ({_spread_text(a)}) and {second} ({_spread_text(b)}) in "
+            f"{metric.heading}: their ranges of mean ± std over seeds overlap, so neither is shown to be better "
+            f"(a rough look at the spread, not a significance test){caveat}.")
 
 
 def _spread_text(s: Spread) -> str:
@@ -422,11 +425,11 @@ def summary_rows(data: ReportData, spreads: Mapping[str, Mapping[str, Spread]]) 
 MARKS_LEGEND = (
     "★ marks a column's best mean only where the seeds separate it: its range mean ± std lies clear of "
     "every other model's (two or more runs each) and it is not at a floor or ceiling every run shares "
-    "(Likely copies: a share below the no-copy level counts as that level; Utility gain: a real-only "
-    "classifier already at 100 % leaves nothing to gain). Where no model is marked, ≈ marks the models "
-    "whose range overlaps the leading mean's: these runs do not separate them. Whether ranges of "
-    "mean ± std over a few seeds overlap is a rough look at the spread, not a significance test, and "
-    "the Best row says why a column marks no model.")
+    "(Likely copies: a share below the no-copy level counts as that level; Utility gain: the ceiling "
+    "is 1 − the real-only accuracy, so a real-only classifier already at 100 % leaves nothing to gain). "
+    "Where no model is marked, ≈ marks the models whose range overlaps the leading mean's: these runs "
+    "do not separate them. Whether ranges of mean ± std over a few seeds overlap is a rough look at the "
+    "spread, not a significance test, and the Best row says why a column marks no model.")
 
 
 def _best_text(mark: ColumnMarks) -> str:
@@ -522,7 +525,8 @@ def _metrics_figure(data: ReportData, columns: Sequence[KeyMetric], order: Seque
             heading=f"{m.heading}{unit} {'↓' if m.lower_is_better else '↑'}",
             values={model: [_times(m.value(run), factor) for run in data.runs[model]] for model in order},
             reference=_times(m.reference(data), factor) if m.reference else None,
-            bound=_times(bound, factor), bound_label=m.bound_name, marked=marks[m.key].best, level=marks[m.key].level))
+            bound=_times(bound, factor), bound_label=f"{m.heading}: {m.bound_name}", marked=marks[m.key].best,
+            level=marks[m.key].level))
     png = plot_metric_spreads(panels, list(order))
     caption = ("The summary's metrics: one grey dot per training run (seed), the mean ± std over seeds beside "
                "them (green: marked ★, olive: ≈), the real test slices' value dashed and a floor or ceiling "
