@@ -15,7 +15,7 @@ input's voxel grid:
   (brainextractor).
 
 ``bench/brain_extraction.py`` measures them (time, memory, Dice with reference
-masks); the README says which is the default and why.
+masks); docs/BENCHMARKS.md says which is the default and why.
 
 :func:`foreground_mask` and :func:`input_kind_warning` are a heuristic that
 warns when an input looks skull-stripped although extraction is on, or looks
