@@ -156,6 +156,26 @@ def test_eq8_9_losses_on_known_values():
     assert encoder_loss(t(3.0), [t(200.0)], t(40.0), 110.0, 0.25, 0.5).item() == pytest.approx(23.0)  # hinge off
 
 
+def test_real_kl_weight_reads_the_seed_literally():
+    """Seed 001's words scale every L_KL term of eq. (8) by 0.25, the real image's too:
+    KL(E(x)) = 3, KL(E(x')) = 100, L_rec = 40, m = 110 give 0.25 * 3 + 0.25 * 10 + 0.5 * 40 = 23.25,
+    against 25.5 with Huang et al.'s weight 1 on the real KL (the default)."""
+    from pipeline_lib.models.families.intro_vae import encoder_loss
+    t = torch.tensor
+    assert encoder_loss(t(3.0), [t(100.0)], t(40.0), 110.0, 0.25, 0.5, 0.25).item() == pytest.approx(23.25)
+    assert IntroVAE.DEFAULTS["real_kl_weight"] == 1.0
+
+
+def test_real_kl_weight_reaches_the_training_step():
+    """The logged encoder loss follows eq. (8) with the configured weight on the real image's KL."""
+    torch.manual_seed(0)
+    model = tiny_model(loss_form="eq8_9", real_kl_weight=0.25)
+    out = model.training_step(ellipses(8, 32), None)
+    expected = 0.25 * out["kl_real"] + 0.25 * max(110.0 - out["kl_fake"], 0) + 0.5 * out["reconstruction"]
+    assert out["encoder"] == pytest.approx(expected, rel=1e-5)
+    assert out["encoder"] != pytest.approx(expected + 0.75 * out["kl_real"], rel=1e-5)
+
+
 @pytest.mark.parametrize("m", [0.0, 110.0])
 def test_eq8_9_training_step_has_one_fake_term(m, monkeypatch):
     """Under eq8_9 the encoder sees two images per batch (x and G(z)), not three, and the logged

@@ -113,6 +113,7 @@ def tiny_config(study: str, source: Path) -> dict:
     if study == "ballesteros_ramirez_2025":
         config["sampling"]["n_per_class"] = 8
         config["models"]["cvae"]["hidden_sizes"] = [64, 32]
+        config["models"]["cvae_mse"]["enabled"] = False  # one model per preset; it differs only in the loss
         config["registration"]["transform"] = "none"
         config["reader_study"].update(n_real=4, n_per_model=4)
     if study == "kazuhiro_2018":

@@ -156,3 +156,71 @@ def test_blocks_without_labels_need_no_label_column_and_labelled_blocks_say_so()
         compose_blocks(real, samples, [BlockSpec("x", (("x", None),), 2, 2)], seed=0)
     with pytest.raises(InputError, match="distinct"):
         compose_blocks(real, samples, [BlockSpec("a", (("m", None),), 1, 1)] * 2, seed=0)
+
+
+# -- the presets' reader designs (presets/<study>.yaml, reader_study) -----------------------------
+
+def _preset_reader_study(study: str) -> dict:
+    from pathlib import Path
+
+    import yaml
+    path = Path(__file__).resolve().parents[1] / "presets" / f"{study}.yaml"
+    return yaml.safe_load(path.read_text())["reader_study"]
+
+
+def test_block_real_groups_narrow_to_the_labels_of_the_kits_real_slices():
+    """One setting for every kit: a T1 kit's blocks draw real T1 only, a kit with all four sequences
+    draws them in equal shares, and a kit with none of the listed labels is an error naming both."""
+    from pipeline_lib.reader_study.design import compose_design
+    settings = {"preset": "han", "n_per_model": 8, "blocks": "per_model", "group_by": "sequence",
+                "block_real_groups": SEQUENCES}
+    samples = {"dcgan": pool(40), "wgan": pool(40)}
+    kit = compose_design(pool(40, ["T1"]), samples, settings)["readers"][None]
+    assert list(dict.fromkeys(kit["block"])) == ["dcgan/T1", "wgan/T1"]
+    assert set(kit.loc[kit["truth"] == "real", "group"]) == {"T1"}
+    kit = compose_design(pool(80, SEQUENCES), samples, settings)["readers"][None]
+    assert list(dict.fromkeys(kit["block"])) == ["dcgan/concat", "wgan/concat"]
+    for _, part in kit.groupby("block"):
+        assert part.loc[part["truth"] == "real", "group"].value_counts().to_dict() == {s: 2 for s in SEQUENCES}
+    with pytest.raises(InputError, match=r"block_real_groups .* none of these labels .*\['PD'\]"):
+        compose_design(pool(40, ["PD"]), samples, settings)
+
+
+def test_han_preset_runs_one_block_per_gan_and_sequence_with_concat_reals_in_equal_shares():
+    """Han et al. §3.3 as the preset configures it: per kit (sequence) one block per GAN, 50 samples
+    against 50 real slices of that sequence; Concat's 50 real slices in equal shares of the four."""
+    from pipeline_lib.reader_study.design import compose_design
+    settings = _preset_reader_study("han_2018")
+    assert settings["n_familiarisation"] == 0  # "without previous training stages"
+    sequences = ["t1", "t1ce", "t2", "flair"]
+    models = {"dcgan_t1_128": pool(500), "wgan_t1_128": pool(500)}
+    kit = compose_design(pool(700, ["t1"]), models, settings)["readers"][None]
+    assert list(dict.fromkeys(kit["block"])) == ["dcgan_t1_128/t1", "wgan_t1_128/t1"]
+    assert kit.groupby(["block", "truth"]).size().tolist() == [50, 50, 50, 50]
+    concat = {"dcgan_concat_128": pool(500), "wgan_concat_128": pool(500)}
+    kit = compose_design(pool(2800, sequences), concat, settings)["readers"][None]
+    assert list(dict.fromkeys(kit["block"])) == ["dcgan_concat_128/concat", "wgan_concat_128/concat"]
+    for _, part in kit.groupby("block"):
+        shares = part.loc[part["truth"] == "real", "group"].value_counts()
+        assert sorted(shares.tolist()) == [12, 12, 13, 13] and set(shares.index) == set(sequences)
+    assert not kit.duplicated(["source", "source_index"]).any()
+
+
+def test_kazuhiro_preset_gives_five_readers_own_sets_and_a_ten_case_familiarisation():
+    """Kazuhiro et al.: per reader 50 images, 40-60 % created, sets differ between readers; 10
+    familiarisation cases first, never in a scored set."""
+    from pipeline_lib.reader_study.design import compose_design
+    settings = _preset_reader_study("kazuhiro_2018")
+    design = compose_design(pool(300), {"dcgan": pool(1000)}, settings)
+    training = design["familiarisation"]
+    assert len(training) == 10 and (training["truth"] == "real").sum() == 5
+    seen = set(zip(training["source"], training["source_index"].astype(int)))
+    readers = design["readers"]
+    assert sorted(readers) == sorted(["NR1", "NR2", "NNR1", "NNR2", "NNR3"])
+    sets = []
+    for frame in readers.values():
+        assert len(frame) == 50 and 0.4 <= (frame["truth"] == "synthetic").mean() <= 0.6
+        mine = set(zip(frame["source"], frame["source_index"].astype(int)))
+        assert not mine & seen
+        sets.append(frozenset(mine))
+    assert len(set(sets)) == 5

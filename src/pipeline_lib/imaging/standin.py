@@ -304,7 +304,7 @@ def _kazuhiro(build: Path, n: int, seed: int, anatomy: _Anatomy) -> list[dict]:
     scanner = _scanner("GE", "GE MEDICAL SYSTEMS", "Signa Excite HD", 3.0, "SAG 3D FSPGR", 1.0, 0.6, 0.03, 1200.0)
     rows = []
     for index in range(n):
-        group = "cva" if index % 2 else "healthy"  # 30 volunteers, 33 patients
+        group = "cva" if index % 2 else "healthy"  # the paper: 30 volunteers, 33 patients (about half)
         volume = _subject_head(anatomy, seed, index, scanner, lesion=group == "cva")
         name = f"t1w-{index + 1:03d}.nii.gz"
         _write_nifti(nib.Nifti1Image(np.rint(volume).astype(np.int16), anatomy.affine), build / name)

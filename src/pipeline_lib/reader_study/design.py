@@ -186,15 +186,28 @@ def composition_summary(kit: pd.DataFrame) -> dict:
             "synthetic_fraction": n_synthetic / n if n else float("nan")}
 
 
-def block_specs(synthetic: Mapping[str, pd.DataFrame], settings: ReaderStudySettings) -> list[BlockSpec]:
+def block_specs(synthetic: Mapping[str, pd.DataFrame], settings: ReaderStudySettings,
+                real_labels: set[str] | None = None) -> list[BlockSpec]:
     """The blocks of ``reader_study.blocks``: one per model (``per_model``), or one per model and label
     value of its samples (``per_model_and_group``; a model without labels gets one block), each
     ``n_per_model`` synthetic against ``n_per_model`` real images. A block's real images are of its
     label value, else of ``block_real_groups`` in equal shares (Han et al.'s Concat against the four
     real sequences), else any. Names: ``<model>/<label>``, ``<model>/concat`` (several real groups),
-    or ``<model>``; the page never shows them."""
+    or ``<model>``; the page never shows them.
+
+    ``real_labels``: the label values the kit's real slices carry. ``block_real_groups`` is one
+    setting for every kit, while a study has one kit per dataset: Han et al.'s T1 kit holds only
+    real T1 slices and its Concat kit all four sequences. So the groups are narrowed to those the
+    kit's real slices carry (the T1 kit's blocks draw T1, the Concat kit's the four in equal
+    shares); none of them there is an error naming both lists."""
     n = settings.n_per_model
     real_groups = settings.block_real_groups
+    if real_groups and real_labels is not None:
+        present = tuple(g for g in real_groups if g in real_labels)
+        if not present:
+            raise InputError(f"reader_study.block_real_groups {list(real_groups)}: none of these labels is "
+                             f"among the kit's real slices ({settings.group_by} values: {sorted(real_labels)})")
+        real_groups = present
     specs = []
     for model in sorted(synthetic):
         groups = (sorted(set(synthetic[model]["group"].astype(str)) - {""})
@@ -222,7 +235,8 @@ def compose_design(real: pd.DataFrame, synthetic: Mapping[str, pd.DataFrame], se
     training = familiarisation_set(real, synthetic, settings.n_familiarisation, settings.seed, sources)
     real_left = _without(real, training, REAL)
     synthetic_left = {m: _without(pool, training, m) for m, pool in synthetic.items()}
-    specs = block_specs(synthetic_left, settings) if settings.blocks != "none" else None
+    real_labels = set(real_left["group"].astype(str)) - {""}
+    specs = block_specs(synthetic_left, settings, real_labels) if settings.blocks != "none" else None
     readers: dict = {}
     for reader in settings.reader_ids or (None,):
         seed = settings.seed if reader is None else reader_seed(settings.seed, reader)

@@ -40,7 +40,8 @@ i.e. half the per-layer mean squared feature error, summed over the three layers
 weighted by ``perceptual_weight``; ``feature_scale`` still sets the scale of psi's
 activations (1: torchvision's [0, 1]-input VGG16; 255: the 8-bit reading above). With the
 published 2e-9 and feature errors of order one this term is about 1e-9 of the KL term, which is
-why it is not the default; a preset that follows the paper selects it (and may set the weight).
+why it is not the default (presets/ungria_hirte_2020.yaml uses sum_8bit and names eq7 as the
+literal alternative); set it to follow the printed text (and the weight with it).
 
 Offline substitute (not in the seed): ImageNet VGG16 weights cannot be had
 offline, so ``perceptual.backbone: inception`` takes the three first

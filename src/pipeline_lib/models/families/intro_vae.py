@@ -31,6 +31,8 @@ fake term, the sample x' = G(z) from the prior:
   at 1, so we read the seed the same way: ``alpha`` on the fake image's KL terms, ``beta`` on
   both L_rec terms (the seed does not say otherwise; scaling the real KL too would be
   ``alpha`` x L_REG(E(x)) and change the prior's pull on real encodings fourfold).
+  ``real_kl_weight`` (default 1, Huang et al.) weights L_REG(E(x)) in L_E; 0.25 is the seed's
+  words read literally ("L_KL terms ... scaled by 0.25", the real one included).
 
 ``ng`` stops the gradient, so the encoder's adversarial terms never train the
 generator; L_E updates only the encoder, L_G only the generator, and L_G uses
@@ -146,6 +148,7 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
         "m": 110.0,                  # KL margin for generated images (nats)
         "alpha": 0.25,               # weight of the adversarial KL terms of eqs. (8)-(9)
         "beta": 0.5,                 # weight of the reconstruction terms of eqs. (8)-(9)
+        "real_kl_weight": 1.0,       # weight of the real image's KL in eq. (8) (Huang et al.: 1)
         "recon_reference_size": 128,  # L_AE = per-pixel MSE x this**2 (= published SSE at 128 px)
         "lr": 2e-4,
         "batch_size": 8,
@@ -192,7 +195,7 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
             kl_fakes = [kl_to_standard_normal(*self.encoder(x.detach())) for x in fakes]
         kl_real = kl_to_standard_normal(mu, logvar)
         recon = self.reconstruction_loss(images, x_rec)
-        loss_e = encoder_loss(kl_real, kl_fakes, recon, h["m"], h["alpha"], h["beta"])
+        loss_e = encoder_loss(kl_real, kl_fakes, recon, h["m"], h["alpha"], h["beta"], h["real_kl_weight"])
         # The graph through the generator is reused by L_G, hence retain_graph;
         # `inputs` keeps the encoder loss from leaving gradients on the generator.
         self.optimise(loss_e, self.optimizers["encoder"],
@@ -220,15 +223,15 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
 
 
 def encoder_loss(kl_real: torch.Tensor, kl_fakes: list[torch.Tensor], recon: torch.Tensor,
-                 m: float, alpha: float, beta: float) -> torch.Tensor:
-    """L_E = L_REG(E(x)) + alpha * sum over fakes of [m - L_REG(E(fake))]^+ + beta * L_AE.
+                 m: float, alpha: float, beta: float, real_kl_weight: float = 1.0) -> torch.Tensor:
+    """L_E = real_kl_weight * L_REG(E(x)) + alpha * sum over fakes of [m - L_REG(E(fake))]^+ + beta * L_AE.
 
     With the one fake x' = G(z) this is Ungría Hirte et al.'s eq. (8); with the reconstruction
     and the prior sample, Huang et al.'s encoder loss."""
     hinge = F.relu(m - kl_fakes[0])
     for kl in kl_fakes[1:]:
         hinge = hinge + F.relu(m - kl)
-    return kl_real + alpha * hinge + beta * recon
+    return real_kl_weight * kl_real + alpha * hinge + beta * recon
 
 
 def generator_loss(kl_fakes: list[torch.Tensor], recon: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
