@@ -92,6 +92,10 @@ def finished_jobs(output: str) -> Counter:
     return finished
 
 
+#: The Inception feature rules, on a GPU unless the site says feature_gpus: false.
+FEATURE_RULES = ("real_features", "model_features", "fid_samples")
+
+
 def gpu_rules() -> set[str]:
     """Rules that the profile sends to a GPU."""
     from snakemake.profiles import ProfileConfigFileParser
@@ -120,6 +124,7 @@ def test_profile_without_site_values_uses_cluster_defaults(monkeypatch, tmp_path
     assert not any("slurm_partition" in e or "slurm_account" in e for e in profile["default-resources"])
     assert "runtime=60 * 2 ** (attempt - 1)" in profile["default-resources"]
     assert {"train:gpu=1", "sample:gpu=1"} <= set(profile["set-resources"])
+    assert {f"{rule}:gpu=1" for rule in FEATURE_RULES} <= set(profile["set-resources"])
     assert "slurm-requeue" not in profile and int(profile["retries"]) >= 1
 
 
@@ -128,6 +133,14 @@ def test_profile_refuses_a_missing_site_file(monkeypatch, tmp_path):
     monkeypatch.setenv("PIPELINE_SLURM_SITE", str(tmp_path / "absent.yaml"))
     with pytest.raises(Exception, match=r"PIPELINE_SLURM_SITE names .*absent\.yaml, which is not a file"):
         render_profile()
+
+
+def test_a_site_can_keep_the_feature_rules_on_cpus(monkeypatch, tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"feature_gpus": False}))
+    monkeypatch.setenv("PIPELINE_SLURM_SITE", str(site))
+    gpu = {entry.split(":")[0] for entry in render_profile()["set-resources"] if ":gpu=" in entry}
+    assert gpu == {"train", "sample"}
 
 
 def test_profile_takes_site_file_and_environment_overrides(monkeypatch, tmp_path):
@@ -229,9 +242,10 @@ def test_every_rule_ran_as_a_slurm_job(workflow_run):
 def test_gpu_rules_asked_for_a_gpu_on_the_gpu_partition(workflow_run):
     jobs, sacct = workflow_run["jobs"], workflow_run["sacct"]
     gpu = gpu_rules()
-    assert gpu == {"train", "sample"}
+    assert gpu == {"train", "sample", *FEATURE_RULES}
     gpu_labels = {f"rule_{rule}" for rule in gpu}
-    assert gpu_labels <= {label for label, _ in jobs.values()}
+    # fid_samples runs only with evaluation.fid.fresh_samples, which this config leaves off
+    assert gpu_labels - {"rule_fid_samples"} <= {label for label, _ in jobs.values()}
     for job, (label, _) in jobs.items():
         row = sacct[job]
         if label in gpu_labels:
@@ -243,18 +257,22 @@ def test_gpu_rules_asked_for_a_gpu_on_the_gpu_partition(workflow_run):
 
 
 def test_gpu_jobs_saw_their_gpu_in_cuda_visible_devices(workflow_run):
-    """SLURM sets CUDA_VISIBLE_DEVICES for GPU jobs only; the trainer logs what it saw."""
+    """SLURM sets CUDA_VISIBLE_DEVICES for GPU jobs only; every job that picks a device logs what it
+    saw. Jobs without a GPU see none ("<none>": hidden by core.jobs in case the node does not
+    confine devices; "<unset>" for jobs Snakemake ran on the submitting host)."""
     logs = workflow_run["work"] / "logs"
-    # one train and one sample log per run (model and seed): logs/<rule>/<model>/seed<seed>.log
-    gpu_logs = sorted((logs / "train").rglob("*.log")) + sorted((logs / "sample").rglob("*.log"))
+    # one train and one sample log per run (model and seed): logs/<rule>/<model>/seed<seed>.log;
+    # Inception features of each run and of each real split: logs/fid/...
+    gpu_logs = (sorted((logs / "train").rglob("*.log")) + sorted((logs / "sample").rglob("*.log"))
+                + sorted((logs / "fid").rglob("*.features.log")) + sorted((logs / "fid/real").rglob("*.log")))
     config = slurm_config()
     runs = sum(len(block.get("seeds", config.get("training", {}).get("seeds", [0]))) for block in config["models"].values())
-    assert runs == 1 and len(gpu_logs) == 2 * runs
+    assert runs == 1 and len(gpu_logs) >= 3 * runs + 1
     for log in gpu_logs:
         devices = re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", log.read_text())
         assert devices and set(devices) <= {"0", "1"}, (log, devices)
     for log in set(logs.rglob("*.log")) - set(gpu_logs):
-        assert set(re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", log.read_text())) <= {"<unset>"}, log
+        assert set(re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", log.read_text())) <= {"<unset>", "<none>"}, log
 
 
 def test_a_second_call_has_nothing_to_submit(workflow_run):

@@ -28,7 +28,28 @@ def start_job(log_path: str | Path | None, threads: int | None = None) -> loggin
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
             os.environ[var] = str(threads)
+    hide_unallocated_gpus()
     return logging.getLogger("pipeline")
+
+
+#: What SLURM sets in a job that was allocated GPUs (gres/gpu, --gpus).
+SLURM_GPU_VARIABLES = ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE", "CUDA_VISIBLE_DEVICES")
+
+
+def hide_unallocated_gpus(environ: dict[str, str] | None = None) -> bool:
+    """In a SLURM job that was given no GPU, hide the node's GPUs from CUDA; True if hidden.
+
+    On nodes that do not confine devices to their jobs (cgroup ConstrainDevices off), a job
+    without a GPU request still sees every GPU, and ``device: auto`` would take one that another
+    job was allocated. SLURM marks a job's GPUs in the variables above; a job with none of them
+    gets ``CUDA_VISIBLE_DEVICES`` set to the empty string before torch first asks for CUDA, so
+    CUDA reports no device. Outside SLURM (a workstation) nothing changes.
+    """
+    env = os.environ if environ is None else environ
+    if "SLURM_JOB_ID" not in env or any(name in env for name in SLURM_GPU_VARIABLES):
+        return False
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    return True
 
 
 def export_library_path(library: str) -> None:

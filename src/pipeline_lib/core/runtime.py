@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 def select_device(preference: str = "auto") -> torch.device:
     """CUDA when present (the scheduler restricts visibility via CUDA_VISIBLE_DEVICES), else CPU."""
-    log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+    # "<none>": set empty by core.jobs for a SLURM job that was allocated no GPU.
+    log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>") or "<none>")
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(preference)
