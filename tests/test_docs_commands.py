@@ -262,6 +262,12 @@ def _python(argv: list[str], work: Path) -> str:
     return output
 
 
+def _console(argv: list[str], work: Path) -> str:
+    """The console command is `python -m pipeline_lib` under another name (tests/test_package.py checks
+    that `pip install .` makes it); here it runs as that module, as written otherwise."""
+    return _python([sys.executable, "-m", "pipeline_lib", *argv[1:]], work)
+
+
 def _copy(argv: list[str], work: Path) -> str:
     result = _run(argv, work)
     assert result.returncode == 0, result.stderr
@@ -269,7 +275,7 @@ def _copy(argv: list[str], work: Path) -> str:
 
 
 RUNNERS = {"snakemake": _snakemake, ".venv/bin/snakemake": _snakemake, "make": _make, "python": _python,
-           ".venv/bin/python": _python, "cp": _copy}
+           ".venv/bin/python": _python, "cp": _copy, "brainmri-gen": _console}
 
 
 @pytest.mark.parametrize("block", [block for block in BLOCKS if block.not_run is None], ids=lambda block: block.name)
