@@ -36,8 +36,9 @@ def torch_threads():
 # `make test` hands whole files to its two workers in this order: the SLURM test first (it mostly
 # waits on the scheduler, so it overlaps the busiest run), then the slowest files, slowest first (a
 # long file started last would run alone at the end).
-SLOWEST_FILES = ("test_slurm.py", "test_workflow.py", "test_presets.py", "test_privacy.py", "test_layout_workflow.py", "test_failures_workflow.py",
-                 "test_training.py", "test_registration_ground_truth.py", "test_registration.py", "test_reruns.py")
+SLOWEST_FILES = ("test_slurm.py", "test_workflow.py", "test_presets.py", "test_privacy.py", "test_layout_workflow.py",
+                 "test_failures_workflow.py", "test_training.py", "test_registration_ground_truth.py",
+                 "test_registration.py", "test_reruns.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -31,7 +31,7 @@ def test_a_run_with_any_failed_record_is_split_off_with_its_stage_and_reason(tmp
                        "reason": "signal 9 (SIGKILL) from outside in training"}]
     html = failed_runs_html(failed)
     assert html.count('<tr class="failed">') == 2 and "memorization_audit" in html
-    assert failed_run_rows(failed)[1] == {"model": "dcgan", "runs": 0, "seeds": "0",
+    assert failed_run_rows(failed)[1] == {"model": "dcgan", "runs": 0, "incomplete_runs": 0, "seeds": "0",
                                           "failed": "train: signal 9 (SIGKILL) from outside in training"}
 
 

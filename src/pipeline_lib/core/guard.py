@@ -284,9 +284,9 @@ def export_retries(retries: int) -> None:
 
 @dataclass(frozen=True)
 class JobLimits:
-    """What a Snakemake job may use: memory from ``mem_mb``; time from ``runtime`` (minutes) only in
-    a batch job, where the scheduler kills at the limit (a workstation job may take as long as it
-    needs); its attempt ("2/3") from the resource ``attempt``."""
+    """What a Snakemake job may use: memory from ``mem_mb``; time only in a SLURM job, where the
+    scheduler kills at the limit (a workstation job may take as long as it needs): the allocation's
+    end, else ``runtime`` (minutes); its attempt ("2/3") from the resource ``attempt``."""
 
     memory_bytes: int | None
     seconds: float | None

@@ -41,5 +41,5 @@ def failed_runs_html(failed: list[dict]) -> str:
 
 def failed_run_rows(failed: list[dict]) -> list[dict]:
     """summary.tsv rows of the failed runs (their metric columns empty)."""
-    return [{"model": r["model"], "runs": 0, "seeds": str(r["seed"]), "failed": f'{r["stage"]}: {r["reason"]}'}
-            for r in failed]
+    return [{"model": r["model"], "runs": 0, "incomplete_runs": 0, "seeds": str(r["seed"]),
+             "failed": f'{r["stage"]}: {r["reason"]}'} for r in failed]
