@@ -14,6 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import yaml
 
@@ -76,3 +78,29 @@ def test_a_finished_run_moved_to_another_path_plans_no_job(tmp_path_factory):
     shutil.copytree(work, moved, symlinks=True)
     work.rename(work.with_name("gone"))
     assert dry_run_jobs(moved) == {}
+
+
+@pytest.mark.integration
+def test_the_link_to_a_source_inside_the_run_folder_survives_a_move(tmp_path_factory):
+    """input.source inside the run folder (data copied beside the results): Snakemake sees the
+    source through private/source, whose target would otherwise be rewritten after a move, and the
+    link's new time would rerun discovery and everything after it."""
+    work = copy_checkout(tmp_path_factory, "relocation-source")
+    (work / "data").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), work / "data" / "sub-01.nii.gz")
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config["input"]["source"] = "data"
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(work, "-n", "--cores", "1", "discover_inputs")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    link = work / "private" / "source"
+    assert os.readlink(link) == os.path.join("..", "data")
+    before = os.lstat(link).st_mtime_ns
+
+    moved = tmp_path_factory.mktemp("scratch") / "elsewhere" / "run"
+    shutil.copytree(work, moved, symlinks=True)
+    work.rename(work.with_name("gone"))
+    result = snakemake(moved, "-n", "--cores", "1", "discover_inputs")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert os.lstat(moved / "private" / "source").st_mtime_ns == before
+    assert (moved / "private" / "source").resolve() == (moved / "data").resolve()
