@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import zlib
 import stat
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +76,25 @@ class Series:
     inflate: bool              # files must be rewritten uncompressed before conversion
 
 
+@contextmanager
+def quiet_header_reading():
+    """pydicom's value checks off while headers are read: its warnings quote the offending value
+    (a name in a UID or an over-long field), and warnings reach the job's log."""
+    previous = pydicom.config.settings.reading_validation_mode
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        pydicom.config.settings.reading_validation_mode = previous
+
+
 def check_series(files: list[Path], *, modalities: tuple[str, ...], max_voxels: int) -> Series:
     """Validate a series from its headers; return what conversion needs or raise DicomProblem."""
+    with quiet_header_reading():
+        return _checked_series(files, modalities=modalities, max_voxels=max_voxels)
+
+
+def _checked_series(files: list[Path], *, modalities: tuple[str, ...], max_voxels: int) -> Series:
     if not files:
         raise DicomProblem("folder holds no DICOM files")
     # a deflated file may inflate to anything: each file's data set may take 4 bytes per allowed voxel
@@ -230,7 +249,9 @@ def _check_content(datasets: list[pydicom.Dataset], modalities: tuple[str, ...])
                            "images); ingest the ORIGINAL acquisition")
     classes = {str(ds.get("SOPClassUID") or "") for ds in datasets if _is_multi_frame(ds)}
     if classes - ENHANCED_MR:
-        names = ", ".join(sorted(uids.UID(c).name if c else "(none)" for c in classes - ENHANCED_MR))
+        # a UID's digits only: the element could hold any text
+        names = ", ".join(sorted(uids.UID(c).name if re.fullmatch(r"[0-9.]{1,64}", c) else "(not a UID)"
+                                 for c in classes - ENHANCED_MR))
         raise DicomProblem(f"multi-frame file of SOP class {names}: only enhanced MR multi-frame files are "
                            "converted; export the series as classic single-frame files")
 
