@@ -38,7 +38,7 @@ def torch_threads():
 # long file started last would run alone at the end).
 SLOWEST_FILES = ("test_slurm.py", "test_workflow.py", "test_presets.py", "test_privacy.py", "test_layout_workflow.py",
                  "test_failures_workflow.py", "test_training.py", "test_registration_ground_truth.py",
-                 "test_registration.py", "test_reruns.py")
+                 "test_registration.py", "test_reruns.py", "test_relocation.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -13,6 +13,7 @@ import yaml
 from snakemake.utils import update_config, validate
 
 from pipeline_lib.core.config_check import config_problems, raise_problems
+from pipeline_lib.core.jobs import is_within, portable_path
 from pipeline_lib.core.overrides import typed_overrides
 from pipeline_lib.core.private import private_folder
 from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, canonical, dataset_params,
@@ -92,11 +93,14 @@ def is_demo_cohort():
 def input_source():
     """The discovery rule's input: the demo sheet (built by a rule), else private/source, a link
     to input.source. Through the link, Snakemake sees the source's modification time but
-    never its path, which may name a patient."""
+    never its path, which may name a patient. A source inside the working directory is linked
+    relatively, so that moving the run folder with its data keeps the link (and reruns nothing)."""
     if is_demo_cohort():
         return DEMO_SHEET
     target = os.path.abspath(config["input"]["source"])
     private_folder(os.path.dirname(SOURCE_LINK))
+    if is_within(target, os.getcwd()):
+        target = os.path.relpath(target, os.path.dirname(SOURCE_LINK))
     if not os.path.islink(SOURCE_LINK) or os.readlink(SOURCE_LINK) != target:
         temporary = f"{SOURCE_LINK}.{os.getpid()}"
         os.symlink(target, temporary)
@@ -295,8 +299,10 @@ def model_settings(wildcards):
 
 
 def model_family_source(wildcards):
-    """The family's modules are inputs, so editing one reruns only the models that use it."""
-    return [str(path) for path in family_sources(config["models"][wildcards.model]["family"])]
+    """The family's modules are inputs, so editing one reruns only the models that use it; named
+    relative to the working directory, so that a finished run moved with its checkout trains nothing."""
+    sources = family_sources(config["models"][wildcards.model]["family"])
+    return [portable_path(path, os.getcwd(), workflow.basedir) for path in sources]
 
 
 def model_condition(wildcards):

@@ -22,7 +22,8 @@ write_tsv(snakemake.output.linkage, found.linkage)
 write_tsv(snakemake.output.ignored_private, found.ignored)
 write_tsv(snakemake.output.subjects, found.subjects)
 write_tsv(snakemake.output.ignored, found.public_ignored())
-write_staging(found, Path(snakemake.output.staging))
+# Jobs run in the working directory: inputs inside it are linked relatively (the run can move).
+write_staging(found, Path(snakemake.output.staging), run_folder=Path.cwd())
 make_owner_only(snakemake.output.linkage, snakemake.output.ignored_private, snakemake.output.staging)
 log.info("discovered %d subjects; %d entries ignored (listed with kind and reason in %s)",
          len(found.subjects), len(found.ignored), snakemake.output.ignored)

@@ -1,4 +1,5 @@
-"""What every workflow script does first: send its logs to the rule's log file."""
+"""What every workflow script does first (send its logs to the rule's log file), and the paths
+the workflow hands to Snakemake's records."""
 
 from __future__ import annotations
 
@@ -57,3 +58,21 @@ def export_library_path(library: str) -> None:
     current = os.environ.get("PYTHONPATH", "")
     if library not in current.split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [library, current]))
+
+
+
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both made absolute, links not resolved)."""
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def portable_path(path: str | Path, workdir: str | Path, checkout: str | Path) -> str:
+    """``path`` (a file of the checkout) as the workflow records it in a rule's input or params:
+    relative to ``workdir`` when the checkout and the working directory are nested (the usual
+    run, inside the checkout), so that a finished run copied or moved elsewhere keeps its records
+    and reruns nothing; absolute when they lie apart, where moving the run folder alone is the
+    likely move."""
+    if is_within(workdir, checkout) or is_within(checkout, workdir):
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(workdir))
+    return os.path.abspath(path)

@@ -1,4 +1,5 @@
-"""Write a 3-D volume as a DICOM MR image series (used to build the demo cohort).
+"""Write a 3-D volume as a DICOM MR image series (used to build the demo cohort), or as one
+enhanced (multi-frame) MR file, the form current Siemens XA and Philips exports take.
 
 NIfTI affines map voxel indices to RAS+ world coordinates (x to the Right,
 y Anterior, z Superior); DICOM patient coordinates are LPS+ (x to the Left,
@@ -16,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.sequence import Sequence
+from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.io import replace_directory
+from pipeline_lib.core.io import atomic_path, replace_directory
 
-__all__ = ["write_dicom_series"]
+__all__ = ["write_dicom_series", "write_enhanced_mr"]
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 _UINT16_MAX = 65535
@@ -93,6 +95,98 @@ def write_dicom_series(
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return [out_dir / name for name in names]
+
+
+def write_enhanced_mr(
+    volume: np.ndarray,
+    affine: np.ndarray,
+    path: Path,
+    *,
+    patient_name: str,
+    patient_id: str,
+    birth_date: str = "19700101",
+    manufacturer: str = "SIEMENS",
+    model_name: str = "MAGNETOM",
+    field_strength: float = 3.0,
+    series_description: str = "t1_mprage",
+    series_number: int = 1,
+    uid_seed: str = "",
+) -> Path:
+    """Write ``volume`` (x, y, z in the RAS+ world of ``affine``) as one Enhanced MR Image Storage
+    file: one frame per z slice, the orientation, pixel measures and rescale in the shared
+    functional groups, each frame's position in its own (the layout of a scanner's enhanced export).
+    Pixels, UIDs and determinism are as in :func:`write_dicom_series`; written atomically."""
+    volume, affine = _check_inputs(volume, affine, path)
+    path = Path(path)
+    seed = uid_seed or _content_digest(volume, affine, patient_id, series_description, "enhanced")
+    slope, intercept = _rescale(volume)
+    pixels = _quantise(volume, slope, intercept)
+    ds = _series_dataset(affine, volume.shape, seed=seed, patient_name=patient_name, patient_id=patient_id,
+                         birth_date=birth_date, manufacturer=manufacturer, model_name=model_name,
+                         field_strength=field_strength, series_description=series_description,
+                         series_number=series_number, institution_name="")
+    _set_window(ds, volume)
+    row_dir, col_dir, normal, sizes = _orientation(affine)
+    # classic per-image geometry lives in functional groups in an enhanced file
+    for keyword in ("ImageOrientationPatient", "PixelSpacing", "SliceThickness", "SpacingBetweenSlices",
+                    "RescaleType", "ScanningSequence", "SequenceVariant", "ScanOptions", "RepetitionTime",
+                    "EchoTime", "InversionTime", "NumberOfAverages", "EchoNumbers", "FlipAngle"):
+        delattr(ds, keyword)
+    ds.SOPClassUID = EnhancedMRImageStorage
+    ds.SOPInstanceUID = _uid(seed, "instance", series_number)
+    ds.InstanceNumber = "1"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.ContentQualification = "PRODUCT"
+    ds.PulseSequenceName = "tfl3d1"
+    ds.NumberOfFrames = str(volume.shape[2])
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    ds.PresentationLUTShape = "IDENTITY"
+    dimensions = _uid(seed, "dimensions")
+    ds.DimensionOrganizationSequence = Sequence([_item(DimensionOrganizationUID=dimensions)])
+    ds.DimensionIndexSequence = Sequence([
+        _item(DimensionOrganizationUID=dimensions, DimensionIndexPointer=0x00209056,
+              FunctionalGroupPointer=0x00209111),  # StackID in FrameContentSequence
+        _item(DimensionOrganizationUID=dimensions, DimensionIndexPointer=0x00209057,
+              FunctionalGroupPointer=0x00209111),  # InStackPositionNumber
+    ])
+    ds.SharedFunctionalGroupsSequence = Sequence([_item(
+        PixelMeasuresSequence=Sequence([_item(PixelSpacing=[_ds(sizes[1]), _ds(sizes[0])],
+                                              SliceThickness=_ds(sizes[2]), SpacingBetweenSlices=_ds(sizes[2]))]),
+        PlaneOrientationSequence=Sequence([_item(ImageOrientationPatient=[_ds(v) for v in (*row_dir, *col_dir)])]),
+        PixelValueTransformationSequence=Sequence([_item(RescaleIntercept=_ds(intercept), RescaleSlope=_ds(slope),
+                                                         RescaleType="US")]),
+        MRTimingAndRelatedParametersSequence=Sequence([_item(RepetitionTime="2300", FlipAngle="9",
+                                                             EchoTrainLength="1")]),
+        MREchoSequence=Sequence([_item(EffectiveEchoTime=2.98)]),
+    )])
+    frames = []
+    for k in range(volume.shape[2]):
+        position = _RAS_TO_LPS @ (affine @ np.array([0.0, 0.0, float(k), 1.0]))[:3]
+        frames.append(_item(
+            FrameContentSequence=Sequence([_item(StackID="1", InStackPositionNumber=k + 1,
+                                                 DimensionIndexValues=[1, k + 1])]),
+            PlanePositionSequence=Sequence([_item(ImagePositionPatient=[_ds(v) for v in position])]),
+        ))
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    # frame k is slice k, rows (y) by columns (x), as in write_dicom_series
+    ds.PixelData = np.ascontiguousarray(pixels.transpose(2, 1, 0)).astype("<u2").tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    with atomic_path(path) as tmp:
+        pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+    return path
+
+
+def _item(**elements) -> Dataset:
+    """A sequence item with ``elements`` (DICOM keywords)."""
+    item = Dataset()
+    for keyword, value in elements.items():
+        setattr(item, keyword, value)
+    return item
 
 
 def _check_inputs(volume: np.ndarray, affine: np.ndarray, out_dir: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,9 @@ never loaded) and the series is refused, with a reason a user can act on, when:
 * the modality is not in ``ingest.modalities`` (default MR);
 * it is a secondary capture or colour image (a screenshot), a localizer/scout, or a
   derived image (a reformat, map or projection computed from other images);
-* it is a multi-frame (enhanced) file: not supported, export classic single-frame files;
+* a multi-frame file is not enhanced MR (Enhanced or Legacy Converted Enhanced MR Image
+  Storage, what current Siemens XA and Philips exports write), or its per-frame functional
+  groups do not describe each of its frames, or the folder holds more than one such file;
 * its transfer syntax is one neither dcm2niix (which decodes JPEG, JPEG-LS,
   JPEG 2000 and RLE in its PyPI build) nor pydicom (deflate) can decode;
 * it declares more voxels than ``ingest.max_voxels``;
@@ -21,6 +23,10 @@ never loaded) and the series is refused, with a reason a user can act on, when:
   (a missing slice) or drift sideways (gantry tilt, shear);
 * fewer than two slices.
 
+An enhanced file's frames are its slices: each frame's geometry (its plane position, and the
+orientation and pixel spacing of its own or the shared functional groups) goes through the same
+checks as a classic file's, and dcm2niix converts it.
+
 Header values are read, never returned, except the whitelisted technical fields
 the caller asks for. Reasons name files by their rank ("file 3 of 24"), not by name.
 """
@@ -29,8 +35,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import zlib
 import stat
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +56,8 @@ CONVERTER_SYNTAXES = frozenset({
 #: Syntaxes pydicom decodes without plugins; such files are rewritten uncompressed for dcm2niix.
 INFLATED_SYNTAXES = frozenset({uids.DeflatedExplicitVRLittleEndian})
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+#: Multi-frame SOP classes whose frames dcm2niix stacks into a volume (grey-scale enhanced MR).
+ENHANCED_MR = frozenset({uids.EnhancedMRImageStorage, uids.LegacyConvertedEnhancedMRImageStorage})
 LOCALIZER_WORDS = ("localizer", "localiser", "scout", "survey", "3-plane loc", "3 plane loc")
 DEFER_BYTES = 1024
 #: Tolerances: orientation vectors (unit, perpendicular), orientation agreement, sideways drift.
@@ -61,13 +71,30 @@ class DicomProblem(Exception):
 @dataclass
 class Series:
     files: list[Path]          # in name order
-    n_slices: int
+    n_slices: int              # slices of classic files, frames of an enhanced file
     first: pydicom.Dataset     # header of the first file, pixels not loaded
     inflate: bool              # files must be rewritten uncompressed before conversion
 
 
+@contextmanager
+def quiet_header_reading():
+    """pydicom's value checks off while headers are read: its warnings quote the offending value
+    (a name in a UID or an over-long field), and warnings reach the job's log."""
+    previous = pydicom.config.settings.reading_validation_mode
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        pydicom.config.settings.reading_validation_mode = previous
+
+
 def check_series(files: list[Path], *, modalities: tuple[str, ...], max_voxels: int) -> Series:
     """Validate a series from its headers; return what conversion needs or raise DicomProblem."""
+    with quiet_header_reading():
+        return _checked_series(files, modalities=modalities, max_voxels=max_voxels)
+
+
+def _checked_series(files: list[Path], *, modalities: tuple[str, ...], max_voxels: int) -> Series:
     if not files:
         raise DicomProblem("folder holds no DICOM files")
     # a deflated file may inflate to anything: each file's data set may take 4 bytes per allowed voxel
@@ -85,15 +112,62 @@ def check_series(files: list[Path], *, modalities: tuple[str, ...], max_voxels: 
         raise DicomProblem(f"transfer syntax {names} cannot be decoded here (dcm2niix decodes uncompressed, JPEG, "
                            "JPEG-LS, JPEG 2000 and RLE; pydicom deflate): decompress the series (e.g. "
                            "gdcmconv --raw) and export it again")
-    voxels = sum(int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) for ds in datasets)
+    voxels = sum(int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * _frame_count(ds) for ds in datasets)
     if voxels > max_voxels:
         raise DicomProblem(f"series declares {voxels:,} voxels, more than ingest.max_voxels = {max_voxels:,}; "
                            "no pixel data was read")
-    if len(datasets) < 2:
+    slices = _slice_geometries(datasets)
+    if len(slices) < 2:
         raise DicomProblem("series has a single slice; a single slice is not a volume")
-    _check_geometry(datasets)
-    return Series(files=list(files), n_slices=len(datasets), first=first,
+    _check_geometry(slices)
+    return Series(files=list(files), n_slices=len(slices), first=first,
                   inflate=bool(syntaxes & INFLATED_SYNTAXES))
+
+
+def _frame_count(ds: pydicom.Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _is_multi_frame(ds: pydicom.Dataset) -> bool:
+    return _frame_count(ds) > 1 or "PerFrameFunctionalGroupsSequence" in ds
+
+
+def _slice_geometries(datasets: list[pydicom.Dataset]) -> list[tuple[str, pydicom.Dataset]]:
+    """(where, data set holding the slice's geometry keywords): a classic file each, an enhanced
+    file one per frame, built from the frame's own functional groups or else the shared ones."""
+    count = len(datasets)
+    multi = [index for index, ds in enumerate(datasets) if _is_multi_frame(ds)]
+    if not multi:
+        return [(f"DICOM file {index + 1} of {count}", ds) for index, ds in enumerate(datasets)]
+    if len(datasets) > 1:
+        raise DicomProblem(f"folder holds {count} DICOM files, {len(multi)} of them multi-frame: export one "
+                           "enhanced (multi-frame) file per folder, or the series as classic single-frame files")
+    ds, where = datasets[0], "DICOM file 1 of 1 (multi-frame)"
+    frames = _frame_count(ds)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is None:
+        raise DicomProblem(f"{where} lacks the per-frame functional groups that give each frame's position: "
+                           "not an enhanced MR file (export the series as classic single-frame files)")
+    if len(per_frame) != frames:
+        raise DicomProblem(f"{where} declares {frames} frames (NumberOfFrames) but its per-frame functional "
+                           f"groups describe {len(per_frame)}: a broken or cut-short export")
+    shared_groups = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_groups[0] if shared_groups else pydicom.Dataset()
+    slices = []
+    for index, groups in enumerate(per_frame):
+        frame = pydicom.Dataset()
+        for group, keywords in (("PlanePositionSequence", ("ImagePositionPatient",)),
+                                ("PlaneOrientationSequence", ("ImageOrientationPatient",)),
+                                ("PixelMeasuresSequence", ("PixelSpacing",))):
+            items = groups.get(group) or shared.get(group)
+            for keyword in keywords:
+                if items and keyword in items[0]:
+                    setattr(frame, keyword, items[0][keyword].value)
+        slices.append((f"{where}, frame {index + 1} of {frames}", frame))
+    return slices
 
 
 def _read_header(path: Path, index: int, count: int, inflate_limit: int) -> pydicom.Dataset:
@@ -122,7 +196,7 @@ def _read_header(path: Path, index: int, count: int, inflate_limit: int) -> pydi
     if getattr(pixels, "length", None) not in (None, 0xFFFFFFFF):  # undefined length: encapsulated (compressed)
         expected = (int(dataset.get("Rows") or 0) * int(dataset.get("Columns") or 0)
                     * int(dataset.get("SamplesPerPixel") or 1) * int(dataset.get("BitsAllocated") or 0)
-                    // 8 * int(dataset.get("NumberOfFrames") or 1))
+                    // 8 * _frame_count(dataset))
         # on disk a deflated file is shorter than its data: only the declared length counts there
         present = int(pixels.length) if deflated else min(int(pixels.length), max(0, size - int(pixels.value_tell or 0)))
         if present < expected:
@@ -173,9 +247,13 @@ def _check_content(datasets: list[pydicom.Dataset], modalities: tuple[str, ...])
     if image_type and image_type[0] == "DERIVED":
         raise DicomProblem("derived image (ImageType DERIVED: a reformat, map or projection computed from other "
                            "images); ingest the ORIGINAL acquisition")
-    if any(int(ds.get("NumberOfFrames") or 1) > 1 for ds in datasets):
-        raise DicomProblem("multi-frame (enhanced) DICOM is not supported: export the series as classic "
-                           "single-frame files (most PACS and scanners offer this)")
+    classes = {str(ds.get("SOPClassUID") or "") for ds in datasets if _is_multi_frame(ds)}
+    if classes - ENHANCED_MR:
+        # a UID's digits only: the element could hold any text
+        names = ", ".join(sorted(uids.UID(c).name if re.fullmatch(r"[0-9.]{1,64}", c) else "(not a UID)"
+                                 for c in classes - ENHANCED_MR))
+        raise DicomProblem(f"multi-frame file of SOP class {names}: only enhanced MR multi-frame files are "
+                           "converted; export the series as classic single-frame files")
 
 
 def _vector(ds: pydicom.Dataset, keyword: str, length: int, where: str) -> np.ndarray:
@@ -194,11 +272,10 @@ def _vector(ds: pydicom.Dataset, keyword: str, length: int, where: str) -> np.nd
     return vector
 
 
-def _check_geometry(datasets: list[pydicom.Dataset]) -> None:
-    count = len(datasets)
+def _check_geometry(slices: list[tuple[str, pydicom.Dataset]]) -> None:
+    """Each slice's geometry (``where`` names it in reasons), then the stack's."""
     orientations, positions = [], []
-    for index, ds in enumerate(datasets):
-        where = f"DICOM file {index + 1} of {count}"
+    for where, ds in slices:
         orientation = _vector(ds, "ImageOrientationPatient", 6, where)
         spacing = _vector(ds, "PixelSpacing", 2, where)
         positions.append(_vector(ds, "ImagePositionPatient", 3, where))
@@ -219,7 +296,9 @@ def _check_geometry(datasets: list[pydicom.Dataset]) -> None:
     steps = np.diff(along[order])
     typical = float(np.median(steps))
     if typical <= 1e-3 or np.any(steps <= 1e-3):
-        raise DicomProblem("two DICOM files lie at the same slice position (duplicate slice or mixed series)")
+        what = "frames of the multi-frame file" if "frame" in slices[0][0] else "DICOM files"
+        raise DicomProblem(f"two {what} lie at the same slice position (duplicate slice, mixed series, or several "
+                           "volumes: echoes, time points or diffusion directions)")
     irregular = np.flatnonzero(np.abs(steps - typical) > max(0.01 * typical, 1e-3))
     if irregular.size:
         k = int(irregular[0])

@@ -57,6 +57,7 @@ import pandas as pd
 import yaml
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.jobs import is_within
 from pipeline_lib.core.settings import SEQUENCE_NAME, InputSettings, read_settings
 from pipeline_lib.imaging import adapters, dicom_study
 from pipeline_lib.imaging.pseudonym import ENTRY_PREFIX, pseudonymise
@@ -764,7 +765,7 @@ def _bids_sidecar(record: dict) -> Path | None:
 # ------------------------------------------------------------------ staging
 
 
-def write_staging(discovery: Discovery, staging_dir: Path) -> None:
+def write_staging(discovery: Discovery, staging_dir: Path, run_folder: Path | None = None) -> None:
     """One folder per subject under ``staging_dir`` holding its input under the name ``input``.
 
     Every later rule reads ``<staging_dir>/<pseudonym>/input``: the source path never
@@ -773,35 +774,38 @@ def write_staging(discovery: Discovery, staging_dir: Path) -> None:
     links to exactly the files discovery accepted (no pipe, no link leaving the tree
     can reach the converter). A link to a missing source is kept dangling; ingest
     refuses it. The folder is rebuilt from scratch, so subjects that left the cohort
-    leave nothing behind.
+    leave nothing behind. Sources inside ``run_folder`` (the demo cohort, data copied
+    beside the results) are linked by relative paths, so that a finished run moved or copied
+    elsewhere still finds them and reruns no ingest; other sources by absolute paths.
     """
     staging_dir = Path(staging_dir)
     staging_dir.mkdir(parents=True, exist_ok=True)
+    anchor = os.path.realpath(run_folder) if run_folder is not None else None
     for subject, source in discovery.sources.items():
         folder = staging_dir / subject
         folder.mkdir()
         if subject in discovery.series:
-            _stage_series(discovery.series[subject], folder / STAGED_INPUT)
+            _stage_series(discovery.series[subject], folder / STAGED_INPUT, anchor)
         else:
-            _stage(source, folder / STAGED_INPUT)
+            _stage(source, folder / STAGED_INPUT, anchor)
         if subject in discovery.sidecars:
-            _stage(discovery.sidecars[subject], folder / STAGED_SIDECAR)
+            _stage(discovery.sidecars[subject], folder / STAGED_SIDECAR, anchor)
         for extra in discovery.extras.get(subject, []):
             (folder / extra["folder"]).mkdir(exist_ok=True)
             link = folder / extra["folder"] / extra["sequence"]
             if extra["files"] is not None:
-                _stage_series(extra["files"], link)
+                _stage_series(extra["files"], link, anchor)
             else:
-                _stage(extra["path"], link)
+                _stage(extra["path"], link, anchor)
 
 
-def _stage_series(files: list[Path], folder: Path) -> None:
+def _stage_series(files: list[Path], folder: Path, anchor: str | None = None) -> None:
     """Links ``00001.dcm``, ... to the files, in name order; the folder gets the newest file's times
     (or the source folder's), so a rebuilt staging folder reruns only changed series."""
     folder.mkdir()
     newest = None
     for index, path in enumerate(files):
-        _stage(path, folder / f"{index + 1:05d}.dcm")
+        _stage(path, folder / f"{index + 1:05d}.dcm", anchor)
         try:
             info = os.stat(path.parent) if index == 0 else None
             candidates = [os.stat(path)] + ([info] if info else [])
@@ -812,19 +816,20 @@ def _stage_series(files: list[Path], folder: Path) -> None:
         os.utime(folder, ns=(newest.st_atime_ns, newest.st_mtime_ns))
 
 
-def _stage(source: Path, link: Path) -> None:
+def _stage(source: Path, link: Path, anchor: str | None = None) -> None:
     """Link ``link`` to the real path of ``source`` and give it the target's times.
 
     Snakemake reruns a job when an input link *or* its target is newer than the
     outputs; with the target's times a rebuilt staging folder reruns only the
-    subjects whose source changed.
+    subjects whose source changed. A target inside ``anchor`` is linked relatively.
     """
     try:
         target = os.path.realpath(source, strict=True)
     except OSError:
         os.symlink(os.path.abspath(source), link)  # dangling on purpose: ingest refuses it
         return
-    os.symlink(target, link)
+    os.symlink(os.path.relpath(target, os.path.realpath(link.parent))
+               if anchor is not None and is_within(target, anchor) else target, link)
     try:
         info = os.stat(target)
         os.utime(link, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)

@@ -48,7 +48,7 @@ from pydicom import uid as uids
 
 from pipeline_lib.core.io import write_json, write_text
 from pipeline_lib.core.settings import IngestSettings
-from pipeline_lib.imaging.dicom import write_dicom_series
+from pipeline_lib.imaging.dicom import write_dicom_series, write_enhanced_mr
 from pipeline_lib.imaging.discovery import discover_inputs, display_path, write_staging
 from pipeline_lib.imaging.ingest import ingest_subject
 
@@ -649,6 +649,23 @@ def _dc_multiframe(d: Path) -> str:
     return "series"
 
 
+def _dc_enhanced(d: Path, change: Callable[[pydicom.Dataset], None] | None = None) -> str:
+    path = write_enhanced_mr(phantom((32, 32, 8)).astype(np.float64), _affine((1.0, 1.0, 2.0)),
+                             d / "series" / "MF0001.dcm", patient_name=PHI_MARK, patient_id="CORPUS-ID-4711",
+                             birth_date="19580317", uid_seed=d.name)
+    if change is not None:
+        dataset = pydicom.dcmread(path)
+        change(dataset)
+        dataset.save_as(path, enforce_file_format=True)
+    return "series"
+
+
+def _dc_enhanced_short_groups(d: Path) -> str:
+    def drop_last(ds: pydicom.Dataset) -> None:
+        ds.PerFrameFunctionalGroupsSequence = ds.PerFrameFunctionalGroupsSequence[:-1]
+    return _dc_enhanced(d, drop_last)
+
+
 def _compressed(syntax) -> Callable[[Path], str]:
     def build(d: Path) -> str:
         _compress(_series(d / "series"), syntax)
@@ -889,7 +906,11 @@ def cases() -> list[Case]:
         Case("dc-screenshot", dc, "RGB screenshot", REFUSE, r"colour image", _dc_screenshot),
         Case("dc-derived", dc, "derived image (a reformat)", REFUSE, r"derived image",
              _edited(_set(ImageType=["DERIVED", "SECONDARY", "MPR"]))),
-        Case("dc-multiframe", dc, "multi-frame file", REFUSE, r"multi-frame", _dc_multiframe),
+        Case("dc-multiframe", dc, "multi-frame file of the classic MR class (no per-frame geometry)", REFUSE,
+             r"multi-frame", _dc_multiframe),
+        Case("dc-enhanced", dc, "enhanced MR: one multi-frame file (Siemens XA, Philips)", ACCEPT, r"", _dc_enhanced),
+        Case("dc-enhanced-frame-count", dc, "enhanced MR whose frame count disagrees with its per-frame groups",
+             REFUSE, r"declares 8 frames .* describe 7", _dc_enhanced_short_groups),
         Case("dc-huge-declared", dc, "series declaring 65535 x 65535 pixels per slice", REFUSE,
              r"more than ingest\.max_voxels", _dc_huge_declared),
         Case("dc-no-position", dc, "no ImagePositionPatient", REFUSE, r"lacks ImagePositionPatient",

@@ -42,7 +42,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pipeline_lib.core.io import atomic_path, write_json
 from pipeline_lib.core.qc import FAILED, new_status, write_status
 from pipeline_lib.core.settings import IngestSettings, read_settings
-from pipeline_lib.imaging.dicom_checks import DicomProblem, Series, check_series
+from pipeline_lib.imaging.dicom_checks import DicomProblem, Series, check_series, quiet_header_reading
 from pipeline_lib.imaging.discovery import (DICOM_KIND, NIFTI_KIND, STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES,
                                             STAGED_SIDECAR, dicom_files_in, is_nifti_name)
 from pipeline_lib.imaging.nifti_reader import NiftiProblem, read_nifti
@@ -309,7 +309,8 @@ def _convert_dicom(folder: Path, settings: IngestSettings) -> tuple[nib.Nifti1Im
         raise IngestFailure(str(problem)) from None
     except OSError as exc:
         raise IngestFailure(f"DICOM folder cannot be listed ({os.strerror(exc.errno or 0)})") from None
-    technical = read_dicom_fields(series.first)
+    with quiet_header_reading():
+        technical = read_dicom_fields(series.first)
     with tempfile.TemporaryDirectory(prefix="ingest-dcm-") as tmp:
         inputs, out = Path(tmp) / "in", Path(tmp) / "out"
         inputs.mkdir()
