@@ -44,6 +44,43 @@ def test_brats_2015_to_2021_and_2023_names_give_one_subject_per_case(tmp_path):
     assert [i["relpath"] for i in ignored] == ["README.nii.gz"]
 
 
+BRATS_2020_MAPPING = (
+    "Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,TCGA_TCIA_subject_ID,BraTS_2019_subject_ID,"
+    "BraTS_2020_subject_ID\n"
+    "HGG,Brats17_CBICA_AAB_1,Brats18_CBICA_AAB_1,NA,BraTS19_CBICA_AAB_1,BraTS20_Training_001\n"
+    "LGG,Brats17_TCIA_101_1,Brats18_TCIA_101_1,TCGA-FG-6692,BraTS19_TCIA10_101_1,BraTS20_Training_002\n"
+)
+
+
+def test_brats_2020_grade_comes_from_name_mapping_csv_without_hgg_lgg_folders(tmp_path):
+    data = "MICCAI_BraTS2020_TrainingData"
+    touch(tmp_path, f"{data}/name_mapping.csv", BRATS_2020_MAPPING)
+    files = [touch(tmp_path, f"{data}/{case}/{case}_{s}.nii.gz")
+             for case in ("BraTS20_Training_001", "BraTS20_Training_002", "BraTS20_Training_003")
+             for s in ("t1", "seg")]
+    subjects = by_subject(adapt(files, LayoutSettings("brats"), root=tmp_path)[0])
+    assert subjects["BraTS20_Training_001"]["t1"]["labels"] == {"grade": "HGG"}
+    assert subjects["BraTS20_Training_002"]["seg"]["labels"] == {"grade": "LGG"}
+    assert subjects["BraTS20_Training_003"]["t1"]["labels"] == {}  # not in the table: no grade
+    # without the source folder (names only) nothing can be read: no grade, no error
+    assert by_subject(adapt(files, LayoutSettings("brats"))[0])["BraTS20_Training_001"]["t1"]["labels"] == {}
+
+
+def test_brats_mapping_without_grade_gives_no_grade_and_a_bad_table_names_its_line(tmp_path):
+    data = "MICCAI_BraTS2020_ValidationData"
+    touch(tmp_path, f"{data}/name_mapping_validation_data.csv", "BraTS_2020_subject_ID\nBraTS20_Validation_001\n")
+    touch(tmp_path, f"{data}/name_mapping.csv", "BraTS_2020_subject_ID,TCGA_TCIA_subject_ID\nBraTS20_Validation_001,X\n")
+    files = [touch(tmp_path, f"{data}/BraTS20_Validation_001/BraTS20_Validation_001_t1.nii.gz")]
+    assert adapt(files, LayoutSettings("brats"), root=tmp_path)[0][0]["labels"] == {}
+    touch(tmp_path, f"{data}/name_mapping.csv", "Grade,BraTS_2020_subject_ID\nGrade IV glioblastoma (TCGA-XX),BraTS20_Validation_001\n")
+    with pytest.raises(InputError, match=r"name_mapping.csv: line 2: the Grade is not a short label") as raised:
+        adapt(files, LayoutSettings("brats"), root=tmp_path)
+    assert "TCGA" not in str(raised.value)
+    touch(tmp_path, f"{data}/name_mapping.csv", "Grade,TCGA_TCIA_subject_ID\nHGG,TCGA-02-0001\n")
+    with pytest.raises(InputError, match=r"no BraTS_<year>_subject_ID column"):
+        adapt(files, LayoutSettings("brats"), root=tmp_path)
+
+
 def test_ixi_names_give_site_scanner_and_sequence(tmp_path):
     files = [touch(tmp_path, name) for name in (
         "IXI-T1/IXI002-Guys-0828-T1.nii.gz", "IXI-T2/IXI002-Guys-0828-T2.nii.gz",

@@ -233,12 +233,63 @@ def test_nifti_odd_but_valid_inputs_are_accepted(tmp_path):
     # uint64 crashes ANTs: it must come out as float32; a singleton 4th axis is squeezed
     big = _save(tmp_path / "u64.nii.gz", _volume().astype(np.uint64))
     single = _save(tmp_path / "s4.nii", _volume()[..., None].astype(np.int16))
-    for source in (big, single):
+    for source, dtype in ((big, np.float32), (single, np.int16)):
         out = tmp_path / source.name.split(".")[0]
         assert ingest_subject(source, "nifti", out, "sub-x")["status"] == "ok"
         result = nib.load(out / "volume.nii.gz")
-        assert result.shape == (20, 24, 12) and result.get_data_dtype() == np.float32
+        assert result.shape == (20, 24, 12) and result.get_data_dtype() == dtype
         np.testing.assert_array_equal(result.get_fdata(), _volume())
+
+
+def _ingested(tmp_path: Path, name: str, image: nib.Nifti1Image) -> nib.Nifti1Image:
+    source = tmp_path / name
+    nib.save(image, source)
+    out = tmp_path / name.split(".")[0]
+    assert ingest_subject(source, "nifti", out, "sub-x")["status"] == "ok"
+    return nib.load(out / "volume.nii.gz")
+
+
+def _as_registration_reads(image: nib.Nifti1Image) -> np.ndarray:
+    """The float32 voxels registration computes with (imaging.registration._load_nifti)."""
+    return np.asarray(nib.as_closest_canonical(image).dataobj, dtype=np.float32)
+
+
+def test_an_integer_input_is_stored_in_its_own_type_and_reads_back_as_the_float32_copy_did(tmp_path):
+    rng = np.random.default_rng(0)
+    values = rng.integers(-1200, 3000, size=(20, 24, 12)).astype(np.int16)
+    int16 = _ingested(tmp_path, "i16.nii.gz", nib.Nifti1Image(values, SOURCE_AFFINE, dtype=np.int16))
+    assert int16.get_data_dtype() == np.int16
+    expected = _canonical(values, SOURCE_AFFINE)
+    np.testing.assert_array_equal(np.asarray(int16.dataobj), np.asarray(expected.dataobj).astype(np.int16))
+    np.testing.assert_array_equal(_as_registration_reads(int16), np.asarray(expected.dataobj, dtype=np.float32))
+    np.testing.assert_allclose(int16.affine, expected.affine)
+    # an integer scaling whose results stay integers is applied: the copy holds the true values
+    scaled = nib.Nifti1Image(np.abs(values), SOURCE_AFFINE, dtype=np.int16)
+    scaled.header.set_slope_inter(2.0, -1024.0)
+    kept = _ingested(tmp_path, "scaled.nii.gz", scaled)
+    assert kept.get_data_dtype() == np.int16 and kept.dataobj.slope == 1.0 and kept.dataobj.inter == 0.0
+    np.testing.assert_array_equal(_as_registration_reads(kept),
+                                  np.asarray(_canonical(np.abs(values) * 2.0 - 1024.0, SOURCE_AFFINE).dataobj))
+    # uint8 stays uint8 (a BraTS segmentation): a quarter of float32's bytes
+    labels = (np.abs(values) % 5).astype(np.uint8)
+    assert _ingested(tmp_path, "seg.nii.gz", nib.Nifti1Image(labels, SOURCE_AFFINE)).get_data_dtype() == np.uint8
+
+
+def test_a_float_input_or_one_scaled_to_fractions_or_out_of_its_range_stays_float32(tmp_path):
+    volume = _volume().astype(np.float32) + 0.25
+    as_float = _ingested(tmp_path, "f32.nii.gz", nib.Nifti1Image(volume, SOURCE_AFFINE))
+    assert as_float.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(_as_registration_reads(as_float), np.asarray(_canonical(volume, SOURCE_AFFINE).dataobj))
+    whole = _ingested(tmp_path, "whole.nii.gz", nib.Nifti1Image(np.rint(volume), SOURCE_AFFINE))
+    assert whole.get_data_dtype() == np.float32  # integer values in a float type: the type is the input's
+    stored = np.arange(20 * 24 * 12, dtype=np.int16).reshape(20, 24, 12) % 300
+    for name, slope, inter in (("half.nii.gz", 0.5, 0.0), ("wide.nii.gz", 200.0, 0.0)):
+        image = nib.Nifti1Image(stored, SOURCE_AFFINE, dtype=np.int16)
+        image.header.set_slope_inter(slope, inter)
+        result = _ingested(tmp_path, name, image)
+        assert result.get_data_dtype() == np.float32, name  # 0.5 steps; 59,800 > int16's range
+        np.testing.assert_array_equal(_as_registration_reads(result),
+                                      np.asarray(_canonical(stored * slope + inter, SOURCE_AFFINE).dataobj))
 
 
 def test_output_is_byte_reproducible(tmp_path):

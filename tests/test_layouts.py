@@ -1,5 +1,5 @@
 """Dataset layouts through discovery (and ingest): generated trees with the real layouts and names of
-BraTS (2019 and 2023), IXI (three sites), BIDS (participants.tsv, sidecars) and a DICOM study."""
+BraTS (2019, 2020, 2021 and 2023), IXI (three sites), BIDS (participants.tsv, sidecars) and a DICOM study."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import numpy as np
 import pydicom
 import pytest
 
+from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import write_tsv
 from pipeline_lib.imaging.dicom import write_dicom_series
 from pipeline_lib.imaging.discovery import discover_inputs, write_staging
 from pipeline_lib.imaging.ingest import ingest_other_sequences, ingest_subject
+from pipeline_lib.imaging.label_filters import check_filters_against_subjects
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "samples.schema.yaml"
 SALT = "layout-test-salt"
@@ -74,6 +76,48 @@ def test_brats_2019_and_2023_cases_are_subjects_with_four_sequences_a_mask_and_a
     assert [p.name for p in (staged / "masks").iterdir()] == ["seg"]
     assert "mask" in found.ignored["reason"].iloc[0] or "only masks" in found.ignored["reason"].iloc[0]
     _assert_no_source_names(public, ["BraTS19", "BraTS-GLI", "BraTS20_Training_001", "MICCAI", "HGG/"])
+
+
+def _brats_case(root: Path, case: str) -> None:
+    for s in ("t1", "t1ce", "t2", "flair", "seg"):
+        _nifti(root / case / f"{case}_{s}.nii.gz")
+
+
+def test_brats_2020_grade_from_name_mapping_csv_passes_the_grade_filter_and_leaks_no_id(tmp_path):
+    root = tmp_path / "source" / "MICCAI_BraTS2020_TrainingData"
+    (root).mkdir(parents=True)
+    (root / "name_mapping.csv").write_text(
+        "Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,TCGA_TCIA_subject_ID,BraTS_2019_subject_ID,"
+        "BraTS_2020_subject_ID\n"
+        "HGG,Brats17_CBICA_AAB_1,Brats18_CBICA_AAB_1,NA,BraTS19_CBICA_AAB_1,BraTS20_Training_001\n"
+        "LGG,Brats17_TCIA_101_1,Brats18_TCIA_101_1,TCGA-FG-6692,BraTS19_TCIA10_101_1,BraTS20_Training_002\n")
+    for case in ("BraTS20_Training_001", "BraTS20_Training_002"):
+        _brats_case(root, case)
+    found, public = _discover(tmp_path / "source", tmp_path, {"layout": "brats"})
+    subjects = _by_key(found)
+    assert subjects["BraTS20_Training_001"]["grade"] == "HGG"
+    assert subjects["BraTS20_Training_002"]["grade"] == "LGG"
+    check_filters_against_subjects("t1_128", {"sequence": ("t1",), "grade": ("HGG",)}, found.subjects, "brats")
+    with pytest.raises(InputError, match=r"datasets.t1_128.filters: no discovered subject passes"):
+        check_filters_against_subjects("t1_128", {"sequence": ("t1",), "grade": ("GBM",)}, found.subjects, "brats")
+    _assert_no_source_names(public, ["BraTS20", "TCGA", "Brats17", "CBICA", "MICCAI", "name_mapping"])
+
+
+def test_brats_2021_without_grade_fails_the_grade_filter_before_registration_saying_what_to_do(tmp_path):
+    root = tmp_path / "source" / "RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021"
+    for case in ("BraTS2021_00000", "BraTS2021_00002"):
+        _brats_case(root, case)
+    found, public = _discover(tmp_path / "source", tmp_path, {"layout": "brats"})
+    assert "grade" not in found.subjects.columns and len(found.subjects) == 2
+    with pytest.raises(InputError) as raised:
+        check_filters_against_subjects("concat_128", {"grade": ("HGG",)}, found.subjects, "brats")
+    message = str(raised.value)
+    assert message.startswith("datasets.concat_128.filters.grade: the BraTS cohort at input.source has no grade")
+    assert "Remove the filter" in message and "name_mapping.csv" in message and "BraTS2021_" not in message
+    check_filters_against_subjects("concat_128", {"sequence": ("t1", "t2")}, found.subjects, "brats")
+    with pytest.raises(InputError, match=r"filters.site: no discovered subject has the label site"):
+        check_filters_against_subjects("t1", {"site": ("HH",)}, found.subjects, "brats")
+    _assert_no_source_names(public, ["BraTS2021", "MICCAI"])
 
 
 def test_ixi_three_sites_give_scanner_labels_and_t1_as_reference(tmp_path):

@@ -419,6 +419,76 @@ def test_registration_qc_lists_flagged_subjects_worst_first_with_reasons(tmp_pat
     assert "<script" not in text.lower()
 
 
+def _overlay_like_registration(path: Path, seed: int) -> Path:
+    """A PNG drawn as imaging.registration.save_overlay draws one (three noisy grey panels with a
+    yellow and a red contour, 7.5 x 3.1 in at 80 dpi): about the size of a real overlay."""
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.1), dpi=80)
+    for ax in axes:
+        ax.imshow(rng.random((64, 64)), cmap="gray", interpolation="nearest")
+        ax.contour(rng.random((16, 16)), levels=[0.5], colors=["#ffd000"], linewidths=0.8)
+        ax.contour(rng.random((16, 16)), levels=[0.5], colors=["#ff3030"], linewidths=0.8)
+        ax.axis("off")
+    fig.suptitle("sub-0000000000  Affine  Dice 0.91\nyellow: subject's brain mask, red: template's", fontsize=7)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def _registration_qc(n: int) -> pd.DataFrame:
+    """A QC table of ``n`` subjects as qc_tables writes it: 5 % flagged, 1 % failed, the rest ok;
+    numbers with registration's precision (6 decimals, brain volume 1)."""
+    rng = np.random.default_rng(n)
+    status = np.where(np.arange(n) % 100 == 7, "failed", np.where(np.arange(n) % 20 == 3, "flagged", "ok"))
+    frame = pd.DataFrame({"subject": [f"sub-{i:010x}" for i in range(n)], "status": status})
+    for column in report._REGISTRATION_NUMBERS:
+        frame[column] = rng.uniform(0.5, 1.5, n).round(6)
+    frame["brain_ml"] = rng.uniform(1000, 1600, n).round(1)
+    frame.loc[frame["status"] == "failed", report._REGISTRATION_NUMBERS] = np.nan
+    frame["reason"] = np.where(status == "flagged", "brain mask overlap 0.61 < 0.85; scales 0.78/0.81/0.74 outside 0.8–1.25",
+                               np.where(status == "failed", "ANTs Affine registration produced an empty or non-finite "
+                                                            "image", ""))
+    frame["input_warning"] = np.where(status == "flagged", "input looks like a head with skull and scalp (3659 ml of "
+                                      "foreground, more than a brain's 2200 ml) but brain extraction is off", "")
+    return frame
+
+
+def test_a_2000_subject_report_embeds_only_the_worst_flagged_overlays_and_stays_under_2_mb(tmp_path, data):
+    n = 2000
+    frame = _registration_qc(n)
+    pngs = [_overlay_like_registration(tmp_path / f"overlay{i}.png", i) for i in range(3)]
+    overlay_bytes = int(np.mean([p.stat().st_size for p in pngs]))
+    assert overlay_bytes > 20_000  # a real overlay is 20-60 kB: inlining all 1,980 would be > 50 MB
+    overlays = {s: pngs[i % 3] for i, s in enumerate(frame["subject"]) if frame["status"][i] != "failed"}
+    data.registration_qc, data.overlays = frame, overlays
+    text = build(tmp_path, data)
+    size = len(text.encode())
+    assert size <= 2_000_000, f"report of {n} subjects is {size} bytes"
+    table = re.search(r'<table id="registration-qc">.*?</table>', text, re.S).group(0)
+    rows = re.findall(r"<tr( class=\"\w+\")?>(.*?)</tr>", table, re.S)[1:]  # after the heading row
+    assert len(rows) == n
+    subject_of = [re.search(r"<td>(sub-[0-9a-f]{10})</td>", r).group(1) for _, r in rows]
+    embedded = [s for s, (_, r) in zip(subject_of, rows) if "<img" in r]
+    linked = {s: m.group(1) for s, (_, r) in zip(subject_of, rows)
+              if (m := re.search(r'<a class="overlay-link" href="([^"]+)">', r))}
+    flagged = [s for s, st in zip(frame["subject"], frame["status"]) if st == "flagged"]
+    ok = [s for s, st in zip(frame["subject"], frame["status"]) if st == "ok"]
+    assert embedded and set(embedded) <= set(flagged)
+    # worst first: the embedded ones are the first flagged rows of the table
+    table_flagged = [s for s, (css, _) in zip(subject_of, rows) if css == ' class="flagged"']
+    assert embedded == table_flagged[:len(embedded)]
+    assert set(linked) == set(ok) | (set(flagged) - set(embedded))
+    assert all(href == f"../register/{s}/overlay.png" for s, href in linked.items())
+    assert f"{n} subjects: {len(embedded)} overlays of flagged subjects are shown here" in text
+    # a cohort up to the threshold keeps every overlay inline, as before
+    small = frame.iloc[:report.EMBED_EVERY_OVERLAY_UP_TO]
+    data.registration_qc = small
+    data.overlays = {s: p for s, p in overlays.items() if s in set(small["subject"])}
+    text = build(tmp_path, data)
+    assert 'class="overlay-link"' not in text and "overlay-note" not in text
+    assert text.count('alt="overlay sub-') == len(data.overlays)
+
+
 # -- report.published: the paper's tables beside this run's -------------------------------------------
 
 

@@ -20,6 +20,7 @@ from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, cano
                                         dataset_settings, enabled_models, keys_of_kind, model_dataset, model_seeds,
                                         rerun_settings)
 from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES, layout_problem
+from pipeline_lib.imaging.label_filters import check_filters_against_subjects
 from pipeline_lib.imaging.pseudonym import project_salt, salt_notice
 from pipeline_lib.models import family_sources
 from pipeline_lib.models.hyperparameters import check_model_blocks, typed_hyperparameters
@@ -202,6 +203,19 @@ def subject_format(wildcards):
 
 def subject_kind(wildcards):
     return subject_row(wildcards)["kind"]
+
+
+def per_subject_of_dataset(pattern):
+    """Input function: ``pattern`` over every discovered subject, once the dataset's label filters
+    are known to fit the discovered labels (else the run stops here, before any registration)."""
+
+    def expand_checked(wildcards):
+        subjects = discovered()
+        check_filters_against_subjects(wildcards.dataset, DATASET_SETTINGS[wildcards.dataset].filters,
+                                       subjects.reset_index(), config["input"].get("layout", "auto"))
+        return expand(pattern, subject=sorted(subjects.index))
+
+    return expand_checked
 
 
 def per_subject(pattern):

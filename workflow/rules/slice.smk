@@ -3,7 +3,7 @@ rule slice_dataset:
     axis, split train/test by subject (over the cohort), augment training volumes if asked; flagged
     registrations stay out unless registration.on_poor_fit is keep."""
     input:
-        registered=per_subject(rules.register.output[0]),
+        registered=per_subject_of_dataset(rules.register.output[0]),
         subjects=rules.discover_inputs.output.subjects,
     output:
         images="results/slices/{dataset}/images.npy",

@@ -11,7 +11,11 @@ BIDS, the dataset's own tables and sidecars): no image is opened here.
 
 * ``brats``: one folder per case, ``<case>_{t1,t1ce,t2,flair,seg}.nii.gz`` (BraTS 2015-2021) or
   ``<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz`` (BraTS 2023); sequences are named t1, t1ce, t2,
-  flair for both; the grade (HGG/LGG) comes from a parent folder of that name when present.
+  flair for both; the grade (HGG/LGG) comes from a parent folder of that name (BraTS 2015-2019)
+  or else from the release's own ``name_mapping.csv`` (BraTS 2019/2020: its ``Grade`` column,
+  matched on any ``BraTS_<year>_subject_ID`` column) in the case's folder or one above it inside
+  the source. BraTS 2021 and later ship neither: their cases have no grade label. Only the grade
+  is read from the table; its other columns (TCIA patient IDs among them) go nowhere.
 * ``ixi``: ``IXI<id>-<site>-<number>-<sequence>.nii.gz``; the site gives the scanner label
   (Guys: Philips Gyroscan Intera 1.5 T; HH: Philips Intera 3 T; IOP: GE 1.5 T).
 * ``bids``: entities (sub, ses, acq, run, suffix) parsed by pybids, ``participants.tsv``
@@ -26,7 +30,9 @@ BIDS, the dataset's own tables and sidecars): no image is opened here.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
@@ -87,7 +93,7 @@ def adapt(relpaths: Iterable[str], layout: LayoutSettings, root: Path | None = N
         records = [_record(_auto_key(p), "", IMAGE, p, {}) for p in relpaths]
         ignored = []
     elif layout.name == "brats":
-        records, ignored = _brats(relpaths)
+        records, ignored = _brats(relpaths, root)
     elif layout.name == "ixi":
         records, ignored = _ixi(relpaths)
     elif layout.name == "bids":
@@ -113,8 +119,9 @@ def _auto_key(relpath: str) -> str:
     return str(name.parent / stem) if str(name.parent) != "." else stem
 
 
-def _brats(relpaths: list[str]) -> tuple[list[dict], list[dict]]:
+def _brats(relpaths: list[str], root: Path | None) -> tuple[list[dict], list[dict]]:
     records, ignored = [], []
+    mapping_tables: dict[PurePosixPath, dict[str, str]] = {}
     for relpath in relpaths:
         path = PurePosixPath(relpath)
         match = _BRATS_NAME.match(path.name)
@@ -123,11 +130,65 @@ def _brats(relpaths: list[str]) -> tuple[list[dict], list[dict]]:
             continue
         sequence, role = BRATS_SUFFIXES[match["suffix"].lower()]
         labels = {}
-        grade = next((part for part in path.parts[:-1] if part.upper() in ("HGG", "LGG")), None)
+        grade = next((part.upper() for part in path.parts[:-1] if part.upper() in ("HGG", "LGG")), None)
+        if grade is None and root is not None:
+            grade = _mapped_grade(root, path, match["case"], mapping_tables)
         if grade:
-            labels["grade"] = grade.upper()
+            labels["grade"] = grade
         records.append(_record(match["case"], sequence, role, relpath, labels))
     return records, ignored
+
+
+BRATS_MAPPING = "name_mapping.csv"
+_BRATS_ID_COLUMN = re.compile(r"^brats_?\d{2,4}_subject_id$", re.I)
+_GRADE_VALUE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+
+
+def _mapped_grade(root: Path, path: PurePosixPath, case: str,
+                  tables: dict[PurePosixPath, dict[str, str]]) -> str | None:
+    """The case's grade from the nearest ``name_mapping.csv`` at or above its folder, or None."""
+    for depth in range(len(path.parts) - 1, -1, -1):
+        folder = PurePosixPath(*path.parts[:depth])
+        if folder not in tables:
+            tables[folder] = _read_brats_mapping(root, folder / BRATS_MAPPING)
+        if case in tables[folder]:
+            return tables[folder][case]
+    return None
+
+
+def _read_brats_mapping(root: Path, relpath: PurePosixPath) -> dict[str, str]:
+    """case ID -> grade of one BraTS mapping table; {} when there is none or it has no Grade
+    column (the validation sets' tables). Links are not followed, as in discovery's scan."""
+    table = root / relpath
+    try:
+        if not stat.S_ISREG(os.lstat(table).st_mode):
+            return {}
+    except OSError:
+        return {}
+    try:
+        frame = pd.read_csv(table, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{relpath}: cannot read as a CSV table ({type(exc).__name__})") from None
+    grade_column = next((c for c in frame.columns if str(c).strip().lower() == "grade"), None)
+    if grade_column is None:
+        return {}
+    id_columns = [c for c in frame.columns if _BRATS_ID_COLUMN.match(str(c).strip())]
+    if not id_columns:
+        raise InputError(f"{relpath}: a Grade column but no BraTS_<year>_subject_ID column to match "
+                         "the cases with")
+    grades: dict[str, str] = {}
+    for line, row in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
+        grade = row[grade_column].strip().upper()
+        if not grade:
+            continue
+        if not _GRADE_VALUE.match(grade):
+            # the value is not echoed: a free-text cell may hold anything
+            raise InputError(f"{relpath}: line {line}: the Grade is not a short label such as HGG or LGG")
+        for column in id_columns:
+            case = row[column].strip()
+            if case and grades.setdefault(case, grade) != grade:
+                raise InputError(f"{relpath}: line {line}: a case listed before with another Grade")
+    return grades
 
 
 def _ixi(relpaths: list[str]) -> tuple[list[dict], list[dict]]:

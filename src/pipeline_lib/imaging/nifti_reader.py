@@ -13,7 +13,8 @@ qform and sform can disagree by a mirror image. So, in order:
 4. geometry: voxel sizes in the header (zero, negative, non-finite), which of
    qform/sform says where the anatomy is and whether they agree, shear;
 5. the voxels, converted to float32 one slice at a time (finite, within float32,
-   not constant).
+   not constant), noting whether the input's own integer type holds every scaled value
+   exactly (so a copy can be stored in it instead of float32: half or a quarter of the bytes).
 
 Failures raise :class:`NiftiProblem` with a reason a user can act on; no path is
 ever part of it. Header text (descrip, aux_file, intent_name, extensions) is never
@@ -48,11 +49,19 @@ class NiftiProblem(Exception):
     """Why a NIfTI file is refused; the message names no path."""
 
 
+#: Integers beyond this are not all exact in float32; a volume holding one stays float32, so
+#: its stored copy reads back as the very float32 values every later step computes with.
+FLOAT32_EXACT_INTEGER = 2 ** 24
+
+
 @dataclass
 class NiftiVolume:
     data: np.ndarray        # float32, 3-D, voxel order as stored
     affine: np.ndarray      # voxel -> RAS+ world (mm), from the sform or qform
     warnings: list[str]
+    #: the input's own integer type (native byte order) when it holds every scaled voxel value
+    #: exactly, else None (a float input, a non-integer scaling result, or values out of its range)
+    integer_dtype: np.dtype | None = None
 
 
 def read_nifti(path: Path, *, max_voxels: int, min_voxel_mm: float, max_voxel_mm: float) -> NiftiVolume:
@@ -72,7 +81,8 @@ def read_nifti(path: Path, *, max_voxels: int, min_voxel_mm: float, max_voxel_mm
                                f"byte {offset}, but the file holds {size} bytes")
         raw = _raw_array(header, path=Path(path))
     affine = _check_geometry(header, raw.shape, min_voxel_mm, max_voxel_mm, warnings)
-    return NiftiVolume(_float32_voxels(raw, header), affine, warnings)
+    data, integral = _float32_voxels(raw, header)
+    return NiftiVolume(data, affine, warnings, _integer_dtype(raw.dtype, data) if integral else None)
 
 
 # ------------------------------------------------------------------ bytes
@@ -285,8 +295,9 @@ def _check_shear(affine: np.ndarray) -> None:
 # ------------------------------------------------------------------ voxels
 
 
-def _float32_voxels(raw: np.ndarray, header: nib.Nifti1Header) -> np.ndarray:
-    """Scaled voxels as float32, one slice at a time (scaling in float64, as nibabel does)."""
+def _float32_voxels(raw: np.ndarray, header: nib.Nifti1Header) -> tuple[np.ndarray, bool]:
+    """Scaled voxels as float32, one slice at a time (scaling in float64, as nibabel does), and
+    whether the stored type is an integer one and every scaled value an integer exact in float32."""
     stored_slope, stored_inter = float(header["scl_slope"]), float(header["scl_inter"])
     # 0 or NaN means "no scaling" (the standard; nibabel writes NaN); an infinite value is corrupt
     if math.isinf(stored_slope) or (stored_slope not in (0.0,) and not math.isnan(stored_slope)
@@ -298,9 +309,11 @@ def _float32_voxels(raw: np.ndarray, header: nib.Nifti1Header) -> np.ndarray:
     volume = raw.reshape(raw.shape[:3]) if raw.ndim == 4 else raw
     out = np.empty(volume.shape, dtype=np.float32)
     low, high, bad = math.inf, -math.inf, 0
+    integral = volume.dtype.kind in "iu"
     try:
         for k in range(volume.shape[2]):
             plane = np.asarray(volume[:, :, k], dtype=np.float64) * slope + inter
+            integral = integral and bool(np.all(plane == np.rint(plane)))
             finite = np.isfinite(plane)
             bad += int(plane.size - np.count_nonzero(finite))
             if finite.any():
@@ -314,4 +327,18 @@ def _float32_voxels(raw: np.ndarray, header: nib.Nifti1Header) -> np.ndarray:
         raise NiftiProblem("image values exceed the float32 range")
     if low == high:
         raise NiftiProblem("image is constant (every voxel has the same value)")
-    return out
+    return out, integral and max(abs(low), abs(high)) <= FLOAT32_EXACT_INTEGER
+
+
+#: Integer types a stored copy may keep: 64-bit ones crash ITK's readers and stay float32.
+KEPT_INTEGER_TYPES = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32))
+
+
+def _integer_dtype(stored: np.dtype, values: np.ndarray) -> np.dtype | None:
+    """``stored`` (native byte order) when it is one of :data:`KEPT_INTEGER_TYPES` and holds the
+    integer ``values``' range, else None."""
+    own = np.dtype(stored).newbyteorder("=")
+    if own not in KEPT_INTEGER_TYPES:
+        return None
+    limits = np.iinfo(own)
+    return own if limits.min <= float(values.min()) and float(values.max()) <= limits.max else None

@@ -38,6 +38,7 @@ from pipeline_lib.core.numbers import index_number
 from pipeline_lib.core.qc import FLAGGED, outputs_with_status, usable_outputs
 from pipeline_lib.core.settings import DatasetSettings, read_settings
 from pipeline_lib.imaging.augmentation import VolumeAugmentation, augmented_sections, sample_combinations
+from pipeline_lib.imaging.label_filters import NOT_LABELS
 from pipeline_lib.imaging.sequences import DEFAULT_SEQUENCE, registered_volumes
 from pipeline_lib.imaging.slice_geometry import AXIS_INDEX, SliceSelection, fit_slices, select_slices, slice_indices
 
@@ -45,11 +46,6 @@ log = logging.getLogger(__name__)
 
 #: Columns of slices.tsv before the labels (``sequence``, the volume's, comes after them).
 TABLE_COLUMNS = ["row", "subject", "slice_index", "split", "axis", "position_mm", "augmented"]
-# ingestion bookkeeping, not labels; a source path or key may identify a patient. A subject's
-# ``sequence`` label is not copied: each slice carries its own volume's sequence.
-# "sequence" is set per sliced volume; "sequences" and "mask" list what a multi-sequence subject has
-# (discovery's bookkeeping, not a class of the subject).
-_NOT_LABELS = {"subject", "format", "kind", "path", "source_key", "exists", "sequence", "sequences", "mask"}
 
 
 def normalise_volume(volume: np.ndarray, clip_percentile: float = 95.0) -> np.ndarray:
@@ -424,7 +420,7 @@ def _label_table(labels: pd.DataFrame | None, subjects: list[str]) -> pd.DataFra
     reserved = [c for c in labels.columns if c in TABLE_COLUMNS and c != "subject"]
     if reserved:
         raise InputError(f"label column name(s) clash with slices.tsv columns: {', '.join(reserved)}")
-    keep = ["subject"] + [c for c in labels.columns if c not in _NOT_LABELS]
+    keep = ["subject"] + [c for c in labels.columns if c not in NOT_LABELS]
     table = labels.loc[:, keep].copy()
     table["subject"] = table["subject"].astype(str)
     repeated = sorted(set(table.loc[table["subject"].duplicated(), "subject"]))

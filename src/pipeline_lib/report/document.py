@@ -919,29 +919,57 @@ def _frame_table(frame: pd.DataFrame, table_id: str, extra: Mapping[int, str] | 
     return f'<table id="{_esc(table_id)}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+#: Up to this many subjects every overlay is embedded; above it only those of flagged (and failed,
+#: should one have an overlay) subjects, worst first, within :data:`OVERLAY_EMBED_BYTES`; every
+#: other subject's row links to its overlay: 2,000 subjects give a report under 2 MB (tests/test_report.py).
+EMBED_EVERY_OVERLAY_UP_TO = 50
+OVERLAY_EMBED_BYTES = 500_000
+#: The report is results/report/index.html and a subject's overlay results/register/<subject>/overlay.png.
+OVERLAY_LINK = "../register/{subject}/overlay.png"
+
+
 def _registration_block(frame: pd.DataFrame, overlays: Mapping[str, Path], caption: str = "") -> str:
     """Registration QC, worst first, each subject's overlay beside its row (click to enlarge).
 
     The table is ordered failed, skipped, flagged, ok, then by brain-mask
-    overlap (lowest first); every number carries its exact value in ``data-value``.
+    overlap (lowest first); every number carries its exact value in ``data-value``. Beyond
+    :data:`EMBED_EVERY_OVERLAY_UP_TO` subjects only the worst subjects' overlays are embedded
+    (see there) and the others are relative links, the one place the report points outside itself.
     """
     if frame is not None and "status" in frame and "subject" in frame:
         frame = worst_first(frame, "mask_dice")
     subjects = [str(s) for s in frame["subject"]] if frame is not None and "subject" in frame else []
-    thumbs = {
-        pos: zoomable_img(overlays[subject], f"overlay {subject}", "thumb")
-        for pos, subject in enumerate(subjects)
-        if subject in overlays
-    }
+    statuses = ([str(s).lower() for s in frame["status"]] if frame is not None and "status" in frame
+                else [""] * len(subjects))
+    unmatched = [str(k) for k in overlays if str(k) not in subjects]
+    embed_all = len(subjects) + len(unmatched) <= EMBED_EVERY_OVERLAY_UP_TO
+    budget = OVERLAY_EMBED_BYTES
+    shown: dict[str, str] = {}
+    for subject, status in zip(subjects + unmatched, statuses + [""] * len(unmatched)):
+        if subject not in overlays:
+            continue
+        if not embed_all and status in (FLAGGED, "failed") and budget > 0:
+            thumb = zoomable_img(overlays[subject], f"overlay {subject}", "thumb")
+            if len(thumb) <= budget:  # worst first: a later, better subject is the one linked
+                budget -= len(thumb)
+                shown[subject] = thumb
+                continue
+        shown[subject] = (zoomable_img(overlays[subject], f"overlay {subject}", "thumb") if embed_all else
+                          f'<a class="overlay-link" href="{_esc(OVERLAY_LINK.format(subject=subject))}">overlay</a>')
+    thumbs = {pos: shown[subject] for pos, subject in enumerate(subjects) if subject in shown}
     table = _frame_table(frame, "registration-qc", extra=thumbs,
                          extra_heading="Overlay, yellow: brain mask (click to enlarge)")
     if caption:
         table = table.replace("<thead>", f"<caption>{_esc(caption)}</caption><thead>", 1)
     parts = [table]
-    unmatched = {k: v for k, v in overlays.items() if str(k) not in subjects}
+    if not embed_all:
+        embedded = sum(1 for html in shown.values() if html.startswith("<label"))
+        parts.append(f'<p class="overlay-note">{len(subjects) + len(unmatched)} subjects: {embedded} overlays of '
+                     f"flagged subjects are shown here (worst first, within {OVERLAY_EMBED_BYTES // 1000} kB); "
+                     "every other overlay is a link to results/register/&lt;subject&gt;/overlay.png, which "
+                     "opens where the results folder lies beside this report.</p>")
     if unmatched:
-        parts.append("\n".join(f"<figure><figcaption>{_esc(str(k))}</figcaption>"
-                               f"{zoomable_img(v, f'overlay {k}', 'thumb')}</figure>" for k, v in unmatched.items()))
+        parts.append("\n".join(f"<figure><figcaption>{_esc(k)}</figcaption>{shown[k]}</figure>" for k in unmatched))
     return "\n".join(parts)
 
 
