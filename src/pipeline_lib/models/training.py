@@ -160,6 +160,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         model = model.to(memory_format=torch.channels_last)
     model.configure_optimizers()
     model.enable_mixed_precision(settings.precision, on_cpu=settings.amp_on_cpu)
+    model.deferred_losses = True  # read back per row of losses (LossWindow), not per step
     average = WeightAverage(settings.ema_decay) if settings.ema_decay is not None else None
     monitor = TrainingMonitor(
         seed=settings.seed, validate_every=settings.validate_every, snapshot_every=settings.snapshot_every,
