@@ -114,8 +114,10 @@ def test_every_family_trains_under_bf16_autocast(family, tmp_path):
     train_model("m", block(family, 6, amp="bf16", amp_on_cpu=True), images, labels if conditional else None,
                 tmp_path / "m.pt", tmp_path / "m.csv", tmp_path / "ck", n_classes=N_CLASSES if conditional else 0,
                 device="cpu")
+    # (the trainer raises on a non-finite loss; empty cells are losses a step does not report)
     losses = pd.read_csv(tmp_path / "m.csv")
-    assert len(losses) == 6 and np.isfinite(losses.drop(columns="step").to_numpy(dtype=float)).all(), losses
+    reported = losses.drop(columns="step").stack()
+    assert len(losses) == 6 and len(reported) >= 6 and np.isfinite(reported.to_numpy(dtype=float)).all(), losses
 
 
 def test_same_seed_gives_same_samples(family, tmp_path):
