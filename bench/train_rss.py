@@ -7,7 +7,7 @@ block by block through ``np.lib.format.open_memmap``, so the synthesis never hol
 a ``slices.tsv`` with every row in the train split), then runs, each in a fresh Python process
 (``--worker``), a few steps of ``train_job`` (the train rule's function: the split is opened, the
 data fingerprinted, batches read through the loader) on a small VAE, and records the process's
-peak resident memory (``ru_maxrss``). With ``--reader both`` (default) it also measures the
+peak resident memory (``VmHWM``). With ``--reader both`` (default) it also measures the
 previous data path, the whole split loaded as float32 (``core.slices.load_split``) and handed to
 ``train_model``, for comparison.
 
@@ -51,7 +51,7 @@ def worker(folder: Path, reader: str, steps: int) -> dict:
     from pipeline_lib.models.training import train_job, train_model
 
     block = {**BLOCK, "budget": {"steps": steps}}
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mb()
     started = time.perf_counter()
     if reader == "loader":
         train_job("m", block, folder / "images.npy", folder / "slices.tsv", weights=folder / "w.pt",
@@ -60,8 +60,16 @@ def worker(folder: Path, reader: str, steps: int) -> dict:
         images, _ = load_split(folder / "images.npy", folder / "slices.tsv", "train", augmented=True)
         train_model("m", block, images, None, folder / "w.pt", folder / "l.csv", folder / "ck",
                     data_files=[folder / "images.npy", folder / "slices.tsv"])
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_before_mb": before, "seconds": time.perf_counter() - started}
+    return {"peak_rss_mb": peak_rss_mb(), "rss_before_mb": before, "seconds": time.perf_counter() - started}
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set (VmHWM). Not ``ru_maxrss``: Linux carries that over from the
+    parent across fork and exec, so the parent's mapped synthetic images would count."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

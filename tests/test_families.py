@@ -106,6 +106,21 @@ def test_every_family_takes_a_stacked_datasets_channels(family):
         assert model.reconstruct(x[:2]).shape == (2, 4, SIZE, SIZE)
 
 
+def test_every_family_trains_under_bf16_autocast(family, tmp_path):
+    """The GPU setting amp: bf16, run on the CPU (amp_on_cpu): every family's steps run under bf16
+    autocast and its losses stay finite."""
+    images, labels = blobs()
+    conditional = get_family(family).conditional
+    train_model("m", block(family, 6, amp="bf16", amp_on_cpu=True), images, labels if conditional else None,
+                tmp_path / "m.pt", tmp_path / "m.csv", tmp_path / "ck", n_classes=N_CLASSES if conditional else 0,
+                device="cpu")
+    # (the trainer raises on a non-finite loss; empty cells are losses a step does not report)
+    losses = pd.read_csv(tmp_path / "m.csv")
+    values = losses.drop(columns="step").to_numpy(dtype=float)
+    reported = values[~np.isnan(values)]
+    assert len(losses) == 6 and len(reported) >= 6 and np.isfinite(reported).all(), losses
+
+
 def test_same_seed_gives_same_samples(family, tmp_path):
     train(family, tmp_path, steps=6, name="a")
     train(family, tmp_path, steps=6, name="b")

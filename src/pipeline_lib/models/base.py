@@ -74,6 +74,7 @@ class GenerativeModel(nn.Module):
         self.hparams = self.resolve_hparams(hparams)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.use_amp = False
+        self.deferred_losses = False
         self.amp_dtype: torch.dtype | None = None
         self.scaler: torch.amp.GradScaler | None = None
 
@@ -147,9 +148,18 @@ class GenerativeModel(nn.Module):
             loss.backward(**backward_kwargs)
             optimizer.step()
 
-    def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
-        """One optimisation step on a batch (N, C, H, W) in [0, 1]; returns named losses."""
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float | torch.Tensor]:
+        """One optimisation step on a batch (N, C, H, W) in [0, 1]; returns named losses, through
+        :meth:`loss_values`."""
         raise NotImplementedError
+
+    def loss_values(self, losses: dict[str, torch.Tensor | float]) -> dict[str, torch.Tensor | float]:
+        """A training step's losses as the step returns them: Python floats, or, when the trainer
+        set ``deferred_losses``, detached tensors left on the device, which the trainer reads back
+        when it writes a row (reading a value from a GPU waits for every queued kernel)."""
+        if self.deferred_losses:
+            return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in losses.items()}
+        return {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in losses.items()}
 
     def ema_modules(self) -> tuple[str, ...]:
         """The networks to average now (a family that trains them in stages may change the answer)."""

@@ -16,6 +16,9 @@ losses table that grows while the job runs (``models/progress.py``), and
 on-the-fly augmentation of the training batches (``models/augment.py``). Their
 state is part of the checkpoint, so a resumed run is identical to an
 uninterrupted one.
+
+Batches are read by a DataLoader in the order the run's seed draws (``models/loader.py``); the
+train rule hands over the split as ``core.slices.SplitImages``, read from disk batch by batch.
 """
 
 from __future__ import annotations
@@ -126,7 +129,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
                 validation: tuple[np.ndarray, np.ndarray | None] | None = None,
                 out_validation: Path | None = None, out_snapshots: Path | None = None) -> dict[str, Any] | None:
     """Train model ``name`` from its config ``block`` on ``images`` (N, H, W) in [0, 1], or a stacked
-    dataset's (N, C, H, W): the model is built with C channels.
+    dataset's (N, C, H, W): the model is built with C channels. ``images`` is an array or anything
+    indexed like one (``core.slices.SplitImages``: the split read from disk as batches need it).
 
     Resumes from ``checkpoint_root/<fingerprint>/checkpoint.pt`` when present.
     Writes the final weights (with the metadata needed to rebuild the model)
@@ -161,6 +165,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         model = model.to(memory_format=torch.channels_last)
     model.configure_optimizers()
     model.enable_mixed_precision(settings.precision, on_cpu=settings.amp_on_cpu)
+    model.deferred_losses = True  # read back per row of losses (LossWindow), not per step
     average = WeightAverage(settings.ema_decay) if settings.ema_decay is not None else None
     monitor = TrainingMonitor(
         seed=settings.seed, validate_every=settings.validate_every, snapshot_every=settings.snapshot_every,

@@ -150,7 +150,7 @@ class CVAE(GenerativeModel):
         self.train()
         terms = self.objective(images, labels)
         self.optimise(terms["loss"], self.optimizers["cvae"])
-        return {name: value.item() for name, value in terms.items()}
+        return self.loss_values(terms)
 
     @torch.no_grad()
     def validation_losses(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:

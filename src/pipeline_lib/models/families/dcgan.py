@@ -226,7 +226,7 @@ class DCGAN(GenerativeModel):
         if gamma:
             penalty = r1_penalty(real_logits, real, self.scaler)
             d_loss = d_loss + gamma / 2 * penalty
-            extra["r1"] = penalty.item()
+            extra["r1"] = penalty
         self.optimise(d_loss, self.optimizers["discriminator"])
 
         set_requires_grad(self.discriminator, False)
@@ -235,9 +235,9 @@ class DCGAN(GenerativeModel):
             g_loss = F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits))
         self.optimise(g_loss, self.optimizers["generator"])
         set_requires_grad(self.discriminator, True)
-        return {"discriminator": d_loss.item(), "generator": g_loss.item(),
-                "d_real": torch.sigmoid(real_logits.float()).mean().item(),
-                "d_fake": torch.sigmoid(fake_logits.float()).mean().item(), **extra}
+        return self.loss_values({"discriminator": d_loss, "generator": g_loss,
+                                 "d_real": torch.sigmoid(real_logits.float()).mean(),
+                                 "d_fake": torch.sigmoid(fake_logits.float()).mean(), **extra})
 
     # -- inference ----------------------------------------------------------
     @torch.no_grad()

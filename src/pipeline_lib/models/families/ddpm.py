@@ -222,7 +222,7 @@ class DDPM(GenerativeModel):
         with self.autocast():
             loss = self.denoiser.loss(to_signed(images), labels)
         self.optimise(loss, self.optimizers["unet"])
-        return {"loss": loss.item()}
+        return self.loss_values({"loss": loss})
 
     @torch.no_grad()
     def validation_losses(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:

@@ -206,8 +206,8 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
         loss_g = generator_loss(kl_fakes_g, recon, h["alpha"], h["beta"])
         self.optimise(loss_g, self.optimizers["generator"], inputs=list(self.decoder.parameters()))
         names = ["kl_rec", "kl_fake"] if len(fakes) == 2 else ["kl_fake"]
-        return {"encoder": loss_e.item(), "generator": loss_g.item(), "reconstruction": recon.item(),
-                "kl_real": kl_real.item(), **{n: kl.item() for n, kl in zip(names, kl_fakes)}}
+        return self.loss_values({"encoder": loss_e, "generator": loss_g, "reconstruction": recon,
+                                 "kl_real": kl_real, **dict(zip(names, kl_fakes))})
 
     @torch.no_grad()
     def validation_losses(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:

@@ -224,17 +224,17 @@ class LDM(GenerativeModel):
         l1 = F.l1_loss(recon.float(), images.float())
         kl = kl_of_posterior(z_mu, z_sigma)
         loss = l1 + h["kl_weight"] * kl
-        out = {"reconstruction": l1.item(), "kl": kl.item()}
+        out = {"reconstruction": l1, "kl": kl}
         if self.perceptual_net is not None:
             perceptual = self.perceptual_loss(images, recon)
             loss = loss + h["perceptual"]["weight"] * perceptual
-            out["perceptual"] = perceptual.item()
+            out["perceptual"] = perceptual
         adversarial = self.adversarial_on()
         if adversarial:
             with self.autocast():
                 generator_adv = least_squares(self.discriminator(recon.contiguous())[-1], True, False)
             loss = loss + h["adversarial_weight"] * generator_adv
-            out["generator_adversarial"] = generator_adv.item()
+            out["generator_adversarial"] = generator_adv
         self.optimise(loss, self.optimizers["autoencoder"], inputs=list(self.autoencoder.parameters()))
         if adversarial:
             with self.autocast():
@@ -242,9 +242,9 @@ class LDM(GenerativeModel):
                 d_real = least_squares(self.discriminator(images.contiguous())[-1], True, True)
                 d_loss = h["adversarial_weight"] * (d_fake + d_real) / 2
             self.optimise(d_loss, self.optimizers["discriminator"])
-            out["discriminator"] = ((d_fake + d_real) / 2).item()
+            out["discriminator"] = (d_fake + d_real) / 2
         self.autoencoder_updates += 1
-        return {"stage": 1.0, "loss": loss.item(), **out}
+        return self.loss_values({"stage": 1.0, "loss": loss, **out})
 
     @torch.no_grad()
     def latents(self, images: torch.Tensor) -> torch.Tensor:
@@ -264,7 +264,7 @@ class LDM(GenerativeModel):
             loss = self.denoiser.loss(z, labels)
         self.optimise(loss, self.optimizers["unet"])
         self.unet_updates += 1
-        return {"stage": 2.0, "loss": loss.item(), "diffusion": loss.item()}
+        return self.loss_values({"stage": 2.0, "loss": loss, "diffusion": loss})
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
         labels = check_labels(self, labels, len(images))

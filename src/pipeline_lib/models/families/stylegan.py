@@ -297,15 +297,15 @@ class StyleGAN(GenerativeModel):
             # The critic reads [0, 1] images and rescales them (Critic.forward): gamma is on [-1, 1].
             r1 = r1_penalty(d_real, images, self.scaler, input_scale=0.5)
             critic_loss = critic_loss + h["r1_gamma"] / 2 * r1
-            extra["r1"] = r1.item()
+            extra["r1"] = r1
         self.optimise(critic_loss, self.optimizers["critic"])
 
         with self.autocast():
             generator_loss = generator_objective(self.critic(self.augment(self.generate(n))).float())
         # `inputs` spares computing critic gradients the generator step would throw away.
         self.optimise(generator_loss, self.optimizers["generator"], inputs=list(self.generator.parameters()))
-        return {"critic": critic_loss.item(), "generator": generator_loss.item(),
-                "gradient_penalty": penalty.item(), "wasserstein_estimate": wasserstein.item(), **extra}
+        return self.loss_values({"critic": critic_loss, "generator": generator_loss,
+                                 "gradient_penalty": penalty, "wasserstein_estimate": wasserstein, **extra})
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """What the critic sees of a batch in [0, 1]: ``x`` through the DiffAugment policy (if any)."""

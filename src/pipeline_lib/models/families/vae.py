@@ -134,7 +134,7 @@ class VAE(GaussianLatentSampling, GenerativeModel):
         self.train()
         terms = self.objective(images)
         self.optimise(terms["loss"], self.optimizers["vae"])
-        return {name: value.item() for name, value in terms.items()}
+        return self.loss_values(terms)
 
     @torch.no_grad()
     def validation_losses(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:

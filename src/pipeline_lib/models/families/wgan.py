@@ -118,19 +118,18 @@ class WGAN(DCGAN):
         self.constrain_critic()
         self.critic_updates += 1
 
-        generator_loss = -parts.pop("fake_score").item()
+        generator_loss = -parts.pop("fake_score")
         if int(self.critic_updates) % self.hparams["n_critic"] == 0:
             generator_loss = self.generator_update(len(real), labels)
-        return {"critic": loss.item(), "generator": generator_loss,
-                **{name: value.item() for name, value in parts.items()}}
+        return self.loss_values({"critic": loss, "generator": generator_loss, **parts})
 
-    def generator_update(self, n: int, labels: torch.Tensor | None) -> float:
+    def generator_update(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
         set_requires_grad(self.discriminator, False)
         with self.autocast():
             loss = -self.discriminate(self.augment(self.generate(self.latent(n), labels)), labels).float().mean()
         self.optimise(loss, self.optimizers["generator"])
         set_requires_grad(self.discriminator, True)
-        return loss.item()
+        return loss.detach()
 
 
 MODEL = WGAN
