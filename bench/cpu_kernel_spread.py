@@ -1,6 +1,7 @@
 """How far CPU kernels and thread counts move the tiny workflow's numbers (issue 24).
 
-    PYTHONPATH=src .venv/bin/python bench/cpu_kernel_spread.py --run RUN [--configs avx2,x86-64,threads1,blas]
+    PYTHONPATH=src .venv/bin/python bench/cpu_kernel_spread.py --run RUN [--configs avx2,x86-64,threads1,blas,regression]
+        [--parallel 2] [--scratch DIR [--partial]]
 
 ``RUN`` is a finished run of the integration tests' tiny configuration, e.g. the one
 ``pytest tests/test_workflow.py -k recorded --basetemp=/tmp/golden`` leaves in
@@ -27,10 +28,15 @@ outputs ``tests/data/golden_metrics`` records, with the kernel choice in the env
 The first three rerun everything from training on (``train``, ``real_features``,
 ``domain_network`` and what follows them). Besides every metric key, each configuration's
 intermediate files are compared with the baseline's, so each stage's share shows: (a) trained
-weights and samples, (b) Inception features, (c) the domain network's weights. A key's
+weights and samples, (b) Inception features, (c) the domain network's weights, (d) the FID of
+the real test slices computed from (b)'s features (the Fréchet distance's own amplification). A key's
 spread is ``|x - x_baseline| / |x_baseline|``; for a standard deviation (``std``, ``*_std``)
 it is also given relative to its mean (``rel_to_mean``), since a std of values that nearly
 agree moves by the values' absolute change. Writes ``--out`` (JSON) and a Markdown table beside it.
+
+Each replay reruns training, sampling and both feature networks: minutes on a quiet 2-core machine,
+far longer on a busy one. ``--scratch DIR`` keeps the replays (a finished one is reused) and
+``--partial`` compares, without running anything, the files the replays there have written so far.
 """
 
 from __future__ import annotations
@@ -228,6 +234,20 @@ def compare_stages(work: Path, base: Path, since: float | None = None) -> dict[s
                         np.load(features)["features"])
         stages[f"(b) Inception features {name}"] = {"identical": diff[0] == 0.0, "max_abs": diff[0],
                                                     "max_rel": diff[1]}
+    # (d) alone: the FID of the replay's real test features against the baseline's training
+    # features, beside the baseline's own (the same images; only the features' kernel differs).
+    from pipeline_lib.core.inception import frechet_distance_features
+
+    for test in sorted((base / "results/features/inception/real").glob("*/test.npz")):
+        dataset = test.parent.name
+        replayed = work / "results/features/inception/real" / dataset / "test.npz"
+        if not redone(replayed, since):
+            continue
+        train = np.load(test.parent / "train.npz")["features"]
+        one = frechet_distance_features(np.load(test)["features"], train)
+        other = frechet_distance_features(np.load(replayed)["features"], train)
+        stages[f"(d) FID of real/{dataset} test vs train from (b)'s features"] = {
+            "identical": one == other, "max_abs": abs(other - one), "max_rel": rel_diff(other, one)}
     for network in sorted((base / "results/domain").glob("*/network.pt")):
         name = str(network.relative_to(base / "results/domain"))
         if not redone(work / "results/domain" / name, since):
@@ -296,7 +316,8 @@ def render(results: dict) -> str:
     for name in configs:
         c = results["configs"][name]
         env = " ".join(f"{k}={v}" for k, v in c["env"].items()) or "(native)"
-        lines.append(f"| {name} | `{env}` | {c['cores']} | {', '.join(c['forcerun'])} | {c['seconds']} |")
+        seconds = "unfinished: the files written so far" if c.get("partial") else c["seconds"]
+        lines.append(f"| {name} | `{env}` | {c['cores']} | {', '.join(c['forcerun'])} | {seconds} |")
     lines += ["", "## Stages (max relative difference to the baseline; 0 = identical bits)", "",
               "| stage | " + " | ".join(configs) + " |", "|---|" + "---|" * len(configs)]
     stage_names = sorted({s for c in configs for s in results["configs"][c]["stages"]})
