@@ -292,6 +292,22 @@ def merge(into: dict, change: dict) -> None:
             into[key] = value
 
 
+MKL_SETTINGS = ("", "MKL_ENABLE_INSTRUCTIONS=AVX512", "MKL_ENABLE_INSTRUCTIONS=AVX2",
+                "MKL_ENABLE_INSTRUCTIONS=SSE4_2", "MKL_CBWR=AVX2", "MKL_CBWR=AVX512", "MKL_CBWR=COMPATIBLE")
+_PRODUCT = ("import hashlib, torch; torch.manual_seed(0); c = torch.randn(8, 1024) @ torch.randn(1024, 64); "
+            "print(hashlib.sha256(c.numpy().tobytes()).hexdigest()[:16])")
+
+
+def mkl_settings() -> dict[str, str]:
+    """Which MKL settings change a float32 matrix product here: setting -> digest of the product."""
+    out = {}
+    for setting in MKL_SETTINGS:
+        env = {**os.environ, **dict([setting.split("=")] if setting else [])}
+        done = subprocess.run([sys.executable, "-c", _PRODUCT], capture_output=True, text=True, env=env, check=True)
+        out[setting or "(native)"] = done.stdout.strip()
+    return out
+
+
 def machine() -> dict:
     import torch
     from threadpoolctl import threadpool_info
@@ -302,7 +318,8 @@ def machine() -> dict:
         cpu = names[0] if names else cpu
     return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "aten_capability": torch.backends.cpu.get_cpu_capability(),
-            "openblas": sorted({i.get("architecture", "?") for i in threadpool_info() if i["user_api"] == "blas"})}
+            "openblas": sorted({i.get("architecture", "?") for i in threadpool_info() if i["user_api"] == "blas"}),
+            "mkl_product_digest": mkl_settings()}
 
 
 def render(results: dict) -> str:
@@ -312,6 +329,8 @@ def render(results: dict) -> str:
              f"{results['machine']['torch']}, native ATen {results['machine']['aten_capability']}, "
              f"OpenBLAS {', '.join(results['machine']['openblas'])}). Baseline: this machine's kernels, 2 threads.",
              f"Command: `{results['command']}`\n",
+             "A float32 matrix product under each MKL setting (same digest = same bits): "
+             + ", ".join(f"{k} `{v}`" for k, v in results["machine"].get("mkl_product_digest", {}).items()) + "\n",
              "| configuration | environment | cores | rerun from | seconds |", "|---|---|---|---|---|"]
     for name in configs:
         c = results["configs"][name]
