@@ -356,9 +356,8 @@ def test_metrics_equal_the_recorded_run(workdir):
     moved by 3.9e-4 of their largest value with AVX2 and 8.4e-4 with plain x86-64 kernels instead
     of AVX-512 after 20 steps, vae's by 1.1e-2 after 40; vae's pixel metrics by up to 4.6e-3), and
     FID/KID and the domain metrics inherit it; Inception features alone differ by 1e-7 to 1.4e-6,
-    which moves an FID by at most 8e-7. Margin: a real change
-    moves numbers far more. Another training seed of the same model (cvae seed 1 against seed 0 in
-    the recorded files) changes a pixel metric by up to 9.7e-2, a diversity metric by 9.3e-2 and
+    which moves an FID by at most 8e-7. Margin: a real change moves numbers far more. Another
+    training seed of the same model (cvae seed 1 against seed 0 in the recorded files) changes a pixel metric by up to 9.7e-2, a diversity metric by 9.3e-2 and
     an FID by 2.8e-2: 2.1, 4.2 and 2.9 times those files' tolerances (its domain FD moves by 1.3e-2,
     within the domain files' 0.12, which a single neighbour count more or less can use up).
     Measured with PYTHONPATH=src python bench/cpu_kernel_spread.py --run /tmp/golden/workflow0/checkout
