@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pipeline_lib.core import pretrained
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import file_digest
 from pipeline_lib.core.settings import DomainSettings
+from pipeline_lib.core.tensor_files import load_tensor_file
 from pipeline_lib.evaluation import domain_features as dfm
 from pipeline_lib.models import export
 from pipeline_lib.models.training import CHECKPOINT_NAME, load_trained_model, train_model
@@ -184,7 +186,7 @@ def test_pretrained_feature_networks_refuse_a_payload(tmp_path, marker, loader):
 def test_foreign_files_are_named_errors(run_folder, tmp_path):
     text = tmp_path / "weights.pt"
     text.write_text("not a torch file")
-    with pytest.raises(InputError, match=f"{text}: cannot read as a weights file"):
+    with pytest.raises(InputError, match=f"{text}: refusing to load this weights file.*not a torch file"):
         export.describe(text)
     plain_state = tmp_path / "state" / "weights.pt"
     plain_state.parent.mkdir()
@@ -193,3 +195,17 @@ def test_foreign_files_are_named_errors(run_folder, tmp_path):
         export.describe(plain_state)
     result = cli("info", str(text))
     assert result.returncode == 2 and str(text) in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+def test_a_bare_pickle_of_any_protocol_is_refused(tmp_path, marker, protocol):
+    """Not a torch archive but a plain pickle (torch reads those as its legacy format), written with
+    the old text opcodes or the newest ones."""
+    path = tmp_path / "weights.pt"
+    path.write_bytes(pickle.dumps({"state_dict": {}, "summary": Payload(marker)}, protocol=protocol))
+    pickle.loads(path.read_bytes())
+    assert marker.exists()
+    marker.unlink()
+    refused(path, marker, lambda: load_tensor_file(path, "weights file"))
+    refused(path, marker, lambda: export.describe(path))

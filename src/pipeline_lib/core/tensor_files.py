@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,21 +53,25 @@ def load_tensor_file(path: str | os.PathLike, what: str, *, map_location: Any = 
     except pickle.UnpicklingError as exc:
         if _WEIGHTS_ONLY_FAILURE not in str(exc):
             raise InputError(f"{path}: cannot read as a {what} (not a torch file: {exc}). {advice}".rstrip()) from exc
-        raise InputError(
-            f"{path}: refusing to load this {what}: it holds pickled Python objects besides tensors and plain "
-            f"values ({_refused_part(exc)}), and loading those could execute code. Nothing from the file was "
-            f"run. {advice}".rstrip()) from None
+        refused = _refused_part(exc)
+        why = (f"it holds pickled Python objects besides tensors and plain values ({refused}), and loading "
+               "those could execute code" if refused.startswith("global") else
+               f"the weights-only reader stopped at {refused}: it is not a torch file, or it holds "
+               "pickled objects whose loading could execute code")
+        raise InputError(f"{path}: refusing to load this {what}: {why}. Nothing from the file was run. "
+                         f"{advice}".rstrip()) from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types (zip, runtime, EOF) for foreign files
         raise InputError(f"{path}: cannot read as a {what} ({type(exc).__name__}: {exc}). {advice}".rstrip()) from exc
 
 
 def _refused_part(exc: pickle.UnpicklingError) -> str:
-    """The part of torch's message that names what was refused, e.g. ``Unsupported global: GLOBAL posix.system``."""
-    for line in str(exc).splitlines():
-        if "WeightsUnpickler error:" in line:
-            detail = line.split("WeightsUnpickler error:", 1)[1].strip()
-            return detail.split(" was not an allowed global")[0]
-    return "an object outside the allowed types"
+    """What torch's weights-only reader refused: ``global posix.system``, ``opcode 110`` or, where its
+    message names neither, a general phrase (torch words these messages differently by case)."""
+    named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if named:
+        return f"global {named.group(1)}"
+    opcode = re.search(r"Unsupported operand (\d+)", str(exc))
+    return f"opcode {opcode.group(1)}" if opcode else "an object outside the allowed types"
 
 
 def plain_values(value: Any, where: str = "value") -> Any:
