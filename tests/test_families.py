@@ -138,8 +138,8 @@ def test_interrupted_training_resumes_exactly(family, tmp_path):
     assert not (tmp_path / "split.pt").exists()
     train(family, tmp_path, steps=12, name="split")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "split.csv"), pd.read_csv(tmp_path / "whole.csv"))
-    whole = torch.load(tmp_path / "whole.pt", weights_only=False)["state_dict"]
-    split = torch.load(tmp_path / "split.pt", weights_only=False)["state_dict"]
+    whole = torch.load(tmp_path / "whole.pt", weights_only=True)["state_dict"]
+    split = torch.load(tmp_path / "split.pt", weights_only=True)["state_dict"]
     for key in whole:
         torch.testing.assert_close(split[key], whole[key], rtol=0, atol=0)
 

@@ -45,8 +45,8 @@ def test_resume_from_either_stage_or_the_boundary_is_exact(tmp_path, stop):
     whole, split = pd.read_csv(tmp_path / "whole.csv"), pd.read_csv(tmp_path / "split.csv")
     pd.testing.assert_frame_equal(split, whole)
     assert list(whole["stage"]) == [1.0] * STAGE_ONE + [2.0] * 4
-    a = torch.load(tmp_path / "whole.pt", weights_only=False)
-    c = torch.load(tmp_path / "split.pt", weights_only=False)
+    a = torch.load(tmp_path / "whole.pt", weights_only=True)
+    c = torch.load(tmp_path / "split.pt", weights_only=True)
     for key in a["state_dict"]:
         torch.testing.assert_close(c["state_dict"][key], a["state_dict"][key], rtol=0, atol=0)
     for key in a["ema"]["denoiser"]:
@@ -100,7 +100,7 @@ def test_reconstructions_and_the_inception_perceptual_term(tmp_path):
     train(tmp_path, "m", b)
     losses = pd.read_csv(tmp_path / "m.csv")
     assert losses["perceptual"].iloc[:STAGE_ONE].gt(0).all()
-    saved = torch.load(tmp_path / "m.pt", weights_only=False)["state_dict"]
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
     assert not any(k.startswith("perceptual_net.") for k in saved)
     model, _ = load_trained_model(tmp_path / "m.pt", device="cpu")
     assert model.perceptual_summary()["backbone"] == "inception"

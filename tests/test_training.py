@@ -94,7 +94,7 @@ def test_same_seed_same_weights_and_samples(tmp_path):
 def test_checkpoints_are_removed_after_success_and_keyed_by_config(tmp_path):
     train_model("m", BLOCK, blobs(), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
     assert list((tmp_path / "ck").glob("*/checkpoint.pt")) == []
-    summary = torch.load(tmp_path / "w.pt", weights_only=False)["summary"]
+    summary = torch.load(tmp_path / "w.pt", weights_only=True)["summary"]
     assert summary["steps"] == 30 and summary["family"] == "vae"
 
 
@@ -124,15 +124,15 @@ def test_time_cap_marks_the_run_incomplete_and_a_larger_cap_continues_it(tmp_pat
         summary = train_model("m", capped, blobs(), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
     assert summary["incomplete"] is True and summary["steps"] == 1 and summary["target_steps"] == 20
     assert "INCOMPLETE" in caplog.text and "budget.minutes" in caplog.text
-    assert torch.load(tmp_path / "w.pt", weights_only=False)["summary"]["incomplete"] is True
+    assert torch.load(tmp_path / "w.pt", weights_only=True)["summary"]["incomplete"] is True
     assert len(list((tmp_path / "ck").glob("*/checkpoint.pt"))) == 1
 
     larger = {**BLOCK, "budget": {"steps": 20, "minutes": 60}}
     summary = train_model("m", larger, blobs(), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
     assert summary["incomplete"] is False and summary["steps"] == 20
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "l.csv"), pd.read_csv(tmp_path / "ref.csv"))
-    ref = torch.load(tmp_path / "ref.pt", weights_only=False)["state_dict"]
-    new = torch.load(tmp_path / "w.pt", weights_only=False)["state_dict"]
+    ref = torch.load(tmp_path / "ref.pt", weights_only=True)["state_dict"]
+    new = torch.load(tmp_path / "w.pt", weights_only=True)["state_dict"]
     for key in ref:
         torch.testing.assert_close(new[key], ref[key], rtol=0, atol=0)
     assert list((tmp_path / "ck").glob("*/checkpoint.pt")) == []
@@ -172,13 +172,13 @@ def test_killed_training_resumes_where_it_stopped(tmp_path, sig):
         assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint appeared"
         time.sleep(0.05)
     checkpoint = next((interrupted / "ck").glob("*/checkpoint.pt"))
-    while torch.load(checkpoint, weights_only=False)["step"] < 30:
+    while torch.load(checkpoint, weights_only=True)["step"] < 30:
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     proc.send_signal(sig)
     proc.wait(timeout=60)
     assert not (interrupted / "w.pt").exists(), "the run finished before it could be killed"
-    killed_at = torch.load(checkpoint, weights_only=False)["step"]
+    killed_at = torch.load(checkpoint, weights_only=True)["step"]
     assert 30 <= killed_at < 400
 
     assert run_training_subprocess(interrupted).wait(timeout=300) == 0
@@ -186,8 +186,8 @@ def test_killed_training_resumes_where_it_stopped(tmp_path, sig):
     resumed = pd.read_csv(interrupted / "l.csv")
     # Same global steps 1..400 (no restart from 0) and bit-identical losses on CPU.
     pd.testing.assert_frame_equal(resumed, expected)
-    ref_state = torch.load(reference / "w.pt", weights_only=False)["state_dict"]
-    new_state = torch.load(interrupted / "w.pt", weights_only=False)["state_dict"]
+    ref_state = torch.load(reference / "w.pt", weights_only=True)["state_dict"]
+    new_state = torch.load(interrupted / "w.pt", weights_only=True)["state_dict"]
     for key in ref_state:
         torch.testing.assert_close(new_state[key], ref_state[key], rtol=0, atol=0)
 

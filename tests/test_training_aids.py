@@ -108,7 +108,7 @@ def test_ema_averages_batch_norm_statistics_with_the_weights():
 def test_samples_come_from_the_averaged_weights_by_default(tmp_path):
     block = {**VAE, "ema_decay": 0.5}
     train(tmp_path, block)
-    payload = torch.load(tmp_path / "m.pt", weights_only=False)
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
     assert set(payload["ema"]) == {"encoder", "decoder"}
     averaged, summary = load_trained_model(tmp_path / "m.pt", device="cpu")
     trained, _ = load_trained_model(tmp_path / "m.pt", device="cpu", averaged=False)
@@ -119,7 +119,7 @@ def test_samples_come_from_the_averaged_weights_by_default(tmp_path):
     assert summary["training_aids"]["sampled_with"] == "ema"
 
     train(tmp_path, {**block, "sample_from_ema": False}, name="live")
-    assert torch.load(tmp_path / "live.pt", weights_only=False)["ema"] is None
+    assert torch.load(tmp_path / "live.pt", weights_only=True)["ema"] is None
 
 
 def test_ema_run_resumes_exactly(tmp_path):
@@ -127,8 +127,8 @@ def test_ema_run_resumes_exactly(tmp_path):
     train(tmp_path, block, name="whole")
     assert train(tmp_path, block, name="split", steps_this_call=7) is None
     train(tmp_path, block, name="split")
-    whole = torch.load(tmp_path / "whole.pt", weights_only=False)["ema"]
-    split = torch.load(tmp_path / "split.pt", weights_only=False)["ema"]
+    whole = torch.load(tmp_path / "whole.pt", weights_only=True)["ema"]
+    split = torch.load(tmp_path / "split.pt", weights_only=True)["ema"]
     for net in whole:
         for key in whole[net]:
             torch.testing.assert_close(split[net][key], whole[net][key], rtol=0, atol=0)
@@ -159,7 +159,7 @@ def test_trainer_applies_the_schedule_to_every_optimiser(tmp_path):
     checkpoint holds is the one step 7 used."""
     block = {**DCGAN, "budget": {"steps": 12}, "lr_schedule": "cosine", "lr_warmup_steps": 3}
     train(tmp_path, block, steps_this_call=7)
-    payload = torch.load(next((tmp_path / "ck_m").glob("*/checkpoint.pt")), weights_only=False)
+    payload = torch.load(next((tmp_path / "ck_m").glob("*/checkpoint.pt")), weights_only=True)
     expected = 2e-4 * lr_factor(7, "cosine", 3, 12)
     for opt in payload["training"]["optimizers"].values():
         assert opt["param_groups"][0]["lr"] == pytest.approx(expected)
@@ -170,7 +170,7 @@ def test_cosine_decays_over_an_epoch_budget_converted_to_steps(tmp_path):
     """An epoch budget is the run's length in steps too: 2 epochs of 24 images in batches of 8 are
     6 steps, and the cosine runs over those 6 (the checkpoint after step 4 holds step 4's rate)."""
     train(tmp_path, {**VAE, "budget": {"epochs": 2}, "lr_schedule": "cosine"}, steps_this_call=4)
-    payload = torch.load(next((tmp_path / "ck_m").glob("*/checkpoint.pt")), weights_only=False)
+    payload = torch.load(next((tmp_path / "ck_m").glob("*/checkpoint.pt")), weights_only=True)
     assert payload["step"] == 4
     for opt in payload["training"]["optimizers"].values():
         assert opt["param_groups"][0]["lr"] == pytest.approx(1e-3 * lr_factor(4, "cosine", 0, 6))
@@ -470,8 +470,8 @@ def test_augmentation_is_off_by_default_and_changes_nothing_when_off(tmp_path, m
     monkeypatch.setattr(training, "BatchAugmenter", no_augmenter)
     summary = train(tmp_path, {**VAE, "augment": off}, name="off")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "off.csv"), pd.read_csv(tmp_path / "plain.csv"))
-    plain = torch.load(tmp_path / "plain.pt", weights_only=False)["state_dict"]
-    for key, value in torch.load(tmp_path / "off.pt", weights_only=False)["state_dict"].items():
+    plain = torch.load(tmp_path / "plain.pt", weights_only=True)["state_dict"]
+    for key, value in torch.load(tmp_path / "off.pt", weights_only=True)["state_dict"].items():
         assert torch.equal(value, plain[key]), key
     assert summary["training_aids"]["augment"] is None
 
@@ -550,8 +550,8 @@ def test_augmented_run_resumes_exactly(tmp_path):
     whole = pd.read_csv(tmp_path / "whole.csv")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "split.csv"), whole)
     assert not whole.equals(pd.read_csv(tmp_path / "plain.csv")), "augmentation changed the training"
-    a = torch.load(tmp_path / "whole.pt", weights_only=False)["state_dict"]
-    b = torch.load(tmp_path / "split.pt", weights_only=False)["state_dict"]
+    a = torch.load(tmp_path / "whole.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "split.pt", weights_only=True)["state_dict"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path, file_digest
+from pipeline_lib.core.tensor_files import load_tensor_file
 
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
@@ -59,15 +60,9 @@ def default_fid_cache() -> Path:
 
 
 def _load_state_dict_file(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """A tensor-only state dict from ``path``; memory-mapped when the file format allows it."""
-    try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:
-            # Files written before torch 1.6 (legacy format) cannot be memory-mapped.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
-        raise InputError(f"{path}: cannot read {what} weights ({type(exc).__name__}: {exc})") from exc
+    """A tensor-only state dict from ``path`` (loading runs no code from it); memory-mapped when
+    the file format allows it."""
+    state = load_tensor_file(path, f"{what} weights file", mmap=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path}: not a state dict of tensors, so not {what} weights")
     return state

@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path, write_json
 from pipeline_lib.core.settings import DomainSettings, read_settings
+from pipeline_lib.core.tensor_files import load_tensor_file, plain_values
 
 log = logging.getLogger(__name__)
 
@@ -341,17 +342,18 @@ def save_domain_network(network: DomainNetwork, path: Path) -> None:
                "label_column": network.label_column, "class_names": network.class_names,
                "position_span": network.position_span, "summary": network.summary}
     with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+        torch.save(plain_values(payload, "domain network"), tmp)
 
 
 def load_domain_network(path: Path) -> DomainNetwork:
-    """Rebuild the domain network saved by :func:`save_domain_network` (CPU, eval mode)."""
+    """Rebuild the domain network saved by :func:`save_domain_network` (CPU, eval mode), loaded with
+    ``weights_only=True``: a file that would need to run code to load is refused."""
     path = Path(path)
+    payload = load_tensor_file(path, "domain network file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
         model = SliceCNN(**payload["config"])
         model.load_state_dict(payload["state_dict"])
-    except Exception as exc:  # torch.load raises many types (pickle, zip, runtime) for foreign files
+    except Exception as exc:  # noqa: BLE001 - a foreign payload fails in many ways (missing keys, shapes)
         raise InputError(f"{path}: not a domain network saved by this pipeline ({exc})") from exc
     span = payload["position_span"]
     return DomainNetwork(model.eval(), payload["label_column"], list(payload["class_names"]),

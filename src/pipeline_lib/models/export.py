@@ -15,7 +15,9 @@ An exported folder holds
   how to generate images, limitations).
 
 The same loader takes a workflow run folder (``results/models/<model>/seed<seed>/``) or its
-``weights.pt``, so a model can be used straight from the results too. Generation is
+``weights.pt``, so a model can be used straight from the results too. Every ``weights.pt`` is
+loaded with ``weights_only=True`` (``core/tensor_files.py``): a file that would need to run code
+to load is refused with an error naming it. Generation is
 deterministic: the same seed, count and classes give the same images (``sampling.draw_samples``).
 """
 
@@ -34,8 +36,10 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.figures import encode_png_gray8, to_uint8
 from pipeline_lib.core.io import file_digest, read_json, replace_directory, write_json, write_text
 from pipeline_lib.core.runtime import select_device
+from pipeline_lib.core.tensor_files import load_tensor_file
 from pipeline_lib.models import build_model, is_builtin
 from pipeline_lib.models.sampling import draw_samples, sample_labels
+from pipeline_lib.models.training import load_trained_payload
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +92,7 @@ def describe(source: Path) -> dict[str, Any]:
         if not (source / WEIGHTS).is_file():
             raise InputError(f"{source}: {WEIGHTS} is missing")
         return description
-    try:
-        payload = torch.load(weights, map_location="cpu", weights_only=False)
-        summary = payload["summary"]
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise InputError(f"{weights}: not a weights file written by the pipeline's trainer ({exc})") from exc
-    return _description_from_summary(summary)
+    return _description_from_summary(load_trained_payload(weights)["summary"])
 
 
 def _description_from_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,9 +116,9 @@ def load_model(source: Path, device: str = "auto"):
         path = source / WEIGHTS
         if description.get("weights_sha256") and file_digest(path) != description["weights_sha256"]:
             raise InputError(f"{path}: SHA-256 differs from the one in {DESCRIPTION}; the folder is damaged")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensor_file(path, "model weights file")
     else:
-        state = torch.load(weights, map_location="cpu", weights_only=False)["state_dict"]
+        state = load_trained_payload(weights)["state_dict"]
     model = build_model(description["family"], int(description["image_size"]), dict(description["hparams"]),
                         n_classes=int(description.get("n_classes") or 0),
                         channels=int(description.get("channels") or 1))
@@ -152,8 +151,7 @@ def export_model(run: Path, out: Path, *, results: Path | None = None, overwrite
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         folder = Path(tmp) / "model"
         folder.mkdir()
-        state = torch.load(weights, map_location="cpu", weights_only=False)["state_dict"]
-        torch.save(state, folder / WEIGHTS)
+        torch.save(load_trained_payload(weights)["state_dict"], folder / WEIGHTS)
         description["weights_sha256"] = file_digest(folder / WEIGHTS)
         write_json(folder / DESCRIPTION, description)
         if metrics:

@@ -150,12 +150,13 @@ class TrainingMonitor:
 
     # -- checkpoints and outputs ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        # snapshots as tensors: checkpoints are loaded with weights_only, which refuses numpy arrays
         return {"validation_rows": self.validation_rows,
-                "snapshots": [(s, k, a.copy()) for s, k, a in self.snapshots]}
+                "snapshots": [(s, k, torch.from_numpy(a.copy())) for s, k, a in self.snapshots]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.validation_rows = list(state["validation_rows"])
-        self.snapshots = [(int(s), str(k), np.asarray(a)) for s, k, a in state["snapshots"]]
+        self.snapshots = [(int(s), str(k), a.cpu().numpy()) for s, k, a in state["snapshots"]]
 
     def write(self, validation_csv: Path | None, snapshots_npz: Path | None) -> None:
         if validation_csv is not None:

@@ -15,10 +15,14 @@ snapshots every K steps (``models/monitor.py``), and a progress line plus a
 losses table that grows while the job runs (``models/progress.py``), and
 on-the-fly augmentation of the training batches (``models/augment.py``). Their
 state is part of the checkpoint, so a resumed run is identical to an
-uninterrupted one.
+uninterrupted one. The loss history is not: it grows in an append-only file
+beside the checkpoint (``models/loss_history.py``), which records its length.
 
 Batches are read by a DataLoader in the order the run's seed draws (``models/loader.py``); the
 train rule hands over the split as ``core.slices.SplitImages``, read from disk batch by batch.
+
+Weights and checkpoints hold tensors and plain values only and are read with
+``weights_only=True`` (``core/tensor_files.py``): loading one never runs code.
 """
 
 from __future__ import annotations
@@ -42,9 +46,11 @@ from pipeline_lib.core.runtime import deterministic_kernels, prepare_cpu_trainin
 from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, check_known_keys, family_hparams,
                                         keys_of_kind)
 from pipeline_lib.core.slices import channel_count, dataset_geometry
+from pipeline_lib.core.tensor_files import load_tensor_file, plain_values
 from pipeline_lib.models import build_model, get_family
 from pipeline_lib.models.augment import BatchAugmenter, check_flip_axis
 from pipeline_lib.models.ema import WeightAverage, load_average_into
+from pipeline_lib.models.loss_history import LossHistory
 from pipeline_lib.models.monitor import TrainingMonitor
 from pipeline_lib.models.loader import batch_loader, take
 from pipeline_lib.models.progress import LiveLossTable, LossWindow, ProgressLine, write_rows_csv
@@ -53,6 +59,8 @@ from pipeline_lib.models.schedule import lr_factor, remember_initial_lr, set_lr_
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: Checkpoints of this layout (tensors and plain values, loss history beside them); others are refused.
+CHECKPOINT_FORMAT = "pipeline_lib-checkpoint/2"
 
 
 def fingerprint(block: dict[str, Any], data_files: list[Path]) -> str:
@@ -73,7 +81,10 @@ class TrainState:
 
 
 def _rng_state(batch_gen: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    # numpy's key is stored as a tensor (weights_only loading refuses numpy arrays); uint32 fits int64.
+    name, key, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": [name, torch.from_numpy(key.astype(np.int64)), position, has_gauss, cached_gaussian],
              "python": random.getstate(), "batches": batch_gen.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -82,7 +93,8 @@ def _rng_state(batch_gen: torch.Generator) -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any], batch_gen: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, key, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
     random.setstate(state["python"])
     batch_gen.set_state(state["batches"])
     if "cuda" in state and torch.cuda.is_available():
@@ -90,16 +102,31 @@ def _set_rng_state(state: dict[str, Any], batch_gen: torch.Generator) -> None:
 
 
 def save_checkpoint(path: Path, model, state: TrainState, batch_gen: torch.Generator,
-                    permutation: torch.Tensor, cursor: int, *, average: WeightAverage | None = None,
+                    permutation: torch.Tensor, cursor: int, *, history_bytes: int,
+                    average: WeightAverage | None = None,
                     monitor: TrainingMonitor | None = None, augmenter: BatchAugmenter | None = None) -> None:
-    payload = {"training": model.training_state(), "step": state.step, "elapsed_s": state.elapsed_s,
-               "losses": state.losses, "rng": _rng_state(batch_gen),
+    """The resume state; ``history_bytes`` is how much of the loss history file it covers."""
+    payload = {"format": CHECKPOINT_FORMAT, "training": model.training_state(), "step": state.step,
+               "elapsed_s": state.elapsed_s, "history_bytes": history_bytes, "rng": _rng_state(batch_gen),
                "permutation": permutation, "cursor": cursor,
                "ema": average.state_dict() if average is not None else None,
                "monitor": monitor.state_dict() if monitor is not None else None,
                "augment": augmenter.state_dict() if augmenter is not None else None}
     with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+        torch.save(plain_values(payload, "checkpoint"), tmp)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`; any other file (an earlier layout, a foreign or
+    tampered file) is an :class:`InputError` that says how to start the run over."""
+    advice = (f"If an earlier version of the pipeline wrote it, delete the folder {path.parent} "
+              "to train this run from the start.")
+    payload = load_tensor_file(path, "training checkpoint", map_location=device, advice=advice)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise InputError(f"{path}: not a training checkpoint of format {CHECKPOINT_FORMAT!r} "
+                         f"(found {found!r}). {advice}")
+    return payload
 
 
 class BatchStream:
@@ -192,10 +219,13 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     result_block["budget"] = {k: v for k, v in dict(block["budget"]).items() if k != "minutes"}
     run_dir = Path(checkpoint_root) / fingerprint(result_block, list(data_files))
     ckpt_path = run_dir / CHECKPOINT_NAME
+    history = LossHistory(run_dir)
     if ckpt_path.exists():
-        payload = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        payload = load_checkpoint(ckpt_path, dev)
         model.load_training_state(payload["training"])
-        state = TrainState(payload["step"], payload["elapsed_s"], payload["losses"])
+        rows = history.resume(payload["history_bytes"], payload["step"],
+                              f"Delete the folder {run_dir} to train this run from the start.")
+        state = TrainState(payload["step"], payload["elapsed_s"], rows)
         _set_rng_state(payload["rng"], batch_gen)
         stream.permutation, stream.cursor = payload["permutation"], payload["cursor"]
         if average is not None and payload.get("ema") is not None:
@@ -206,7 +236,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         if augmenter is not None and payload.get("augment") is not None:
             augmenter.load_state_dict(payload["augment"])
         log.info("resumed %s from %s at step %d", name, ckpt_path, state.step)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        state.losses = history.start()
 
     window = LossWindow()  # the losses since the last row; rows (and so checkpoints) end windows
 
@@ -218,7 +249,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, model, state, batch_gen, stream.permutation, stream.cursor,
-                        average=average, monitor=monitor, augmenter=augmenter)
+                        history_bytes=history.commit(), average=average, monitor=monitor, augmenter=augmenter)
 
     progress = ProgressLine(name, target_steps,
                             settings.budget.minutes * 60 if settings.budget.minutes else None,
@@ -254,6 +285,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
             state.elapsed_s = time.monotonic() - started
             if state.step % settings.log_every == 0 or state.step >= target_steps:
                 state.losses.append(window.row(state.step))
+                history.append(state.losses[-1])
                 live_losses.append(state.losses[-1])
                 shown = {k: v for k, v in state.losses[-1].items() if k != "step"}
             monitor.after_step(state.step, model, average, final=not budget_left())
@@ -268,6 +300,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
             progress.update(state.step, state.elapsed_s, shown, force=True)
     finally:
         live_losses.close()
+        history.close()
 
     bad = [row for row in state.losses if not all(np.isfinite(v) for v in row.values())]
     if bad:
@@ -294,8 +327,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     if hasattr(model, "perceptual_summary"):  # which feature network a perceptual loss used, for the report
         summary["perceptual"] = model.perceptual_summary()
     with atomic_path(out_weights, suffix=".pt") as tmp:
-        torch.save({"state_dict": model.state_dict(), "summary": summary,
-                    "ema": average.state_dict()["shadow"] if sample_ema else None}, tmp)
+        torch.save(plain_values({"state_dict": model.state_dict(), "summary": summary,
+                                 "ema": average.state_dict()["shadow"] if sample_ema else None}, "weights"), tmp)
     write_losses_csv(out_losses, state.losses)
     monitor.write(out_validation, out_snapshots)
     if not incomplete:
@@ -333,7 +366,7 @@ def load_trained_model(weights: Path, device: str = "auto", averaged: bool = Tru
     weights beside the trained ones; ``averaged`` (default) loads those into
     the averaged networks, so sampling and reconstruction use them.
     """
-    payload = torch.load(weights, map_location="cpu", weights_only=False)
+    payload = load_trained_payload(weights)
     s = payload["summary"]
     model = build_model(s["family"], s["image_size"], s["hparams"], n_classes=s["n_classes"],
                         channels=int(s.get("channels", 1)))
@@ -342,6 +375,17 @@ def load_trained_model(weights: Path, device: str = "auto", averaged: bool = Tru
         load_average_into(model, payload["ema"])
     model.to(select_device(device)).eval()
     return model, s
+
+
+def load_trained_payload(weights: Path) -> dict[str, Any]:
+    """The content of a weights.pt written by :func:`train_model` (state dict, summary, average),
+    loaded without running code; another file is an :class:`InputError` naming it."""
+    payload = load_tensor_file(weights, "weights file")
+    if not (isinstance(payload, dict) and isinstance(payload.get("summary"), dict)
+            and isinstance(payload.get("state_dict"), dict)):
+        raise InputError(f"{weights}: not a weights file written by the pipeline's trainer "
+                         "(no state_dict and summary in it)")
+    return payload
 
 
 def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, weights: Path,
