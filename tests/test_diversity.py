@@ -49,6 +49,7 @@ def test_a_window_wider_than_the_images_is_a_config_error():
 
     schema = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
     config = {"input": {"source": "demo"}, "slicing": {"image_size": 16},
+              "models": {"vae": {"family": "vae", "budget": {"steps": 10}}},
               "evaluation": {"diversity": {"kernel_size": 20}}}
     assert any(p.startswith("evaluation.diversity.kernel_size: a 20-pixel window does not fit the 16-pixel")
                for p in config_problems(config, schema))

@@ -28,6 +28,10 @@ def typed_overrides(overrides: Mapping[str, Any], schema: Mapping[str, Any]) -> 
     return typed, problems
 
 
+#: The JSON type of an enum member (an enum without `type`, e.g. amp: [false, true, bf16, fp16]).
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+
+
 def convert_text(text: str, types: Sequence[str]) -> Any:
     """``text`` as the first of ``types`` (JSON-schema type names) it reads as; ValueError if none.
     Text is kept when ``string`` is among the types (or no type is declared), except YAML's null
@@ -35,6 +39,8 @@ def convert_text(text: str, types: Sequence[str]) -> Any:
     word = text.strip()
     if "null" in types and word in _NULL:
         return None
+    if "string" in types and "boolean" in types and word.lower() in _TRUE + _FALSE:
+        return word.lower() in _TRUE  # a key that takes a word or a switch (amp: bf16 | true)
     if not types or "string" in types:
         return text
     for kind in ("boolean", "integer", "number"):
@@ -68,6 +74,8 @@ def _convert(value: Any, schema: Mapping[str, Any], path: list[str], problems: l
         items = _items(schema)
         return [_convert(item, items, path + [str(index)], problems) for index, item in enumerate(value)]
     if isinstance(value, str):
+        if not types and "enum" in schema:
+            types = sorted({_JSON_TYPES[type(member)] for member in schema["enum"] if type(member) in _JSON_TYPES})
         try:
             return convert_text(value, types)
         except ValueError as wanted:
