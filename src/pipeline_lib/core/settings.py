@@ -615,6 +615,8 @@ class TrainerSettings:
     # batches each worker reads ahead. The order is the seed's either way.
     loader_workers: int = runtime(0)
     loader_prefetch: int = runtime(2)
+    # TensorBoard event files beside losses.csv (models/tensorboard.py); watching only.
+    tensorboard: bool = runtime(False)
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, Mapping):
@@ -647,6 +649,8 @@ class TrainerSettings:
         if isinstance(self.loader_workers, bool) or not isinstance(self.loader_workers, int) or self.loader_workers < 0:
             raise InputError(f"loader_workers must be an integer ≥ 0, got {self.loader_workers!r}")
         _positive_int("loader_prefetch", self.loader_prefetch)
+        if not isinstance(self.tensorboard, bool):
+            raise InputError(f"tensorboard must be true or false, got {self.tensorboard!r}")
 
     @property
     def precision(self) -> str | None:

@@ -55,6 +55,7 @@ from pipeline_lib.models.monitor import TrainingMonitor
 from pipeline_lib.models.loader import batch_loader, take
 from pipeline_lib.models.progress import LiveLossTable, LossWindow, ProgressLine, write_rows_csv
 from pipeline_lib.models.schedule import lr_factor, remember_initial_lr, set_lr_factor
+from pipeline_lib.models.tensorboard import FOLDER as BOARD_FOLDER, TrainingBoard
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         state.losses = history.start()
 
     window = LossWindow()  # the losses since the last row; rows (and so checkpoints) end windows
+    board = TrainingBoard(out_losses.parent / BOARD_FOLDER, state.step) if settings.tensorboard else None
 
     def capped() -> bool:
         return cap_s is not None and state.elapsed_s >= cap_s
@@ -288,7 +290,13 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
                 history.append(state.losses[-1])
                 live_losses.append(state.losses[-1])
                 shown = {k: v for k, v in state.losses[-1].items() if k != "step"}
-            monitor.after_step(state.step, model, average, final=not budget_left())
+                if board is not None:
+                    board.losses(state.losses[-1])
+            validated = monitor.after_step(state.step, model, average, final=not budget_left())
+            if board is not None:
+                board.validation(validated)
+                if monitor.snapshots and monitor.snapshots[-1][0] == state.step:
+                    board.snapshot(*monitor.snapshots[-1])
             progress.update(state.step, state.elapsed_s, shown)
             # A checkpoint waits for the end of a losses window: the window's sums are not in it.
             checkpoint_due |= state.step % settings.checkpoint_every == 0
@@ -301,6 +309,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     finally:
         live_losses.close()
         history.close()
+        if board is not None:
+            board.close()
 
     bad = [row for row in state.losses if not all(np.isfinite(v) for v in row.values())]
     if bad:
