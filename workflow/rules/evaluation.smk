@@ -18,6 +18,8 @@ rule domain_network:
     params:
         settings=section_settings("evaluation.domain"),
     threads: 1
+    resources:
+        mem_mb=mem_split(copies=2),
     message:
         "Training the domain feature network of dataset {wildcards.dataset}"
     conda:
@@ -40,6 +42,8 @@ rule domain_metrics:
     params:
         settings=section_settings("evaluation.domain"),
     threads: 1
+    resources:
+        mem_mb=mem_split(copies=1),
     message:
         "Domain-feature metrics of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -61,6 +65,8 @@ rule domain_metrics_original:
     params:
         settings=section_settings("evaluation.domain"),
     threads: 1
+    resources:
+        mem_mb=mem_split(copies=1),
     message:
         "Domain-feature metrics of the real test slices of dataset {wildcards.dataset}"
     conda:
@@ -90,6 +96,8 @@ rule memorization_audit:
     params:
         settings=section_settings("evaluation.memorization"),
     threads: 2
+    resources:
+        mem_mb=mem_split(copies=1.5),
     message:
         "Memorization audit of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -113,6 +121,8 @@ rule conditioning_accuracy:
         settings=section_settings("evaluation.conditioning"),
         condition_on=model_condition,
     threads: 1
+    resources:
+        mem_mb=mem_split(copies=1.5),
     message:
         "Conditioning accuracy of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -137,6 +147,8 @@ rule augmentation_utility:
         settings=section_settings("evaluation.utility"),
         condition_on=model_condition,
     threads: 1
+    resources:
+        mem_mb=mem_split(copies=3),
     message:
         "Augmentation utility of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -160,6 +172,8 @@ rule diversity_metrics:
         settings=section_settings("evaluation.diversity"),
         sampling=section_settings("sampling"),
     threads: 1
+    resources:
+        mem_mb=mem_split(copies=1),
     message:
         "Diversity and reconstruction similarity of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -180,6 +194,8 @@ rule diversity_original:
     params:
         settings=section_settings("evaluation.diversity"),
     threads: 1
+    resources:
+        mem_mb=mem_split(copies=1),
     message:
         "Diversity of the real test slices of dataset {wildcards.dataset}"
     conda:

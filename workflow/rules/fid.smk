@@ -38,6 +38,9 @@ rule real_features:
     params:
         fid=real_feature_settings(),
     threads: 2
+    resources:
+        mem_mb=mem_features,
+        runtime=runtime_features,
     message:
         "Inception features of the real {wildcards.split} slices of dataset {wildcards.dataset}"
     conda:
@@ -59,6 +62,8 @@ rule fid_samples:
         sampling=section_settings("sampling"),
         repeats=lookup(dpath="evaluation/fid/repeats", within=config),
     threads: 2
+    resources:
+        mem_mb=mem_features,
     message:
         "Fresh FID sample sets of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -79,6 +84,9 @@ rule model_features:
     log:
         f"logs/fid/{RUN}.features.log",
     threads: 2
+    resources:
+        mem_mb=mem_features,
+        runtime=runtime_features,
     message:
         "Inception features of model {wildcards.model}'s samples (seed {wildcards.seed})"
     conda:
@@ -103,6 +111,8 @@ rule distribution_metrics:
         evaluation=distribution_settings(),
         condition_on=model_condition,
     threads: 2
+    resources:
+        mem_mb=mem_distribution,
     message:
         "FID, KID and PRDC of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -125,6 +135,8 @@ rule distribution_metrics_original:
         evaluation=distribution_settings(),
         class_columns=dataset_class_columns,
     threads: 2
+    resources:
+        mem_mb=mem_distribution,
     message:
         "FID, KID and PRDC of the real test slices of dataset {wildcards.dataset} (reference row)"
     conda:

@@ -38,6 +38,7 @@ rule ingest:
         reference=subject_reference,
         on_bad_input=lookup(dpath="on_bad_input", within=config),
     resources:
+        mem_mb=mem_ingest,
         runtime=minutes_per_attempt(10),
     # A subject's small jobs share one cluster job; a group's time limit is the sum of its members'.
     group:
@@ -68,6 +69,8 @@ rule ingest_qc:
         private="private/qc/ingest.tsv",
     log:
         "logs/ingest_qc.log",
+    resources:
+        mem_mb=mem_per_subject_table,
     message:
         "Collecting the ingest QC table"
     conda:

@@ -16,6 +16,8 @@ rule metrics_model:
     params:
         metrics=section_settings("metrics"),
         sampling=section_settings("sampling"),
+    resources:
+        mem_mb=mem_split(copies=1),
     message:
         "Computing metrics of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -36,6 +38,8 @@ rule metrics_original:
     params:
         metrics=section_settings("metrics"),
         seed=lookup(dpath="sampling/seed", within=config),
+    resources:
+        mem_mb=mem_split(copies=1),
     message:
         "Computing metrics of the real reference set of dataset {wildcards.dataset}"
     conda:

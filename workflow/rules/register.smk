@@ -15,7 +15,7 @@ rule register:
     # Measured (bench/results/registration_time.md): deepbet + Affine of a 1 mm head, 1 thread,
     # peaks at about 2.2 GB and takes 1-2 minutes; the limits leave room for larger inputs.
     resources:
-        mem_mb=4000,
+        mem_mb=mem_register,
         runtime=minutes_per_attempt(30),
     # A subject's small jobs share one cluster job; a group's time limit is the sum of its members'.
     group:
@@ -42,6 +42,8 @@ rule qc_tables:
         ),
     log:
         "logs/qc_tables.log",
+    resources:
+        mem_mb=mem_per_subject_table,
     message:
         "Collecting QC tables"
     conda:

@@ -20,6 +20,8 @@ rule sample:
     params:
         sampling=section_settings("sampling"),
     threads: 2
+    resources:
+        mem_mb=mem_sample,
     message:
         "Sampling model {wildcards.model} (seed {wildcards.seed})"
     conda:

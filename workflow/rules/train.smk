@@ -23,7 +23,7 @@ rule train:
         checkpoints=checkpoint_dir,
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=mem_train,
         runtime=train_runtime,
     message:
         "Training model {wildcards.model} (seed {wildcards.seed})"
