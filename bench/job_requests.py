@@ -22,28 +22,36 @@ from pathlib import Path
 COLUMNS = ("rule", "wildcards", "threads", "mem_mb", "runtime")
 
 
-def profile_default_resources(profile: Path) -> list[str]:
-    """The profile's default-resources entries (``name=expression``), as snakemake reads them."""
+def read_profile(profile: Path | None) -> dict:
+    """The profile's settings as snakemake reads them (``default-resources`` as ``name=expression``)."""
     from snakemake.profiles import ProfileConfigFileParser
 
+    if profile is None:
+        return {}
     with open(profile / "config.yaml") as handle:
-        return list(ProfileConfigFileParser().parse(handle).get("default-resources", []))
+        return dict(ProfileConfigFileParser().parse(handle))
 
 
 def job_requests(directory: Path, targets: list[str], configfiles: list[Path], attempt: int = 1,
-                 profile: Path | None = None) -> list[dict]:
+                 profile: Path | None = None) -> tuple[list[dict], list[dict]]:
     """One row per job the dry run would execute: rule, wildcards and its resources (rules' own,
-    else the profile's default-resources)."""
+    else the profile's default-resources); and one row per group job (the profile's
+    group-components), each a single cluster submission."""
     from snakemake.api import SnakemakeApi
     from snakemake.resources import Resources
-    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, ResourceSettings,
-                                          StorageSettings)
+    from snakemake_interface_common.exceptions import WorkflowError
+    from snakemake.settings.types import (ConfigSettings, DAGSettings, GroupSettings, OutputSettings,
+                                          ResourceSettings, StorageSettings)
+
+    settings = read_profile(profile)
+    components = dict(entry.split("=") for entry in settings.get("group-components", []))
 
     with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
         workflow_api = api.workflow(
-            # as many cores as any rule asks for threads, so threads are not capped
-            resource_settings=ResourceSettings(cores=256, default_resources=Resources.parse(
-                profile_default_resources(profile) if profile else [], defaults="full", allow_expressions=True)),
+            # the profile's cores bound a group job's width, as on the cluster
+            resource_settings=ResourceSettings(cores=int(settings.get("cores", 256)), nodes=int(settings.get("jobs", 100)),
+                                               default_resources=Resources.parse(
+                settings.get("default-resources", []), defaults="full", allow_expressions=True)),
             config_settings=ConfigSettings(configfiles=configfiles),
             storage_settings=StorageSettings(),
             snakefile=directory / "Snakefile",
@@ -51,9 +59,15 @@ def job_requests(directory: Path, targets: list[str], configfiles: list[Path], a
         )
         dag_api = workflow_api.dag(dag_settings=DAGSettings(targets=set(targets)))
         with contextlib.redirect_stdout(io.StringIO()):
-            dag_api.execute_workflow(executor="dryrun")
+            try:
+                dag_api.execute_workflow(executor="dryrun", group_settings=GroupSettings(
+                    group_components={k: int(v) for k, v in components.items()}))
+            except WorkflowError:
+                # Through the API (not the CLI), the local dry-run scheduler stops at the first
+                # group job of the cluster profile; the DAG and its groups are complete by then.
+                pass
         dag = workflow_api._workflow.dag
-        rows = []
+        rows, groups = [], {}
         # the dry run marks the jobs it would run as finished
         for job in sorted(dag.needrun_jobs(exclude_finished=False), key=lambda j: (j.rule.name, str(j.wildcards_dict))):
             job.attempt = attempt
@@ -63,7 +77,15 @@ def job_requests(directory: Path, targets: list[str], configfiles: list[Path], a
                          "wildcards": ",".join(f"{k}={v}" for k, v in sorted(job.wildcards_dict.items())),
                          "threads": job.threads, "mem_mb": resources.get("mem_mb"),
                          "runtime": resources.get("runtime")})
-        return rows
+            group = dag.get_job_group(job)
+            if group is not None:
+                groups[id(group)] = group
+        group_rows = []
+        for group in groups.values():
+            resources = group.resources
+            group_rows.append({"group": group.groupid, "jobs": len(group.jobs), "cores": resources.get("_cores"),
+                               "mem_mb": resources.get("mem_mb"), "runtime": resources.get("runtime")})
+        return rows, group_rows
 
 
 def main() -> None:
@@ -78,7 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     directory = args.directory.resolve()
     profile = directory / args.profile
-    rows = job_requests(directory, args.targets, args.configfile, args.attempt, profile if profile.is_dir() else None)
+    rows, groups = job_requests(directory, args.targets, args.configfile, args.attempt,
+                                profile if profile.is_dir() else None)
     lines = ["\t".join(COLUMNS)] + ["\t".join(str(row[c]) for c in COLUMNS) for row in rows]
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
@@ -86,6 +109,12 @@ def main() -> None:
         print("\n".join(lines))
     counts = Counter(row["rule"] for row in rows)
     print(f"{len(rows)} jobs: " + ", ".join(f"{rule} {n}" for rule, n in sorted(counts.items())), file=sys.stderr)
+    grouped = sum(group["jobs"] for group in groups)
+    print(f"{len(rows) - grouped + len(groups)} cluster submissions: {len(groups)} group jobs "
+          f"({grouped} jobs) and {len(rows) - grouped} single jobs", file=sys.stderr)
+    for group in groups[:3]:
+        print(f"  group {group['group']}: {group['jobs']} jobs, {group['cores']} cores, "
+              f"{group['mem_mb']} MB, {group['runtime']} min", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,10 @@ rule ingest:
     resources:
         mem_mb=mem_ingest,
         runtime=minutes_per_attempt(10),
-    # A subject's small jobs share one cluster job; a group's time limit is the sum of its members'.
+    # A batch of subjects' small jobs share one cluster job; a group's time limit is the sum of its
+    # members' that run one after another.
     group:
-        "subject"
+        subject_batch
     message:
         "Ingesting {wildcards.subject}"
     conda:

@@ -17,9 +17,10 @@ rule register:
     resources:
         mem_mb=mem_register,
         runtime=minutes_per_attempt(30),
-    # A subject's small jobs share one cluster job; a group's time limit is the sum of its members'.
+    # A batch of subjects' small jobs share one cluster job; a group's time limit is the sum of its
+    # members' that run one after another.
     group:
-        "subject"
+        subject_batch
     message:
         "Registering {wildcards.subject} ({params.registration[transform]})"
     conda:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import math
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -100,19 +101,34 @@ def image_set(path: str | os.PathLike) -> ImageSet | None:
     return ImageSet(images=shape[0] if shape else 0, pixels=math.prod(shape[1:]))
 
 
-def bytes_on_disk(paths: Iterable[str | os.PathLike]) -> int:
-    """Bytes of the files (links followed) and of the files directly inside folders; missing = 0."""
+#: Bytes counted per file of a folder (a DICOM series: one 512 x 512 16-bit slice per file) instead
+#: of a stat per file: at 40,000 subjects those stats were the largest cost of a dry run.
+FILE_IN_FOLDER_BYTES = 512 * 512 * 2
+
+
+def bytes_on_disk(paths: Iterable[str | os.PathLike], bytes_per_entry: int | None = None) -> int:
+    """Bytes of the files (links followed) and of the files directly inside folders; missing = 0.
+    With ``bytes_per_entry`` a folder counts that much per entry instead of a stat per file."""
     total = 0
     for path in paths:
         try:
-            if os.path.isdir(path):
-                with os.scandir(path) as entries:
+            info = os.stat(path)
+            if not stat.S_ISDIR(info.st_mode):
+                total += info.st_size
+                continue
+            with os.scandir(path) as entries:
+                if bytes_per_entry is not None:
+                    total += bytes_per_entry * sum(1 for _ in entries)
+                else:
                     total += sum(e.stat().st_size for e in entries if e.is_file())
-            else:
-                total += os.stat(path).st_size
         except OSError:
             continue
     return total
+
+
+def source_bytes(paths: Iterable[str | os.PathLike]) -> int:
+    """A subject's source files' bytes; a DICOM series folder counts FILE_IN_FOLDER_BYTES per file."""
+    return bytes_on_disk(paths, FILE_IN_FOLDER_BYTES)
 
 
 # ----- sizes from the configuration (before the data exist) -----
