@@ -38,7 +38,7 @@ def job_requests(directory: Path, targets: list[str], configfiles: list[Path], a
     else the profile's default-resources); and one row per group job (the profile's
     group-components), each a single cluster submission."""
     from snakemake.api import SnakemakeApi
-    from snakemake.resources import Resources
+    from snakemake.resources import GroupResources, Resources
     from snakemake_interface_common.exceptions import WorkflowError
     from snakemake.settings.types import (ConfigSettings, DAGSettings, GroupSettings, OutputSettings,
                                           ResourceSettings, StorageSettings)
@@ -82,7 +82,11 @@ def job_requests(directory: Path, targets: list[str], configfiles: list[Path], a
                 groups[id(group)] = group
         group_rows = []
         for group in groups.values():
-            resources = group.resources
+            # as the cluster executor computes it (the dry run's is the local one, which adds the
+            # ingest and register layers instead of taking the larger)
+            resources = GroupResources.basic_layered(toposorted_jobs=group.toposorted,
+                                                     constraints=group.global_resources, run_local=False,
+                                                     additive_resources=["runtime"], sortby=["runtime"])
             group_rows.append({"group": group.groupid, "jobs": len(group.jobs), "cores": resources.get("_cores"),
                                "mem_mb": resources.get("mem_mb"), "runtime": resources.get("runtime")})
         return rows, group_rows
