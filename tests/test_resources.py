@@ -101,7 +101,7 @@ def test_source_bytes_counts_files_and_series_folders(tmp_path):
     for i in range(3):
         (series / f"IM{i}.dcm").write_bytes(b"")
     assert resources.source_bytes([volume]) == 1000
-    assert resources.source_bytes([series]) == 3 * resources.FILE_IN_FOLDER_BYTES
+    assert resources.source_bytes([series]) == resources.SERIES_FOLDER_BYTES
     assert resources.source_bytes([tmp_path / "missing"]) == 0
     # a folder's real bytes where a stat per file is affordable (a subject's ingested volumes)
     assert resources.bytes_on_disk([series, volume]) == 1000
