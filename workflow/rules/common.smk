@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 from snakemake.utils import update_config, validate
 
+from pipeline_lib.core import resources
 from pipeline_lib.core.config_check import config_problems, raise_problems
 from pipeline_lib.core.jobs import is_within, portable_path
 from pipeline_lib.core.overrides import typed_overrides
@@ -23,7 +24,7 @@ from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SE
 from pipeline_lib.imaging.label_filters import check_filters_against_subjects
 from pipeline_lib.imaging.pseudonym import project_salt, salt_notice
 from pipeline_lib.models import family_sources
-from pipeline_lib.models.hyperparameters import check_model_blocks, typed_hyperparameters
+from pipeline_lib.models.hyperparameters import check_model_blocks, declared_hyperparameters, typed_hyperparameters
 from pipeline_lib.reader_study.scoring import response_files
 
 
@@ -151,18 +152,60 @@ def _subject_rows(path, mtime):
 
 
 def subject_row(wildcards):
-    """The subject's row of subjects.tsv as a dict (format, kind, sequence columns, labels)."""
-    path = checkpoints.discover_inputs.get().output.subjects
-    return _subject_rows(str(path), Path(path).stat().st_mtime_ns)[wildcards.subject]
+    """The subject's row of subjects.tsv as a dict (format, kind, sequence columns, labels).
+    Called only for jobs that exist, i.e. once staged_link has found the checkpoint complete: asking
+    the checkpoint again here cost 1.5 ms a call, six calls per subject (bench/dag_2029.py)."""
+    path = rules.discover_inputs.output.subjects
+    return _subject_rows(path, os.stat(path).st_mtime_ns)[wildcards.subject]
+
+
+#: Subjects whose jobs (ingest, register) share one cluster job: a 40,000-subject cohort makes 800
+#: submissions instead of 40,000. Where the executor runs jobs itself (local), groups change nothing.
+SUBJECTS_PER_CLUSTER_JOB = 50
+
+
+@functools.lru_cache(maxsize=4)
+def _subject_batches(path, mtime):
+    return {subject: i // SUBJECTS_PER_CLUSTER_JOB for i, subject in enumerate(sorted(_subject_rows(path, mtime)))}
+
+
+def subject_batch(wildcards):
+    """The cluster job (group) of a subject's jobs: consecutive pseudonyms, SUBJECTS_PER_CLUSTER_JOB
+    at a time, joined by the profile's `group-components: subjects=...`. With one group name for
+    all subjects, Snakemake 9 applies group-components again at every DAG update after the
+    checkpoint and merges the batches into ever larger ones (100 subjects: one job); a name per
+    batch caps a job at its batch. The batch names count as "subjects" for group-components, as
+    Snakemake records for a group name written with wildcards."""
+    path = rules.discover_inputs.output.subjects
+    batch = f"subjects{_subject_batches(path, os.stat(path).st_mtime_ns)[wildcards.subject]}"
+    workflow.parent_groupids[batch] = "subjects"
+    return batch
 
 
 def discovered_subjects():
     return sorted(discovered().index)
 
 
+_complete_discovery = {}
+
+
+def discovery_output():
+    """The discovery checkpoint's outputs. The checkpoint is asked (raising while it is still to
+    run) until it answers for the current subjects.tsv; then the answer is kept for that table:
+    asking it for every subject cost 7 ms a subject on a busy login node."""
+    path = rules.discover_inputs.output.subjects
+    state = os.stat(path).st_mtime_ns if os.path.exists(path) else None
+    if state not in _complete_discovery:
+        output = checkpoints.discover_inputs.get().output
+        if state is None:
+            return output
+        _complete_discovery[state] = output
+    return _complete_discovery[state]
+
+
 def staged_link(wildcards):
     """The subject's staging link: the only path to its source any rule sees."""
-    return os.path.join(checkpoints.discover_inputs.get().output.staging, wildcards.subject, STAGED_INPUT)
+    return os.path.join(discovery_output().staging, wildcards.subject, STAGED_INPUT)
 
 
 def staged_input(wildcards):
@@ -171,6 +214,9 @@ def staged_input(wildcards):
     A multi-sequence subject's other sequences and masks (input.layout) are inputs too."""
     link = staged_link(wildcards)
     links = [link] if os.path.exists(link) else []
+    row = subject_row(wildcards)
+    if not row.get("sequences") and not row.get("mask"):
+        return links
     folder = os.path.dirname(link)
     for extra in (STAGED_SEQUENCES, STAGED_MASKS):
         for name in subject_sequence_list(wildcards, "sequences" if extra == STAGED_SEQUENCES else "mask"):
@@ -349,6 +395,135 @@ def minutes_per_attempt(minutes):
         return minutes * attempt
 
     return runtime
+
+
+# Each rule's mem_mb (and, where the data set it, runtime) comes from one function below, sized from
+# the job's inputs when they exist and from the configuration and the discovered cohort before
+# (a dry run); core/resources.py holds the formulas, docs/RESOURCES.md explains them.
+
+SUBJECTS_TABLE = "results/inputs/subjects.tsv"
+
+
+def cohort_shape():
+    """(subjects, sequences per subject) of the discovered cohort; (0, 1) before discovery, when
+    dataset-sized requests fall back to their fixed part and are recomputed once inputs exist."""
+    if not os.path.exists(SUBJECTS_TABLE):
+        return 0, 1
+    table = read_table(SUBJECTS_TABLE)
+    sequences = table["sequences"].iloc[0].count(",") + 1 if "sequences" in table and len(table) else 1
+    return len(table), sequences
+
+
+def registration_grid():
+    return tuple(config["registration"]["grid"])
+
+
+def dataset_images(dataset):
+    """The slice dataset's size: its images.npy header when written, else the configured estimate."""
+    subjects, sequences = cohort_shape()
+    estimate = resources.estimated_dataset(DATASET_SETTINGS[dataset], registration_grid(), subjects, sequences)
+    return resources.dataset_size(expand(rules.slice_dataset.output.images, dataset=dataset)[0], estimate)
+
+
+def run_images(wildcards):
+    """The slice dataset a run's model trains on."""
+    return dataset_images(MODEL_DATASET[wildcards.model])
+
+
+@functools.lru_cache(maxsize=1)
+def family_defaults():
+    return {family: entry["defaults"] for family, entry in declared_hyperparameters().items()}
+
+
+def model_value(wildcards, key):
+    """A model's hyperparameter: its block's value, else the family's declared default."""
+    block = config["models"][wildcards.model]
+    return block.get(key, family_defaults().get(block["family"], {}).get(key))
+
+
+def sample_count(wildcards):
+    """samples.npy's length when written, else the configured sample count."""
+    samples = resources.image_set(rules.sample.output.samples.format(**wildcards))
+    return samples.images if samples else config["sampling"]["n"]
+
+
+def mem_ingest(wildcards, input, attempt):
+    return resources.request_mb(resources.ingest_mb(resources.source_bytes(input.staged)), attempt)
+
+
+def mem_register(wildcards, input, attempt):
+    volume = resources.bytes_on_disk([input.ingested])
+    return resources.request_mb(resources.register_mb(volume, registration_grid()), attempt)
+
+
+def mem_slice_dataset(wildcards, attempt):
+    images = dataset_images(wildcards.dataset)
+    return resources.request_mb(resources.slice_dataset_mb(images, registration_grid()), attempt)
+
+
+def mem_train(wildcards, attempt):
+    family, batch = config["models"][wildcards.model]["family"], model_value(wildcards, "batch_size") or 64
+    return resources.request_mb(resources.train_mb(family, int(batch), run_images(wildcards)), attempt)
+
+
+def mem_sample(wildcards, attempt):
+    family, batch = config["models"][wildcards.model]["family"], model_value(wildcards, "batch_size") or 64
+    n = config["sampling"]["n"] + config["sampling"]["n_reconstruct"]
+    return resources.request_mb(resources.sample_mb(family, n, int(batch), run_images(wildcards)), attempt)
+
+
+def mem_split(copies, with_samples=True):
+    """Resources of evaluation rules that load the run's (or dataset's) splits whole."""
+
+    def mem_mb(wildcards, attempt):
+        if "model" in wildcards.keys():
+            images = run_images(wildcards)
+            samples = resources.ImageSet(sample_count(wildcards), images.pixels) if with_samples else None
+        else:
+            images, samples = dataset_images(wildcards.dataset), None
+        return resources.request_mb(resources.split_evaluation_mb(images, copies, samples), attempt)
+
+    return mem_mb
+
+
+def inception_images(wildcards):
+    """Images a feature job runs through Inception: a split (at most evaluation.fid.max_real) or a
+    run's samples (times the fresh FID blocks' repeats)."""
+    fid = config["evaluation"]["fid"]
+    if "model" not in wildcards.keys():
+        images = dataset_images(wildcards.dataset)
+        share = 1 - DATASET_SETTINGS[wildcards.dataset].test_fraction
+        count = int(images.images * (share if wildcards.split == "train" else 1 - share))
+        return resources.ImageSet(min(count, fid.get("max_real") or count), images.pixels)
+    images = run_images(wildcards)
+    repeats = fid["repeats"] + 1 if fid.get("fresh_samples") else 1
+    return resources.ImageSet(sample_count(wildcards) * repeats, images.pixels)
+
+
+def mem_features(wildcards, attempt):
+    return resources.request_mb(resources.features_mb(inception_images(wildcards)), attempt)
+
+
+def runtime_features(wildcards, attempt):
+    return resources.request_minutes(resources.features_minutes(inception_images(wildcards).images), attempt)
+
+
+def mem_distribution(wildcards, attempt):
+    if "model" in wildcards.keys():
+        images = run_images(wildcards)
+        n = sample_count(wildcards) + images.images
+    else:
+        n = dataset_images(wildcards.dataset).images
+    return resources.request_mb(resources.distribution_mb(n), attempt)
+
+
+def mem_per_subject_table(wildcards, attempt):
+    return resources.request_mb(resources.table_mb(cohort_shape()[0]), attempt)
+
+
+def mem_report(wildcards, attempt):
+    images = max((dataset_images(d) for d in USED_DATASETS), key=lambda s: s.mb)
+    return resources.request_mb(resources.report_mb(cohort_shape()[0], images), attempt)
 
 
 def train_runtime(wildcards, attempt):

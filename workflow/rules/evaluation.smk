@@ -18,6 +18,8 @@ rule domain_network:
     params:
         settings=section_settings("evaluation.domain"),
     threads: 1
+    resources:
+        mem_mb=mem_split(copies=2),
     message:
         "Training the domain feature network of dataset {wildcards.dataset}"
     conda:
@@ -42,6 +44,7 @@ rule domain_metrics:
     threads: 1
     resources:
         attempt=job_attempt,
+        mem_mb=mem_split(copies=1),
     message:
         "Domain-feature metrics of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -63,6 +66,8 @@ rule domain_metrics_original:
     params:
         settings=section_settings("evaluation.domain"),
     threads: 1
+    resources:
+        mem_mb=mem_split(copies=1),
     message:
         "Domain-feature metrics of the real test slices of dataset {wildcards.dataset}"
     conda:
@@ -94,6 +99,7 @@ rule memorization_audit:
     threads: 2
     resources:
         attempt=job_attempt,
+        mem_mb=mem_split(copies=1.5),
     message:
         "Memorization audit of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -119,6 +125,7 @@ rule conditioning_accuracy:
     threads: 1
     resources:
         attempt=job_attempt,
+        mem_mb=mem_split(copies=1.5),
     message:
         "Conditioning accuracy of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -145,6 +152,7 @@ rule augmentation_utility:
     threads: 1
     resources:
         attempt=job_attempt,
+        mem_mb=mem_split(copies=3),
     message:
         "Augmentation utility of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -170,6 +178,7 @@ rule diversity_metrics:
     threads: 1
     resources:
         attempt=job_attempt,
+        mem_mb=mem_split(copies=1),
     message:
         "Diversity and reconstruction similarity of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -190,6 +199,8 @@ rule diversity_original:
     params:
         settings=section_settings("evaluation.diversity"),
     threads: 1
+    resources:
+        mem_mb=mem_split(copies=1),
     message:
         "Diversity of the real test slices of dataset {wildcards.dataset}"
     conda:

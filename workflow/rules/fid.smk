@@ -38,6 +38,9 @@ rule real_features:
     params:
         fid=real_feature_settings(),
     threads: 2
+    resources:
+        mem_mb=mem_features,
+        runtime=runtime_features,
     message:
         "Inception features of the real {wildcards.split} slices of dataset {wildcards.dataset}"
     conda:
@@ -61,6 +64,7 @@ rule fid_samples:
     threads: 2
     resources:
         attempt=job_attempt,
+        mem_mb=mem_features,
     message:
         "Fresh FID sample sets of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -83,6 +87,8 @@ rule model_features:
     threads: 2
     resources:
         attempt=job_attempt,
+        mem_mb=mem_features,
+        runtime=runtime_features,
     message:
         "Inception features of model {wildcards.model}'s samples (seed {wildcards.seed})"
     conda:
@@ -109,6 +115,7 @@ rule distribution_metrics:
     threads: 2
     resources:
         attempt=job_attempt,
+        mem_mb=mem_distribution,
     message:
         "FID, KID and PRDC of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -131,6 +138,8 @@ rule distribution_metrics_original:
         evaluation=distribution_settings(),
         class_columns=dataset_class_columns,
     threads: 2
+    resources:
+        mem_mb=mem_distribution,
     message:
         "FID, KID and PRDC of the real test slices of dataset {wildcards.dataset} (reference row)"
     conda:

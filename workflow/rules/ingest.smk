@@ -39,10 +39,12 @@ rule ingest:
         on_bad_input=lookup(dpath="on_bad_input", within=config),
     resources:
         attempt=job_attempt,
+        mem_mb=mem_ingest,
         runtime=minutes_per_attempt(10),
-    # A subject's small jobs share one cluster job; a group's time limit is the sum of its members'.
+    # A batch of subjects' small jobs share one cluster job; a group's time limit is the sum of its
+    # members' that run one after another.
     group:
-        "subject"
+        subject_batch
     message:
         "Ingesting {wildcards.subject}"
     conda:
@@ -69,6 +71,8 @@ rule ingest_qc:
         private="private/qc/ingest.tsv",
     log:
         "logs/ingest_qc.log",
+    resources:
+        mem_mb=mem_per_subject_table,
     message:
         "Collecting the ingest QC table"
     conda:

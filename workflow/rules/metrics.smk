@@ -18,6 +18,7 @@ rule metrics_model:
         sampling=section_settings("sampling"),
     resources:
         attempt=job_attempt,
+        mem_mb=mem_split(copies=1),
     message:
         "Computing metrics of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -38,6 +39,8 @@ rule metrics_original:
     params:
         metrics=section_settings("metrics"),
         seed=lookup(dpath="sampling/seed", within=config),
+    resources:
+        mem_mb=mem_split(copies=1),
     message:
         "Computing metrics of the real reference set of dataset {wildcards.dataset}"
     conda:

@@ -20,6 +20,8 @@ rule reader_kit:
         # Scoring keys (core.settings) are left out: changing them must not rebuild (and reshuffle) the kit.
         study=section_settings("reader_study"),
         models=reader_kit_models,
+    resources:
+        mem_mb=mem_split(copies=1, with_samples=False),
     message:
         "Building the reader-study kit of dataset {wildcards.dataset}"
     conda:

@@ -16,11 +16,12 @@ rule register:
     # peaks at about 2.2 GB and takes 1-2 minutes; the limits leave room for larger inputs.
     resources:
         attempt=job_attempt,
-        mem_mb=4000,
+        mem_mb=mem_register,
         runtime=minutes_per_attempt(30),
-    # A subject's small jobs share one cluster job; a group's time limit is the sum of its members'.
+    # A batch of subjects' small jobs share one cluster job; a group's time limit is the sum of its
+    # members' that run one after another.
     group:
-        "subject"
+        subject_batch
     message:
         "Registering {wildcards.subject} ({params.registration[transform]})"
     conda:
@@ -43,6 +44,8 @@ rule qc_tables:
         ),
     log:
         "logs/qc_tables.log",
+    resources:
+        mem_mb=mem_per_subject_table,
     message:
         "Collecting QC tables"
     conda:

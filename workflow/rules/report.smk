@@ -58,6 +58,8 @@ rule report:
         title=lookup(dpath="report/title", within=config),
         # A paper's published tables beside this run's values (core/published.py; null = none).
         published=lookup(dpath="report/published", within=config),
+    resources:
+        mem_mb=mem_report,
     message:
         "Writing the comparison report"
     conda:

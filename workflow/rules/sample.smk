@@ -22,6 +22,7 @@ rule sample:
     threads: 2
     resources:
         attempt=job_attempt,
+        mem_mb=mem_sample,
     message:
         "Sampling model {wildcards.model} (seed {wildcards.seed})"
     conda:

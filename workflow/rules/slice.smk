@@ -13,6 +13,8 @@ rule slice_dataset:
     params:
         dataset=slice_settings,
         on_poor_fit=lookup(dpath="registration/on_poor_fit", within=config),
+    resources:
+        mem_mb=mem_slice_dataset,
     message:
         "Slicing registered volumes into the 2-D dataset {wildcards.dataset}"
     conda:

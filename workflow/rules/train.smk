@@ -24,7 +24,7 @@ rule train:
     threads: 2
     resources:
         attempt=job_attempt,
-        mem_mb=8000,
+        mem_mb=mem_train,
         runtime=train_runtime,
     message:
         "Training model {wildcards.model} (seed {wildcards.seed})"

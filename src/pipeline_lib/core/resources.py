@@ -1,0 +1,250 @@
+"""Cluster requests (``mem_mb``, ``runtime``) computed from the size of a job's data.
+
+The rules call one function per rule (``mem_mb=lambda wildcards, input, attempt: ...``); each is a
+sum of a fixed part (interpreter, libraries, model) and terms proportional to what the job holds in
+memory (its slice dataset, its samples, its input volume), multiplied by ``ATTEMPT_GROWTH`` per
+retry, so a job killed for memory gets more on the next attempt. docs/RESOURCES.md gives every
+formula with the reason for each term and the measurement it is calibrated on.
+
+When a job's input exists (at run time, and for a rerun) the size is read from it: the shape in a
+``.npy`` header, the bytes of a volume. In a dry run before the data exist it is estimated from the
+configuration and the discovered cohort (subjects x slices per volume x image size x channels), so
+``snakemake -n`` shows every job's request. Nothing here imports numpy or torch: it runs while the
+DAG is built, once per job.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+#: Each retry asks for this factor more memory (and time) than the previous attempt.
+ATTEMPT_GROWTH = 1.5
+MB = 1_000_000
+#: Bytes of one float32 pixel, the dtype of images.npy, samples.npy and the models' tensors.
+FLOAT32 = 4
+#: Python, numpy, pandas and the pipeline's own imports (imaging jobs; measured ~250 MB).
+PYTHON_MB = 500
+#: The same with torch and MONAI imported (bench/results/published_scale.md: about 510 MB before a
+#: model is built), plus allocator slack.
+TORCH_MB = 1000
+#: torch, Inception-v3 (FID) weights and the activations of one block of images at 299 px.
+INCEPTION_MB = 2500
+#: pool3 features per image (2,048 float64 values, as the feature files store them).
+FEATURE_BYTES = 2048 * 8
+#: Peak of deepbet + ANTs affine registration of a 1 mm head, 1 thread
+#: (bench/results/registration_time.md: about 2.2 GB).
+REGISTRATION_MB = 2200
+
+#: Peak training memory per MB of one float32 batch (batch x pixels x channels x 4 B), beyond
+#: torch's own, fitted on bench/results/published_scale.md (peak RSS - 510 MB) / batch MB at the
+#: published sizes; activations, gradients and optimiser state all grow with it. Unknown families
+#: get the largest factor.
+TRAIN_MB_PER_BATCH_MB = {
+    "vae": 460, "cvae": 1200, "dfc_vae": 1240, "intro_vae": 4960, "stylegan": 7050,
+    "dcgan": 250, "cgan": 250, "wgan": 180, "wgan_gp": 360, "ddpm": 2000, "ldm": 2000,
+}
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """The shape of an image stack: images x channels x height x width (float32)."""
+
+    images: int
+    pixels: int  # channels x height x width
+
+    @property
+    def mb(self) -> float:
+        return self.images * self.pixels * FLOAT32 / MB
+
+
+def attempt_factor(attempt: int) -> float:
+    return ATTEMPT_GROWTH ** (max(int(attempt), 1) - 1)
+
+
+def request_mb(mb: float, attempt: int) -> int:
+    """``mb`` grown for ``attempt``, rounded up to 100 MB (schedulers count in MB)."""
+    return int(math.ceil(mb * attempt_factor(attempt) / 100.0) * 100)
+
+
+def request_minutes(minutes: float, attempt: int) -> int:
+    return int(math.ceil(minutes * attempt_factor(attempt)))
+
+
+# ----- sizes from files -----
+
+
+def npy_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """The shape in a ``.npy`` header, or None when the file does not exist (yet)."""
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(8)
+            if magic[:6] != b"\x93NUMPY":
+                raise ValueError(f"{path}: not a .npy file (no NUMPY magic)")
+            length = int.from_bytes(handle.read(2 if magic[6] == 1 else 4), "little")
+            header = ast.literal_eval(handle.read(length).decode("latin1"))
+    except FileNotFoundError:
+        return None
+    return tuple(int(v) for v in header["shape"])
+
+
+def image_set(path: str | os.PathLike) -> ImageSet | None:
+    """An images.npy / samples.npy stack's size from its header (None when absent)."""
+    shape = npy_shape(path)
+    if shape is None:
+        return None
+    return ImageSet(images=shape[0] if shape else 0, pixels=math.prod(shape[1:]))
+
+
+#: Bytes counted for a folder (a DICOM series) instead of listing it: about 200 slices of 512 x 512
+#: 16-bit, a 1 mm T1. Listing 20,000 series folders was the largest cost of a 40,000-subject dry run.
+SERIES_FOLDER_BYTES = 200 * 512 * 512 * 2
+
+
+def bytes_on_disk(paths: Iterable[str | os.PathLike], folder_bytes: int | None = None) -> int:
+    """Bytes of the files (links followed) and of the files directly inside folders; missing = 0.
+    With ``folder_bytes`` a folder counts that much instead of a stat per file inside."""
+    total = 0
+    for path in paths:
+        try:
+            info = os.stat(path)
+            if not stat.S_ISDIR(info.st_mode):
+                total += info.st_size
+            elif folder_bytes is not None:
+                total += folder_bytes
+            else:
+                with os.scandir(path) as entries:
+                    total += sum(e.stat().st_size for e in entries if e.is_file())
+        except OSError:
+            continue
+    return total
+
+
+def source_bytes(paths: Iterable[str | os.PathLike]) -> int:
+    """A subject's source files' bytes; a DICOM series folder counts SERIES_FOLDER_BYTES."""
+    return bytes_on_disk(paths, SERIES_FOLDER_BYTES)
+
+
+# ----- sizes from the configuration (before the data exist) -----
+
+
+AXIS_OF_GRID = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+
+def slices_per_volume(dataset: Any, grid: tuple[int, int, int]) -> int:
+    """Slices a dataset cuts from one registered volume (imaging/slice_geometry.py's selection)."""
+    depth = grid[AXIS_OF_GRID[dataset.axis]]
+    selection = dataset.selection
+    mode = selection["mode"]
+    if mode == "drop":
+        return max(depth - selection["low"] - selection["high"], 1)
+    if mode == "range":
+        return min(selection["last"], depth - 1) - selection["first"] + 1
+    if mode == "central":
+        return min(selection["n"], depth)
+    if mode == "offsets_mm":
+        return len(selection["offsets_mm"])
+    return depth
+
+
+def estimated_dataset(dataset: Any, grid: tuple[int, int, int], subjects: int, sequences: int = 1) -> ImageSet:
+    """A slice dataset's size before slicing: every subject kept, each volume (one per sequence
+    unless the dataset stacks sequences as channels or filters on one) with its selected slices,
+    training subjects' augmented copies included."""
+    channels = len(dataset.channels) if dataset.channels else 1
+    volumes = 1 if dataset.channels or "sequence" in dataset.filters else max(sequences, 1)
+    images = subjects * volumes * slices_per_volume(dataset, grid)
+    if dataset.augmentation:
+        # augmentation.count copies of every training volume (defaults to one when unstated)
+        copies = int(dataset.augmentation.get("count", 1))
+        images += int(images * (1 - dataset.test_fraction)) * copies
+    return ImageSet(images=images, pixels=channels * dataset.size[0] * dataset.size[1])
+
+
+def dataset_size(images_path: str | os.PathLike, estimate: ImageSet) -> ImageSet:
+    """The slice dataset as written when it exists, else the estimate from the configuration."""
+    return image_set(images_path) or estimate
+
+
+# ----- per-rule requests (MB) -----
+
+
+def ingest_mb(input_bytes: int) -> float:
+    """Ingest holds the source volume decoded as float32 (gzip ~3x) a few times over (reorientation,
+    validation, the written copy): 12 x the bytes on disk."""
+    return PYTHON_MB + 500 + 12 * input_bytes / MB
+
+
+def register_mb(volume_bytes: int, grid: tuple[int, int, int]) -> float:
+    """deepbet + ANTs: the measured 1 mm peak, plus 12 x the ingested volume beyond a 1 mm head's
+    ~30 MB (decoded, resampled, masked copies) and 10 float32 copies of the output grid."""
+    grid_mb = math.prod(grid) * FLOAT32 / MB
+    return REGISTRATION_MB + 500 + 12 * max(volume_bytes / MB - 30, 0) + 10 * grid_mb
+
+
+def slice_dataset_mb(dataset: ImageSet, grid: tuple[int, int, int]) -> float:
+    """Slicing keeps the whole dataset in memory while stacking it (x2: list of slices and the
+    stacked array) and one registered volume at a time."""
+    return PYTHON_MB + 500 + 2 * dataset.mb + 10 * math.prod(grid) * FLOAT32 / MB
+
+
+def train_mb(family: str, batch_size: int, dataset: ImageSet) -> float:
+    """torch + the model's per-batch footprint (TRAIN_MB_PER_BATCH_MB, fitted per family) + the
+    slice dataset as a float32 tensor and its batches (x2)."""
+    per_batch = TRAIN_MB_PER_BATCH_MB.get(family, max(TRAIN_MB_PER_BATCH_MB.values()))
+    batch_mb = batch_size * dataset.pixels * FLOAT32 / MB
+    return TORCH_MB + per_batch * batch_mb + 2 * dataset.mb
+
+
+def sample_mb(family: str, n_samples: int, batch_size: int, dataset: ImageSet) -> float:
+    """The model at its sampling batch (as in training) plus every sample and reconstruction (x3:
+    samples, reconstructions, test slices)."""
+    per_batch = TRAIN_MB_PER_BATCH_MB.get(family, max(TRAIN_MB_PER_BATCH_MB.values()))
+    batch_mb = batch_size * dataset.pixels * FLOAT32 / MB
+    samples_mb = n_samples * dataset.pixels * FLOAT32 / MB
+    return TORCH_MB + per_batch * batch_mb / 2 + 3 * max(samples_mb, 0) + dataset.mb
+
+
+def split_evaluation_mb(dataset: ImageSet, copies: float, extra: ImageSet | None = None) -> float:
+    """Evaluation jobs that load whole splits as float32 (core/slices.load_split): ``copies`` of
+    the dataset (train + test = one dataset; the domain network holds two, utility about three),
+    plus the samples they compare with."""
+    return TORCH_MB + copies * dataset.mb + (2 * extra.mb if extra else 0)
+
+
+def features_mb(images: ImageSet) -> float:
+    """Inception runs in blocks, but the features of every image are kept (2,048 float64 each),
+    with their covariance, plus one float32 copy of the images."""
+    return INCEPTION_MB + images.images * FEATURE_BYTES * 2 / MB + images.mb
+
+
+#: Inception-v3 images per second on one CPU core pair (issue 22's estimate, about 5/s); a GPU is
+#: far faster, so the CPU rate bounds the time limit from above.
+INCEPTION_IMAGES_PER_S = 5.0
+
+
+def features_minutes(images: int) -> float:
+    """Loading the weights (a few minutes on a busy node) plus the images at the CPU rate."""
+    return 15 + images / INCEPTION_IMAGES_PER_S / 60
+
+
+def distribution_mb(n_features: int) -> float:
+    """FID/KID/PRDC: both feature sets (x2 for the PRDC distance blocks)."""
+    return TORCH_MB + 3 * n_features * FEATURE_BYTES / MB
+
+
+def report_mb(subjects: int, dataset: ImageSet) -> float:
+    """The report reads every QC row and one slice per subject for overlays, plus the datasets'
+    tables; 0.2 MB per subject covers the rows and their figures."""
+    return TORCH_MB + 0.2 * subjects + dataset.mb / 4
+
+
+def table_mb(subjects: int) -> float:
+    """QC tables: one row (a small JSON per subject) each."""
+    return PYTHON_MB + 0.05 * subjects
+
