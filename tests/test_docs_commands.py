@@ -258,6 +258,9 @@ def _make(argv: list[str], work: Path) -> str:
 
 def _python(argv: list[str], work: Path) -> str:
     assert argv[1] == "-m", "documented Python commands run a module (python -m ...)"
+    if "--out" in argv and "--overwrite" not in argv:
+        # each documented export/generate writes into a new folder (an earlier block may have made it)
+        shutil.rmtree(work / argv[argv.index("--out") + 1], ignore_errors=True)
     for word in argv:
         run = re.fullmatch(r"results/models/(\w+)/seed\d+", word)
         if run and not (work / word).exists():

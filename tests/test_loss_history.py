@@ -54,7 +54,7 @@ def test_a_history_shorter_than_its_checkpoint_is_an_error_naming_the_file(tmp_p
     history.append(rows(1, 1)[0])
     committed = history.commit()
     history.close()
-    with pytest.raises(InputError, match="holds 1 rows, but the checkpoint beside it is at step 2"):
+    with pytest.raises(InputError, match="holds 1 rows ending at step 1, but the checkpoint beside it is at step 2"):
         LossHistory(tmp_path).resume(committed, 2, "")
     with pytest.raises(InputError, match="has .* bytes"):
         LossHistory(tmp_path).resume(committed + 1, 1, "")
