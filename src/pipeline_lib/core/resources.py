@@ -80,12 +80,14 @@ def request_minutes(minutes: float, attempt: int) -> int:
 
 
 def npy_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
-    """The shape in a ``.npy`` header, or None when the file does not exist (yet)."""
+    """The shape in a ``.npy`` header, or None when the file does not exist (yet) or holds no array:
+    a failed run's record (core/guard.py) or a placeholder of ``snakemake --touch``. A request is
+    then estimated; it must never stop the DAG."""
     try:
         with open(path, "rb") as handle:
             magic = handle.read(8)
             if magic[:6] != b"\x93NUMPY":
-                raise ValueError(f"{path}: not a .npy file (no NUMPY magic)")
+                return None
             length = int.from_bytes(handle.read(2 if magic[6] == 1 else 4), "little")
             header = ast.literal_eval(handle.read(length).decode("latin1"))
     except FileNotFoundError:
