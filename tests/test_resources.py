@@ -17,9 +17,10 @@ def test_every_request_grows_with_the_attempt():
     assert resources.request_mb(3000, 2) == 4500
 
 
-def test_requests_are_whole_hundreds_of_mb():
-    assert resources.request_mb(1001, 1) == 1100
-    assert resources.request_mb(0.5, 1) == 100
+def test_requests_are_whole_hundreds_of_mb_and_never_below_the_floor():
+    assert resources.request_mb(2001, 1) == 2100
+    assert resources.request_mb(0.5, 1) == resources.request_mb(1001, 1) == resources.MIN_REQUEST_MB == 2000
+    assert resources.request_mb(0.5, 2) == 3000  # the floor grows with the attempt too
 
 
 @pytest.mark.parametrize("formula", [

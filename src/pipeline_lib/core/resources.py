@@ -67,9 +67,15 @@ def attempt_factor(attempt: int) -> float:
     return ATTEMPT_GROWTH ** (max(int(attempt), 1) - 1)
 
 
+#: No job asks for less: a job that imports torch and MONAI (diversity metrics) peaks at 1.1 GB
+#: before it reads any data (the demo's diversity jobs were stopped by the guard at a 1.0 GB request).
+MIN_REQUEST_MB = 2000
+
+
 def request_mb(mb: float, attempt: int) -> int:
-    """``mb`` grown for ``attempt``, rounded up to 100 MB (schedulers count in MB)."""
-    return int(math.ceil(mb * attempt_factor(attempt) / 100.0) * 100)
+    """``mb`` grown for ``attempt``, rounded up to 100 MB (schedulers count in MB), at least
+    ``MIN_REQUEST_MB`` grown the same way."""
+    return int(math.ceil(max(mb, MIN_REQUEST_MB) * attempt_factor(attempt) / 100.0) * 100)
 
 
 def request_minutes(minutes: float, attempt: int) -> int:
