@@ -17,6 +17,7 @@ import yaml
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.settings import (SECTIONS, DatasetSettings, DiversitySettings, dataset_blocks, dataset_problems,
                                         enabled_models, read_settings, section_block)
+from pipeline_lib.core.volumes import volume_dataset_problems
 
 DEMO_SOURCE = "demo"
 SHEET_SUFFIXES = (".tsv", ".txt")
@@ -44,6 +45,7 @@ def config_problems(config: Mapping[str, Any], schema_path: Path) -> list[str]:
         except InputError as exc:
             problems.append(str(exc))
     problems += dataset_problems(config)
+    problems += volume_dataset_problems(config)
     problems += window_problems(config)
     return problems
 

@@ -426,11 +426,14 @@ def _check_selection(selection: Any) -> dict[str, Any]:
 
 
 def dataset_blocks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Dataset name -> its config block: ``datasets:``, or without it one dataset ``default`` built
-    from ``slicing:`` exactly as slicing always did (seed 001's axial protocol)."""
-    datasets = config.get("datasets")
+    """Slice dataset name -> its config block: ``datasets:``, or without a slice dataset there one
+    dataset ``default`` built from ``slicing:`` exactly as slicing always did (seed 001's axial
+    protocol). Volume datasets (``kind: volume``) are core.volumes'; ``kind: slice`` is the default."""
+    datasets = {name: block for name, block in (config.get("datasets") or {}).items()
+                if (block or {}).get("kind") != "volume"}
     if datasets:
-        return {str(name): dict(block or {}) for name, block in datasets.items()}
+        return {str(name): {k: v for k, v in dict(block or {}).items() if k != "kind"}
+                for name, block in datasets.items()}
     slicing = read_settings(SlicingSettings, section_block(config, "slicing"))
     return {DEFAULT_DATASET: {
         "axis": "axial",

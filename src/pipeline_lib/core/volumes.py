@@ -1,0 +1,203 @@
+"""Volume datasets (``datasets.<name>`` with ``kind: volume``): their settings and their files.
+
+A volume dataset holds whole registered volumes, or a box of them on a resampled grid, for 3-D
+models. It shares the slice datasets' filters, channels, normalisation and subject split (the split
+is drawn over the cohort with the same ``test_fraction`` and ``split_seed``, so a subject is test in
+every dataset or in none). Files, written by imaging/volumes.py:
+
+- ``volumes.npy``: (N, C, X, Y, Z) float32 in [0, 1]; C = 1 without ``channels``; the three spatial
+  axes are RAS voxel order: x left -> right, y posterior -> anterior, z inferior -> superior.
+- ``volumes.tsv``: row, subject, split, augmented (always 0: no offline augmentation of volumes),
+  labels..., sequence (the channel names joined by "+" for a stacked dataset), the columns of
+  ``slices.tsv`` that apply to a whole volume, so core.slices.split_rows and image_channels read it.
+- ``grid.json``: the output grid's shape, voxel spacing and affine (voxel -> template mm), so a
+  sample written with it (imaging/volumes.write_volume_nifti) overlays the template.
+
+Torch-free, like everything the DAG imports.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import pandas as pd
+
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.io import read_json
+from pipeline_lib.core.settings import (DEFAULT_DATASET, DatasetSettings, canonical, check_known_keys, dataset_settings,
+                                        read_settings)
+from pipeline_lib.core.slices import SplitImages, _split_table
+
+VOLUME_KIND = "volume"
+#: The ``kind`` of today's 2-D datasets (the default when ``kind`` is absent).
+SLICE_KIND = "slice"
+#: Volume-dataset keys that mean what they mean in a slice dataset (core.settings.DatasetSettings).
+SHARED_KEYS = ("filters", "channels", "clip_percentile", "test_fraction", "split_seed")
+#: Keys of a volume dataset's table before the labels (``sequence`` comes after them).
+VOLUME_TABLE_COLUMNS = ["row", "subject", "split", "augmented"]
+#: The spatial axes of volumes.npy, in order.
+VOLUME_AXES = ("x (left -> right)", "y (posterior -> anterior)", "z (inferior -> superior)")
+
+_FLOAT32 = 4
+_MB = 1024 * 1024
+
+
+def is_volume_block(block: Any) -> bool:
+    return isinstance(block, Mapping) and block.get("kind") == VOLUME_KIND
+
+
+@dataclass(frozen=True)
+class VolumeDatasetSettings:
+    """``datasets.<name>`` with ``kind: volume``: registered volumes for 3-D models.
+
+    ``spacing_mm`` (one number, or [x, y, z]; null = the registered grid's) resamples the grid
+    about its centre, covering the same field of view (smoothed before it is made coarser, against
+    aliasing: imaging/volumes.resample_box); ``box`` ([x, y, z] voxels; null = the
+    whole resampled grid) then keeps that many voxels about the grid's centre, padding with
+    background where the box is larger. ``filters``, ``channels``, ``clip_percentile``,
+    ``test_fraction`` and ``split_seed`` are those of a slice dataset.
+    """
+
+    PATH: ClassVar[str] = "datasets.<name>"
+    kind: str = VOLUME_KIND
+    filters: Mapping[str, Any] = field(default_factory=dict)
+    channels: tuple[str, ...] | None = None
+    box: tuple[int, int, int] | None = None
+    spacing_mm: tuple[float, float, float] | None = None
+    clip_percentile: float = 95
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind != VOLUME_KIND:
+            raise InputError(f"kind must be {VOLUME_KIND!r} for a volume dataset, not {self.kind!r}")
+        # The shared keys are checked (and normalised) exactly as a slice dataset's.
+        shared = DatasetSettings(**{key: getattr(self, key) for key in SHARED_KEYS})
+        for key in SHARED_KEYS:
+            object.__setattr__(self, key, getattr(shared, key))
+        if self.box is not None:
+            if (not isinstance(self.box, (list, tuple)) or len(self.box) != 3
+                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.box)):
+                raise InputError(f"box must be null or [x, y, z] voxels (positive integers), not {self.box!r}")
+            object.__setattr__(self, "box", tuple(int(v) for v in self.box))
+        if self.spacing_mm is not None:
+            spacing = self.spacing_mm
+            if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
+                spacing = [spacing] * 3
+            if (not isinstance(spacing, (list, tuple)) or len(spacing) != 3
+                    or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in spacing)):
+                raise InputError(f"spacing_mm must be null, a positive number or [x, y, z] positive mm, "
+                                 f"not {self.spacing_mm!r}")
+            object.__setattr__(self, "spacing_mm", tuple(float(v) for v in spacing))
+
+
+VOLUME_KEYS = tuple(f.name for f in fields(VolumeDatasetSettings))
+#: Keys of a slice dataset that a volume dataset does not take.
+SLICE_ONLY_KEYS = tuple(f.name for f in fields(DatasetSettings) if f.name not in VOLUME_KEYS)
+
+
+def volume_blocks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Name -> config block of every volume dataset (``kind: volume``) under ``datasets:``."""
+    return {str(name): dict(block) for name, block in (config.get("datasets") or {}).items()
+            if is_volume_block(block)}
+
+
+def volume_dataset_settings(config: Mapping[str, Any]) -> dict[str, VolumeDatasetSettings]:
+    """Every volume dataset's checked settings, by name. The schema fills a slice dataset's defaults
+    (axis, size, ...) into every ``datasets:`` block; a volume dataset's own keys are read, and the
+    raw config's slice keys were rejected before that (:func:`volume_dataset_problems`)."""
+    return {name: read_settings(VolumeDatasetSettings, {k: v for k, v in block.items() if k in VOLUME_KEYS},
+                                f"datasets.{name}")
+            for name, block in volume_blocks(config).items()}
+
+
+def volume_dataset_params(settings: VolumeDatasetSettings) -> dict[str, Any]:
+    """A volume dataset's settings as plain, sorted values (its job's params)."""
+    values = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    values["filters"] = {k: list(v) for k, v in values["filters"].items()}
+    for key in ("channels", "box", "spacing_mm"):
+        values[key] = None if values[key] is None else list(values[key])
+    return canonical(values)
+
+
+def volume_dataset_problems(config: Mapping[str, Any]) -> list[str]:
+    """Config errors of the volume datasets (of the raw config, before the schema's defaults), each
+    naming its key: slice-only keys, their own values, a split that differs from the slice
+    datasets', a name the slice dataset built from ``slicing:`` takes, and models that name one."""
+    problems = []
+    blocks = volume_blocks(config)
+    settings = {}
+    for name, block in blocks.items():
+        wrong = [key for key in block if key in SLICE_ONLY_KEYS]
+        if wrong:
+            problems.append(f"datasets.{name}: {', '.join(wrong)} belong(s) to slice datasets; a volume dataset "
+                            f"(kind: volume) takes {', '.join(VOLUME_KEYS)}")
+            continue
+        try:
+            check_known_keys(block, VOLUME_KEYS, f"datasets.{name}")
+            settings[name] = read_settings(VolumeDatasetSettings, block, f"datasets.{name}")
+        except InputError as exc:
+            problems.append(str(exc))
+    if not settings:
+        return problems
+    try:
+        slices = dataset_settings(config)
+    except InputError:
+        return problems  # reported by core.settings.dataset_problems
+    if DEFAULT_DATASET in settings and DEFAULT_DATASET in slices:
+        problems.append(f"datasets.{DEFAULT_DATASET}: the name of the slice dataset built from slicing: (there is "
+                        f"no slice dataset under datasets:); give the volume dataset another name")
+    reference_name, reference = next(iter(slices.items()))
+    for name, volume in settings.items():
+        for key in ("test_fraction", "split_seed"):
+            if getattr(volume, key) != getattr(reference, key):
+                problems.append(
+                    f"datasets.{name}.{key}: {getattr(volume, key)!r} differs from dataset {reference_name}'s "
+                    f"{getattr(reference, key)!r}; the train/test split is by subject and must be the same in "
+                    "every dataset of the cohort, volume datasets included")
+    for model, block in (config.get("models") or {}).items():
+        chosen = (block or {}).get("dataset")
+        if chosen in settings:
+            problems.append(f"models.{model}.dataset: {chosen!r} is a volume dataset (kind: volume); the "
+                            f"{(block or {}).get('family')} family trains on 2-D slice datasets")
+    return problems
+
+
+def volume_dataset_mb(grid: tuple[int, int, int], box: tuple[int, int, int] | None) -> float:
+    """Peak memory of building a volume dataset, flat in the cohort's size: one registered volume at
+    a time (read, normalised, smoothed: about 6 float32 copies of the registered grid) and the
+    interpolation's coordinates (3 float64 per output voxel) and output; the dataset itself is
+    written through a memory map, never held."""
+    grid_mb = math.prod(grid) * _FLOAT32 / _MB
+    box_mb = math.prod(box or grid) * _FLOAT32 / _MB
+    return 600 + 6 * grid_mb + 8 * box_mb
+
+
+# ----------------------------------------------------------------- reading
+
+
+def read_grid(path: str | Path) -> dict[str, Any]:
+    """grid.json of a volume dataset: ``shape``, ``spacing_mm`` and ``affine`` (4 x 4, voxel -> mm),
+    checked; errors name the file."""
+    grid = read_json(path)
+    try:
+        affine = np.asarray(grid["affine"], dtype=np.float64)
+        shape = tuple(int(v) for v in grid["shape"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: not a volume dataset's grid.json (needs shape and affine: {exc})") from exc
+    if affine.shape != (4, 4) or len(shape) != 3 or not np.isfinite(affine).all():
+        raise InputError(f"{path}: expected a 4 x 4 affine and a 3-D shape, got {affine.shape} and {shape}")
+    return {**grid, "affine": affine, "shape": shape}
+
+
+def open_volume_split(volumes: Path, table: Path, split: str) -> tuple[SplitImages, pd.DataFrame]:
+    """The volumes of one split, read from disk when indexed (core.slices.SplitImages: memory flat in
+    the split's size, picklable for DataLoader workers), and their table rows."""
+    frame, rows, data = _split_table(Path(volumes), Path(table), split, augmented=False)
+    if data.ndim != 5:
+        raise InputError(f"{volumes}: expected volumes shaped (N, C, X, Y, Z), got shape {data.shape}")
+    return SplitImages(Path(volumes), rows), frame.loc[rows].reset_index(drop=True)
