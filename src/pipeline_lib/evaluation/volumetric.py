@@ -1,0 +1,288 @@
+"""Metrics of generated volumes (volume datasets, core/volumes.py: (N, C, X, Y, Z) in RAS voxel order).
+
+- **Three planes**: :func:`plane_slices` cuts volumes into axial, coronal and sagittal slices in the
+  slice datasets' radiological display (imaging/slice_geometry.ras_to_display), so every 2-D metric
+  applies to a 3-D model, and a 2-D and a 3-D model can be compared on the same slices.
+- **2.5-D FID**: :func:`three_plane_fid` averages a per-plane FID over the three planes, the practice
+  of the 3-D literature (no Inception network sees volumes); it is stated as such in its result.
+- **Diversity**: :func:`pairwise_ms_ssim_3d`, MONAI's MultiScaleSSIMMetric with ``spatial_dims=3``
+  between random pairs of distinct volumes (lower = more diverse), with as many scales as the
+  volume's smallest side holds (:func:`ms_ssim_3d_scales`).
+- **Memorization**: :func:`nearest_training_volumes` and :func:`volume_memorization`, the slice
+  audit's nearest-neighbour MSE and copy fraction (evaluation/memorization.py) over whole volumes,
+  the training volumes read a chunk at a time.
+- **Anatomical plausibility**: :func:`brain_volumes_ml` (voxels above a threshold inside the template's
+  brain mask x the voxel volume) and :func:`tissue_histogram` / :func:`histogram_wasserstein` (the
+  intensity distribution of brain voxels, samples against real volumes, by the Wasserstein-1 distance).
+
+Arrays in, numbers out: the volumes may be numpy arrays or core.slices.SplitImages (read when
+indexed); functions that stream read ``batch`` volumes at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.evaluation.diversity import MS_SSIM_WEIGHTS, ms_ssim_weights, random_pairs
+from pipeline_lib.evaluation.memorization import _distance_summary, nearest_by_mse
+
+PLANES = ("axial", "coronal", "sagittal")
+#: How the three-plane FID is reported: it is not a 3-D FID.
+FID_25D_NOTE = ("2.5-D FID: the mean of the Fréchet Inception distances of axial, coronal and sagittal "
+                "slices of the volumes (no Inception network sees volumes)")
+_BATCH = 8
+
+
+def _volumes(volumes, what: str = "volumes"):
+    """``volumes`` as (N, C, X, Y, Z) (a (N, X, Y, Z) array gains C = 1); SplitImages pass as they are."""
+    if isinstance(volumes, np.ndarray) and volumes.ndim == 4:
+        volumes = volumes[:, None]
+    if len(getattr(volumes, "shape", ())) != 5 or volumes.shape[0] == 0:
+        raise InputError(f"{what}: expected a non-empty (N, C, X, Y, Z) or (N, X, Y, Z) stack of volumes, "
+                         f"got shape {getattr(volumes, 'shape', None)}")
+    return volumes
+
+
+def _batches(volumes, batch: int = _BATCH):
+    for start in range(0, len(volumes), batch):
+        yield start, np.asarray(volumes[start:start + batch], dtype=np.float32)
+
+
+# ----------------------------------------------------------------- slices in three planes
+
+
+def plane_slices(volumes, plane: str, indices: Sequence[int] | None = None) -> np.ndarray:
+    """(M, H, W) grey slices of ``volumes`` along ``plane``, in the slice datasets' display orientation
+    (radiological: the patient's right on the image's left; anterior, resp. superior, up).
+
+    ``indices`` are slice positions along the plane's axis (None = every slice); slices come volume by
+    volume, each volume's channels in order (channel-major, as core.slices.grey_images pools them),
+    then by index. Axial slices are Y x X, coronal Z x X, sagittal Z x Y voxels.
+    """
+    if plane not in PLANES:
+        raise InputError(f"plane must be one of {', '.join(PLANES)}, not {plane!r}")
+    data = np.asarray(_volumes(volumes), dtype=np.float32)
+    axis = {"sagittal": 2, "coronal": 3, "axial": 4}[plane]
+    depth = data.shape[axis]
+    chosen = np.arange(depth) if indices is None else np.asarray(indices, dtype=np.int64)
+    if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= depth:
+        raise InputError(f"{plane} slice indices {list(chosen)} must lie in 0..{depth - 1}")
+    # The same transposes as imaging.slice_geometry.ras_to_display, on (N, C, x, y, z).
+    if plane == "axial":       # (z, y, x): rows anterior first, columns right first
+        out = np.transpose(data, (0, 1, 4, 3, 2))[:, :, :, ::-1, ::-1]
+    elif plane == "coronal":   # (y, z, x): rows superior first, columns right first
+        out = np.transpose(data, (0, 1, 3, 4, 2))[:, :, :, ::-1, ::-1]
+    else:                      # sagittal (x, z, y): rows superior first, columns anterior first
+        out = np.transpose(data, (0, 1, 2, 4, 3))[:, :, :, ::-1, ::-1]
+    out = out[:, :, chosen]
+    return np.ascontiguousarray(out.reshape((-1,) + out.shape[-2:]))
+
+
+def central_indices(depth: int, n: int) -> np.ndarray:
+    """``n`` slice positions spread evenly over the central half of an axis of ``depth`` voxels (the
+    outer quarters of a brain-centred grid are mostly background)."""
+    if n < 1 or depth < 1:
+        raise InputError(f"need at least one slice of at least one voxel, got n={n}, depth={depth}")
+    return np.unique(np.rint(np.linspace(depth / 4, 3 * depth / 4 - 1, n)).astype(np.int64).clip(0, depth - 1))
+
+
+def three_plane_fid(real, generated, plane_fid: Callable[[np.ndarray, np.ndarray], float],
+                    indices: dict[str, Sequence[int]] | None = None) -> dict[str, Any]:
+    """The 2.5-D FID: ``plane_fid(real_slices, generated_slices)`` (a 2-D FID of (M, H, W) slices in
+    [0, 1], e.g. evaluation/fid.py's on Inception features) in each plane and their mean.
+
+    ``indices`` maps a plane to its slice positions (default: every slice). Returns ``fid_axial``,
+    ``fid_coronal``, ``fid_sagittal``, ``fid_2_5d`` (their mean) and ``note`` (:data:`FID_25D_NOTE`).
+    """
+    indices = indices or {}
+    out: dict[str, Any] = {}
+    for plane in PLANES:
+        value = float(plane_fid(plane_slices(real, plane, indices.get(plane)),
+                                plane_slices(generated, plane, indices.get(plane))))
+        if not np.isfinite(value):
+            raise InputError(f"the {plane} FID is not a finite number ({value})")
+        out[f"fid_{plane}"] = value
+    out["fid_2_5d"] = float(np.mean([out[f"fid_{plane}"] for plane in PLANES]))
+    out["note"] = FID_25D_NOTE
+    return out
+
+
+# ----------------------------------------------------------------- diversity
+
+
+def ms_ssim_3d_scales(shape: Sequence[int], kernel_size: int) -> tuple[float, ...]:
+    """The weights of the most scales (at most five) a volume of ``shape`` (X, Y, Z) holds with a cubic
+    ``kernel_size`` window: its smallest side decides, by the same rule as the 2-D metric
+    (evaluation/diversity.ms_ssim_weights: the coarsest level as wide as the window, and MONAI's
+    check side // (scales - 1)^2 > kernel - 1, applied to every spatial axis). All five scales with
+    MONAI's default 11-voxel window need at least 176 voxels a side; 48 holds three, 32 two."""
+    side = int(min(shape))
+    try:
+        return ms_ssim_weights(side, kernel_size)
+    except InputError as exc:
+        raise InputError(f"volumes of {tuple(shape)} voxels: {exc}") from exc
+
+
+def min_side_for_scales(scales: int, kernel_size: int) -> int:
+    """The smallest side (voxels) that holds ``scales`` MS-SSIM scales with a ``kernel_size`` window."""
+    if not 1 <= scales <= len(MS_SSIM_WEIGHTS):
+        raise InputError(f"scales must lie in 1..{len(MS_SSIM_WEIGHTS)}, got {scales}")
+    side = 1
+    while len(_weights_or_none(side, kernel_size)) < scales:
+        side += 1
+    return side
+
+
+def _weights_or_none(side: int, kernel_size: int) -> tuple[float, ...]:
+    try:
+        return ms_ssim_weights(side, kernel_size)
+    except InputError:
+        return ()
+
+
+def pairwise_ms_ssim_3d(volumes, *, n_pairs: int, seed: int, kernel_size: int = 11,
+                        batch: int = _BATCH) -> dict[str, Any]:
+    """Mean and standard deviation of 3-D MS-SSIM (MONAI, ``spatial_dims=3``, data range 1, a channel's
+    values averaged with the others') over random pairs of distinct volumes; the pairs are read
+    ``batch`` at a time. Lower means more diverse."""
+    import torch
+    from monai.metrics import MultiScaleSSIMMetric
+
+    volumes = _volumes(volumes)
+    weights = ms_ssim_3d_scales(volumes.shape[2:], kernel_size)
+    metric = MultiScaleSSIMMetric(spatial_dims=3, data_range=1.0, kernel_size=kernel_size, weights=weights,
+                                  reduction="none")
+    pairs = random_pairs(len(volumes), n_pairs, seed)
+    values = []
+    for start in range(0, len(pairs), batch):
+        chunk = pairs[start:start + batch]
+        a = torch.from_numpy(np.asarray(volumes[chunk[:, 0]], dtype=np.float32))
+        b = torch.from_numpy(np.asarray(volumes[chunk[:, 1]], dtype=np.float32))
+        with torch.no_grad():
+            values.append(metric(b, a).reshape(len(chunk), -1).mean(dim=1).double().numpy())
+    values = np.concatenate(values)
+    return {"ms_ssim_3d_mean": float(values.mean()), "ms_ssim_3d_std": float(values.std()),
+            "n_pairs": int(len(pairs)), "n_volumes": int(len(volumes)), "ms_ssim_scales": len(weights),
+            "kernel_size": int(kernel_size)}
+
+
+# ----------------------------------------------------------------- memorization
+
+
+def nearest_training_volumes(samples, train, *, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each sample's nearest training volume and the per-voxel MSE to it (ties to the lowest
+    index), with the training volumes read ``chunk`` at a time: memory holds the samples and one chunk."""
+    samples, train = _volumes(samples, "samples"), _volumes(train, "training volumes")
+    if tuple(samples.shape[1:]) != tuple(train.shape[1:]):
+        raise InputError(f"samples of {tuple(samples.shape[1:])} cannot be compared with training volumes of "
+                         f"{tuple(train.shape[1:])}")
+    if chunk < 1:
+        raise InputError(f"chunk must be positive, got {chunk}")
+    queries = np.asarray(samples, dtype=np.float32).reshape(len(samples), 1, -1)
+    best = np.full(len(queries), np.inf)
+    nearest = np.zeros(len(queries), dtype=np.intp)
+    for start, block in _batches(train, chunk):
+        index, mse = nearest_by_mse(queries, block.reshape(len(block), 1, -1))
+        better = mse < best
+        best[better], nearest[better] = mse[better], index[better] + start
+    return nearest, best
+
+
+def volume_memorization(samples, train, test, *, percentile: float = 5.0, chunk: int = 16) -> dict[str, Any]:
+    """The slice audit over whole volumes: each sample's distance (per-voxel MSE) to its nearest
+    training volume against the real test volumes' distances to theirs; a sample closer than the test
+    distances' ``percentile`` is a likely copy. ``_arrays`` holds the per-sample neighbours."""
+    s_index, s_mse = nearest_training_volumes(samples, train, chunk=chunk)
+    _, t_mse = nearest_training_volumes(test, train, chunk=chunk)
+    return {"percentile": float(percentile), "n_samples": int(len(s_mse)), "n_train": int(len(train)),
+            "n_test_reference": int(len(t_mse)),
+            "voxel": _distance_summary(s_mse, t_mse, percentile, "per-voxel mean squared error"),
+            "_arrays": {"nearest": s_index, "distance": s_mse}}
+
+
+# ----------------------------------------------------------------- anatomical plausibility
+
+
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    """mL per voxel of a grid with ``affine`` (voxel -> mm)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise InputError(f"expected a 4 x 4 affine, got shape {affine.shape}")
+    return abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+
+
+def _mask(mask, shape) -> np.ndarray:
+    if mask is None:
+        return np.ones(shape, dtype=bool)
+    mask = np.asarray(mask) > 0
+    if mask.shape != tuple(shape):
+        raise InputError(f"the brain mask of shape {mask.shape} is not on the volumes' grid {tuple(shape)}")
+    return mask
+
+
+def brain_volumes_ml(volumes, affine: np.ndarray, *, mask=None, threshold: float = 0.1, channel: int = 0,
+                     batch: int = _BATCH) -> np.ndarray:
+    """Brain volume (mL) of each volume: its ``channel``'s voxels above ``threshold`` inside ``mask``
+    (the template's brain mask on the volumes' grid; None = everywhere) times the voxel volume."""
+    volumes = _volumes(volumes)
+    inside = _mask(mask, volumes.shape[2:])
+    per_voxel = voxel_volume_ml(affine)
+    out = np.empty(len(volumes))
+    for start, block in _batches(volumes, batch):
+        counts = ((block[:, channel] > threshold) & inside).reshape(len(block), -1).sum(axis=1)
+        out[start:start + len(block)] = counts * per_voxel
+    return out
+
+
+def brain_volume_comparison(generated, real, affine: np.ndarray, **kwargs) -> dict[str, Any]:
+    """Brain volumes of generated and real volumes (:func:`brain_volumes_ml`): each set's mean and
+    standard deviation and the Wasserstein-1 distance (mL) between the two sets' values."""
+    from scipy.stats import wasserstein_distance
+
+    generated_ml = brain_volumes_ml(generated, affine, **kwargs)
+    real_ml = brain_volumes_ml(real, affine, **kwargs)
+    return {"generated_ml": {"mean": float(generated_ml.mean()), "std": float(generated_ml.std())},
+            "real_ml": {"mean": float(real_ml.mean()), "std": float(real_ml.std())},
+            "wasserstein_ml": float(wasserstein_distance(generated_ml, real_ml))}
+
+
+def tissue_histogram(volumes, *, mask=None, threshold: float = 0.1, bins: int = 100, channel: int = 0,
+                     batch: int = _BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, edges)``: the intensity histogram over [0, 1] of the tissue voxels (the ``channel``'s
+    voxels above ``threshold`` inside ``mask``) of every volume, accumulated ``batch`` volumes at a time."""
+    volumes = _volumes(volumes)
+    inside = _mask(mask, volumes.shape[2:])
+    edges = np.linspace(0.0, 1.0, int(bins) + 1)
+    counts = np.zeros(int(bins), dtype=np.int64)
+    for _, block in _batches(volumes, batch):
+        values = block[:, channel][(block[:, channel] > threshold) & inside]
+        counts += np.histogram(values, bins=edges)[0]
+    if counts.sum() == 0:
+        raise InputError(f"no tissue voxel (above {threshold} inside the mask) to histogram")
+    return counts, edges
+
+
+def histogram_wasserstein(counts_a: np.ndarray, counts_b: np.ndarray, edges: np.ndarray) -> float:
+    """Wasserstein-1 distance between two intensity histograms on the same ``edges``: the area between
+    their cumulative distributions (exact for mass at the bin centres; within one bin width of the
+    distance between the unbinned intensities)."""
+    a, b = np.asarray(counts_a, dtype=np.float64), np.asarray(counts_b, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(edges) != len(a) + 1:
+        raise InputError(f"histograms of {a.shape} and {b.shape} bins on {len(edges)} edges do not match")
+    if a.sum() <= 0 or b.sum() <= 0:
+        raise InputError("an empty histogram has no distribution to compare")
+    gap = np.abs(np.cumsum(a / a.sum()) - np.cumsum(b / b.sum()))[:-1]
+    return float(np.sum(gap * np.diff((edges[:-1] + edges[1:]) / 2)))
+
+
+def tissue_intensity_comparison(generated, real, *, bins: int = 100, **kwargs) -> dict[str, Any]:
+    """Tissue intensity histograms of generated and real volumes (:func:`tissue_histogram`, same
+    bins) and the Wasserstein-1 distance between them (intensity units, [0, 1])."""
+    generated_counts, edges = tissue_histogram(generated, bins=bins, **kwargs)
+    real_counts, _ = tissue_histogram(real, bins=bins, **kwargs)
+    return {"wasserstein": histogram_wasserstein(generated_counts, real_counts, edges), "bins": int(bins),
+            "generated_counts": generated_counts.tolist(), "real_counts": real_counts.tolist()}
