@@ -4,13 +4,14 @@ samples back to NIfTI on the dataset's grid.
 Every volume goes through the slice datasets' steps that apply to a whole volume (imaging/slicing.py:
 the same label filters, channels, per-volume normalisation and subject split), then onto the
 dataset's grid (:func:`resample_box`). The files are described in core/volumes.py; the array is
-written volume by volume into a memory-mapped temporary file and renamed into place when complete,
-so memory stays flat in the cohort's size.
+written volume by volume into a temporary file (laid out by np.lib.format.open_memmap) and renamed
+into place when complete, so memory stays flat in the cohort's size.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -121,15 +122,21 @@ def build_volume_dataset(registered: Mapping[str, Path | Mapping[str, Path]], la
 
     rows = []
     with atomic_path(out_volumes, suffix=".npy") as tmp:
-        volumes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                            shape=(len(items), channels) + out_shape)
-        for row, (subject, sequence, paths) in enumerate(items):
-            for channel, path in enumerate(paths):
-                volumes[row, channel] = _grid_volume(path, settings, source_shape, source_affine, first)
-            rows.append({"row": row, "subject": subject, "split": split[subject], "augmented": 0,
-                         "sequence": sequence})
-        volumes.flush()
-        del volumes
+        # open_memmap lays out the .npy header and the file's full size; the volumes are then written
+        # with pwrite, not through the mapping: written pages of a mapping count in the job's
+        # resident set (and in the PSS the guard watches) until the kernel reclaims them, so the
+        # mapping would grow with the cohort, while written file pages are the page cache's.
+        layout = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                           shape=(len(items), channels) + out_shape)
+        offset, item_bytes, dtype = int(layout.offset), int(np.prod(layout.shape[1:])) * layout.itemsize, layout.dtype
+        del layout
+        with open(tmp, "r+b") as handle:
+            for row, (subject, sequence, paths) in enumerate(items):
+                volume = np.stack([_grid_volume(path, settings, source_shape, source_affine, first)
+                                   for path in paths]).astype(dtype, copy=False)
+                os.pwrite(handle.fileno(), np.ascontiguousarray(volume).tobytes(), offset + row * item_bytes)
+                rows.append({"row": row, "subject": subject, "split": split[subject], "augmented": 0,
+                             "sequence": sequence})
     table = pd.DataFrame(rows, columns=VOLUME_TABLE_COLUMNS + ["sequence"])
     if label_table is not None:
         table = table.merge(label_table, on="subject", how="left", validate="many_to_one")
