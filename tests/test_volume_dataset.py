@@ -11,12 +11,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline_lib.core.config_check import config_problems
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.settings import dataset_blocks, dataset_problems
 from pipeline_lib.core.slices import load_table
-from pipeline_lib.core.volumes import (VolumeDatasetSettings, open_volume_split, read_grid, volume_dataset_params,
+from pipeline_lib.core.volumes import (SHARED_KEYS, VOLUME_KEYS, VolumeDatasetSettings, open_volume_split, read_grid, volume_dataset_params,
                                        volume_dataset_problems, volume_dataset_settings)
 from pipeline_lib.imaging.slice_geometry import SliceSelection
 from pipeline_lib.imaging.slicing import SliceSpec, build_slice_dataset
@@ -238,6 +239,14 @@ def test_a_model_on_a_volume_dataset_and_the_default_name_are_problems():
     problems = volume_dataset_problems(config)
     assert any("datasets.default: the name of the slice dataset built from slicing:" in p for p in problems)
     assert any("models.m.dataset: 'default' is a volume dataset" in p for p in problems)
+
+
+def test_volume_keys_are_in_the_schema_and_volume_only_keys_have_no_schema_default():
+    """Snakemake fills schema defaults into every datasets: block; a default of kind, box or
+    spacing_mm would reach the slice datasets (and a default kind would turn them into volumes)."""
+    block = yaml.safe_load(SCHEMA.read_text())["properties"]["datasets"]["additionalProperties"]["properties"]
+    assert set(VOLUME_KEYS) <= set(block)
+    assert not [key for key in VOLUME_KEYS if key not in SHARED_KEYS and "default" in block[key]]
 
 
 def test_the_schema_takes_volume_keys_and_rejects_an_unknown_kind():
