@@ -20,6 +20,7 @@ from pipeline_lib.core.private import private_folder
 from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, canonical, dataset_params,
                                         dataset_settings, enabled_models, keys_of_kind, model_dataset, model_seeds,
                                         rerun_settings)
+from pipeline_lib.core.volumes import volume_dataset_mb, volume_dataset_params, volume_dataset_settings
 from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES, layout_problem
 from pipeline_lib.imaging.label_filters import check_filters_against_subjects
 from pipeline_lib.imaging.pseudonym import project_salt, salt_notice
@@ -308,6 +309,35 @@ def dataset_class_columns(wildcards):
     """Label columns the dataset's conditional models use: its real reference row gets per-class FID for them."""
     blocks = [config["models"][m] for m in dataset_models(wildcards.dataset)]
     return sorted({block["condition_on"] for block in blocks if block.get("condition_on")})
+
+
+# ----- volume datasets (datasets.<name> with kind: volume; volume.smk) -----
+
+VOLUME_DATASET_SETTINGS = volume_dataset_settings(config)
+
+
+def per_subject_of_volume_dataset(pattern):
+    """Input function: ``pattern`` over every discovered subject, once the volume dataset's label
+    filters are known to fit the discovered labels (as per_subject_of_dataset for slice datasets)."""
+
+    def expand_checked(wildcards):
+        subjects = discovered()
+        filters = VOLUME_DATASET_SETTINGS[wildcards.volume_dataset].filters
+        check_filters_against_subjects(wildcards.volume_dataset, filters, subjects.reset_index(),
+                                       config["input"].get("layout", "auto"))
+        return expand(pattern, subject=sorted(subjects.index))
+
+    return expand_checked
+
+
+def volume_settings(wildcards):
+    """Only this volume dataset's settings: changing one rebuilds only it."""
+    return volume_dataset_params(VOLUME_DATASET_SETTINGS[wildcards.volume_dataset])
+
+
+def mem_volume_dataset(wildcards, attempt):
+    box = VOLUME_DATASET_SETTINGS[wildcards.volume_dataset].box
+    return resources.request_mb(volume_dataset_mb(registration_grid(), box), attempt)
 
 
 # ----- settings -----

@@ -1,37 +1,10 @@
 # Volume datasets (datasets.<name> with kind: volume) for 3-D models; `snakemake volume_datasets`
-# builds them. Nothing else asks for them yet, so the 2-D pipeline's DAG is unchanged.
-
-from pipeline_lib.core.volumes import volume_dataset_mb, volume_dataset_params, volume_dataset_settings
-
-VOLUME_DATASET_SETTINGS = volume_dataset_settings(config)
+# builds them. Nothing else asks for them yet, so the 2-D pipeline's DAG is unchanged. Their
+# input functions are in common.smk.
 
 
 wildcard_constraints:
     volume_dataset="|".join(VOLUME_DATASET_SETTINGS) or "(?!)",
-
-
-def per_subject_of_volume_dataset(pattern):
-    """Input function: ``pattern`` over every discovered subject, once the volume dataset's label
-    filters are known to fit the discovered labels (as per_subject_of_dataset for slice datasets)."""
-
-    def expand_checked(wildcards):
-        subjects = discovered()
-        filters = VOLUME_DATASET_SETTINGS[wildcards.volume_dataset].filters
-        check_filters_against_subjects(wildcards.volume_dataset, filters, subjects.reset_index(),
-                                       config["input"].get("layout", "auto"))
-        return expand(pattern, subject=sorted(subjects.index))
-
-    return expand_checked
-
-
-def volume_settings(wildcards):
-    """Only this volume dataset's settings: changing one rebuilds only it."""
-    return volume_dataset_params(VOLUME_DATASET_SETTINGS[wildcards.volume_dataset])
-
-
-def mem_volume_dataset(wildcards, attempt):
-    box = VOLUME_DATASET_SETTINGS[wildcards.volume_dataset].box
-    return resources.request_mb(volume_dataset_mb(registration_grid(), box), attempt)
 
 
 rule volume_dataset:
