@@ -21,7 +21,8 @@ from pipeline_lib.core.volumes import (SHARED_KEYS, VOLUME_KEYS, VolumeDatasetSe
                                        volume_dataset_problems, volume_dataset_settings)
 from pipeline_lib.imaging.slice_geometry import SliceSelection
 from pipeline_lib.imaging.slicing import SliceSpec, build_slice_dataset
-from pipeline_lib.imaging.volumes import build_volume_dataset, resample_box, target_grid, write_volume_nifti
+from pipeline_lib.imaging.volumes import (build_volume_dataset, mask_on_grid, resample_box, target_grid,
+                                          write_volume_nifti)
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
 SHAPE = (12, 14, 10)
@@ -289,3 +290,16 @@ def test_a_dataset_volume_written_with_grid_json_equals_its_source_in_world_spac
         src = np.rint(np.linalg.solve(source.affine, world)[:3]).astype(int)
         assert np.isclose(written.get_fdata()[ijk], min(data[tuple(src)], ceiling) / ceiling, atol=1e-6)
     assert load_table(tmp_path / "vol/volumes.tsv")["subject"].tolist() == table["subject"].tolist()
+
+
+def test_a_brain_mask_comes_onto_the_dataset_grid_with_the_volumes(tmp_path):
+    mask = np.zeros(SHAPE, np.float32)
+    mask[3:9, 4:10, 2:8] = 1
+    path = _write(tmp_path / "brain_mask.nii.gz", mask)
+    boxed = mask_on_grid(path, VolumeDatasetSettings(box=(8, 8, 8)))
+    assert boxed.dtype == bool and boxed.shape == (8, 8, 8)
+    assert np.array_equal(boxed, mask[2:10, 3:11, 1:9] > 0)  # the centred box: (12-8)//2, (14-8)//2, (10-8)//2
+    coarse = mask_on_grid(path, VolumeDatasetSettings(spacing_mm=4.0))
+    assert coarse.shape == (6, 7, 5) and 0.5 * mask.sum() / 8 < coarse.sum() < 1.5 * mask.sum() / 8
+    with pytest.raises(InputError, match="missing.nii.gz"):
+        mask_on_grid(tmp_path / "missing.nii.gz", VolumeDatasetSettings())

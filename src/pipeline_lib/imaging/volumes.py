@@ -194,6 +194,19 @@ def _grid_volume(path: Path, settings: VolumeDatasetSettings, shape, affine, fir
         raise InputError(f"{path}: {exc}") from exc
 
 
+def mask_on_grid(path: Path, settings: VolumeDatasetSettings) -> np.ndarray:
+    """A brain mask on the registered grid (e.g. a subject's or the template's brain_mask.nii.gz
+    from registration) brought onto a volume dataset's grid by the volumes' own resampling and box,
+    then thresholded at one half: the ``mask`` evaluation/volumetric's brain volume and tissue
+    histograms take. Errors name the file."""
+    try:
+        data, affine = _load_ras(path, with_affine=True)
+        out, _ = resample_box((data > 0).astype(np.float32), affine, settings.spacing_mm, settings.box)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    return out >= 0.5
+
+
 def write_volume_nifti(sample: np.ndarray, affine: np.ndarray, out: Path) -> Path:
     """Write a (C, X, Y, Z) sample (or one (X, Y, Z) volume) on a volume dataset's grid as NIfTI with
     ``affine`` (grid.json's), atomically: a 3-D image for one channel, else X x Y x Z x C. The voxel
