@@ -19,6 +19,7 @@ from pipeline_lib.core.settings import dataset_blocks, dataset_problems
 from pipeline_lib.core.slices import load_table
 from pipeline_lib.core.volumes import (SHARED_KEYS, VOLUME_KEYS, VolumeDatasetSettings, open_volume_split, read_grid, volume_dataset_params,
                                        volume_dataset_problems, volume_dataset_settings)
+from pipeline_lib.evaluation.volumetric import plane_slices
 from pipeline_lib.imaging.slice_geometry import SliceSelection
 from pipeline_lib.imaging.slicing import SliceSpec, build_slice_dataset
 from pipeline_lib.imaging.volumes import (build_volume_dataset, mask_on_grid, resample_box, target_grid,
@@ -303,3 +304,18 @@ def test_a_brain_mask_comes_onto_the_dataset_grid_with_the_volumes(tmp_path):
     assert coarse.shape == (6, 7, 5) and 0.5 * mask.sum() / 8 < coarse.sum() < 1.5 * mask.sum() / 8
     with pytest.raises(InputError, match="missing.nii.gz"):
         mask_on_grid(tmp_path / "missing.nii.gz", VolumeDatasetSettings())
+
+
+@pytest.mark.parametrize("axis", ["axial", "coronal", "sagittal"])
+def test_plane_slices_of_the_volume_dataset_are_the_slice_datasets_images(cohort, tmp_path, axis):
+    """A 3-D model's samples are cut into exactly the slices a 2-D model of the cohort trains on."""
+    registered, labels = cohort
+    volumes, table, _, _ = _build(cohort, tmp_path, filters={"sequence": "t1"})
+    x, y, z = SHAPE
+    size = {"axial": (y, x), "coronal": (z, x), "sagittal": (z, y)}[axis]
+    slices = build_slice_dataset(registered, labels, tmp_path / "s/images.npy", tmp_path / "s/slices.tsv",
+                                 SliceSpec(axis=axis, selection=SliceSelection("all"), size=size, fit="crop",
+                                           filters={"sequence": ("t1",)}))
+    images = np.load(tmp_path / "s/images.npy")
+    assert list(slices["subject"].unique()) == list(table["subject"])
+    assert np.array_equal(plane_slices(volumes, axis), images)
