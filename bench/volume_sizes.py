@@ -1,6 +1,7 @@
 """Disk and memory of volume datasets (``datasets.<name>`` with ``kind: volume``), on paper and measured.
 
-    PYTHONPATH=src python bench/volume_sizes.py [--measure 8,32] [--grid 96,112,96] [--out bench/results/volume_sizes.json]
+    PYTHONPATH=src python bench/volume_sizes.py [--measure 8,32] [--grid 96,112,96]
+        [--out bench/results/volume_sizes.json]
 
 On paper (arithmetic, no data): for the demo and for published sizes, the bytes of ``volumes.npy``
 (N x C x X x Y x Z float32, plus the 128-byte .npy header), the building job's memory request
@@ -115,7 +116,8 @@ def markdown(result: dict) -> str:
     lines += ["", "Sources: " + "; ".join(f"{row['case']}: {row['source']}" for row in result["on_paper"]) + ".", ""]
     if result.get("measured"):
         lines += ["## Measured: building a volume dataset (whole grid, synthetic volumes)", "",
-                  "| subjects | grid | volumes.npy | peak RSS | RSS before the build | seconds |", "|---|---|---|---|---|---|"]
+                  "| subjects | grid | volumes.npy | peak RSS | RSS before the build | seconds |",
+                  "|---|---|---|---|---|---|"]
         for row in result["measured"]:
             lines.append(f"| {row['subjects']} | {'x'.join(map(str, row['grid']))} | {row['dataset_mb']} MB | "
                          f"{row['peak_rss_mb']} MB | {row['peak_rss_before_build_mb']} MB | {row['seconds']} |")

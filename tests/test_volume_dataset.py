@@ -17,8 +17,8 @@ from pipeline_lib.core.config_check import config_problems
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.settings import dataset_blocks, dataset_problems
 from pipeline_lib.core.slices import load_table
-from pipeline_lib.core.volumes import (SHARED_KEYS, VOLUME_KEYS, VolumeDatasetSettings, open_volume_split, read_grid, volume_dataset_params,
-                                       volume_dataset_problems, volume_dataset_settings)
+from pipeline_lib.core.volumes import (SHARED_KEYS, VOLUME_KEYS, VolumeDatasetSettings, open_volume_split, read_grid,
+                                       volume_dataset_params, volume_dataset_problems, volume_dataset_settings)
 from pipeline_lib.evaluation.volumetric import plane_slices
 from pipeline_lib.imaging.slice_geometry import SliceSelection
 from pipeline_lib.imaging.slicing import SliceSpec, build_slice_dataset
