@@ -58,14 +58,17 @@ def imported_modules(path: Path, root: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
+            module = _from_module(node, package)
             found.append((node.lineno, module))
             found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
     return found
+
+
+def _from_module(node: ast.ImportFrom, package: list[str]) -> str:
+    """The dotted module a ``from ... import`` names, a relative one resolved against ``package``."""
+    if not node.level:
+        return node.module or ""
+    return ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
 
 
 def _part(module: str, table) -> str | None:
@@ -107,8 +110,7 @@ def module_imports(path: Path, root: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = package[: len(package) - node.level + 1] if node.level else []
-            module = ".".join(base + ([node.module] if node.module else []))
+            module = _from_module(node, package)
             for alias in node.names:
                 found.add(f"{module}.{alias.name}" if _module_exists(f"{module}.{alias.name}", root) else module)
     return {module for module in found
@@ -170,6 +172,15 @@ def _circle(group: list[str], graph: dict[str, list[str]]) -> list[str]:
     return group
 
 
+def _copy_with(tmp_path: Path, file: str, planted: str) -> Path:
+    """A copy of the library whose ``file`` has ``planted`` inside a function at its end."""
+    copy = tmp_path / "pipeline_lib"
+    shutil.copytree(LIBRARY, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    target = copy / file
+    target.write_text(target.read_text() + f"\n\ndef _planted():\n    {planted}\n")
+    return copy
+
+
 def test_every_module_belongs_to_a_stage():
     loose = [p.name for p in LIBRARY.glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
     assert loose == [], f"modules outside the stage packages: {loose}"
@@ -191,11 +202,7 @@ def test_imports_follow_the_allowed_directions():
     ("from pipeline_lib.models import sampling", "cohorts/standin.py"),
 ])
 def test_a_forbidden_import_is_caught(tmp_path, planted, file):
-    copy = tmp_path / "pipeline_lib"
-    shutil.copytree(LIBRARY, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    target = copy / file
-    target.write_text(target.read_text() + f"\n\ndef _planted():\n    {planted}\n")
-    problems = forbidden_imports(copy)
+    problems = forbidden_imports(_copy_with(tmp_path, file, planted))
     assert len(problems) >= 1 and all(file.replace("/", ".")[:-3] in p for p in problems), problems
 
 
@@ -222,9 +229,4 @@ def test_no_stage_imports_itself_in_a_circle():
      "pipeline_lib.cohorts.hostile_corpus.building"),
 ])
 def test_an_import_circle_is_caught(tmp_path, planted, file, circle):
-    copy = tmp_path / "pipeline_lib"
-    shutil.copytree(LIBRARY, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    target = copy / file
-    target.write_text(target.read_text() + f"\n\ndef _planted():\n    {planted}\n")
-    cycles = import_cycles(copy)
-    assert cycles == [circle]
+    assert import_cycles(_copy_with(tmp_path, file, planted)) == [circle]
