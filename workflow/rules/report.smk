@@ -52,7 +52,7 @@ rule report:
         model_datasets=MODEL_DATASET,
         synthetic_cohort=is_demo_cohort(),
         registration=section_settings("registration"),
-        on_poor_fit=lookup(dpath="registration/on_poor_fit", within=config),
+        **later_stage_settings("registration", "report"),
         preprocessing=section_settings("preprocessing"),
         sampling=section_settings("sampling"),
         title=lookup(dpath="report/title", within=config),

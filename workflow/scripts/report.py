@@ -35,7 +35,7 @@ inputs = ReportInputs(
 report_job(
     Path(snakemake.output.html),
     inputs,
-    # on_poor_fit is a runtime key, so not in the registration settings; the caption states it.
+    # on_poor_fit is a result of the report (read_by), not of registration's own jobs; the caption states it.
     registration={**snakemake.params.registration, "on_poor_fit": snakemake.params.on_poor_fit},
     preprocessing=snakemake.params.preprocessing,
     sampling=snakemake.params.sampling,
