@@ -27,10 +27,16 @@ from __future__ import annotations
 import re
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pipeline_lib.core.numbers import finite_float
 from pipeline_lib.core.published import PublishedTable
+from pipeline_lib.core.io import read_json
+from pipeline_lib.report.html import escape as _esc
+from pipeline_lib.report.inputs import ReportData
+from pipeline_lib.report.published_section import render_published_tables
+from pipeline_lib.report.sections import Notes, Section
 
 NO_READINGS = "no readings yet"
 
@@ -361,3 +367,35 @@ def paper_values(tables: Mapping[str, PublishedTable], models: Sequence[ModelVie
         return PaperValues(notes={t: f"This report has no mapping of a run's values onto study {study!r}; "
                                      "only the published side is shown." for t in tables})
     return fill(tables, models, datasets)
+
+
+# ---------------------------------------------------------------- on the page
+
+
+def _paper(data: ReportData, notes: Notes) -> str:
+    """``report.published``: every table of the paper beside this run's values (paper_section.py)."""
+    tables = data.published or {}
+    parts = data.datasets if data.grouped else {"": data}
+    dataset_of = {model: name for name, part in parts.items() for model in part.runs}
+    views = {name: DatasetView(name=name, image_size=part.cohort.get("image_size"), sequences=part.sequences,
+                               original=part.original or {}, reader_scores=_reader_scores(part.reader_scores))
+             for name, part in parts.items()}
+    models = [ModelView(name=model, family=str(runs[0].summary.get("family", "")), dataset=dataset_of.get(model, ""),
+                        metrics=[r.metrics for r in runs], distribution=[r.distribution for r in runs])
+              for model, runs in data.runs.items() if runs]
+    values = paper_values(tables, models, views)
+    citation = next(iter(tables.values())).citation if tables else ""
+    lead = (f"<p>Each table of <cite>{_esc(citation)}</cite> as published (on the authors' data, left) and, "
+            "in the same layout, this run's values (right). The two come from different data, so compare "
+            "patterns (which model leads, how far from chance the readers are), not digits.</p>")
+    return lead + render_published_tables(tables, values.ours, notes=values.notes, extra_rows=values.extra_rows)
+
+
+def _reader_scores(path: Path | None) -> dict | None:
+    return read_json(path) if path is not None and Path(path).is_file() else None
+
+
+SECTIONS = [
+    Section("paper", "The paper's tables beside this run's", "published", _paper, per_dataset=False,
+            when=lambda data: bool(data.published)),
+]
