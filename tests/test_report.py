@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import html
 import json
 import re
 import struct
@@ -500,7 +501,7 @@ def _published_cells(text: str, table: str, kind: str) -> dict[tuple[str, str], 
         for attrs, body in re.findall(r"<td ([^>]*)>(.*?)</td>", row, re.S):
             column = re.search(r'data-column="([^"]*)"', attrs).group(1)
             value = re.search(r'data-value="([^"]*)"', attrs)
-            cells[(key, column)] = value.group(1) if value else body
+            cells[(html.unescape(key), html.unescape(column))] = value.group(1) if value else body
     return cells
 
 
@@ -558,6 +559,47 @@ def test_published_reader_tables_use_this_runs_readers(tmp_path):
     assert ours[("NR1", "TP")] == "—"
     published = _published_cells(text, "kazuhiro_2018.readers", "published")
     assert float(published[("NNR1", "Accuracy")]) == pytest.approx(0.83) and ("R1", "TP") not in published
+
+
+def _two_reader_scores(path: Path, answers: dict[str, list[str]]) -> Path:
+    """reader_study.scoring's scores of 20 real and 30 vae images read by the readers of ``answers``."""
+    from pipeline_lib.reader_study.scoring import _json_safe, score_responses
+
+    n = 50
+    key = pd.DataFrame({"image": [f"{i:02d}.png" for i in range(n)], "kit_id": "k",
+                        "truth": ["real"] * 20 + ["synthetic"] * 30, "source": ["real"] * 20 + ["vae"] * 30,
+                        "block": "", "group": "", "source_index": [str(i) for i in range(n)]})
+    responses = pd.concat([pd.DataFrame({"kit_id": "k", "reader_id": reader, "order_index": range(1, n + 1),
+                                         "image": key["image"], "answer": given, "confidence": np.nan,
+                                         "response_ms": 900, "timed_out": 0, "file": f"{reader}.csv"})
+                           for reader, given in answers.items()])
+    return _write(path, _json_safe(score_responses(key, responses)))
+
+
+def test_published_kappa_is_shown_beside_the_papers(tmp_path):
+    """Ungría Hirte et al.'s two readers agreed with Cohen's kappa 0.84; this run's readers' kappa
+    stands beside it."""
+    from pipeline_lib.core.published import load_published, published_path
+
+    data = make_data(tmp_path)
+    data.published = load_published(published_path("ungria_hirte_2020"))
+    r1 = ["real"] * 14 + ["synthetic"] * 6 + ["real"] * 9 + ["synthetic"] * 21
+    r2 = ["real"] * 16 + ["synthetic"] * 4 + ["real"] * 5 + ["synthetic"] * 25
+    data.reader_scores = _two_reader_scores(tmp_path / "scores2.json", {"R1": r1, "R2": r2})
+    text = build(tmp_path, data)
+    published = _published_cells(text, "ungria_hirte_2020.agreement", "published")
+    assert float(published[("Cohen's kappa", "Value")]) == pytest.approx(0.84)
+    # Cohen's kappa by its definition: observed agreement against the agreement the readers' marginals expect.
+    agree = np.mean([a == b for a, b in zip(r1, r2)])
+    p1, p2 = r1.count("real") / 50, r2.count("real") / 50
+    chance = p1 * p2 + (1 - p1) * (1 - p2)
+    ours = _published_cells(text, "ungria_hirte_2020.agreement", "ours")
+    assert float(ours[("Cohen's kappa", "Value")]) == pytest.approx((agree - chance) / (1 - chance))
+    assert "Readers R1, R2, on the 50 images every one of them answered." in text
+    # Three readers: Fleiss' kappa in a row of its own, the paper's Cohen row left empty.
+    data.reader_scores = _two_reader_scores(tmp_path / "scores3.json", {"R1": r1, "R2": r2, "R3": r1})
+    ours = _published_cells(build(tmp_path, data), "ungria_hirte_2020.agreement", "ours")
+    assert ours[("Cohen's kappa", "Value")] == "—" and ("Fleiss' kappa (3 readers)", "Value") in ours
 
 
 def test_published_turing_test_without_readings_says_so(tmp_path):

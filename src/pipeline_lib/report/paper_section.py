@@ -4,8 +4,9 @@
 this module fills the second one from the run's records, study by study:
 
 - Ungría Hirte et al. 2020: Table 1 (Data Similarity, ISD, Minimum ISD, Laplace sharpness per
-  model), the reconstruction figures of section 4 (MSE and sharpness) and Table 2 (the share of
-  each source's images the readers rated real or synthetic, one value per reader). Models are
+  model), the reconstruction figures of section 4 (MSE and sharpness), Table 2 (the share of
+  each source's images the readers rated real or synthetic, one value per reader) and the readers'
+  Cohen's kappa (0.84 in the paper; Fleiss' kappa when this run has more than two readers). Models are
   matched to the paper's rows by family: vae -> Vanilla VAE, dfc_vae -> DFC VAE, intro_vae ->
   introVAE, stylegan -> Style-Based GAN; "Original" is the real test slices.
 - Han et al. 2018: Table 1, the Visual Turing Test per GAN (dcgan -> DCGAN, wgan -> WGAN),
@@ -155,6 +156,10 @@ def _ungria(tables: Mapping[str, PublishedTable], models: Sequence[ModelView],
         scores = dataset.reader_scores if dataset is not None else None
         readers_chosen, _ = _by_family(models, UNGRIA_READER_COLUMNS)
         out.ours["readers"], out.notes["readers"] = _ungria_readers(scores, readers_chosen)
+    if "agreement" in tables:
+        out.ours["agreement"], out.notes["agreement"] = _ungria_agreement(
+            dataset.reader_scores if dataset is not None else None)
+        out.extra_rows.add("agreement")
     return out
 
 
@@ -191,6 +196,24 @@ def _ungria_readers(scores: Mapping | None, chosen: Mapping[str, ModelView]) -> 
     note = (f"Readers in order: {' / '.join(readers)}; positive = real, as the paper's table (a real image rated "
             "real is a true positive, a synthetic one rated real a false positive).")
     return cells, note
+
+
+def _ungria_agreement(scores: Mapping | None) -> tuple[dict, str]:
+    """This run's inter-reader kappa beside the paper's Cohen's kappa of its two readers: Cohen's
+    with two readers; with more, Fleiss' kappa in a row of its own (the paper's row stays empty)."""
+    if not scores or scores.get("status") != "ok":
+        return {}, f"No reader has answered yet: {NO_READINGS}."
+    agreement = scores.get("agreement") or {}
+    readers, images = agreement.get("readers") or [], agreement.get("n_images", 0)
+    if agreement.get("method") == "cohen":
+        rows = {"Cohen's kappa": {"Value": agreement.get("kappa")}}
+    elif agreement.get("method") == "fleiss":
+        rows = {f"Fleiss' kappa ({len(readers)} readers)": {"Value": agreement.get("kappa")}}
+    else:
+        return {}, f"Kappa needs two readers; this run has {len(readers)}."
+    note = (f"Readers {', '.join(map(str, readers))}, on the {images} images every one of them answered"
+            + (f"; {agreement['note']}" if agreement.get("note") else "") + ".")
+    return rows, note
 
 
 # ---------------------------------------------------------------- Han et al.
