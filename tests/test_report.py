@@ -132,7 +132,7 @@ def make_run(root: Path, model: str, seed: int, fid: float, *, incomplete: bool 
                "synthetic": {"mean": 0.6, "std": 0.1, "n_train_images": 64},
                "real+synthetic": {"mean": 0.8 + fid / 10_000, "std": 0.02, "n_train_images": 184},
                "synthetic_labels": "predicted"}
-    return inputs.ModelOutputs(
+    files = dict(
         summary=_write(folder / "summary.json", summary), losses=folder / "losses.csv", grid=folder / "grid.png",
         reconstructions=folder / "recon.npy", metrics=_write(folder / "metrics.json", _metrics(seed, model == "vae")),
         distribution=_write(folder / "distribution.json", _distribution(fid, warn=True)),
@@ -146,6 +146,30 @@ def make_run(root: Path, model: str, seed: int, fid: float, *, incomplete: bool 
         diversity=_write(folder / "diversity.json", {"ms_ssim_mean": 0.3 + seed / 100, "ms_ssim_std": 0.05,
                                                      "n_pairs": 100, "n_images": 64, "ms_ssim_scales": 3,
                                                      "kernel_size": 3}))
+    # Every other input the report rule names (a metric added there) is an empty record here.
+    for name in set(report_run_inputs()) - set(files):
+        files[name] = _write(folder / f"{name}.json", {})
+    return inputs.ModelOutputs(**files)
+
+
+def report_run_inputs() -> list[str]:
+    """The report rule's per-run input names (REPORT_RUN_INPUTS in workflow/rules/report.smk)."""
+    text = (Path(__file__).resolve().parents[1] / "workflow" / "rules" / "report.smk").read_text()
+    block = re.search(r"^REPORT_RUN_INPUTS = dict\(\n(.*?)^\)", text, re.S | re.M).group(1)
+    return re.findall(r"^\s+(\w+)=", block, re.M)
+
+
+def test_the_fixture_runs_have_the_report_rules_inputs(tmp_path):
+    """The page tests read what the report rule gives a run, nothing more: a run's files carry
+    exactly the rule's per-run input names, and those the page reads by path are among them."""
+    names = report_run_inputs()
+    assert len(names) >= 14 and inputs.FILE_INPUTS <= set(names), names
+    files = make_run(tmp_path, "vae", 0, 100.0)
+    assert sorted(files.paths) == sorted(names)
+    run = inputs.Run.read(0, files)
+    assert set(run.records) == set(names) - inputs.FILE_INPUTS and run.metrics == run.records["metrics"]
+    with pytest.raises(AttributeError, match="no record 'nonexistent'"):
+        run.nonexistent
 
 
 def _validation_csv(path: Path) -> Path:
