@@ -1,14 +1,14 @@
-"""The report's "Diversity (MS-SSIM) and reconstruction similarity" section, from the diversity rules' JSON."""
+"""The diversity blocks: recall, coverage and intra-sample diversity per model (mean ± std over seeds), and
+MS-SSIM between samples with the reconstruction similarity, from the diversity rules' JSON."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 from pipeline_lib.evaluation.seeds import spread
 
 from pipeline_lib.report.html import count_text, escape, format_number, number_cell, spread_cell
-from pipeline_lib.report.inputs import ReportData, Run, nested
+from pipeline_lib.report.inputs import ModelOutputs, ReportData, Run, nested
 from pipeline_lib.report.sections import Notes, Section
 
 _RECON = (("ssim", "SSIM"), ("ms_ssim", "MS-SSIM"), ("psnr", "PSNR (dB)"))
@@ -80,7 +80,7 @@ def _diversity(data: ReportData, notes: Notes) -> str:
     rows = []
     original = {"distribution": data.distribution_original or {}, "domain": data.domain_original or {},
                 "metrics": data.original or {}}
-    ref = _ReferenceRun(original)
+    ref = Run(seed=0, files=ModelOutputs(), records=original)  # read by the same getters as a run
     rows.append('<tr class="reference" data-model="original"><th>Real test slices</th><td class="num">1</td>'
                 + "".join(spread_cell(spread([get(ref)]), key=key) for key, _, get, _ in columns) + "</tr>")
     for model, runs in data.runs.items():
@@ -96,27 +96,10 @@ def _diversity(data: ReportData, notes: Notes) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
-@dataclass(frozen=True)
-class _ReferenceRun:
-    """The real reference row shaped like a run, so the diversity columns read it the same way."""
-
-    records: Mapping[str, Mapping]
-
-    @property
-    def distribution(self):
-        return self.records["distribution"]
-
-    @property
-    def domain(self):
-        return self.records["domain"]
-
-    @property
-    def metrics(self):
-        return self.records["metrics"]
-
 def _ms_ssim(data: ReportData, notes: Notes) -> str:
     runs = {_run_label(model, run, len(runs)): run.diversity for model, runs in data.runs.items() for run in runs}
     return render_diversity_html(runs, data.diversity_original)
+
 
 def _run_label(model: str, run: Run, n_runs: int) -> str:
     return model if n_runs == 1 else f"{model} (seed {run.seed})"

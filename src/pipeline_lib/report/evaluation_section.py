@@ -6,7 +6,8 @@ one run): every number is the mean over runs with the standard deviation over se
 numeric cells carry their exact value in ``data-value`` (``repr(float)``), and every table or figure
 says what was computed on how many images. The tables are separate functions (``domain_html``,
 ``memorization_html``, ``conditioning_html``, ``utility_html``) so the report places each under the
-question it answers.
+question it answers; ``SECTIONS`` places the memorization and usefulness ones (the domain table is a
+fidelity block, ``fidelity_section.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The report's "Training progress" section: training aids, validation curves and snapshot strips.
+"""The report's training blocks: every training run (steps, budget, status, hyperparameters), the loss
+plot of every run, and "Training progress": training aids, validation curves and snapshot strips.
 
 Reads what the train rule wrote for every model: ``summary.json`` (which aids
 the run used), ``losses.csv`` and ``validation.csv`` (train and test curves of
