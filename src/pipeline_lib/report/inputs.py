@@ -35,6 +35,9 @@ class ModelOutputs:
     per-run input names: ``ModelOutputs(summary=..., grid=..., metrics=...)``; ``files.grid`` is a path."""
 
     def __init__(self, **paths: str | Path) -> None:
+        taken = sorted(set(paths) & {"paths", "records"})
+        if taken:  # they would hide the attributes of the same name
+            raise ValueError(f"per-run input names {taken} are reserved; rename them in report.smk")
         self.paths: dict[str, Path] = {name: Path(path) for name, path in paths.items()}
 
     def __getattr__(self, name: str) -> Path:
@@ -52,7 +55,6 @@ class ModelOutputs:
     def records(self) -> dict[str, Path]:
         """name → path of every JSON record of the run (the inputs not in :data:`FILE_INPUTS`)."""
         return {name: path for name, path in self.paths.items() if name not in FILE_INPUTS}
-
 
 
 @dataclass(frozen=True)
