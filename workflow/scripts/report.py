@@ -3,12 +3,13 @@ from pathlib import Path
 
 from pipeline_lib.core.jobs import start_job
 from pipeline_lib.core.provenance import provenance
-from pipeline_lib.report.document import DatasetOutputs, ModelOutputs, ReportInputs, report_job
+from pipeline_lib.report.document import report_job
+from pipeline_lib.report.inputs import DatasetOutputs, ModelOutputs, ReportInputs
 
 start_job(snakemake.log[0])
 runs = snakemake.params.runs
-# report.smk names each per-run input list after a ModelOutputs field, in the order of `runs`.
-per_run = {f.name: list(snakemake.input[f.name]) for f in fields(ModelOutputs)}
+# report.smk's REPORT_RUN_INPUTS: each per-run input is a list in the order of `runs`.
+per_run = {name: list(snakemake.input[name]) for name in snakemake.params.run_inputs}
 assert all(len(paths) == len(runs) for paths in per_run.values()), "one file per run expected"
 models = {}
 for i, (model, seed) in enumerate(runs):
