@@ -35,7 +35,7 @@ DEMO_THREADS := --set-threads train=1
 # kazuhiro_2018.
 PRESET ?=
 STANDIN := resources/standin
-STANDIN_SOURCE = $(shell cd src && ../$(BIN)/python -c "from pipeline_lib.imaging.standin import SOURCE; print(SOURCE['$(PRESET)'])")
+STANDIN_SOURCE = $(shell cd src && ../$(BIN)/python -c "from pipeline_lib.cohorts.standin import SOURCE; print(SOURCE['$(PRESET)'])")
 
 demo: $(STAMP)
 ifeq ($(PRESET),)
@@ -44,7 +44,7 @@ ifeq ($(PRESET),)
 else
 	test -f presets/$(PRESET).yaml || { echo "no preset presets/$(PRESET).yaml"; exit 2; }
 	test -f $(STANDIN)/$(PRESET)/standin.json || \
-		PYTHONPATH=src $(BIN)/python -m pipeline_lib.imaging.standin $(PRESET) $(STANDIN)/$(PRESET)
+		PYTHONPATH=src $(BIN)/python -m pipeline_lib.cohorts.standin $(PRESET) $(STANDIN)/$(PRESET)
 	$(BIN)/snakemake --profile profiles/local --directory demo-runs/$(PRESET) all $(DEMO_THREADS) \
 		--configfile presets/$(PRESET).yaml presets/demo/$(PRESET).yaml \
 		--config 'input={source: $(abspath $(STANDIN)/$(PRESET))/$(STANDIN_SOURCE)}'

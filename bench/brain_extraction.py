@@ -42,8 +42,8 @@ def load_case(case: str):
     import numpy as np
     from scipy import ndimage
 
-    from pipeline_lib.imaging import ground_truth as gt
-    from pipeline_lib.imaging.demo_cohort import head_phantom, load_mni_template_image
+    from pipeline_lib.cohorts import ground_truth as gt
+    from pipeline_lib.cohorts.demo_cohort import head_phantom, load_mni_template_image
 
     if case == "colin27_1mm":
         head_path, brain_path = gt.require_colin27()

@@ -2,7 +2,7 @@
 
     python bench/hostile_inputs.py [--out bench/results/hostile_inputs.json] [--skip-large]
 
-Builds the hostile-input corpus (``pipeline_lib.imaging.hostile_corpus``) plus the
+Builds the hostile-input corpus (``pipeline_lib.cohorts.hostile_corpus``) plus the
 large cases of issue 12 at the pipeline's default ``ingest.max_voxels`` (64 M):
 
 * a gzip bomb of 1 MiB that inflates to 1 GiB (a small image, then zeros);
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline_lib.core.io import write_json, write_text
-from pipeline_lib.imaging import hostile_corpus as hc
+from pipeline_lib.cohorts import hostile_corpus as hc
 from pipeline_lib.imaging.dicom import write_dicom_series
 from pipeline_lib.imaging.discovery import discover_inputs, display_path, write_staging
 
@@ -95,7 +95,7 @@ def _size(path: Path) -> int:
 
 def measured(command: list[str]) -> dict:
     """Wall time, peak RSS (MB) and output of ``command`` in a fresh process."""
-    preexec = hc._drop_dac_capabilities if os.geteuid() == 0 else None
+    preexec = hc.drop_dac_capabilities if os.geteuid() == 0 else None
     with tempfile.TemporaryFile("w+") as out:
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec)

@@ -8,7 +8,7 @@ is moved by random known affines (rotations up to ±10°, translations up to
 voxel orientations (RAS, LPS, LAS, PIR, RSA) and as a DICOM series, then
 ingested and registered exactly as the pipeline does (deepbet extraction,
 Affine brain to brain onto the packaged MNI152 template). See
-:mod:`pipeline_lib.imaging.ground_truth` for the measure: with F0 the unmoved
+:mod:`pipeline_lib.cohorts.ground_truth` for the measure: with F0 the unmoved
 head's template -> subject map, a head moved by T must map template point p to
 T(F0(p)); ``mean_mm``/``max_mm`` are the distances over the template's brain
 mask, ``dice`` compares the registered brain mask with ch2bet carried through
@@ -39,7 +39,7 @@ GRID = (128, 128, 40)  # Ungría Hirte et al.'s grid
 
 def main() -> None:
     from pipeline_lib.core.io import write_json, write_text
-    from pipeline_lib.imaging import ground_truth as gt
+    from pipeline_lib.cohorts import ground_truth as gt
     from pipeline_lib.imaging import registration as reg
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -35,8 +35,8 @@ def write_input(name: str, folder: Path) -> Path:
     import nibabel as nib
     import numpy as np
 
-    from pipeline_lib.imaging import ground_truth as gt
-    from pipeline_lib.imaging.demo_cohort import head_phantom, load_mni_template_image
+    from pipeline_lib.cohorts import ground_truth as gt
+    from pipeline_lib.cohorts.demo_cohort import head_phantom, load_mni_template_image
     from pipeline_lib.imaging.ingest import ingest_subject
 
     folder.mkdir(parents=True, exist_ok=True)

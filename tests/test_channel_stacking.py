@@ -14,7 +14,7 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.settings import DatasetSettings, read_settings
 from pipeline_lib.core.slices import grey_images, image_channels, load_split, load_table
 from pipeline_lib.imaging.slicing import SliceSpec, build_slice_dataset
-from pipeline_lib.imaging.standin import make_standin
+from pipeline_lib.cohorts.standin import make_standin
 
 SEQUENCES = ["t1", "t1ce", "t2", "flair"]
 

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from pipeline_lib.imaging.demo_cohort import (HEAD_LAYERS, WRONG_VOXEL_FACTOR, head_phantom, load_mni_template_image,
+from pipeline_lib.cohorts.demo_cohort import (HEAD_LAYERS, WRONG_VOXEL_FACTOR, head_phantom, load_mni_template_image,
                                               make_demo_cohort, scanner_profile, simulate_subject)
 from pipeline_lib.core.errors import InputError
 
@@ -99,7 +99,7 @@ def test_sample_sheet_lists_every_format(demo_cohort_dir, demo_cohort_sheet):
 
 
 def test_format_and_suffix_do_not_follow_scanner():
-    from pipeline_lib.imaging.demo_cohort import _assign_formats
+    from pipeline_lib.cohorts.demo_cohort import _assign_formats
 
     formats = _assign_formats(n_subjects=12, n_scanners=2, dicom_fraction=0.5)
     assert formats.count("dicom") == 6 and formats.count("nii") == formats.count("nii.gz") == 3

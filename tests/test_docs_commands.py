@@ -5,7 +5,7 @@ Each command runs in one scratch copy of the checkout, in the order the document
 
 * `snakemake ...`: as a dry run (`-n` added); the target must come before `--configfile` and
   `--config`. Where the command or its config files name data under `/data/`, that path is a
-  stand-in cohort of the same kind (imaging/standin.py: BraTS, IXI, a BIDS set, a PACS export, a
+  stand-in cohort of the same kind (cohorts/standin.py: BraTS, IXI, a BIDS set, a PACS export, a
   folder of T1 heads), discovery runs for real first, and the plan must reach training: a dry run
   of a config whose layout matches nothing plans no train job. (A preset's plan on its stand-in is
   tests/test_presets.py's, with the same command line; here its config is checked.)
@@ -163,7 +163,7 @@ def _tiny_run(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory) -> Path:
     """A copy of the checkout (tracked files), its venv linked in, stand-ins under data/."""
-    from pipeline_lib.imaging import standin
+    from pipeline_lib.cohorts import standin
 
     root = tmp_path_factory.mktemp("docs")
     work = root / "checkout"

@@ -1,6 +1,6 @@
 """The hostile-input corpus: every kind of bad or awkward input gets its expected decision.
 
-One tree holds every case (pipeline_lib.imaging.hostile_corpus); discovery and ingest run
+One tree holds every case (pipeline_lib.cohorts.hostile_corpus); discovery and ingest run
 over it in one go, as the workflow runs them (as root, without the capabilities that
 let root read unreadable files). Each case must be decided as expected, each refusal
 with its specific reason; the scorecard in docs/ must be this run's.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_lib.imaging import hostile_corpus as hc
+from pipeline_lib.cohorts import hostile_corpus as hc
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,5 +72,5 @@ def test_scorecard_in_docs_is_this_runs(corpus):
     _, table, _ = corpus
     committed = (REPO / "docs" / "HOSTILE_INPUTS.md").read_text()
     assert committed == hc.scorecard(table), (
-        "docs/HOSTILE_INPUTS.md is stale: python -m pipeline_lib.imaging.hostile_corpus --scorecard "
+        "docs/HOSTILE_INPUTS.md is stale: python -m pipeline_lib.cohorts.hostile_corpus --scorecard "
         "docs/HOSTILE_INPUTS.md")

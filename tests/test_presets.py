@@ -1,4 +1,4 @@
-"""The four study presets (presets/<study>.yaml) on their stand-in cohorts (imaging/standin.py).
+"""The four study presets (presets/<study>.yaml) on their stand-in cohorts (cohorts/standin.py).
 
 * At full published settings: discovery runs for real on a small stand-in, then a dry run of
   `all` plans every model and dataset of the paper (one train job per model, one slicing job per
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_lib.imaging import standin
+from pipeline_lib.cohorts import standin
 from test_workflow import copy_checkout, job_counts, snakemake
 
 pytestmark = pytest.mark.integration

@@ -40,7 +40,7 @@ from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR
 from pydicom.sequence import Sequence
 
-from pipeline_lib.imaging.demo_cohort import make_demo_cohort
+from pipeline_lib.cohorts.demo_cohort import make_demo_cohort
 from test_workflow import copy_checkout, dry_run_jobs, snakemake, summary_table
 
 pytestmark = pytest.mark.integration

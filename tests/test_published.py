@@ -14,7 +14,8 @@ from pipeline_lib.reader_study.scoring import balanced_accuracy
 from pipeline_lib.report.published_section import (PUBLISHED_LABEL, cell_text, render_published_beside,
                                                    render_published_section)
 
-STUDIES = {"ungria_hirte_2020": {"generation", "reconstruction", "readers"}, "han_2018": {"turing_test"},
+STUDIES = {"ungria_hirte_2020": {"generation", "reconstruction", "readers", "agreement"},
+           "han_2018": {"turing_test"},
            "ballesteros_ramirez_2025": {"fid_per_scanner", "fid_other_models"}, "kazuhiro_2018": {"readers"}}
 
 

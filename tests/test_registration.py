@@ -388,7 +388,7 @@ def test_transform_none_on_an_input_elsewhere_is_flagged(registration_deformed_b
 @pytest.fixture(scope="module")
 def registration_head(tmp_path_factory) -> Path:
     """A head phantom (the template brain in CSF, skull and scalp), moved and stored LPS."""
-    from pipeline_lib.imaging.demo_cohort import head_phantom, load_mni_template_image
+    from pipeline_lib.cohorts.demo_cohort import head_phantom, load_mni_template_image
 
     head = head_phantom(load_mni_template_image(2))
     data = np.asarray(head.dataobj)
@@ -442,7 +442,7 @@ def test_missing_deepbet_weights_name_the_files(tmp_path):
 
 def test_head_to_head_registration_with_a_head_template(registration_head, tmp_path):
     """match: head registers the whole head to a template with skull; output: head keeps the scalp."""
-    from pipeline_lib.imaging.demo_cohort import head_phantom, load_mni_template_image
+    from pipeline_lib.cohorts.demo_cohort import head_phantom, load_mni_template_image
 
     brain = load_mni_template_image(2)
     head = head_phantom(brain)

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline_lib.imaging import ground_truth as gt
+from pipeline_lib.cohorts import ground_truth as gt
 from pipeline_lib.imaging import registration as reg
 
 GRID = (48, 56, 48)  # about 4 mm: the grid only matters for the Dice, not for the transform

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import html
 import json
 import re
 import struct
@@ -24,7 +25,8 @@ from pipeline_lib.core.errors import InputError  # noqa: E402
 from pipeline_lib.core.figures import save_grid  # noqa: E402
 from pipeline_lib.core.provenance import config_digest, provenance  # noqa: E402
 from pipeline_lib.report import document as report  # noqa: E402
-from pipeline_lib.report.html import data_uri, format_mean_std  # noqa: E402
+from pipeline_lib.report import inputs, qc_section, summary_section, training_section  # noqa: E402
+from pipeline_lib.report.html import data_uri, format_mean_std, format_number  # noqa: E402
 
 EVIL = "<b>evil & \"model\"</b>"
 # model -> FID of each seed: vae clearly best, dcgan and EVIL overlap.
@@ -110,7 +112,7 @@ def _write(path: Path, record: dict) -> Path:
     return path
 
 
-def make_run(root: Path, model: str, seed: int, fid: float, *, incomplete: bool = False) -> report.ModelOutputs:
+def make_run(root: Path, model: str, seed: int, fid: float, *, incomplete: bool = False) -> inputs.ModelOutputs:
     folder = root / f"{abs(hash(model)) % 10_000}" / f"seed{seed}"
     folder.mkdir(parents=True)
     steps = np.arange(1, 21)
@@ -130,7 +132,7 @@ def make_run(root: Path, model: str, seed: int, fid: float, *, incomplete: bool 
                "synthetic": {"mean": 0.6, "std": 0.1, "n_train_images": 64},
                "real+synthetic": {"mean": 0.8 + fid / 10_000, "std": 0.02, "n_train_images": 184},
                "synthetic_labels": "predicted"}
-    return report.ModelOutputs(
+    files = dict(
         summary=_write(folder / "summary.json", summary), losses=folder / "losses.csv", grid=folder / "grid.png",
         reconstructions=folder / "recon.npy", metrics=_write(folder / "metrics.json", _metrics(seed, model == "vae")),
         distribution=_write(folder / "distribution.json", _distribution(fid, warn=True)),
@@ -144,6 +146,30 @@ def make_run(root: Path, model: str, seed: int, fid: float, *, incomplete: bool 
         diversity=_write(folder / "diversity.json", {"ms_ssim_mean": 0.3 + seed / 100, "ms_ssim_std": 0.05,
                                                      "n_pairs": 100, "n_images": 64, "ms_ssim_scales": 3,
                                                      "kernel_size": 3}))
+    # Every other input the report rule names (a metric added there) is an empty record here.
+    for name in set(report_run_inputs()) - set(files):
+        files[name] = _write(folder / f"{name}.json", {})
+    return inputs.ModelOutputs(**files)
+
+
+def report_run_inputs() -> list[str]:
+    """The report rule's per-run input names (REPORT_RUN_INPUTS in workflow/rules/report.smk)."""
+    text = (Path(__file__).resolve().parents[1] / "workflow" / "rules" / "report.smk").read_text()
+    block = re.search(r"^REPORT_RUN_INPUTS = dict\(\n(.*?)^\)", text, re.S | re.M).group(1)
+    return re.findall(r"^\s+(\w+)=", block, re.M)
+
+
+def test_the_fixture_runs_have_the_report_rules_inputs(tmp_path):
+    """The page tests read what the report rule gives a run, nothing more: a run's files carry
+    exactly the rule's per-run input names, and those the page reads by path are among them."""
+    names = report_run_inputs()
+    assert len(names) >= 14 and inputs.FILE_INPUTS <= set(names), names
+    files = make_run(tmp_path, "vae", 0, 100.0)
+    assert sorted(files.paths) == sorted(names)
+    run = inputs.Run.read(0, files)
+    assert set(run.records) == set(names) - inputs.FILE_INPUTS and run.metrics == run.records["metrics"]
+    with pytest.raises(AttributeError, match="no record 'nonexistent'"):
+        run.nonexistent
 
 
 def _validation_csv(path: Path) -> Path:
@@ -157,8 +183,8 @@ def _snapshots(path: Path, seed: int) -> Path:
     return path
 
 
-def make_data(root: Path, fids=FIDS, incomplete=()) -> report.ReportData:
-    runs = {model: [report.Run.read(seed, make_run(root / "runs", model, seed, fid,
+def make_data(root: Path, fids=FIDS, incomplete=()) -> inputs.ReportData:
+    runs = {model: [inputs.Run.read(seed, make_run(root / "runs", model, seed, fid,
                                                    incomplete=(model, seed) in incomplete))
                     for seed, fid in enumerate(values)]
             for model, values in fids.items()}
@@ -167,7 +193,7 @@ def make_data(root: Path, fids=FIDS, incomplete=()) -> report.ReportData:
     scores = _write(root / "scores.json", {"status": "no responses", "kit_id": "k1", "n_images": 10})
     config = {"privacy": {"pseudonym_salt": "secret-salt-123"}, "training": {"seeds": [0, 1, 2]},
               "models": {"vae": {"family": "vae", "budget": {"steps": 20}}}}
-    return report.ReportData(
+    return inputs.ReportData(
         runs=runs,
         cohort={"subjects_found": 5, "subjects_ingested": 4, "subjects_registered": 4, "subjects_failed": 1,
                 "slices_train": 120, "slices_test": 30, "image_size": [64, 64]},
@@ -198,11 +224,11 @@ def _real_grid(root: Path) -> Path:
 
 
 @pytest.fixture
-def data(tmp_path) -> report.ReportData:
+def data(tmp_path) -> inputs.ReportData:
     return make_data(tmp_path)
 
 
-def build(tmp_path: Path, data: report.ReportData) -> str:
+def build(tmp_path: Path, data: inputs.ReportData) -> str:
     out = tmp_path / "report" / "index.html"
     report.build_report(out, data, summary_tsv=tmp_path / "report" / "summary.tsv")
     return out.read_text()
@@ -356,7 +382,7 @@ def test_number_formatting_is_one_rule():
     assert format_mean_std(0.47004, 0.0073518) == "0.4700 ± 0.0074"
     assert format_mean_std(1234.5, 123.0) == "1230 ± 120"
     assert format_mean_std(0.5, None) == "0.5" and format_mean_std(None, 1) == "n/a"
-    assert report.format_number(float("inf")) == "n/a" and report.format_number(1495.3) == "1495"
+    assert format_number(float("inf")) == "n/a" and format_number(1495.3) == "1495"
 
 
 def test_loss_plot_log_scale_only_when_positive(tmp_path, monkeypatch):
@@ -374,8 +400,8 @@ def test_loss_plot_log_scale_only_when_positive(tmp_path, monkeypatch):
         return real_close(fig)
 
     monkeypatch.setattr(plt, "close", spy)
-    assert report.plot_losses(positive).startswith(b"\x89PNG")
-    assert report.plot_losses({0: positive, 1: mixed}).startswith(b"\x89PNG")
+    assert training_section.plot_losses(positive).startswith(b"\x89PNG")
+    assert training_section.plot_losses({0: positive, 1: mixed}).startswith(b"\x89PNG")
     assert scales == ["log", "linear"]
 
 
@@ -383,14 +409,12 @@ def test_bad_inputs_name_the_file(tmp_path, data):
     no_step = tmp_path / "nostep.csv"
     no_step.write_text("iteration,loss\n1,0.5\n")
     run = data.runs["vae"][0]
-    data.runs["vae"][0] = report.Run(**{**run.__dict__, "files": report.ModelOutputs(
-        **{**run.files.__dict__, "losses": no_step})})
+    data.runs["vae"][0] = dataclasses.replace(run, files=inputs.ModelOutputs(**{**run.files.paths, "losses": no_step}))
     with pytest.raises(InputError, match="nostep.csv.*step"):
         build(tmp_path, data)
     not_png = tmp_path / "grid.png"
     not_png.write_text("GIF89a")
-    data.runs["vae"][0] = report.Run(**{**run.__dict__, "files": report.ModelOutputs(
-        **{**run.files.__dict__, "grid": not_png})})
+    data.runs["vae"][0] = dataclasses.replace(run, files=inputs.ModelOutputs(**{**run.files.paths, "grid": not_png}))
     with pytest.raises(InputError, match="grid.png.*not a PNG"):
         build(tmp_path, data)
     assert not (tmp_path / "report" / "index.html").exists()
@@ -441,10 +465,10 @@ def _registration_qc(n: int) -> pd.DataFrame:
     rng = np.random.default_rng(n)
     status = np.where(np.arange(n) % 100 == 7, "failed", np.where(np.arange(n) % 20 == 3, "flagged", "ok"))
     frame = pd.DataFrame({"subject": [f"sub-{i:010x}" for i in range(n)], "status": status})
-    for column in report._REGISTRATION_NUMBERS:
+    for column in inputs._REGISTRATION_NUMBERS:
         frame[column] = rng.uniform(0.5, 1.5, n).round(6)
     frame["brain_ml"] = rng.uniform(1000, 1600, n).round(1)
-    frame.loc[frame["status"] == "failed", report._REGISTRATION_NUMBERS] = np.nan
+    frame.loc[frame["status"] == "failed", inputs._REGISTRATION_NUMBERS] = np.nan
     frame["reason"] = np.where(status == "flagged", "brain mask overlap 0.61 < 0.85; scales 0.78/0.81/0.74 outside 0.8–1.25",
                                np.where(status == "failed", "ANTs Affine registration produced an empty or non-finite "
                                                             "image", ""))
@@ -481,7 +505,7 @@ def test_a_2000_subject_report_embeds_only_the_worst_flagged_overlays_and_stays_
     assert all(href == f"../register/{s}/overlay.png" for s, href in linked.items())
     assert f"{n} subjects: {len(embedded)} overlays of flagged subjects are shown here" in text
     # a cohort up to the threshold keeps every overlay inline, as before
-    small = frame.iloc[:report.EMBED_EVERY_OVERLAY_UP_TO]
+    small = frame.iloc[:qc_section.EMBED_EVERY_OVERLAY_UP_TO]
     data.registration_qc = small
     data.overlays = {s: p for s, p in overlays.items() if s in set(small["subject"])}
     text = build(tmp_path, data)
@@ -501,7 +525,7 @@ def _published_cells(text: str, table: str, kind: str) -> dict[tuple[str, str], 
         for attrs, body in re.findall(r"<td ([^>]*)>(.*?)</td>", row, re.S):
             column = re.search(r'data-column="([^"]*)"', attrs).group(1)
             value = re.search(r'data-value="([^"]*)"', attrs)
-            cells[(key, column)] = value.group(1) if value else body
+            cells[(html.unescape(key), html.unescape(column))] = value.group(1) if value else body
     return cells
 
 
@@ -559,6 +583,47 @@ def test_published_reader_tables_use_this_runs_readers(tmp_path):
     assert ours[("NR1", "TP")] == "—"
     published = _published_cells(text, "kazuhiro_2018.readers", "published")
     assert float(published[("NNR1", "Accuracy")]) == pytest.approx(0.83) and ("R1", "TP") not in published
+
+
+def _two_reader_scores(path: Path, answers: dict[str, list[str]]) -> Path:
+    """reader_study.scoring's scores of 20 real and 30 vae images read by the readers of ``answers``."""
+    from pipeline_lib.reader_study.scoring import _json_safe, score_responses
+
+    n = 50
+    key = pd.DataFrame({"image": [f"{i:02d}.png" for i in range(n)], "kit_id": "k",
+                        "truth": ["real"] * 20 + ["synthetic"] * 30, "source": ["real"] * 20 + ["vae"] * 30,
+                        "block": "", "group": "", "source_index": [str(i) for i in range(n)]})
+    responses = pd.concat([pd.DataFrame({"kit_id": "k", "reader_id": reader, "order_index": range(1, n + 1),
+                                         "image": key["image"], "answer": given, "confidence": np.nan,
+                                         "response_ms": 900, "timed_out": 0, "file": f"{reader}.csv"})
+                           for reader, given in answers.items()])
+    return _write(path, _json_safe(score_responses(key, responses)))
+
+
+def test_published_kappa_is_shown_beside_the_papers(tmp_path):
+    """Ungría Hirte et al.'s two readers agreed with Cohen's kappa 0.84; this run's readers' kappa
+    stands beside it."""
+    from pipeline_lib.core.published import load_published, published_path
+
+    data = make_data(tmp_path)
+    data.published = load_published(published_path("ungria_hirte_2020"))
+    r1 = ["real"] * 14 + ["synthetic"] * 6 + ["real"] * 9 + ["synthetic"] * 21
+    r2 = ["real"] * 16 + ["synthetic"] * 4 + ["real"] * 5 + ["synthetic"] * 25
+    data.reader_scores = _two_reader_scores(tmp_path / "scores2.json", {"R1": r1, "R2": r2})
+    text = build(tmp_path, data)
+    published = _published_cells(text, "ungria_hirte_2020.agreement", "published")
+    assert float(published[("Cohen's kappa", "Value")]) == pytest.approx(0.84)
+    # Cohen's kappa by its definition: observed agreement against the agreement the readers' marginals expect.
+    agree = np.mean([a == b for a, b in zip(r1, r2)])
+    p1, p2 = r1.count("real") / 50, r2.count("real") / 50
+    chance = p1 * p2 + (1 - p1) * (1 - p2)
+    ours = _published_cells(text, "ungria_hirte_2020.agreement", "ours")
+    assert float(ours[("Cohen's kappa", "Value")]) == pytest.approx((agree - chance) / (1 - chance))
+    assert "Readers R1, R2, on the 50 images every one of them answered." in text
+    # Three readers: Fleiss' kappa in a row of its own, the paper's Cohen row left empty.
+    data.reader_scores = _two_reader_scores(tmp_path / "scores3.json", {"R1": r1, "R2": r2, "R3": r1})
+    ours = _published_cells(build(tmp_path, data), "ungria_hirte_2020.agreement", "ours")
+    assert ours[("Cohen's kappa", "Value")] == "—" and ("Fleiss' kappa (3 readers)", "Value") in ours
 
 
 def test_published_turing_test_without_readings_says_so(tmp_path):
@@ -623,8 +688,8 @@ def test_mark_column_counts_values_past_a_shared_floor_or_ceiling_as_it():
     assert shared_bound([None]) is None
 
 
-def _set_record(data: report.ReportData, model: str, kind: str, values: list[dict]) -> None:
-    data.runs[model] = [dataclasses.replace(run, **{kind: record}) for run, record in zip(data.runs[model], values)]
+def _set_record(data: inputs.ReportData, model: str, kind: str, values: list[dict]) -> None:
+    data.runs[model] = [run.with_record(kind, record) for run, record in zip(data.runs[model], values)]
 
 
 def test_summary_stars_no_floor_or_ceiling_and_says_why(tmp_path, data):
@@ -657,7 +722,7 @@ def test_summary_plots_every_run_of_every_key_metric(tmp_path, data, monkeypatch
 
     drawn = []
     real_plot = metrics_plot.plot_metric_spreads
-    monkeypatch.setattr(report, "plot_metric_spreads", lambda panels, models: drawn.append((panels, models))
+    monkeypatch.setattr(summary_section, "plot_metric_spreads", lambda panels, models: drawn.append((panels, models))
                         or real_plot(panels, models))
     text = build(tmp_path, data)
     (panels, models), = drawn
@@ -688,7 +753,7 @@ def test_real_slices_grid_reads_only_test_slices(tmp_path):
     np.save(tmp_path / "images.npy", images)
     pd.DataFrame({"subject": [f"sub-{i:010d}" for i in range(10)], "split": ["train"] * 6 + ["test"] * 4,
                   "slice_index": range(10)}).to_csv(tmp_path / "slices.tsv", sep="\t", index=False)
-    png = report.real_slices_grid(tmp_path / "images.npy", tmp_path / "slices.tsv", 0, tmp_path / "real.png")
+    png = inputs.real_slices_grid(tmp_path / "images.npy", tmp_path / "slices.tsv", 0, tmp_path / "real.png")
     import cv2
 
     save_grid(images[6:], tmp_path / "expected.png")  # all 4 test slices, as a sample grid is drawn
@@ -711,7 +776,7 @@ def test_loss_legend_lies_outside_the_curves(tmp_path, monkeypatch):
         return real_close(fig)
 
     monkeypatch.setattr(plt, "close", spy)
-    report.plot_losses({0: csv, 1: csv})
+    training_section.plot_losses({0: csv, 1: csv})
     (axes, legend), = boxes
     assert legend.x0 >= axes.x1  # right of the axes, never over a curve
 
@@ -736,7 +801,7 @@ def test_report_job_draws_real_slices_and_names_the_reader_folders(tmp_path):
 
     images = np.random.default_rng(0).random((12, 8, 8)).astype(np.float32)
     np.save(tmp_path / "images.npy", images)
-    dataset = report.DatasetOutputs(
+    dataset = inputs.DatasetOutputs(
         table=tsv("slices.tsv", pd.DataFrame({"subject": [f"sub-{i // 3:010d}" for i in range(12)],
                                               "split": ["train"] * 9 + ["test"] * 3, "slice_index": range(12)})),
         images=tmp_path / "images.npy", original=_write(tmp_path / "original.json", data.original),
@@ -745,7 +810,7 @@ def test_report_job_draws_real_slices_and_names_the_reader_folders(tmp_path):
         domain_original=_write(tmp_path / "dom.json", data.domain_original),
         diversity_original=_write(tmp_path / "div.json", data.diversity_original),
         reader_scores=_write(tmp_path / "scores.json", {"status": "no responses", "kit_id": "k1", "n_images": 10}))
-    inputs = report.ReportInputs(
+    job_inputs = inputs.ReportInputs(
         subjects=tsv("subjects.tsv", pd.DataFrame({"subject": ["sub-0000000000"]})),
         ingest_qc=tsv("ingest.tsv", pd.DataFrame({"subject": ["sub-0000000000"], "kind": ["NIfTI file"],
                                                   "status": ["ok"], "reason": [""], "warning": [""]})),
@@ -753,7 +818,7 @@ def test_report_job_draws_real_slices_and_names_the_reader_folders(tmp_path):
         registered=[], datasets={"t1": dataset}, models=runs,
         reader_responses={"t1": "answers/t1"}, reader_kits={"t1": "results/reader_study/t1/kit"})
     out = tmp_path / "report" / "index.html"
-    report.report_job(out, inputs, registration={}, sampling={}, synthetic_cohort=False, title="Job")
+    report.report_job(out, job_inputs, registration={}, sampling={}, synthetic_cohort=False, title="Job")
     text = out.read_text()
     real = re.search(r'<figure data-model="real slices">.*?src="(data:image/png;base64,[^"]*)"', text, re.S).group(1)
     save_grid(images[9:], tmp_path / "expected.png")

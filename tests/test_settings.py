@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,67 @@ def test_dataset_and_model_dataset_errors_name_the_key():
                            ({"size": [64]}, "size must be")]:
         with pytest.raises(InputError, match=message):
             st.read_settings(st.DatasetSettings, block, "datasets.x")
+
+
+# ------------------------------------------------------------------ kinds per key and the result keys of a block
+
+RULES = Path(__file__).resolve().parents[1] / "workflow/rules"
+
+
+def test_result_part_keeps_what_changes_results_and_family_hyperparameters():
+    block = {"family": "vae", "budget": {"steps": 5}, "seeds": [0, 1], "enabled": True, "checkpoint_every": 50,
+             "loader_workers": 2, "tensorboard": True, "dataset": "t1", "lr": 1e-4, "latent_dim": 8, "amp": "bf16"}
+    assert st.result_part(block, st.TrainerSettings) == {
+        "family": "vae", "budget": {"steps": 5}, "amp": "bf16", "lr": 1e-4, "latent_dim": 8}
+    study = {"n_real": 4, "positive_class": "synthetic", "responses_dir": "r"}
+    assert st.result_part(study, st.ReaderStudySettings) == {"n_real": 4}
+    assert st.result_part(study, st.ReaderStudySettings, st.SCORING) == study
+    fid = {"seed": 1, "device": "cuda", "batch_size": 8, "repeats": 3}
+    assert st.result_part(fid, st.FidSettings) == {"seed": 1, "repeats": 3}
+
+
+def test_on_poor_fit_reruns_slicing_and_the_report_not_registration():
+    """registration.on_poor_fit decides which subjects slice_dataset keeps: a result key of
+    slice_dataset (and of the report's caption), declared on the key, not of the register job."""
+    keep, exclude = ({"registration": {"transform": "Affine", "on_poor_fit": value}} for value in ("keep", "exclude"))
+    assert "on_poor_fit" in st.keys_of_kind(st.RegistrationSettings, st.RESULT)
+    assert "on_poor_fit" not in st.keys_of_kind(st.RegistrationSettings, st.RUNTIME)
+    for rule in ("slice_dataset", "report"):
+        assert st.rule_settings(keep, "registration", rule) == {"on_poor_fit": "keep"}, rule
+        assert st.rule_settings(keep, "registration", rule) != st.rule_settings(exclude, "registration", rule), rule
+    assert st.rule_settings(keep, "registration", "train") == {}
+    assert st.rerun_settings(keep, "registration") == st.rerun_settings(exclude, "registration") == {"transform": "Affine"}
+    assert st.runtime_settings(keep, "registration") == {}
+
+
+def _rule_bodies() -> dict[str, str]:
+    """rule name -> its text, over every rule file of the workflow."""
+    bodies = {}
+    for path in sorted(RULES.glob("*.smk")):
+        for chunk in re.split(r"^(?=(?:local|checkpoint |)rule )", path.read_text(), flags=re.M):
+            match = re.match(r"(?:localrule|checkpoint|rule) (\w+):", chunk)
+            if match:
+                bodies[match.group(1)] = chunk
+    return bodies
+
+
+def test_every_rule_a_key_is_read_by_takes_it_as_a_param():
+    """A ``read_by`` key names real rules, and each of them passes it as a param, so changing the
+    key reruns exactly those rules (a misspelt rule name would leave the key in no rule's params)."""
+    bodies = _rule_bodies()
+    declared = [(path, f.name, rule) for path, cls in st.SECTIONS.items() for f in dataclasses.fields(cls)
+                for rule in st.reading_rules(f) or ()]
+    assert ("registration", "on_poor_fit", "slice_dataset") in declared
+    for path, key, rule in declared:
+        assert rule in bodies, f"{path}.{key}: read_by names {rule!r}, which is no rule of workflow/rules"
+        assert f'later_stage_settings("{path}", "{rule}")' in bodies[rule], \
+            f"rule {rule} does not take {path}.{key} as a param (later_stage_settings)"
+
+
+def test_the_workflow_and_the_trainer_filter_model_blocks_with_result_part():
+    """One helper says which keys of a model block change a run: the train rule's params, the
+    checkpoint fingerprint and the run summary all use it."""
+    common = (RULES / "common.smk").read_text()
+    trainer = (Path(__file__).resolve().parents[1] / "src/pipeline_lib/models/training.py").read_text()
+    for name, text in (("common.smk", common), ("models/training.py", trainer)):
+        assert "result_part(" in text and "keys_of_kind(TrainerSettings" not in text, name

@@ -1,4 +1,4 @@
-"""The stand-in cohorts of the four presets (imaging/standin.py): each is discovered by its preset's
+"""The stand-in cohorts of the four presets (cohorts/standin.py): each is discovered by its preset's
 input settings with the right subjects, sequences, masks and labels, and is deterministic."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline_lib.imaging import standin
+from pipeline_lib.cohorts import standin
 from pipeline_lib.imaging.discovery import discover_inputs, write_staging
 from pipeline_lib.imaging.ingest import ingest_other_sequences, ingest_subject
 

@@ -124,9 +124,12 @@ ReturnToService=2
 MpiDefault=none
 MailProg=/bin/true
 SlurmdParameters=config_overrides
-# No cgroups on the test machine.
+# No cgroups on the test machine. No CPU binding either: the node advertises more CPUs than
+# the machine has (see above), and task/affinity then maps a 2-CPU job onto one real core and
+# intermittently fails its step ("failed to distribute tasks", "Unable to layout tasks on
+# given cpus"), which Snakemake's retries hid as extra submissions.
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/affinity
+TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 # Without a per-CPU default a job without --mem takes the whole node.

@@ -17,9 +17,8 @@ from pipeline_lib.core.config_check import config_problems, raise_problems
 from pipeline_lib.core.jobs import is_within, portable_path
 from pipeline_lib.core.overrides import typed_overrides
 from pipeline_lib.core.private import private_folder
-from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, canonical, dataset_params,
-                                        dataset_settings, enabled_models, keys_of_kind, model_dataset, model_seeds,
-                                        rerun_settings)
+from pipeline_lib.core.settings import (TrainerSettings, canonical, dataset_params, dataset_settings, enabled_models,
+                                        model_dataset, model_seeds, rerun_settings, result_part, rule_settings)
 from pipeline_lib.core.volumes import volume_dataset_mb, volume_dataset_params, volume_dataset_settings
 from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES, layout_problem
 from pipeline_lib.imaging.label_filters import check_filters_against_subjects
@@ -349,6 +348,13 @@ def section_settings(path, *kinds):
     return rerun_settings(config, path, *kinds)
 
 
+def later_stage_settings(path, rule):
+    """The keys of a config section that change the results of ``rule`` of a later stage (declared
+    ``read_by`` in core.settings), not of the section's own jobs, by name: ``**later_stage_settings(...)``
+    in the rule's params."""
+    return rule_settings(config, path, rule)
+
+
 def real_feature_settings():
     """Only these keys change which real slices get Inception features."""
     fid = section_settings("evaluation.fid")
@@ -382,9 +388,7 @@ def fid_weights_input():
 def model_settings(wildcards):
     """One run's config block: the model's block without runtime keys (e.g. the checkpoint interval)
     or the seed list (adding a seed reruns no existing run), with this run's seed."""
-    skipped = keys_of_kind(TrainerSettings, RUNTIME, WORKFLOW)
-    block = config["models"][wildcards.model]
-    run = {key: value for key, value in block.items() if key not in skipped}
+    run = result_part(config["models"][wildcards.model], TrainerSettings)
     return canonical({**run, "seed": int(wildcards.seed)})
 
 

@@ -1,7 +1,29 @@
+# Per-run inputs of the report, by name: each becomes a file of the run's ModelOutputs
+# (pipeline_lib/report/inputs.py) under this name; a JSON output is read as the run's record of that
+# name (run.<name>), the others (report/inputs.py's FILE_INPUTS) are read by path. A new per-run
+# metric is one entry here and a section that reads run.<name>.
+REPORT_RUN_INPUTS = dict(
+    summary=rules.train.output.summary,
+    losses=rules.train.output.losses,
+    grid=rules.sample.output.grid,
+    reconstructions=rules.sample.output.reconstructions,
+    metrics=rules.metrics_model.output[0],
+    distribution=rules.distribution_metrics.output[0],
+    domain=rules.domain_metrics.output[0],
+    memorization=rules.memorization_audit.output.audit,
+    gallery=rules.memorization_audit.output.gallery,
+    conditioning=rules.conditioning_accuracy.output[0],
+    utility=rules.augmentation_utility.output[0],
+    validation=rules.train.output.validation,
+    snapshots=rules.train.output.snapshots,
+    diversity=rules.diversity_metrics.output[0],
+)
+
+
 rule report:
-    """The self-contained comparison report. Per-run inputs are named as the fields of
-    pipeline_lib.report.document.ModelOutputs, in the order of RUNS (model, seed); per-dataset inputs
-    as the fields of DatasetOutputs, in the order of USED_DATASETS (reader scores: reader_datasets())."""
+    """The self-contained comparison report. Per-run inputs are REPORT_RUN_INPUTS, each a list in the
+    order of RUNS (model, seed); per-dataset inputs are named as the fields of
+    pipeline_lib.report.inputs.DatasetOutputs, in the order of USED_DATASETS (reader scores: reader_datasets())."""
     input:
         subjects=rules.discover_inputs.output.subjects,
         ingest_qc=rules.ingest_qc.output.table,
@@ -15,20 +37,7 @@ rule report:
         domain_original=per_dataset(rules.domain_metrics_original.output[0]),
         diversity_original=per_dataset(rules.diversity_original.output[0]),
         reader_scores=expand(rules.reader_scores.output.scores, dataset=reader_datasets()),
-        summary=per_model(rules.train.output.summary),
-        losses=per_model(rules.train.output.losses),
-        grid=per_model(rules.sample.output.grid),
-        reconstructions=per_model(rules.sample.output.reconstructions),
-        metrics=per_model(rules.metrics_model.output[0]),
-        distribution=per_model(rules.distribution_metrics.output[0]),
-        domain=per_model(rules.domain_metrics.output[0]),
-        memorization=per_model(rules.memorization_audit.output.audit),
-        gallery=per_model(rules.memorization_audit.output.gallery),
-        conditioning=per_model(rules.conditioning_accuracy.output[0]),
-        utility=per_model(rules.augmentation_utility.output[0]),
-        validation=per_model(rules.train.output.validation),
-        snapshots=per_model(rules.train.output.snapshots),
-        diversity=per_model(rules.diversity_metrics.output[0]),
+        **{name: per_model(output) for name, output in REPORT_RUN_INPUTS.items()},
     output:
         html=report(
             "results/report/index.html",
@@ -44,6 +53,7 @@ rule report:
         "logs/report.log",
     params:
         runs=[[model, seed] for model, seed in RUNS],
+        run_inputs=list(REPORT_RUN_INPUTS),
         datasets=USED_DATASETS,
         reader_datasets=reader_datasets(),
         # Named on the page so that the coordinator knows where the readers' answers go.
@@ -52,7 +62,7 @@ rule report:
         model_datasets=MODEL_DATASET,
         synthetic_cohort=is_demo_cohort(),
         registration=section_settings("registration"),
-        on_poor_fit=lookup(dpath="registration/on_poor_fit", within=config),
+        **later_stage_settings("registration", "report"),
         preprocessing=section_settings("preprocessing"),
         sampling=section_settings("sampling"),
         title=lookup(dpath="report/title", within=config),

@@ -12,7 +12,7 @@ rule slice_dataset:
         "logs/slice_dataset/{dataset}.log",
     params:
         dataset=slice_settings,
-        on_poor_fit=lookup(dpath="registration/on_poor_fit", within=config),
+        **later_stage_settings("registration", "slice_dataset"),
     resources:
         mem_mb=mem_slice_dataset,
     message:

@@ -22,7 +22,7 @@ rule volume_dataset:
         "logs/volume_dataset/{volume_dataset}.log",
     params:
         dataset=volume_settings,
-        on_poor_fit=lookup(dpath="registration/on_poor_fit", within=config),
+        **later_stage_settings("registration", "volume_dataset"),
     resources:
         mem_mb=mem_volume_dataset,
     message:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from pipeline_lib.core.jobs import start_job
 from pipeline_lib.core.settings import DemoSettings, read_settings
-from pipeline_lib.imaging.demo_cohort import make_demo_cohort
+from pipeline_lib.cohorts.demo_cohort import make_demo_cohort
 
 log = start_job(snakemake.log[0])
 table = make_demo_cohort(Path(snakemake.output.sheet).parent,

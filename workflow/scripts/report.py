@@ -3,12 +3,13 @@ from pathlib import Path
 
 from pipeline_lib.core.jobs import start_job
 from pipeline_lib.core.provenance import provenance
-from pipeline_lib.report.document import DatasetOutputs, ModelOutputs, ReportInputs, report_job
+from pipeline_lib.report.document import report_job
+from pipeline_lib.report.inputs import DatasetOutputs, ModelOutputs, ReportInputs
 
 start_job(snakemake.log[0])
 runs = snakemake.params.runs
-# report.smk names each per-run input list after a ModelOutputs field, in the order of `runs`.
-per_run = {f.name: list(snakemake.input[f.name]) for f in fields(ModelOutputs)}
+# report.smk's REPORT_RUN_INPUTS: each per-run input is a list in the order of `runs`.
+per_run = {name: list(snakemake.input[name]) for name in snakemake.params.run_inputs}
 assert all(len(paths) == len(runs) for paths in per_run.values()), "one file per run expected"
 models = {}
 for i, (model, seed) in enumerate(runs):
@@ -35,7 +36,7 @@ inputs = ReportInputs(
 report_job(
     Path(snakemake.output.html),
     inputs,
-    # on_poor_fit is a runtime key, so not in the registration settings; the caption states it.
+    # on_poor_fit is a result of the report (read_by), not of registration's own jobs; the caption states it.
     registration={**snakemake.params.registration, "on_poor_fit": snakemake.params.on_poor_fit},
     preprocessing=snakemake.params.preprocessing,
     sampling=snakemake.params.sampling,

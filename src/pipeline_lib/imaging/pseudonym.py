@@ -35,7 +35,7 @@ DEMO_SALT = "demo-salt-not-secret"
 #: The presets ship salts ending in this (e.g. han-2018-preset-salt-change-me); published too.
 PLACEHOLDER_SUFFIX = "-change-me"
 DEMO_SOURCE = "demo"
-#: The file a stand-in cohort (imaging/standin.py) carries beside its source: synthetic data.
+#: The file a stand-in cohort (cohorts/standin.py) carries beside its source: synthetic data.
 STANDIN_MARKER = "standin.json"
 SALT_FILE = "pseudonym_salt"
 

@@ -208,6 +208,14 @@ def register_subject(moving_path: Path, target: Target, out_dir: Path, subject: 
     """
     cfg = read_settings(RegistrationSettings, registration)
     pre = read_settings(PreprocessingSettings, preprocessing)
+    return _register_with_settings(moving_path, target, out_dir, subject, cfg, pre, threads=threads,
+                                   sequence=sequence, others=others, masks=masks)
+
+
+def _register_with_settings(moving_path: Path, target: Target, out_dir: Path, subject: str,
+                            cfg: RegistrationSettings, pre: PreprocessingSettings, *, threads: int, sequence: str,
+                            others: Mapping[str, Path] | None, masks: Mapping[str, Path] | None) -> dict:
+    """:func:`register_subject` with its settings already read (the job reads them once)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     status = new_status(subject, STAGE)
@@ -266,10 +274,10 @@ def run_registration_job(ingest_dir: Path, out_dir: Path, subject: str,
     else:
         brain_extraction.require(pre.brain_extraction)
         target = make_target(cfg.template, cfg.grid, cfg.template_mask)
-        status = register_subject(Path(ingest_dir) / "volume.nii.gz", target, out_dir, subject, cfg, pre,
-                                  threads=threads, sequence=sequence,
-                                  others=ingested_parts(Path(ingest_dir) / INGEST_SEQUENCES),
-                                  masks=ingested_parts(Path(ingest_dir) / INGEST_MASKS))
+        status = _register_with_settings(Path(ingest_dir) / "volume.nii.gz", target, out_dir, subject, cfg, pre,
+                                         threads=threads, sequence=sequence,
+                                         others=ingested_parts(Path(ingest_dir) / INGEST_SEQUENCES),
+                                         masks=ingested_parts(Path(ingest_dir) / INGEST_MASKS))
     if status["status"] != OK:
         log.info("subject %s: %s: %s", subject, status["status"], status["reason"])
     enforce_on_bad_input(status, on_bad_input)

@@ -43,8 +43,7 @@ import torch
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path
 from pipeline_lib.core.runtime import deterministic_kernels, prepare_cpu_training, seed_everything, select_device
-from pipeline_lib.core.settings import (RUNTIME, WORKFLOW, TrainerSettings, check_known_keys, family_hparams,
-                                        keys_of_kind)
+from pipeline_lib.core.settings import TrainerSettings, check_known_keys, family_hparams, result_part
 from pipeline_lib.core.slices import channel_count, dataset_geometry
 from pipeline_lib.core.tensor_files import load_tensor_file, plain_values
 from pipeline_lib.models import build_model, get_family
@@ -216,7 +215,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
 
     # Runtime keys (the checkpoint interval) and the time cap do not change what the run computes,
     # so they do not orphan its checkpoint: a run stopped by the cap continues under a larger one.
-    result_block = {k: v for k, v in block.items() if k not in keys_of_kind(TrainerSettings, RUNTIME, WORKFLOW)}
+    result_block = result_part(block, TrainerSettings)
     result_block["budget"] = {k: v for k, v in dict(block["budget"]).items() if k != "minutes"}
     run_dir = Path(checkpoint_root) / fingerprint(result_block, list(data_files))
     ckpt_path = run_dir / CHECKPOINT_NAME
@@ -317,7 +316,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
         raise RuntimeError(f"model {name}: non-finite loss at step {bad[0]['step']}: {bad[0]}")
 
     incomplete = state.step < target_steps
-    config = {k: v for k, v in block.items() if k not in keys_of_kind(TrainerSettings, RUNTIME, WORKFLOW)}
+    config = result_part(block, TrainerSettings)
     summary = {"model": name, "family": family, "hparams": model.hparams, "seed": settings.seed, "config": config,
                "steps": state.step, "target_steps": target_steps, "incomplete": incomplete,
                "budget": {k: v for k, v in vars(settings.budget).items() if v is not None},

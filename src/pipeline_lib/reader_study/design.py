@@ -36,7 +36,7 @@ import pandas as pd
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.settings import REAL, SYNTHETIC, ReaderStudySettings, read_settings
-from pipeline_lib.reader_study.kit import _Drawer, compose_kit
+from pipeline_lib.reader_study.composition import Drawer, compose_kit
 
 
 def reader_seed(seed: int, reader_id: str) -> int:
@@ -60,7 +60,7 @@ def familiarisation_set(real: pd.DataFrame, synthetic: Mapping[str, pd.DataFrame
     if n == 0:
         return pd.DataFrame(columns=columns)
     rng = np.random.default_rng([int(seed), 2])
-    draw = _Drawer({REAL: real, **synthetic}, dict(sources or {}), rng)
+    draw = Drawer({REAL: real, **synthetic}, dict(sources or {}), rng)
     models = sorted(synthetic)
     n_synthetic = n // 2
     counts = {m: n_synthetic // len(models) + (1 if i < n_synthetic % len(models) else 0)
@@ -158,7 +158,7 @@ def compose_blocks(real: pd.DataFrame, synthetic: Mapping[str, pd.DataFrame], bl
                                  f"set reader_study.group_by to the label column (e.g. sequence) or use "
                                  f"blocks without groups")
     rng = np.random.default_rng([int(seed), 3])
-    draw = _Drawer({REAL: real, **synthetic}, dict(sources or {}), rng)
+    draw = Drawer({REAL: real, **synthetic}, dict(sources or {}), rng)
     frames = []
     for order, block in enumerate(blocks):
         parts = []

@@ -1,10 +1,15 @@
-"""The report's "Diversity (MS-SSIM) and reconstruction similarity" section, from the diversity rules' JSON."""
+"""The diversity blocks: recall, coverage and intra-sample diversity per model (mean ± std over seeds), and
+MS-SSIM between samples with the reconstruction similarity, from the diversity rules' JSON."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from pipeline_lib.report.html import count_text, escape, format_number, number_cell
+from pipeline_lib.evaluation.seeds import spread
+
+from pipeline_lib.report.html import count_text, escape, format_number, number_cell, spread_cell
+from pipeline_lib.report.inputs import ModelOutputs, ReportData, Run, nested
+from pipeline_lib.report.sections import Notes, Section
 
 _RECON = (("ssim", "SSIM"), ("ms_ssim", "MS-SSIM"), ("psnr", "PSNR (dB)"))
 
@@ -59,3 +64,48 @@ def _reconstruction_table(models: Mapping[str, Mapping]) -> str:
                "MultiScaleSSIMMetric and PSNRMetric with peak 1): higher is better.")
     return (f'<table id="reconstruction-similarity"><caption>{escape(caption)}</caption>'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+# ---------------------------------------------------------------- on the page
+
+
+def _diversity(data: ReportData, notes: Notes) -> str:
+    columns = [("recall", "Recall ↑", lambda r: nested(r.distribution, "prdc", "recall"), "distribution"),
+               ("coverage", "Coverage ↑", lambda r: nested(r.distribution, "prdc", "coverage"), "distribution"),
+               ("domain_recall", "Domain recall ↑", lambda r: r.domain.get("domain_recall"), "domain"),
+               ("domain_coverage", "Domain coverage ↑", lambda r: r.domain.get("domain_coverage"), "domain"),
+               ("isd", "ISD", lambda r: r.metrics.get("isd"), "metrics"),
+               ("min_isd", "Minimum ISD ↑", lambda r: r.metrics.get("min_isd"), "metrics")]
+    head = "<th>Model</th><th>Runs</th>" + "".join(f"<th>{escape(h)}</th>" for _, h, _, _ in columns)
+    rows = []
+    original = {"distribution": data.distribution_original or {}, "domain": data.domain_original or {},
+                "metrics": data.original or {}}
+    ref = Run(seed=0, files=ModelOutputs(), records=original)  # read by the same getters as a run
+    rows.append('<tr class="reference" data-model="original"><th>Real test slices</th><td class="num">1</td>'
+                + "".join(spread_cell(spread([get(ref)]), key=key) for key, _, get, _ in columns) + "</tr>")
+    for model, runs in data.runs.items():
+        cells = "".join(spread_cell(spread(get(r) for r in runs), key=key) for key, _, get, _ in columns)
+        rows.append(f'<tr data-model="{escape(model)}"><th>{escape(model)}</th><td class="num">{len(runs)}</td>{cells}</tr>')
+    caption = ("How much of the real variety the samples cover, mean ± std over training seeds. Recall and "
+               "coverage (Naeem et al.) on Inception features and on the domain network's features: the "
+               "share of real slices whose neighbourhood holds samples. ISD: mean per-pixel squared error "
+               "between distinct samples (Ungría Hirte et al.; it should be near the real slices' value, "
+               "not maximal); minimum ISD: mean distance of a sample to its nearest other sample (near 0 "
+               "means repeated samples, i.e. mode collapse).")
+    return (f'<table id="diversity"><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _ms_ssim(data: ReportData, notes: Notes) -> str:
+    runs = {_run_label(model, run, len(runs)): run.diversity for model, runs in data.runs.items() for run in runs}
+    return render_diversity_html(runs, data.diversity_original)
+
+
+def _run_label(model: str, run: Run, n_runs: int) -> str:
+    return model if n_runs == 1 else f"{model} (seed {run.seed})"
+
+
+SECTIONS = [
+    Section("diversity", "Recall, coverage and intra-sample diversity", "diversity-metrics", _diversity),
+    Section("diversity", "MS-SSIM between samples and reconstruction similarity", "sample-similarity", _ms_ssim),
+]

@@ -6,7 +6,8 @@ one run): every number is the mean over runs with the standard deviation over se
 numeric cells carry their exact value in ``data-value`` (``repr(float)``), and every table or figure
 says what was computed on how many images. The tables are separate functions (``domain_html``,
 ``memorization_html``, ``conditioning_html``, ``utility_html``) so the report places each under the
-question it answers.
+question it answers; ``SECTIONS`` places the memorization and usefulness ones (the domain table is a
+fidelity block, ``fidelity_section.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pipeline_lib.core.io import read_json
 from pipeline_lib.evaluation.seeds import spread, spread_of
 from pipeline_lib.report.html import (checked_png, count_text as _count, escape as _esc, finite_float as _as_float,
                                       format_number, img_tag, section, spread_cell)
+from pipeline_lib.report.inputs import ReportData
+from pipeline_lib.report.sections import Notes, Section
 
 _PRDC = ("precision", "recall", "density", "coverage")
 Runs = Sequence[Mapping[str, Any]]
@@ -335,5 +338,24 @@ def _join(values: set) -> str:
     return " / ".join(shown) if shown else "n/a"
 
 
+# ---------------------------------------------------------------- on the page
 
 
+def _memorization(data: ReportData, notes: Notes) -> str:
+    galleries = {model: run.files.gallery for model, run in data.first_runs().items()}
+    return memorization_html(data.records("memorization"), galleries)
+
+
+def _conditioning(data: ReportData, notes: Notes) -> str:
+    return conditioning_html(data.records("conditioning"))
+
+
+def _utility(data: ReportData, notes: Notes) -> str:
+    return utility_html(data.records("utility"))
+
+
+SECTIONS = [
+    Section("memorization", "Memorization audit", "memorization-audit", _memorization),
+    Section("usefulness", "Conditioning accuracy", "conditioning-accuracy", _conditioning),
+    Section("usefulness", "Augmentation utility", "augmentation-utility", _utility),
+]

@@ -3,7 +3,6 @@ every table and figure, so that one killed or crashed run never holds up the rep
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any, Mapping
 
 from pipeline_lib.core.guard import first_failure
@@ -11,12 +10,13 @@ from pipeline_lib.report.html import escape
 
 
 def split_failed_runs(models: Mapping[str, Mapping[int, Any]]) -> tuple[dict, list[dict]]:
-    """``models`` (model → seed → that run's files, a dataclass of paths) without the runs whose
-    files hold a failed record, and those runs as records (model, seed, stage, reason)."""
+    """``models`` (model → seed → that run's files, a ``ModelOutputs``: name → path in ``paths``)
+    without the runs whose files hold a failed record, and those runs as records (model, seed, stage,
+    reason)."""
     kept, failed = {}, []
     for model, by_seed in models.items():
         for seed, files in by_seed.items():
-            record = first_failure(getattr(files, f.name) for f in fields(files))
+            record = first_failure(files.paths.values())
             if record is None:
                 kept.setdefault(model, {})[seed] = files
             else:

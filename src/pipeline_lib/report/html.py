@@ -15,6 +15,8 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+import pandas as pd
+
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.numbers import finite_float  # noqa: F401 - the sections take it from here
 
@@ -224,3 +226,44 @@ def loss_axes_png(fig, ax, values, title: str = "", legend_size: str = "small") 
     ax.legend(fontsize=legend_size, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return figure_png(fig, tight=True)
+
+
+def plain_text(value: Any) -> str:
+    """Display text for a non-metric value (numbers rounded, dicts as k=v lists)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if is_integer(value):
+        return str(int(value))
+    if isinstance(value, float) or _is_numpy_number(value):
+        return format_number(value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={plain_text(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return " × ".join(plain_text(v) for v in value) if all(isinstance(v, int) for v in value) else ", ".join(
+            plain_text(v) for v in value
+        )
+    try:
+        if pd.isna(value):
+            return ""
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def is_integer(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (_is_numpy_number(value) and value.dtype.kind in "iu")
+
+
+def _is_numpy_number(value: Any) -> bool:
+    return hasattr(value, "dtype") and getattr(value, "shape", None) == () and value.dtype.kind in "iuf"
+
+
+def figures(images: Mapping[str, Path | bytes], what: str, css: str = "grid") -> str:
+    if not images:
+        return f"<p>No {escape(what)} images.</p>"
+    return "\n".join(f"<figure><figcaption>{escape(str(name))}</figcaption>"
+                     f"{img_tag(png, f'{what} {name}', css)}</figure>" for name, png in images.items())

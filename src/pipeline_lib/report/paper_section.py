@@ -4,8 +4,9 @@
 this module fills the second one from the run's records, study by study:
 
 - Ungría Hirte et al. 2020: Table 1 (Data Similarity, ISD, Minimum ISD, Laplace sharpness per
-  model), the reconstruction figures of section 4 (MSE and sharpness) and Table 2 (the share of
-  each source's images the readers rated real or synthetic, one value per reader). Models are
+  model), the reconstruction figures of section 4 (MSE and sharpness), Table 2 (the share of
+  each source's images the readers rated real or synthetic, one value per reader) and the readers'
+  Cohen's kappa (0.84 in the paper; Fleiss' kappa when this run has more than two readers). Models are
   matched to the paper's rows by family: vae -> Vanilla VAE, dfc_vae -> DFC VAE, intro_vae ->
   introVAE, stylegan -> Style-Based GAN; "Original" is the real test slices.
 - Han et al. 2018: Table 1, the Visual Turing Test per GAN (dcgan -> DCGAN, wgan -> WGAN),
@@ -27,10 +28,16 @@ from __future__ import annotations
 import re
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pipeline_lib.core.numbers import finite_float
 from pipeline_lib.core.published import PublishedTable
+from pipeline_lib.core.io import read_json
+from pipeline_lib.report.html import escape as _esc
+from pipeline_lib.report.inputs import ReportData
+from pipeline_lib.report.published_section import render_published_tables
+from pipeline_lib.report.sections import Notes, Section
 
 NO_READINGS = "no readings yet"
 
@@ -149,6 +156,10 @@ def _ungria(tables: Mapping[str, PublishedTable], models: Sequence[ModelView],
         scores = dataset.reader_scores if dataset is not None else None
         readers_chosen, _ = _by_family(models, UNGRIA_READER_COLUMNS)
         out.ours["readers"], out.notes["readers"] = _ungria_readers(scores, readers_chosen)
+    if "agreement" in tables:
+        out.ours["agreement"], out.notes["agreement"] = _ungria_agreement(
+            dataset.reader_scores if dataset is not None else None)
+        out.extra_rows.add("agreement")
     return out
 
 
@@ -185,6 +196,24 @@ def _ungria_readers(scores: Mapping | None, chosen: Mapping[str, ModelView]) -> 
     note = (f"Readers in order: {' / '.join(readers)}; positive = real, as the paper's table (a real image rated "
             "real is a true positive, a synthetic one rated real a false positive).")
     return cells, note
+
+
+def _ungria_agreement(scores: Mapping | None) -> tuple[dict, str]:
+    """This run's inter-reader kappa beside the paper's Cohen's kappa of its two readers: Cohen's
+    with two readers; with more, Fleiss' kappa in a row of its own (the paper's row stays empty)."""
+    if not scores or scores.get("status") != "ok":
+        return {}, f"No reader has answered yet: {NO_READINGS}."
+    agreement = scores.get("agreement") or {}
+    readers, images = agreement.get("readers") or [], agreement.get("n_images", 0)
+    if agreement.get("method") == "cohen":
+        rows = {"Cohen's kappa": {"Value": agreement.get("kappa")}}
+    elif agreement.get("method") == "fleiss":
+        rows = {f"Fleiss' kappa ({len(readers)} readers)": {"Value": agreement.get("kappa")}}
+    else:
+        return {}, f"Kappa needs two readers; this run has {len(readers)}."
+    note = (f"Readers {', '.join(map(str, readers))}, on the {images} images every one of them answered"
+            + (f"; {agreement['note']}" if agreement.get("note") else "") + ".")
+    return rows, note
 
 
 # ---------------------------------------------------------------- Han et al.
@@ -361,3 +390,35 @@ def paper_values(tables: Mapping[str, PublishedTable], models: Sequence[ModelVie
         return PaperValues(notes={t: f"This report has no mapping of a run's values onto study {study!r}; "
                                      "only the published side is shown." for t in tables})
     return fill(tables, models, datasets)
+
+
+# ---------------------------------------------------------------- on the page
+
+
+def _paper(data: ReportData, notes: Notes) -> str:
+    """``report.published``: every table of the paper beside this run's values (paper_section.py)."""
+    tables = data.published or {}
+    parts = data.datasets if data.grouped else {"": data}
+    dataset_of = {model: name for name, part in parts.items() for model in part.runs}
+    views = {name: DatasetView(name=name, image_size=part.cohort.get("image_size"), sequences=part.sequences,
+                               original=part.original or {}, reader_scores=_reader_scores(part.reader_scores))
+             for name, part in parts.items()}
+    models = [ModelView(name=model, family=str(runs[0].summary.get("family", "")), dataset=dataset_of.get(model, ""),
+                        metrics=[r.metrics for r in runs], distribution=[r.distribution for r in runs])
+              for model, runs in data.runs.items() if runs]
+    values = paper_values(tables, models, views)
+    citation = next(iter(tables.values())).citation if tables else ""
+    lead = (f"<p>Each table of <cite>{_esc(citation)}</cite> as published (on the authors' data, left) and, "
+            "in the same layout, this run's values (right). The two come from different data, so compare "
+            "patterns (which model leads, how far from chance the readers are), not digits.</p>")
+    return lead + render_published_tables(tables, values.ours, notes=values.notes, extra_rows=values.extra_rows)
+
+
+def _reader_scores(path: Path | None) -> dict | None:
+    return read_json(path) if path is not None and Path(path).is_file() else None
+
+
+SECTIONS = [
+    Section("paper", "The paper's tables beside this run's", "published", _paper, per_dataset=False,
+            when=lambda data: bool(data.published)),
+]

@@ -11,6 +11,8 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.reader_study.kit import REAL
 from pipeline_lib.reader_study.scoring import NO_RESPONSES
 from pipeline_lib.report.html import escape as _esc, format_number
+from pipeline_lib.report.inputs import ReportData
+from pipeline_lib.report.sections import Notes, Section
 
 
 def render_reader_results_html(scores_dir_or_files: Path | str | Iterable[Path | str], heading: bool = True,
@@ -168,3 +170,17 @@ def _pct(value: Any) -> str:
 def _seconds(ms: Any) -> float | None:
     return None if ms is None else float(ms) / 1000.0
 
+
+# ---------------------------------------------------------------- on the page
+
+
+def _reader(data: ReportData, notes: Notes) -> str:
+    if data.reader_scores is None:
+        return "<p>No reader study.</p>"
+    return render_reader_results_html(Path(data.reader_scores), heading=False, responses_dir=data.reader_responses,
+                                      kit_dir=data.reader_kit)
+
+
+SECTIONS = [
+    Section("reading", "Reader study", "reader-study", _reader),
+]

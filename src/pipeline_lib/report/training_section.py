@@ -1,4 +1,5 @@
-"""The report's "Training progress" section: training aids, validation curves and snapshot strips.
+"""The report's training blocks: every training run (steps, budget, status, hyperparameters), the loss
+plot of every run, and "Training progress": training aids, validation curves and snapshot strips.
 
 Reads what the train rule wrote for every model: ``summary.json`` (which aids
 the run used), ``losses.csv`` and ``validation.csv`` (train and test curves of
@@ -18,8 +19,11 @@ import pandas as pd
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.figures import tile
 from pipeline_lib.core.io import read_json
-from pipeline_lib.report.html import (escape, figure, figure_png, img_tag, loss_axes_png, number_cell, pyplot,
-                                      text_cell)
+from pipeline_lib.report.html import (count_text as _count, escape, figure, figure_png, figures,
+                                      float_or_nan, format_number, img_tag, loss_axes_png, number_cell, plain_text,
+                                      pyplot, text_cell)
+from pipeline_lib.report.inputs import ReportData
+from pipeline_lib.report.sections import Notes, Section
 
 #: At most this many points of a training curve are drawn (a moving average over the rest).
 _CURVE_POINTS = 200
@@ -201,3 +205,108 @@ def plot_snapshot_strip(snap: Mapping[str, np.ndarray], title: str = "") -> byte
         axes[0, 0].set_title(title, fontsize="small")
     fig.tight_layout()
     return figure_png(fig)
+
+
+# ---------------------------------------------------------------- on the page
+
+
+def _training_progress(data: ReportData, notes: Notes) -> str:
+    first = data.first_runs()
+    summaries, losses, validation, snapshots = read_training_files(
+        summaries={m: r.files.summary for m, r in first.items()}, losses={m: r.files.losses for m, r in first.items()},
+        validation={m: r.files.validation for m, r in first.items()},
+        snapshots={m: r.files.snapshots for m, r in first.items()})
+    note = "<p>Each model's first seed; the losses of every run are under Training losses.</p>" \
+        if any(len(runs) > 1 for runs in data.runs.values()) else ""
+    return note + render_training_html(summaries, losses, validation, snapshots)
+
+
+def _training_section(data: ReportData, notes: Notes) -> str:
+    head = ("<th>Model</th><th>Seed</th><th>Family</th><th>Steps trained</th><th>Budget</th><th>Status</th>"
+            "<th>Wall time (s)</th><th>Device</th>")
+    rows = []
+    for model, runs in data.runs.items():
+        for run in runs:
+            s = run.summary
+            status = "incomplete ⚠ (time cap)" if run.incomplete else "complete"
+            budget = s.get("budget") or {}
+            budget_text = ", ".join(f"{k} {plain_text(v)}" for k, v in budget.items())
+            css = ' class="incomplete"' if run.incomplete else ""
+            rows.append(
+                f'<tr data-model="{escape(model)}" data-seed="{run.seed}"{css}><th>{escape(model)}</th>'
+                f'<td class="num">{run.seed}</td><td>{escape(s.get("family", ""))}</td>'
+                f'<td class="num" data-value="{escape(repr(float_or_nan(s.get("steps"))))}">'
+                f'{escape(_count(s.get("steps")))} of {escape(_count(s.get("target_steps", s.get("steps"))))}</td>'
+                f"<td>{escape(budget_text)}</td><td data-status=\"{'incomplete' if run.incomplete else 'complete'}\">"
+                f"{escape(status)}</td><td class=\"num\">{escape(format_number(s.get('train_seconds')))}</td>"
+                f"<td>{escape(s.get('device', ''))}</td></tr>")
+    hparams = []
+    for model, runs in data.runs.items():
+        if runs:
+            hparams.append(f'<tr data-model="{escape(model)}"><th>{escape(model)}</th>'
+                           f"<td>{escape(plain_text(runs[0].summary.get('hparams', {})))}</td></tr>")
+    caption = ("Every training run (one per model and seed). The budget's steps or epochs decide the result; "
+               "the minutes value is only a safety cap, and a run it stopped is marked incomplete.")
+    return (f'<table id="training-runs"><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>"
+            f'<table id="models"><thead><tr><th>Model</th><th>Hyperparameters</th></tr></thead>'
+            f"<tbody>{''.join(hparams)}</tbody></table>")
+
+
+def _losses_section(data: ReportData, notes: Notes) -> str:
+    plots = {}
+    for model, runs in data.runs.items():
+        plots[model] = plot_losses({run.seed: run.files.losses for run in runs}, title=model)
+    return figures(plots, "losses") if plots else "<p>No training losses.</p>"
+
+
+# ---------------------------------------------------------------- losses plot
+
+
+def plot_losses(csv_paths: Path | Mapping[int, Path], title: str = "") -> bytes:
+    """PNG bytes of every loss column of ``losses.csv`` against its ``step`` column; several runs
+    (seed → file) share one axis, one line style per seed.
+
+    The y axis is logarithmic when every finite loss value is positive.
+    """
+    runs = {0: csv_paths} if isinstance(csv_paths, (str, Path)) else dict(csv_paths)
+    frames = {seed: _read_losses(Path(path)) for seed, path in runs.items()}
+    fig, ax = pyplot().subplots(figsize=(5, 3), dpi=80)
+    styles = ["-", "--", ":", "-."]
+    finite_values = []
+    for i, (seed, frame) in enumerate(frames.items()):
+        columns = [c for c in frame.columns if c != "step"]
+        for j, column in enumerate(columns):
+            label = str(column) if len(frames) == 1 else f"{column} (seed {seed})"
+            ax.plot(frame["step"], frame[column], label=label, linewidth=1, linestyle=styles[i % len(styles)],
+                    color=f"C{j}")
+        values = frame[columns].to_numpy(dtype=float)
+        finite_values.append(values[np.isfinite(values)])
+    finite = np.concatenate(finite_values) if finite_values else np.array([])
+    return loss_axes_png(fig, ax, finite, title, legend_size="x-small")
+
+
+def _read_losses(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: losses file not found") from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read as CSV ({exc})") from exc
+    if "step" not in frame.columns:
+        raise InputError(f"{path}: no 'step' column (columns: {', '.join(map(str, frame.columns))})")
+    if len(frame.columns) < 2:
+        raise InputError(f"{path}: no loss columns besides 'step'")
+    if frame.empty:
+        raise InputError(f"{path}: no rows")
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            raise InputError(f"{path}: column {column!r} is not numeric")
+    return frame
+
+
+SECTIONS = [
+    Section("qc", "Training runs", "training", _training_section),
+    Section("qc", "Training losses", "losses", _losses_section),
+    Section("qc", "Training progress: aids, validation curves, snapshots", "training-progress", _training_progress),
+]

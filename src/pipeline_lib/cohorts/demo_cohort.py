@@ -144,11 +144,11 @@ def simulate_subject(
     anatomy_rng = np.random.default_rng([seed, subject_index, _ANATOMY_STREAM])
     noise_rng = np.random.default_rng([seed, subject_index, _SCANNER_STREAM])
     signal = _deform(template, anatomy_rng, voxel_mm)
-    signal *= _bias_field(template.shape, anatomy_rng)
+    signal *= bias_field(template.shape, anatomy_rng)
     signal = np.clip(signal, 0.0, None) ** scanner.gamma
     if scanner.blur_mm > 0:
         signal = ndimage.gaussian_filter(signal, sigma=scanner.blur_mm / voxel_mm, mode="constant")
-    signal = _rician(signal, scanner.noise, noise_rng)
+    signal = rician(signal, scanner.noise, noise_rng)
     return (signal * scanner.gain).astype(np.float32)
 
 
@@ -188,7 +188,7 @@ def make_demo_cohort(
         for index, (name, fmt) in enumerate(zip(names, formats)):
             scanner = scanner_profile(index % n_scanners)
             volume = simulate_subject(template_data, scanner, seed, index, float(resolution_mm))
-            phi = _fake_identity(seed, index)
+            phi = fake_identity(seed, index)
             path = _write_subject(build, name, fmt, volume, template.affine, scanner, phi, seed)
             planted[name] = _planted_record(fmt, phi)
             rows.append((name, path, scanner.label, _format_label(fmt)))
@@ -196,7 +196,7 @@ def make_demo_cohort(
         wrong_scanner = scanner_profile(n_subjects % n_scanners)
         volume = simulate_subject(template_data, wrong_scanner, seed, n_subjects, float(resolution_mm))
         wrong_affine = template.affine @ np.diag([WRONG_VOXEL_FACTOR] * 3 + [1.0])
-        _write_nifti(nib.Nifti1Image(volume, wrong_affine), build / f"{wrong}.nii.gz")
+        write_nifti(nib.Nifti1Image(volume, wrong_affine), build / f"{wrong}.nii.gz")
         rows.append((wrong, f"{wrong}.nii.gz", wrong_scanner.label, "nifti"))
         corrupt_scanner = scanner_profile((n_subjects + 1) % n_scanners).label
         rows.append((corrupt, _write_truncated(build, corrupt, template_data * 1000, template.affine), corrupt_scanner, "nifti"))
@@ -204,7 +204,7 @@ def make_demo_cohort(
         table = pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
         io.write_tsv(build / "samples.tsv", table)
         io.write_json(build / "planted_phi.json", _planted_summary(planted, corrupt, wrong, seed))
-        _make_readable(build)
+        make_readable(build)
         _move_into_place(build, out_dir)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
@@ -305,20 +305,20 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _bias_field(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+def bias_field(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """Smooth multiplicative field around 1 (roughly ±20 %), like receive-coil shading."""
     coeffs = rng.normal(0.0, 0.15, size=(4, 4, 4))
     return np.exp(_smooth_field(shape, coeffs)).astype(np.float32)
 
 
-def _rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of the signal plus complex Gaussian noise, as in magnitude MR images."""
     real = signal + rng.normal(0.0, sigma, size=signal.shape)
     imaginary = rng.normal(0.0, sigma, size=signal.shape)
     return np.sqrt(real**2 + imaginary**2)
 
 
-def _fake_identity(seed: int, index: int) -> dict[str, str]:
+def fake_identity(seed: int, index: int) -> dict[str, str]:
     """Planted fake PHI for one subject: name, ID and birth date, all deterministic."""
     rng = np.random.default_rng([seed, index, _PHI_STREAM])
     first = _FIRST_NAMES[int(rng.integers(len(_FIRST_NAMES)))]
@@ -369,7 +369,7 @@ def _write_subject(
         image = nib.Nifti1Image(volume.astype(np.float32), affine)
     # NIfTI headers can carry identifiers too (free-text description field).
     image.header["descrip"] = f"{phi['patient_name']} {phi['patient_id']}".encode()
-    _write_nifti(image, folder / f"{name}.{fmt}")
+    write_nifti(image, folder / f"{name}.{fmt}")
     return f"{name}.{fmt}"
 
 
@@ -388,7 +388,7 @@ def _nifti_bytes(image: nib.Nifti1Image) -> bytes:
     return image.to_bytes()
 
 
-def _write_nifti(image: nib.Nifti1Image, path: Path) -> None:
+def write_nifti(image: nib.Nifti1Image, path: Path) -> None:
     """Write ``.nii`` or ``.nii.gz``; gzip with mtime 0 so reruns are byte-identical."""
     raw = _nifti_bytes(image)
     data = gzip.compress(raw, compresslevel=6, mtime=0) if path.name.endswith(".gz") else raw
@@ -431,7 +431,7 @@ def _planted_summary(planted: dict[str, dict], corrupt: str, wrong_geometry: str
     }
 
 
-def _make_readable(folder: Path) -> None:
+def make_readable(folder: Path) -> None:
     """Give files the usual 0644: temporary-file writers create them private (0600)."""
     for path in folder.rglob("*"):
         if path.is_file():

@@ -34,7 +34,7 @@ Everything is deterministic: the same arguments give byte-identical files (gzip 
 seeds). Random streams are per subject, so subject i does not depend on how many are written. The
 stand-ins support no claim about model quality: they exercise each preset's code path.
 
-Command line: ``python -m pipeline_lib.imaging.standin <study> <out_dir> [--subjects N]``; it
+Command line: ``python -m pipeline_lib.cohorts.standin <study> <out_dir> [--subjects N]``; it
 prints the path to give as ``input.source``.
 """
 
@@ -57,9 +57,9 @@ from scipy import ndimage
 
 from pipeline_lib.core import io
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.imaging.demo_cohort import (ScannerProfile, _bias_field, _fake_identity, _make_readable, _rician,
-                                             _write_nifti, deformation_coordinates, head_phantom,
-                                             load_mni_template_image)
+from pipeline_lib.cohorts.demo_cohort import (ScannerProfile, bias_field, deformation_coordinates, fake_identity,
+                                             head_phantom, load_mni_template_image, make_readable, rician,
+                                             write_nifti)
 from pipeline_lib.imaging.dicom import write_dicom_series
 from pipeline_lib.imaging.pseudonym import STANDIN_MARKER
 
@@ -122,7 +122,7 @@ def _render(signal: np.ndarray, scanner: ScannerProfile, rng: np.random.Generato
     signal = np.clip(signal, 0.0, None) ** scanner.gamma
     if scanner.blur_mm > 0:
         signal = ndimage.gaussian_filter(signal, sigma=scanner.blur_mm / voxel_mm, mode="constant")
-    return (_rician(signal, scanner.noise, rng) * scanner.gain).astype(np.float32)
+    return (rician(signal, scanner.noise, rng) * scanner.gain).astype(np.float32)
 
 
 class _Anatomy:
@@ -187,7 +187,7 @@ def _han(build: Path, n: int, seed: int, anatomy: _Anatomy) -> list[dict]:
         lesion_rng = np.random.default_rng([seed, index, _LESION])
         noise_rng = np.random.default_rng([seed, index, _SCANNER])
         coords = anatomy.deformation(rng)
-        bias = _bias_field(anatomy.head.shape, rng)
+        bias = bias_field(anatomy.head.shape, rng)
         centre = anatomy.lesion_centre(lesion_rng, 18.0)
         core_radius = float(lesion_rng.uniform(5.0, 10.0))
         rim_mm = max(3.0, 1.5 * anatomy.voxel_mm)
@@ -215,9 +215,9 @@ def _han(build: Path, n: int, seed: int, anatomy: _Anatomy) -> list[dict]:
             signal = signal * (1 - tumour) + (core * core_value + rim * rim_value)
             volume = _render(_warp(signal, coords), scanner, noise_rng, anatomy.voxel_mm, bias) * mask
             image = nib.Nifti1Image(np.rint(volume * _SCALE).astype(np.int16), anatomy.affine)
-            _write_nifti(image, folder / f"{case}_{name}.nii.gz")
+            write_nifti(image, folder / f"{case}_{name}.nii.gz")
         warped_seg = _warp(seg, coords, order=0) * mask
-        _write_nifti(nib.Nifti1Image(warped_seg.astype(np.uint8), anatomy.affine), folder / f"{case}_seg.nii.gz")
+        write_nifti(nib.Nifti1Image(warped_seg.astype(np.uint8), anatomy.affine), folder / f"{case}_seg.nii.gz")
         rows.append({"subject": case, "path": f"BraTS/{grade}/{case}", "grade": grade})
     return rows
 
@@ -240,7 +240,7 @@ def _subject_head(anatomy: _Anatomy, seed: int, index: int, scanner: ScannerProf
     rng = np.random.default_rng([seed, index, _ANATOMY])
     noise_rng = np.random.default_rng([seed, index, _SCANNER])
     coords = anatomy.deformation(rng)
-    bias = _bias_field(anatomy.head.shape, rng)
+    bias = bias_field(anatomy.head.shape, rng)
     signal = _contrast(anatomy.tissues, contrast)
     if lesion:  # chronic infarct near the left basal ganglia: T1-hypointense
         lesion_rng = np.random.default_rng([seed, index, _LESION])
@@ -274,7 +274,7 @@ def _ballesteros(build: Path, n: int, seed: int, anatomy: _Anatomy) -> list[dict
         volume = _subject_head(anatomy, seed, index, scanner)
         path = build / "IXI" / "IXI-T1" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_nifti(nib.Nifti1Image(np.rint(volume).astype(np.int16), anatomy.affine), path)
+        write_nifti(nib.Nifti1Image(np.rint(volume).astype(np.int16), anatomy.affine), path)
         rows.append({"subject": key, "path": f"IXI/IXI-T1/{name}", "scanner": label, "dataset": "IXI"})
     sald = build / "SALD"
     sald.mkdir()
@@ -292,7 +292,7 @@ def _ballesteros(build: Path, n: int, seed: int, anatomy: _Anatomy) -> list[dict
         volume = _subject_head(anatomy, seed, index, scanner)
         path = sald / sub / "anat" / f"{sub}_T1w.nii.gz"
         path.parent.mkdir(parents=True)
-        _write_nifti(nib.Nifti1Image(np.rint(volume).astype(np.int16), anatomy.affine), path)
+        write_nifti(nib.Nifti1Image(np.rint(volume).astype(np.int16), anatomy.affine), path)
         rows.append({"subject": sub, "path": f"SALD/{sub}/anat/{sub}_T1w.nii.gz", "scanner": label, "dataset": "SALD"})
     io.write_tsv(sald / "participants.tsv", pd.DataFrame(participants, columns=["participant_id", "sex", "age"]))
     io.write_tsv(build / "samples.tsv", pd.DataFrame(rows, columns=["subject", "path", "scanner", "dataset"]))
@@ -307,7 +307,7 @@ def _kazuhiro(build: Path, n: int, seed: int, anatomy: _Anatomy) -> list[dict]:
         group = "cva" if index % 2 else "healthy"  # the paper: 30 volunteers, 33 patients (about half)
         volume = _subject_head(anatomy, seed, index, scanner, lesion=group == "cva")
         name = f"t1w-{index + 1:03d}.nii.gz"
-        _write_nifti(nib.Nifti1Image(np.rint(volume).astype(np.int16), anatomy.affine), build / name)
+        write_nifti(nib.Nifti1Image(np.rint(volume).astype(np.int16), anatomy.affine), build / name)
         rows.append({"subject": f"t1w-{index + 1:03d}", "path": name, "group": group})
     io.write_tsv(build / "samples.tsv", pd.DataFrame(rows, columns=["subject", "path", "group"]))
     return rows
@@ -327,7 +327,7 @@ def _ungria(build: Path, n: int, seed: int, anatomy: _Anatomy) -> list[dict]:
     affine = anatomy.affine @ np.diag([1.0, 1.0, float(DWI_SLICE_STEP), 1.0])
     for index in range(n):
         scanner = DWI_SCANNERS[index % len(DWI_SCANNERS)]
-        phi = _fake_identity(seed, index)
+        phi = fake_identity(seed, index)
         study = build / "export" / f"{phi['patient_name'].replace('^', '_')}_{phi['birth_date']}"
         common = dict(patient_name=phi["patient_name"], patient_id=phi["patient_id"], birth_date=phi["birth_date"],
                       manufacturer=scanner.manufacturer, model_name=scanner.model_name,
@@ -400,9 +400,9 @@ def make_standin(study: str, out_dir: Path, n_subjects: int | None = None, seed:
         rows = _BUILDERS[study](build, n, seed, anatomy)
         io.write_json(build / STANDIN_MARKER, {
             "study": study, "subjects": len(rows), "seed": seed, "resolution_mm": resolution_mm,
-            "source": SOURCE[study], "note": "Synthetic stand-in cohort (pipeline_lib.imaging.standin); "
+            "source": SOURCE[study], "note": "Synthetic stand-in cohort (pipeline_lib.cohorts.standin); "
             "it exercises the preset's code path and supports no claim about model quality."})
-        _make_readable(build)
+        make_readable(build)
 
         def earlier(folder: Path) -> str | None:
             entries = list(folder.iterdir()) if folder.is_dir() else None
@@ -454,7 +454,7 @@ def ixi_sald_sheet(ixi: Path, sald: Path, out: Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline_lib.imaging.standin", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline_lib.cohorts.standin", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
     for study in STUDIES:
         one = sub.add_parser(study, help=f"write the {study} stand-in cohort")
