@@ -18,14 +18,9 @@ from pipeline_lib.evaluation.diversity import (MS_SSIM_WEIGHTS, _metric_values, 
 from pipeline_lib.report.diversity_section import render_diversity_html
 from pipeline_lib.report.training_section import render_training_html
 
+from helpers.images import ellipses
+
 SIZE = 64
-
-
-def blobs(n: int, size: int = SIZE, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1))
-    return np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2)).astype(np.float32)
 
 
 def test_scales_follow_the_image_size():
@@ -40,7 +35,7 @@ def test_the_chosen_scales_run_on_images_of_that_size(size, kernel):
     """Every size the window fits gets scales MONAI can compute (two scales at 16 px with an
     11 px window used to pass MONAI's check and fail in its convolution at the 8 px level)."""
     metric = ms_ssim_metric(size, kernel)
-    images = blobs(2, size=size)
+    images = ellipses(2, size)
     assert np.isfinite(_metric_values(metric, images[:1], images[1:])).all()
 
 
@@ -69,7 +64,7 @@ def test_random_pairs_are_distinct_seeded_and_complete_when_few():
 def test_ms_ssim_orders_copies_structure_and_noise_and_matches_monai_per_pair():
     from monai.metrics import MultiScaleSSIMMetric
 
-    structured = blobs(12)
+    structured = ellipses(12, SIZE)
     copies = np.repeat(structured[:1], 12, axis=0)
     noise = np.random.default_rng(1).random((12, SIZE, SIZE), dtype=np.float32)
     assert pairwise_ms_ssim(copies, n_pairs=20, seed=0, kernel_size=4)["ms_ssim_mean"] == pytest.approx(1.0)
@@ -85,7 +80,7 @@ def test_ms_ssim_orders_copies_structure_and_noise_and_matches_monai_per_pair():
 
 
 def test_reconstruction_similarity_against_known_errors():
-    originals = blobs(6) * 0.8
+    originals = ellipses(6, SIZE) * 0.8
     shifted = originals + 0.1  # MSE 0.01 everywhere: PSNR 10 log10(1 / 0.01) = 20 dB
     result = reconstruction_similarity(originals, shifted, kernel_size=4)
     assert result["recon_psnr_mean"] == pytest.approx(20.0, abs=1e-3) and result["recon_psnr_std"] < 1e-3
@@ -99,7 +94,7 @@ def test_reconstruction_similarity_against_known_errors():
 
 
 def _slice_files(tmp_path, n_train=10, n_test=8):
-    images = blobs(n_train + n_test, seed=4)
+    images = ellipses(n_train + n_test, SIZE, seed=4)
     write_npy(tmp_path / "images.npy", images)
     pd.DataFrame({"row": range(len(images)), "subject": ["sub-0000000001"] * len(images),
                   "slice_index": range(len(images)),
@@ -110,7 +105,7 @@ def _slice_files(tmp_path, n_train=10, n_test=8):
 
 def test_rule_jobs_write_the_model_and_original_rows(tmp_path):
     images, table, test = _slice_files(tmp_path)
-    write_npy(tmp_path / "samples.npy", blobs(9, seed=7))
+    write_npy(tmp_path / "samples.npy", ellipses(9, SIZE, seed=7))
     write_npy(tmp_path / "recon.npy", test[:5] * 0.5)
     write_npy(tmp_path / "none.npy", np.zeros((0, SIZE, SIZE), np.float32))
     settings = {"n_pairs": 15, "kernel_size": 4}

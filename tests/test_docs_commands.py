@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_workflow import job_counts
+from helpers.workflow import job_counts
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

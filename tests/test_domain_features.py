@@ -7,21 +7,16 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from pipeline_lib.core.settings import DomainSettings
 from pipeline_lib.evaluation import domain_features as dfm
 from pipeline_lib.core.errors import InputError
 
+from helpers.threads import single_torch_thread
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FAST = dict(steps=120, batch_size=32, lr=2e-3, width=8, feature_dim=16)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +26,9 @@ def toy(evaluation_slices):
 
 @pytest.fixture(scope="module")
 def trained(toy):
-    torch.set_num_threads(1)
     images, table = toy
-    return dfm.train_domain_network(images, table, DomainSettings(seed=1, **FAST))
+    with single_torch_thread():
+        return dfm.train_domain_network(images, table, DomainSettings(seed=1, **FAST))
 
 
 def test_network_beats_chance_on_held_out_subjects(toy, trained):

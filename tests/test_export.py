@@ -23,6 +23,8 @@ from pipeline_lib.models import export
 from pipeline_lib.models.sampling import draw_samples
 from pipeline_lib.models.training import load_trained_model, train_model
 
+from helpers.threads import single_torch_thread
+
 SIZE = 16
 
 
@@ -62,12 +64,8 @@ def test_export_load_elsewhere_and_generate_the_same_images(workflow_run, tmp_pa
     reference_model, _ = load_trained_model(workflow_run / "weights.pt", device="cpu")
     # With the CLI's one thread: CPU kernels may split a convolution's sums by thread (seen on an
     # AVX-512 AMD machine: 19 of 1,536 values off by up to 6e-8 between 2 threads and 1).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_torch_thread():
         expected = draw_samples(reference_model, 6, seed=5, labels=np.repeat([0, 1], 3))
-    finally:
-        torch.set_num_threads(threads)
 
     exported = tmp_path / "exported"
     result = cli("export", str(workflow_run), "--out", str(exported))

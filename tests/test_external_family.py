@@ -155,7 +155,7 @@ def test_code_inputs_follow_the_external_package_own_imports(tmp_path, monkeypat
 def test_the_workflow_plans_and_refuses_external_families(installed, tmp_path_factory):
     """Through Snakemake: a config naming an installed family plans its run (the train job itself waits
     on the discovery checkpoint); a bad reference stops the dry run naming the key."""
-    from test_workflow import SNAKEMAKE, TEST_CONFIG, copy_checkout
+    from helpers.workflow import SNAKEMAKE, TEST_CONFIG, copy_checkout
 
     work = copy_checkout(tmp_path_factory, "external-family")
     config = yaml.safe_load(TEST_CONFIG.read_text())

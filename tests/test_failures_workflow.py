@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pipeline_lib.core.guard import TEST_KILL_VARIABLE, read_failure
-from test_workflow import copy_checkout, snakemake
+from helpers.workflow import copy_checkout, snakemake
 
 pytestmark = pytest.mark.integration
 

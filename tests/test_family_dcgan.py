@@ -11,24 +11,11 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model
 from pipeline_lib.models.layers import to_signed
 
+from helpers.images import ellipse_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"width": 8, "latent_dim": 16, "batch_size": 8}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def blobs(n: int = 16, size: int = 32, seed: int = 0) -> torch.Tensor:
-    """(n, 1, size, size) bright ellipses at random positions, in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1))
-    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2))
-    return torch.from_numpy(img.astype(np.float32)).unsqueeze(1)
 
 
 @pytest.mark.parametrize("preset", ["kazuhiro", "han"])
@@ -138,7 +125,7 @@ def test_discriminator_learns_to_separate_real_from_fake(preset):
     torch.manual_seed(0)
     model = build_model("dcgan", 32, {**TINY, "preset": preset})
     model.configure_optimizers()
-    real = blobs()
+    real = ellipse_batch(16)
     before = score_gap(model, real)
     for _ in range(30):
         losses = model.training_step(real, None)
@@ -153,6 +140,6 @@ def test_generator_update_leaves_discriminator_trainable():
     model = build_model("dcgan", 32, TINY)
     model.configure_optimizers()
     before = [p.detach().clone() for p in model.discriminator.parameters()]
-    model.training_step(blobs(8), None)
+    model.training_step(ellipse_batch(8), None)
     assert all(p.requires_grad for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.discriminator.parameters()))

@@ -11,7 +11,7 @@ from pipeline_lib.models import build_model
 from pipeline_lib.models.sampling import draw_samples
 from pipeline_lib.models.training import load_trained_model, train_model
 
-from test_families import TINY, blobs
+from helpers.models import TINY, family_images
 
 SIZE = 32
 
@@ -135,7 +135,7 @@ def test_class_dropout_replaces_labels_by_the_no_class_token():
 
 
 def test_conditional_training_and_sampling_through_the_trainer(tmp_path):
-    images, labels = blobs()
+    images, labels = family_images()
     block = {"family": "ddpm", **tiny(), "budget": {"steps": 3}, "seed": 1, "condition_on": "label"}
     train_model("m", block, images, labels, tmp_path / "m.pt", tmp_path / "m.csv", tmp_path / "ck",
                 n_classes=2, class_names=["left", "right"], device="cpu")

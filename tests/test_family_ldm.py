@@ -10,7 +10,7 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model
 from pipeline_lib.models.training import load_trained_model, train_model
 
-from test_families import TINY, blobs
+from helpers.models import TINY, family_images
 
 SIZE = 32
 STAGE_ONE = TINY["ldm"]["autoencoder_steps"]  # 4
@@ -21,7 +21,7 @@ def block(steps: int = 8, **extra) -> dict:
 
 
 def train(tmp_path, name, b, **kwargs):
-    return train_model(name, b, blobs()[0], None, tmp_path / f"{name}.pt", tmp_path / f"{name}.csv",
+    return train_model(name, b, family_images()[0], None, tmp_path / f"{name}.pt", tmp_path / f"{name}.csv",
                        tmp_path / f"ck_{name}", device="cpu", **kwargs)
 
 
@@ -57,7 +57,7 @@ def test_stages_train_their_own_networks(tmp_path):
     torch.manual_seed(0)
     model = build_model("ldm", SIZE, TINY["ldm"])
     model.configure_optimizers()
-    x = torch.from_numpy(blobs(8)[0]).unsqueeze(1)
+    x = torch.from_numpy(family_images(8)[0]).unsqueeze(1)
     unet_before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
     for _ in range(STAGE_ONE):
         assert model.training_step(x, None)["stage"] == 1.0
@@ -81,7 +81,7 @@ def test_budget_must_reach_the_diffusion_stage(tmp_path):
 
 def test_snapshots_show_reconstructions_then_samples(tmp_path):
     b = block(snapshot_every=3, snapshot_images=2, validate_every=3)
-    train(tmp_path, "m", b, validation=(blobs(6, seed=3)[0], None), out_snapshots=tmp_path / "s.npz",
+    train(tmp_path, "m", b, validation=(family_images(6, seed=3)[0], None), out_snapshots=tmp_path / "s.npz",
           out_validation=tmp_path / "v.csv")
     import numpy as np
 
@@ -104,13 +104,13 @@ def test_reconstructions_and_the_inception_perceptual_term(tmp_path):
     assert not any(k.startswith("perceptual_net.") for k in saved)
     model, _ = load_trained_model(tmp_path / "m.pt", device="cpu")
     assert model.perceptual_summary()["backbone"] == "inception"
-    x = torch.from_numpy(blobs(4)[0]).unsqueeze(1)
+    x = torch.from_numpy(family_images(4)[0]).unsqueeze(1)
     recon = model.reconstruct(x)
     assert recon.shape == x.shape and torch.equal(recon, model.reconstruct(x))
 
 
 def test_conditional_ldm(tmp_path):
-    images, labels = blobs()
+    images, labels = family_images()
     b = {**block(steps=STAGE_ONE + 2), "condition_on": "label"}
     train_model("m", b, images, labels, tmp_path / "m.pt", tmp_path / "m.csv", tmp_path / "ck",
                 n_classes=2, device="cpu")

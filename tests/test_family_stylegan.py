@@ -10,29 +10,14 @@ import torch
 from torch import nn
 
 from pipeline_lib.models import build_model
+
+from helpers.images import ellipse_batch
 from pipeline_lib.models.families.stylegan import (MappingNetwork, StyleGAN, StyledLayerEpilogue, StyleGenerator,
                                           resolution_width)
 
+pytestmark = pytest.mark.usefixtures("one_thread_no_denormals")
+
 TINY = {"width": 16, "mapping_dim": 32, "latent_dim": 32, "batch_size": 8}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_no_denormals():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)  # as the trainer does on CPU
-    yield
-    torch.set_flush_denormal(False)
-    torch.set_num_threads(threads)
-
-
-def ellipses(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """(n, 1, size, size) bright ellipses at random positions, in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1))
-    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2))
-    return torch.from_numpy(img.astype(np.float32)).unsqueeze(1)
 
 
 def tiny_model(size: int = 32, **overrides) -> StyleGAN:
@@ -124,7 +109,7 @@ def test_gradient_penalty_is_the_squared_distance_of_the_gradient_norm_from_one(
 
 def test_gradient_penalty_can_be_switched_off():
     torch.manual_seed(0)
-    x = ellipses(8, 32)
+    x = ellipse_batch(8, 32)
     with_gp = tiny_model().training_step(x, None)
     without = tiny_model(gradient_penalty=0.0).training_step(x, None)
     assert set(with_gp) == {"critic", "generator", "gradient_penalty", "wasserstein_estimate"}
@@ -135,7 +120,7 @@ def test_gradient_penalty_can_be_switched_off():
 def test_critic_learns_to_score_real_images_above_generated_ones():
     torch.manual_seed(0)
     model = tiny_model()
-    x = ellipses(8, 32)
+    x = ellipse_batch(8, 32)
 
     def score_gap() -> float:
         with torch.no_grad():

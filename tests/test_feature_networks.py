@@ -9,15 +9,8 @@ from pipeline_lib.core import pretrained as fn
 from pipeline_lib.core.errors import InputError
 
 # The reference TorchScript can only be read with torch.jit.load, deprecated in torch 2.14.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
+import pytest
 
 from pipeline_lib.models.sampling import block_seed, draw_samples, fid_samples_job, sample_model
 from pipeline_lib.models.training import load_trained_model, train_model
@@ -19,8 +19,8 @@ def test_block_seeds_differ_from_each_other_and_from_the_sampling_seed():
     assert block_seed(1, 0) != block_seed(0, 0)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_fid_samples_job_writes_one_fresh_block_per_repeat(tmp_path):
-    torch.set_num_threads(1)
     images = np.random.default_rng(0).random((16, 32, 32)).astype(np.float32)
     train_model("m", BLOCK, images, None, tmp_path / "m.pt", tmp_path / "m.csv", tmp_path / "ck", device="cpu")
     sampling = {"n": 5, "seed": 4, "n_reconstruct": 0}

@@ -23,7 +23,7 @@ import yaml
 from scipy import ndimage
 
 from pipeline_lib.imaging import registration as reg
-from test_workflow import copy_checkout, snakemake
+from helpers.workflow import copy_checkout, snakemake
 
 pytestmark = pytest.mark.integration
 CASES = [("HGG", "BraTS19_2013_10_1"), ("HGG", "BraTS19_CBICA_AAB_1"), ("LGG", "BraTS19_TMC_09043_1"),

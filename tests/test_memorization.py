@@ -6,23 +6,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline_lib.core.settings import DomainSettings
 from pipeline_lib.evaluation import domain_features as dfm
 from pipeline_lib.evaluation import memorization as mem
 from pipeline_lib.core.errors import InputError
 
+from helpers.threads import single_torch_thread
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FAST = dict(steps=80, batch_size=32, lr=2e-3, width=8, feature_dim=16)
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +30,9 @@ def iid(evaluation_slices):
 
 @pytest.fixture(scope="module")
 def features(iid):
-    torch.set_num_threads(1)
     train, test, fresh, table = iid
-    net = dfm.train_domain_network(train, table, DomainSettings(seed=0, **FAST))
+    with single_torch_thread():
+        net = dfm.train_domain_network(train, table, DomainSettings(seed=0, **FAST))
     return lambda x: dfm.extract_domain_features(net, x)
 
 

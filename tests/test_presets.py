@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from pipeline_lib.imaging import standin
-from test_workflow import copy_checkout, job_counts, snakemake
+from helpers.workflow import copy_checkout, job_counts, snakemake
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]

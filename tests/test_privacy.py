@@ -41,7 +41,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.sequence import Sequence
 
 from pipeline_lib.imaging.demo_cohort import make_demo_cohort
-from test_workflow import copy_checkout, dry_run_jobs, snakemake, summary_table
+from helpers.workflow import copy_checkout, dry_run_jobs, snakemake, summary_table
 
 pytestmark = pytest.mark.integration
 

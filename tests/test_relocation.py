@@ -21,8 +21,7 @@ import yaml
 
 from pipeline_lib.core.jobs import is_within, portable_path
 from pipeline_lib.imaging.discovery import discover_inputs, write_staging
-from test_reruns import mark_all_produced
-from test_workflow import TEST_CONFIG, copy_checkout, dry_run_jobs, snakemake
+from helpers.workflow import TEST_CONFIG, copy_checkout, dry_run_jobs, mark_all_produced, snakemake
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/samples.schema.yaml"
 

@@ -1,11 +1,10 @@
-"""Stale-only reruns after a preprocessing change: everything downstream, nothing upstream.
+"""Rerun scopes: what a change to the config, a family's code or a preprocessing setting reruns,
+and that ``snakemake --lint`` is clean.
 
-The other rerun cases (a model's hyperparameter, a family's module, a new model, key
-order) live in test_workflow.py and share its helpers. These cases only need the
-provenance Snakemake records, not real outputs, so the fixture runs the cohort's
-discovery for real and then marks every other output as produced (``--touch`` over
-placeholder files): Snakemake records the same params/code/input metadata as after a
-real run, in seconds instead of minutes.
+These need only the provenance Snakemake records, not real outputs, so the fixture runs the
+cohort's discovery for real and then marks every other output as produced (``--touch`` over
+placeholder files): Snakemake records the same params/code/input metadata as after a real run,
+in seconds instead of the ten minutes of test_workflow.py's run.
 """
 
 from __future__ import annotations
@@ -16,36 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_workflow import (TEST_CONFIG, copy_checkout, dry_run_jobs, model_jobs, snakemake,
-                           stale_jobs, summary_table, write_config)
+from helpers.workflow import (TEST_CONFIG, copy_checkout, dry_run_jobs, mark_all_produced, model_jobs, snakemake,
+                              stale_jobs, summary_table, write_config)
 
 pytestmark = pytest.mark.integration
 
 UPSTREAM_OF_SLICES = {"demo_cohort", "discover_inputs", "ingest", "ingest_qc", "register", "qc_tables"}
-
-
-def missing_outputs(work: Path) -> list[str]:
-    """Outputs of the full DAG that do not exist yet, from ``snakemake --summary``."""
-    return [row["output_file"] for row in summary_table(work) if row["status"] == "missing"]
-
-
-def mark_all_produced(work: Path) -> None:
-    """Placeholders for every missing output, then ``--touch --forceall`` to record provenance.
-
-    Outputs without a file extension are this workflow's ``directory()`` outputs
-    (per-subject ingest/register folders, the reader kit).
-    """
-    for name in missing_outputs(work):
-        path = work / name
-        if Path(name).suffix:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-        else:
-            path.mkdir(parents=True, exist_ok=True)
-    # --forceall: without it, jobs whose placeholders happen to be newer than their
-    # inputs are skipped and get no provenance record.
-    result = snakemake(work, "--touch", "--forceall", "--cores", "1", "all")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +32,49 @@ def produced_workdir(tmp_path_factory) -> Path:
     mark_all_produced(work)
     assert dry_run_jobs(work) == {}
     return work
+
+
+def test_changing_one_models_lr_reruns_only_that_model(produced_workdir):
+    write_config(produced_workdir, lambda c: c["models"]["vae"].update(lr=5e-4))
+    try:
+        assert stale_jobs(produced_workdir) == model_jobs("vae")
+    finally:
+        write_config(produced_workdir, lambda c: None)
+    assert dry_run_jobs(produced_workdir) == {}
+
+
+def test_reordering_config_keys_reruns_nothing(produced_workdir):
+    text = yaml.safe_dump(yaml.safe_load(TEST_CONFIG.read_text()), sort_keys=False)
+    reordered = yaml.safe_load(text)
+    reordered["registration"] = dict(reversed(list(reordered["registration"].items())))
+    (produced_workdir / "config.yaml").write_text(yaml.safe_dump(reordered, sort_keys=False))
+    try:
+        assert dry_run_jobs(produced_workdir) == {}
+    finally:
+        write_config(produced_workdir, lambda c: None)
+
+
+def test_editing_a_family_module_reruns_only_that_familys_models(produced_workdir):
+    module = produced_workdir / "src/pipeline_lib/models/families/dcgan.py"
+    original = module.read_text()
+    module.write_text(original + "\n# edited\n")
+    try:
+        assert stale_jobs(produced_workdir) == model_jobs("dcgan")
+    finally:
+        module.write_text(original)
+
+
+def test_adding_a_model_runs_only_the_new_models_jobs(produced_workdir):
+    write_config(produced_workdir, lambda c: c["models"].update(vae_wide={**c["models"]["vae"], "width": 16}))
+    try:
+        assert stale_jobs(produced_workdir) == model_jobs("vae_wide")
+    finally:
+        write_config(produced_workdir, lambda c: None)
+
+
+def test_lint_is_clean(produced_workdir):
+    result = snakemake(produced_workdir, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def forced_jobs(work: Path, rule: str) -> dict[str, int]:

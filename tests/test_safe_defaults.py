@@ -172,12 +172,12 @@ def test_family_hyperparameters_get_the_type_of_their_published_default():
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory) -> Path:
-    from test_workflow import copy_checkout
+    from helpers.workflow import copy_checkout
     return copy_checkout(tmp_path_factory, "safe-defaults")
 
 
 def _snakemake(work: Path, *args: str):
-    from test_workflow import snakemake
+    from helpers.workflow import snakemake
     with umask(0o022):
         return snakemake(work, "--cores", "1", *args, timeout=300)
 
@@ -187,7 +187,7 @@ def _output(result) -> str:
 
 
 def _jobs(result) -> dict[str, int]:
-    from test_workflow import job_counts
+    from helpers.workflow import job_counts
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return job_counts(result.stdout + result.stderr)
 

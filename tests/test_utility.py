@@ -7,23 +7,18 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from pipeline_lib.evaluation import domain_features as dfm
 from pipeline_lib.evaluation import augmentation_utility as utility
 from pipeline_lib.evaluation import conditioning
 from pipeline_lib.core.errors import InputError
 
+from helpers.threads import single_torch_thread
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FAST = dfm.ClassifierSettings(steps=60, batch_size=32, lr=2e-3, width=8, feature_dim=16)
 FAST_CFG = dict(steps=60, batch_size=32, lr=2e-3, width=8)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +33,15 @@ def toy(evaluation_slices):
 @pytest.fixture(scope="module")
 def dataset_files(tmp_path_factory, evaluation_slices):
     """images.npy, slices.tsv and a trained domain network on disk, as the rules see them."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("utility")
     images, table = evaluation_slices(n_subjects=12, slices_per_subject=8, size=24, seed=4)
     np.save(root / "images.npy", images)
     table.to_csv(root / "slices.tsv", sep="\t", index=False)
-    dfm.domain_network_job(root / "images.npy", root / "slices.tsv", out_network=root / "net.pt",
-                           out_summary=root / "net.json",
-                           settings={"seed": 0, "steps": 80, "batch_size": 32, "lr": 2e-3, "width": 8,
-                                     "feature_dim": 16})
+    with single_torch_thread():
+        dfm.domain_network_job(root / "images.npy", root / "slices.tsv", out_network=root / "net.pt",
+                               out_summary=root / "net.json",
+                               settings={"seed": 0, "steps": 80, "batch_size": 32, "lr": 2e-3, "width": 8,
+                                         "feature_dim": 16})
     return root, images, table
 
 
@@ -60,9 +55,9 @@ def _write_samples(root, images, labels, name):
 @pytest.fixture(scope="module")
 def right(toy):
     """Conditioning accuracy of "samples" that are real test slices with their true labels."""
-    torch.set_num_threads(1)
     train, y_train, test, y_test, names = toy
-    return conditioning.conditioning_accuracy(train, y_train, test, y_test, test, y_test, names, settings=FAST, seed=0)
+    with single_torch_thread():
+        return conditioning.conditioning_accuracy(train, y_train, test, y_test, test, y_test, names, settings=FAST, seed=0)
 
 
 def test_correct_labels_score_high_and_shuffled_labels_score_chance(toy, right):
