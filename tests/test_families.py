@@ -50,7 +50,8 @@ def test_sample_shapes_and_range(family):
     labels = torch.tensor([0, 1, 1, 0, 1]) if cls.conditional else None
     samples = model.sample(5, labels=labels)
     assert samples.shape == (5, 1, SIZE, SIZE)
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
     if cls.can_reconstruct:
         x = torch.from_numpy(family_images(4)[0]).unsqueeze(1)
         assert model.reconstruct(x).shape == x.shape
@@ -66,9 +67,12 @@ def test_every_family_takes_a_stacked_datasets_channels(family):
     x = torch.from_numpy(family_images(8)[0]).unsqueeze(1) * torch.linspace(0.4, 1.0, 4).view(1, 4, 1, 1)
     labels = torch.tensor([0, 1] * 4) if cls.conditional else None
     losses = model.training_step(x, labels)
-    assert losses and all(np.isfinite(v) for v in losses.values()), losses
+    assert losses, losses
+    assert all(np.isfinite(v) for v in losses.values()), losses
     samples = model.sample(3, labels=None if labels is None else labels[:3])
-    assert samples.shape == (3, 4, SIZE, SIZE) and samples.min() >= 0 and samples.max() <= 1
+    assert samples.shape == (3, 4, SIZE, SIZE)
+    assert samples.min() >= 0
+    assert samples.max() <= 1
     if cls.can_reconstruct:
         assert model.reconstruct(x[:2]).shape == (2, 4, SIZE, SIZE)
 
@@ -85,7 +89,9 @@ def test_every_family_trains_under_bf16_autocast(family, tmp_path):
     losses = pd.read_csv(tmp_path / "m.csv")
     values = losses.drop(columns="step").to_numpy(dtype=float)
     reported = values[~np.isnan(values)]
-    assert len(losses) == 6 and len(reported) >= 6 and np.isfinite(reported).all(), losses
+    assert len(losses) == 6, losses
+    assert len(reported) >= 6, losses
+    assert np.isfinite(reported).all(), losses
 
 
 def test_same_seed_gives_same_samples(family, tmp_path):
@@ -122,4 +128,5 @@ def test_adam_optimisers_use_the_fused_kernel_on_the_cpu(family):
         if isinstance(opt, torch.optim.Adam):
             assert opt.defaults["fused"] is True
         else:
-            assert family == "wgan" and isinstance(opt, torch.optim.RMSprop)
+            assert family == "wgan"
+            assert isinstance(opt, torch.optim.RMSprop)

@@ -31,7 +31,8 @@ def test_is_conditional_with_dcgan_defaults():
     from pipeline_lib.models.families.dcgan import DCGAN
 
     cls = get_family("cgan")
-    assert cls.conditional and not cls.can_reconstruct
+    assert cls.conditional
+    assert not cls.can_reconstruct
     assert cls.DEFAULTS == DCGAN.DEFAULTS
 
 
@@ -41,7 +42,8 @@ def test_sample_shape_and_range(size):
     model = build_model("cgan", size, TINY, n_classes=3)
     samples = model.sample(5, labels=labels_of(0, 1, 2, 2, 0), generator=torch.Generator().manual_seed(1))
     assert samples.shape == (5, 1, size, size)
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
 
 
 def test_label_changes_the_image_for_the_same_noise():

@@ -40,10 +40,13 @@ def left_minus_right(images: torch.Tensor) -> torch.Tensor:
 
 def test_published_defaults():
     d = get_family("cvae").DEFAULTS
-    assert d["latent_dim"] == 256 and d["lr"] == 3e-4 and d["batch_size"] == 8
+    assert d["latent_dim"] == 256
+    assert d["lr"] == 3e-4
+    assert d["batch_size"] == 8
     assert d["reconstruction"] == "logcosh"
     cls = get_family("cvae")
-    assert cls.conditional and cls.can_reconstruct
+    assert cls.conditional
+    assert cls.can_reconstruct
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -52,7 +55,8 @@ def test_shapes_and_range(size):
     labels = torch.tensor([0, 1, 1, 0, 1])
     samples = model.sample(5, labels=labels, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (5, 1, size, size)
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
     x = torch.rand(3, 1, size, size)
     assert model.reconstruct(x).shape == x.shape
     assert model.reconstruct(x, labels=torch.tensor([0, 1, 0])).shape == x.shape

@@ -53,7 +53,8 @@ def vgg_model(weights: str, size: int = 32, **extra):
 def test_published_defaults():
     d = get_family("dfc_vae").DEFAULTS
     assert (d["latent_dim"], d["lr"], d["batch_size"], d["width"]) == (200, 1e-4, 64, 32)
-    assert d["perceptual_weight"] == 2e-9 and d["feature_scale"] == 255.0
+    assert d["perceptual_weight"] == 2e-9
+    assert d["feature_scale"] == 255.0
     assert d["perceptual"] == {"backbone": "vgg16", "weights": None}
     assert "recon_weight" not in d  # the pixel-wise term is replaced, not added to
 
@@ -67,8 +68,10 @@ def test_missing_vgg16_fails_before_any_training(tmp_path, monkeypatch):
                     tmp_path / "ck", device="cpu")
     message = str(err.value)
     assert str(tmp_path / "vgg16-397923af.pth") in message
-    assert fn.VGG16_URL in message and "perceptual.backbone: inception" in message
-    assert not (tmp_path / "ck").exists() and not (tmp_path / "m.pt").exists()
+    assert fn.VGG16_URL in message
+    assert "perceptual.backbone: inception" in message
+    assert not (tmp_path / "ck").exists()
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_bad_perceptual_settings_are_clear_errors(random_vgg16):
@@ -82,7 +85,9 @@ def test_bad_perceptual_settings_are_clear_errors(random_vgg16):
 def test_shapes_and_range(random_vgg16, size):
     model = vgg_model(random_vgg16, size)
     samples = model.sample(3, generator=torch.Generator().manual_seed(0))
-    assert samples.shape == (3, 1, size, size) and 0 <= samples.min() and samples.max() <= 1
+    assert samples.shape == (3, 1, size, size)
+    assert 0 <= samples.min()
+    assert samples.max() <= 1
     x = ellipse_batch(2, size)
     assert model.reconstruct(x).shape == x.shape
     assert [f.shape[1] for f in model.perceptual_net(x)] == [64, 128, 256]  # relu1_1, relu2_1, relu3_1
@@ -112,7 +117,8 @@ def test_loss_decreases_and_the_feature_network_stays_frozen(random_vgg16):
     losses = [model.training_step(x, None) for _ in range(30)]
     assert np.mean([l["reconstruction"] for l in losses[-5:]]) < 0.7 * np.mean([l["reconstruction"] for l in losses[:5]])
     assert np.mean([l["loss"] for l in losses[-5:]]) < np.mean([l["loss"] for l in losses[:5]])
-    assert not model.perceptual_net.training and model.encoder.training
+    assert not model.perceptual_net.training
+    assert model.encoder.training
     for key, value in model.perceptual_net.state_dict().items():
         torch.testing.assert_close(value, frozen[key], rtol=0, atol=0)
 
@@ -124,7 +130,8 @@ def test_weights_file_excludes_the_feature_network_and_reloads_it(random_vgg16, 
                           tmp_path / "ck", device="cpu")
     assert summary["hparams"]["perceptual"] == {"backbone": "vgg16", "weights": random_vgg16}
     saved = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
-    assert saved and not any(k.startswith("perceptual_net.") for k in saved)
+    assert saved
+    assert not any(k.startswith("perceptual_net.") for k in saved)
     assert (tmp_path / "m.pt").stat().st_size < 5e6  # the 59 MB VGG16 is not in it
     model, _ = load_trained_model(tmp_path / "m.pt", device="cpu")
     assert model.perceptual_summary() == {"backbone": "vgg16", "layers": ["relu1_1", "relu2_1", "relu3_1"],
@@ -138,7 +145,8 @@ def test_inception_backbone_runs_without_vgg16(torch_home):
     model = build_model("dfc_vae", 32, {**TINY, "perceptual": {"backbone": "inception"}})
     model.configure_optimizers()
     summary = model.perceptual_summary()
-    assert summary["backbone"] == "inception" and summary["substitute"]
+    assert summary["backbone"] == "inception"
+    assert summary["substitute"]
     assert summary["layers"] == ["Conv2d_1a_3x3", "Conv2d_2b_3x3", "Conv2d_4a_3x3"]
     assert (torch_home / "hub" / "checkpoints" / fn.FID_CONVERTED_FILE).is_file()
     x = ellipse_batch(8)

@@ -52,10 +52,13 @@ def test_sample_and_reconstruction_shapes_and_range(size):
     model = tiny_model(size)
     samples = model.sample(3, generator=torch.Generator().manual_seed(1))
     assert samples.shape == (3, 1, size, size)
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
     x = ellipse_batch(4, size)
     recon = model.reconstruct(x)
-    assert recon.shape == x.shape and recon.min() >= 0 and recon.max() <= 1
+    assert recon.shape == x.shape
+    assert recon.min() >= 0
+    assert recon.max() <= 1
     mu, logvar = model.encoder(x)
     assert mu.shape == logvar.shape == (4, TINY["latent_dim"])
 

@@ -27,10 +27,12 @@ def train(tmp_path, name, b, **kwargs):
 
 def test_published_defaults():
     h = build_model("ldm", 64, {"perceptual": {"backbone": "none"}}).hparams
-    assert h["ae_channels"] == [128, 128, 256] and h["latent_channels"] == 3
+    assert h["ae_channels"] == [128, 128, 256]
+    assert h["latent_channels"] == 3
     assert (h["kl_weight"], h["adversarial_weight"], h["perceptual"]["weight"]) == (1e-6, 0.01, 0.001)
     assert (h["ae_lr"], h["disc_lr"], h["lr"], h["batch_size"]) == (1e-4, 5e-4, 1e-4, 64)
-    assert h["unet_channels"] == [128, 256, 512] and h["num_head_channels"] == [0, 256, 512]
+    assert h["unet_channels"] == [128, 256, 512]
+    assert h["num_head_channels"] == [0, 256, 512]
     assert (h["beta_start"], h["beta_end"]) == (0.0015, 0.0195)
 
 
@@ -62,10 +64,12 @@ def test_stages_train_their_own_networks(tmp_path):
     for _ in range(STAGE_ONE):
         assert model.training_step(x, None)["stage"] == 1.0
     assert all(torch.equal(v, model.denoiser.state_dict()[k]) for k, v in unet_before.items())
-    assert float(model.latent_scale) == 0.0 and model.ema_modules() == ()
+    assert float(model.latent_scale) == 0.0
+    assert model.ema_modules() == ()
     ae_before = {k: v.clone() for k, v in model.autoencoder.state_dict().items()}
     losses = model.training_step(x, None)
-    assert losses["stage"] == 2.0 and "diffusion" in losses
+    assert losses["stage"] == 2.0
+    assert "diffusion" in losses
     assert all(torch.equal(v, model.autoencoder.state_dict()[k]) for k, v in ae_before.items())
     with torch.no_grad():
         z = model.autoencoder.encode_stage_2_inputs(x)
@@ -106,7 +110,8 @@ def test_reconstructions_and_the_inception_perceptual_term(tmp_path):
     assert model.perceptual_summary()["backbone"] == "inception"
     x = torch.from_numpy(family_images(4)[0]).unsqueeze(1)
     recon = model.reconstruct(x)
-    assert recon.shape == x.shape and torch.equal(recon, model.reconstruct(x))
+    assert recon.shape == x.shape
+    assert torch.equal(recon, model.reconstruct(x))
 
 
 def test_conditional_ldm(tmp_path):
@@ -116,7 +121,8 @@ def test_conditional_ldm(tmp_path):
                 n_classes=2, device="cpu")
     model, _ = load_trained_model(tmp_path / "m.pt", device="cpu")
     out = model.sample(4, labels=torch.tensor([0, 1, 0, 1]), generator=torch.Generator().manual_seed(0))
-    assert out.shape == (4, 1, SIZE, SIZE) and model.denoiser.unet.num_class_embeds == 3
+    assert out.shape == (4, 1, SIZE, SIZE)
+    assert model.denoiser.unet.num_class_embeds == 3
 
 
 def test_the_learning_rate_schedule_runs_once_per_stage(tmp_path, monkeypatch):

@@ -34,7 +34,8 @@ def test_sample_shape_and_range(family, size):
     model = build_model(family, size, TINY)
     samples = model.sample(6, generator=torch.Generator().manual_seed(1))
     assert samples.shape == (6, 1, size, size)
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
     assert samples.std() > 0
 
 
@@ -65,7 +66,8 @@ def test_wgan_gp_published_defaults_and_critic_without_batch_norm():
     model = build_model("wgan_gp", 64, {})
     model.configure_optimizers()
     opt = model.optimizers["critic"]
-    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["betas"] == (0.0, 0.9)
+    assert isinstance(opt, torch.optim.Adam)
+    assert opt.param_groups[0]["betas"] == (0.0, 0.9)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.discriminator.modules())
     assert any(isinstance(m, nn.GroupNorm) and m.num_groups == 1 for m in model.discriminator.modules())
     none = build_model("wgan_gp", 32, {**TINY, "critic_norm": "none"})
@@ -136,7 +138,8 @@ def test_critic_learns_to_score_real_above_fake(family, min_gap):
     for _ in range(40):
         losses = model.training_step(real, None)
     after = critic_gap(model, real)
-    assert after > min_gap and after > before + min_gap
+    assert after > min_gap
+    assert after > before + min_gap
     assert losses["wasserstein_estimate"] > 0
     assert losses["critic"] == pytest.approx(
         -losses["wasserstein_estimate"] + model.hparams.get("gp_weight", 0) * losses.get("gradient_penalty", 0),

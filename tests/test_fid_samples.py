@@ -14,7 +14,8 @@ BLOCK = {"family": "vae", "width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1
 
 def test_block_seeds_differ_from_each_other_and_from_the_sampling_seed():
     seeds = [block_seed(0, r) for r in range(20)]
-    assert len(set(seeds)) == 20 and 0 not in seeds
+    assert len(set(seeds)) == 20
+    assert 0 not in seeds
     assert seeds == [block_seed(0, r) for r in range(20)]  # the same on every call
     assert block_seed(1, 0) != block_seed(0, 0)
 
@@ -27,7 +28,8 @@ def test_fid_samples_job_writes_one_fresh_block_per_repeat(tmp_path):
     out = fid_samples_job(tmp_path / "m.pt", sampling, 3, tmp_path / "blocks.npy", device="cpu")
     assert out == {"n_blocks": 3, "block_size": 5}
     blocks = np.load(tmp_path / "blocks.npy")
-    assert blocks.shape == (3, 5, 32, 32) and blocks.dtype == np.float32
+    assert blocks.shape == (3, 5, 32, 32)
+    assert blocks.dtype == np.float32
     sample_model(tmp_path / "m.pt", 5, 4, tmp_path / "s.npy", tmp_path / "g.png", tmp_path / "r.npy",
                  tmp_path / "l.tsv", device="cpu")
     main = np.load(tmp_path / "s.npy")

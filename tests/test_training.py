@@ -32,13 +32,15 @@ def test_vae_shapes_and_ranges():
     assert model.reconstruct(x).shape == (4, 1, SIZE, SIZE)
     samples = model.sample(5)
     assert samples.shape == (5, 1, SIZE, SIZE)
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
 
 
 def test_vae_published_defaults():
     model = build_model("vae", 128, {})
     assert model.hparams["latent_dim"] == 200
-    assert model.hparams["lr"] == 1e-4 and model.hparams["batch_size"] == 64
+    assert model.hparams["lr"] == 1e-4
+    assert model.hparams["batch_size"] == 64
     assert model.hparams["recon_weight"] == 0.025
     # 0.025 x 128 x 128 on the per-pixel squared error, as published
     x = torch.zeros(2, 1, 128, 128)
@@ -85,7 +87,8 @@ def test_checkpoints_are_removed_after_success_and_keyed_by_config(tmp_path):
     train_model("m", VAE_BLOCK, ellipses(24), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
     assert list((tmp_path / "ck").glob("*/checkpoint.pt")) == []
     summary = torch.load(tmp_path / "w.pt", weights_only=True)["summary"]
-    assert summary["steps"] == 30 and summary["family"] == "vae"
+    assert summary["steps"] == 30
+    assert summary["family"] == "vae"
 
 
 def test_epochs_budget_counts_full_batches(tmp_path):
@@ -112,14 +115,18 @@ def test_time_cap_marks_the_run_incomplete_and_a_larger_cap_continues_it(tmp_pat
     capped = {**VAE_BLOCK, "budget": {"steps": 20, "minutes": 1e-6}}  # 60 µs: one step, then the cap
     with caplog.at_level(logging.WARNING, logger="pipeline_lib.models.training"):
         summary = train_model("m", capped, ellipses(24), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
-    assert summary["incomplete"] is True and summary["steps"] == 1 and summary["target_steps"] == 20
-    assert "INCOMPLETE" in caplog.text and "budget.minutes" in caplog.text
+    assert summary["incomplete"] is True
+    assert summary["steps"] == 1
+    assert summary["target_steps"] == 20
+    assert "INCOMPLETE" in caplog.text
+    assert "budget.minutes" in caplog.text
     assert torch.load(tmp_path / "w.pt", weights_only=True)["summary"]["incomplete"] is True
     assert len(list((tmp_path / "ck").glob("*/checkpoint.pt"))) == 1
 
     larger = {**VAE_BLOCK, "budget": {"steps": 20, "minutes": 60}}
     summary = train_model("m", larger, ellipses(24), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
-    assert summary["incomplete"] is False and summary["steps"] == 20
+    assert summary["incomplete"] is False
+    assert summary["steps"] == 20
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "l.csv"), pd.read_csv(tmp_path / "ref.csv"))
     ref = torch.load(tmp_path / "ref.pt", weights_only=True)["state_dict"]
     new = torch.load(tmp_path / "w.pt", weights_only=True)["state_dict"]
@@ -160,11 +167,13 @@ def test_killed_training_resumes_where_it_stopped(tmp_path, sig):
     proc = run_training_subprocess(interrupted)
     deadline = time.monotonic() + 240
     while not list((interrupted / "ck").glob("*/checkpoint.pt")):
-        assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint appeared"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        assert proc.poll() is None, "no checkpoint appeared"
         time.sleep(0.05)
     checkpoint = next((interrupted / "ck").glob("*/checkpoint.pt"))
     while torch.load(checkpoint, weights_only=True)["step"] < 30:
-        assert time.monotonic() < deadline and proc.poll() is None
+        assert time.monotonic() < deadline
+        assert proc.poll() is None
         time.sleep(0.05)
     proc.send_signal(sig)
     proc.wait(timeout=60)

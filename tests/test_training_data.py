@@ -52,8 +52,10 @@ def test_split_images_read_what_load_split_loads(tmp_path, stacked):
     pd.testing.assert_frame_equal(rows, loaded_rows)
     assert (len(split), split.shape, split.ndim) == (5, loaded.shape, loaded.ndim)
     order = np.array([4, 0, 3, 3])
-    assert np.array_equal(split[order], loaded[order]) and split[order].dtype == np.float32
-    assert np.array_equal(split[1], loaded[1]) and np.array_equal(split[1:4], loaded[1:4])
+    assert np.array_equal(split[order], loaded[order])
+    assert split[order].dtype == np.float32
+    assert np.array_equal(split[1], loaded[1])
+    assert np.array_equal(split[1:4], loaded[1:4])
     # a DataLoader worker gets a pickled copy that opens the file itself
     assert np.array_equal(pickle.loads(pickle.dumps(split))[order], loaded[order])
 
@@ -152,4 +154,5 @@ def test_split_images_never_hold_the_split(tmp_path):
     big.flush()
     del big
     split = SplitImages(path, np.arange(200_000))
-    assert split[[123_456, 0]].shape == (2, 64, 64) and float(split[123_456].max()) == 0.5
+    assert split[[123_456, 0]].shape == (2, 64, 64)
+    assert float(split[123_456].max()) == 0.5
