@@ -243,7 +243,8 @@ def _snakemake(argv: list[str], work: Path) -> str:
     assert planned.returncode == 0, output[-4000:]
     if discovers:
         jobs = job_counts(output)
-        assert jobs.get("train", 0) >= 1 and jobs.get("ingest", 0) >= 1, jobs
+        assert jobs.get("train", 0) >= 1, jobs
+        assert jobs.get("ingest", 0) >= 1, jobs
     return output
 
 

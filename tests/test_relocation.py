@@ -74,7 +74,8 @@ def test_a_finished_run_moved_to_another_path_plans_no_job(tmp_path_factory):
     assert dry_run_jobs(work) == {}
     # what Snakemake compares (each job's input, params, code) never holds the run folder's path
     records = list((work / ".snakemake/metadata").iterdir())
-    assert records and not [r.name for r in records if str(work).encode() in r.read_bytes()]
+    assert records
+    assert not [r.name for r in records if str(work).encode() in r.read_bytes()]
 
     moved = tmp_path_factory.mktemp("scratch") / "elsewhere" / "run"
     shutil.copytree(work, moved, symlinks=True)

@@ -161,13 +161,16 @@ def test_adding_a_seed_runs_only_the_new_seeds_jobs(produced_workdir):
     finally:
         write_config(work, lambda c: None)
     per_run = {o for o in stale if "/seed" in o}
-    assert per_run and all("/seed1" in o for o in per_run), sorted(per_run)
+    assert per_run, sorted(per_run)
+    assert all("/seed1" in o for o in per_run), sorted(per_run)
     blocks = yaml.safe_load(TEST_CONFIG.read_text())["models"]
     following = {m for m in models() if "seeds" not in blocks[m]}
-    assert following and following != set(models())  # both kinds are in the tiny config
+    assert following
+    assert following != set(models())  # both kinds are in the tiny config
     assert {o.split("/")[2] for o in per_run if o.startswith("results/models/")} == following
     assert stale - per_run == {"results/report/index.html", "results/report/summary.tsv"}
-    assert planned["train"] == len(following) and planned["report"] == 1
+    assert planned["train"] == len(following)
+    assert planned["report"] == 1
 
 
 def test_keeping_flagged_subjects_reslices_without_reregistering(produced_workdir):
@@ -178,4 +181,5 @@ def test_keeping_flagged_subjects_reslices_without_reregistering(produced_workdi
     finally:
         write_config(work, lambda c: None)
     assert planned == forced_jobs(work, "slice_dataset")
-    assert "register" not in planned and planned["slice_dataset"] == 1
+    assert "register" not in planned
+    assert planned["slice_dataset"] == 1

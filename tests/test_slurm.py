@@ -125,7 +125,8 @@ def test_profile_without_site_values_uses_cluster_defaults(monkeypatch, tmp_path
     assert "runtime=60 * 2 ** (attempt - 1)" in profile["default-resources"]
     assert {"train:gpu=1", "sample:gpu=1"} <= set(profile["set-resources"])
     assert {f"{rule}:gpu=1" for rule in FEATURE_RULES} <= set(profile["set-resources"])
-    assert "slurm-requeue" not in profile and int(profile["retries"]) >= 1
+    assert "slurm-requeue" not in profile
+    assert int(profile["retries"]) >= 1
 
 
 def test_profile_refuses_a_missing_site_file(monkeypatch, tmp_path):
@@ -250,7 +251,8 @@ def test_gpu_rules_asked_for_a_gpu_on_the_gpu_partition(workflow_run):
     for job, (label, _) in jobs.items():
         row = sacct[job]
         if label in gpu_labels:
-            assert "gres/gpu=1" in row["ReqTRES"] and "gres/gpu=1" in row["AllocTRES"], row
+            assert "gres/gpu=1" in row["ReqTRES"], row
+            assert "gres/gpu=1" in row["AllocTRES"], row
             assert row["Partition"] == cluster.GPU_PARTITION, row
         else:
             assert "gres/gpu" not in row["ReqTRES"], (label, row)
@@ -267,14 +269,17 @@ def test_gpu_jobs_saw_their_gpu_in_cuda_visible_devices(workflow_run):
     gpu_logs = sorted((logs / "train").rglob("*.log")) + sorted((logs / "sample").rglob("*.log"))
     config = slurm_config()
     runs = sum(len(block.get("seeds", config.get("training", {}).get("seeds", [0]))) for block in config["models"].values())
-    assert runs == 1 and len(gpu_logs) == 2 * runs
+    assert runs == 1
+    assert len(gpu_logs) == 2 * runs
     # the feature jobs (on CPUs in this run) saw no GPU: hidden, or none set
     feature_logs = sorted((logs / "fid").rglob("*.features.log")) + sorted((logs / "fid/real").rglob("*.log"))
-    assert feature_logs and all(re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", log.read_text()) == ["<none>"]
+    assert feature_logs, feature_logs
+    assert all(re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", log.read_text()) == ["<none>"]
                                 for log in feature_logs), feature_logs
     for log in gpu_logs:
         devices = re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", log.read_text())
-        assert devices and set(devices) <= {"0", "1"}, (log, devices)
+        assert devices, (log, devices)
+        assert set(devices) <= {"0", "1"}, (log, devices)
     for log in set(logs.rglob("*.log")) - set(gpu_logs):
         assert set(re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", log.read_text())) <= {"<unset>", "<none>"}, log
 
@@ -308,9 +313,11 @@ def test_a_failed_job_names_its_log_and_is_retried_with_more_runtime(slurm_clust
     # The failure message points at the failed job's SLURM log, which is kept.
     failed_log = jobs[first][1]
     assert re.search(rf"SLURM-job '{first}' failed.*", output)
-    assert output.count(failed_log) >= 2 and Path(failed_log).is_file()
+    assert output.count(failed_log) >= 2
+    assert Path(failed_log).is_file()
     sacct = accounting(jobs)
-    assert sacct[first]["State"] == "FAILED" and sacct[second]["State"] == "COMPLETED"
+    assert sacct[first]["State"] == "FAILED"
+    assert sacct[second]["State"] == "COMPLETED"
     assert (sacct[first]["Timelimit"], sacct[second]["Timelimit"]) == ("01:00:00", "02:00:00")
     assert {row["Partition"] for row in sacct.values()} == {cluster.CPU_PARTITION}
     assert (tmp_path / "done.txt").read_text() == "ok\n"
@@ -373,7 +380,8 @@ def test_guarded_jobs_killed_on_every_attempt_leave_failed_rows(slurm_cluster, t
     reasons = {}
     for subject in ("killed", "hog", "sleeper"):
         status = yaml.safe_load((tmp_path / "subjects" / subject / "status.json").read_text())
-        assert status["status"] == "failed" and status["subject"] == subject
+        assert status["status"] == "failed"
+        assert status["subject"] == subject
         reasons[subject] = status["reason"]
         assert "attempt 2 of 2" in (tmp_path / "logs" / f"{subject}.log").read_text()
     assert reasons["killed"].startswith("signal 9 (SIGKILL) from outside in the test's work"), reasons

@@ -44,7 +44,8 @@ def test_report_table_has_finite_numbers_for_every_row(workdir):
         values = [float(v) for v in re.findall(r'data-value="([^"]+)"', row)]
         assert len(values) == 4, (name, values)
         assert all(v == v and abs(v) != float("inf") for v in values), (name, values)
-    assert 'id="synthetic-banner"' in html and "synthetic phantoms" in html
+    assert 'id="synthetic-banner"' in html
+    assert "synthetic phantoms" in html
 
 
 def test_corrupt_demo_file_is_reported_and_the_rest_goes_on(workdir):
@@ -72,10 +73,12 @@ def test_wrong_geometry_subject_is_flagged_kept_out_of_slices_and_shown(workdir)
         assert column in qc.columns, column
     assert list(qc["status"][:2]) == ["skipped", "flagged"]  # worst first
     flagged = qc[qc["status"] == "flagged"]
-    assert len(flagged) == 1 and flagged["reason"].iloc[0]
+    assert len(flagged) == 1
+    assert flagged["reason"].iloc[0]
     assert "scales" in flagged["reason"].iloc[0] or "overlap" in flagged["reason"].iloc[0]
     ok = qc[qc["status"] == "ok"]
-    assert (ok["brain_extraction"] == "deepbet").all() and (ok["mask_dice"].astype(float) > 0.85).all()
+    assert (ok["brain_extraction"] == "deepbet").all()
+    assert (ok["mask_dice"].astype(float) > 0.85).all()
     subject = flagged["subject"].iloc[0]
     slices = pd.read_csv(workdir / "results/slices/default/slices.tsv", sep="\t")
     assert subject not in set(slices["subject"])
@@ -322,9 +325,11 @@ def test_a_rerun_under_cpu_load_gives_identical_metrics_and_a_cut_short_run_is_i
     result = snakemake(second, "--cores", "2", "all")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     retrained = json.loads((second / "results/models/vae/seed0/summary.json").read_text())
-    assert retrained["incomplete"] is False and retrained["budget"]["minutes"] > 0
+    assert retrained["incomplete"] is False
+    assert retrained["budget"]["minutes"] > 0
     names = metric_files(workdir)
-    assert names == metric_files(second) and len(names) == 24  # 5 runs x 4 files, 4 of the real slices
+    assert names == metric_files(second)
+    assert len(names) == 24  # 5 runs x 4 files, 4 of the real slices
     compared = [n for n in names if n.split("/")[0] == "vae"]
     assert len(compared) == 4
     for name in compared:
@@ -332,11 +337,13 @@ def test_a_rerun_under_cpu_load_gives_identical_metrics_and_a_cut_short_run_is_i
         assert (second / "results/metrics" / name).read_bytes() == first, name
 
     cut = json.loads((second / "results/models/dcgan/seed0/summary.json").read_text())
-    assert cut["incomplete"] is True and cut["steps"] < cut["target_steps"] == 20
+    assert cut["incomplete"] is True
+    assert cut["steps"] < cut["target_steps"] == 20
     assert "INCOMPLETE" in (second / "logs/train/dcgan/seed0.log").read_text()
     html = (second / "results/report/index.html").read_text()
     assert '<tr data-model="dcgan" class="incomplete">' in html
-    assert 'data-model="dcgan" data-seed="0" class="incomplete"' in html and 'data-kind="incomplete training"' in html
+    assert 'data-model="dcgan" data-seed="0" class="incomplete"' in html
+    assert 'data-kind="incomplete training"' in html
     assert "dcgan stopped by the time cap" in html
 
 
@@ -366,7 +373,8 @@ def test_report_in_a_browser_answers_first_and_every_image_loads(workdir, browse
     page.click(overlay)
     large = page.eval_on_selector(overlay, "i => i.getBoundingClientRect().width")
     natural = page.eval_on_selector(overlay, "i => i.naturalWidth")
-    assert large > 2 * small and large == pytest.approx(min(natural, 0.96 * 1000), abs=2)
+    assert large > 2 * small
+    assert large == pytest.approx(min(natural, 0.96 * 1000), abs=2)
     page.click(overlay)
     assert page.eval_on_selector(overlay, "i => i.getBoundingClientRect().width") == pytest.approx(small)
     assert errors == []
