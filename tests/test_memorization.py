@@ -51,7 +51,8 @@ def test_nearest_by_mse_matches_pair_loop_across_blocks():
     want_idx, want_mse = _loop_nearest(queries, refs)
     assert idx.tolist() == want_idx.tolist()
     np.testing.assert_allclose(mse, want_mse, rtol=1e-12, atol=0)
-    assert idx[3] == 17 and mse[3] == 0.0
+    assert idx[3] == 17
+    assert mse[3] == 0.0
     assert mse[4] == pytest.approx(1e-12, rel=0.05)
 
 
@@ -88,7 +89,9 @@ def test_fresh_images_are_flagged_only_at_about_the_percentile_rate(iid, feature
     train, test, fresh, _ = iid
     result = mem.audit(fresh, train, test, percentile=5, sample_features=features(fresh),
                        train_features=features(train), test_features=features(test))
-    assert result["n_samples"] == 160 and result["n_train"] == 240 and result["n_test_reference"] == 160
+    assert result["n_samples"] == 160
+    assert result["n_train"] == 240
+    assert result["n_test_reference"] == 160
     for space in ("pixel", "domain"):
         assert result[space]["fraction_likely_copies"] <= 0.12, space
 
@@ -128,7 +131,8 @@ def test_gallery_is_a_png_with_a_row_per_group_of_pairs(tmp_path, iid):
     mem.save_gallery(fresh, train, pairs[:1], tmp_path / "b.png", pairs_per_row=1)
     mem.save_gallery(fresh, train, pairs, tmp_path / "c.png", threshold=0.015, pairs_per_row=1)
     a, b = (tmp_path / "a.png").read_bytes(), (tmp_path / "b.png").read_bytes()
-    assert a.startswith(PNG) and b.startswith(PNG)
+    assert a.startswith(PNG)
+    assert b.startswith(PNG)
     height = lambda data: int.from_bytes(data[20:24], "big")  # noqa: E731  (PNG IHDR height)
     assert height(a) > 2 * height(b)
     assert (tmp_path / "c.png").read_bytes() == a          # same input, same bytes
@@ -150,10 +154,12 @@ def test_memorization_job_end_to_end(tmp_path, evaluation_slices):
     written = json.loads((tmp_path / "m.json").read_text())
     assert written == json.loads(json.dumps(result))
     # The 6 exact copies are the 6 closest pairs (MSE 0) and are all flagged.
-    assert written["pixel"]["n_likely_copies"] >= 6 and written["domain"]["n_likely_copies"] >= 6
+    assert written["pixel"]["n_likely_copies"] >= 6
+    assert written["domain"]["n_likely_copies"] >= 6
     assert len(written["closest_pairs"]) == 4
     for pair in written["closest_pairs"]:
-        assert pair["mse"] == 0.0 and pair["sample"] < 6
+        assert pair["mse"] == 0.0
+        assert pair["sample"] < 6
         assert pair["train_row"] == int(train_rows[pair["sample"]])
         assert pair["train_subject"] == table.loc[pair["train_row"], "subject"]
     assert (tmp_path / "m.png").read_bytes().startswith(PNG)
