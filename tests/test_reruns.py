@@ -99,14 +99,19 @@ def every_model_jobs() -> set[tuple[str, str]]:
     return set().union(*(model_jobs(m) for m in models()))
 
 
-def test_a_slicing_setting_reruns_slices_and_everything_downstream(produced_workdir):
-    work = produced_workdir
-    write_config(work, lambda c: c["slicing"].update(clip_percentile=90))
+def planned_and_stale(work: Path, change) -> tuple[dict[str, int], set[tuple[str, str]]]:
+    """What a dry run would run, and the stale (rule, model) pairs, with `change` applied to the
+    test config; the config is restored afterwards."""
+    write_config(work, change)
     try:
-        planned = dry_run_jobs(work)
-        stale = stale_jobs(work)
+        return dry_run_jobs(work), stale_jobs(work)
     finally:
         write_config(work, lambda c: None)
+
+
+def test_a_slicing_setting_reruns_slices_and_everything_downstream(produced_workdir):
+    work = produced_workdir
+    planned, stale = planned_and_stale(work, lambda c: c["slicing"].update(clip_percentile=90))
     assert planned == forced_jobs(work, "slice_dataset")
     assert planned["slice_dataset"] == 1
     assert every_model_jobs() | {("slice_dataset", ""), ("metrics_original", "")} <= stale
@@ -115,12 +120,7 @@ def test_a_slicing_setting_reruns_slices_and_everything_downstream(produced_work
 
 def test_a_registration_setting_reregisters_every_subject_and_downstream(produced_workdir):
     work = produced_workdir
-    write_config(work, lambda c: c["registration"].update(transform="Rigid"))
-    try:
-        planned = dry_run_jobs(work)
-        stale = stale_jobs(work)
-    finally:
-        write_config(work, lambda c: None)
+    planned, stale = planned_and_stale(work, lambda c: c["registration"].update(transform="Rigid"))
     assert planned == forced_jobs(work, "register")
     # the demo's 4 phantoms + 1 with a wrong voxel size + 1 corrupt file
     assert planned["register"] == subjects(work) == 6
@@ -175,11 +175,7 @@ def test_adding_a_seed_runs_only_the_new_seeds_jobs(produced_workdir):
 
 def test_keeping_flagged_subjects_reslices_without_reregistering(produced_workdir):
     work = produced_workdir
-    write_config(work, lambda c: c["registration"].update(on_poor_fit="keep"))
-    try:
-        planned = dry_run_jobs(work)
-    finally:
-        write_config(work, lambda c: None)
+    planned, _ = planned_and_stale(work, lambda c: c["registration"].update(on_poor_fit="keep"))
     assert planned == forced_jobs(work, "slice_dataset")
     assert "register" not in planned
     assert planned["slice_dataset"] == 1
