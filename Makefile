@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # dcm2niix and snakemake come from the venv; jobs find them on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps demo demo-all test lint clean-results
+.PHONY: install system-deps demo demo-all test test-fast lint clean-results
 
 install: $(STAMP)
 
@@ -69,6 +69,11 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP) system-deps
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+# The edit-test loop: every test but those marked `integration` (the Snakemake workflow runs and
+# dry runs, the SLURM cluster); `make test` stays the whole suite CI runs.
+test-fast: $(STAMP) system-deps
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not integration"
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

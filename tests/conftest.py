@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.threads import single_torch_thread
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CHROMIUM_INSTALL_HINT = "apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver"
@@ -31,6 +33,21 @@ def torch_threads():
     share the cores (two one-thread processes beat two two-thread ones on 2 cores, see Makefile)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
+
+
+@pytest.fixture
+def one_thread():
+    """A test on one torch thread (seeded results repeat only at a fixed thread count); a file
+    opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    with single_torch_thread():
+        yield
+
+
+@pytest.fixture
+def one_thread_no_denormals():
+    """`one_thread` with denormals flushed, as the trainer runs on CPU."""
+    with single_torch_thread(flush_denormal=True):
+        yield
 
 
 # `make test` hands whole files to its two workers in this order: the SLURM test first (it mostly

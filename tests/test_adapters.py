@@ -37,7 +37,8 @@ def test_brats_2015_to_2021_and_2023_names_give_one_subject_per_case(tmp_path):
     assert set(subjects) == {"BraTS19_2013_10_1", "BraTS19_TMC_09043_1", "BraTS-GLI-00000-000"}
     for case in subjects.values():
         assert set(case) == {"t1", "t1ce", "t2", "flair", "seg"}
-        assert case["seg"]["role"] == "mask" and case["t1"]["role"] == "image"
+        assert case["seg"]["role"] == "mask"
+        assert case["t1"]["role"] == "image"
     assert subjects["BraTS19_2013_10_1"]["t2"]["labels"] == {"grade": "HGG"}
     assert subjects["BraTS19_TMC_09043_1"]["flair"]["labels"] == {"grade": "LGG"}
     assert subjects["BraTS-GLI-00000-000"]["t1ce"]["relpath"].endswith("-t1c.nii.gz")
@@ -118,7 +119,9 @@ def test_bids_entities_participants_sidecars_and_a_constant_scanner_label(tmp_pa
     assert one == {"age": "23", "sex": "F", "manufacturer": "Siemens", "field_strength": "3",
                    "scanner": "Magnetom TrioTim"}
     two = subjects["sub-02_ses-2"]["t1w_acq-mprage"]["labels"]
-    assert two["field_strength"] == "1.5" and two["scanner_model"] == "TrioTim" and "age" not in two
+    assert two["field_strength"] == "1.5"
+    assert two["scanner_model"] == "TrioTim"
+    assert "age" not in two
     assert subjects["sub-01"]["t2w"]["labels"].get("manufacturer") is None  # T1w sidecar is not for T2w
     assert {i["relpath"].split("/")[0] for i in ignored} == {"derivatives", "extra"}
 

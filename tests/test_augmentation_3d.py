@@ -19,13 +19,17 @@ def test_the_papers_grid_has_48510_combinations_and_sampling_is_seeded_per_subje
     settings = aug.VolumeAugmentation(count=12, seed=3)
     assert settings.n_combinations == 48510
     a = aug.sample_combinations(settings, "sub-0000000001")
-    assert len(a) == 12 and len({tuple(c.values()) for c in a}) == 12
+    assert len(a) == 12
+    assert len({tuple(c.values()) for c in a}) == 12
     assert a == aug.sample_combinations(settings, "sub-0000000001")
     assert a != aug.sample_combinations(settings, "sub-0000000002")
     assert a != aug.sample_combinations(aug.VolumeAugmentation(count=12, seed=4), "sub-0000000001")
     for c in a:
-        assert abs(c["rot_x"]) <= 10 and abs(c["rot_y"]) <= 10 and abs(c["rot_z"]) <= 5
-        assert c["offset_mm"] in (-4, -2, 0, 2, 4) and c["rot_x"] == round(c["rot_x"])
+        assert abs(c["rot_x"]) <= 10
+        assert abs(c["rot_y"]) <= 10
+        assert abs(c["rot_z"]) <= 5
+        assert c["offset_mm"] in (-4, -2, 0, 2, 4)
+        assert c["rot_x"] == round(c["rot_x"])
     assert aug.sample_combinations(aug.VolumeAugmentation(count=0), "x") == []
     with pytest.raises(InputError, match="exceeds"):
         aug.VolumeAugmentation(count=10**6)
@@ -56,7 +60,8 @@ def test_a_rotation_about_z_moves_an_off_centre_marker_as_predicted():
     weight = image.sum()
     row, col = (rows * image).sum() / weight, (cols * image).sum() / weight
     # display: row 0 = anterior (y = +20 mm), column 0 = patient's right (x = +20 mm)
-    assert row == pytest.approx(20 - y, abs=0.15) and col == pytest.approx(20 - x, abs=0.15)
+    assert row == pytest.approx(20 - y, abs=0.15)
+    assert col == pytest.approx(20 - x, abs=0.15)
     # a rotation about x tilts the section: the marker at z = 0 stays at its place on the x axis
     tilted = aug.augmented_sections(volume, AFFINE, 0.0, [identity(rot_x=10.0)])[0]
     assert tilted[20, 10] == pytest.approx(1.0)

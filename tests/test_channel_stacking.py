@@ -42,8 +42,10 @@ def _build(registered, out: Path, **extra):
 
 def test_each_channel_is_the_single_sequence_dataset_of_its_sequence(brats, tmp_path):
     stacked, table = _build(brats, tmp_path / "stacked", channels=SEQUENCES)
-    assert stacked.shape == (3 * 3, 4, 16, 16) and stacked.dtype == np.float32
-    assert set(table["sequence"]) == {"t1+t1ce+t2+flair"} and len(table) == len(stacked)
+    assert stacked.shape == (3 * 3, 4, 16, 16)
+    assert stacked.dtype == np.float32
+    assert set(table["sequence"]) == {"t1+t1ce+t2+flair"}
+    assert len(table) == len(stacked)
     for k, sequence in enumerate(SEQUENCES):
         single, single_table = _build(brats, tmp_path / sequence, filters={"sequence": sequence})
         assert single.shape == (9, 16, 16)
@@ -60,7 +62,8 @@ def test_augmentation_applies_one_combination_to_every_channel(brats, tmp_path):
     augmentation = {"count": 2, "seed": 3}
     stacked, table = _build(brats, tmp_path / "stacked", channels=["t1", "flair"], augmentation=augmentation)
     flair, flair_table = _build(brats, tmp_path / "flair", filters={"sequence": "flair"}, augmentation=augmentation)
-    assert stacked.shape[1] == 2 and int(table["augmented"].sum()) == int(flair_table["augmented"].sum()) > 0
+    assert stacked.shape[1] == 2
+    assert int(table["augmented"].sum()) == int(flair_table["augmented"].sum()) > 0
     np.testing.assert_array_equal(stacked[:, 1], flair)
     assert table["position_mm"].tolist() == flair_table["position_mm"].tolist()
 
@@ -73,7 +76,8 @@ def test_subjects_lacking_a_sequence_are_left_out_in_one_line(brats, tmp_path, c
         _, table = _build(registered, tmp_path, channels=SEQUENCES)
     assert set(table["subject"]) == {second, third}
     lines = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
-    assert len(lines) == 1 and f"{first} (no t2)" in lines[0]
+    assert len(lines) == 1
+    assert f"{first} (no t2)" in lines[0]
     # the split is still the cohort's: the subject left out does not move the others
     _, full = _build(brats, tmp_path / "full", channels=SEQUENCES)
     kept = full[full["subject"] != first]
@@ -119,7 +123,8 @@ def test_grey_view_pools_channels_channel_major(brats, tmp_path):
     np.testing.assert_array_equal(grey[0], train[0, 0])
     np.testing.assert_array_equal(grey[1], train[0, 1])
     np.testing.assert_array_equal(grey[2], train[1, 0])
-    assert len(rows) == len(grey) and rows["sequence"].tolist()[:4] == ["t1", "t2", "t1", "t2"]
+    assert len(rows) == len(grey)
+    assert rows["sequence"].tolist()[:4] == ["t1", "t2", "t1", "t2"]
     assert rows["subject"].tolist()[:2] == [rows["subject"][0]] * 2
     # a grey stack passes through unchanged
     flat = stacked[:, 0]
@@ -159,12 +164,16 @@ def test_a_family_trains_and_samples_with_the_datasets_channels(family, tmp_path
     block = {"family": family, **TINY[family], "budget": {"steps": 2}, "seed": 1}
     summary = train_model(family, block, images, None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck",
                           device="cpu")
-    assert summary["channels"] == 4 and summary["steps"] == 2
+    assert summary["channels"] == 4
+    assert summary["steps"] == 2
     model, _ = load_trained_model(tmp_path / "w.pt", device="cpu")
     assert model.channels == 4
     samples = draw_samples(model, 3, seed=0)
-    assert samples.shape == (3, 4, 16, 16) and samples.dtype == np.float32
-    assert np.isfinite(samples).all() and samples.min() >= 0 and samples.max() <= 1
+    assert samples.shape == (3, 4, 16, 16)
+    assert samples.dtype == np.float32
+    assert np.isfinite(samples).all()
+    assert samples.min() >= 0
+    assert samples.max() <= 1
     np.testing.assert_array_equal(samples, draw_samples(model, 3, seed=0))
     if model.can_reconstruct:
         assert reconstruct_images(model, images[:2]).shape == (2, 4, 16, 16)
@@ -192,12 +201,14 @@ def test_export_records_channels_and_the_card_states_the_datasets_axis(brats, tm
     assert description["channel_names"] == description["training_data"]["channel_names"] == ["t1", "flair"]
     card = (folder / "README.md").read_text()
     assert "sagittal slices, indices 28–31 on the registered grid (4 positions)" in card
-    assert "fitted to 16 × 16 pixels" in card and "axial" not in card
+    assert "fitted to 16 × 16 pixels" in card
+    assert "axial" not in card
     assert "2-channel images, one channel per sequence (t1, flair)" in card
 
     model, description = export.load_model(folder, device="cpu")
     images, classes = export.generate(model, description, 3, seed=0)
-    assert images.shape == (3, 2, 16, 16) and classes == [""] * 3
+    assert images.shape == (3, 2, 16, 16)
+    assert classes == [""] * 3
     (volume,) = export.write_images(images, classes, tmp_path / "nii", "nifti")
     data = nib.load(volume).get_fdata()
     assert data.shape == (16, 16, 3, 2)
@@ -217,7 +228,8 @@ def test_the_reader_kit_shows_a_stacked_image_channels_side_by_side():
 
     image = _stacked_images(n=1, channels=3)[0]
     shown = display_pixels(image, 32, 24)
-    assert shown.shape == (32, 3 * 24) and shown.dtype == np.uint8
+    assert shown.shape == (32, 3 * 24)
+    assert shown.dtype == np.uint8
     for k in range(3):
         np.testing.assert_array_equal(shown[:, 24 * k:24 * (k + 1)], display_pixels(image[k], 32, 24))
 
@@ -260,6 +272,7 @@ def test_conditioning_pools_channels_with_each_samples_label(brats, tmp_path):
                               tmp_path / "slices.tsv", tmp_path / "out.json", condition_on="site",
                               settings={"steps": 5, "batch_size": 8})
     n_train = int((table["split"] == "train").sum())
-    assert result["n_samples"] == 4 * 2 and result["n_train"] == n_train * 2
+    assert result["n_samples"] == 4 * 2
+    assert result["n_train"] == n_train * 2
     assert {c["class"]: c["n_samples"] for c in result["per_class"]} == {"a": 4, "b": 4}
     assert json.loads((tmp_path / "out.json").read_text())["n_samples"] == 8

@@ -109,12 +109,12 @@ def test_the_dag_imports_no_torch():
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory) -> Path:
-    from test_workflow import copy_checkout
+    from helpers.workflow import copy_checkout
     return copy_checkout(tmp_path_factory, "config-errors")
 
 
 def _dry_run(work: Path, *args: str) -> subprocess.CompletedProcess:
-    from test_workflow import snakemake
+    from helpers.workflow import snakemake
     return snakemake(work, "-n", "--cores", "1", *args, timeout=300)
 
 

@@ -68,7 +68,8 @@ def _volume(shape=(20, 24, 12), seed=0) -> np.ndarray:
 def test_dcm2niix_recovers_affine_and_values(tmp_path, rotation_deg, flip_x):
     volume, affine = _volume(), _affine(rotation_deg, flip_x)
     files = write_dicom_series(volume, affine, tmp_path / "series", **PHI, **SCANNER, series_description="T1w")
-    assert len(files) == volume.shape[2] and all(f.exists() for f in files)
+    assert len(files) == volume.shape[2]
+    assert all(f.exists() for f in files)
 
     converted = nib.as_closest_canonical(_convert(tmp_path / "series", tmp_path / "nii"))
     original = nib.as_closest_canonical(nib.Nifti1Image(volume, affine))
@@ -101,7 +102,8 @@ def test_geometry_and_phi_tags(tmp_path):
     assert str(first.PatientName) == PHI["patient_name"]
     assert first.PatientID == PHI["patient_id"]
     assert first.PatientBirthDate == PHI["birth_date"]
-    assert first.Manufacturer == SCANNER["manufacturer"] and float(first.MagneticFieldStrength) == 3.0
+    assert first.Manufacturer == SCANNER["manufacturer"]
+    assert float(first.MagneticFieldStrength) == 3.0
     # Rescaled pixels reproduce the voxel values.
     restored = first.pixel_array.T * float(first.RescaleSlope) + float(first.RescaleIntercept)
     np.testing.assert_allclose(restored, volume[:, :, 0], atol=float(first.RescaleSlope))

@@ -67,7 +67,8 @@ def test_sample_sheet_resolves_paths_and_keeps_labels(tmp_path):
     assert row.loc["HOSP-001", "format"] == "nifti"
     assert row.loc["HOSP-002", "format"] == "dicom"
     # a missing file is recorded, not fatal: ingest reports it per subject
-    assert row.loc["HOSP-001", "kind"] == "NIfTI file" and row.loc["HOSP-003", "kind"] == "missing input"
+    assert row.loc["HOSP-001", "kind"] == "NIfTI file"
+    assert row.loc["HOSP-003", "kind"] == "missing input"
     assert row.loc["HOSP-002", "kind"] == "DICOM series (3 files)"
     assert found.ignored.empty
     labels = subjects.set_index("subject").loc[pseudonymise("HOSP-002", SALT)]
@@ -81,7 +82,8 @@ def test_subjects_table_holds_no_key_or_path(tmp_path):
     text = found.subjects.to_csv(sep="\t") + found.public_ignored().to_csv(sep="\t")
     for secret in ("MRN-4711", "SMITH", str(tmp_path)):
         assert secret not in text
-    assert "source_key" not in found.subjects.columns and "path" not in found.subjects.columns
+    assert "source_key" not in found.subjects.columns
+    assert "path" not in found.subjects.columns
 
 
 def test_sheet_missing_column_names_sheet_and_column(tmp_path):
@@ -103,7 +105,8 @@ def test_sheet_row_errors_name_line_and_column(tmp_path):
         discover_inputs(sheet, SALT, SCHEMA)
     message = str(caught.value)
     assert "rows.tsv: line 3: column 'path'" in message  # empty path
-    assert "rows.tsv: line 4: column 'format'" in message and "analyze" in message
+    assert "rows.tsv: line 4: column 'format'" in message
+    assert "analyze" in message
     assert "line 2" not in message
 
 
@@ -208,7 +211,8 @@ def test_dicom_detection_by_preamble_and_suffix(tmp_path):
     (tmp_path / "empty.dcm").write_bytes(b"")
     (tmp_path / "DICOMDIR").write_bytes(first.read_bytes())
     (tmp_path / "plain").write_bytes(b"x" * 300)
-    assert is_dicom_file(first) and is_dicom_file(renamed)
+    assert is_dicom_file(first)
+    assert is_dicom_file(renamed)
     assert is_dicom_file(tmp_path / "empty.dcm")  # suffix rule; ingest rejects it later
     assert not is_dicom_file(tmp_path / "DICOMDIR")
     assert not is_dicom_file(tmp_path / "plain")

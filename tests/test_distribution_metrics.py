@@ -37,9 +37,11 @@ def test_kid_is_near_zero_for_one_distribution_and_positive_for_a_shifted_one():
     same = dm.kid(_blobs(rng, 400, 32), real, n_subsets=20, subset_size=100, seed=0)
     shifted = dm.kid(_blobs(rng, 400, 32, center=0.5), real, n_subsets=20, subset_size=100, seed=0)
     assert abs(same["mean"]) < 3 * same["std"] / np.sqrt(20) + 1e-3
-    assert shifted["mean"] > 0 and shifted["mean"] > 20 * abs(same["mean"])
+    assert shifted["mean"] > 0
+    assert shifted["mean"] > 20 * abs(same["mean"])
     assert shifted["mean"] - 3 * shifted["std"] > 0
-    assert same["subset_size"] == 100 and same["n_subsets"] == 20
+    assert same["subset_size"] == 100
+    assert same["n_subsets"] == 20
     # Subsets never exceed the smaller set.
     assert dm.kid(real[:30], real, n_subsets=2, subset_size=1000)["subset_size"] == 30
 
@@ -67,7 +69,9 @@ def test_prdc_matches_the_definitions_with_any_block_size(block_elements):
     ours = dm.prdc(real, fake, nearest_k=5, block_elements=block_elements)
     for key, value in _naive_prdc(real, fake, 5).items():
         assert ours[key] == pytest.approx(value, abs=1e-12), key
-    assert ours["n_real"] == 60 and ours["n_samples"] == 45 and ours["nearest_k"] == 5
+    assert ours["n_real"] == 60
+    assert ours["n_samples"] == 45
+    assert ours["nearest_k"] == 5
 
 
 @pytest.mark.parametrize("dim, block_elements", [(16, 1 << 23), (2048, 500)])
@@ -75,7 +79,9 @@ def test_identical_sets_have_perfect_prdc(dim, block_elements):
     rng = np.random.default_rng(3)
     real = np.maximum(_blobs(rng, 80, dim), 0.0) * 3.0  # Inception-like: non-negative, large norms
     out = dm.prdc(real, real[rng.permutation(80)], nearest_k=5, block_elements=block_elements)
-    assert out["precision"] == 1.0 and out["recall"] == 1.0 and out["coverage"] == 1.0
+    assert out["precision"] == 1.0
+    assert out["recall"] == 1.0
+    assert out["coverage"] == 1.0
     assert out["density"] == 1.0  # each real ball holds itself and its k − 1 nearer neighbours
 
 
@@ -85,8 +91,10 @@ def test_missing_mode_lowers_coverage_and_recall_not_precision():
     one_mode = _blobs(rng, 200, 8, 0.0)
     both = np.concatenate([_blobs(rng, 100, 8, 0.0), _blobs(rng, 100, 8, 12.0)])
     partial, full = dm.prdc(real, one_mode), dm.prdc(real, both)
-    assert partial["coverage"] <= 0.55 and full["coverage"] >= 0.9
-    assert partial["recall"] <= 0.55 and full["recall"] >= 0.9
+    assert partial["coverage"] <= 0.55
+    assert full["coverage"] >= 0.9
+    assert partial["recall"] <= 0.55
+    assert full["recall"] >= 0.9
     assert partial["precision"] >= 0.9
 
 
@@ -127,13 +135,19 @@ def test_model_job_writes_fid_kid_prdc_and_per_class_fid(feature_files):
                                     p / "m.distribution.json", model="cvae", condition_on="scanner",
                                     evaluation=EVALUATION)
     saved = json.loads((p / "m.distribution.json").read_text())
-    assert saved["fid"]["values"] == out["fid"]["values"] and len(saved["fid"]["values"]) == 4
-    assert saved["n_samples"] == 60 and saved["n_real"] == 120 and saved["feature_dim"] == 12
-    assert set(saved["kid"]) >= {"mean", "std"} and saved["prdc"]["nearest_k"] == 3
+    assert saved["fid"]["values"] == out["fid"]["values"]
+    assert len(saved["fid"]["values"]) == 4
+    assert saved["n_samples"] == 60
+    assert saved["n_real"] == 120
+    assert saved["feature_dim"] == 12
+    assert set(saved["kid"]) >= {"mean", "std"}
+    assert saved["prdc"]["nearest_k"] == 3
     classes = saved["fid_per_class"]["classes"]
-    assert saved["fid_per_class"]["column"] == "scanner" and set(classes) == {"A", "B"}
+    assert saved["fid_per_class"]["column"] == "scanner"
+    assert set(classes) == {"A", "B"}
     assert classes["B"]["mean"] > 5 * classes["A"]["mean"]  # class B samples miss their class
-    assert classes["A"]["subset_size"] == 20 and classes["A"]["n_real"] == 60
+    assert classes["A"]["subset_size"] == 20
+    assert classes["A"]["n_real"] == 60
     assert not saved["warning"]  # 20 images ≥ 12 dimensions
 
 
@@ -149,9 +163,11 @@ def test_original_row_compares_test_with_train(feature_files):
     p = feature_files
     out = dm.original_distribution_job(p / "real_test.npz", p / "real_train.npz", p / "slices.tsv",
                                        p / "original.json", class_columns=["scanner"], evaluation=EVALUATION)
-    assert out["kind"] == "original" and out["n_samples"] == 40
+    assert out["kind"] == "original"
+    assert out["n_samples"] == 40
     assert set(out["fid_per_class"]["classes"]) == {"A", "B"}
-    assert out["prdc"]["coverage"] > 0.5 and out["prdc"]["precision"] > 0.7
+    assert out["prdc"]["coverage"] > 0.5
+    assert out["prdc"]["precision"] > 0.7
 
 
 def test_jobs_name_the_file_with_the_problem(feature_files):
@@ -180,12 +196,16 @@ def test_fresh_samples_use_one_block_per_repeat_including_per_class(feature_file
                                        p / "shared.json", model="cvae", condition_on="scanner", evaluation=EVALUATION)
     fresh = dm.model_distribution_job(p / "blocks.npz", p / "real_train.npz", p / "slices.tsv", p / "labels.tsv",
                                       p / "fresh.json", model="cvae", condition_on="scanner", evaluation=fresh_cfg)
-    assert fresh["fid"]["fresh_samples"] and not shared["fid"]["fresh_samples"]
+    assert fresh["fid"]["fresh_samples"]
+    assert not shared["fid"]["fresh_samples"]
     # the blocks drift away from the real data, so the fresh FIDs grow repeat by repeat
-    assert np.all(np.diff(fresh["fid"]["values"]) > 0) and fresh["fid"]["std"] > shared["fid"]["std"]
+    assert np.all(np.diff(fresh["fid"]["values"]) > 0)
+    assert fresh["fid"]["std"] > shared["fid"]["std"]
     class_a = fresh["fid_per_class"]["classes"]["A"]
-    assert class_a["fresh_samples"] and np.all(np.diff(class_a["values"]) > 0)
-    assert fresh["kid"] == shared["kid"] and fresh["fid_all"] == shared["fid_all"]  # the main set
+    assert class_a["fresh_samples"]
+    assert np.all(np.diff(class_a["values"]) > 0)
+    assert fresh["kid"] == shared["kid"]
+    assert fresh["fid_all"] == shared["fid_all"]  # the main set
     assert "fresh samples per repeat</small>" in render_distribution_metrics_html({"cvae": fresh}, None)
     assert "fresh samples per repeat</small>" not in render_distribution_metrics_html({"cvae": shared}, None)
     with pytest.raises(InputError, match="model.npz: no sample blocks"):
@@ -202,22 +222,26 @@ def test_report_section_has_table_boxplots_bars_and_escapes_text(feature_files):
     original = dm.original_distribution_job(p / "real_test.npz", p / "real_train.npz", p / "slices.tsv",
                                             p / "o.json", evaluation=evaluation)
     page = render_distribution_metrics_html({"<cvae>": model}, original)
-    assert "&lt;cvae&gt;" in page and "<cvae>" not in page
+    assert "&lt;cvae&gt;" in page
+    assert "<cvae>" not in page
     assert 'id="distribution-metrics"' in page
     values = [float(v) for v in re.findall(r'data-value="([^"]+)"', page)]
-    assert model["fid"]["mean"] in values and original["fid"]["mean"] in values
+    assert model["fid"]["mean"] in values
+    assert original["fid"]["mean"] in values
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 1  # the FID boxplot (per-class FID is a table)
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
     assert "3 subsets of 8" in page  # the figure says how many images
     assert 'class="per-class" data-model="&lt;cvae&gt;"' in page
     # One small-sample warning naming every affected set, not one per row.
-    assert page.count("Small-sample warning") == 1 and "fewer images per set (8)" in page
+    assert page.count("Small-sample warning") == 1
+    assert "fewer images per set (8)" in page
     assert "Affected: &lt;cvae&gt;, &lt;cvae&gt; (A), &lt;cvae&gt; (B), original" in page
     noted = []
     quiet = render_distribution_metrics_html({"<cvae>": [model, model]}, original,
                                              notes=lambda kind, message, item: noted.append((kind, item)))
-    assert "Small-sample warning" not in quiet and ("small-sample FID", "original") in noted
+    assert "Small-sample warning" not in quiet
+    assert ("small-sample FID", "original") in noted
     assert 'data-n="2"' in quiet  # two runs of the model: mean ± std over them
     assert "<script" not in page
     assert "No distribution metrics" in render_distribution_metrics_html({})

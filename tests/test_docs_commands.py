@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_workflow import job_counts
+from helpers.workflow import job_counts
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -243,7 +243,8 @@ def _snakemake(argv: list[str], work: Path) -> str:
     assert planned.returncode == 0, output[-4000:]
     if discovers:
         jobs = job_counts(output)
-        assert jobs.get("train", 0) >= 1 and jobs.get("ingest", 0) >= 1, jobs
+        assert jobs.get("train", 0) >= 1, jobs
+        assert jobs.get("ingest", 0) >= 1, jobs
     return output
 
 
@@ -251,7 +252,7 @@ def _make(argv: list[str], work: Path) -> str:
     planned = _run(["make", "-n", *argv[1:]], work, timeout=120)
     output = planned.stdout + planned.stderr
     assert planned.returncode == 0, output[-3000:]
-    tool = {"test": "pytest"}.get(argv[1] if len(argv) > 1 else "", "snakemake")
+    tool = {"test": "pytest", "test-fast": "pytest"}.get(argv[1] if len(argv) > 1 else "", "snakemake")
     assert tool in planned.stdout, planned.stdout[-3000:]
     return output
 
@@ -287,6 +288,7 @@ RUNNERS = {"snakemake": _snakemake, ".venv/bin/snakemake": _snakemake, "make": _
            ".venv/bin/python": _python, "cp": _copy, "brainmri-gen": _console}
 
 
+@pytest.mark.integration  # Snakemake plans and discovery runs: not in `make test-fast`
 @pytest.mark.parametrize("block", [block for block in BLOCKS if block.not_run is None], ids=lambda block: block.name)
 def test_documented_commands_run(block, checkout):
     for command in block.commands:

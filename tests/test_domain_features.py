@@ -7,21 +7,16 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from pipeline_lib.core.settings import DomainSettings
 from pipeline_lib.evaluation import domain_features as dfm
 from pipeline_lib.core.errors import InputError
 
+from helpers.threads import single_torch_thread
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FAST = dict(steps=120, batch_size=32, lr=2e-3, width=8, feature_dim=16)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +26,9 @@ def toy(evaluation_slices):
 
 @pytest.fixture(scope="module")
 def trained(toy):
-    torch.set_num_threads(1)
     images, table = toy
-    return dfm.train_domain_network(images, table, DomainSettings(seed=1, **FAST))
+    with single_torch_thread():
+        return dfm.train_domain_network(images, table, DomainSettings(seed=1, **FAST))
 
 
 def test_network_beats_chance_on_held_out_subjects(toy, trained):
@@ -63,7 +58,8 @@ def test_features_shape_dtype_and_batch_independence(toy, trained):
     images, _ = toy
     full = dfm.extract_domain_features(trained, images, batch_size=256)
     pieces = dfm.extract_domain_features(trained, images, batch_size=7)
-    assert full.shape == (len(images), FAST["feature_dim"]) and full.dtype == np.float64
+    assert full.shape == (len(images), FAST["feature_dim"])
+    assert full.dtype == np.float64
     np.testing.assert_allclose(full, pieces, rtol=1e-5, atol=1e-6)
     # Leaky units: no feature is constant over the data set.
     assert np.all(full.std(axis=0) > 0)
@@ -74,7 +70,8 @@ def test_save_and_load_round_trip(tmp_path, toy, trained):
     path = tmp_path / "network.pt"
     dfm.save_domain_network(trained, path)
     loaded = dfm.load_domain_network(path)
-    assert loaded.label_column == "scanner" and loaded.position_span == (0, 9)
+    assert loaded.label_column == "scanner"
+    assert loaded.position_span == (0, 9)
     assert np.array_equal(dfm.extract_domain_features(loaded, images[:10]),
                           dfm.extract_domain_features(trained, images[:10]))
 
@@ -125,7 +122,8 @@ def test_position_only_network_when_no_label(toy):
     images, table = toy
     net = dfm.train_domain_network(images, table.drop(columns=["scanner"]),
                                    DomainSettings(seed=0, **{**FAST, "steps": 20}))
-    assert net.label_column is None and net.position_span == (0, 9)
+    assert net.label_column is None
+    assert net.position_span == (0, 9)
     assert "label" not in dfm.predict(net.model, images[:4])
 
 
@@ -145,9 +143,11 @@ def test_domain_network_job_writes_weights_and_held_out_summary(tmp_path, toy):
                                      out_summary=tmp_path / "domain" / "network.json",
                                      settings={"seed": 1, **FAST})
     written = json.loads((tmp_path / "domain" / "network.json").read_text())
-    assert written["test"]["n_images"] == 40 and written["n_train"] == 120
+    assert written["test"]["n_images"] == 40
+    assert written["n_train"] == 120
     assert written["test"]["label"]["accuracy"] == summary["test"]["label"]["accuracy"]
-    assert written["label_column"] == "scanner" and written["feature_dim"] == FAST["feature_dim"]
+    assert written["label_column"] == "scanner"
+    assert written["feature_dim"] == FAST["feature_dim"]
     assert dfm.load_domain_network(tmp_path / "domain" / "network.pt").summary["test"] == written["test"]
 
 
@@ -164,10 +164,12 @@ def test_domain_metrics_known_answers(tmp_path, toy):
     # Samples identical to the reference set: distance 0, every sample and real slice covered.
     np.save(tmp_path / "same.npy", train)
     same = dfm.domain_metrics_job(*args, tmp_path / "same.json", settings=settings, samples=tmp_path / "same.npy")
-    assert same["kind"] == "model" and same["n_samples"] == same["n_reference"] == 120
+    assert same["kind"] == "model"
+    assert same["n_samples"] == same["n_reference"] == 120
     assert same["domain_fd"] == pytest.approx(0.0, abs=1e-8)
     assert same["domain_precision"] == same["domain_recall"] == same["domain_coverage"] == 1.0
-    assert same["few_images_warning"] is False and same["nearest_k"] == 5
+    assert same["few_images_warning"] is False
+    assert same["nearest_k"] == 5
 
     # One mode only (the smallest slices of scanner A): coverage and recall drop, distance grows.
     narrow = train[(table.loc[table["split"] == "train", "slice_index"] <= 1).to_numpy()
@@ -175,11 +177,13 @@ def test_domain_metrics_known_answers(tmp_path, toy):
     np.save(tmp_path / "narrow.npy", narrow)
     one_mode = dfm.domain_metrics_job(*args, tmp_path / "n.json", settings=settings,
                                       samples=tmp_path / "narrow.npy")
-    assert one_mode["domain_coverage"] < 0.3 and one_mode["domain_recall"] < 0.3
+    assert one_mode["domain_coverage"] < 0.3
+    assert one_mode["domain_recall"] < 0.3
     assert one_mode["domain_fd"] > 1.0
     assert one_mode["few_images_warning"] is True          # 12 images, 16 dimensions
 
     original = dfm.domain_metrics_job(*args, tmp_path / "o.json", settings=settings)
-    assert original["kind"] == "original" and original["n_samples"] == 40
+    assert original["kind"] == "original"
+    assert original["n_samples"] == 40
     assert 0 < original["domain_fd"] < one_mode["domain_fd"]
     assert json.loads((tmp_path / "o.json").read_text()) == original

@@ -68,7 +68,8 @@ def test_the_written_file_is_enhanced_mr_with_per_frame_positions(tmp_path):
     dataset = pydicom.dcmread(enhanced(tmp_path))
     assert dataset.SOPClassUID == pydicom.uid.EnhancedMRImageStorage
     assert int(dataset.NumberOfFrames) == SHAPE[2] == len(dataset.PerFrameFunctionalGroupsSequence)
-    assert "ImagePositionPatient" not in dataset and "PixelSpacing" not in dataset
+    assert "ImagePositionPatient" not in dataset
+    assert "PixelSpacing" not in dataset
     assert dataset.pixel_array.shape == (SHAPE[2], SHAPE[1], SHAPE[0])
 
 
@@ -85,7 +86,8 @@ def test_enhanced_mr_converts_with_its_geometry_and_values(tmp_path, affine):
     metadata = json.loads((out / "metadata.json").read_text())
     np.testing.assert_allclose(metadata["voxel_size_mm"], expected.header.get_zooms(), atol=1e-5)
     assert metadata["shape"] == list(expected.shape)
-    assert metadata["manufacturer"] == "ACME Medical" and metadata["source_format"] == "dicom"
+    assert metadata["manufacturer"] == "ACME Medical"
+    assert metadata["source_format"] == "dicom"
     written = b"".join(p.read_bytes() for p in out.iterdir()).lower() + json.dumps(status).lower().encode()
     written += gzip.decompress((out / "volume.nii.gz").read_bytes()).lower()
     assert not [f for f in PHI_FRAGMENTS if f.lower().encode() in written]
@@ -94,7 +96,8 @@ def test_enhanced_mr_converts_with_its_geometry_and_values(tmp_path, affine):
 def test_discovery_stages_a_folder_with_one_enhanced_file_as_a_series(tmp_path):
     enhanced(tmp_path / "export" / "patient-folder" / "t1")
     found = discover_inputs(tmp_path / "export", "salt", REPO / "workflow/schemas/samples.schema.yaml")
-    assert len(found.subjects) == 1 and found.subjects["format"].iloc[0] == "dicom"
+    assert len(found.subjects) == 1
+    assert found.subjects["format"].iloc[0] == "dicom"
     write_staging(found, tmp_path / "staging")
     subject = found.subjects["subject"].iloc[0]
     status = ingest_subject(tmp_path / "staging" / subject / "input", "dicom", tmp_path / "out", subject)
@@ -154,7 +157,8 @@ def test_reasons_never_hold_the_file_name(tmp_path):
     path = enhanced(folder, name="DOE_JANE_T1.dcm")
     edit(path, lambda ds: setattr(ds, "NumberOfFrames", 13))
     status = ingest_subject(folder, "dicom", tmp_path / "out", "sub-x")
-    assert status["status"] == "failed" and "DOE" not in status["reason"], status
+    assert status["status"] == "failed", status
+    assert "DOE" not in status["reason"], status
     assert os.path.basename(path) not in json.dumps(status)
 
 

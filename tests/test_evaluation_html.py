@@ -65,7 +65,8 @@ def test_every_section_and_number_is_present(page):
     assert _cell(page, "domain-metrics", "original", "domain_fd") == 1.5
     assert _cell(page, "domain-metrics", "&lt;b&gt;evil&lt;/b&gt;", "domain_coverage") == 0.3
     assert _cell(page, "memorization", "&lt;b&gt;evil&lt;/b&gt;", "pixel_fraction_likely_copies") == 0.3
-    assert "30.0 %" in page and "7.0 %" in page
+    assert "30.0 %" in page
+    assert "7.0 %" in page
     assert _cell(page, "conditioning", "cvae", "real_test_accuracy") == 0.98
     assert _cell(page, "utility", "vae", "real+synthetic_accuracy") == 0.82
     assert _cell(page, "utility", "vae", "utility_gain") == pytest.approx(0.02)
@@ -82,10 +83,14 @@ def test_several_runs_give_mean_and_spread_over_seeds():
 
 def test_counts_and_feature_space_quality_are_stated(page):
     assert "trained on 135 real training slices" in page
-    assert "45 held-out test slices" in page and "accuracy 1 (chance 0.5" in page
-    assert "(k = 5)" in page and "64-dimensional" in page and "compared with 135 real training slices" in page
+    assert "45 held-out test slices" in page
+    assert "accuracy 1 (chance 0.5" in page
+    assert "(k = 5)" in page
+    assert "64-dimensional" in page
+    assert "compared with 135 real training slices" in page
     assert "strongly biased" in page                       # the original row has fewer images than dims
-    assert "5th percentile" in page and "135 training slices, 45 real test slices" in page
+    assert "5th percentile" in page
+    assert "135 training slices, 45 real test slices" in page
     assert "the 8 samples closest to a training slice (pixel MSE), out of 500 samples and 135" in page
     assert "135 / 500 / 45" in page
     assert "Not conditional (no class label to check): vae." in page
@@ -93,7 +98,9 @@ def test_counts_and_feature_space_quality_are_stated(page):
 
 
 def test_all_text_is_escaped_and_gallery_embedded(page):
-    assert "<b>" not in page and "scanner-&lt;B&gt;" in page and "&amp; &lt;predicted&gt;" in page
+    assert "<b>" not in page
+    assert "scanner-&lt;B&gt;" in page
+    assert "&amp; &lt;predicted&gt;" in page
     assert "data:image/png;base64," + base64.b64encode(PNG).decode() in page
     assert "<script" not in page
 
@@ -101,7 +108,9 @@ def test_all_text_is_escaped_and_gallery_embedded(page):
 def test_missing_values_show_as_na():
     html = render_evaluation_html(network=None, domain={"m": {"domain_fd": float("nan")}}, memorization={},
                                   galleries={}, conditioning={}, utility={})
-    assert "summary is missing" in html and "n/a" in html and "No memorization audit." in html
+    assert "summary is missing" in html
+    assert "n/a" in html
+    assert "No memorization audit." in html
 
 
 def test_from_files_reads_json_and_rejects_non_png(tmp_path):

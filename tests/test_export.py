@@ -23,6 +23,8 @@ from pipeline_lib.models import export
 from pipeline_lib.models.sampling import draw_samples
 from pipeline_lib.models.training import load_trained_model, train_model
 
+from helpers.threads import single_torch_thread
+
 SIZE = 16
 
 
@@ -62,12 +64,8 @@ def test_export_load_elsewhere_and_generate_the_same_images(workflow_run, tmp_pa
     reference_model, _ = load_trained_model(workflow_run / "weights.pt", device="cpu")
     # With the CLI's one thread: CPU kernels may split a convolution's sums by thread (seen on an
     # AVX-512 AMD machine: 19 of 1,536 values off by up to 6e-8 between 2 threads and 1).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_torch_thread():
         expected = draw_samples(reference_model, 6, seed=5, labels=np.repeat([0, 1], 3))
-    finally:
-        torch.set_num_threads(threads)
 
     exported = tmp_path / "exported"
     result = cli("export", str(workflow_run), "--out", str(exported))
@@ -79,12 +77,18 @@ def test_export_load_elsewhere_and_generate_the_same_images(workflow_run, tmp_pa
     shutil.rmtree(exported)
 
     description = json.loads((moved / "model.json").read_text())
-    assert description["family"] == "cvae" and description["image_size"] == SIZE
-    assert description["class_names"] == ["scanner-A", "scanner-B"] and description["seed"] == 3
-    assert description["training_data"]["n_subjects"] == 4 and description["incomplete"] is False
+    assert description["family"] == "cvae"
+    assert description["image_size"] == SIZE
+    assert description["class_names"] == ["scanner-A", "scanner-B"]
+    assert description["seed"] == 3
+    assert description["training_data"]["n_subjects"] == 4
+    assert description["incomplete"] is False
     assert torch.load(moved / "weights.pt", weights_only=True)  # plain tensors, no pickled code
     card = (moved / "README.md").read_text()
-    assert "cvae" in card and "24 slices" in card and "123.5" in card and "generate" in card
+    assert "cvae" in card
+    assert "24 slices" in card
+    assert "123.5" in card
+    assert "generate" in card
 
     first, second = tmp_path / "first", tmp_path / "second"
     for out in (first, second):
@@ -100,14 +104,16 @@ def test_export_load_elsewhere_and_generate_the_same_images(workflow_run, tmp_pa
 def test_formats_classes_and_seeds_in_process(workflow_run, tmp_path):
     model, description = export.load_model(workflow_run, device="cpu")
     images, classes = export.generate(model, description, 4, seed=1, classes=["scanner-B"])
-    assert classes == ["scanner-B"] * 4 and images.shape == (4, SIZE, SIZE)
+    assert classes == ["scanner-B"] * 4
+    assert images.shape == (4, SIZE, SIZE)
     np.testing.assert_array_equal(images, draw_samples(model, 4, seed=1, labels=np.ones(4, dtype=int)))
     assert not np.array_equal(images, export.generate(model, description, 4, seed=2, classes=["scanner-B"])[0])
 
     pngs = export.write_images(images, classes, tmp_path / "png", "png")
     assert [p.name for p in pngs] == [f"image_{i:04d}.png" for i in range(4)]
     decoded = cv2.imdecode(np.frombuffer(pngs[2].read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
-    assert decoded.dtype == np.uint8 and decoded.ndim == 2  # 8-bit grey
+    assert decoded.dtype == np.uint8
+    assert decoded.ndim == 2  # 8-bit grey
     np.testing.assert_array_equal(decoded, to_uint8(images[2]))
 
     (volume,) = export.write_images(images, classes, tmp_path / "nii", "nifti")
@@ -138,7 +144,8 @@ def test_errors_name_the_problem(workflow_run, tmp_path):
     with pytest.raises(InputError, match="not a model folder"):
         export.export_model(workflow_run, tmp_path / "plain", overwrite=True)
     result = cli("generate", str(tmp_path / "missing"), "--out", str(tmp_path / "x"))
-    assert result.returncode == 2 and "missing: no such model folder" in result.stderr
+    assert result.returncode == 2
+    assert "missing: no such model folder" in result.stderr
 
 
 def test_generate_never_mixes_runs(workflow_run, tmp_path):
@@ -150,7 +157,8 @@ def test_generate_never_mixes_runs(workflow_run, tmp_path):
 
     result = cli("generate", str(workflow_run), "-n", "1", "--out", str(out))
     assert result.returncode == 2
-    assert f"{out}: folder is not empty (5 entries)" in result.stderr and "--overwrite" in result.stderr
+    assert f"{out}: folder is not empty (5 entries)" in result.stderr
+    assert "--overwrite" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == first  # untouched
 
     # --overwrite replaces the earlier output whole: one run's files, the labels table listing them all

@@ -84,7 +84,8 @@ def test_the_dag_reads_a_plain_family_without_importing_torch(on_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(on_path), str(REPO / "src")])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     checked, torch_imported = done.stdout.splitlines()
-    assert "models.g.lr: must be a number" in checked and torch_imported == "False"
+    assert "models.g.lr: must be a number" in checked
+    assert torch_imported == "False"
     # what the source says is what the class says
     from pipeline_lib.models.hyperparameters import external_table, family_table, literal_declaration
 
@@ -105,7 +106,8 @@ def test_bad_external_references_name_the_key(on_path):
     assert b == ("models.b.family: model family 'pixel_gaussian.model:Missing': pixel_gaussian.model.Missing "
                  "must be a subclass of pipeline_lib.models.base.GenerativeModel, found nothing")
     assert c.startswith("models.c.family: model family 'pixel_gaussian.model:torch': pixel_gaussian.model.torch "
-                        "must be a subclass") and "module 'torch'" in c
+                        "must be a subclass")
+    assert "module 'torch'" in c
     assert d.startswith("models.d.family: model family 'pixel_gaussian.model:Pixel Gaussian' is not a family name")
 
 
@@ -116,9 +118,11 @@ def test_an_external_family_trains_through_the_trainer(on_path, tmp_path, family
     train_model("g", block, images, None, tmp_path / "weights.pt", tmp_path / "losses.csv", tmp_path / "ck",
                 device="cpu")
     losses = pd.read_csv(tmp_path / "losses.csv")
-    assert len(losses) == 40 and losses["nll"].iloc[-5:].mean() < losses["nll"].iloc[:5].mean() - 0.3
+    assert len(losses) == 40
+    assert losses["nll"].iloc[-5:].mean() < losses["nll"].iloc[:5].mean() - 0.3
     model, summary = load_trained_model(tmp_path / "weights.pt", device="cpu")
-    assert summary["family"] == family and isinstance(model, get_family("pixel_gaussian"))
+    assert summary["family"] == family
+    assert isinstance(model, get_family("pixel_gaussian"))
     samples = draw_samples(model, 64, seed=1)
     assert samples.shape == (64, SIZE, SIZE)
     # it learnt the data: the mean sample is the blob (bright centre, dark corners)
@@ -155,7 +159,7 @@ def test_code_inputs_follow_the_external_package_own_imports(tmp_path, monkeypat
 def test_the_workflow_plans_and_refuses_external_families(installed, tmp_path_factory):
     """Through Snakemake: a config naming an installed family plans its run (the train job itself waits
     on the discovery checkpoint); a bad reference stops the dry run naming the key."""
-    from test_workflow import SNAKEMAKE, TEST_CONFIG, copy_checkout
+    from helpers.workflow import SNAKEMAKE, TEST_CONFIG, copy_checkout
 
     work = copy_checkout(tmp_path_factory, "external-family")
     config = yaml.safe_load(TEST_CONFIG.read_text())

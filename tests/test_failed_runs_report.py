@@ -33,7 +33,8 @@ def test_a_run_with_any_failed_record_is_split_off_with_its_stage_and_reason(tmp
                       {"model": "dcgan", "seed": 0, "stage": "train",
                        "reason": "signal 9 (SIGKILL) from outside in training"}]
     html = failed_runs_html(failed)
-    assert html.count('<tr class="failed">') == 2 and "memorization_audit" in html
+    assert html.count('<tr class="failed">') == 2
+    assert "memorization_audit" in html
     assert failed_run_rows(failed)[1] == {"model": "dcgan", "runs": 0, "incomplete_runs": 0, "seeds": "0",
                                           "failed": "train: signal 9 (SIGKILL) from outside in training"}
 
@@ -45,4 +46,5 @@ def test_no_failed_runs_add_nothing_to_the_page(tmp_path):
 
 def test_reasons_are_escaped(tmp_path):
     html = failed_runs_html([{"model": "m<1>", "seed": 0, "stage": "train", "reason": "a < b & c"}])
-    assert "m&lt;1&gt;" in html and "a &lt; b &amp; c" in html
+    assert "m&lt;1&gt;" in html
+    assert "a &lt; b &amp; c" in html

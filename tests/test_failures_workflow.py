@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pipeline_lib.core.guard import TEST_KILL_VARIABLE, read_failure
-from test_workflow import copy_checkout, snakemake
+from helpers.workflow import copy_checkout, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,8 @@ def test_a_registration_killed_on_every_attempt_is_a_failed_row_and_the_cohort_g
     # the first attempt failed and was retried; the second, the last, recorded the death
     assert "Trying to restart job" in output
     log = (work / f"logs/register/{subject}.log").read_text()
-    assert "guard: attempt 2 of 2: signal 9 (SIGKILL)" in log and "recorded as failed" in log
+    assert "guard: attempt 2 of 2: signal 9 (SIGKILL)" in log
+    assert "recorded as failed" in log
     html = (work / "results/report/index.html").read_text()
     table = re.search(r'<table id="registration-qc">.*?</table>', html, re.S).group(0)
     row = re.search(rf'<tr class="failed">.*?{subject}.*?</tr>', table, re.S).group(0)
@@ -65,7 +66,8 @@ def test_a_training_run_killed_on_every_attempt_is_reported_as_failed_beside_the
     work, _, _ = killed_run
     summary = work / "results/models/dcgan/seed0/summary.json"
     record = read_failure(summary)
-    assert record is not None and record["stage"] == "train"
+    assert record is not None
+    assert record["stage"] == "train"
     assert record["reason"].startswith("signal 9 (SIGKILL) from outside in training")
     # every downstream output of the run is a failed record naming where it failed
     for path in ("results/samples/dcgan/seed0/samples.npy", "results/metrics/dcgan/seed0.json",
@@ -73,9 +75,14 @@ def test_a_training_run_killed_on_every_attempt_is_reported_as_failed_beside_the
         assert read_failure(work / path) == record, path
     html = (work / "results/report/index.html").read_text()
     failed = re.search(r'<table id="failed-runs-table">.*?</table>', html, re.S).group(0)
-    assert "dcgan" in failed and "signal 9 (SIGKILL)" in failed and "vae" not in failed
+    assert "dcgan" in failed
+    assert "signal 9 (SIGKILL)" in failed
+    assert "vae" not in failed
     table = pd.read_csv(work / "results/report/summary.tsv", sep="\t").set_index("model")
-    assert table.loc["vae", "runs"] == 1 and pd.notna(table.loc["vae", "fid_mean"])
-    assert table.loc["dcgan", "runs"] == 0 and table.loc["dcgan", "failed"].startswith("train: signal 9")
+    assert table.loc["vae", "runs"] == 1
+    assert pd.notna(table.loc["vae", "fid_mean"])
+    assert table.loc["dcgan", "runs"] == 0
+    assert table.loc["dcgan", "failed"].startswith("train: signal 9")
     kit = yaml.safe_load((work / "results/reader_study/default/kit_summary.json").read_text())
-    assert "dcgan" not in str(kit) and "vae" in str(kit)
+    assert "dcgan" not in str(kit)
+    assert "vae" in str(kit)

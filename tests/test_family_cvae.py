@@ -10,26 +10,11 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model, get_family
 from pipeline_lib.models.families.cvae import log_cosh
 
+from helpers.images import two_class_ellipse_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"hidden_sizes": [64], "latent_dim": 8, "batch_size": 8, "lr": 1e-3}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def two_classes(n: int = 32, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class 0: a bright ellipse left of centre; class 1: right of centre; random height."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    yy, xx = np.mgrid[:size, :size] / size
-    cy = rng.uniform(0.35, 0.65, (n, 1, 1))
-    cx = np.where(labels == 0, 0.3, 0.7)[:, None, None]
-    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2)).astype(np.float32)
-    return torch.from_numpy(img).unsqueeze(1), torch.from_numpy(labels)
 
 
 def tiny(size: int = 32, **extra):
@@ -55,10 +40,13 @@ def left_minus_right(images: torch.Tensor) -> torch.Tensor:
 
 def test_published_defaults():
     d = get_family("cvae").DEFAULTS
-    assert d["latent_dim"] == 256 and d["lr"] == 3e-4 and d["batch_size"] == 8
+    assert d["latent_dim"] == 256
+    assert d["lr"] == 3e-4
+    assert d["batch_size"] == 8
     assert d["reconstruction"] == "logcosh"
     cls = get_family("cvae")
-    assert cls.conditional and cls.can_reconstruct
+    assert cls.conditional
+    assert cls.can_reconstruct
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -67,7 +55,8 @@ def test_shapes_and_range(size):
     labels = torch.tensor([0, 1, 1, 0, 1])
     samples = model.sample(5, labels=labels, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (5, 1, size, size)
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
     x = torch.rand(3, 1, size, size)
     assert model.reconstruct(x).shape == x.shape
     assert model.reconstruct(x, labels=torch.tensor([0, 1, 0])).shape == x.shape
@@ -102,14 +91,14 @@ def test_log_cosh_is_stable_and_below_half_squared_error():
 
 @pytest.mark.parametrize("reconstruction", ["logcosh", "mse"])
 def test_loss_decreases_on_a_fixed_batch(reconstruction):
-    images, labels = two_classes(8)
+    images, labels = two_class_ellipse_batch(8, jitter=0)
     model = tiny(reconstruction=reconstruction)
     losses = [model.training_step(images, labels)["loss"] for _ in range(40)]
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 
 
 def test_logcosh_and_mse_are_different_losses():
-    images, labels = two_classes(8)
+    images, labels = two_class_ellipse_batch(8, jitter=0)
     logcosh = tiny(reconstruction="logcosh").training_step(images, labels)["reconstruction"]
     mse = tiny(reconstruction="mse").training_step(images, labels)["reconstruction"]
     # Same initial network: log cosh(d) < d^2 / 2 for every nonzero pixel error.
@@ -118,7 +107,7 @@ def test_logcosh_and_mse_are_different_losses():
 
 def test_samples_follow_the_requested_class():
     """Same latent noise, class 0 vs class 1: the bright blob moves left vs right."""
-    images, labels = two_classes()
+    images, labels = two_class_ellipse_batch(32, jitter=0)
     model = tiny()
     zeros, ones = torch.zeros(16, dtype=torch.long), torch.ones(16, dtype=torch.long)
 

@@ -11,24 +11,11 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model
 from pipeline_lib.models.layers import to_signed
 
+from helpers.images import ellipse_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"width": 8, "latent_dim": 16, "batch_size": 8}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def blobs(n: int = 16, size: int = 32, seed: int = 0) -> torch.Tensor:
-    """(n, 1, size, size) bright ellipses at random positions, in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1))
-    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2))
-    return torch.from_numpy(img.astype(np.float32)).unsqueeze(1)
 
 
 @pytest.mark.parametrize("preset", ["kazuhiro", "han"])
@@ -39,7 +26,8 @@ def test_sample_shape_and_range(preset, size):
     samples = model.sample(6, generator=torch.Generator().manual_seed(1))
     assert samples.shape == (6, 1, size, size)
     assert samples.dtype == torch.float32
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
     assert samples.std() > 0  # not a constant image
 
 
@@ -54,7 +42,8 @@ def test_han_generator_has_no_tanh_and_samples_are_clamped():
     raw = model.generator(model.latent(4))
     assert raw.max() > 1
     samples = model.sample(4)
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
 
 
 def test_kazuhiro_network_at_64_px_is_the_published_one():
@@ -62,17 +51,20 @@ def test_kazuhiro_network_at_64_px_is_the_published_one():
     model = build_model("dcgan", 64, {})
     g = model.generator
     assert g.project.in_features == 100
-    assert g.c0 == 256 and g.project.out_features == 256 * 4 * 4
+    assert g.c0 == 256
+    assert g.project.out_features == 256 * 4 * 4
     deconvs = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert [(d.in_channels, d.out_channels) for d in deconvs] == [(256, 128), (128, 64), (64, 32), (32, 1)]
     assert all(d.kernel_size == (5, 5) for d in deconvs)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in g.modules()) == 4  # projection + 3 hidden layers
     assert isinstance(g.net[-1], nn.Tanh)
     convs = [m for m in model.discriminator.modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) == 4 and all(c.kernel_size == (5, 5) for c in convs)
+    assert len(convs) == 4
+    assert all(c.kernel_size == (5, 5) for c in convs)
     # LeakyReLU 0.2 everywhere and batch norm in every layer but the output
     acts = [m for m in model.discriminator.modules() if isinstance(m, nn.LeakyReLU)]
-    assert len(acts) == 4 and all(a.negative_slope == 0.2 for a in acts)
+    assert len(acts) == 4
+    assert all(a.negative_slope == 0.2 for a in acts)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.discriminator.modules()) == 4
 
 
@@ -103,20 +95,26 @@ def test_published_defaults():
                               "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128,
                               "diffaugment": None, "r1_gamma": 0.0}  # small-cohort aids, off as published
     han = build_model("dcgan", 64, {"preset": "han"}).hparams
-    assert han["kernel_size"] == 4 and han["batch_size"] == 64 and han["lr"] == 2e-4
+    assert han["kernel_size"] == 4
+    assert han["batch_size"] == 64
+    assert han["lr"] == 2e-4
     # a config's own value beats the preset's
     assert build_model("dcgan", 64, {"preset": "han", "batch_size": 8}).hparams["batch_size"] == 8
     model = build_model("dcgan", 32, TINY)
     model.configure_optimizers()
     opt = model.optimizers["generator"]
     assert isinstance(opt, torch.optim.Adam)
-    assert opt.param_groups[0]["lr"] == 2e-4 and opt.param_groups[0]["betas"] == (0.5, 0.999)
+    assert opt.param_groups[0]["lr"] == 2e-4
+    assert opt.param_groups[0]["betas"] == (0.5, 0.999)
 
 
 def test_uniform_latent_in_minus_one_one():
     model = build_model("dcgan", 32, TINY)
     z = model.latent(2000, generator=torch.Generator().manual_seed(0))
-    assert z.min() >= -1 and z.max() <= 1 and z.min() < -0.99 and z.max() > 0.99
+    assert z.min() >= -1
+    assert z.max() <= 1
+    assert z.min() < -0.99
+    assert z.max() > 0.99
 
 
 def test_unknown_preset_is_rejected():
@@ -138,14 +136,15 @@ def test_discriminator_learns_to_separate_real_from_fake(preset):
     torch.manual_seed(0)
     model = build_model("dcgan", 32, {**TINY, "preset": preset})
     model.configure_optimizers()
-    real = blobs()
+    real = ellipse_batch(16)
     before = score_gap(model, real)
     for _ in range(30):
         losses = model.training_step(real, None)
     assert set(losses) == {"discriminator", "generator", "d_real", "d_fake"}
     assert all(np.isfinite(v) for v in losses.values())
     after = score_gap(model, real)
-    assert after > 1.0 and after > before + 1.0
+    assert after > 1.0
+    assert after > before + 1.0
     assert losses["d_real"] > 0.5 > losses["d_fake"]
 
 
@@ -153,6 +152,6 @@ def test_generator_update_leaves_discriminator_trainable():
     model = build_model("dcgan", 32, TINY)
     model.configure_optimizers()
     before = [p.detach().clone() for p in model.discriminator.parameters()]
-    model.training_step(blobs(8), None)
+    model.training_step(ellipse_batch(8), None)
     assert all(p.requires_grad for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.discriminator.parameters()))

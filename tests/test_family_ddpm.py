@@ -11,7 +11,7 @@ from pipeline_lib.models import build_model
 from pipeline_lib.models.sampling import draw_samples
 from pipeline_lib.models.training import load_trained_model, train_model
 
-from test_families import TINY, blobs
+from helpers.models import TINY, family_images
 
 SIZE = 32
 
@@ -23,8 +23,10 @@ def tiny(**extra):
 def test_published_defaults():
     model = build_model("ddpm", 64, {})
     h = model.hparams
-    assert h["unet_channels"] == [128, 256, 256] and h["attention_levels"] == [False, True, True]
-    assert h["num_res_blocks"] == 1 and h["num_head_channels"] == 256
+    assert h["unet_channels"] == [128, 256, 256]
+    assert h["attention_levels"] == [False, True, True]
+    assert h["num_res_blocks"] == 1
+    assert h["num_head_channels"] == 256
     assert (h["num_train_timesteps"], h["beta_start"], h["beta_end"]) == (1000, 1e-4, 0.02)
     assert (h["lr"], h["batch_size"]) == (2.5e-5, 64)
     assert (h["class_dropout"], h["guidance_scale"]) == (0.15, 4.0)
@@ -91,7 +93,9 @@ def test_every_ddim_call_tells_the_unet_the_noise_level_the_sample_is_at(steps):
 
     model.denoiser.unet = NoiseOfToldLevel()
     model.denoiser.sample((1, 1, 128, 128), None, torch.Generator().manual_seed(0), torch.device("cpu"))
-    assert len(seen) == steps and seen[0][0] == ddpm.num_train_timesteps - 1 and seen[-1][0] == 0
+    assert len(seen) == steps
+    assert seen[0][0] == ddpm.num_train_timesteps - 1
+    assert seen[-1][0] == 0
     for t, spread, expected in seen:
         assert spread == pytest.approx(expected, rel=0.03), f"told t={t}: spread {spread:.4f}, level's {expected:.4f}"
 
@@ -114,7 +118,8 @@ def test_sampling_is_seeded_and_steps_configurable():
 def test_classifier_free_guidance_combines_class_and_no_class_predictions():
     torch.manual_seed(0)
     model = build_model("ddpm", SIZE, tiny(guidance_scale=3.0), n_classes=2)
-    assert model.conditional and model.denoiser.unet.num_class_embeds == 3
+    assert model.conditional
+    assert model.denoiser.unet.num_class_embeds == 3
     x = torch.randn(2, 1, SIZE, SIZE)
     labels = torch.tensor([0, 1])
     steps = torch.full((2,), 10)
@@ -135,14 +140,17 @@ def test_class_dropout_replaces_labels_by_the_no_class_token():
 
 
 def test_conditional_training_and_sampling_through_the_trainer(tmp_path):
-    images, labels = blobs()
+    images, labels = family_images()
     block = {"family": "ddpm", **tiny(), "budget": {"steps": 3}, "seed": 1, "condition_on": "label"}
     train_model("m", block, images, labels, tmp_path / "m.pt", tmp_path / "m.csv", tmp_path / "ck",
                 n_classes=2, class_names=["left", "right"], device="cpu")
     model, summary = load_trained_model(tmp_path / "m.pt", device="cpu")
-    assert model.conditional and summary["class_names"] == ["left", "right"]
+    assert model.conditional
+    assert summary["class_names"] == ["left", "right"]
     out = draw_samples(model, 4, seed=0, labels=np.array([0, 1, 1, 0]))
-    assert out.shape == (4, SIZE, SIZE) and 0 <= out.min() and out.max() <= 1
+    assert out.shape == (4, SIZE, SIZE)
+    assert 0 <= out.min()
+    assert out.max() <= 1
     with pytest.raises(InputError, match="class indices"):
         model.sample(2, labels=torch.tensor([0, 5]))
 

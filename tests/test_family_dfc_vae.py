@@ -15,17 +15,13 @@ import torch
 from pipeline_lib.core import pretrained as fn
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model, get_family
+
+from helpers.images import ellipse_batch
 from pipeline_lib.models.training import load_trained_model, train_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +43,6 @@ def torch_home(tmp_path_factory):
         yield root
 
 
-def blobs(n: int = 8, size: int = 32) -> torch.Tensor:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size] / size
-    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1))
-    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2)).astype(np.float32)
-    return torch.from_numpy(img).unsqueeze(1)
-
-
 def vgg_model(weights: str, size: int = 32, **extra):
     torch.manual_seed(0)
     model = build_model("dfc_vae", size, {**TINY, "perceptual": {"weights": weights}, **extra})
@@ -65,7 +53,8 @@ def vgg_model(weights: str, size: int = 32, **extra):
 def test_published_defaults():
     d = get_family("dfc_vae").DEFAULTS
     assert (d["latent_dim"], d["lr"], d["batch_size"], d["width"]) == (200, 1e-4, 64, 32)
-    assert d["perceptual_weight"] == 2e-9 and d["feature_scale"] == 255.0
+    assert d["perceptual_weight"] == 2e-9
+    assert d["feature_scale"] == 255.0
     assert d["perceptual"] == {"backbone": "vgg16", "weights": None}
     assert "recon_weight" not in d  # the pixel-wise term is replaced, not added to
 
@@ -75,12 +64,14 @@ def test_missing_vgg16_fails_before_any_training(tmp_path, monkeypatch):
     block = {"family": "dfc_vae", **TINY, "budget": {"steps": 3},
              "perceptual": {"backbone": "vgg16", "weights": str(tmp_path / "vgg16-397923af.pth")}}
     with pytest.raises(InputError) as err:
-        train_model("m", block, blobs(8)[:, 0].numpy(), None, tmp_path / "m.pt", tmp_path / "m.csv",
+        train_model("m", block, ellipse_batch(8)[:, 0].numpy(), None, tmp_path / "m.pt", tmp_path / "m.csv",
                     tmp_path / "ck", device="cpu")
     message = str(err.value)
     assert str(tmp_path / "vgg16-397923af.pth") in message
-    assert fn.VGG16_URL in message and "perceptual.backbone: inception" in message
-    assert not (tmp_path / "ck").exists() and not (tmp_path / "m.pt").exists()
+    assert fn.VGG16_URL in message
+    assert "perceptual.backbone: inception" in message
+    assert not (tmp_path / "ck").exists()
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_bad_perceptual_settings_are_clear_errors(random_vgg16):
@@ -94,8 +85,10 @@ def test_bad_perceptual_settings_are_clear_errors(random_vgg16):
 def test_shapes_and_range(random_vgg16, size):
     model = vgg_model(random_vgg16, size)
     samples = model.sample(3, generator=torch.Generator().manual_seed(0))
-    assert samples.shape == (3, 1, size, size) and 0 <= samples.min() and samples.max() <= 1
-    x = blobs(2, size)
+    assert samples.shape == (3, 1, size, size)
+    assert 0 <= samples.min()
+    assert samples.max() <= 1
+    x = ellipse_batch(2, size)
     assert model.reconstruct(x).shape == x.shape
     assert [f.shape[1] for f in model.perceptual_net(x)] == [64, 128, 256]  # relu1_1, relu2_1, relu3_1
 
@@ -103,7 +96,7 @@ def test_shapes_and_range(random_vgg16, size):
 def test_perceptual_loss_is_the_scaled_sum_of_feature_errors(random_vgg16):
     """2e-9 * 255^2 * squared relu1_1/relu2_1/relu3_1 errors summed over elements, batch mean."""
     model = vgg_model(random_vgg16)
-    x, x_hat = blobs(2), blobs(2).flip(-1)
+    x, x_hat = ellipse_batch(2), ellipse_batch(2).flip(-1)
     vgg = fn.load_vgg16_features(random_vgg16)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -120,11 +113,12 @@ def test_perceptual_loss_is_the_scaled_sum_of_feature_errors(random_vgg16):
 def test_loss_decreases_and_the_feature_network_stays_frozen(random_vgg16):
     model = vgg_model(random_vgg16)
     frozen = {k: v.clone() for k, v in model.perceptual_net.state_dict().items()}
-    x = blobs(8)
+    x = ellipse_batch(8)
     losses = [model.training_step(x, None) for _ in range(30)]
     assert np.mean([l["reconstruction"] for l in losses[-5:]]) < 0.7 * np.mean([l["reconstruction"] for l in losses[:5]])
     assert np.mean([l["loss"] for l in losses[-5:]]) < np.mean([l["loss"] for l in losses[:5]])
-    assert not model.perceptual_net.training and model.encoder.training
+    assert not model.perceptual_net.training
+    assert model.encoder.training
     for key, value in model.perceptual_net.state_dict().items():
         torch.testing.assert_close(value, frozen[key], rtol=0, atol=0)
 
@@ -132,11 +126,12 @@ def test_loss_decreases_and_the_feature_network_stays_frozen(random_vgg16):
 def test_weights_file_excludes_the_feature_network_and_reloads_it(random_vgg16, tmp_path):
     block = {"family": "dfc_vae", **TINY, "budget": {"steps": 4}, "checkpoint_every": 2,
              "perceptual": {"weights": random_vgg16}}
-    summary = train_model("m", block, blobs(16)[:, 0].numpy(), None, tmp_path / "m.pt", tmp_path / "m.csv",
+    summary = train_model("m", block, ellipse_batch(16)[:, 0].numpy(), None, tmp_path / "m.pt", tmp_path / "m.csv",
                           tmp_path / "ck", device="cpu")
     assert summary["hparams"]["perceptual"] == {"backbone": "vgg16", "weights": random_vgg16}
     saved = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
-    assert saved and not any(k.startswith("perceptual_net.") for k in saved)
+    assert saved
+    assert not any(k.startswith("perceptual_net.") for k in saved)
     assert (tmp_path / "m.pt").stat().st_size < 5e6  # the 59 MB VGG16 is not in it
     model, _ = load_trained_model(tmp_path / "m.pt", device="cpu")
     assert model.perceptual_summary() == {"backbone": "vgg16", "layers": ["relu1_1", "relu2_1", "relu3_1"],
@@ -150,10 +145,11 @@ def test_inception_backbone_runs_without_vgg16(torch_home):
     model = build_model("dfc_vae", 32, {**TINY, "perceptual": {"backbone": "inception"}})
     model.configure_optimizers()
     summary = model.perceptual_summary()
-    assert summary["backbone"] == "inception" and summary["substitute"]
+    assert summary["backbone"] == "inception"
+    assert summary["substitute"]
     assert summary["layers"] == ["Conv2d_1a_3x3", "Conv2d_2b_3x3", "Conv2d_4a_3x3"]
     assert (torch_home / "hub" / "checkpoints" / fn.FID_CONVERTED_FILE).is_file()
-    x = blobs(8)
+    x = ellipse_batch(8)
     assert [f.shape[1] for f in model.perceptual_net(x)] == [32, 64, 192]
     losses = [model.training_step(x, None)["reconstruction"] for _ in range(30)]
     assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])
@@ -182,7 +178,7 @@ def test_eq7_form_on_known_activations():
 def test_eq7_form_is_selected_by_the_hyperparameter(random_vgg16):
     from pipeline_lib.core.errors import InputError
     assert get_family("dfc_vae").DEFAULTS["perceptual_form"] == "sum_8bit"
-    x, x_hat = blobs(2), blobs(2).flip(-1)
+    x, x_hat = ellipse_batch(2), ellipse_batch(2).flip(-1)
     default = vgg_model(random_vgg16)
     paper = vgg_model(random_vgg16, perceptual_form="eq7", feature_scale=1.0, perceptual_weight=1.0)
     with torch.no_grad():

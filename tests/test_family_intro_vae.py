@@ -8,28 +8,13 @@ import torch
 from torch import nn
 
 from pipeline_lib.models import build_model
+
+from helpers.images import ellipse_batch
 from pipeline_lib.models.families.intro_vae import IntroVAE, stage_widths
 
+pytestmark = pytest.mark.usefixtures("one_thread_no_denormals")
+
 TINY = {"width": 8, "max_width": 32, "latent_dim": 16, "batch_size": 8, "lr": 1e-3}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_no_denormals():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
-    torch.set_num_threads(threads)
-
-
-def ellipses(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """(n, 1, size, size) bright ellipses at random positions, in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1))
-    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2))
-    return torch.from_numpy(img.astype(np.float32)).unsqueeze(1)
 
 
 def tiny_model(size: int = 32, **overrides) -> IntroVAE:
@@ -67,10 +52,13 @@ def test_sample_and_reconstruction_shapes_and_range(size):
     model = tiny_model(size)
     samples = model.sample(3, generator=torch.Generator().manual_seed(1))
     assert samples.shape == (3, 1, size, size)
-    assert samples.min() >= 0 and samples.max() <= 1
-    x = ellipses(4, size)
+    assert samples.min() >= 0
+    assert samples.max() <= 1
+    x = ellipse_batch(4, size)
     recon = model.reconstruct(x)
-    assert recon.shape == x.shape and recon.min() >= 0 and recon.max() <= 1
+    assert recon.shape == x.shape
+    assert recon.min() >= 0
+    assert recon.max() <= 1
     mu, logvar = model.encoder(x)
     assert mu.shape == logvar.shape == (4, TINY["latent_dim"])
 
@@ -89,7 +77,7 @@ def test_reconstruction_loss_keeps_the_128px_scale_at_any_size():
 def test_encoder_loss_is_eq_8(m):
     torch.manual_seed(0)
     model = tiny_model(m=m)
-    out = model.training_step(ellipses(8, 32), None)
+    out = model.training_step(ellipse_batch(8, 32), None)
     hinge = max(m - out["kl_rec"], 0) + max(m - out["kl_fake"], 0)
     expected = out["kl_real"] + 0.25 * hinge + 0.5 * out["reconstruction"]
     assert out["encoder"] == pytest.approx(expected, rel=1e-5)
@@ -109,7 +97,7 @@ def test_encoder_loss_trains_only_the_encoder_and_generator_loss_only_the_genera
                       "decoder": [p.grad for p in model.decoder.parameters()]}
 
     monkeypatch.setattr(model, "optimise", recording_optimise)
-    model.training_step(ellipses(8, 32), None)
+    model.training_step(ellipse_batch(8, 32), None)
     assert list(seen) == ["encoder", "generator"]
     assert all(g is not None for g in seen["encoder"]["encoder"])
     assert all(g is None for g in seen["encoder"]["decoder"])  # eq. 8 left the generator alone
@@ -121,7 +109,7 @@ def test_encoder_loss_trains_only_the_encoder_and_generator_loss_only_the_genera
 def test_training_on_a_fixed_batch_lowers_the_reconstruction_error():
     torch.manual_seed(0)
     model = tiny_model()
-    x = ellipses(8, 32)
+    x = ellipse_batch(8, 32)
     error_before = ((model.reconstruct(x) - x) ** 2).mean().item()
     losses = [model.training_step(x, None) for _ in range(40)]
     assert all(np.isfinite(list(row.values())).all() for row in losses)
@@ -170,7 +158,7 @@ def test_real_kl_weight_reaches_the_training_step():
     """The logged encoder loss follows eq. (8) with the configured weight on the real image's KL."""
     torch.manual_seed(0)
     model = tiny_model(loss_form="eq8_9", real_kl_weight=0.25)
-    out = model.training_step(ellipses(8, 32), None)
+    out = model.training_step(ellipse_batch(8, 32), None)
     expected = 0.25 * out["kl_real"] + 0.25 * max(110.0 - out["kl_fake"], 0) + 0.5 * out["reconstruction"]
     assert out["encoder"] == pytest.approx(expected, rel=1e-5)
     assert out["encoder"] != pytest.approx(expected + 0.75 * out["kl_real"], rel=1e-5)
@@ -185,7 +173,7 @@ def test_eq8_9_training_step_has_one_fake_term(m, monkeypatch):
     calls = []
     forward = model.encoder.forward
     monkeypatch.setattr(model.encoder, "forward", lambda x: calls.append(len(x)) or forward(x))
-    out = model.training_step(ellipses(8, 32), None)
+    out = model.training_step(ellipse_batch(8, 32), None)
     assert set(out) == {"encoder", "generator", "reconstruction", "kl_real", "kl_fake"}
     expected_e = out["kl_real"] + 0.25 * max(m - out["kl_fake"], 0) + 0.5 * out["reconstruction"]
     assert out["encoder"] == pytest.approx(expected_e, rel=1e-5)
@@ -193,14 +181,14 @@ def test_eq8_9_training_step_has_one_fake_term(m, monkeypatch):
     huang = tiny_model(m=m)
     calls.clear()
     monkeypatch.setattr(huang.encoder, "forward", lambda x: calls.append(len(x)) or forward(x))
-    huang.training_step(ellipses(8, 32), None)
+    huang.training_step(ellipse_batch(8, 32), None)
     assert len(calls) == 5
 
 
 def test_eq8_9_form_learns_to_reconstruct():
     torch.manual_seed(0)
     model = tiny_model(loss_form="eq8_9")
-    x = ellipses(8, 32)
+    x = ellipse_batch(8, 32)
     losses = [model.training_step(x, None) for _ in range(40)]
     assert all(np.isfinite(list(row.values())).all() for row in losses)
     assert np.mean([row["reconstruction"] for row in losses[-5:]]) < 0.1 * losses[0]["reconstruction"]

@@ -10,7 +10,7 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model
 from pipeline_lib.models.training import load_trained_model, train_model
 
-from test_families import TINY, blobs
+from helpers.models import TINY, family_images
 
 SIZE = 32
 STAGE_ONE = TINY["ldm"]["autoencoder_steps"]  # 4
@@ -21,16 +21,18 @@ def block(steps: int = 8, **extra) -> dict:
 
 
 def train(tmp_path, name, b, **kwargs):
-    return train_model(name, b, blobs()[0], None, tmp_path / f"{name}.pt", tmp_path / f"{name}.csv",
+    return train_model(name, b, family_images()[0], None, tmp_path / f"{name}.pt", tmp_path / f"{name}.csv",
                        tmp_path / f"ck_{name}", device="cpu", **kwargs)
 
 
 def test_published_defaults():
     h = build_model("ldm", 64, {"perceptual": {"backbone": "none"}}).hparams
-    assert h["ae_channels"] == [128, 128, 256] and h["latent_channels"] == 3
+    assert h["ae_channels"] == [128, 128, 256]
+    assert h["latent_channels"] == 3
     assert (h["kl_weight"], h["adversarial_weight"], h["perceptual"]["weight"]) == (1e-6, 0.01, 0.001)
     assert (h["ae_lr"], h["disc_lr"], h["lr"], h["batch_size"]) == (1e-4, 5e-4, 1e-4, 64)
-    assert h["unet_channels"] == [128, 256, 512] and h["num_head_channels"] == [0, 256, 512]
+    assert h["unet_channels"] == [128, 256, 512]
+    assert h["num_head_channels"] == [0, 256, 512]
     assert (h["beta_start"], h["beta_end"]) == (0.0015, 0.0195)
 
 
@@ -57,15 +59,17 @@ def test_stages_train_their_own_networks(tmp_path):
     torch.manual_seed(0)
     model = build_model("ldm", SIZE, TINY["ldm"])
     model.configure_optimizers()
-    x = torch.from_numpy(blobs(8)[0]).unsqueeze(1)
+    x = torch.from_numpy(family_images(8)[0]).unsqueeze(1)
     unet_before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
     for _ in range(STAGE_ONE):
         assert model.training_step(x, None)["stage"] == 1.0
     assert all(torch.equal(v, model.denoiser.state_dict()[k]) for k, v in unet_before.items())
-    assert float(model.latent_scale) == 0.0 and model.ema_modules() == ()
+    assert float(model.latent_scale) == 0.0
+    assert model.ema_modules() == ()
     ae_before = {k: v.clone() for k, v in model.autoencoder.state_dict().items()}
     losses = model.training_step(x, None)
-    assert losses["stage"] == 2.0 and "diffusion" in losses
+    assert losses["stage"] == 2.0
+    assert "diffusion" in losses
     assert all(torch.equal(v, model.autoencoder.state_dict()[k]) for k, v in ae_before.items())
     with torch.no_grad():
         z = model.autoencoder.encode_stage_2_inputs(x)
@@ -81,7 +85,7 @@ def test_budget_must_reach_the_diffusion_stage(tmp_path):
 
 def test_snapshots_show_reconstructions_then_samples(tmp_path):
     b = block(snapshot_every=3, snapshot_images=2, validate_every=3)
-    train(tmp_path, "m", b, validation=(blobs(6, seed=3)[0], None), out_snapshots=tmp_path / "s.npz",
+    train(tmp_path, "m", b, validation=(family_images(6, seed=3)[0], None), out_snapshots=tmp_path / "s.npz",
           out_validation=tmp_path / "v.csv")
     import numpy as np
 
@@ -104,19 +108,21 @@ def test_reconstructions_and_the_inception_perceptual_term(tmp_path):
     assert not any(k.startswith("perceptual_net.") for k in saved)
     model, _ = load_trained_model(tmp_path / "m.pt", device="cpu")
     assert model.perceptual_summary()["backbone"] == "inception"
-    x = torch.from_numpy(blobs(4)[0]).unsqueeze(1)
+    x = torch.from_numpy(family_images(4)[0]).unsqueeze(1)
     recon = model.reconstruct(x)
-    assert recon.shape == x.shape and torch.equal(recon, model.reconstruct(x))
+    assert recon.shape == x.shape
+    assert torch.equal(recon, model.reconstruct(x))
 
 
 def test_conditional_ldm(tmp_path):
-    images, labels = blobs()
+    images, labels = family_images()
     b = {**block(steps=STAGE_ONE + 2), "condition_on": "label"}
     train_model("m", b, images, labels, tmp_path / "m.pt", tmp_path / "m.csv", tmp_path / "ck",
                 n_classes=2, device="cpu")
     model, _ = load_trained_model(tmp_path / "m.pt", device="cpu")
     out = model.sample(4, labels=torch.tensor([0, 1, 0, 1]), generator=torch.Generator().manual_seed(0))
-    assert out.shape == (4, 1, SIZE, SIZE) and model.denoiser.unet.num_class_embeds == 3
+    assert out.shape == (4, 1, SIZE, SIZE)
+    assert model.denoiser.unet.num_class_embeds == 3
 
 
 def test_the_learning_rate_schedule_runs_once_per_stage(tmp_path, monkeypatch):

@@ -10,29 +10,14 @@ import torch
 from torch import nn
 
 from pipeline_lib.models import build_model
+
+from helpers.images import ellipse_batch
 from pipeline_lib.models.families.stylegan import (MappingNetwork, StyleGAN, StyledLayerEpilogue, StyleGenerator,
                                           resolution_width)
 
+pytestmark = pytest.mark.usefixtures("one_thread_no_denormals")
+
 TINY = {"width": 16, "mapping_dim": 32, "latent_dim": 32, "batch_size": 8}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_no_denormals():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)  # as the trainer does on CPU
-    yield
-    torch.set_flush_denormal(False)
-    torch.set_num_threads(threads)
-
-
-def ellipses(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """(n, 1, size, size) bright ellipses at random positions, in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1))
-    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2))
-    return torch.from_numpy(img.astype(np.float32)).unsqueeze(1)
 
 
 def tiny_model(size: int = 32, **overrides) -> StyleGAN:
@@ -44,7 +29,8 @@ def tiny_model(size: int = 32, **overrides) -> StyleGAN:
 def test_defaults_are_the_published_values():
     d = StyleGAN.DEFAULTS
     assert (d["latent_dim"], d["mapping_dim"], d["mapping_layers"], d["width"]) == (512, 512, 2, 512)
-    assert d["lr"] == 1e-4 and d["gradient_penalty"] == 10.0
+    assert d["lr"] == 1e-4
+    assert d["gradient_penalty"] == 10.0
     assert not StyleGAN.can_reconstruct
 
 
@@ -74,7 +60,8 @@ def test_sample_shapes_range_and_reproducibility(size):
     b = model.sample(3, generator=torch.Generator().manual_seed(1))
     c = model.sample(3, generator=torch.Generator().manual_seed(2))
     assert a.shape == (3, 1, size, size)
-    assert a.min() >= 0 and a.max() <= 1
+    assert a.min() >= 0
+    assert a.max() <= 1
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(a, c)
     assert model.critic(a).shape == (3,)
@@ -124,7 +111,7 @@ def test_gradient_penalty_is_the_squared_distance_of_the_gradient_norm_from_one(
 
 def test_gradient_penalty_can_be_switched_off():
     torch.manual_seed(0)
-    x = ellipses(8, 32)
+    x = ellipse_batch(8, 32)
     with_gp = tiny_model().training_step(x, None)
     without = tiny_model(gradient_penalty=0.0).training_step(x, None)
     assert set(with_gp) == {"critic", "generator", "gradient_penalty", "wasserstein_estimate"}
@@ -135,7 +122,7 @@ def test_gradient_penalty_can_be_switched_off():
 def test_critic_learns_to_score_real_images_above_generated_ones():
     torch.manual_seed(0)
     model = tiny_model()
-    x = ellipses(8, 32)
+    x = ellipse_batch(8, 32)
 
     def score_gap() -> float:
         with torch.no_grad():
@@ -146,7 +133,8 @@ def test_critic_learns_to_score_real_images_above_generated_ones():
     losses = [model.training_step(x, None) for _ in range(30)]
     assert all(np.isfinite(list(row.values())).all() for row in losses)
     gap_after = score_gap()
-    assert gap_after > 0.5 and gap_after > gap_before + 0.5
+    assert gap_after > 0.5
+    assert gap_after > gap_before + 0.5
     assert np.mean([row["wasserstein_estimate"] for row in losses[-5:]]) > 0.5
 
 
@@ -190,10 +178,12 @@ def test_eq11_12_training_step_reports_the_plain_equations(monkeypatch):
     with no penalty and no drift, eq. (12) = -C(G(z)) = -0.75; the default form adds both terms."""
     torch.manual_seed(0)
     plain = with_mean_critic(tiny_model(loss_form="eq11_12"), monkeypatch)
-    assert plain.hparams["gradient_penalty"] == 0.0 and plain.hparams["drift"] == 0.0
+    assert plain.hparams["gradient_penalty"] == 0.0
+    assert plain.hparams["drift"] == 0.0
     real = torch.full((4, 1, 32, 32), 0.25)
     out = plain.training_step(real, None)
-    assert out["critic"] == pytest.approx(0.5) and out["gradient_penalty"] == 0.0
+    assert out["critic"] == pytest.approx(0.5)
+    assert out["gradient_penalty"] == 0.0
     assert out["wasserstein_estimate"] == pytest.approx(-0.5)
     # eq. (12) is evaluated after the critic's step moved w a little (Adam, lr 1e-4)
     assert out["generator"] == pytest.approx(-0.75, abs=1e-3)

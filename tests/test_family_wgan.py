@@ -11,24 +11,11 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.models import build_model
 from pipeline_lib.models.layers import to_signed
 
+from helpers.images import ellipse_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"width": 8, "latent_dim": 16, "batch_size": 8}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def blobs(n: int = 16, size: int = 32, seed: int = 0) -> torch.Tensor:
-    """(n, 1, size, size) bright ellipses at random positions, in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1))
-    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2))
-    return torch.from_numpy(img.astype(np.float32)).unsqueeze(1)
 
 
 def critic_gap(model, real: torch.Tensor) -> float:
@@ -47,7 +34,8 @@ def test_sample_shape_and_range(family, size):
     model = build_model(family, size, TINY)
     samples = model.sample(6, generator=torch.Generator().manual_seed(1))
     assert samples.shape == (6, 1, size, size)
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
     assert samples.std() > 0
 
 
@@ -78,7 +66,8 @@ def test_wgan_gp_published_defaults_and_critic_without_batch_norm():
     model = build_model("wgan_gp", 64, {})
     model.configure_optimizers()
     opt = model.optimizers["critic"]
-    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["betas"] == (0.0, 0.9)
+    assert isinstance(opt, torch.optim.Adam)
+    assert opt.param_groups[0]["betas"] == (0.0, 0.9)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.discriminator.modules())
     assert any(isinstance(m, nn.GroupNorm) and m.num_groups == 1 for m in model.discriminator.modules())
     none = build_model("wgan_gp", 32, {**TINY, "critic_norm": "none"})
@@ -98,7 +87,7 @@ def test_wgan_clips_critic_weights_from_the_start():
     assert max(p.abs().max().item() for p in model.discriminator.parameters()) <= 0.01
     model.configure_optimizers()
     for _ in range(3):
-        model.training_step(blobs(8), None)
+        model.training_step(ellipse_batch(8), None)
     params = list(model.discriminator.parameters())
     assert max(p.abs().max().item() for p in params) <= 0.01
     assert any(p.abs().max().item() == pytest.approx(0.01) for p in params)  # clipping was active
@@ -109,7 +98,7 @@ def test_generator_updates_every_n_critic_steps(family):
     torch.manual_seed(0)
     model = build_model(family, 32, {**TINY, "n_critic": 3})
     model.configure_optimizers()
-    x = blobs(8)
+    x = ellipse_batch(8)
 
     def generator_weights():
         return [p.detach().clone() for p in model.generator.parameters()]
@@ -144,12 +133,13 @@ def test_critic_learns_to_score_real_above_fake(family, min_gap):
     torch.manual_seed(0)
     model = build_model(family, 32, {**TINY, "batch_size": 16})
     model.configure_optimizers()
-    real = blobs()
+    real = ellipse_batch(16)
     before = critic_gap(model, real)
     for _ in range(40):
         losses = model.training_step(real, None)
     after = critic_gap(model, real)
-    assert after > min_gap and after > before + min_gap
+    assert after > min_gap
+    assert after > before + min_gap
     assert losses["wasserstein_estimate"] > 0
     assert losses["critic"] == pytest.approx(
         -losses["wasserstein_estimate"] + model.hparams.get("gp_weight", 0) * losses.get("gradient_penalty", 0),

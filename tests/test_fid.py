@@ -82,10 +82,14 @@ def test_repeated_fid_draws_r_subsets_of_the_given_size():
     samples, real = _relu_features(rng, 60, 16, 0.3, mix=mix), _relu_features(rng, 90, 16, mix=mix)
     result = fid.repeated_fid(samples, real, repeats=7, subset_size=25, seed=3)
     assert len(result["values"]) == result["repeats"] == 7
-    assert result["subset_size"] == 25 and result["n_samples"] == 60 and result["n_real"] == 90
+    assert result["subset_size"] == 25
+    assert result["n_samples"] == 60
+    assert result["n_real"] == 90
     assert result["mean"] == pytest.approx(np.mean(result["values"]))
-    assert result["std"] == pytest.approx(np.std(result["values"], ddof=1)) and result["std"] > 0
-    assert not result["warning"] and result["warning_message"] is None  # 25 images ≥ 16 dimensions
+    assert result["std"] == pytest.approx(np.std(result["values"], ddof=1))
+    assert result["std"] > 0
+    assert not result["warning"]
+    assert result["warning_message"] is None  # 25 images ≥ 16 dimensions
     # Same seed → same subsets; the default subset size is the smaller set.
     assert fid.repeated_fid(samples, real, repeats=7, subset_size=25, seed=3)["values"] == result["values"]
     assert fid.repeated_fid(samples, real, repeats=2)["subset_size"] == 60
@@ -94,7 +98,9 @@ def test_repeated_fid_draws_r_subsets_of_the_given_size():
 def test_small_subsets_carry_the_warning():
     rng = np.random.default_rng(4)
     result = fid.repeated_fid(_relu_features(rng, 30, 64), _relu_features(rng, 30, 64), repeats=3, subset_size=10)
-    assert result["warning"] and "10 images" in result["warning_message"] and "64" in result["warning_message"]
+    assert result["warning"]
+    assert "10 images" in result["warning_message"]
+    assert "64" in result["warning_message"]
     with pytest.raises(InputError, match="subset_size 31 exceeds"):
         fid.repeated_fid(_relu_features(rng, 30, 8), _relu_features(rng, 40, 8), subset_size=31)
 
@@ -124,10 +130,12 @@ def test_fresh_sample_blocks_put_the_models_sampling_variation_into_the_spread()
     mix = rng.normal(size=(8, 8)) / 3
     samples, real = _relu_features(rng, 40, 8, 0.2, mix), _relu_features(rng, 40, 8, mix=mix)
     shared = fid.repeated_fid(samples, real, repeats=5, seed=1)
-    assert shared["std"] == 0.0 and not shared["fresh_samples"]
+    assert shared["std"] == 0.0
+    assert not shared["fresh_samples"]
     blocks = [_relu_features(rng, 40, 8, 0.2, mix) for _ in range(5)]
     fresh = fid.repeated_fid(samples, real, repeats=5, seed=1, sample_blocks=blocks)
-    assert fresh["fresh_samples"] and fresh["std"] > 0
+    assert fresh["fresh_samples"]
+    assert fresh["std"] > 0
     expected = [fid.frechet_distance_features(b, real) for b in blocks]
     np.testing.assert_allclose(fresh["values"], expected, rtol=1e-10)
     # the real and sample subsets are drawn as before: blocks equal to the one set change nothing
@@ -185,14 +193,16 @@ def test_features_match_pytorch_fid_get_activations(tmp_path, fid_weights, fid_n
     plain = load_fid_inception(fid_weights)  # pytorch-fid's layout, contiguous memory format
     reference = get_activations(files, plain, batch_size=3, dims=2048, device="cpu", num_workers=0)
     ours = fid.extract_features(pixels.astype(np.float32) / 255, fid_net, batch_size=2)
-    assert ours.shape == (3, 2048) and ours.dtype == np.float32
+    assert ours.shape == (3, 2048)
+    assert ours.dtype == np.float32
     assert np.abs(ours - reference).max() <= 1e-4
     assert reference.mean() > 0.05  # real activations, not zeros
 
 
 def test_inception_input_is_three_grey_channels():
     x = fid.inception_input(np.random.default_rng(8).random((2, 9, 11)), "cpu", channels_last=True)
-    assert x.shape == (2, 3, 9, 11) and x.dtype == torch.float32
+    assert x.shape == (2, 3, 9, 11)
+    assert x.dtype == torch.float32
     assert x.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(x[:, 0], x[:, 2])
 
@@ -214,7 +224,8 @@ def test_feature_jobs_share_one_weights_file_and_agree(tmp_path, fid_weights):
                           tmp_path / "real_train.npz", settings=settings)
     real = fid.load_feature_file(tmp_path / "real_train.npz")
     assert real["features"].shape == (2, 2048)
-    assert set(real["rows"]) <= {0, 2, 4, 6} and len(set(real["rows"])) == 2
+    assert set(real["rows"]) <= {0, 2, 4, 6}
+    assert len(set(real["rows"])) == 2
     np.save(tmp_path / "samples.npy", images[real["rows"]])
     fid.model_features_job(fid_weights, tmp_path / "samples.npy", tmp_path / "model.npz", settings=settings)
     model = fid.load_feature_file(tmp_path / "model.npz")
@@ -241,9 +252,11 @@ def test_model_features_job_stores_the_fresh_sample_blocks(tmp_path, fid_weights
                                  blocks=tmp_path / "blocks.npy")
     assert out == {"n_images": 3, "n_blocks": 2}
     arrays = fid.load_feature_file(tmp_path / "m.npz")
-    assert arrays["block_features"].shape == (6, 2048) and list(arrays["block_index"]) == [0, 0, 0, 1, 1, 1]
+    assert arrays["block_features"].shape == (6, 2048)
+    assert list(arrays["block_index"]) == [0, 0, 0, 1, 1, 1]
     split = fid.sample_blocks_of(arrays, tmp_path / "m.npz")
-    assert len(split) == 2 and all(b.shape == (3, 2048) for b in split)
+    assert len(split) == 2
+    assert all(b.shape == (3, 2048) for b in split)
     np.testing.assert_allclose(split[1][0], arrays["features"][0], atol=1e-5)
     assert not np.allclose(split[0][0], arrays["features"][0], atol=1e-3)
     fid.model_features_job(fid_weights, tmp_path / "samples.npy", tmp_path / "plain.npz", settings=settings)

@@ -24,13 +24,15 @@ from pipeline_lib.core.qc import collect_status_table
 def test_work_that_succeeds_writes_its_output_in_the_child(tmp_path):
     out = tmp_path / "out.txt"
     outcome = run_guarded(lambda: out.write_text("done"), stage="testing")
-    assert outcome.ok and outcome.reason == ""
+    assert outcome.ok
+    assert outcome.reason == ""
     assert out.read_text() == "done"
 
 
 def test_a_child_sigkilled_from_outside_is_named_and_the_parent_survives():
     outcome = run_guarded(lambda: os.kill(os.getpid(), signal.SIGKILL), stage="registration")
-    assert not outcome.ok and outcome.hard
+    assert not outcome.ok
+    assert outcome.hard
     assert outcome.reason.startswith("signal 9 (SIGKILL) from outside in registration"), outcome.reason
 
 
@@ -55,14 +57,16 @@ def test_a_child_over_its_memory_limit_is_stopped_by_the_guard():
     limit = 150_000_000
     outcome = run_guarded(allocate, stage="training", memory_bytes=limit, poll=0.05)
     assert outcome.hard
-    assert outcome.reason.startswith("killed: out of memory at ") and "in training" in outcome.reason, outcome.reason
+    assert outcome.reason.startswith("killed: out of memory at "), outcome.reason
+    assert "in training" in outcome.reason, outcome.reason
     assert limit < outcome.peak_bytes < 10 * limit
 
 
 def test_a_child_over_its_time_limit_is_stopped():
     started = time.monotonic()
     outcome = run_guarded(lambda: time.sleep(60), stage="training", seconds=1.0)
-    assert outcome.hard and outcome.reason == "time limit 1 s reached in training"
+    assert outcome.hard
+    assert outcome.reason == "time limit 1 s reached in training"
     assert time.monotonic() - started < 15
 
 
@@ -73,7 +77,8 @@ def test_a_child_ignoring_sigterm_at_its_time_limit_is_sigkilled():
 
     started = time.monotonic()
     outcome = run_guarded(stubborn, stage="training", seconds=0.5)
-    assert outcome.hard and "time limit" in outcome.reason
+    assert outcome.hard
+    assert "time limit" in outcome.reason
     assert time.monotonic() - started < 15
 
 
@@ -82,7 +87,8 @@ def test_a_python_error_is_reported_by_type_and_is_not_hard():
         raise ValueError("no such thing")
 
     outcome = run_guarded(broken, stage="metrics")
-    assert not outcome.ok and not outcome.hard
+    assert not outcome.ok
+    assert not outcome.hard
     assert outcome.reason == "ValueError in metrics (see the job's log)"
 
 
@@ -98,7 +104,8 @@ def test_the_guard_imports_neither_numpy_nor_torch():
 def test_limits_come_from_the_jobs_resources_and_time_only_in_a_batch_job():
     resources = {"mem_mb": 4000, "runtime": 30, "attempt": "2/3"}
     local = JobLimits.of(resources, environ={})
-    assert local.memory_bytes == int(4000e6 * guard.MEMORY_FRACTION) and local.seconds is None
+    assert local.memory_bytes == int(4000e6 * guard.MEMORY_FRACTION)
+    assert local.seconds is None
     assert (local.attempt, local.attempts, local.last_attempt) == (2, 3, False)
     # squeue does not know job 7 here: the rule's runtime
     batch = JobLimits.of(resources, environ={"SLURM_JOB_ID": "7"})
@@ -160,10 +167,12 @@ def test_the_test_hook_kills_only_the_matching_job(monkeypatch, tmp_path):
     written = []
     guard_job(_job(tmp_path, "1/1", rule="train", model="dcgan", seed="0"), lambda: ran.write_text("x"),
               stage="training", write_failure=written.append)
-    assert not ran.exists() and written[0].startswith("signal 9 (SIGKILL)")
+    assert not ran.exists()
+    assert written[0].startswith("signal 9 (SIGKILL)")
     guard_job(_job(tmp_path, "1/1", rule="train", model="vae", seed="0"), lambda: ran.write_text("x"),
               stage="training", write_failure=written.append)
-    assert ran.exists() and len(written) == 1
+    assert ran.exists()
+    assert len(written) == 1
     guard_job(_job(tmp_path, "1/1", subject="s9"), lambda: None, stage="registration", write_failure=written.append)
     assert written[1] == "signal 11 (SIGSEGV) in registration"
 
@@ -177,6 +186,9 @@ def test_failed_records_replace_every_output_and_are_recognised(tmp_path):
     record = guard.failure_record("train", "signal 9 (SIGKILL) from outside in training", run="vae/seed0")
     write_failed_records(outputs, record)
     assert [read_failure(p) for p in outputs] == [record, record]
-    assert read_failure(real) is None and read_failure(metrics) is None and read_failure(tmp_path) is None
-    assert first_failure([real, outputs[1]]) == record and first_failure([real]) is None
+    assert read_failure(real) is None
+    assert read_failure(metrics) is None
+    assert read_failure(tmp_path) is None
+    assert first_failure([real, outputs[1]]) == record
+    assert first_failure([real]) is None
     assert not list((tmp_path / "run").glob(".*tmp"))

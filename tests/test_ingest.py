@@ -70,7 +70,8 @@ def _assert_failed(status: dict, out: Path, source: Path, reason_pattern: str) -
     assert set(status) == {"subject", "stage", "status", "kind", "reason", "warning"}
     assert re.search(reason_pattern, status["reason"]), status["reason"]
     assert json.loads((out / "status.json").read_text()) == status
-    assert not (out / "volume.nii.gz").exists() and not (out / "metadata.json").exists()
+    assert not (out / "volume.nii.gz").exists()
+    assert not (out / "metadata.json").exists()
 
 
 # ------------------------------------------------------------------------ DICOM
@@ -209,7 +210,8 @@ def test_nifti_is_reoriented_with_a_clean_header(tmp_path):
         assert header[field].item() == b"", field
     assert len(header.extensions) == 0
     metadata = json.loads((out / "metadata.json").read_text())
-    assert metadata["source_format"] == "nifti" and metadata["manufacturer"] is None
+    assert metadata["source_format"] == "nifti"
+    assert metadata["manufacturer"] is None
 
 
 def test_nifti_sidecar_gives_only_whitelisted_fields(tmp_path):
@@ -237,7 +239,8 @@ def test_nifti_odd_but_valid_inputs_are_accepted(tmp_path):
         out = tmp_path / source.name.split(".")[0]
         assert ingest_subject(source, "nifti", out, "sub-x")["status"] == "ok"
         result = nib.load(out / "volume.nii.gz")
-        assert result.shape == (20, 24, 12) and result.get_data_dtype() == dtype
+        assert result.shape == (20, 24, 12)
+        assert result.get_data_dtype() == dtype
         np.testing.assert_array_equal(result.get_fdata(), _volume())
 
 
@@ -267,7 +270,9 @@ def test_an_integer_input_is_stored_in_its_own_type_and_reads_back_as_the_float3
     scaled = nib.Nifti1Image(np.abs(values), SOURCE_AFFINE, dtype=np.int16)
     scaled.header.set_slope_inter(2.0, -1024.0)
     kept = _ingested(tmp_path, "scaled.nii.gz", scaled)
-    assert kept.get_data_dtype() == np.int16 and kept.dataobj.slope == 1.0 and kept.dataobj.inter == 0.0
+    assert kept.get_data_dtype() == np.int16
+    assert kept.dataobj.slope == 1.0
+    assert kept.dataobj.inter == 0.0
     np.testing.assert_array_equal(_as_registration_reads(kept),
                                   np.asarray(_canonical(np.abs(values) * 2.0 - 1024.0, SOURCE_AFFINE).dataobj))
     # uint8 stays uint8 (a BraTS segmentation): a quarter of float32's bytes

@@ -24,7 +24,8 @@ def test_a_slurm_job_without_gpus_sees_none():
 
 def test_outside_slurm_nothing_changes():
     env = {"HOME": "/root"}
-    assert hide_unallocated_gpus(env) is False and env == {"HOME": "/root"}
+    assert hide_unallocated_gpus(env) is False
+    assert env == {"HOME": "/root"}
 
 
 def test_an_empty_device_list_means_no_cuda_device(tmp_path):

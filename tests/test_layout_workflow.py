@@ -23,7 +23,7 @@ import yaml
 from scipy import ndimage
 
 from pipeline_lib.imaging import registration as reg
-from test_workflow import copy_checkout, snakemake
+from helpers.workflow import copy_checkout, snakemake
 
 pytestmark = pytest.mark.integration
 CASES = [("HGG", "BraTS19_2013_10_1"), ("HGG", "BraTS19_CBICA_AAB_1"), ("LGG", "BraTS19_TMC_09043_1"),
@@ -75,7 +75,8 @@ def test_brats_cohort_registers_every_sequence_through_the_t1_transform(tmp_path
 
     subjects = pd.read_csv(work / "results/inputs/subjects.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert sorted(subjects["grade"]) == ["HGG", "HGG", "LGG", "LGG"]
-    assert set(subjects["sequences"]) == {"t1,t1ce,t2,flair"} and set(subjects["mask"]) == {"seg"}
+    assert set(subjects["sequences"]) == {"t1,t1ce,t2,flair"}
+    assert set(subjects["mask"]) == {"seg"}
     table = pd.read_csv(work / "results/qc/registration.tsv", sep="\t")
     assert list(table["status"]) == ["ok"] * len(CASES)
     # QC per sequence: columns of the registration table
@@ -84,7 +85,8 @@ def test_brats_cohort_registers_every_sequence_through_the_t1_transform(tmp_path
     for subject in subjects["subject"]:
         out = work / "results/register" / subject
         manifest = json.loads((out / "sequences.json").read_text())
-        assert manifest["order"] == ["t1", "t1ce", "t2", "flair"] and manifest["masks"] == {"seg": "mask-seg.nii.gz"}
+        assert manifest["order"] == ["t1", "t1ce", "t2", "flair"]
+        assert manifest["masks"] == {"seg": "mask-seg.nii.gz"}
         t1 = np.asarray(nib.load(str(out / "registered.nii.gz")).dataobj)
         t1ce = np.asarray(nib.load(str(out / "registered-t1ce.nii.gz")).dataobj)
         np.testing.assert_allclose(t1ce, t1 * 1.2, rtol=1e-4, atol=1e-2)
@@ -119,22 +121,26 @@ def check_stacked_run(work: Path) -> None:
     """The stacked dataset, from the slices to the report."""
     images = np.load(work / "results/slices/stacked/images.npy")
     table = pd.read_csv(work / "results/slices/stacked/slices.tsv", sep="\t", dtype=str)
-    assert images.shape[1:] == (len(STACKED), 16, 16) and len(table) == len(images) == 6 * len(CASES)
+    assert images.shape[1:] == (len(STACKED), 16, 16)
+    assert len(table) == len(images) == 6 * len(CASES)
     assert set(table["sequence"]) == {"+".join(STACKED)}
     # channel k is sequence k's own slice: the t1 channel equals the t1-only dataset exactly
     t1 = np.load(work / "results/slices/t1/images.npy")
     t1_table = pd.read_csv(work / "results/slices/t1/slices.tsv", sep="\t", dtype=str)
-    assert list(t1_table["subject"]) == list(table["subject"]) and np.array_equal(images[:, 0], t1)
+    assert list(t1_table["subject"]) == list(table["subject"])
+    assert np.array_equal(images[:, 0], t1)
     # t1ce = 1.2 x t1 before each volume's own normalisation: the same image after it
     np.testing.assert_allclose(images[:, 1], images[:, 0], atol=2e-3)
     assert not np.allclose(images[:, 2], images[:, 0], atol=0.05)  # t2 is an inverted contrast
     samples = np.load(work / "results/samples/vae_stacked/seed0/samples.npy")
-    assert samples.shape[1:] == images.shape[1:] and np.isfinite(samples).all()
+    assert samples.shape[1:] == images.shape[1:]
+    assert np.isfinite(samples).all()
     run_metrics = sorted((work / "results/metrics/vae_stacked").glob("seed0*.json"))
     assert {p.name for p in run_metrics} >= {"seed0.json", "seed0.distribution.json", "seed0.domain.json",
                                               "seed0.diversity.json"}
     for path in run_metrics + [work / "results/metrics/original/stacked.json"]:
         assert _finite_numbers(json.loads(path.read_text()), path.name) > 0, path
     summary = json.loads((work / "results/models/vae_stacked/seed0/summary.json").read_text())
-    assert summary["channels"] == len(STACKED) and summary["training_data"]["channel_names"] == STACKED
+    assert summary["channels"] == len(STACKED)
+    assert summary["training_data"]["channel_names"] == STACKED
     assert "Channels (stacked sequences)" in (work / "results/report/index.html").read_text()

@@ -65,7 +65,9 @@ def test_brats_2019_and_2023_cases_are_subjects_with_four_sequences_a_mask_and_a
     subjects = _by_key(found)
     assert set(subjects) == {"BraTS19_2013_10_1", "BraTS19_TMC_09043_1", "BraTS-GLI-00000-000"}
     for row in subjects.values():
-        assert row["sequence"] == "t1" and row["sequences"] == "t1,t1ce,t2,flair" and row["mask"] == "seg"
+        assert row["sequence"] == "t1"
+        assert row["sequences"] == "t1,t1ce,t2,flair"
+        assert row["mask"] == "seg"
         assert row["format"] == "nifti"
     assert subjects["BraTS19_2013_10_1"]["grade"] == "HGG"
     assert subjects["BraTS19_TMC_09043_1"]["grade"] == "LGG"
@@ -108,12 +110,15 @@ def test_brats_2021_without_grade_fails_the_grade_filter_before_registration_say
     for case in ("BraTS2021_00000", "BraTS2021_00002"):
         _brats_case(root, case)
     found, public = _discover(tmp_path / "source", tmp_path, {"layout": "brats"})
-    assert "grade" not in found.subjects.columns and len(found.subjects) == 2
+    assert "grade" not in found.subjects.columns
+    assert len(found.subjects) == 2
     with pytest.raises(InputError) as raised:
         check_filters_against_subjects("concat_128", {"grade": ("HGG",)}, found.subjects, "brats")
     message = str(raised.value)
     assert message.startswith("datasets.concat_128.filters.grade: the BraTS cohort at input.source has no grade")
-    assert "Remove the filter" in message and "name_mapping.csv" in message and "BraTS2021_" not in message
+    assert "Remove the filter" in message
+    assert "name_mapping.csv" in message
+    assert "BraTS2021_" not in message
     check_filters_against_subjects("concat_128", {"sequence": ("t1", "t2")}, found.subjects, "brats")
     with pytest.raises(InputError, match=r"filters.site: no discovered subject has the label site"):
         check_filters_against_subjects("t1", {"site": ("HH",)}, found.subjects, "brats")
@@ -131,8 +136,10 @@ def test_ixi_three_sites_give_scanner_labels_and_t1_as_reference(tmp_path):
     assert set(subjects) == {"IXI002", "IXI012", "IXI035"}
     assert {row["sequences"] for row in subjects.values()} == {"t1,t2,pd"}
     assert subjects["IXI002"]["scanner"] == "Philips Gyroscan Intera 1.5T"
-    assert subjects["IXI012"]["scanner"] == "Philips Intera 3T" and subjects["IXI012"]["field_strength"] == "3"
-    assert subjects["IXI035"]["manufacturer"] == "GE" and subjects["IXI035"]["site"] == "IOP"
+    assert subjects["IXI012"]["scanner"] == "Philips Intera 3T"
+    assert subjects["IXI012"]["field_strength"] == "3"
+    assert subjects["IXI035"]["manufacturer"] == "GE"
+    assert subjects["IXI035"]["site"] == "IOP"
     assert list(found.ignored["kind"]) == ["NIfTI file"]
     _assert_no_source_names(public, ["IXI002", "IXI012", "IXI035", "IXI999", "Guys-0828", "Mars"])
 
@@ -162,9 +169,12 @@ def test_bids_participants_and_sidecars_become_labels(tmp_path):
     subjects = _by_key(found)
     assert set(subjects) == {"sub-031274", "sub-031275"}
     one, two = subjects["sub-031274"], subjects["sub-031275"]
-    assert one["sequences"] == "t1w" and two["sequences"] == "t1w,t2w_acq-fast"
+    assert one["sequences"] == "t1w"
+    assert two["sequences"] == "t1w,t2w_acq-fast"
     assert (one["age"], one["sex"], two["age"]) == ("23", "F", "61")
-    assert one["manufacturer"] == "Siemens" and one["scanner_model"] == "TrioTim" and one["field_strength"] == "3"
+    assert one["manufacturer"] == "Siemens"
+    assert one["scanner_model"] == "TrioTim"
+    assert one["field_strength"] == "3"
     assert one["scanner"] == two["scanner"] == "Siemens TrioTim 3T"
     _assert_no_source_names(public, ["031274", "031275"])
 
@@ -177,7 +187,8 @@ def test_pattern_layout_names_subjects_sequences_and_labels(tmp_path):
     layout = {"layout": "pattern", "pattern": r"site-(?P<site>\w+)/(?P<subject>p\d+)_(?P<sequence>\w+)\.nii"}
     found, public = _discover(root, tmp_path, layout)
     subjects = _by_key(found)
-    assert subjects["p002"]["site"] == "B" and subjects["p002"]["sequences"] == "t1,flair"
+    assert subjects["p002"]["site"] == "B"
+    assert subjects["p002"]["sequences"] == "t1,flair"
     _assert_no_source_names(public, ["p001", "p002"])
 
 
@@ -239,11 +250,14 @@ def test_dicom_study_selects_series_by_rule_and_the_dwi_b_value(tmp_path):
     subjects = _by_key(found)
     assert set(subjects) == {"DOE_JANE_19600101", "ROE_RICHARD_19600101"}
     jane = subjects["DOE_JANE_19600101"]
-    assert jane["sequence"] == "t1" and jane["sequences"] == "t1,dwi" and jane["format"] == "dicom"
+    assert jane["sequence"] == "t1"
+    assert jane["sequences"] == "t1,dwi"
+    assert jane["format"] == "dicom"
     assert (jane["manufacturer"], jane["scanner_model"], jane["field_strength"]) == ("Siemens", "Model X", "3")
     assert subjects["ROE_RICHARD_19600101"]["field_strength"] == "1.5"
     reasons = " | ".join(found.ignored["reason"])
-    assert "matches no input.series rule" in reasons and "other b-values than 1000" in reasons
+    assert "matches no input.series rule" in reasons
+    assert "other b-values than 1000" in reasons
     assert "Localizer" not in reasons
     staged = tmp_path / "private" / "staging" / jane["subject"]
     assert len(list((staged / "input").iterdir())) == 8
@@ -254,9 +268,11 @@ def test_dicom_study_selects_series_by_rule_and_the_dwi_b_value(tmp_path):
     out = tmp_path / "results" / "ingest" / jane["subject"]
     status = ingest_subject(staged / "input", "dicom", out, jane["subject"], kind=jane["kind"])
     status = ingest_other_sequences(staged, out, status)
-    assert status["status"] == "ok" and status["warning"] == ""
+    assert status["status"] == "ok"
+    assert status["warning"] == ""
     dwi = np.asarray(nib.load(str(out / "sequences" / "dwi" / "volume.nii.gz")).dataobj)
-    assert dwi.shape == (16, 16, 8) and 40 < dwi.mean() < 45  # the b1000 volume, not b0 (~300)
+    assert dwi.shape == (16, 16, 8)
+    assert 40 < dwi.mean() < 45  # the b1000 volume, not b0 (~300)
     assert json.loads((out / "sequences" / "dwi" / "metadata.json").read_text())["manufacturer"] == "Siemens"
 
 

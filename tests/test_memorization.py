@@ -6,23 +6,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline_lib.core.settings import DomainSettings
 from pipeline_lib.evaluation import domain_features as dfm
 from pipeline_lib.evaluation import memorization as mem
 from pipeline_lib.core.errors import InputError
 
+from helpers.threads import single_torch_thread
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FAST = dict(steps=80, batch_size=32, lr=2e-3, width=8, feature_dim=16)
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +30,9 @@ def iid(evaluation_slices):
 
 @pytest.fixture(scope="module")
 def features(iid):
-    torch.set_num_threads(1)
     train, test, fresh, table = iid
-    net = dfm.train_domain_network(train, table, DomainSettings(seed=0, **FAST))
+    with single_torch_thread():
+        net = dfm.train_domain_network(train, table, DomainSettings(seed=0, **FAST))
     return lambda x: dfm.extract_domain_features(net, x)
 
 
@@ -56,7 +51,8 @@ def test_nearest_by_mse_matches_pair_loop_across_blocks():
     want_idx, want_mse = _loop_nearest(queries, refs)
     assert idx.tolist() == want_idx.tolist()
     np.testing.assert_allclose(mse, want_mse, rtol=1e-12, atol=0)
-    assert idx[3] == 17 and mse[3] == 0.0
+    assert idx[3] == 17
+    assert mse[3] == 0.0
     assert mse[4] == pytest.approx(1e-12, rel=0.05)
 
 
@@ -93,7 +89,9 @@ def test_fresh_images_are_flagged_only_at_about_the_percentile_rate(iid, feature
     train, test, fresh, _ = iid
     result = mem.audit(fresh, train, test, percentile=5, sample_features=features(fresh),
                        train_features=features(train), test_features=features(test))
-    assert result["n_samples"] == 160 and result["n_train"] == 240 and result["n_test_reference"] == 160
+    assert result["n_samples"] == 160
+    assert result["n_train"] == 240
+    assert result["n_test_reference"] == 160
     for space in ("pixel", "domain"):
         assert result[space]["fraction_likely_copies"] <= 0.12, space
 
@@ -133,7 +131,8 @@ def test_gallery_is_a_png_with_a_row_per_group_of_pairs(tmp_path, iid):
     mem.save_gallery(fresh, train, pairs[:1], tmp_path / "b.png", pairs_per_row=1)
     mem.save_gallery(fresh, train, pairs, tmp_path / "c.png", threshold=0.015, pairs_per_row=1)
     a, b = (tmp_path / "a.png").read_bytes(), (tmp_path / "b.png").read_bytes()
-    assert a.startswith(PNG) and b.startswith(PNG)
+    assert a.startswith(PNG)
+    assert b.startswith(PNG)
     height = lambda data: int.from_bytes(data[20:24], "big")  # noqa: E731  (PNG IHDR height)
     assert height(a) > 2 * height(b)
     assert (tmp_path / "c.png").read_bytes() == a          # same input, same bytes
@@ -155,10 +154,12 @@ def test_memorization_job_end_to_end(tmp_path, evaluation_slices):
     written = json.loads((tmp_path / "m.json").read_text())
     assert written == json.loads(json.dumps(result))
     # The 6 exact copies are the 6 closest pairs (MSE 0) and are all flagged.
-    assert written["pixel"]["n_likely_copies"] >= 6 and written["domain"]["n_likely_copies"] >= 6
+    assert written["pixel"]["n_likely_copies"] >= 6
+    assert written["domain"]["n_likely_copies"] >= 6
     assert len(written["closest_pairs"]) == 4
     for pair in written["closest_pairs"]:
-        assert pair["mse"] == 0.0 and pair["sample"] < 6
+        assert pair["mse"] == 0.0
+        assert pair["sample"] < 6
         assert pair["train_row"] == int(train_rows[pair["sample"]])
         assert pair["train_subject"] == table.loc[pair["train_row"], "subject"]
     assert (tmp_path / "m.png").read_bytes().startswith(PNG)

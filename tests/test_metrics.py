@@ -160,7 +160,8 @@ def test_sample_metrics_keys_and_values(samples, originals):
     sharp = metrics.laplacian_variance(samples, scale=1.0)
     assert out["sharpness_mean"] == pytest.approx(sharp.mean())
     assert out["sharpness_std"] == pytest.approx(sharp.std())
-    assert out["n_samples"] == 30 and out["n_originals"] == 23
+    assert out["n_samples"] == 30
+    assert out["n_originals"] == 23
     assert out["sharpness_scale"] == 1.0
     assert all(isinstance(v, (int, float)) for v in out.values())
 

@@ -96,7 +96,8 @@ def test_declared_ranges_hold_the_pinned_versions():
         assert requirement.specifier.contains(pins[name], prereleases=True), \
             f"pyproject.toml asks {requirement}, requirements pin {name}=={pins[name]}"
     torch = next(r for r in PROJECT["dependencies"] if r.startswith("torch"))
-    assert "==" not in torch and "+" not in torch  # never a build of its own: the pinned one stays
+    assert "==" not in torch
+    assert "+" not in torch  # never a build of its own: the pinned one stays
 
 
 def _source_copy(where: Path, replace: tuple[str, str] | None = None) -> Path:
@@ -137,7 +138,8 @@ def _clean_env() -> dict[str, str]:
 def test_a_missing_dependency_fails_the_install(clean_venv, tmp_path):
     source = _source_copy(tmp_path / "typo", replace=('"jsonschema",', '"jsonschemaa",'))
     result = _pip_install(clean_venv, source)
-    assert result.returncode != 0 and "jsonschemaa" in result.stderr
+    assert result.returncode != 0
+    assert "jsonschemaa" in result.stderr
     assert not (clean_venv / "bin" / COMMAND).exists()
 
 

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from pipeline_lib.cohorts import standin
-from test_workflow import copy_checkout, job_counts, snakemake
+from helpers.workflow import copy_checkout, job_counts, snakemake
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,8 @@ def test_preset_plans_every_published_model_on_its_standin(study, tmp_path_facto
     jobs = job_counts(planned.stdout + planned.stderr)
     models = config["models"]
     used = {block["dataset"] if block.get("dataset") else next(iter(config["datasets"])) for block in models.values()}
-    assert jobs["train"] == len(models) and jobs["sample"] == len(models)
+    assert jobs["train"] == len(models)
+    assert jobs["sample"] == len(models)
     assert jobs["slice_dataset"] == len(used) == len(config["datasets"])
     assert jobs["register"] == jobs["ingest"] == (5 if study == "ballesteros_ramirez_2025" else 3)
     if config["evaluation"]["fid"].get("fresh_samples"):
@@ -152,12 +153,14 @@ def test_preset_runs_end_to_end_at_a_tiny_scale(study, tmp_path_factory, fid_wei
         shutil.copy(work / FID_WEIGHTS, fid_weights_cache)
     html = (work / "results/report/index.html").read_text()
     # the paper's own tables beside this run's (report.published in every preset)
-    assert 'id="group-paper"' in html and "published, on the authors&#x27; data" in html
+    assert 'id="group-paper"' in html
+    assert "published, on the authors&#x27; data" in html
     enabled = [name for name, block in config["models"].items() if block.get("enabled", True)]
     assert sorted(p.name for p in (work / "results/models").iterdir()) == sorted(enabled)
     for model in enabled:
         summary = json.loads((work / "results/models" / model / "seed0/summary.json").read_text())
-        assert summary["steps"] == summary["target_steps"] == 6 and not summary["incomplete"], summary
+        assert summary["steps"] == summary["target_steps"] == 6, summary
+        assert not summary["incomplete"], summary
     if study == "ballesteros_ramirez_2025":
         distribution = json.loads((work / "results/metrics/cvae/seed0.distribution.json").read_text())
         assert "Magnetom TrioTim" in json.dumps(distribution)  # FID per scanner

@@ -41,7 +41,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.sequence import Sequence
 
 from pipeline_lib.cohorts.demo_cohort import make_demo_cohort
-from test_workflow import copy_checkout, dry_run_jobs, snakemake, summary_table
+from helpers.workflow import copy_checkout, dry_run_jobs, snakemake, summary_table
 
 pytestmark = pytest.mark.integration
 
@@ -237,7 +237,9 @@ def phi_run(tmp_path_factory) -> Path:
     # the export's own folder named after a patient too (the config's input.source must not leak)
     export = work.parent / f"{IDENTITIES[0]['family']} hospital export"
     counts = build_phi_tree(export, work.parent / "scratch")
-    assert counts["profile_attributes"] >= 600 and counts["dicom_files"] >= 2 and counts["subjects"] == 3
+    assert counts["profile_attributes"] >= 600
+    assert counts["dicom_files"] >= 2
+    assert counts["subjects"] == 3
     config = yaml.safe_load(DATASETS_CONFIG.read_text())
     config["input"] = {"source": str(export)}
     # rigid registration, no brain extraction (the datasets config's choice): what is searched is every
@@ -263,7 +265,8 @@ def test_every_input_and_odd_entry_is_a_qc_row_without_a_path(phi_run):
     qc = pd.read_csv(phi_run / "results/qc/ingest.tsv", sep="\t", keep_default_na=False)
     assert list(qc.columns) == ["subject", "stage", "status", "kind", "reason", "warning"]
     by_status = qc.groupby("status")["kind"].apply(sorted).to_dict()
-    assert len(by_status["ok"]) == 3 and by_status["failed"] == ["NIfTI file"]
+    assert len(by_status["ok"]) == 3
+    assert by_status["failed"] == ["NIfTI file"]
     assert all(kind == "NIfTI file" or re.fullmatch(r"DICOM series \(\d+ files\)", kind) for kind in by_status["ok"])
     assert any(kind.startswith("DICOM") for kind in by_status["ok"])
     assert sorted(by_status["ignored"]) == ["named pipe (FIFO)", "other file", "symbolic link", "symbolic link",
@@ -279,11 +282,14 @@ def test_every_input_and_odd_entry_is_a_qc_row_without_a_path(phi_run):
 def test_two_datasets_in_one_run_with_a_report_grouped_by_dataset(phi_run):
     slices = phi_run / "results/slices"
     axial, sagittal = np.load(slices / "axial32/images.npy"), np.load(slices / "sagittal16/images.npy")
-    assert axial.shape[1:] == (32, 32) and sagittal.shape[1:] == (16, 16)
+    assert axial.shape[1:] == (32, 32)
+    assert sagittal.shape[1:] == (16, 16)
     a = pd.read_csv(slices / "axial32/slices.tsv", sep="\t", dtype=str)
     s = pd.read_csv(slices / "sagittal16/slices.tsv", sep="\t", dtype=str)
-    assert set(a["axis"]) == {"axial"} and set(s["axis"]) == {"sagittal"}
-    assert s["subject"].nunique() == 3 and s.groupby("subject").size().eq(8).all()
+    assert set(a["axis"]) == {"axial"}
+    assert set(s["axis"]) == {"sagittal"}
+    assert s["subject"].nunique() == 3
+    assert s.groupby("subject").size().eq(8).all()
     # the same subjects are test in both datasets
     assert dict(zip(a["subject"], a["split"])) == dict(zip(s["subject"], s["split"]))
     for name in ("axial32", "sagittal16"):
@@ -299,7 +305,8 @@ def test_two_datasets_in_one_run_with_a_report_grouped_by_dataset(phi_run):
     assert summary_html.count('class="dataset-block" data-dataset="axial32"') == 1
     assert summary_html.count('class="dataset-block" data-dataset="sagittal16"') == 1
     block = summary_html.split('data-dataset="sagittal16"', 1)[1]
-    assert 'data-model="vae16"' in block and 'data-model="vae32"' not in block
+    assert 'data-model="vae16"' in block
+    assert 'data-model="vae32"' not in block
     # ingest QC is the cohort's, shown once
     assert html.count('id="ingest-qc"') == 1
 
@@ -320,8 +327,11 @@ def test_changing_one_datasets_setting_reruns_only_that_datasets_chain(phi_run):
         assert any("slices/sagittal16/" in f for f in files)
         assert not any(re.search(r"axial32|vae32", f) for f in files), sorted(files)
         jobs = dry_run_jobs(phi_run)
-        assert jobs["slice_dataset"] == 1 and jobs["train"] == 1 and jobs["report"] == 1
-        assert jobs["real_features"] == 2 and jobs["reader_kit"] == 1
+        assert jobs["slice_dataset"] == 1
+        assert jobs["train"] == 1
+        assert jobs["report"] == 1
+        assert jobs["real_features"] == 2
+        assert jobs["reader_kit"] == 1
     finally:
         config_file.write_text(original)
     assert dry_run_jobs(phi_run) == {}

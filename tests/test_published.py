@@ -44,7 +44,8 @@ def test_han_cells_add_up_to_the_published_accuracies(studies):
 def test_kazuhiro_rates_are_rates_and_accuracies_balanced(studies):
     table = studies["kazuhiro_2018"]["readers"]
     for (reader,), row in table.as_dict().items():
-        assert row["TP"] + row["FN"] == 100 and row["FP"] + row["TN"] == 100, reader
+        assert row["TP"] + row["FN"] == 100, reader
+        assert row["FP"] + row["TN"] == 100, reader
         assert balanced_accuracy(row["TP"], row["FN"], row["FP"], row["TN"]) == pytest.approx(
             row["Accuracy"], abs=0.005 + 1e-12), reader
 
@@ -97,7 +98,9 @@ def test_schema_errors_name_the_file_and_the_problem(tmp_path, change, message):
 def test_cells_print_as_the_papers_do():
     assert cell_text({"mean": 1495, "sd": 659}) == "1495 ± 659"
     assert cell_text([94, 100]) == "94 / 100"
-    assert cell_text(None) == "—" and cell_text(0.0494) == "0.0494" and cell_text("n.s.") == "n.s."
+    assert cell_text(None) == "—"
+    assert cell_text(0.0494) == "0.0494"
+    assert cell_text("n.s.") == "n.s."
 
 
 def test_published_table_beside_this_runs_values_in_the_same_layout(studies):
@@ -105,14 +108,19 @@ def test_published_table_beside_this_runs_values_in_the_same_layout(studies):
     page = render_published_beside(table, {"Intera": {"FID": {"mean": 140.123, "sd": 2.5}},
                                            "Unspecified": {"FID": 99.5}})
     published, ours = re.findall(r'<table class="published-table".*?</table>', page)
-    assert PUBLISHED_LABEL.replace("'", "&#x27;") in published and "Ballesteros Ramirez S." in published
-    assert 'data-kind="published"' in published and 'data-kind="ours"' in ours
-    assert "87.19 ± 0.92" in published and "87.19" not in ours
+    assert PUBLISHED_LABEL.replace("'", "&#x27;") in published
+    assert "Ballesteros Ramirez S." in published
+    assert 'data-kind="published"' in published
+    assert 'data-kind="ours"' in ours
+    assert "87.19 ± 0.92" in published
+    assert "87.19" not in ours
     row_keys = re.findall(r'<tr data-key="([^"]+)"', published)
     assert row_keys == re.findall(r'<tr data-key="([^"]+)"', ours) == [
         "Unspecified", "Intera", "Gyrosan Intera", "Magnetom TrioTim"]
     assert re.findall(r"<th>([^<]+)</th>", published)[:2] == re.findall(r"<th>([^<]+)</th>", ours)[:2]
-    assert "140.1 ± 2.5" in ours and "99.5" in ours and ours.count("—") >= 2
+    assert "140.1 ± 2.5" in ours
+    assert "99.5" in ours
+    assert ours.count("—") >= 2
     with pytest.raises(ValueError, match="no published row"):
         render_published_beside(table, {"Siemens": {"FID": 1.0}})
     with pytest.raises(ValueError, match="unknown column"):
@@ -124,7 +132,10 @@ def test_section_renders_every_table_of_a_study_and_escapes(tmp_path):
     data["tables"][0]["title"] = "<b>T</b>"
     tables = load_published(_write(tmp_path, "x_2000", data))
     page = render_published_section(tables, {"t": {"a": {"FID": 3}}})
-    assert page.startswith('<section id="published">') and "&lt;b&gt;T&lt;/b&gt;" in page and "<b>T</b>" not in page
+    assert page.startswith('<section id="published">')
+    assert "&lt;b&gt;T&lt;/b&gt;" in page
+    assert "<b>T</b>" not in page
     with pytest.raises(ValueError, match="unknown published table"):
         render_published_section(tables, {"u": {}})
-    assert PUBLISHED_DIR.name == "published" and (PUBLISHED_DIR / "kazuhiro_2018.yaml").is_file()
+    assert PUBLISHED_DIR.name == "published"
+    assert (PUBLISHED_DIR / "kazuhiro_2018.yaml").is_file()

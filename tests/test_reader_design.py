@@ -76,7 +76,8 @@ def test_scoring_reproduces_kazuhiro_table_1_from_a_kit_that_is_not_half_synthet
 def test_plain_accuracy_on_an_unbalanced_kit_misses_a_published_value():
     key, responses = _reader_answers("NNR1", 100, 200)
     row = score_responses(key, responses)["readers"][0]
-    assert abs(row["accuracy"] - 0.83) > 0.02 and row["balanced_accuracy"] == pytest.approx(0.83)
+    assert abs(row["accuracy"] - 0.83) > 0.02
+    assert row["balanced_accuracy"] == pytest.approx(0.83)
 
 
 # -- per-reader kits and familiarisation -------------------------------------------------------
@@ -97,21 +98,25 @@ def test_two_reader_ids_get_different_sets_within_the_40_60_rule():
     # the same reader ID gives the same set again, whatever other readers take part
     again = reader_kits(real, samples, KAZUHIRO, ["NR1"], n_familiarisation=10)["readers"]["NR1"]
     pd.testing.assert_frame_equal(again, kits["readers"]["NR1"])
-    assert reader_seed(7, "NR1") != reader_seed(7, "NR2") and reader_seed(7, "NR1") != reader_seed(8, "NR1")
+    assert reader_seed(7, "NR1") != reader_seed(7, "NR2")
+    assert reader_seed(7, "NR1") != reader_seed(8, "NR1")
 
 
 def test_synthetic_share_varies_between_readers():
     kits = reader_kits(pool(500), {"dcgan": pool(500)}, KAZUHIRO, [f"R{i}" for i in range(12)])
     fractions = {composition_summary(k)["synthetic_fraction"] for k in kits["readers"].values()}
-    assert len(fractions) > 1 and all(0.4 <= f <= 0.6 for f in fractions)
+    assert len(fractions) > 1
+    assert all(0.4 <= f <= 0.6 for f in fractions)
 
 
 def test_familiarisation_cases_are_shown_first_and_never_scored():
     real, samples = pool(120), {"a": pool(80), "b": pool(80)}
     kits = reader_kits(real, samples, KAZUHIRO, ["X", "Y"], n_familiarisation=10)
     training = kits["familiarisation"]
-    assert len(training) == 10 and set(training["block"]) == {"familiarisation"}
-    assert (training["truth"] == "real").sum() == 5 and set(training["source"]) == {"real", "a", "b"}
+    assert len(training) == 10
+    assert set(training["block"]) == {"familiarisation"}
+    assert (training["truth"] == "real").sum() == 5
+    assert set(training["source"]) == {"real", "a", "b"}
     seen = set(zip(training["source"], training["source_index"]))
     for kit in kits["readers"].values():
         assert not seen & set(zip(kit["source"], kit["source_index"]))
@@ -126,7 +131,8 @@ def test_han_blocks_match_real_images_by_sequence_and_concat_takes_equal_shares(
     real = pool(400, SEQUENCES)
     samples = {"dcgan": pool(200, SEQUENCES), "wgan": pool(200, SEQUENCES), "dcgan_concat": pool(50)}
     blocks = han_blocks(["dcgan", "wgan"], SEQUENCES, n=8, concat_models=["dcgan_concat"])
-    assert [b.name for b in blocks][:2] == ["dcgan/T1", "dcgan/T1c"] and blocks[-1].name == "dcgan_concat/concat"
+    assert [b.name for b in blocks][:2] == ["dcgan/T1", "dcgan/T1c"]
+    assert blocks[-1].name == "dcgan_concat/concat"
     kit = compose_blocks(real, samples, blocks, seed=1)
     assert list(dict.fromkeys(kit["block"])) == [b.name for b in blocks]  # blocks in turn
     assert list(kit["block_order"]) == sorted(kit["block_order"])
@@ -149,7 +155,8 @@ def test_han_blocks_match_real_images_by_sequence_and_concat_takes_equal_shares(
 def test_blocks_without_labels_need_no_label_column_and_labelled_blocks_say_so():
     real, samples = pool(40), {"m": pool(40)}
     kit = compose_blocks(real, samples, [BlockSpec("m", (("m", None),), 5, 5)], seed=0)
-    assert len(kit) == 10 and set(kit["group"]) == {""}
+    assert len(kit) == 10
+    assert set(kit["group"]) == {""}
     with pytest.raises(InputError, match="carry no labels; set reader_study.group_by"):
         compose_blocks(real, samples, han_blocks(["m"], SEQUENCES, n=4), seed=0)
     with pytest.raises(InputError, match="names model 'x'"):
@@ -202,7 +209,8 @@ def test_han_preset_runs_one_block_per_gan_and_sequence_with_concat_reals_in_equ
     assert list(dict.fromkeys(kit["block"])) == ["dcgan_concat_128/concat", "wgan_concat_128/concat"]
     for _, part in kit.groupby("block"):
         shares = part.loc[part["truth"] == "real", "group"].value_counts()
-        assert sorted(shares.tolist()) == [12, 12, 13, 13] and set(shares.index) == set(sequences)
+        assert sorted(shares.tolist()) == [12, 12, 13, 13]
+        assert set(shares.index) == set(sequences)
     assert not kit.duplicated(["source", "source_index"]).any()
 
 
@@ -213,13 +221,15 @@ def test_kazuhiro_preset_gives_five_readers_own_sets_and_a_ten_case_familiarisat
     settings = _preset_reader_study("kazuhiro_2018")
     design = compose_design(pool(300), {"dcgan": pool(1000)}, settings)
     training = design["familiarisation"]
-    assert len(training) == 10 and (training["truth"] == "real").sum() == 5
+    assert len(training) == 10
+    assert (training["truth"] == "real").sum() == 5
     seen = set(zip(training["source"], training["source_index"].astype(int)))
     readers = design["readers"]
     assert sorted(readers) == sorted(["NR1", "NR2", "NNR1", "NNR2", "NNR3"])
     sets = []
     for frame in readers.values():
-        assert len(frame) == 50 and 0.4 <= (frame["truth"] == "synthetic").mean() <= 0.6
+        assert len(frame) == 50
+        assert 0.4 <= (frame["truth"] == "synthetic").mean() <= 0.6
         mine = set(zip(frame["source"], frame["source_index"].astype(int)))
         assert not mine & seen
         sets.append(frozenset(mine))

@@ -136,7 +136,8 @@ def test_two_scripted_readers_and_scoring(kit, browser_context, static_server, t
     page = browser_context.new_page()
     foreign, errors = _watch(page, (kit["dir"].as_uri() + "/", "blob:"))
     page.goto((kit["dir"] / "index.html").as_uri())
-    assert "brain MRI slices" in page.inner_text("#start") and "R" in page.inner_text("#start")
+    assert "brain MRI slices" in page.inner_text("#start")
+    assert "R" in page.inner_text("#start")
     _start(page, "A")
     shown_a = []
     for index in range(1, total + 1):
@@ -152,7 +153,8 @@ def test_two_scripted_readers_and_scoring(kit, browser_context, static_server, t
         page.keyboard.press("4" if truth[name] == "real" else "2")
     page.wait_for_selector("body[data-screen=done]")
     file_a = _export(page, responses)
-    assert foreign == [] and errors == []
+    assert foreign == []
+    assert errors == []
     page.close()
 
     # Reader B: http://127.0.0.1, buttons, confidence 5; waits out the time limit on image 4;
@@ -175,7 +177,8 @@ def test_two_scripted_readers_and_scoring(kit, browser_context, static_server, t
         page.click(".conf[data-confidence='5']")
     page.wait_for_selector("body[data-screen=done]")
     file_b = _export(page, responses)
-    assert foreign == [] and errors == []
+    assert foreign == []
+    assert errors == []
     page.close()
 
     # The exports: complete, in each reader's seeded order, with the scripted answers.
@@ -191,7 +194,8 @@ def test_two_scripted_readers_and_scoring(kit, browser_context, static_server, t
         assert (rows["response_ms"] >= 0).all()
     assert shown_a != shown_b
     rows_b = pd.read_csv(file_b)
-    assert rows_b.loc[3, "timed_out"] == 1 and rows_b.loc[3, "response_ms"] >= TIME_LIMIT_S * 1000
+    assert rows_b.loc[3, "timed_out"] == 1
+    assert rows_b.loc[3, "response_ms"] >= TIME_LIMIT_S * 1000
 
     # Scoring the two downloads: hand-computed tables (positive = real).
     tables = {name: tmp_path / "scores" / f"{name}.tsv" for name in ("readers", "sources", "models", "agreement", "timing")}
@@ -200,7 +204,8 @@ def test_two_scripted_readers_and_scoring(kit, browser_context, static_server, t
     readers = {r["reader_id"]: r for r in scores["readers"]}
     assert [readers["A"][k] for k in ("TP", "FN", "FP", "TN")] == [5, 1, 2, 4]
     assert [readers["B"][k] for k in ("TP", "FN", "FP", "TN")] == [4, 2, 2, 4]
-    assert readers["A"]["accuracy"] == pytest.approx(9 / 12) and readers["B"]["accuracy"] == pytest.approx(8 / 12)
+    assert readers["A"]["accuracy"] == pytest.approx(9 / 12)
+    assert readers["B"]["accuracy"] == pytest.approx(8 / 12)
     # A/B: both real 5, both synthetic 4, A real & B synthetic 2, A synthetic & B real 1
     # po = 9/12, pe = (7/12)(6/12) + (5/12)(6/12) = 1/2, kappa = 0.5
     assert scores["agreement"]["method"] == "cohen"
@@ -209,7 +214,8 @@ def test_two_scripted_readers_and_scoring(kit, browser_context, static_server, t
     assert pct == pytest.approx({("A", "real"): 500 / 6, ("A", "m1"): 200 / 3, ("A", "m2"): 0.0,
                                  ("B", "real"): 400 / 6, ("B", "m1"): 100 / 3, ("B", "m2"): 100 / 3})
     timing = {(r["reader_id"], r["truth"]): r for r in scores["timing"]}
-    assert timing[("A", "real")]["mean_confidence"] == 4.0 and timing[("A", "synthetic")]["mean_confidence"] == 2.0
+    assert timing[("A", "real")]["mean_confidence"] == 4.0
+    assert timing[("A", "synthetic")]["mean_confidence"] == 2.0
     assert timing[("B", "real")]["mean_confidence"] == 5.0
     assert sum(timing[("B", t)]["n_timed_out"] for t in ("real", "synthetic")) >= 1
 
@@ -225,8 +231,10 @@ def test_viewing_controls_zoom_window_level_and_progress(kit, browser_context):
     _wait_for_image(page, 1, total)
     box = page.eval_on_selector("#image", "img => img.getBoundingClientRect().toJSON()")
     natural = page.eval_on_selector("#image", "img => img.naturalWidth")
-    assert natural == 64 and box["width"] > 3 * natural  # scaled up to the 1000 x 800 viewport
-    assert box["height"] <= 800 and box["width"] <= 1000
+    assert natural == 64
+    assert box["width"] > 3 * natural  # scaled up to the 1000 x 800 viewport
+    assert box["height"] <= 800
+    assert box["width"] <= 1000
     assert page.get_attribute("#progress-bar", "max") == str(total)
     assert page.eval_on_selector("#progress-bar", "p => p.value") == 0
 
@@ -247,7 +255,8 @@ def test_viewing_controls_zoom_window_level_and_progress(kit, browser_context):
     page.mouse.move(centre[0] - 150, centre[1] - 30, steps=5)  # narrower window, higher level
     page.mouse.up()
     window, level, slope = view()
-    assert window == pytest.approx(0.5, abs=0.01) and level == pytest.approx(0.6, abs=0.01)
+    assert window == pytest.approx(0.5, abs=0.01)
+    assert level == pytest.approx(0.6, abs=0.01)
     assert slope == pytest.approx(1 / window, rel=0.01)
     intercept = float(page.get_attribute("#window-level feFuncB", "intercept"))
     assert intercept == pytest.approx(-(level - window / 2) / window, abs=0.01)
@@ -259,7 +268,8 @@ def test_viewing_controls_zoom_window_level_and_progress(kit, browser_context):
     _wait_for_image(page, 2, total)
     assert view() == (1.0, 0.5, 1.0)  # reset for the new image
     assert page.eval_on_selector("#progress-bar", "p => p.value") == 1
-    assert foreign == [] and errors == []
+    assert foreign == []
+    assert errors == []
     page.close()
 
 
@@ -293,7 +303,8 @@ def test_familiarisation_first_then_blocks_of_the_readers_own_set(designed_kit, 
     page = browser_context.new_page()
     foreign, errors = _watch(page, ("file://",))
     page.goto((designed_kit["dir"] / "index.html").as_uri())
-    assert page.is_visible("#familiarisation-instructions") and page.is_visible("#blocks-instructions")
+    assert page.is_visible("#familiarisation-instructions")
+    assert page.is_visible("#blocks-instructions")
     _start(page, "Z9")
     page.wait_for_function("document.getElementById('start-error').textContent.includes('not part of this kit')")
     _start(page, "A")
@@ -303,7 +314,8 @@ def test_familiarisation_first_then_blocks_of_the_readers_own_set(designed_kit, 
         assert page.get_attribute("body", "data-screen") == "familiarisation"
         name = page.get_attribute("#fam-image", "src").rsplit("/", 1)[-1]
         truth = page.get_attribute("#fam-answer", "data-truth")
-        assert truth in ("real", "synthetic") and truth.upper() in page.inner_text("#fam-answer")
+        assert truth in ("real", "synthetic")
+        assert truth.upper() in page.inner_text("#fam-answer")
         shown.append(name)
         page.click("#fam-next")
     assert not set(shown) & set(key["image"])  # practice images are never scored
@@ -325,7 +337,10 @@ def test_familiarisation_first_then_blocks_of_the_readers_own_set(designed_kit, 
     scores = reader_scores_job(designed_kit["key_path"], [path], scores_json=out / "scores.json",
                                tables={n: out / f"{n}.tsv" for n in ("readers", "blocks")})
     row = scores["readers"][0]
-    assert row["reader_id"] == "A" and row["n_images"] == len(mine) == 8 and row["complete"]
+    assert row["reader_id"] == "A"
+    assert row["n_images"] == len(mine) == 8
+    assert row["complete"]
     assert {r["block"] for r in scores["blocks_table"]} == set(mine["block"])
-    assert not foreign and not errors
+    assert not foreign
+    assert not errors
     page.close()

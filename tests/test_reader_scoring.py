@@ -139,7 +139,8 @@ def test_two_readers_seed_tables_and_cohen_kappa(tmp_path):
     readers = {r["reader_id"]: r for r in scores["readers"]}
     assert {k: readers["A"][k] for k in ("TP", "FN", "FP", "TN")} == {"TP": 3, "FN": 1, "FP": 1, "TN": 3}
     assert {k: readers["B"][k] for k in ("TP", "FN", "FP", "TN")} == {"TP": 2, "FN": 2, "FP": 1, "TN": 3}
-    assert readers["A"]["accuracy"] == pytest.approx(6 / 8) and readers["B"]["accuracy"] == pytest.approx(5 / 8)
+    assert readers["A"]["accuracy"] == pytest.approx(6 / 8)
+    assert readers["B"]["accuracy"] == pytest.approx(5 / 8)
     sources = {(r["reader_id"], r["source"]): r["pct_rated_real"] for r in scores["sources"]}
     assert sources == {("A", "real"): 75.0, ("A", "gan"): 0.0, ("A", "vae"): 50.0,
                        ("B", "real"): 50.0, ("B", "gan"): 50.0, ("B", "vae"): 0.0}
@@ -151,7 +152,8 @@ def test_two_readers_seed_tables_and_cohen_kappa(tmp_path):
     # agreement on 8 images: both real r2 r3; both synthetic r0 vae1 gan0; A real/B synthetic r1 vae0;
     # A synthetic/B real gan1 -> po = 5/8, pe = (4/8)(3/8) + (4/8)(5/8) = 0.5, kappa = 0.25
     agreement = scores["agreement"]
-    assert agreement["method"] == "cohen" and agreement["n_images"] == 8
+    assert agreement["method"] == "cohen"
+    assert agreement["n_images"] == 8
     assert agreement["kappa"] == pytest.approx(0.25)
     assert agreement["percent_agreement"] == pytest.approx(62.5)
     timing = {(r["reader_id"], r["truth"]): r for r in scores["timing"]}
@@ -164,7 +166,8 @@ def test_positive_synthetic_option(tmp_path):
     responses = load_responses([_responses(tmp_path / "resp", "A", ANSWERS_A)], key)
     row = score_responses(key, responses, positive_class="synthetic")["readers"][0]
     assert {k: row[k] for k in ("TP", "FN", "FP", "TN")} == {"TP": 3, "FN": 1, "FP": 1, "TN": 3}
-    assert row["real_rated_synthetic"] == 1 and row["synthetic_rated_real"] == 1
+    assert row["real_rated_synthetic"] == 1
+    assert row["synthetic_rated_real"] == 1
     with pytest.raises(InputError, match="positive_class"):
         score_responses(key, responses, positive_class="fake")
 
@@ -174,10 +177,13 @@ def test_blocks_and_groups_give_per_model_and_per_sequence_tables(tmp_path):
     responses = load_responses([_responses(tmp_path / "resp", "A", ANSWERS_A)], key)
     rows = {(r["model"], r["group"]): r for r in score_responses(key, responses)["models_table"]}
     # vae block: real r0 (T1, wrong), r1 (T2, right); vae0 (T1, fooled), vae1 (T2, right)
-    assert rows[("vae", "")]["n"] == 4 and rows[("vae", "")]["accuracy"] == pytest.approx(0.5)
-    assert rows[("vae", "T1")]["real_rated_synthetic"] == 1 and rows[("vae", "T1")]["synthetic_rated_real"] == 1
+    assert rows[("vae", "")]["n"] == 4
+    assert rows[("vae", "")]["accuracy"] == pytest.approx(0.5)
+    assert rows[("vae", "T1")]["real_rated_synthetic"] == 1
+    assert rows[("vae", "T1")]["synthetic_rated_real"] == 1
     assert rows[("vae", "T2")]["accuracy"] == pytest.approx(1.0)
-    assert rows[("gan", "")]["real_rated_real"] == 2 and rows[("gan", "")]["synthetic_rated_synthetic"] == 2
+    assert rows[("gan", "")]["real_rated_real"] == 2
+    assert rows[("gan", "")]["synthetic_rated_synthetic"] == 2
 
 
 def test_three_readers_use_fleiss_kappa_and_pairwise_cohen(tmp_path):
@@ -202,7 +208,8 @@ def test_partial_reader_is_scored_on_answered_images_and_agreement_on_common_one
     files = [_responses(tmp_path / "r", "A", ANSWERS_A), _responses(tmp_path / "r", "B", partial)]
     scores = score_responses(key, load_responses(files, key))
     b = [r for r in scores["readers"] if r["reader_id"] == "B"][0]
-    assert b["n_answered"] == 5 and b["complete"] is False
+    assert b["n_answered"] == 5
+    assert b["complete"] is False
     assert scores["agreement"]["n_images"] == 5
 
 
@@ -264,7 +271,8 @@ def test_unknown_and_repeated_images_and_duplicate_readers(tmp_path):
     second = _responses(tmp_path / "d", "A", ANSWERS_A, name="second.csv")
     with pytest.raises(InputError, match="also answered in") as error:
         load_responses([first, second], key)
-    assert "first.csv" in str(error.value) and "second.csv" in str(error.value)
+    assert "first.csv" in str(error.value)
+    assert "second.csv" in str(error.value)
 
 
 def test_broken_answer_key_is_named(tmp_path):
@@ -307,9 +315,11 @@ def test_job_with_no_responses_says_so(tmp_path):
     assert scores["status"] == "no responses"
     assert json.loads(scores_json.read_text())["status"] == "no responses"
     for path in _tables(tmp_path).values():
-        assert path.exists() and pd.read_csv(path, sep="\t").empty
+        assert path.exists()
+        assert pd.read_csv(path, sep="\t").empty
     text = render_reader_results_html(scores_json.parent)
-    assert "no reader responses yet" in text and "<table" not in text
+    assert "no reader responses yet" in text
+    assert "<table" not in text
 
 
 def test_job_writes_tables_and_escaped_html(tmp_path):
@@ -321,13 +331,16 @@ def test_job_writes_tables_and_escaped_html(tmp_path):
     tables = _tables(tmp_path)
     reader_scores_job(key_path, files, scores_json=scores_json, tables=tables)
     readers = pd.read_csv(tables["readers"], sep="\t")
-    assert list(readers["reader_id"]) == ["A", "B"] and list(readers["TP"]) == [3, 2]
+    assert list(readers["reader_id"]) == ["A", "B"]
+    assert list(readers["TP"]) == [3, 2]
     agreement = pd.read_csv(tables["agreement"], sep="\t")
-    assert agreement.loc[0, "method"] == "cohen" and agreement.loc[0, "kappa"] == pytest.approx(0.25)
+    assert agreement.loc[0, "method"] == "cohen"
+    assert agreement.loc[0, "kappa"] == pytest.approx(0.25)
     stored = json.loads(scores_json.read_text())
     assert stored["agreement"]["kappa"] == pytest.approx(0.25)
     text = render_reader_results_html([tables["readers"], scores_json])
-    assert EVIL not in text and "&lt;b&gt;gan&amp;&quot;x&quot;&lt;/b&gt;" in text
+    assert EVIL not in text
+    assert "&lt;b&gt;gan&amp;&quot;x&quot;&lt;/b&gt;" in text
     assert "no reader responses yet" not in text
     parser = _Tables()
     parser.feed(text)

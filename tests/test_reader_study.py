@@ -126,7 +126,8 @@ def test_png_roundtrip_and_chunk_layout():
     pixels = (np.arange(12 * 20) % 256).astype(np.uint8).reshape(12, 20)
     data = rs.kit_png(pixels)
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    assert decoded.dtype == np.uint8 and decoded.shape == (12, 20)
+    assert decoded.dtype == np.uint8
+    assert decoded.shape == (12, 20)
     np.testing.assert_array_equal(decoded, pixels)
     assert [kind for kind, _ in rs.png_chunks(data)] == ["IHDR", "IDAT", "IEND"]
     # the size depends on the dimensions only
@@ -160,7 +161,8 @@ def test_kit_files_key_outside_and_faithful_pixels(tmp_path):
                                                       "style.css"]
     assert not any(p.name.endswith(".tsv") for p in kit.rglob("*"))
     assert "reader_study.responses_dir, 'reader_responses/' unless configured" in (kit / "README.txt").read_text()
-    assert list(key.columns) == rs.KEY_COLUMNS and len(key) == 20
+    assert list(key.columns) == rs.KEY_COLUMNS
+    assert len(key) == 20
     assert key["truth"].value_counts().to_dict() == {"real": 10, "synthetic": 10}
     assert built["summary"]["per_source"] == {"real": 10, "secretgan": 5, "vaemodel": 5}
     sources = {"real": np.load(cohort["images"])} | {m: np.load(cohort["samples"][m][0]) for m in MODELS}
@@ -169,7 +171,8 @@ def test_kit_files_key_outside_and_faithful_pixels(tmp_path):
         expected = np.kron(np.round(sources[row.source][int(row.source_index)] * 255), np.ones((2, 2)))
         np.testing.assert_array_equal(png, expected.astype(np.uint8))
     config = _kit_config(kit)
-    assert config["time_limit_s"] == 10 and config["image_height"] == config["image_width"] == 64
+    assert config["time_limit_s"] == 10
+    assert config["image_height"] == config["image_width"] == 64
     assert config["kit_id"] == key["kit_id"].iloc[0]
     with pytest.raises(InputError, match="must not lie inside"):
         rs.build_kit(cohort["images"], cohort["table"], cohort["samples"], {},
@@ -214,7 +217,8 @@ def test_kit_reveals_nothing_about_the_class(tmp_path):
     assert set(config) == {"format_version", "kit_id", "title", "images", "image_height", "image_width",
                            "time_limit_s", "ask_confidence"}
     kit_js = (kit / "kit.js").read_text().lower()
-    assert "synthetic" not in kit_js.replace(config["title"].lower(), "") and "truth" not in kit_js
+    assert "synthetic" not in kit_js.replace(config["title"].lower(), "")
+    assert "truth" not in kit_js
     for path in kit.rglob("*"):
         if path.is_file():
             data = path.read_bytes().lower()
@@ -264,7 +268,8 @@ def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(InputError, match="nan.npy: image .* NaN"):
         rs.build_kit(cohort["images"], cohort["table"], broken, small, kit_dir=tmp_path / "k4",
                      answer_key=tmp_path / "k4.tsv", summary=tmp_path / "k4.json")
-    assert not (tmp_path / "k4").exists() and not list(tmp_path.glob(".k4.*"))
+    assert not (tmp_path / "k4").exists()
+    assert not list(tmp_path.glob(".k4.*"))
 
 
 def test_kit_id_changes_when_an_image_changes():
@@ -295,14 +300,16 @@ def test_two_reader_ids_get_different_sets_within_40_to_60_percent_and_never_the
     sets = {}
     for reader in ("NR1", "NNR1"):
         mine = key[key["reader_id"] == reader]
-        assert len(mine) == 30 and sorted(page["readers"][reader]) == sorted(mine["image"])
+        assert len(mine) == 30
+        assert sorted(page["readers"][reader]) == sorted(mine["image"])
         assert 0.4 <= (mine["truth"] == "synthetic").mean() <= 0.6
         assert summary["readers"][reader]["n_images"] == 30
         sets[reader] = set(zip(mine["source"], mine["source_index"]))
     assert sets["NR1"] != sets["NNR1"]
     # The familiarisation set: shown with answers, on the page only, never scored.
     training = page["familiarisation"]
-    assert len(training) == 6 and {t["truth"] for t in training} == {"real", "synthetic"}
+    assert len(training) == 6
+    assert {t["truth"] for t in training} == {"real", "synthetic"}
     assert not {t["image"] for t in training} & set(key["image"])
     assert all((built["kit"] / "images" / t["image"]).is_file() for t in training)
     # ... and none of its underlying images is in a reader's scored set.
@@ -312,7 +319,8 @@ def test_two_reader_ids_get_different_sets_within_40_to_60_percent_and_never_the
     synthetic = {m: rs.synthetic_pool(*cohort["samples"][m], None) for m in MODELS}
     design = compose_design(real, synthetic, settings)
     familiar = set(zip(design["familiarisation"]["source"], design["familiarisation"]["source_index"].astype(str)))
-    assert len(familiar) == 6 and not familiar & (sets["NR1"] | sets["NNR1"])
+    assert len(familiar) == 6
+    assert not familiar & (sets["NR1"] | sets["NNR1"])
     # Same settings, same kit; a reader's set depends on the seed and the ID only.
     again = _build(tmp_path, cohort, settings, name="b")
     assert again["key"].equals(key)
@@ -340,7 +348,8 @@ def test_blocks_per_model_with_concat_real_groups_come_in_turn(tmp_path):
         assert real["group"].value_counts().to_dict() == {"T1": 4, "T2": 4}  # equal shares
     order = rs.reader_order(page["kit_id"], "R1", page["images"], page["image_blocks"])
     blocks = [page["image_blocks"][name] for name in order]
-    assert blocks == sorted(blocks) and set(blocks) == {0, 1}
+    assert blocks == sorted(blocks)
+    assert set(blocks) == {0, 1}
     # Block names never reach the kit folder.
     assert "secretgan" not in (built["kit"] / "kit.js").read_text()
 
@@ -356,7 +365,10 @@ def test_per_reader_scoring_counts_each_readers_own_set_and_blocks(tmp_path):
                               "image": mine["image"], "answer": "real", "confidence": np.nan, "response_ms": 500,
                               "timed_out": 0, "file": "a.csv"})
     row = score_responses(key, responses)["readers"][0]
-    assert row["n_images"] == 20 and row["complete"] and row["TP_rate"] == 100.0 and row["balanced_accuracy"] == 0.5
+    assert row["n_images"] == 20
+    assert row["complete"]
+    assert row["TP_rate"] == 100.0
+    assert row["balanced_accuracy"] == 0.5
     other = key[key["reader_id"] == "B"]["image"].iloc[0]
     with pytest.raises(InputError, match="reader 'A' answered image .* of reader 'B'"):
         score_responses(key, responses.assign(image=[other] + list(mine["image"].iloc[1:])))

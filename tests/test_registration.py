@@ -112,8 +112,12 @@ def test_affine_registration_recovers_a_known_affine(registration_affine_run):
                       "warning": ""}
     assert json.loads((out / "status.json").read_text()) == status
     qc = json.loads((out / "qc.json").read_text())
-    assert qc["subject"] == SUBJECT and qc["transform"] == "Affine" and qc["grid"] == "32x32x16"
-    assert qc["status"] == "ok" and qc["brain_extraction"] == "none" and qc["match"] == "brain"
+    assert qc["subject"] == SUBJECT
+    assert qc["transform"] == "Affine"
+    assert qc["grid"] == "32x32x16"
+    assert qc["status"] == "ok"
+    assert qc["brain_extraction"] == "none"
+    assert qc["match"] == "brain"
     assert qc["correlation_after"] > 0.9
     assert qc["correlation_after"] > qc["correlation_before"] + 0.2
     assert qc["mask_dice"] > 0.95
@@ -121,7 +125,8 @@ def test_affine_registration_recovers_a_known_affine(registration_affine_run):
     # 1.08/0.95/1.04 (then rotated): the subject -> template map scales it back by those factors
     scales = sorted([qc["scale_x"], qc["scale_y"], qc["scale_z"]])
     np.testing.assert_allclose(scales, sorted([1.08, 0.95, 1.04]), atol=0.01)
-    assert qc["max_shear"] < 0.03 and qc["determinant"] > 0
+    assert qc["max_shear"] < 0.03
+    assert qc["determinant"] > 0
 
 
 def test_registered_volume_is_float32_ras_on_the_grid(registration_affine_run, registration_reference):
@@ -136,7 +141,8 @@ def test_registered_volume_is_float32_ras_on_the_grid(registration_affine_run, r
 def test_brain_masks_are_written_on_the_grid_and_natively(registration_affine_run, registration_target):
     moving, out, _ = registration_affine_run
     grid_mask = nib.load(str(out / "brain_mask.nii.gz"))
-    assert grid_mask.shape == GRID and grid_mask.get_data_dtype() == np.uint8
+    assert grid_mask.shape == GRID
+    assert grid_mask.get_data_dtype() == np.uint8
     assert set(np.unique(np.asarray(grid_mask.dataobj))) == {0, 1}
     native = nib.load(str(out / "native_brain_mask.nii.gz"))
     np.testing.assert_allclose(native.affine, nib.as_closest_canonical(nib.load(str(moving))).affine, atol=1e-5)
@@ -150,7 +156,9 @@ def test_overlay_is_a_small_png(registration_affine_run):
     png = out / "overlay.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pixels = mpimg.imread(str(png))
-    assert pixels.ndim == 3 and 100 < pixels.shape[0] < 400 and pixels.shape[1] < 800
+    assert pixels.ndim == 3
+    assert 100 < pixels.shape[0] < 400
+    assert pixels.shape[1] < 800
     # grey brain and coloured contours: some pixels are far from grey
     rgb = pixels[..., :3]
     assert (rgb.max(axis=2) - rgb.min(axis=2)).max() > 0.5
@@ -173,7 +181,8 @@ def test_rigid_registration_recovers_rotation_and_shift(registration_fixed_3mm, 
                              _rotation((0, 6, 12)), (5, -4, 3))
     status = _register(moving, registration_target_3mm, tmp_path / "out", "Rigid")
     qc = json.loads((tmp_path / "out" / "qc.json").read_text())
-    assert status["status"] == "ok" and qc["transform"] == "Rigid"
+    assert status["status"] == "ok"
+    assert qc["transform"] == "Rigid"
     assert qc["correlation_after"] > 0.9
     np.testing.assert_allclose([qc["scale_x"], qc["scale_y"], qc["scale_z"]], 1.0, atol=1e-3)
     assert qc["correlation_after"] > qc["correlation_before"] + 0.2
@@ -247,8 +256,10 @@ def test_bad_moving_volume_gives_failed_status_and_clears_old_outputs(registrati
     for name in reg.OUTPUT_NAMES:
         (out / name).write_bytes(b"stale")
     status = _register(moving, registration_target, out)
-    assert status["status"] == "failed" and status["stage"] == "register"
-    assert "NaN" in status["reason"] and str(moving) in status["reason"]
+    assert status["status"] == "failed"
+    assert status["stage"] == "register"
+    assert "NaN" in status["reason"]
+    assert str(moving) in status["reason"]
     assert sorted(p.name for p in out.iterdir()) == ["status.json"]
     assert json.loads((out / "status.json").read_text()) == status
 
@@ -258,7 +269,8 @@ def test_a_volume_without_a_brain_fails_without_raising(registration_target, tmp
     moving = tmp_path / "tiny.nii.gz"
     nib.save(nib.Nifti1Image(np.full((2, 2, 2), 5, np.float32), np.eye(4)), str(moving))
     status = _register(moving, registration_target, tmp_path / "out")
-    assert status["status"] == "failed" and "no usable brain" in status["reason"]
+    assert status["status"] == "failed"
+    assert "no usable brain" in status["reason"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["status.json"]
 
 
@@ -280,7 +292,8 @@ def test_job_passes_an_ingest_failure_on_and_can_stop_the_run(tmp_path):
         {"subject": SUBJECT, "status": "failed", "stage": "ingest", "reason": "truncated file"}))
     params = {"template": None, "transform": "Affine", "grid": list(GRID), "seed": 0}
     status = reg.run_registration_job(ingest, tmp_path / "a", SUBJECT, params, BRAIN_ONLY)
-    assert status["status"] == "skipped" and "truncated file" in status["reason"]
+    assert status["status"] == "skipped"
+    assert "truncated file" in status["reason"]
     with pytest.raises(InputError, match="truncated file"):
         reg.run_registration_job(ingest, tmp_path / "b", SUBJECT, params, BRAIN_ONLY, on_bad_input="fail")
     assert json.loads((tmp_path / "b" / "status.json").read_text())["status"] == "skipped"
@@ -288,7 +301,8 @@ def test_job_passes_an_ingest_failure_on_and_can_stop_the_run(tmp_path):
 
 def test_template_path_default_and_missing(tmp_path):
     default = reg.template_path(None)
-    assert default.is_file() and default.name == "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    assert default.is_file()
+    assert default.name == "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
     missing = tmp_path / "nowhere.nii.gz"
     with pytest.raises(InputError, match=str(missing)):
         reg.template_path(str(missing))
@@ -370,15 +384,18 @@ def test_transform_none_resamples_without_estimating(registration_template, regi
     # the template itself is in template space: nothing to estimate, a perfect fit
     status = _register(registration_template, registration_target, tmp_path / "same", "none")
     qc = json.loads((tmp_path / "same" / "qc.json").read_text())
-    assert status["status"] == "ok" and qc["transform"] == "none"
+    assert status["status"] == "ok"
+    assert qc["transform"] == "none"
     assert qc["template_to_subject_ras"] == np.eye(4).tolist()
-    assert qc["mask_dice"] > 0.97 and qc["correlation_after"] > 0.97
+    assert qc["mask_dice"] > 0.97
+    assert qc["correlation_after"] > 0.97
 
 
 def test_transform_none_on_an_input_elsewhere_is_flagged(registration_deformed_brain, registration_target,
                                                         tmp_path):
     status = _register(registration_deformed_brain, registration_target, tmp_path, "none")
-    assert status["status"] == "flagged" and "brain mask overlap" in status["reason"]
+    assert status["status"] == "flagged"
+    assert "brain mask overlap" in status["reason"]
     assert (tmp_path / "registered.nii.gz").is_file()  # a flagged subject keeps its outputs
 
 
@@ -408,8 +425,10 @@ def test_head_with_skull_is_extracted_and_registered_brain_to_brain(registration
     status = _register(registration_head, registration_target_3mm, tmp_path, preprocessing={"brain_extraction": "deepbet"})
     qc = json.loads((tmp_path / "qc.json").read_text())
     assert status["status"] == "ok", status["reason"]
-    assert qc["brain_extraction"] == "deepbet" and qc["input_warning"] == ""
-    assert qc["mask_dice"] > 0.9 and qc["correlation_after"] > 0.8
+    assert qc["brain_extraction"] == "deepbet"
+    assert qc["input_warning"] == ""
+    assert qc["mask_dice"] > 0.9
+    assert qc["correlation_after"] > 0.8
     assert all(0.9 < qc[k] < 1.1 for k in ("scale_x", "scale_y", "scale_z"))
     # the extracted brain is a brain, not the head: about the template's brain volume
     assert 0.2 < qc["brain_ml"] / qc["foreground_ml"] < 0.6
@@ -418,7 +437,8 @@ def test_head_with_skull_is_extracted_and_registered_brain_to_brain(registration
 def test_head_without_extraction_is_flagged(registration_head, registration_target_3mm, tmp_path):
     status = _register(registration_head, registration_target_3mm, tmp_path)
     qc = json.loads((tmp_path / "qc.json").read_text())
-    assert status["status"] == "flagged" and "brain mask overlap" in status["reason"]
+    assert status["status"] == "flagged"
+    assert "brain mask overlap" in status["reason"]
     assert qc["status"] == "flagged"
     assert "looks like a head with skull" in qc["input_warning"]
 
@@ -456,7 +476,9 @@ def test_head_to_head_registration_with_a_head_template(registration_head, tmp_p
                        **settings)
     qc = json.loads((tmp_path / "out" / "qc.json").read_text())
     assert status["status"] == "ok", status["reason"]
-    assert qc["match"] == "head" and qc["output"] == "head" and qc["template"] == "head_template.nii.gz"
+    assert qc["match"] == "head"
+    assert qc["output"] == "head"
+    assert qc["template"] == "head_template.nii.gz"
     assert qc["mask_dice"] > 0.9
     registered = nib.load(str(tmp_path / "out" / "registered.nii.gz")).get_fdata()
     grid_mask = nib.load(str(tmp_path / "out" / "brain_mask.nii.gz")).get_fdata() > 0

@@ -1,11 +1,10 @@
-"""Stale-only reruns after a preprocessing change: everything downstream, nothing upstream.
+"""Rerun scopes: what a change to the config, a family's code or a preprocessing setting reruns,
+and that ``snakemake --lint`` is clean.
 
-The other rerun cases (a model's hyperparameter, a family's module, a new model, key
-order) live in test_workflow.py and share its helpers. These cases only need the
-provenance Snakemake records, not real outputs, so the fixture runs the cohort's
-discovery for real and then marks every other output as produced (``--touch`` over
-placeholder files): Snakemake records the same params/code/input metadata as after a
-real run, in seconds instead of minutes.
+These need only the provenance Snakemake records, not real outputs, so the fixture runs the
+cohort's discovery for real and then marks every other output as produced (``--touch`` over
+placeholder files): Snakemake records the same params/code/input metadata as after a real run,
+in seconds instead of the ten minutes of test_workflow.py's run.
 """
 
 from __future__ import annotations
@@ -16,36 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_workflow import (TEST_CONFIG, copy_checkout, dry_run_jobs, model_jobs, snakemake,
-                           stale_jobs, summary_table, write_config)
+from helpers.workflow import (TEST_CONFIG, copy_checkout, dry_run_jobs, mark_all_produced, model_jobs, snakemake,
+                              stale_jobs, summary_table, write_config)
 
 pytestmark = pytest.mark.integration
 
 UPSTREAM_OF_SLICES = {"demo_cohort", "discover_inputs", "ingest", "ingest_qc", "register", "qc_tables"}
-
-
-def missing_outputs(work: Path) -> list[str]:
-    """Outputs of the full DAG that do not exist yet, from ``snakemake --summary``."""
-    return [row["output_file"] for row in summary_table(work) if row["status"] == "missing"]
-
-
-def mark_all_produced(work: Path) -> None:
-    """Placeholders for every missing output, then ``--touch --forceall`` to record provenance.
-
-    Outputs without a file extension are this workflow's ``directory()`` outputs
-    (per-subject ingest/register folders, the reader kit).
-    """
-    for name in missing_outputs(work):
-        path = work / name
-        if Path(name).suffix:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-        else:
-            path.mkdir(parents=True, exist_ok=True)
-    # --forceall: without it, jobs whose placeholders happen to be newer than their
-    # inputs are skipped and get no provenance record.
-    result = snakemake(work, "--touch", "--forceall", "--cores", "1", "all")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +32,49 @@ def produced_workdir(tmp_path_factory) -> Path:
     mark_all_produced(work)
     assert dry_run_jobs(work) == {}
     return work
+
+
+def test_changing_one_models_lr_reruns_only_that_model(produced_workdir):
+    write_config(produced_workdir, lambda c: c["models"]["vae"].update(lr=5e-4))
+    try:
+        assert stale_jobs(produced_workdir) == model_jobs("vae")
+    finally:
+        write_config(produced_workdir, lambda c: None)
+    assert dry_run_jobs(produced_workdir) == {}
+
+
+def test_reordering_config_keys_reruns_nothing(produced_workdir):
+    text = yaml.safe_dump(yaml.safe_load(TEST_CONFIG.read_text()), sort_keys=False)
+    reordered = yaml.safe_load(text)
+    reordered["registration"] = dict(reversed(list(reordered["registration"].items())))
+    (produced_workdir / "config.yaml").write_text(yaml.safe_dump(reordered, sort_keys=False))
+    try:
+        assert dry_run_jobs(produced_workdir) == {}
+    finally:
+        write_config(produced_workdir, lambda c: None)
+
+
+def test_editing_a_family_module_reruns_only_that_familys_models(produced_workdir):
+    module = produced_workdir / "src/pipeline_lib/models/families/dcgan.py"
+    original = module.read_text()
+    module.write_text(original + "\n# edited\n")
+    try:
+        assert stale_jobs(produced_workdir) == model_jobs("dcgan")
+    finally:
+        module.write_text(original)
+
+
+def test_adding_a_model_runs_only_the_new_models_jobs(produced_workdir):
+    write_config(produced_workdir, lambda c: c["models"].update(vae_wide={**c["models"]["vae"], "width": 16}))
+    try:
+        assert stale_jobs(produced_workdir) == model_jobs("vae_wide")
+    finally:
+        write_config(produced_workdir, lambda c: None)
+
+
+def test_lint_is_clean(produced_workdir):
+    result = snakemake(produced_workdir, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def forced_jobs(work: Path, rule: str) -> dict[str, int]:
@@ -81,14 +99,19 @@ def every_model_jobs() -> set[tuple[str, str]]:
     return set().union(*(model_jobs(m) for m in models()))
 
 
-def test_a_slicing_setting_reruns_slices_and_everything_downstream(produced_workdir):
-    work = produced_workdir
-    write_config(work, lambda c: c["slicing"].update(clip_percentile=90))
+def planned_and_stale(work: Path, change) -> tuple[dict[str, int], set[tuple[str, str]]]:
+    """What a dry run would run, and the stale (rule, model) pairs, with `change` applied to the
+    test config; the config is restored afterwards."""
+    write_config(work, change)
     try:
-        planned = dry_run_jobs(work)
-        stale = stale_jobs(work)
+        return dry_run_jobs(work), stale_jobs(work)
     finally:
         write_config(work, lambda c: None)
+
+
+def test_a_slicing_setting_reruns_slices_and_everything_downstream(produced_workdir):
+    work = produced_workdir
+    planned, stale = planned_and_stale(work, lambda c: c["slicing"].update(clip_percentile=90))
     assert planned == forced_jobs(work, "slice_dataset")
     assert planned["slice_dataset"] == 1
     assert every_model_jobs() | {("slice_dataset", ""), ("metrics_original", "")} <= stale
@@ -97,12 +120,7 @@ def test_a_slicing_setting_reruns_slices_and_everything_downstream(produced_work
 
 def test_a_registration_setting_reregisters_every_subject_and_downstream(produced_workdir):
     work = produced_workdir
-    write_config(work, lambda c: c["registration"].update(transform="Rigid"))
-    try:
-        planned = dry_run_jobs(work)
-        stale = stale_jobs(work)
-    finally:
-        write_config(work, lambda c: None)
+    planned, stale = planned_and_stale(work, lambda c: c["registration"].update(transform="Rigid"))
     assert planned == forced_jobs(work, "register")
     # the demo's 4 phantoms + 1 with a wrong voxel size + 1 corrupt file
     assert planned["register"] == subjects(work) == 6
@@ -143,21 +161,21 @@ def test_adding_a_seed_runs_only_the_new_seeds_jobs(produced_workdir):
     finally:
         write_config(work, lambda c: None)
     per_run = {o for o in stale if "/seed" in o}
-    assert per_run and all("/seed1" in o for o in per_run), sorted(per_run)
+    assert per_run, sorted(per_run)
+    assert all("/seed1" in o for o in per_run), sorted(per_run)
     blocks = yaml.safe_load(TEST_CONFIG.read_text())["models"]
     following = {m for m in models() if "seeds" not in blocks[m]}
-    assert following and following != set(models())  # both kinds are in the tiny config
+    assert following
+    assert following != set(models())  # both kinds are in the tiny config
     assert {o.split("/")[2] for o in per_run if o.startswith("results/models/")} == following
     assert stale - per_run == {"results/report/index.html", "results/report/summary.tsv"}
-    assert planned["train"] == len(following) and planned["report"] == 1
+    assert planned["train"] == len(following)
+    assert planned["report"] == 1
 
 
 def test_keeping_flagged_subjects_reslices_without_reregistering(produced_workdir):
     work = produced_workdir
-    write_config(work, lambda c: c["registration"].update(on_poor_fit="keep"))
-    try:
-        planned = dry_run_jobs(work)
-    finally:
-        write_config(work, lambda c: None)
+    planned, _ = planned_and_stale(work, lambda c: c["registration"].update(on_poor_fit="keep"))
     assert planned == forced_jobs(work, "slice_dataset")
-    assert "register" not in planned and planned["slice_dataset"] == 1
+    assert "register" not in planned
+    assert planned["slice_dataset"] == 1

@@ -30,6 +30,8 @@ def test_cuda_runs_ask_for_deterministic_kernels(restore_flags):
     """The flags only (no GPU needed to set them): what a CUDA training job runs with."""
     torch.backends.cudnn.benchmark = True
     deterministic_kernels(torch.device("cuda"))
-    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
-    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.backends.cudnn.deterministic
+    assert not torch.backends.cudnn.benchmark
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

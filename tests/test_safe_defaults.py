@@ -48,7 +48,9 @@ class umask:
 
 
 def test_published_salts_are_public():
-    assert is_public_salt(None) and is_public_salt("") and is_public_salt(DEMO_SALT)
+    assert is_public_salt(None)
+    assert is_public_salt("")
+    assert is_public_salt(DEMO_SALT)
     for preset in (REPO / "presets").glob("*.yaml"):
         salt = yaml.safe_load(preset.read_text())["privacy"]["pseudonym_salt"]
         assert is_public_salt(salt), preset.name
@@ -61,11 +63,15 @@ def test_real_data_gets_a_private_salt_generated_once_and_reused(tmp_path):
     source.mkdir()
     with umask(0o022):
         salt, origin = project_salt(DEMO_SALT, source, private)
-    assert origin == "generated" and re.fullmatch(r"[0-9a-f]{64}", salt)
-    assert mode(private) == 0o700 and mode(private / SALT_FILE) == 0o600
-    assert salt not in salt_notice(origin, private) and str(private / SALT_FILE) in salt_notice(origin, private)
+    assert origin == "generated"
+    assert re.fullmatch(r"[0-9a-f]{64}", salt)
+    assert mode(private) == 0o700
+    assert mode(private / SALT_FILE) == 0o600
+    assert salt not in salt_notice(origin, private)
+    assert str(private / SALT_FILE) in salt_notice(origin, private)
     again, origin = project_salt("han-2018-preset-salt-change-me", source, private)
-    assert (again, origin) == (salt, "private") and salt_notice(origin) is None
+    assert (again, origin) == (salt, "private")
+    assert salt_notice(origin) is None
     assert project_salt(None, source, private)[0] == salt
     # a salt of one's own wins; the demo and the stand-in cohorts keep the public one
     assert project_salt("ours", source, private) == ("ours", "config")
@@ -97,7 +103,8 @@ def test_private_tree_is_owner_only_whatever_the_umask(tmp_path):
         os.symlink(data, private / "staging" / "sub-0123456789" / "input")
         assert mode(private / "qc") == 0o755  # what the umask gives, before
         make_owner_only(private / "qc" / "ingest.tsv", private / "staging")
-        assert write_owner_only(private / "note", "text") and not write_owner_only(private / "note", "other")
+        assert write_owner_only(private / "note", "text")
+        assert not write_owner_only(private / "note", "other")
     assert mode(private) == mode(private / "qc") == mode(private / "staging" / "sub-0123456789") == 0o700
     assert mode(private / "qc" / "ingest.tsv") == mode(private / "note") == 0o600
     assert (private / "note").read_text() == "text"
@@ -119,8 +126,11 @@ def test_a_layout_that_fits_nothing_names_what_it_expects_and_no_path(tmp_path):
     (tmp_path / "DOE^JANE" / "MRN0042 T1.nii.gz").write_bytes(b"")
     problem = layout_problem({"source": str(tmp_path), "layout": "brats"})
     assert problem.startswith("input.layout: brats recognises no input")
-    assert "<case>_t1.nii.gz" in problem and "1 of them NIfTI" in problem
-    assert "DOE" not in problem and "MRN" not in problem and str(tmp_path) not in problem
+    assert "<case>_t1.nii.gz" in problem
+    assert "1 of them NIfTI" in problem
+    assert "DOE" not in problem
+    assert "MRN" not in problem
+    assert str(tmp_path) not in problem
     assert "IXI<id>" in layout_problem({"source": str(tmp_path), "layout": "ixi"})
     assert layout_problem({"source": str(tmp_path), "layout": "auto"}) is None
     # the discovery job (a tree past the DAG-time check's limit) names the expected names too
@@ -143,9 +153,12 @@ def test_command_line_text_gets_the_schema_types():
              "privacy": {"pseudonym_salt": "12345"}, "on_bad_input": "skip", "demo": {"n_subjects": 6}}
     typed, problems = typed_overrides(given, SCHEMA)
     assert problems == []
-    assert typed["sampling"] == {"n": 64, "n_per_class": 8} and typed["registration"]["grid"] == [32, 32, 16]
-    assert typed["slicing"]["clip_percentile"] == 99.5 and typed["models"]["vae"] == {"amp": True, "seeds": [0, 1]}
-    assert typed["privacy"]["pseudonym_salt"] == "12345" and typed["on_bad_input"] == "skip"
+    assert typed["sampling"] == {"n": 64, "n_per_class": 8}
+    assert typed["registration"]["grid"] == [32, 32, 16]
+    assert typed["slicing"]["clip_percentile"] == 99.5
+    assert typed["models"]["vae"] == {"amp": True, "seeds": [0, 1]}
+    assert typed["privacy"]["pseudonym_salt"] == "12345"
+    assert typed["on_bad_input"] == "skip"
 
 
 def test_text_that_is_not_the_schema_type_is_a_problem_naming_the_key():
@@ -153,8 +166,10 @@ def test_text_that_is_not_the_schema_type_is_a_problem_naming_the_key():
                                   SCHEMA)
     assert problems == ["sampling.n: --config gave 'sixty-four', which is not an integer",
                         "registration.grid.1: --config gave 'x', which is not an integer"]
-    assert convert_text("1e-3", ["number"]) == 0.001 and convert_text("null", ["integer", "null"]) is None
-    assert convert_text("null", ["string", "null"]) is None and convert_text("none", ["string", "null"]) == "none"
+    assert convert_text("1e-3", ["number"]) == 0.001
+    assert convert_text("null", ["integer", "null"]) is None
+    assert convert_text("null", ["string", "null"]) is None
+    assert convert_text("none", ["string", "null"]) == "none"
     with pytest.raises(ValueError, match="an integer or null"):
         convert_text("2.5", ["integer", "null"])
 
@@ -162,7 +177,8 @@ def test_text_that_is_not_the_schema_type_is_a_problem_naming_the_key():
 def test_family_hyperparameters_get_the_type_of_their_published_default():
     typed, problems = typed_hyperparameters({"vae": {"lr": "2e-3", "latent_dim": "16", "family": "vae"}},
                                             {"vae": {"family": "vae"}})
-    assert problems == [] and typed == {"vae": {"lr": 0.002, "latent_dim": 16, "family": "vae"}}
+    assert problems == []
+    assert typed == {"vae": {"lr": 0.002, "latent_dim": 16, "family": "vae"}}
     _, problems = typed_hyperparameters({"vae": {"latent_dim": "many"}}, {"vae": {"family": "vae"}})
     assert problems == ["models.vae.latent_dim: --config gave 'many', which is not an integer"]
 
@@ -172,12 +188,12 @@ def test_family_hyperparameters_get_the_type_of_their_published_default():
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory) -> Path:
-    from test_workflow import copy_checkout
+    from helpers.workflow import copy_checkout
     return copy_checkout(tmp_path_factory, "safe-defaults")
 
 
 def _snakemake(work: Path, *args: str):
-    from test_workflow import snakemake
+    from helpers.workflow import snakemake
     with umask(0o022):
         return snakemake(work, "--cores", "1", *args, timeout=300)
 
@@ -187,7 +203,7 @@ def _output(result) -> str:
 
 
 def _jobs(result) -> dict[str, int]:
-    from test_workflow import job_counts
+    from helpers.workflow import job_counts
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return job_counts(result.stdout + result.stderr)
 
@@ -208,12 +224,14 @@ def test_config_files_layer_in_order(checkout, tmp_path):
     small.write_text(yaml.safe_dump({"models": {"vae": {"enabled": False}}, "sampling": {"n": 32}}))
     layered = _jobs(_snakemake(checkout, "-n", "--configfile", str(checkout / "config.yaml"), str(small)))
     base = _jobs(_snakemake(checkout, "-n"))
-    assert layered["train"] == base["train"] - 1 and layered["report"] == base["report"] == 1
+    assert layered["train"] == base["train"] - 1
+    assert layered["report"] == base["report"] == 1
     # the small file alone replaces config.yaml: no model is left, which is an error saying so
     numbers = tmp_path / "numbers.yaml"
     numbers.write_text(yaml.safe_dump({"sampling": {"n": 32}}))
     alone = _snakemake(checkout, "-n", "--configfile", str(numbers))
-    assert alone.returncode != 0 and "models: no model to train" in _output(alone)
+    assert alone.returncode != 0
+    assert "models: no model to train" in _output(alone)
     assert f"from {numbers}" in _output(alone)
 
 
@@ -226,7 +244,8 @@ def test_a_layout_that_fits_nothing_fails_the_dry_run(checkout, tmp_path):
     failed = _snakemake(checkout, "-n", "--configfile", str(checkout / "presets/han_2018.yaml"),
                         "--config", f"input={{source: {source}}}")
     assert failed.returncode != 0
-    assert "input.layout: brats recognises no input" in _output(failed) and "<case>_t1.nii.gz" in _output(failed)
+    assert "input.layout: brats recognises no input" in _output(failed)
+    assert "<case>_t1.nii.gz" in _output(failed)
     assert "MRN0042731" not in failed.stdout + failed.stderr
 
 
@@ -245,16 +264,19 @@ def test_real_data_discovery_uses_an_owner_only_private_salt(checkout, tmp_path)
     assert "pseudonyms use a random salt generated now into private/pseudonym_salt" in _output(run)
     salt_file = checkout / "private" / SALT_FILE
     salt = salt_file.read_text().strip()
-    assert mode(checkout / "private") == 0o700 and mode(salt_file) == 0o600
+    assert mode(checkout / "private") == 0o700
+    assert mode(salt_file) == 0o600
     for path in [checkout / "private", *(checkout / "private").rglob("*")]:
         if not path.is_symlink():
             assert mode(path) == (0o700 if path.is_dir() else 0o600), path
-    assert (checkout / "private/linkage.tsv").is_file() and (checkout / "private/qc").is_dir()
+    assert (checkout / "private/linkage.tsv").is_file()
+    assert (checkout / "private/qc").is_dir()
     for folder in ("results", "logs", ".snakemake"):
         for path in (checkout / folder).rglob("*"):
             if path.is_file():
                 assert salt not in path.read_bytes().decode("utf-8", "ignore"), path
     again = _snakemake(checkout, "-n", "--until", "discover_inputs", "--config", f"input={{source: {source}}}",
                        salt_arg)
-    assert again.returncode == 0 and "generated now" not in _output(again)
+    assert again.returncode == 0
+    assert "generated now" not in _output(again)
     assert salt_file.read_text().strip() == salt

@@ -74,7 +74,9 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def cli_refuses(path: Path, marker: Path, *args: str) -> None:
     result = cli(*args)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "refusing to load" in result.stderr and "execute code" in result.stderr and str(path) in result.stderr
+    assert "refusing to load" in result.stderr
+    assert "execute code" in result.stderr
+    assert str(path) in result.stderr
     assert "Traceback" not in result.stderr
     assert not marker.exists(), "the payload ran"
 
@@ -95,7 +97,8 @@ def marker(tmp_path):
 
 def test_files_the_pipeline_writes_load_with_weights_only(run_folder, tmp_path):
     payload = torch.load(run_folder / "weights.pt", weights_only=True)
-    assert set(payload) == {"state_dict", "summary", "ema"} and payload["summary"]["steps"] == 6
+    assert set(payload) == {"state_dict", "summary", "ema"}
+    assert payload["summary"]["steps"] == 6
     exported = export.export_model(run_folder, tmp_path / "exported")
     assert all(isinstance(v, torch.Tensor) for v in torch.load(exported / "weights.pt", weights_only=True).values())
 
@@ -121,7 +124,8 @@ def test_run_folder_and_bare_weights_refuse_a_payload(run_folder, tmp_path, mark
     cli_refuses(weights, marker, "info", str(run))
     cli_refuses(bare, marker, "generate", str(bare), "-n", "2", "--out", str(tmp_path / "images"))
     cli_refuses(weights, marker, "export", str(run), "--out", str(tmp_path / "out"))
-    assert not (tmp_path / "images").exists() and not (tmp_path / "out").exists()
+    assert not (tmp_path / "images").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_exported_weights_refuse_a_payload(run_folder, tmp_path, marker):
@@ -146,7 +150,8 @@ def test_training_checkpoint_refuses_a_payload(tmp_path, marker):
     plant(checkpoint, {**content, "monitor": Payload(marker)}, marker)
     message = refused(checkpoint, marker, lambda: train_model("m", BLOCK, images, None, tmp_path / "w.pt",
                                                               tmp_path / "l.csv", tmp_path / "ck"))
-    assert "delete the folder" in message and str(checkpoint.parent) in message
+    assert "delete the folder" in message
+    assert str(checkpoint.parent) in message
     assert not (tmp_path / "w.pt").exists()
 
 
@@ -194,7 +199,9 @@ def test_foreign_files_are_named_errors(run_folder, tmp_path):
     with pytest.raises(InputError, match="not a weights file written by the pipeline's trainer"):
         export.describe(plain_state)
     result = cli("info", str(text))
-    assert result.returncode == 2 and str(text) in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2
+    assert str(text) in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

@@ -46,7 +46,8 @@ def test_display_orientation_is_radiological(axis, expect):
     hit = [i for i, image in enumerate(slices) if (image > 0.5).any()]
     assert hit, axis
     row, col = marker_pixels(slices[hit[0]])
-    assert row < 0.5 and col < 0.5, (axis, row, col)  # the marker's side appears top-left
+    assert row < 0.5, (axis, row, col)
+    assert col < 0.5, (axis, row, col)  # the marker's side appears top-left
     # slices ascend along the world axis: the marker (large coordinate) is in the last half
     assert position[hit[0]] > np.median(position)
     assert np.all(np.diff(position) > 0)
@@ -64,7 +65,8 @@ def test_range_central_and_mm_offsets_select_known_levels():
     volume = lateralised_phantom()
     _, index, position = sg.select_slices(volume, AFFINE, "sagittal",
                                           sg.SliceSelection(mode="range", first=5, last=9))
-    assert index.tolist() == [5, 6, 7, 8, 9] and position.tolist() == [world(0, i) for i in range(5, 10)]
+    assert index.tolist() == [5, 6, 7, 8, 9]
+    assert position.tolist() == [world(0, i) for i in range(5, 10)]
     _, index, _ = sg.select_slices(volume, AFFINE, "axial", sg.SliceSelection(mode="central", n=4))
     assert index.tolist() == [8, 9, 10, 11]  # 20 slices: the middle four
     # the marker spans z indices 14-15, i.e. world z 8 and 10 mm; sections at 9 +- 1 mm hit it
@@ -73,7 +75,8 @@ def test_range_central_and_mm_offsets_select_known_levels():
     np.testing.assert_allclose(position, [5.0, 7.0, 9.0, 11.0, 13.0])
     np.testing.assert_allclose(index, [12.5, 13.5, 14.5, 15.5, 16.5])
     peaks = slices.max(axis=(1, 2))
-    assert peaks[2] == pytest.approx(1.0) and peaks[0] < 0.2  # 9 mm is inside the marker, 5 mm is not
+    assert peaks[2] == pytest.approx(1.0)
+    assert peaks[0] < 0.2  # 9 mm is inside the marker, 5 mm is not
     assert peaks[1] == pytest.approx(0.55)                   # halfway between background and marker
 
 
@@ -95,10 +98,13 @@ def test_non_square_output_under_each_fit_policy():
     slice_ = np.zeros((1, 20, 10), dtype=np.float32)
     slice_[0, :, :] = 1.0
     resized = sg.fit_slices(slice_, (218, 182), "resize")
-    assert resized.shape == (1, 218, 182) and resized.min() == 1.0       # stretched to fill
+    assert resized.shape == (1, 218, 182)
+    assert resized.min() == 1.0       # stretched to fill
     padded = sg.fit_slices(slice_, (40, 40), "pad")
     assert padded.shape == (1, 40, 40)
-    assert padded[0, :, :10].max() == 0 and padded[0, :, 10:30].min() == 1.0  # 2x scale, centred
+    assert padded[0, :, :10].max() == 0
+    assert padded[0, :, 10:30].min() == 1.0  # 2x scale, centred
     cropped = sg.fit_slices(slice_, (10, 16), "crop")
     assert cropped.shape == (1, 10, 16)
-    assert cropped[0, :, 3:13].min() == 1.0 and cropped[0, :, :3].max() == 0  # no scaling
+    assert cropped[0, :, 3:13].min() == 1.0
+    assert cropped[0, :, :3].max() == 0  # no scaling

@@ -23,7 +23,8 @@ def test_normalise_clips_at_the_percentile_of_all_voxels():
     out = normalise_volume(volume, 95)
     ceiling = np.percentile(np.arange(1, 101), 95)  # 95.05 (linear interpolation)
     assert out.dtype == np.float32
-    assert out.max() == 1.0 and out.min() >= 0
+    assert out.max() == 1.0
+    assert out.min() >= 0
     flat = out.ravel()
     assert np.all(flat[95:] == 1.0)  # 96..100 clipped
     np.testing.assert_allclose(flat[:95], np.arange(1, 96) / ceiling, rtol=1e-6)
@@ -35,7 +36,8 @@ def test_normalise_percentile_counts_background_voxels():
     out = normalise_volume(volume, 95)
     # over all voxels the 95th percentile is 15.05, not the 95th of the brain voxels (19.05)
     np.testing.assert_allclose(out[80:85], np.arange(1, 6) / 15.05, rtol=1e-6)
-    assert out.max() == 1.0 and np.count_nonzero(out == 1.0) == 5
+    assert out.max() == 1.0
+    assert np.count_nonzero(out == 1.0) == 5
 
 
 def test_normalise_sets_negative_undershoot_to_zero():
@@ -96,7 +98,8 @@ def test_resize_shrinks_by_area_averaging():
     slices = rng.random((3, 8, 8)).astype(np.float32)
     out = resize_slices(slices, 4)
     expected = slices.reshape(3, 4, 2, 4, 2).mean(axis=(2, 4))
-    assert out.shape == (3, 4, 4) and out.dtype == np.float32
+    assert out.shape == (3, 4, 4)
+    assert out.dtype == np.float32
     np.testing.assert_allclose(out, expected, rtol=1e-5)
 
 
@@ -105,9 +108,11 @@ def test_resize_enlarges_bilinearly_within_unit_range():
     slices[:, :, 2:] = 1.0
     out = resize_slices(slices, 16)
     assert out.shape == (2, 16, 16)
-    assert out.min() >= 0 and out.max() <= 1
+    assert out.min() >= 0
+    assert out.max() <= 1
     row = out[0, 5]
-    assert np.all(np.diff(row) >= 0) and 0 < row[8] < 1  # a smooth ramp, not a hard step
+    assert np.all(np.diff(row) >= 0)
+    assert 0 < row[8] < 1  # a smooth ramp, not a hard step
 
 
 def test_resize_same_size_keeps_values_and_clips():
@@ -184,13 +189,16 @@ def test_build_dataset_rows_match_images_and_carry_labels(slicing_cohort, tmp_pa
     images_path, table_path = tmp_path / "out" / "images.npy", tmp_path / "out" / "slices.tsv"
     table = build_slice_dataset(registered, labels, images_path, table_path, spec=_spec(size=8, test_fraction=0.34))
     images = np.load(images_path)
-    assert images.shape == (15, 8, 8) and images.dtype == np.float32
-    assert images.min() >= 0 and images.max() <= 1
+    assert images.shape == (15, 8, 8)
+    assert images.dtype == np.float32
+    assert images.min() >= 0
+    assert images.max() <= 1
     written = pd.read_csv(table_path, sep="\t", dtype=str)
     assert len(written) == len(table) == len(images)
     assert list(written.columns) == ["row", "subject", "slice_index", "split", "axis", "position_mm", "augmented",
                                      "group", "age", "sequence"]
-    assert set(written["sequence"]) == {"image"} and set(written["axis"]) == {"axial"}
+    assert set(written["sequence"]) == {"image"}
+    assert set(written["axis"]) == {"axial"}
     assert set(written["augmented"]) == {"0"}
     assert written["row"].astype(int).tolist() == list(range(15))
     assert written["subject"].tolist() == ["sub-aa"] * 5 + ["sub-bb"] * 5 + ["sub-cc"] * 5
@@ -198,7 +206,8 @@ def test_build_dataset_rows_match_images_and_carry_labels(slicing_cohort, tmp_pa
     assert written.groupby("subject")["age"].first().to_dict() == {"sub-aa": "30", "sub-bb": "41",
                                                                    "sub-cc": "52"}
     per_subject = written.groupby("subject")["split"].nunique()
-    assert per_subject.max() == 1 and set(written["split"]) == {"train", "test"}
+    assert per_subject.max() == 1
+    assert set(written["split"]) == {"train", "test"}
     assert sorted(p.name for p in images_path.parent.iterdir()) == ["images.npy", "slices.tsv"]
 
 
@@ -254,7 +263,8 @@ def test_flagged_registrations_stay_out_of_slicing_unless_kept(tmp_path, caplog)
     with caplog.at_level(logging.INFO):
         excluded = volumes_to_slice(folders)
     assert excluded == {"sub-000000000a": folders[0] / "registered.nii.gz"}
-    assert "1 flagged subject(s) left out of slicing" in caplog.text and "sub-000000000b" in caplog.text
+    assert "1 flagged subject(s) left out of slicing" in caplog.text
+    assert "sub-000000000b" in caplog.text
     assert sorted(volumes_to_slice(folders, "keep")) == ["sub-000000000a", "sub-000000000b"]
 
 
@@ -287,8 +297,10 @@ def test_integrated_geometry_puts_the_marker_at_its_level_and_size(tmp_path):
     assert table["slice_index"].tolist() == [10, 11, 12, 13, 14] * 2
     means = images.reshape(10, -1).mean(axis=1)
     # world x = 6 mm is index 13, the marker: the 4th slice of each subject is the bright one
-    assert np.argmax(means[:5]) == 3 and np.argmax(means[5:]) == 3
-    assert set(table["sequence"]) == {"t1"} and set(table["axis"]) == {"sagittal"}
+    assert np.argmax(means[:5]) == 3
+    assert np.argmax(means[5:]) == 3
+    assert set(table["sequence"]) == {"t1"}
+    assert set(table["axis"]) == {"sagittal"}
 
 
 def test_filters_keep_sequences_and_the_split_is_the_cohorts(tmp_path):
@@ -306,8 +318,10 @@ def test_filters_keep_sequences_and_the_split_is_the_cohorts(tmp_path):
     t1 = build_slice_dataset(registered, None, tmp_path / "a.npy", tmp_path / "a.tsv",
                              SliceSpec.from_settings({"size": [8, 8], "selection": {"mode": "central", "n": 4},
                                                       "test_fraction": 0.5, "filters": {"sequence": "t1"}}))
-    assert len(pooled) == 4 * 9 and len(t1) == 4 * 3
-    assert set(t1["sequence"]) == {"t1"} and set(t1["subject"]) == {"sub-01", "sub-03", "sub-05"}
+    assert len(pooled) == 4 * 9
+    assert len(t1) == 4 * 3
+    assert set(t1["sequence"]) == {"t1"}
+    assert set(t1["subject"]) == {"sub-01", "sub-03", "sub-05"}
     assert t1["slice_index"].tolist()[:4] == [3, 4, 5, 6]
     split = dict(zip(pooled["subject"], pooled["split"]))
     assert all(split[s] == v for s, v in zip(t1["subject"], t1["split"]))
@@ -324,9 +338,12 @@ def test_augmented_images_are_training_only_and_stay_out_of_the_reference_sets(t
                                     "augmentation": {"count": 3, "seed": 1}})
     table = build_slice_dataset(registered, None, tmp_path / "i.npy", tmp_path / "t.tsv", spec)
     augmented = table[table["augmented"] == 1]
-    assert len(augmented) == 3 * 2 and set(augmented["split"]) == {"train"}
-    assert len(table) == 4 * 2 + 6 and np.load(tmp_path / "i.npy").shape == (14, 8, 8)
+    assert len(augmented) == 3 * 2
+    assert set(augmented["split"]) == {"train"}
+    assert len(table) == 4 * 2 + 6
+    assert np.load(tmp_path / "i.npy").shape == (14, 8, 8)
     train, rows = load_split(tmp_path / "i.npy", tmp_path / "t.tsv", "train")
-    assert len(train) == 4 and set(rows["augmented"]) == {0}       # reference sets: real slices only
+    assert len(train) == 4
+    assert set(rows["augmented"]) == {0}       # reference sets: real slices only
     train, rows = load_split(tmp_path / "i.npy", tmp_path / "t.tsv", "train", augmented=True)
     assert len(train) == 10                                        # training: real + augmented

@@ -125,7 +125,8 @@ def test_profile_without_site_values_uses_cluster_defaults(monkeypatch, tmp_path
     assert "runtime=60 * 2 ** (attempt - 1)" in profile["default-resources"]
     assert {"train:gpu=1", "sample:gpu=1"} <= set(profile["set-resources"])
     assert {f"{rule}:gpu=1" for rule in FEATURE_RULES} <= set(profile["set-resources"])
-    assert "slurm-requeue" not in profile and int(profile["retries"]) >= 1
+    assert "slurm-requeue" not in profile
+    assert int(profile["retries"]) >= 1
 
 
 def test_profile_refuses_a_missing_site_file(monkeypatch, tmp_path):
@@ -310,9 +311,11 @@ def test_a_failed_job_names_its_log_and_is_retried_with_more_runtime(slurm_clust
     # The failure message points at the failed job's SLURM log, which is kept.
     failed_log = jobs[first][1]
     assert re.search(rf"SLURM-job '{first}' failed.*", output)
-    assert output.count(failed_log) >= 2 and Path(failed_log).is_file()
+    assert output.count(failed_log) >= 2
+    assert Path(failed_log).is_file()
     sacct = accounting(jobs)
-    assert sacct[first]["State"] == "FAILED" and sacct[second]["State"] == "COMPLETED"
+    assert sacct[first]["State"] == "FAILED"
+    assert sacct[second]["State"] == "COMPLETED"
     assert (sacct[first]["Timelimit"], sacct[second]["Timelimit"]) == ("01:00:00", "02:00:00")
     assert {row["Partition"] for row in sacct.values()} == {cluster.CPU_PARTITION}
     assert (tmp_path / "done.txt").read_text() == "ok\n"
@@ -375,7 +378,8 @@ def test_guarded_jobs_killed_on_every_attempt_leave_failed_rows(slurm_cluster, t
     reasons = {}
     for subject in ("killed", "hog", "sleeper"):
         status = yaml.safe_load((tmp_path / "subjects" / subject / "status.json").read_text())
-        assert status["status"] == "failed" and status["subject"] == subject
+        assert status["status"] == "failed"
+        assert status["subject"] == subject
         reasons[subject] = status["reason"]
         assert "attempt 2 of 2" in (tmp_path / "logs" / f"{subject}.log").read_text()
     assert reasons["killed"].startswith("signal 9 (SIGKILL) from outside in the test's work"), reasons

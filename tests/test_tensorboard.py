@@ -46,7 +46,8 @@ def test_losses_validation_and_snapshots_reach_tensorboard(tmp_path):
     validation = pd.read_csv(tmp_path / "run" / "val.csv")
     assert [e.step for e in board.Scalars("validation/loss")] == list(validation["step"]) == [4, 8]
     images = {tag: [e.step for e in board.Images(tag)] for tag in board.Tags()["images"]}
-    assert images and all(steps == [4, 8] for steps in images.values()), images
+    assert images, images
+    assert all(steps == [4, 8] for steps in images.values()), images
 
 
 def test_a_resumed_run_shows_each_step_once(tmp_path):

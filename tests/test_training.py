@@ -22,33 +22,25 @@ from pipeline_lib.models import available_families, build_model, family_source
 from pipeline_lib.models.sampling import draw_samples
 from pipeline_lib.models.training import load_trained_model, train_model
 
-SIZE = 32
-BLOCK = {"family": "vae", "width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3,
-         "budget": {"steps": 30}, "checkpoint_every": 5, "seed": 3}
-
-
-def blobs(n: int = 24, size: int = SIZE, seed: int = 0) -> np.ndarray:
-    """Bright ellipses of random position on a dark background: structured, easy to learn."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1))
-    img = np.exp(-(((yy - cy) / 0.2) ** 2 + ((xx - cx) / 0.15) ** 2))
-    return img.astype(np.float32)
+from helpers.images import ellipses
+from helpers.models import SIZE, VAE_BLOCK
 
 
 def test_vae_shapes_and_ranges():
     model = build_model("vae", SIZE, {"width": 8, "latent_dim": 16})
-    x = torch.from_numpy(blobs(4)).unsqueeze(1)
+    x = torch.from_numpy(ellipses(4)).unsqueeze(1)
     assert model.reconstruct(x).shape == (4, 1, SIZE, SIZE)
     samples = model.sample(5)
     assert samples.shape == (5, 1, SIZE, SIZE)
-    assert samples.min() >= 0 and samples.max() <= 1
+    assert samples.min() >= 0
+    assert samples.max() <= 1
 
 
 def test_vae_published_defaults():
     model = build_model("vae", 128, {})
     assert model.hparams["latent_dim"] == 200
-    assert model.hparams["lr"] == 1e-4 and model.hparams["batch_size"] == 64
+    assert model.hparams["lr"] == 1e-4
+    assert model.hparams["batch_size"] == 64
     assert model.hparams["recon_weight"] == 0.025
     # 0.025 x 128 x 128 on the per-pixel squared error, as published
     x = torch.zeros(2, 1, 128, 128)
@@ -57,9 +49,9 @@ def test_vae_published_defaults():
 
 
 def test_unknown_hyperparameter_is_rejected_before_training(tmp_path):
-    block = {**BLOCK, "latnet_dim": 3}
+    block = {**VAE_BLOCK, "latnet_dim": 3}
     with pytest.raises(InputError, match="latnet_dim"):
-        train_model("m", block, blobs(), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
+        train_model("m", block, ellipses(24), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
     assert not (tmp_path / "w.pt").exists()
 
 
@@ -70,8 +62,8 @@ def test_unknown_family_names_the_available_ones():
 
 
 def test_training_lowers_the_loss(tmp_path):
-    block = {**BLOCK, "budget": {"steps": 60}}
-    train_model("m", block, blobs(), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
+    block = {**VAE_BLOCK, "budget": {"steps": 60}}
+    train_model("m", block, ellipses(24), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
     losses = pd.read_csv(tmp_path / "l.csv")
     assert list(losses["step"]) == list(range(1, 61))
     first, last = losses["loss"][:10].mean(), losses["loss"][-10:].mean()
@@ -81,7 +73,7 @@ def test_training_lowers_the_loss(tmp_path):
 def test_same_seed_same_weights_and_samples(tmp_path):
     runs = []
     for name in ("a", "b"):
-        train_model(name, BLOCK, blobs(), None, tmp_path / f"{name}.pt", tmp_path / f"{name}.csv",
+        train_model(name, VAE_BLOCK, ellipses(24), None, tmp_path / f"{name}.pt", tmp_path / f"{name}.csv",
                     tmp_path / f"ck{name}")
         model, _ = load_trained_model(tmp_path / f"{name}.pt", device="cpu")
         runs.append((pd.read_csv(tmp_path / f"{name}.csv"), draw_samples(model, 6, seed=11)))
@@ -92,14 +84,15 @@ def test_same_seed_same_weights_and_samples(tmp_path):
 
 
 def test_checkpoints_are_removed_after_success_and_keyed_by_config(tmp_path):
-    train_model("m", BLOCK, blobs(), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
+    train_model("m", VAE_BLOCK, ellipses(24), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
     assert list((tmp_path / "ck").glob("*/checkpoint.pt")) == []
     summary = torch.load(tmp_path / "w.pt", weights_only=True)["summary"]
-    assert summary["steps"] == 30 and summary["family"] == "vae"
+    assert summary["steps"] == 30
+    assert summary["family"] == "vae"
 
 
 def test_epochs_budget_counts_full_batches(tmp_path):
-    summary = train_model("m", {**BLOCK, "budget": {"epochs": 2}}, blobs(24), None, tmp_path / "w.pt",
+    summary = train_model("m", {**VAE_BLOCK, "budget": {"epochs": 2}}, ellipses(24), None, tmp_path / "w.pt",
                           tmp_path / "l.csv", tmp_path / "ck")
     assert summary["target_steps"] == summary["steps"] == 6  # 24 images, batch 8: 3 steps an epoch
     assert summary["incomplete"] is False
@@ -107,29 +100,33 @@ def test_epochs_budget_counts_full_batches(tmp_path):
 
 def test_budget_needs_steps_or_epochs_not_only_minutes(tmp_path):
     with pytest.raises(InputError, match="minutes is only a safety cap"):
-        train_model("m", {**BLOCK, "budget": {"minutes": 5}}, blobs(), None, tmp_path / "w.pt",
+        train_model("m", {**VAE_BLOCK, "budget": {"minutes": 5}}, ellipses(24), None, tmp_path / "w.pt",
                     tmp_path / "l.csv", tmp_path / "ck")
     with pytest.raises(InputError, match="'steps' or 'epochs'"):
-        train_model("m", {**BLOCK, "budget": {"steps": 5, "epochs": 1}}, blobs(), None, tmp_path / "w.pt",
+        train_model("m", {**VAE_BLOCK, "budget": {"steps": 5, "epochs": 1}}, ellipses(24), None, tmp_path / "w.pt",
                     tmp_path / "l.csv", tmp_path / "ck")
 
 
 def test_time_cap_marks_the_run_incomplete_and_a_larger_cap_continues_it(tmp_path, caplog):
     """The minutes cap only guards the machine: a run it stops says so, keeps its checkpoint, and
     a rerun with a larger cap ends exactly where an uncapped run ends."""
-    block = {**BLOCK, "budget": {"steps": 20}}
-    train_model("m", block, blobs(), None, tmp_path / "ref.pt", tmp_path / "ref.csv", tmp_path / "ck_ref")
-    capped = {**BLOCK, "budget": {"steps": 20, "minutes": 1e-6}}  # 60 µs: one step, then the cap
+    block = {**VAE_BLOCK, "budget": {"steps": 20}}
+    train_model("m", block, ellipses(24), None, tmp_path / "ref.pt", tmp_path / "ref.csv", tmp_path / "ck_ref")
+    capped = {**VAE_BLOCK, "budget": {"steps": 20, "minutes": 1e-6}}  # 60 µs: one step, then the cap
     with caplog.at_level(logging.WARNING, logger="pipeline_lib.models.training"):
-        summary = train_model("m", capped, blobs(), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
-    assert summary["incomplete"] is True and summary["steps"] == 1 and summary["target_steps"] == 20
-    assert "INCOMPLETE" in caplog.text and "budget.minutes" in caplog.text
+        summary = train_model("m", capped, ellipses(24), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
+    assert summary["incomplete"] is True
+    assert summary["steps"] == 1
+    assert summary["target_steps"] == 20
+    assert "INCOMPLETE" in caplog.text
+    assert "budget.minutes" in caplog.text
     assert torch.load(tmp_path / "w.pt", weights_only=True)["summary"]["incomplete"] is True
     assert len(list((tmp_path / "ck").glob("*/checkpoint.pt"))) == 1
 
-    larger = {**BLOCK, "budget": {"steps": 20, "minutes": 60}}
-    summary = train_model("m", larger, blobs(), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
-    assert summary["incomplete"] is False and summary["steps"] == 20
+    larger = {**VAE_BLOCK, "budget": {"steps": 20, "minutes": 60}}
+    summary = train_model("m", larger, ellipses(24), None, tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "ck")
+    assert summary["incomplete"] is False
+    assert summary["steps"] == 20
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "l.csv"), pd.read_csv(tmp_path / "ref.csv"))
     ref = torch.load(tmp_path / "ref.pt", weights_only=True)["state_dict"]
     new = torch.load(tmp_path / "w.pt", weights_only=True)["state_dict"]
@@ -142,12 +139,13 @@ RESUMABLE_RUN = textwrap.dedent(
     """
     import sys, numpy as np
     sys.path.insert(0, {tests!r})
-    from test_training import BLOCK, blobs
+    from helpers.images import ellipses
+    from helpers.models import VAE_BLOCK
     from pipeline_lib.models.training import train_model
     from pathlib import Path
     out = Path({out!r})
-    block = dict(BLOCK, budget={{"steps": 400}}, checkpoint_every=10)
-    train_model("m", block, blobs(), None, out / "w.pt", out / "l.csv", out / "ck")
+    block = dict(VAE_BLOCK, budget={{"steps": 400}}, checkpoint_every=10)
+    train_model("m", block, ellipses(24), None, out / "w.pt", out / "l.csv", out / "ck")
     """
 )
 
@@ -169,11 +167,13 @@ def test_killed_training_resumes_where_it_stopped(tmp_path, sig):
     proc = run_training_subprocess(interrupted)
     deadline = time.monotonic() + 240
     while not list((interrupted / "ck").glob("*/checkpoint.pt")):
-        assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint appeared"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        assert proc.poll() is None, "no checkpoint appeared"
         time.sleep(0.05)
     checkpoint = next((interrupted / "ck").glob("*/checkpoint.pt"))
     while torch.load(checkpoint, weights_only=True)["step"] < 30:
-        assert time.monotonic() < deadline and proc.poll() is None
+        assert time.monotonic() < deadline
+        assert proc.poll() is None
         time.sleep(0.05)
     proc.send_signal(sig)
     proc.wait(timeout=60)

@@ -193,7 +193,8 @@ def test_diffaugment_operations_do_what_they_say():
     x = torch.rand(16, 1, SIZE, SIZE) + 1  # no zeros anywhere
     cut = diff_augment(x, ("cutout",))
     zeros = (cut == 0).flatten(1).sum(1)
-    assert (zeros >= (SIZE // 4) ** 2).all() and (zeros <= (SIZE // 2) ** 2).all()
+    assert (zeros >= (SIZE // 4) ** 2).all()
+    assert (zeros <= (SIZE // 2) ** 2).all()
     assert torch.equal(cut[cut != 0], x[cut != 0]), "cutout leaves the other pixels alone"
     moved = diff_augment(x, ("translation",))
     assert ((moved == 0).flatten(1).sum(1) <= SIZE * SIZE - (SIZE - 4) ** 2).all()
@@ -201,7 +202,8 @@ def test_diffaugment_operations_do_what_they_say():
     assert not torch.equal(colour, x)
     x.requires_grad_(True)
     diff_augment(x, ("color", "translation", "cutout")).sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0, "differentiable: the generator learns through it"
+    assert x.grad is not None, "differentiable: the generator learns through it"
+    assert x.grad.abs().sum() > 0, "differentiable: the generator learns through it"
 
 
 def _discriminator_inputs(model, images):
@@ -250,7 +252,8 @@ def test_r1_enters_the_critic_loss_with_weight_gamma_over_two():
         model.configure_optimizers()
         torch.manual_seed(1)
         losses[gamma] = model.training_step(images, None)
-    assert "r1" not in losses[0.0] and losses[10.0]["r1"] > 0
+    assert "r1" not in losses[0.0]
+    assert losses[10.0]["r1"] > 0
     assert losses[10.0]["critic"] - losses[0.0]["critic"] == pytest.approx(5.0 * losses[10.0]["r1"], rel=1e-4)
 
 
@@ -263,7 +266,8 @@ def test_every_gan_family_without_batch_norm_takes_diffaugment_and_r1(family):
     model = build_model(family, SIZE, hp)
     model.configure_optimizers()
     losses = model.training_step(torch.from_numpy(blobs(8)).unsqueeze(1), None)
-    assert losses["r1"] > 0 and all(np.isfinite(v) for v in losses.values())
+    assert losses["r1"] > 0
+    assert all(np.isfinite(v) for v in losses.values())
 
 
 @pytest.mark.parametrize("family", ["dcgan", "wgan", "cgan"])
@@ -329,7 +333,8 @@ def test_a_run_resumed_after_its_minutes_cap_has_the_rows_of_an_uninterrupted_ru
     capped = {**watched, "budget": {"steps": 12, "minutes": 1e-6}}  # 60 µs: one step, then the cap
     summary = train(tmp_path, capped, name="capped", validation=held_out,
                     out_validation=tmp_path / "capped_val.csv", out_snapshots=tmp_path / "capped_snap.npz")
-    assert summary["incomplete"] and list(pd.read_csv(tmp_path / "capped_val.csv")["step"]) == [1]
+    assert summary["incomplete"]
+    assert list(pd.read_csv(tmp_path / "capped_val.csv")["step"]) == [1]
     train(tmp_path, {**watched, "budget": {"steps": 12, "minutes": 60}}, name="capped", validation=held_out,
           out_validation=tmp_path / "capped_val.csv", out_snapshots=tmp_path / "capped_snap.npz")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "capped_val.csv"), pd.read_csv(tmp_path / "whole_val.csv"))
@@ -356,7 +361,8 @@ def test_validation_and_snapshots_leave_training_unchanged_and_resume_exactly(tm
     assert {"loss", "reconstruction", "kl"} <= set(validation.columns)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "split_val.csv"), validation)
     whole, split = np.load(tmp_path / "whole_snap.npz"), np.load(tmp_path / "split_snap.npz")
-    assert list(whole["steps"]) == [4, 8, 12] and whole["images"].shape == (3, 3, SIZE, SIZE)
+    assert list(whole["steps"]) == [4, 8, 12]
+    assert whole["images"].shape == (3, 3, SIZE, SIZE)
     assert list(whole["kinds"]) == ["samples"] * 3
     np.testing.assert_array_equal(split["images"], whole["images"])
     assert not np.array_equal(whole["images"][0], whole["images"][-1]), "snapshots follow the training"
@@ -387,7 +393,8 @@ def test_cheap_fid_during_training_equals_the_evaluation_fid_of_the_same_images(
     train(tmp_path, block, name="m", out_validation=tmp_path / "v.csv")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "m.csv"), pd.read_csv(tmp_path / "plain.csv"))
     table = pd.read_csv(tmp_path / "v.csv")
-    assert list(table.columns) == ["step", "fid"] and list(table["step"]) == [4]
+    assert list(table.columns) == ["step", "fid"]
+    assert list(table["step"]) == [4]
     model, _ = load_trained_model(tmp_path / "m.pt", device="cpu")
     with isolated_rng(3 + FID_SEED, model.device):
         fake = model.sample(6, generator=torch.Generator().manual_seed(3 + FID_SEED))[:, 0].numpy()
@@ -432,7 +439,8 @@ def test_training_logs_progress_and_grows_losses_csv(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="pipeline_lib.models.progress"):
         assert train(tmp_path, block, steps_this_call=7) is None
     lines = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
-    assert len(lines) == 1 and lines[0].startswith("m step 4/12 (33 %) | loss=")
+    assert len(lines) == 1
+    assert lines[0].startswith("m step 4/12 (33 %) | loss=")
     # The interrupted job leaves the rows it trained, readable while (and after) it runs.
     partial = pd.read_csv(tmp_path / "m.csv")
     assert list(partial["step"]) == list(range(1, 8))
@@ -531,8 +539,10 @@ def test_affine_keeps_shape_range_and_the_input():
     before = x.clone()
     augmenter = BatchAugmenter({"rotate_deg": 10, "translate_px": 2, "scale": 0.1}, seed=0)
     y = augmenter(x)
-    assert y.shape == x.shape and y.dtype == x.dtype
-    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert y.shape == x.shape
+    assert y.dtype == x.dtype
+    assert float(y.min()) >= 0.0
+    assert float(y.max()) <= 1.0
     assert torch.equal(x, before), "the drawn batch itself is not modified"
     assert all(not torch.equal(a, b) for a, b in zip(y, x)), "every image gets its own affine"
     assert (y - x).abs().mean() < 0.1, "a small affine changes the images a little"

@@ -7,23 +7,18 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from pipeline_lib.evaluation import domain_features as dfm
 from pipeline_lib.evaluation import augmentation_utility as utility
 from pipeline_lib.evaluation import conditioning
 from pipeline_lib.core.errors import InputError
 
+from helpers.threads import single_torch_thread
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FAST = dfm.ClassifierSettings(steps=60, batch_size=32, lr=2e-3, width=8, feature_dim=16)
 FAST_CFG = dict(steps=60, batch_size=32, lr=2e-3, width=8)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +33,15 @@ def toy(evaluation_slices):
 @pytest.fixture(scope="module")
 def dataset_files(tmp_path_factory, evaluation_slices):
     """images.npy, slices.tsv and a trained domain network on disk, as the rules see them."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("utility")
     images, table = evaluation_slices(n_subjects=12, slices_per_subject=8, size=24, seed=4)
     np.save(root / "images.npy", images)
     table.to_csv(root / "slices.tsv", sep="\t", index=False)
-    dfm.domain_network_job(root / "images.npy", root / "slices.tsv", out_network=root / "net.pt",
-                           out_summary=root / "net.json",
-                           settings={"seed": 0, "steps": 80, "batch_size": 32, "lr": 2e-3, "width": 8,
-                                     "feature_dim": 16})
+    with single_torch_thread():
+        dfm.domain_network_job(root / "images.npy", root / "slices.tsv", out_network=root / "net.pt",
+                               out_summary=root / "net.json",
+                               settings={"seed": 0, "steps": 80, "batch_size": 32, "lr": 2e-3, "width": 8,
+                                         "feature_dim": 16})
     return root, images, table
 
 
@@ -60,9 +55,9 @@ def _write_samples(root, images, labels, name):
 @pytest.fixture(scope="module")
 def right(toy):
     """Conditioning accuracy of "samples" that are real test slices with their true labels."""
-    torch.set_num_threads(1)
     train, y_train, test, y_test, names = toy
-    return conditioning.conditioning_accuracy(train, y_train, test, y_test, test, y_test, names, settings=FAST, seed=0)
+    with single_torch_thread():
+        return conditioning.conditioning_accuracy(train, y_train, test, y_test, test, y_test, names, settings=FAST, seed=0)
 
 
 def test_correct_labels_score_high_and_shuffled_labels_score_chance(toy, right):
@@ -70,7 +65,8 @@ def test_correct_labels_score_high_and_shuffled_labels_score_chance(toy, right):
     shuffled_labels = np.random.default_rng(0).permutation(y_test)
     shuffled = conditioning.conditioning_accuracy(train, y_train, test, y_test, test, shuffled_labels, names,
                                              settings=FAST, seed=0)
-    assert right["chance"] == 0.5 and right["n_samples"] == len(test) == 32
+    assert right["chance"] == 0.5
+    assert right["n_samples"] == len(test) == 32
     assert right["accuracy"] >= 0.9
     assert right["real_test_accuracy"] == right["accuracy"]     # same images, same labels
     assert [c["class"] for c in right["per_class"]] == names
@@ -93,11 +89,14 @@ def test_augmentation_utility_real_only_beats_chance(toy, evaluation_slices):
     y_extra = dfm.encode_labels(extra_table["scanner"], names)
     result = utility.augmentation_utility(train, y_train, extra, y_extra, test, y_test, 2,
                                           settings=FAST, seeds=[0, 1])
-    assert result["chance"] == 0.5 and result["majority_rate"] == 0.5 and result["n_test"] == 32
+    assert result["chance"] == 0.5
+    assert result["majority_rate"] == 0.5
+    assert result["n_test"] == 32
     assert result["seeds"] == [0, 1]
     for regime, n in (("real", 96), ("synthetic", 48), ("real+synthetic", 144)):
         entry = result[regime]
-        assert len(entry["accuracies"]) == 2 and entry["n_train_images"] == n
+        assert len(entry["accuracies"]) == 2
+        assert entry["n_train_images"] == n
         assert entry["mean"] == pytest.approx(np.mean(entry["accuracies"]))
         assert entry["std"] == pytest.approx(np.std(entry["accuracies"], ddof=1))
     assert result["real"]["mean"] >= 0.8
@@ -122,7 +121,8 @@ def test_conditioning_job_unconditional_model(tmp_path):
     result = conditioning.conditioning_job(tmp_path / "none.npy", tmp_path / "none.tsv", tmp_path / "i.npy",
                                       tmp_path / "t.tsv", out, condition_on=None, settings={})
     assert json.loads(out.read_text()) == result
-    assert result["conditional"] is False and "not conditional" in result["note"]
+    assert result["conditional"] is False
+    assert "not conditional" in result["note"]
 
 
 def test_conditioning_job_conditional_model(tmp_path, dataset_files):
@@ -132,8 +132,10 @@ def test_conditioning_job_conditional_model(tmp_path, dataset_files):
     result = conditioning.conditioning_job(samples, labels, root / "images.npy", root / "slices.tsv",
                                       tmp_path / "c.json", condition_on="scanner",
                                       settings={"seed": 0, **FAST_CFG})
-    assert result["conditional"] is True and result["label_column"] == "scanner"
-    assert result["classes"] == ["scanner-A", "scanner-B"] and result["n_samples"] == int(test.sum())
+    assert result["conditional"] is True
+    assert result["label_column"] == "scanner"
+    assert result["classes"] == ["scanner-A", "scanner-B"]
+    assert result["n_samples"] == int(test.sum())
     assert json.loads((tmp_path / "c.json").read_text())["accuracy"] == result["accuracy"]
 
 
@@ -159,9 +161,11 @@ def test_utility_job_unconditional_uses_position_bins_and_pseudo_labels(tmp_path
     result = utility.utility_job(samples, labels, root / "images.npy", root / "slices.tsv", root / "net.pt",
                                  tmp_path / "u.json", condition_on=None, settings=settings)
     assert result["applicable"] is True
-    assert "pseudo-labels" in result["synthetic_labels"] and "position" in result["task"]
+    assert "pseudo-labels" in result["synthetic_labels"]
+    assert "position" in result["task"]
     assert result["classes"] == ["position bin 1/2", "position bin 2/2"]
-    assert result["synthetic"]["n_train_images"] == 20 and sum(result["synthetic_class_counts"]) == 20
+    assert result["synthetic"]["n_train_images"] == 20
+    assert sum(result["synthetic_class_counts"]) == 20
     assert result["pseudo_label_quality"]["mae"] >= 0
     assert result["real"]["mean"] > result["chance"]
     assert json.loads((tmp_path / "u.json").read_text())["real"] == result["real"]
@@ -173,7 +177,9 @@ def test_utility_job_conditional_uses_generation_labels(tmp_path, dataset_files)
     result = utility.utility_job(samples, labels, root / "images.npy", root / "slices.tsv", root / "net.pt",
                                  tmp_path / "u.json", condition_on="scanner",
                                  settings={"seeds": 1, **FAST_CFG})
-    assert result["task"] == "classify 'scanner'" and result["classes"] == ["scanner-A", "scanner-B"]
+    assert result["task"] == "classify 'scanner'"
+    assert result["classes"] == ["scanner-A", "scanner-B"]
     assert result["synthetic_class_counts"] == [
         int((table["scanner"][:30] == "scanner-A").sum()), int((table["scanner"][:30] == "scanner-B").sum())]
-    assert result["seeds"] == [0] and result["real"]["std"] == 0.0
+    assert result["seeds"] == [0]
+    assert result["real"]["std"] == 0.0

@@ -3,14 +3,14 @@
 One real run (demo cohort -> dcm2niix -> ANTs -> slices -> VAE -> samples ->
 metrics -> report) is shared by the tests below; each then checks one promise
 of the pipeline: finite report numbers, QC rows for bad input, no PHI in any
-output or log, nothing to do on a second call, and stale-only reruns.
+output or log, nothing to do on a second call, golden metrics. Rerun scopes and lint need only
+Snakemake's provenance records, not real outputs: they live in test_reruns.py on a ``--touch``ed DAG.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,52 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-TEST_CONFIG = Path(__file__).parent / "data" / "config.integration.yaml"
+from helpers.workflow import copy_checkout, dry_run_jobs, job_counts, snakemake, write_config
 
 pytestmark = pytest.mark.integration
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    cmd = [str(SNAKEMAKE), "-s", str(workdir / "Snakefile"), "--directory", str(workdir), *args]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def dry_run_jobs(workdir: Path) -> dict[str, int]:
-    """Rule -> job count of what a dry run would execute."""
-    result = snakemake(workdir, "-n", "--cores", "2")
-    assert result.returncode == 0, result.stdout + result.stderr
-    text = result.stdout + result.stderr
-    if "Nothing to be done" in text:
-        return {}
-    return job_counts(text)
-
-
-def job_counts(text: str) -> dict[str, int]:
-    """Rule -> job count from the "Job stats" table of Snakemake's output."""
-    table = text.split("Job stats:", 1)[1]
-    jobs = {}
-    for line in table.splitlines():
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if match and match.group(1) != "total":
-            jobs[match.group(1)] = int(match.group(2))
-    return jobs
-
-
-def copy_checkout(tmp_path_factory, name: str) -> Path:
-    """A copy of the workflow and its library with the test config, so tests may edit source files."""
-    work = tmp_path_factory.mktemp(name) / "checkout"
-    work.mkdir()
-    shutil.copy(REPO / "Snakefile", work)
-    for folder in ("workflow", "src", "envs", "profiles", "presets"):
-        shutil.copytree(REPO / folder, work / folder,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(TEST_CONFIG, work / "config.yaml")
-    return work
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +35,6 @@ def workdir(tmp_path_factory) -> Path:
     return work
 
 
-def write_config(work: Path, change) -> None:
-    config = yaml.safe_load(TEST_CONFIG.read_text())
-    change(config)
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-
-
 def test_report_table_has_finite_numbers_for_every_row(workdir):
     html = (workdir / "results/report/index.html").read_text()
     table = re.search(r'<table[^>]*id="table1".*?</table>', html, re.S).group(0)
@@ -92,7 +44,8 @@ def test_report_table_has_finite_numbers_for_every_row(workdir):
         values = [float(v) for v in re.findall(r'data-value="([^"]+)"', row)]
         assert len(values) == 4, (name, values)
         assert all(v == v and abs(v) != float("inf") for v in values), (name, values)
-    assert 'id="synthetic-banner"' in html and "synthetic phantoms" in html
+    assert 'id="synthetic-banner"' in html
+    assert "synthetic phantoms" in html
 
 
 def test_corrupt_demo_file_is_reported_and_the_rest_goes_on(workdir):
@@ -120,10 +73,12 @@ def test_wrong_geometry_subject_is_flagged_kept_out_of_slices_and_shown(workdir)
         assert column in qc.columns, column
     assert list(qc["status"][:2]) == ["skipped", "flagged"]  # worst first
     flagged = qc[qc["status"] == "flagged"]
-    assert len(flagged) == 1 and flagged["reason"].iloc[0]
+    assert len(flagged) == 1
+    assert flagged["reason"].iloc[0]
     assert "scales" in flagged["reason"].iloc[0] or "overlap" in flagged["reason"].iloc[0]
     ok = qc[qc["status"] == "ok"]
-    assert (ok["brain_extraction"] == "deepbet").all() and (ok["mask_dice"].astype(float) > 0.85).all()
+    assert (ok["brain_extraction"] == "deepbet").all()
+    assert (ok["mask_dice"].astype(float) > 0.85).all()
     subject = flagged["subject"].iloc[0]
     slices = pd.read_csv(workdir / "results/slices/default/slices.tsv", sep="\t")
     assert subject not in set(slices["subject"])
@@ -157,82 +112,6 @@ def test_no_planted_phi_in_results_or_logs(workdir):
 
 def test_second_call_has_nothing_to_do(workdir):
     assert dry_run_jobs(workdir) == {}
-
-
-def summary_table(workdir: Path) -> list[dict[str, str]]:
-    """`snakemake --summary`: one record per output (output_file, rule, status, plan, ...)."""
-    result = snakemake(workdir, "--summary", "--cores", "1")
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
-    return [dict(zip(rows[0], row)) for row in rows[1:]]
-
-
-def stale_jobs(workdir: Path) -> set[tuple[str, str]]:
-    """(rule, model) of every output a run would update; model is '' for other rules."""
-    models = set(yaml.safe_load((workdir / "config.yaml").read_text())["models"])
-    jobs = set()
-    for row in summary_table(workdir):
-        if row["plan"] != "no update":
-            # A model's outputs carry its name as a folder or as the file name's stem.
-            parts = re.split(r"[/.]", row["output_file"])
-            jobs.add((row["rule"], next((p for p in parts if p in models), "")))
-    return jobs
-
-
-#: Rules with one job per model (everything from training to that model's evaluation).
-PER_MODEL_RULES = ("train", "sample", "metrics_model", "model_features", "distribution_metrics",
-                   "domain_metrics", "memorization_audit", "conditioning_accuracy", "augmentation_utility",
-                   "diversity_metrics")
-
-
-def model_jobs(model: str) -> set[tuple[str, str]]:
-    """A model's own jobs, plus what aggregates every model: the reader kit (its images
-    change, so it gets a new kit id) and the report."""
-    return {(rule, model) for rule in PER_MODEL_RULES} | {
-        ("report", ""), ("reader_kit", ""), ("reader_scores", "")}
-
-
-def test_changing_one_models_lr_reruns_only_that_model(workdir):
-    write_config(workdir, lambda c: c["models"]["vae"].update(lr=5e-4))
-    try:
-        assert stale_jobs(workdir) == model_jobs("vae")
-    finally:
-        write_config(workdir, lambda c: None)
-    assert dry_run_jobs(workdir) == {}
-
-
-def test_reordering_config_keys_reruns_nothing(workdir):
-    text = yaml.safe_dump(yaml.safe_load(TEST_CONFIG.read_text()), sort_keys=False)
-    reordered = yaml.safe_load(text)
-    reordered["registration"] = dict(reversed(list(reordered["registration"].items())))
-    (workdir / "config.yaml").write_text(yaml.safe_dump(reordered, sort_keys=False))
-    try:
-        assert dry_run_jobs(workdir) == {}
-    finally:
-        write_config(workdir, lambda c: None)
-
-
-def test_editing_a_family_module_reruns_only_that_familys_models(workdir):
-    module = workdir / "src/pipeline_lib/models/families/dcgan.py"
-    original = module.read_text()
-    module.write_text(original + "\n# edited\n")
-    try:
-        assert stale_jobs(workdir) == model_jobs("dcgan")
-    finally:
-        module.write_text(original)
-
-
-def test_adding_a_model_runs_only_the_new_models_jobs(workdir):
-    write_config(workdir, lambda c: c["models"].update(vae_wide={**c["models"]["vae"], "width": 16}))
-    try:
-        assert stale_jobs(workdir) == model_jobs("vae_wide")
-    finally:
-        write_config(workdir, lambda c: None)
-
-
-def test_lint_is_clean(workdir):
-    result = snakemake(workdir, "--lint")
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_reader_kit_ships_without_its_answer_key(workdir):
@@ -446,9 +325,11 @@ def test_a_rerun_under_cpu_load_gives_identical_metrics_and_a_cut_short_run_is_i
     result = snakemake(second, "--cores", "2", "all")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     retrained = json.loads((second / "results/models/vae/seed0/summary.json").read_text())
-    assert retrained["incomplete"] is False and retrained["budget"]["minutes"] > 0
+    assert retrained["incomplete"] is False
+    assert retrained["budget"]["minutes"] > 0
     names = metric_files(workdir)
-    assert names == metric_files(second) and len(names) == 24  # 5 runs x 4 files, 4 of the real slices
+    assert names == metric_files(second)
+    assert len(names) == 24  # 5 runs x 4 files, 4 of the real slices
     compared = [n for n in names if n.split("/")[0] == "vae"]
     assert len(compared) == 4
     for name in compared:
@@ -456,11 +337,13 @@ def test_a_rerun_under_cpu_load_gives_identical_metrics_and_a_cut_short_run_is_i
         assert (second / "results/metrics" / name).read_bytes() == first, name
 
     cut = json.loads((second / "results/models/dcgan/seed0/summary.json").read_text())
-    assert cut["incomplete"] is True and cut["steps"] < cut["target_steps"] == 20
+    assert cut["incomplete"] is True
+    assert cut["steps"] < cut["target_steps"] == 20
     assert "INCOMPLETE" in (second / "logs/train/dcgan/seed0.log").read_text()
     html = (second / "results/report/index.html").read_text()
     assert '<tr data-model="dcgan" class="incomplete">' in html
-    assert 'data-model="dcgan" data-seed="0" class="incomplete"' in html and 'data-kind="incomplete training"' in html
+    assert 'data-model="dcgan" data-seed="0" class="incomplete"' in html
+    assert 'data-kind="incomplete training"' in html
     assert "dcgan stopped by the time cap" in html
 
 
@@ -490,7 +373,8 @@ def test_report_in_a_browser_answers_first_and_every_image_loads(workdir, browse
     page.click(overlay)
     large = page.eval_on_selector(overlay, "i => i.getBoundingClientRect().width")
     natural = page.eval_on_selector(overlay, "i => i.naturalWidth")
-    assert large > 2 * small and large == pytest.approx(min(natural, 0.96 * 1000), abs=2)
+    assert large > 2 * small
+    assert large == pytest.approx(min(natural, 0.96 * 1000), abs=2)
     page.click(overlay)
     assert page.eval_on_selector(overlay, "i => i.getBoundingClientRect().width") == pytest.approx(small)
     assert errors == []

