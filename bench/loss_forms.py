@@ -36,9 +36,9 @@ import torch
 from pipeline_lib.core.io import write_json, write_text
 from pipeline_lib.models import build_model
 
-# The toy set the family tests learn on (tests/test_family_intro_vae.py, test_family_stylegan.py).
+# The toy set the family tests learn on (tests/helpers/images.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_family_intro_vae import ellipses  # noqa: E402
+from helpers.images import ellipses  # noqa: E402
 
 SIZE = 32
 BATCH = 16
