@@ -217,6 +217,10 @@ def test_sets_and_counts_compare_as_the_paper_states_them():
     assert config_values({"m": {"a": {"f": "x", "v": 1}, "b": {"f": "y", "v": 2}}}, "m[f=y].v") == [2]
     assert config_values({"s": [{"q": "dwi"}, {"q": "b0"}]}, "s.*.q") == ["dwi", "b0"]
     assert config_values({}, "a.b") == []
+    # A learning rate written 1e-4 (YAML reads it as text) is the paper's 1.0e-4.
+    ungria = _preset("ungria_hirte_2020")
+    ungria["models"]["vae"]["lr"] = "1e-4"
+    assert _rows("ungria_hirte_2020", ungria)["vae_lr"].status == SAME
 
 
 @pytest.mark.parametrize("change, message", [

@@ -73,6 +73,7 @@ div.sample-grids { display: flex; flex-wrap: wrap; gap: 0.5em; align-items: flex
 details.other-seeds summary { cursor: pointer; font-size: 0.9em; }
 div.published-beside { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 table.published-table[data-kind="published"] { background: #f7f7f2; }
+table.protocol-table tr[data-status="differs"] td { background: #fbeee0; }
 footer { margin-top: 3em; border-top: 2px solid #9ab; font-size: 0.9em; color: #333; }
 footer pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 0.85em; }
 """

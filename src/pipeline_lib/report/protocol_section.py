@@ -62,14 +62,17 @@ def config_values(config: Mapping | None, path: str) -> list[Any]:
 
 
 def normalised(value: Any) -> Any:
-    """A value in a form where equal settings compare equal: 2e-4 == 0.0002, 128 == 128.0,
+    """A value in a form where equal settings compare equal: 2e-4 == 0.0002 == "2e-4", 128 == 128.0,
     "T1 " == "t1", [128, 128] == (128.0, 128.0)."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, (int, float)):
         return float(f"{float(value):.12g}")
     if isinstance(value, str):
-        return " ".join(value.split()).casefold()
+        try:  # YAML reads 1e-4 (no dot) as text
+            return normalised(float(value)) if value.strip() else ""
+        except ValueError:
+            return " ".join(value.split()).casefold()
     if isinstance(value, Mapping):
         return tuple(sorted((str(k), normalised(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
