@@ -139,3 +139,112 @@ def test_section_renders_every_table_of_a_study_and_escapes(tmp_path):
         render_published_section(tables, {"u": {}})
     assert PUBLISHED_DIR.name == "published"
     assert (PUBLISHED_DIR / "kazuhiro_2018.yaml").is_file()
+
+
+# -- the protocol table: the paper's protocol (published file) beside this run's (the preset) -----------
+
+from pipeline_lib.core.config_check import config_problems  # noqa: E402
+from pipeline_lib.core.published import PROTOCOL_GROUPS, load_protocol, published_path  # noqa: E402
+from pipeline_lib.report.protocol_section import (DIFFERS, NOT_STATED, SAME, SEE_NOTE, config_values,  # noqa: E402
+                                                  protocol_rows)
+
+REPO = PUBLISHED_DIR.parents[1]
+
+
+def _preset(study: str) -> dict:
+    return yaml.safe_load((REPO / "presets" / f"{study}.yaml").read_text())
+
+
+def _rows(study: str, config: dict, cohort=None):
+    return {r.item.id: r for r in protocol_rows(load_protocol(published_path(study)), config, cohort,
+                                                config["report"].get("protocol_notes"))}
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_every_stated_protocol_value_cites_the_paper_and_every_group_is_covered(study):
+    items = load_protocol(published_path(study))
+    assert {i.group for i in items} == set(PROTOCOL_GROUPS)
+    for item in items:
+        assert item.paper is None or item.source, item.id
+    # The cited places exist in the seed's wording: sections (§) and tables for seeds 001-003,
+    # the article's headings for Kazuhiro et al.
+    assert all("§" in i.source or "Table" in i.source or "title" in i.source or "Visual" in i.source
+               or "Population" in i.source or "Training Data" in i.source or "Generation of" in i.source
+               for i in items if i.paper is not None)
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_each_preset_with_its_protocol_notes_passes_the_config_check(study):
+    config = _preset(study)
+    schema = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    # input.source is the user's data folder, absent here.
+    assert [p for p in config_problems(config, schema) if not p.startswith("input.source")] == []
+    rows = _rows(study, config)
+    # Every row the preset knowingly departs from says why.
+    assert [i for i, r in rows.items() if r.status in (DIFFERS, SEE_NOTE) and i != "cohort_size" and not r.reason] == []
+    config["report"]["protocol_notes"]["no_such_item"] = "x"
+    assert any("no_such_item: no such protocol item" in p for p in config_problems(config, schema))
+
+
+def test_rows_come_from_the_preset_and_the_paper():
+    config = _preset("ungria_hirte_2020")
+    rows = _rows("ungria_hirte_2020", config, {"subjects_registered": 2029})
+    assert rows["vae_lr"].status == SAME and rows["vae_lr"].ours == (1.0e-4,)
+    assert rows["grid"].status == SAME and rows["cohort_size"].status == SAME
+    assert rows["stylegan_batch"].status == NOT_STATED and rows["stylegan_batch"].ours == (16,)
+    assert rows["stylegan_loss"].status == DIFFERS and "Progressive GAN" in rows["stylegan_loss"].reason
+    assert rows["dataset"].status == SEE_NOTE
+    # A changed preset value flips its row; only that row.
+    config["models"]["vae"]["lr"] = 3.0e-4
+    config["registration"]["grid"] = [128, 128, 48]
+    changed = _rows("ungria_hirte_2020", config, {"subjects_registered": 2029})
+    assert changed["vae_lr"].status == DIFFERS and changed["vae_lr"].ours == (3.0e-4,)
+    assert changed["grid"].status == DIFFERS
+    assert {i for i, r in changed.items() if r.status != rows[i].status} == {"vae_lr", "grid"}
+    # Two models of one family with different values: both shown, and not the paper's one value.
+    config["models"]["vae2"] = {**config["models"]["vae"], "lr": 1.0e-4}
+    assert _rows("ungria_hirte_2020", config)["vae_lr"].ours == (3.0e-4, 1.0e-4)
+
+
+def test_a_changed_paper_value_flips_the_row(tmp_path):
+    data = yaml.safe_load(published_path("han_2018").read_text())
+    item = next(i for i in data["protocol"] if i["id"] == "dcgan_lr")
+    config = _preset("han_2018")
+    assert _rows("han_2018", config)["dcgan_lr"].status == SAME
+    item["paper"] = 1.0e-4
+    path = _write(tmp_path, "han_2018", data)
+    rows = {r.item.id: r for r in protocol_rows(load_protocol(path), config, None)}
+    assert rows["dcgan_lr"].status == DIFFERS
+
+
+def test_sets_and_counts_compare_as_the_paper_states_them():
+    han = _rows("han_2018", _preset("han_2018"))
+    assert han["sequences"].status == SAME and han["image_size"].status == SAME
+    assert han["reader_concat_reals"].status == SAME
+    kazuhiro = _preset("kazuhiro_2018")
+    assert _rows("kazuhiro_2018", kazuhiro)["readers"].status == SAME
+    kazuhiro["reader_study"]["reader_ids"] = ["R1", "R2"]
+    assert _rows("kazuhiro_2018", kazuhiro)["readers"].status == DIFFERS
+    assert config_values({"m": {"a": {"f": "x", "v": 1}, "b": {"f": "y", "v": 2}}}, "m[f=y].v") == [2]
+    assert config_values({"s": [{"q": "dwi"}, {"q": "b0"}]}, "s.*.q") == ["dwi", "b0"]
+    assert config_values({}, "a.b") == []
+    # A learning rate written 1e-4 (YAML reads it as text) is the paper's 1.0e-4.
+    ungria = _preset("ungria_hirte_2020")
+    ungria["models"]["vae"]["lr"] = "1e-4"
+    assert _rows("ungria_hirte_2020", ungria)["vae_lr"].status == SAME
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda i: i.pop("source"), "needs its source"),
+    (lambda i: i.update(group="colour"), "group must be one of"),
+    (lambda i: i.update(run={"config": "models..lr"}), "run.config must be a dotted path"),
+    (lambda i: i.update(run={"cohort": "patients"}), "run.cohort must be one of"),
+    (lambda i: i.update(compare="roughly"), "compare must be one of"),
+])
+def test_protocol_errors_name_the_file_and_the_item(tmp_path, change, message):
+    item = {"id": "lr", "group": "model", "item": "LR", "paper": 1e-4, "source": "§3", "run": {"config": "models.a.lr"}}
+    assert load_protocol(_write(tmp_path, "x_2000", {**GOOD, "protocol": [item]}))[0].source == "§3"
+    change(item)
+    with pytest.raises(InputError, match=message) as err:
+        load_published(_write(tmp_path, "x_2000", {**GOOD, "protocol": [item]}))
+    assert "x_2000.yaml" in str(err.value) and "'lr'" in str(err.value)

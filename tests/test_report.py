@@ -20,13 +20,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 from pipeline_lib.core.errors import InputError  # noqa: E402
 from pipeline_lib.core.figures import save_grid  # noqa: E402
 from pipeline_lib.core.provenance import config_digest, provenance  # noqa: E402
+from pipeline_lib.core.published import PROTOCOL_GROUPS  # noqa: E402
 from pipeline_lib.report import document as report  # noqa: E402
 from pipeline_lib.report import inputs, qc_section, summary_section, training_section  # noqa: E402
 from pipeline_lib.report.html import data_uri, format_mean_std, format_number  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 EVIL = "<b>evil & \"model\"</b>"
 # model -> FID of each seed: vae clearly best, dcgan and EVIL overlap.
@@ -818,9 +822,42 @@ def test_report_job_draws_real_slices_and_names_the_reader_folders(tmp_path):
         registered=[], datasets={"t1": dataset}, models=runs,
         reader_responses={"t1": "answers/t1"}, reader_kits={"t1": "results/reader_study/t1/kit"})
     out = tmp_path / "report" / "index.html"
-    report.report_job(out, job_inputs, registration={}, sampling={}, synthetic_cohort=False, title="Job")
+    report.report_job(out, job_inputs, registration={}, sampling={}, synthetic_cohort=False, title="Job",
+                      provenance=provenance({"registration": {"grid": [240, 240, 155]}}, REPO),
+                      published="han_2018", protocol_notes={"voxel_size": "Why the voxels differ."})
     text = out.read_text()
+    # report.published brings the paper's protocol; this run's values come from the job's configuration.
+    grid = re.search(r'<tr data-item="grid" data-status="([^"]+)">', text).group(1)
+    assert grid == "same" and "Why the voxels differ." in text
     real = re.search(r'<figure data-model="real slices">.*?src="(data:image/png;base64,[^"]*)"', text, re.S).group(1)
     save_grid(images[9:], tmp_path / "expected.png")
     assert real == data_uri(tmp_path / "expected.png")
     assert "<code>answers/t1/</code>" in text and "<code>results/reader_study/t1/kit/</code>" in text
+
+
+# -- report.published: the paper's protocol beside this run's configuration ------------------------------
+
+
+@pytest.mark.parametrize("study", ["ungria_hirte_2020", "han_2018", "ballesteros_ramirez_2025", "kazuhiro_2018"])
+def test_protocol_table_is_rendered_from_the_preset_and_the_published_file(tmp_path, study):
+    from pipeline_lib.core.published import load_protocol, load_published, published_path
+
+    config = yaml.safe_load((REPO / "presets" / f"{study}.yaml").read_text())
+    data = make_data(tmp_path)
+    data.published = load_published(published_path(study))
+    data.protocol = load_protocol(published_path(study))
+    data.protocol_notes = config["report"]["protocol_notes"]
+    data.provenance = provenance(config, REPO)
+    text = build(tmp_path, data)
+    page = parse(text)
+    assert "protocol" in page.ids and "protocol" in page.links and len(page.ids) == len(set(page.ids))
+    table = re.search(r'<table class="protocol-table">.*?</table>', text, re.S).group(0)
+    rows = dict(re.findall(r'<tr data-item="([^"]+)" data-status="([^"]+)">', table))
+    assert list(rows) == [i.id for i in sorted(data.protocol, key=lambda i: PROTOCOL_GROUPS.index(i.group))]
+    assert set(rows.values()) <= {"same", "differs", "see note", "not stated"} and "same" in rows.values()
+    assert table.count("not stated") >= sum(i.paper is None for i in data.protocol)
+    for item, reason in data.protocol_notes.items():
+        assert html.escape(" ".join(reason.split()), quote=True) in table, item
+    # Without report.published there is no protocol table.
+    data.published, data.protocol = None, ()
+    assert 'class="protocol-table"' not in build(tmp_path, data)

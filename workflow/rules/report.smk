@@ -68,6 +68,8 @@ rule report:
         title=lookup(dpath="report/title", within=config),
         # A paper's published tables beside this run's values (core/published.py; null = none).
         published=lookup(dpath="report/published", within=config),
+        # Why this run differs from the paper, per protocol item (report/protocol_section.py).
+        protocol_notes=lookup(dpath="report/protocol_notes", within=config, default={}),
     resources:
         mem_mb=mem_report,
     message:

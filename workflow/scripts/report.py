@@ -46,4 +46,5 @@ report_job(
     provenance=provenance(snakemake.config, Path(snakemake.scriptdir).parents[1]),
     summary_tsv=Path(snakemake.output.summary),
     published=snakemake.params.published,
+    protocol_notes=dict(snakemake.params.protocol_notes),
 )

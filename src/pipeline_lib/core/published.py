@@ -8,6 +8,17 @@ cell per column) and optional ``key_columns`` (how many leading columns identify
 ``{mean, sd}`` mapping (printed "mean ± sd") or a list of numbers (one per reader, printed
 "a / b"). Key cells must be strings or numbers. Every problem raises an InputError naming the
 file and the table.
+
+An optional ``protocol`` list holds the paper's protocol item by item (:class:`ProtocolItem`,
+read by :func:`load_protocol`): ``id``, ``group`` (one of :data:`PROTOCOL_GROUPS`), ``item`` (the
+row's label), ``paper`` (the value as the paper states it; null = not stated), ``source`` (where
+in the paper; required when ``paper`` is given), ``run`` (where this run's value is:
+``{config: <path>}`` into the resolved configuration, ``*`` for every key of a mapping and
+``name[key=value]`` for the entries of ``name`` whose ``key`` is ``value``, or
+``{cohort: <count>}`` for a count of the report's cohort table), ``compare`` (``value``: this
+run has one value, equal to the paper's; ``set``: this run's distinct values are the paper's list;
+``count``: this run's value is a list as long as the paper's number; ``text``: free text, not
+comparable) and an optional ``note`` on the transcription.
 """
 
 from __future__ import annotations
@@ -16,14 +27,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import re
+
 import yaml
 
 from pipeline_lib.core.errors import InputError
 
 #: Where the published tables live, relative to the repository root.
 PUBLISHED_DIR = Path(__file__).resolve().parents[3] / "presets" / "published"
-FILE_KEYS = {"study", "seed", "citation", "citation_source", "data", "tables"}
+FILE_KEYS = {"study", "seed", "citation", "citation_source", "data", "tables", "protocol"}
 TABLE_KEYS = {"id", "title", "source", "columns", "rows", "key_columns", "unit", "notes"}
+
+
+#: The protocol table's groups, in page order.
+PROTOCOL_GROUPS = ("data", "geometry", "normalisation", "model", "sampling", "metrics", "readers")
+PROTOCOL_KEYS = {"id", "group", "item", "paper", "source", "run", "compare", "note"}
+COMPARISONS = ("value", "set", "count", "text")
+#: The counts a protocol item may take from the report's cohort table (report/inputs.py).
+COHORT_COUNTS = ("subjects_found", "subjects_ingested", "subjects_registered")
+#: One step of a config path: a key, ``*``, or ``key[field=value]``.
+CONFIG_STEP = re.compile(r"^(?:\*|[A-Za-z0-9_]+(?:\[[A-Za-z0-9_]+=[^\]]+\])?)$")
+
+
+@dataclass(frozen=True)
+class ProtocolItem:
+    """One protocol item of a paper (data, geometry, a model's hyperparameter …) and where this
+    run's value of it is."""
+
+    id: str
+    group: str
+    item: str
+    paper: Any
+    source: str
+    run: tuple[str, str] | None
+    compare: str = "value"
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,9 +105,7 @@ def _check_cell(cell: Any, where: str) -> None:
     raise InputError(f"{where}: a cell must be a number, text, null, {{mean, sd}} or a list, got {cell!r}")
 
 
-def load_published(path: str | Path) -> dict[str, PublishedTable]:
-    """Every table of one published-results file, by id, checked."""
-    path = Path(path)
+def _read_published(path: Path) -> Mapping:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -84,6 +120,14 @@ def load_published(path: str | Path) -> dict[str, PublishedTable]:
         raise InputError(f"{path}: study {data['study']!r} must be the file's name {path.stem!r}")
     if not isinstance(data["citation"], str) or not data["citation"].strip():
         raise InputError(f"{path}: citation must be non-empty text")
+    return data
+
+
+def load_published(path: str | Path) -> dict[str, PublishedTable]:
+    """Every table of one published-results file, by id, checked."""
+    path = Path(path)
+    data = _read_published(path)
+    load_protocol(path)
     tables = data["tables"]
     if not isinstance(tables, list) or not tables:
         raise InputError(f"{path}: tables must be a non-empty list")
@@ -128,6 +172,54 @@ def load_published(path: str | Path) -> dict[str, PublishedTable]:
             rows=tuple(tuple(row) for row in rows), key_columns=keys, unit=str(table.get("unit", "")),
             notes=" ".join(str(table.get("notes", "")).split()))
     return out
+
+
+def load_protocol(path: str | Path) -> tuple[ProtocolItem, ...]:
+    """The ``protocol`` items of one published-results file, checked (empty when it has none)."""
+    path = Path(path)
+    items = _read_published(path).get("protocol") or []
+    if not isinstance(items, list):
+        raise InputError(f"{path}: protocol must be a list of items")
+    out: list[ProtocolItem] = []
+    for number, entry in enumerate(items, 1):
+        where = f"{path}: protocol item {number}"
+        if not isinstance(entry, Mapping):
+            raise InputError(f"{where}: must be a mapping")
+        unknown, missing = set(entry) - PROTOCOL_KEYS, {"id", "group", "item", "paper", "run"} - set(entry)
+        if unknown or missing:
+            raise InputError(f"{where}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+        where = f"{path}: protocol item {entry['id']!r}"
+        if entry["id"] in {item.id for item in out}:
+            raise InputError(f"{where}: the id repeats")
+        if entry["group"] not in PROTOCOL_GROUPS:
+            raise InputError(f"{where}: group must be one of {', '.join(PROTOCOL_GROUPS)}, got {entry['group']!r}")
+        source = str(entry.get("source") or "").strip()
+        if entry["paper"] is not None and not source:
+            raise InputError(f"{where}: a value the paper states needs its source (section, table or page)")
+        compare = entry.get("compare", "value")
+        if compare not in COMPARISONS:
+            raise InputError(f"{where}: compare must be one of {', '.join(COMPARISONS)}, got {compare!r}")
+        if compare == "set" and not (entry["paper"] is None or isinstance(entry["paper"], list)):
+            raise InputError(f"{where}: compare: set needs the paper's values as a list")
+        out.append(ProtocolItem(
+            id=str(entry["id"]), group=entry["group"], item=" ".join(str(entry["item"]).split()),
+            paper=entry["paper"], source=" ".join(source.split()), run=_protocol_run(entry["run"], where),
+            compare=compare, note=" ".join(str(entry.get("note") or "").split())))
+    return tuple(out)
+
+
+def _protocol_run(run: Any, where: str) -> tuple[str, str] | None:
+    """``{config: path}`` or ``{cohort: count}`` as (kind, what); None: nothing of the run matches."""
+    if run is None:
+        return None
+    if not isinstance(run, Mapping) or len(run) != 1 or next(iter(run)) not in ("config", "cohort"):
+        raise InputError(f"{where}: run must be {{config: <path>}}, {{cohort: <count>}} or null, got {run!r}")
+    kind, what = next(iter(run.items()))
+    if kind == "cohort" and what not in COHORT_COUNTS:
+        raise InputError(f"{where}: run.cohort must be one of {', '.join(COHORT_COUNTS)}, got {what!r}")
+    if kind == "config" and not (isinstance(what, str) and all(CONFIG_STEP.match(s) for s in what.split("."))):
+        raise InputError(f"{where}: run.config must be a dotted path (steps: key, *, key[field=value]), got {what!r}")
+    return kind, what
 
 
 def published_studies(folder: str | Path = PUBLISHED_DIR) -> dict[str, dict[str, PublishedTable]]:

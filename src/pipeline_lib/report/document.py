@@ -28,8 +28,8 @@ import pandas as pd
 
 from pipeline_lib.core import io
 from pipeline_lib.core.settings import PreprocessingSettings, RegistrationSettings, SamplingSettings
-from pipeline_lib.report import (diversity_section, evaluation_section, fidelity_section, paper_section, qc_section,
-                                 reader_section, training_section)
+from pipeline_lib.report import (diversity_section, evaluation_section, fidelity_section, paper_section,
+                                 protocol_section, qc_section, reader_section, training_section)
 from pipeline_lib.report.failures_section import failed_run_rows, failed_runs_html
 from pipeline_lib.report.html import escape as _esc, section
 from pipeline_lib.report.inputs import ReportData, ReportInputs, load_report_data
@@ -73,6 +73,7 @@ div.sample-grids { display: flex; flex-wrap: wrap; gap: 0.5em; align-items: flex
 details.other-seeds summary { cursor: pointer; font-size: 0.9em; }
 div.published-beside { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 table.published-table[data-kind="published"] { background: #f7f7f2; }
+table.protocol-table tr[data-status="differs"] td { background: #fbeee0; }
 footer { margin-top: 3em; border-top: 2px solid #9ab; font-size: 0.9em; color: #333; }
 footer pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 0.85em; }
 """
@@ -84,9 +85,9 @@ SYNTHETIC_BANNER = (
 )
 
 #: The page, in order: each section module's entries (a new block is one more entry in its module).
-SECTIONS: list[Section] = [*paper_section.SECTIONS, *fidelity_section.SECTIONS, *diversity_section.SECTIONS,
-                           *evaluation_section.SECTIONS, *reader_section.SECTIONS, *qc_section.SECTIONS,
-                           *training_section.SECTIONS]
+SECTIONS: list[Section] = [*paper_section.SECTIONS, *protocol_section.SECTIONS, *fidelity_section.SECTIONS,
+                           *diversity_section.SECTIONS, *evaluation_section.SECTIONS, *reader_section.SECTIONS,
+                           *qc_section.SECTIONS, *training_section.SECTIONS]
 
 
 def build_report(out_html: Path, data: ReportData, sections: Sequence[Section] | None = None,
@@ -177,10 +178,11 @@ def report_job(out_html: Path, inputs: ReportInputs, *, registration: Registrati
                sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str,
                provenance: Mapping | None = None, summary_tsv: Path | None = None,
                preprocessing: PreprocessingSettings | Mapping | None = None,
-               published: str | Path | None = None) -> None:
+               published: str | Path | None = None, protocol_notes: Mapping[str, str] | None = None) -> None:
     """The report rule: gather every stage's outputs into the report."""
     with tempfile.TemporaryDirectory() as tmp:
         data = load_report_data(inputs, registration=registration, sampling=sampling,
                                 synthetic_cohort=synthetic_cohort, title=title, provenance=provenance,
-                                workdir=Path(tmp), preprocessing=preprocessing, published=published)
+                                workdir=Path(tmp), preprocessing=preprocessing, published=published,
+                                protocol_notes=protocol_notes)
         build_report(Path(out_html), data, summary_tsv=summary_tsv)

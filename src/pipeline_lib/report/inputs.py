@@ -20,7 +20,7 @@ import pandas as pd
 
 from pipeline_lib.core.figures import save_grid, save_pairs
 from pipeline_lib.core.io import read_json, read_tsv
-from pipeline_lib.core.published import PublishedTable, load_published, published_path
+from pipeline_lib.core.published import ProtocolItem, PublishedTable, load_protocol, load_published, published_path
 from pipeline_lib.core.qc import FLAGGED, OK, outputs_with_status
 from pipeline_lib.core.settings import PreprocessingSettings, RegistrationSettings, SamplingSettings, read_settings
 from pipeline_lib.core.slices import grey_images, image_channels, load_split, load_table
@@ -151,6 +151,10 @@ class ReportData:
     datasets: dict[str, "ReportData"] = field(default_factory=dict)
     #: ``report.published``: the paper's tables (core/published.py), shown beside this run's values.
     published: dict[str, PublishedTable] | None = None
+    #: Its ``protocol`` items (report/protocol_section.py), compared with this run's configuration.
+    protocol: tuple[ProtocolItem, ...] = ()
+    #: ``report.protocol_notes``: the preset's reason per protocol item id where the run differs.
+    protocol_notes: dict[str, str] = field(default_factory=dict)
     #: The values of the slices' ``sequence`` column (empty without one).
     sequences: tuple[str, ...] = ()
     #: Runs that failed on their last attempt (report/failures_section.py): model, seed, stage, reason.
@@ -185,7 +189,8 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
                      sampling: SamplingSettings | Mapping, synthetic_cohort: bool, title: str,
                      provenance: Mapping | None, workdir: Path,
                      preprocessing: PreprocessingSettings | Mapping | None = None,
-                     published: str | Path | None = None) -> ReportData:
+                     published: str | Path | None = None,
+                     protocol_notes: Mapping[str, str] | None = None) -> ReportData:
     """Read every input of the report; ``workdir`` receives the reconstruction grids drawn here.
     With several datasets the result holds one :class:`ReportData` per dataset in ``datasets``."""
     registration = read_settings(RegistrationSettings, registration)
@@ -214,7 +219,9 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
         registration_caption=registration_gate_text(registration),
         synthetic_cohort=synthetic_cohort, title=title, failed_runs=failed_runs,
         provenance=dict(provenance) if provenance is not None else None,
-        published=load_published(published_path(published)) if published else None)
+        published=load_published(published_path(published)) if published else None,
+        protocol=load_protocol(published_path(published)) if published else (),
+        protocol_notes=dict(protocol_notes or {}))
     parts = {}
     for name, files in inputs.datasets.items():
         models = [m for m in runs if inputs.model_datasets.get(m, names[0]) == name]
