@@ -41,10 +41,10 @@ def _cohort(tmp_path: Path, n: int = 6) -> dict[str, Path]:
 
 
 def _dataset(tmp_path: Path, registered, mode: str, count: int = 7, name: str | None = None, size: int = 24,
-             **augmentation):
+             channels=None, **augmentation):
     name = name or mode
     spec = SliceSpec.from_settings({
-        "size": [size, size], "fit": "pad", "test_fraction": 0.5,
+        "size": [size, size], "fit": "pad", "test_fraction": 0.5, "channels": channels,
         "selection": {"mode": "offsets_mm", "level_mm": 1.0, "offsets_mm": [-4, -2, 0, 2, 4]},
         "augmentation": {**PAPER, "count": count, "seed": 5, "level_mm": 1.0, "mode": mode, **augmentation}})
     folder = tmp_path / name
@@ -82,6 +82,16 @@ def test_drawn_images_equal_the_offline_images_in_the_same_order(tmp_path):
     assert drawn[5:12].shape == (7, 24, 24) and np.array_equal(drawn[5:12], everything[5:12])
     # worker processes get a copy without the open slab file
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(drawn))[shuffled[:5]], everything[shuffled[:5]])
+
+
+def test_a_stacked_dataset_draws_one_combination_for_every_channel(tmp_path):
+    registered = {f"sub-{i}": {"t1": _head(tmp_path / f"t1-{i}.nii.gz", i),
+                               "flair": _head(tmp_path / f"flair-{i}.nii.gz", 10 + i)} for i in range(4)}
+    offline, _ = _dataset(tmp_path, registered, "offline", count=4, channels=["t1", "flair"])
+    fly, _ = _dataset(tmp_path, registered, "on_the_fly", count=4, channels=["t1", "flair"])
+    expected, drawn = _train_split(offline)[0], _train_split(fly)[0]
+    assert drawn.shape == expected.shape == (2 * (5 + 4), 2, 24, 24)
+    np.testing.assert_array_equal(drawn[np.arange(len(drawn))], expected[np.arange(len(expected))])
 
 
 def test_evaluation_reads_the_same_real_sections_in_both_modes(tmp_path):
