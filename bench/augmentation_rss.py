@@ -138,7 +138,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/augmentation_rss.json")
-    parser.add_argument("--slice-worker", nargs=4, metavar=("COHORT", "FOLDER", "COUNT", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--slice-worker", nargs=4, metavar=("COHORT", "FOLDER", "COUNT", "MODE"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--loader-worker", metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.slice_worker:
@@ -163,7 +164,8 @@ def main() -> None:
                            "--workers", str(args.workers))
             rows.append({"mode": mode, "count": count, "train_images": loaded["train_images"],
                          "images_mb": round(sliced["images_mb"], 1), "volumes_mb": round(sliced["volumes_mb"], 1),
-                         "slice_peak_rss_mb": round(sliced["peak_rss_mb"]), "slice_seconds": round(sliced["seconds"], 1),
+                         "slice_peak_rss_mb": round(sliced["peak_rss_mb"]),
+                         "slice_seconds": round(sliced["seconds"], 1),
                          "loader_rss_before_mb": round(loaded["rss_before_mb"]),
                          "loader_peak_rss_mb": round(loaded["peak_rss_mb"]),
                          "images_per_s": round(loaded["images_per_s"])})
@@ -173,7 +175,8 @@ def main() -> None:
     from pipeline_lib.core.io import atomic_path
 
     load = os.getloadavg()[0]
-    meta = {"load_average_1min_at_end": round(load, 1), "subjects": args.subjects, "grid": GRID, "spacing_mm": SPACING, "batch": BATCH,
+    meta = {"load_average_1min_at_end": round(load, 1), "subjects": args.subjects, "grid": GRID,
+            "spacing_mm": SPACING, "batch": BATCH,
             "batches": args.batches, "workers": args.workers, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp, open(tmp, "w") as fh:

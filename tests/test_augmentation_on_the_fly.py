@@ -132,7 +132,7 @@ def test_the_slab_covers_every_combination_and_is_the_same_for_any_count(tmp_pat
 
 def _train(folder: Path, split, **keys):
     from pipeline_lib.models.training import train_model
-    block = {"family": "vae", "width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3, "budget": {"steps": 10},
+    block = {"family": "vae", "width": 8, "latent_dim": 16, "batch_size": 8, "lr": 1e-3, "budget": {"steps": 6},
              "checkpoint_every": 2, "seed": 3, **keys}
     folder.mkdir(parents=True, exist_ok=True)
     stop = keys.pop("stop_after", None)
@@ -153,7 +153,7 @@ def test_training_on_the_fly_equals_training_offline_and_resumes_exactly(tmp_pat
     offline, _ = _dataset(tmp_path, registered, "offline", count=6, size=16)
     fly, _ = _dataset(tmp_path, registered, "on_the_fly", count=6, size=16)
     reference = _train(tmp_path / "offline", _train_split(offline)[0])
-    for name, keys in {"fly": {}, "resumed": {"stop_after": 5}, "workers": {"loader_workers": 2}}.items():
+    for name, keys in {"fly": {}, "resumed": {"stop_after": 3}, "workers": {"loader_workers": 2}}.items():
         weights = _train(tmp_path / name, _train_split(fly)[0], **keys)
         assert weights.keys() == reference.keys()
         for key in reference:

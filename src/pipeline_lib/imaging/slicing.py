@@ -255,7 +255,8 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
         indices = _planned_indices(paths[0], spec)
         augmented = spec.augmentation is not None and split[subject] == "train"
         combos = sample_combinations(spec.augmentation, subject) if augmented and not on_the_fly else []
-        plans.append((subject, sequence, paths, len(indices), combos, _slab_box(paths[0], spec) if augmented and on_the_fly else None))
+        box = _slab_box(paths[0], spec) if augmented and on_the_fly else None
+        plans.append((subject, sequence, paths, len(indices), combos, box))
     total = sum(n + len(combos) for *_, n, combos, _ in plans)
     channels = (len(spec.channels),) if spec.channels else ()
     slab_shape = _one_slab_shape([p[5] for p in plans if p[5] is not None])

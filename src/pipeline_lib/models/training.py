@@ -400,7 +400,8 @@ def load_trained_payload(weights: Path) -> dict[str, Any]:
 
 def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, weights: Path,
               losses: Path, summary: Path, checkpoint_root: Path, validation: Path | None = None,
-              snapshots: Path | None = None, threads: int | None = None, train_split: tuple | None = None) -> dict:
+              snapshots: Path | None = None, threads: int | None = None,
+              train_split: tuple | None = None) -> dict:
     """The train rule: train on the train split and write weights, losses and a summary (plus the
     validation table and snapshots, empty when those are off); the test split serves validation.
     ``train_split`` (images, their real table rows), when given, replaces the split read from
@@ -432,7 +433,8 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
         test_labels = class_indices(test_rows, condition_on, class_names) if condition_on else None
         held_out = (test_images, test_labels)
     result = train_model(name, block, train_images, labels, weights, losses, checkpoint_root,
-                         data_files=[images, table, *getattr(train_images, "data_files", ())], n_classes=len(class_names or []),
+                         data_files=[images, table, *getattr(train_images, "data_files", ())],
+                         n_classes=len(class_names or []),
                          class_names=class_names, data_summary=data_summary, validation=held_out,
                          out_validation=validation, out_snapshots=snapshots)
     write_json(summary, result)
