@@ -95,6 +95,9 @@ def test_estimated_dataset_follows_selection_channels_and_augmentation():
     assert resources.estimated_dataset(sagittal, GRID, 10) == resources.ImageSet(50, 64 * 64)
     augmented = DatasetSettings(selection={"mode": "central", "n": 1}, augmentation={"count": 10}, test_fraction=0.5)
     assert resources.estimated_dataset(augmented, GRID, 100).images == 100 + 50 * 10
+    on_the_fly = DatasetSettings(selection={"mode": "central", "n": 1}, test_fraction=0.5,
+                                 augmentation={"count": 48510, "mode": "on_the_fly"})
+    assert resources.estimated_dataset(on_the_fly, GRID, 100).images == 100
 
 
 def test_source_bytes_counts_files_and_series_folders(tmp_path):

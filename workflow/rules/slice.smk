@@ -8,6 +8,9 @@ rule slice_dataset:
     output:
         images="results/slices/{dataset}/images.npy",
         table="results/slices/{dataset}/slices.tsv",
+        # the training volumes' slabs for augmentation.mode on_the_fly (no volume otherwise)
+        volumes="results/slices/{dataset}/volumes.npy",
+        volume_index="results/slices/{dataset}/volumes.json",
     log:
         "logs/slice_dataset/{dataset}.log",
     params:

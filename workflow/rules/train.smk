@@ -3,6 +3,8 @@ rule train:
     input:
         images=model_slices("images"),
         table=model_slices("table"),
+        volumes=model_slices("volumes"),
+        volume_index=model_slices("volume_index"),
         family=model_family_source,
     output:
         weights=f"results/models/{RUN}/weights.pt",

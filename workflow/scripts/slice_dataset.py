@@ -14,5 +14,7 @@ table = build_slice_dataset(
     Path(snakemake.output.images),
     Path(snakemake.output.table),
     SliceSpec.from_settings(snakemake.params.dataset),
+    out_volumes=Path(snakemake.output.volumes),
+    out_volume_index=Path(snakemake.output.volume_index),
 )
 log.info("dataset %s: %d slices from %d subjects", snakemake.wildcards.dataset, len(table), len(volumes))

@@ -7,6 +7,7 @@ start_job(snakemake.log[0], snakemake.threads)
 def work():
     from pathlib import Path
     from pipeline_lib.core.settings import RUNTIME, TrainerSettings, block_part
+    from pipeline_lib.imaging.augmentation import open_training_split
     from pipeline_lib.models.training import train_job
 
     model = snakemake.wildcards.model
@@ -24,6 +25,10 @@ def work():
         snapshots=Path(snakemake.output.snapshots),
         checkpoint_root=Path(snakemake.params.checkpoints),
         threads=snakemake.threads,
+        # on-the-fly augmented datasets: the train split drawn from the volumes' slabs (None otherwise)
+        train_split=open_training_split(Path(snakemake.input.images), Path(snakemake.input.table),
+                                        Path(snakemake.input.volumes), Path(snakemake.input.volume_index),
+                                        snakemake.params.block.get("condition_on")),
     )
 
 

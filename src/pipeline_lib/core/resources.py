@@ -167,8 +167,9 @@ def estimated_dataset(dataset: Any, grid: tuple[int, int, int], subjects: int, s
     channels = len(dataset.channels) if dataset.channels else 1
     volumes = 1 if dataset.channels or "sequence" in dataset.filters else max(sequences, 1)
     images = subjects * volumes * slices_per_volume(dataset, grid)
-    if dataset.augmentation:
-        # augmentation.count copies of every training volume (defaults to one when unstated)
+    if dataset.augmentation and dataset.augmentation.get("mode", "offline") == "offline":
+        # augmentation.count copies of every training volume (defaults to one when unstated); on the
+        # fly, images.npy holds the real slices only and training draws the copies from slabs
         copies = int(dataset.augmentation.get("count", 1))
         images += int(images * (1 - dataset.test_fraction)) * copies
     return ImageSet(images=images, pixels=channels * dataset.size[0] * dataset.size[1])

@@ -5,7 +5,10 @@ clipped the intensities at the 95th percentile and divided by the remaining maxi
 default. Here each volume is normalised on its own, its slices are cut along the dataset's axis
 in radiological display (imaging/slice_geometry.py), selected and fitted to the dataset's size,
 and every slice inherits its subject's train/test split, so no subject contributes to both.
-Augmented images (imaging/augmentation.py) are made for training subjects only.
+Augmented images (imaging/augmentation.py) are made for training subjects only: written into
+images.npy (``augmentation.mode: offline``), or (``on_the_fly``) drawn in training from the slab
+of each training volume that ``volumes.npy`` keeps (index: ``volumes.json``); both files are
+written for every dataset, with no volume when nothing is augmented on the fly.
 
 Outputs: ``images.npy`` (N x H x W float32 in [0, 1], rows ordered by subject, sequence, then
 slice) and ``slices.tsv`` (row, subject, slice_index, split, axis, position_mm, augmented,
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -37,7 +41,8 @@ from pipeline_lib.core.io import atomic_path, write_tsv
 from pipeline_lib.core.numbers import index_number
 from pipeline_lib.core.qc import FLAGGED, outputs_with_status, usable_outputs
 from pipeline_lib.core.settings import DatasetSettings, read_settings
-from pipeline_lib.imaging.augmentation import VolumeAugmentation, augmented_sections, sample_combinations
+from pipeline_lib.imaging.augmentation import (VolumeAugmentation, augmented_sections, sample_combinations,
+                                               section_slab, slab_entry, write_slab_index)
 from pipeline_lib.imaging.label_filters import NOT_LABELS
 from pipeline_lib.imaging.sequences import DEFAULT_SEQUENCE, registered_volumes
 from pipeline_lib.imaging.slice_geometry import AXIS_INDEX, SliceSelection, fit_slices, select_slices, slice_indices
@@ -211,7 +216,8 @@ def subject_volumes(register_dirs: list[str | Path], on_poor_fit: str = "exclude
 
 
 def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], labels: pd.DataFrame | None,
-                        out_images: Path, out_table: Path, spec: SliceSpec | None = None) -> pd.DataFrame:
+                        out_images: Path, out_table: Path, spec: SliceSpec | None = None, *,
+                        out_volumes: Path | None = None, out_volume_index: Path | None = None) -> pd.DataFrame:
     """Normalise, slice and fit every registered volume; write images.npy and slices.tsv.
 
     ``registered`` maps subject -> its registered NIfTI, or -> {sequence -> NIfTI} (a single path
@@ -224,9 +230,13 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
     slice into a memory-mapped temporary file, so a large cohort is never held in memory, and
     renamed into place only when complete. With ``spec.channels`` each image stacks the subject's
     listed sequences as channels (N x C x H x W, see the module docstring); subjects lacking one
-    are left out.
+    are left out. ``out_volumes`` and ``out_volume_index`` receive the slab store of an
+    ``on_the_fly`` augmentation (written empty otherwise; required in that mode).
     """
     spec = spec or SliceSpec()
+    on_the_fly = spec.augmentation is not None and spec.augmentation.mode == "on_the_fly"
+    if on_the_fly and (out_volumes is None or out_volume_index is None):
+        raise InputError("augmentation.mode on_the_fly: the slab store's paths (volumes.npy, volumes.json) are needed")
     if not registered:
         raise InputError("no registered subjects to slice (did every subject fail earlier?)")
     subjects = sorted(registered)
@@ -243,24 +253,38 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
         if len(paths) > 1:
             _check_same_grid(subject, paths)
         indices = _planned_indices(paths[0], spec)
-        combos = (sample_combinations(spec.augmentation, subject)
-                  if spec.augmentation is not None and split[subject] == "train" else [])
-        plans.append((subject, sequence, paths, len(indices), combos))
-    total = sum(n + len(combos) for *_, n, combos in plans)
+        augmented = spec.augmentation is not None and split[subject] == "train"
+        combos = sample_combinations(spec.augmentation, subject) if augmented and not on_the_fly else []
+        box = _slab_box(paths[0], spec) if augmented and on_the_fly else None
+        plans.append((subject, sequence, paths, len(indices), combos, box))
+    total = sum(n + len(combos) for *_, n, combos, _ in plans)
     channels = (len(spec.channels),) if spec.channels else ()
+    slab_shape = _one_slab_shape([p[5] for p in plans if p[5] is not None])
+    n_slabs = sum(p[5] is not None for p in plans)
 
-    rows = []
-    with atomic_path(out_images, suffix=".npy") as tmp:
+    rows, entries = [], []
+    with ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(out_images, suffix=".npy"))
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                            shape=(total,) + channels + (height, width))
+        slabs = None
+        if out_volumes is not None:
+            slabs = np.lib.format.open_memmap(stack.enter_context(atomic_path(out_volumes, suffix=".npy")), mode="w+",
+                                              dtype=np.float32, shape=(n_slabs,) + (channels or (1,)) + slab_shape)
         start = 0
-        for subject, sequence, paths, _, combos in plans:
+        for subject, sequence, paths, _, combos, box in plans:
             slices, index, position, extra = _stacked_slices(paths, spec, combos, stacked=bool(channels))
             base = {"subject": subject, "split": split[subject], "axis": spec.axis}
             for i in range(len(slices)):
                 rows.append({**base, "row": start + i, "slice_index": index_number(index[i]),
                              "position_mm": round(float(position[i]), 3), "augmented": 0, "sequence": sequence})
             images[start:start + len(slices)] = slices
+            if box is not None:
+                for c, path in enumerate(paths):
+                    slabs[len(entries), c], affine = _volume_slab(path, spec, box)
+                _, shape, _, first, _ = box
+                entries.append(slab_entry(subject, sequence, list(range(start, start + len(slices))),
+                                          _augmentation_level(spec, shape, affine), shape, affine, first))
             start += len(slices)
             for (combo_index, combo_position), image in zip(extra[1], extra[0]):
                 rows.append({**base, "row": start, "slice_index": index_number(combo_index),
@@ -269,6 +293,11 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
                 start += 1
         images.flush()
         del images
+        if slabs is not None:
+            slabs.flush()
+            del slabs
+            write_slab_index(out_volume_index, spec.augmentation or VolumeAugmentation(), axis=spec.axis,
+                             size=spec.size, fit=spec.fit, stacked=bool(channels), entries=entries)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS + ["sequence"])
     if label_table is not None:
         table = table.merge(label_table, on="subject", how="left", validate="many_to_one")
@@ -358,8 +387,8 @@ def _filtered_items(registered: Mapping[str, Path | Mapping[str, Path]], label_t
     return items
 
 
-def _planned_indices(path: Path, spec: SliceSpec) -> np.ndarray:
-    """The slice indices a volume will give, from its header only (to size the image array)."""
+def _ras_grid(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The shape and affine of a volume in RAS voxel order (as :func:`_load_ras` reads it), from its header."""
     try:
         image = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for broken files
@@ -368,12 +397,57 @@ def _planned_indices(path: Path, spec: SliceSpec) -> np.ndarray:
         raise InputError(f"{path}: expected a 3-D volume, got shape {image.shape}")
     ornt = nib.io_orientation(image.affine)
     shape = tuple(int(image.shape[int(i)]) for i in np.argsort(ornt[:, 0]))
-    affine = image.affine @ nib.orientations.inv_ornt_aff(ornt, image.shape)
+    return shape, image.affine @ nib.orientations.inv_ornt_aff(ornt, image.shape)
+
+
+def _planned_indices(path: Path, spec: SliceSpec) -> np.ndarray:
+    """The slice indices a volume will give, from its header only (to size the image array)."""
+    shape, affine = _ras_grid(path)
     k = AXIS_INDEX[spec.axis]
     try:
         return slice_indices(spec.selection, shape[k], float(affine[k, k]), float(affine[k, 3]), spec.axis)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
+
+
+def _slab_box(path: Path, spec: SliceSpec) -> tuple:
+    """(level_mm, grid shape, affine, start, stop) of a training volume's slab, from its header."""
+    shape, affine = _ras_grid(path)
+    level = _augmentation_level(spec, shape, affine)
+    start, stop = section_slab(shape, affine, level, spec.augmentation, spec.axis)
+    return level, shape, affine, start, stop
+
+
+def _one_slab_shape(boxes: list[tuple]) -> tuple[int, int, int]:
+    """The slab shape shared by every training volume (they are registered to one grid)."""
+    shapes = {tuple(b - a for a, b in zip(box[3], box[4])) for box in boxes}
+    if len(shapes) > 1:
+        raise InputError(f"augmentation.mode on_the_fly needs every training volume on one grid, found slabs "
+                         f"of shapes {sorted(shapes)}; register to one grid or use mode: offline")
+    return shapes.pop() if shapes else (0, 0, 0)
+
+
+def _augmentation_level(spec: SliceSpec, shape: tuple[int, ...], affine: np.ndarray) -> float:
+    """The centre section of the augmentation (mm along the axis): as configured, else the grid's centre."""
+    if spec.augmentation_level_mm is not None:
+        return spec.augmentation_level_mm
+    k = AXIS_INDEX[spec.axis]
+    spacing, origin = float(affine[k, k]), float(affine[k, 3])
+    return origin + spacing * (shape[k] - 1) / 2
+
+
+def _volume_slab(path: Path, spec: SliceSpec, box: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The normalised volume's voxels inside ``box`` (see :func:`_slab_box`), float32, and the
+    volume's affine as the offline mode reads it."""
+    try:
+        volume, affine = _load_ras(path, with_affine=True)
+        volume = normalise_volume(volume, spec.clip_percentile)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    start, stop = box[3], box[4]
+    if volume.shape != tuple(box[1]):
+        raise InputError(f"{path}: shape {volume.shape} differs from its header's {tuple(box[1])}")
+    return volume[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]], affine
 
 
 def _volume_slices(path: Path, spec: SliceSpec, combos: list[dict]):
@@ -388,9 +462,7 @@ def _volume_slices(path: Path, spec: SliceSpec, combos: list[dict]):
         if combos:
             k = AXIS_INDEX[spec.axis]
             spacing, origin = float(affine[k, k]), float(affine[k, 3])
-            level = spec.augmentation_level_mm
-            if level is None:
-                level = origin + spacing * (volume.shape[k] - 1) / 2
+            level = _augmentation_level(spec, volume.shape, affine)
             augmented = augmented_sections(volume, affine, level, combos, spec.axis)
             where = [((level + c["offset_mm"] - origin) / spacing, level + c["offset_mm"]) for c in combos]
             extra = (fit_slices(np.clip(augmented, 0.0, 1.0), spec.size, spec.fit), where)

@@ -399,16 +399,20 @@ def load_trained_payload(weights: Path) -> dict[str, Any]:
 
 def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, weights: Path,
               losses: Path, summary: Path, checkpoint_root: Path, validation: Path | None = None,
-              snapshots: Path | None = None, threads: int | None = None) -> dict:
+              snapshots: Path | None = None, threads: int | None = None,
+              train_split: tuple | None = None) -> dict:
     """The train rule: train on the train split and write weights, losses and a summary (plus the
-    validation table and snapshots, empty when those are off); the test split serves validation."""
+    validation table and snapshots, empty when those are off); the test split serves validation.
+    ``train_split`` (images, their real table rows), when given, replaces the split read from
+    images.npy: the on-the-fly augmented split of imaging/augmentation.py, whose ``data_files``
+    join the checkpoint's fingerprint."""
     from pipeline_lib.core.io import write_json
     from pipeline_lib.core.runtime import configure_threads
     from pipeline_lib.core.slices import open_split
 
     configure_threads(threads)
     # real + augmented, read batch by batch: memory does not grow with the split
-    train_images, rows = open_split(images, table, "train", augmented=True)
+    train_images, rows = train_split or open_split(images, table, "train", augmented=True)
     labels, class_names = None, None
     condition_on = block.get("condition_on")
     if condition_on:
@@ -418,7 +422,7 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
         labels = class_indices(rows, condition_on, class_names)
     if "axis" in rows.columns:
         check_flip_axis(TrainerSettings.from_block(name, block).augmentation, rows["axis"], f"models.{name}")
-    data_summary = {"split": "train", "n_slices": int(len(rows)), "n_subjects": int(rows["subject"].nunique()),
+    data_summary = {"split": "train", "n_slices": int(len(train_images)), "n_subjects": int(rows["subject"].nunique()),
                     "image_size": int(train_images.shape[-1]), **dataset_geometry(rows, train_images)}
     if condition_on:
         data_summary["slices_per_class"] = {str(c): int(n) for c, n in rows[condition_on].value_counts().sort_index().items()}
@@ -428,7 +432,8 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
         test_labels = class_indices(test_rows, condition_on, class_names) if condition_on else None
         held_out = (test_images, test_labels)
     result = train_model(name, block, train_images, labels, weights, losses, checkpoint_root,
-                         data_files=[images, table], n_classes=len(class_names or []),
+                         data_files=[images, table, *getattr(train_images, "data_files", ())],
+                         n_classes=len(class_names or []),
                          class_names=class_names, data_summary=data_summary, validation=held_out,
                          out_validation=validation, out_snapshots=snapshots)
     write_json(summary, result)

@@ -16,7 +16,7 @@ FIT_POLICIES = ("resize", "pad", "crop")
 #: Each selection mode and the keys it takes besides ``mode`` (the required ones first).
 SELECTION_KEYS = {"all": ((), ()), "drop": ((), ("low", "high")), "range": (("first", "last"), ()),
                   "central": (("n",), ()), "offsets_mm": (("level_mm", "offsets_mm"), ())}
-AUGMENTATION_KEYS = ("count", "max_rotation_deg", "step_deg", "offsets_mm", "flip", "seed", "level_mm")
+AUGMENTATION_KEYS = ("count", "max_rotation_deg", "step_deg", "offsets_mm", "flip", "seed", "level_mm", "mode")
 #: The dataset built when the config has no ``datasets:`` section (from ``slicing:``).
 DEFAULT_DATASET = "default"
 
