@@ -7,7 +7,7 @@ rule register:
     log:
         "logs/register/{subject}.log",
     params:
-        registration=section_settings("registration"),
+        registration=registration_settings(),
         preprocessing=section_settings("preprocessing"),
         on_bad_input=lookup(dpath="on_bad_input", within=config),
     # One ITK thread makes registration bit-reproducible; subjects run in parallel instead.

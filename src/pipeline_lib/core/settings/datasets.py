@@ -172,6 +172,8 @@ def dataset_params(settings: DatasetSettings) -> dict[str, Any]:
         del values["channels"]
     else:
         values["channels"] = list(values["channels"])
+    if values["intensity_scale"] == "per_volume":  # absent as before the key existed (likewise)
+        del values["intensity_scale"]
     return canonical(values)
 
 
