@@ -325,12 +325,13 @@ def later_stage_settings(path, rule):
     return rule_settings(config, path, rule)
 
 
-def registration_settings():
-    """registration's result keys; voxel_size only when set, so configs without it keep the
-    params their registrations were made with."""
-    settings = section_settings("registration")
-    if settings.get("voxel_size") is None:
-        settings.pop("voxel_size", None)
+def section_settings_set(path, *later_keys):
+    """section_settings without ``later_keys`` (keys added later) left at null, so configs that do
+    not use them keep the params their results were made with."""
+    settings = section_settings(path)
+    for key in later_keys:
+        if settings.get(key) is None:
+            settings.pop(key, None)
     return settings
 
 

@@ -374,8 +374,13 @@ def _extract_and_register(head_nifti: nib.Nifti1Image, target: Target, cfg: Regi
     method = pre.brain_extraction
     data = np.asarray(head_nifti.dataobj, dtype=np.float32)
     foreground = brain_extraction.foreground_mask(data)
-    native_mask = brain_extraction.extract_brain(head_nifti, method, threads=threads, seed=cfg.seed,
-                                                 deepbet_models=pre.deepbet_models)
+    extraction_source = pre.brain_extraction_sequence if pre.brain_extraction_sequence in (others or {}) else None
+    if extraction_source is None:
+        native_mask = brain_extraction.extract_brain(head_nifti, method, threads=threads, seed=cfg.seed,
+                                                     deepbet_models=pre.deepbet_models)
+    else:
+        native_mask = _mask_from_sequence(Path(others[extraction_source]), head_nifti, method, threads, cfg.seed,
+                                          pre.deepbet_models)
     foreground_ml = brain_extraction.mask_volume_ml(foreground, head_nifti)
     brain_ml = brain_extraction.mask_volume_ml(native_mask, head_nifti)
     warning = brain_extraction.input_kind_warning(method, foreground_ml, brain_ml)
@@ -416,6 +421,7 @@ def _extract_and_register(head_nifti: nib.Nifti1Image, target: Target, cfg: Regi
     before = ants.resample_image_to_target(output, target.reference, interp_type="linear")
     qc = {
         "brain_extraction": method,
+        "brain_extraction_sequence": extraction_source or "reference",
         "match": cfg.match,
         "output": cfg.output,
         "template": target.name,
@@ -436,6 +442,17 @@ def _extract_and_register(head_nifti: nib.Nifti1Image, target: Target, cfg: Regi
         **other_qc,
     }
     return _Result(registered.clone("float"), mask_on_grid, native_mask, qc, other_images, mask_images)
+
+
+def _mask_from_sequence(path: Path, reference: nib.Nifti1Image, method: str, threads: int, seed: int,
+                        deepbet_models: str | None) -> np.ndarray:
+    """The brain mask extracted from another sequence of the subject (``path``), carried onto the
+    reference's voxels through world coordinates (a b0 and its b1000 share the acquisition)."""
+    source = _load_nifti(path)
+    mask = brain_extraction.extract_brain(source, method, threads=threads, seed=seed, deepbet_models=deepbet_models)
+    on_source = _to_ants(mask.astype(np.float32), source.affine)
+    target = _to_ants(np.zeros(reference.shape[:3], np.float32), reference.affine)
+    return ants.resample_image_to_target(on_source, target, interp_type="linear").numpy() > 0.5
 
 
 def _estimate(moving: ants.ANTsImage, fixed: ants.ANTsImage, transform: str, seed: int, work: Path) -> list[str]:

@@ -95,9 +95,16 @@ class PreprocessingSettings:
     PATH: ClassVar[str] = "preprocessing"
     brain_extraction: str = "deepbet"
     deepbet_models: str | None = None
+    # Multi-sequence subjects: the sequence the brain is extracted from when the subject has it
+    # (e.g. a DWI series' b0), its mask then used for the reference; null: the reference itself.
+    brain_extraction_sequence: str | None = None
 
     def __post_init__(self) -> None:
         one_of("brain_extraction", self.brain_extraction, BRAIN_EXTRACTORS)
+        if self.brain_extraction_sequence is not None and not (
+                isinstance(self.brain_extraction_sequence, str) and re.match(SEQUENCE_NAME, self.brain_extraction_sequence)):
+            raise InputError(f"brain_extraction_sequence must be null or a sequence name (lower-case letters, "
+                             f"digits, '_' or '-'), got {self.brain_extraction_sequence!r}")
 
 
 @dataclass(frozen=True)
