@@ -265,3 +265,87 @@ def test_model_features_job_stores_the_fresh_sample_blocks(tmp_path, fid_weights
     np.save(tmp_path / "flat.npy", samples)
     with pytest.raises(InputError, match="flat.npy: sample blocks must be"):
         fid.load_sample_blocks(tmp_path / "flat.npy")
+
+
+def test_equal_per_class_gives_every_class_the_smallest_classs_subset_size():
+    """Ballesteros Ramirez's FID per scanner: unequal classes (about 670 real images of one scanner
+    against 1,000 samples of each) would each get their own size; equal_sizes gives all the same."""
+    rng = np.random.default_rng(11)
+    mix = rng.normal(size=(8, 8)) / 3
+    counts = {"A": (40, 60), "B": (40, 25), "C": (30, 60)}          # class: (samples, real)
+    samples = np.concatenate([_relu_features(rng, s, 8, 0.0, mix) for s, _ in counts.values()])
+    real = np.concatenate([_relu_features(rng, r, 8, 0.0, mix) for _, r in counts.values()])
+    sample_labels = np.concatenate([[k] * s for k, (s, _) in counts.items()])
+    real_labels = np.concatenate([[k] * r for k, (_, r) in counts.items()])
+    unequal = fid.per_class_fid(samples, sample_labels, real, real_labels, repeats=2, seed=0)
+    assert {k: v["subset_size"] for k, v in unequal.items()} == {"A": 40, "B": 25, "C": 30}
+    equal = fid.per_class_fid(samples, sample_labels, real, real_labels, repeats=2, seed=0, equal_sizes=True)
+    assert {k: v["subset_size"] for k, v in equal.items()} == {"A": 25, "B": 25, "C": 25}
+    capped = fid.per_class_fid(samples, sample_labels, real, real_labels, repeats=2, seed=0, equal_sizes=True,
+                               subset_size=10)
+    assert {v["subset_size"] for v in capped.values()} == {10}
+
+
+def test_crop_recovers_the_papers_image_from_its_padded_frame():
+    """A 218 x 182 slice centred, zero-padded, in a 256 x 256 frame (fit: crop) comes back pixel for pixel."""
+    from pipeline_lib.imaging.slice_geometry import fit_slices
+
+    rng = np.random.default_rng(12)
+    slices = rng.random((3, 218, 182)).astype(np.float32)
+    framed = fit_slices(slices, (256, 256), "crop")
+    assert framed.shape == (3, 256, 256)
+    np.testing.assert_array_equal(fid.centre_crop(framed, (218, 182)), slices)
+    assert fid.centre_crop(framed, None) is framed
+    with pytest.raises(InputError, match="crop \\[300, 182\\] is larger than the 256 x 256 images"):
+        fid.centre_crop(framed, (300, 182))
+
+
+def test_feature_jobs_with_crop_see_only_the_papers_image(tmp_path, fid_weights):
+    """Real slices zero-padded into 32 x 32 frames and samples of the same 22 x 18 content with
+    noise in the border: cropped to 22 x 18 both jobs give the same features; whole frames differ."""
+    from pipeline_lib.imaging.slice_geometry import fit_slices
+
+    rng = np.random.default_rng(13)
+    content = rng.random((4, 22, 18)).astype(np.float32)
+    real_frames = fit_slices(content, (32, 32), "crop")
+    noisy = rng.random((4, 32, 32)).astype(np.float32)
+    noisy[:, 5:27, 7:25] = content                       # (32 - 22) // 2 = 5, (32 - 18) // 2 = 7
+    np.testing.assert_array_equal(noisy[:, 5:27, 7:25], real_frames[:, 5:27, 7:25])
+    np.save(tmp_path / "images.npy", real_frames)
+    np.save(tmp_path / "samples.npy", noisy)
+    pd.DataFrame({"row": range(4), "subject": ["s"] * 4, "split": ["train"] * 4}).to_csv(
+        tmp_path / "slices.tsv", sep="\t", index=False)
+    features = {}
+    for crop in (None, [22, 18]):
+        settings = {"batch_size": 4, "device": "cpu", "crop": crop}
+        fid.real_features_job(fid_weights, tmp_path / "images.npy", tmp_path / "slices.tsv", "train",
+                              tmp_path / f"real{crop is None}.npz", settings=settings)
+        fid.model_features_job(fid_weights, tmp_path / "samples.npy", tmp_path / f"model{crop is None}.npz",
+                               settings=settings)
+        features[crop is None] = (fid.load_feature_file(tmp_path / f"real{crop is None}.npz")["features"],
+                                  fid.load_feature_file(tmp_path / f"model{crop is None}.npz")["features"])
+    cropped_real, cropped_model = features[False]
+    np.testing.assert_allclose(cropped_model, cropped_real, atol=1e-5)
+    whole_real, whole_model = features[True]
+    assert np.abs(whole_model - whole_real).max() > 1e-2
+    assert not np.allclose(cropped_real, whole_real, atol=1e-3)
+
+
+def test_distribution_metrics_pass_equal_per_class_and_crop_is_checked():
+    from pipeline_lib.core.settings import FidSettings, read_settings
+    from pipeline_lib.evaluation.distribution import distribution_metrics
+
+    rng = np.random.default_rng(14)
+    samples, real = _relu_features(rng, 60, 8), _relu_features(rng, 70, 8)
+    sample_labels = np.array(["A"] * 30 + ["B"] * 30)
+    real_labels = np.array(["A"] * 50 + ["B"] * 20)
+    sizes = {}
+    for equal in (False, True):
+        result = distribution_metrics(samples, real, fid={"repeats": 2, "equal_per_class": equal},
+                                      kid_cfg={"n_subsets": 2, "subset_size": 10}, prdc_cfg={"nearest_k": 3},
+                                      sample_labels=sample_labels, real_labels=real_labels, class_column="scanner")
+        sizes[equal] = {k: v["subset_size"] for k, v in result["fid_per_class"]["classes"].items()}
+    assert sizes == {False: {"A": 30, "B": 20}, True: {"A": 20, "B": 20}}
+    for bad in ([218], [218, 0], "218x182", [218.5, 182]):
+        with pytest.raises(InputError, match="crop"):
+            read_settings(FidSettings, {"crop": bad})

@@ -292,3 +292,25 @@ def test_multi_sequence_nifti_subject_ingests_every_sequence_and_the_mask(tmp_pa
     assert (out / "sequences" / "t2" / "volume.nii.gz").is_file()
     assert (out / "masks" / "seg" / "volume.nii.gz").is_file()
     assert not (out / "sequences" / "flair" / "volume.nii.gz").exists()
+
+
+def test_dicom_study_splits_one_dwi_series_into_b1000_and_b0_sequences(tmp_path):
+    """A second b-value rule on the same series takes the b0 images (for brain extraction on the
+    b0, preprocessing.brain_extraction_sequence); the b1000 rule keeps its own images."""
+    root = tmp_path / "source"
+    _study(root, "DOE^JANE", "Siemens", 3.0, 1)
+    rules = RULES + [{"sequence": "b0", "series_description": "(?i)diff|dwi", "b_value": 0}]
+    found, _ = _discover(root, tmp_path, {"layout": "dicom_study", "series": rules})
+    jane = _by_key(found)["DOE_JANE_19600101"]
+    assert jane["sequence"] == "t1" and set(jane["sequences"].split(",")) == {"t1", "dwi", "b0"}
+    assert "other b-values" not in " | ".join(found.ignored["reason"])
+    staged = tmp_path / "private" / "staging" / jane["subject"]
+    assert len(list((staged / "sequences" / "dwi").iterdir())) == 8
+    assert len(list((staged / "sequences" / "b0").iterdir())) == 8
+    out = tmp_path / "results" / "ingest" / jane["subject"]
+    status = ingest_other_sequences(staged, out, ingest_subject(staged / "input", "dicom", out, jane["subject"],
+                                                                kind=jane["kind"]))
+    assert status["status"] == "ok"
+    b0 = np.asarray(nib.load(str(out / "sequences" / "b0" / "volume.nii.gz")).dataobj)
+    dwi = np.asarray(nib.load(str(out / "sequences" / "dwi" / "volume.nii.gz")).dataobj)
+    assert b0.mean() > 100 and 40 < dwi.mean() < 45   # b0 ~300, b1000 ~42

@@ -347,3 +347,58 @@ def test_augmented_images_are_training_only_and_stay_out_of_the_reference_sets(t
     assert set(rows["augmented"]) == {0}       # reference sets: real slices only
     train, rows = load_split(tmp_path / "i.npy", tmp_path / "t.tsv", "train", augmented=True)
     assert len(train) == 10                                        # training: real + augmented
+
+
+# ------------------------------------------------------------------ intensity_scale
+
+
+def test_cohort_scale_keeps_a_known_gain_that_per_volume_erases(tmp_path):
+    """One anatomy seen by scanners of gain 1 and 0.5 (training) and 4 (the test subject).
+    per_volume: every copy normalises to the same images, the gain is gone. cohort: the ceiling is
+    the brightest training volume's, so gain 0.5 comes out at half the gain-1 images and the test
+    subject's gain 4 neither sets the ceiling nor escapes [0, 1]."""
+    rng = np.random.default_rng(7)
+    anatomy = np.zeros((16, 12, 10), np.float32)
+    anatomy[3:13, 2:10, 1:9] = rng.random((10, 8, 8)) * 300 + 50   # a "brain" inside background
+    subjects = [f"sub-{i}" for i in range(4)]
+    split = split_subjects(subjects, 0.25, 0)
+    test_subject = next(s for s in subjects if split[s] == "test")
+    training = [s for s in subjects if s != test_subject]
+    gains = {test_subject: 4.0, training[0]: 1.0, training[1]: 0.5, training[2]: 0.5}
+    registered = {s: _write_volume(tmp_path / f"{s}.nii.gz", anatomy * gains[s]) for s in subjects}
+
+    def images(scale: str) -> dict[str, np.ndarray]:
+        spec = SliceSpec.from_settings({"size": [12, 16], "fit": "crop", "selection": {"mode": "central", "n": 4},
+                                        "test_fraction": 0.25, "intensity_scale": scale})
+        table = build_slice_dataset(registered, None, tmp_path / f"{scale}.npy", tmp_path / f"{scale}.tsv", spec)
+        data = np.load(tmp_path / f"{scale}.npy")
+        return {s: data[(table["subject"] == s).to_numpy()] for s in subjects}
+
+    per_volume, cohort = images("per_volume"), images("cohort")
+    bright, dim = training[0], training[1]
+    np.testing.assert_allclose(per_volume[dim], per_volume[bright], atol=1e-6)      # gain erased
+    np.testing.assert_allclose(cohort[bright], per_volume[bright], atol=1e-6)       # brightest: as before
+    unclipped = cohort[bright] < 1    # the dim copy is not clipped where the bright one is
+    np.testing.assert_allclose(cohort[dim][unclipped], 0.5 * cohort[bright][unclipped], atol=1e-6)  # gain kept
+    assert unclipped.mean() > 0.9 and cohort[dim].max() < 0.6 and per_volume[dim].max() == pytest.approx(1.0)
+    assert cohort[test_subject].max() == pytest.approx(1.0) and cohort[test_subject].min() >= 0
+
+
+def test_cohort_scale_is_per_sequence(tmp_path):
+    """T2 ten times brighter than T1 on the same scanner: each sequence gets its own ceiling."""
+    anatomy = np.zeros((16, 12, 10), np.float32)
+    anatomy[3:13, 2:10, 1:9] = np.linspace(10, 200, 640).reshape(10, 8, 8)
+    registered = {f"sub-{i}": {"t1": _write_volume(tmp_path / f"{i}_t1.nii.gz", anatomy),
+                               "t2": _write_volume(tmp_path / f"{i}_t2.nii.gz", anatomy * 10)} for i in range(3)}
+    spec = SliceSpec.from_settings({"size": [12, 16], "fit": "crop", "selection": {"mode": "central", "n": 2},
+                                    "test_fraction": 0.34, "intensity_scale": "cohort"})
+    table = build_slice_dataset(registered, None, tmp_path / "i.npy", tmp_path / "t.tsv", spec)
+    data = np.load(tmp_path / "i.npy")
+    t1, t2 = data[(table["sequence"] == "t1").to_numpy()], data[(table["sequence"] == "t2").to_numpy()]
+    np.testing.assert_allclose(t1, t2, atol=1e-6)
+    assert t1.max() == pytest.approx(1.0)
+
+
+def test_unknown_intensity_scale_is_a_config_error():
+    with pytest.raises(InputError, match="intensity_scale"):
+        SliceSpec.from_settings({"intensity_scale": "zscore"})

@@ -355,18 +355,39 @@ def later_stage_settings(path, rule):
     return rule_settings(config, path, rule)
 
 
+def section_settings_set(path, *later_keys):
+    """section_settings without ``later_keys`` (keys added later) left at null, so configs that do
+    not use them keep the params their results were made with."""
+    settings = section_settings(path)
+    for key in later_keys:
+        if settings.get(key) is None:
+            settings.pop(key, None)
+    return settings
+
+
 def real_feature_settings():
-    """Only these keys change which real slices get Inception features."""
+    """Only these keys change which real slices get Inception features (crop only when set)."""
     fid = section_settings("evaluation.fid")
-    return {key: fid[key] for key in ("max_real", "seed") if key in fid}
+    settings = {key: fid[key] for key in ("max_real", "seed") if key in fid}
+    if fid.get("crop") is not None:
+        settings["crop"] = fid["crop"]
+    return settings
+
+
+def model_feature_settings():
+    """evaluation.fid.crop when set (``**`` in the params: no params otherwise, as before the
+    key existed): the one result key of the model_features rule."""
+    crop = section_settings("evaluation.fid").get("crop")
+    return {} if crop is None else {"crop": crop}
 
 
 def distribution_settings():
-    """fid, kid and prdc result keys; fresh_samples only when on, so configs that leave it off
-    keep the params their results were made with."""
+    """fid, kid and prdc result keys; fresh_samples, equal_per_class and crop only when on, so
+    configs that leave them off keep the params their results were made with."""
     settings = {name: section_settings(f"evaluation.{name}") for name in ("fid", "kid", "prdc")}
-    if not settings["fid"].get("fresh_samples"):
-        settings["fid"].pop("fresh_samples", None)
+    for key in ("fresh_samples", "equal_per_class", "crop"):
+        if not settings["fid"].get(key):
+            settings["fid"].pop(key, None)
     return settings
 
 

@@ -84,6 +84,8 @@ rule model_features:
         f"{FID_FEATURES}/{RUN}.npz",
     log:
         f"logs/fid/{RUN}.features.log",
+    params:
+        **model_feature_settings(),
     threads: 2
     resources:
         attempt=job_attempt,

@@ -7,8 +7,8 @@ rule register:
     log:
         "logs/register/{subject}.log",
     params:
-        registration=section_settings("registration"),
-        preprocessing=section_settings("preprocessing"),
+        registration=section_settings_set("registration", "voxel_size"),
+        preprocessing=section_settings_set("preprocessing", "brain_extraction_sequence"),
         on_bad_input=lookup(dpath="on_bad_input", within=config),
     # One ITK thread makes registration bit-reproducible; subjects run in parallel instead.
     threads: 1

@@ -13,7 +13,7 @@ def work():
         Path(snakemake.input.weights),
         Path(snakemake.input.samples),
         Path(snakemake.output[0]),
-        settings=runtime_settings(snakemake.config, "evaluation.fid"),
+        settings={**runtime_settings(snakemake.config, "evaluation.fid"), **dict(snakemake.params.items())},
         threads=snakemake.threads,
         blocks=Path(snakemake.input.blocks) if "blocks" in snakemake.input.keys() else None,
     )

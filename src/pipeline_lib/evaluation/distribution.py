@@ -239,7 +239,7 @@ def distribution_metrics(sample_features: np.ndarray, real_features: np.ndarray,
     if sample_labels is not None and real_labels is not None:
         classes = per_class_fid(sample_features, sample_labels, real_features, real_labels,
                                 repeats=f_cfg.repeats, subset_size=f_cfg.subset_size,
-                                seed=f_cfg.seed, sample_blocks=sample_blocks)
+                                seed=f_cfg.seed, sample_blocks=sample_blocks, equal_sizes=f_cfg.equal_per_class)
         result["fid_per_class"] = {"column": class_column, "classes": classes}
         if any(c.get("warning") for c in classes.values()):
             result["warning"] = True

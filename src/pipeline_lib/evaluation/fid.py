@@ -159,12 +159,16 @@ def repeated_fid(sample_features: np.ndarray, real_features: np.ndarray, *, repe
 
 def per_class_fid(sample_features: np.ndarray, sample_labels: np.ndarray, real_features: np.ndarray,
                   real_labels: np.ndarray, *, repeats: int = 20, subset_size: int | None = None,
-                  seed: int = 0, sample_blocks: Sequence[np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
+                  seed: int = 0, sample_blocks: Sequence[np.ndarray] | None = None,
+                  equal_sizes: bool = False) -> dict[str, dict[str, Any]]:
     """Repeated FID of each class's samples against the real images of that class (Ballesteros Ramirez, Table 2).
 
     ``subset_size`` is capped per class at the smaller class count. A class
     with fewer than 2 images on either side gets ``{"skipped": reason}``.
     ``sample_blocks`` (fresh samples per repeat) carry ``sample_labels`` row for row.
+    ``equal_sizes`` (``evaluation.fid.equal_per_class``): every class uses the same subset size,
+    the smallest of the classes' (FID falls with the number of images, so unequal sizes would
+    rank classes by their size as well as by their images).
     """
     sample_labels = np.asarray(sample_labels).astype(str)
     real_labels = np.asarray(real_labels).astype(str)
@@ -172,6 +176,12 @@ def per_class_fid(sample_features: np.ndarray, sample_labels: np.ndarray, real_f
         raise InputError(f"labels and features differ in length: samples {len(sample_labels)} vs "
                          f"{len(sample_features)}, real {len(real_labels)} vs {len(real_features)}")
     out: dict[str, dict[str, Any]] = {}
+    if equal_sizes:
+        counts = [min(int((sample_labels == name).sum()), int((real_labels == name).sum()))
+                  for name in set(sample_labels)]
+        usable = [n for n in counts if n >= 2]
+        if usable:
+            subset_size = min(usable + ([int(subset_size)] if subset_size is not None else []))
     for name in sorted(set(sample_labels)):
         s = sample_features[sample_labels == name]
         r = real_features[real_labels == name]
@@ -286,6 +296,19 @@ def sample_blocks_of(arrays: Mapping[str, np.ndarray], path: str | os.PathLike) 
     return [arrays["block_features"][index == b] for b in range(int(index.max()) + 1)]
 
 
+def centre_crop(images: np.ndarray, crop: tuple[int, int] | None, what: str = "images") -> np.ndarray:
+    """``images`` (N, H, W) cut to their central ``crop`` (height, width), with the offsets the
+    slicing's centre fit pads with (floor of half the difference), so a slice padded into a
+    square frame comes back pixel for pixel; None: unchanged."""
+    if crop is None:
+        return images
+    height, width = images.shape[-2:]
+    if crop[0] > height or crop[1] > width:
+        raise InputError(f"evaluation.fid.crop {list(crop)} is larger than the {height} x {width} images of {what}")
+    top, left = (height - crop[0]) // 2, (width - crop[1]) // 2
+    return images[..., top:top + crop[0], left:left + crop[1]]
+
+
 def _features_of(source: np.ndarray, rows: np.ndarray, weights: Path, cfg: FidSettings,
                  what: str) -> np.ndarray:
     """Features of ``source[rows]``, read in chunks so a memory-mapped split is never loaded whole."""
@@ -293,7 +316,7 @@ def _features_of(source: np.ndarray, rows: np.ndarray, weights: Path, cfg: FidSe
     out = np.empty((len(rows), FEATURE_DIM), dtype=np.float32)
     progress = Progress(f"Inception features of {what}", len(rows), log=log)
     for start in range(0, len(rows), _CHUNK):
-        chunk = np.asarray(source[rows[start:start + _CHUNK]], dtype=np.float32)
+        chunk = centre_crop(np.asarray(source[rows[start:start + _CHUNK]], dtype=np.float32), cfg.crop, what)
         out[start:start + len(chunk)] = extract_features(
             chunk, net, batch_size=cfg.batch_size, channels_last=cfg.channels_last,
             what=what, progress=lambda done, _, offset=start: progress.update(offset + done))

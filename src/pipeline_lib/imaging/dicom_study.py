@@ -7,7 +7,8 @@ pixels, the files are grouped by SeriesInstanceUID, and each series gets the seq
 first rule of ``input.series`` its SeriesDescription / ProtocolName / ImageType match. A DWI
 rule with ``b_value`` keeps only that b-value's images (DiffusionBValue, or GE's (0043,1039) or
 Siemens' (0019,100c) when the standard attribute is absent), so a series holding b0 and b1000
-volumes becomes one b1000 volume. When several series of a study match one rule, the highest
+volumes becomes one b1000 volume; every b-value rule a series matches takes its own b-value's
+images (a b1000 ``dwi`` and a b0 ``b0`` from one series). When several series of a study match one rule, the highest
 SeriesNumber (the last acquired, usually the repeat) is taken and the others are listed as
 ignored.
 
@@ -73,23 +74,33 @@ def select_series(files: Sequence[Path], rules: Sequence[Mapping[str, Any]]) -> 
             ignored.append({"series": f"series{index}", "files": entry["files"],
                             "why": "matches no input.series rule (e.g. a localizer or another sequence)"})
             continue
-        files_kept = sorted(entry["files"])
-        if rule.get("b_value") is not None:
-            wanted = float(rule["b_value"])
-            files_kept = [p for p in files_kept if _close(entry["b_values"][p], wanted)]
+        if rule.get("b_value") is None:
+            candidates.setdefault(rule["sequence"], []).append(
+                {"sequence": rule["sequence"], "files": sorted(entry["files"]), "series": f"series{index}",
+                 "number": _series_number(header), "labels": scanner_labels(header)})
+            continue
+        # every b-value rule the series matches takes its own b-value's images, so one DWI series
+        # can give a b1000 and a b0 sequence (e.g. brain extraction on the b0)
+        taken: set = set()
+        for b_rule in _b_value_rules(header, rules):
+            wanted = float(b_rule["b_value"])
+            files_kept = [p for p in sorted(entry["files"]) if _close(entry["b_values"][p], wanted)]
             if not files_kept:
                 found = sorted({b for b in entry["b_values"].values() if b is not None})
                 ignored.append({"series": f"series{index}", "files": entry["files"],
-                                "why": f"rule {rule['sequence']}: no image with b = {wanted:g} "
+                                "why": f"rule {b_rule['sequence']}: no image with b = {wanted:g} "
                                        f"(b-values found: {', '.join(f'{b:g}' for b in found) or 'none'})"})
                 continue
-            left = [p for p in entry["files"] if p not in set(files_kept)]
-            if left:
-                ignored.append({"series": f"series{index}-other-b", "files": left,
-                                "why": f"rule {rule['sequence']}: images of other b-values than {wanted:g}"})
-        candidates.setdefault(rule["sequence"], []).append(
-            {"sequence": rule["sequence"], "files": files_kept, "series": f"series{index}",
-             "number": _series_number(header), "labels": scanner_labels(header)})
+            taken.update(files_kept)
+            candidates.setdefault(b_rule["sequence"], []).append(
+                {"sequence": b_rule["sequence"], "files": files_kept, "series": f"series{index}",
+                 "number": _series_number(header), "labels": scanner_labels(header)})
+        left = [p for p in entry["files"] if p not in taken]
+        if taken and left:
+            wanted_text = ", ".join(f"{float(r['b_value']):g}" for r in _b_value_rules(header, rules))
+            names = ", ".join(r["sequence"] for r in _b_value_rules(header, rules))
+            ignored.append({"series": f"series{index}-other-b", "files": left,
+                            "why": f"rule {names}: images of other b-values than {wanted_text}"})
     chosen = []
     for sequence, group in candidates.items():
         group.sort(key=lambda c: c["number"])
@@ -152,6 +163,11 @@ def _first_matching(header: pydicom.Dataset, rules: Sequence[Mapping[str, Any]])
         if given and all(re.search(pattern, text) for pattern, text in given):
             return rule
     return None
+
+
+def _b_value_rules(header: pydicom.Dataset, rules: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rules with a ``b_value`` whose patterns the series matches, in the config's order."""
+    return [rule for rule in rules if rule.get("b_value") is not None and _first_matching(header, [rule]) is rule]
 
 
 def _close(value: float | None, wanted: float) -> bool:

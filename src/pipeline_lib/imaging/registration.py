@@ -9,7 +9,8 @@ so by default the brain is extracted first (``preprocessing.brain_extraction``,
 template with skull instead. ANTs optimises the transform against the template
 at an isotropic working resolution (the ``fixed`` image) and the volume is then
 resampled once, straight onto the output grid (the ``reference``: the
-template's field of view cut into ``grid_shape`` voxels): the extracted brain,
+template's field of view cut into ``grid_shape`` voxels, or, with ``registration.voxel_size``,
+``grid_shape`` voxels of that size centred on the template's brain): the extracted brain,
 or the whole head through the same transform (``registration.output``).
 ``transform: none`` estimates nothing: the input is taken to be in the
 template's space already and only resampled.
@@ -129,18 +130,52 @@ def template_image(template_path: Path, resolution_mm: int = 2) -> ants.ANTsImag
     return ants.resample_image(image, (float(resolution_mm),) * 3, use_voxels=False, interp_type=0)
 
 
-def make_reference_grid(template_path: Path, grid_shape: tuple[int, int, int]) -> ants.ANTsImage:
-    """The template resampled onto ``grid_shape`` voxels spanning its whole field of view.
+def make_reference_grid(template_path: Path, grid_shape: tuple[int, int, int],
+                        voxel_size: tuple[float, float, float] | None = None,
+                        centre: np.ndarray | None = None) -> ants.ANTsImage:
+    """The template resampled onto the output grid of ``grid_shape`` voxels.
 
-    ANTs spaces the new voxel centres so the first and last coincide with the
-    template's; voxels are therefore anisotropic in general (128 x 128 x 40 on
-    the 1 mm MNI template gives about 1.5 x 1.8 x 4.7 mm).
+    Without ``voxel_size`` the grid spans the template's whole field of view: ANTs spaces the
+    new voxel centres so the first and last coincide with the template's, so voxels are
+    anisotropic in general (128 x 128 x 40 on the 1 mm MNI template gives about 1.5 x 1.8 x
+    4.7 mm). With ``voxel_size`` (mm per axis) the voxels have that size and the box, in the
+    template's orientation, is centred on ``centre`` (LPS world coordinates, see
+    :func:`physical_centre`), else on the centre of the template's field of view, moved by
+    under half a template voxel onto the template's voxel lattice; parts of the
+    box outside the template are 0. A paper that gives a matrix at a voxel size (BraTS:
+    240 x 240 x 155 at 1 mm) then keeps slice numbers that mean what the paper's do.
     """
     shape = tuple(int(n) for n in grid_shape)
     if len(shape) != 3 or min(shape) < 2:
         raise InputError(f"registration grid {tuple(grid_shape)}: need three voxel counts of at least 2")
     template = _read_volume(Path(template_path))
-    return ants.resample_image(template, shape, use_voxels=True, interp_type=0)
+    if voxel_size is None:
+        return ants.resample_image(template, shape, use_voxels=True, interp_type=0)
+    spacing = np.asarray(voxel_size, dtype=float)
+    if spacing.shape != (3,) or not np.all(spacing > 0):
+        raise InputError(f"registration.voxel_size {voxel_size!r}: need three sizes in mm, each above 0")
+    direction = np.asarray(template.direction, dtype=float)
+    centre = physical_centre(template) if centre is None else np.asarray(centre, dtype=float)
+    origin = centre - direction @ (spacing * (np.asarray(shape) - 1) / 2)
+    # onto the template's voxel lattice (a shift under half a template voxel), so a grid at the
+    # template's own voxel size copies its voxels instead of interpolating between them
+    template_spacing = np.asarray(template.spacing, dtype=float)
+    steps = np.linalg.solve(direction * template_spacing, origin - np.asarray(template.origin, dtype=float))
+    origin = np.asarray(template.origin, dtype=float) + (direction * template_spacing) @ np.round(steps)
+    box = ants.make_image(shape, 0.0, spacing=tuple(spacing), origin=tuple(origin), direction=direction)
+    return ants.resample_image_to_target(template, box, interp_type="linear")
+
+
+def physical_centre(image: ants.ANTsImage, inside: np.ndarray | None = None) -> np.ndarray:
+    """ANTs (LPS) world coordinates of the centre of the image's field of view, or of the
+    bounding box of the voxels where ``inside`` (a boolean array of the image's shape) holds."""
+    low, high = np.zeros(3), np.asarray(image.shape, dtype=float) - 1
+    if inside is not None and inside.any():
+        where = np.argwhere(inside)
+        low, high = where.min(axis=0).astype(float), where.max(axis=0).astype(float)
+    middle = (low + high) / 2
+    return (np.asarray(image.origin, dtype=float)
+            + np.asarray(image.direction, dtype=float) @ (np.asarray(image.spacing, dtype=float) * middle))
 
 
 def _check_resolution(resolution_mm: float) -> None:
@@ -165,23 +200,35 @@ class Target:
 
 
 def make_target(template: str | None, grid_shape: tuple[int, int, int], template_mask: str | None = None,
-                resolution_mm: int = FIXED_RESOLUTION_MM) -> Target:
+                resolution_mm: int = FIXED_RESOLUTION_MM,
+                voxel_size: tuple[float, float, float] | None = None) -> Target:
     """The template (``template``; null = packaged MNI152) at ``resolution_mm`` and on the grid,
     with its brain mask: ``template_mask`` (a NIfTI, > 0 inside), else the template's non-zero
-    voxels, which is right for brain-only templates such as the packaged one."""
+    voxels, which is right for brain-only templates such as the packaged one. ``voxel_size``
+    (``registration.voxel_size``): see :func:`make_reference_grid`; the box is centred on the
+    template's brain mask."""
     path = template_path(template)
     fixed = template_image(path, resolution_mm)
-    reference = make_reference_grid(path, grid_shape)
-    if template_mask is None:
-        fixed_mask = fixed.numpy() > 0
-        reference_mask = reference.numpy() > 0
-    else:
+    mask_image = None
+    if template_mask is not None:
         mask_path = Path(template_mask)
         if not mask_path.is_file():
             raise InputError(f"{mask_path}: configured registration.template_mask does not exist")
-        mask = _read_volume(mask_path)
-        fixed_mask = ants.resample_image_to_target(mask, fixed, interp_type="linear").numpy() > 0.5
-        reference_mask = ants.resample_image_to_target(mask, reference, interp_type="linear").numpy() > 0.5
+        mask_image = _read_volume(mask_path)
+    centre = None
+    if voxel_size is not None:
+        # on the brain, not the field of view: the packaged MNI template's brain fills its 189 mm
+        # height from the bottom up, so a 155 mm box on the field of view's centre would cut the
+        # cerebellum while one on the brain holds all of it
+        native = _read_volume(path) if mask_image is None else mask_image
+        centre = physical_centre(native, native.numpy() > (0 if mask_image is None else 0.5))
+    reference = make_reference_grid(path, grid_shape, voxel_size, centre)
+    if mask_image is None:
+        fixed_mask = fixed.numpy() > 0
+        reference_mask = reference.numpy() > 0
+    else:
+        fixed_mask = ants.resample_image_to_target(mask_image, fixed, interp_type="linear").numpy() > 0.5
+        reference_mask = ants.resample_image_to_target(mask_image, reference, interp_type="linear").numpy() > 0.5
     if not fixed_mask.any() or not reference_mask.any():
         raise InputError(f"{template_mask or path}: the template's brain mask is empty")
     name = "MNI152 2009c (nilearn)" if template is None else Path(template).name
@@ -273,7 +320,7 @@ def run_registration_job(ingest_dir: Path, out_dir: Path, subject: str,
         status = pass_on_failure(upstream, out_dir, subject)
     else:
         brain_extraction.require(pre.brain_extraction)
-        target = make_target(cfg.template, cfg.grid, cfg.template_mask)
+        target = make_target(cfg.template, cfg.grid, cfg.template_mask, voxel_size=cfg.voxel_size)
         status = _register_with_settings(Path(ingest_dir) / "volume.nii.gz", target, out_dir, subject, cfg, pre,
                                          threads=threads, sequence=sequence,
                                          others=ingested_parts(Path(ingest_dir) / INGEST_SEQUENCES),
@@ -327,8 +374,13 @@ def _extract_and_register(head_nifti: nib.Nifti1Image, target: Target, cfg: Regi
     method = pre.brain_extraction
     data = np.asarray(head_nifti.dataobj, dtype=np.float32)
     foreground = brain_extraction.foreground_mask(data)
-    native_mask = brain_extraction.extract_brain(head_nifti, method, threads=threads, seed=cfg.seed,
-                                                 deepbet_models=pre.deepbet_models)
+    extraction_source = pre.brain_extraction_sequence if pre.brain_extraction_sequence in (others or {}) else None
+    if extraction_source is None:
+        native_mask = brain_extraction.extract_brain(head_nifti, method, threads=threads, seed=cfg.seed,
+                                                     deepbet_models=pre.deepbet_models)
+    else:
+        native_mask = _mask_from_sequence(Path(others[extraction_source]), head_nifti, method, threads, cfg.seed,
+                                          pre.deepbet_models)
     foreground_ml = brain_extraction.mask_volume_ml(foreground, head_nifti)
     brain_ml = brain_extraction.mask_volume_ml(native_mask, head_nifti)
     warning = brain_extraction.input_kind_warning(method, foreground_ml, brain_ml)
@@ -369,12 +421,14 @@ def _extract_and_register(head_nifti: nib.Nifti1Image, target: Target, cfg: Regi
     before = ants.resample_image_to_target(output, target.reference, interp_type="linear")
     qc = {
         "brain_extraction": method,
+        "brain_extraction_sequence": extraction_source or "reference",
         "match": cfg.match,
         "output": cfg.output,
         "template": target.name,
         "transform": cfg.transform,
         "seed": int(cfg.seed),
         "grid": "x".join(str(n) for n in target.reference.shape),
+        "voxel_mm": "x".join(f"{v:.4g}" for v in target.reference.spacing),
         "itk_threads": int(os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "0") or 0),
         "mask_dice": dice(mask_on_fixed, target.fixed_mask),
         **affine_qc(linear),
@@ -388,6 +442,17 @@ def _extract_and_register(head_nifti: nib.Nifti1Image, target: Target, cfg: Regi
         **other_qc,
     }
     return _Result(registered.clone("float"), mask_on_grid, native_mask, qc, other_images, mask_images)
+
+
+def _mask_from_sequence(path: Path, reference: nib.Nifti1Image, method: str, threads: int, seed: int,
+                        deepbet_models: str | None) -> np.ndarray:
+    """The brain mask extracted from another sequence of the subject (``path``), carried onto the
+    reference's voxels through world coordinates (a b0 and its b1000 share the acquisition)."""
+    source = _load_nifti(path)
+    mask = brain_extraction.extract_brain(source, method, threads=threads, seed=seed, deepbet_models=deepbet_models)
+    on_source = _to_ants(mask.astype(np.float32), source.affine)
+    target = _to_ants(np.zeros(reference.shape[:3], np.float32), reference.affine)
+    return ants.resample_image_to_target(on_source, target, interp_type="linear").numpy() > 0.5
 
 
 def _estimate(moving: ants.ANTsImage, fixed: ants.ANTsImage, transform: str, seed: int, work: Path) -> list[str]:

@@ -2,7 +2,9 @@
 
 Seed 001 (Ungría Hirte et al., section 3.1) dropped the 6 top and 8 bottom of 40 axial slices,
 clipped the intensities at the 95th percentile and divided by the remaining maximum; that is the
-default. Here each volume is normalised on its own, its slices are cut along the dataset's axis
+default. Here each volume is normalised on its own (``intensity_scale: per_volume``; ``cohort``
+divides every volume of a sequence by one ceiling, see :func:`cohort_ceilings`, so scanner
+brightness and contrast differences survive), its slices are cut along the dataset's axis
 in radiological display (imaging/slice_geometry.py), selected and fitted to the dataset's size,
 and every slice inherits its subject's train/test split, so no subject contributes to both.
 Augmented images (imaging/augmentation.py) are made for training subjects only: written into
@@ -53,8 +55,12 @@ log = logging.getLogger(__name__)
 TABLE_COLUMNS = ["row", "subject", "slice_index", "split", "axis", "position_mm", "augmented"]
 
 
-def normalise_volume(volume: np.ndarray, clip_percentile: float = 95.0) -> np.ndarray:
+def normalise_volume(volume: np.ndarray, clip_percentile: float = 95.0, ceiling: float | None = None) -> np.ndarray:
     """Clip at the ``clip_percentile`` of the volume's intensities and divide by the new maximum.
+
+    ``ceiling`` given (``intensity_scale: cohort``, :func:`cohort_ceilings`): clip at it and divide
+    by it instead of the volume's own percentile, so volumes keep their brightness relative to
+    each other.
 
     The percentile is taken over all voxels, background included, as Ungría Hirte et al.
     describes ("the 95th percentile" of the signal intensities). On a
@@ -71,11 +77,38 @@ def normalise_volume(volume: np.ndarray, clip_percentile: float = 95.0) -> np.nd
     data = np.maximum(volume.astype(np.float32), 0.0)
     if not np.any(data):
         raise InputError("volume is all zero (nothing above 0 to normalise)")
+    if ceiling is not None:
+        if not ceiling > 0:
+            raise InputError(f"intensity ceiling {ceiling!r}: must be above 0")
+        return (np.minimum(data, np.float32(ceiling)) / np.float32(ceiling)).astype(np.float32)
     ceiling = float(np.percentile(data, clip_percentile))
     if ceiling <= 0:
         raise InputError(f"the {clip_percentile}th intensity percentile is 0 (more than "
                          f"{clip_percentile}% of the voxels are background); raise clip_percentile")
     return (np.minimum(data, ceiling) / np.float32(ceiling)).astype(np.float32)
+
+
+def cohort_ceilings(volumes: list[tuple[str, Path]], clip_percentile: float) -> dict[str, float]:
+    """sequence -> the highest ``clip_percentile``-th intensity percentile among ``volumes``
+    ((sequence, path) pairs: the dataset's training volumes).
+
+    The highest, not a typical one: the brightest training volume is then scaled exactly as
+    ``per_volume`` would scale it, no training volume is clipped more than the per-volume protocol
+    clips it, and every other volume keeps its brightness and contrast relative to it.
+    """
+    ceilings: dict[str, float] = {}
+    for sequence, path in volumes:
+        try:
+            data = np.maximum(_load_ras(path), 0.0)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from exc
+        value = float(np.percentile(data, clip_percentile))
+        ceilings[sequence] = max(ceilings.get(sequence, 0.0), value)
+    empty = sorted(name for name, value in ceilings.items() if value <= 0)
+    if empty:
+        raise InputError(f"the {clip_percentile}th intensity percentile is 0 in every training volume of "
+                         f"sequence(s) {', '.join(empty)}; raise clip_percentile")
+    return ceilings
 
 
 def extract_axial_slices(volume: np.ndarray, drop_top: int, drop_bottom: int
@@ -171,6 +204,7 @@ class SliceSpec:
     size: tuple[int, int] = (128, 128)
     fit: str = "resize"
     clip_percentile: float = 95.0
+    intensity_scale: str = "per_volume"
     test_fraction: float = 0.2
     split_seed: int = 0
     filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -194,6 +228,7 @@ class SliceSpec:
         selection = dict(settings.selection)
         return cls(axis=settings.axis, selection=SliceSelection(**selection), size=tuple(settings.size),
                    fit=settings.fit, clip_percentile=settings.clip_percentile,
+                   intensity_scale=settings.intensity_scale,
                    test_fraction=settings.test_fraction, split_seed=settings.split_seed,
                    filters=dict(settings.filters), augmentation=augmentation, augmentation_level_mm=level,
                    channels=settings.channels)
@@ -248,6 +283,16 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
         items = [(subject, sequence, [path]) for subject, sequence, path
                  in _filtered_items(registered, label_table, spec.filters)]
     height, width = spec.size
+    ceilings = None
+    if spec.intensity_scale == "cohort":
+        sequences = list(spec.channels) if spec.channels else None
+        training = [(name, path) for subject, sequence, paths in items if split[subject] == "train"
+                    for name, path in zip(sequences or [sequence], paths)]
+        ceilings = cohort_ceilings(training, spec.clip_percentile)
+        every = {name for _, sequence, _ in items for name in (sequences or [sequence])}
+        if set(ceilings) != every:
+            raise InputError(f"intensity_scale: cohort needs training volumes of every sequence; none of "
+                             f"{', '.join(sorted(every - set(ceilings)))} is in the training split")
     plans = []
     for subject, sequence, paths in items:
         if len(paths) > 1:
@@ -273,7 +318,10 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
                                               dtype=np.float32, shape=(n_slabs,) + (channels or (1,)) + slab_shape)
         start = 0
         for subject, sequence, paths, _, combos, box in plans:
-            slices, index, position, extra = _stacked_slices(paths, spec, combos, stacked=bool(channels))
+            names = list(spec.channels) if spec.channels else [sequence]
+            scale = None if ceilings is None else [ceilings[name] for name in names]
+            slices, index, position, extra = _stacked_slices(paths, spec, combos, stacked=bool(channels),
+                                                             ceilings=scale)
             base = {"subject": subject, "split": split[subject], "axis": spec.axis}
             for i in range(len(slices)):
                 rows.append({**base, "row": start + i, "slice_index": index_number(index[i]),
@@ -281,7 +329,7 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
             images[start:start + len(slices)] = slices
             if box is not None:
                 for c, path in enumerate(paths):
-                    slabs[len(entries), c], affine = _volume_slab(path, spec, box)
+                    slabs[len(entries), c], affine = _volume_slab(path, spec, box, None if scale is None else scale[c])
                 _, shape, _, first, _ = box
                 entries.append(slab_entry(subject, sequence, list(range(start, start + len(slices))),
                                           _augmentation_level(spec, shape, affine), shape, affine, first))
@@ -352,10 +400,13 @@ def _check_same_grid(subject: str, paths: list[Path]) -> None:
                 f"(same shape and affine). Affines:\n{np.round(affine, 4)}\nvs\n{np.round(grids[0][1], 4)}")
 
 
-def _stacked_slices(paths: list[Path], spec: SliceSpec, combos: list[dict], stacked: bool):
+def _stacked_slices(paths: list[Path], spec: SliceSpec, combos: list[dict], stacked: bool,
+                    ceilings: list[float] | None = None):
     """:func:`_volume_slices` of one volume, or of every channel volume stacked on axis 1 (their
-    indices and positions agree: the volumes share one grid, checked by :func:`_check_same_grid`)."""
-    parts = [_volume_slices(path, spec, combos) for path in paths]
+    indices and positions agree: the volumes share one grid, checked by :func:`_check_same_grid`);
+    ``ceilings`` (one per path) replace each volume's own normalisation ceiling."""
+    parts = [_volume_slices(path, spec, combos, None if ceilings is None else ceilings[i])
+             for i, path in enumerate(paths)]
     slices, index, position, (extra, where) = parts[0]
     if stacked:
         slices = np.stack([part[0] for part in parts], axis=1)
@@ -436,12 +487,13 @@ def _augmentation_level(spec: SliceSpec, shape: tuple[int, ...], affine: np.ndar
     return origin + spacing * (shape[k] - 1) / 2
 
 
-def _volume_slab(path: Path, spec: SliceSpec, box: tuple) -> tuple[np.ndarray, np.ndarray]:
+def _volume_slab(path: Path, spec: SliceSpec, box: tuple,
+                 ceiling: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The normalised volume's voxels inside ``box`` (see :func:`_slab_box`), float32, and the
     volume's affine as the offline mode reads it."""
     try:
         volume, affine = _load_ras(path, with_affine=True)
-        volume = normalise_volume(volume, spec.clip_percentile)
+        volume = normalise_volume(volume, spec.clip_percentile, ceiling)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
     start, stop = box[3], box[4]
@@ -450,12 +502,12 @@ def _volume_slab(path: Path, spec: SliceSpec, box: tuple) -> tuple[np.ndarray, n
     return volume[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]], affine
 
 
-def _volume_slices(path: Path, spec: SliceSpec, combos: list[dict]):
+def _volume_slices(path: Path, spec: SliceSpec, combos: list[dict], ceiling: float | None = None):
     """One volume's finished slices, their indices and positions, and its augmented images with
     their (index, position); a problem is reported with the file name."""
     try:
         volume, affine = _load_ras(path, with_affine=True)
-        volume = normalise_volume(volume, spec.clip_percentile)
+        volume = normalise_volume(volume, spec.clip_percentile, ceiling)
         slices, index, position = select_slices(volume, affine, spec.axis, spec.selection)
         slices = fit_slices(slices, spec.size, spec.fit)
         extra: tuple[np.ndarray, list] = (np.zeros((0,) + tuple(spec.size), np.float32), [])

@@ -10,6 +10,10 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.settings.base import canonical, check_known_keys, one_of, read_settings, section_block
 from pipeline_lib.core.settings.imaging import SlicingSettings
 
+#: ``datasets.<name>.intensity_scale``: the normalisation's ceiling per volume, or one per
+#: sequence over the dataset's training volumes (imaging/slicing.py)
+INTENSITY_SCALES = ("per_volume", "cohort")
+
 #: Slicing axes, selection modes and fit policies (imaging/slice_geometry.py implements them).
 SLICE_AXES = ("axial", "coronal", "sagittal")
 FIT_POLICIES = ("resize", "pad", "crop")
@@ -31,7 +35,9 @@ class DatasetSettings:
 
     ``filters`` keep the volumes whose label (a column of subjects.tsv, or ``sequence``) has one of
     the given values; ``axis``, ``selection``, ``size`` (height, width) and ``fit`` say which slices
-    and at which size (imaging/slice_geometry.py); ``clip_percentile`` is seed 001's normalisation;
+    and at which size (imaging/slice_geometry.py); ``clip_percentile`` is seed 001's normalisation,
+    ``intensity_scale`` whether its ceiling is each volume's own (``per_volume``) or one per sequence
+    for the whole dataset (``cohort``, which keeps scanner brightness differences);
     ``test_fraction`` and ``split_seed`` split the cohort's subjects (before filtering, so the same
     subjects are test in every dataset); ``augmentation`` adds Kazuhiro et al.'s offline 3-D
     augmented images of training subjects (imaging/augmentation.py), null = none; ``channels``
@@ -46,6 +52,7 @@ class DatasetSettings:
     size: tuple[int, int] = (128, 128)
     fit: str = "resize"
     clip_percentile: float = 95
+    intensity_scale: str = "per_volume"
     test_fraction: float = 0.2
     split_seed: int = 0
     augmentation: Mapping[str, Any] | None = None
@@ -71,6 +78,7 @@ class DatasetSettings:
         if (isinstance(self.clip_percentile, bool) or not isinstance(self.clip_percentile, (int, float))
                 or not 0 < self.clip_percentile <= 100):
             raise InputError(f"clip_percentile must lie in (0, 100], got {self.clip_percentile!r}")
+        one_of("intensity_scale", self.intensity_scale, INTENSITY_SCALES)
         if isinstance(self.test_fraction, bool) or not isinstance(self.test_fraction, (int, float)) \
                 or not 0 < self.test_fraction < 1:
             raise InputError(f"test_fraction must lie strictly between 0 and 1, got {self.test_fraction!r}")
@@ -167,6 +175,8 @@ def dataset_params(settings: DatasetSettings) -> dict[str, Any]:
         del values["channels"]
     else:
         values["channels"] = list(values["channels"])
+    if values["intensity_scale"] == "per_volume":  # absent as before the key existed (likewise)
+        del values["intensity_scale"]
     return canonical(values)
 
 

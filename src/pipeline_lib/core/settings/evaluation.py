@@ -34,12 +34,23 @@ class FidSettings:
     max_real: int | None = None
     #: Each repeat draws a fresh sample set from the model (seed 003); off: all repeats share one.
     fresh_samples: bool = False
+    #: [height, width]: every image (real and sampled) is centre-cropped to it before Inception,
+    #: e.g. a paper's image inside the zero-padded square frame the models train on; null: whole.
+    crop: tuple[int, int] | None = None
+    #: Per-class FID on one subset size for every class (the smallest class's); off: each class
+    #: min(its samples, its real images), so FIDs of classes of different sizes are biased apart.
+    equal_per_class: bool = False
 
     def __post_init__(self) -> None:
         positive_int("repeats", self.repeats)
         positive_int("batch_size", self.batch_size)
         optional_min("subset_size", self.subset_size, 2)
         optional_min("max_real", self.max_real, 2)
+        if self.crop is not None:
+            if (not isinstance(self.crop, (list, tuple)) or len(self.crop) != 2
+                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 2 for v in self.crop)):
+                raise InputError(f"crop must be null or [height, width] in pixels (each at least 2), not {self.crop!r}")
+            object.__setattr__(self, "crop", (int(self.crop[0]), int(self.crop[1])))
 
 
 @dataclass(frozen=True)

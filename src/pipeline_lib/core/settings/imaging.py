@@ -95,9 +95,16 @@ class PreprocessingSettings:
     PATH: ClassVar[str] = "preprocessing"
     brain_extraction: str = "deepbet"
     deepbet_models: str | None = None
+    # Multi-sequence subjects: the sequence the brain is extracted from when the subject has it
+    # (e.g. a DWI series' b0), its mask then used for the reference; null: the reference itself.
+    brain_extraction_sequence: str | None = None
 
     def __post_init__(self) -> None:
         one_of("brain_extraction", self.brain_extraction, BRAIN_EXTRACTORS)
+        if self.brain_extraction_sequence is not None and not (
+                isinstance(self.brain_extraction_sequence, str) and re.match(SEQUENCE_NAME, self.brain_extraction_sequence)):
+            raise InputError(f"brain_extraction_sequence must be null or a sequence name (lower-case letters, "
+                             f"digits, '_' or '-'), got {self.brain_extraction_sequence!r}")
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,9 @@ class RegistrationSettings:
     output: str = "brain"
     transform: str = "Affine"
     grid: tuple[int, int, int] = (128, 128, 40)
+    # Voxel size in mm of the output grid (null: the grid spans the template's field of view);
+    # a paper that gives a matrix at a voxel size keeps its slice numbers' meaning only so.
+    voxel_size: tuple[float, float, float] | None = None
     seed: int = 0
     min_mask_dice: float = 0.85
     scale_range: tuple[float, float] = (0.8, 1.25)
@@ -151,6 +161,12 @@ class RegistrationSettings:
         object.__setattr__(self, "scale_range", tuple(self.scale_range))
         if len(self.grid) != 3 or not all(isinstance(v, int) and v >= 8 for v in self.grid):
             raise InputError(f"grid must be three integers ≥ 8, got {list(self.grid)}")
+        if self.voxel_size is not None:
+            sizes = self.voxel_size
+            if (not isinstance(sizes, (list, tuple)) or len(sizes) != 3
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sizes)):
+                raise InputError(f"voxel_size must be null or three sizes in mm above 0, got {sizes!r}")
+            object.__setattr__(self, "voxel_size", tuple(float(v) for v in sizes))
         one_of("transform", self.transform, TRANSFORMS)
         one_of("match", self.match, BRAIN_OR_HEAD)
         one_of("output", self.output, BRAIN_OR_HEAD)
