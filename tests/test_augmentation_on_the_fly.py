@@ -41,10 +41,11 @@ def _cohort(tmp_path: Path, n: int = 6) -> dict[str, Path]:
 
 
 def _dataset(tmp_path: Path, registered, mode: str, count: int = 7, name: str | None = None, size: int = 24,
-             channels=None, **augmentation):
+             channels=None, intensity_scale: str = "per_volume", **augmentation):
     name = name or mode
     spec = SliceSpec.from_settings({
         "size": [size, size], "fit": "pad", "test_fraction": 0.5, "channels": channels,
+        "intensity_scale": intensity_scale,
         "selection": {"mode": "offsets_mm", "level_mm": 1.0, "offsets_mm": [-4, -2, 0, 2, 4]},
         "augmentation": {**PAPER, "count": count, "seed": 5, "level_mm": 1.0, "mode": mode, **augmentation}})
     folder = tmp_path / name
@@ -82,6 +83,21 @@ def test_drawn_images_equal_the_offline_images_in_the_same_order(tmp_path):
     assert drawn[5:12].shape == (7, 24, 24) and np.array_equal(drawn[5:12], everything[5:12])
     # worker processes get a copy without the open slab file
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(drawn))[shuffled[:5]], everything[shuffled[:5]])
+
+
+def test_drawn_images_follow_the_cohort_ceiling_like_the_offline_images(tmp_path):
+    """intensity_scale: cohort divides every volume by one ceiling: the slabs must be scaled by it
+    too, or on-the-fly images would differ from offline ones in brightness."""
+    registered = _cohort(tmp_path)
+    offline, _ = _dataset(tmp_path, registered, "offline", name="offline_cohort", intensity_scale="cohort")
+    fly, _ = _dataset(tmp_path, registered, "on_the_fly", name="fly_cohort", intensity_scale="cohort")
+    per_volume, _ = _dataset(tmp_path, registered, "offline", name="offline_per_volume")
+    expected, _ = _train_split(offline)
+    drawn, _ = _train_split(fly)
+    everything = expected[np.arange(len(expected))]
+    np.testing.assert_array_equal(drawn[np.arange(len(drawn))], everything)
+    other, _ = _train_split(per_volume)
+    assert not np.array_equal(other[np.arange(len(other))], everything)  # the ceiling did change them
 
 
 def test_a_stacked_dataset_draws_one_combination_for_every_channel(tmp_path):
