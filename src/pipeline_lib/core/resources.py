@@ -225,6 +225,27 @@ def split_evaluation_mb(dataset: ImageSet, copies: float, extra: ImageSet | None
     return TORCH_MB + copies * dataset.mb + (2 * extra.mb if extra else 0)
 
 
+#: Images an evaluation job reads from images.npy at a time (core.slices.SplitImages): the largest
+#: block of its streamed reductions and searches (evaluation/fid._CHUNK for Inception, 256 elsewhere).
+EVAL_BLOCK_IMAGES = 1024
+#: Bytes a streaming evaluation job keeps per slice of its dataset besides the images, which stay on
+#: disk: the slice table (pandas rows of slices.tsv, read whole), a split's row numbers, its domain
+#: features (64 float64, three copies in the memorization audit) and neighbour indices and
+#: distances. bench/results/eval_rss.md measures the growth; this is above the steepest job's.
+EVAL_BYTES_PER_IMAGE = 4096
+
+
+def streamed_evaluation_mb(dataset: ImageSet, samples: ImageSet | None = None, held: int = 0) -> float:
+    """Evaluation jobs that read their splits from disk a block at a time (core/slices.open_split):
+    torch, four blocks of EVAL_BLOCK_IMAGES images in float64 (a query and a reference block of a
+    neighbour search, their copies), EVAL_BYTES_PER_IMAGE per slice of the dataset, the samples
+    they compare with (x2) and ``held`` images read at once (the diversity jobs' pairs)."""
+    image_bytes = dataset.pixels * FLOAT32
+    blocks = 4 * EVAL_BLOCK_IMAGES * image_bytes * 2
+    return (TORCH_MB + (blocks + EVAL_BYTES_PER_IMAGE * dataset.images + held * image_bytes) / MB
+            + (2 * samples.mb if samples else 0))
+
+
 def features_mb(images: ImageSet) -> float:
     """Inception runs in blocks, but the features of every image are kept (2,048 float64 each),
     with their covariance, plus one float32 copy of the images."""
