@@ -143,3 +143,17 @@ def test_the_streamed_request_follows_blocks_not_whole_copies():
     assert mb(large) - mb(small) == pytest.approx(999_000 * resources.EVAL_BYTES_PER_IMAGE / resources.MB)
     # never below what torch alone takes
     assert mb(resources.ImageSet(0, 16 * 16)) > resources.TORCH_MB
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 16, 16), (3, 4, 2, 16, 16)])
+def test_sample_blocks_are_read_a_chunk_at_a_time_as_their_grey_images(tmp_path, shape):
+    from pipeline_lib.core.slices import grey_images
+    from pipeline_lib.evaluation.fid import _MappedImages
+
+    stack = np.random.default_rng(0).random(shape, dtype=np.float32)
+    np.save(tmp_path / "blocks.npy", stack)
+    mapped = _MappedImages(tmp_path / "blocks.npy", leading=2)
+    flat = grey_images(stack.reshape((-1,) + shape[2:]))
+    assert mapped.shape == flat.shape and len(mapped) == len(flat)
+    np.testing.assert_array_equal(mapped[2:9], flat[2:9])
+    np.testing.assert_array_equal(mapped[np.array([5, 0])], flat[[5, 0]])

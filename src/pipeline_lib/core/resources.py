@@ -219,9 +219,9 @@ def sample_mb(family: str, n_samples: int, batch_size: int, dataset: ImageSet) -
 
 
 def split_evaluation_mb(dataset: ImageSet, copies: float, extra: ImageSet | None = None) -> float:
-    """Evaluation jobs that load whole splits as float32 (core/slices.load_split): ``copies`` of
-    the dataset (train + test = one dataset; the domain network holds two, utility about three),
-    plus the samples they compare with."""
+    """Jobs that load whole splits as float32 (core/slices.load_split; the reader kit): ``copies``
+    of the dataset (train + test = one dataset), plus the samples they compare with. The evaluation
+    jobs stream their splits instead (:func:`streamed_evaluation_mb`)."""
     return TORCH_MB + copies * dataset.mb + (2 * extra.mb if extra else 0)
 
 
