@@ -157,3 +157,19 @@ def test_sample_blocks_are_read_a_chunk_at_a_time_as_their_grey_images(tmp_path,
     assert mapped.shape == flat.shape and len(mapped) == len(flat)
     np.testing.assert_array_equal(mapped[2:9], flat[2:9])
     np.testing.assert_array_equal(mapped[np.array([5, 0])], flat[[5, 0]])
+
+
+@pytest.mark.parametrize("block", [1, 3, 4096])
+def test_cosine_search_in_tiles_is_the_whole_matrix_one(block):
+    from pipeline_lib.evaluation.memorization import nearest_by_cosine
+
+    rng = np.random.default_rng(0)
+    references = rng.normal(size=(40, 6))
+    queries = np.concatenate([rng.normal(size=(9, 6)), references[[7, 7]] * 3.0, np.zeros((1, 6))])
+    references = np.concatenate([references, references[[7]]])  # a tie: the lower index wins
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    whole = unit(queries) @ unit(references).T
+    index, distance = nearest_by_cosine(queries, references, block=block)
+    np.testing.assert_array_equal(index, whole.argmax(axis=1))
+    np.testing.assert_allclose(distance, np.clip(1 - whole.max(axis=1), 0, 2), rtol=0, atol=1e-12)
+    assert index[9] == index[10] == 7 and distance[-1] == 1.0

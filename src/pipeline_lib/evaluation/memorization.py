@@ -84,7 +84,9 @@ def nearest_by_cosine(queries: np.ndarray, references: np.ndarray, block: int = 
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Index of each query feature vector's most similar reference and its cosine distance (1 − cos).
 
-    A zero vector has similarity 0 to everything (distance 1).
+    A zero vector has similarity 0 to everything (distance 1). Similarities are computed in tiles
+    of ``block`` queries × ``block`` references, so memory does not grow with the product of the
+    two sets; ties go to the lowest reference index, as a whole-row argmax would.
     """
     q = _unit_rows(np.asarray(queries, dtype=np.float64))
     r = _unit_rows(np.asarray(references, dtype=np.float64))
@@ -92,11 +94,16 @@ def nearest_by_cosine(queries: np.ndarray, references: np.ndarray, block: int = 
         raise InputError(f"feature arrays of shapes {np.shape(queries)} and {np.shape(references)} "
                          "cannot be compared")
     nearest = np.zeros(len(q), dtype=np.intp)
-    similarity = np.zeros(len(q))
+    similarity = np.full(len(q), -np.inf)
     for q0 in range(0, len(q), block):
-        sim = q[q0:q0 + block] @ r.T
-        nearest[q0:q0 + block] = sim.argmax(axis=1)
-        similarity[q0:q0 + block] = sim.max(axis=1)
+        rows = slice(q0, q0 + block)
+        for r0 in range(0, len(r), block):
+            sim = q[rows] @ r[r0:r0 + block].T
+            arg = sim.argmax(axis=1)
+            cand = sim[np.arange(len(sim)), arg]
+            better = cand > similarity[rows]
+            similarity[rows][better] = cand[better]
+            nearest[rows][better] = arg[better] + r0
     return nearest, np.clip(1.0 - similarity, 0.0, 2.0)
 
 
