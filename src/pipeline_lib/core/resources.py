@@ -231,7 +231,8 @@ EVAL_BLOCK_IMAGES = 1024
 #: Bytes a streaming evaluation job keeps per slice of its dataset besides the images, which stay on
 #: disk: the slice table (pandas rows of slices.tsv, read whole), a split's row numbers, its domain
 #: features (64 float64, three copies in the memorization audit) and neighbour indices and
-#: distances. bench/results/eval_rss.md measures the growth; this is above the steepest job's.
+#: distances. Measured growth from 8,000 to 32,000 slices (bench/results/eval_rss.md and
+#: eval_rss_memorization.md): at most about 2.2 KB per slice (memorization), noise aside.
 EVAL_BYTES_PER_IMAGE = 4096
 
 
