@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
@@ -39,3 +41,7 @@ def test_fid_samples_job_writes_one_fresh_block_per_repeat(tmp_path):
             assert not np.array_equal(blocks[r], blocks[q])
     model, _ = load_trained_model(tmp_path / "m.pt", device="cpu")
     np.testing.assert_array_equal(blocks[2], draw_samples(model, 5, block_seed(4, 2)))
+    # written block by block, the file is the one np.save writes for the whole stack
+    stacked = io.BytesIO()
+    np.save(stacked, np.stack([draw_samples(model, 5, block_seed(4, r)) for r in range(3)]))
+    assert (tmp_path / "blocks.npy").read_bytes() == stacked.getvalue()

@@ -541,6 +541,28 @@ def mem_split(copies, with_samples=True):
     return mem_mb
 
 
+def mem_streamed(held=0, with_samples=True):
+    """Resources of evaluation rules that read their splits from disk a block at a time
+    (core.resources.streamed_evaluation_mb); ``held``: images they read at once beyond the blocks."""
+
+    def mem_mb(wildcards, attempt):
+        if "model" in wildcards.keys():
+            images = run_images(wildcards)
+            samples = resources.ImageSet(sample_count(wildcards), images.pixels) if with_samples else None
+        else:
+            images, samples = dataset_images(wildcards.dataset), None
+        return resources.request_mb(resources.streamed_evaluation_mb(images, samples, held), attempt)
+
+    return mem_mb
+
+
+def diversity_pair_images():
+    """The diversity rules read both images of every pair at once."""
+    from pipeline_lib.core.settings import DiversitySettings, read_settings
+
+    return 2 * read_settings(DiversitySettings, config.get("evaluation", {}).get("diversity")).n_pairs
+
+
 def inception_images(wildcards):
     """Images a feature job runs through Inception: a split (at most evaluation.fid.max_real) or a
     run's samples (times the fresh FID blocks' repeats)."""

@@ -19,7 +19,7 @@ rule domain_network:
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
-        mem_mb=mem_split(copies=2),
+        mem_mb=mem_streamed(),
     message:
         "Training the domain feature network of dataset {wildcards.dataset}"
     conda:
@@ -44,7 +44,7 @@ rule domain_metrics:
     threads: 1
     resources:
         attempt=job_attempt,
-        mem_mb=mem_split(copies=1),
+        mem_mb=mem_streamed(),
     message:
         "Domain-feature metrics of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -67,7 +67,7 @@ rule domain_metrics_original:
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
-        mem_mb=mem_split(copies=1),
+        mem_mb=mem_streamed(),
     message:
         "Domain-feature metrics of the real test slices of dataset {wildcards.dataset}"
     conda:
@@ -99,7 +99,7 @@ rule memorization_audit:
     threads: 2
     resources:
         attempt=job_attempt,
-        mem_mb=mem_split(copies=1.5),
+        mem_mb=mem_streamed(),
     message:
         "Memorization audit of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -125,7 +125,7 @@ rule conditioning_accuracy:
     threads: 1
     resources:
         attempt=job_attempt,
-        mem_mb=mem_split(copies=1.5),
+        mem_mb=mem_streamed(),
     message:
         "Conditioning accuracy of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -152,7 +152,7 @@ rule augmentation_utility:
     threads: 1
     resources:
         attempt=job_attempt,
-        mem_mb=mem_split(copies=3),
+        mem_mb=mem_streamed(),
     message:
         "Augmentation utility of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -178,7 +178,7 @@ rule diversity_metrics:
     threads: 1
     resources:
         attempt=job_attempt,
-        mem_mb=mem_split(copies=1),
+        mem_mb=mem_streamed(held=diversity_pair_images()),
     message:
         "Diversity and reconstruction similarity of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -200,7 +200,7 @@ rule diversity_original:
         settings=section_settings("evaluation.diversity"),
     threads: 1
     resources:
-        mem_mb=mem_split(copies=1),
+        mem_mb=mem_streamed(held=diversity_pair_images()),
     message:
         "Diversity of the real test slices of dataset {wildcards.dataset}"
     conda:

@@ -18,7 +18,7 @@ rule metrics_model:
         sampling=section_settings("sampling"),
     resources:
         attempt=job_attempt,
-        mem_mb=mem_split(copies=1),
+        mem_mb=mem_streamed(),
     message:
         "Computing metrics of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -40,7 +40,7 @@ rule metrics_original:
         metrics=section_settings("metrics"),
         seed=lookup(dpath="sampling/seed", within=config),
     resources:
-        mem_mb=mem_split(copies=1),
+        mem_mb=mem_streamed(),
     message:
         "Computing metrics of the real reference set of dataset {wildcards.dataset}"
     conda:

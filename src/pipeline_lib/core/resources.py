@@ -220,10 +220,32 @@ def sample_mb(family: str, n_samples: int, batch_size: int, dataset: ImageSet) -
 
 
 def split_evaluation_mb(dataset: ImageSet, copies: float, extra: ImageSet | None = None) -> float:
-    """Evaluation jobs that load whole splits as float32 (core/slices.load_split): ``copies`` of
-    the dataset (train + test = one dataset; the domain network holds two, utility about three),
-    plus the samples they compare with."""
+    """Jobs that load whole splits as float32 (core/slices.load_split; the reader kit): ``copies``
+    of the dataset (train + test = one dataset), plus the samples they compare with. The evaluation
+    jobs stream their splits instead (:func:`streamed_evaluation_mb`)."""
     return TORCH_MB + copies * dataset.mb + (2 * extra.mb if extra else 0)
+
+
+#: Images an evaluation job reads from images.npy at a time (core.slices.SplitImages): the largest
+#: block of its streamed reductions and searches (evaluation/fid._CHUNK for Inception, 256 elsewhere).
+EVAL_BLOCK_IMAGES = 1024
+#: Bytes a streaming evaluation job keeps per slice of its dataset besides the images, which stay on
+#: disk: the slice table (pandas rows of slices.tsv, read whole), a split's row numbers, its domain
+#: features (64 float64, three copies in the memorization audit) and neighbour indices and
+#: distances. Measured growth from 8,000 to 32,000 slices (bench/results/eval_rss.md and
+#: eval_rss_memorization.md): at most about 2.2 KB per slice (memorization), noise aside.
+EVAL_BYTES_PER_IMAGE = 4096
+
+
+def streamed_evaluation_mb(dataset: ImageSet, samples: ImageSet | None = None, held: int = 0) -> float:
+    """Evaluation jobs that read their splits from disk a block at a time (core/slices.open_split):
+    torch, four blocks of EVAL_BLOCK_IMAGES images in float64 (a query and a reference block of a
+    neighbour search, their copies), EVAL_BYTES_PER_IMAGE per slice of the dataset, the samples
+    they compare with (x2) and ``held`` images read at once (the diversity jobs' pairs)."""
+    image_bytes = dataset.pixels * FLOAT32
+    blocks = 4 * EVAL_BLOCK_IMAGES * image_bytes * 2
+    return (TORCH_MB + (blocks + EVAL_BYTES_PER_IMAGE * dataset.images + held * image_bytes) / MB
+            + (2 * samples.mb if samples else 0))
 
 
 def features_mb(images: ImageSet) -> float:

@@ -158,19 +158,25 @@ class SplitImages:
 
     Indexing (an int, a slice or an array of positions, in any order) returns float32 images in
     memory, as :func:`load_split` would have; ``len``, ``shape`` and ``ndim`` are those of the
-    split. Rows are read with ``pread`` from the geometry the memory-mapped array reports rather
-    than through the mapping: pages of a mapping stay in the process's resident set once touched,
-    so an epoch over a memory-mapped split would grow the resident set to the file's size, while
-    reads go through the page cache, which the kernel reclaims. Picklable (the file is reopened in
-    each process), so DataLoader workers can share it.
+    split. With ``grey`` a stacked (N, C, H, W) file is seen as its channels' grey images, C per
+    row in the order of :func:`grey_images`, each read on its own. Rows are read with ``pread``
+    from the geometry the memory-mapped array reports rather than through the mapping: pages of a
+    mapping stay in the process's resident set once touched, so an epoch over a memory-mapped split
+    would grow the resident set to the file's size, while reads go through the page cache, which
+    the kernel reclaims. Picklable (the file is reopened in each process), so DataLoader workers
+    can share it. :meth:`take` gives the view of some of its positions, still on disk.
     """
 
-    def __init__(self, images: Path, rows: np.ndarray):
+    def __init__(self, images: Path, rows: np.ndarray, grey: bool = False):
         self.path, self.rows = Path(images), np.asarray(rows, dtype=np.int64)
         data = open_images(self.path)
-        self.item_shape, self.dtype = tuple(data.shape[1:]), data.dtype
-        self.shape = (len(self.rows),) + self.item_shape
-        self.ndim = len(self.shape)
+        # Grey images of a stacked file are the units read: channel c of row r is unit r·C + c.
+        per_row = int(data.shape[1]) if grey and data.ndim == 4 else 1
+        self.per_row = per_row
+        self.units = (self.rows[:, None] * per_row + np.arange(per_row)).ravel()
+        self.item_shape = tuple(data.shape[2:]) if grey and data.ndim == 4 else tuple(data.shape[1:])
+        self.dtype = data.dtype
+        self._sized()
         self.item_bytes = int(np.prod(self.item_shape, dtype=np.int64)) * data.dtype.itemsize
         # np.save writes C order; a Fortran-ordered file has no contiguous rows, so it is indexed
         # through the mapping instead.
@@ -178,15 +184,31 @@ class SplitImages:
         self._fd: int | None = None
         self._fd_pid: int | None = None
 
+    def _sized(self) -> None:
+        self.shape = (len(self.units),) + self.item_shape
+        self.ndim = len(self.shape)
+
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.units)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fd": None, "_fd_pid": None}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def __del__(self) -> None:
-        if self._fd is not None and self._fd_pid == os.getpid():
+        if getattr(self, "_fd", None) is not None and self._fd_pid == os.getpid():
             os.close(self._fd)
+
+    def take(self, positions) -> "SplitImages":
+        """The images at ``positions`` (in that order) as a view that still reads from disk."""
+        view = object.__new__(SplitImages)
+        view.__setstate__(self.__getstate__())
+        view.units = self.units[np.asarray(positions, dtype=np.int64)]
+        view.rows = view.units // self.per_row
+        view._sized()
+        return view
 
     def _file(self) -> int:
         if self._fd is None or self._fd_pid != os.getpid():
@@ -194,27 +216,75 @@ class SplitImages:
         return self._fd
 
     def __getitem__(self, index) -> np.ndarray:
-        positions = np.arange(len(self.rows))[index]
+        positions = np.arange(len(self.units))[index]
         if np.ndim(positions) == 0:
             return self[np.array([positions])][0]
-        wanted = self.rows[positions]
+        wanted = self.units[positions]
         if self.offset is None:
-            return np.asarray(open_images(self.path)[wanted], dtype=np.float32)
+            data = open_images(self.path)
+            picked = data[wanted // self.per_row, wanted % self.per_row] if self.per_row > 1 else data[wanted]
+            return np.asarray(picked, dtype=np.float32).reshape((len(wanted),) + self.item_shape)
         out = np.empty((len(wanted),) + self.item_shape, dtype=np.float32)
         fd = self._file()
-        for j, row in enumerate(wanted):
-            raw = os.pread(fd, self.item_bytes, self.offset + int(row) * self.item_bytes)
+        for j, unit in enumerate(wanted):
+            raw = os.pread(fd, self.item_bytes, self.offset + int(unit) * self.item_bytes)
             if len(raw) != self.item_bytes:
-                raise InputError(f"{self.path}: image {row} is cut short (the file is truncated)")
+                raise InputError(f"{self.path}: image {unit // self.per_row} is cut short (the file is truncated)")
             out[j] = np.frombuffer(raw, dtype=self.dtype).reshape(self.item_shape)
         return out
 
 
-def open_split(images: Path, table: Path, split: str, augmented: bool = False) -> tuple[SplitImages, pd.DataFrame]:
-    """Like :func:`load_split` (the whole split, no subset, no grey view), but the images stay on
-    disk and are read when indexed (:class:`SplitImages`): memory flat in the split's size."""
-    frame, rows, _ = _split_table(images, table, split, augmented)
-    return SplitImages(images, rows), frame.loc[rows].reset_index(drop=True)
+class ConcatImages:
+    """Image stacks (arrays or :class:`SplitImages`) seen as one, each read only where indexed:
+    a training set of real slices on disk and samples in memory without copying either."""
+
+    def __init__(self, *parts):
+        self.parts = [part for part in parts]
+        self.item_shape = tuple(self.parts[0].shape[1:])
+        for part in self.parts[1:]:
+            if tuple(part.shape[1:]) != self.item_shape:
+                raise InputError(f"images of {tuple(part.shape[1:])} cannot join images of {self.item_shape}")
+        self.starts = np.cumsum([0] + [len(part) for part in self.parts])
+        self.shape = (int(self.starts[-1]),) + self.item_shape
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        positions = np.arange(len(self))[index]
+        if np.ndim(positions) == 0:
+            return self[np.array([positions])][0]
+        out = np.empty((len(positions),) + self.item_shape, dtype=np.float32)
+        part_of = np.searchsorted(self.starts, positions, side="right") - 1
+        for p, part in enumerate(self.parts):
+            mine = np.flatnonzero(part_of == p)
+            if len(mine):
+                out[mine] = part[positions[mine] - self.starts[p]]
+        return out
+
+
+def take_images(images, positions) -> Any:
+    """``images[positions]`` without reading them when ``images`` is on disk (:meth:`SplitImages.take`);
+    an in-memory array gives its float32 rows."""
+    if isinstance(images, SplitImages):
+        return images.take(positions)
+    return np.asarray(images[np.asarray(positions, dtype=np.int64)], dtype=np.float32)
+
+
+def open_split(images: Path, table: Path, split: str, augmented: bool = False, n: int | None = None,
+               seed: int = 0, grey: bool = False) -> tuple[SplitImages, pd.DataFrame]:
+    """Like :func:`load_split` (optionally a seeded subset of ``n``, optionally the grey view), but
+    the images stay on disk and are read when indexed (:class:`SplitImages`): memory flat in the
+    split's size. The same rows, in the same order, as :func:`load_split`."""
+    frame, rows, data = _split_table(images, table, split, augmented)
+    if n is not None:
+        rows = subset_rows(rows, n, seed)
+    chosen_rows = frame.loc[rows].reset_index(drop=True)
+    if grey:
+        return SplitImages(images, rows, grey=True), grey_rows(chosen_rows, image_channels(data, frame) or 1)
+    return SplitImages(images, rows), chosen_rows
 
 
 def validate_images(images: np.ndarray, what: str, stacked: bool = False) -> np.ndarray:
@@ -224,7 +294,7 @@ def validate_images(images: np.ndarray, what: str, stacked: bool = False) -> np.
     ``what`` names the array (or the file it came from) in error messages.
     Returns the array unchanged (no copy); raises InputError otherwise.
     """
-    if not isinstance(images, np.ndarray):
+    if not isinstance(images, (np.ndarray, SplitImages, ConcatImages)):
         raise InputError(f"{what}: expected a numpy array, got {type(images).__name__}")
     if images.ndim != 3 and not (stacked and images.ndim == 4):
         raise InputError(f"{what}: expected images shaped (N, H, W){' or (N, C, H, W)' if stacked else ''}, "

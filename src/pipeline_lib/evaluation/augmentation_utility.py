@@ -29,6 +29,7 @@ import numpy as np
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import write_json
 from pipeline_lib.core.settings import UtilitySettings, read_settings
+from pipeline_lib.core.slices import ConcatImages
 from pipeline_lib.evaluation.domain_features import (ClassifierSettings, class_names, encode_labels, fit_slice_cnn, position_bins,
                                                      predict, slice_positions)
 
@@ -49,7 +50,8 @@ def augmentation_utility(train: np.ndarray, train_labels: np.ndarray, synthetic:
     regimes = {
         "real": (train, train_labels),
         "synthetic": (synthetic, synthetic_labels),
-        "real+synthetic": (np.concatenate([train, synthetic]), np.concatenate([train_labels, synthetic_labels])),
+        # joined as a view: the real slices may be a split on disk (core.slices.SplitImages)
+        "real+synthetic": (ConcatImages(train, synthetic), np.concatenate([train_labels, synthetic_labels])),
     }
     result: dict[str, Any] = {}
     for name, (x, y) in regimes.items():
@@ -70,15 +72,16 @@ def augmentation_utility(train: np.ndarray, train_labels: np.ndarray, synthetic:
 def utility_job(samples: Path, labels: Path, images: Path, table: Path, network: Path, out: Path, *,
                 condition_on: str | None, settings: Mapping[str, Any], threads: int | None = None) -> dict:
     """The ``augmentation_utility`` rule (task chosen as described in the module docstring)."""
-    from pipeline_lib.core.slices import load_split
+    from pipeline_lib.core.slices import open_split
     from pipeline_lib.evaluation.domain_features import load_domain_network
     from pipeline_lib.core.slices import channel_count, grey_images, grey_rows, load_checked_images
     from pipeline_lib.core.runtime import configure_threads
 
     configure_threads(threads)
     cfg = read_settings(UtilitySettings, settings)
-    train, train_rows = load_split(images, table, "train", grey=True)
-    test, test_rows = load_split(images, table, "test", grey=True)
+    # the slices stay on disk: each classifier reads its batches, prediction reads blocks
+    train, train_rows = open_split(images, table, "train", grey=True)
+    test, test_rows = open_split(images, table, "test", grey=True)
     synth = np.asarray(load_checked_images(samples), dtype=np.float32)
     # a stacked model's samples are pooled per channel, each channel with its sample's label
     sample_names = grey_rows(read_sample_labels(labels, len(synth)), channel_count(synth))

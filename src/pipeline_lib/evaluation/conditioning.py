@@ -20,6 +20,7 @@ import pandas as pd
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import write_json
 from pipeline_lib.core.settings import ConditioningSettings, read_settings
+from pipeline_lib.core.slices import take_images
 from pipeline_lib.evaluation.domain_features import (ClassifierSettings, class_names, encode_labels, fit_slice_cnn, predict)
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def classifier_accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
     known = labels >= 0
     if not known.any():
         return float("nan")
-    pred = predict(model, np.asarray(images)[known])["label"]
+    pred = predict(model, take_images(images, np.flatnonzero(known)))["label"]
     return float(np.mean(pred == labels[known]))
 
 
@@ -91,13 +92,14 @@ def conditioning_job(samples: Path, labels: Path, images: Path, table: Path, out
         result = {"conditional": False, "note": "not conditional: the model takes no class label"}
         write_json(out, result)
         return result
-    from pipeline_lib.core.slices import load_split
+    from pipeline_lib.core.slices import open_split
     from pipeline_lib.core.slices import channel_count, grey_images, grey_rows, load_checked_images
     from pipeline_lib.core.runtime import configure_threads
 
     configure_threads(threads)
-    train, train_rows = load_split(images, table, "train", grey=True)
-    test, test_rows = load_split(images, table, "test", grey=True)
+    # the slices stay on disk: the classifier reads its batches, prediction reads blocks
+    train, train_rows = open_split(images, table, "train", grey=True)
+    test, test_rows = open_split(images, table, "test", grey=True)
     if condition_on not in train_rows.columns:
         raise InputError(f"{table}: no column '{condition_on}' (the model's condition_on)")
     names = class_names(train_rows[condition_on])

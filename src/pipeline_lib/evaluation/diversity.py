@@ -32,7 +32,7 @@ import numpy as np
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import write_json
 from pipeline_lib.core.settings import DiversitySettings, read_settings
-from pipeline_lib.core.slices import load_checked_images, load_split
+from pipeline_lib.core.slices import load_checked_images, open_split
 
 #: Wang et al.'s (2003) weights of the five scales, finest first (MONAI's defaults).
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -131,7 +131,7 @@ def model_diversity_job(samples: Path, reconstructions: Path, images: Path, tabl
     result = {"kind": "model", **pairwise_ms_ssim(load_checked_images(samples, grey=True), n_pairs=cfg.n_pairs,
                                                    seed=cfg.seed, kernel_size=cfg.kernel_size)}
     if np.load(reconstructions, mmap_mode="r").shape[0]:
-        test_images, _ = load_split(images, table, "test", n=n_reconstruct, seed=seed, grey=True)
+        test_images, _ = open_split(images, table, "test", n=n_reconstruct, seed=seed, grey=True)
         result.update(reconstruction_similarity(test_images, load_checked_images(reconstructions, grey=True),
                                                 kernel_size=cfg.kernel_size))
     write_json(out, result)
@@ -142,7 +142,7 @@ def original_diversity_job(images: Path, table: Path, out: Path, *,
                            settings: DiversitySettings | Mapping | None) -> dict:
     """The reference: MS-SSIM between pairs of real test slices (a seeded subset of ``n_reference``)."""
     cfg = read_settings(DiversitySettings, settings)
-    reference, _ = load_split(images, table, "test", n=cfg.n_reference, seed=cfg.seed, grey=True)
+    reference, _ = open_split(images, table, "test", n=cfg.n_reference, seed=cfg.seed, grey=True)
     result = {"kind": "original", **pairwise_ms_ssim(reference, n_pairs=cfg.n_pairs, seed=cfg.seed,
                                                       kernel_size=cfg.kernel_size)}
     write_json(out, result)

@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path, write_json
 from pipeline_lib.core.settings import DomainSettings, read_settings
+from pipeline_lib.core.slices import take_images
 from pipeline_lib.core.tensor_files import load_tensor_file, plain_values
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,6 @@ def fit_slice_cnn(images: np.ndarray, *, positions: np.ndarray | None = None, la
     torch.manual_seed(seed)
     model = SliceCNN(settings.width, settings.feature_dim, n_classes if use_label else 0, use_position)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    data = torch.from_numpy(np.array(images, dtype=np.float32)).unsqueeze(1)  # a writable copy
     pos_t = torch.as_tensor(positions, dtype=torch.float32) if use_position else None
     pos_scale = float(max(np.var(positions), 1e-3)) if use_position else 1.0
     lab_t = torch.as_tensor(labels, dtype=torch.long) if use_label else None
@@ -236,7 +236,8 @@ def fit_slice_cnn(images: np.ndarray, *, positions: np.ndarray | None = None, la
             order, cursor = torch.randperm(n, generator=gen), 0
         idx = order[cursor:cursor + batch]
         cursor += batch
-        out = model(data[idx])
+        # only the batch's images are read (``images`` may be a split on disk, core.slices.SplitImages)
+        out = model(torch.from_numpy(np.array(images[idx.numpy()], dtype=np.float32)).unsqueeze(1))
         loss = torch.zeros(())
         if use_position:
             loss = loss + F.mse_loss(out["position"], pos_t[idx]) / pos_scale
@@ -295,9 +296,8 @@ def train_domain_network(images: np.ndarray, table: pd.DataFrame, settings: Doma
         raise InputError(f"{source}: every slice has the same slice_index and no label column has "
                          "2 or more classes, so the domain network has nothing to learn")
     names = class_names(train[column]) if column else []
-    x = np.asarray(images[train.index.to_numpy()], dtype=np.float32)
     model = fit_slice_cnn(
-        x,
+        take_images(images, train.index.to_numpy()),
         positions=slice_positions(train, span) if has_position else None,
         labels=encode_labels(train[column], names) if column else None,
         n_classes=len(names), settings=ClassifierSettings.of(settings), seed=settings.seed)
@@ -311,7 +311,7 @@ def evaluate_domain_network(network: DomainNetwork, images: np.ndarray, table: p
     result: dict[str, Any] = {"split": split, "n_images": int(len(rows))}
     if rows.empty:
         return result
-    pred = predict(network.model, np.asarray(images[rows.index.to_numpy()], dtype=np.float32))
+    pred = predict(network.model, take_images(images, rows.index.to_numpy()))
     if network.position_span is not None:
         truth = slice_positions(rows, network.position_span)
         err = pred["position"] - truth
@@ -378,7 +378,7 @@ def domain_network_job(images: Path, table: Path, *, out_network: Path, out_summ
     """The ``domain_network`` rule: train, evaluate on both splits, save weights and a JSON summary."""
     import time
 
-    from pipeline_lib.core.slices import grey_images, grey_rows, image_channels, load_table, open_images
+    from pipeline_lib.core.slices import SplitImages, grey_rows, image_channels, load_table, open_images
     from pipeline_lib.core.runtime import configure_threads
 
     configure_threads(threads)
@@ -387,8 +387,10 @@ def domain_network_job(images: Path, table: Path, *, out_network: Path, out_summ
     data = open_images(images)
     if len(data) != len(frame):
         raise InputError(f"{images} has {len(data)} images but {table} has {len(frame)} rows")
-    # a stacked dataset is learnt as its channels' grey images (core.slices.grey_images)
-    frame, data = grey_rows(frame, image_channels(data, frame) or 1), grey_images(data)
+    # a stacked dataset is learnt as its channels' grey images (core.slices.grey_images), read
+    # from disk as batches need them
+    frame = grey_rows(frame, image_channels(data, frame) or 1)
+    data = SplitImages(images, np.arange(len(data)), grey=True)
     started = time.monotonic()
     network = train_domain_network(data, frame, cfg, source=str(table))
     seconds = time.monotonic() - started
@@ -421,7 +423,7 @@ def domain_metrics_job(network: Path, images: Path, table: Path, out: Path, *, s
     compared with it; without, the real TEST slices are (the "original" row:
     what real unseen images score).
     """
-    from pipeline_lib.core.slices import load_split
+    from pipeline_lib.core.slices import open_split
     from pipeline_lib.evaluation.distribution import prdc
     from pipeline_lib.evaluation.fid import frechet_distance_features
     from pipeline_lib.core.slices import load_checked_images as load_checked
@@ -430,11 +432,11 @@ def domain_metrics_job(network: Path, images: Path, table: Path, out: Path, *, s
     configure_threads(threads)
     cfg = read_settings(DomainSettings, settings)
     net = load_domain_network(network)
-    reference, _ = load_split(images, table, "train", n=cfg.n_reference, seed=cfg.seed, grey=True)
+    reference, _ = open_split(images, table, "train", n=cfg.n_reference, seed=cfg.seed, grey=True)
     if samples is not None:
         candidates, kind = np.asarray(load_checked(samples, grey=True), dtype=np.float32), "model"
     else:
-        candidates, _ = load_split(images, table, "test", grey=True)
+        candidates, _ = open_split(images, table, "test", grey=True)
         kind = "original"
     if candidates.shape[1:] != reference.shape[1:]:
         raise InputError(f"{samples}: image size {candidates.shape[1:]} differs from the slices' "
@@ -463,7 +465,8 @@ def domain_metrics_job(network: Path, images: Path, table: Path, out: Path, *, s
 
 
 def _check_images(images: np.ndarray, what: str) -> np.ndarray:
-    images = np.asarray(images)
+    # arrays and splits on disk (core.slices.SplitImages) pass as they are: never read whole here
+    images = images if hasattr(images, "shape") else np.asarray(images)
     if images.ndim != 3 or images.shape[0] == 0:
         raise InputError(f"{what}: expected a non-empty (N, H, W) image stack, got shape {images.shape}")
     if images.shape[1] < 16 or images.shape[2] < 16:

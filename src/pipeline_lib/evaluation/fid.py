@@ -221,7 +221,7 @@ def real_features_job(weights: Path, images: Path, table: Path, split: str, out:
     per-class statistics can be drawn from it later. A stacked dataset's images count as their
     channels' grey images (core.slices.grey_images), each feature row naming its image's table row.
     """
-    from pipeline_lib.core.slices import channel_count, grey_images, load_table, open_images, split_rows, subset_rows
+    from pipeline_lib.core.slices import SplitImages, channel_count, load_table, open_images, split_rows, subset_rows
     from pipeline_lib.core.runtime import configure_threads
 
     cfg = read_settings(FidSettings, settings)
@@ -234,10 +234,11 @@ def real_features_job(weights: Path, images: Path, table: Path, split: str, out:
     if cfg.max_real is not None:
         rows = subset_rows(rows, cfg.max_real, cfg.seed)
     channels = channel_count(data)
-    grey_index = (rows[:, None] * channels + np.arange(channels)).ravel()
-    features = _features_of(grey_images(data), grey_index, weights, cfg, f"{images} ({split} split)")
+    # read from disk a chunk at a time (pread, not the mapping, whose touched pages stay resident)
+    split_images = SplitImages(images, rows, grey=True)
+    features = _features_of(split_images, np.arange(len(split_images)), weights, cfg, f"{images} ({split} split)")
     save_feature_file(out, features, rows=np.repeat(rows, channels).astype(np.int64))
-    return {"split": split, "n_images": int(len(grey_index))}
+    return {"split": split, "n_images": int(len(split_images))}
 
 
 def model_features_job(weights: Path, samples: Path, out: Path, *, settings: FidSettings | Mapping[str, Any] | None = None,
@@ -261,19 +262,18 @@ def model_features_job(weights: Path, samples: Path, out: Path, *, settings: Fid
     if channel_count(raw) > 1:
         extra["channels"] = np.array(channel_count(raw), dtype=np.int64)
     if blocks is not None:
-        block_stack = load_sample_blocks(blocks)
-        flat = grey_images(block_stack.reshape((-1,) + block_stack.shape[2:]))
-        extra["block_features"] = _features_of(flat, np.arange(len(flat)), weights, cfg, str(blocks))
-        extra["block_index"] = np.repeat(np.arange(block_stack.shape[0]),
-                                         len(flat) // block_stack.shape[0]).astype(np.int64)
+        block_images = _MappedImages(blocks, leading=2)
+        n_blocks = load_sample_blocks(blocks).shape[0]
+        extra["block_features"] = _features_of(block_images, np.arange(len(block_images)), weights, cfg, str(blocks))
+        extra["block_index"] = np.repeat(np.arange(n_blocks), len(block_images) // n_blocks).astype(np.int64)
     save_feature_file(out, features, **extra)
-    return {"n_images": int(len(stack)), "n_blocks": int(block_stack.shape[0]) if blocks is not None else 0}
+    return {"n_images": int(len(stack)), "n_blocks": int(n_blocks) if blocks is not None else 0}
 
 
 def load_sample_blocks(path: str | os.PathLike) -> np.ndarray:
     """The fid_samples rule's stack (R, n, H, W) of sample sets in [0, 1] ((R, n, C, H, W) for a
-    stacked model), memory-mapped and checked."""
-    from pipeline_lib.core.slices import grey_images, validate_images
+    stacked model), memory-mapped and checked (a chunk at a time)."""
+    from pipeline_lib.core.slices import validate_images
 
     path = Path(path)
     try:
@@ -283,8 +283,35 @@ def load_sample_blocks(path: str | os.PathLike) -> np.ndarray:
     if stack.ndim not in (4, 5) or stack.shape[0] < 1 or stack.shape[1] < 2:
         raise InputError(f"{path}: sample blocks must be (R >= 1, n >= 2, H, W) or (R, n, C, H, W), "
                          f"got shape {stack.shape}")
-    validate_images(grey_images(stack.reshape((-1,) + stack.shape[2:])), str(path))
+    flat = _MappedImages(path, leading=2)
+    for start in range(0, len(flat), _CHUNK):
+        validate_images(flat[start:start + _CHUNK], str(path))
     return stack
+
+
+class _MappedImages:
+    """The grey images of a ``.npy`` stack whose first ``leading`` axes count images (the sample
+    blocks (R, n, [C,] H, W): leading 2), read through a mapping opened for each read and closed
+    after it. Pages of a mapping stay in the resident set while it is open, so one mapping kept
+    over a whole pass would grow the job to the file's size; per read it holds one chunk."""
+
+    def __init__(self, path: str | os.PathLike, leading: int = 1):
+        self.path, self.leading = Path(path), leading
+        shape = np.load(self.path, mmap_mode="r", allow_pickle=False).shape
+        per_image = int(shape[leading]) if len(shape) - leading == 3 else 1
+        self.shape = (int(np.prod(shape[:leading])) * per_image,) + tuple(shape[-2:])
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        from pipeline_lib.core.slices import grey_images
+
+        # the mapping (and its resident pages) goes when ``data`` does, on return
+        data = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        flat = grey_images(data.reshape((-1,) + data.shape[self.leading:]))
+        return np.array(flat[index], dtype=np.float32)
 
 
 def sample_blocks_of(arrays: Mapping[str, np.ndarray], path: str | os.PathLike) -> list[np.ndarray]:

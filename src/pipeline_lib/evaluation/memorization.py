@@ -43,33 +43,39 @@ def nearest_by_mse(queries: np.ndarray, references: np.ndarray, block: int = _BL
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Index of each query's nearest reference image and the per-pixel MSE to it.
 
-    ``queries`` (Q, H, W) and ``references`` (R, H, W); distances in float64
-    from ‖a‖² + ‖b‖² − 2a·b in ``block``×``block`` tiles, ties to the lowest
-    index. The MSE returned is recomputed from the pixel difference.
+    ``queries`` (Q, H, W) and ``references`` (R, H, W), either an array or a split on disk
+    (core.slices.SplitImages); distances in float64 from ‖a‖² + ‖b‖² − 2a·b in
+    ``block``×``block`` tiles, ties to the lowest index. The references are read once, a block at
+    a time (the outer loop), so memory holds one reference block, the queries and the best
+    candidate per query, never the reference set. The MSE returned is recomputed from the pixel
+    difference.
     """
-    q = _flat(queries, "queries")
-    r = _flat(references, "references")
-    if q.shape[1] != r.shape[1]:
+    queries, references = _stack(queries, "queries"), _stack(references, "references")
+    if queries.shape[1:] != references.shape[1:]:
         raise InputError(f"queries of {queries.shape[1:]} pixels cannot be compared with references "
                          f"of {references.shape[1:]}")
     if block < 1:
         raise ValueError(f"block must be positive, got {block}")
-    r_norms = np.concatenate([np.einsum("ij,ij->i", b, b) for b in _float64_blocks(r, block)])
-    best = np.full(len(q), np.inf)
-    nearest = np.zeros(len(q), dtype=np.intp)
-    for q0, rows in zip(range(0, len(q), block), _float64_blocks(q, block)):
-        q_norms = np.einsum("ij,ij->i", rows, rows)
-        sl = slice(q0, q0 + len(rows))
-        for c0, cols in zip(range(0, len(r), block), _float64_blocks(r, block)):
-            dist = q_norms[:, None] + r_norms[None, c0:c0 + len(cols)] - 2.0 * (rows @ cols.T)
+    n_q = len(queries)
+    q_starts = range(0, n_q, block)
+    q_norms = [np.einsum("ij,ij->i", rows, rows) for rows in _float64_blocks(queries, block)]
+    best = np.full(n_q, np.inf)
+    nearest = np.zeros(n_q, dtype=np.intp)
+    for c0, cols in zip(range(0, len(references), block), _float64_blocks(references, block)):
+        c_norms = np.einsum("ij,ij->i", cols, cols)
+        # Each query sees the reference blocks in ascending order, as a query-major loop would,
+        # so ties still go to the lowest index and every tile is the same product.
+        for q0, rows, norms in zip(q_starts, _float64_blocks(queries, block), q_norms):
+            sl = slice(q0, q0 + len(rows))
+            dist = norms[:, None] + c_norms[None, :] - 2.0 * (rows @ cols.T)
             arg = dist.argmin(axis=1)
             cand = dist[np.arange(len(rows)), arg]
             better = cand < best[sl]
             best[sl][better] = cand[better]
             nearest[sl][better] = arg[better] + c0
-    mse = np.empty(len(q))
-    for q0, rows in zip(range(0, len(q), block), _float64_blocks(q, block)):
-        partners = r[nearest[q0:q0 + len(rows)]].astype(np.float64)
+    mse = np.empty(n_q)
+    for q0, rows in zip(q_starts, _float64_blocks(queries, block)):
+        partners = _flat64(references[nearest[q0:q0 + len(rows)]])
         mse[q0:q0 + len(rows)] = np.mean((rows - partners) ** 2, axis=1)
     return nearest, mse
 
@@ -78,7 +84,9 @@ def nearest_by_cosine(queries: np.ndarray, references: np.ndarray, block: int = 
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Index of each query feature vector's most similar reference and its cosine distance (1 − cos).
 
-    A zero vector has similarity 0 to everything (distance 1).
+    A zero vector has similarity 0 to everything (distance 1). Similarities are computed in tiles
+    of ``block`` queries × ``block`` references, so memory does not grow with the product of the
+    two sets; ties go to the lowest reference index, as a whole-row argmax would.
     """
     q = _unit_rows(np.asarray(queries, dtype=np.float64))
     r = _unit_rows(np.asarray(references, dtype=np.float64))
@@ -86,11 +94,16 @@ def nearest_by_cosine(queries: np.ndarray, references: np.ndarray, block: int = 
         raise InputError(f"feature arrays of shapes {np.shape(queries)} and {np.shape(references)} "
                          "cannot be compared")
     nearest = np.zeros(len(q), dtype=np.intp)
-    similarity = np.zeros(len(q))
+    similarity = np.full(len(q), -np.inf)
     for q0 in range(0, len(q), block):
-        sim = q[q0:q0 + block] @ r.T
-        nearest[q0:q0 + block] = sim.argmax(axis=1)
-        similarity[q0:q0 + block] = sim.max(axis=1)
+        rows = slice(q0, q0 + block)
+        for r0 in range(0, len(r), block):
+            sim = q[rows] @ r[r0:r0 + block].T
+            arg = sim.argmax(axis=1)
+            cand = sim[np.arange(len(sim)), arg]
+            better = cand > similarity[rows]
+            similarity[rows][better] = cand[better]
+            nearest[rows][better] = arg[better] + r0
     return nearest, np.clip(1.0 - similarity, 0.0, 2.0)
 
 
@@ -213,7 +226,7 @@ def save_gallery(samples: np.ndarray, train: np.ndarray, pairs: list[tuple[int, 
 def memorization_job(samples: Path, images: Path, table: Path, network: Path, *, out_json: Path,
                      out_gallery: Path, settings: Mapping[str, Any]) -> dict:
     """The ``memorization_audit`` rule: audit one model's samples, write the JSON and the gallery."""
-    from pipeline_lib.core.slices import load_split
+    from pipeline_lib.core.slices import open_split
     from pipeline_lib.evaluation.domain_features import extract_domain_features, load_domain_network
     from pipeline_lib.core.slices import load_checked_images
     from pipeline_lib.core.runtime import configure_threads
@@ -223,8 +236,9 @@ def memorization_job(samples: Path, images: Path, table: Path, network: Path, *,
     configure_threads(1)
     cfg = read_settings(MemorizationSettings, settings)
     synth = np.asarray(load_checked_images(samples, grey=True), dtype=np.float32)
-    train, train_rows = load_split(images, table, "train", grey=True)
-    test, _ = load_split(images, table, "test", n=cfg.n_test_reference, seed=cfg.seed, grey=True)
+    # the slices stay on disk, read a block at a time by the searches and the feature network
+    train, train_rows = open_split(images, table, "train", grey=True)
+    test, _ = open_split(images, table, "test", n=cfg.n_test_reference, seed=cfg.seed, grey=True)
     if synth.shape[1:] != train.shape[1:]:
         raise InputError(f"{samples}: image size {synth.shape[1:]} differs from the slices' {train.shape[1:]}")
     net = load_domain_network(network)
@@ -248,16 +262,22 @@ def memorization_job(samples: Path, images: Path, table: Path, network: Path, *,
     return result
 
 
-def _flat(images: np.ndarray, what: str) -> np.ndarray:
-    images = np.asarray(images) if not isinstance(images, np.ndarray) else images
+def _stack(images, what: str):
+    """``images`` as an indexable (N, H, W) stack: arrays and splits on disk as they are."""
+    images = images if hasattr(images, "shape") else np.asarray(images)
     if images.ndim != 3 or images.shape[0] == 0:
         raise InputError(f"{what}: expected a non-empty (N, H, W) image stack, got shape {images.shape}")
-    return images.reshape(images.shape[0], -1)
+    return images
 
 
-def _float64_blocks(flat: np.ndarray, block: int):
-    for start in range(0, flat.shape[0], block):
-        yield flat[start:start + block].astype(np.float64)
+def _flat64(block: np.ndarray) -> np.ndarray:
+    return np.asarray(block).reshape(len(block), -1).astype(np.float64)
+
+
+def _float64_blocks(images, block: int):
+    """Images read ``block`` at a time, as float64 rows of pixels."""
+    for start in range(0, images.shape[0], block):
+        yield _flat64(images[start:start + block])
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

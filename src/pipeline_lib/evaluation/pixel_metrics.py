@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import write_json
-from pipeline_lib.core.slices import load_checked_images, load_split, validate_images
+from pipeline_lib.core.slices import load_checked_images, open_split, validate_images
 
 #: Intensity scale applied before the Laplacian (8-bit, as Ungría Hirte et al.'s values imply).
 DEFAULT_SHARPNESS_SCALE = 255.0
@@ -78,15 +78,14 @@ def minimum_isd(samples: np.ndarray, block: int = _BLOCK) -> float:
     n = samples.shape[0]
     if n < 2:
         raise InputError(f"samples: minimum ISD needs at least 2 images, got {n}")
-    flat = samples.reshape(n, -1)
-    norms = _row_norms(flat, block)
-    nearest = _nearest_other(flat, norms, block)
+    norms = _row_norms(samples, block)
+    nearest = _nearest_other(samples, norms, block)
     total = 0.0
     for start in range(0, n, block):
-        rows = flat[start : start + block].astype(np.float64)
-        partners = flat[nearest[start : start + block]].astype(np.float64)
+        rows = _flat64(samples[start : start + block])
+        partners = _flat64(samples[nearest[start : start + block]])
         total += float(np.sum((rows - partners) ** 2))
-    return total / n / flat.shape[1]
+    return total / n / _pixels(samples)
 
 
 def laplacian_variance(images: np.ndarray, scale: float = DEFAULT_SHARPNESS_SCALE) -> np.ndarray:
@@ -103,9 +102,10 @@ def laplacian_variance(images: np.ndarray, scale: float = DEFAULT_SHARPNESS_SCAL
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a positive finite number, got {scale}")
     out = np.empty(images.shape[0], dtype=np.float64)
-    for i, image in enumerate(images):
-        scaled = np.ascontiguousarray(image, dtype=np.float64) * scale
-        out[i] = cv2.Laplacian(scaled, cv2.CV_64F).var()
+    for start, block in _blocks(images):
+        for i, image in enumerate(block, start):
+            scaled = np.ascontiguousarray(image, dtype=np.float64) * scale
+            out[i] = cv2.Laplacian(scaled, cv2.CV_64F).var()
     return out
 
 
@@ -169,16 +169,17 @@ def _per_image_mse(originals: np.ndarray, reconstructions: np.ndarray) -> np.nda
     return out
 
 
-def _nearest_other(flat: np.ndarray, norms: np.ndarray, block: int) -> np.ndarray:
-    """Index of each row's nearest other row (squared L2), by blocked products."""
-    n = flat.shape[0]
+def _nearest_other(images: np.ndarray, norms: np.ndarray, block: int) -> np.ndarray:
+    """Index of each image's nearest other image (squared L2), by blocked products; ``images`` is
+    read a block at a time (an array or a split on disk, core.slices.SplitImages)."""
+    n = images.shape[0]
     best = np.full(n, np.inf)
     nearest = np.zeros(n, dtype=np.intp)
     for r0 in range(0, n, block):
-        rows = flat[r0 : r0 + block].astype(np.float64)
+        rows = _flat64(images[r0 : r0 + block])
         r1 = r0 + len(rows)
         for c0 in range(0, n, block):
-            cols = rows if c0 == r0 else flat[c0 : c0 + block].astype(np.float64)
+            cols = rows if c0 == r0 else _flat64(images[c0 : c0 + block])
             c1 = c0 + len(cols)
             dist = norms[r0:r1, None] + norms[None, c0:c1] - 2.0 * (rows @ cols.T)
             np.maximum(dist, 0.0, out=dist)
@@ -192,12 +193,17 @@ def _nearest_other(flat: np.ndarray, norms: np.ndarray, block: int) -> np.ndarra
     return nearest
 
 
-def _row_norms(flat: np.ndarray, block: int) -> np.ndarray:
-    out = np.empty(flat.shape[0], dtype=np.float64)
-    for start in range(0, flat.shape[0], block):
-        rows = flat[start : start + block].astype(np.float64)
+def _row_norms(images: np.ndarray, block: int) -> np.ndarray:
+    out = np.empty(images.shape[0], dtype=np.float64)
+    for start in range(0, images.shape[0], block):
+        rows = _flat64(images[start : start + block])
         out[start : start + len(rows)] = np.einsum("ij,ij->i", rows, rows)
     return out
+
+
+def _flat64(block: np.ndarray) -> np.ndarray:
+    """A block of images as float64 rows of pixels."""
+    return np.asarray(block).reshape(len(block), -1).astype(np.float64)
 
 
 def _moments(images: np.ndarray) -> tuple[int, float, np.ndarray]:
@@ -231,13 +237,14 @@ def _check_same_image_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: s
 
 def model_metrics_job(samples: Path, reconstructions: Path, images: Path, table: Path, out: Path, *,
                       sharpness_scale: float, n_reconstruct: int, seed: int) -> dict:
-    """Samples against all training slices; reconstructions against the test slices they came from."""
-    originals, _ = load_split(images, table, "train", grey=True)
+    """Samples against all training slices; reconstructions against the test slices they came from.
+    The slices are read from disk a block at a time (core.slices.open_split)."""
+    originals, _ = open_split(images, table, "train", grey=True)
     result = {"kind": "model", **sample_metrics(load_checked_images(samples, grey=True), originals, sharpness_scale=sharpness_scale)}
     # Families that cannot reconstruct leave a zero-row array.
     if np.load(reconstructions, mmap_mode="r").shape[0]:
         recon = load_checked_images(reconstructions, grey=True)
-        test_images, _ = load_split(images, table, "test", n=n_reconstruct, seed=seed, grey=True)
+        test_images, _ = open_split(images, table, "test", n=n_reconstruct, seed=seed, grey=True)
         result.update(reconstruction_metrics(test_images, recon, sharpness_scale=sharpness_scale))
     write_json(out, result)
     return result
@@ -246,8 +253,8 @@ def model_metrics_job(samples: Path, reconstructions: Path, images: Path, table:
 def original_metrics_job(images: Path, table: Path, out: Path, *, sharpness_scale: float,
                          n_original: int, seed: int) -> dict:
     """The 'Original' row: held-out real slices treated as the sample set."""
-    originals, _ = load_split(images, table, "train", grey=True)
-    reference, _ = load_split(images, table, "test", n=n_original, seed=seed, grey=True)
+    originals, _ = open_split(images, table, "train", grey=True)
+    reference, _ = open_split(images, table, "test", n=n_original, seed=seed, grey=True)
     result = {"kind": "original", **sample_metrics(reference, originals, sharpness_scale=sharpness_scale)}
     write_json(out, result)
     return result

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from pipeline_lib.core.figures import save_grid
-from pipeline_lib.core.io import write_npy, write_tsv
+from pipeline_lib.core.io import atomic_path, write_npy, write_tsv
 from pipeline_lib.core.progress import Progress
 from pipeline_lib.core.runtime import configure_threads
 from pipeline_lib.core.settings import SamplingSettings, read_settings
@@ -95,11 +95,23 @@ def block_seed(seed: int, block: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(block), 0xF1D]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def draw_sample_blocks(model, n_blocks: int, n: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
-    """(n_blocks, n, H, W) ((n_blocks, n, C, H, W) for a stacked model): block r holds ``n`` samples
-    drawn with :func:`block_seed` (seed, r), each with the same class plan ``labels`` as the main
-    sample set."""
-    return np.stack([draw_samples(model, n, block_seed(seed, r), labels=labels) for r in range(n_blocks)])
+def write_sample_blocks(model, n_blocks: int, n: int, seed: int, out: Path,
+                        labels: np.ndarray | None = None) -> None:
+    """Write (n_blocks, n, H, W) ((n_blocks, n, C, H, W) for a stacked model) to the ``.npy`` file
+    ``out``, block r holding ``n`` samples drawn with :func:`block_seed` (seed, r), each with the
+    same class plan ``labels`` as the main sample set. Each block goes to disk as soon as it is
+    drawn, so memory holds one block, never the stack; the file is byte for byte what ``np.save``
+    writes for the stacked blocks, and appears only when complete (core.io.atomic_path)."""
+    if n_blocks < 1:
+        raise ValueError(f"at least one sample block is needed, got {n_blocks}")
+    with atomic_path(out, suffix=".npy") as tmp, open(tmp, "wb") as handle:
+        for r in range(n_blocks):
+            block = np.ascontiguousarray(draw_samples(model, n, block_seed(seed, r), labels=labels))
+            if r == 0:
+                np.lib.format.write_array_header_1_0(handle, {
+                    "descr": np.lib.format.dtype_to_descr(block.dtype), "fortran_order": False,
+                    "shape": (n_blocks,) + block.shape})
+            handle.write(block.tobytes())
 
 
 def fid_samples_job(weights: Path, sampling: SamplingSettings | dict, repeats: int, out: Path, *,
@@ -111,8 +123,7 @@ def fid_samples_job(weights: Path, sampling: SamplingSettings | dict, repeats: i
     model, summary = load_trained_model(weights, device=device)
     labels = sample_labels(cfg.n, summary["n_classes"], cfg.n_per_class) if model.conditional else None
     n = cfg.n if labels is None else len(labels)
-    blocks = draw_sample_blocks(model, int(repeats), n, cfg.seed, labels)
-    write_npy(out, blocks)
+    write_sample_blocks(model, int(repeats), n, cfg.seed, out, labels)
     return {"n_blocks": int(repeats), "block_size": int(n)}
 
 
