@@ -20,7 +20,7 @@ from pipeline_lib.core.private import private_folder
 from pipeline_lib.core.settings import (TrainerSettings, canonical, dataset_params, dataset_settings, enabled_models,
                                         model_dataset, model_seeds, rerun_settings, result_part, rule_settings)
 from pipeline_lib.core.volumes import volume_dataset_mb, volume_dataset_params, volume_dataset_settings
-from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES, layout_problem
+from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES, file_state, layout_problem
 from pipeline_lib.imaging.label_filters import check_filters_against_subjects
 from pipeline_lib.imaging.pseudonym import project_salt, salt_notice
 from pipeline_lib.models import family_sources
@@ -125,30 +125,34 @@ def discovery_fingerprint():
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
+# The tables below are parsed once per state of their file (file_state: inode, size, modification
+# time), so a rewritten or replaced subjects.tsv is read again within the same Snakemake process.
+
+
 @functools.lru_cache(maxsize=4)
-def _read_table(path, mtime):
+def _read_table(path, state):
     return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
 
 
 def read_table(path):
-    return _read_table(str(path), Path(path).stat().st_mtime_ns)
+    return _read_table(str(path), file_state(path))
 
 
 def discovered():
     """pseudonym -> format, kind and labels; only available once the discovery checkpoint has run."""
     path = checkpoints.discover_inputs.get().output.subjects
-    return _indexed(str(path), Path(path).stat().st_mtime_ns)
+    return _indexed(str(path), file_state(path))
 
 
 @functools.lru_cache(maxsize=4)
-def _indexed(path, mtime):
+def _indexed(path, state):
     # once per table: input functions ask for it several times per subject (2,029 subjects)
-    return _read_table(path, mtime).set_index("subject")
+    return _read_table(path, state).set_index("subject")
 
 
 @functools.lru_cache(maxsize=4)
-def _subject_rows(path, mtime):
-    return _read_table(path, mtime).set_index("subject").to_dict("index")
+def _subject_rows(path, state):
+    return _read_table(path, state).set_index("subject").to_dict("index")
 
 
 def subject_row(wildcards):
@@ -156,7 +160,7 @@ def subject_row(wildcards):
     Called only for jobs that exist, i.e. once staged_link has found the checkpoint complete: asking
     the checkpoint again here cost 1.5 ms a call, six calls per subject (bench/dag_2029.py)."""
     path = rules.discover_inputs.output.subjects
-    return _subject_rows(path, os.stat(path).st_mtime_ns)[wildcards.subject]
+    return _subject_rows(path, file_state(path))[wildcards.subject]
 
 
 #: Subjects whose jobs (ingest, register) share one cluster job: a 40,000-subject cohort makes 800
@@ -165,10 +169,11 @@ SUBJECTS_PER_CLUSTER_JOB = 50
 
 
 @functools.lru_cache(maxsize=4)
-def _subject_batches(path, mtime):
-    return {subject: i // SUBJECTS_PER_CLUSTER_JOB for i, subject in enumerate(sorted(_subject_rows(path, mtime)))}
+def _subject_batches(path, state):
+    return {subject: i // SUBJECTS_PER_CLUSTER_JOB for i, subject in enumerate(sorted(_subject_rows(path, state)))}
 
 
+@resources.signature_once
 def subject_batch(wildcards):
     """The cluster job (group) of a subject's jobs: consecutive pseudonyms, SUBJECTS_PER_CLUSTER_JOB
     at a time, joined by the profile's `group-components: subjects=...`. With one group name for
@@ -177,7 +182,7 @@ def subject_batch(wildcards):
     batch caps a job at its batch. The batch names count as "subjects" for group-components, as
     Snakemake records for a group name written with wildcards."""
     path = rules.discover_inputs.output.subjects
-    batch = f"subjects{_subject_batches(path, os.stat(path).st_mtime_ns)[wildcards.subject]}"
+    batch = f"subjects{_subject_batches(path, file_state(path))[wildcards.subject]}"
     workflow.parent_groupids[batch] = "subjects"
     return batch
 
@@ -194,7 +199,7 @@ def discovery_output():
     run) until it answers for the current subjects.tsv; then the answer is kept for that table:
     asking it for every subject cost 7 ms a subject on a busy login node."""
     path = rules.discover_inputs.output.subjects
-    state = os.stat(path).st_mtime_ns if os.path.exists(path) else None
+    state = file_state(path) if os.path.exists(path) else None
     if state not in _complete_discovery:
         output = checkpoints.discover_inputs.get().output
         if state is None:
@@ -203,11 +208,13 @@ def discovery_output():
     return _complete_discovery[state]
 
 
+@resources.signature_once
 def staged_link(wildcards):
     """The subject's staging link: the only path to its source any rule sees."""
     return os.path.join(discovery_output().staging, wildcards.subject, STAGED_INPUT)
 
 
+@resources.signature_once
 def staged_input(wildcards):
     """The staging link as the rule's input, so a changed source reruns its ingest (the link
     carries its target's modification time); a missing source is refused by ingest, not the DAG.
@@ -232,21 +239,25 @@ def subject_sequence_list(wildcards, column):
     return names[1:] if column == "sequences" else names
 
 
+@resources.signature_once
 def subject_sequences(wildcards):
     """Every image sequence of the subject, reference first ("" for a single-sequence input)."""
     return subject_row(wildcards).get("sequences", "")
 
 
+@resources.signature_once
 def subject_reference(wildcards):
     """The subject's reference sequence (input.layout), "" for a single-sequence input."""
     row = subject_row(wildcards)
     return row.get("sequence", "") if "sequences" in row else ""
 
 
+@resources.signature_once
 def subject_format(wildcards):
     return subject_row(wildcards)["format"]
 
 
+@resources.signature_once
 def subject_kind(wildcards):
     return subject_row(wildcards)["kind"]
 
@@ -446,6 +457,7 @@ def checkpoint_dir(wildcards):
 def minutes_per_attempt(minutes):
     """Cluster time limit that grows with each retry."""
 
+    @resources.signature_once
     def runtime(wildcards, attempt):
         return minutes * attempt
 
@@ -502,10 +514,12 @@ def sample_count(wildcards):
     return samples.images if samples else config["sampling"]["n"]
 
 
+@resources.signature_once
 def mem_ingest(wildcards, input, attempt):
     return resources.request_mb(resources.ingest_mb(resources.source_bytes(input.staged)), attempt)
 
 
+@resources.signature_once
 def mem_register(wildcards, input, attempt):
     volume = resources.bytes_on_disk([input.ingested])
     return resources.request_mb(resources.register_mb(volume, registration_grid()), attempt)

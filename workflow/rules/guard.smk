@@ -4,8 +4,10 @@
 # resources: the job learns whether this attempt is its last.
 
 from pipeline_lib.core.guard import attempt_resource, export_retries
+from pipeline_lib.core.resources import signature_once
 
 
+@signature_once
 def job_attempt(wildcards, attempt):
     """Resource `attempt`: "<this attempt>/<attempts>" (a string, so a group job does not sum it).
 

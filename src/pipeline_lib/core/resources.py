@@ -16,6 +16,7 @@ DAG is built, once per job.
 from __future__ import annotations
 
 import ast
+import inspect
 import math
 import os
 import stat
@@ -80,6 +81,20 @@ def request_mb(mb: float, attempt: int) -> int:
 
 def request_minutes(minutes: float, attempt: int) -> int:
     return int(math.ceil(minutes * attempt_factor(attempt)))
+
+
+#: Where Snakemake (``snakemake.common.get_function_params``, 8.x and 9.x) looks for a callable's
+#: parameters before it inspects the callable's signature.
+SNAKEMAKE_PARAMETERS_ATTRIBUTE = "_overwrite_params"
+
+
+def signature_once(func):
+    """Decorator for the workflow's per-job callables (input functions, params, resources, group):
+    Snakemake inspects a callable's signature every time it calls it, two or three times per job and
+    callable, which was about a tenth of a 40,000-subject dry run's CPU (bench/results/dag_40000.md).
+    The parameters kept are those inspect gives, so Snakemake passes the same arguments."""
+    setattr(func, SNAKEMAKE_PARAMETERS_ATTRIBUTE, inspect.signature(func).parameters)
+    return func
 
 
 # ----- sizes from files -----

@@ -90,6 +90,14 @@ SEQUENCE_COLUMNS = ["sequence", "sequences", "mask"]
 
 NIFTI_KIND, DICOM_KIND, MISSING_KIND = "NIfTI file", "DICOM series", "missing input"
 
+
+def file_state(path: str | os.PathLike) -> tuple[int, int, int]:
+    """One version of a file, as the DAG's caches of subjects.tsv key it: inode, size and
+    modification time (ns). A table replaced atomically (a new inode, as core.io writes it) or
+    rewritten to another size is a new state even within one tick of a coarse file-system clock."""
+    info = os.stat(path)
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
 _BIDS_SUB = re.compile(r"^sub-([A-Za-z0-9]+)$")
 _BIDS_SES = re.compile(r"^ses-([A-Za-z0-9]+)$")
 _BIDS_FILE = re.compile(r"^sub-([A-Za-z0-9]+)(?:_ses-([A-Za-z0-9]+))?_")
