@@ -88,21 +88,25 @@ def test_sample_sheet_lists_every_format(demo_cohort_dir, demo_cohort_sheet):
     assert set(sheet["format"]) == {"dicom", "nifti"}
     assert (sheet["format"] == "dicom").sum() == N_SUBJECTS // 2
     nifti_paths = sheet.loc[sheet["format"] == "nifti", "path"]
-    assert any(p.endswith(".nii") for p in nifti_paths) and any(p.endswith(".nii.gz") for p in nifti_paths)
+    assert any(p.endswith(".nii") for p in nifti_paths)
+    assert any(p.endswith(".nii.gz") for p in nifti_paths)
     assert set(sheet["scanner"]) == {"scanner-A", "scanner-B"}
     # Each scanner has both a DICOM and a NIfTI subject, so format does not stand in for scanner.
     assert sheet.groupby("scanner")["format"].nunique().min() == 2
     for path in sheet["path"]:
-        assert not Path(path).is_absolute() and (demo_cohort_dir / path).exists()
+        assert not Path(path).is_absolute()
+        assert (demo_cohort_dir / path).exists()
     for row in sheet[sheet["format"] == "dicom"].itertuples():
-        assert (demo_cohort_dir / row.path).is_dir() and len(list((demo_cohort_dir / row.path).glob("*.dcm"))) == HEAD_SHAPE[2]
+        assert (demo_cohort_dir / row.path).is_dir()
+        assert len(list((demo_cohort_dir / row.path).glob("*.dcm"))) == HEAD_SHAPE[2]
 
 
 def test_format_and_suffix_do_not_follow_scanner():
     from pipeline_lib.cohorts.demo_cohort import _assign_formats
 
     formats = _assign_formats(n_subjects=12, n_scanners=2, dicom_fraction=0.5)
-    assert formats.count("dicom") == 6 and formats.count("nii") == formats.count("nii.gz") == 3
+    assert formats.count("dicom") == 6
+    assert formats.count("nii") == formats.count("nii.gz") == 3
     for scanner in range(2):
         assert set(formats[scanner::2]) == {"dicom", "nii", "nii.gz"}
     assert _assign_formats(3, 1, 0.0) == ["nii.gz", "nii", "nii.gz"]
@@ -116,7 +120,8 @@ def test_readable_volumes_are_finite_3d(demo_cohort_dir, demo_cohort_sheet, demo
     for _, row in readable.iterrows():
         volume = _load(demo_cohort_dir, row)
         assert volume.shape == HEAD_SHAPE, row["subject"]
-        assert np.all(np.isfinite(volume)) and volume.max() > 100 * max(volume.min(), 1e-3)
+        assert np.all(np.isfinite(volume))
+        assert volume.max() > 100 * max(volume.min(), 1e-3)
 
 
 def test_nifti_and_dicom_share_the_template_world(demo_cohort_dir, demo_cohort_sheet, demo_cohort_phi):
@@ -136,7 +141,8 @@ def test_nifti_and_dicom_share_the_template_world(demo_cohort_dir, demo_cohort_s
 def test_corrupt_file_fails_to_load(demo_cohort_dir, demo_cohort_sheet, demo_cohort_phi):
     (corrupt,) = demo_cohort_phi["corrupt_subjects"]
     row = demo_cohort_sheet.set_index("subject").loc[corrupt]
-    assert row["format"] == "nifti" and row["path"].endswith(".nii.gz")
+    assert row["format"] == "nifti"
+    assert row["path"].endswith(".nii.gz")
     image = nib.load(demo_cohort_dir / row["path"])  # the header is intact ...
     assert image.shape == HEAD_SHAPE
     with pytest.raises(Exception):  # ... the voxel data is not
@@ -157,7 +163,8 @@ def test_dicom_headers_carry_planted_phi(demo_cohort_dir, demo_cohort_sheet, dem
             assert ds.PatientID == planted["patient_id"]
             assert ds.PatientBirthDate == planted["birth_date"]
             assert ds.InstitutionName == planted["institution_name"]
-            assert ds.Manufacturer and ds.ManufacturerModelName
+            assert ds.Manufacturer
+            assert ds.ManufacturerModelName
     profiles = {scanner_profile(i).label: scanner_profile(i) for i in range(2)}
     models = {r.scanner: pydicom.dcmread(next((demo_cohort_dir / r.path).glob("*.dcm"))).ManufacturerModelName for r in dicom_rows.itertuples()}
     assert models == {label: profiles[label].model_name for label in models}
@@ -194,7 +201,9 @@ def test_head_phantom_wraps_the_brain_in_csf_skull_and_scalp():
     outside = np.flatnonzero(np.asarray(brain_data[centre[0], centre[1], centre[2]:]) <= 0.05)[0]
     profile = column[outside:]
     fat = max(v for _, v in HEAD_LAYERS)
-    assert profile[:2].min() < 0.2 and profile.max() > 0.8 * fat and profile[-1] < 0.01
+    assert profile[:2].min() < 0.2
+    assert profile.max() > 0.8 * fat
+    assert profile[-1] < 0.01
     # skull and scalp add far more volume than the brain has: what brain extraction must remove
     assert (data > 0.05).sum() > 1.8 * (brain_data > 0.05).sum()
 
@@ -225,7 +234,8 @@ def test_rebuild_replaces_earlier_cohort_only(tmp_path):
     out = tmp_path / "demo"
     make_demo_cohort(out, n_subjects=1, dicom_fraction=0.0)
     sheet = pd.read_csv(out / "samples.tsv", sep="\t")
-    assert list(sheet["format"]) == ["nifti"] * 3 and (out / "demo-01.nii.gz").exists()
+    assert list(sheet["format"]) == ["nifti"] * 3
+    assert (out / "demo-01.nii.gz").exists()
     make_demo_cohort(out, n_subjects=1, dicom_fraction=1.0)
     assert sorted(p.name for p in out.iterdir()) == ["demo-01", "demo-02.nii.gz", "demo-03.nii.gz",
                                                      "planted_phi.json", "samples.tsv"]

@@ -167,11 +167,13 @@ def test_the_fixture_runs_have_the_report_rules_inputs(tmp_path):
     """The page tests read what the report rule gives a run, nothing more: a run's files carry
     exactly the rule's per-run input names, and those the page reads by path are among them."""
     names = report_run_inputs()
-    assert len(names) >= 14 and inputs.FILE_INPUTS <= set(names), names
+    assert len(names) >= 14, names
+    assert inputs.FILE_INPUTS <= set(names), names
     files = make_run(tmp_path, "vae", 0, 100.0)
     assert sorted(files.paths) == sorted(names)
     run = inputs.Run.read(0, files)
-    assert set(run.records) == set(names) - inputs.FILE_INPUTS and run.metrics == run.records["metrics"]
+    assert set(run.records) == set(names) - inputs.FILE_INPUTS
+    assert run.metrics == run.records["metrics"]
     with pytest.raises(AttributeError, match="no record 'nonexistent'"):
         run.nonexistent
 
@@ -242,7 +244,8 @@ def test_report_is_one_self_contained_file_with_grey_8bit_images(tmp_path, data)
     text = build(tmp_path, data)
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["index.html", "summary.tsv"]
     assert not re.search(r"https?://", text)
-    assert "<script" not in text.lower() and "<link" not in text.lower()
+    assert "<script" not in text.lower()
+    assert "<link" not in text.lower()
     page = parse(text)
     assert page.scripts == 0
     # 1 overlay + 8 sample grids (every run) + 1 real-slices grid + 3 galleries + 3 loss plots
@@ -255,7 +258,8 @@ def test_report_is_one_self_contained_file_with_grey_8bit_images(tmp_path, data)
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         colour_types.append(struct.unpack(">B", png[25:26])[0])
     # Grey pictures (grids, the matplotlib RGBA overlay and galleries) are stored as 8-bit grey (type 0).
-    assert colour_types.count(0) >= 7 and 6 not in colour_types  # no RGBA left
+    assert colour_types.count(0) >= 7
+    assert 6 not in colour_types  # no RGBA left
 
 
 def test_summary_comes_first_with_best_per_column_spreads_and_runs(tmp_path, data):
@@ -265,18 +269,24 @@ def test_summary_comes_first_with_best_per_column_spreads_and_runs(tmp_path, dat
     page = parse(text)
     assert page.rows["summary-table"] == ["vae", EVIL, "dcgan", "original"]  # sorted by FID
     fid = page.cells[("summary-table", "vae", "fid")]
-    assert float(fid["data-value"]) == pytest.approx(100.0) and float(fid["data-std"]) == pytest.approx(2.0)
-    assert fid["data-n"] == "3" and "best" in fid["class"]
+    assert float(fid["data-value"]) == pytest.approx(100.0)
+    assert float(fid["data-std"]) == pytest.approx(2.0)
+    assert fid["data-n"] == "3"
+    assert "best" in fid["class"]
     table = re.search(r'<table id="summary-table">.*?</table>', text, re.S).group(0)
-    assert "FID ↓" in table and "Precision ↑" in table and "Likely copies ↓" in table
+    assert "FID ↓" in table
+    assert "Precision ↑" in table
+    assert "Likely copies ↓" in table
     assert "100.0 ± 2.0 ★" in table
     # dcgan (160 ± 10) and EVIL (152.5 ± 17.7) overlap each other but not vae: neither is marked ≈.
     assert "tie" not in page.cells[("summary-table", "dcgan", "fid")]["class"]
     best_row = re.search(r'<tr class="best-row">.*?</tr>', table, re.S).group(0)
     assert '<td data-metric="fid">vae</td>' in best_row
     tsv = pd.read_csv(tmp_path / "report" / "summary.tsv", sep="\t")
-    assert list(tsv["model"]) == list(FIDS) and list(tsv["runs"]) == [3, 3, 2]
-    assert tsv.loc[0, "fid_mean"] == pytest.approx(100.0) and tsv.loc[0, "fid_std"] == pytest.approx(2.0)
+    assert list(tsv["model"]) == list(FIDS)
+    assert list(tsv["runs"]) == [3, 3, 2]
+    assert tsv.loc[0, "fid_mean"] == pytest.approx(100.0)
+    assert tsv.loc[0, "fid_std"] == pytest.approx(2.0)
 
 
 def test_conclusion_says_what_the_spreads_support(tmp_path):
@@ -305,7 +315,8 @@ def test_table_of_contents_links_every_section_and_group(tmp_path, data):
     expected = {s.anchor for s in shown} | {f"group-{s.group}" for s in shown} | {"summary", "provenance"}
     assert expected <= set(page.links)
     # The paper's group exists only with report.published set.
-    assert "published" not in page.ids and "group-paper" not in page.ids
+    assert "published" not in page.ids
+    assert "group-paper" not in page.ids
 
 
 def test_one_warning_per_kind(tmp_path, data):
@@ -322,9 +333,11 @@ def test_incomplete_runs_are_marked(tmp_path):
     page = parse(text)
     assert '<tr data-model="dcgan" class="incomplete">' in text
     assert "3 (1 incomplete ⚠)" in text
-    assert 'data-kind="incomplete training"' in text and "dcgan (seed 1)" in text
+    assert 'data-kind="incomplete training"' in text
+    assert "dcgan (seed 1)" in text
     training = re.search(r'<table id="training-runs">.*?</table>', text, re.S).group(0)
-    assert training.count('data-status="incomplete"') == 1 and "7 of 20" in training
+    assert training.count('data-status="incomplete"') == 1
+    assert "7 of 20" in training
     assert "stopped by the time cap" in parse_conclusion(text)
     assert page.rows["training-runs"].count("vae") == 3
 
@@ -335,9 +348,13 @@ def test_provenance_footer_without_secrets(tmp_path, data):
     assert text.index('id="provenance"') > text.index('id="group-qc"')
     for label in ("Written", "Code (git commit)", "Configuration digest (SHA-256)", "Packages", "Machine"):
         assert f"<th>{label}</th>" in footer
-    assert "torch " in footer and "snakemake " in footer and "cores available" in footer
-    assert re.search(r"UTC", footer) and re.search(r"[0-9a-f]{40}|not a git checkout", footer)
-    assert "secret-salt-123" not in text and "&lt;redacted&gt;" in footer
+    assert "torch " in footer
+    assert "snakemake " in footer
+    assert "cores available" in footer
+    assert re.search(r"UTC", footer)
+    assert re.search(r"[0-9a-f]{40}|not a git checkout", footer)
+    assert "secret-salt-123" not in text
+    assert "&lt;redacted&gt;" in footer
     assert config_digest({"privacy": {"pseudonym_salt": "secret-salt-123"}, "training": {"seeds": [0, 1, 2]},
                           "models": {"vae": {"family": "vae", "budget": {"steps": 20}}}}) in footer
 
@@ -346,7 +363,8 @@ def test_provenance_never_shows_the_input_folder():
     """A hospital export's folder may be named after the patient; only private/source knows it."""
     config = {"input": {"source": "/data/DOE^JANE_19600101", "layout": "auto"}, "privacy": {"pseudonym_salt": "s"}}
     record = provenance(config, Path(__file__).resolve().parents[1])
-    assert "DOE" not in json.dumps(record) and record["config"]["input"] == {"source": "<redacted>", "layout": "auto"}
+    assert "DOE" not in json.dumps(record)
+    assert record["config"]["input"] == {"source": "<redacted>", "layout": "auto"}
     assert provenance({"input": {"source": "demo"}}, Path(".."))["config"]["input"]["source"] == "demo"
 
 
@@ -356,7 +374,8 @@ def test_table1_rows_are_means_over_seeds(tmp_path, data):
     values = [_metrics(seed, True)["isd"] for seed in range(3)]
     cell = page.cells[("table1", "vae", "isd")]
     assert float(cell["data-value"]) == pytest.approx(np.mean(values))
-    assert float(cell["data-std"]) == pytest.approx(np.std(values, ddof=1)) and cell["data-n"] == "3"
+    assert float(cell["data-std"]) == pytest.approx(np.std(values, ddof=1))
+    assert cell["data-n"] == "3"
     original = page.cells[("table1", "Original", "sharpness_mean")]
     assert float(original["data-std"]) == data.original["sharpness_std"]  # one set: its spread over images
     assert page.rows["reconstruction"] == ["vae"]
@@ -378,15 +397,18 @@ def test_text_from_inputs_is_escaped(tmp_path, data):
     assert "&lt;b&gt;evil &amp; &quot;model&quot;&lt;/b&gt;" in text
     assert "DICOM &lt;series&gt;" in text
     assert "truncated gzip &amp; bad header" in text
-    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "<script>" not in text
+    assert "&lt;script&gt;" in text
 
 
 def test_number_formatting_is_one_rule():
     assert format_mean_std(380.58792, 8.4741) == "380.6 ± 8.5"
     assert format_mean_std(0.47004, 0.0073518) == "0.4700 ± 0.0074"
     assert format_mean_std(1234.5, 123.0) == "1230 ± 120"
-    assert format_mean_std(0.5, None) == "0.5" and format_mean_std(None, 1) == "n/a"
-    assert format_number(float("inf")) == "n/a" and format_number(1495.3) == "1495"
+    assert format_mean_std(0.5, None) == "0.5"
+    assert format_mean_std(None, 1) == "n/a"
+    assert format_number(float("inf")) == "n/a"
+    assert format_number(1495.3) == "1495"
 
 
 def test_loss_plot_log_scale_only_when_positive(tmp_path, monkeypatch):
@@ -438,7 +460,8 @@ def test_registration_qc_lists_flagged_subjects_worst_first_with_reasons(tmp_pat
     order = re.findall(r"<td>(sub-[0-9a-f]{10})</td>", table)
     assert order == ["sub-000000000d", "sub-000000000b", "sub-000000000c", "sub-000000000a"]
     flagged_row = re.search(r'<tr class="flagged">.*?</tr>', table, re.S).group(0)
-    assert "sub-000000000b" in flagged_row and "scales 0.78/0.81/0.74 outside 0.8–1.25" in flagged_row
+    assert "sub-000000000b" in flagged_row
+    assert "scales 0.78/0.81/0.74 outside 0.8–1.25" in flagged_row
     assert 'data-value="0.61"' in flagged_row
     # clicking the overlay enlarges it (a CSS checkbox toggle, no script)
     assert re.search(r'<label class="zoom"[^>]*><input type="checkbox"[^>]*><img class="thumb" '
@@ -501,7 +524,8 @@ def test_a_2000_subject_report_embeds_only_the_worst_flagged_overlays_and_stays_
               if (m := re.search(r'<a class="overlay-link" href="([^"]+)">', r))}
     flagged = [s for s, st in zip(frame["subject"], frame["status"]) if st == "flagged"]
     ok = [s for s, st in zip(frame["subject"], frame["status"]) if st == "ok"]
-    assert embedded and set(embedded) <= set(flagged)
+    assert embedded
+    assert set(embedded) <= set(flagged)
     # worst first: the embedded ones are the first flagged rows of the table
     table_flagged = [s for s, (css, _) in zip(subject_of, rows) if css == ' class="flagged"']
     assert embedded == table_flagged[:len(embedded)]
@@ -513,7 +537,8 @@ def test_a_2000_subject_report_embeds_only_the_worst_flagged_overlays_and_stays_
     data.registration_qc = small
     data.overlays = {s: p for s, p in overlays.items() if s in set(small["subject"])}
     text = build(tmp_path, data)
-    assert 'class="overlay-link"' not in text and "overlay-note" not in text
+    assert 'class="overlay-link"' not in text
+    assert "overlay-note" not in text
     assert text.count('alt="overlay sub-') == len(data.overlays)
 
 
@@ -540,10 +565,12 @@ def test_published_study_is_shown_beside_this_run_in_the_papers_layout(tmp_path)
     data.published = load_published(published_path("ungria_hirte_2020"))
     text = build(tmp_path, data)
     page = parse(text)
-    assert len(page.ids) == len(set(page.ids)) and set(page.links) <= set(page.ids)
+    assert len(page.ids) == len(set(page.ids))
+    assert set(page.links) <= set(page.ids)
     # Right after the summary, before the first question's group, and in the contents.
     assert text.index('id="summary"') < text.index('id="group-paper"') < text.index('id="group-fidelity"')
-    assert "published" in page.links and "group-paper" in page.links
+    assert "published" in page.links
+    assert "group-paper" in page.links
     pair = re.search(r'<div class="published-beside">(.*?)</div>', text, re.S).group(1)
     assert pair.index('data-kind="published"') < pair.index('data-kind="ours"')
     assert "published, on the authors&#x27; data" in text
@@ -560,7 +587,8 @@ def test_published_study_is_shown_beside_this_run_in_the_papers_layout(tmp_path)
     # Table 2 (readers) has no answers yet; the caption says so.
     assert "no readings yet" in text
     # Still one self-contained file.
-    assert "<script" not in text.lower() and not re.search(r"https?://", text)
+    assert "<script" not in text.lower()
+    assert not re.search(r"https?://", text)
 
 
 def test_published_reader_tables_use_this_runs_readers(tmp_path):
@@ -586,7 +614,8 @@ def test_published_reader_tables_use_this_runs_readers(tmp_path):
     assert float(ours[("R1", "TN")]) == pytest.approx(70.0)
     assert ours[("NR1", "TP")] == "—"
     published = _published_cells(text, "kazuhiro_2018.readers", "published")
-    assert float(published[("NNR1", "Accuracy")]) == pytest.approx(0.83) and ("R1", "TP") not in published
+    assert float(published[("NNR1", "Accuracy")]) == pytest.approx(0.83)
+    assert ("R1", "TP") not in published
 
 
 def _two_reader_scores(path: Path, answers: dict[str, list[str]]) -> Path:
@@ -627,7 +656,8 @@ def test_published_kappa_is_shown_beside_the_papers(tmp_path):
     # Three readers: Fleiss' kappa in a row of its own, the paper's Cohen row left empty.
     data.reader_scores = _two_reader_scores(tmp_path / "scores3.json", {"R1": r1, "R2": r2, "R3": r1})
     ours = _published_cells(build(tmp_path, data), "ungria_hirte_2020.agreement", "ours")
-    assert ours[("Cohen's kappa", "Value")] == "—" and ("Fleiss' kappa (3 readers)", "Value") in ours
+    assert ours[("Cohen's kappa", "Value")] == "—"
+    assert ("Fleiss' kappa (3 readers)", "Value") in ours
 
 
 def test_published_turing_test_without_readings_says_so(tmp_path):
@@ -654,7 +684,9 @@ def test_mark_column_stars_only_a_best_the_seeds_separate():
     # b's range reaches a's: no star, both level (≈), c is not.
     close = {"a": spread([10, 11, 12]), "b": spread([11.5, 13, 14.5]), "c": spread([30, 35, 40])}
     marks = mark_column(close, lower_is_better=True)
-    assert marks.best is None and marks.level == ("a", "b") and marks.reason == "ranges overlap"
+    assert marks.best is None
+    assert marks.level == ("a", "b")
+    assert marks.reason == "ranges overlap"
     # A later model with a wide range overlapping the leader also stops the star.
     wide = {"a": spread([10, 11, 12]), "b": spread([20, 21, 22]), "c": spread([0, 25, 50])}
     assert mark_column(wide, lower_is_better=True).best is None
@@ -674,21 +706,24 @@ def test_mark_column_counts_values_past_a_shared_floor_or_ceiling_as_it():
     # Likely copies: a model that does not copy scores about 5 %; 0 % is no better than that.
     copies = {"dcgan": spread([0.0, 0.0, 0.0]), "vae": spread([0.04, 0.06, 0.05])}
     marks = mark_column(copies, lower_is_better=True, bound=0.05, bound_name="no-copy level")
-    assert marks.best is None and set(marks.level) == {"dcgan", "vae"}
+    assert marks.best is None
+    assert set(marks.level) == {"dcgan", "vae"}
     assert marks.reason == "at the no-copy level"
     without_bound = mark_column(copies, lower_is_better=True)
     assert without_bound.best == "dcgan"  # what the bound prevents
     # A model that copies is still told apart; the one at the floor is not starred for being there.
     copying = {"dcgan": spread([0.0, 0.0, 0.0]), "vae": spread([0.30, 0.35, 0.40])}
     marks = mark_column(copying, lower_is_better=True, bound=0.05)
-    assert marks.best is None and marks.level == ()
+    assert marks.best is None
+    assert marks.level == ()
     above = {"a": spread([0.10, 0.11, 0.12]), "b": spread([0.30, 0.35, 0.40])}
     assert mark_column(above, lower_is_better=True, bound=0.05).best == "a"
     # Utility gain with a real-only accuracy of 1.0: the ceiling is 0, so 0 ± 0 earns no star.
     gains = {"a": spread([0.0, 0.0, 0.0]), "b": spread([-0.2, -0.25, -0.3])}
     assert mark_column(gains, lower_is_better=False).best == "a"
     assert mark_column(gains, lower_is_better=False, bound=0.0).best is None
-    assert shared_bound([0.05, 0.05, None]) == 0.05 and shared_bound([0.05, 0.1]) is None
+    assert shared_bound([0.05, 0.05, None]) == 0.05
+    assert shared_bound([0.05, 0.1]) is None
     assert shared_bound([None]) is None
 
 
@@ -716,7 +751,8 @@ def test_summary_stars_no_floor_or_ceiling_and_says_why(tmp_path, data):
     assert '<td data-metric="utility_gain" data-reason="at the ceiling">none: at the ceiling</td>' in best_row
     assert '<td data-metric="fid">vae</td>' in best_row  # FID still separates
     caption = re.search(r'<table id="summary-table"><caption>(.*?)</caption>', text, re.S).group(1)
-    assert "not a significance test" in caption and "a model that does not copy scores about 5 %" in caption
+    assert "not a significance test" in caption
+    assert "a model that does not copy scores about 5 %" in caption
     assert "Runs per model: 2, 3" in caption
     assert "The real-only classifier is already perfect for vae, dcgan, " in text  # the utility section says why
 
@@ -732,9 +768,12 @@ def test_summary_plots_every_run_of_every_key_metric(tmp_path, data, monkeypatch
     (panels, models), = drawn
     assert models == ["vae", EVIL, "dcgan"]  # the table's order
     fid = next(p for p in panels if p.heading == "FID ↓")
-    assert fid.values["vae"] == FIDS["vae"] and fid.reference == 20.0 and fid.marked == "vae"
+    assert fid.values["vae"] == FIDS["vae"]
+    assert fid.reference == 20.0
+    assert fid.marked == "vae"
     copies = next(p for p in panels if p.heading.startswith("Likely copies"))
-    assert copies.heading == "Likely copies (%) ↓" and copies.bound == pytest.approx(5.0)
+    assert copies.heading == "Likely copies (%) ↓"
+    assert copies.bound == pytest.approx(5.0)
     assert copies.values["vae"] == pytest.approx([5.0, 6.0, 7.0])
     figure = re.search(r'<figure class="metrics-plot">.*?</figure>', text, re.S).group(0)
     assert text.index('id="summary-table"') < text.index('class="metrics-plot"') < text.index('id="toc"')
@@ -747,7 +786,8 @@ def test_samples_show_every_seed_folded_beside_real_slices(tmp_path, data):
     assert samples.index('data-model="real slices"') < samples.index('data-model="vae"')
     vae = re.search(r'<figure data-model="vae" data-seed="0">.*?</details></figure>', samples, re.S).group(0)
     assert '<details class="other-seeds"><summary>Seeds 1, 2</summary>' in vae
-    assert 'alt="sample grid vae seed 1"' in vae and 'alt="sample grid vae seed 2"' in vae
+    assert 'alt="sample grid vae seed 1"' in vae
+    assert 'alt="sample grid vae seed 2"' in vae
     evil = samples[samples.index("sample grid &lt;b&gt;evil"):]
     assert "<summary>Seed 1</summary>" in evil
 
@@ -828,11 +868,13 @@ def test_report_job_draws_real_slices_and_names_the_reader_folders(tmp_path):
     text = out.read_text()
     # report.published brings the paper's protocol; this run's values come from the job's configuration.
     grid = re.search(r'<tr data-item="grid" data-status="([^"]+)">', text).group(1)
-    assert grid == "same" and "Why the voxels differ." in text
+    assert grid == "same"
+    assert "Why the voxels differ." in text
     real = re.search(r'<figure data-model="real slices">.*?src="(data:image/png;base64,[^"]*)"', text, re.S).group(1)
     save_grid(images[9:], tmp_path / "expected.png")
     assert real == data_uri(tmp_path / "expected.png")
-    assert "<code>answers/t1/</code>" in text and "<code>results/reader_study/t1/kit/</code>" in text
+    assert "<code>answers/t1/</code>" in text
+    assert "<code>results/reader_study/t1/kit/</code>" in text
 
 
 # -- report.published: the paper's protocol beside this run's configuration ------------------------------
@@ -850,11 +892,14 @@ def test_protocol_table_is_rendered_from_the_preset_and_the_published_file(tmp_p
     data.provenance = provenance(config, REPO)
     text = build(tmp_path, data)
     page = parse(text)
-    assert "protocol" in page.ids and "protocol" in page.links and len(page.ids) == len(set(page.ids))
+    assert "protocol" in page.ids
+    assert "protocol" in page.links
+    assert len(page.ids) == len(set(page.ids))
     table = re.search(r'<table class="protocol-table">.*?</table>', text, re.S).group(0)
     rows = dict(re.findall(r'<tr data-item="([^"]+)" data-status="([^"]+)">', table))
     assert list(rows) == [i.id for i in sorted(data.protocol, key=lambda i: PROTOCOL_GROUPS.index(i.group))]
-    assert set(rows.values()) <= {"same", "differs", "see note", "not stated"} and "same" in rows.values()
+    assert set(rows.values()) <= {"same", "differs", "see note", "not stated"}
+    assert "same" in rows.values()
     assert table.count("not stated") >= sum(i.paper is None for i in data.protocol)
     for item, reason in data.protocol_notes.items():
         assert html.escape(" ".join(reason.split()), quote=True) in table, item

@@ -74,13 +74,17 @@ def test_unknown_keys_and_bad_values_name_the_config_key():
 def test_defaults_and_instances_pass_through():
     assert st.read_settings(st.FidSettings, None).repeats == 20  # Ballesteros Ramirez: 20 repeats
     fid = st.read_settings(st.FidSettings, {"repeats": 5})
-    assert fid.repeats == 5 and st.read_settings(st.FidSettings, fid) is fid
+    assert fid.repeats == 5
+    assert st.read_settings(st.FidSettings, fid) is fid
 
 
 def test_reader_study_defaults_and_errors():
     s = st.read_settings(st.ReaderStudySettings, None)
-    assert s.preset == "ungria_hirte" and s.n_real == 50 and s.n_per_model == 50
-    assert s.synthetic_fraction == (0.4, 0.6) and s.time_limit_s is None
+    assert s.preset == "ungria_hirte"
+    assert s.n_real == 50
+    assert s.n_per_model == 50
+    assert s.synthetic_fraction == (0.4, 0.6)
+    assert s.time_limit_s is None
     for block, message in [({"n_fake": 3}, "unknown key"), ({"preset": "turing"}, "preset"),
                            ({"synthetic_fraction": [0.7, 0.2]}, "synthetic_fraction"),
                            ({"time_limit_s": 0}, "time_limit_s")]:
@@ -237,4 +241,5 @@ def test_the_workflow_and_the_trainer_filter_model_blocks_with_result_part():
     common = (RULES / "common.smk").read_text()
     trainer = (Path(__file__).resolve().parents[1] / "src/pipeline_lib/models/training.py").read_text()
     for name, text in (("common.smk", common), ("models/training.py", trainer)):
-        assert "result_part(" in text and "keys_of_kind(TrainerSettings" not in text, name
+        assert "result_part(" in text, name
+        assert "keys_of_kind(TrainerSettings" not in text, name

@@ -48,7 +48,9 @@ def test_brats_standin_cases_have_four_sequences_a_segmentation_and_grades(cohor
     subjects = _by_key(found)
     assert sorted(subjects) == [f"BraTS20_Training_{i:03d}" for i in range(1, 6)]
     for row in subjects.values():
-        assert row["sequence"] == "t1" and row["sequences"] == "t1,t1ce,t2,flair" and row["mask"] == "seg"
+        assert row["sequence"] == "t1"
+        assert row["sequences"] == "t1,t1ce,t2,flair"
+        assert row["mask"] == "seg"
     assert [subjects[k]["grade"] for k in sorted(subjects)] == ["HGG"] * 4 + ["LGG"]
     assert found.ignored.empty
     case = cohorts["han_2018"] / "HGG" / "BraTS20_Training_001"
@@ -56,7 +58,8 @@ def test_brats_standin_cases_have_four_sequences_a_segmentation_and_grades(cohor
     assert set(np.unique(seg)) == {0, 1, 2, 4}  # necrosis, edema, enhancing rim (BraTS 2020 labels)
     volumes = {s: np.asarray(nib.load(str(case / f"BraTS20_Training_001_{s}.nii.gz")).dataobj, dtype=float)
                for s in ("t1", "t1ce", "t2", "flair")}
-    assert (volumes["t1"][seg == 0] >= 0).all() and volumes["t1"][0, 0, 0] == 0  # skull-stripped
+    assert (volumes["t1"][seg == 0] >= 0).all()
+    assert volumes["t1"][0, 0, 0] == 0  # skull-stripped
     rim, edema = seg == 4, seg == 2
     assert volumes["t1ce"][rim].mean() > 1.5 * volumes["t1"][rim].mean()  # the rim enhances
     assert volumes["flair"][edema].mean() > volumes["t1"][edema].mean()  # edema bright on FLAIR
@@ -81,7 +84,9 @@ def test_ixi_sald_standin_gives_the_papers_four_scanners_through_its_sheet(cohor
                                    layout={"layout": "bids", "labels": {"scanner": "Magnetom TrioTim"}}))
     assert set(sald) == {k for k in subjects if k.startswith("sub-")}
     first = sald[sorted(sald)[0]]
-    assert first["manufacturer"] == "Siemens" and first["field_strength"] == "3" and first["sex"] in ("F", "M")
+    assert first["manufacturer"] == "Siemens"
+    assert first["field_strength"] == "3"
+    assert first["sex"] in ("F", "M")
     # the sheet helper for real downloads writes the same subjects and labels
     rebuilt = standin.ixi_sald_sheet(root / "IXI", root / "SALD", tmp_path / "sheet.tsv")
     original = pd.read_csv(sheet, sep="\t")
@@ -93,7 +98,9 @@ def test_dwi_standin_is_a_pacs_export_whose_b1000_images_the_preset_selects(coho
     subjects = _by_key(found)
     assert len(subjects) == 2
     for row in subjects.values():
-        assert row["sequence"] == "dwi" and row["sequences"] == "dwi" and row["format"] == "dicom"
+        assert row["sequence"] == "dwi"
+        assert row["sequences"] == "dwi"
+        assert row["format"] == "dicom"
         assert row["manufacturer"] == "GE MEDICAL SYSTEMS"
     assert {row["field_strength"] for row in subjects.values()} == {"1.5", "3"}
     reasons = " | ".join(found.ignored["reason"])
