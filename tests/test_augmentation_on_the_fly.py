@@ -66,13 +66,15 @@ def test_drawn_images_equal_the_offline_images_in_the_same_order(tmp_path):
     registered = _cohort(tmp_path)
     offline, offline_table = _dataset(tmp_path, registered, "offline")
     fly, fly_table = _dataset(tmp_path, registered, "on_the_fly")
-    assert int(offline_table["augmented"].sum()) == 3 * 7 and int(fly_table["augmented"].sum()) == 0
+    assert int(offline_table["augmented"].sum()) == 3 * 7
+    assert int(fly_table["augmented"].sum()) == 0
     assert read_json(offline["index"])["entries"] == []        # the store exists, empty, in offline mode
     assert aug.open_training_split(offline["images"], offline["table"], offline["volumes"], offline["index"]) is None
     expected, _ = _train_split(offline)
     drawn, rows = _train_split(fly)
     assert isinstance(drawn, aug.OnTheFlyTrainSplit)
-    assert drawn.shape == expected.shape == (3 * (5 + 7), 24, 24) and len(rows) == 3 * 5
+    assert drawn.shape == expected.shape == (3 * (5 + 7), 24, 24)
+    assert len(rows) == 3 * 5
     everything = expected[np.arange(len(expected))]
     # bit for bit: the sampling points are shifted by whole voxels (exact), so map_coordinates sees
     # the same fractions and the same neighbours
@@ -80,7 +82,8 @@ def test_drawn_images_equal_the_offline_images_in_the_same_order(tmp_path):
     shuffled = np.random.default_rng(0).permutation(len(drawn))  # a batch in any order, any mix
     np.testing.assert_array_equal(drawn[shuffled[:17]], everything[shuffled[:17]])
     np.testing.assert_array_equal(drawn[4], everything[4])
-    assert drawn[5:12].shape == (7, 24, 24) and np.array_equal(drawn[5:12], everything[5:12])
+    assert drawn[5:12].shape == (7, 24, 24)
+    assert np.array_equal(drawn[5:12], everything[5:12])
     # worker processes get a copy without the open slab file
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(drawn))[shuffled[:5]], everything[shuffled[:5]])
 
@@ -118,7 +121,8 @@ def test_evaluation_reads_the_same_real_sections_in_both_modes(tmp_path):
         a, a_rows = load_split(offline["images"], offline["table"], split)
         b, b_rows = load_split(fly["images"], fly["table"], split)
         np.testing.assert_array_equal(a, b)
-        assert set(a_rows["augmented"]) == set(b_rows["augmented"]) == {0} and len(a) == 2 * 5
+        assert set(a_rows["augmented"]) == set(b_rows["augmented"]) == {0}
+        assert len(a) == 2 * 5
     # the test split is never augmented: no slab of a test subject
     test_subjects = set(b_rows["subject"])
     assert not test_subjects & {e["subject"] for e in read_json(fly["index"])["entries"]}
@@ -129,7 +133,8 @@ def test_the_slab_covers_every_combination_and_is_the_same_for_any_count(tmp_pat
     small, _ = _dataset(tmp_path, registered, "on_the_fly", count=3, name="small")
     paper, _ = _dataset(tmp_path, registered, "on_the_fly", count=48510, name="paper")
     a, b = np.load(small["volumes"], mmap_mode="r"), np.load(paper["volumes"], mmap_mode="r")
-    assert a.shape == b.shape and a.shape[-1] < 30     # (volumes, channels, x, y, z): a slab of z
+    assert a.shape == b.shape
+    assert a.shape[-1] < 30     # (volumes, channels, x, y, z): a slab of z
     assert (tmp_path / "paper/images.npy").stat().st_size == (tmp_path / "small/images.npy").stat().st_size
     split, _ = _train_split(paper)
     assert len(split) == 48515
@@ -142,7 +147,8 @@ def test_the_slab_covers_every_combination_and_is_the_same_for_any_count(tmp_pat
     whole = aug.augmented_sections(volume, image.affine, 1.0, combos)
     slab = aug.augmented_sections(b[0, 0], np.array(record["affine"]), 1.0, combos,
                                   grid_shape=tuple(record["grid_shape"]), slab_start=tuple(record["slab_start"]))
-    assert len(combos) == 16 and whole.max() > 0.5
+    assert len(combos) == 16
+    assert whole.max() > 0.5
     np.testing.assert_array_equal(slab, whole)
 
 

@@ -62,7 +62,8 @@ def test_mask_from_the_b0_covers_the_brain_the_b1000_shows_only_in_part(dwi_subj
     from_b0, qc = _native_mask(reference, {"b0": b0}, "b0", tmp_path / "b0")
     assert qc["brain_extraction_sequence"] == "b0"
     # the whole box, on the reference's 5 mm voxels, within a voxel at the edges
-    assert (from_b0 & box).sum() / box.sum() > 0.9 and (from_b0 & ~box).sum() < 0.1 * box.sum()
+    assert (from_b0 & box).sum() / box.sum() > 0.9
+    assert (from_b0 & ~box).sum() < 0.1 * box.sum()
     assert from_b0.sum() > 2 * inner.sum()
     from_reference, qc = _native_mask(reference, {"b0": b0}, None, tmp_path / "dwi")
     assert qc["brain_extraction_sequence"] == "reference"
@@ -72,7 +73,8 @@ def test_mask_from_the_b0_covers_the_brain_the_b1000_shows_only_in_part(dwi_subj
 def test_a_subject_without_the_sequence_falls_back_to_the_reference(dwi_subject, tmp_path):
     reference, _ = dwi_subject
     mask, qc = _native_mask(reference, {}, "b0", tmp_path / "none")
-    assert qc["brain_extraction_sequence"] == "reference" and mask.sum() == np.prod([12, 20, 12])
+    assert qc["brain_extraction_sequence"] == "reference"
+    assert mask.sum() == np.prod([12, 20, 12])
 
 
 def test_bad_sequence_name_is_a_config_error():

@@ -34,7 +34,8 @@ def test_open_split_reads_what_load_split_loads(tmp_path, shape, subset):
         for grey in (False, True):
             loaded, loaded_rows = load_split(*paths, split, n=subset, seed=5, grey=grey)
             streamed, streamed_rows = open_split(*paths, split, n=subset, seed=5, grey=grey)
-            assert streamed.shape == loaded.shape and len(streamed) == len(loaded)
+            assert streamed.shape == loaded.shape
+            assert len(streamed) == len(loaded)
             np.testing.assert_array_equal(streamed[:], loaded)
             pd.testing.assert_frame_equal(streamed_rows, loaded_rows)
             order = np.random.default_rng(1).permutation(len(loaded))[:7]
@@ -84,7 +85,8 @@ def test_nearest_search_over_a_split_on_disk_is_the_brute_force_one(tmp_path, bl
     expected_index, expected_mse = brute_nearest(queries, references[:])
     np.testing.assert_array_equal(index, expected_index)
     np.testing.assert_allclose(mse, expected_mse, rtol=1e-12, atol=1e-15)
-    assert index[4] == 11 and mse[4] == 0.0
+    assert index[4] == 11
+    assert mse[4] == 0.0
     in_memory = nearest_by_mse(queries, references[:], block)
     np.testing.assert_array_equal(index, in_memory[0])
     np.testing.assert_array_equal(mse, in_memory[1])  # bit for bit: the same tiles in the same order
@@ -136,7 +138,8 @@ def test_the_streamed_request_follows_blocks_not_whole_copies():
     # grows with the dataset (its table rows and features), the image size, the samples, the held images
     assert mb(large) > mb(small)
     assert mb(resources.ImageSet(1_000, 256 * 256)) > mb(small)
-    assert mb(small, samples) > mb(small) and mb(small, None, 2000) > mb(small)
+    assert mb(small, samples) > mb(small)
+    assert mb(small, None, 2000) > mb(small)
     # ... but by bookkeeping bytes per slice, not by the slices: a million 128 px slices (65 GB as
     # float32) need far less than one copy of them
     assert mb(large) < large.mb / 10
@@ -154,7 +157,8 @@ def test_sample_blocks_are_read_a_chunk_at_a_time_as_their_grey_images(tmp_path,
     np.save(tmp_path / "blocks.npy", stack)
     mapped = _MappedImages(tmp_path / "blocks.npy", leading=2)
     flat = grey_images(stack.reshape((-1,) + shape[2:]))
-    assert mapped.shape == flat.shape and len(mapped) == len(flat)
+    assert mapped.shape == flat.shape
+    assert len(mapped) == len(flat)
     np.testing.assert_array_equal(mapped[2:9], flat[2:9])
     np.testing.assert_array_equal(mapped[np.array([5, 0])], flat[[5, 0]])
 
@@ -172,4 +176,5 @@ def test_cosine_search_in_tiles_is_the_whole_matrix_one(block):
     index, distance = nearest_by_cosine(queries, references, block=block)
     np.testing.assert_array_equal(index, whole.argmax(axis=1))
     np.testing.assert_allclose(distance, np.clip(1 - whole.max(axis=1), 0, 2), rtol=0, atol=1e-12)
-    assert index[9] == index[10] == 7 and distance[-1] == 1.0
+    assert index[9] == index[10] == 7
+    assert distance[-1] == 1.0

@@ -302,7 +302,8 @@ def test_dicom_study_splits_one_dwi_series_into_b1000_and_b0_sequences(tmp_path)
     rules = RULES + [{"sequence": "b0", "series_description": "(?i)diff|dwi", "b_value": 0}]
     found, _ = _discover(root, tmp_path, {"layout": "dicom_study", "series": rules})
     jane = _by_key(found)["DOE_JANE_19600101"]
-    assert jane["sequence"] == "t1" and set(jane["sequences"].split(",")) == {"t1", "dwi", "b0"}
+    assert jane["sequence"] == "t1"
+    assert set(jane["sequences"].split(",")) == {"t1", "dwi", "b0"}
     assert "other b-values" not in " | ".join(found.ignored["reason"])
     staged = tmp_path / "private" / "staging" / jane["subject"]
     assert len(list((staged / "sequences" / "dwi").iterdir())) == 8
@@ -313,4 +314,5 @@ def test_dicom_study_splits_one_dwi_series_into_b1000_and_b0_sequences(tmp_path)
     assert status["status"] == "ok"
     b0 = np.asarray(nib.load(str(out / "sequences" / "b0" / "volume.nii.gz")).dataobj)
     dwi = np.asarray(nib.load(str(out / "sequences" / "dwi" / "volume.nii.gz")).dataobj)
-    assert b0.mean() > 100 and 40 < dwi.mean() < 45   # b0 ~300, b1000 ~42
+    assert b0.mean() > 100
+    assert 40 < dwi.mean() < 45   # b0 ~300, b1000 ~42

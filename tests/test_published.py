@@ -189,16 +189,21 @@ def test_each_preset_with_its_protocol_notes_passes_the_config_check(study):
 def test_rows_come_from_the_preset_and_the_paper():
     config = _preset("ungria_hirte_2020")
     rows = _rows("ungria_hirte_2020", config, {"subjects_registered": 2029})
-    assert rows["vae_lr"].status == SAME and rows["vae_lr"].ours == (1.0e-4,)
-    assert rows["grid"].status == SAME and rows["cohort_size"].status == SAME
-    assert rows["stylegan_batch"].status == NOT_STATED and rows["stylegan_batch"].ours == (16,)
-    assert rows["stylegan_loss"].status == DIFFERS and "Progressive GAN" in rows["stylegan_loss"].reason
+    assert rows["vae_lr"].status == SAME
+    assert rows["vae_lr"].ours == (1.0e-4,)
+    assert rows["grid"].status == SAME
+    assert rows["cohort_size"].status == SAME
+    assert rows["stylegan_batch"].status == NOT_STATED
+    assert rows["stylegan_batch"].ours == (16,)
+    assert rows["stylegan_loss"].status == DIFFERS
+    assert "Progressive GAN" in rows["stylegan_loss"].reason
     assert rows["dataset"].status == SEE_NOTE
     # A changed preset value flips its row; only that row.
     config["models"]["vae"]["lr"] = 3.0e-4
     config["registration"]["grid"] = [128, 128, 48]
     changed = _rows("ungria_hirte_2020", config, {"subjects_registered": 2029})
-    assert changed["vae_lr"].status == DIFFERS and changed["vae_lr"].ours == (3.0e-4,)
+    assert changed["vae_lr"].status == DIFFERS
+    assert changed["vae_lr"].ours == (3.0e-4,)
     assert changed["grid"].status == DIFFERS
     assert {i for i, r in changed.items() if r.status != rows[i].status} == {"vae_lr", "grid"}
     # Two models of one family with different values: both shown, and not the paper's one value.
@@ -219,7 +224,8 @@ def test_a_changed_paper_value_flips_the_row(tmp_path):
 
 def test_sets_and_counts_compare_as_the_paper_states_them():
     han = _rows("han_2018", _preset("han_2018"))
-    assert han["sequences"].status == SAME and han["image_size"].status == SAME
+    assert han["sequences"].status == SAME
+    assert han["image_size"].status == SAME
     assert han["reader_concat_reals"].status == SAME
     kazuhiro = _preset("kazuhiro_2018")
     assert _rows("kazuhiro_2018", kazuhiro)["readers"].status == SAME
@@ -247,4 +253,5 @@ def test_protocol_errors_name_the_file_and_the_item(tmp_path, change, message):
     change(item)
     with pytest.raises(InputError, match=message) as err:
         load_published(_write(tmp_path, "x_2000", {**GOOD, "protocol": [item]}))
-    assert "x_2000.yaml" in str(err.value) and "'lr'" in str(err.value)
+    assert "x_2000.yaml" in str(err.value)
+    assert "'lr'" in str(err.value)

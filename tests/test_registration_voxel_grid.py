@@ -97,7 +97,9 @@ def test_data_lands_where_the_affine_says(registered_on_voxel_grid):
 def test_sagittal_slices_80_to_149_cover_70_mm(registered_on_voxel_grid):
     image, _, _ = registered_on_voxel_grid
     slices, index, position = select_slices(np.asarray(image.dataobj), image.affine, "sagittal", HAN_SAGITTAL)
-    assert len(slices) == 70 and index[0] == 80 and index[-1] == 149
+    assert len(slices) == 70
+    assert index[0] == 80
+    assert index[-1] == 149
     spacing = float(image.affine[0, 0])
     assert position[-1] - position[0] + spacing == pytest.approx(70.0)
     # slice #80 lies 39.5 mm left of the grid's centre (the brain's, within 1 mm), as in BraTS's frame

@@ -69,15 +69,19 @@ def _build(cohort, tmp_path, name="vol", **settings):
 def test_whole_grid_dataset_is_every_volume_normalised_on_the_registered_grid(cohort, tmp_path):
     volumes, table, grid, out = _build(cohort, tmp_path, filters={"sequence": "t1"})
     registered, _ = cohort
-    assert volumes.shape == (10, 1) + SHAPE and volumes.dtype == np.float32
+    assert volumes.shape == (10, 1) + SHAPE
+    assert volumes.dtype == np.float32
     assert list(table.columns) == ["row", "subject", "split", "augmented", "diagnosis", "sequence"]
-    assert list(table["sequence"]) == ["t1"] * 10 and list(table["row"]) == list(range(10))
-    assert np.allclose(grid["affine"], AFFINE) and grid["shape"] == SHAPE
+    assert list(table["sequence"]) == ["t1"] * 10
+    assert list(table["row"]) == list(range(10))
+    assert np.allclose(grid["affine"], AFFINE)
+    assert grid["shape"] == SHAPE
     for row, subject in enumerate(table["subject"]):
         data = np.asarray(nib.load(str(registered[subject]["t1"])).dataobj, dtype=np.float32)
         ceiling = np.percentile(data, 95)
         assert np.allclose(volumes[row, 0], np.minimum(data, ceiling) / ceiling, atol=1e-6)
-    assert float(volumes.max()) == 1.0 and float(volumes.min()) == 0.0
+    assert float(volumes.max()) == 1.0
+    assert float(volumes.min()) == 0.0
     assert not list(out.glob(".*")), "no temporary file left behind"
 
 
@@ -89,7 +93,8 @@ def test_split_equals_the_slice_datasets_of_the_cohort(cohort, tmp_path):
                                  SliceSpec(selection=SliceSelection("all"), size=(8, 8), test_fraction=0.3,
                                            split_seed=7))
     slice_split = dict(zip(slices["subject"], slices["split"]))
-    assert set(table["diagnosis"]) == {"AD"} and len(table) == 5
+    assert set(table["diagnosis"]) == {"AD"}
+    assert len(table) == 5
     assert {s: slice_split[s] for s in table["subject"]} == dict(zip(table["subject"], table["split"]))
     assert set(table["split"]) == {"train", "test"}
 
@@ -97,7 +102,8 @@ def test_split_equals_the_slice_datasets_of_the_cohort(cohort, tmp_path):
 def test_channels_stack_in_the_listed_order(cohort, tmp_path):
     registered, _ = cohort
     volumes, table, grid, _ = _build(cohort, tmp_path, channels=["t2", "t1"])
-    assert volumes.shape == (10, 2) + SHAPE and set(table["sequence"]) == {"t2+t1"}
+    assert volumes.shape == (10, 2) + SHAPE
+    assert set(table["sequence"]) == {"t2+t1"}
     assert grid["channels"] == ["t2", "t1"]
     first = table["subject"][0]
     for channel, sequence in enumerate(["t2", "t1"]):
@@ -110,9 +116,11 @@ def test_split_reads_batch_by_batch_from_disk(cohort, tmp_path):
     volumes, table, _, out = _build(cohort, tmp_path, filters={"sequence": "t1"})
     train, rows = open_volume_split(out / "volumes.npy", out / "volumes.tsv", "train")
     expected = np.flatnonzero(table["split"] == "train")
-    assert len(train) == len(expected) == len(rows) and train.shape == (len(expected), 1) + SHAPE
+    assert len(train) == len(expected) == len(rows)
+    assert train.shape == (len(expected), 1) + SHAPE
     batch = train[np.array([1, 0])]
-    assert batch.dtype == np.float32 and np.array_equal(batch, volumes[expected[[1, 0]]])
+    assert batch.dtype == np.float32
+    assert np.array_equal(batch, volumes[expected[[1, 0]]])
     assert list(rows["subject"]) == list(table["subject"][expected])
 
 
@@ -142,10 +150,14 @@ def test_box_crops_about_the_centre_and_a_marker_lands_where_the_affine_says():
     assert out.shape == (6, 8, 4)
     world = AFFINE @ [7, 4, 6, 1]
     target = np.rint(np.linalg.solve(out_affine, world)[:3]).astype(int)
-    assert tuple(target) == (4, 1, 3) and out[tuple(target)] == 1.0 and out.sum() == 1.0
+    assert tuple(target) == (4, 1, 3)
+    assert out[tuple(target)] == 1.0
+    assert out.sum() == 1.0
     padded, padded_affine = resample_box(volume, AFFINE, box=(16, 14, 12))
     target = np.rint(np.linalg.solve(padded_affine, world)[:3]).astype(int)
-    assert padded[tuple(target)] == 1.0 and padded.sum() == 1.0 and padded[:2].sum() == 0
+    assert padded[tuple(target)] == 1.0
+    assert padded.sum() == 1.0
+    assert padded[:2].sum() == 0
 
 
 def test_coarser_grid_smooths_before_sampling_instead_of_aliasing():
@@ -154,16 +166,20 @@ def test_coarser_grid_smooths_before_sampling_instead_of_aliasing():
     volume = np.zeros((17, 16, 16), np.float32)
     volume[::2] = 1.0
     out, out_affine = resample_box(volume, np.diag([2.0, 2.0, 2.0, 1.0]), spacing_mm=4.0)
-    assert out.shape == (8, 8, 8) and out_affine[0, 3] == 2.0  # x centres on the dark voxels 1, 3, ...
+    assert out.shape == (8, 8, 8)
+    assert out_affine[0, 3] == 2.0  # x centres on the dark voxels 1, 3, ...
     assert np.allclose(out[1:-1, 2:-2, 2:-2], 0.21, atol=0.02)
 
 
 def test_dataset_box_and_spacing_give_the_grid_json_affine(cohort, tmp_path):
     volumes, _, grid, _ = _build(cohort, tmp_path, filters={"sequence": "t1"}, spacing_mm=4.0, box=[4, 4, 4])
     shape, affine, _, _ = target_grid(SHAPE, AFFINE, (4.0, 4.0, 4.0), (4, 4, 4))
-    assert volumes.shape == (10, 1, 4, 4, 4) and grid["shape"] == shape == (4, 4, 4)
-    assert np.allclose(grid["affine"], affine) and grid["spacing_mm"] == [4.0, 4.0, 4.0]
-    assert 0.0 <= float(volumes.min()) and float(volumes.max()) <= 1.0
+    assert volumes.shape == (10, 1, 4, 4, 4)
+    assert grid["shape"] == shape == (4, 4, 4)
+    assert np.allclose(grid["affine"], affine)
+    assert grid["spacing_mm"] == [4.0, 4.0, 4.0]
+    assert 0.0 <= float(volumes.min())
+    assert float(volumes.max()) <= 1.0
 
 
 def test_bad_volume_is_named_and_leaves_no_array(cohort, tmp_path):
@@ -175,7 +191,8 @@ def test_bad_volume_is_named_and_leaves_no_array(cohort, tmp_path):
     with pytest.raises(InputError, match="broken.nii.gz"):
         build_volume_dataset(registered, labels, tmp_path / "o/volumes.npy", tmp_path / "o/volumes.tsv",
                              tmp_path / "o/grid.json", VolumeDatasetSettings(filters={"sequence": "t1"}))
-    assert not (tmp_path / "o/volumes.npy").exists() and not list(tmp_path.glob("o/.*"))
+    assert not (tmp_path / "o/volumes.npy").exists()
+    assert not list(tmp_path.glob("o/.*"))
 
 
 def test_a_volume_off_the_template_grid_is_named(cohort, tmp_path):
@@ -208,11 +225,14 @@ def _config(datasets, models=None):
 def test_volume_datasets_stay_out_of_the_slice_datasets():
     config = _config({"t1": {"kind": "slice", "size": [32, 32]},
                       "brain": {"kind": "volume", "box": [8, 8, 8], "spacing_mm": 2}})
-    assert list(dataset_blocks(config)) == ["t1"] and dataset_blocks(config)["t1"] == {"size": [32, 32]}
+    assert list(dataset_blocks(config)) == ["t1"]
+    assert dataset_blocks(config)["t1"] == {"size": [32, 32]}
     settings = volume_dataset_settings(config)
-    assert settings["brain"].box == (8, 8, 8) and settings["brain"].spacing_mm == (2.0, 2.0, 2.0)
+    assert settings["brain"].box == (8, 8, 8)
+    assert settings["brain"].spacing_mm == (2.0, 2.0, 2.0)
     assert volume_dataset_params(settings["brain"])["box"] == [8, 8, 8]
-    assert volume_dataset_problems(config) == [] and dataset_problems(config) == []
+    assert volume_dataset_problems(config) == []
+    assert dataset_problems(config) == []
     # only volume datasets: the slice dataset "default" is built from slicing: as without datasets:
     assert list(dataset_blocks(_config({"brain": {"kind": "volume"}}))) == ["default"]
 
@@ -232,7 +252,8 @@ def test_schema_defaults_of_slice_keys_do_not_reach_the_volume_settings():
 ])
 def test_volume_dataset_problems_name_the_key(block, match):
     problems = volume_dataset_problems(_config({"t1": {}, "brain": block}))
-    assert len(problems) == 1 and re.search(match, problems[0]), problems
+    assert len(problems) == 1, problems
+    assert re.search(match, problems[0]), problems
 
 
 def test_a_model_on_a_volume_dataset_and_the_default_name_are_problems():
@@ -266,7 +287,8 @@ def test_written_sample_overlays_the_template_and_round_trips(tmp_path):
     sample = rng.random((1,) + SHAPE).astype(np.float32)
     out = write_volume_nifti(sample, AFFINE, tmp_path / "gen" / "sample-0.nii.gz")
     image = nib.load(str(out))
-    assert np.array_equal(image.affine, AFFINE) and np.array_equal(image.get_sform(), AFFINE)
+    assert np.array_equal(image.affine, AFFINE)
+    assert np.array_equal(image.get_sform(), AFFINE)
     assert np.array_equal(image.get_qform(), AFFINE)
     assert np.array_equal(np.asarray(image.dataobj), sample[0])
     stacked = write_volume_nifti(rng.random((2,) + SHAPE), AFFINE, tmp_path / "gen" / "two.nii")
@@ -298,10 +320,12 @@ def test_a_brain_mask_comes_onto_the_dataset_grid_with_the_volumes(tmp_path):
     mask[3:9, 4:10, 2:8] = 1
     path = _write(tmp_path / "brain_mask.nii.gz", mask)
     boxed = mask_on_grid(path, VolumeDatasetSettings(box=(8, 8, 8)))
-    assert boxed.dtype == bool and boxed.shape == (8, 8, 8)
+    assert boxed.dtype == bool
+    assert boxed.shape == (8, 8, 8)
     assert np.array_equal(boxed, mask[2:10, 3:11, 1:9] > 0)  # the centred box: (12-8)//2, (14-8)//2, (10-8)//2
     coarse = mask_on_grid(path, VolumeDatasetSettings(spacing_mm=4.0))
-    assert coarse.shape == (6, 7, 5) and 0.5 * mask.sum() / 8 < coarse.sum() < 1.5 * mask.sum() / 8
+    assert coarse.shape == (6, 7, 5)
+    assert 0.5 * mask.sum() / 8 < coarse.sum() < 1.5 * mask.sum() / 8
     with pytest.raises(InputError, match="missing.nii.gz"):
         mask_on_grid(tmp_path / "missing.nii.gz", VolumeDatasetSettings())
 

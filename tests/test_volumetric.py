@@ -29,7 +29,8 @@ def test_plane_slices_pick_indices_and_orientation_by_anatomy():
     volume = np.zeros((1, 1, 6, 7, 5), np.float32)
     volume[0, 0, 5, 6, 4] = 1.0  # the patient's far right, anterior, superior corner
     axial = vm.plane_slices(volume, "axial", indices=[4])
-    assert axial.shape == (1, 7, 6) and axial[0, 0, 0] == 1.0  # anterior up, right on the image's left
+    assert axial.shape == (1, 7, 6)
+    assert axial[0, 0, 0] == 1.0  # anterior up, right on the image's left
     sagittal = vm.plane_slices(volume, "sagittal", indices=[5])
     assert sagittal[0, 0, 0] == 1.0  # superior up, anterior on the left
     with pytest.raises(InputError, match="coronal slice indices"):
@@ -47,15 +48,19 @@ def test_three_plane_fid_averages_the_planes_and_says_it_is_2_5_d():
 
     result = vm.three_plane_fid(real, generated, fake_fid)
     assert seen == [((16, 6, 4), (16, 6, 4)), ((12, 8, 4), (12, 8, 4)), ((8, 8, 6), (8, 8, 6))]
-    assert result["fid_axial"] == 24 and result["fid_coronal"] == 32 and result["fid_sagittal"] == 48
-    assert result["fid_2_5d"] == pytest.approx((24 + 32 + 48) / 3) and "2.5-D" in result["note"]
+    assert result["fid_axial"] == 24
+    assert result["fid_coronal"] == 32
+    assert result["fid_sagittal"] == 48
+    assert result["fid_2_5d"] == pytest.approx((24 + 32 + 48) / 3)
+    assert "2.5-D" in result["note"]
 
 
 def test_ms_ssim_3d_scales_follow_the_smallest_side():
     assert len(vm.ms_ssim_3d_scales((48, 48, 48), 11)) == 3
     assert len(vm.ms_ssim_3d_scales((48, 48, 32), 11)) == 2
     assert vm.ms_ssim_3d_scales((176, 200, 180), 11) == vm.MS_SSIM_WEIGHTS
-    assert vm.min_side_for_scales(5, 11) == 176 and vm.min_side_for_scales(3, 11) == 44
+    assert vm.min_side_for_scales(5, 11) == 176
+    assert vm.min_side_for_scales(3, 11) == 44
     with pytest.raises(InputError, match=r"volumes of \(8, 8, 8\) voxels"):
         vm.ms_ssim_3d_scales((8, 8, 8), 11)
 
@@ -64,7 +69,8 @@ def test_ms_ssim_3d_is_one_for_copies_and_lower_for_a_diverse_set():
     base = np.clip(RNG.normal(0.5, 0.1, (1, 1, 24, 24, 24)), 0, 1).astype(np.float32)
     copies = np.repeat(base, 4, axis=0)
     same = vm.pairwise_ms_ssim_3d(copies, n_pairs=6, seed=0, kernel_size=7)
-    assert same["ms_ssim_3d_mean"] == pytest.approx(1.0, abs=1e-4) and same["n_pairs"] == 6
+    assert same["ms_ssim_3d_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert same["n_pairs"] == 6
     assert same["ms_ssim_scales"] == 2  # 24 voxels and a 7-voxel window: 24 // 2^2 = 6 fails MONAI's check for 3
     diverse = np.clip(RNG.normal(0.5, 0.1, (4, 1, 24, 24, 24)), 0, 1).astype(np.float32)
     assert vm.pairwise_ms_ssim_3d(diverse, n_pairs=6, seed=0, kernel_size=7)["ms_ssim_3d_mean"] < 0.5
@@ -78,8 +84,10 @@ def test_nearest_training_volume_streams_chunks_and_finds_the_copy(tmp_path):
     samples = np.stack([train[5] + 0.01, RNG.random((1, 5, 6, 4)).astype(np.float32)])
     nearest, mse = vm.nearest_training_volumes(samples, on_disk, chunk=2)
     whole_index, whole_mse = nearest_by_mse(samples.reshape(2, 1, -1), train.reshape(7, 1, -1))
-    assert nearest[0] == 5 and mse[0] == pytest.approx(1e-4, rel=1e-3)
-    assert np.array_equal(nearest, whole_index) and np.allclose(mse, whole_mse)
+    assert nearest[0] == 5
+    assert mse[0] == pytest.approx(1e-4, rel=1e-3)
+    assert np.array_equal(nearest, whole_index)
+    assert np.allclose(mse, whole_mse)
     with pytest.raises(InputError, match="cannot be compared"):
         vm.nearest_training_volumes(samples[:, :, :4], train)
 
@@ -89,7 +97,8 @@ def test_volume_memorization_flags_copies_and_not_new_volumes():
     test = RNG.random((6, 1, 5, 5, 5)).astype(np.float32)
     samples = np.concatenate([train[:2] + 0.001, RNG.random((2, 1, 5, 5, 5)).astype(np.float32)])
     result = vm.volume_memorization(samples, train, test, percentile=5, chunk=4)
-    assert result["voxel"]["n_likely_copies"] == 2 and result["voxel"]["fraction_likely_copies"] == 0.5
+    assert result["voxel"]["n_likely_copies"] == 2
+    assert result["voxel"]["fraction_likely_copies"] == 0.5
     assert list(result["_arrays"]["nearest"][:2]) == [0, 1]
 
 
@@ -118,6 +127,8 @@ def test_tissue_histograms_measure_a_known_intensity_shift():
     assert vm.tissue_intensity_comparison(shifted, real, bins=200)["wasserstein"] == pytest.approx(0.1, abs=0.006)
     assert vm.tissue_intensity_comparison(other, real, bins=200)["wasserstein"] < 0.01
     counts, edges = vm.tissue_histogram(real, bins=10, threshold=0.0)
-    assert counts.sum() == real.size and counts[:2].sum() == 0 and counts[6:].sum() == 0
+    assert counts.sum() == real.size
+    assert counts[:2].sum() == 0
+    assert counts[6:].sum() == 0
     with pytest.raises(InputError, match="no tissue voxel"):
         vm.tissue_histogram(np.zeros(shape, np.float32))
