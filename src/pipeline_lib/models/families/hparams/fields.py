@@ -156,13 +156,11 @@ def value_problems(cls: type, given: Mapping[str, Any], where: str) -> list[str]
     return problems
 
 
-def resolve(cls: type, given: Mapping[str, Any], where: str, published: Mapping[str, Any] | None = None):
-    """An instance of ``cls``: ``published`` (a preset's values, else the declared defaults)
-    overridden by ``given``, a sub-block key by key. Unknown keys and values outside a key's
-    choices are InputErrors naming ``where.<key>``."""
-    names = [f.name for f in declared_fields(cls)]
-    check_known_keys(given, names, where)
-    values = {**defaults(cls), **(published or {}), **given}
+def resolve(cls: type, given: Mapping[str, Any], where: str):
+    """An instance of ``cls``: the published values overridden by ``given``, a sub-block key by key.
+    Unknown keys and values outside a key's choices are InputErrors naming ``where.<key>``."""
+    check_known_keys(given, [f.name for f in declared_fields(cls)], where)
+    values = {**defaults(cls), **given}
     for key, allowed in choices_of(cls).items():
         if values[key] not in allowed:
             raise InputError(f"{where}.{key} must be one of {', '.join(map(str, allowed))}, got {values[key]!r}")
@@ -184,8 +182,9 @@ def from_defaults(name: str, published: Mapping[str, Any], choices: Mapping[str,
     """A declaration made from a ``DEFAULTS`` mapping (and ``CHOICES``), as families written before
     typed declarations have: each key's type is its default's (any type where that is None)."""
     def field_type(value: Any) -> Any:
-        return Any if value is None else type(value) if type(value) in (bool, int, float, str) else \
-            list if isinstance(value, (list, tuple)) else dict if isinstance(value, Mapping) else Any
+        if type(value) in (bool, int, float, str):
+            return type(value)
+        return list if isinstance(value, (list, tuple)) else dict if isinstance(value, Mapping) else Any
 
     return dataclasses.make_dataclass(
         name, [(key, field_type(value), hyperparameter(value, "", choices=choices.get(key, ())))
