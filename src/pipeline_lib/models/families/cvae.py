@@ -26,6 +26,7 @@ Choices the seed leaves open (ours):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -99,8 +100,8 @@ class CVAE(GenerativeModel):
         if not hidden or min(hidden) < 1:
             raise InputError(f"cvae: hidden_sizes must be a non-empty list of positive sizes, got {hidden}")
         if h.reconstruction not in RECONSTRUCTIONS:
-            raise InputError(f"cvae: reconstruction must be one of {RECONSTRUCTIONS}, got {h['reconstruction']!r}")
-        self.hp.hidden_sizes = hidden
+            raise InputError(f"cvae: reconstruction must be one of {RECONSTRUCTIONS}, got {h.reconstruction!r}")
+        self.hp = dataclasses.replace(h, hidden_sizes=hidden)  # recorded as the sizes built
         n_pixels = channels * image_size * image_size
         self.encoder = ConditionalEncoder(n_pixels, n_classes, hidden, h.latent_dim)
         self.decoder = ConditionalDecoder((channels, image_size, image_size), n_classes, hidden, h.latent_dim)
