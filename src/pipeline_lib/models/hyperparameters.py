@@ -93,7 +93,8 @@ def _declared_in_source(module: str, path: Path | None, name: str, hops: int) ->
         return None  # importing it reports the error
     imported = _imported_names(tree, module, path)
     if name == "MODEL":
-        aliases = [node.value.id for node in tree.body if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name)
+        aliases = [node.value.id for node in tree.body
+                   if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name)
                    and [getattr(t, "id", None) for t in node.targets] == ["MODEL"]]
         if len(aliases) != 1:
             return None
