@@ -141,10 +141,14 @@ class DCGAN(GenerativeModel):
     @classmethod
     def resolve_hparams(cls, given: dict[str, Any]):
         """The chosen preset's published values, overridden by ``given``."""
-        hp = super().resolve_hparams(given)  # rejects unknown keys and presets
         if "preset" not in cls.DEFAULTS:  # subclasses with one fixed architecture
-            return hp
-        return dataclasses.replace(hp, **{**cls.PRESETS[hp.preset][1], **given})
+            return super().resolve_hparams(given)
+        preset = given.get("preset", cls.DEFAULTS["preset"])
+        if preset not in cls.PRESETS:
+            raise InputError(f"model family '{cls.family}': unknown preset '{preset}'; "
+                             f"known: {sorted(cls.PRESETS)}")
+        hp = super().resolve_hparams(given)  # rejects unknown keys
+        return dataclasses.replace(hp, **{**cls.PRESETS[preset][1], **given})
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
