@@ -45,6 +45,7 @@ from pipeline_lib.core.io import atomic_path
 from pipeline_lib.core.runtime import deterministic_kernels, prepare_cpu_training, seed_everything, select_device
 from pipeline_lib.core.settings import TrainerSettings, check_known_keys, family_hparams, result_part
 from pipeline_lib.core.slices import channel_count, dataset_geometry
+from pipeline_lib.core.step_timing import TIME_ONLY_BUDGET_KEYS, StepClock, device_name, read_timing, settings_key, write_timing
 from pipeline_lib.core.tensor_files import load_tensor_file, plain_values
 from pipeline_lib.models import build_model, get_family
 from pipeline_lib.models.augment import BatchAugmenter, check_flip_axis
@@ -216,7 +217,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     # Runtime keys (the checkpoint interval) and the time cap do not change what the run computes,
     # so they do not orphan its checkpoint: a run stopped by the cap continues under a larger one.
     result_block = result_part(block, TrainerSettings)
-    result_block["budget"] = {k: v for k, v in dict(block["budget"]).items() if k != "minutes"}
+    run_key = settings_key(result_block)
+    result_block["budget"] = {k: v for k, v in dict(block["budget"]).items() if k not in TIME_ONLY_BUDGET_KEYS}
     run_dir = Path(checkpoint_root) / fingerprint(result_block, list(data_files))
     ckpt_path = run_dir / CHECKPOINT_NAME
     history = LossHistory(run_dir)
@@ -248,9 +250,15 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     def budget_left() -> bool:
         return state.step < target_steps and not (capped() and window.empty)
 
+    # the speed beside the checkpoints, for the next attempt's time limit (core/step_timing.py)
+    clock, timing = StepClock(state.step), read_timing(checkpoint_root)
+
     def checkpoint() -> None:
+        nonlocal timing
         save_checkpoint(ckpt_path, model, state, batch_gen, stream.permutation, stream.cursor,
                         history_bytes=history.commit(), average=average, monitor=monitor, augmenter=augmenter)
+        timing = write_timing(checkpoint_root, clock, timing, steps_done=state.step, target_steps=target_steps,
+                              device=device_name(dev), fingerprint=run_dir.name, settings=run_key)
 
     progress = ProgressLine(name, target_steps,
                             settings.budget.minutes * 60 if settings.budget.minutes else None,
@@ -287,6 +295,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
             if state.step % settings.log_every == 0 or state.step >= target_steps:
                 state.losses.append(window.row(state.step))
                 history.append(state.losses[-1])
+                clock.synced(state.step, time.monotonic())  # reading the row's losses waited for the device
                 live_losses.append(state.losses[-1])
                 shown = {k: v for k, v in state.losses[-1].items() if k != "step"}
                 if board is not None:
