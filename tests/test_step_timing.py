@@ -4,6 +4,7 @@ checkpoints (core/step_timing.py) and the minutes computed from it (core/resourc
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -131,3 +132,65 @@ def test_reading_the_measurement_imports_no_torch(tmp_path):
             "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "[]"
+
+
+# ---- the workflow's train_runtime, through a dry run ----------------------------------------------
+
+def test_dry_run_sizes_train_time_limits_from_the_measurement(tmp_path, monkeypatch):
+    """bench/job_requests.py on a copy of the workflow: a measurement with the run's settings sizes
+    the remaining steps; budget.seconds_per_step sizes a run never measured; the site's cap bounds both."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    from pipeline_lib.core.settings import canonical
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "bench"))
+    from job_requests import job_requests
+
+    work = tmp_path / "checkout"
+    work.mkdir()
+    shutil.copy(repo / "Snakefile", work)
+    for folder in ("workflow", "src", "envs", "profiles"):
+        shutil.copytree(repo / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info",
+                                                                                 "site.yaml"))
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    config["models"]["dcgan_kazuhiro"]["budget"]["seconds_per_step"] = 30.0
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    table = work / "results/inputs/subjects.tsv"
+    table.parent.mkdir(parents=True)
+    table.write_text("subject\tformat\tkind\n" + "".join(f"sub-{i:010x}\tnifti\tfile\n" for i in range(20)))
+
+    # the run's settings as the workflow hands them to the trainer (common.smk: model_settings)
+    validate(config, schema=str(repo / "workflow/schemas/config.schema.yaml"), set_default=True)
+    run = result_part(config["models"]["vae"], TrainerSettings)
+    key = settings_key(canonical({**run, "seed": 0}))
+    folder = work / "results/checkpoints/vae/seed0"
+    (folder / "0123456789abcdef").mkdir(parents=True)
+    (folder / "0123456789abcdef/checkpoint.pt").write_bytes(b"")
+    measurement = {"format": "pipeline_lib-step-timing/1", "seconds_per_step": 60.0, "steps_done": 900,
+                   "target_steps": 1000, "device": "cuda (test)", "fingerprint": "0123456789abcdef",
+                   "settings": key, "measured_steps": 100}
+    (folder / FILE_NAME).write_text(json.dumps(measurement))
+
+    def train_minutes(attempt=1):
+        rows, _ = job_requests(work, ["all"], [], attempt, work / "profiles/slurm")
+        return {row["wildcards"]: row["runtime"] for row in rows if row["rule"] == "train"}
+
+    monkeypatch.setenv("PIPELINE_SLURM_MAX_RUNTIME_MINUTES", "")
+    minutes = train_minutes()
+    # 100 steps left x 60 s x 1.3 + 20 min
+    assert minutes["model=vae,seed=0"] == 150
+    # 1,500 steps x 30 s x 1.3 + 20 min (an estimate: grows with the attempt)
+    assert minutes["model=dcgan_kazuhiro,seed=0"] == 995
+    assert train_minutes(2)["model=dcgan_kazuhiro,seed=0"] == math.ceil(995 * 1.5)
+
+    # a measurement of other settings (another width) is not this run's speed: the budget rule
+    (folder / FILE_NAME).write_text(json.dumps({**measurement, "settings": "0000000000000000"}))
+    assert train_minutes()["model=vae,seed=0"] == int(10 * 1.1) + 20
+
+    monkeypatch.setenv("PIPELINE_SLURM_MAX_RUNTIME_MINUTES", "600")
+    assert train_minutes()["model=dcgan_kazuhiro,seed=0"] == 600
