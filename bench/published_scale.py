@@ -4,7 +4,7 @@
 
 For each model of the four studies (Ungría Hirte et al. 2020, Han et al. 2018, Ballesteros
 Ramirez 2025, Kazuhiro et al. 2018) this builds the family at the paper's image size with the
-family's published defaults (widths, latent sizes, batch sizes; ``DEFAULTS`` cite them), runs
+family's published defaults (widths, latent sizes, batch sizes; their declarations cite them), runs
 ``--steps`` training steps on random images in [0, 1] at the published batch size, then one
 sampling call, all on the CPU, each case in a fresh Python process (``--worker``). Recorded per
 case: parameters, peak resident memory of the process (``ru_maxrss``; it includes torch's own

@@ -338,7 +338,7 @@ def published_values(case: Case, hparams: dict) -> dict[str, Any]:
     """The published default of every hyperparameter the benchmark overrides (for the table)."""
     defaults = training.get_family(case.family).resolve_hparams(
         {"preset": hparams["preset"]} if "preset" in hparams else {})
-    return {k: defaults[k] for k in hparams if k not in ("perceptual", "preset")}
+    return {k: getattr(defaults, k) for k in hparams if k not in ("perceptual", "preset")}
 
 
 def profile_case(case: Case, size: int, device: torch.device, schedule: tuple[int, int, int],

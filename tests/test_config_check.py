@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from pipeline_lib.core.config_check import config_problems
-from pipeline_lib.models.hyperparameters import (check_model_blocks, collect_hyperparameters,
-                                                 declared_hyperparameters)
+from pipeline_lib.models import builtin_families, get_family
+from pipeline_lib.models.families.hparams.fields import declared_fields, types_of
+from pipeline_lib.models.hyperparameters import check_model_blocks, declaration
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -90,10 +91,25 @@ def test_augment_blocks_name_the_key():
     assert check_model_blocks({model: bad})[0].startswith(f"models.{model}: augment.shear: unknown key")
 
 
-def test_declared_hyperparameters_are_the_families_own():
-    """families/hyperparameters.json is what the DAG reads instead of importing torch; it must
-    equal the families' DEFAULTS (regenerate: python -m pipeline_lib.models.hyperparameters --write)."""
-    assert declared_hyperparameters() == collect_hyperparameters()
+#: A value of the wrong type for each kind of declared hyperparameter.
+WRONG = {int: "many", float: "fast", str: 3, bool: "yes"}
+
+
+@pytest.mark.parametrize("family", builtin_families())
+def test_every_family_rejects_an_unknown_key_and_a_wrong_type(family):
+    """What the DAG reads (the family's source, no torch) is the family's own declaration, and its
+    check names the model block and the key for a misspelt key and for a value of the wrong type."""
+    declared = declaration(family)
+    assert declared is get_family(family).HYPERPARAMETERS
+    hints = types_of(declared)
+    key = next(f.name for f in declared_fields(declared) if hints[f.name] in WRONG)
+    block = {"family": family, "budget": {"steps": 1}, f"{key}_typo": 1, key: WRONG[hints[key]]}
+    problems = check_model_blocks({"m": block})
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(f"models.m.{key}_typo: unknown key; the family's hyperparameters are "), problems
+    assert problems[1].startswith(f"models.m.{key}: must be "), problems
+    assert problems[1].endswith(f", not {WRONG[hints[key]]!r}"), problems
+    assert check_model_blocks({"m": {"family": family, "budget": {"steps": 1}, key: declared().__dict__[key]}}) == []
 
 
 def test_the_dag_imports_no_torch():

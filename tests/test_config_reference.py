@@ -1,19 +1,20 @@
-"""docs/CONFIGURATION.md is written from the config schema and the families' hyperparameters
-(pipeline_lib.core.config_reference); the committed file must be what the generator writes now."""
+"""docs/CONFIGURATION.md is written from the config schema and the families' hyperparameter declarations
+(pipeline_lib.models.config_reference); the committed file must be what the generator writes now."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from pipeline_lib.core import config_reference
+from pipeline_lib.models import config_reference
+from pipeline_lib.models.families.hparams import hyperparameter
+from pipeline_lib.models.hyperparameters import builtin_declarations
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / config_reference.SCHEMA
-HYPERPARAMETERS = REPO / config_reference.HYPERPARAMETERS
-REGENERATE = "python -m pipeline_lib.core.config_reference --write docs/CONFIGURATION.md"
+REGENERATE = "python -m pipeline_lib.models.config_reference --write docs/CONFIGURATION.md"
 
 # JSON-schema keywords the schema uses; any other key in a schema node is a value that YAML cut
 # out of a flow mapping's unquoted description at a comma (`{description: a, b}`), which would
@@ -26,7 +27,7 @@ KEYWORDS = {"$schema", "description", "type", "additionalProperties", "propertie
 
 def test_committed_reference_is_current():
     committed = (REPO / "docs" / "CONFIGURATION.md").read_text()
-    assert committed == config_reference.write_reference(SCHEMA, HYPERPARAMETERS), f"regenerate it: {REGENERATE}"
+    assert committed == config_reference.write_reference(SCHEMA), f"regenerate it: {REGENERATE}"
 
 
 def _keys(node: dict, path: str):
@@ -41,7 +42,8 @@ def _keys(node: dict, path: str):
 
 def test_every_schema_key_and_family_hyperparameter_has_a_row():
     schema = yaml.safe_load(SCHEMA.read_text())
-    text = config_reference.reference(schema, json.loads(HYPERPARAMETERS.read_text()))
+    declarations = builtin_declarations()
+    text = config_reference.reference(schema, declarations)
     keys = list(_keys(schema, ""))
     assert len(keys) > 150
     for key in keys:
@@ -50,9 +52,22 @@ def test_every_schema_key_and_family_hyperparameter_has_a_row():
         else:  # every section is a heading; one that is a single value (on_bad_input) its own row too
             assert f"\n## {key}\n" in text, key
             assert schema["properties"][key].get("type") == "object" or f"| `{key}` |" in text, key
-    for family, declared in json.loads(HYPERPARAMETERS.read_text()).items():
-        for name in declared["defaults"]:
+    for family, declared in declarations.items():
+        for name in declared.__dataclass_fields__:
             assert f"| `models.<name>.{name}` |" in text, (family, name)
+
+
+@dataclass(frozen=True)
+class Sub:
+    weights: str | None = hyperparameter(None, "a file")
+
+
+@dataclass(frozen=True)
+class Fam:
+    lr: float = hyperparameter(0.001, "step size (Adam)")
+    preset: str = hyperparameter("x", "which one", choices=("x", "y"))
+    sizes: list[int] = hyperparameter([4, 8], "widths")
+    sub: Sub = hyperparameter(Sub(), "a sub-block")
 
 
 def test_rows_give_type_range_default_and_description():
@@ -61,12 +76,14 @@ def test_rows_give_type_range_default_and_description():
         "items": {"type": "array", "default": [], "items": {"type": "object", "required": ["name"],
                                                             "properties": {"name": {"type": "string"}}}},
         "mode": {"type": "string", "enum": ["a", "b"], "default": "a"}}}}}
-    text = config_reference.reference(schema, {"fam": {"defaults": {"lr": 0.001, "preset": "x"},
-                                                        "choices": {"preset": ["x", "y"]}}})
+    text = config_reference.reference(schema, {"fam": Fam})
     assert "| `section.count` | integer (≥ 1) | `3` | How many \\| which &lt;kind&gt;. |" in text
     assert "| `section.items[].name` | string | required |  |" in text
     assert "| `section.mode` | one of `a`, `b` | `a` |  |" in text
-    assert "| `models.<name>.preset` | `x` | `x`, `y` |" in text
+    assert "| `models.<name>.lr` | a number | `0.001` | step size (Adam) |" in text
+    assert "| `models.<name>.preset` | one of `x`, `y` | `x` | which one |" in text
+    assert "| `models.<name>.sizes` | a list of integers | `[4, 8]` | widths |" in text
+    assert "| `models.<name>.sub.weights` | a string or null | `null` | a file |" in text
 
 
 def test_no_schema_description_was_cut_at_a_comma():

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pipeline_lib.models import ENTRY_POINT_GROUP, available_families, family_sources, get_family
-from pipeline_lib.models.hyperparameters import check_model_blocks, literal_declaration
+from pipeline_lib.models.hyperparameters import check_model_blocks, declaration
 from pipeline_lib.models.sampling import draw_samples
 from pipeline_lib.models.training import load_trained_model, train_model
 
@@ -73,24 +73,56 @@ def test_an_installed_family_is_checked_at_dag_time(on_path):
     assert "models.g.init: must be one of mid_grey, black, not 'white'" in problems
     # the train rule's code inputs: the family's module and the pipeline modules it builds on
     sources = family_sources("pixel_gaussian")
-    assert {path.name for path in sources} == {"model.py", "base.py"}
+    assert {path.name for path in sources} == {"model.py", "hparams.py", "base.py", "fields.py"}
     assert next(p for p in sources if p.name == "model.py") == on_path.resolve() / "pixel_gaussian" / "model.py"
 
 
-def test_the_dag_reads_a_plain_family_without_importing_torch(on_path):
-    code = ("import sys; from pipeline_lib.models.hyperparameters import check_model_blocks, external_table; "
-            "print(check_model_blocks({'g': {'family': 'pixel_gaussian', 'budget': {'steps': 1}, 'lr': 'x'}})); "
+def _checked_without_torch(family: str, search_path: list[Path]) -> str:
+    """What the DAG-time check says of a block giving ``family`` a bad ``lr``, run where torch is
+    not imported yet; fails if the check imported it."""
+    code = ("import sys; from pipeline_lib.models.hyperparameters import check_model_blocks; "
+            f"print(check_model_blocks({{'g': {{'family': {family!r}, 'budget': {{'steps': 1}}, 'lr': 'x'}}}})); "
             "print('torch' in sys.modules)")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(on_path), str(REPO / "src")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*search_path, REPO / "src"]))}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     checked, torch_imported = done.stdout.splitlines()
-    assert "models.g.lr: must be a number" in checked
-    assert torch_imported == "False"
-    # what the source says is what the class says
-    from pipeline_lib.models.hyperparameters import external_table, family_table, literal_declaration
+    assert torch_imported == "False", checked
+    return checked
 
-    assert literal_declaration("pixel_gaussian") is not None
-    assert external_table("pixel_gaussian") == family_table(get_family("pixel_gaussian"))
+
+def test_the_dag_reads_a_family_declared_apart_without_importing_torch(on_path):
+    assert "models.g.lr: must be a number" in _checked_without_torch("pixel_gaussian", [on_path])
+    # what the source names is what the class uses
+    assert declaration("pixel_gaussian") is get_family("pixel_gaussian").HYPERPARAMETERS
+
+
+def test_a_family_with_a_defaults_mapping_still_works(tmp_path, monkeypatch):
+    """Families written before typed declarations set a DEFAULTS mapping (and CHOICES): it is read
+    from the source at DAG time, and the family gets a declaration made from it."""
+    package = tmp_path / "oldpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "family.py").write_text(textwrap.dedent("""
+        import torch
+        from pipeline_lib.models.base import GenerativeModel
+
+        class Old(GenerativeModel):
+            family = "old"
+            DEFAULTS = {"lr": 0.1, "batch_size": 4, "init": "zero", "weights": None}
+            CHOICES = {"init": ("zero", "one")}
+
+            def __init__(self, image_size, channels=1, n_classes=0, **hparams):
+                super().__init__(image_size, channels, n_classes, **hparams)
+                self.level = torch.nn.Parameter(torch.zeros(1))
+    """))
+    assert "models.g.lr: must be a number (published default 0.1), not 'x'" in _checked_without_torch(
+        "oldpkg.family:Old", [tmp_path])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    problems = check_model_blocks({"g": {"family": "oldpkg.family:Old", "budget": {"steps": 1}, "init": "two"}})
+    assert problems == ["models.g.init: must be one of zero, one, not 'two'"]
+    model = get_family("oldpkg.family:Old")(16, lr=0.5, weights="w.pt")
+    assert (model.hp.lr, model.hp.init) == (0.5, "zero")
+    assert model.hparams == {"lr": 0.5, "batch_size": 4, "init": "zero", "weights": "w.pt"}
 
 
 def test_bad_external_references_name_the_key(on_path):
@@ -147,11 +179,10 @@ def test_code_inputs_follow_the_external_package_own_imports(tmp_path, monkeypat
             DEFAULTS = {**VAE.DEFAULTS, "width": WIDTH}
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert literal_declaration("extpkg.family:WideVAE") is None
     (problem,) = check_model_blocks({"w": {"family": "extpkg.family:WideVAE", "budget": {"steps": 1}, "widht": 8}})
     assert problem.startswith("models.w.widht: unknown key; the family's hyperparameters are batch_size")
     sources = family_sources("extpkg.family:WideVAE")
-    assert {p.name for p in sources} == {"family.py", "blocks.py", "vae.py", "base.py", "losses.py"}
+    assert {p.name for p in sources} == {"family.py", "blocks.py", "vae.py", "base.py", "losses.py", "fields.py"}
     assert {package.resolve() / "family.py", package.resolve() / "nets" / "blocks.py"} <= set(sources)
 
 

@@ -199,7 +199,11 @@ def test_family_sources_follow_package_imports():
     names = {path.name for path in family_sources("dfc_vae")}
     assert {"dfc_vae.py", "vae.py", "base.py"} <= names
     assert "dcgan.py" not in names
-    assert {path.name for path in family_sources("vae")} == {"vae.py", "base.py", "losses.py"}
+    import pipeline_lib.models
+
+    models = Path(pipeline_lib.models.__file__).parent
+    assert {path.relative_to(models).as_posix() for path in family_sources("vae")} == {
+        "families/vae.py", "families/hparams/vae.py", "families/hparams/fields.py", "base.py", "losses.py"}
 
 
 MALLOC_64_MIB_AND_FREE = textwrap.dedent("""

@@ -26,7 +26,7 @@ from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SE
 from pipeline_lib.imaging.label_filters import check_filters_against_subjects
 from pipeline_lib.imaging.pseudonym import project_salt, salt_notice
 from pipeline_lib.models import family_sources
-from pipeline_lib.models.hyperparameters import check_model_blocks, declared_hyperparameters, typed_hyperparameters
+from pipeline_lib.models.hyperparameters import check_model_blocks, published_defaults, typed_hyperparameters
 from pipeline_lib.reader_study.scoring import response_files
 
 
@@ -501,15 +501,15 @@ def run_images(wildcards):
     return dataset_images(MODEL_DATASET[wildcards.model])
 
 
-@functools.lru_cache(maxsize=1)
-def family_defaults():
-    return {family: entry["defaults"] for family, entry in declared_hyperparameters().items()}
+@functools.lru_cache(maxsize=None)
+def family_defaults(family):
+    return published_defaults(family)
 
 
 def model_value(wildcards, key):
     """A model's hyperparameter: its block's value, else the family's declared default."""
     block = config["models"][wildcards.model]
-    return block.get(key, family_defaults().get(block["family"], {}).get(key))
+    return block.get(key, family_defaults(block["family"]).get(key))
 
 
 def sample_count(wildcards):

@@ -34,7 +34,7 @@ ENTRY_POINT_GROUP = "pipeline_lib.families"
 
 
 def builtin_families() -> list[str]:
-    """The families shipped in ``models/families/`` (those ``hyperparameters.json`` records)."""
+    """The families shipped in ``models/families/`` (one module each)."""
     return sorted(p.stem for p in _FAMILIES_DIR.glob("*.py") if p.stem != "__init__")
 
 

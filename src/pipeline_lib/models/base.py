@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.settings import check_known_keys
+from pipeline_lib.models.families.hparams.fields import as_dict, choices_of, defaults, from_defaults, resolve
 
 
 #: Mixed-precision names and their autocast dtypes.
@@ -47,22 +47,35 @@ def batch_images(x: torch.Tensor) -> np.ndarray:
 class GenerativeModel(nn.Module):
     """Base class: owns networks, optimisers and mixed-precision state.
 
-    Subclasses set ``family`` and ``DEFAULTS`` (the published hyperparameters),
-    build their networks in ``__init__`` and implement :meth:`training_step`
-    and :meth:`sample`; models that can encode images also implement
-    :meth:`reconstruct` and set ``can_reconstruct``.
+    Subclasses set ``family`` and ``HYPERPARAMETERS`` (a frozen dataclass of the published
+    hyperparameters, ``models/families/hparams/``), build their networks in ``__init__`` reading
+    ``self.hp`` and implement :meth:`training_step` and :meth:`sample`; models that can encode images
+    also implement :meth:`reconstruct` and set ``can_reconstruct``.
     """
 
     family: ClassVar[str] = ""
     conditional: ClassVar[bool] = False
     can_reconstruct: ClassVar[bool] = False
-    #: Published hyperparameters; every key a config block may set for this family.
+    #: The family's hyperparameters: every key a config block may set, its type, published value and doc.
+    HYPERPARAMETERS: ClassVar[type | None] = None
+    #: key -> published value, in declaration order (derived from ``HYPERPARAMETERS``).
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    #: key -> allowed values, for keys with a fixed set (derived from ``HYPERPARAMETERS``).
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {}
     #: Networks whose weights the trainer averages when ``ema_decay`` is set (those sampling uses).
     EMA_MODULES: ClassVar[tuple[str, ...]] = ()
-    #: Hyperparameters that take one of a fixed set of values (e.g. a loss form): key -> allowed
-    #: values. Checked when the model is built and, through ``hyperparameters.json``, at DAG time.
-    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """``DEFAULTS`` and ``CHOICES`` from the declaration; a family that sets a ``DEFAULTS`` mapping
+        (and ``CHOICES``) instead, as families written before declarations did, gets one made from it."""
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "DEFAULTS" in own and "HYPERPARAMETERS" not in own:
+            cls.HYPERPARAMETERS = from_defaults(f"{cls.__name__}Hyperparameters", own["DEFAULTS"],
+                                                own.get("CHOICES", {}))
+        if cls.HYPERPARAMETERS is not None:
+            cls.DEFAULTS = defaults(cls.HYPERPARAMETERS)
+            cls.CHOICES = choices_of(cls.HYPERPARAMETERS)
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__()
@@ -71,7 +84,7 @@ class GenerativeModel(nn.Module):
         self.image_size = image_size
         self.channels = channels
         self.n_classes = n_classes
-        self.hparams = self.resolve_hparams(hparams)
+        self.hp = self.resolve_hparams(hparams)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.use_amp = False
         self.deferred_losses = False
@@ -79,27 +92,18 @@ class GenerativeModel(nn.Module):
         self.scaler: torch.amp.GradScaler | None = None
 
     @classmethod
-    def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
-        """Published defaults overridden by ``given``; unknown keys are an error.
+    def resolve_hparams(cls, given: dict[str, Any]):
+        """The family's declaration with its published values overridden by ``given``; unknown keys
+        (a sub-block's included) and values outside a key's choices are errors."""
+        if cls.HYPERPARAMETERS is None:
+            raise InputError(f"model family '{cls.family}' declares no HYPERPARAMETERS")
+        return resolve(cls.HYPERPARAMETERS, given, f"models.<{cls.family} model>")
 
-        A default that is a mapping (e.g. ``perceptual``) is a sub-block: the user's
-        mapping overrides it key by key, and its unknown keys are errors too.
-        """
-        where = f"models.<{cls.family} model>"
-        check_known_keys(given, cls.DEFAULTS, where)
-        resolved = {**cls.DEFAULTS, **given}
-        for key, allowed in cls.CHOICES.items():
-            if resolved.get(key) not in allowed:
-                raise InputError(f"{where}.{key} must be one of {', '.join(map(str, allowed))}, "
-                                 f"got {resolved.get(key)!r}")
-        for key, default in cls.DEFAULTS.items():
-            if isinstance(default, dict):
-                user = given.get(key) or {}
-                if not isinstance(user, dict):
-                    raise InputError(f"{where}.{key} must be a mapping, got {user!r}")
-                check_known_keys(user, default, f"{where}.{key}")
-                resolved[key] = {**default, **user}
-        return resolved
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The resolved hyperparameters as a mapping (a sub-block as a mapping): what summaries,
+        weights files and exported models record, and what rebuilds the model."""
+        return as_dict(self.hp)
 
     @property
     def device(self) -> torch.device:

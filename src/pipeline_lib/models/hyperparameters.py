@@ -1,116 +1,168 @@
-"""Every family's hyperparameters, declared without torch, to check model blocks at DAG time.
+"""Model blocks checked against their family's declared hyperparameters, without torch, at DAG time.
 
-A family's published hyperparameters are its ``DEFAULTS`` (each family module cites
-them). Reading them means importing the family, hence torch, which Snakemake must
-not do while it builds the DAG (seconds per parse, and every cluster job parses
-the Snakefile again). So ``families/hyperparameters.json`` records each family's
-defaults (and the presets of families that have them), written from the families
-themselves by
+A family names its declaration, a frozen dataclass (``models/families/hparams/fields.py``), in its
+class attribute ``HYPERPARAMETERS``. Reading it by importing the family would import torch, which
+Snakemake must not do while it builds the DAG (seconds per parse, and every cluster job parses the
+Snakefile again). So :func:`declaration` reads the family module's source instead: the name the
+class (or the family class it inherits from) assigns to ``HYPERPARAMETERS`` and the module that name
+is imported from, and imports only that module. The built-in families' declarations live in the
+torch-free ``models/families/hparams/``; an external family whose declaration lives in a module of
+its own is read the same way (docs/external-family.md). A family whose declaration is defined in
+its own module, or computed, is imported to read it (seconds per parse). A family written before
+declarations, with a literal ``DEFAULTS`` mapping on a direct subclass of ``GenerativeModel``, has
+that mapping read from its source.
 
-    python -m pipeline_lib.models.hyperparameters --write
-
-and ``tests/test_families.py`` fails when it differs from what the families
-declare. :func:`check_model_blocks` then rejects, before anything runs, an unknown
-family, an unknown or misspelled hyperparameter (``models.vae.learnig_rate``), a
-value of the wrong type, an unknown preset, and bad trainer keys, each error
-naming its config key. A built-in family missing from the file (one just added) is
-checked when its training starts instead, as before. An external family (another
-package's, see :mod:`pipeline_lib.models`) is checked the same way: its table is read
-from its module's source when the class is declared plainly (a direct subclass of
-``GenerativeModel`` whose ``DEFAULTS``, ``CHOICES`` and ``PRESETS`` are literals), so
-torch is not imported; otherwise the family is imported at DAG time (seconds per parse).
+:func:`check_model_blocks` then rejects, before anything runs, an unknown family, an unknown or
+misspelled hyperparameter (``models.vae.learnig_rate``), a value of the wrong type, a value outside
+a key's choices (a preset included), and bad trainer keys, each error naming its config key.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
-import json
-from types import SimpleNamespace
+import dataclasses
+import importlib
+import importlib.util
 from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.overrides import convert_text
-from pipeline_lib.core.settings import TrainerSettings, check_known_keys, family_hparams
-from pipeline_lib.models import builtin_families, family_reference, family_source, get_family, is_builtin
+from pipeline_lib.core.settings import TrainerSettings, family_hparams
+from pipeline_lib.models import builtin_families, family_reference, family_source, get_family
+from pipeline_lib.models.families.hparams.fields import (declared_fields, defaults, from_defaults, types_of, union_args,
+                                                        value_problems)
 
-DECLARED = Path(__file__).resolve().parent / "families" / "hyperparameters.json"
-
-
-def declared_hyperparameters(path: Path = DECLARED) -> dict[str, dict]:
-    """family -> {"defaults": {...}, "choices": {key: [...]}} as recorded in the JSON file."""
-    return json.loads(Path(path).read_text())
+#: Base classes followed in a family's source before giving up and importing it.
+MAX_HOPS = 8
 
 
-def collect_hyperparameters() -> dict[str, dict]:
-    """The same table, read from the built-in family modules themselves (imports torch)."""
-    return {family: family_table(get_family(family)) for family in builtin_families()}
+def declaration(family: str) -> type:
+    """The hyperparameter declaration of ``family``: from its source where that names the module it
+    comes from (no torch), else from the imported family class."""
+    module, attribute = family_reference(family)
+    found = _declared_in_source(module, family_source(family), attribute, hops=0)
+    if found is None:
+        found = get_family(family).HYPERPARAMETERS
+    if found is None:
+        raise InputError(f"model family '{family}' declares no HYPERPARAMETERS (docs/external-family.md)")
+    return found
 
 
-def family_table(cls) -> dict[str, Any]:
-    """One family's entry of the table: its defaults and the values its choice keys allow."""
-    presets = getattr(cls, "PRESETS", None)
-    choices = {"preset": sorted(presets)} if presets and "preset" in cls.DEFAULTS else {}
-    choices.update({key: list(allowed) for key, allowed in getattr(cls, "CHOICES", {}).items()})
-    return {"defaults": json.loads(json.dumps(cls.DEFAULTS)), "choices": choices}
+def published_defaults(family: str) -> dict[str, Any]:
+    """The family's published hyperparameters (its ``DEFAULTS``), read as :func:`declaration` reads them."""
+    return defaults(declaration(family))
 
 
-def external_table(family: str) -> dict[str, Any]:
-    """An external family's table: from its source when :func:`literal_declaration` can read it,
-    else from the imported class (which imports torch)."""
-    declaration = literal_declaration(family)
-    return family_table(declaration if declaration is not None else get_family(family))
+def builtin_declarations() -> dict[str, type]:
+    """family -> declaration, for every built-in family (torch-free)."""
+    return {family: declaration(family) for family in builtin_families()}
 
 
-#: The class attributes the table is made of.
-TABLE_ATTRIBUTES = ("DEFAULTS", "CHOICES", "PRESETS")
-
-
-def literal_declaration(family: str) -> SimpleNamespace | None:
-    """The family class's ``DEFAULTS``, ``CHOICES`` and ``PRESETS`` read from its module's source,
-    without importing it; None unless the class is a direct subclass of ``GenerativeModel`` (so
-    nothing is inherited but the base's empty values) whose table attributes are literals."""
-    _, attribute = family_reference(family)
+def _module_path(module: str) -> Path | None:
     try:
-        tree = ast.parse(family_source(family).read_text())
-    except SyntaxError:
+        spec = importlib.util.find_spec(module)
+    except Exception:  # noqa: BLE001 - find_spec imports parent packages; importing the family reports it
+        return None
+    return Path(spec.origin) if spec is not None and spec.origin and Path(spec.origin).is_file() else None
+
+
+def _imported_names(tree: ast.Module, module: str, path: Path) -> dict[str, tuple[str, str]]:
+    """local name -> (module, name) of each ``from X import name`` at the top of ``module``."""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    found = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+        for alias in node.names:
+            found[alias.asname or alias.name] = (base, alias.name)
+    return found
+
+
+def _declared_in_source(module: str, path: Path | None, name: str, hops: int) -> type | None:
+    """Class ``name`` of ``module``'s declaration, read from the source; None where only importing
+    the family can tell."""
+    if path is None or hops > MAX_HOPS:
+        return None
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
         return None  # importing it reports the error
-    if attribute == "MODEL":
-        aliases = [node.value.id for node in tree.body if isinstance(node, ast.Assign)
-                   and [getattr(t, "id", None) for t in node.targets] == ["MODEL"] and isinstance(node.value, ast.Name)]
+    imported = _imported_names(tree, module, path)
+    if name == "MODEL":
+        aliases = [node.value.id for node in tree.body
+                   if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name)
+                   and [getattr(t, "id", None) for t in node.targets] == ["MODEL"]]
         if len(aliases) != 1:
             return None
-        attribute = aliases[0]
-    classes = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == attribute]
-    if len(classes) != 1 or [getattr(b, "id", getattr(b, "attr", None)) for b in classes[0].bases] != ["GenerativeModel"]:
+        name = aliases[0]
+    classes = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == name]
+    if not classes:
+        if name in imported:
+            return _declared_in_source(imported[name][0], _module_path(imported[name][0]), imported[name][1], hops + 1)
         return None
-    found: dict[str, Any] = {}
-    for node in classes[0].body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    assigned = _class_assignments(classes[0])
+    if "HYPERPARAMETERS" in assigned:
+        value = assigned["HYPERPARAMETERS"]
+        if isinstance(value, ast.Name) and value.id in imported:
+            return _imported_declaration(*imported[value.id])
+        return None  # declared in the family's own module
+    base_names = [getattr(b, "id", getattr(b, "attr", None)) for b in classes[0].bases]
+    if "DEFAULTS" in assigned:
+        return _literal_defaults(name, assigned) if base_names == ["GenerativeModel"] else None
+    for base in base_names:
+        if base == "GenerativeModel" or base is None:
+            continue
+        where = imported.get(base, (module, base))
+        found = _declared_in_source(where[0], path if where[0] == module else _module_path(where[0]), where[1], hops + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _class_assignments(node: ast.ClassDef) -> dict[str, ast.expr]:
+    found = {}
+    for stmt in node.body:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
         for target in targets:
-            if isinstance(target, ast.Name) and target.id in TABLE_ATTRIBUTES:
-                try:
-                    found[target.id] = ast.literal_eval(node.value)
-                except (ValueError, TypeError, SyntaxError):
-                    return None
-    if "DEFAULTS" not in found:
+            if isinstance(target, ast.Name) and stmt.value is not None:
+                found[target.id] = stmt.value
+    return found
+
+
+def _imported_declaration(module: str, name: str) -> type | None:
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except Exception:  # noqa: BLE001 - importing the family reports it, naming the config key
         return None
-    return SimpleNamespace(DEFAULTS=found["DEFAULTS"], CHOICES=found.get("CHOICES", {}), PRESETS=found.get("PRESETS"))
+    return found if isinstance(found, type) and dataclasses.is_dataclass(found) else None
 
 
-def check_model_blocks(models: Mapping[str, Any], declared: Mapping[str, dict] | None = None) -> list[str]:
+def _literal_defaults(name: str, assigned: Mapping[str, ast.expr]) -> type | None:
+    """The declaration a ``DEFAULTS`` mapping (and ``CHOICES``) makes, where both are literals."""
+    try:
+        published = ast.literal_eval(assigned["DEFAULTS"])
+        choices = ast.literal_eval(assigned["CHOICES"]) if "CHOICES" in assigned else {}
+    except (ValueError, TypeError, SyntaxError):
+        return None
+    if not isinstance(published, dict) or not isinstance(choices, dict):
+        return None
+    return from_defaults(f"{name}Hyperparameters", published, choices)
+
+
+def check_model_blocks(models: Mapping[str, Any]) -> list[str]:
     """Every problem of the ``models`` config section, each naming its key; [] when all is well."""
-    declared = declared_hyperparameters() if declared is None else declared
     problems: list[str] = []
     for name, block in (models or {}).items():
         where = f"models.{name}"
         if not isinstance(block, Mapping):
             problems.append(f"{where}: must be a mapping of family, budget and hyperparameters")
             continue
-        family = str(block.get("family"))
         try:
-            table = declared.get(family) if is_builtin(family) else external_table(family)
+            declared = declaration(str(block.get("family")))
         except InputError as exc:
             problems.append(f"{where}.family: {exc}")
             continue
@@ -118,27 +170,40 @@ def check_model_blocks(models: Mapping[str, Any], declared: Mapping[str, dict] |
             TrainerSettings.from_block(name, block)
         except InputError as exc:
             problems.append(str(exc))
-        if table is not None:
-            problems += _hyperparameter_problems(where, family_hparams(block), table)
+        problems += _hyperparameter_problems(where, family_hparams(block), declared)
     return problems
 
 
-def typed_hyperparameters(overrides: Mapping[str, Any], models: Mapping[str, Any],
-                          declared: Mapping[str, dict] | None = None) -> tuple[dict, list[str]]:
+def _hyperparameter_problems(where: str, given: Mapping[str, Any], declared: type) -> list[str]:
+    names = [f.name for f in declared_fields(declared)]
+    problems = []
+    for key, value in given.items():
+        if key in names:
+            problems += value_problems(declared, {key: value}, where)
+        else:
+            problems.append(f"{where}.{key}: unknown key; the family's hyperparameters are "
+                            f"{', '.join(sorted(names))} and the trainer's keys "
+                            f"{', '.join(sorted(TrainerSettings.keys()))}")
+    return problems
+
+
+def typed_hyperparameters(overrides: Mapping[str, Any], models: Mapping[str, Any]) -> tuple[dict, list[str]]:
     """``(typed, problems)``: the ``models`` part of ``--config`` with each text value of a family
-    hyperparameter converted to the type of its published default (the config schema does not
-    know a family's keys). ``models`` is the merged config's section: it names each family."""
-    declared = declared_hyperparameters() if declared is None else declared
+    hyperparameter converted to its declared type (the config schema does not know a family's
+    keys). ``models`` is the merged config's section: it names each family."""
     typed, problems = {}, []
     for name, block in (overrides or {}).items():
         family = ((models or {}).get(name) or {}).get("family") if isinstance(block, Mapping) else None
-        defaults = declared.get(str(family), {}).get("defaults", {})
-        if not defaults:
+        try:
+            declared = types_of(declaration(str(family))) if family is not None else {}
+        except InputError:
+            declared = {}  # check_model_blocks reports the family
+        if not declared:
             typed[name] = block
             continue
         typed[name] = dict(block)
         for key, value in block.items():
-            wanted = _json_types(defaults.get(key))
+            wanted = _json_types(declared.get(key))
             if isinstance(value, str) and wanted:
                 try:
                     typed[name][key] = convert_text(value, wanted)
@@ -147,70 +212,13 @@ def typed_hyperparameters(overrides: Mapping[str, Any], models: Mapping[str, Any
     return typed, problems
 
 
-def _json_types(default: Any) -> list[str]:
-    """The JSON-schema types a value may have where the published default is ``default``."""
-    if isinstance(default, bool):
-        return ["boolean"]
-    if isinstance(default, int):
-        return ["integer"]
-    if isinstance(default, float):
-        return ["number"]
-    return []
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", type(None): "null"}
 
 
-def _hyperparameter_problems(where: str, given: Mapping[str, Any], family: Mapping[str, Any]) -> list[str]:
-    defaults, choices = family["defaults"], family.get("choices", {})
-    problems = []
-    for key, value in given.items():
-        if key not in defaults:
-            problems.append(f"{where}.{key}: unknown key; the family's hyperparameters are "
-                            f"{', '.join(sorted(defaults))} and the trainer's keys "
-                            f"{', '.join(sorted(TrainerSettings.keys()))}")
-            continue
-        problem = _type_problem(value, defaults[key])
-        if problem:
-            problems.append(f"{where}.{key}: {problem}")
-        elif isinstance(defaults[key], dict):
-            try:
-                check_known_keys(value, defaults[key], f"{where}.{key}")
-            except InputError as exc:
-                problems.append(str(exc))
-        if key in choices and value not in choices[key]:
-            problems.append(f"{where}.{key}: must be one of {', '.join(map(str, choices[key]))}, not {value!r}")
-    return problems
-
-
-def _type_problem(value: Any, default: Any) -> str | None:
-    """Why ``value`` cannot stand where the published default is ``default`` (None: it can)."""
-    if default is None or value is None:
-        return None  # optional values (e.g. a weights path) take anything; the family checks them
-    if isinstance(default, bool):
-        ok, wanted = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    elif isinstance(default, str):
-        ok, wanted = isinstance(value, str), "a string"
-    elif isinstance(default, list):
-        ok, wanted = isinstance(value, (list, tuple)), "a list"
-    elif isinstance(default, dict):
-        ok, wanted = isinstance(value, Mapping), "a mapping"
-    else:
-        return None
-    return None if ok else f"must be {wanted} (published default {default!r}), not {value!r}"
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help=f"rewrite {DECLARED.name} from the families")
-    args = parser.parse_args(argv)
-    text = json.dumps(collect_hyperparameters(), indent=2, sort_keys=True) + "\n"
-    if args.write:
-        DECLARED.write_text(text)
-    else:
-        print(text, end="")
-
-
-if __name__ == "__main__":
-    main()
+def _json_types(annotation: Any) -> list[str]:
+    """The JSON-schema types of a declared type, where text from the command line must become one
+    ([] keeps the text: strings, lists, mappings)."""
+    kinds = [_JSON_TYPES.get(option) for option in (union_args(annotation) or (annotation,))]
+    if None in kinds or kinds == ["null"]:
+        return []
+    return [kind for kind in kinds if kind is not None]

@@ -21,6 +21,12 @@ beside the checkpoint (``models/loss_history.py``), which records its length.
 Batches are read by a DataLoader in the order the run's seed draws (``models/loader.py``); the
 train rule hands over the split as ``core.slices.SplitImages``, read from disk batch by batch.
 
+:func:`train_model` reads as a training loop: build the model and its aids, :meth:`Checkpoint.load`
+(a fresh state when there is none), then per step an :class:`OptimisationStep` and the
+:class:`TrainingRecord` of its losses, :meth:`Checkpoint.save` every ``checkpoint_every`` steps, and
+at the end the weights with their summary (:func:`run_summary`). Everything a checkpoint holds is
+saved and loaded by the one :class:`Checkpoint` class.
+
 Weights and checkpoints hold tensors and plain values only and are read with
 ``weights_only=True`` (``core/tensor_files.py``): loading one never runs code.
 """
@@ -45,7 +51,8 @@ from pipeline_lib.core.io import atomic_path
 from pipeline_lib.core.runtime import deterministic_kernels, prepare_cpu_training, seed_everything, select_device
 from pipeline_lib.core.settings import TrainerSettings, check_known_keys, family_hparams, result_part
 from pipeline_lib.core.slices import channel_count, dataset_geometry
-from pipeline_lib.core.step_timing import TIME_ONLY_BUDGET_KEYS, StepClock, device_name, read_timing, settings_key, write_timing
+from pipeline_lib.core.step_timing import (TIME_ONLY_BUDGET_KEYS, StepClock, device_name, read_timing, settings_key,
+                                           write_timing)
 from pipeline_lib.core.tensor_files import load_tensor_file, plain_values
 from pipeline_lib.models import build_model, get_family
 from pipeline_lib.models.augment import BatchAugmenter, check_flip_axis
@@ -76,6 +83,8 @@ def fingerprint(block: dict[str, Any], data_files: list[Path]) -> str:
 
 @dataclass
 class TrainState:
+    """Where a run stands: steps taken, training time, and the rows of its losses table."""
+
     step: int = 0
     elapsed_s: float = 0.0
     losses: list[dict[str, float]] = field(default_factory=list)
@@ -102,34 +111,6 @@ def _set_rng_state(state: dict[str, Any], batch_gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, model, state: TrainState, batch_gen: torch.Generator,
-                    permutation: torch.Tensor, cursor: int, *, history_bytes: int,
-                    average: WeightAverage | None = None,
-                    monitor: TrainingMonitor | None = None, augmenter: BatchAugmenter | None = None) -> None:
-    """The resume state; ``history_bytes`` is how much of the loss history file it covers."""
-    payload = {"format": CHECKPOINT_FORMAT, "training": model.training_state(), "step": state.step,
-               "elapsed_s": state.elapsed_s, "history_bytes": history_bytes, "rng": _rng_state(batch_gen),
-               "permutation": permutation, "cursor": cursor,
-               "ema": average.state_dict() if average is not None else None,
-               "monitor": monitor.state_dict() if monitor is not None else None,
-               "augment": augmenter.state_dict() if augmenter is not None else None}
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(plain_values(payload, "checkpoint"), tmp)
-
-
-def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """A checkpoint written by :func:`save_checkpoint`; any other file (an earlier layout, a foreign or
-    tampered file) is an :class:`InputError` that says how to start the run over."""
-    advice = (f"If an earlier version of the pipeline wrote it, delete the folder {path.parent} "
-              "to train this run from the start.")
-    payload = load_tensor_file(path, "training checkpoint", map_location=device, advice=advice)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise InputError(f"{path}: not a training checkpoint of format {CHECKPOINT_FORMAT!r} "
-                         f"(found {found!r}). {advice}")
-    return payload
-
-
 class BatchStream:
     """Shuffled mini-batches without replacement, epoch after epoch, resumable."""
 
@@ -147,6 +128,163 @@ class BatchStream:
         idx = self.permutation[self.cursor:self.cursor + self.batch_size]
         self.cursor += self.batch_size
         return idx
+
+
+@dataclass
+class Checkpoint:
+    """The resume state of one run, saved and loaded part by part in one place: the model (weights,
+    optimisers, scaler), every random generator, the batch order, the training aids' state, and how
+    much of the loss history file (``history``, beside it) it covers. A run loaded from it continues
+    exactly as the run that saved it would have."""
+
+    path: Path
+    model: Any
+    stream: BatchStream
+    history: LossHistory
+    average: WeightAverage | None = None
+    monitor: TrainingMonitor | None = None
+    augmenter: BatchAugmenter | None = None
+
+    def save(self, state: TrainState) -> None:
+        payload = {"format": CHECKPOINT_FORMAT, "training": self.model.training_state(), "step": state.step,
+                   "elapsed_s": state.elapsed_s, "history_bytes": self.history.commit(),
+                   "rng": _rng_state(self.stream.gen),
+                   "permutation": self.stream.permutation, "cursor": self.stream.cursor,
+                   "ema": self.average.state_dict() if self.average is not None else None,
+                   "monitor": self.monitor.state_dict() if self.monitor is not None else None,
+                   "augment": self.augmenter.state_dict() if self.augmenter is not None else None}
+        with atomic_path(self.path, suffix=".pt") as tmp:
+            torch.save(plain_values(payload, "checkpoint"), tmp)
+
+    def load(self, device: torch.device) -> TrainState:
+        """The saved state, every part restored from it; a fresh state (and loss history) when the run
+        has no checkpoint yet."""
+        if not self.path.exists():
+            return TrainState(losses=self.history.start())
+        payload = load_checkpoint(self.path, device)
+        self.model.load_training_state(payload["training"])
+        rows = self.history.resume(payload["history_bytes"], payload["step"],
+                                   f"Delete the folder {self.path.parent} to train this run from the start.")
+        _set_rng_state(payload["rng"], self.stream.gen)
+        self.stream.permutation, self.stream.cursor = payload["permutation"], payload["cursor"]
+        if self.average is not None and payload.get("ema") is not None:
+            self.average.load_state_dict(payload["ema"])
+        if self.monitor is not None and payload.get("monitor") is not None:
+            self.monitor.load_state_dict(payload["monitor"])
+            self.monitor.resume_at(payload["step"])
+        if self.augmenter is not None and payload.get("augment") is not None:
+            self.augmenter.load_state_dict(payload["augment"])
+        return TrainState(payload["step"], payload["elapsed_s"], rows)
+
+    def discard(self) -> None:
+        """The run is done: its final weights are the durable result, the resume state is not needed."""
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """The payload of a file written by :meth:`Checkpoint.save`; any other file (an earlier layout, a
+    foreign or tampered file) is an :class:`InputError` that says how to start the run over."""
+    advice = (f"If an earlier version of the pipeline wrote it, delete the folder {path.parent} "
+              "to train this run from the start.")
+    payload = load_tensor_file(path, "training checkpoint", map_location=device, advice=advice)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise InputError(f"{path}: not a training checkpoint of format {CHECKPOINT_FORMAT!r} "
+                         f"(found {found!r}). {advice}")
+    return payload
+
+
+@dataclass
+class OptimisationStep:
+    """One step of training: the batch onto the device (augmented, in the memory layout asked for),
+    the learning rate of this step, the family's update, then the weight average's."""
+
+    model: Any
+    device: torch.device
+    settings: TrainerSettings
+    target_steps: int
+    augmenter: BatchAugmenter | None = None
+    average: WeightAverage | None = None
+
+    def __post_init__(self) -> None:
+        self.scheduled = self.settings.lr_schedule != "constant" or self.settings.lr_warmup_steps > 0
+        if self.scheduled:
+            remember_initial_lr(self.model.optimizers)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None, step: int) -> dict[str, Any]:
+        """The losses of update number ``step`` (1-based) on batch ``(x, y)``."""
+        settings, channels_last = self.settings, self.settings.channels_last and self.device.type == "cuda"
+        x = x.to(self.device, non_blocking=True)
+        if self.augmenter is not None:  # the training batch only: validation and samples never pass here
+            x = self.augmenter(x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(self.device, non_blocking=True) if y is not None else None
+        if self.scheduled:
+            stage_step, stage_steps = self.model.schedule_position(step, self.target_steps)
+            set_lr_factor(self.model.optimizers, lr_factor(stage_step, settings.lr_schedule,
+                                                           settings.lr_warmup_steps, stage_steps))
+        losses = self.model.training_step(x, y)
+        if self.average is not None:
+            self.average.update(self.model)
+        return losses
+
+
+class TrainingRecord:
+    """What a run shows and keeps of its steps: the losses of each ``log_every`` steps as one row (in
+    the loss history, the live losses table and TensorBoard), validation and snapshots, and the
+    progress line. A checkpoint waits for the end of a row's window: the window's sums are not in it."""
+
+    def __init__(self, name: str, settings: TrainerSettings, target_steps: int, state: TrainState,
+                 history: LossHistory, monitor: TrainingMonitor, out_losses: Path, model,
+                 average: WeightAverage | None):
+        self.settings, self.target_steps, self.history, self.monitor = settings, target_steps, history, monitor
+        self.model, self.average = model, average
+        self.cap_s = None if settings.budget.minutes is None else settings.budget.minutes * 60
+        self.window = LossWindow()
+        self.board = TrainingBoard(out_losses.parent / BOARD_FOLDER, state.step) if settings.tensorboard else None
+        self.progress = ProgressLine(name, target_steps, self.cap_s or None, settings.progress_every_steps,
+                                     settings.progress_every_seconds)
+        self.live_losses = LiveLossTable(out_losses, state.losses)
+        self.shown = {k: v for k, v in state.losses[-1].items() if k != "step"} if state.losses else {}
+        self.progress.start(state.step)
+
+    def budget_left(self, state: TrainState) -> bool:
+        """Steps remain, and the ``minutes`` cap (a safety cap only) has not run out; a capped run
+        still ends its losses window, so that its last checkpoint covers every step."""
+        capped = self.cap_s is not None and state.elapsed_s >= self.cap_s
+        return state.step < self.target_steps and not (capped and self.window.empty)
+
+    def step(self, state: TrainState, losses: dict[str, Any]) -> None:
+        self.window.add(losses)
+        if state.step % self.settings.log_every == 0 or state.step >= self.target_steps:
+            row = self.window.row(state.step)
+            state.losses.append(row)
+            self.history.append(row)
+            self.live_losses.append(row)
+            self.shown = {k: v for k, v in row.items() if k != "step"}
+            if self.board is not None:
+                self.board.losses(row)
+        validated = self.monitor.after_step(state.step, self.model, self.average, final=not self.budget_left(state))
+        if self.board is not None:
+            self.board.validation(validated)
+            if self.monitor.snapshots and self.monitor.snapshots[-1][0] == state.step:
+                self.board.snapshot(*self.monitor.snapshots[-1])
+        self.progress.update(state.step, state.elapsed_s, self.shown)
+
+    def flush(self) -> None:
+        """Bring the live losses table up to the checkpoint just written."""
+        self.live_losses.flush()
+
+    def finish(self, state: TrainState, first_step: int) -> None:
+        if state.step > first_step:  # the last line of the log shows where training ended
+            self.progress.update(state.step, state.elapsed_s, self.shown, force=True)
+
+    def close(self) -> None:
+        self.live_losses.close()
+        self.history.close()
+        if self.board is not None:
+            self.board.close()
 
 
 def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np.ndarray | None,
@@ -175,183 +313,138 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     ``out_validation`` and ``out_snapshots`` when given.
     """
     settings = TrainerSettings.from_block(name, block)
-    family = settings.family
-    hparams = family_hparams(block)
-    check_known_keys(hparams, get_family(family).DEFAULTS, f"models.{name}")  # before any work
+    check_known_keys(family_hparams(block), get_family(settings.family).DEFAULTS, f"models.{name}")  # before any work
     if images.ndim not in (3, 4) or images.shape[-1] != images.shape[-2]:
         raise InputError(f"training images must be (N, S, S) or stacked (N, C, S, S), got {images.shape}")
-    image_size = images.shape[-1]
-    channels = channel_count(images)
 
+    # The model and its aids, built in the order the seed's draws expect.
     dev = select_device(device)
-    if dev.type == "cpu":
-        prepare_cpu_training()
-    deterministic_kernels(dev)
-    seed_everything(settings.seed)
-    model = build_model(family, image_size, hparams, n_classes=n_classes, channels=channels).to(dev)
-    if settings.channels_last and dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    model.configure_optimizers()
-    model.enable_mixed_precision(settings.precision, on_cpu=settings.amp_on_cpu)
-    model.deferred_losses = True  # read back per row of losses (LossWindow), not per step
+    model = build_seeded_model(settings, family_hparams(block), images, n_classes, dev)
     average = WeightAverage(settings.ema_decay) if settings.ema_decay is not None else None
     monitor = TrainingMonitor(
         seed=settings.seed, validate_every=settings.validate_every, snapshot_every=settings.snapshot_every,
         snapshot_images=settings.snapshot_images, validation=validation,
         validation_images=settings.validation_images, n_classes=n_classes,
-        conditional=model.conditional, batch_size=model.hparams["batch_size"],
+        conditional=model.conditional, batch_size=model.hp.batch_size,
         fid_every=settings.fid_every, fid_images=settings.fid_images, fid_reference=images)
-    augmentation = settings.augmentation
-    augmenter = BatchAugmenter(augmentation, settings.seed) if augmentation is not None else None
-    scheduled = settings.lr_schedule != "constant" or settings.lr_warmup_steps > 0
-    if scheduled:
-        remember_initial_lr(model.optimizers)
-
-    batch_gen = torch.Generator().manual_seed(settings.seed)
-    stream = BatchStream(len(images), model.hparams["batch_size"], batch_gen)
-    state = TrainState()
+    augmenter = BatchAugmenter(settings.augmentation, settings.seed) if settings.augmentation is not None else None
+    stream = BatchStream(len(images), model.hp.batch_size, torch.Generator().manual_seed(settings.seed))
     target_steps = settings.budget.target_steps(len(images), stream.batch_size)
+    step = OptimisationStep(model, dev, settings, target_steps, augmenter, average)
     check_training_plan(model, settings, target_steps)
-    cap_s = None if settings.budget.minutes is None else settings.budget.minutes * 60
 
-    # Runtime keys (the checkpoint interval) and the time cap do not change what the run computes,
-    # so they do not orphan its checkpoint: a run stopped by the cap continues under a larger one.
-    result_block = result_part(block, TrainerSettings)
-    run_key = settings_key(result_block)
-    result_block["budget"] = {k: v for k, v in dict(block["budget"]).items() if k not in TIME_ONLY_BUDGET_KEYS}
-    run_dir = Path(checkpoint_root) / fingerprint(result_block, list(data_files))
-    ckpt_path = run_dir / CHECKPOINT_NAME
+    # Resume where a previous call of the same run stopped.
+    run_dir = Path(checkpoint_root) / fingerprint(result_block(block), list(data_files))
     history = LossHistory(run_dir)
-    if ckpt_path.exists():
-        payload = load_checkpoint(ckpt_path, dev)
-        model.load_training_state(payload["training"])
-        rows = history.resume(payload["history_bytes"], payload["step"],
-                              f"Delete the folder {run_dir} to train this run from the start.")
-        state = TrainState(payload["step"], payload["elapsed_s"], rows)
-        _set_rng_state(payload["rng"], batch_gen)
-        stream.permutation, stream.cursor = payload["permutation"], payload["cursor"]
-        if average is not None and payload.get("ema") is not None:
-            average.load_state_dict(payload["ema"])
-        if payload.get("monitor") is not None:
-            monitor.load_state_dict(payload["monitor"])
-            monitor.resume_at(state.step)
-        if augmenter is not None and payload.get("augment") is not None:
-            augmenter.load_state_dict(payload["augment"])
-        log.info("resumed %s from %s at step %d", name, ckpt_path, state.step)
-    else:
-        state.losses = history.start()
-
-    window = LossWindow()  # the losses since the last row; rows (and so checkpoints) end windows
-    board = TrainingBoard(out_losses.parent / BOARD_FOLDER, state.step) if settings.tensorboard else None
-
-    def capped() -> bool:
-        return cap_s is not None and state.elapsed_s >= cap_s
-
-    def budget_left() -> bool:
-        return state.step < target_steps and not (capped() and window.empty)
-
+    checkpoint = Checkpoint(run_dir / CHECKPOINT_NAME, model, stream, history, average, monitor, augmenter)
+    resumed = checkpoint.path.exists()
+    state = checkpoint.load(dev)
+    if resumed:
+        log.info("resumed %s from %s at step %d", name, checkpoint.path, state.step)
     # the speed beside the checkpoints, for the next attempt's time limit (core/step_timing.py)
-    clock, timing = StepClock(state.step), read_timing(checkpoint_root)
+    clock, timing, run_key = StepClock(state.step), read_timing(checkpoint_root), settings_key(result_block(block))
 
-    def checkpoint() -> None:
+    def save(state: TrainState) -> None:
         nonlocal timing
-        save_checkpoint(ckpt_path, model, state, batch_gen, stream.permutation, stream.cursor,
-                        history_bytes=history.commit(), average=average, monitor=monitor, augmenter=augmenter)
+        checkpoint.save(state)
         timing = write_timing(checkpoint_root, clock, timing, steps_done=state.step, target_steps=target_steps,
                               device=device_name(dev), fingerprint=run_dir.name, settings=run_key)
 
-    progress = ProgressLine(name, target_steps,
-                            settings.budget.minutes * 60 if settings.budget.minutes else None,
-                            settings.progress_every_steps, settings.progress_every_seconds)
-    live_losses = LiveLossTable(out_losses, state.losses)
+    # The loop.
+    record = TrainingRecord(name, settings, target_steps, state, history, monitor, out_losses, model, average)
     batches = iter(batch_loader(stream, images, labels, seed=settings.seed, device=dev,
                                 workers=settings.loader_workers, prefetch=settings.loader_prefetch))
-    shown = {k: v for k, v in state.losses[-1].items() if k != "step"} if state.losses else {}
     checkpoint_due = False
-    started = time.monotonic() - state.elapsed_s
-    first_step = state.step
-    progress.start(state.step)
+    started, first_step = time.monotonic() - state.elapsed_s, state.step
     try:
-        while budget_left():
-            if steps_this_call is not None and state.step - first_step >= steps_this_call and window.empty:
-                checkpoint()
+        while record.budget_left(state):
+            if steps_this_call is not None and state.step - first_step >= steps_this_call and record.window.empty:
+                save(state)
                 return None
-            x, y = take(batches, stream)
-            x = x.to(dev, non_blocking=True)
-            if augmenter is not None:  # the training batch only: validation and samples never pass here
-                x = augmenter(x)
-            if settings.channels_last and dev.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(dev, non_blocking=True) if y is not None else None
-            if scheduled:
-                stage_step, stage_steps = model.schedule_position(state.step + 1, target_steps)
-                set_lr_factor(model.optimizers, lr_factor(stage_step, settings.lr_schedule,
-                                                          settings.lr_warmup_steps, stage_steps))
-            window.add(model.training_step(x, y))
-            if average is not None:
-                average.update(model)
+            losses = step(*take(batches, stream), state.step + 1)
             state.step += 1
             state.elapsed_s = time.monotonic() - started
-            if state.step % settings.log_every == 0 or state.step >= target_steps:
-                state.losses.append(window.row(state.step))
-                history.append(state.losses[-1])
-                clock.synced(state.step, time.monotonic())  # reading the row's losses waited for the device
-                live_losses.append(state.losses[-1])
-                shown = {k: v for k, v in state.losses[-1].items() if k != "step"}
-                if board is not None:
-                    board.losses(state.losses[-1])
-            validated = monitor.after_step(state.step, model, average, final=not budget_left())
-            if board is not None:
-                board.validation(validated)
-                if monitor.snapshots and monitor.snapshots[-1][0] == state.step:
-                    board.snapshot(*monitor.snapshots[-1])
-            progress.update(state.step, state.elapsed_s, shown)
-            # A checkpoint waits for the end of a losses window: the window's sums are not in it.
+            record.step(state, losses)
+            if record.window.empty:  # a row of losses was read back: the device has finished the step
+                clock.synced(state.step, time.monotonic())
             checkpoint_due |= state.step % settings.checkpoint_every == 0
-            if checkpoint_due and window.empty:
-                checkpoint()
-                live_losses.flush()
+            if checkpoint_due and record.window.empty:
+                save(state)
+                record.flush()
                 checkpoint_due = False
-        if state.step > first_step:  # the last line of the log shows where training ended
-            progress.update(state.step, state.elapsed_s, shown, force=True)
+        record.finish(state, first_step)
     finally:
-        live_losses.close()
-        history.close()
-        if board is not None:
-            board.close()
+        record.close()
 
+    # The result: weights with the summary that rebuilds them, the losses and validation tables.
     bad = [row for row in state.losses if not all(np.isfinite(v) for v in row.values())]
     if bad:
         raise RuntimeError(f"model {name}: non-finite loss at step {bad[0]['step']}: {bad[0]}")
-
-    incomplete = state.step < target_steps
-    config = result_part(block, TrainerSettings)
-    summary = {"model": name, "family": family, "hparams": model.hparams, "seed": settings.seed, "config": config,
-               "steps": state.step, "target_steps": target_steps, "incomplete": incomplete,
-               "budget": {k: v for k, v in vars(settings.budget).items() if v is not None},
-               "train_seconds": round(state.elapsed_s, 2), "device": str(dev),
-               "n_train_images": int(len(images)), "image_size": image_size, "channels": channels,
-               "n_classes": n_classes, "class_names": class_names or [],
-               "training_data": dict(data_summary or {"n_slices": int(len(images))})}
-    if incomplete:
+    sampled_average = average if average is not None and settings.sample_from_ema else None
+    summary = run_summary(name, block, settings, model, state, target_steps, images, dev, n_classes,
+                          class_names, data_summary, sample_ema=sampled_average is not None)
+    if summary["incomplete"]:
         # Kept so that a rerun with a larger cap continues this run instead of starting over.
-        checkpoint()
+        save(state)
         log.warning("INCOMPLETE: %s stopped by the safety cap budget.minutes = %g at step %d of %d; "
                     "its results depend on this machine's speed. Raise the cap (or lower the steps) "
                     "and rerun to continue it from step %d.", name, settings.budget.minutes, state.step,
                     target_steps, state.step)
-    sample_ema = average is not None and settings.sample_from_ema
+    with atomic_path(out_weights, suffix=".pt") as tmp:
+        torch.save(plain_values({"state_dict": model.state_dict(), "summary": summary,
+                                 "ema": sampled_average.state_dict()["shadow"] if sampled_average else None},
+                                "weights"), tmp)
+    write_losses_csv(out_losses, state.losses)
+    monitor.write(out_validation, out_snapshots)
+    if not summary["incomplete"]:
+        checkpoint.discard()
+    return summary
+
+
+def build_seeded_model(settings: TrainerSettings, hparams: dict[str, Any], images, n_classes: int,
+                       dev: torch.device):
+    """The family's model on ``dev``, its weights drawn from the run's seed, with its optimisers and
+    mixed precision set up."""
+    if dev.type == "cpu":
+        prepare_cpu_training()
+    deterministic_kernels(dev)
+    seed_everything(settings.seed)
+    model = build_model(settings.family, images.shape[-1], hparams, n_classes=n_classes,
+                        channels=channel_count(images)).to(dev)
+    if settings.channels_last and dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model.configure_optimizers()
+    model.enable_mixed_precision(settings.precision, on_cpu=settings.amp_on_cpu)
+    model.deferred_losses = True  # read back per row of losses (LossWindow), not per step
+    return model
+
+
+def result_block(block: dict[str, Any]) -> dict[str, Any]:
+    """The part of a model block that decides what the run computes: its checkpoint's fingerprint.
+    Runtime keys (the checkpoint interval), the time cap and the speed estimate do not orphan a
+    checkpoint: a run stopped by the cap continues under a larger one."""
+    kept = result_part(block, TrainerSettings)
+    kept["budget"] = {k: v for k, v in dict(block["budget"]).items() if k not in TIME_ONLY_BUDGET_KEYS}
+    return kept
+
+
+def run_summary(name: str, block: dict[str, Any], settings: TrainerSettings, model, state: TrainState,
+                target_steps: int, images, dev: torch.device, n_classes: int, class_names: list[str] | None,
+                data_summary: dict[str, Any] | None, *, sample_ema: bool) -> dict[str, Any]:
+    """What the weights file and summary.json record of a run: enough to rebuild the model, and what
+    the report shows of it."""
+    config = result_part(block, TrainerSettings)
+    summary = {"model": name, "family": settings.family, "hparams": model.hparams, "seed": settings.seed,
+               "config": config, "steps": state.step, "target_steps": target_steps,
+               "incomplete": state.step < target_steps,
+               "budget": {k: v for k, v in vars(settings.budget).items() if v is not None},
+               "train_seconds": round(state.elapsed_s, 2), "device": str(dev),
+               "n_train_images": int(len(images)), "image_size": images.shape[-1], "channels": channel_count(images),
+               "n_classes": n_classes, "class_names": class_names or [],
+               "training_data": dict(data_summary or {"n_slices": int(len(images))})}
     summary["training_aids"] = training_aids_summary(settings, model, sample_ema)
     if hasattr(model, "perceptual_summary"):  # which feature network a perceptual loss used, for the report
         summary["perceptual"] = model.perceptual_summary()
-    with atomic_path(out_weights, suffix=".pt") as tmp:
-        torch.save(plain_values({"state_dict": model.state_dict(), "summary": summary,
-                                 "ema": average.state_dict()["shadow"] if sample_ema else None}, "weights"), tmp)
-    write_losses_csv(out_losses, state.losses)
-    monitor.write(out_validation, out_snapshots)
-    if not incomplete:
-        # The final weights are the durable result; the resume state is no longer needed.
-        shutil.rmtree(run_dir, ignore_errors=True)
     return summary
 
 

@@ -13,27 +13,27 @@ import torch
 from torch import nn
 
 from pipeline_lib.models.base import GenerativeModel
+from pixel_gaussian.hparams import PixelGaussianHyperparameters
 
 
 class PixelGaussian(GenerativeModel):
     family = "pixel_gaussian"
-    # Every key a model block may set; the pipeline checks blocks against these at DAG time.
-    DEFAULTS: dict[str, Any] = {"lr": 0.05, "batch_size": 16, "min_std": 0.01, "init": "mid_grey"}
-    CHOICES = {"init": ("mid_grey", "black")}
+    # Every key a model block may set; the pipeline checks blocks against it at DAG time.
+    HYPERPARAMETERS = PixelGaussianHyperparameters
     EMA_MODULES = ()
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
         shape = (1, channels, image_size, image_size)
-        start = 0.5 if self.hparams["init"] == "mid_grey" else 0.0
+        start = 0.5 if self.hp.init == "mid_grey" else 0.0
         self.mean = nn.Parameter(torch.full(shape, start))
         self.log_std = nn.Parameter(torch.full(shape, -1.0))
 
     def configure_optimizers(self) -> None:
-        self.optimizers = {"pixels": self.adam(self.parameters(), lr=self.hparams["lr"])}
+        self.optimizers = {"pixels": self.adam(self.parameters(), lr=self.hp.lr)}
 
     def std(self) -> torch.Tensor:
-        return self.log_std.exp() + self.hparams["min_std"]
+        return self.log_std.exp() + self.hp.min_std
 
     def negative_log_likelihood(self, images: torch.Tensor) -> torch.Tensor:
         std = self.std()

@@ -42,10 +42,10 @@ class CGAN(DCGAN):
     def configure_optimizers(self) -> None:
         super().configure_optimizers()
         # The label maps are part of the discriminator: trained by (and zeroed with) its optimiser.
-        h = self.hparams
+        h = self.hp
         self.optimizers["discriminator"] = self.adam(
             [*self.discriminator.parameters(), *self.label_maps.parameters()],
-            lr=h["lr"], betas=(h["beta1"], h["beta2"]))
+            lr=h.lr, betas=(h.beta1, h.beta2))
 
     def cond_dim(self) -> int:
         return self.n_classes

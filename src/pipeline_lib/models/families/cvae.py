@@ -26,6 +26,7 @@ Choices the seed leaves open (ours):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -35,6 +36,7 @@ from torch.nn import functional as F
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.base import GenerativeModel
+from pipeline_lib.models.families.hparams.cvae import CVAEHyperparameters
 from pipeline_lib.models.losses import kl_per_sample, kl_to_standard_normal, reparameterise
 
 RECONSTRUCTIONS = ("logcosh", "mse")
@@ -86,33 +88,26 @@ class CVAE(GenerativeModel):
     family = "cvae"
     conditional = True
     can_reconstruct = True
-    DEFAULTS: dict[str, Any] = {
-        "latent_dim": 256,              # Ballesteros Ramirez §5.1
-        "hidden_sizes": [1024, 512],    # not stated in Ballesteros Ramirez ("linear and ReLU layers"); our choice
-        "lr": 3e-4,                     # Ballesteros Ramirez §5.2
-        "batch_size": 8,                # Ballesteros Ramirez §5.2
-        "reconstruction": "logcosh",    # Ballesteros Ramirez §5: log-cosh instead of MSE
-        "logcosh_alpha": 1.0,           # plain log-cosh (the seed gives no scale)
-    }
+    HYPERPARAMETERS = CVAEHyperparameters
     EMA_MODULES = ("encoder", "decoder")
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
         if n_classes < 1:
             raise InputError("cvae is a conditional model: set condition_on so that it gets class labels")
-        h = self.hparams
-        hidden = [int(s) for s in h["hidden_sizes"]]
+        h = self.hp
+        hidden = [int(s) for s in h.hidden_sizes]
         if not hidden or min(hidden) < 1:
             raise InputError(f"cvae: hidden_sizes must be a non-empty list of positive sizes, got {hidden}")
-        if h["reconstruction"] not in RECONSTRUCTIONS:
-            raise InputError(f"cvae: reconstruction must be one of {RECONSTRUCTIONS}, got {h['reconstruction']!r}")
-        self.hparams["hidden_sizes"] = hidden
+        if h.reconstruction not in RECONSTRUCTIONS:
+            raise InputError(f"cvae: reconstruction must be one of {RECONSTRUCTIONS}, got {h.reconstruction!r}")
+        self.hp = dataclasses.replace(h, hidden_sizes=hidden)  # recorded as the sizes built
         n_pixels = channels * image_size * image_size
-        self.encoder = ConditionalEncoder(n_pixels, n_classes, hidden, h["latent_dim"])
-        self.decoder = ConditionalDecoder((channels, image_size, image_size), n_classes, hidden, h["latent_dim"])
+        self.encoder = ConditionalEncoder(n_pixels, n_classes, hidden, h.latent_dim)
+        self.decoder = ConditionalDecoder((channels, image_size, image_size), n_classes, hidden, h.latent_dim)
 
     def configure_optimizers(self) -> None:
-        self.optimizers = {"cvae": self.adam(self.parameters(), lr=self.hparams["lr"])}
+        self.optimizers = {"cvae": self.adam(self.parameters(), lr=self.hp.lr)}
 
     def onehot(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
         """One-hot rows for ``labels`` (N,), checked against the number of classes."""
@@ -129,10 +124,10 @@ class CVAE(GenerativeModel):
     def reconstruction_error(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         """Per-image reconstruction error summed over pixels, (N,)."""
         d = x_hat.float() - x.float()
-        if self.hparams["reconstruction"] == "mse":
+        if self.hp.reconstruction == "mse":
             per_pixel = d**2
         else:
-            per_pixel = log_cosh(d, float(self.hparams["logcosh_alpha"]))
+            per_pixel = log_cosh(d, float(self.hp.logcosh_alpha))
         return per_pixel.flatten(1).sum(1)
 
     def objective(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -165,7 +160,7 @@ class CVAE(GenerativeModel):
         if labels is None:
             labels = torch.arange(n) % self.n_classes
         onehot = self.onehot(labels, n)
-        z = torch.randn(n, self.hparams["latent_dim"], generator=generator, device="cpu").to(self.device)
+        z = torch.randn(n, self.hp.latent_dim, generator=generator, device="cpu").to(self.device)
         return self.decoder(z, onehot).float()
 
     @torch.no_grad()

@@ -44,6 +44,7 @@ cgan's): batch norm couples the per-image gradients it penalises.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -53,6 +54,7 @@ from torch.nn import functional as F
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.base import GenerativeModel
+from pipeline_lib.models.families.hparams.dcgan import PRESETS as PRESET_VALUES, DCGANHyperparameters
 from pipeline_lib.models.layers import (BASE_SIZE, DownBlock, UpBlock, diff_augment, diffaugment_policy, draw_latent,
                                        init_dcgan_weights, n_resolution_stages, set_requires_grad, stride2_padding,
                                        to_signed, to_unit)
@@ -132,45 +134,36 @@ class DCGAN(GenerativeModel):
     LATENT: ClassVar[str] = "uniform"
     #: preset -> (architecture, published hyperparameters); a config's own keys override the latter.
     PRESETS: ClassVar[dict[str, tuple[Architecture, dict[str, Any]]]] = {
-        # Seed 004, "Generation of Artificial Brain Images Using Deep Convolutional GAN";
-        # optimiser and batch from Radford et al. section 4, which the seed follows.
-        "kazuhiro": (KAZUHIRO, {"latent_dim": 100, "width": 32, "kernel_size": 5, "lr": 2e-4,
-                                "beta1": 0.5, "beta2": 0.999, "batch_size": 128}),
-        # Seed 002, section 3.2.2 "DCGAN Implementation Details".
-        "han": (HAN, {"latent_dim": 100, "width": 32, "kernel_size": 4, "lr": 2e-4,
-                      "beta1": 0.5, "beta2": 0.999, "batch_size": 64}),
-    }
-    #: Small-cohort options of every GAN family, off unless configured (module docstring).
-    GAN_AIDS: ClassVar[dict[str, Any]] = {"diffaugment": None, "r1_gamma": 0.0}
-    DEFAULTS: dict[str, Any] = {"preset": "kazuhiro", **PRESETS["kazuhiro"][1], **GAN_AIDS}
+        "kazuhiro": (KAZUHIRO, PRESET_VALUES["kazuhiro"]), "han": (HAN, PRESET_VALUES["han"])}
+    HYPERPARAMETERS = DCGANHyperparameters
     EMA_MODULES = ("generator",)
 
     @classmethod
-    def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
+    def resolve_hparams(cls, given: dict[str, Any]):
         """The chosen preset's published values, overridden by ``given``."""
-        merged = super().resolve_hparams(given)  # rejects unknown keys
         if "preset" not in cls.DEFAULTS:  # subclasses with one fixed architecture
-            return merged
+            return super().resolve_hparams(given)
         preset = given.get("preset", cls.DEFAULTS["preset"])
         if preset not in cls.PRESETS:
             raise InputError(f"model family '{cls.family}': unknown preset '{preset}'; "
                              f"known: {sorted(cls.PRESETS)}")
-        return {**cls.DEFAULTS, **cls.PRESETS[preset][1], **given}
+        hp = super().resolve_hparams(given)  # rejects unknown keys
+        return dataclasses.replace(hp, **{**cls.PRESETS[preset][1], **given})
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
         arch = self.architecture()
-        h = self.hparams
-        self.generator = Generator(h["latent_dim"], channels, image_size, h["width"],
+        h = self.hp
+        self.generator = Generator(h.latent_dim, channels, image_size, h.width,
                                    arch.kernel_size, arch.tanh_output, cond_dim=self.cond_dim())
-        self.discriminator = Discriminator(channels, image_size, h["width"], arch,
+        self.discriminator = Discriminator(channels, image_size, h.width, arch,
                                            extra_channels=self.extra_d_channels())
         self.apply(init_dcgan_weights)
         self.augment_ops = checked_gan_aids(self.family, h, self.discriminator)
 
     def architecture(self) -> Architecture:
-        base, _ = self.PRESETS[self.hparams["preset"]]
-        return Architecture(self.hparams["kernel_size"], base.tanh_output, base.d_activation,
+        base, _ = self.PRESETS[self.hp.preset]
+        return Architecture(self.hp.kernel_size, base.tanh_output, base.d_activation,
                             base.d_norm, base.d_norm_first_layer)
 
     # Hooks for the conditional subclass: the unconditional model ignores labels.
@@ -191,15 +184,15 @@ class DCGAN(GenerativeModel):
 
     # -- training -----------------------------------------------------------
     def configure_optimizers(self) -> None:
-        h = self.hparams
-        betas = (h["beta1"], h["beta2"])
+        h = self.hp
+        betas = (h.beta1, h.beta2)
         self.optimizers = {
-            "discriminator": self.adam(self.discriminator.parameters(), lr=h["lr"], betas=betas),
-            "generator": self.adam(self.generator.parameters(), lr=h["lr"], betas=betas),
+            "discriminator": self.adam(self.discriminator.parameters(), lr=h.lr, betas=betas),
+            "generator": self.adam(self.generator.parameters(), lr=h.lr, betas=betas),
         }
 
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return draw_latent(n, self.hparams["latent_dim"], self.LATENT, self.device, generator)
+        return draw_latent(n, self.hp.latent_dim, self.LATENT, self.device, generator)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """What the discriminator sees of a batch: ``x`` through the DiffAugment policy (if any)."""
@@ -211,7 +204,7 @@ class DCGAN(GenerativeModel):
         self.check_labels(labels, len(images))
         real = to_signed(images)
         z = self.latent(len(real))
-        gamma = self.hparams["r1_gamma"]
+        gamma = self.hp.r1_gamma
         if gamma:
             real = real.detach().requires_grad_(True)
         with self.autocast():
@@ -248,15 +241,15 @@ class DCGAN(GenerativeModel):
         return to_unit(self.generate(self.latent(n, generator), labels))
 
 
-def checked_gan_aids(family: str, hparams: dict[str, Any], discriminator: nn.Module) -> tuple[str, ...]:
-    """The DiffAugment operations of ``hparams``; bad policies, a negative R1 weight and R1 on a
+def checked_gan_aids(family: str, hp: Any, discriminator: nn.Module) -> tuple[str, ...]:
+    """The DiffAugment operations of ``hp`` (a GAN family's hyperparameters); bad policies, a negative R1 weight and R1 on a
     discriminator with batch norm are InputErrors. Batch norm mixes the images of a batch, so the
     gradient R1 takes of one real image's score depends on the others (as wgan_gp's penalty)."""
     try:
-        ops = diffaugment_policy(hparams["diffaugment"])
+        ops = diffaugment_policy(hp.diffaugment)
     except ValueError as exc:
         raise InputError(f"model family '{family}': {exc}") from exc
-    gamma = hparams["r1_gamma"]
+    gamma = hp.r1_gamma
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma < 0:
         raise InputError(f"model family '{family}': r1_gamma must be a number >= 0, got {gamma!r}")
     if gamma and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):

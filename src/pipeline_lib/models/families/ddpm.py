@@ -50,45 +50,46 @@ from torch.nn import functional as F
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.base import GenerativeModel
+from pipeline_lib.models.families.hparams.ddpm import DDPMHyperparameters
 from pipeline_lib.models.layers import to_signed, to_unit
 
 BETA_SCHEDULES = ("linear_beta", "scaled_linear_beta")
 
 
-def build_unet(in_channels: int, h: dict[str, Any], n_classes: int, where: str) -> nn.Module:
+def build_unet(in_channels: int, h: DDPMHyperparameters | Any, n_classes: int, where: str) -> nn.Module:
     """MONAI's DiffusionModelUNet from the hyperparameters ``unet_channels``, ``attention_levels``,
     ``num_res_blocks``, ``num_head_channels`` and ``norm_num_groups`` (checked here, so a bad value
     is an InputError naming the key rather than an error deep inside MONAI)."""
     from monai.networks.nets import DiffusionModelUNet
 
-    channels = [int(c) for c in h["unet_channels"]]
-    attention = [bool(a) for a in h["attention_levels"]]
-    groups = int(h["norm_num_groups"])
+    channels = [int(c) for c in h.unet_channels]
+    attention = [bool(a) for a in h.attention_levels]
+    groups = int(h.norm_num_groups)
     if not channels or len(attention) != len(channels):
         raise InputError(f"{where}: attention_levels needs one entry per entry of unet_channels, "
                          f"got {len(attention)} for {len(channels)}")
     if any(c % groups for c in channels):
         raise InputError(f"{where}: every entry of unet_channels must be a multiple of norm_num_groups ({groups}), "
                          f"got {channels}")
-    heads = h["num_head_channels"]
+    heads = h.num_head_channels
     heads = [int(v) for v in heads] if isinstance(heads, (list, tuple)) else int(heads)
     return DiffusionModelUNet(
         spatial_dims=2, in_channels=in_channels, out_channels=in_channels, channels=channels,
-        attention_levels=attention, num_res_blocks=int(h["num_res_blocks"]), num_head_channels=heads,
+        attention_levels=attention, num_res_blocks=int(h.num_res_blocks), num_head_channels=heads,
         norm_num_groups=groups, num_class_embeds=n_classes + 1 if n_classes else None)
 
 
-def build_schedulers(h: dict[str, Any], clip_sample: bool, where: str):
+def build_schedulers(h: DDPMHyperparameters | Any, clip_sample: bool, where: str):
     """(DDPM scheduler for training, DDIM scheduler for sampling) on the same noise schedule."""
     from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-    if h["beta_schedule"] not in BETA_SCHEDULES:
-        raise InputError(f"{where}: beta_schedule must be one of {BETA_SCHEDULES}, got {h['beta_schedule']!r}")
-    steps, ddim = int(h["num_train_timesteps"]), int(h["ddim_steps"])
+    if h.beta_schedule not in BETA_SCHEDULES:
+        raise InputError(f"{where}: beta_schedule must be one of {BETA_SCHEDULES}, got {h.beta_schedule!r}")
+    steps, ddim = int(h.num_train_timesteps), int(h.ddim_steps)
     if not 1 <= ddim <= steps:
         raise InputError(f"{where}: ddim_steps must lie in 1..num_train_timesteps ({steps}), got {ddim}")
-    args = {"num_train_timesteps": steps, "schedule": h["beta_schedule"],
-            "beta_start": float(h["beta_start"]), "beta_end": float(h["beta_end"])}
+    args = {"num_train_timesteps": steps, "schedule": h.beta_schedule,
+            "beta_start": float(h.beta_start), "beta_end": float(h.beta_end)}
     return DDPMScheduler(clip_sample=clip_sample, **args), DDIMScheduler(clip_sample=clip_sample, **args)
 
 
@@ -99,12 +100,12 @@ class Denoiser(nn.Module):
     ``n_classes`` > 0 makes it class-conditional, with label ``n_classes`` as "no class".
     """
 
-    def __init__(self, in_channels: int, h: dict[str, Any], n_classes: int, clip_sample: bool, where: str):
+    def __init__(self, in_channels: int, h: DDPMHyperparameters | Any, n_classes: int, clip_sample: bool, where: str):
         super().__init__()
         self.unet = build_unet(in_channels, h, n_classes, where)
         self.n_classes = n_classes
-        self.class_dropout, self.guidance_scale = float(h["class_dropout"]), float(h["guidance_scale"])
-        self.ddim_steps = int(h["ddim_steps"])
+        self.class_dropout, self.guidance_scale = float(h.class_dropout), float(h.guidance_scale)
+        self.ddim_steps = int(h.ddim_steps)
         # Schedulers hold no learnt state (plain tensors, not buffers): kept out of the module tree.
         object.__setattr__(self, "schedulers", build_schedulers(h, clip_sample, where))
 
@@ -185,36 +186,21 @@ def check_labels(model: GenerativeModel, labels: torch.Tensor | None, n: int) ->
 
 class DDPM(GenerativeModel):
     family = "ddpm"
-    DEFAULTS: dict[str, Any] = {
-        "unet_channels": [128, 256, 256],          # MONAI 2-D DDPM tutorial
-        "attention_levels": [False, True, True],   # tutorial
-        "num_res_blocks": 1,                       # tutorial
-        "num_head_channels": 256,                  # tutorial
-        "norm_num_groups": 32,                     # MONAI default
-        "num_train_timesteps": 1000,               # Ho et al.; tutorial
-        "beta_schedule": "linear_beta",            # Ho et al.
-        "beta_start": 1e-4,                        # Ho et al.
-        "beta_end": 0.02,                          # Ho et al.
-        "ddim_steps": 50,                          # our choice (Song et al.); the tutorial samples 1000 DDPM steps
-        "lr": 2.5e-5,                              # tutorial
-        "batch_size": 64,                          # tutorial
-        "class_dropout": 0.15,                     # MONAI classifier-free guidance tutorial
-        "guidance_scale": 4.0,                     # MONAI classifier-free guidance tutorial
-    }
+    HYPERPARAMETERS = DDPMHyperparameters
     EMA_MODULES: ClassVar[tuple[str, ...]] = ("denoiser",)
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
         self.conditional = n_classes > 0  # optional conditioning: decided by condition_on, per model
-        levels = len(self.hparams["unet_channels"])
+        levels = len(self.hp.unet_channels)
         if image_size % 2 ** (levels - 1):
             raise InputError(f"{self.family}: image_size {image_size} is not divisible by 2^{levels - 1} "
                              f"(one halving per level after the first of unet_channels)")
-        self.denoiser = Denoiser(channels, self.hparams, n_classes, clip_sample=True,
+        self.denoiser = Denoiser(channels, self.hp, n_classes, clip_sample=True,
                                  where=f"models.<{self.family} model>")
 
     def configure_optimizers(self) -> None:
-        self.optimizers = {"unet": self.adam(self.denoiser.parameters(), lr=self.hparams["lr"])}
+        self.optimizers = {"unet": self.adam(self.denoiser.parameters(), lr=self.hp.lr)}
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
         self.train()

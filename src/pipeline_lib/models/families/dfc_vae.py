@@ -57,6 +57,7 @@ the model is rebuilt, which keeps checkpoints small.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.pretrained import (default_fid_cache, fid_inception_weights, load_fid_inception,
                                 load_vgg16_features, torch_hub_checkpoint, VGG16_FILE)
 from pipeline_lib.models.families.vae import VAE
+from pipeline_lib.models.families.hparams.dfc_vae import DFCVAEHyperparameters
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,6 +112,14 @@ class TappedFeatures(nn.Module):
         return out
 
 
+def weights_as_text(hp: Any) -> Any:
+    """``hp`` with ``perceptual.weights`` as text: a path given from Python is recorded as its text."""
+    weights = hp.perceptual.weights
+    if weights is None:
+        return hp
+    return dataclasses.replace(hp, perceptual=dataclasses.replace(hp.perceptual, weights=str(weights)))
+
+
 def build_feature_network(backbone: str, weights: str | None) -> tuple[TappedFeatures, Path]:
     """The frozen perceptual network and the weights file it came from (errors before training)."""
     if backbone == "vgg16":
@@ -124,37 +134,26 @@ def build_feature_network(backbone: str, weights: str | None) -> tuple[TappedFea
 class DFCVAE(VAE):
     family = "dfc_vae"
     can_reconstruct = True
-    DEFAULTS: dict[str, Any] = {
-        # Ungría Hirte et al. §3.2: architecture of the vanilla VAE, latent 200, Adam 1e-4, batch 64.
-        **{k: v for k, v in VAE.DEFAULTS.items() if k != "recon_weight"},
-        "perceptual_weight": 2e-9,   # Ungría Hirte et al. §3.2; see the module docstring for how it is applied
-        "feature_scale": 255.0,      # activations on the 0-255 intensity scale (our reading)
-        "perceptual": {"backbone": "vgg16", "weights": None},
-        "perceptual_form": "sum_8bit",  # or "eq7": eq. (7)'s per-layer mean (module docstring)
-    }
-    CHOICES = {"perceptual_form": ("sum_8bit", "eq7")}
+    HYPERPARAMETERS = DFCVAEHyperparameters
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
-        choice = self.hparams["perceptual"]
-        net, path = build_feature_network(choice["backbone"], choice["weights"])
+        choice = self.hp.perceptual
+        net, path = build_feature_network(choice.backbone, choice.weights)
         self.perceptual_net = net
         self.perceptual_weights_file = str(path)
         self.register_state_dict_post_hook(drop_feature_net)
         self.register_load_state_dict_pre_hook(fill_feature_net)
 
     @classmethod
-    def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
+    def resolve_hparams(cls, given: dict[str, Any]):
         """Defaults overridden by ``given`` (``perceptual`` key by key); the backbone is checked."""
-        resolved = super().resolve_hparams(given)
-        perceptual = resolved["perceptual"]
-        if perceptual["backbone"] not in BACKBONES:
+        hp = super().resolve_hparams(given)
+        perceptual = hp.perceptual
+        if perceptual.backbone not in BACKBONES:
             raise InputError(f"dfc_vae: perceptual.backbone must be one of {BACKBONES}, "
-                             f"got {perceptual['backbone']!r}")
-        if perceptual["weights"] is not None:
-            perceptual["weights"] = str(perceptual["weights"])
-        resolved["perceptual"] = perceptual
-        return resolved
+                             f"got {perceptual.backbone!r}")
+        return weights_as_text(hp)
 
     def train(self, mode: bool = True):
         """Train mode for encoder and decoder; the frozen feature network stays in eval mode."""
@@ -165,11 +164,11 @@ class DFCVAE(VAE):
 
     def configure_optimizers(self) -> None:
         params = list(self.encoder.parameters()) + list(self.decoder.parameters())
-        self.optimizers = {"vae": self.adam(params, lr=self.hparams["lr"])}
+        self.optimizers = {"vae": self.adam(params, lr=self.hp.lr)}
 
     def perceptual_summary(self) -> dict[str, Any]:
         """Which feature network the loss used, for reports (VGG16 is the seed's; inception a substitute)."""
-        backbone = self.hparams["perceptual"]["backbone"]
+        backbone = self.hp.perceptual.backbone
         return {"backbone": backbone, "layers": list(self.perceptual_net.taps),
                 "weights_file": Path(self.perceptual_weights_file).name,
                 "substitute": backbone != "vgg16"}
@@ -180,8 +179,8 @@ class DFCVAE(VAE):
             with torch.no_grad():
                 target = self.perceptual_net(x)
             recon = self.perceptual_net(x_hat)
-        h = self.hparams
-        return perceptual_loss(recon, target, h["perceptual_weight"], h["feature_scale"], h["perceptual_form"])
+        h = self.hp
+        return perceptual_loss(recon, target, h.perceptual_weight, h.feature_scale, h.perceptual_form)
 
 
 def perceptual_loss(recon: list[torch.Tensor], target: list[torch.Tensor], weight: float,

@@ -77,6 +77,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline_lib.models.base import GenerativeModel
+from pipeline_lib.models.families.hparams.intro_vae import IntroVAEHyperparameters
 from pipeline_lib.models.losses import kl_to_standard_normal, reparameterise
 from pipeline_lib.models.families.vae import GaussianLatentSampling
 
@@ -142,60 +143,46 @@ class IntroGenerator(nn.Module):
 class IntroVAE(GaussianLatentSampling, GenerativeModel):
     family = "intro_vae"
     can_reconstruct = True
-    # Seed 001, section 3.2 (IntroVAE at 128 x 128); widths follow Huang et al.'s PGGAN-like layout.
-    DEFAULTS: dict[str, Any] = {
-        "latent_dim": 256,
-        "m": 110.0,                  # KL margin for generated images (nats)
-        "alpha": 0.25,               # weight of the adversarial KL terms of eqs. (8)-(9)
-        "beta": 0.5,                 # weight of the reconstruction terms of eqs. (8)-(9)
-        "real_kl_weight": 1.0,       # weight of the real image's KL in eq. (8) (Huang et al.: 1)
-        "recon_reference_size": 128,  # L_AE = per-pixel MSE x this**2 (= published SSE at 128 px)
-        "lr": 2e-4,
-        "batch_size": 8,
-        "width": 64,                 # channels at full resolution, doubled at each halving ...
-        "max_width": 512,            # ... up to this many
-        "loss_form": "huang2018",    # or "eq8_9": seed 001's equations 8-9 (one fake term); see above
-    }
-    CHOICES = {"loss_form": ("huang2018", "eq8_9")}
+    HYPERPARAMETERS = IntroVAEHyperparameters
     EMA_MODULES = ("encoder", "decoder")
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
-        h = self.hparams
-        widths = stage_widths(image_size, h["width"], h["max_width"])
-        self.encoder = IntroEncoder(channels, widths, h["latent_dim"])
-        self.decoder = IntroGenerator(channels, widths, h["latent_dim"])
+        h = self.hp
+        widths = stage_widths(image_size, h.width, h.max_width)
+        self.encoder = IntroEncoder(channels, widths, h.latent_dim)
+        self.decoder = IntroGenerator(channels, widths, h.latent_dim)
 
     def configure_optimizers(self) -> None:
-        lr = self.hparams["lr"]
+        lr = self.hp.lr
         self.optimizers = {"encoder": self.adam(self.encoder.parameters(), lr=lr),
                            "generator": self.adam(self.decoder.parameters(), lr=lr)}
 
     def reconstruction_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         """Per-pixel squared error scaled to a ``recon_reference_size``-squared image, mean over the batch."""
         per_pixel = F.mse_loss(x_hat.float(), x.float(), reduction="none").flatten(1).mean(1)
-        return (self.hparams["recon_reference_size"] ** 2 * per_pixel).mean()
+        return (self.hp.recon_reference_size ** 2 * per_pixel).mean()
 
     def fakes(self, x_rec: torch.Tensor, x_fake: torch.Tensor) -> list[torch.Tensor]:
         """The images the encoder is taught to call fake: reconstruction and prior sample (huang2018)
         or the prior sample x' = G(z) alone (eq8_9)."""
-        return [x_rec, x_fake] if self.hparams["loss_form"] == "huang2018" else [x_fake]
+        return [x_rec, x_fake] if self.hp.loss_form == "huang2018" else [x_fake]
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
         """One encoder update (eq. 8) followed by one generator update (eq. 9), in ``loss_form``."""
         self.train()
-        h = self.hparams
+        h = self.hp
         with self.autocast():
             mu, logvar = self.encoder(images)
             z = reparameterise(mu, logvar)
             x_rec = self.decoder(z)
-            z_prior = torch.randn(images.shape[0], h["latent_dim"], device=images.device)
+            z_prior = torch.randn(images.shape[0], h.latent_dim, device=images.device)
             x_fake = self.decoder(z_prior)
             fakes = self.fakes(x_rec, x_fake)
             kl_fakes = [kl_to_standard_normal(*self.encoder(x.detach())) for x in fakes]
         kl_real = kl_to_standard_normal(mu, logvar)
         recon = self.reconstruction_loss(images, x_rec)
-        loss_e = encoder_loss(kl_real, kl_fakes, recon, h["m"], h["alpha"], h["beta"], h["real_kl_weight"])
+        loss_e = encoder_loss(kl_real, kl_fakes, recon, h.m, h.alpha, h.beta, h.real_kl_weight)
         # The graph through the generator is reused by L_G, hence retain_graph;
         # `inputs` keeps the encoder loss from leaving gradients on the generator.
         self.optimise(loss_e, self.optimizers["encoder"],
@@ -203,7 +190,7 @@ class IntroVAE(GaussianLatentSampling, GenerativeModel):
 
         with self.autocast():
             kl_fakes_g = [kl_to_standard_normal(*self.encoder(x)) for x in fakes]
-        loss_g = generator_loss(kl_fakes_g, recon, h["alpha"], h["beta"])
+        loss_g = generator_loss(kl_fakes_g, recon, h.alpha, h.beta)
         self.optimise(loss_g, self.optimizers["generator"], inputs=list(self.decoder.parameters()))
         names = ["kl_rec", "kl_fake"] if len(fakes) == 2 else ["kl_fake"]
         return self.loss_values({"encoder": loss_e, "generator": loss_g, "reconstruction": recon,

@@ -58,7 +58,9 @@ from torch.nn import functional as F
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.base import GenerativeModel
 from pipeline_lib.models.families.ddpm import BETA_SCHEDULES, DDPM, Denoiser, check_labels
-from pipeline_lib.models.families.dfc_vae import FEATURE_NET, build_feature_network, drop_feature_net, fill_feature_net
+from pipeline_lib.models.families.dfc_vae import (FEATURE_NET, build_feature_network, drop_feature_net,
+                                                 fill_feature_net, weights_as_text)
+from pipeline_lib.models.families.hparams.ldm import LDMHyperparameters, LDMPerceptual
 
 PERCEPTUAL_BACKBONES = ("inception", "none")
 log = logging.getLogger(__name__)
@@ -85,35 +87,7 @@ def kl_of_posterior(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
 class LDM(GenerativeModel):
     family = "ldm"
     can_reconstruct = True
-    DEFAULTS: dict[str, Any] = {
-        "autoencoder_steps": 12500,                 # tutorial: 100 epochs x 125 batches
-        "ae_channels": [128, 128, 256],             # tutorial
-        "latent_channels": 3,                       # tutorial; Pinaya et al. 2022
-        "ae_num_res_blocks": 2,                     # tutorial
-        "ae_norm_num_groups": 32,                   # MONAI default
-        "ae_lr": 1e-4,                              # tutorial
-        "kl_weight": 1e-6,                          # tutorial
-        "perceptual": {"backbone": "inception", "weights": None, "weight": 0.001},  # weight: tutorial
-        "adversarial_weight": 0.01,                 # tutorial (0 disables the discriminator)
-        "adversarial_start": 1375,                  # tutorial: after 11 warm-up epochs of 125 batches
-        "disc_lr": 5e-4,                            # tutorial
-        "disc_channels": 64,                        # tutorial
-        "disc_layers": 3,                           # tutorial
-        "unet_channels": [128, 256, 512],           # tutorial
-        "attention_levels": [False, True, True],    # tutorial
-        "num_res_blocks": 2,                        # tutorial
-        "num_head_channels": [0, 256, 512],         # tutorial
-        "norm_num_groups": 32,                      # MONAI default
-        "num_train_timesteps": 1000,                # tutorial
-        "beta_schedule": "linear_beta",             # tutorial
-        "beta_start": 0.0015,                       # tutorial
-        "beta_end": 0.0195,                         # tutorial
-        "ddim_steps": 50,                           # our choice, as ddpm
-        "lr": 1e-4,                                 # tutorial (UNet)
-        "batch_size": 64,                           # tutorial
-        "class_dropout": DDPM.DEFAULTS["class_dropout"],
-        "guidance_scale": DDPM.DEFAULTS["guidance_scale"],
-    }
+    HYPERPARAMETERS = LDMHyperparameters
     EMA_MODULES: ClassVar[tuple[str, ...]] = ("denoiser",)
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
@@ -121,40 +95,40 @@ class LDM(GenerativeModel):
         from monai.networks.nets import AutoencoderKL, PatchDiscriminator
 
         self.conditional = n_classes > 0
-        h, where = self.hparams, f"models.<{self.family} model>"
-        ae_channels = [int(c) for c in h["ae_channels"]]
-        if any(c % int(h["ae_norm_num_groups"]) for c in ae_channels):
+        h, where = self.hp, f"models.<{self.family} model>"
+        ae_channels = [int(c) for c in h.ae_channels]
+        if any(c % int(h.ae_norm_num_groups) for c in ae_channels):
             raise InputError(f"{where}: every entry of ae_channels must be a multiple of ae_norm_num_groups")
         self.downsampling = 2 ** (len(ae_channels) - 1)
-        if image_size % (self.downsampling * 2 ** (len(h["unet_channels"]) - 1)):
+        if image_size % (self.downsampling * 2 ** (len(h.unet_channels) - 1)):
             raise InputError(f"{where}: image_size {image_size} must be divisible by the autoencoder's "
                              f"{self.downsampling}x reduction times the UNet's halvings")
-        if int(h["autoencoder_steps"]) < 1:
+        if int(h.autoencoder_steps) < 1:
             raise InputError(f"{where}: autoencoder_steps must be at least 1")
         self.autoencoder = AutoencoderKL(
             spatial_dims=2, in_channels=channels, out_channels=channels, channels=ae_channels,
-            latent_channels=int(h["latent_channels"]), num_res_blocks=int(h["ae_num_res_blocks"]),
-            attention_levels=[False] * len(ae_channels), norm_num_groups=int(h["ae_norm_num_groups"]),
+            latent_channels=int(h.latent_channels), num_res_blocks=int(h.ae_num_res_blocks),
+            attention_levels=[False] * len(ae_channels), norm_num_groups=int(h.ae_norm_num_groups),
             with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
         self.discriminator = None
-        if h["adversarial_weight"] > 0:
-            self.discriminator = PatchDiscriminator(spatial_dims=2, num_layers_d=int(h["disc_layers"]),
-                                                    channels=int(h["disc_channels"]), in_channels=channels,
+        if h.adversarial_weight > 0:
+            self.discriminator = PatchDiscriminator(spatial_dims=2, num_layers_d=int(h.disc_layers),
+                                                    channels=int(h.disc_channels), in_channels=channels,
                                                     out_channels=1)
-        self.denoiser = Denoiser(int(h["latent_channels"]), h, n_classes, clip_sample=False, where=where)
+        self.denoiser = Denoiser(int(h.latent_channels), h, n_classes, clip_sample=False, where=where)
         self.register_buffer("autoencoder_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("unet_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("latent_scale", torch.zeros(()))
         self._warned_untrained = False
-        self._setup_perceptual(h["perceptual"], where)
+        self._setup_perceptual(h.perceptual, where)
 
-    def _setup_perceptual(self, choice: dict[str, Any], where: str) -> None:
-        if choice["backbone"] not in PERCEPTUAL_BACKBONES:
+    def _setup_perceptual(self, choice: LDMPerceptual, where: str) -> None:
+        if choice.backbone not in PERCEPTUAL_BACKBONES:
             raise InputError(f"{where}.perceptual.backbone must be one of {PERCEPTUAL_BACKBONES}, "
-                             f"got {choice['backbone']!r}")
+                             f"got {choice.backbone!r}")
         self.perceptual_net = None
-        if choice["backbone"] == "inception" and choice["weight"] > 0:
-            net, path = build_feature_network("inception", choice["weights"])
+        if choice.backbone == "inception" and choice.weight > 0:
+            net, path = build_feature_network("inception", choice.weights)
             self.perceptual_net = net
             self.perceptual_weights_file = path.name
             # Frozen and reloadable: kept out of checkpoints and weight files, as in dfc_vae.
@@ -162,28 +136,26 @@ class LDM(GenerativeModel):
             self.register_load_state_dict_pre_hook(fill_feature_net)
 
     @classmethod
-    def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
-        resolved = super().resolve_hparams(given)
-        if resolved["beta_schedule"] not in BETA_SCHEDULES:
+    def resolve_hparams(cls, given: dict[str, Any]):
+        hp = super().resolve_hparams(given)
+        if hp.beta_schedule not in BETA_SCHEDULES:
             raise InputError(f"ldm: beta_schedule must be one of {BETA_SCHEDULES}")
-        if resolved["perceptual"]["weights"] is not None:
-            resolved["perceptual"]["weights"] = str(resolved["perceptual"]["weights"])
-        return resolved
+        return weights_as_text(hp)
 
     # -- stages -------------------------------------------------------------------------------
     @property
     def in_autoencoder_stage(self) -> bool:
-        return int(self.autoencoder_updates) < int(self.hparams["autoencoder_steps"])
+        return int(self.autoencoder_updates) < int(self.hp.autoencoder_steps)
 
     def check_budget(self, steps: int | None) -> None:
         """Called by the trainer: a step budget must leave steps for the diffusion stage."""
-        if steps is not None and steps <= int(self.hparams["autoencoder_steps"]):
+        if steps is not None and steps <= int(self.hp.autoencoder_steps):
             raise InputError(f"models.<ldm model>: the budget ({steps} steps) must exceed autoencoder_steps "
-                             f"({self.hparams['autoencoder_steps']}): both stages count towards it")
+                             f"({self.hp.autoencoder_steps}): both stages count towards it")
 
     def schedule_position(self, step: int, total_steps: int | None) -> tuple[int, int | None]:
         """Stage 1 is steps 1..autoencoder_steps, stage 2 the rest of the budget."""
-        first = int(self.hparams["autoencoder_steps"])
+        first = int(self.hp.autoencoder_steps)
         if step <= first:
             return step, first
         return step - first, None if total_steps is None else total_steps - first
@@ -202,11 +174,11 @@ class LDM(GenerativeModel):
         return self
 
     def configure_optimizers(self) -> None:
-        h = self.hparams
-        self.optimizers = {"autoencoder": self.adam(self.autoencoder.parameters(), lr=h["ae_lr"]),
-                           "unet": self.adam(self.denoiser.parameters(), lr=h["lr"])}
+        h = self.hp
+        self.optimizers = {"autoencoder": self.adam(self.autoencoder.parameters(), lr=h.ae_lr),
+                           "unet": self.adam(self.denoiser.parameters(), lr=h.lr)}
         if self.discriminator is not None:
-            self.optimizers["discriminator"] = self.adam(self.discriminator.parameters(), lr=h["disc_lr"])
+            self.optimizers["discriminator"] = self.adam(self.discriminator.parameters(), lr=h.disc_lr)
 
     # -- training -----------------------------------------------------------------------------
     def perceptual_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -215,32 +187,32 @@ class LDM(GenerativeModel):
         return lpips_baseline(self.perceptual_net(x_hat), target).mean()
 
     def adversarial_on(self) -> bool:
-        return self.discriminator is not None and int(self.autoencoder_updates) >= int(self.hparams["adversarial_start"])
+        return self.discriminator is not None and int(self.autoencoder_updates) >= int(self.hp.adversarial_start)
 
     def autoencoder_step(self, images: torch.Tensor) -> dict[str, float]:
-        h = self.hparams
+        h = self.hp
         with self.autocast():
             recon, z_mu, z_sigma = self.autoencoder(images)
         l1 = F.l1_loss(recon.float(), images.float())
         kl = kl_of_posterior(z_mu, z_sigma)
-        loss = l1 + h["kl_weight"] * kl
+        loss = l1 + h.kl_weight * kl
         out = {"reconstruction": l1, "kl": kl}
         if self.perceptual_net is not None:
             perceptual = self.perceptual_loss(images, recon)
-            loss = loss + h["perceptual"]["weight"] * perceptual
+            loss = loss + h.perceptual.weight * perceptual
             out["perceptual"] = perceptual
         adversarial = self.adversarial_on()
         if adversarial:
             with self.autocast():
                 generator_adv = least_squares(self.discriminator(recon.contiguous())[-1], True, False)
-            loss = loss + h["adversarial_weight"] * generator_adv
+            loss = loss + h.adversarial_weight * generator_adv
             out["generator_adversarial"] = generator_adv
         self.optimise(loss, self.optimizers["autoencoder"], inputs=list(self.autoencoder.parameters()))
         if adversarial:
             with self.autocast():
                 d_fake = least_squares(self.discriminator(recon.detach().contiguous())[-1], False, True)
                 d_real = least_squares(self.discriminator(images.contiguous())[-1], True, True)
-                d_loss = h["adversarial_weight"] * (d_fake + d_real) / 2
+                d_loss = h.adversarial_weight * (d_fake + d_real) / 2
             self.optimise(d_loss, self.optimizers["discriminator"])
             out["discriminator"] = (d_fake + d_real) / 2
         self.autoencoder_updates += 1
@@ -296,12 +268,12 @@ class LDM(GenerativeModel):
         if int(self.unet_updates) == 0 and not self._warned_untrained:
             # A minutes budget can end inside the autoencoder stage: say so rather than pass noise off as samples.
             log.warning("ldm: the diffusion stage has not run (%d of %d autoencoder steps done); samples are "
-                        "decoded noise", int(self.autoencoder_updates), int(self.hparams["autoencoder_steps"]))
+                        "decoded noise", int(self.autoencoder_updates), int(self.hp.autoencoder_steps))
             self._warned_untrained = True
         side = self.image_size // self.downsampling
         scale = float(self.latent_scale) or 1.0  # 0 before the diffusion stage starts
         with self.autocast():
-            z = self.denoiser.sample((n, int(self.hparams["latent_channels"]), side, side), labels, generator,
+            z = self.denoiser.sample((n, int(self.hp.latent_channels), side, side), labels, generator,
                                      self.device)
             x = self.autoencoder.decode(z / scale)
         return x.float().clamp(0, 1)
@@ -322,7 +294,7 @@ class LDM(GenerativeModel):
 
     def perceptual_summary(self) -> dict[str, Any]:
         """Which perceptual network stage 1 used, for reports (LPIPS/AlexNet in the tutorial)."""
-        backbone = self.hparams["perceptual"]["backbone"] if self.perceptual_net is not None else "none"
+        backbone = self.hp.perceptual.backbone if self.perceptual_net is not None else "none"
         return {"backbone": backbone, "substitute": True, "published": "LPIPS on AlexNet (MONAI's LDM tutorial)",
                 "weights_file": getattr(self, "perceptual_weights_file", None)}
 

@@ -60,6 +60,7 @@ that StyleGAN2-ADA samples from is the trainer's ``ema_decay``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -70,6 +71,7 @@ from torch.nn import functional as F
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.base import GenerativeModel
 from pipeline_lib.models.families.dcgan import checked_gan_aids
+from pipeline_lib.models.families.hparams.stylegan import StyleGANHyperparameters
 from pipeline_lib.models.layers import diff_augment
 from pipeline_lib.models.losses import gradient_penalty, r1_penalty
 
@@ -204,53 +206,37 @@ class Critic(nn.Module):
 
 class StyleGAN(GenerativeModel):
     family = "stylegan"
-    # Seed 001, section 3.2 (modified Style-Based GAN); betas, widths, drift: PGGAN/StyleGAN code.
-    DEFAULTS: dict[str, Any] = {
-        "latent_dim": 512,
-        "mapping_dim": 512,
-        "mapping_layers": 2,
-        "width": 512,               # channels up to 32 x 32 (fmap_max), halved per doubling above
-        "lr": 1e-4,
-        "beta1": 0.0,
-        "beta2": 0.99,
-        "gradient_penalty": 10.0,   # WGAN-GP weight; 0 gives the plain Wasserstein objective
-        "drift": 0.001,             # PGGAN's epsilon_drift on E[D(x)^2]
-        "batch_size": 16,           # not stated in the seed; StyleGAN's minibatch at 128 px
-        "diffaugment": None,        # off (the seed trains without augmentation)
-        "r1_gamma": 0.0,            # off (the seed uses the WGAN-GP penalty)
-        "loss_form": "wgan_gp_drift",  # or "eq11_12": the seed's equations 11-12, no penalty, no drift
-    }
-    CHOICES = {"loss_form": ("wgan_gp_drift", "eq11_12")}
+    HYPERPARAMETERS = StyleGANHyperparameters
     #: Terms eq11_12 leaves out; they resolve to 0 under that form.
     EXTRA_TERMS = ("gradient_penalty", "drift")
     EMA_MODULES = ("generator",)
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
-        h = self.hparams
-        self.generator = StyleGenerator(channels, image_size, h["latent_dim"], h["mapping_dim"],
-                                        h["mapping_layers"], h["width"])
-        self.critic = Critic(channels, image_size, h["width"])
+        h = self.hp
+        self.generator = StyleGenerator(channels, image_size, h.latent_dim, h.mapping_dim,
+                                        h.mapping_layers, h.width)
+        self.critic = Critic(channels, image_size, h.width)
         self.augment_ops = checked_gan_aids(self.family, h, self.critic)
 
     @classmethod
-    def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
+    def resolve_hparams(cls, given: dict[str, Any]):
         """Defaults overridden by ``given``; under ``loss_form: eq11_12`` the penalty and drift are 0."""
-        resolved = super().resolve_hparams(given)
-        if resolved["loss_form"] == "eq11_12":
-            for key in cls.EXTRA_TERMS:
-                if given.get(key, 0):
-                    raise InputError(f"models.<stylegan model>.{key}: loss_form eq11_12 is the seed's "
-                                     f"equations 11-12 without {key}; leave {key} unset or 0, "
-                                     f"or use loss_form wgan_gp_drift (got {given[key]!r})")
-                resolved[key] = 0.0
-        return resolved
+        hp = super().resolve_hparams(given)
+        if hp.loss_form != "eq11_12":
+            return hp
+        for key in cls.EXTRA_TERMS:
+            if given.get(key, 0):
+                raise InputError(f"models.<stylegan model>.{key}: loss_form eq11_12 is the seed's "
+                                 f"equations 11-12 without {key}; leave {key} unset or 0, "
+                                 f"or use loss_form wgan_gp_drift (got {given[key]!r})")
+        return dataclasses.replace(hp, **dict.fromkeys(cls.EXTRA_TERMS, 0.0))
 
     def configure_optimizers(self) -> None:
-        h = self.hparams
-        betas = (h["beta1"], h["beta2"])
-        self.optimizers = {"generator": self.adam(self.generator.parameters(), lr=h["lr"], betas=betas),
-                           "critic": self.adam(self.critic.parameters(), lr=h["lr"], betas=betas)}
+        h = self.hp
+        betas = (h.beta1, h.beta2)
+        self.optimizers = {"generator": self.adam(self.generator.parameters(), lr=h.lr, betas=betas),
+                           "critic": self.adam(self.critic.parameters(), lr=h.lr, betas=betas)}
 
     def generate(self, n: int, generator: torch.Generator | None = None, on_cpu: bool = False) -> torch.Tensor:
         """Images from fresh latents and noise; drawn on the CPU (reproducible anywhere) when asked."""
@@ -261,7 +247,7 @@ class StyleGAN(GenerativeModel):
                 return torch.randn(*shape, generator=generator, device="cpu").to(device)
             return torch.randn(*shape, device=device)
 
-        z = randn(n, self.hparams["latent_dim"])
+        z = randn(n, self.hp.latent_dim)
         noise = [randn(*shape) for shape in self.generator.noise_shapes(n)]
         return self.generator(z, noise)
 
@@ -276,27 +262,27 @@ class StyleGAN(GenerativeModel):
     def training_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
         """One critic update, then one generator update."""
         self.train()
-        h = self.hparams
+        h = self.hp
         n = images.shape[0]
         with torch.no_grad(), self.autocast():
             fake = self.augment(self.generate(n).float())
-        if h["r1_gamma"]:
+        if h.r1_gamma:
             images = images.detach().requires_grad_(True)
         real = self.augment(images)
         with self.autocast():
             d_real = self.critic(real).float()
             d_fake = self.critic(fake).float()
         wasserstein = d_real.mean() - d_fake.mean()
-        critic_loss = critic_objective(d_real, d_fake, h["drift"])
+        critic_loss = critic_objective(d_real, d_fake, h.drift)
         penalty = torch.zeros((), device=images.device)
-        if h["gradient_penalty"] > 0:
+        if h.gradient_penalty > 0:
             penalty = self.gradient_penalty(real.detach(), fake)
-            critic_loss = critic_loss + h["gradient_penalty"] * penalty
+            critic_loss = critic_loss + h.gradient_penalty * penalty
         extra = {}
-        if h["r1_gamma"]:
+        if h.r1_gamma:
             # The critic reads [0, 1] images and rescales them (Critic.forward): gamma is on [-1, 1].
             r1 = r1_penalty(d_real, images, self.scaler, input_scale=0.5)
-            critic_loss = critic_loss + h["r1_gamma"] / 2 * r1
+            critic_loss = critic_loss + h.r1_gamma / 2 * r1
             extra["r1"] = r1
         self.optimise(critic_loss, self.optimizers["critic"])
 

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline_lib.models.base import GenerativeModel
+from pipeline_lib.models.families.hparams.vae import VAEHyperparameters
 from pipeline_lib.models.losses import kl_to_standard_normal, reparameterise
 
 N_STAGES = 4  # four stride-2 stages: the smallest feature map is image_size / 16
@@ -76,7 +77,7 @@ class GaussianLatentSampling:
     """Sampling and reconstruction shared by the encoder/decoder families.
 
     Needs ``self.encoder`` returning (mu, logvar), ``self.decoder`` and
-    ``hparams["latent_dim"]``; latents are drawn on the CPU so that a seed
+    ``hp.latent_dim``; latents are drawn on the CPU so that a seed
     gives the same samples on any device.
     """
 
@@ -84,7 +85,7 @@ class GaussianLatentSampling:
     def sample(self, n: int, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         self.eval()
-        z = torch.randn(n, self.hparams["latent_dim"], generator=generator, device="cpu").to(self.device)
+        z = torch.randn(n, self.hp.latent_dim, generator=generator, device="cpu").to(self.device)
         return self.decoder(z).float()
 
     @torch.no_grad()
@@ -98,27 +99,21 @@ class GaussianLatentSampling:
 class VAE(GaussianLatentSampling, GenerativeModel):
     family = "vae"
     can_reconstruct = True
-    DEFAULTS: dict[str, Any] = {
-        "latent_dim": 200,
-        "width": 32,            # channels of the first encoder stage (32-64-128-256 as in Hou et al.)
-        "lr": 1e-4,
-        "batch_size": 64,
-        "recon_weight": 0.025,  # multiplied by H * W (Ungría Hirte et al.: 0.025 x 128 x 128)
-    }
+    HYPERPARAMETERS = VAEHyperparameters
     EMA_MODULES = ("encoder", "decoder")
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
-        h = self.hparams
-        self.encoder = ConvEncoder(channels, image_size, h["latent_dim"], h["width"])
-        self.decoder = UpsampleDecoder(channels, image_size, h["latent_dim"], h["width"])
+        h = self.hp
+        self.encoder = ConvEncoder(channels, image_size, h.latent_dim, h.width)
+        self.decoder = UpsampleDecoder(channels, image_size, h.latent_dim, h.width)
 
     def configure_optimizers(self) -> None:
-        self.optimizers = {"vae": self.adam(self.parameters(), lr=self.hparams["lr"])}
+        self.optimizers = {"vae": self.adam(self.parameters(), lr=self.hp.lr)}
 
     def reconstruction_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         per_pixel = F.mse_loss(x_hat.float(), x.float(), reduction="none").flatten(1).mean(1)
-        return (self.hparams["recon_weight"] * self.image_size**2 * per_pixel).mean()
+        return (self.hp.recon_weight * self.image_size**2 * per_pixel).mean()
 
     def objective(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss of eq. (5) and its two terms on a batch."""

@@ -40,25 +40,18 @@ import torch
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.families.dcgan import DCGAN, HAN, Architecture
+from pipeline_lib.models.families.hparams.wgan import WGANHyperparameters
 from pipeline_lib.models.layers import set_requires_grad, to_signed
 from pipeline_lib.models.losses import r1_penalty
 
 
 class WGAN(DCGAN):
     family = "wgan"
-    DEFAULTS: dict[str, Any] = {
-        "latent_dim": 100,    # DCGAN's uniform 100-d latent (same architecture as Han's DCGAN)
-        "width": 32,          # Han et al.: half the usual DCGAN channel widths
-        "lr": 5e-5,           # Han et al. section 3.2.2: RMSprop, 5.0e-5
-        "batch_size": 64,     # Han et al. section 3.2.2
-        "n_critic": 5,        # Arjovsky et al., Algorithm 1
-        "clip_value": 0.01,   # Arjovsky et al., Algorithm 1
-        **DCGAN.GAN_AIDS,
-    }
+    HYPERPARAMETERS = WGANHyperparameters
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         super().__init__(image_size, channels, n_classes, **hparams)
-        n_critic = self.hparams["n_critic"]
+        n_critic = self.hp.n_critic
         if not isinstance(n_critic, int) or n_critic < 1:
             raise InputError(f"model family '{self.family}': n_critic must be an integer >= 1, got {n_critic!r}")
         # In the state dict, so checkpoints resume the critic/generator schedule exactly.
@@ -72,7 +65,7 @@ class WGAN(DCGAN):
         return HAN
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
-        return torch.optim.RMSprop(params, lr=self.hparams["lr"])
+        return torch.optim.RMSprop(params, lr=self.hp.lr)
 
     def configure_optimizers(self) -> None:
         self.optimizers = {"critic": self.make_optimizer(self.discriminator.parameters()),
@@ -84,7 +77,7 @@ class WGAN(DCGAN):
         batches as the critic sees them (augmented), ``fake`` carries no gradient. With R1,
         ``real_source`` is the un-augmented real batch ``real`` was computed from (with
         ``requires_grad``): the penalty is taken through the augmentation."""
-        gamma = self.hparams["r1_gamma"]
+        gamma = self.hp.r1_gamma
         with self.autocast():
             real_scores = self.discriminate(real, labels)
             real_score = real_scores.float().mean()
@@ -100,7 +93,7 @@ class WGAN(DCGAN):
     @torch.no_grad()
     def constrain_critic(self) -> None:
         """Weight clipping keeps the critic (roughly) Lipschitz."""
-        c = self.hparams["clip_value"]
+        c = self.hp.clip_value
         for p in self.discriminator.parameters():
             p.clamp_(-c, c)
 
@@ -109,7 +102,7 @@ class WGAN(DCGAN):
         self.train()
         self.check_labels(labels, len(images))
         real = to_signed(images)
-        if self.hparams["r1_gamma"]:
+        if self.hp.r1_gamma:
             real = real.detach().requires_grad_(True)
         with torch.no_grad(), self.autocast():
             fake = self.generate(self.latent(len(real)), labels)
@@ -119,7 +112,7 @@ class WGAN(DCGAN):
         self.critic_updates += 1
 
         generator_loss = -parts.pop("fake_score")
-        if int(self.critic_updates) % self.hparams["n_critic"] == 0:
+        if int(self.critic_updates) % self.hp.n_critic == 0:
             generator_loss = self.generator_update(len(real), labels)
         return self.loss_values({"critic": loss, "generator": generator_loss, **parts})
 

@@ -32,6 +32,7 @@ import torch
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.families.dcgan import Architecture
+from pipeline_lib.models.families.hparams.wgan_gp import WGANGPHyperparameters
 from pipeline_lib.models.families.wgan import WGAN
 from pipeline_lib.models.losses import gradient_penalty
 
@@ -41,19 +42,7 @@ CRITIC_NORMS = ("layer", "none")
 class WGANGP(WGAN):
     family = "wgan_gp"
     LATENT = "normal"  # Gulrajani et al.'s code draws 128-d standard normal noise
-    DEFAULTS: dict[str, Any] = {
-        "latent_dim": 128,
-        "width": 64,
-        "kernel_size": 5,
-        "lr": 1e-4,           # Gulrajani et al., Algorithm 1: alpha = 1e-4
-        "beta1": 0.0,         # beta1 = 0
-        "beta2": 0.9,         # beta2 = 0.9
-        "batch_size": 64,     # m = 64
-        "n_critic": 5,        # n_critic = 5
-        "gp_weight": 10.0,    # lambda = 10
-        "critic_norm": "layer",
-        **WGAN.GAN_AIDS,
-    }
+    HYPERPARAMETERS = WGANGPHyperparameters
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
         norm = hparams.get("critic_norm", self.DEFAULTS["critic_norm"])
@@ -63,13 +52,13 @@ class WGANGP(WGAN):
         super().__init__(image_size, channels, n_classes, **hparams)
 
     def architecture(self) -> Architecture:
-        return Architecture(kernel_size=self.hparams["kernel_size"], tanh_output=True,
-                            d_activation="leaky_relu", d_norm=self.hparams["critic_norm"],
+        return Architecture(kernel_size=self.hp.kernel_size, tanh_output=True,
+                            d_activation="leaky_relu", d_norm=self.hp.critic_norm,
                             d_norm_first_layer=False)
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
-        h = self.hparams
-        return self.adam(params, lr=h["lr"], betas=(h["beta1"], h["beta2"]))
+        h = self.hp
+        return self.adam(params, lr=h.lr, betas=(h.beta1, h.beta2))
 
     def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor,
                          labels: torch.Tensor | None) -> torch.Tensor:
@@ -80,7 +69,7 @@ class WGANGP(WGAN):
                     real_source: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, parts = super().critic_loss(real, fake, labels, real_source)
         penalty = self.gradient_penalty(real.detach(), fake, labels)
-        return loss + self.hparams["gp_weight"] * penalty, {**parts, "gradient_penalty": penalty}
+        return loss + self.hp.gp_weight * penalty, {**parts, "gradient_penalty": penalty}
 
     def constrain_critic(self) -> None:
         """No weight clipping: the penalty enforces the Lipschitz constraint."""
