@@ -159,6 +159,21 @@ def test_profile_takes_site_file_and_environment_overrides(monkeypatch, tmp_path
     assert profile["slurm-requeue"] == "True"
 
 
+def test_site_caps_the_time_limits_through_the_environment(monkeypatch, tmp_path):
+    """The site's max_runtime_minutes reaches the workflow's train_runtime (common.smk) as a variable."""
+    # empty = unset for the profile; monkeypatch restores the variable the render exports
+    monkeypatch.setenv("PIPELINE_SLURM_MAX_RUNTIME_MINUTES", "")
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"max_runtime_minutes": 2880}))
+    monkeypatch.setenv("PIPELINE_SLURM_SITE", str(site))
+    render_profile()
+    assert os.environ["PIPELINE_SLURM_MAX_RUNTIME_MINUTES"] == "2880"
+    site.write_text(yaml.safe_dump({"max_runtime_minutes": "two days"}))
+    monkeypatch.setenv("PIPELINE_SLURM_MAX_RUNTIME_MINUTES", "")
+    with pytest.raises(Exception, match="max_runtime_minutes must be a number of minutes"):
+        render_profile()
+
+
 def test_profile_rejects_unknown_site_keys(monkeypatch, tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("partition: gpu\n")

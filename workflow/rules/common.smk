@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from snakemake.logging import logger
 from snakemake.utils import update_config, validate
 
 from pipeline_lib.core import resources
@@ -17,6 +18,7 @@ from pipeline_lib.core.config_check import config_problems, raise_problems
 from pipeline_lib.core.jobs import is_within, portable_path
 from pipeline_lib.core.overrides import typed_overrides
 from pipeline_lib.core.private import private_folder
+from pipeline_lib.core import step_timing
 from pipeline_lib.core.settings import (TrainerSettings, canonical, dataset_params, dataset_settings, enabled_models,
                                         model_dataset, model_seeds, rerun_settings, result_part, rule_settings)
 from pipeline_lib.core.volumes import volume_dataset_mb, volume_dataset_params, volume_dataset_settings
@@ -421,6 +423,8 @@ def model_settings(wildcards):
     """One run's config block: the model's block without runtime keys (e.g. the checkpoint interval)
     or the seed list (adding a seed reruns no existing run), with this run's seed."""
     run = result_part(config["models"][wildcards.model], TrainerSettings)
+    # the user's speed estimate sizes the time limit only
+    run["budget"] = {k: v for k, v in run["budget"].items() if k != "seconds_per_step"}
     return canonical({**run, "seed": int(wildcards.seed)})
 
 
@@ -617,11 +621,67 @@ def mem_report(wildcards, attempt):
     return resources.request_mb(resources.report_mb(cohort_shape()[0], images), attempt)
 
 
+MAX_RUNTIME_VARIABLE = "PIPELINE_SLURM_MAX_RUNTIME_MINUTES"
+
+
+def max_runtime_minutes():
+    """The longest time limit a job may ask for: the SLURM profile exports the site's
+    max_runtime_minutes (the partitions' MaxTime); 7 days without one."""
+    value = os.environ.get(MAX_RUNTIME_VARIABLE)
+    if not value:
+        return resources.DEFAULT_MAX_RUNTIME_MINUTES
+    try:
+        minutes = float(value)
+    except ValueError:
+        minutes = 0
+    if not minutes > 0:
+        raise ValueError(f"{MAX_RUNTIME_VARIABLE} (site key max_runtime_minutes) must be a positive number "
+                         f"of minutes, got {value!r}")
+    return minutes
+
+
+def planned_steps(wildcards):
+    """The run's steps from its budget; epochs counted over the whole dataset (the train split is
+    part of it: an upper bound, as a time limit wants)."""
+    budget = config["models"][wildcards.model]["budget"]
+    if budget.get("steps"):
+        return int(budget["steps"])
+    batch = int(model_value(wildcards, "batch_size") or 64)
+    return int(budget["epochs"]) * max(1, run_images(wildcards).images // batch)
+
+
+_time_limit_notes = set()
+
+
 def train_runtime(wildcards, attempt):
-    """Cluster time limit in minutes: the model's minutes budget plus start-up and saving
-    (4 h without one), doubled on every retry; a killed run resumes from its checkpoint."""
-    minutes = config["models"][wildcards.model]["budget"].get("minutes")
-    return (int(minutes * 1.1) + 20 if minutes else 240) * 2 ** (attempt - 1)
+    """Cluster time limit in minutes (core/resources.train_time_limit, docs/RESOURCES.md): from the
+    speed an earlier attempt measured (step_timing.json beside the checkpoints) and the steps left,
+    else from budget.seconds_per_step, else from the minutes cap; never above the site's maximum.
+    A killed run resumes from its checkpoint."""
+    budget = config["models"][wildcards.model]["budget"]
+    root = checkpoint_dir(wildcards)
+    cap = max_runtime_minutes()
+    timing = step_timing.read_timing(root)
+    if timing is not None and timing.settings == step_timing.settings_key(model_settings(wildcards)):
+        resumable = os.path.exists(os.path.join(root, timing.fingerprint, "checkpoint.pt"))
+        limit = resources.train_time_limit(
+            attempt, steps_left=timing.steps_left if resumable else planned_steps(wildcards),
+            seconds_per_step=timing.seconds_per_step, measured=True, cap_minutes=cap)
+    elif budget.get("seconds_per_step"):
+        limit = resources.train_time_limit(attempt, steps_left=planned_steps(wildcards),
+                                           seconds_per_step=budget["seconds_per_step"], cap_minutes=cap)
+    else:
+        limit = resources.train_time_limit(attempt, budget_minutes=budget.get("minutes"), cap_minutes=cap)
+    note = (wildcards.model, wildcards.seed, attempt)
+    if limit.attempts_needed > 1 and note not in _time_limit_notes:
+        _time_limit_notes.add(note)
+        retries = getattr(workflow.execution_settings, "retries", 0)
+        logger.warning(
+            f"train {wildcards.model} seed {wildcards.seed}: about {limit.needed_minutes / 60:.1f} h left "
+            f"({limit.source} speed), above the time limit of {cap:g} min: it continues from its checkpoint "
+            f"over {limit.attempts_needed} attempts; give --retries {limit.attempts_needed - 1} or more "
+            f"(now {retries}), or raise max_runtime_minutes in profiles/slurm/site.yaml if the partition allows.")
+    return limit.minutes
 
 
 # ----- reader study -----

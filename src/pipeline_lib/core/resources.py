@@ -294,3 +294,55 @@ def table_mb(subjects: int) -> float:
     """QC tables: one row (a small JSON per subject) each."""
     return PYTHON_MB + 0.05 * subjects
 
+
+
+# ----- training time limits -----
+
+#: Measured or estimated training time is multiplied by this (a slower node, a busier file system).
+TRAIN_SAFETY = 1.3
+#: Minutes for what is not steps: start-up (imports, building the model, reading the checkpoint),
+#: the final weights and losses, the data loader's start.
+TRAIN_ALLOWANCE_MINUTES = 20
+#: No train job asks for less.
+TRAIN_FLOOR_MINUTES = 30
+#: The longest time limit a job asks for where the site names none (partitions have a MaxTime;
+#: profiles/slurm site key max_runtime_minutes).
+DEFAULT_MAX_RUNTIME_MINUTES = 7 * 24 * 60
+#: Without a measurement or an estimate: a steps/epochs budget gets this many minutes.
+TRAIN_UNKNOWN_MINUTES = 240
+
+
+@dataclass(frozen=True)
+class TrainTimeLimit:
+    minutes: int  # the request of this attempt (sbatch -t)
+    needed_minutes: float  # the remaining work's estimate, before the cap
+    source: str  # "measured", "estimate" (budget.seconds_per_step) or "budget" (no speed known)
+    attempts_needed: int  # attempts at this request that the remaining work takes (1 if it fits)
+
+
+def train_time_limit(attempt: int, *, steps_left: int | None = None, seconds_per_step: float | None = None,
+                     measured: bool = False, budget_minutes: float | None = None,
+                     cap_minutes: float = DEFAULT_MAX_RUNTIME_MINUTES) -> TrainTimeLimit:
+    """A train job's time limit in minutes.
+
+    With a speed (``measured`` by an earlier attempt of this run, or the user's estimate
+    budget.seconds_per_step) and the steps left: steps x s/step x TRAIN_SAFETY + the allowance. A
+    measured speed is not grown per attempt (the measurement follows the run); an estimate grows by
+    ATTEMPT_GROWTH per attempt, in case it was optimistic. Without a speed: the minutes cap x 1.1 +
+    20 (TRAIN_UNKNOWN_MINUTES without one), doubled per attempt. At least TRAIN_FLOOR_MINUTES, at
+    most ``cap_minutes``; work beyond the cap continues over further attempts from the checkpoint,
+    ``attempts_needed`` of them."""
+    attempt = max(int(attempt), 1)
+    if seconds_per_step is not None and steps_left is not None:
+        needed = steps_left * seconds_per_step * TRAIN_SAFETY / 60 + TRAIN_ALLOWANCE_MINUTES
+        if not measured:
+            needed *= attempt_factor(attempt)
+        source = "measured" if measured else "estimate"
+    else:
+        base = int(budget_minutes * 1.1) + 20 if budget_minutes else TRAIN_UNKNOWN_MINUTES
+        needed, source = base * 2 ** (attempt - 1), "budget"
+    minutes = int(math.ceil(min(max(needed, TRAIN_FLOOR_MINUTES), cap_minutes)))
+    # each capped attempt trains for its minutes less the allowance it spends starting and saving
+    per_attempt = max(minutes - TRAIN_ALLOWANCE_MINUTES, 1)
+    attempts = max(1, math.ceil((needed - TRAIN_ALLOWANCE_MINUTES) / per_attempt))
+    return TrainTimeLimit(minutes=minutes, needed_minutes=needed, source=source, attempts_needed=attempts)

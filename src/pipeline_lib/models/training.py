@@ -51,6 +51,8 @@ from pipeline_lib.core.io import atomic_path
 from pipeline_lib.core.runtime import deterministic_kernels, prepare_cpu_training, seed_everything, select_device
 from pipeline_lib.core.settings import TrainerSettings, check_known_keys, family_hparams, result_part
 from pipeline_lib.core.slices import channel_count, dataset_geometry
+from pipeline_lib.core.step_timing import (TIME_ONLY_BUDGET_KEYS, StepClock, device_name, read_timing, settings_key,
+                                           write_timing)
 from pipeline_lib.core.tensor_files import load_tensor_file, plain_values
 from pipeline_lib.models import build_model, get_family
 from pipeline_lib.models.augment import BatchAugmenter, check_flip_axis
@@ -339,6 +341,14 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     state = checkpoint.load(dev)
     if resumed:
         log.info("resumed %s from %s at step %d", name, checkpoint.path, state.step)
+    # the speed beside the checkpoints, for the next attempt's time limit (core/step_timing.py)
+    clock, timing, run_key = StepClock(state.step), read_timing(checkpoint_root), settings_key(result_block(block))
+
+    def save(state: TrainState) -> None:
+        nonlocal timing
+        checkpoint.save(state)
+        timing = write_timing(checkpoint_root, clock, timing, steps_done=state.step, target_steps=target_steps,
+                              device=device_name(dev), fingerprint=run_dir.name, settings=run_key)
 
     # The loop.
     record = TrainingRecord(name, settings, target_steps, state, history, monitor, out_losses, model, average)
@@ -349,15 +359,17 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     try:
         while record.budget_left(state):
             if steps_this_call is not None and state.step - first_step >= steps_this_call and record.window.empty:
-                checkpoint.save(state)
+                save(state)
                 return None
             losses = step(*take(batches, stream), state.step + 1)
             state.step += 1
             state.elapsed_s = time.monotonic() - started
             record.step(state, losses)
+            if record.window.empty:  # a row of losses was read back: the device has finished the step
+                clock.synced(state.step, time.monotonic())
             checkpoint_due |= state.step % settings.checkpoint_every == 0
             if checkpoint_due and record.window.empty:
-                checkpoint.save(state)
+                save(state)
                 record.flush()
                 checkpoint_due = False
         record.finish(state, first_step)
@@ -373,7 +385,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
                           class_names, data_summary, sample_ema=sampled_average is not None)
     if summary["incomplete"]:
         # Kept so that a rerun with a larger cap continues this run instead of starting over.
-        checkpoint.save(state)
+        save(state)
         log.warning("INCOMPLETE: %s stopped by the safety cap budget.minutes = %g at step %d of %d; "
                     "its results depend on this machine's speed. Raise the cap (or lower the steps) "
                     "and rerun to continue it from step %d.", name, settings.budget.minutes, state.step,
@@ -409,10 +421,10 @@ def build_seeded_model(settings: TrainerSettings, hparams: dict[str, Any], image
 
 def result_block(block: dict[str, Any]) -> dict[str, Any]:
     """The part of a model block that decides what the run computes: its checkpoint's fingerprint.
-    Runtime keys (the checkpoint interval) and the time cap do not orphan a checkpoint: a run
-    stopped by the cap continues under a larger one."""
+    Runtime keys (the checkpoint interval), the time cap and the speed estimate do not orphan a
+    checkpoint: a run stopped by the cap continues under a larger one."""
     kept = result_part(block, TrainerSettings)
-    kept["budget"] = {k: v for k, v in dict(block["budget"]).items() if k != "minutes"}
+    kept["budget"] = {k: v for k, v in dict(block["budget"]).items() if k not in TIME_ONLY_BUDGET_KEYS}
     return kept
 
 

@@ -20,6 +20,9 @@ class Budget:
     steps: int | None = None
     epochs: int | None = None
     minutes: float | None = None
+    #: The user's estimate of the training speed (e.g. from bench/train_throughput.py on their GPU):
+    #: only the cluster time limit uses it (core/resources.train_time_limit), never the result.
+    seconds_per_step: float | None = None
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.epochs is None):
@@ -33,6 +36,8 @@ class Budget:
             positive_int("budget.epochs", self.epochs)
         if self.minutes is not None:
             positive_number("budget.minutes", self.minutes)
+        if self.seconds_per_step is not None:
+            positive_number("budget.seconds_per_step", self.seconds_per_step)
 
     def target_steps(self, n_images: int, batch_size: int) -> int:
         """Optimisation steps of the run; an epoch is every full batch of the shuffled training set
@@ -126,7 +131,7 @@ class TrainerSettings:
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, Mapping):
-            check_known_keys(self.budget, ("steps", "epochs", "minutes"), "budget")
+            check_known_keys(self.budget, ("steps", "epochs", "minutes", "seconds_per_step"), "budget")
             object.__setattr__(self, "budget", Budget(**self.budget))
         positive_int("checkpoint_every", self.checkpoint_every)
         if not isinstance(self.enabled, bool):
