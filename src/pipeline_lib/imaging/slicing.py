@@ -250,6 +250,22 @@ def subject_volumes(register_dirs: list[str | Path], on_poor_fit: str = "exclude
     return out
 
 
+def dataset_items(registered: Mapping, labels, filters, channels, test_fraction: float, split_seed: int):
+    """A dataset's volumes to read, shared by slice and volume datasets: (subject, sequence, paths)
+    items after the filters (with ``channels`` one item per subject stacking those sequences), the
+    split drawn over every subject given (before the filters, so every dataset of a cohort splits
+    alike), and the label table."""
+    subjects = sorted(registered)
+    label_table = _label_table(labels, subjects)
+    split = split_subjects(subjects, test_fraction, split_seed)
+    if channels:
+        items = _stacked_items(registered, label_table, filters, channels)
+    else:
+        items = [(subject, sequence, [path]) for subject, sequence, path
+                 in _filtered_items(registered, label_table, filters)]
+    return items, split, label_table
+
+
 def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], labels: pd.DataFrame | None,
                         out_images: Path, out_table: Path, spec: SliceSpec | None = None, *,
                         out_volumes: Path | None = None, out_volume_index: Path | None = None) -> pd.DataFrame:
@@ -274,14 +290,8 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
         raise InputError("augmentation.mode on_the_fly: the slab store's paths (volumes.npy, volumes.json) are needed")
     if not registered:
         raise InputError("no registered subjects to slice (did every subject fail earlier?)")
-    subjects = sorted(registered)
-    label_table = _label_table(labels, subjects)
-    split = split_subjects(subjects, spec.test_fraction, spec.split_seed)
-    if spec.channels:
-        items = _stacked_items(registered, label_table, spec.filters, spec.channels)
-    else:
-        items = [(subject, sequence, [path]) for subject, sequence, path
-                 in _filtered_items(registered, label_table, spec.filters)]
+    items, split, label_table = dataset_items(registered, labels, spec.filters, spec.channels,
+                                              spec.test_fraction, spec.split_seed)
     height, width = spec.size
     ceilings = None
     if spec.intensity_scale == "cohort":

@@ -23,8 +23,7 @@ from scipy import ndimage
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path, write_json, write_tsv
 from pipeline_lib.core.volumes import VOLUME_AXES, VOLUME_TABLE_COLUMNS, VolumeDatasetSettings
-from pipeline_lib.imaging.slicing import (_check_same_grid, _filtered_items, _label_table, _load_ras, _stacked_items,
-                                          normalise_volume, split_subjects)
+from pipeline_lib.imaging.slicing import _check_same_grid, _load_ras, dataset_items, normalise_volume
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +107,8 @@ def build_volume_dataset(registered: Mapping[str, Path | Mapping[str, Path]], la
     settings = settings or VolumeDatasetSettings()
     if not registered:
         raise InputError("no registered subjects for the volume dataset (did every subject fail earlier?)")
-    subjects = sorted(registered)
-    label_table = _label_table(labels, subjects)
-    split = split_subjects(subjects, settings.test_fraction, settings.split_seed)
-    if settings.channels:
-        items = _stacked_items(registered, label_table, settings.filters, settings.channels)
-    else:
-        items = [(subject, sequence, [path]) for subject, sequence, path
-                 in _filtered_items(registered, label_table, settings.filters)]
+    items, split, label_table = dataset_items(registered, labels, settings.filters, settings.channels,
+                                              settings.test_fraction, settings.split_seed)
     source_shape, source_affine, first = _registered_grid(items)
     out_shape, out_affine, _, _ = target_grid(source_shape, source_affine, settings.spacing_mm, settings.box)
     channels = len(items[0][2])
