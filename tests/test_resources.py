@@ -6,6 +6,8 @@ import pytest
 from pipeline_lib.core import resources
 from pipeline_lib.core.settings import DatasetSettings
 
+from helpers.workflow import discovered_checkout
+
 GRID = (128, 128, 40)
 
 
@@ -120,7 +122,6 @@ def test_source_bytes_counts_files_and_series_folders(tmp_path):
 def test_dry_run_shows_requests_sized_from_the_cohort(tmp_path):
     """bench/job_requests.py on a copy of the workflow whose discovery table lists 2,000 subjects:
     dataset-sized requests follow the configured grid and image size, and a retry asks for more."""
-    import shutil
     import sys
     from pathlib import Path
 
@@ -130,19 +131,10 @@ def test_dry_run_shows_requests_sized_from_the_cohort(tmp_path):
     sys.path.insert(0, str(repo / "bench"))
     from job_requests import job_requests
 
-    work = tmp_path / "checkout"
-    work.mkdir()
-    shutil.copy(repo / "Snakefile", work)
-    for folder in ("workflow", "src", "envs", "profiles"):
-        shutil.copytree(repo / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info",
-                                                                                 "site.yaml"))
     config = yaml.safe_load((repo / "config.yaml").read_text())
     config["registration"]["grid"] = [128, 128, 40]
     config["slicing"].update(image_size=128, drop_top=6, drop_bottom=8)
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    table = work / "results/inputs/subjects.tsv"
-    table.parent.mkdir(parents=True)
-    table.write_text("subject\tformat\tkind\n" + "".join(f"sub-{i:010x}\tnifti\tfile\n" for i in range(2000)))
+    work = discovered_checkout(tmp_path, config, subjects=2000)
 
     def requests(attempt):
         rows, _ = job_requests(work, ["all"], [], attempt, work / "profiles/slurm")

@@ -15,6 +15,8 @@ from pipeline_lib.core import resources
 from pipeline_lib.core.settings import TrainerSettings, result_part
 from pipeline_lib.core.step_timing import FILE_NAME, StepClock, read_timing, settings_key
 
+from helpers.workflow import discovered_checkout
+
 BLOCK = {"family": "vae", "width": 4, "latent_dim": 4, "batch_size": 8, "budget": {"steps": 40},
          "checkpoint_every": 10, "seed": 1}
 
@@ -139,7 +141,6 @@ def test_reading_the_measurement_imports_no_torch(tmp_path):
 def test_dry_run_sizes_train_time_limits_from_the_measurement(tmp_path, monkeypatch):
     """bench/job_requests.py on a copy of the workflow: a measurement with the run's settings sizes
     the remaining steps; budget.seconds_per_step sizes a run never measured; the site's cap bounds both."""
-    import shutil
     from pathlib import Path
 
     import yaml
@@ -151,18 +152,9 @@ def test_dry_run_sizes_train_time_limits_from_the_measurement(tmp_path, monkeypa
     sys.path.insert(0, str(repo / "bench"))
     from job_requests import job_requests
 
-    work = tmp_path / "checkout"
-    work.mkdir()
-    shutil.copy(repo / "Snakefile", work)
-    for folder in ("workflow", "src", "envs", "profiles"):
-        shutil.copytree(repo / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info",
-                                                                                 "site.yaml"))
     config = yaml.safe_load((repo / "config.yaml").read_text())
     config["models"]["dcgan_kazuhiro"]["budget"]["seconds_per_step"] = 30.0
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    table = work / "results/inputs/subjects.tsv"
-    table.parent.mkdir(parents=True)
-    table.write_text("subject\tformat\tkind\n" + "".join(f"sub-{i:010x}\tnifti\tfile\n" for i in range(20)))
+    work = discovered_checkout(tmp_path, config, subjects=20)
 
     # the run's settings as the workflow hands them to the trainer (common.smk: model_settings)
     validate(config, schema=str(repo / "workflow/schemas/config.schema.yaml"), set_default=True)

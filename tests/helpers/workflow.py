@@ -56,6 +56,22 @@ def copy_checkout(tmp_path_factory, name: str) -> Path:
     return work
 
 
+def discovered_checkout(folder: Path, config: dict, subjects: int) -> Path:
+    """A copy of the workflow (no site.yaml) under ``folder`` with ``config`` and a discovery table of
+    ``subjects`` NIfTI subjects, as bench/job_requests.py plans it without any image."""
+    work = folder / "checkout"
+    work.mkdir()
+    shutil.copy(REPO / "Snakefile", work)
+    for folder_name in ("workflow", "src", "envs", "profiles"):
+        shutil.copytree(REPO / folder_name, work / folder_name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "site.yaml"))
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    table = work / "results/inputs/subjects.tsv"
+    table.parent.mkdir(parents=True)
+    table.write_text("subject\tformat\tkind\n" + "".join(f"sub-{i:010x}\tnifti\tfile\n" for i in range(subjects)))
+    return work
+
+
 def write_config(work: Path, change) -> None:
     """The test config with `change(config)` applied, as the checkout's config.yaml."""
     config = yaml.safe_load(TEST_CONFIG.read_text())
