@@ -21,6 +21,7 @@ rule reader_kit:
         study=section_settings("reader_study"),
         models=reader_kit_models,
     resources:
+        attempt=job_attempt,
         mem_mb=mem_split(copies=1, with_samples=False),
     message:
         "Building the reader-study kit of dataset {wildcards.dataset}"
