@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline_lib.core.guard import failure_record, write_failed_records
-from pipeline_lib.report.inputs import ModelOutputs
-from pipeline_lib.report.failures_section import failed_run_rows, failed_runs_html, split_failed_runs
+from pipeline_lib.report.inputs import DatasetOutputs, ModelOutputs
+from pipeline_lib.report.failures_section import (REFERENCE_ROWS, failed_datasets_html, failed_run_rows,
+                                                  failed_runs_html, split_failed_datasets, split_failed_runs)
 
 
 #: Some of a run's inputs (by the report rule's names): training's, an evaluation's, the audit's two.
@@ -48,3 +49,39 @@ def test_reasons_are_escaped(tmp_path):
     html = failed_runs_html([{"model": "m<1>", "seed": 0, "stage": "train", "reason": "a < b & c"}])
     assert "m&lt;1&gt;" in html
     assert "a &lt; b &amp; c" in html
+
+
+def _dataset_files(folder: Path) -> DatasetOutputs:
+    folder.mkdir(parents=True)
+    names = ("table", "images", *REFERENCE_ROWS)
+    for name in names:
+        (folder / name).write_text('{"value": 1}\n')
+    return DatasetOutputs(**{name: folder / name for name in names})
+
+
+def test_a_dataset_with_failed_slices_is_left_out_and_its_runs_name_the_dataset(tmp_path):
+    good, killed = _dataset_files(tmp_path / "t1"), _dataset_files(tmp_path / "t2")
+    record = failure_record("slice_dataset", "signal 9 (SIGKILL) from outside in slicing", dataset="t2")
+    # what the guard leaves: the slices and every output after them hold the record
+    write_failed_records([killed.images, killed.table, killed.original], record)
+    run = _run_files(tmp_path / "run")
+    write_failed_records(list(run.paths.values()), record)
+    kept, failed = split_failed_datasets({"t1": good, "t2": killed})
+    assert kept == {"t1": good}
+    assert failed == [{"dataset": "t2", "output": "slices", "stage": "slice_dataset",
+                       "reason": "signal 9 (SIGKILL) from outside in slicing"}]
+    assert 'id="failed-datasets-table"' in failed_datasets_html(failed)
+    runs = split_failed_runs({"vae_t2": {0: run}})[1]
+    assert runs[0]["stage"] == "slice_dataset (dataset t2)"
+
+
+def test_a_failed_reference_row_is_left_out_with_a_note_and_the_dataset_stays(tmp_path):
+    files = _dataset_files(tmp_path / "t1")
+    write_failed_records([files.domain_network, files.domain_original],
+                         failure_record("domain_network", "killed: out of memory at 6.1 GB", dataset="t1"))
+    kept, failed = split_failed_datasets({"t1": files})
+    assert kept["t1"].domain_network is None
+    assert kept["t1"].domain_original is None
+    assert kept["t1"].original == files.original
+    assert [r["output"] for r in failed] == ["the domain network", "domain-feature metrics of the real slices"]
+    assert failed_datasets_html([]) == ""
