@@ -48,6 +48,8 @@ rule reader_scores:
         "logs/reader_study/{dataset}/scores.log",
     params:
         positive_class=lookup(dpath="reader_study/positive_class", within=config),
+    resources:
+        attempt=job_attempt,
     message:
         "Scoring the reader study of dataset {wildcards.dataset}"
     conda:

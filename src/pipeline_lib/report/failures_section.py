@@ -39,7 +39,8 @@ REFERENCE_ROWS = {"original": "pixel metrics of the real slices",
                   "distribution_original": "FID, KID and PRDC of the real slices",
                   "domain_network": "the domain network",
                   "domain_original": "domain-feature metrics of the real slices",
-                  "diversity_original": "diversity of the real slices"}
+                  "diversity_original": "diversity of the real slices",
+                  "reader_scores": "reader-study scores"}
 
 
 def split_failed_datasets(datasets: Mapping[str, Any]) -> tuple[dict, list[dict]]:
@@ -56,7 +57,8 @@ def split_failed_datasets(datasets: Mapping[str, Any]) -> tuple[dict, list[dict]
             continue
         gone = {}
         for field, words in REFERENCE_ROWS.items():
-            record = read_failure(getattr(files, field))
+            path = getattr(files, field)
+            record = read_failure(path) if path is not None else None
             if record is not None:
                 gone[field] = None
                 failed.append({"dataset": name, "output": words, "stage": record.get("stage", ""),
