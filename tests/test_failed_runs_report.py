@@ -85,3 +85,34 @@ def test_a_failed_reference_row_is_left_out_with_a_note_and_the_dataset_stays(tm
     assert kept["t1"].original == files.original
     assert [r["output"] for r in failed] == ["the domain network", "domain-feature metrics of the real slices"]
     assert failed_datasets_html([]) == ""
+
+
+def test_the_page_is_written_when_every_dataset_failed(tmp_path):
+    import pandas as pd
+
+    from pipeline_lib.report.document import report_job
+    from pipeline_lib.report.inputs import ReportInputs
+
+    def tsv(name: str, frame: pd.DataFrame) -> Path:
+        frame.to_csv(tmp_path / name, sep="\t", index=False)
+        return tmp_path / name
+
+    dataset = _dataset_files(tmp_path / "t1")
+    run = _run_files(tmp_path / "run")
+    record = failure_record("slice_dataset", "time limit 28 min reached in slicing", dataset="t1")
+    write_failed_records([*[getattr(dataset, f) for f in ("table", "images", *REFERENCE_ROWS)],
+                          *run.paths.values()], record)
+    subject = {"subject": ["sub-0000000000"]}
+    inputs = ReportInputs(
+        subjects=tsv("subjects.tsv", pd.DataFrame(subject)),
+        ingest_qc=tsv("ingest.tsv", pd.DataFrame({**subject, "kind": ["NIfTI file"], "status": ["ok"],
+                                                 "reason": [""], "warning": [""]})),
+        registration_qc=tsv("registration.tsv", pd.DataFrame({**subject, "status": ["ok"]})),
+        registered=[], datasets={"t1": dataset}, models={"vae": {0: run}})
+    out = tmp_path / "report" / "index.html"
+    report_job(out, inputs, registration={}, sampling={}, synthetic_cohort=False, title="All failed",
+               summary_tsv=tmp_path / "summary.tsv")
+    text = out.read_text()
+    assert "slice_dataset (dataset t1)" in text
+    assert 'id="failed-datasets-table"' in text
+    assert pd.read_csv(tmp_path / "summary.tsv", sep="\t").loc[0, "runs"] == 0

@@ -76,8 +76,9 @@ def failed_datasets_html(failed: list[dict]) -> str:
     return ('<section id="failed-datasets"><h2>Failed datasets</h2>\n<p>These per-dataset jobs failed on their '
             "last attempt. A dataset whose slices failed is left out of the page, and every run of its models is "
             "listed under Failed model runs; a reference row that failed is left out of its tables (the "
-            "dataset's models are reported without it). Delete the outputs named in the job's log (or use "
-            "<code>snakemake --forcerun</code>) to try again.</p>\n"
+            "dataset's models are reported without it). Delete the failed job's outputs (for slices, "
+            "<code>results/slices/&lt;dataset&gt;/</code>; every later job reruns, its input being newer) or use "
+            "<code>snakemake --forcerun</code> to try again.</p>\n"
             '<table id="failed-datasets-table"><thead><tr><th>Dataset</th><th>Output</th><th>Stage</th>'
             f"<th>Reason</th></tr></thead><tbody>{rows}</tbody></table></section>")
 
