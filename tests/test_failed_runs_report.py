@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pipeline_lib.core.guard import failure_record, write_failed_records
@@ -87,7 +88,8 @@ def test_a_failed_reference_row_is_left_out_with_a_note_and_the_dataset_stays(tm
     assert failed_datasets_html([]) == ""
 
 
-def test_the_page_is_written_when_every_dataset_failed(tmp_path):
+def _report_of_one_failed_run(tmp_path, dataset, record) -> str:
+    """The page written by the report job for ``dataset`` and one model run failed with ``record``."""
     import pandas as pd
 
     from pipeline_lib.report.document import report_job
@@ -97,11 +99,8 @@ def test_the_page_is_written_when_every_dataset_failed(tmp_path):
         frame.to_csv(tmp_path / name, sep="\t", index=False)
         return tmp_path / name
 
-    dataset = _dataset_files(tmp_path / "t1")
     run = _run_files(tmp_path / "run")
-    record = failure_record("slice_dataset", "time limit 28 min reached in slicing", dataset="t1")
-    write_failed_records([*[getattr(dataset, f) for f in ("table", "images", *REFERENCE_ROWS)],
-                          *run.paths.values()], record)
+    write_failed_records(run.paths.values(), record)
     subject = {"subject": ["sub-0000000000"]}
     inputs = ReportInputs(
         subjects=tsv("subjects.tsv", pd.DataFrame(subject)),
@@ -110,9 +109,35 @@ def test_the_page_is_written_when_every_dataset_failed(tmp_path):
         registration_qc=tsv("registration.tsv", pd.DataFrame({**subject, "status": ["ok"]})),
         registered=[], datasets={"t1": dataset}, models={"vae": {0: run}})
     out = tmp_path / "report" / "index.html"
-    report_job(out, inputs, registration={}, sampling={}, synthetic_cohort=False, title="All failed",
+    report_job(out, inputs, registration={}, sampling={}, synthetic_cohort=False, title="Failures",
                summary_tsv=tmp_path / "summary.tsv")
-    text = out.read_text()
+    return out.read_text()
+
+
+def test_the_page_is_written_when_every_dataset_failed(tmp_path):
+    import pandas as pd
+
+    dataset = _dataset_files(tmp_path / "t1")
+    record = failure_record("slice_dataset", "time limit 28 min reached in slicing", dataset="t1")
+    write_failed_records([getattr(dataset, f) for f in ("table", "images", *REFERENCE_ROWS)], record)
+    text = _report_of_one_failed_run(tmp_path, dataset, record)
     assert "slice_dataset (dataset t1)" in text
     assert 'id="failed-datasets-table"' in text
     assert pd.read_csv(tmp_path / "summary.tsv", sep="\t").loc[0, "runs"] == 0
+
+
+def test_the_page_is_written_without_the_reference_rows_that_failed(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    dataset = _dataset_files(tmp_path / "t1")
+    with open(dataset.images, "wb") as handle:  # the name has no .npy suffix for np.save to add
+        np.save(handle, np.random.default_rng(0).random((12, 8, 8)).astype(np.float32))
+    pd.DataFrame({"subject": [f"sub-{i // 3:010d}" for i in range(12)], "split": ["train"] * 9 + ["test"] * 3,
+                  "slice_index": range(12)}).to_csv(dataset.table, sep="\t", index=False)
+    record = failure_record("real_features", "killed: out of memory at 4.0 GB", dataset="t1")
+    write_failed_records([getattr(dataset, f) for f in REFERENCE_ROWS], record)
+    text = _report_of_one_failed_run(tmp_path, dataset, record)
+    datasets = re.search(r'<table id="failed-datasets-table">.*?</table>', text, re.S).group(0)
+    assert datasets.count('<tr class="failed">') == len(REFERENCE_ROWS)
+    assert "FID, KID and PRDC of the real slices" in datasets

@@ -59,7 +59,9 @@ class ModelOutputs:
 
 @dataclass(frozen=True)
 class DatasetOutputs:
-    """What the report reads of one slice dataset: its slices and its real reference outputs."""
+    """What the report reads of one slice dataset: its slices and its real reference outputs (a
+    reference output that failed is None once report/failures_section.split_failed_datasets has
+    set it aside)."""
 
     table: Path
     images: Path
