@@ -1,6 +1,8 @@
 """Failures are rows, not stalls: a real workflow run in which one subject's registration and one
 model's training are SIGKILLed on every attempt (the guard's test hook, core/guard.py) still
-reaches the report, with the subject failed in the QC table and the run failed in the report."""
+reaches the report, with the subject failed in the QC table and the run failed in the report; and
+one in which a whole dataset's slicing is SIGKILLed on every attempt reports the other dataset, with
+the killed dataset's runs listed as failed."""
 
 from __future__ import annotations
 
@@ -86,3 +88,70 @@ def test_a_training_run_killed_on_every_attempt_is_reported_as_failed_beside_the
     kit = yaml.safe_load((work / "results/reader_study/default/kit_summary.json").read_text())
     assert "dcgan" not in str(kit)
     assert "vae" in str(kit)
+
+
+#: Two tiny datasets of the same slices (a central 6 per volume at 16 px), one model each.
+TINY_DATASET = {"selection": {"mode": "central", "n": 6}, "size": [16, 16], "test_fraction": 0.25}
+TINY_VAE = {"family": "vae", "width": 8, "latent_dim": 8, "batch_size": 8, "budget": {"steps": 6},
+            "checkpoint_every": 3}
+
+
+@pytest.fixture(scope="module")
+def killed_dataset_run(tmp_path_factory):
+    work = copy_checkout(tmp_path_factory, "failed_dataset")
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config.pop("slicing")
+    config["datasets"] = {"kept": TINY_DATASET, "killed": TINY_DATASET}
+    config["models"] = {"vae_kept": {**TINY_VAE, "dataset": "kept"}, "vae_killed": {**TINY_VAE, "dataset": "killed"}}
+    config["preprocessing"] = {"brain_extraction": "none"}
+    config["registration"]["on_poor_fit"] = "keep"
+    config["sampling"] = {"n": 24, "n_reconstruct": 16}
+    config["metrics"] = {"n_original": 16}
+    config["evaluation"] = {"fid": {"repeats": 2, "max_real": 32}, "kid": {"n_subsets": 2, "subset_size": 16},
+                            "prdc": {"nearest_k": 3}, "domain": {"steps": 10, "nearest_k": 3},
+                            "utility": {"seeds": 1, "steps": 10, "n_synthetic": 16},
+                            "diversity": {"n_pairs": 20, "n_reference": 16}, "memorization": {"gallery_k": 2}}
+    config["reader_study"] = {"n_real": 4, "n_per_model": 2, "display_size": 64}
+    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    os.environ[TEST_KILL_VARIABLE] = "slice_dataset:dataset=killed@kill"
+    try:
+        result = snakemake(work, "--cores", "2", "--retries", "1", "all", timeout=1800)
+    finally:
+        del os.environ[TEST_KILL_VARIABLE]
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return work
+
+
+def test_a_slicing_killed_on_every_attempt_fails_its_dataset_and_the_report_comes(killed_dataset_run):
+    work = killed_dataset_run
+    record = read_failure(work / "results/slices/killed/images.npy")
+    assert record is not None
+    assert record["stage"] == "slice_dataset"
+    assert record["dataset"] == "killed"
+    assert record["reason"].startswith("signal 9 (SIGKILL) from outside in slicing")
+    assert "guard: attempt 2 of 2: signal 9 (SIGKILL)" in (work / "logs/slice_dataset/killed.log").read_text()
+    assert read_failure(work / "results/slices/kept/images.npy") is None
+    # the dataset's own later jobs and every job of its model pass the record on without working
+    for path in ("results/features/inception/real/killed/train.npz", "results/metrics/original/killed.json",
+                 "results/domain/killed/network.json", "results/models/vae_killed/seed0/summary.json",
+                 "results/samples/vae_killed/seed0/samples.npy", "results/metrics/vae_killed/seed0.distribution.json",
+                 "results/reader_study/killed/kit_summary.json"):
+        assert read_failure(work / path) == record, path
+    assert "slice_dataset failed for this run" in (work / "logs/train/vae_killed/seed0.log").read_text()
+
+
+def test_the_failed_datasets_runs_are_listed_and_the_other_dataset_is_reported(killed_dataset_run):
+    work = killed_dataset_run
+    html = (work / "results/report/index.html").read_text()
+    failed = re.search(r'<table id="failed-runs-table">.*?</table>', html, re.S).group(0)
+    assert "vae_killed" in failed
+    assert "slice_dataset (dataset killed)" in failed
+    assert "vae_kept" not in failed
+    datasets = re.search(r'<table id="failed-datasets-table">.*?</table>', html, re.S).group(0)
+    assert "killed" in datasets
+    assert "signal 9 (SIGKILL)" in datasets
+    table = pd.read_csv(work / "results/report/summary.tsv", sep="\t").set_index("model")
+    assert table.loc["vae_kept", "runs"] == 1
+    assert pd.notna(table.loc["vae_kept", "fid_mean"])
+    assert table.loc["vae_killed", "runs"] == 0
+    assert table.loc["vae_killed", "failed"].startswith("slice_dataset (dataset killed): signal 9")

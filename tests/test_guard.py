@@ -192,3 +192,62 @@ def test_failed_records_replace_every_output_and_are_recognised(tmp_path):
     assert first_failure([real, outputs[1]]) == record
     assert first_failure([real]) is None
     assert not list((tmp_path / "run").glob(".*tmp"))
+
+
+def _dataset_job(tmp_path, attempt: str, rule: str, inputs: list, outputs: list, dataset="t1"):
+    return SimpleNamespace(resources={"attempt": attempt}, rule=rule, wildcards={"dataset": dataset},
+                           input=[str(p) for p in inputs], output=[str(p) for p in outputs])
+
+
+def test_a_dataset_job_killed_on_its_last_attempt_fills_every_output_with_a_record_naming_the_dataset(tmp_path):
+    table = tmp_path / "subjects.tsv"
+    table.write_text("subject\n")
+    outputs = [tmp_path / "slices" / "images.npy", tmp_path / "slices" / "slices.tsv"]
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "001.png").write_text("half")  # what a killed attempt left in an output folder
+    job = _dataset_job(tmp_path, "2/2", "slice_dataset", [table], [*outputs, kit])
+    guard.guard_dataset_job(job, lambda: os.kill(os.getpid(), signal.SIGKILL), stage="slicing", folders=[str(kit)])
+    record = read_failure(outputs[0])
+    assert record["stage"] == "slice_dataset"
+    assert record["dataset"] == "t1"
+    assert record["reason"].startswith("signal 9 (SIGKILL) from outside in slicing")
+    assert read_failure(outputs[1]) == record
+    assert sorted(p.name for p in kit.iterdir()) == ["failed.json"]
+    assert read_failure(kit) == record
+
+
+def test_a_dataset_job_killed_before_its_last_attempt_fails_so_snakemake_retries(tmp_path):
+    out = tmp_path / "network.json"
+    with pytest.raises(SystemExit):
+        guard.guard_dataset_job(_dataset_job(tmp_path, "1/2", "domain_network", [], [out]),
+                                lambda: os.kill(os.getpid(), signal.SIGKILL), stage="the domain network")
+    assert not out.exists()
+
+
+def test_jobs_after_a_failed_dataset_pass_its_record_on_without_working(tmp_path):
+    images = tmp_path / "images.npy"
+    record = guard.failure_record("slice_dataset", "signal 9 (SIGKILL) from outside in slicing", dataset="t1")
+    write_failed_records([images], record)
+    ran = tmp_path / "ran"
+    features = tmp_path / "train.npz"
+    guard.guard_dataset_job(_dataset_job(tmp_path, "1/2", "real_features", [images], [features]),
+                            lambda: ran.write_text("x"), stage="Inception features")
+    assert read_failure(features) == record
+    # a model of the dataset: training passes the dataset's record on, naming the dataset
+    weights = tmp_path / "weights.pt"
+    job = SimpleNamespace(resources={"attempt": "1/2"}, rule="train", wildcards=SimpleNamespace(model="vae", seed="0"),
+                          input=[str(images)], output=[str(weights)])
+    guard.guard_run_job(job, lambda: ran.write_text("x"), stage="training")
+    assert read_failure(weights) == record
+    assert not ran.exists()
+
+
+def test_a_reader_kit_fails_only_with_its_dataset_not_with_a_failed_run(tmp_path):
+    images, samples = tmp_path / "images.npy", tmp_path / "samples.npy"
+    np.save(images, np.zeros((2, 4, 4), dtype=np.float32))
+    write_failed_records([samples], guard.failure_record("train", "time limit 60 min", run="vae/seed0"))
+    summary = tmp_path / "kit_summary.json"
+    job = _dataset_job(tmp_path, "1/1", "reader_kit", [images, samples], [summary])
+    guard.guard_dataset_job(job, lambda: summary.write_text("{}"), stage="the reader-study kit", upstream=[images])
+    assert summary.read_text() == "{}"

@@ -149,3 +149,17 @@ def test_dry_run_shows_requests_sized_from_the_cohort(tmp_path):
     assert train["mem_mb"] > 8000 > first[("train", "model=dcgan_kazuhiro,seed=0")]["mem_mb"] / 10
     for key, row in first.items():
         assert second[key]["mem_mb"] > row["mem_mb"], key
+
+
+def test_inception_requests_grow_with_the_features_only_as_the_images_are_read_a_chunk_at_a_time():
+    chunked = resources.ImageSet(2 * resources.EVAL_BLOCK_IMAGES, 128 * 128)
+    large = resources.ImageSet(100_000, 128 * 128)
+    features = (large.images - chunked.images) * resources.FEATURE_BYTES * 2 / resources.MB
+    assert resources.features_mb(large) - resources.features_mb(chunked) == pytest.approx(features)
+    # one chunk of images (and its cropped copy) in memory, never the split
+    chunk = 2 * resources.EVAL_BLOCK_IMAGES * large.pixels * resources.FLOAT32 / resources.MB
+    assert resources.features_mb(large) == pytest.approx(
+        resources.INCEPTION_MB + large.images * resources.FEATURE_BYTES * 2 / resources.MB + chunk)
+    # a run's samples, loaded whole, count twice (their grey view)
+    samples = resources.ImageSet(1_000, 128 * 128)
+    assert resources.features_mb(chunked, samples) == pytest.approx(resources.features_mb(chunked) + 2 * samples.mb)

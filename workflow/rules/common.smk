@@ -596,7 +596,9 @@ def inception_images(wildcards):
 
 
 def mem_features(wildcards, attempt):
-    return resources.request_mb(resources.features_mb(inception_images(wildcards)), attempt)
+    # a run's samples are loaded whole (the main set; fresh FID blocks are read a chunk at a time)
+    held = resources.ImageSet(sample_count(wildcards), run_images(wildcards).pixels) if "model" in wildcards.keys() else None
+    return resources.request_mb(resources.features_mb(inception_images(wildcards), held), attempt)
 
 
 def runtime_features(wildcards, attempt):

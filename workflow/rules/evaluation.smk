@@ -19,6 +19,7 @@ rule domain_network:
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=mem_streamed(),
     message:
         "Training the domain feature network of dataset {wildcards.dataset}"
@@ -67,6 +68,7 @@ rule domain_metrics_original:
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=mem_streamed(),
     message:
         "Domain-feature metrics of the real test slices of dataset {wildcards.dataset}"
@@ -200,6 +202,7 @@ rule diversity_original:
         settings=section_settings("evaluation.diversity"),
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=mem_streamed(held=diversity_pair_images()),
     message:
         "Diversity of the real test slices of dataset {wildcards.dataset}"

@@ -39,6 +39,7 @@ rule real_features:
         fid=real_feature_settings(),
     threads: 2
     resources:
+        attempt=job_attempt,
         mem_mb=mem_features,
         runtime=runtime_features,
     message:
@@ -141,6 +142,7 @@ rule distribution_metrics_original:
         class_columns=dataset_class_columns,
     threads: 2
     resources:
+        attempt=job_attempt,
         mem_mb=mem_distribution,
     message:
         "FID, KID and PRDC of the real test slices of dataset {wildcards.dataset} (reference row)"

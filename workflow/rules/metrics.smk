@@ -40,6 +40,7 @@ rule metrics_original:
         metrics=section_settings("metrics"),
         seed=lookup(dpath="sampling/seed", within=config),
     resources:
+        attempt=job_attempt,
         mem_mb=mem_streamed(),
     message:
         "Computing metrics of the real reference set of dataset {wildcards.dataset}"

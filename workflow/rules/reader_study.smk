@@ -21,6 +21,7 @@ rule reader_kit:
         study=section_settings("reader_study"),
         models=reader_kit_models,
     resources:
+        attempt=job_attempt,
         mem_mb=mem_split(copies=1, with_samples=False),
     message:
         "Building the reader-study kit of dataset {wildcards.dataset}"
@@ -47,6 +48,8 @@ rule reader_scores:
         "logs/reader_study/{dataset}/scores.log",
     params:
         positive_class=lookup(dpath="reader_study/positive_class", within=config),
+    resources:
+        attempt=job_attempt,
     message:
         "Scoring the reader study of dataset {wildcards.dataset}"
     conda:

@@ -17,6 +17,7 @@ rule slice_dataset:
         dataset=slice_settings,
         **later_stage_settings("registration", "slice_dataset"),
     resources:
+        attempt=job_attempt,
         mem_mb=mem_slice_dataset,
     message:
         "Slicing registered volumes into the 2-D dataset {wildcards.dataset}"

@@ -24,6 +24,7 @@ rule volume_dataset:
         dataset=volume_settings,
         **later_stage_settings("registration", "volume_dataset"),
     resources:
+        attempt=job_attempt,
         mem_mb=mem_volume_dataset,
     message:
         "Building the volume dataset {wildcards.volume_dataset} from the registered volumes"

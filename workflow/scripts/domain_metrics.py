@@ -1,4 +1,4 @@
-from pipeline_lib.core.guard import guard_run_job
+from pipeline_lib.core.guard import guard_dataset_job, guard_run_job
 from pipeline_lib.core.jobs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
@@ -21,8 +21,8 @@ def work():
     )
 
 
-# The per-run rule is guarded; the per-dataset reference row runs as it always did.
+# The per-run rule and the per-dataset reference row are both guarded.
 if hasattr(snakemake.input, "samples"):
     guard_run_job(snakemake, work, stage="domain-feature metrics")
 else:
-    work()
+    guard_dataset_job(snakemake, work, stage="domain-feature metrics of the real slices")

@@ -14,7 +14,8 @@ tiny (standard library only; no numpy, no torch), so that
 
 :func:`guard_job` adapts it to a Snakemake job: an attempt that is not the last fails (Snakemake
 retries it, with more time); the last attempt records the failure in the job's declared outputs
-(``write_failure``) and succeeds, so the cohort and the report go on without that subject or run.
+(``write_failure``) and succeeds, so the cohort and the report go on without that subject, run
+or dataset (:func:`guard_subject_job`, :func:`guard_run_job`, :func:`guard_dataset_job`).
 
 The attempt travels as the resource ``attempt`` ("2/3", :func:`attempt_resource`): a cluster job
 runs a Snakemake of its own started with ``--retries 0``, so the configured retries reach it in the
@@ -378,17 +379,26 @@ def failure_record(stage: str, reason: str, **about: str) -> dict:
     return {"status": FAILED, "stage": stage, "reason": reason, **about}
 
 
-def write_failed_records(paths, record: dict) -> None:
-    """Every declared output file of a failed per-run job holds ``record`` (one JSON line, whatever
-    the file's extension), written atomically; :func:`read_failure` recognises it."""
+def write_failed_records(paths, record: dict, folders=()) -> None:
+    """Every declared output file of a failed job holds ``record`` (one JSON line, whatever the
+    file's extension), written atomically; :func:`read_failure` recognises it. A declared output
+    folder among ``folders`` (Snakemake checks that it is one) holds the record as ``failed.json``."""
     text = json.dumps(record) + "\n"
+    folders = {str(folder) for folder in folders}
     for path in map(Path, paths):
-        _write_atomically(path, text)
+        if str(path) in folders:
+            _remove(path)
+            path.mkdir(parents=True)
+            _write_atomically(path / "failed.json", text)
+        else:
+            _write_atomically(path, text)
 
 
 def read_failure(path) -> dict | None:
-    """The failed record in ``path``, or None for a real output (or a folder)."""
+    """The failed record in ``path`` (a failed folder's ``failed.json``), or None for a real output."""
     path = Path(path)
+    if path.is_dir():
+        path = path / "failed.json"
     try:
         with open(path, "rb") as handle:
             if handle.read(len(_RECORD_PREFIX)) != _RECORD_PREFIX:
@@ -469,3 +479,24 @@ def guard_run_job(snakemake, work: Callable[[], None], *, stage: str) -> Outcome
     run = f"{snakemake.wildcards.model}/seed{snakemake.wildcards.seed}"
     return guard_job(snakemake, work, stage=stage, record_errors=True, write_failure=lambda reason: write_failed_records(
         outputs, failure_record(snakemake.rule, reason, run=run)))
+
+
+def guard_dataset_job(snakemake, work: Callable[[], None], *, stage: str, upstream=None,
+                      folders=()) -> Outcome | None:
+    """A per-dataset job (wildcard ``dataset`` or ``volume_dataset``: slicing, real features, the
+    domain network, the reference rows, the reader kit): like :func:`guard_run_job`, every declared
+    output becomes a failed record when one of ``upstream`` (default: every input) is one or when
+    the job dies hard on its last attempt. Every model run of the dataset then passes the record on
+    (it names the dataset), and the report lists those runs as failed and reports the other datasets.
+    A Python error still fails the job: it is a bad input or setting to fix, not a dying node."""
+    outputs = list(snakemake.output)
+    failed = first_failure(snakemake.input if upstream is None else upstream)
+    if failed is not None:
+        print(f"guard: {failed['stage']} failed for this dataset ({failed['reason']}); recorded as failed",
+              file=sys.stderr, flush=True)
+        write_failed_records(outputs, failed, folders)
+        return None
+    wildcards = dict(snakemake.wildcards.items())
+    dataset = wildcards.get("dataset", wildcards.get("volume_dataset", ""))
+    return guard_job(snakemake, work, stage=stage, write_failure=lambda reason: write_failed_records(
+        outputs, failure_record(snakemake.rule, reason, dataset=dataset), folders))

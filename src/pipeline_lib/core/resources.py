@@ -263,10 +263,14 @@ def streamed_evaluation_mb(dataset: ImageSet, samples: ImageSet | None = None, h
             + (2 * samples.mb if samples else 0))
 
 
-def features_mb(images: ImageSet) -> float:
-    """Inception runs in blocks, but the features of every image are kept (2,048 float64 each),
-    with their covariance, plus one float32 copy of the images."""
-    return INCEPTION_MB + images.images * FEATURE_BYTES * 2 / MB + images.mb
+def features_mb(images: ImageSet, held: ImageSet | None = None) -> float:
+    """Inception reads its images from disk a chunk at a time (evaluation/fid._CHUNK, the size of
+    EVAL_BLOCK_IMAGES: a real split through core/slices.SplitImages, fresh FID blocks memory-mapped),
+    as float32 and a cropped copy; the features of every image are kept (2,048 float64 each) with
+    their covariance. ``held``: images loaded whole besides (a run's samples, x2 for their grey view)."""
+    chunk_bytes = 2 * min(images.images, EVAL_BLOCK_IMAGES) * images.pixels * FLOAT32
+    return (INCEPTION_MB + (images.images * FEATURE_BYTES * 2 + chunk_bytes) / MB
+            + (2 * held.mb if held else 0))
 
 
 #: Inception-v3 images per second on one CPU core pair (issue 22's estimate, about 5/s); a GPU is

@@ -30,7 +30,7 @@ from pipeline_lib.core import io
 from pipeline_lib.core.settings import PreprocessingSettings, RegistrationSettings, SamplingSettings
 from pipeline_lib.report import (diversity_section, evaluation_section, fidelity_section, paper_section,
                                  protocol_section, qc_section, reader_section, training_section)
-from pipeline_lib.report.failures_section import failed_run_rows, failed_runs_html
+from pipeline_lib.report.failures_section import failed_datasets_html, failed_run_rows, failed_runs_html
 from pipeline_lib.report.html import escape as _esc, section
 from pipeline_lib.report.inputs import ReportData, ReportInputs, load_report_data
 from pipeline_lib.report.sections import GROUPS, Notes, Section
@@ -123,6 +123,7 @@ def build_report(out_html: Path, data: ReportData, sections: Sequence[Section] |
     parts.append(f'<section id="summary"><h2>Summary: which model is best, and how sure are we?</h2>\n{summary}'
                  f"\n{notes.html()}</section>")
     parts.append(failed_runs_html(data.failed_runs))
+    parts.append(failed_datasets_html(data.failed_datasets))
     parts.append(_toc(sections))
     parts += bodies
     parts.append(_footer(data.provenance))

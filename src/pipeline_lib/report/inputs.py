@@ -24,7 +24,7 @@ from pipeline_lib.core.published import ProtocolItem, PublishedTable, load_proto
 from pipeline_lib.core.qc import FLAGGED, OK, outputs_with_status
 from pipeline_lib.core.settings import PreprocessingSettings, RegistrationSettings, SamplingSettings, read_settings
 from pipeline_lib.core.slices import grey_images, image_channels, load_split, load_table
-from pipeline_lib.report.failures_section import split_failed_runs
+from pipeline_lib.report.failures_section import split_failed_datasets, split_failed_runs
 
 #: Per-run inputs the page reads by path; every other per-run input is a JSON record.
 FILE_INPUTS = frozenset({"losses", "grid", "reconstructions", "gallery", "validation", "snapshots"})
@@ -59,7 +59,9 @@ class ModelOutputs:
 
 @dataclass(frozen=True)
 class DatasetOutputs:
-    """What the report reads of one slice dataset: its slices and its real reference outputs."""
+    """What the report reads of one slice dataset: its slices and its real reference outputs (a
+    reference output that failed is None once report/failures_section.split_failed_datasets has
+    set it aside)."""
 
     table: Path
     images: Path
@@ -159,6 +161,9 @@ class ReportData:
     sequences: tuple[str, ...] = ()
     #: Runs that failed on their last attempt (report/failures_section.py): model, seed, stage, reason.
     failed_runs: list[dict] = field(default_factory=list)
+    #: Datasets whose slices or reference rows failed (report/failures_section.py): dataset, output,
+    #: stage, reason.
+    failed_datasets: list[dict] = field(default_factory=list)
 
     @property
     def grouped(self) -> bool:
@@ -211,26 +216,29 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
     runs = {model: [Run.read(seed, files) for seed, files in sorted(by_seed.items())]
             for model, by_seed in models.items()}
     names = list(inputs.datasets)
+    datasets, failed_datasets = split_failed_datasets(inputs.datasets)
     shared = dict(
         ingest_qc=ingest_qc[["subject", "kind", "status", "reason", "warning"]],
         registration_qc=_registration_view(registration_qc),
         overlays={s: p.parent / "overlay.png"
                   for s, p in outputs_with_status(inputs.registered, "qc.json", (OK, FLAGGED)).items()},
         registration_caption=registration_gate_text(registration),
-        synthetic_cohort=synthetic_cohort, title=title, failed_runs=failed_runs,
+        synthetic_cohort=synthetic_cohort, title=title, failed_runs=failed_runs, failed_datasets=failed_datasets,
         provenance=dict(provenance) if provenance is not None else None,
         published=load_published(published_path(published)) if published else None,
         protocol=load_protocol(published_path(published)) if published else (),
         protocol_notes=dict(protocol_notes or {}))
     parts = {}
-    for name, files in inputs.datasets.items():
+    for name, files in datasets.items():
         models = [m for m in runs if inputs.model_datasets.get(m, names[0]) == name]
         reader = dict(reader_responses=inputs.reader_responses.get(name), reader_kit=inputs.reader_kits.get(name))
         parts[name] = _dataset_data(files, {m: runs[m] for m in models}, cohort, registration, preprocessing,
                                     sampling, Path(workdir) / name, {**shared, **reader})
+    if not parts:  # every dataset failed: the page still lists the cohort and what failed
+        return ReportData(runs={}, cohort=cohort, **shared)
     if len(parts) == 1:
         return next(iter(parts.values()))
-    first = parts[names[0]]
+    first = next(iter(parts.values()))
     return dataclasses.replace(first, runs=runs, datasets=parts,
                                reconstruction_grids={k: v for p in parts.values() for k, v in p.reconstruction_grids.items()})
 
@@ -270,13 +278,18 @@ def _dataset_data(files: DatasetOutputs, runs: dict[str, list[Run]], cohort: Map
             save_pairs(test_images, grey_images(np.load(run.files.reconstructions)), workdir / f"{model}.png")
     return ReportData(
         runs=runs, cohort=cohort, **shared,
-        original=read_json(files.original),
-        distribution_original=read_json(files.distribution_original),
-        domain_network=read_json(files.domain_network),
-        domain_original=read_json(files.domain_original),
-        diversity_original=read_json(files.diversity_original),
+        # a reference output that failed is None (report/failures_section.split_failed_datasets)
+        original=_reference(files.original) or {},
+        distribution_original=_reference(files.distribution_original),
+        domain_network=_reference(files.domain_network),
+        domain_original=_reference(files.domain_original),
+        diversity_original=_reference(files.diversity_original),
         reader_scores=Path(files.reader_scores) if files.reader_scores else None,
         reconstruction_grids=reconstruction_grids, sequences=sequences, real_grid=real_grid)
+
+
+def _reference(path: Path | None) -> dict | None:
+    return read_json(path) if path is not None else None
 
 
 #: As many real slices as a sample grid shows (core.figures.save_grid's default).
