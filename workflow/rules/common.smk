@@ -582,17 +582,21 @@ def diversity_pair_images():
 
 
 def inception_images(wildcards):
-    """Images a feature job runs through Inception: a split (at most evaluation.fid.max_real) or a
-    run's samples (times the fresh FID blocks' repeats)."""
+    """Grey images a feature job runs through Inception: a split (at most evaluation.fid.max_real)
+    or a run's samples (times the fresh FID blocks' repeats); a stacked dataset's image is one grey
+    image (and one feature row) per channel."""
     fid = config["evaluation"]["fid"]
+    dataset = wildcards.dataset if "model" not in wildcards.keys() else MODEL_DATASET[wildcards.model]
+    channels = len(DATASET_SETTINGS[dataset].channels or ()) or 1
     if "model" not in wildcards.keys():
-        images = dataset_images(wildcards.dataset)
-        share = 1 - DATASET_SETTINGS[wildcards.dataset].test_fraction
+        images = dataset_images(dataset)
+        share = 1 - DATASET_SETTINGS[dataset].test_fraction
         count = int(images.images * (share if wildcards.split == "train" else 1 - share))
-        return resources.ImageSet(min(count, fid.get("max_real") or count), images.pixels)
-    images = run_images(wildcards)
-    repeats = fid["repeats"] + 1 if fid.get("fresh_samples") else 1
-    return resources.ImageSet(sample_count(wildcards) * repeats, images.pixels)
+        count = min(count, fid.get("max_real") or count)
+    else:
+        images = run_images(wildcards)
+        count = sample_count(wildcards) * (fid["repeats"] + 1 if fid.get("fresh_samples") else 1)
+    return resources.ImageSet(count * channels, images.pixels // channels)
 
 
 def mem_features(wildcards, attempt):
