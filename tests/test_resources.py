@@ -29,7 +29,6 @@ def test_requests_are_whole_hundreds_of_mb_and_never_below_the_floor():
     lambda s: resources.slice_dataset_mb(s, GRID),
     lambda s: resources.train_mb("vae", 64, s),
     lambda s: resources.sample_mb("dcgan", 1000, 64, s),
-    lambda s: resources.split_evaluation_mb(s, 2),
     lambda s: resources.streamed_evaluation_mb(s),
     lambda s: resources.features_mb(s),
     lambda s: resources.report_mb(100, s),

@@ -545,20 +545,6 @@ def mem_sample(wildcards, attempt):
     return resources.request_mb(resources.sample_mb(family, n, int(batch), run_images(wildcards)), attempt)
 
 
-def mem_split(copies, with_samples=True):
-    """Resources of evaluation rules that load the run's (or dataset's) splits whole."""
-
-    def mem_mb(wildcards, attempt):
-        if "model" in wildcards.keys():
-            images = run_images(wildcards)
-            samples = resources.ImageSet(sample_count(wildcards), images.pixels) if with_samples else None
-        else:
-            images, samples = dataset_images(wildcards.dataset), None
-        return resources.request_mb(resources.split_evaluation_mb(images, copies, samples), attempt)
-
-    return mem_mb
-
-
 def mem_streamed(held=0, with_samples=True):
     """Resources of evaluation rules that read their splits from disk a block at a time
     (core.resources.streamed_evaluation_mb); ``held``: images they read at once beyond the blocks."""

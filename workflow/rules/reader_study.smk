@@ -22,7 +22,7 @@ rule reader_kit:
         models=reader_kit_models,
     resources:
         attempt=job_attempt,
-        mem_mb=mem_split(copies=1, with_samples=False),
+        mem_mb=mem_streamed(with_samples=False),  # reads the images it shows, memory-mapped
     message:
         "Building the reader-study kit of dataset {wildcards.dataset}"
     conda:

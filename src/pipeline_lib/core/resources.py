@@ -234,13 +234,6 @@ def sample_mb(family: str, n_samples: int, batch_size: int, dataset: ImageSet) -
     return TORCH_MB + per_batch * batch_mb / 2 + 3 * max(samples_mb, 0) + dataset.mb
 
 
-def split_evaluation_mb(dataset: ImageSet, copies: float, extra: ImageSet | None = None) -> float:
-    """Jobs that load whole splits as float32 (core/slices.load_split; the reader kit): ``copies``
-    of the dataset (train + test = one dataset), plus the samples they compare with. The evaluation
-    jobs stream their splits instead (:func:`streamed_evaluation_mb`)."""
-    return TORCH_MB + copies * dataset.mb + (2 * extra.mb if extra else 0)
-
-
 #: Images an evaluation job reads from images.npy at a time (core.slices.SplitImages): the largest
 #: block of its streamed reductions and searches (evaluation/fid._CHUNK for Inception, 256 elsewhere).
 EVAL_BLOCK_IMAGES = 1024
