@@ -15,7 +15,7 @@ from pipeline_lib.models import build_model, builtin_families, get_family
 from pipeline_lib.models.sampling import draw_samples
 from pipeline_lib.models.training import load_trained_model, train_model
 
-from helpers.models import SIZE, TINY, family_images
+from helpers.models import SIZE, TINY, TINY_3D, family_images
 
 N_CLASSES = 2
 
@@ -35,7 +35,7 @@ def train(family: str, tmp_path, steps: int, name: str = "m", **kwargs):
 
 
 def test_every_family_has_a_tiny_test_configuration():
-    assert sorted(TINY) == builtin_families()
+    assert sorted(TINY | TINY_3D) == builtin_families()
 
 
 @pytest.fixture(params=sorted(TINY))

@@ -40,3 +40,24 @@ VAE_BLOCK = {"family": "vae", "width": 8, "latent_dim": 16, "batch_size": 8, "lr
 def family_images(n: int = 32, size: int = SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two classes of images, a bright ellipse left or right of centre, and their labels."""
     return two_class_ellipses(n, size, seed, centres=(0.35, 0.65))
+
+#: The same for the families that learn volumes (``spatial_dims`` = 3), trained on `blob_volumes`.
+TINY_3D: dict[str, dict] = {
+    "ddpm3d": {"unet_channels": [8, 16], "attention_levels": [False, True], "num_res_blocks": 1,
+               "num_head_channels": [0, 8], "norm_num_groups": 8, "ddim_steps": 4, "batch_size": 4, "lr": 1e-3},
+}
+
+
+def blob_volumes(n: int = 16, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 1, S, S, S) volumes in [0, 1]: a bright Gaussian blob, in the left half for label 0 and in
+    the right half (along x) for label 1, at a jittered position and width; and the labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    axis = (np.arange(size) + 0.5) / size
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    volumes = np.empty((n, 1, size, size, size), np.float32)
+    for i, label in enumerate(labels):
+        cx, cy, cz = (0.3 if label == 0 else 0.7) + rng.normal(0, 0.03), *rng.normal(0.5, 0.03, 2)
+        width = rng.uniform(0.12, 0.16)
+        volumes[i, 0] = np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * width ** 2))
+    return volumes, labels.astype(np.int64)

@@ -42,8 +42,8 @@ CHANNEL_JOIN = "+"
 
 
 def channel_count(images: np.ndarray) -> int:
-    """C of a stacked (N, C, H, W) array, 1 for a grey (N, H, W) one."""
-    return int(images.shape[1]) if images.ndim == 4 else 1
+    """C of a stacked (N, C, H, W) array or of volumes (N, C, X, Y, Z), 1 for a grey (N, H, W) one."""
+    return int(images.shape[1]) if images.ndim in (4, 5) else 1
 
 
 def image_channels(images: Path | np.ndarray, table: pd.DataFrame) -> list[str]:

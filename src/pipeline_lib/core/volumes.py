@@ -162,8 +162,9 @@ def volume_dataset_problems(config: Mapping[str, Any]) -> list[str]:
     for model, block in (config.get("models") or {}).items():
         chosen = (block or {}).get("dataset")
         if chosen in settings:
-            problems.append(f"models.{model}.dataset: {chosen!r} is a volume dataset (kind: volume); the "
-                            f"{(block or {}).get('family')} family trains on 2-D slice datasets")
+            problems.append(f"models.{model}.dataset: {chosen!r} is a volume dataset (kind: volume); the train "
+                            "and sample rules read slice datasets only (the 3-D family ddpm3d trains on volumes "
+                            "through models.training.train_model, not yet through the workflow: docs/VOLUMES.md)")
     return problems
 
 

@@ -28,20 +28,23 @@ FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 def image_batch(images: np.ndarray) -> torch.Tensor:
     """A dataset's images as the network's (N, C, H, W) float32 tensor: grey (N, H, W) images get
-    C = 1, a stacked dataset's (N, C, H, W) images keep their channels."""
+    C = 1, a stacked dataset's (N, C, H, W) images keep their channels, and a volume dataset's
+    (N, C, X, Y, Z) volumes (core/volumes.py) pass as they are."""
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     if x.ndim == 3:
         return x.unsqueeze(1)
-    if x.ndim != 4:
-        raise InputError(f"expected images shaped (N, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+    if x.ndim not in (4, 5):
+        raise InputError(f"expected images shaped (N, H, W) or (N, C, H, W), or volumes (N, C, X, Y, Z), "
+                         f"got {tuple(x.shape)}")
     return x
 
 
 def batch_images(x: torch.Tensor) -> np.ndarray:
     """The network's (N, C, H, W) output as the dataset's images, float32 clamped to [0, 1]:
-    (N, H, W) for one channel (as grey datasets are stored), (N, C, H, W) otherwise."""
+    (N, H, W) for one channel (as grey datasets are stored), (N, C, H, W) otherwise; volumes
+    (N, C, X, Y, Z) keep their channel axis, as volume datasets store them."""
     x = x.detach().float().clamp(0, 1).cpu()
-    return (x[:, 0] if x.shape[1] == 1 else x).numpy().astype(np.float32)
+    return (x[:, 0] if x.ndim == 4 and x.shape[1] == 1 else x).numpy().astype(np.float32)
 
 
 class GenerativeModel(nn.Module):
@@ -64,6 +67,8 @@ class GenerativeModel(nn.Module):
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {}
     #: Networks whose weights the trainer averages when ``ema_decay`` is set (those sampling uses).
     EMA_MODULES: ClassVar[tuple[str, ...]] = ()
+    #: 2: the family learns images (N, C, S, S); 3: volumes (N, C, S, S, S) of a volume dataset.
+    spatial_dims: ClassVar[int] = 2
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """``DEFAULTS`` and ``CHOICES`` from the declaration; a family that sets a ``DEFAULTS`` mapping

@@ -218,7 +218,7 @@ class OptimisationStep:
         if self.augmenter is not None:  # the training batch only: validation and samples never pass here
             x = self.augmenter(x)
         if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=memory_format(x.ndim - 2))
         y = y.to(self.device, non_blocking=True) if y is not None else None
         if self.scheduled:
             stage_step, stage_steps = self.model.schedule_position(step, self.target_steps)
@@ -313,9 +313,9 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     ``out_validation`` and ``out_snapshots`` when given.
     """
     settings = TrainerSettings.from_block(name, block)
-    check_known_keys(family_hparams(block), get_family(settings.family).DEFAULTS, f"models.{name}")  # before any work
-    if images.ndim not in (3, 4) or images.shape[-1] != images.shape[-2]:
-        raise InputError(f"training images must be (N, S, S) or stacked (N, C, S, S), got {images.shape}")
+    family = get_family(settings.family)
+    check_known_keys(family_hparams(block), family.DEFAULTS, f"models.{name}")  # before any work
+    check_dimensions(name, settings, family, images)
 
     # The model and its aids, built in the order the seed's draws expect.
     dev = select_device(device)
@@ -412,11 +412,32 @@ def build_seeded_model(settings: TrainerSettings, hparams: dict[str, Any], image
     model = build_model(settings.family, images.shape[-1], hparams, n_classes=n_classes,
                         channels=channel_count(images)).to(dev)
     if settings.channels_last and dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=memory_format(model.spatial_dims))
     model.configure_optimizers()
     model.enable_mixed_precision(settings.precision, on_cpu=settings.amp_on_cpu)
     model.deferred_losses = True  # read back per row of losses (LossWindow), not per step
     return model
+
+
+def check_dimensions(name: str, settings: TrainerSettings, family, images) -> None:
+    """Slices (N, S, S) or stacked (N, C, S, S) for a 2-D family, volumes (N, C, S, S, S) for a 3-D one
+    (``spatial_dims`` = 3); the 2-D training aids (augmentation, the Inception FID) refuse volumes."""
+    shape = tuple(images.shape)
+    if family.spatial_dims == 3:
+        if len(shape) != 5 or len(set(shape[2:])) != 1:
+            raise InputError(f"family '{family.family}' learns volumes: training images must be (N, C, S, S, S) "
+                             f"(a volume dataset with a cubic box), got {shape}")
+        for key, value in (("augment", settings.augmentation), ("fid_every", settings.fid_every)):
+            if value:
+                raise InputError(f"models.{name}.{key}: works on 2-D slices; family '{family.family}' "
+                                 "learns volumes, leave it unset")
+    elif images.ndim not in (3, 4) or images.shape[-1] != images.shape[-2]:
+        raise InputError(f"training images must be (N, S, S) or stacked (N, C, S, S), got {images.shape}")
+
+
+def memory_format(spatial_dims: int) -> torch.memory_format:
+    """The channels-last layout of a batch with 2 or 3 spatial axes."""
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
 
 
 def result_block(block: dict[str, Any]) -> dict[str, Any]:

@@ -56,10 +56,12 @@ from pipeline_lib.models.layers import to_signed, to_unit
 BETA_SCHEDULES = ("linear_beta", "scaled_linear_beta")
 
 
-def build_unet(in_channels: int, h: DDPMHyperparameters | Any, n_classes: int, where: str) -> nn.Module:
-    """MONAI's DiffusionModelUNet from the hyperparameters ``unet_channels``, ``attention_levels``,
-    ``num_res_blocks``, ``num_head_channels`` and ``norm_num_groups`` (checked here, so a bad value
-    is an InputError naming the key rather than an error deep inside MONAI)."""
+def build_unet(in_channels: int, h: DDPMHyperparameters | Any, n_classes: int, where: str,
+               spatial_dims: int = 2) -> nn.Module:
+    """MONAI's DiffusionModelUNet (2-D for images, 3-D for volumes) from the hyperparameters
+    ``unet_channels``, ``attention_levels``, ``num_res_blocks``, ``num_head_channels`` and
+    ``norm_num_groups`` (checked here, so a bad value is an InputError naming the key rather than an
+    error deep inside MONAI)."""
     from monai.networks.nets import DiffusionModelUNet
 
     channels = [int(c) for c in h.unet_channels]
@@ -74,7 +76,7 @@ def build_unet(in_channels: int, h: DDPMHyperparameters | Any, n_classes: int, w
     heads = h.num_head_channels
     heads = [int(v) for v in heads] if isinstance(heads, (list, tuple)) else int(heads)
     return DiffusionModelUNet(
-        spatial_dims=2, in_channels=in_channels, out_channels=in_channels, channels=channels,
+        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=in_channels, channels=channels,
         attention_levels=attention, num_res_blocks=int(h.num_res_blocks), num_head_channels=heads,
         norm_num_groups=groups, num_class_embeds=n_classes + 1 if n_classes else None)
 
@@ -96,13 +98,15 @@ def build_schedulers(h: DDPMHyperparameters | Any, clip_sample: bool, where: str
 class Denoiser(nn.Module):
     """The diffusion process around one UNet: DDPM training loss, DDIM sampling, guidance.
 
-    Shared by ``ddpm`` (on images) and ``ldm`` (on an autoencoder's latents).
-    ``n_classes`` > 0 makes it class-conditional, with label ``n_classes`` as "no class".
+    Shared by ``ddpm`` (on images), ``ddpm3d`` (on volumes: ``spatial_dims`` = 3) and ``ldm`` (on an
+    autoencoder's latents). ``n_classes`` > 0 makes it class-conditional, with label ``n_classes`` as
+    "no class".
     """
 
-    def __init__(self, in_channels: int, h: DDPMHyperparameters | Any, n_classes: int, clip_sample: bool, where: str):
+    def __init__(self, in_channels: int, h: DDPMHyperparameters | Any, n_classes: int, clip_sample: bool, where: str,
+                 spatial_dims: int = 2):
         super().__init__()
-        self.unet = build_unet(in_channels, h, n_classes, where)
+        self.unet = build_unet(in_channels, h, n_classes, where, spatial_dims)
         self.n_classes = n_classes
         self.class_dropout, self.guidance_scale = float(h.class_dropout), float(h.guidance_scale)
         self.ddim_steps = int(h.ddim_steps)
@@ -197,7 +201,7 @@ class DDPM(GenerativeModel):
             raise InputError(f"{self.family}: image_size {image_size} is not divisible by 2^{levels - 1} "
                              f"(one halving per level after the first of unet_channels)")
         self.denoiser = Denoiser(channels, self.hp, n_classes, clip_sample=True,
-                                 where=f"models.<{self.family} model>")
+                                 where=f"models.<{self.family} model>", spatial_dims=self.spatial_dims)
 
     def configure_optimizers(self) -> None:
         self.optimizers = {"unet": self.adam(self.denoiser.parameters(), lr=self.hp.lr)}
@@ -223,7 +227,7 @@ class DDPM(GenerativeModel):
         self.eval()
         labels = check_labels(self, labels, n)
         with self.autocast():
-            x = self.denoiser.sample((n, self.channels, self.image_size, self.image_size), labels, generator,
+            x = self.denoiser.sample((n, self.channels, *[self.image_size] * self.spatial_dims), labels, generator,
                                      self.device)
         return to_unit(x)
 
