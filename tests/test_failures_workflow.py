@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipeline_lib.core.guard import TEST_KILL_VARIABLE, read_failure
-from helpers.workflow import copy_checkout, snakemake
+from helpers.workflow import copy_checkout, small_evaluation, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -105,13 +105,7 @@ def killed_dataset_run(tmp_path_factory):
     config["models"] = {"vae_kept": {**TINY_VAE, "dataset": "kept"}, "vae_killed": {**TINY_VAE, "dataset": "killed"}}
     config["preprocessing"] = {"brain_extraction": "none"}
     config["registration"]["on_poor_fit"] = "keep"
-    config["sampling"] = {"n": 24, "n_reconstruct": 16}
-    config["metrics"] = {"n_original": 16}
-    config["evaluation"] = {"fid": {"repeats": 2, "max_real": 32}, "kid": {"n_subsets": 2, "subset_size": 16},
-                            "prdc": {"nearest_k": 3}, "domain": {"steps": 10, "nearest_k": 3},
-                            "utility": {"seeds": 1, "steps": 10, "n_synthetic": 16},
-                            "diversity": {"n_pairs": 20, "n_reference": 16}, "memorization": {"gallery_k": 2}}
-    config["reader_study"] = {"n_real": 4, "n_per_model": 2, "display_size": 64}
+    small_evaluation(config)
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     os.environ[TEST_KILL_VARIABLE] = "slice_dataset:dataset=killed@kill"
     try:

@@ -23,7 +23,7 @@ import yaml
 from scipy import ndimage
 
 from pipeline_lib.imaging import registration as reg
-from helpers.workflow import copy_checkout, snakemake
+from helpers.workflow import copy_checkout, small_evaluation, snakemake
 
 pytestmark = pytest.mark.integration
 CASES = [("HGG", "BraTS19_2013_10_1"), ("HGG", "BraTS19_CBICA_AAB_1"), ("LGG", "BraTS19_TMC_09043_1"),
@@ -62,13 +62,7 @@ def test_brats_cohort_registers_every_sequence_through_the_t1_transform(tmp_path
     config["datasets"] = {"t1": {**geometry, "filters": {"sequence": "t1"}}, "stacked": {**geometry, "channels": STACKED}}
     config["models"] = {"vae_stacked": {"family": "vae", "dataset": "stacked", "width": 8, "latent_dim": 8,
                                         "batch_size": 8, "budget": {"steps": 6}, "checkpoint_every": 3}}
-    config["sampling"] = {"n": 24, "n_reconstruct": 16}
-    config["metrics"] = {"n_original": 16}
-    config["evaluation"] = {"fid": {"repeats": 2, "max_real": 32}, "kid": {"n_subsets": 2, "subset_size": 16},
-                            "prdc": {"nearest_k": 3}, "domain": {"steps": 10, "nearest_k": 3},
-                            "utility": {"seeds": 1, "steps": 10, "n_synthetic": 16},
-                            "diversity": {"n_pairs": 20, "n_reference": 16}, "memorization": {"gallery_k": 2}}
-    config["reader_study"] = {"n_real": 4, "n_per_model": 2, "display_size": 64}
+    small_evaluation(config)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(work, "--cores", "2", "all", "results/slices/t1/images.npy", timeout=1200)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

@@ -72,6 +72,17 @@ def discovered_checkout(folder: Path, config: dict, subjects: int) -> Path:
     return work
 
 
+def small_evaluation(config: dict) -> None:
+    """Sampling, metrics, evaluation and reader-kit sizes small enough for a 16 px test workflow."""
+    config["sampling"] = {"n": 24, "n_reconstruct": 16}
+    config["metrics"] = {"n_original": 16}
+    config["evaluation"] = {"fid": {"repeats": 2, "max_real": 32}, "kid": {"n_subsets": 2, "subset_size": 16},
+                            "prdc": {"nearest_k": 3}, "domain": {"steps": 10, "nearest_k": 3},
+                            "utility": {"seeds": 1, "steps": 10, "n_synthetic": 16},
+                            "diversity": {"n_pairs": 20, "n_reference": 16}, "memorization": {"gallery_k": 2}}
+    config["reader_study"] = {"n_real": 4, "n_per_model": 2, "display_size": 64}
+
+
 def write_config(work: Path, change) -> None:
     """The test config with `change(config)` applied, as the checkout's config.yaml."""
     config = yaml.safe_load(TEST_CONFIG.read_text())

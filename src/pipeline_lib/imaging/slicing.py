@@ -448,7 +448,7 @@ def _filtered_items(registered: Mapping[str, Path | Mapping[str, Path]], label_t
     return items
 
 
-def _ras_grid(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
+def ras_grid(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
     """The shape and affine of a volume in RAS voxel order (as :func:`_load_ras` reads it), from its header."""
     try:
         image = nib.load(str(path))
@@ -458,12 +458,12 @@ def _ras_grid(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
         raise InputError(f"{path}: expected a 3-D volume, got shape {image.shape}")
     ornt = nib.io_orientation(image.affine)
     shape = tuple(int(image.shape[int(i)]) for i in np.argsort(ornt[:, 0]))
-    return shape, image.affine @ nib.orientations.inv_ornt_aff(ornt, image.shape)
+    return shape, np.asarray(image.affine @ nib.orientations.inv_ornt_aff(ornt, image.shape), dtype=np.float64)
 
 
 def _planned_indices(path: Path, spec: SliceSpec) -> np.ndarray:
     """The slice indices a volume will give, from its header only (to size the image array)."""
-    shape, affine = _ras_grid(path)
+    shape, affine = ras_grid(path)
     k = AXIS_INDEX[spec.axis]
     try:
         return slice_indices(spec.selection, shape[k], float(affine[k, k]), float(affine[k, 3]), spec.axis)
@@ -473,7 +473,7 @@ def _planned_indices(path: Path, spec: SliceSpec) -> np.ndarray:
 
 def _slab_box(path: Path, spec: SliceSpec) -> tuple:
     """(level_mm, grid shape, affine, start, stop) of a training volume's slab, from its header."""
-    shape, affine = _ras_grid(path)
+    shape, affine = ras_grid(path)
     level = _augmentation_level(spec, shape, affine)
     start, stop = section_slab(shape, affine, level, spec.augmentation, spec.axis)
     return level, shape, affine, start, stop

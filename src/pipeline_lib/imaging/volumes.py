@@ -23,7 +23,7 @@ from scipy import ndimage
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path, write_json, write_tsv
 from pipeline_lib.core.volumes import VOLUME_AXES, VOLUME_TABLE_COLUMNS, VolumeDatasetSettings
-from pipeline_lib.imaging.slicing import _check_same_grid, _load_ras, dataset_items, normalise_volume
+from pipeline_lib.imaging.slicing import _check_same_grid, _load_ras, dataset_items, normalise_volume, ras_grid
 
 log = logging.getLogger(__name__)
 
@@ -152,26 +152,13 @@ def _registered_grid(items) -> tuple[tuple[int, int, int], np.ndarray, Path]:
     for subject, _, paths in items:
         if len(paths) > 1:
             _check_same_grid(subject, paths)
-        grids[paths[0]] = _ras_header(paths[0])
+        grids[paths[0]] = ras_grid(paths[0])
     first, (shape, affine) = next(iter(grids.items()))
     for path, (other_shape, other_affine) in grids.items():
         if other_shape != shape or not np.allclose(other_affine, affine, atol=1e-4):
             raise InputError(f"{path} (shape {other_shape}) is not on the grid of {first} (shape {shape}); every "
                              f"volume of a volume dataset must be registered to one template grid")
     return shape, affine, first
-
-
-def _ras_header(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
-    try:
-        image = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise InputError(f"{path}: not a readable NIfTI volume ({type(exc).__name__}: {exc})") from exc
-    if len(image.shape) != 3:
-        raise InputError(f"{path}: expected a 3-D volume, got shape {image.shape}")
-    ornt = nib.io_orientation(image.affine)
-    canonical = [image.shape[int(i)] for i in np.argsort(ornt[:, 0])]
-    affine = image.affine @ nib.orientations.inv_ornt_aff(ornt, image.shape)
-    return tuple(int(v) for v in canonical), np.asarray(affine, dtype=np.float64)
 
 
 def _grid_volume(path: Path, settings: VolumeDatasetSettings, shape, affine, first: Path) -> np.ndarray:
