@@ -127,10 +127,39 @@ def test_the_speed_estimate_changes_no_checkpoint(tmp_path):
     assert read_timing(tmp_path / "ck").steps_done == 28
 
 
+def test_the_run_s_limit_comes_from_its_measurement_then_the_estimate_then_the_budget(tmp_path):
+    from pipeline_lib.core.step_timing import CHECKPOINT_FILE, FORMAT, run_time_limit
+
+    run = {"family": "vae", "budget": {"steps": 1000}, "seed": 0}
+    budget = {"steps": 1000, "seconds_per_step": 30.0}
+    record = {"format": FORMAT, "seconds_per_step": 60.0, "steps_done": 900, "target_steps": 1000,
+              "device": "cuda (test)", "fingerprint": "abc", "settings": settings_key(run), "measured_steps": 50}
+    (tmp_path / FILE_NAME).write_text(json.dumps(record))
+    # measured, but the checkpoint is gone: every planned step is left
+    no_checkpoint = run_time_limit(tmp_path, run, budget, 1000, 1, 10_000)
+    assert no_checkpoint.source == "measured"
+    assert no_checkpoint.minutes == resources.train_time_limit(1, steps_left=1000, seconds_per_step=60.0,
+                                                               measured=True).minutes
+    (tmp_path / "abc").mkdir()
+    (tmp_path / "abc" / CHECKPOINT_FILE).write_bytes(b"")
+    resumable = run_time_limit(tmp_path, run, budget, 1000, 1, 10_000)
+    assert resumable.minutes == resources.train_time_limit(1, steps_left=100, seconds_per_step=60.0,
+                                                           measured=True).minutes
+    # another run's settings: the user's estimate for the planned steps
+    other = run_time_limit(tmp_path, {**run, "seed": 1}, budget, 1000, 2, 10_000)
+    assert other.source == "estimate"
+    assert other.minutes == resources.train_time_limit(2, steps_left=1000, seconds_per_step=30.0).minutes
+    # no estimate either: the budget's rule
+    fallback = run_time_limit(tmp_path, {**run, "seed": 1}, {"steps": 1000}, 1000, 1, 10_000)
+    assert fallback.source == "budget"
+    # the site's cap bounds every source
+    assert run_time_limit(tmp_path, run, budget, 10**6, 1, 120).minutes == 120
+
+
 def test_reading_the_measurement_imports_no_torch(tmp_path):
     """The workflow reads it once per train job while it builds the DAG."""
     code = ("import sys; from pipeline_lib.core import resources, step_timing; "
-            "step_timing.read_timing('.'); resources.train_time_limit(1); "
+            "step_timing.read_timing('.'); resources.train_time_limit(1); step_timing.run_time_limit('.', {}, {}, 10, 1, 60); "
             "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "[]"

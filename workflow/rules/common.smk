@@ -650,20 +650,10 @@ def train_runtime(wildcards, attempt):
     speed an earlier attempt measured (step_timing.json beside the checkpoints) and the steps left,
     else from budget.seconds_per_step, else from the minutes cap; never above the site's maximum.
     A killed run resumes from its checkpoint."""
-    budget = config["models"][wildcards.model]["budget"]
-    root = checkpoint_dir(wildcards)
     cap = max_runtime_minutes()
-    timing = step_timing.read_timing(root)
-    if timing is not None and timing.settings == step_timing.settings_key(model_settings(wildcards)):
-        resumable = os.path.exists(os.path.join(root, timing.fingerprint, "checkpoint.pt"))
-        limit = resources.train_time_limit(
-            attempt, steps_left=timing.steps_left if resumable else planned_steps(wildcards),
-            seconds_per_step=timing.seconds_per_step, measured=True, cap_minutes=cap)
-    elif budget.get("seconds_per_step"):
-        limit = resources.train_time_limit(attempt, steps_left=planned_steps(wildcards),
-                                           seconds_per_step=budget["seconds_per_step"], cap_minutes=cap)
-    else:
-        limit = resources.train_time_limit(attempt, budget_minutes=budget.get("minutes"), cap_minutes=cap)
+    limit = step_timing.run_time_limit(checkpoint_dir(wildcards), model_settings(wildcards),
+                                       config["models"][wildcards.model]["budget"], planned_steps(wildcards),
+                                       attempt, cap)
     note = (wildcards.model, wildcards.seed, attempt)
     if limit.attempts_needed > 1 and note not in _time_limit_notes:
         _time_limit_notes.add(note)

@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 FILE_NAME = "step_timing.json"
+#: The trainer's checkpoint file inside a run's fingerprint folder: a measurement's steps done count
+#: only while it exists (the next attempt resumes from it).
+CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "pipeline_lib-step-timing/1"
 #: Steps of every attempt left out of its measurement (start-up of kernels, loader and caches).
 WARMUP_STEPS = 10
@@ -125,3 +128,22 @@ def device_name(device: Any) -> str:
 
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return str(getattr(device, "type", device))
+
+
+def run_time_limit(root: str | os.PathLike, run_settings: Mapping[str, Any], budget: Mapping[str, Any],
+                   planned_steps: int | None, attempt: int, cap_minutes: float):
+    """A train job's time limit (core.resources.TrainTimeLimit) from what is known of its run: the
+    speed an earlier attempt measured in ``root`` when it was taken with these settings (the steps
+    left only while its checkpoint can be resumed, else all ``planned_steps``), else the user's
+    ``budget.seconds_per_step`` for the planned steps, else the budget's minutes cap."""
+    from pipeline_lib.core.resources import train_time_limit
+
+    timing = read_timing(root)
+    if timing is not None and timing.settings == settings_key(run_settings):
+        resumable = (Path(root) / timing.fingerprint / CHECKPOINT_FILE).exists()
+        return train_time_limit(attempt, steps_left=timing.steps_left if resumable else planned_steps,
+                                seconds_per_step=timing.seconds_per_step, measured=True, cap_minutes=cap_minutes)
+    if budget.get("seconds_per_step"):
+        return train_time_limit(attempt, steps_left=planned_steps, seconds_per_step=budget["seconds_per_step"],
+                                cap_minutes=cap_minutes)
+    return train_time_limit(attempt, budget_minutes=budget.get("minutes"), cap_minutes=cap_minutes)

@@ -51,8 +51,8 @@ from pipeline_lib.core.io import atomic_path
 from pipeline_lib.core.runtime import deterministic_kernels, prepare_cpu_training, seed_everything, select_device
 from pipeline_lib.core.settings import TrainerSettings, check_known_keys, family_hparams, result_part
 from pipeline_lib.core.slices import channel_count, dataset_geometry
-from pipeline_lib.core.step_timing import (TIME_ONLY_BUDGET_KEYS, StepClock, device_name, read_timing, settings_key,
-                                           write_timing)
+from pipeline_lib.core.step_timing import (CHECKPOINT_FILE, TIME_ONLY_BUDGET_KEYS, StepClock, device_name,
+                                           read_timing, settings_key, write_timing)
 from pipeline_lib.core.tensor_files import load_tensor_file, plain_values
 from pipeline_lib.models import build_model, get_family
 from pipeline_lib.models.augment import BatchAugmenter, check_flip_axis
@@ -66,7 +66,7 @@ from pipeline_lib.models.tensorboard import FOLDER as BOARD_FOLDER, TrainingBoar
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = CHECKPOINT_FILE
 #: Checkpoints of this layout (tensors and plain values, loss history beside them); others are refused.
 CHECKPOINT_FORMAT = "pipeline_lib-checkpoint/2"
 
