@@ -45,6 +45,13 @@ def family_images(n: int = 32, size: int = SIZE, seed: int = 0) -> tuple[np.ndar
 TINY_3D: dict[str, dict] = {
     "ddpm3d": {"unet_channels": [8, 16], "attention_levels": [False, True], "num_res_blocks": 1,
                "num_head_channels": [0, 8], "norm_num_groups": 8, "ddim_steps": 4, "batch_size": 4, "lr": 1e-3},
+    # Three autoencoder steps (adversarial from the second), attention in both networks: the resume tests
+    # stop in stage 1, at the boundary and in stage 2.
+    "ldm3d": {"autoencoder_steps": 3, "ae_channels": [8, 8], "ae_attention_levels": [False, True],
+              "ae_norm_num_groups": 8, "ae_num_res_blocks": 1, "latent_channels": 2,
+              "perceptual": {"backbone": "none"}, "adversarial_start": 1, "disc_layers": 2, "disc_channels": 8,
+              "unet_channels": [8, 16], "attention_levels": [False, True], "num_res_blocks": 1,
+              "num_head_channels": [0, 8], "norm_num_groups": 8, "ddim_steps": 4, "batch_size": 2, "lr": 1e-3},
 }
 
 

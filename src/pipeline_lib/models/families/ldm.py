@@ -105,17 +105,19 @@ class LDM(GenerativeModel):
                              f"{self.downsampling}x reduction times the UNet's halvings")
         if int(h.autoencoder_steps) < 1:
             raise InputError(f"{where}: autoencoder_steps must be at least 1")
+        attention, nonlocal_attention = self.autoencoder_attention(len(ae_channels))
         self.autoencoder = AutoencoderKL(
-            spatial_dims=2, in_channels=channels, out_channels=channels, channels=ae_channels,
+            spatial_dims=self.spatial_dims, in_channels=channels, out_channels=channels, channels=ae_channels,
             latent_channels=int(h.latent_channels), num_res_blocks=int(h.ae_num_res_blocks),
-            attention_levels=[False] * len(ae_channels), norm_num_groups=int(h.ae_norm_num_groups),
-            with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
+            attention_levels=attention, norm_num_groups=int(h.ae_norm_num_groups),
+            with_encoder_nonlocal_attn=nonlocal_attention, with_decoder_nonlocal_attn=nonlocal_attention)
         self.discriminator = None
         if h.adversarial_weight > 0:
-            self.discriminator = PatchDiscriminator(spatial_dims=2, num_layers_d=int(h.disc_layers),
+            self.discriminator = PatchDiscriminator(spatial_dims=self.spatial_dims, num_layers_d=int(h.disc_layers),
                                                     channels=int(h.disc_channels), in_channels=channels,
                                                     out_channels=1)
-        self.denoiser = Denoiser(int(h.latent_channels), h, n_classes, clip_sample=False, where=where)
+        self.denoiser = Denoiser(int(h.latent_channels), h, n_classes, clip_sample=False, where=where,
+                                 spatial_dims=self.spatial_dims)
         self.register_buffer("autoencoder_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("unet_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("latent_scale", torch.zeros(()))
@@ -135,12 +137,22 @@ class LDM(GenerativeModel):
             self.register_state_dict_post_hook(drop_feature_net)
             self.register_load_state_dict_pre_hook(fill_feature_net)
 
+    def autoencoder_attention(self, levels: int) -> tuple[list[bool], bool]:
+        """(attention per level, attention in the encoder's and decoder's middle): none in the 2-D
+        tutorial."""
+        return [False] * levels, False
+
     @classmethod
     def resolve_hparams(cls, given: dict[str, Any]):
         hp = super().resolve_hparams(given)
         if hp.beta_schedule not in BETA_SCHEDULES:
-            raise InputError(f"ldm: beta_schedule must be one of {BETA_SCHEDULES}")
+            raise InputError(f"{cls.family}: beta_schedule must be one of {BETA_SCHEDULES}")
         return weights_as_text(hp)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """(channels, *spatial) of one image's latent: each side reduced by the autoencoder's halvings."""
+        return (int(self.hp.latent_channels), *[self.image_size // self.downsampling] * self.spatial_dims)
 
     # -- stages -------------------------------------------------------------------------------
     @property
@@ -150,7 +162,7 @@ class LDM(GenerativeModel):
     def check_budget(self, steps: int | None) -> None:
         """Called by the trainer: a step budget must leave steps for the diffusion stage."""
         if steps is not None and steps <= int(self.hp.autoencoder_steps):
-            raise InputError(f"models.<ldm model>: the budget ({steps} steps) must exceed autoencoder_steps "
+            raise InputError(f"models.<{self.family} model>: the budget ({steps} steps) must exceed autoencoder_steps "
                              f"({self.hp.autoencoder_steps}): both stages count towards it")
 
     def schedule_position(self, step: int, total_steps: int | None) -> tuple[int, int | None]:
@@ -267,14 +279,12 @@ class LDM(GenerativeModel):
         labels = check_labels(self, labels, n)
         if int(self.unet_updates) == 0 and not self._warned_untrained:
             # A minutes budget can end inside the autoencoder stage: say so rather than pass noise off as samples.
-            log.warning("ldm: the diffusion stage has not run (%d of %d autoencoder steps done); samples are "
-                        "decoded noise", int(self.autoencoder_updates), int(self.hp.autoencoder_steps))
+            log.warning("%s: the diffusion stage has not run (%d of %d autoencoder steps done); samples are "
+                        "decoded noise", self.family, int(self.autoencoder_updates), int(self.hp.autoencoder_steps))
             self._warned_untrained = True
-        side = self.image_size // self.downsampling
         scale = float(self.latent_scale) or 1.0  # 0 before the diffusion stage starts
         with self.autocast():
-            z = self.denoiser.sample((n, int(self.hp.latent_channels), side, side), labels, generator,
-                                     self.device)
+            z = self.denoiser.sample((n, *self.latent_shape), labels, generator, self.device)
             x = self.autoencoder.decode(z / scale)
         return x.float().clamp(0, 1)
 
