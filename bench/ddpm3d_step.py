@@ -72,11 +72,11 @@ def worker(size: int, steps: int, batch: int) -> dict:
             "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
-def saved_bytes(batch: int, shape: tuple[int, int, int]) -> dict:
-    """Bytes autograd keeps for backward in one forward pass (meta device), and the parameters'."""
+def saved_tensor_bytes(forward) -> int:
+    """Bytes of the tensors autograd saves for backward while ``forward()`` runs (on the meta device:
+    shapes only), each storage counted once."""
     import torch
 
-    model = denoiser("meta")
     seen: dict[int, int] = {}
 
     def pack(t):
@@ -87,12 +87,20 @@ def saved_bytes(batch: int, shape: tuple[int, int, int]) -> dict:
         seen[key] = max(seen.get(key, 0), t.numel() * t.element_size())
         return t
 
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward()
+    return sum(seen.values())
+
+
+def saved_bytes(batch: int, shape: tuple[int, int, int]) -> dict:
+    """Bytes autograd keeps for backward in one forward pass (meta device), and the parameters'."""
+    import torch
+
+    model = denoiser("meta")
     x = torch.zeros(batch, 1, *shape, device="meta")
     t = torch.zeros(batch, dtype=torch.long, device="meta")
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model.unet(x=x, timesteps=t)
+    activations = saved_tensor_bytes(lambda: model.unet(x=x, timesteps=t))
     params = sum(p.numel() for p in model.parameters())
-    activations = sum(seen.values())
     return {"batch": batch, "shape": list(shape), "parameters": params,
             "activations_gb_fp32": round(activations / 1e9, 2),
             "params_grads_adam_gb": round(params * 16 / 1e9, 3),
