@@ -9,8 +9,9 @@ settings; GPU memory on paper up to Pinaya et al.'s 160 x 224 x 160 grid.
    2 and 3; the fake-3-D perceptual term on the offline Inception stem) and takes one warm-up and
    ``--steps`` timed steps of that stage through ``training_step`` on random (B, 1, S, S, S) volumes:
    stage 1 with the adversarial terms on (its dearest step: autoencoder, perceptual, discriminator),
-   stage 2 on the latents of the frozen autoencoder. It records the median step time and the
-   process's peak resident memory (``VmHWM``; includes torch's and MONAI's libraries, about 500 MB).
+   stage 2 on the latents of the frozen autoencoder. It records the median step time (wall clock,
+   and the process's CPU seconds, which a busy machine inflates less) and the process's peak
+   resident memory (``VmHWM``; includes torch's and MONAI's libraries, about 500 MB).
    The model is built for 32 voxels and fed S-voxel volumes (the networks are convolutional; the
    family's ``image_size`` asks for a power of two, 48 is not one).
 2. GPU, on paper: the bytes autograd saves for backward in one forward pass on the ``meta`` device
@@ -69,16 +70,17 @@ def worker(size: int, stage: int, steps: int, batch: int) -> dict:
     model = tutorial_model(stage)
     model.configure_optimizers()
     volumes = torch.rand(batch, 1, size, size, size)
-    times = []
+    times, cpu_times = [], []
     for i in range(steps + 1):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         losses = model.training_step(volumes, None)
         if i:  # the first step warms up the kernels
             times.append(time.perf_counter() - started)
+            cpu_times.append(time.process_time() - cpu_started)
     assert losses["stage"] == stage, losses
     return {"size": size, "stage": stage, "batch": batch, "steps": steps, "threads": torch.get_num_threads(),
             "step_s_median": round(statistics.median(times), 2), "step_s": [round(t, 2) for t in times],
-            "peak_rss_mb": round(peak_rss_mb(), 1)}
+            "cpu_s_median": round(statistics.median(cpu_times), 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def pinaya_networks():
@@ -167,9 +169,10 @@ def main() -> None:
     lines = ["# ldm3d: time per step and memory per stage (bench/ldm3d_step.py)", "",
              "CPU, measured (tutorial networks, one warm-up step, median of the timed steps; peak RSS of the "
              "process; stage 1 with the adversarial and perceptual terms on):", "",
-             "| volume | stage | batch | threads | s / step | peak RSS MB |", "|---|---|---|---|---|---|"]
+             "| volume | stage | batch | threads | s / step | CPU s / step | peak RSS MB |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {m['size']}^3 | {m['stage']} | {m['batch']} | {m['threads']} | {m['step_s_median']} | "
-              f"{m['peak_rss_mb']} |" for m in measured]
+              f"{m['cpu_s_median']} | {m['peak_rss_mb']} |" for m in measured]
     lines += ["", "GPU, on paper (autograd's saved tensors counted on the meta device + 16 bytes per trained "
               "parameter, 4 per frozen one; float32):", "",
               "| case | latent | parameters (autoencoder / UNet) | stage 1 GB | stage 2 GB | largest encoder map GB |",
