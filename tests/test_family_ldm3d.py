@@ -223,9 +223,9 @@ def test_bad_settings_and_slices_are_refused(tmp_path):
         build_model("ldm3d", SIZE, {**TINY_3D["ldm3d"], "ae_attention_levels": [False]})
     with pytest.raises(InputError, match=r"fake_3d_ratio must lie in \(0, 1\]"):
         build_model("ldm3d", SIZE, {**TINY_3D["ldm3d"], "perceptual": {"backbone": "none", "fake_3d_ratio": 0}})
-    with pytest.raises(InputError, match="divisible by the autoencoder's 4x reduction"):
-        build_model("ldm3d", SIZE, {**TINY_3D["ldm3d"], "ae_channels": [8, 8, 8],
-                                    "ae_attention_levels": [False] * 3, "unet_channels": [8, 16, 16],
+    with pytest.raises(InputError, match="divisible by the autoencoder's 8x reduction"):  # 8 x 4 > 16 voxels
+        build_model("ldm3d", SIZE, {**TINY_3D["ldm3d"], "ae_channels": [8, 8, 8, 8],
+                                    "ae_attention_levels": [False] * 4, "unet_channels": [8, 16, 16],
                                     "attention_levels": [False] * 3, "num_head_channels": [0, 0, 8]})
     problems = check_model_blocks({"m": {"family": "ldm3d", "budget": {"steps": 9}, "ae_chanels": [8]}})
     assert len(problems) == 1, problems
