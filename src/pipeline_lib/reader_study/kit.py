@@ -265,10 +265,10 @@ def compose_named(pools: Mapping[str, pd.DataFrame], settings: ReaderStudySettin
 
 def write_kit(kit: pd.DataFrame, training: pd.DataFrame, files: Mapping[str, bytes], settings: ReaderStudySettings,
               view: Mapping, *, kit_dir: Path, answer_key: Path, summary: Path, folder: str = "images",
-              page_files: Sequence[str] = PAGE_FILES) -> dict:
+              page_files: Sequence[str] = PAGE_FILES, details: Mapping | None = None) -> dict:
     """Write a composed kit: its files (name -> bytes, under ``folder``), the page with ``view`` (what
     the page needs to display them: slice kits their size, volume kits their grid), the answer key
-    outside the folder and the summary (with ``view``). Returns the summary."""
+    outside the folder and the summary (with ``view`` and ``details``). Returns the summary."""
     kit = kit.copy()
     kit_id = kit_identifier(list(kit["image"]) + list(training["image"]), files)
     kit.insert(1, "kit_id", kit_id)
@@ -282,7 +282,7 @@ def write_kit(kit: pd.DataFrame, training: pd.DataFrame, files: Mapping[str, byt
     _write_kit_folder(Path(kit_dir).resolve(), files, page, settings, folder, page_files)
     columns = KEY_COLUMNS + (["reader_id"] if settings.reader_ids is not None else [])
     write_tsv(Path(answer_key).resolve(), kit.sort_values("image")[columns])
-    info = {**_summary(kit, kit_id, settings), **view}
+    info = {**_summary(kit, kit_id, settings), **view, **(details or {})}
     info["n_familiarisation"] = int(len(training))
     info["familiarisation_per_source"] = {str(k): int(v) for k, v in training.groupby("source").size().items()}
     if settings.reader_ids is not None:
