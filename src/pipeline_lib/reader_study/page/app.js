@@ -216,7 +216,7 @@
     var blocks = blockCount();
     var block = blocks ? blockNumber(index) : 0;
     $("progress").textContent = (blocks ? "Block " + block + " of " + blocks + " · " : "") +
-      "Image " + (index + 1) + " of " + state.order.length;
+      (VOLUMES ? "Volume " : "Image ") + (index + 1) + " of " + state.order.length;
     document.body.setAttribute("data-block", String(block));
     if (blocks && index > 0 && block !== blockNumber(index - 1)) {
       notice = "Block " + (block - 1) + " is done. Block " + block + " of " + blocks + " begins.";
