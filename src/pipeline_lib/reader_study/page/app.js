@@ -173,7 +173,7 @@
     showScreen("familiarisation");
     $("fam-progress").textContent = "Practice case " + (index + 1) + " of " + cases.length;
     if (VOLUMES) {
-      practiceViewer.layout(Math.max(300, $("familiarisation").clientWidth), 420, 1);
+      practiceViewer.layout(Math.max(300, contentWidth("familiarisation")), 420, 1);
       practiceViewer.setWindowLevel(DEFAULT_WINDOW, DEFAULT_LEVEL);
       practiceViewer.show(item.image, function () {}, function () { missing(item.image); });
     } else {
@@ -181,8 +181,8 @@
       img.style.width = Math.round(KIT.image_width * Math.min(1, 512 / KIT.image_height)) + "px";
       img.src = "images/" + item.image;
     }
-    $("fam-answer").textContent = "This image is " + (item.truth === "real" ? "REAL (an MRI slice of a person)." :
-      "SYNTHETIC (made by a computer model).");
+    $("fam-answer").textContent = (VOLUMES ? "This volume is " : "This image is ") + (item.truth === "real" ?
+      (VOLUMES ? "REAL (an MRI of a person)." : "REAL (an MRI slice of a person).") : "SYNTHETIC (made by a computer model).");
     $("fam-answer").setAttribute("data-truth", item.truth);
     $("fam-next").textContent = index + 1 < cases.length ? "Next practice case" : "Start the study";
     $("fam-next").onclick = function () {
@@ -340,8 +340,8 @@
     var stage = $("stage");
     var width = Math.max(64, stage.parentElement.clientWidth);
     var height = Math.max(128, window.innerHeight - RESERVED_HEIGHT);
-    if (VOLUMES) {
-      var scale = viewer.layout(width, height - VOLUME_CONTROLS_HEIGHT, zoom);
+    if (VOLUMES) {  // the reading screen's whole width (style.css)
+      var scale = viewer.layout(contentWidth("reading"), height - VOLUME_CONTROLS_HEIGHT, zoom);
       $("zoom-level").textContent = scale.toFixed(1) + " px/mm";
       stage.classList.toggle("zoomed", zoom > 1);
       document.body.setAttribute("data-zoom", String(zoom));
@@ -354,6 +354,12 @@
     stage.classList.toggle("zoomed", zoom > 1);
     $("zoom-level").textContent = Math.round(100 * fit * zoom) + " %";
     document.body.setAttribute("data-zoom", String(zoom));
+  }
+
+  // px inside a screen's padding
+  function contentWidth(id) {
+    var style = window.getComputedStyle($(id));
+    return $(id).clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
   }
 
   function setZoom(value) {
@@ -516,7 +522,9 @@
 
   // Volume kits: the viewers take the image's place; the instructions speak of volumes.
   function initVolumes() {
-    $("item-noun").textContent = "brain MRI volumes";
+    Array.prototype.forEach.call(document.querySelectorAll("[data-volume-text]"), function (span) {
+      span.textContent = span.getAttribute("data-volume-text");
+    });
     $("volume-instructions").hidden = false;
     $("view-help").textContent = "Wheel, slider or \u2191/\u2193: slice (\u2190/\u2192: plane). Click: crosshair. " +
       "Drag: left/right = window, up/down = level. Both reset for every volume.";

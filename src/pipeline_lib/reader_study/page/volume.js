@@ -17,6 +17,7 @@
   var TITLES = { axial: "Axial", coronal: "Coronal", sagittal: "Sagittal" };
   var DRAG_PX = 4;        // a pointer that moves less than this is a click (crosshair), else a drag
   var PX_PER_RANGE = 300; // px of drag for the whole grey range, as on the slice page
+  var PANE_SPACE = 60;    // px between and around the three panes (style.css: gaps, padding, borders)
   var loaded = {};        // name -> voxels (Uint8Array), the shown and the preloaded volume only
 
   // Called by every volumes/<name>.js file.
@@ -207,7 +208,7 @@
         mmWide += g.cols * C * g.colMm;
         mmHigh = Math.max(mmHigh, g.rows * g.rowMm);
       });
-      var scale = Math.min((width - 40) / mmWide, height / mmHigh) * zoom;
+      var scale = Math.min((width - PANE_SPACE) / mmWide, height / mmHigh) * zoom;
       PLANES.forEach(function (plane) {
         var g = geometry[plane], canvas = panes[plane].canvas;
         canvas.style.width = Math.round(g.cols * C * g.colMm * scale) + "px";
