@@ -506,7 +506,12 @@ def test_volume_page_scrolls_three_planes_window_level_and_exports(volume_kit, b
     page.keyboard.press("R" if answer(name, []) == "real" else "S")
     page.keyboard.press("4")
     for index in range(2, total + 1):
+        if index == 5:  # a reload goes on with the fifth volume, no practice again
+            page.reload()
+            _start(page, "V")
         name = _wait_for_volume(page, index, total)
+        if index == 5:
+            assert "4 of 8 volumes already answered" in page.inner_text("#hint")
         if index == 2:
             assert page.get_attribute("#volume-viewer", "data-window") == "1.000"
             assert [_slice_index(page, p) for p in centre] == list(centre.values())

@@ -198,7 +198,7 @@
   }
 
   function beginReading() {    notice = state.responses.length > 0 ?
-      "Welcome back: " + state.responses.length + " of " + state.order.length + " images already answered." : "";
+      "Welcome back: " + state.responses.length + " of " + state.order.length + (VOLUMES ? " volumes" : " images") + " already answered." : "";
     showScreen("reading");
     layoutImage();  // the screen has its width only once shown
     showImage(state.responses.length);
