@@ -28,7 +28,7 @@ import base64
 import logging
 import re
 from pathlib import Path
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ import pandas as pd
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.guard import read_failure
 from pipeline_lib.core.settings import REAL, ReaderStudySettings, read_settings
-from pipeline_lib.core.slices import load_table
+from pipeline_lib.core.slices import SplitImages, load_table
 from pipeline_lib.core.volumes import read_grid
 from pipeline_lib.reader_study.kit import PAGE_FILES, check_key_outside, compose_named, real_pool, write_kit
 
@@ -68,17 +68,19 @@ def read_volume_script(data: bytes, shape: Sequence[int]) -> tuple[str, np.ndarr
     return match.group(1).decode("ascii"), np.frombuffer(base64.b64decode(match.group(2)), np.uint8).reshape(shape)
 
 
-def _load_volumes(path: Path) -> np.ndarray:
+def _load_volumes(path: Path) -> SplitImages:
+    """Every volume of ``path``, read from the file one at a time when indexed (``pread``, not a memory
+    map, whose touched pages would stay in the job's resident set)."""
     try:
         data = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: cannot read as a .npy volume stack ({error})") from None
     if data.ndim != 5 or data.shape[0] == 0:
         raise InputError(f"{path}: expected (N, C, X, Y, Z) volumes, got shape {data.shape}")
-    return data
+    return SplitImages(path, np.arange(len(data)))
 
 
-def generated_pool(volumes: np.ndarray, labels: Path | None, group_by: str | None, source: Path) -> pd.DataFrame:
+def generated_pool(volumes: SplitImages, labels: Path | None, group_by: str | None, source: Path) -> pd.DataFrame:
     """A 3-D run's volumes as a pool; with ``group_by`` its labels.tsv ``label`` column (when the run
     wrote one) gives the groups, else every volume is of no group."""
     groups = np.full(len(volumes), "", dtype=object)
@@ -118,18 +120,38 @@ def build_volume_kit(volumes: Path, table: Path, samples: Mapping[str, Path | tu
     if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
         raise InputError(f"voxel spacing must be three positive mm values (x, y, z), not {spacing_mm!r}")
     kit, training = compose_named(pools, settings, sources, suffix=".js")
-    files = {}
-    for row in pd.concat([kit, training], ignore_index=True).itertuples(index=False):
-        volume = np.asarray(stacks[row.source][int(row.source_index)], dtype=np.float32)
-        if not np.isfinite(volume).all():
-            raise InputError(f"{sources[row.source]}: volume {row.source_index} holds NaN or infinite values")
-        files[row.image] = volume_script(row.image, volume_voxels(volume))
+    rows = pd.concat([kit, training], ignore_index=True)
+    files = _VolumeFiles(dict(zip(rows["image"], zip(rows["source"], rows["source_index"].astype(int)))), stacks, sources)
     channels, *grid = stacks[REAL].shape[1:]
     view = {"mode": "volume", "volume": {"shape": [int(v) for v in grid], "channels": int(channels),
                                          "spacing_mm": spacing, "interpolation": settings.interpolation}}
-    sizes = {"bytes_per_volume": len(next(iter(files.values()))), "volume_bytes": int(sum(map(len, files.values())))}
+    one = len(files[next(iter(files))])
+    sizes = {"bytes_per_volume": one, "volume_bytes": one * len(files)}
     return write_kit(kit, training, files, settings, view, kit_dir=kit_dir, answer_key=answer_key, summary=summary,
                      folder=VOLUME_FOLDER, page_files=VOLUME_PAGE_FILES, details=sizes)
+
+
+class _VolumeFiles(Mapping):
+    """The kit's volume files by name, each made when read: a kit is hashed and written one volume at a
+    time, so building it holds one volume whatever the kit's size (a kit of 100 volumes on Pinaya et
+    al.'s grid is 765 MB)."""
+
+    def __init__(self, rows: Mapping[str, tuple[str, int]], stacks: Mapping[str, np.ndarray],
+                 sources: Mapping[str, str]):
+        self.rows, self.stacks, self.sources = rows, stacks, sources
+
+    def __getitem__(self, name: str) -> bytes:
+        source, index = self.rows[name]
+        volume = np.asarray(self.stacks[source][index], dtype=np.float32)
+        if not np.isfinite(volume).all():
+            raise InputError(f"{self.sources[source]}: volume {index} holds NaN or infinite values")
+        return volume_script(name, volume_voxels(volume))
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 def volume_kit_job(volumes: Path, table: Path, grid: Path, sample_files: Sequence[str | Path], models: Sequence[str],
