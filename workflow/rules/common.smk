@@ -713,6 +713,34 @@ def reader_responses(wildcards):
     return [str(p) for p in response_files(reader_responses_dir(wildcards.dataset))]
 
 
+# Volume kits (reader_volumes.smk): called only by its rules, which need the 3-D wiring (VOLUME_MODELS).
+def reader_volume_models(wildcards):
+    """The reader-study 3-D models of the kit's volume dataset."""
+    return [m for m in reader_study_models() if m in VOLUME_MODELS and MODEL_DATASET[m] == wildcards.dataset]
+
+
+def reader_volume_datasets():
+    """Volume datasets with a reader kit: those reader-study 3-D models learn."""
+    chosen = {MODEL_DATASET[m] for m in reader_study_models() if m in VOLUME_MODELS}
+    return [d for d in VOLUME_DATASET_SETTINGS if d in chosen]
+
+
+def reader_volume_input(name):
+    """Input function: the kit's volume dataset's ``name`` output (volumes, table, grid)."""
+
+    def of_dataset(wildcards):
+        return expand(getattr(rules.volume_dataset.output, name), volume_dataset=wildcards.dataset)[0]
+
+    return of_dataset
+
+
+def reader_volume_responses(wildcards):
+    """A volume kit's response files: always the sub-folder of reader_study.responses_dir named after its
+    volume dataset (a slice kit may use the folder itself; its scoring reads no sub-folder)."""
+    folder = os.path.join(config["reader_study"]["responses_dir"], wildcards.dataset)
+    return [str(p) for p in response_files(folder)]
+
+
 def model_domain_network(wildcards):
     """The domain network of the model's dataset."""
     return expand(rules.domain_network.output.network, dataset=MODEL_DATASET[wildcards.model])[0]
