@@ -102,7 +102,7 @@ def test_a_changed_input_reruns_only_its_batch_and_a_folder_is_what_its_own_job_
     assert _dry_run(work) == {"ingest_batch": 1, "register_batch": 1, "ingest_qc": 1, "qc_tables": 1}
     # the subject's own ingest job (execution.subject_batches: 0) writes the same bytes
     batched = _folder_bytes(work / "results/ingest" / subject)
-    own = snakemake(work, "--cores", "1", "--forcerun", "ingest", f"results/ingest/{subject}",
+    own = snakemake(work, "--cores", "1", "--force", f"results/ingest/{subject}",
                     "--config", "execution={'subject_batches': 0}")
     assert own.returncode == 0, own.stdout[-3000:] + own.stderr[-3000:]
     assert _folder_bytes(work / "results/ingest" / subject) == batched
