@@ -107,3 +107,26 @@ def test_the_test_hook_names_the_subject_as_its_own_job_would(monkeypatch, tmp_p
     rows = guard_subject_batch(_batch_job("1/1"), subjects, _work(tmp_path, dying=""), stage="registration",
                                out_dir=lambda s: str(tmp_path / "results/register" / s))
     assert [row["status"] for row in rows] == ["ok", "failed"]
+
+
+def test_in_a_slurm_job_a_hanging_subject_is_stopped_at_its_share_of_the_runtime(monkeypatch, tmp_path):
+    import time
+
+    subjects = SUBJECTS[:3]
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_JOB_END_TIME", str(time.time() + 3600))
+
+    def work(subject):
+        if subject == subjects[0]:
+            time.sleep(120)
+        _subject_folder(tmp_path, subject, "ok")
+
+    job = SimpleNamespace(resources={"attempt": "1/1", "mem_mb": 2000, "runtime": 0.3}, rule="register_batch",
+                          wildcards={"batch": "b0"})
+    started = time.monotonic()
+    rows = guard_subject_batch(job, subjects, work, stage="registration",
+                               out_dir=lambda s: str(tmp_path / "results/register" / s))
+    assert time.monotonic() - started < 60
+    assert [row["status"] for row in rows] == ["failed", "ok", "ok"]
+    reason = collect_status_table([rows[0]["folder"]]).loc[0, "reason"]
+    assert reason == "time limit 6 s reached in registration"

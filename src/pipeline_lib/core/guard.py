@@ -511,12 +511,16 @@ def guard_subject_batch(snakemake, subjects: list[str], work: Callable[[str], No
     are worked on. On the last attempt a hard death is the subject's failed row; before it, and for
     a Python error, the batch job fails once every subject has had its turn (Snakemake retries the
     batch, with the next attempt's requests). Each subject may use the job's memory (they run one
-    after another) and, in a SLURM job, its share of the job's time limit (the rule's runtime is
-    the sum of its subjects'). Returns the manifest's rows: subject, folder, status."""
+    after another) and, in a SLURM job, its share of the rule's runtime (the sum of its subjects'
+    limits), never past the allocation's end. Returns the manifest's rows: subject, folder, status."""
     rule = snakemake.rule.removesuffix("_batch")
     limits = JobLimits.of(snakemake.resources)
     started = time.monotonic()
-    share = limits.seconds / len(subjects) if limits.seconds is not None and subjects else None
+    # a subject's share of the rule's runtime (a group's later member must keep its own time)
+    runtime = _resource(snakemake.resources, "runtime")
+    share = None
+    if limits.seconds is not None and subjects:
+        share = float(runtime) * 60 / len(subjects) if runtime else limits.seconds / len(subjects)
     rows, unresolved = [], []
     for subject in subjects:
         folder = out_dir(subject)
