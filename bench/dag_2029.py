@@ -1,7 +1,7 @@
 """Dry run of the whole workflow for a 2,029-subject cohort (Ungría Hirte et al.'s size).
 
     python bench/dag_2029.py [--subjects 2029] [--out bench/results/dag_2029.json] [--keep DIR]
-                             [--reuse DIR] [--source CHECKOUT] [--floor]
+                             [--reuse DIR] [--source CHECKOUT] [--floor] [--subject-batches B]
 
 In a scratch copy of the checkout (Snakefile, workflow/, src/, envs/ and the
 repository's config.yaml, its input pointed at the cohort below) this
@@ -26,6 +26,9 @@ again in such a folder (after copying the workflow in afresh), so that two versi
 of the code are compared on one cohort: ``--source CHECKOUT`` copies the workflow
 from another checkout (e.g. ``--source /path/to/main`` for the code before a change).
 
+``--subject-batches B`` sets ``execution.subject_batches: B`` in the checkout's config: ingest and
+register as B batch jobs each instead of one job per subject (core/subject_batches.py).
+
 ``--floor`` also times Snakemake's own share: a Snakefile of the same shape (the
 discovery checkpoint's subject table, per subject an ingest and a register job in a
 group, the cohort tables, one job after them) whose rules have no input functions,
@@ -49,6 +52,7 @@ from pathlib import Path
 import yaml
 
 from pipeline_lib.core.io import write_json
+from pipeline_lib.core.subject_batches import assign_batches
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -85,11 +89,19 @@ def copy_workflow(work: Path, source: Path = REPO) -> None:
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
 
 
-def make_checkout(work: Path, sheet: Path, source: Path = REPO) -> None:
+def make_checkout(work: Path, sheet: Path, source: Path = REPO, subject_batches: int = 0) -> None:
     """A copy of the workflow whose config points at the placeholder cohort."""
     copy_workflow(work, source)
     config = yaml.safe_load((source / "config.yaml").read_text())
     config.setdefault("input", {})["source"] = str(sheet)
+    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    set_subject_batches(work, subject_batches)
+
+
+def set_subject_batches(work: Path, subject_batches: int) -> None:
+    """``execution.subject_batches`` in the checkout's config (0: one job per subject)."""
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["execution"] = {"subject_batches": subject_batches}
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -177,34 +189,42 @@ def floor(scratch: Path, subjects_table: Path) -> dict:
     return {"jobs": job_counts(dry_run["output"]), "dry_run": {k: v for k, v in dry_run.items() if k != "output"}}
 
 
-def dry_run_result(n_subjects: int, work: Path) -> dict:
+def dry_run_result(n_subjects: int, work: Path, subject_batches: int = 0) -> dict:
     """Time ``snakemake -n all`` in a checkout whose discovery has run."""
     dry_run = measured([str(SNAKEMAKE), "--cores", "2", "-n", "all"], work)
     jobs = job_counts(dry_run["output"])
-    if jobs.get("ingest") != n_subjects or jobs.get("register") != n_subjects:
-        raise RuntimeError(f"expected {n_subjects} ingest and register jobs, got {jobs}")
+    per_subject = ("ingest", "register")
+    expected = n_subjects
+    if subject_batches:
+        subjects = (work / "results/inputs/subjects.tsv").read_text().splitlines()[1:]
+        expected = len(assign_batches([row.split("\t", 1)[0] for row in subjects], subject_batches))
+        per_subject = ("ingest_batch", "register_batch")
+    if any(jobs.get(rule) != expected for rule in per_subject):
+        raise RuntimeError(f"expected {expected} {' and '.join(per_subject)} jobs, got {jobs}")
     return {"jobs": jobs, "dry_run": {k: v for k, v in dry_run.items() if k != "output"}}
 
 
-def run(n_subjects: int, scratch: Path, source: Path, reuse: bool, with_floor: bool) -> dict:
+def run(n_subjects: int, scratch: Path, source: Path, reuse: bool, with_floor: bool, subject_batches: int = 0) -> dict:
     """Build the cohort and checkout under ``scratch`` (or, with ``reuse``, copy ``source``'s
     workflow into the one there), run discovery and the dry run."""
     cohort, work = scratch / "cohort", scratch / "checkout"
     started = time.perf_counter()
-    result: dict = {"n_subjects": n_subjects, "source": "this checkout" if source == REPO else str(source)}
+    result: dict = {"n_subjects": n_subjects, "source": "this checkout" if source == REPO else str(source),
+                    "subject_batches": subject_batches}
     if reuse:
         copy_workflow(work, source)
+        set_subject_batches(work, subject_batches)
         n_subjects = len((work / "results/inputs/subjects.tsv").read_text().splitlines()) - 1
         result["n_subjects"] = n_subjects
     else:
         cohort.mkdir()
         work.mkdir()
         sheet = make_cohort(cohort, n_subjects)
-        make_checkout(work, sheet, source)
+        make_checkout(work, sheet, source, subject_batches)
         result["setup_s"] = round(time.perf_counter() - started, 2)
         discovery = measured([str(SNAKEMAKE), "--cores", "2", "discover_inputs"], work)
         result["discovery"] = {k: v for k, v in discovery.items() if k != "output"}
-    result.update(dry_run_result(n_subjects, work))
+    result.update(dry_run_result(n_subjects, work, subject_batches))
     dry = result["dry_run"]
     result["targets"] = {"wall_s": TARGET_WALL_S, "peak_rss_mb": TARGET_PEAK_MB}
     result["within_targets"] = dry["wall_s"] <= TARGET_WALL_S and dry["peak_rss_mb"] <= TARGET_PEAK_MB
@@ -231,16 +251,19 @@ def main() -> None:
                         help="checkout whose workflow is timed (default: this one)")
     parser.add_argument("--floor", action="store_true",
                         help="also time Snakemake alone on a Snakefile of the same shape")
+    parser.add_argument("--subject-batches", type=int, default=0,
+                        help="execution.subject_batches: ingest and register as this many batch jobs (0: per subject)")
     args = parser.parse_args()
     source = args.source.resolve()
+    options = dict(with_floor=args.floor, subject_batches=args.subject_batches)
     if args.reuse:
-        result = run(args.subjects, args.reuse, source, reuse=True, with_floor=args.floor)
+        result = run(args.subjects, args.reuse, source, reuse=True, **options)
     elif args.keep:
         args.keep.mkdir(parents=True)
-        result = run(args.subjects, args.keep, source, reuse=False, with_floor=args.floor)
+        result = run(args.subjects, args.keep, source, reuse=False, **options)
     else:
         with tempfile.TemporaryDirectory(prefix="dag_bench_") as scratch:
-            result = run(args.subjects, Path(scratch), source, reuse=False, with_floor=args.floor)
+            result = run(args.subjects, Path(scratch), source, reuse=False, **options)
     write_json(args.out, result)
     dry = result["dry_run"]
     line = (f"{result['n_subjects']} subjects, {result['jobs'].get('total')} jobs: dry run {dry['wall_s']} s "

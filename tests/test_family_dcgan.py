@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 import torch
 from torch import nn
 
@@ -12,6 +13,7 @@ from pipeline_lib.models import build_model
 from pipeline_lib.models.layers import to_signed
 
 from helpers.images import ellipse_batch
+from helpers.workflow import REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,12 +90,36 @@ def test_depth_follows_image_size():
         assert model.discriminate(torch.zeros(2, 1, size, size), None).shape == (2,)
 
 
+@pytest.mark.parametrize("family", ["dcgan", "wgan"])
+def test_han_preset_keeps_four_stages_at_128_px(family):
+    """Han et al. use "the same DCGAN architecture" at 128 px: four stages from an 8 x 8 projection."""
+    preset = yaml.safe_load((REPO / "presets" / "han_2018.yaml").read_text())
+    block = preset["models"][f"{family}_t1_128"]
+    model = build_model(family, 128, {**TINY, "stages": block["stages"]})
+    g = model.generator
+    deconvs = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(deconvs) == 4
+    assert g.project.out_features == g.c0 * 8 * 8
+    downs = [m for m in model.discriminator.features.modules() if isinstance(m, nn.Conv2d)]
+    assert len(downs) == 4
+    assert model.discriminator.head.in_features == TINY["width"] * 8 * 8 * 8
+    assert model.sample(2).shape == (2, 1, 128, 128)
+    assert model.discriminate(torch.zeros(2, 1, 128, 128), None).shape == (2,)
+
+
+def test_stages_that_cannot_reach_the_image_size_are_rejected():
+    with pytest.raises(InputError, match="stages: image_size 32 cannot be reached with 6 x2 stages"):
+        build_model("dcgan", 32, {**TINY, "stages": 6})
+    with pytest.raises(InputError, match="stages must be an integer"):
+        build_model("dcgan", 64, {**TINY, "stages": 0})
+
+
 def test_published_defaults():
     from pipeline_lib.models.families.dcgan import DCGAN
 
     assert DCGAN.DEFAULTS == {"preset": "kazuhiro", "latent_dim": 100, "width": 32, "kernel_size": 5,
                               "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128,
-                              "diffaugment": None, "r1_gamma": 0.0}  # small-cohort aids, off as published
+                              "stages": None, "diffaugment": None, "r1_gamma": 0.0}  # small-cohort aids, off as published
     han = build_model("dcgan", 64, {"preset": "han"}).hparams
     assert han["kernel_size"] == 4
     assert han["batch_size"] == 64

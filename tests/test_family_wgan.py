@@ -42,7 +42,7 @@ def test_sample_shape_and_range(family, size):
 def test_wgan_published_defaults_and_optimiser():
     from pipeline_lib.models.families.wgan import WGAN
 
-    assert WGAN.DEFAULTS == {"latent_dim": 100, "width": 32, "lr": 5e-5, "batch_size": 64,
+    assert WGAN.DEFAULTS == {"latent_dim": 100, "width": 32, "stages": None, "lr": 5e-5, "batch_size": 64,
                              "n_critic": 5, "clip_value": 0.01,
                              "diffaugment": None, "r1_gamma": 0.0}  # small-cohort aids, off as published
     model = build_model("wgan", 64, {})

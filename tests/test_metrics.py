@@ -152,6 +152,22 @@ def test_reconstruction_mse_per_image(rng):
     assert std == pytest.approx(per.std(), rel=RTOL)
 
 
+def test_reconstruction_pixel_spread_is_over_every_pixel(rng):
+    """The paper's "0.004 ± 0.02": the spread of the squared error over pixels, not over images."""
+    a = rng.random((4, 5, 7))
+    b = rng.random((4, 5, 7))
+    out = metrics.reconstruction_metrics(a, b, 255.0)
+    squared = (a - b) ** 2
+    assert out["recon_mse_mean"] == pytest.approx(squared.mean(), rel=RTOL)
+    assert out["recon_mse_pixel_std"] == pytest.approx(squared.std(), rel=1e-9)
+    # one wrong pixel in a perfect reconstruction: tiny per-image spread, large pixel spread
+    c = a.copy()
+    c[0, 0, 0] = 1.0 - a[0, 0, 0]
+    sparse = metrics.reconstruction_metrics(a, c, 255.0)
+    assert sparse["recon_mse_pixel_std"] == pytest.approx(((a - c) ** 2).std(), rel=1e-9)
+    assert sparse["recon_mse_pixel_std"] > 4 * sparse["recon_mse_std"]
+
+
 def test_sample_metrics_keys_and_values(samples, originals):
     out = metrics.sample_metrics(samples, originals, sharpness_scale=1.0)
     assert out["dataset_similarity"] == pytest.approx(_loop_ds(samples, originals), rel=RTOL)
@@ -172,6 +188,7 @@ def test_reconstruction_metrics(originals, rng):
     assert set(out) >= {
         "recon_mse_mean",
         "recon_mse_std",
+        "recon_mse_pixel_std",
         "recon_sharpness_mean",
         "recon_sharpness_std",
         "original_sharpness_mean",

@@ -255,3 +255,15 @@ def test_protocol_errors_name_the_file_and_the_item(tmp_path, change, message):
         load_published(_write(tmp_path, "x_2000", {**GOOD, "protocol": [item]}))
     assert "x_2000.yaml" in str(err.value)
     assert "'lr'" in str(err.value)
+
+
+def test_ungria_reconstruction_mse_carries_the_spread_over_pixels(studies):
+    """The paper's "0.004 ± 0.02" spreads the squared error over pixels; the run's cell does the same."""
+    from pipeline_lib.report.paper_section import DatasetView, ModelView, paper_values
+
+    record = {"recon_mse_mean": 0.0041, "recon_mse_std": 0.0007, "recon_mse_pixel_std": 0.021,
+              "recon_sharpness_mean": 349.0, "recon_sharpness_std": 160.0}
+    values = paper_values(studies["ungria_hirte_2020"], [ModelView("vae", "vae", "d", metrics=[record])],
+                          {"d": DatasetView("d")})
+    assert values.ours["reconstruction"]["Vanilla VAE"]["MSE"] == {"mean": 0.0041, "sd": 0.021}
+    assert "over every pixel" in values.notes["reconstruction"]

@@ -344,3 +344,231 @@ def test_familiarisation_first_then_blocks_of_the_readers_own_set(designed_kit, 
     assert not foreign
     assert not errors
     page.close()
+
+
+# ----- volume kits (reader_study/volume_kit.py, page/volume.js) ---------------------------------
+
+VOLUME_GRID = (12, 10, 8)  # X, Y, Z: a different length on every axis catches a transposed plane
+
+
+@pytest.fixture(scope="module")
+def volume_kit(tmp_path_factory):
+    """4 real test volumes + 2 of each of two 3-D runs, two channels, 2 practice volumes, confidence asked."""
+    from pipeline_lib.reader_study import volume_kit as vk
+
+    root = tmp_path_factory.mktemp("reader_browser_volumes")
+    rng = np.random.default_rng(9)
+    shape = (2, *VOLUME_GRID)
+    write_npy(root / "volumes.npy", rng.random((8, *shape)).astype(np.float32))
+    write_tsv(root / "volumes.tsv", pd.DataFrame({"row": range(8), "subject": [f"sub-{i:010d}" for i in range(8)],
+                                                 "split": ["test"] * 8, "augmented": 0, "sequence": "t1+t2"}))
+    samples = {}
+    for model in ("m1", "m2"):
+        samples[model] = root / model / "volumes.npy"
+        write_npy(samples[model], (0.5 * rng.random((4, *shape))).astype(np.float32))
+    vk.build_volume_kit(root / "volumes.npy", root / "volumes.tsv", samples,
+                        {"n_real": 4, "n_per_model": 2, "n_familiarisation": 2},
+                        kit_dir=root / "kit", answer_key=root / "answer_key.tsv", summary=root / "summary.json",
+                        spacing_mm=[1.0, 1.2, 2.0])
+    key = pd.read_csv(root / "answer_key.tsv", sep="\t", dtype=str, keep_default_na=False)
+    return {"root": root, "dir": root / "kit", "key": key, "key_path": root / "answer_key.tsv",
+            "kit_id": key["kit_id"].iloc[0], "shape": shape}
+
+
+def _volume_pixels(page, plane: str) -> np.ndarray:
+    """The grey values the reading viewer's ``plane`` canvas holds (its red channel)."""
+    height, width, values = page.evaluate(
+        """(plane) => {
+            const canvas = document.querySelector(`#volume-viewer .pane[data-plane=${plane}] canvas`);
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            const red = [];
+            for (let i = 0; i < data.length; i += 4) { red.push(data[i]); }
+            return [canvas.height, canvas.width, red];
+        }""", plane)
+    return np.asarray(values, dtype=np.int64).reshape(height, width)
+
+
+def _expected_slice(voxels: np.ndarray, plane: str, index: int, window: float = 1.0, level: float = 0.5) -> np.ndarray:
+    """The evaluation's radiological slice of the stored 8-bit volume (channels side by side) through
+    window/level as volume.js applies it (Math.round: floor(x + 0.5))."""
+    from pipeline_lib.evaluation.volumetric import plane_slices
+
+    grey = np.concatenate(list(plane_slices(voxels[None].astype(np.float64), plane, [index])), axis=1)
+    return np.floor(np.clip((grey / 255 - (level - window / 2)) / window, 0, 1) * 255 + 0.5).astype(np.int64)
+
+
+def _slice_index(page, plane: str) -> int:
+    return int(page.get_attribute(f"#volume-viewer .pane[data-plane={plane}] canvas", "data-index"))
+
+
+def _wait_for_volume(page, index: int, total: int) -> str:
+    page.wait_for_function(
+        "([k, n]) => document.body.dataset.ready === 'yes' && "
+        "document.getElementById('progress').textContent === `Volume ${k} of ${n}`", arg=[index, total])
+    return page.get_attribute("#volume-viewer", "data-volume")
+
+
+def test_volume_page_scrolls_three_planes_window_level_and_exports(volume_kit, browser_context, tmp_path):
+    """Practice volumes first; then every plane scrolls (wheel, arrow keys, slider) and shows the
+    evaluation's slice of the stored volume; a click moves the other planes to the point; window/level
+    (preset and drag) changes the pixels as its formula says and resets with the next volume; the
+    answers export and score like a slice kit's."""
+    from pipeline_lib.reader_study.volume_kit import read_volume_script
+
+    key, total, kit_dir = volume_kit["key"], len(volume_kit["key"]), volume_kit["dir"]
+    X, Y, Z = VOLUME_GRID
+    page = browser_context.new_page()
+    foreign, errors = _watch(page, (kit_dir.as_uri() + "/", "blob:"))
+    page.goto((kit_dir / "index.html").as_uri())
+    assert "brain MRI volumes" in page.inner_text("#start")
+    assert page.is_visible("#volume-instructions")
+    _start(page, "V")
+    for k in range(2):
+        page.wait_for_function(f"document.getElementById('fam-progress').textContent === 'Practice case {k + 1} of 2'")
+        page.wait_for_function("document.getElementById('practice-viewer').dataset.volume !== undefined")
+        practice = page.get_attribute("#practice-viewer", "data-volume")
+        assert practice not in set(key["image"])
+        assert page.get_attribute("#fam-answer", "data-truth") in ("real", "synthetic")
+        page.click("#fam-next")
+
+    name = _wait_for_volume(page, 1, total)
+    voxels = read_volume_script((kit_dir / "volumes" / name).read_bytes(), volume_kit["shape"])[1]
+    centre = {"axial": Z // 2, "coronal": Y // 2, "sagittal": X // 2}
+    for plane, index in centre.items():
+        assert _slice_index(page, plane) == index
+        np.testing.assert_array_equal(_volume_pixels(page, plane), _expected_slice(voxels, plane, index))
+    # panes in mm proportions: axial 2 x 12 voxels of 1 mm wide, 10 voxels of 1.2 mm high
+    axial = page.eval_on_selector("#volume-viewer .pane[data-plane=axial] canvas", "c => c.getBoundingClientRect().toJSON()")
+    assert axial["width"] / axial["height"] == pytest.approx(24 / 12, rel=0.03)
+
+    def changed(plane, index):
+        page.wait_for_function(
+            "([plane, k]) => document.querySelector(`#volume-viewer .pane[data-plane=${plane}] canvas`)"
+            ".dataset.index === String(k)", arg=[plane, index])
+        np.testing.assert_array_equal(_volume_pixels(page, plane), _expected_slice(voxels, plane, index))
+
+    # mouse wheel over the axial pane
+    page.mouse.move(axial["x"] + axial["width"] / 2, axial["y"] + axial["height"] / 2)
+    page.mouse.wheel(0, 100)
+    changed("axial", Z // 2 + 1)
+    page.mouse.wheel(0, -100)
+    page.mouse.wheel(0, -100)
+    changed("axial", Z // 2 - 1)
+    # arrow keys scroll the pane under the pointer; left/right choose another pane
+    coronal = page.eval_on_selector("#volume-viewer .pane[data-plane=coronal] canvas", "c => c.getBoundingClientRect().toJSON()")
+    page.mouse.move(coronal["x"] + 5, coronal["y"] + 5)
+    page.keyboard.press("ArrowUp")
+    changed("coronal", Y // 2 + 1)
+    page.keyboard.press("ArrowRight")
+    assert page.get_attribute("#volume-viewer", "data-active") == "sagittal"
+    page.keyboard.press("ArrowDown")
+    changed("sagittal", X // 2 - 1)
+    # the sagittal slider
+    page.eval_on_selector("#volume-viewer .pane[data-plane=sagittal] input",
+                          "s => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
+    changed("sagittal", 0)
+    assert _slice_index(page, "axial") == Z // 2 - 1  # the other planes stay
+    # a click on the axial pane (its second channel, display row 2, column 3) moves the other two planes there
+    page.mouse.click(axial["x"] + axial["width"] * (12 + 3.5) / 24, axial["y"] + axial["height"] * 2.5 / Y)
+    changed("coronal", Y - 1 - 2)
+    changed("sagittal", X - 1 - 3)
+    assert _slice_index(page, "axial") == Z // 2 - 1
+    point = page.get_attribute("#volume-viewer", "data-point")
+
+    # window/level: a preset, then a drag (300 px = the whole range), each applied to every plane
+    page.click(".wl-preset[data-window='0.3']")
+    assert page.get_attribute("#volume-viewer", "data-window") == "0.300"
+    for plane in centre:
+        np.testing.assert_array_equal(_volume_pixels(page, plane),
+                                      _expected_slice(voxels, plane, _slice_index(page, plane), 0.3, 0.5))
+    assert not np.array_equal(_volume_pixels(page, "axial"), _expected_slice(voxels, "axial", _slice_index(page, "axial")))
+    page.click(".wl-preset[data-window='1']")
+    centre_xy = (axial["x"] + axial["width"] / 2, axial["y"] + axial["height"] / 2)
+    page.mouse.move(*centre_xy)
+    page.mouse.down()
+    page.mouse.move(centre_xy[0] - 150, centre_xy[1] - 30, steps=5)
+    page.mouse.up()
+    window = float(page.get_attribute("#volume-viewer", "data-window"))
+    level = float(page.get_attribute("#volume-viewer", "data-level"))
+    assert (window, level) == (pytest.approx(0.5, abs=0.01), pytest.approx(0.6, abs=0.01))
+    assert page.get_attribute("#volume-viewer", "data-point") == point  # a drag is not a click
+    difference = _volume_pixels(page, "coronal") - _expected_slice(voxels, "coronal", Y - 3, window, level)
+    assert np.abs(difference).max() <= 1  # the readout rounds window and level to 3 digits
+
+    # answers: keys as on the slice page; the next volume starts centred at the stored grey levels
+    truth = dict(zip(key["image"], key["truth"]))
+
+    def answer(name, before):  # everything right except the first real volume
+        first_real = truth[name] == "real" and "real" not in [truth[n] for n in before]
+        return "synthetic" if first_real else truth[name]
+
+    shown = [name]
+    page.keyboard.press("R" if answer(name, []) == "real" else "S")
+    page.keyboard.press("4")
+    for index in range(2, total + 1):
+        if index == 5:  # a reload goes on with the fifth volume, no practice again
+            page.reload()
+            _start(page, "V")
+        name = _wait_for_volume(page, index, total)
+        if index == 5:
+            assert "4 of 8 volumes already answered" in page.inner_text("#hint")
+        if index == 2:
+            assert page.get_attribute("#volume-viewer", "data-window") == "1.000"
+            assert [_slice_index(page, p) for p in centre] == list(centre.values())
+            voxels = read_volume_script((kit_dir / "volumes" / name).read_bytes(), volume_kit["shape"])[1]
+            np.testing.assert_array_equal(_volume_pixels(page, "sagittal"), _expected_slice(voxels, "sagittal", X // 2))
+        page.click(f"#answer-{answer(name, shown)}")
+        shown.append(name)
+        page.click(".conf[data-confidence='3']")
+    page.wait_for_selector("body[data-screen=done]")
+    responses = tmp_path / "responses"
+    responses.mkdir()
+    path = _export(page, responses)
+    assert foreign == []
+    assert errors == []
+    page.close()
+
+    rows = pd.read_csv(path)
+    assert path.name == f"reader-V-{volume_kit['kit_id']}.csv"
+    assert list(rows["image"]) == shown == rs.reader_order(volume_kit["kit_id"], "V", list(key["image"]))
+    out = tmp_path / "scores"
+    scores = reader_scores_job(volume_kit["key_path"], response_files(responses), scores_json=out / "scores.json",
+                               tables={"readers": out / "readers.tsv"})
+    reader = scores["readers"][0]
+    assert [reader[k] for k in ("TP", "FN", "FP", "TN")] == [3, 1, 0, 4]
+    assert reader["complete"]
+
+
+def test_volume_page_hides_the_volume_when_the_time_is_up(tmp_path, browser_context):
+    """The slice kit's time limit applies to volumes: the viewer is hidden, the answer still asked
+    for and flagged timed_out."""
+    from pipeline_lib.reader_study import volume_kit as vk
+
+    rng = np.random.default_rng(4)
+    write_npy(tmp_path / "volumes.npy", rng.random((3, 1, 6, 5, 4)).astype(np.float32))
+    write_tsv(tmp_path / "volumes.tsv", pd.DataFrame({"row": range(3), "subject": [f"sub-{i:010d}" for i in range(3)],
+                                                     "split": "test", "augmented": 0, "sequence": "t1"}))
+    write_npy(tmp_path / "m.npy", rng.random((2, 1, 6, 5, 4)).astype(np.float32))
+    vk.build_volume_kit(tmp_path / "volumes.npy", tmp_path / "volumes.tsv", {"m": tmp_path / "m.npy"},
+                        {"n_real": 1, "n_per_model": 1, "time_limit_s": 1.0, "ask_confidence": False},
+                        kit_dir=tmp_path / "kit", answer_key=tmp_path / "key.tsv", summary=tmp_path / "summary.json")
+    page = browser_context.new_page()
+    foreign, errors = _watch(page, ((tmp_path / "kit").as_uri() + "/", "blob:"))
+    page.goto((tmp_path / "kit" / "index.html").as_uri())
+    _start(page, "T")
+    _wait_for_volume(page, 1, 2)
+    assert page.eval_on_selector("#volume-viewer", "v => getComputedStyle(v).visibility") == "visible"
+    page.wait_for_selector("#time-up", state="visible", timeout=10_000)
+    assert page.eval_on_selector("#volume-viewer", "v => getComputedStyle(v).visibility") == "hidden"
+    page.keyboard.press("S")
+    _wait_for_volume(page, 2, 2)
+    assert page.eval_on_selector("#volume-viewer", "v => getComputedStyle(v).visibility") == "visible"
+    page.keyboard.press("R")
+    page.wait_for_selector("body[data-screen=done]")
+    rows = pd.read_csv(_export(page, tmp_path))
+    assert list(rows["answer"]) == ["synthetic", "real"]
+    assert rows.loc[0, "timed_out"] == 1
+    assert rows.loc[0, "response_ms"] >= 1000
+    assert foreign == []
+    assert errors == []
+    page.close()

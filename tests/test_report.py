@@ -105,7 +105,8 @@ def _metrics(seed: int, recon: bool) -> dict:
               "sharpness_std": float(500 * rng.random()), "sharpness_scale": 255.0, "n_samples": 64,
               "n_originals": 80}
     if recon:
-        values |= {"recon_mse_mean": 0.004123456, "recon_mse_std": 0.02, "recon_sharpness_mean": 349.0,
+        values |= {"recon_mse_mean": 0.004123456, "recon_mse_std": 0.002, "recon_mse_pixel_std": 0.02,
+                   "recon_sharpness_mean": 349.0,
                    "recon_sharpness_std": 160.0, "original_sharpness_mean": 1495.0, "original_sharpness_std": 659.0,
                    "n_reconstructions": 80}
     return values

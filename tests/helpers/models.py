@@ -45,6 +45,7 @@ def family_images(n: int = 32, size: int = SIZE, seed: int = 0) -> tuple[np.ndar
 TINY_3D: dict[str, dict] = {
     "ddpm3d": {"unet_channels": [8, 16], "attention_levels": [False, True], "num_res_blocks": 1,
                "num_head_channels": [0, 8], "norm_num_groups": 8, "ddim_steps": 4, "batch_size": 4, "lr": 1e-3},
+    "wgan_gp3d": {"width": 4, "latent_dim": 16, "batch_size": 4},
     # Three autoencoder steps (adversarial from the second), attention in both networks: the resume tests
     # stop in stage 1, at the boundary and in stage 2.
     "ldm3d": {"autoencoder_steps": 3, "ae_channels": [8, 8], "ae_attention_levels": [False, True],

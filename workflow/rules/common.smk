@@ -7,6 +7,7 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import yaml
@@ -19,6 +20,7 @@ from pipeline_lib.core.jobs import is_within, portable_path
 from pipeline_lib.core.overrides import typed_overrides
 from pipeline_lib.core.private import private_folder
 from pipeline_lib.core import step_timing
+from pipeline_lib.core.subject_batches import assign_batches
 from pipeline_lib.core.settings import (TrainerSettings, canonical, dataset_params, dataset_settings, enabled_models,
                                         model_dataset, model_seeds, rerun_settings, result_part, rule_settings)
 from pipeline_lib.core.volumes import volume_dataset_mb, volume_dataset_params, volume_dataset_settings
@@ -82,6 +84,7 @@ USED_DATASETS = [d for d in DATASETS if d in MODEL_DATASET.values()] or DATASETS
 
 wildcard_constraints:
     subject=r"sub-[0-9a-f]{10}",
+    batch=r"b[0-9]+",
     model="|".join(MODELS) if MODELS else "(?!)",
     seed=r"\d+",
     dataset="|".join(DATASETS),
@@ -189,6 +192,101 @@ def subject_batch(wildcards):
     return batch
 
 
+# ----- subjects in batches (execution.subject_batches; core/subject_batches.py) -----
+
+#: B > 0: ingest and register run B batch jobs each instead of a job per subject.
+SUBJECT_BATCHES = config["execution"]["subject_batches"]
+
+
+@functools.lru_cache(maxsize=4)
+def _batched_subjects(path, state):
+    return assign_batches(_subject_rows(path, state), SUBJECT_BATCHES)
+
+
+def batched_subjects():
+    """batch -> its subjects, once discovery has run."""
+    path = discovery_output().subjects
+    return _batched_subjects(str(path), file_state(path))
+
+
+def batch_subjects(wildcards):
+    return batched_subjects()[wildcards.batch]
+
+
+def per_subject_inputs(pattern, subjects):
+    """A per-subject stage's folders (``pattern``, e.g. rules.register.output[0]) as a later rule's
+    input: the folders themselves, or with batches the manifests of the batches that hold
+    ``subjects`` (core/qc's readers open the folders they list)."""
+    manifest = SUBJECT_BATCH_MANIFESTS.get(str(pattern)) if SUBJECT_BATCHES else None
+    if manifest is None:
+        return expand(pattern, subject=subjects)
+    wanted = set(subjects)
+    return expand(manifest, batch=[batch for batch, members in batched_subjects().items() if wanted & set(members)])
+
+
+#: The per-subject folder pattern -> the manifest of the batch rule that writes it (filled in by
+#: ingest.smk and register.smk).
+SUBJECT_BATCH_MANIFESTS = {}
+
+
+def _each_subject(wildcards):
+    """The batch's subjects as the per-subject functions below take them (wildcards.subject)."""
+    return [SimpleNamespace(subject=subject) for subject in batch_subjects(wildcards)]
+
+
+def batch_staged_inputs(wildcards):
+    """Every subject's staging links: a changed source reruns its batch (staged_input)."""
+    return [path for subject in _each_subject(wildcards) for path in staged_input(subject)]
+
+
+def batch_ingest_params(wildcards):
+    """pseudonym -> what its own ingest job gets as params, and its folder; a subject added to the
+    batch changes them, so the batch reruns."""
+    folder = str(rules.ingest.output[0])
+    return {w.subject: {"staged": staged_link(w), "format": subject_format(w), "kind": subject_kind(w),
+                        "sequences": subject_sequences(w), "reference": subject_reference(w),
+                        "folder": folder.format(subject=w.subject)}
+            for w in _each_subject(wildcards)}
+
+
+def batch_folders(pattern):
+    """Params: pseudonym -> ``pattern`` (a per-subject folder) for the batch's subjects."""
+
+    def folders(wildcards):
+        return {subject: str(pattern).format(subject=subject) for subject in batch_subjects(wildcards)}
+
+    return folders
+
+
+def mem_ingest_batch(wildcards, attempt):
+    """Subjects run one after another: the largest subject's request (mem_ingest's formula)."""
+    largest = max(resources.source_bytes(staged_input(w)) for w in _each_subject(wildcards))
+    return resources.request_mb(resources.ingest_mb(largest), attempt)
+
+
+def mem_register_batch(wildcards, attempt):
+    """The largest ingested subject's request (mem_register's formula), read again when the batch is
+    ready to run (before, from the cohort's configuration)."""
+    folder = str(rules.ingest.output[0])
+    largest = max(resources.bytes_on_disk([folder.format(subject=s)]) for s in batch_subjects(wildcards))
+    return resources.request_mb(resources.register_mb(largest, registration_grid()), attempt)
+
+
+def batch_minutes_per_attempt(minutes):
+    """A subject's time limit (minutes_per_attempt) times the batch's subjects, which run one after
+    another (core/guard.guard_subject_batch gives each its share), at most the longest a job may ask."""
+
+    def runtime(wildcards, attempt):
+        return min(minutes * attempt * len(batch_subjects(wildcards)), max_runtime_minutes())
+
+    return runtime
+
+
+def subject_batch_group(wildcards):
+    """A batch's ingest and register jobs share one cluster job."""
+    return f"subjects-{wildcards.batch}"
+
+
 def discovered_subjects():
     return sorted(discovered().index)
 
@@ -272,7 +370,7 @@ def per_subject_of_dataset(pattern):
         subjects = discovered()
         check_filters_against_subjects(wildcards.dataset, DATASET_SETTINGS[wildcards.dataset].filters,
                                        subjects.reset_index(), config["input"].get("layout", "auto"))
-        return expand(pattern, subject=sorted(subjects.index))
+        return per_subject_inputs(pattern, sorted(subjects.index))
 
     return expand_checked
 
@@ -281,7 +379,7 @@ def per_subject(pattern):
     """Input function: ``pattern`` expanded over every discovered subject."""
 
     def expand_subjects(wildcards):
-        return expand(pattern, subject=discovered_subjects())
+        return per_subject_inputs(pattern, discovered_subjects())
 
     return expand_subjects
 
@@ -337,7 +435,7 @@ def per_subject_of_volume_dataset(pattern):
         filters = VOLUME_DATASET_SETTINGS[wildcards.volume_dataset].filters
         check_filters_against_subjects(wildcards.volume_dataset, filters, subjects.reset_index(),
                                        config["input"].get("layout", "auto"))
-        return expand(pattern, subject=sorted(subjects.index))
+        return per_subject_inputs(pattern, sorted(subjects.index))
 
     return expand_checked
 
@@ -711,6 +809,34 @@ def reader_responses_dir(dataset):
 def reader_responses(wildcards):
     """Every response CSV in the kit's responses folder: a new or changed file reruns the scoring."""
     return [str(p) for p in response_files(reader_responses_dir(wildcards.dataset))]
+
+
+# Volume kits (reader_volumes.smk): called only by its rules, which need the 3-D wiring (VOLUME_MODELS).
+def reader_volume_models(wildcards):
+    """The reader-study 3-D models of the kit's volume dataset."""
+    return [m for m in reader_study_models() if m in VOLUME_MODELS and MODEL_DATASET[m] == wildcards.dataset]
+
+
+def reader_volume_datasets():
+    """Volume datasets with a reader kit: those reader-study 3-D models learn."""
+    chosen = {MODEL_DATASET[m] for m in reader_study_models() if m in VOLUME_MODELS}
+    return [d for d in VOLUME_DATASET_SETTINGS if d in chosen]
+
+
+def reader_volume_input(name):
+    """Input function: the kit's volume dataset's ``name`` output (volumes, table, grid)."""
+
+    def of_dataset(wildcards):
+        return expand(getattr(rules.volume_dataset.output, name), volume_dataset=wildcards.dataset)[0]
+
+    return of_dataset
+
+
+def reader_volume_responses(wildcards):
+    """A volume kit's response files: always the sub-folder of reader_study.responses_dir named after its
+    volume dataset (a slice kit may use the folder itself; its scoring reads no sub-folder)."""
+    folder = os.path.join(config["reader_study"]["responses_dir"], wildcards.dataset)
+    return [str(p) for p in response_files(folder)]
 
 
 def model_domain_network(wildcards):

@@ -53,6 +53,36 @@ rule ingest:
         "../scripts/ingest.py"
 
 
+rule ingest_batch:
+    """With execution.subject_batches: the ingest of a batch of subjects in one job, each subject
+    under its own guard, into the folder its own ingest job would write; the manifest lists them."""
+    input:
+        staged=batch_staged_inputs,
+    output:
+        manifest="results/batches/ingest/{batch}.subjects.tsv",
+    log:
+        "logs/ingest_batch/{batch}.log",
+    params:
+        subjects=batch_ingest_params,
+        ingest=section_settings("ingest"),
+        on_bad_input=lookup(dpath="on_bad_input", within=config),
+    resources:
+        attempt=job_attempt,
+        mem_mb=mem_ingest_batch,
+        runtime=batch_minutes_per_attempt(10),
+    group:
+        subject_batch_group
+    message:
+        "Ingesting the subjects of batch {wildcards.batch}"
+    conda:
+        "../../envs/imaging.yaml"
+    script:
+        "../scripts/ingest_batch.py"
+
+
+SUBJECT_BATCH_MANIFESTS[str(rules.ingest.output[0])] = rules.ingest_batch.output.manifest
+
+
 rule ingest_qc:
     """One row per subject (ingest outcome and reason) and per ignored entry of the input tree;
     a private copy adds the source paths for the data steward."""

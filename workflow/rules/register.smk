@@ -30,6 +30,39 @@ rule register:
         "../scripts/register.py"
 
 
+rule register_batch:
+    """With execution.subject_batches: the registration of a batch of subjects in one job, each
+    subject under its own guard, into the folder its own register job would write."""
+    input:
+        ingested=rules.ingest_batch.output.manifest,
+    output:
+        manifest="results/batches/register/{batch}.subjects.tsv",
+    log:
+        "logs/register_batch/{batch}.log",
+    params:
+        ingested=batch_folders(rules.ingest.output[0]),
+        folders=batch_folders(rules.register.output[0]),
+        registration=section_settings_set("registration", "voxel_size"),
+        preprocessing=section_settings_set("preprocessing", "brain_extraction_sequence"),
+        on_bad_input=lookup(dpath="on_bad_input", within=config),
+    threads: 1
+    resources:
+        attempt=job_attempt,
+        mem_mb=mem_register_batch,
+        runtime=batch_minutes_per_attempt(30),
+    group:
+        subject_batch_group
+    message:
+        "Registering the subjects of batch {wildcards.batch} ({params.registration[transform]})"
+    conda:
+        "../../envs/imaging.yaml"
+    script:
+        "../scripts/register_batch.py"
+
+
+SUBJECT_BATCH_MANIFESTS[str(rules.register.output[0])] = rules.register_batch.output.manifest
+
+
 rule qc_tables:
     """One row per subject: registration outcome (ok, flagged, failed, skipped), with reasons and
     the registration QC numbers."""

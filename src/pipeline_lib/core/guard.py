@@ -500,3 +500,46 @@ def guard_dataset_job(snakemake, work: Callable[[], None], *, stage: str, upstre
     dataset = wildcards.get("dataset", wildcards.get("volume_dataset", ""))
     return guard_job(snakemake, work, stage=stage, write_failure=lambda reason: write_failed_records(
         outputs, failure_record(snakemake.rule, reason, dataset=dataset), folders))
+
+
+def guard_subject_batch(snakemake, subjects: list[str], work: Callable[[str], None], *, stage: str,
+                        out_dir: Callable[[str], str], kind: Callable[[str], str] = lambda subject: "") -> list[dict]:
+    """A batch job's subjects (core/subject_batches), each under its own guard as
+    :func:`guard_subject_job` runs one: ``work(subject)`` writes ``out_dir(subject)``, the folder the
+    subject's own job (rule ``snakemake.rule`` without ``_batch``) writes, with the same content and
+    the same failed record. One subject's death costs that subject only: the batch's other subjects
+    are worked on. On the last attempt a hard death is the subject's failed row; before it, and for
+    a Python error, the batch job fails once every subject has had its turn (Snakemake retries the
+    batch, with the next attempt's requests). Each subject may use the job's memory (they run one
+    after another) and, in a SLURM job, its share of the rule's runtime (the sum of its subjects'
+    limits), never past the allocation's end. Returns the manifest's rows: subject, folder, status."""
+    rule = snakemake.rule.removesuffix("_batch")
+    limits = JobLimits.of(snakemake.resources)
+    started = time.monotonic()
+    # a subject's share of the rule's runtime (a group's later member must keep its own time)
+    runtime = _resource(snakemake.resources, "runtime")
+    share = None
+    if limits.seconds is not None and subjects:
+        share = float(runtime) * 60 / len(subjects) if runtime else limits.seconds / len(subjects)
+    rows, unresolved = [], []
+    for subject in subjects:
+        folder = out_dir(subject)
+        _remove(Path(folder))  # what an earlier run or a killed attempt left: the job's own output
+        seconds = None if share is None else min(share, limits.seconds - (time.monotonic() - started))
+        outcome = run_guarded(lambda: work(subject), stage=stage, memory_bytes=limits.memory_bytes,
+                              seconds=seconds, job_label=job_label(rule, {"subject": subject}))
+        what = f"{subject}: attempt {limits.attempt} of {limits.attempts}: {outcome.reason}"
+        if not outcome.ok and limits.last_attempt and outcome.hard:
+            print(f"guard: {what}; recorded as failed", file=sys.stderr, flush=True)
+            write_failed_subject(folder, subject, rule, outcome.reason, kind(subject))
+        elif not outcome.ok:
+            print(f"guard: {what}", file=sys.stderr, flush=True)
+            unresolved.append(subject)
+            continue
+        status = json.loads((Path(folder) / "status.json").read_text()).get("status", "")
+        rows.append({"subject": subject, "folder": folder, "status": status})
+    if unresolved:
+        print(f"guard: {len(unresolved)} of {len(subjects)} subject(s) of this batch did not finish"
+              + ("; Snakemake retries the batch" if not limits.last_attempt else ""), file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    return rows

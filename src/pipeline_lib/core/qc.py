@@ -38,6 +38,7 @@ import pandas as pd
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import write_json
+from pipeline_lib.core.subject_batches import subject_folders
 
 STATUS_NAME = "status.json"
 STATUS_COLUMNS = ["subject", "stage", "status", "kind", "reason", "warning"]
@@ -100,7 +101,7 @@ def collect_status_table(stage_dirs: list[str | Path], qc_file: str | None = Non
     that column, lowest first; otherwise in folder order.
     """
     rows = []
-    for stage_dir in stage_dirs:
+    for stage_dir in subject_folders(stage_dirs):
         status = read_status(stage_dir)
         row = {col: status.get(col, "") for col in STATUS_COLUMNS}
         qc_path = Path(stage_dir) / qc_file if qc_file else None
@@ -147,7 +148,7 @@ def outputs_with_status(stage_dirs: list[str | Path], filename: str,
     if unknown:
         raise InputError(f"unknown subject status(es) {', '.join(unknown)}; known: {', '.join(STATUSES)}")
     found = {}
-    for stage_dir in stage_dirs:
+    for stage_dir in subject_folders(stage_dirs):
         status = read_status(stage_dir)
         if status.get("status") in statuses:
             found[status["subject"]] = Path(stage_dir) / filename

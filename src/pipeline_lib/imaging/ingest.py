@@ -124,6 +124,17 @@ def ingest_subject(source: Path, fmt: str, out_dir: Path, subject: str, *, kind:
     return write_status(out_dir, status)
 
 
+def ingest_job(staged: Path, fmt: str, out_dir: Path, subject: str, *, kind: str = "", reference: str = "",
+               settings: IngestSettings | Mapping[str, Any] | None = None) -> dict:
+    """A subject's ingest as the workflow runs it (its own job or its batch's): the staged input
+    (the link private/staging/<pseudonym>/input, never the source's path), the other sequences and
+    masks staged beside it, and the reference sequence's name; returns the status."""
+    status = ingest_subject(Path(staged), fmt, Path(out_dir), subject, kind=kind, settings=settings)
+    status = ingest_other_sequences(Path(staged).parent, Path(out_dir), status, settings=settings)
+    write_reference(Path(out_dir), reference)
+    return status
+
+
 def ingest_other_sequences(staging: Path, out_dir: Path, status: dict, *,
                            settings: IngestSettings | Mapping[str, Any] | None = None) -> dict:
     """Ingest ``staging``'s ``sequences/<name>`` and ``masks/<name>`` into ``out_dir``'s folders of

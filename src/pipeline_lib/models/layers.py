@@ -27,6 +27,21 @@ def n_resolution_stages(image_size: int, base_size: int = BASE_SIZE) -> int:
     return stages
 
 
+def network_geometry(image_size: int, stages: int | None = None) -> tuple[int, int]:
+    """(x2 stages, side of the smallest feature map) of a DCGAN-style network: one stage per
+    doubling from BASE_SIZE (``stages`` None), or exactly ``stages`` (Radford et al.'s four at
+    any size, so a 128 px network projects to 8 x 8)."""
+    if stages is None:
+        return n_resolution_stages(image_size), BASE_SIZE
+    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
+        raise ValueError(f"stages must be an integer >= 1 or null, got {stages!r}")
+    base = image_size // 2**stages
+    if base < 1 or base * 2**stages != image_size:
+        raise ValueError(f"image_size {image_size} cannot be reached with {stages} x2 stages "
+                         f"(it must be a multiple of {2**stages})")
+    return stages, base
+
+
 def stride2_padding(kernel_size: int) -> tuple[int, int]:
     """(padding, output_padding) that make a stride-2 (transposed) convolution exactly halve (double).
 

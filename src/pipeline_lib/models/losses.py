@@ -28,9 +28,10 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
                      scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
     """E[(||grad_x critic(x_hat)|| - 1)^2] at random points x_hat between real and fake images
     (Gulrajani et al. 2017). The mixing weights are drawn on the CPU, so a seed gives the same
-    penalty on any device. Under AMP (``scaler``), the scaled score is differentiated so small
-    fp16 gradients survive, then unscaled."""
-    eps = torch.rand(len(real), 1, 1, 1, device="cpu").to(real.device)
+    penalty on any device; ``real`` may be images (N, C, H, W) or volumes (N, C, D, H, W). Under
+    AMP (``scaler``), the scaled score is differentiated so small fp16 gradients survive, then
+    unscaled."""
+    eps = torch.rand(len(real), *[1] * (real.ndim - 1), device="cpu").to(real.device)
     mixed = (eps * real.float() + (1 - eps) * fake.float()).requires_grad_(True)
     score = critic(mixed).sum()
     if scaler is not None:

@@ -208,9 +208,7 @@ def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]
     ``samples`` maps model name -> (samples.npy, labels.tsv). Returns the summary.
     """
     settings = read_settings(ReaderStudySettings, settings)
-    kit_dir, answer_key = Path(kit_dir).resolve(), Path(answer_key).resolve()
-    if answer_key.is_relative_to(kit_dir):
-        raise InputError(f"the answer key {answer_key} must not lie inside the kit folder {kit_dir}")
+    check_key_outside(kit_dir, answer_key)
     group_by = settings.group_by
     stacks = {REAL: _load_stack(Path(images))}
     pools = {REAL: real_pool(Path(table), group_by)}
@@ -224,6 +222,30 @@ def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]
         if stacks[model].shape[1:] != stacks[REAL].shape[1:]:
             raise InputError(f"{sample_path}: images are {stacks[model].shape[1:]} but the real slices in "
                              f"{images} are {stacks[REAL].shape[1:]}; every kit image must come from the same size")
+    kit, training = compose_named(pools, settings, sources, suffix=".png")
+    height, width = _display_shape(stacks[REAL].shape[-2:], settings.display_size)
+    pngs = {}
+    for row in pd.concat([kit, training], ignore_index=True).itertuples(index=False):
+        image = np.asarray(stacks[row.source][int(row.source_index)], dtype=np.float32)
+        if not np.isfinite(image).all():
+            raise InputError(f"{sources[row.source]}: image {row.source_index} holds NaN or infinite values")
+        pngs[row.image] = kit_png(display_pixels(image, height, width, settings.interpolation))
+    width *= channel_count(stacks[REAL])  # a stacked image's channels side by side (display_pixels)
+    return write_kit(kit, training, pngs, settings, {"image_height": height, "image_width": width},
+                     kit_dir=kit_dir, answer_key=answer_key, summary=summary)
+
+
+def check_key_outside(kit_dir: Path, answer_key: Path) -> None:
+    """The answer key must never ship with the kit."""
+    kit_dir, answer_key = Path(kit_dir).resolve(), Path(answer_key).resolve()
+    if answer_key.is_relative_to(kit_dir):
+        raise InputError(f"the answer key {answer_key} must not lie inside the kit folder {kit_dir}")
+
+
+def compose_named(pools: Mapping[str, pd.DataFrame], settings: ReaderStudySettings, sources: Mapping[str, str],
+                  suffix: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scored composition and the familiarisation set of ``pools`` (``REAL`` and every model's),
+    each row given its opaque file name (``image``, ending in ``suffix``) from the seeded names."""
     synthetic = {m: p for m, p in pools.items() if m != REAL}
     training = pd.DataFrame(columns=["truth", "source", "block", "group", "source_index"])
     if is_designed(settings):
@@ -235,30 +257,32 @@ def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]
                         ignore_index=True)
     else:
         kit = compose_kit(pools[REAL], synthetic, settings, sources)
-    names = [f"{name}.png" for name in opaque_names(len(kit) + len(training), settings.seed)]
+    names = [f"{name}{suffix}" for name in opaque_names(len(kit) + len(training), settings.seed)]
     kit.insert(0, "image", names[:len(kit)])
     training = training.assign(image=names[len(kit):])
-    height, width = _display_shape(stacks[REAL].shape[-2:], settings.display_size)
-    pngs = {}
-    for row in pd.concat([kit, training], ignore_index=True).itertuples(index=False):
-        image = np.asarray(stacks[row.source][int(row.source_index)], dtype=np.float32)
-        if not np.isfinite(image).all():
-            raise InputError(f"{sources[row.source]}: image {row.source_index} holds NaN or infinite values")
-        pngs[row.image] = kit_png(display_pixels(image, height, width, settings.interpolation))
-    kit_id = kit_identifier(names, pngs)
+    return kit, training
+
+
+def write_kit(kit: pd.DataFrame, training: pd.DataFrame, files: Mapping[str, bytes], settings: ReaderStudySettings,
+              view: Mapping, *, kit_dir: Path, answer_key: Path, summary: Path, folder: str = "images",
+              page_files: Sequence[str] = PAGE_FILES, details: Mapping | None = None) -> dict:
+    """Write a composed kit: its files (name -> bytes, under ``folder``), the page with ``view`` (what
+    the page needs to display them: slice kits their size, volume kits their grid), the answer key
+    outside the folder and the summary (with ``view`` and ``details``). Returns the summary."""
+    kit = kit.copy()
+    kit_id = kit_identifier(list(kit["image"]) + list(training["image"]), files)
     kit.insert(1, "kit_id", kit_id)
-    width *= channel_count(stacks[REAL])  # a stacked image's channels side by side (display_pixels)
-    page = kit_page_config(kit_id, sorted(kit["image"]), height, width, settings)
+    page = {**_page_config(kit_id, sorted(kit["image"]), settings), **view}
     if settings.reader_ids is not None:
         page["readers"] = {r: sorted(kit.loc[kit["reader_id"] == r, "image"]) for r in settings.reader_ids}
     if "block_order" in kit.columns:
         page["image_blocks"] = {name: int(b) for name, b in sorted(zip(kit["image"], kit["block_order"]))}
     if len(training):
         page["familiarisation"] = [{"image": i, "truth": t} for i, t in zip(training["image"], training["truth"])]
-    _write_kit_folder(kit_dir, pngs, page, settings)
+    _write_kit_folder(Path(kit_dir).resolve(), files, page, settings, folder, page_files)
     columns = KEY_COLUMNS + (["reader_id"] if settings.reader_ids is not None else [])
-    write_tsv(answer_key, kit.sort_values("image")[columns])
-    info = _summary(kit, kit_id, height, width, settings)
+    write_tsv(Path(answer_key).resolve(), kit.sort_values("image")[columns])
+    info = {**_summary(kit, kit_id, settings), **view, **(details or {})}
     info["n_familiarisation"] = int(len(training))
     info["familiarisation_per_source"] = {str(k): int(v) for k, v in training.groupby("source").size().items()}
     if settings.reader_ids is not None:
@@ -266,7 +290,7 @@ def build_kit(images: Path, table: Path, samples: Mapping[str, tuple[Path, Path]
     if "block_order" in kit.columns:
         info["blocks"] = [str(b) for b in kit.sort_values("block_order")["block"].drop_duplicates()]
     write_json(summary, info)
-    log.info("reader-study kit %s: %d images (%s preset)", kit_id, len(kit), settings.preset)
+    log.info("reader-study kit %s: %d %s (%s preset)", kit_id, len(kit), folder, settings.preset)
     return info
 
 
@@ -291,13 +315,16 @@ def _display_shape(shape: tuple[int, ...], display_size: int) -> tuple[int, int]
 
 def kit_page_config(kit_id: str, names: Sequence[str], height: int, width: int, settings: ReaderStudySettings) -> dict:
     """What app.js needs: opaque image names (sorted), display size and the reading rules."""
+    return {**_page_config(kit_id, names, settings), "image_height": height, "image_width": width}
+
+
+def _page_config(kit_id: str, names: Sequence[str], settings: ReaderStudySettings) -> dict:
+    """The page's fields every kit has: opaque names (sorted) and the reading rules."""
     return {
         "format_version": 1,
         "kit_id": kit_id,
         "title": settings.title,
         "images": sorted(names),
-        "image_height": height,
-        "image_width": width,
         "time_limit_s": settings.time_limit_s,
         "ask_confidence": bool(settings.ask_confidence),
     }
@@ -308,22 +335,23 @@ def page_template(name: str) -> str:
     return resources.files("pipeline_lib.reader_study").joinpath("page", name).read_text(encoding="utf-8")
 
 
-def _write_kit_folder(kit_dir: Path, pngs: Mapping[str, bytes], page: Mapping, settings: ReaderStudySettings) -> None:
+def _write_kit_folder(kit_dir: Path, files: Mapping[str, bytes], page: Mapping, settings: ReaderStudySettings,
+                      folder: str, page_files: Sequence[str]) -> None:
     """Build the folder beside its destination and swap it in, so a killed job leaves no half kit."""
     kit_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{kit_dir.name}.", dir=kit_dir.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())
-        (tmp / "images").mkdir()
+        (tmp / folder).mkdir()
         # Name order, not composition order: creation order must not group the classes.
-        for name in sorted(pngs):
-            (tmp / "images" / name).write_bytes(pngs[name])
-        for name in PAGE_FILES:
+        for name in sorted(files):
+            (tmp / folder / name).write_bytes(files[name])
+        for name in page_files:
             (tmp / name).write_text(page_template(name), encoding="utf-8")
         (tmp / "kit.js").write_text(
-            "// Generated by pipeline_lib.reader_study.kit: the image list (opaque names) and reading rules.\n"
+            f"// Generated by pipeline_lib.reader_study.kit: the {folder} list (opaque names) and reading rules.\n"
             f"window.READER_KIT = {json.dumps(dict(page), sort_keys=True, indent=1)};\n", encoding="utf-8")
-        (tmp / "README.txt").write_text(_coordinator_readme(page, settings), encoding="utf-8")
+        (tmp / "README.txt").write_text(_coordinator_readme(page, settings, folder), encoding="utf-8")
         for path in sorted(tmp.rglob("*")):
             os.utime(path, (_FIXED_MTIME, _FIXED_MTIME))
         if kit_dir.exists():
@@ -340,10 +368,10 @@ def _umask() -> int:
     return mask
 
 
-def _coordinator_readme(page: Mapping, settings: ReaderStudySettings) -> str:
+def _coordinator_readme(page: Mapping, settings: ReaderStudySettings, noun: str) -> str:
     limit = page["time_limit_s"]
     return "\n".join([
-        f"Reader-study kit {page['kit_id']} ({len(page['images'])} images)",
+        f"Reader-study kit {page['kit_id']} ({len(page['images'])} {noun})",
         "",
         "For the study coordinator:",
         "1. Send this whole folder (e.g. zipped) to every reader. It needs no internet and no installation.",
@@ -364,7 +392,7 @@ def _coordinator_readme(page: Mapping, settings: ReaderStudySettings) -> str:
     ])
 
 
-def _summary(kit: pd.DataFrame, kit_id: str, height: int, width: int, settings: ReaderStudySettings) -> dict:
+def _summary(kit: pd.DataFrame, kit_id: str, settings: ReaderStudySettings) -> dict:
     counts = kit.groupby("source").size()
     return {
         "kit_id": kit_id,
@@ -375,8 +403,6 @@ def _summary(kit: pd.DataFrame, kit_id: str, height: int, width: int, settings: 
         "n_synthetic": int((kit["truth"] == SYNTHETIC).sum()),
         "synthetic_fraction": float((kit["truth"] == SYNTHETIC).mean()),
         "per_source": {str(k): int(v) for k, v in counts.items()},
-        "image_height": height,
-        "image_width": width,
         "interpolation": settings.interpolation,
         "time_limit_s": settings.time_limit_s,
         "ask_confidence": bool(settings.ask_confidence),

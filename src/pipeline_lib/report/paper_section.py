@@ -147,11 +147,14 @@ def _ungria(tables: Mapping[str, PublishedTable], models: Sequence[ModelView],
             if label == "Style-Based GAN" or not any("recon_mse_mean" in r for r in model.metrics):
                 continue
             rows[label] = {
-                "MSE": over_runs(model.metrics, lambda r: r.get("recon_mse_mean"), lambda r: r.get("recon_mse_std")),
+                "MSE": over_runs(model.metrics, lambda r: r.get("recon_mse_mean"),
+                                 lambda r: r.get("recon_mse_pixel_std")),
                 "Laplace Sharpness Variance Score": over_runs(
                     model.metrics, lambda r: r.get("recon_sharpness_mean"), lambda r: r.get("recon_sharpness_std"))}
         out.ours["reconstruction"] = rows
-        out.notes["reconstruction"] = "Reconstructions of the real test slices by each VAE."
+        out.notes["reconstruction"] = ("Reconstructions of the real test slices by each VAE. MSE ± the "
+                                       "standard deviation of the squared error over every pixel, the "
+                                       "paper's spread (a per-image spread is in the fidelity section).")
     if "readers" in tables:
         scores = dataset.reader_scores if dataset is not None else None
         readers_chosen, _ = _by_family(models, UNGRIA_READER_COLUMNS)

@@ -21,9 +21,12 @@ range by construction; Han et al. report their DCGAN as the weaker baseline of
 their WGAN, which the ``wgan`` family reproduces on Han's architecture anyway.
 
 Changes, and why:
-- Depth follows ``image_size``: the projection is always 4 x 4 (Radford) and there
-  is one x2 stage per doubling, so 64 px has exactly the published 4 stages and
+- Depth follows ``image_size`` by default: the projection is always 4 x 4 (Radford) and
+  there is one x2 stage per doubling, so 64 px has exactly the published 4 stages and
   128 px one more (widths double towards the projection as in Radford et al.).
+  ``stages: 4`` keeps Radford et al.'s four stages at any size instead (the projection
+  grows to image_size / 16: 8 x 8 at 128 px); Han et al.'s preset sets it for its
+  128 px models, which use "the same DCGAN architecture".
 - ``width`` (channels of the last generator / first discriminator stage) is a
   hyperparameter so tests and CPU demos can shrink the networks.
 - Images are mapped to [-1, 1] for training; ``sample()`` maps back to [0, 1] and
@@ -55,8 +58,8 @@ from torch.nn import functional as F
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.base import GenerativeModel
 from pipeline_lib.models.families.hparams.dcgan import PRESETS as PRESET_VALUES, DCGANHyperparameters
-from pipeline_lib.models.layers import (BASE_SIZE, DownBlock, UpBlock, diff_augment, diffaugment_policy, draw_latent,
-                                       init_dcgan_weights, n_resolution_stages, set_requires_grad, stride2_padding,
+from pipeline_lib.models.layers import (DownBlock, UpBlock, diff_augment, diffaugment_policy, draw_latent,
+                                       init_dcgan_weights, network_geometry, set_requires_grad, stride2_padding,
                                        to_signed, to_unit)
 from pipeline_lib.models.losses import r1_penalty
 
@@ -76,11 +79,11 @@ class Generator(nn.Module):
     """z (N, latent_dim [+ cond_dim]) -> image (N, C, S, S) in [-1, 1] (unbounded without tanh)."""
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, width: int,
-                 kernel_size: int, tanh_output: bool = True, cond_dim: int = 0):
+                 kernel_size: int, tanh_output: bool = True, cond_dim: int = 0, stages: int | None = None):
         super().__init__()
-        stages = n_resolution_stages(image_size)
+        stages, self.base = network_geometry(image_size, stages)
         self.c0 = width * 2 ** (stages - 1)
-        self.project = nn.Linear(latent_dim + cond_dim, self.c0 * BASE_SIZE**2, bias=False)
+        self.project = nn.Linear(latent_dim + cond_dim, self.c0 * self.base**2, bias=False)
         self.project_act = nn.Sequential(nn.BatchNorm2d(self.c0), nn.ReLU())
         blocks: list[nn.Module] = []
         c_in = self.c0
@@ -95,7 +98,7 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.project(z).view(-1, self.c0, BASE_SIZE, BASE_SIZE)
+        h = self.project(z).view(-1, self.c0, self.base, self.base)
         return self.net(self.project_act(h))
 
 
@@ -103,9 +106,9 @@ class Discriminator(nn.Module):
     """x (N, C [+ extra_channels], S, S) -> one unbounded score per image (N,): a logit or a critic value."""
 
     def __init__(self, channels: int, image_size: int, width: int, arch: Architecture,
-                 extra_channels: int = 0):
+                 extra_channels: int = 0, stages: int | None = None):
         super().__init__()
-        stages = n_resolution_stages(image_size)
+        stages, base = network_geometry(image_size, stages)
         blocks: list[nn.Module] = []
         c_in = channels + extra_channels
         for stage in range(stages):
@@ -115,7 +118,7 @@ class Discriminator(nn.Module):
                                     activation=arch.d_activation))
             c_in = c_out
         self.features = nn.Sequential(*blocks)
-        self.head = nn.Linear(c_in * BASE_SIZE**2, 1)
+        self.head = nn.Linear(c_in * base**2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # reshape (not view): channels_last feature maps are not contiguous in NCHW order
@@ -154,10 +157,14 @@ class DCGAN(GenerativeModel):
         super().__init__(image_size, channels, n_classes, **hparams)
         arch = self.architecture()
         h = self.hp
+        try:
+            network_geometry(image_size, h.stages)
+        except ValueError as error:
+            raise InputError(f"model family '{self.family}': stages: {error}") from None
         self.generator = Generator(h.latent_dim, channels, image_size, h.width,
-                                   arch.kernel_size, arch.tanh_output, cond_dim=self.cond_dim())
+                                   arch.kernel_size, arch.tanh_output, cond_dim=self.cond_dim(), stages=h.stages)
         self.discriminator = Discriminator(channels, image_size, h.width, arch,
-                                           extra_channels=self.extra_d_channels())
+                                           extra_channels=self.extra_d_channels(), stages=h.stages)
         self.apply(init_dcgan_weights)
         self.augment_ops = checked_gan_aids(self.family, h, self.discriminator)
 

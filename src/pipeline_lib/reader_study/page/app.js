@@ -9,10 +9,15 @@
 // Viewing: the image is scaled to fit the window, with a zoom relative to that fit; window/level
 // (drag on the image, or presets) maps grey levels through an SVG filter and is reset for every
 // image, so each image is first seen as stored. Neither changes what is recorded.
+// Volume kits (kit.js mode "volume"): every case is a volume shown by volume.js's viewer (three
+// linked planes), loaded before the page starts; the flow, answers and export are the same.
 (function () {
   "use strict";
 
   var KIT = window.READER_KIT;
+  var VOLUMES = !!(KIT && KIT.mode === "volume");
+  var viewer = null, practiceViewer = null;  // volume kits: the reading and the practice viewer
+  var VOLUME_CONTROLS_HEIGHT = 80;  // px of pane titles and sliders in a volume kit
   var STORE_PREFIX = "readerkit.v1.";
   var ID_PATTERN = /^[A-Za-z0-9._-]{1,40}$/;
   var CSV_COLUMNS = ["kit_id", "reader_id", "order_index", "image", "answer", "confidence",
@@ -167,11 +172,17 @@
     var item = cases[index];
     showScreen("familiarisation");
     $("fam-progress").textContent = "Practice case " + (index + 1) + " of " + cases.length;
-    var img = $("fam-image");
-    img.style.width = Math.round(KIT.image_width * Math.min(1, 512 / KIT.image_height)) + "px";
-    img.src = "images/" + item.image;
-    $("fam-answer").textContent = "This image is " + (item.truth === "real" ? "REAL (an MRI slice of a person)." :
-      "SYNTHETIC (made by a computer model).");
+    if (VOLUMES) {
+      practiceViewer.layout(Math.max(300, contentWidth("familiarisation")), 420, 1);
+      practiceViewer.setWindowLevel(DEFAULT_WINDOW, DEFAULT_LEVEL);
+      practiceViewer.show(item.image, function () {}, function () { missing(item.image); });
+    } else {
+      var img = $("fam-image");
+      img.style.width = Math.round(KIT.image_width * Math.min(1, 512 / KIT.image_height)) + "px";
+      img.src = "images/" + item.image;
+    }
+    $("fam-answer").textContent = (VOLUMES ? "This volume is " : "This image is ") + (item.truth === "real" ?
+      (VOLUMES ? "REAL (an MRI of a person)." : "REAL (an MRI slice of a person).") : "SYNTHETIC (made by a computer model).");
     $("fam-answer").setAttribute("data-truth", item.truth);
     $("fam-next").textContent = index + 1 < cases.length ? "Next practice case" : "Start the study";
     $("fam-next").onclick = function () {
@@ -187,7 +198,7 @@
   }
 
   function beginReading() {    notice = state.responses.length > 0 ?
-      "Welcome back: " + state.responses.length + " of " + state.order.length + " images already answered." : "";
+      "Welcome back: " + state.responses.length + " of " + state.order.length + (VOLUMES ? " volumes" : " images") + " already answered." : "";
     showScreen("reading");
     layoutImage();  // the screen has its width only once shown
     showImage(state.responses.length);
@@ -198,15 +209,14 @@
     current = null;
     setReady(false);
     var name = state.order[index];
-    var img = $("image");
-    img.style.visibility = "hidden";
+    setShown(false);
     $("time-up").hidden = true;
     markSelected(".answer", null, "data-answer");
     markSelected(".conf", null, "data-confidence");
     var blocks = blockCount();
     var block = blocks ? blockNumber(index) : 0;
     $("progress").textContent = (blocks ? "Block " + block + " of " + blocks + " · " : "") +
-      "Image " + (index + 1) + " of " + state.order.length;
+      (VOLUMES ? "Volume " : "Image ") + (index + 1) + " of " + state.order.length;
     document.body.setAttribute("data-block", String(block));
     if (blocks && index > 0 && block !== blockNumber(index - 1)) {
       notice = "Block " + (block - 1) + " is done. Block " + block + " of " + blocks + " begins.";
@@ -214,19 +224,33 @@
     $("progress-bar").max = state.order.length;
     $("progress-bar").value = index;
     setWindowLevel(DEFAULT_WINDOW, DEFAULT_LEVEL);
+    var next = index + 1 < state.order.length ? state.order[index + 1] : null;
+    if (VOLUMES) {
+      viewer.show(name, function () { imageShown(index, name); }, function () { missing(name); });
+      if (next) { viewer.preload(next); }
+      return;
+    }
+    var img = $("image");
     img.onload = function () { imageShown(index, name); };
-    img.onerror = function () {
-      hint("The image " + name + " could not be loaded. Please tell the study coordinator; the kit folder may be incomplete.");
-    };
+    img.onerror = function () { missing(name); };
     img.src = "images/" + name;
-    if (index + 1 < state.order.length) {
-      new Image().src = "images/" + state.order[index + 1];  // preload: the next image appears at once
+    if (next) {
+      new Image().src = "images/" + next;  // preload: the next image appears at once
     }
   }
 
+  function missing(name) {
+    hint("The " + (VOLUMES ? "volume " : "image ") + name + " could not be loaded. Please tell the study " +
+      "coordinator; the kit folder may be incomplete.");
+  }
+
+  // The case on screen, hidden while it loads and when the time limit is up.
+  function setShown(visible) {
+    if (VOLUMES) { viewer.setVisible(visible); } else { $("image").style.visibility = visible ? "visible" : "hidden"; }
+  }
+
   function imageShown(index, name) {
-    var img = $("image");
-    img.style.visibility = "visible";
+    setShown(true);
     current = { index: index, name: name, shownAt: performance.now(), hiddenAt: null,
       answer: null, decisionAt: null, timer: null };
     if (KIT.time_limit_s) { startTimer(current); }
@@ -247,7 +271,7 @@
     shown.timer = window.setTimeout(function () {
       if (current !== shown) { return; }
       shown.hiddenAt = performance.now();
-      $("image").style.visibility = "hidden";
+      setShown(false);
       $("time-up").hidden = false;
     }, limitMs);
   }
@@ -316,6 +340,13 @@
     var stage = $("stage");
     var width = Math.max(64, stage.parentElement.clientWidth);
     var height = Math.max(128, window.innerHeight - RESERVED_HEIGHT);
+    if (VOLUMES) {  // the reading screen's whole width (style.css)
+      var scale = viewer.layout(contentWidth("reading"), height - VOLUME_CONTROLS_HEIGHT, zoom);
+      $("zoom-level").textContent = scale.toFixed(1) + " px/mm";
+      stage.classList.toggle("zoomed", zoom > 1);
+      document.body.setAttribute("data-zoom", String(zoom));
+      return;
+    }
     var fit = Math.min(width / KIT.image_width, height / KIT.image_height);
     var img = $("image");
     img.style.width = Math.round(KIT.image_width * fit * zoom) + "px";
@@ -323,6 +354,12 @@
     stage.classList.toggle("zoomed", zoom > 1);
     $("zoom-level").textContent = Math.round(100 * fit * zoom) + " %";
     document.body.setAttribute("data-zoom", String(zoom));
+  }
+
+  // px inside a screen's padding
+  function contentWidth(id) {
+    var style = window.getComputedStyle($(id));
+    return $(id).clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
   }
 
   function setZoom(value) {
@@ -342,6 +379,7 @@
     var img = $("image");
     img.setAttribute("data-window", view.window.toFixed(3));
     img.setAttribute("data-level", view.level.toFixed(3));
+    if (viewer) { viewer.setWindowLevel(view.window, view.level); }
     $("wl-readout").textContent = "W " + Math.round(100 * view.window) + " %, L " + Math.round(100 * view.level) + " %";
   }
 
@@ -399,8 +437,15 @@
   }
 
   function onKey(event) {
-    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) { return; }
-    if (document.body.getAttribute("data-screen") !== "reading") { return; }
+    if (event.ctrlKey || event.metaKey || event.altKey) { return; }
+    var screen = document.body.getAttribute("data-screen");
+    // arrows scroll a volume (held down they keep scrolling) on the practice and reading screens
+    var shown = screen === "reading" ? viewer : screen === "familiarisation" ? practiceViewer : null;
+    if (VOLUMES && shown && shown.key(event.key)) {
+      event.preventDefault();
+      return;
+    }
+    if (event.repeat || screen !== "reading") { return; }
     var key = event.key.toLowerCase();
     if (key === "r") { choose("real"); }
     else if (key === "s") { choose("synthetic"); }
@@ -414,6 +459,15 @@
       showScreen("broken");
       return;
     }
+    if (VOLUMES && !window.ReaderVolumes) {  // the viewer ships with volume kits only
+      var script = document.createElement("script");
+      script.src = "volume.js";
+      script.onload = init;
+      script.onerror = function () { showScreen("broken"); };
+      document.head.appendChild(script);
+      return;
+    }
+    if (VOLUMES) { initVolumes(); }
     document.title = KIT.title;
     $("title").textContent = KIT.title;
     var counts = KIT.readers ? Object.keys(KIT.readers).map(function (r) { return KIT.readers[r].length; }) :
@@ -452,7 +506,7 @@
         setWindowLevel(Number(button.getAttribute("data-window")), Number(button.getAttribute("data-level")));
       });
     });
-    img.addEventListener("pointerdown", startDrag);
+    if (!VOLUMES) { img.addEventListener("pointerdown", startDrag); }
     img.addEventListener("pointermove", moveDrag);
     img.addEventListener("pointerup", endDrag);
     img.addEventListener("pointercancel", endDrag);
@@ -464,6 +518,24 @@
     document.addEventListener("keydown", onKey);
     setReady(false);
     showScreen("start");
+  }
+
+  // Volume kits: the viewers take the image's place; the instructions speak of volumes.
+  function initVolumes() {
+    Array.prototype.forEach.call(document.querySelectorAll("[data-volume-text]"), function (span) {
+      span.textContent = span.getAttribute("data-volume-text");
+    });
+    $("volume-instructions").hidden = false;
+    $("view-help").textContent = "Wheel, slider or \u2191/\u2193: slice (\u2190/\u2192: plane). Click: crosshair. " +
+      "Drag: left/right = window, up/down = level. Both reset for every volume.";
+    $("image").hidden = true;
+    $("fam-image").hidden = true;
+    document.body.setAttribute("data-mode", "volume");
+    viewer = window.ReaderVolumes.create($("stage"), KIT.volume,
+      { id: "volume-viewer", onWindowLevel: function (w, l) { setWindowLevel(w, l); } });
+    practiceViewer = window.ReaderVolumes.create($("fam-stage"), KIT.volume,
+      { id: "practice-viewer", onWindowLevel: function (w, l) { practiceViewer.setWindowLevel(clamp(w, 0.02, 2), clamp(l, 0, 1)); } });
+    $("stage").insertBefore(viewer.root, $("time-up"));
   }
 
   init();

@@ -26,6 +26,13 @@ def diffaugment_option() -> Any:
                                 "\"color,translation,cutout\" (Zhao et al. 2020); null = off")
 
 
+def stages_option() -> Any:
+    """The depth of a DCGAN-style network (its x2 stages; the dcgan family's docstring)."""
+    return hyperparameter(None, "x2 stages of each network; null = one per doubling from a 4 x 4 projection; "
+                                "4 = Radford et al.'s four (fractionally) strided convolutions at any size, "
+                                "the projection then image_size / 16 a side")
+
+
 def r1_option() -> Any:
     """The R1 weight of a GAN family (off unless configured; the dcgan family's docstring)."""
     return hyperparameter(0.0, "weight gamma of the R1 penalty on the real batch (Mescheder et al. 2018); 0 = off")
@@ -38,6 +45,7 @@ class DCGANHyperparameters:
     latent_dim: int = hyperparameter(_DEFAULT["latent_dim"], "size of the uniform latent (Radford et al.)")
     width: int = hyperparameter(_DEFAULT["width"], "channels of the last generator / first discriminator stage")
     kernel_size: int = hyperparameter(_DEFAULT["kernel_size"], "filter size of every (transposed) convolution")
+    stages: int | None = stages_option()
     lr: float = hyperparameter(_DEFAULT["lr"], "Adam learning rate (Radford et al. section 4)")
     beta1: float = hyperparameter(_DEFAULT["beta1"], "Adam beta1 (Radford et al. section 4)")
     beta2: float = hyperparameter(_DEFAULT["beta2"], "Adam beta2")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline_lib.models.families.hparams.dcgan import diffaugment_option, r1_option
+from pipeline_lib.models.families.hparams.dcgan import diffaugment_option, r1_option, stages_option
 from pipeline_lib.models.families.hparams.fields import hyperparameter
 
 
@@ -13,6 +13,7 @@ class WGANGPHyperparameters:
     latent_dim: int = hyperparameter(128, "standard normal latent (Gulrajani et al.'s code: 128-d)")
     width: int = hyperparameter(64, "channels of the last generator / first critic stage")
     kernel_size: int = hyperparameter(5, "filter size of every (transposed) convolution")
+    stages: int | None = stages_option()
     lr: float = hyperparameter(1e-4, "Adam learning rate (Gulrajani et al., Algorithm 1: alpha = 1e-4)")
     beta1: float = hyperparameter(0.0, "Adam beta1 (Algorithm 1: beta1 = 0)")
     beta2: float = hyperparameter(0.9, "Adam beta2 (Algorithm 1: beta2 = 0.9)")
