@@ -16,6 +16,7 @@ rule domain_network:
     log:
         "logs/domain/{dataset}/network.log",
     params:
+        job="pipeline_lib.evaluation.domain_features.domain_network_job",
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
@@ -26,7 +27,7 @@ rule domain_network:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/domain_network.py"
+        "../scripts/rule_job.py"
 
 
 rule domain_metrics:
@@ -41,6 +42,7 @@ rule domain_metrics:
     log:
         f"logs/domain/{RUN}.log",
     params:
+        job="pipeline_lib.evaluation.domain_features.domain_metrics_job",
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
@@ -51,7 +53,7 @@ rule domain_metrics:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/domain_metrics.py"
+        "../scripts/rule_job.py"
 
 
 rule domain_metrics_original:
@@ -65,6 +67,7 @@ rule domain_metrics_original:
     log:
         "logs/domain/original/{dataset}.log",
     params:
+        job="pipeline_lib.evaluation.domain_features.domain_metrics_job",
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
@@ -75,7 +78,7 @@ rule domain_metrics_original:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/domain_metrics.py"
+        "../scripts/rule_job.py"
 
 
 rule memorization_audit:
@@ -97,6 +100,7 @@ rule memorization_audit:
     log:
         f"logs/memorization/{RUN}.log",
     params:
+        job="pipeline_lib.evaluation.memorization.memorization_job",
         settings=section_settings("evaluation.memorization"),
     threads: 2
     resources:
@@ -107,7 +111,7 @@ rule memorization_audit:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/memorization_audit.py"
+        "../scripts/rule_job.py"
 
 
 rule conditioning_accuracy:
@@ -122,6 +126,7 @@ rule conditioning_accuracy:
     log:
         f"logs/conditioning/{RUN}.log",
     params:
+        job="pipeline_lib.evaluation.conditioning.conditioning_job",
         settings=section_settings("evaluation.conditioning"),
         condition_on=model_condition,
     threads: 1
@@ -133,7 +138,7 @@ rule conditioning_accuracy:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/conditioning_accuracy.py"
+        "../scripts/rule_job.py"
 
 
 rule augmentation_utility:
@@ -149,6 +154,7 @@ rule augmentation_utility:
     log:
         f"logs/utility/{RUN}.log",
     params:
+        job="pipeline_lib.evaluation.augmentation_utility.utility_job",
         settings=section_settings("evaluation.utility"),
         condition_on=model_condition,
     threads: 1
@@ -160,7 +166,7 @@ rule augmentation_utility:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/augmentation_utility.py"
+        "../scripts/rule_job.py"
 
 
 rule diversity_metrics:
@@ -175,6 +181,7 @@ rule diversity_metrics:
     log:
         f"logs/diversity/{RUN}.log",
     params:
+        job="pipeline_lib.evaluation.diversity.model_diversity_job",
         settings=section_settings("evaluation.diversity"),
         sampling=section_settings("sampling"),
     threads: 1
@@ -186,7 +193,7 @@ rule diversity_metrics:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/diversity_metrics.py"
+        "../scripts/rule_job.py"
 
 
 rule diversity_original:
@@ -199,6 +206,7 @@ rule diversity_original:
     log:
         "logs/diversity/original/{dataset}.log",
     params:
+        job="pipeline_lib.evaluation.diversity.original_diversity_job",
         settings=section_settings("evaluation.diversity"),
     threads: 1
     resources:
@@ -209,7 +217,7 @@ rule diversity_original:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/diversity_metrics.py"
+        "../scripts/rule_job.py"
 
 
 rule evaluation_beyond_fid:
