@@ -1,6 +1,7 @@
 # Evaluation in learnt feature spaces: a domain network trained on the real slices (domain
 # Fréchet distance and PRDC), a memorization audit, conditioning accuracy, augmentation utility, and
-# MONAI's MS-SSIM diversity with SSIM/PSNR of reconstructions.
+# MONAI's MS-SSIM diversity with SSIM/PSNR of reconstructions, and the samples' grey levels.
+# Each rule names its library function in params.job; scripts/rule_job.py runs it (core/rule_jobs.py).
 # The CNNs here are tiny: one torch thread each. Measured on a loaded 2-core machine, two
 # threads made their training 9x slower (OpenMP threads waiting on each other).
 
@@ -220,6 +221,31 @@ rule diversity_original:
         "../scripts/rule_job.py"
 
 
+rule intensity_statistics:
+    """Grey levels of one model's samples against its training slices: Wasserstein distance of the
+    intensity histograms, mean, contrast (std) and share of background."""
+    input:
+        samples=rules.sample.output.samples,
+        images=model_slices("images"),
+        table=model_slices("table"),
+    output:
+        f"results/intensity/{RUN}.json",
+    log:
+        f"logs/intensity/{RUN}.log",
+    params:
+        job="pipeline_lib.evaluation.intensity.intensity_job",
+    threads: 1
+    resources:
+        attempt=job_attempt,
+        mem_mb=mem_streamed(),
+    message:
+        "Intensity statistics of model {wildcards.model} (seed {wildcards.seed})"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/rule_job.py"
+
+
 rule evaluation_beyond_fid:
     """Target: every evaluation output of every model."""
     input:
@@ -231,3 +257,4 @@ rule evaluation_beyond_fid:
         per_model(rules.augmentation_utility.output[0]),
         per_dataset(rules.diversity_original.output[0]),
         per_model(rules.diversity_metrics.output[0]),
+        per_model(rules.intensity_statistics.output[0]),
