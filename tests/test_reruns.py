@@ -64,6 +64,21 @@ def test_editing_a_family_module_reruns_only_that_familys_models(produced_workdi
         module.write_text(original)
 
 
+def test_editing_a_metric_module_reruns_only_the_rules_that_run_its_code(produced_workdir):
+    """A rule on the shared adapter (scripts/rule_job.py) carries its function's code digest in its
+    params: editing evaluation/intensity.py reruns intensity_statistics for every run (and the
+    report that shows it), not the other evaluation rules that share the adapter."""
+    module = produced_workdir / "src/pipeline_lib/evaluation/intensity.py"
+    original = module.read_text()
+    module.write_text(original + "\n# edited\n")
+    try:
+        stale = stale_jobs(produced_workdir)
+    finally:
+        module.write_text(original)
+    assert {rule for rule, _ in stale} == {"intensity_statistics", "report"}, sorted(stale)
+    assert {model for rule, model in stale if rule == "intensity_statistics"} == set(models())
+
+
 def test_adding_a_model_runs_only_the_new_models_jobs(produced_workdir):
     write_config(produced_workdir, lambda c: c["models"].update(vae_wide={**c["models"]["vae"], "width": 16}))
     try:

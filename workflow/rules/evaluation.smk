@@ -1,7 +1,7 @@
 # Evaluation in learnt feature spaces: a domain network trained on the real slices (domain
 # Fréchet distance and PRDC), a memorization audit, conditioning accuracy, augmentation utility, and
 # MONAI's MS-SSIM diversity with SSIM/PSNR of reconstructions, and the samples' grey levels.
-# Each rule names its library function in params.job; scripts/rule_job.py runs it (core/rule_jobs.py).
+# Each rule names its library function (params: **rule_job(...)); scripts/rule_job.py runs it (core/rule_jobs.py).
 # The CNNs here are tiny: one torch thread each. Measured on a loaded 2-core machine, two
 # threads made their training 9x slower (OpenMP threads waiting on each other).
 
@@ -17,7 +17,7 @@ rule domain_network:
     log:
         "logs/domain/{dataset}/network.log",
     params:
-        job="pipeline_lib.evaluation.domain_features.domain_network_job",
+        **rule_job("pipeline_lib.evaluation.domain_features.domain_network_job"),
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
@@ -43,7 +43,7 @@ rule domain_metrics:
     log:
         f"logs/domain/{RUN}.log",
     params:
-        job="pipeline_lib.evaluation.domain_features.domain_metrics_job",
+        **rule_job("pipeline_lib.evaluation.domain_features.domain_metrics_job"),
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
@@ -68,7 +68,7 @@ rule domain_metrics_original:
     log:
         "logs/domain/original/{dataset}.log",
     params:
-        job="pipeline_lib.evaluation.domain_features.domain_metrics_job",
+        **rule_job("pipeline_lib.evaluation.domain_features.domain_metrics_job"),
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
@@ -101,7 +101,7 @@ rule memorization_audit:
     log:
         f"logs/memorization/{RUN}.log",
     params:
-        job="pipeline_lib.evaluation.memorization.memorization_job",
+        **rule_job("pipeline_lib.evaluation.memorization.memorization_job"),
         settings=section_settings("evaluation.memorization"),
     threads: 2
     resources:
@@ -127,7 +127,7 @@ rule conditioning_accuracy:
     log:
         f"logs/conditioning/{RUN}.log",
     params:
-        job="pipeline_lib.evaluation.conditioning.conditioning_job",
+        **rule_job("pipeline_lib.evaluation.conditioning.conditioning_job"),
         settings=section_settings("evaluation.conditioning"),
         condition_on=model_condition,
     threads: 1
@@ -155,7 +155,7 @@ rule augmentation_utility:
     log:
         f"logs/utility/{RUN}.log",
     params:
-        job="pipeline_lib.evaluation.augmentation_utility.utility_job",
+        **rule_job("pipeline_lib.evaluation.augmentation_utility.utility_job"),
         settings=section_settings("evaluation.utility"),
         condition_on=model_condition,
     threads: 1
@@ -182,7 +182,7 @@ rule diversity_metrics:
     log:
         f"logs/diversity/{RUN}.log",
     params:
-        job="pipeline_lib.evaluation.diversity.model_diversity_job",
+        **rule_job("pipeline_lib.evaluation.diversity.model_diversity_job"),
         settings=section_settings("evaluation.diversity"),
         sampling=section_settings("sampling"),
     threads: 1
@@ -207,7 +207,7 @@ rule diversity_original:
     log:
         "logs/diversity/original/{dataset}.log",
     params:
-        job="pipeline_lib.evaluation.diversity.original_diversity_job",
+        **rule_job("pipeline_lib.evaluation.diversity.original_diversity_job"),
         settings=section_settings("evaluation.diversity"),
     threads: 1
     resources:
@@ -233,7 +233,7 @@ rule intensity_statistics:
     log:
         f"logs/intensity/{RUN}.log",
     params:
-        job="pipeline_lib.evaluation.intensity.intensity_job",
+        **rule_job("pipeline_lib.evaluation.intensity.intensity_job"),
     threads: 1
     resources:
         attempt=job_attempt,

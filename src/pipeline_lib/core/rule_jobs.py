@@ -1,5 +1,6 @@
-"""One adapter for every rule whose work is a single library function: the rule names the function
-in ``params.job`` ("pipeline_lib.evaluation.memorization.memorization_job") and runs
+"""One adapter for every rule whose work is a single library function: the rule's params hold
+``**rule_job("pipeline_lib.evaluation.memorization.memorization_job")`` (the function's name in
+``params.job``, a digest of its code in ``params.job_code``) and it runs
 ``workflow/scripts/rule_job.py``; no script of its own.
 
 The function receives the rule's files and values by name:
@@ -7,8 +8,13 @@ The function receives the rule's files and values by name:
 * each named input ``x`` as ``x=Path(...)``,
 * each named output ``x`` as ``out_x=Path(...)``; a rule with one unnamed output passes it as ``out``
   (the prefix keeps an output apart from an input of the same name),
-* each param other than ``job`` as it is,
+* each param other than ``job`` and ``job_code`` as it is,
 * ``threads`` when the function has that parameter.
+
+The code digest makes the rule rerun when its function's module changes, or a module of the same
+stage package (``pipeline_lib.evaluation``) that it imports, and only then: by content, like every
+param, so a checkout that only touches files reruns nothing. Shared modules (``core``) are left
+out, as the train rule's ``family_sources`` leaves them out: editing them reruns nothing.
 
 :func:`rule_job_problems` checks this contract while Snakemake builds the DAG, from the function's
 source (no import: the DAG never imports torch), so a misspelt function or argument fails
@@ -21,16 +27,19 @@ A per-run rule (wildcards ``model`` and ``seed``) runs under ``guard_run_job``, 
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 from pathlib import Path
 from typing import Callable, Iterable
 
 from pipeline_lib.core.errors import InputError
 
-#: The param that names the function; every other param is passed to it.
+#: The param that names the function and the one with its code's digest; every other param is passed to it.
 JOB_PARAM = "job"
+CODE_PARAM = "job_code"
 #: The argument a rule's single unnamed output is passed as.
 SINGLE_OUTPUT = "out"
 #: Passed only to functions that take it.
@@ -50,7 +59,7 @@ def rule_arguments(inputs: Iterable[str], outputs: Iterable[str], n_outputs: int
     if outputs and len(outputs) != n_outputs or not outputs and n_outputs != 1:
         problems.append("name every output, or declare exactly one unnamed output (passed as 'out')")
     names = list(inputs) + ([output_argument(o) for o in outputs] if outputs else [SINGLE_OUTPUT])
-    names += [p for p in params if p != JOB_PARAM]
+    names += [p for p in params if p not in (JOB_PARAM, CODE_PARAM)]
     return names, problems
 
 
@@ -65,6 +74,47 @@ def job_source(job: str) -> tuple[Path | None, str]:
         return None, function
     origin = getattr(spec, "origin", None)
     return (Path(origin) if origin and origin.endswith(".py") else None), function
+
+
+def job_code_files(job: str) -> list[Path]:
+    """The source of ``job``'s module and of every module of its stage package (the first two parts
+    of its name, e.g. ``pipeline_lib.evaluation``) that it imports, directly or not, at any level."""
+    source, _ = job_source(job)
+    if source is None:
+        return []
+    parts = job.rpartition(".")[0].split(".")
+    if len(parts) < 3 or source.name == "__init__.py":
+        return [source]
+    package, package_dir = ".".join(parts[:2]), source.parents[len(parts) - 3]
+    pending, found = [source], []
+    while pending:
+        path = pending.pop()
+        if path in found:
+            continue
+        found.append(path)
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = ([node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                     if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for name in names:
+                if name.startswith(package + "."):
+                    candidate = package_dir.joinpath(*name[len(package) + 1:].split(".")).with_suffix(".py")
+                    if candidate.is_file():
+                        pending.append(candidate)
+    return sorted(found)
+
+
+def rule_job(job: str) -> dict[str, str]:
+    """A rule's params for ``job`` (``params: **rule_job(...)``): its name and the digest of
+    :func:`job_code_files` (their contents and names inside the package: no absolute path, so a
+    moved checkout reruns nothing). A missing module gives an empty digest; the check after the
+    last include then names the rule."""
+    digest = hashlib.sha256()
+    files = job_code_files(job) if isinstance(job, str) else []
+    root = os.path.commonpath([path.parent for path in files]) if files else None
+    for path in files:
+        digest.update(f"{os.path.relpath(path, root)}\0".encode() + path.read_bytes() + b"\0")
+    return {JOB_PARAM: job, CODE_PARAM: digest.hexdigest()[:16] if files else ""}
 
 
 def job_problems(rule: str, job, provided: list[str]) -> list[str]:
@@ -113,6 +163,9 @@ def rule_job_problems(rules) -> list[str]:
         if JOB_PARAM not in params:
             continue
         provided, shape = rule_arguments(rule.input.keys(), rule.output.keys(), len(rule.output), params)
+        if CODE_PARAM not in params:
+            shape.append(f"params.{JOB_PARAM} without params.{CODE_PARAM}: write **rule_job({params[JOB_PARAM]!r}) "
+                         "in the rule's params, so that the rule reruns when its code changes")
         if len(rule.input.keys()) != len(rule.input):
             shape.append("name every input (it is passed to the function by its name)")
         problems += [f"rule {rule.name}: {problem}" for problem in shape]
@@ -143,7 +196,7 @@ def job_arguments(snakemake, function: Callable) -> dict:
         arguments.update({output_argument(name): Path(value) for name, value in named_outputs.items()})
     else:
         arguments[SINGLE_OUTPUT] = Path(snakemake.output[0])
-    arguments.update({name: value for name, value in snakemake.params.items() if name != JOB_PARAM})
+    arguments.update({name: value for name, value in snakemake.params.items() if name not in (JOB_PARAM, CODE_PARAM)})
     if THREADS in inspect.signature(function).parameters:
         arguments[THREADS] = snakemake.threads
     return arguments
