@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.source_files import imported_sources
 
 #: The param that names the function and the one with its code's digest; every other param is passed to it.
 JOB_PARAM = "job"
@@ -85,23 +86,7 @@ def job_code_files(job: str) -> list[Path]:
     parts = job.rpartition(".")[0].split(".")
     if len(parts) < 3 or source.name == "__init__.py":
         return [source]
-    package, package_dir = ".".join(parts[:2]), source.parents[len(parts) - 3]
-    pending, found = [source], []
-    while pending:
-        path = pending.pop()
-        if path in found:
-            continue
-        found.append(path)
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            names = ([node.module] + [f"{node.module}.{a.name}" for a in node.names]
-                     if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else
-                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-            for name in names:
-                if name.startswith(package + "."):
-                    candidate = package_dir.joinpath(*name[len(package) + 1:].split(".")).with_suffix(".py")
-                    if candidate.is_file():
-                        pending.append(candidate)
-    return sorted(found)
+    return imported_sources(source, [(".".join(parts[:2]), source.parents[len(parts) - 3])])
 
 
 def rule_job(job: str) -> dict[str, str]:
