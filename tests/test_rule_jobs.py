@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from pipeline_lib.core.rule_jobs import job_code_files, job_problems, rule_arguments, rule_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +69,7 @@ def run_snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.mark.integration  # runs Snakemake
 def test_an_unknown_function_fails_the_dry_run_naming_the_rule_and_key(tmp_path):
     work = toy_workflow(tmp_path, "toyjobs.totl_job", " factor=2,")
     result = run_snakemake(work, "-n")
@@ -75,6 +78,7 @@ def test_an_unknown_function_fails_the_dry_run_naming_the_rule_and_key(tmp_path)
             in result.stdout + result.stderr), result.stdout[-2000:] + result.stderr[-2000:]
 
 
+@pytest.mark.integration  # runs Snakemake
 def test_a_rule_job_gets_inputs_outputs_params_and_threads_by_name(tmp_path):
     work = toy_workflow(tmp_path, "toyjobs.total_job", " factor=2,")
     result = run_snakemake(work)
@@ -83,6 +87,7 @@ def test_a_rule_job_gets_inputs_outputs_params_and_threads_by_name(tmp_path):
     assert (work / "logs" / "toy_total.log").exists()
 
 
+@pytest.mark.integration  # runs Snakemake
 def test_a_failing_dataset_job_fails_and_names_the_rule_in_its_reason(tmp_path):
     work = toy_workflow(tmp_path, "toyjobs.failing_job", output='"out.json"')
     result = run_snakemake(work)
@@ -128,6 +133,7 @@ def test_the_check_refuses_a_missing_module_a_non_string_and_mixed_outputs():
     assert "name every output" in problems_of("toyjobs.total_job", outputs=["total"], n_outputs=2)[0]
 
 
+@pytest.mark.integration  # runs Snakemake
 def test_a_job_named_without_its_code_digest_fails_the_dry_run(tmp_path):
     work = toy_workflow(tmp_path, "toyjobs.total_job", " factor=2,")
     snakefile = work / "Snakefile"
