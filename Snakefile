@@ -28,6 +28,7 @@ sys.path.insert(0, LIBRARY)
 
 from pipeline_lib.core.jobs import export_library_path
 from pipeline_lib.core.private import PRIVATE_DIR, make_owner_only
+from pipeline_lib.core.rule_jobs import raise_rule_job_problems
 
 export_library_path(LIBRARY)
 
@@ -47,6 +48,11 @@ include: "workflow/rules/fid.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/reader_study.smk"
 include: "workflow/rules/report.smk"
+
+
+# Rules that name a library function (params.job, run by scripts/rule_job.py): a misspelt function
+# or argument fails here, naming the rule and key, before any job runs.
+raise_rule_job_problems(workflow.rules)
 
 
 # Snakemake itself writes into private/ after a job (the .snakemake_timestamp of the staging

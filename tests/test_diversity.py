@@ -115,13 +115,13 @@ def test_rule_jobs_write_the_model_and_original_rows(tmp_path):
     write_npy(tmp_path / "none.npy", np.zeros((0, SIZE, SIZE), np.float32))
     settings = {"n_pairs": 15, "kernel_size": 4}
     model = model_diversity_job(tmp_path / "samples.npy", tmp_path / "recon.npy", images, table,
-                                tmp_path / "m.json", settings=settings, n_reconstruct=5, seed=0)
+                                tmp_path / "m.json", settings=settings, sampling={"n_reconstruct": 5, "seed": 0})
     assert read_json(tmp_path / "m.json") == model
     assert model["n_pairs"] == 15
     assert model["n_reconstructions"] == 5
     assert model["recon_psnr_mean"] > 0
     gan = model_diversity_job(tmp_path / "samples.npy", tmp_path / "none.npy", images, table,
-                              tmp_path / "g.json", settings=settings, n_reconstruct=5, seed=0)
+                              tmp_path / "g.json", settings=settings, sampling={"n_reconstruct": 5, "seed": 0})
     assert "recon_ssim_mean" not in gan
     original = original_diversity_job(images, table, tmp_path / "o.json", settings={"n_reference": 6})
     assert original["kind"] == "original"

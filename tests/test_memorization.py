@@ -149,7 +149,7 @@ def test_memorization_job_end_to_end(tmp_path, evaluation_slices):
     np.save(tmp_path / "samples.npy", samples)
     settings = {"percentile": 5, "gallery_k": 4, "n_test_reference": None, "seed": 0, "block": 16}
     result = mem.memorization_job(tmp_path / "samples.npy", tmp_path / "images.npy", tmp_path / "slices.tsv",
-                                  tmp_path / "net.pt", out_json=tmp_path / "m.json",
+                                  tmp_path / "net.pt", out_audit=tmp_path / "m.json",
                                   out_gallery=tmp_path / "m.png", settings=settings)
     written = json.loads((tmp_path / "m.json").read_text())
     assert written == json.loads(json.dumps(result))
@@ -165,5 +165,5 @@ def test_memorization_job_end_to_end(tmp_path, evaluation_slices):
     assert (tmp_path / "m.png").read_bytes().startswith(PNG)
     with pytest.raises(InputError, match="unknown key"):
         mem.memorization_job(tmp_path / "samples.npy", tmp_path / "images.npy", tmp_path / "slices.tsv",
-                             tmp_path / "net.pt", out_json=tmp_path / "x.json", out_gallery=tmp_path / "x.png",
+                             tmp_path / "net.pt", out_audit=tmp_path / "x.json", out_gallery=tmp_path / "x.png",
                              settings={"percentil": 5})

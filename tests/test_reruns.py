@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.workflow import (TEST_CONFIG, copy_checkout, dry_run_jobs, mark_all_produced, model_jobs, snakemake,
-                              stale_jobs, summary_table, write_config)
+from helpers.workflow import (TEST_CONFIG, copy_checkout, dag_jobs, dry_run_jobs, mark_all_produced, model_jobs,
+                              snakemake, stale_jobs, summary_table, write_config)
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def produced_workdir(tmp_path_factory) -> Path:
 def test_changing_one_models_lr_reruns_only_that_model(produced_workdir):
     write_config(produced_workdir, lambda c: c["models"]["vae"].update(lr=5e-4))
     try:
-        assert stale_jobs(produced_workdir) == model_jobs("vae")
+        assert stale_jobs(produced_workdir) == model_jobs(produced_workdir, "vae")
     finally:
         write_config(produced_workdir, lambda c: None)
     assert dry_run_jobs(produced_workdir) == {}
@@ -59,15 +59,30 @@ def test_editing_a_family_module_reruns_only_that_familys_models(produced_workdi
     original = module.read_text()
     module.write_text(original + "\n# edited\n")
     try:
-        assert stale_jobs(produced_workdir) == model_jobs("dcgan")
+        assert stale_jobs(produced_workdir) == model_jobs(produced_workdir, "dcgan")
     finally:
         module.write_text(original)
+
+
+def test_editing_a_metric_module_reruns_only_the_rules_that_run_its_code(produced_workdir):
+    """A rule on the shared adapter (scripts/rule_job.py) carries its function's code digest in its
+    params: editing evaluation/intensity.py reruns intensity_statistics for every run (and the
+    report that shows it), not the other evaluation rules that share the adapter."""
+    module = produced_workdir / "src/pipeline_lib/evaluation/intensity.py"
+    original = module.read_text()
+    module.write_text(original + "\n# edited\n")
+    try:
+        stale = stale_jobs(produced_workdir)
+    finally:
+        module.write_text(original)
+    assert {rule for rule, _ in stale} == {"intensity_statistics", "report"}, sorted(stale)
+    assert {model for rule, model in stale if rule == "intensity_statistics"} == set(models())
 
 
 def test_adding_a_model_runs_only_the_new_models_jobs(produced_workdir):
     write_config(produced_workdir, lambda c: c["models"].update(vae_wide={**c["models"]["vae"], "width": 16}))
     try:
-        assert stale_jobs(produced_workdir) == model_jobs("vae_wide")
+        assert stale_jobs(produced_workdir) == model_jobs(produced_workdir, "vae_wide")
     finally:
         write_config(produced_workdir, lambda c: None)
 
@@ -95,8 +110,10 @@ def models() -> list[str]:
     return sorted(yaml.safe_load(TEST_CONFIG.read_text())["models"])
 
 
-def every_model_jobs() -> set[tuple[str, str]]:
-    return set().union(*(model_jobs(m) for m in models()))
+def every_model_jobs(work: Path) -> set[tuple[str, str]]:
+    every = {(rule, model) for rule, model in dag_jobs(work) if model}
+    assert {model for _, model in every} == set(models())
+    return every | model_jobs(work, models()[0])
 
 
 def planned_and_stale(work: Path, change) -> tuple[dict[str, int], set[tuple[str, str]]]:
@@ -114,7 +131,7 @@ def test_a_slicing_setting_reruns_slices_and_everything_downstream(produced_work
     planned, stale = planned_and_stale(work, lambda c: c["slicing"].update(clip_percentile=90))
     assert planned == forced_jobs(work, "slice_dataset")
     assert planned["slice_dataset"] == 1
-    assert every_model_jobs() | {("slice_dataset", ""), ("metrics_original", "")} <= stale
+    assert every_model_jobs(work) | {("slice_dataset", ""), ("metrics_original", "")} <= stale
     assert not UPSTREAM_OF_SLICES & {rule for rule, _ in stale}
 
 
@@ -124,8 +141,8 @@ def test_a_registration_setting_reregisters_every_subject_and_downstream(produce
     assert planned == forced_jobs(work, "register")
     # the demo's 4 phantoms + 1 with a wrong voxel size + 1 corrupt file
     assert planned["register"] == subjects(work) == 6
-    expected = every_model_jobs() | {("register", ""), ("qc_tables", ""), ("slice_dataset", ""),
-                                     ("metrics_original", "")}
+    expected = every_model_jobs(work) | {("register", ""), ("qc_tables", ""), ("slice_dataset", ""),
+                                         ("metrics_original", "")}
     assert expected <= stale
     assert not {"demo_cohort", "discover_inputs", "ingest"} & {rule for rule, _ in stale}
 

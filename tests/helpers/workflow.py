@@ -98,29 +98,30 @@ def summary_table(workdir: Path) -> list[dict[str, str]]:
     return [dict(zip(rows[0], row)) for row in rows[1:]]
 
 
-def stale_jobs(workdir: Path) -> set[tuple[str, str]]:
-    """(rule, model) of every output a run would update; model is '' for other rules."""
+def dag_jobs(workdir: Path, stale_only: bool = False) -> set[tuple[str, str]]:
+    """(rule, model) of every output of the DAG (``stale_only``: that a run would update); model is
+    '' for rules that are not per model."""
     models = set(yaml.safe_load((workdir / "config.yaml").read_text())["models"])
     jobs = set()
     for row in summary_table(workdir):
-        if row["plan"] != "no update":
+        if not stale_only or row["plan"] != "no update":
             # A model's outputs carry its name as a folder or as the file name's stem.
             parts = re.split(r"[/.]", row["output_file"])
             jobs.add((row["rule"], next((p for p in parts if p in models), "")))
     return jobs
 
 
-#: Rules with one job per model (everything from training to that model's evaluation).
-PER_MODEL_RULES = ("train", "sample", "metrics_model", "model_features", "distribution_metrics",
-                   "domain_metrics", "memorization_audit", "conditioning_accuracy", "augmentation_utility",
-                   "diversity_metrics")
+def stale_jobs(workdir: Path) -> set[tuple[str, str]]:
+    return dag_jobs(workdir, stale_only=True)
 
 
-def model_jobs(model: str) -> set[tuple[str, str]]:
-    """A model's own jobs, plus what aggregates every model: the reader kit (its images
-    change, so it gets a new kit id) and the report."""
-    return {(rule, model) for rule in PER_MODEL_RULES} | {
-        ("report", ""), ("reader_kit", ""), ("reader_scores", "")}
+def model_jobs(workdir: Path, model: str) -> set[tuple[str, str]]:
+    """A model's own jobs in the DAG of ``workdir``'s config (every job whose outputs carry its name:
+    training, sampling and each per-run metric, so a new metric rule needs no entry here), plus what
+    aggregates every model: the reader kit (its images change, so it gets a new kit id) and the report."""
+    own = {(rule, name) for rule, name in dag_jobs(workdir) if name == model}
+    assert ("train", model) in own and len(own) > 2, f"no per-run jobs of {model} in the DAG: {sorted(own)}"
+    return own | {("report", ""), ("reader_kit", ""), ("reader_scores", "")}
 
 
 def missing_outputs(work: Path) -> list[str]:

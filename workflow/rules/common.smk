@@ -19,6 +19,7 @@ from pipeline_lib.core.config_check import config_problems, raise_problems
 from pipeline_lib.core.jobs import is_within, portable_path
 from pipeline_lib.core.overrides import typed_overrides
 from pipeline_lib.core.private import private_folder
+from pipeline_lib.core.rule_jobs import rule_job
 from pipeline_lib.core import step_timing
 from pipeline_lib.core.subject_batches import assign_batches
 from pipeline_lib.core.settings import (TrainerSettings, canonical, dataset_params, dataset_settings, enabled_models,

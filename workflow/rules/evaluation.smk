@@ -1,6 +1,7 @@
 # Evaluation in learnt feature spaces: a domain network trained on the real slices (domain
 # Fréchet distance and PRDC), a memorization audit, conditioning accuracy, augmentation utility, and
-# MONAI's MS-SSIM diversity with SSIM/PSNR of reconstructions.
+# MONAI's MS-SSIM diversity with SSIM/PSNR of reconstructions, and the samples' grey levels.
+# Each rule names its library function (params: **rule_job(...)); scripts/rule_job.py runs it (core/rule_jobs.py).
 # The CNNs here are tiny: one torch thread each. Measured on a loaded 2-core machine, two
 # threads made their training 9x slower (OpenMP threads waiting on each other).
 
@@ -16,6 +17,7 @@ rule domain_network:
     log:
         "logs/domain/{dataset}/network.log",
     params:
+        **rule_job("pipeline_lib.evaluation.domain_features.domain_network_job"),
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
@@ -26,7 +28,7 @@ rule domain_network:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/domain_network.py"
+        "../scripts/rule_job.py"
 
 
 rule domain_metrics:
@@ -41,6 +43,7 @@ rule domain_metrics:
     log:
         f"logs/domain/{RUN}.log",
     params:
+        **rule_job("pipeline_lib.evaluation.domain_features.domain_metrics_job"),
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
@@ -51,7 +54,7 @@ rule domain_metrics:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/domain_metrics.py"
+        "../scripts/rule_job.py"
 
 
 rule domain_metrics_original:
@@ -65,6 +68,7 @@ rule domain_metrics_original:
     log:
         "logs/domain/original/{dataset}.log",
     params:
+        **rule_job("pipeline_lib.evaluation.domain_features.domain_metrics_job"),
         settings=section_settings("evaluation.domain"),
     threads: 1
     resources:
@@ -75,7 +79,7 @@ rule domain_metrics_original:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/domain_metrics.py"
+        "../scripts/rule_job.py"
 
 
 rule memorization_audit:
@@ -97,6 +101,7 @@ rule memorization_audit:
     log:
         f"logs/memorization/{RUN}.log",
     params:
+        **rule_job("pipeline_lib.evaluation.memorization.memorization_job"),
         settings=section_settings("evaluation.memorization"),
     threads: 2
     resources:
@@ -107,7 +112,7 @@ rule memorization_audit:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/memorization_audit.py"
+        "../scripts/rule_job.py"
 
 
 rule conditioning_accuracy:
@@ -122,6 +127,7 @@ rule conditioning_accuracy:
     log:
         f"logs/conditioning/{RUN}.log",
     params:
+        **rule_job("pipeline_lib.evaluation.conditioning.conditioning_job"),
         settings=section_settings("evaluation.conditioning"),
         condition_on=model_condition,
     threads: 1
@@ -133,7 +139,7 @@ rule conditioning_accuracy:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/conditioning_accuracy.py"
+        "../scripts/rule_job.py"
 
 
 rule augmentation_utility:
@@ -149,6 +155,7 @@ rule augmentation_utility:
     log:
         f"logs/utility/{RUN}.log",
     params:
+        **rule_job("pipeline_lib.evaluation.augmentation_utility.utility_job"),
         settings=section_settings("evaluation.utility"),
         condition_on=model_condition,
     threads: 1
@@ -160,7 +167,7 @@ rule augmentation_utility:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/augmentation_utility.py"
+        "../scripts/rule_job.py"
 
 
 rule diversity_metrics:
@@ -175,6 +182,7 @@ rule diversity_metrics:
     log:
         f"logs/diversity/{RUN}.log",
     params:
+        **rule_job("pipeline_lib.evaluation.diversity.model_diversity_job"),
         settings=section_settings("evaluation.diversity"),
         sampling=section_settings("sampling"),
     threads: 1
@@ -186,7 +194,7 @@ rule diversity_metrics:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/diversity_metrics.py"
+        "../scripts/rule_job.py"
 
 
 rule diversity_original:
@@ -199,6 +207,7 @@ rule diversity_original:
     log:
         "logs/diversity/original/{dataset}.log",
     params:
+        **rule_job("pipeline_lib.evaluation.diversity.original_diversity_job"),
         settings=section_settings("evaluation.diversity"),
     threads: 1
     resources:
@@ -209,7 +218,32 @@ rule diversity_original:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/diversity_metrics.py"
+        "../scripts/rule_job.py"
+
+
+rule intensity_statistics:
+    """Grey levels of one model's samples against its training slices: Wasserstein distance of the
+    intensity histograms, mean, contrast (std) and share of background."""
+    input:
+        samples=rules.sample.output.samples,
+        images=model_slices("images"),
+        table=model_slices("table"),
+    output:
+        f"results/intensity/{RUN}.json",
+    log:
+        f"logs/intensity/{RUN}.log",
+    params:
+        **rule_job("pipeline_lib.evaluation.intensity.intensity_job"),
+    threads: 1
+    resources:
+        attempt=job_attempt,
+        mem_mb=mem_streamed(),
+    message:
+        "Intensity statistics of model {wildcards.model} (seed {wildcards.seed})"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/rule_job.py"
 
 
 rule evaluation_beyond_fid:
@@ -223,3 +257,4 @@ rule evaluation_beyond_fid:
         per_model(rules.augmentation_utility.output[0]),
         per_dataset(rules.diversity_original.output[0]),
         per_model(rules.diversity_metrics.output[0]),
+        per_model(rules.intensity_statistics.output[0]),

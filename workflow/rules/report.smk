@@ -17,6 +17,7 @@ REPORT_RUN_INPUTS = dict(
     validation=rules.train.output.validation,
     snapshots=rules.train.output.snapshots,
     diversity=rules.diversity_metrics.output[0],
+    intensity=rules.intensity_statistics.output[0],
 )
 
 

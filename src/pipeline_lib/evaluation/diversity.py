@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import write_json
-from pipeline_lib.core.settings import DiversitySettings, read_settings
+from pipeline_lib.core.settings import DiversitySettings, SamplingSettings, read_settings
 from pipeline_lib.core.slices import load_checked_images, open_split
 
 #: Wang et al.'s (2003) weights of the five scales, finest first (MONAI's defaults).
@@ -124,14 +124,15 @@ def reconstruction_similarity(originals: np.ndarray, reconstructions: np.ndarray
 
 
 def model_diversity_job(samples: Path, reconstructions: Path, images: Path, table: Path, out: Path, *,
-                        settings: DiversitySettings | Mapping | None, n_reconstruct: int, seed: int) -> dict:
+                        settings: DiversitySettings | Mapping | None, sampling: Mapping[str, Any]) -> dict:
     """MS-SSIM of sample pairs; SSIM/MS-SSIM/PSNR of the reconstructions of the sampled test subset
     (the same subset, ``sampling.n_reconstruct`` and ``sampling.seed``, the sample rule reconstructed)."""
     cfg = read_settings(DiversitySettings, settings)
+    drawn = read_settings(SamplingSettings, sampling)
     result = {"kind": "model", **pairwise_ms_ssim(load_checked_images(samples, grey=True), n_pairs=cfg.n_pairs,
                                                    seed=cfg.seed, kernel_size=cfg.kernel_size)}
     if np.load(reconstructions, mmap_mode="r").shape[0]:
-        test_images, _ = open_split(images, table, "test", n=n_reconstruct, seed=seed, grey=True)
+        test_images, _ = open_split(images, table, "test", n=drawn.n_reconstruct, seed=drawn.seed, grey=True)
         result.update(reconstruction_similarity(test_images, load_checked_images(reconstructions, grey=True),
                                                 kernel_size=cfg.kernel_size))
     write_json(out, result)

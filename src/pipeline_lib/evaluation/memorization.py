@@ -223,7 +223,7 @@ def save_gallery(samples: np.ndarray, train: np.ndarray, pairs: list[tuple[int, 
     plt.close(fig)
 
 
-def memorization_job(samples: Path, images: Path, table: Path, network: Path, *, out_json: Path,
+def memorization_job(samples: Path, images: Path, table: Path, network: Path, *, out_audit: Path,
                      out_gallery: Path, settings: Mapping[str, Any]) -> dict:
     """The ``memorization_audit`` rule: audit one model's samples, write the JSON and the gallery."""
     from pipeline_lib.core.slices import open_split
@@ -256,7 +256,7 @@ def memorization_job(samples: Path, images: Path, table: Path, network: Path, *,
     ]
     result["gallery_k"] = len(pairs)
     save_gallery(synth, train, pairs, out_gallery, threshold=result["pixel"]["threshold"])
-    write_json(out_json, result)
+    write_json(out_audit, result)
     log.info("likely copies: pixel %.3f, domain %.3f", result["pixel"]["fraction_likely_copies"],
              result["domain"]["fraction_likely_copies"])
     return result

@@ -15,7 +15,6 @@ imported when it is first looked up (docs/external-family.md).
 
 from __future__ import annotations
 
-import ast
 import functools
 import importlib
 import importlib.metadata
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.source_files import imported_sources
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _FAMILIES_DIR = _PACKAGE_DIR / "families"
@@ -95,15 +95,6 @@ def family_source(family: str) -> Path:
     return Path(spec.origin).resolve()
 
 
-def _module_file(dotted: str, package: str, package_dir: Path) -> Path | None:
-    """The file of module ``dotted`` inside ``package`` (found at ``package_dir``; a package's
-    ``__init__`` excluded), else None."""
-    if not dotted.startswith(package + "."):
-        return None
-    path = package_dir.joinpath(*dotted[len(package) + 1:].split(".")).with_suffix(".py")
-    return path if path.is_file() else None
-
-
 def _roots(family: str, source: Path) -> list[tuple[str, Path]]:
     """The packages whose modules count as the family's code: ``pipeline_lib.models`` and, for an
     external family inside a package, that top-level package (``source`` is the family's module)."""
@@ -124,19 +115,7 @@ def family_sources(family: str) -> list[Path]:
     parsing imports, so torch is not imported while Snakemake builds the DAG.
     """
     first = family_source(family)
-    roots = _roots(family, first)
-    pending, found = [first], []
-    while pending:
-        path = pending.pop()
-        if path in found:
-            continue
-        found.append(path)
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                candidates = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-                pending.extend(p for c in candidates for package, where in roots
-                               if (p := _module_file(c, package, where)) is not None)
-    return sorted(found)
+    return imported_sources(first, _roots(family, first))
 
 
 def get_family(family: str):

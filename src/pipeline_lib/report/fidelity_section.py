@@ -1,5 +1,5 @@
 """The fidelity blocks: FID, KID and PRDC, the domain feature space, Ungría Hirte et al.'s Table 1
-pixel metrics, the sample grids beside real slices, and the reconstructions."""
+pixel metrics, the samples' grey levels, the sample grids beside real slices, and the reconstructions."""
 
 from __future__ import annotations
 
@@ -158,6 +158,34 @@ def _metric_cell(key: str, runs: Sequence[Mapping], std_key: str | None = None) 
     return spread_cell(s, key=key)
 
 
+#: (record key, heading, shown as a percentage); each sample column is followed by its real one.
+_INTENSITY_COLUMNS = [
+    ("wasserstein", "Wasserstein distance ↓", False),
+    ("mean", "Mean", False), ("real_mean", "Real mean", False),
+    ("std", "Std (contrast)", False), ("real_std", "Real std", False),
+    ("background", "Background", True), ("real_background", "Real background", True),
+]
+
+
+def _intensity(data: ReportData, notes: Notes) -> str:
+    models = {name: runs for name, runs in data.records("intensity").items() if runs}
+    if not models:
+        return "<p>No intensity statistics.</p>"
+    head = "<th>Model</th><th>Runs</th>" + "".join(f"<th>{_esc(h)}</th>" for _, h, _ in _INTENSITY_COLUMNS)
+    rows = []
+    for name, runs in models.items():
+        cells = "".join(spread_cell(spread_of(runs, key), key=key, percent=percent)
+                        for key, _, percent in _INTENSITY_COLUMNS)
+        rows.append(f'<tr data-model="{_esc(name)}"><th>{_esc(name)}</th><td class="num">{len(runs)}</td>{cells}</tr>')
+    caption = ("Grey levels of each model's samples against its dataset's real training slices (intensities in "
+               "[0, 1]; mean ± std over training seeds). Wasserstein distance: the 1-D earth mover's distance "
+               "between the two intensity histograms on 8-bit grey levels (0 = the same histogram). Mean and "
+               "std of all pixels: brightness and contrast. Background: the share of pixels darker than 2 % "
+               "of full scale; a model that paints noise outside the head, or loses the head, moves it.")
+    return (f'<table id="intensity"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
 def _scale_text(original: Mapping, models: Mapping[str, Mapping]) -> str:
     scales = {_as_float(d.get("sharpness_scale")) for d in [original, *models.values()] if "sharpness_scale" in d}
     scales.discard(None)
@@ -173,6 +201,7 @@ SECTIONS = [
     Section("fidelity", "FID, KID, precision and density (Inception features)", "distribution", _distribution),
     Section("fidelity", "Domain feature space", "domain-features", _domain),
     Section("fidelity", "Pixel metrics (Ungría Hirte et al., Table 1)", "pixel-metrics", _table1_section),
+    Section("fidelity", "Grey levels of the samples", "grey-levels", _intensity),
     Section("fidelity", "Samples", "samples", _samples),
     Section("fidelity", "Reconstructions", "reconstructions", _reconstructions),
 ]
