@@ -11,7 +11,7 @@ every dataset or in none). Files, written by imaging/volumes.py:
   labels..., sequence (the channel names joined by "+" for a stacked dataset), the columns of
   ``slices.tsv`` that apply to a whole volume, so core.slices.split_rows and image_channels read it.
 - ``grid.json``: the output grid's shape, voxel spacing and affine (voxel -> template mm), so a
-  sample written with it (imaging/volumes.write_volume_nifti) overlays the template.
+  sample written with it (:func:`write_volume_nifti`) overlays the template.
 
 Torch-free, like everything the DAG imports.
 """
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.io import read_json
+from pipeline_lib.core.io import atomic_path, read_json
 from pipeline_lib.core.resources import ImageSet
 from pipeline_lib.core.settings import (DEFAULT_DATASET, DatasetSettings, canonical, check_known_keys, dataset_settings,
                                         read_settings)
@@ -209,3 +209,30 @@ def open_volume_split(volumes: Path, table: Path, split: str) -> tuple[SplitImag
     if data.ndim != 5:
         raise InputError(f"{volumes}: expected volumes shaped (N, C, X, Y, Z), got shape {data.shape}")
     return SplitImages(Path(volumes), rows), frame.loc[rows].reset_index(drop=True)
+
+
+def write_volume_nifti(sample: np.ndarray, affine: np.ndarray, out: Path) -> Path:
+    """Write a (C, X, Y, Z) sample (or one (X, Y, Z) volume) on a volume dataset's grid as NIfTI with
+    ``affine`` (grid.json's), atomically: a 3-D image for one channel, else X x Y x Z x C. The voxel
+    order is the dataset's (RAS), so the file overlays the template in any viewer. (Here, in core,
+    so that models/export.py writes generated volumes with it.)"""
+    data = np.asarray(sample, dtype=np.float32)
+    if data.ndim == 3:
+        data = data[None]
+    if data.ndim != 4 or min(data.shape) == 0:
+        raise InputError(f"{out}: expected a sample shaped (C, X, Y, Z) or (X, Y, Z), got {np.shape(sample)}")
+    if not np.isfinite(data).all():
+        raise InputError(f"{out}: the sample holds NaN or infinite values")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise InputError(f"{out}: expected a 4 x 4 affine, got shape {affine.shape}")
+    data = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)
+    import nibabel as nib  # here, not at the top: the DAG imports this module
+
+    image = nib.Nifti1Image(np.ascontiguousarray(data), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm")
+    with atomic_path(out) as tmp:
+        nib.save(image, str(tmp))
+    return Path(out)

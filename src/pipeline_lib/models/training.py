@@ -554,11 +554,9 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
         labels = class_indices(rows, condition_on, class_names)
     if "axis" in rows.columns:
         check_flip_axis(TrainerSettings.from_block(name, block).augmentation, rows["axis"], f"models.{name}")
-    data_summary = {"split": "train", "n_slices": int(len(train_images)), "n_subjects": int(rows["subject"].nunique()),
-                    "image_size": int(train_images.shape[-1]), **dataset_geometry(rows, train_images)}
-    if grid is not None:
-        data_summary = {key: value for key, value in data_summary.items() if key != "n_slices"}
-        data_summary.update(volume_geometry(grid, train_images))
+    data_summary = {"split": "train", "n_subjects": int(rows["subject"].nunique()), "image_size": int(train_images.shape[-1]),
+                    **(volume_geometry(grid, train_images) if grid is not None else
+                       {"n_slices": int(len(train_images)), **dataset_geometry(rows, train_images)})}
     if condition_on:
         data_summary["slices_per_class"] = {str(c): int(n) for c, n in rows[condition_on].value_counts().sort_index().items()}
     held_out = None
@@ -584,7 +582,9 @@ def volume_geometry(grid: Path, volumes) -> dict[str, Any]:
     found = read_grid(grid)
     if tuple(found["shape"]) != tuple(volumes.shape[-3:]):
         raise InputError(f"{grid}: grid shape {list(found['shape'])} differs from the volumes' {list(volumes.shape[-3:])}")
+    channels = [str(name) for name in found.get("channels") or ()]
     return {"n_volumes": int(len(volumes)), "size": [int(v) for v in volumes.shape[-3:]],
+            **({"channel_names": channels} if len(channels) > 1 else {}),
             "grid": {"shape": [int(v) for v in found["shape"]], "affine": found["affine"].tolist(),
                      "spacing_mm": [float(v) for v in found.get("spacing_mm") or ()]}}
 
