@@ -71,3 +71,5 @@ rule all:
     input:
         rules.report.output.html,
         expand(rules.reader_kit.output.summary, dataset=reader_datasets()),
+        # 3-D runs (none: nothing added)
+        per_model(rules.sample_volumes.output.volumes, VOLUME_RUNS),

@@ -1,6 +1,11 @@
 """Time per training step and peak memory of the ddpm3d family at its published (tutorial) settings.
 
     PYTHONPATH=src python bench/ddpm3d_step.py [--sizes 32,48] [--steps 3] [--batch 1]
+    PYTHONPATH=src python bench/ddpm3d_step.py --config configs/demo-3d.yaml --model ddpm3d --sizes 32 --batch 2
+
+With ``--config``/``--model`` the network is that model block's (its hyperparameters over the
+tutorial's), the CPU part also times one sampling pass of the UNet over ``--batch`` volumes (a DDIM
+step), the on-paper part is skipped, and the results go to ``ddpm3d_step_<model>.json``/``.md``.
 
 1. CPU, measured: for each cube side S, a fresh Python process (``--worker``) builds the family's
    Denoiser with the published hyperparameters (MONAI 3-D DDPM tutorial: channels 64/64/128,
@@ -43,19 +48,34 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def denoiser(device: str = "cpu"):
-    from pipeline_lib.models.families.ddpm import Denoiser
+def hyperparameters(config: str | None = None, model: str | None = None):
+    """The tutorial's hyperparameters, or those of ``model``'s block in the config file ``config``."""
+    import dataclasses
+
     from pipeline_lib.models.families.hparams.ddpm3d import DDPM3DHyperparameters
 
+    published = DDPM3DHyperparameters()
+    if config is None:
+        return published
+    import yaml
+
+    block = yaml.safe_load(Path(config).read_text())["models"][model]
+    names = {f.name for f in dataclasses.fields(published)}
+    return dataclasses.replace(published, **{k: v for k, v in block.items() if k in names})
+
+
+def denoiser(device: str = "cpu", config: str | None = None, model: str | None = None):
+    from pipeline_lib.models.families.ddpm import Denoiser
+
     with __import__("torch").device(device):
-        return Denoiser(1, DDPM3DHyperparameters(), 0, clip_sample=True, where="bench", spatial_dims=3)
+        return Denoiser(1, hyperparameters(config, model), 0, clip_sample=True, where="bench", spatial_dims=3)
 
 
-def worker(size: int, steps: int, batch: int) -> dict:
+def worker(size: int, steps: int, batch: int, config: str | None = None, name: str | None = None) -> dict:
     import torch
 
     torch.manual_seed(0)
-    model = denoiser()
+    model = denoiser(config=config, model=name)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-5)
     x0 = torch.rand(batch, 1, size, size, size) * 2 - 1
     times = []
@@ -67,7 +87,14 @@ def worker(size: int, steps: int, batch: int) -> dict:
         optimizer.step()
         if i:  # the first step warms up the kernels
             times.append(time.perf_counter() - started)
-    return {"size": size, "batch": batch, "steps": steps, "threads": torch.get_num_threads(),
+    sampling = {}
+    if config is not None:
+        with torch.no_grad():
+            started = time.perf_counter()
+            model.unet(x=x0, timesteps=torch.zeros(batch, dtype=torch.long))
+            sampling = {"unet_pass_s": round(time.perf_counter() - started, 3),
+                        "parameters": sum(p.numel() for p in model.parameters())}
+    return {**sampling, "size": size, "batch": batch, "steps": steps, "threads": torch.get_num_threads(),
             "step_s_median": round(statistics.median(times), 3), "step_s": [round(t, 3) for t in times],
             "peak_rss_mb": round(peak_rss_mb(), 1)}
 
@@ -114,20 +141,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--worker", type=int)
+    parser.add_argument("--config", help="a config file whose model block (--model) sets the network")
+    parser.add_argument("--model", help="the model block of --config")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.steps, args.batch)))
+        print(json.dumps(worker(args.worker, args.steps, args.batch, args.config, args.model)))
         return
     measured = []
+    chosen = ["--config", args.config, "--model", args.model] if args.config else []
     for size in [int(s) for s in args.sizes.split(",")]:
         done = subprocess.run([sys.executable, __file__, "--worker", str(size), "--steps", str(args.steps),
-                               "--batch", str(args.batch)], capture_output=True, text=True, check=True)
+                               "--batch", str(args.batch), *chosen], capture_output=True, text=True, check=True)
         measured.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(measured[-1], flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    if args.config:
+        write_block_results(measured, args.config, args.model)
+        return
     paper = [{"label": label, **saved_bytes(batch, shape)} for label, batch, shape in PAPER]
     for row in paper:
         print(row, flush=True)
-    RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ddpm3d_step.json").write_text(json.dumps({"cpu_measured": measured, "gpu_on_paper": paper}, indent=2))
     lines = ["# ddpm3d: time per step and memory (bench/ddpm3d_step.py)", "",
              "CPU, measured (tutorial network, one warm-up step, median of the timed steps; peak RSS of the process):",
@@ -140,6 +173,20 @@ def main() -> None:
     lines += [f"| {p['label']} | {p['parameters']:,} | {p['activations_gb_fp32']} | {p['params_grads_adam_gb']} | "
               f"{p['total_gb_fp32']} | {p['total_gb_fp16_activations']} |" for p in paper]
     (RESULTS / "ddpm3d_step.md").write_text("\n".join(lines) + "\n")
+
+
+def write_block_results(measured: list[dict], config: str, model: str) -> None:
+    (RESULTS / f"ddpm3d_step_{model}.json").write_text(json.dumps({"config": config, "model": model,
+                                                                   "cpu_measured": measured}, indent=2))
+    lines = [f"# ddpm3d: time per step, {config} model {model} (bench/ddpm3d_step.py --config {config} "
+             f"--model {model})", "",
+             "CPU, measured (one warm-up step, median of the timed steps; one UNet pass over the batch without "
+             "gradients, as one DDIM step of sampling; peak RSS of the process):", "",
+             "| volume | batch | threads | parameters | s / step | s / UNet pass | peak RSS MB |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {m['size']}^3 | {m['batch']} | {m['threads']} | {m['parameters']:,} | {m['step_s_median']} | "
+              f"{m['unet_pass_s']} | {m['peak_rss_mb']} |" for m in measured]
+    (RESULTS / f"ddpm3d_step_{model}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -256,12 +256,13 @@ def test_volume_dataset_problems_name_the_key(block, match):
     assert re.search(match, problems[0]), problems
 
 
-def test_a_model_on_a_volume_dataset_and_the_default_name_are_problems():
+def test_the_default_name_is_a_problem_and_a_model_on_a_volume_dataset_is_its_familys_question():
     config = _config({"default": {"kind": "volume"}},
                      models={"m": {"family": "vae", "dataset": "default", "budget": {"steps": 1}}})
     problems = volume_dataset_problems(config)
     assert any("datasets.default: the name of the slice dataset built from slicing:" in p for p in problems)
-    assert any("models.m.dataset: 'default' is a volume dataset" in p for p in problems)
+    # which family may name a volume dataset: models.hyperparameters.model_dataset_problems (test_volume_runs.py)
+    assert not any(p.startswith("models.m.dataset") for p in problems)
 
 
 def test_volume_keys_are_in_the_schema_and_volume_only_keys_have_no_schema_default():

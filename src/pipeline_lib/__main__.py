@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="draw K images of every class (conditional models only)")
     gen.add_argument("--format", choices=("png", "nifti", "npy"), default="png",
                      help="png: one 8-bit grey file per image; nifti: one volume, image k = slice k; "
-                          "npy: one (N, H, W) float32 array in [0, 1]")
+                          "npy: one (N, H, W) float32 array in [0, 1]. A 3-D model: nifti one file per "
+                          "volume on its template grid, npy (N, C, X, Y, Z), png each volume's three "
+                          "middle slices")
     gen.add_argument("--out", type=Path, required=True,
                      help="output folder, new or empty (labels.tsv is written too)")
     gen.add_argument("--overwrite", action="store_true",
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             model, description = export.load_model(args.model, device=args.device)
             images, classes = export.generate(model, description, args.number, args.seed,
                                               classes=args.classes, per_class=args.per_class)
-            written = export.write_generated(images, classes, args.out, args.format, overwrite=args.overwrite)
+            written = export.write_generated(images, classes, args.out, args.format, overwrite=args.overwrite,
+                                             grid=export.volume_grid(description))
             print(f"{len(images)} images of {description.get('model')} (seed {args.seed}) written to {args.out} "
                   f"({len(written)} {args.format} file(s) and labels.tsv)")
         elif args.command == "export":
@@ -110,7 +113,8 @@ def readable(description: Mapping[str, Any]) -> str:
     steps = f"{description.get('steps')} of {description.get('target_steps')} steps"
     training = (f"INCOMPLETE (stopped by its time cap), {steps}" if description.get("incomplete")
                 else f"complete, {steps}")
-    slices = f"{data.get('n_slices', '?')} slices of the {data.get('split', 'train')} split"
+    slices = (f"{data['n_volumes']} volumes" if "n_volumes" in data else f"{data.get('n_slices', '?')} slices") \
+        + f" of the {data.get('split', 'train')} split"
     if "n_subjects" in data:
         slices += f" from {data['n_subjects']} subjects"
     if data.get("axis"):
@@ -118,7 +122,7 @@ def readable(description: Mapping[str, Any]) -> str:
     condition = (description.get("config") or {}).get("condition_on")
     rows = [
         ("model", f"{description.get('model')} (family {description.get('family')}, seed {description.get('seed')})"),
-        ("images", f"{size} x {size}, " + ("1 channel (grey)" if channels == 1 else
+        ("images", " x ".join([str(size)] * (3 if "n_volumes" in data else 2)) + ", " + ("1 channel (grey)" if channels == 1 else
                                            f"{channels} channels ({', '.join(names) or 'names not recorded'})")),
         ("classes", f"{', '.join(classes)} (label column {condition})" if classes else "none (unconditional)"),
         ("training", f"{training}; budget {json.dumps(description.get('budget', {}))}; "

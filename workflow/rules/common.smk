@@ -24,12 +24,13 @@ from pipeline_lib.core import step_timing
 from pipeline_lib.core.subject_batches import assign_batches
 from pipeline_lib.core.settings import (TrainerSettings, canonical, dataset_params, dataset_settings, enabled_models,
                                         model_dataset, model_seeds, rerun_settings, result_part, rule_settings)
-from pipeline_lib.core.volumes import volume_dataset_mb, volume_dataset_params, volume_dataset_settings
+from pipeline_lib.core.volumes import estimated_volumes, volume_dataset_mb, volume_dataset_params, volume_dataset_settings
 from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES, file_state, layout_problem
 from pipeline_lib.imaging.label_filters import check_filters_against_subjects
 from pipeline_lib.imaging.pseudonym import project_salt, salt_notice
 from pipeline_lib.models import family_sources
-from pipeline_lib.models.hyperparameters import check_model_blocks, published_defaults, typed_hyperparameters
+from pipeline_lib.models.hyperparameters import (check_model_blocks, model_dataset_problems, published_defaults, spatial_dims,
+                                                 typed_hyperparameters)
 from pipeline_lib.reader_study.scoring import response_files
 
 
@@ -55,6 +56,8 @@ def check_config():
     if not problems:
         problems = check_model_blocks(config.get("models"))
     if not problems:
+        problems = model_dataset_problems(config)
+    if not problems:
         problems = [problem for problem in [layout_problem(config.get("input") or {})] if problem]
     raise_problems(problems, [str(f) for f in workflow.overwrite_configfiles] or ["config.yaml"])
 
@@ -72,7 +75,12 @@ if "original" in MODELS:
     raise ValueError("models.original: 'original' is reserved for the real reference row; rename the model")
 # One training run per (model, seed); every per-run output is named <stage folder>/<model>/seed<seed>...
 SEEDS = {model: model_seeds(config, model) for model in MODELS}
-RUNS = [(model, seed) for model in MODELS for seed in SEEDS[model]]
+# 3-D models (a family with spatial_dims 3) learn a volume dataset: the train rule serves them too,
+# sample_volumes samples them, and none of the 2-D rules (sample, metrics, fid, reader kit, report)
+# asks for them. RUNS are the 2-D runs, VOLUME_RUNS the 3-D ones.
+VOLUME_MODELS = [model for model in MODELS if spatial_dims(config["models"][model]["family"]) == 3]
+RUNS = [(model, seed) for model in MODELS if model not in VOLUME_MODELS for seed in SEEDS[model]]
+VOLUME_RUNS = [(model, seed) for model in VOLUME_MODELS for seed in SEEDS[model]]
 RUN = "{model}/seed{seed}"
 # Slice datasets (datasets:, or one named "default" from slicing:); each model trains on one.
 DATASET_SETTINGS = dataset_settings(config)
@@ -393,11 +401,24 @@ def slice_settings(wildcards):
     return dataset_params(DATASET_SETTINGS[wildcards.dataset])
 
 
+#: A 3-D run's data files, by the name of the slice dataset's file each stands in for (a volume
+#: dataset has no slabs for on-the-fly augmentation; its grid.json is the 3-D runs' own input).
+VOLUME_RUN_INPUTS = {"images": "volumes", "table": "table", "grid": "grid"}
+
+
 def model_slices(name):
-    """Input function: the ``name`` output (images or table) of the slice dataset a run's model trains on."""
+    """Input function: the ``name`` output (images or table) of the slice dataset a run's model
+    trains on; for a 3-D run, its volume dataset's file that stands in for it (VOLUME_RUN_INPUTS),
+    or none."""
 
     def slices_of_model(wildcards):
-        return expand(getattr(rules.slice_dataset.output, name), dataset=MODEL_DATASET[wildcards.model])[0]
+        dataset = MODEL_DATASET[wildcards.model]
+        if wildcards.model in VOLUME_MODELS:
+            output = VOLUME_RUN_INPUTS.get(name)
+            return expand(getattr(rules.volume_dataset.output, output), volume_dataset=dataset)[0] if output else []
+        if name not in rules.slice_dataset.output.keys():
+            return []
+        return expand(getattr(rules.slice_dataset.output, name), dataset=dataset)[0]
 
     return slices_of_model
 
@@ -539,9 +560,11 @@ def model_condition(wildcards):
     return config["models"][wildcards.model].get("condition_on") or ""
 
 
-def per_model(pattern):
-    """``pattern`` expanded over every training run (model and seed), in the order of RUNS."""
-    return expand(pattern, zip, model=[m for m, _ in RUNS], seed=[s for _, s in RUNS])
+def per_model(pattern, runs=None):
+    """``pattern`` expanded over every 2-D training run (model and seed), in the order of RUNS, or
+    over ``runs`` (VOLUME_RUNS: the 3-D runs)."""
+    runs = RUNS if runs is None else runs
+    return expand(pattern, zip, model=[m for m, _ in runs], seed=[s for _, s in runs])
 
 
 def first_runs(pattern, models):
@@ -595,8 +618,17 @@ def dataset_images(dataset):
     return resources.dataset_size(expand(rules.slice_dataset.output.images, dataset=dataset)[0], estimate)
 
 
+def volume_dataset_images(name):
+    """A volume dataset's size: its volumes.npy header when written, else the configured estimate."""
+    subjects, sequences = cohort_shape()
+    estimate = estimated_volumes(VOLUME_DATASET_SETTINGS[name], registration_grid(), subjects, sequences)
+    return resources.dataset_size(expand(rules.volume_dataset.output.volumes, volume_dataset=name)[0], estimate)
+
+
 def run_images(wildcards):
-    """The slice dataset a run's model trains on."""
+    """The dataset a run's model trains on: its slice dataset, or a 3-D run's volume dataset."""
+    if wildcards.model in VOLUME_MODELS:
+        return volume_dataset_images(MODEL_DATASET[wildcards.model])
     return dataset_images(MODEL_DATASET[wildcards.model])
 
 
@@ -642,6 +674,12 @@ def mem_sample(wildcards, attempt):
     family, batch = config["models"][wildcards.model]["family"], model_value(wildcards, "batch_size") or 64
     n = config["sampling"]["n"] + config["sampling"]["n_reconstruct"]
     return resources.request_mb(resources.sample_mb(family, n, int(batch), run_images(wildcards)), attempt)
+
+
+def mem_sample_volumes(wildcards, attempt):
+    family, batch = config["models"][wildcards.model]["family"], model_value(wildcards, "batch_size") or 64
+    return resources.request_mb(resources.sample_mb(family, config["sampling"]["n"], int(batch),
+                                                    run_images(wildcards)), attempt)
 
 
 def mem_streamed(held=0, with_samples=True):

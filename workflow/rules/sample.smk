@@ -29,3 +29,35 @@ rule sample:
         "../../envs/torch.yaml"
     script:
         "../scripts/sample.py"
+
+
+rule sample_volumes:
+    """Draw volumes from a trained 3-D model (VOLUME_RUNS only): (n, C, X, Y, Z) float32 in [0, 1] on
+    the axes of its volume dataset's volumes.npy, their class labels, and the axial, coronal and
+    sagittal middle slices of the first few (docs/VOLUMES.md)."""
+    input:
+        weights=rules.train.output.weights,
+    output:
+        volumes="results/volume_samples/{model}/seed{seed}/volumes.npy",
+        labels="results/volume_samples/{model}/seed{seed}/labels.tsv",
+        views=report(
+            "results/volume_samples/{model}/seed{seed}/views.png",
+            caption="../report/volume_views.rst",
+            category="2. Samples",
+            subcategory="{model}",
+            labels={"model": "{model}", "seed": "{seed}", "views": "orthogonal"},
+        ),
+    log:
+        f"logs/sample_volumes/{RUN}.log",
+    params:
+        sampling=section_settings("sampling"),
+    threads: 2
+    resources:
+        attempt=job_attempt,
+        mem_mb=mem_sample_volumes,
+    message:
+        "Sampling volumes from model {wildcards.model} (seed {wildcards.seed})"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/sample_volumes.py"

@@ -1,10 +1,13 @@
 rule train:
-    """Train one model with one seed; resumes from results/checkpoints/{model}/seed{seed}/ after a kill."""
+    """Train one model with one seed; resumes from results/checkpoints/{model}/seed{seed}/ after a kill.
+    A 3-D run (VOLUME_RUNS) reads its volume dataset: volumes.npy and volumes.tsv as images and table,
+    and its grid.json (no slabs)."""
     input:
         images=model_slices("images"),
         table=model_slices("table"),
         volumes=model_slices("volumes"),
         volume_index=model_slices("volume_index"),
+        grid=model_slices("grid"),
         family=model_family_source,
     output:
         weights=f"results/models/{RUN}/weights.pt",

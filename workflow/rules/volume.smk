@@ -1,6 +1,6 @@
-# Volume datasets (datasets.<name> with kind: volume) for 3-D models; `snakemake volume_datasets`
-# builds them. Nothing else asks for them yet, so the 2-D pipeline's DAG is unchanged. Their
-# input functions are in common.smk.
+# Volume datasets (datasets.<name> with kind: volume) for 3-D models: the train jobs of the 3-D runs
+# read the ones their models name; `snakemake volume_datasets` builds all of them. Their input
+# functions are in common.smk.
 
 
 wildcard_constraints:

@@ -28,7 +28,9 @@ def work():
         # on-the-fly augmented datasets: the train split drawn from the volumes' slabs (None otherwise)
         train_split=open_training_split(Path(snakemake.input.images), Path(snakemake.input.table),
                                         Path(snakemake.input.volumes), Path(snakemake.input.volume_index),
-                                        snakemake.params.block.get("condition_on")),
+                                        snakemake.params.block.get("condition_on")) if snakemake.input.volumes else None,
+        # a 3-D run: its volume dataset's grid (none for a slice dataset)
+        grid=Path(snakemake.input.grid) if snakemake.input.grid else None,
     )
 
 

@@ -1,4 +1,5 @@
-"""Small PNG images shared by several stages: 8-bit grey PNG encoding and image grids."""
+"""Small PNG images shared by several stages: 8-bit grey PNG encoding, image grids and orthogonal
+views of volumes."""
 
 from __future__ import annotations
 
@@ -72,3 +73,36 @@ def save_pairs(originals: np.ndarray, reconstructions: np.ndarray, path: Path, n
     k = min(n, len(originals))
     stacked = np.concatenate([originals[:k], reconstructions[:k]])
     save_grid(stacked, path, ncols=k, max_images=2 * k)
+
+
+#: The planes of :func:`orthogonal_views`, in their column order.
+VIEW_PLANES = ("axial", "coronal", "sagittal")
+
+
+def middle_slices(volume: np.ndarray) -> list[np.ndarray]:
+    """The middle axial, coronal and sagittal slices of one RAS-ordered (X, Y, Z) volume, in the
+    slice datasets' radiological display (imaging.slice_geometry.ras_to_display: the patient's right
+    on the image's left, anterior resp. superior up; tested equal)."""
+    x, y, z = (n // 2 for n in volume.shape)
+    return [volume[::-1, ::-1, z].T, volume[::-1, y, ::-1].T, volume[x, ::-1, ::-1].T]
+
+
+def orthogonal_views(volumes: np.ndarray, n: int = 4, pad: int = 2) -> np.ndarray:
+    """One row per volume of the first ``n`` of (N, C, X, Y, Z) volumes (a stacked volume's channels
+    one after another), each row its middle axial, coronal and sagittal slices side by side (tiles
+    as large as the largest slice, slices centred), on a white border: a (rows*H, 3*W) mosaic."""
+    if volumes.ndim != 5:
+        raise ValueError(f"expected volumes shaped (N, C, X, Y, Z), got {volumes.shape}")
+    rows = [middle_slices(v) for volume in volumes[:n] for v in volume]
+    side = max(max(s.shape) for row in rows for s in row)
+    tiles = np.zeros((len(rows) * len(VIEW_PLANES), side, side), dtype=np.float32)
+    for i, image in enumerate(s for row in rows for s in row):
+        top, left = (side - image.shape[0]) // 2, (side - image.shape[1]) // 2
+        tiles[i, top:top + image.shape[0], left:left + image.shape[1]] = image
+    return tile(np.clip(tiles, 0, 1), ncols=len(VIEW_PLANES), pad=pad)
+
+
+def save_orthogonal_views(volumes: np.ndarray, path: Path, n: int = 4) -> None:
+    """:func:`orthogonal_views` of ``volumes`` in [0, 1] as an 8-bit grey PNG."""
+    with atomic_path(path, suffix=".png") as tmp:
+        tmp.write_bytes(encode_png_gray8(to_uint8(orthogonal_views(volumes, n))))

@@ -11,7 +11,7 @@ every dataset or in none). Files, written by imaging/volumes.py:
   labels..., sequence (the channel names joined by "+" for a stacked dataset), the columns of
   ``slices.tsv`` that apply to a whole volume, so core.slices.split_rows and image_channels read it.
 - ``grid.json``: the output grid's shape, voxel spacing and affine (voxel -> template mm), so a
-  sample written with it (imaging/volumes.write_volume_nifti) overlays the template.
+  sample written with it (:func:`write_volume_nifti`) overlays the template.
 
 Torch-free, like everything the DAG imports.
 """
@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.io import read_json
+from pipeline_lib.core.io import atomic_path, read_json
+from pipeline_lib.core.resources import ImageSet
 from pipeline_lib.core.settings import (DEFAULT_DATASET, DatasetSettings, canonical, check_known_keys, dataset_settings,
                                         read_settings)
 from pipeline_lib.core.slices import SplitImages, _split_table
@@ -127,7 +128,8 @@ def volume_dataset_params(settings: VolumeDatasetSettings) -> dict[str, Any]:
 def volume_dataset_problems(config: Mapping[str, Any]) -> list[str]:
     """Config errors of the volume datasets (of the raw config, before the schema's defaults), each
     naming its key: slice-only keys, their own values, a split that differs from the slice
-    datasets', a name the slice dataset built from ``slicing:`` takes, and models that name one."""
+    datasets', a name the slice dataset built from ``slicing:`` takes (a model naming one is checked
+    against its family's dimensions by models.hyperparameters.model_dataset_problems)."""
     problems = []
     blocks = volume_blocks(config)
     settings = {}
@@ -159,12 +161,6 @@ def volume_dataset_problems(config: Mapping[str, Any]) -> list[str]:
                     f"datasets.{name}.{key}: {getattr(volume, key)!r} differs from dataset {reference_name}'s "
                     f"{getattr(reference, key)!r}; the train/test split is by subject and must be the same in "
                     "every dataset of the cohort, volume datasets included")
-    for model, block in (config.get("models") or {}).items():
-        chosen = (block or {}).get("dataset")
-        if chosen in settings:
-            problems.append(f"models.{model}.dataset: {chosen!r} is a volume dataset (kind: volume); the train "
-                            "and sample rules read slice datasets only (the 3-D family ddpm3d trains on volumes "
-                            "through models.training.train_model, not yet through the workflow: docs/VOLUMES.md)")
     return problems
 
 
@@ -176,6 +172,17 @@ def volume_dataset_mb(grid: tuple[int, int, int], box: tuple[int, int, int] | No
     grid_mb = math.prod(grid) * _FLOAT32 / _MB
     box_mb = math.prod(box or grid) * _FLOAT32 / _MB
     return 600 + 6 * grid_mb + 8 * box_mb
+
+
+def estimated_volumes(settings: VolumeDatasetSettings, grid: tuple[int, int, int], subjects: int,
+                      sequences: int = 1) -> ImageSet:
+    """A volume dataset's size before it is built (for the train and sample_volumes requests of its
+    3-D runs): every subject kept, one volume per subject and sequence (per subject when it stacks or
+    filters on a sequence), on its ``box``, else on the registered grid (an upper bound where
+    ``spacing_mm`` makes it coarser)."""
+    channels = len(settings.channels) if settings.channels else 1
+    per_subject = 1 if settings.channels or "sequence" in settings.filters else max(sequences, 1)
+    return ImageSet(images=subjects * per_subject, pixels=channels * math.prod(settings.box or grid))
 
 
 # ----------------------------------------------------------------- reading
@@ -202,3 +209,30 @@ def open_volume_split(volumes: Path, table: Path, split: str) -> tuple[SplitImag
     if data.ndim != 5:
         raise InputError(f"{volumes}: expected volumes shaped (N, C, X, Y, Z), got shape {data.shape}")
     return SplitImages(Path(volumes), rows), frame.loc[rows].reset_index(drop=True)
+
+
+def write_volume_nifti(sample: np.ndarray, affine: np.ndarray, out: Path) -> Path:
+    """Write a (C, X, Y, Z) sample (or one (X, Y, Z) volume) on a volume dataset's grid as NIfTI with
+    ``affine`` (grid.json's), atomically: a 3-D image for one channel, else X x Y x Z x C. The voxel
+    order is the dataset's (RAS), so the file overlays the template in any viewer. (Here, in core,
+    so that models/export.py writes generated volumes with it.)"""
+    data = np.asarray(sample, dtype=np.float32)
+    if data.ndim == 3:
+        data = data[None]
+    if data.ndim != 4 or min(data.shape) == 0:
+        raise InputError(f"{out}: expected a sample shaped (C, X, Y, Z) or (X, Y, Z), got {np.shape(sample)}")
+    if not np.isfinite(data).all():
+        raise InputError(f"{out}: the sample holds NaN or infinite values")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise InputError(f"{out}: expected a 4 x 4 affine, got shape {affine.shape}")
+    data = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)
+    import nibabel as nib  # here, not at the top: the DAG imports this module
+
+    image = nib.Nifti1Image(np.ascontiguousarray(data), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm")
+    with atomic_path(out) as tmp:
+        nib.save(image, str(tmp))
+    return Path(out)

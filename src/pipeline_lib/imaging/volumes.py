@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -23,6 +22,8 @@ from scipy import ndimage
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path, write_json, write_tsv
 from pipeline_lib.core.volumes import VOLUME_AXES, VOLUME_TABLE_COLUMNS, VolumeDatasetSettings
+# samples back to NIfTI on the dataset's grid: core's, so that models/export.py can write them too
+from pipeline_lib.core.volumes import write_volume_nifti  # noqa: F401
 from pipeline_lib.imaging.slicing import _check_same_grid, _load_ras, dataset_items, normalise_volume, ras_grid
 
 log = logging.getLogger(__name__)
@@ -185,27 +186,3 @@ def mask_on_grid(path: Path, settings: VolumeDatasetSettings) -> np.ndarray:
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
     return out >= 0.5
-
-
-def write_volume_nifti(sample: np.ndarray, affine: np.ndarray, out: Path) -> Path:
-    """Write a (C, X, Y, Z) sample (or one (X, Y, Z) volume) on a volume dataset's grid as NIfTI with
-    ``affine`` (grid.json's), atomically: a 3-D image for one channel, else X x Y x Z x C. The voxel
-    order is the dataset's (RAS), so the file overlays the template in any viewer."""
-    data = np.asarray(sample, dtype=np.float32)
-    if data.ndim == 3:
-        data = data[None]
-    if data.ndim != 4 or min(data.shape) == 0:
-        raise InputError(f"{out}: expected a sample shaped (C, X, Y, Z) or (X, Y, Z), got {np.shape(sample)}")
-    if not np.isfinite(data).all():
-        raise InputError(f"{out}: the sample holds NaN or infinite values")
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4):
-        raise InputError(f"{out}: expected a 4 x 4 affine, got shape {affine.shape}")
-    data = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)
-    image = nib.Nifti1Image(np.ascontiguousarray(data), affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm")
-    with atomic_path(out) as tmp:
-        nib.save(image, str(tmp))
-    return Path(out)

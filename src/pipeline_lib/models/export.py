@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.figures import encode_png_gray8, to_uint8
+from pipeline_lib.core.figures import encode_png_gray8, save_orthogonal_views, to_uint8
 from pipeline_lib.core.io import file_digest, read_json, replace_directory, write_json, write_text
 from pipeline_lib.core.runtime import select_device
 from pipeline_lib.core.tensor_files import load_tensor_file
+from pipeline_lib.core.volumes import write_volume_nifti
 from pipeline_lib.models import build_model, is_builtin
 from pipeline_lib.models.sampling import draw_samples, sample_labels
 from pipeline_lib.models.training import load_trained_payload
@@ -213,6 +214,14 @@ def _slices_text(data: Mapping[str, Any]) -> str:
     return text
 
 
+def _volumes_text(grid: Mapping[str, Any]) -> str:
+    """A 3-D model's volume grid, as its training summary recorded it."""
+    shape = " × ".join(str(v) for v in grid.get("shape") or ())
+    spacing = " × ".join(f"{v:g}" for v in grid.get("spacing_mm") or ())
+    return (f"{shape} voxels" + (f" of {spacing} mm" if spacing else "") + " on the registration template's "
+            "grid (RAS); `--format nifti` writes each volume with that grid's affine, so it overlays the template")
+
+
 def model_card(description: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
     """The README.md of an exported model (Markdown)."""
     name, family = description.get("model", "model"), description.get("family")
@@ -226,7 +235,8 @@ def model_card(description: Mapping[str, Any], metrics: Mapping[str, Any]) -> st
     lines = [
         f"# {name} (family `{family}`, seed {description.get('seed')})",
         "",
-        "A generative model of 2-D brain MRI slices trained by the brain-MRI generative-model pipeline.",
+        f"A generative model of {'3-D brain MRI volumes' if volume_grid(description) else '2-D brain MRI slices'} "
+        "trained by the brain-MRI generative-model pipeline.",
         "",
         "## What it is",
         f"- Family: `{family}` (see "
@@ -240,9 +250,11 @@ def model_card(description: Mapping[str, Any], metrics: Mapping[str, Any]) -> st
         f"- Hyperparameters: `{json.dumps(description.get('hparams', {}), sort_keys=True)}`",
         "",
         "## Training data",
-        f"- {data.get('n_slices', 'an unrecorded number of')} slices of the {data.get('split', 'train')} split"
+        (f"- {data['n_volumes']} volumes" if "n_volumes" in data else
+         f"- {data.get('n_slices', 'an unrecorded number of')} slices") + f" of the {data.get('split', 'train')} split"
         + (f" from {data['n_subjects']} subjects" if "n_subjects" in data else "")
         + (f"; per class: {json.dumps(data['slices_per_class'])}" if data.get("slices_per_class") else ""),
+        f"- Volumes: {_volumes_text(volume_grid(description))}" if volume_grid(description) else
         f"- Slices: {_slices_text(data)}",
         "- The pipeline's preprocessing: affine registration to MNI152, intensities clipped at a percentile "
         "and divided by the maximum, per volume (see the workflow's configuration).",
@@ -303,8 +315,8 @@ def class_labels(description: Mapping[str, Any], n: int, classes: Sequence[str] 
 
 def generate(model, description: Mapping[str, Any], n: int, seed: int, *, classes: Sequence[str] = (),
              per_class: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """(images (N, H, W) float32 in [0, 1], or (N, C, H, W) from a model of a stacked dataset; class
-    name per image ("" when unconditional))."""
+    """(images (N, H, W) float32 in [0, 1], (N, C, H, W) from a model of a stacked dataset, (N, C, X,
+    Y, Z) volumes from a 3-D model; class name per image ("" when unconditional))."""
     if n < 1:
         raise InputError(f"the number of images must be at least 1, got {n}")
     labels = class_labels(description, n, classes, per_class)
@@ -314,19 +326,53 @@ def generate(model, description: Mapping[str, Any], n: int, seed: int, *, classe
     return images, ([names[i] for i in labels] if labels is not None else [""] * count)
 
 
-def write_images(images: np.ndarray, classes: Sequence[str], out: Path, fmt: str) -> list[Path]:
+def volume_grid(description: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The volume dataset's grid a 3-D model was trained on (shape, spacing, the voxel -> template
+    mm affine of its grid.json; models.training.volume_geometry), None for a 2-D model."""
+    return (description.get("training_data") or {}).get("grid")
+
+
+def write_volumes(volumes: np.ndarray, out: Path, fmt: str, grid: Mapping[str, Any] | None) -> list[Path]:
+    """(N, C, X, Y, Z) volumes from a 3-D model into the folder ``out``: ``nifti`` one file per volume,
+    ``volume_<k>.nii.gz``, on the volume dataset's grid (its affine: the file overlays the template;
+    a stacked volume's channels on the fourth axis); ``npy`` one (N, C, X, Y, Z) array; ``png`` one
+    file per volume with its middle axial, coronal and sagittal slices."""
+    width = max(4, len(str(len(volumes) - 1)))
+    if fmt == "npy":
+        path = out / "images.npy"
+        np.save(path, volumes.astype(np.float32))
+        return [path]
+    if fmt == "png":
+        written = [out / f"volume_{i:0{width}d}.png" for i in range(len(volumes))]
+        for path, volume in zip(written, volumes):
+            save_orthogonal_views(volume[None], path)
+        return written
+    if grid is None:
+        raise InputError("this 3-D model's description has no training_data.grid (the volume dataset's "
+                         "grid.json, recorded by training since issue 26): retrain it to write NIfTI, or use "
+                         "--format npy")
+    return [write_volume_nifti(volume, np.asarray(grid["affine"], dtype=np.float64),
+                               out / f"volume_{i:0{width}d}.nii.gz") for i, volume in enumerate(volumes)]
+
+
+def write_images(images: np.ndarray, classes: Sequence[str], out: Path, fmt: str,
+                 grid: Mapping[str, Any] | None = None) -> list[Path]:
     """Write ``images`` to the folder ``out`` as ``fmt`` plus ``labels.tsv`` (file, index, class).
 
     Stacked (N, C, H, W) images: ``npy`` keeps that shape; ``nifti`` writes a 4-D volume with the
     channels on the fourth axis; ``png`` writes one file per image with its channels side by side
-    (channel order left to right, each W pixels wide, so the file is C·W wide).
+    (channel order left to right, each W pixels wide, so the file is C·W wide). Volumes (N, C, X, Y,
+    Z) of a 3-D model: :func:`write_volumes`, on ``grid`` (:func:`volume_grid`).
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    if fmt == "png":
+    if images.ndim == 5:
+        written = write_volumes(images, out, fmt, grid)
+        files = [p.name for p in written] if len(written) == len(images) else [written[0].name] * len(images)
+    elif fmt == "png":
         width = max(4, len(str(len(images) - 1)))
         for i, image in enumerate(images):
             path = out / f"image_{i:0{width}d}.png"
@@ -361,8 +407,10 @@ def write_images(images: np.ndarray, classes: Sequence[str], out: Path, fmt: str
     return written
 
 
-#: The files ``write_images`` writes (a folder holding only these is an earlier ``generate`` output).
+#: The files ``write_images`` writes (a folder holding only these is an earlier ``generate`` output),
+#: besides the numbered image_<k>.png and, from a 3-D model, volume_<k>.nii.gz and volume_<k>.png.
 GENERATED = ("labels.tsv", "images.npy", "images.nii.gz")
+NUMBERED = (("image_", (".png",)), ("volume_", (".png", ".nii.gz")))
 
 
 def check_output_folder(out: Path, overwrite: bool = False) -> None:
@@ -387,14 +435,15 @@ def check_output_folder(out: Path, overwrite: bool = False) -> None:
 def _earlier_generation(folder: Path) -> str | None:
     """None when ``folder`` is empty or holds only what ``write_images`` writes, else why not."""
     others = [p.name for p in folder.iterdir()
-              if not (p.is_file() and (p.name in GENERATED or (p.name.startswith("image_") and p.suffix == ".png")))]
+              if not (p.is_file() and (p.name in GENERATED or any(p.name.startswith(prefix) and p.name.endswith(suffixes)
+                                                                  for prefix, suffixes in NUMBERED)))]
     if others:
         return f"it holds files generate did not write ({', '.join(sorted(others)[:3])})"
     return None
 
 
 def write_generated(images: np.ndarray, classes: Sequence[str], out: Path, fmt: str,
-                    overwrite: bool = False) -> list[Path]:
+                    overwrite: bool = False, grid: Mapping[str, Any] | None = None) -> list[Path]:
     """:func:`write_images` into the folder ``out`` as a whole: a missing or empty ``out`` is
     written, an earlier output of ``generate`` is replaced only with ``overwrite``, so a folder
     never mixes two runs. Returns the image files' final paths."""
@@ -402,6 +451,6 @@ def write_generated(images: np.ndarray, classes: Sequence[str], out: Path, fmt: 
     check_output_folder(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
-        written = write_images(images, classes, Path(tmp) / "images", fmt)
+        written = write_images(images, classes, Path(tmp) / "images", fmt, grid)
         replace_directory(Path(tmp) / "images", out, ours=_earlier_generation)
     return [out / path.name for path in written]

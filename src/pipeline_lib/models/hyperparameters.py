@@ -28,7 +28,8 @@ from typing import Any, Mapping
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.overrides import convert_text
-from pipeline_lib.core.settings import TrainerSettings, family_hparams
+from pipeline_lib.core.settings import TrainerSettings, family_hparams, model_dataset
+from pipeline_lib.core.volumes import volume_blocks
 from pipeline_lib.models import builtin_families, family_reference, family_source, get_family
 from pipeline_lib.models.families.hparams.fields import (declared_fields, defaults, from_defaults, types_of, union_args,
                                                         value_problems)
@@ -151,6 +152,74 @@ def _literal_defaults(name: str, assigned: Mapping[str, ast.expr]) -> type | Non
     if not isinstance(published, dict) or not isinstance(choices, dict):
         return None
     return from_defaults(f"{name}Hyperparameters", published, choices)
+
+
+def spatial_dims(family: str) -> int:
+    """2 for a family that learns slices, 3 for one that learns volumes: the family class's
+    ``spatial_dims`` (GenerativeModel's is 2), read from the source where it is a literal there or
+    in a class it inherits from (no torch, as :func:`declaration`), else from the imported class."""
+    module, attribute = family_reference(family)
+    found = _class_literal(module, family_source(family), attribute, "spatial_dims", hops=0)
+    return int(get_family(family).spatial_dims if found is None else found)
+
+
+def _class_literal(module: str, path: Path | None, name: str, attribute: str, hops: int) -> Any:
+    """The literal value class ``name`` of ``module`` (or the first base class that sets it) gives
+    ``attribute``; None where only importing can tell."""
+    if path is None or hops > MAX_HOPS:
+        return None
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return None
+    imported = _imported_names(tree, module, path)
+    if name == "MODEL":
+        aliases = [node.value.id for node in tree.body if isinstance(node, ast.Assign)
+                   and isinstance(node.value, ast.Name) and [getattr(t, "id", None) for t in node.targets] == ["MODEL"]]
+        name = aliases[0] if len(aliases) == 1 else name
+    classes = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == name]
+    if not classes:
+        where = imported.get(name)
+        return None if where is None else _class_literal(where[0], _module_path(where[0]), where[1], attribute, hops + 1)
+    assigned = _class_assignments(classes[0])
+    if attribute in assigned:
+        try:
+            return ast.literal_eval(assigned[attribute])
+        except ValueError:
+            return None
+    for base in classes[0].bases:
+        base_name = getattr(base, "id", None)
+        where = imported.get(base_name, (module, base_name)) if base_name else None
+        if where is None:
+            return None
+        found = _class_literal(where[0], path if where[0] == module else _module_path(where[0]), where[1],
+                               attribute, hops + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def model_dataset_problems(config: Mapping[str, Any]) -> list[str]:
+    """A model's family and its dataset must agree: a 3-D family (``spatial_dims`` = 3) learns a volume
+    dataset (``kind: volume``), a 2-D family a slice dataset; each mismatch names the model's key."""
+    volumes = sorted(volume_blocks(config))
+    problems = []
+    for name, block in (config.get("models") or {}).items():
+        try:
+            dims, dataset = spatial_dims(str(block["family"])), model_dataset(config, name)
+        except InputError:
+            continue  # reported by check_model_blocks and core.settings.dataset_problems
+        if dims == 3 and dataset not in volumes:
+            where = "names" if block.get("dataset") else "has no dataset key, so it takes"
+            problems.append(
+                f"models.{name}.dataset: family {block['family']} learns volumes but the model {where} the slice "
+                f"dataset {dataset!r}; set it to a volume dataset (datasets.<name> with kind: volume"
+                + (f": {', '.join(volumes)})" if volumes else "; the config has none yet, docs/VOLUMES.md)"))
+        elif dims != 3 and dataset in volumes:
+            problems.append(
+                f"models.{name}.dataset: {dataset!r} is a volume dataset (kind: volume) but family {block['family']} "
+                f"learns 2-D slices; give the model a slice dataset, or use a 3-D family (ddpm3d)")
+    return problems
 
 
 def check_model_blocks(models: Mapping[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Draw samples (and reconstructions) from a trained model."""
+"""Draw samples (and reconstructions) from a trained model: slices from a 2-D one, volumes from a 3-D one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline_lib.core.figures import save_grid
+from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.figures import save_grid, save_orthogonal_views
 from pipeline_lib.core.io import atomic_path, write_npy, write_tsv
 from pipeline_lib.core.progress import Progress
 from pipeline_lib.core.runtime import configure_threads
@@ -76,11 +77,7 @@ def sample_model(weights: Path, n: int, seed: int, out_samples: Path, out_grid: 
     samples = draw_samples(model, n if labels is None else len(labels), seed, labels=labels)
     write_npy(out_samples, samples)
     save_grid(samples, out_grid)
-    names = summary.get("class_names") or []
-    write_tsv(out_labels, pd.DataFrame({
-        "sample": np.arange(len(samples)),
-        "label": [names[i] for i in labels] if labels is not None else [""] * len(samples),
-    }))
+    write_sample_labels(out_labels, len(samples), labels, summary.get("class_names") or [])
     if model.can_reconstruct and test_images is not None and len(test_images):
         recon = reconstruct_images(model, test_images)
     else:
@@ -135,3 +132,36 @@ def sample_job(weights: Path, images: Path, table: Path, sampling: SamplingSetti
     test_images, _ = load_split(images, table, "test", n=cfg.n_reconstruct, seed=cfg.seed)
     return sample_model(weights, cfg.n, cfg.seed, samples, grid, reconstructions,
                         labels, n_per_class=cfg.n_per_class, test_images=test_images)
+
+
+#: Volumes shown in a 3-D run's views.png (one row each: axial, coronal, sagittal middle slices).
+VIEWED_VOLUMES = 4
+
+
+def write_sample_labels(out: Path, n: int, labels: np.ndarray | None, names: list[str]) -> None:
+    """labels.tsv of a sample set: sample number and class name ("" for an unconditional model)."""
+    write_tsv(out, pd.DataFrame({
+        "sample": np.arange(n),
+        "label": [names[i] for i in labels] if labels is not None else [""] * n,
+    }))
+
+
+def sample_volumes_job(weights: Path, sampling: SamplingSettings | dict, *, volumes: Path, labels: Path,
+                       views: Path, threads: int | None = None, device: str = "auto") -> dict:
+    """The sample_volumes rule (3-D runs): ``sampling.n`` volumes (``n_per_class`` of each class from
+    a conditional model), written as (n, C, X, Y, Z) float32 in [0, 1] on the axes of the volume
+    dataset's volumes.npy, their class labels, and the orthogonal views of the first few. Drawn a
+    training batch at a time (a volume's activations are large), from ``sampling.seed``."""
+    cfg = read_settings(SamplingSettings, sampling)
+    configure_threads(threads)
+    model, summary = load_trained_model(weights, device=device)
+    if model.spatial_dims != 3:
+        raise InputError(f"{weights}: family {summary.get('family')} draws 2-D slices; the sample rule "
+                         "samples it, sample_volumes only 3-D families")
+    plan = sample_labels(cfg.n, summary["n_classes"], cfg.n_per_class) if model.conditional else None
+    drawn = draw_samples(model, cfg.n if plan is None else len(plan), cfg.seed, labels=plan,
+                         batch_size=int(model.hp.batch_size))
+    write_npy(volumes, drawn)
+    write_sample_labels(labels, len(drawn), plan, summary.get("class_names") or [])
+    save_orthogonal_views(drawn, views, n=VIEWED_VOLUMES)
+    return {"n_samples": int(len(drawn)), "shape": list(drawn.shape[1:])}

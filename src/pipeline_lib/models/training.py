@@ -523,19 +523,28 @@ def load_trained_payload(weights: Path) -> dict[str, Any]:
 def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, weights: Path,
               losses: Path, summary: Path, checkpoint_root: Path, validation: Path | None = None,
               snapshots: Path | None = None, threads: int | None = None,
-              train_split: tuple | None = None) -> dict:
+              train_split: tuple | None = None, grid: Path | None = None) -> dict:
     """The train rule: train on the train split and write weights, losses and a summary (plus the
     validation table and snapshots, empty when those are off); the test split serves validation.
     ``train_split`` (images, their real table rows), when given, replaces the split read from
     images.npy: the on-the-fly augmented split of imaging/augmentation.py, whose ``data_files``
-    join the checkpoint's fingerprint."""
+    join the checkpoint's fingerprint. With ``grid`` (a volume dataset's grid.json) ``images`` and
+    ``table`` are that dataset's volumes.npy and volumes.tsv (a 3-D run), and the grid is kept in the
+    summary's training data, so that a sample can be written as NIfTI on it (models/export.py)."""
     from pipeline_lib.core.io import write_json
     from pipeline_lib.core.runtime import configure_threads
     from pipeline_lib.core.slices import open_split
+    from pipeline_lib.core.volumes import open_volume_split
 
     configure_threads(threads)
+
+    def read_split(split: str, augmented: bool = False):
+        if grid is not None:  # a volume dataset holds no augmented rows
+            return open_volume_split(images, table, split)
+        return open_split(images, table, split, augmented=augmented)
+
     # real + augmented, read batch by batch: memory does not grow with the split
-    train_images, rows = train_split or open_split(images, table, "train", augmented=True)
+    train_images, rows = train_split or read_split("train", augmented=True)
     labels, class_names = None, None
     condition_on = block.get("condition_on")
     if condition_on:
@@ -545,13 +554,14 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
         labels = class_indices(rows, condition_on, class_names)
     if "axis" in rows.columns:
         check_flip_axis(TrainerSettings.from_block(name, block).augmentation, rows["axis"], f"models.{name}")
-    data_summary = {"split": "train", "n_slices": int(len(train_images)), "n_subjects": int(rows["subject"].nunique()),
-                    "image_size": int(train_images.shape[-1]), **dataset_geometry(rows, train_images)}
+    data_summary = {"split": "train", "n_subjects": int(rows["subject"].nunique()), "image_size": int(train_images.shape[-1]),
+                    **(volume_geometry(grid, train_images) if grid is not None else
+                       {"n_slices": int(len(train_images)), **dataset_geometry(rows, train_images)})}
     if condition_on:
         data_summary["slices_per_class"] = {str(c): int(n) for c, n in rows[condition_on].value_counts().sort_index().items()}
     held_out = None
     if block.get("validate_every") or block.get("snapshot_every"):
-        test_images, test_rows = open_split(images, table, "test")
+        test_images, test_rows = read_split("test")
         test_labels = class_indices(test_rows, condition_on, class_names) if condition_on else None
         held_out = (test_images, test_labels)
     result = train_model(name, block, train_images, labels, weights, losses, checkpoint_root,
@@ -561,6 +571,22 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
                          out_validation=validation, out_snapshots=snapshots)
     write_json(summary, result)
     return result
+
+
+def volume_geometry(grid: Path, volumes) -> dict[str, Any]:
+    """What a 3-D run's volumes are, for its summary and model card: their count and (X, Y, Z) shape,
+    and the volume dataset's grid (shape, spacing, the voxel -> template mm affine) that a sample is
+    written on as NIfTI; checked to fit the volumes."""
+    from pipeline_lib.core.volumes import read_grid
+
+    found = read_grid(grid)
+    if tuple(found["shape"]) != tuple(volumes.shape[-3:]):
+        raise InputError(f"{grid}: grid shape {list(found['shape'])} differs from the volumes' {list(volumes.shape[-3:])}")
+    channels = [str(name) for name in found.get("channels") or ()]
+    return {"n_volumes": int(len(volumes)), "size": [int(v) for v in volumes.shape[-3:]],
+            **({"channel_names": channels} if len(channels) > 1 else {}),
+            "grid": {"shape": [int(v) for v in found["shape"]], "affine": found["affine"].tolist(),
+                     "spacing_mm": [float(v) for v in found.get("spacing_mm") or ()]}}
 
 
 def class_indices(rows, column: str, class_names: list[str]) -> np.ndarray:

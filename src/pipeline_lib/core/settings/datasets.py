@@ -181,11 +181,14 @@ def dataset_params(settings: DatasetSettings) -> dict[str, Any]:
 
 
 def model_dataset(config: Mapping[str, Any], model: str) -> str:
-    """The dataset ``model`` trains on: its ``dataset`` key, else the first dataset."""
+    """The dataset ``model`` trains on: its ``dataset`` key (a slice or a volume dataset), else the
+    first slice dataset."""
     names = list(dataset_blocks(config))
     chosen = (config["models"][model] or {}).get("dataset")
     if chosen is None:
         return names[0]
+    names += [str(name) for name, block in (config.get("datasets") or {}).items()
+              if (block or {}).get("kind") == "volume"]
     if chosen not in names:
         raise InputError(f"models.{model}.dataset: unknown dataset {chosen!r} (datasets: {', '.join(names)})")
     return str(chosen)
