@@ -131,7 +131,7 @@ def test_orthogonal_views_put_samples_left_of_real_volumes(tmp_path):
     # three columns of them (+ 2 px borders) per side, a 12 px gap between samples and real volumes
     side = 3 * (20 + 2) + 2
     assert image.shape == (3 * (24 + 2) + 2, 2 * side + 12)
-    assert image[3:20, 3:20].max() == 0.0  # a black sample tile
-    assert image[3:20, side + 12 + 3:side + 12 + 20].min() == 1.0  # a white real tile
+    assert image[10:18, 8:16].max() == 0.0  # the middle of the first (black) sample tile
+    assert image[10:18, side + 12 + 8:side + 12 + 16].min() == 1.0  # of the first (white) real tile
     _, out = run_job(tmp_path, TRAIN.copy(), TRAIN, TEST)
     assert (out / "seed0.volumetric.png").read_bytes().startswith(b"\x89PNG")
