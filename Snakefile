@@ -45,6 +45,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/fid.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/volumetric.smk"
 include: "workflow/rules/reader_study.smk"
 include: "workflow/rules/report.smk"
 
@@ -65,3 +66,5 @@ rule all:
     input:
         rules.report.output.html,
         expand(rules.reader_kit.output.summary, dataset=reader_datasets()),
+        # every 3-D run's volumetric evaluation (none without 3-D runs)
+        per_volume_run(rules.volumetric_metrics.output.metrics),

@@ -21,7 +21,8 @@ from pipeline_lib.core.private import private_folder
 from pipeline_lib.core import step_timing
 from pipeline_lib.core.settings import (TrainerSettings, canonical, dataset_params, dataset_settings, enabled_models,
                                         model_dataset, model_seeds, rerun_settings, result_part, rule_settings)
-from pipeline_lib.core.volumes import volume_dataset_mb, volume_dataset_params, volume_dataset_settings
+from pipeline_lib.core.volumes import (volume_dataset_mb, volume_dataset_params, volume_dataset_settings,
+                                       volumetric_evaluation_mb)
 from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES, file_state, layout_problem
 from pipeline_lib.imaging.label_filters import check_filters_against_subjects
 from pipeline_lib.imaging.pseudonym import project_salt, salt_notice
@@ -350,6 +351,38 @@ def volume_settings(wildcards):
 def mem_volume_dataset(wildcards, attempt):
     box = VOLUME_DATASET_SETTINGS[wildcards.volume_dataset].box
     return resources.request_mb(volume_dataset_mb(registration_grid(), box), attempt)
+
+
+# 3-D runs: the runs of models that train on a volume dataset (volumetric.smk evaluates them). Until
+# the train and sample rules take volume datasets, the config check refuses such models: empty.
+VOLUME_MODEL_DATASET = {model: config["models"][model]["dataset"] for model in MODELS
+                        if config["models"][model].get("dataset") in VOLUME_DATASET_SETTINGS}
+VOLUME_RUNS = [(model, seed) for model, seed in RUNS if model in VOLUME_MODEL_DATASET]
+
+
+def per_volume_run(pattern):
+    """``pattern`` expanded over every 3-D run, in the order of VOLUME_RUNS."""
+    return expand(pattern, zip, model=[m for m, _ in VOLUME_RUNS], seed=[s for _, s in VOLUME_RUNS])
+
+
+def run_volumes(name):
+    """Input function: the ``name`` output (volumes, table, grid) of the volume dataset of a 3-D run's model."""
+
+    def volumes_of_run(wildcards):
+        return expand(getattr(rules.volume_dataset.output, name),
+                      volume_dataset=VOLUME_MODEL_DATASET[wildcards.model])[0]
+
+    return volumes_of_run
+
+
+def mem_volumetric(wildcards, input, attempt):
+    """From the samples' and the volume dataset's headers; before they exist, from sampling.n and the
+    dataset's box (the registration grid without one) and the discovered cohort."""
+    settings = VOLUME_DATASET_SETTINGS[VOLUME_MODEL_DATASET[wildcards.model]]
+    shape = (len(settings.channels or ()) or 1,) + tuple(settings.box or registration_grid())
+    samples = resources.npy_shape(input.samples) or (config["sampling"]["n"],) + shape
+    volumes = resources.npy_shape(input.volumes) or (cohort_shape()[0],) + shape
+    return resources.request_mb(volumetric_evaluation_mb(samples, volumes), attempt)
 
 
 # ----- settings -----

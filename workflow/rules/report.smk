@@ -19,6 +19,24 @@ REPORT_RUN_INPUTS = dict(
     diversity=rules.diversity_metrics.output[0],
 )
 
+# Per-3-D-run inputs (VOLUME_RUNS): the same scheme, read into ReportInputs.volume_runs; named on the
+# rule only when there are 3-D runs, so that a 2-D pipeline's report job is unchanged.
+REPORT_VOLUME_RUN_INPUTS = dict(
+    volumetric=rules.volumetric_metrics.output.metrics,
+    volumetric_views=rules.volumetric_metrics.output.views,
+)
+
+
+def report_volume_inputs():
+    return {name: per_volume_run(output) for name, output in REPORT_VOLUME_RUN_INPUTS.items()} if VOLUME_RUNS else {}
+
+
+def report_volume_params():
+    if not VOLUME_RUNS:
+        return {}
+    return dict(volume_runs=[[model, seed] for model, seed in VOLUME_RUNS],
+                volume_run_inputs=list(REPORT_VOLUME_RUN_INPUTS))
+
 
 rule report:
     """The self-contained comparison report. Per-run inputs are REPORT_RUN_INPUTS, each a list in the
@@ -38,6 +56,7 @@ rule report:
         diversity_original=per_dataset(rules.diversity_original.output[0]),
         reader_scores=expand(rules.reader_scores.output.scores, dataset=reader_datasets()),
         **{name: per_model(output) for name, output in REPORT_RUN_INPUTS.items()},
+        **report_volume_inputs(),
     output:
         html=report(
             "results/report/index.html",
@@ -70,6 +89,7 @@ rule report:
         published=lookup(dpath="report/published", within=config),
         # Why this run differs from the paper, per protocol item (report/protocol_section.py).
         protocol_notes=lookup(dpath="report/protocol_notes", within=config, default={}),
+        **report_volume_params(),
     resources:
         mem_mb=mem_report,
     message:

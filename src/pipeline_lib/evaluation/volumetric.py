@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.volumes import VOLUMETRIC_CHUNK, VOLUMETRIC_SLICES_PER_PLANE
 from pipeline_lib.evaluation.diversity import MS_SSIM_WEIGHTS, ms_ssim_weights, random_pairs
 from pipeline_lib.evaluation.memorization import _distance_summary, nearest_by_mse
 
@@ -298,9 +299,9 @@ def tissue_intensity_comparison(generated, real, *, bins: int = 100, **kwargs) -
 
 #: Slice positions per plane at which samples and real volumes are both cut (the central half,
 #: :func:`central_indices`): the 2-D metrics and the 2.5-D FID compare the same anatomy.
-SLICES_PER_PLANE = 8
+SLICES_PER_PLANE = VOLUMETRIC_SLICES_PER_PLANE
 #: Real volumes read at a time: memory holds the samples and one chunk, whatever the cohort's size.
-REAL_CHUNK = 16
+REAL_CHUNK = VOLUMETRIC_CHUNK
 #: Sample and real volumes shown in the orthogonal-views figure.
 VIEW_VOLUMES = 4
 #: A figure tile is enlarged (nearest neighbour, whole factors) to at least this many pixels a side.

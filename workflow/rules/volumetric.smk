@@ -1,0 +1,47 @@
+# The volumetric evaluation of 3-D runs (VOLUME_RUNS in common.smk): the 2-D metrics on three planes
+# of the sampled volumes, the 2.5-D FID, 3-D MS-SSIM, nearest-training-volume memorization, brain
+# volume and tissue intensity against the run's volume dataset (docs/VOLUMES.md). Without 3-D runs
+# nothing asks for it, so the 2-D pipeline's DAG is unchanged.
+
+# The 3-D sample rule writes a run's volumes here: (n, C, X, Y, Z) float32 in [0, 1], the dataset's axes.
+VOLUME_SAMPLES = f"results/volume_samples/{RUN}/volumes.npy"
+
+
+rule volumetric_metrics:
+    """Every volumetric metric of one 3-D run against its volume dataset, and the orthogonal views of
+    samples beside real test volumes; the real volumes are read a chunk at a time."""
+    input:
+        samples=VOLUME_SAMPLES,
+        volumes=run_volumes("volumes"),
+        table=run_volumes("table"),
+        grid=run_volumes("grid"),
+        weights=fid_weights_input(),
+    output:
+        metrics=f"results/metrics/{RUN}.volumetric.json",
+        views=report(
+            f"results/metrics/{RUN}.volumetric.png",
+            caption="../report/volumetric_views.rst",
+            category="2. Samples",
+            subcategory="{model}",
+            labels={"model": "{model}", "seed": "{seed}", "figure": "orthogonal views"},
+        ),
+    log:
+        f"logs/volumetric/{RUN}.log",
+    params:
+        metrics=section_settings("metrics"),
+        diversity=section_settings("evaluation.diversity"),
+        memorization=section_settings("evaluation.memorization"),
+        fid=section_settings("evaluation.fid"),
+        seed=lookup(dpath="sampling/seed", within=config),
+    wildcard_constraints:
+        model="|".join(VOLUME_MODEL_DATASET) or "(?!)",
+    threads: 1
+    resources:
+        attempt=job_attempt,
+        mem_mb=mem_volumetric,
+    message:
+        "Volumetric metrics of 3-D model {wildcards.model} (seed {wildcards.seed})"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/volumetric_metrics.py"
