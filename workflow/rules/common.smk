@@ -365,6 +365,19 @@ def per_volume_run(pattern):
     return expand(pattern, zip, model=[m for m, _ in VOLUME_RUNS], seed=[s for _, s in VOLUME_RUNS])
 
 
+def per_volume_run_inputs(outputs):
+    """Named inputs: each of ``outputs`` (name -> pattern) over every 3-D run; none without 3-D runs,
+    so that a rule that also reads 3-D runs keeps its 2-D inputs as they were."""
+    return {name: per_volume_run(pattern) for name, pattern in outputs.items()} if VOLUME_RUNS else {}
+
+
+def volume_run_params(outputs):
+    """The 3-D runs (model, seed) and the names of ``outputs``, as params; none without 3-D runs."""
+    if not VOLUME_RUNS:
+        return {}
+    return dict(volume_runs=[[model, seed] for model, seed in VOLUME_RUNS], volume_run_inputs=list(outputs))
+
+
 def run_volumes(name):
     """Input function: the ``name`` output (volumes, table, grid) of the volume dataset of a 3-D run's model."""
 

@@ -27,17 +27,6 @@ REPORT_VOLUME_RUN_INPUTS = dict(
 )
 
 
-def report_volume_inputs():
-    return {name: per_volume_run(output) for name, output in REPORT_VOLUME_RUN_INPUTS.items()} if VOLUME_RUNS else {}
-
-
-def report_volume_params():
-    if not VOLUME_RUNS:
-        return {}
-    return dict(volume_runs=[[model, seed] for model, seed in VOLUME_RUNS],
-                volume_run_inputs=list(REPORT_VOLUME_RUN_INPUTS))
-
-
 rule report:
     """The self-contained comparison report. Per-run inputs are REPORT_RUN_INPUTS, each a list in the
     order of RUNS (model, seed); per-dataset inputs are named as the fields of
@@ -56,7 +45,7 @@ rule report:
         diversity_original=per_dataset(rules.diversity_original.output[0]),
         reader_scores=expand(rules.reader_scores.output.scores, dataset=reader_datasets()),
         **{name: per_model(output) for name, output in REPORT_RUN_INPUTS.items()},
-        **report_volume_inputs(),
+        **per_volume_run_inputs(REPORT_VOLUME_RUN_INPUTS),
     output:
         html=report(
             "results/report/index.html",
@@ -89,7 +78,7 @@ rule report:
         published=lookup(dpath="report/published", within=config),
         # Why this run differs from the paper, per protocol item (report/protocol_section.py).
         protocol_notes=lookup(dpath="report/protocol_notes", within=config, default={}),
-        **report_volume_params(),
+        **volume_run_params(REPORT_VOLUME_RUN_INPUTS),
     resources:
         mem_mb=mem_report,
     message:
