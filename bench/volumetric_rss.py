@@ -87,7 +87,7 @@ def _worker(folder: Path) -> dict:
     start = time.perf_counter()
     volumetric.volumetric_job(folder / "samples.npy", folder / "volumes.npy", folder / "volumes.tsv",
                               folder / "grid.json", folder / "none.pth", out_json=folder / "out.json",
-                              out_png=folder / "out.png", diversity={"n_pairs": 100, "kernel_size": 4},
+                              out_png=folder / "out.png", n_pairs=100, kernel_size=4,
                               features=_pooled)
     seconds = time.perf_counter() - start
     samples = np.load(folder / "samples.npy", mmap_mode="r").shape

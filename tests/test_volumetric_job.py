@@ -17,8 +17,7 @@ from pipeline_lib.evaluation.pixel_metrics import sample_metrics
 
 SIDE = 16
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])  # 2 mm voxels: 0.008 mL each
-SETTINGS = dict(metrics={"sharpness_scale": 255}, diversity={"n_pairs": 20, "kernel_size": 4},
-                memorization={"percentile": 5.0}, seed=0)
+SETTINGS = dict(sharpness_scale=255.0, n_pairs=20, kernel_size=4, percentile=5.0, seed=0)
 
 
 def phantoms(n: int, seed: int) -> np.ndarray:

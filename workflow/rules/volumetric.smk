@@ -28,10 +28,11 @@ rule volumetric_metrics:
     log:
         f"logs/volumetric/{RUN}.log",
     params:
-        metrics=section_settings("metrics"),
-        diversity=section_settings("evaluation.diversity"),
-        memorization=section_settings("evaluation.memorization"),
-        fid=section_settings("evaluation.fid"),
+        # the keys of the 2-D metrics' sections that this job reads, so no other key reruns it
+        sharpness_scale=lookup(dpath="metrics/sharpness_scale", within=config),
+        n_pairs=lookup(dpath="evaluation/diversity/n_pairs", within=config),
+        kernel_size=lookup(dpath="evaluation/diversity/kernel_size", within=config),
+        percentile=lookup(dpath="evaluation/memorization/percentile", within=config),
         seed=lookup(dpath="sampling/seed", within=config),
     wildcard_constraints:
         model="|".join(VOLUME_MODEL_DATASET) or "(?!)",

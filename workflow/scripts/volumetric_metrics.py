@@ -6,6 +6,7 @@ start_job(snakemake.log[0], snakemake.threads)
 
 def work():
     from pathlib import Path
+    from pipeline_lib.core.settings import runtime_settings
     from pipeline_lib.evaluation.volumetric import volumetric_job
 
     volumetric_job(
@@ -16,11 +17,13 @@ def work():
         Path(snakemake.input.weights),
         out_json=Path(snakemake.output.metrics),
         out_png=Path(snakemake.output.views),
-        metrics=snakemake.params.metrics,
-        diversity=snakemake.params.diversity,
-        memorization=snakemake.params.memorization,
-        fid=snakemake.params.fid,
+        sharpness_scale=snakemake.params.sharpness_scale,
+        n_pairs=snakemake.params.n_pairs,
+        kernel_size=snakemake.params.kernel_size,
+        percentile=snakemake.params.percentile,
         seed=snakemake.params.seed,
+        # device, batch size, memory format: they change no result (not params)
+        fid=runtime_settings(snakemake.config, "evaluation.fid"),
     )
 
 

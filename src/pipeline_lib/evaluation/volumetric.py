@@ -446,28 +446,24 @@ def orthogonal_views(samples, real, *, n: int = VIEW_VOLUMES, min_pixels: int = 
 
 
 def volumetric_job(samples: Path, volumes: Path, table: Path, grid: Path, weights: Path, *, out_json: Path,
-                   out_png: Path, metrics: Mapping[str, Any] | None = None,
-                   diversity: Mapping[str, Any] | None = None, memorization: Mapping[str, Any] | None = None,
-                   fid: Mapping[str, Any] | None = None, seed: int = 0,
+                   out_png: Path, sharpness_scale: float = 255.0, n_pairs: int = 1000, kernel_size: int = 4,
+                   percentile: float = 5.0, seed: int = 0, fid: Mapping[str, Any] | None = None,
                    features: Callable[[Any], np.ndarray] | None = None) -> dict[str, Any]:
     """The volumetric_metrics rule: one 3-D run's ``samples`` (volumes.npy) against its volume
     dataset (``volumes``, ``table``, ``grid``) with :func:`volumetric_metrics`, written to
     ``out_json``; the orthogonal views of samples beside real test volumes to ``out_png``. The
-    settings are the 2-D metrics' sections (``metrics``, ``evaluation.diversity``,
-    ``evaluation.memorization``, ``evaluation.fid``); ``features`` defaults to the FID Inception of
-    ``weights`` (core/inception.py), the features of the 2-D FID."""
+    settings are the 2-D metrics' (``metrics.sharpness_scale``, ``evaluation.diversity``'s
+    ``n_pairs`` and ``kernel_size``, ``evaluation.memorization.percentile``, ``sampling.seed``);
+    ``features`` defaults to the FID Inception of ``weights`` (core/inception.py, the 2-D FID's
+    features) run with ``fid``'s runtime keys (``evaluation.fid``: device, batch_size, channels_last)."""
     import tempfile
 
     from pipeline_lib.core.figures import encode_png_gray8, to_uint8
     from pipeline_lib.core.io import atomic_path, write_json
-    from pipeline_lib.core.settings import (DiversitySettings, FidSettings, MemorizationSettings,
-                                            PixelMetricsSettings, read_settings)
+    from pipeline_lib.core.settings import FidSettings, read_settings
     from pipeline_lib.core.slices import validate_images
     from pipeline_lib.core.volumes import open_volume_split, read_grid
 
-    pixel = read_settings(PixelMetricsSettings, metrics)
-    pairs = read_settings(DiversitySettings, diversity)
-    audit = read_settings(MemorizationSettings, memorization)
     fid_settings = read_settings(FidSettings, fid)
     generated = np.load(samples)
     if generated.ndim != 5 or generated.dtype != np.float32:
@@ -490,10 +486,8 @@ def volumetric_job(samples: Path, volumes: Path, table: Path, grid: Path, weight
 
     with tempfile.TemporaryDirectory(dir=Path(out_json).parent, prefix=".volumetric-") as scratch:
         result = volumetric_metrics(generated, train, test, read_grid(grid)["affine"], scratch=Path(scratch),
-                                    features=features, sharpness_scale=pixel.sharpness_scale,
-                                    n_pairs=pairs.n_pairs, kernel_size=pairs.kernel_size,
-                                    percentile=audit.percentile, seed=seed)
-    result["sharpness_scale"] = float(pixel.sharpness_scale)
+                                    features=features, sharpness_scale=sharpness_scale, n_pairs=n_pairs,
+                                    kernel_size=kernel_size, percentile=percentile, seed=seed)
     with atomic_path(out_png, suffix=".png") as tmp:
         tmp.write_bytes(encode_png_gray8(to_uint8(orthogonal_views(generated, test))))
     write_json(out_json, result)
