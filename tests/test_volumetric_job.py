@@ -135,3 +135,16 @@ def test_orthogonal_views_put_samples_left_of_real_volumes(tmp_path):
     assert image[10:18, side + 12 + 8:side + 12 + 16].min() == 1.0  # of the first (white) real tile
     _, out = run_job(tmp_path, TRAIN.copy(), TRAIN, TEST)
     assert (out / "seed0.volumetric.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_memory_request_grows_with_the_cohort_only_by_its_slices_features():
+    from pipeline_lib.core.volumes import volumetric_evaluation_mb, volumetric_slices
+
+    samples, small, large = (8, 1, 64, 64, 64), (36, 1, 64, 64, 64), (260, 1, 64, 64, 64)
+    assert volumetric_slices(samples, large) == 3 * 8 * (8 + 260)
+    # 224 more volumes: 8 slices each per plane, one plane's 2,048 float64 features held twice
+    growth = volumetric_evaluation_mb(samples, large) - volumetric_evaluation_mb(samples, small)
+    assert growth == pytest.approx(2 * 224 * 8 * 2048 * 8 / 1024 ** 2)
+    # more samples are held whole, with their copies: 4 x 1 MB each
+    more_samples = volumetric_evaluation_mb((16, 1, 64, 64, 64), small) - volumetric_evaluation_mb(samples, small)
+    assert more_samples == pytest.approx(8 * 4 * 1.0 + 2 * 8 * 8 * 2048 * 8 / 1024 ** 2)

@@ -22,7 +22,7 @@ from pipeline_lib.core import step_timing
 from pipeline_lib.core.settings import (TrainerSettings, canonical, dataset_params, dataset_settings, enabled_models,
                                         model_dataset, model_seeds, rerun_settings, result_part, rule_settings)
 from pipeline_lib.core.volumes import (volume_dataset_mb, volume_dataset_params, volume_dataset_settings,
-                                       volumetric_evaluation_mb)
+                                       volumetric_evaluation_mb, volumetric_slices)
 from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES, file_state, layout_problem
 from pipeline_lib.imaging.label_filters import check_filters_against_subjects
 from pipeline_lib.imaging.pseudonym import project_salt, salt_notice
@@ -388,14 +388,24 @@ def run_volumes(name):
     return volumes_of_run
 
 
-def mem_volumetric(wildcards, input, attempt):
-    """From the samples' and the volume dataset's headers; before they exist, from sampling.n and the
-    dataset's box (the registration grid without one) and the discovered cohort."""
+def volumetric_shapes(wildcards, input):
+    """(samples, volumes) shapes of a 3-D run's evaluation: from the files' headers; before they exist,
+    from sampling.n, the dataset's box (the registration grid without one) and the discovered cohort."""
     settings = VOLUME_DATASET_SETTINGS[VOLUME_MODEL_DATASET[wildcards.model]]
     shape = (len(settings.channels or ()) or 1,) + tuple(settings.box or registration_grid())
     samples = resources.npy_shape(input.samples) or (config["sampling"]["n"],) + shape
     volumes = resources.npy_shape(input.volumes) or (cohort_shape()[0],) + shape
-    return resources.request_mb(volumetric_evaluation_mb(samples, volumes), attempt)
+    return samples, volumes
+
+
+def mem_volumetric(wildcards, input, attempt):
+    return resources.request_mb(volumetric_evaluation_mb(*volumetric_shapes(wildcards, input)), attempt)
+
+
+def runtime_volumetric(wildcards, input, attempt):
+    """Inception on every slice the job cuts: the samples' and the real volumes', three planes."""
+    return resources.request_minutes(resources.features_minutes(volumetric_slices(*volumetric_shapes(wildcards, input))),
+                                     attempt)
 
 
 # ----- settings -----

@@ -40,6 +40,7 @@ rule volumetric_metrics:
     resources:
         attempt=job_attempt,
         mem_mb=mem_volumetric,
+        runtime=runtime_volumetric,
     message:
         "Volumetric metrics of 3-D model {wildcards.model} (seed {wildcards.seed})"
     conda:

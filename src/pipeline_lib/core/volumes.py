@@ -189,6 +189,13 @@ _VOLUMETRIC_FIXED_MB = 3000
 _FEATURE_BYTES = 2048 * 8
 
 
+def volumetric_slices(samples: tuple[int, ...], volumes: tuple[int, ...],
+                      slices_per_plane: int = VOLUMETRIC_SLICES_PER_PLANE) -> int:
+    """Grey slices the volumetric evaluation cuts (and runs through Inception) from ``samples`` and
+    ``volumes`` (N, C, X, Y, Z): every channel at each position of the three planes."""
+    return 3 * (int(samples[0]) + int(volumes[0])) * int(samples[1]) * slices_per_plane
+
+
 def volumetric_evaluation_mb(samples: tuple[int, ...], volumes: tuple[int, ...],
                              slices_per_plane: int = VOLUMETRIC_SLICES_PER_PLANE,
                              chunk: int = VOLUMETRIC_CHUNK) -> float:
@@ -200,7 +207,7 @@ def volumetric_evaluation_mb(samples: tuple[int, ...], volumes: tuple[int, ...],
     n, channels, voxels = int(samples[0]), int(samples[1]), math.prod(samples[2:])
     real = int(volumes[0])
     volume_mb = channels * voxels * _FLOAT32 / _MB
-    rows = (n + real) * channels * slices_per_plane
+    rows = volumetric_slices(samples, volumes, slices_per_plane) // 3
     return (_VOLUMETRIC_FIXED_MB + (4 * n + 4 * min(chunk, real) + 16) * volume_mb
             + 2 * rows * _FEATURE_BYTES / _MB)
 
