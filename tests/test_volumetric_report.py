@@ -27,7 +27,8 @@ EVIL_3D = '<i>3d & "gan"</i>'
 def volumetric_record(fid: float, seed: int) -> dict:
     """A volumetric_metrics record (evaluation/volumetric.volumetric_metrics) with known values."""
     plane_values = {p: {"dataset_similarity": 0.01 * (i + 1) + seed / 1000, "isd": 0.02 * (i + 1),
-                        "min_isd": 0.001 * (i + 1), "sharpness_mean": 100.0 * (i + 1), "sharpness_std": 1.0}
+                        "min_isd": 0.001 * (i + 1), "sharpness_mean": 100.0 * (i + 1), "sharpness_std": 1.0,
+                        "ms_ssim_mean": 0.5 + seed / 10}
                     for i, p in enumerate(PLANES)}
     return {"kind": "volumetric", "n_samples": 4, "n_train": 9, "n_test": 3, "volume_shape": [1, 16, 16, 16],
             "slice_indices": {p: [4, 8, 11] for p in PLANES}, "planes": plane_values,
@@ -112,6 +113,12 @@ def test_3d_runs_get_views_volumetric_metrics_and_slice_metrics_beside_the_2d_mo
     vae = re.search(r'data-model="vae" data-kind="2-D">.*?</tr>', text, re.S).group(0)
     isd = float(re.search(r'data-metric="isd" data-value="([^"]+)"', vae).group(1))
     assert isd == pytest.approx(np.mean([run.metrics["isd"] for run in data.runs["vae"]]))
+    ms_ssim = float(re.search(r'data-metric="ms_ssim_mean" data-value="([^"]+)"', vae).group(1))
+    assert ms_ssim == pytest.approx(np.mean([run.diversity["ms_ssim_mean"] for run in data.runs["vae"]]))
+    real = re.search(r'data-model="original" data-kind="2-D">.*?</tr>', text, re.S).group(0)
+    assert f'data-value="{data.diversity_original["ms_ssim_mean"]!r}"' in real
+    axial_ms_ssim = re.search(r'data-metric="ms_ssim_mean" data-value="([^"]+)"', axial).group(1)
+    assert float(axial_ms_ssim) == pytest.approx(0.55)
 
 
 def test_the_report_job_reads_3d_runs_and_lists_a_failed_one(tmp_path):

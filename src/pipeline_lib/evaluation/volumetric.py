@@ -28,7 +28,7 @@ import numpy as np
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.volumes import VOLUMETRIC_CHUNK, VOLUMETRIC_SLICES_PER_PLANE
-from pipeline_lib.evaluation.diversity import MS_SSIM_WEIGHTS, ms_ssim_weights, random_pairs
+from pipeline_lib.evaluation.diversity import MS_SSIM_WEIGHTS, ms_ssim_weights, pairwise_ms_ssim, random_pairs
 from pipeline_lib.evaluation.memorization import _distance_summary, nearest_by_mse
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -306,8 +306,8 @@ REAL_CHUNK = VOLUMETRIC_CHUNK
 VIEW_VOLUMES = 4
 #: A figure tile is enlarged (nearest neighbour, whole factors) to at least this many pixels a side.
 VIEW_MIN_PIXELS = 96
-#: The 2-D metrics (evaluation/pixel_metrics.sample_metrics) reported per plane.
-PLANE_METRICS = ("dataset_similarity", "isd", "min_isd", "sharpness_mean", "sharpness_std")
+#: The 2-D metrics reported per plane (evaluation/pixel_metrics.sample_metrics, diversity.pairwise_ms_ssim).
+PLANE_METRICS = ("dataset_similarity", "isd", "min_isd", "sharpness_mean", "sharpness_std", "ms_ssim_mean")
 
 
 def slice_positions(shape: Sequence[int], slices_per_plane: int = SLICES_PER_PLANE) -> dict[str, list[int]]:
@@ -367,7 +367,8 @@ def volumetric_metrics(samples: np.ndarray, train, test, affine: np.ndarray, *, 
     files in ``scratch``):
 
     - ``planes``: per plane, the 2-D metrics of Ungría Hirte et al. (DS against the training
-      volumes' slices, ISD, minimum ISD, sharpness) on the samples' slices at ``slice_indices``;
+      volumes' slices, ISD, minimum ISD, sharpness) and MS-SSIM between pairs of distinct slices
+      (evaluation/diversity.py) on the samples' slices at ``slice_indices``;
       ``real_planes``: the same of the real test volumes' slices (the reference row);
     - ``fid``: the 2.5-D FID (:func:`three_plane_fid`, samples' slices against the training
       volumes' at the same positions, on ``features``), with its note and a small-sample warning;
@@ -390,8 +391,10 @@ def volumetric_metrics(samples: np.ndarray, train, test, affine: np.ndarray, *, 
         real_train[plane] = write_plane_slices(train, plane, positions[plane], scratch / f"train-{plane}.npy",
                                                chunk=chunk)
         real_test = write_plane_slices(test, plane, positions[plane], scratch / f"test-{plane}.npy", chunk=chunk)
-        planes[plane] = _plane_metrics(generated[plane], real_train[plane], sharpness_scale=sharpness_scale)
-        real_planes[plane] = _plane_metrics(real_test, real_train[plane], sharpness_scale=sharpness_scale)
+        planes[plane] = {**_plane_metrics(generated[plane], real_train[plane], sharpness_scale=sharpness_scale),
+                         **pairwise_ms_ssim(generated[plane], n_pairs=n_pairs, seed=seed, kernel_size=kernel_size)}
+        real_planes[plane] = {**_plane_metrics(real_test, real_train[plane], sharpness_scale=sharpness_scale),
+                              **pairwise_ms_ssim(real_test, n_pairs=n_pairs, seed=seed, kernel_size=kernel_size)}
     dims: list[int] = []
     fid_result = three_plane_fid(real_train, generated, frechet_plane_fid(features, dims))
     smallest = min(min(len(generated[p]), len(real_train[p])) for p in PLANES)

@@ -14,9 +14,10 @@ from pipeline_lib.report.html import escape, figure, spread_cell, zoomable_img
 from pipeline_lib.report.inputs import ReportData, Run, nested
 from pipeline_lib.report.sections import Notes, Section
 
-#: The 2-D metrics of evaluation/pixel_metrics.sample_metrics shown on slices (record key, heading).
+#: The 2-D metrics shown on slices (record key, heading): evaluation/pixel_metrics.sample_metrics and
+#: the MS-SSIM of evaluation/diversity.pairwise_ms_ssim (a 2-D run's ``metrics`` and ``diversity``).
 SLICE_METRICS = (("dataset_similarity", "DS"), ("isd", "ISD"), ("min_isd", "Minimum ISD ↑"),
-                 ("sharpness_mean", "Sharpness"))
+                 ("sharpness_mean", "Sharpness"), ("ms_ssim_mean", "MS-SSIM between slices"))
 
 #: The volumetric table's columns: key, heading, the value of a run's ``volumetric`` record, percent.
 VOLUME_COLUMNS: tuple[tuple[str, str, Callable[[dict], Any], bool], ...] = (
@@ -116,14 +117,15 @@ def _slice_table(data: ReportData, notes: Notes) -> str:
         for model, runs in part.runs.items():
             rows.append(f'<tr data-model="{escape(model)}" data-kind="2-D"><th>{escape(model)}</th>'
                         f'<td>2-D samples{escape(where)}</td><td class="num">{len(runs)}</td>'
-                        f"{_slice_cells(run.metrics for run in runs)}</tr>")
+                        f"{_slice_cells(run.metrics | run.diversity for run in runs)}</tr>")
         if part.runs and part.original:
             rows.append(f'<tr class="reference" data-model="original" data-kind="2-D"><th>Real test slices</th>'
                         f'<td>the 2-D dataset{escape(where)}</td><td class="num">1</td>'
-                        f"{_slice_cells([part.original])}</tr>")
+                        f"{_slice_cells([part.original | (part.diversity_original or {})])}</tr>")
     caption = ("Ungría Hirte et al.'s metrics (DS: mean per-pixel squared error to the training slices; ISD: "
                "between samples; minimum ISD: to the nearest other sample; sharpness: variance of the "
-               "Laplacian on the 8-bit scale), mean ± std over seeds. A 3-D model's values are on "
+               "Laplacian on the 8-bit scale) and MONAI's MS-SSIM between random pairs of distinct slices "
+               "(lower = more diverse), mean ± std over seeds. A 3-D model's values are on "
                "axial, coronal and sagittal slices of its sampled volumes at the same positions as the real "
                "volumes' (the central half of each axis); a 2-D model's on its own samples against its "
                "dataset's slices. DS and ISD depend on the slice size and field of view: compare a 2-D "
