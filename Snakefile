@@ -46,7 +46,9 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/fid.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/volumetric.smk"
 include: "workflow/rules/reader_study.smk"
+include: "workflow/rules/reader_volumes.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -73,3 +75,5 @@ rule all:
         expand(rules.reader_kit.output.summary, dataset=reader_datasets()),
         # 3-D runs (none: nothing added)
         per_model(rules.sample_volumes.output.volumes, VOLUME_RUNS),
+        # every 3-D run's volumetric evaluation (none without 3-D runs)
+        per_volume_run(rules.volumetric_metrics.output.metrics),

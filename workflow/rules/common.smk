@@ -24,7 +24,8 @@ from pipeline_lib.core import step_timing
 from pipeline_lib.core.subject_batches import assign_batches
 from pipeline_lib.core.settings import (TrainerSettings, canonical, dataset_params, dataset_settings, enabled_models,
                                         model_dataset, model_seeds, rerun_settings, result_part, rule_settings)
-from pipeline_lib.core.volumes import estimated_volumes, volume_dataset_mb, volume_dataset_params, volume_dataset_settings
+from pipeline_lib.core.volumes import (estimated_volumes, volume_dataset_mb, volume_dataset_params,
+                                       volume_dataset_settings, volumetric_evaluation_mb, volumetric_slices)
 from pipeline_lib.imaging.discovery import STAGED_INPUT, STAGED_MASKS, STAGED_SEQUENCES, file_state, layout_problem
 from pipeline_lib.imaging.label_filters import check_filters_against_subjects
 from pipeline_lib.imaging.pseudonym import project_salt, salt_notice
@@ -470,6 +471,58 @@ def volume_settings(wildcards):
 def mem_volume_dataset(wildcards, attempt):
     box = VOLUME_DATASET_SETTINGS[wildcards.volume_dataset].box
     return resources.request_mb(volume_dataset_mb(registration_grid(), box), attempt)
+
+
+# The volume dataset of each 3-D model (VOLUME_MODELS; volumetric.smk evaluates their runs).
+VOLUME_MODEL_DATASET = {model: MODEL_DATASET[model] for model in VOLUME_MODELS}
+
+
+def per_volume_run(pattern):
+    """``pattern`` expanded over every 3-D run, in the order of VOLUME_RUNS."""
+    return per_model(pattern, VOLUME_RUNS)
+
+
+def per_volume_run_inputs(outputs):
+    """Named inputs: each of ``outputs`` (name -> pattern) over every 3-D run; none without 3-D runs,
+    so that a rule that also reads 3-D runs keeps its 2-D inputs as they were."""
+    return {name: per_volume_run(pattern) for name, pattern in outputs.items()} if VOLUME_RUNS else {}
+
+
+def volume_run_params(outputs):
+    """The 3-D runs (model, seed) and the names of ``outputs``, as params; none without 3-D runs."""
+    if not VOLUME_RUNS:
+        return {}
+    return dict(volume_runs=[[model, seed] for model, seed in VOLUME_RUNS], volume_run_inputs=list(outputs))
+
+
+def run_volumes(name):
+    """Input function: the ``name`` output (volumes, table, grid) of the volume dataset of a 3-D run's model."""
+
+    def volumes_of_run(wildcards):
+        return expand(getattr(rules.volume_dataset.output, name),
+                      volume_dataset=VOLUME_MODEL_DATASET[wildcards.model])[0]
+
+    return volumes_of_run
+
+
+def volumetric_shapes(wildcards, input):
+    """(samples, volumes) shapes of a 3-D run's evaluation: from the files' headers; before they exist,
+    from sampling.n, the dataset's box (the registration grid without one) and the discovered cohort."""
+    settings = VOLUME_DATASET_SETTINGS[VOLUME_MODEL_DATASET[wildcards.model]]
+    shape = (len(settings.channels or ()) or 1,) + tuple(settings.box or registration_grid())
+    samples = resources.npy_shape(input.samples) or (config["sampling"]["n"],) + shape
+    volumes = resources.npy_shape(input.volumes) or (cohort_shape()[0],) + shape
+    return samples, volumes
+
+
+def mem_volumetric(wildcards, input, attempt):
+    return resources.request_mb(volumetric_evaluation_mb(*volumetric_shapes(wildcards, input)), attempt)
+
+
+def runtime_volumetric(wildcards, input, attempt):
+    """Inception on every slice the job cuts: the samples' and the real volumes', three planes."""
+    return resources.request_minutes(resources.features_minutes(volumetric_slices(*volumetric_shapes(wildcards, input))),
+                                     attempt)
 
 
 # ----- settings -----

@@ -20,6 +20,13 @@ REPORT_RUN_INPUTS = dict(
     intensity=rules.intensity_statistics.output[0],
 )
 
+# Per-3-D-run inputs (VOLUME_RUNS): the same scheme, read into ReportInputs.volume_runs; named on the
+# rule only when there are 3-D runs, so that a 2-D pipeline's report job is unchanged.
+REPORT_VOLUME_RUN_INPUTS = dict(
+    volumetric=rules.volumetric_metrics.output.metrics,
+    volumetric_views=rules.volumetric_metrics.output.views,
+)
+
 
 rule report:
     """The self-contained comparison report. Per-run inputs are REPORT_RUN_INPUTS, each a list in the
@@ -39,6 +46,7 @@ rule report:
         diversity_original=per_dataset(rules.diversity_original.output[0]),
         reader_scores=expand(rules.reader_scores.output.scores, dataset=reader_datasets()),
         **{name: per_model(output) for name, output in REPORT_RUN_INPUTS.items()},
+        **per_volume_run_inputs(REPORT_VOLUME_RUN_INPUTS),
     output:
         html=report(
             "results/report/index.html",
@@ -71,6 +79,7 @@ rule report:
         published=lookup(dpath="report/published", within=config),
         # Why this run differs from the paper, per protocol item (report/protocol_section.py).
         protocol_notes=lookup(dpath="report/protocol_notes", within=config, default={}),
+        **volume_run_params(REPORT_VOLUME_RUN_INPUTS),
     resources:
         mem_mb=mem_report,
     message:

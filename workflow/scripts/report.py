@@ -14,6 +14,12 @@ assert all(len(paths) == len(runs) for paths in per_run.values()), "one file per
 models = {}
 for i, (model, seed) in enumerate(runs):
     models.setdefault(model, {})[int(seed)] = ModelOutputs(**{kind: Path(paths[i]) for kind, paths in per_run.items()})
+# 3-D runs (report.smk's REPORT_VOLUME_RUN_INPUTS): named on the rule only when there are some.
+volume_runs = {}
+volume_inputs = getattr(snakemake.params, "volume_run_inputs", [])
+for i, (model, seed) in enumerate(getattr(snakemake.params, "volume_runs", [])):
+    volume_runs.setdefault(model, {})[int(seed)] = ModelOutputs(
+        **{name: Path(snakemake.input[name][i]) for name in volume_inputs})
 # Per-dataset inputs are lists in the order of `datasets`; reader scores in that of `reader_datasets`.
 reader_scores = dict(zip(snakemake.params.reader_datasets, snakemake.input.reader_scores))
 datasets = {}
@@ -32,6 +38,7 @@ inputs = ReportInputs(
     model_datasets=dict(snakemake.params.model_datasets),
     reader_responses=dict(snakemake.params.reader_responses),
     reader_kits=dict(snakemake.params.reader_kits),
+    volume_runs=volume_runs,
 )
 report_job(
     Path(snakemake.output.html),

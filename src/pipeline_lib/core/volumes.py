@@ -185,6 +185,40 @@ def estimated_volumes(settings: VolumeDatasetSettings, grid: tuple[int, int, int
     return ImageSet(images=subjects * per_subject, pixels=channels * math.prod(settings.box or grid))
 
 
+#: The volumetric evaluation (evaluation/volumetric.py) cuts samples and real volumes at this many
+#: positions per plane, and reads the real volumes this many at a time.
+VOLUMETRIC_SLICES_PER_PLANE = 8
+VOLUMETRIC_CHUNK = 16
+#: torch, MONAI and the FID Inception with one batch of 299 px activations (core.resources.INCEPTION_MB)
+#: plus Python's own imports.
+_VOLUMETRIC_FIXED_MB = 3000
+#: One Inception pool3 feature row as the Fréchet distance holds it (2,048 float64).
+_FEATURE_BYTES = 2048 * 8
+
+
+def volumetric_slices(samples: tuple[int, ...], volumes: tuple[int, ...],
+                      slices_per_plane: int = VOLUMETRIC_SLICES_PER_PLANE) -> int:
+    """Grey slices the volumetric evaluation cuts (and runs through Inception) from ``samples`` and
+    ``volumes`` (N, C, X, Y, Z): every channel at each position of the three planes."""
+    return 3 * (int(samples[0]) + int(volumes[0])) * int(samples[1]) * slices_per_plane
+
+
+def volumetric_evaluation_mb(samples: tuple[int, ...], volumes: tuple[int, ...],
+                             slices_per_plane: int = VOLUMETRIC_SLICES_PER_PLANE,
+                             chunk: int = VOLUMETRIC_CHUNK) -> float:
+    """Peak memory of the volumetric evaluation of one 3-D run: ``samples`` (n, C, X, Y, Z) held whole
+    (float32 and the float64 copies of the nearest-volume search: 4 copies), one chunk of real
+    volumes (the same 4 copies), 16 volumes of 3-D MS-SSIM intermediates (a batch of 8 pairs), and a
+    plane's feature rows of every real and sampled slice, twice (features and their centred copy).
+    The real volumes' slices go to disk; only their features grow with the cohort, 16 KB a slice."""
+    n, channels, voxels = int(samples[0]), int(samples[1]), math.prod(samples[2:])
+    real = int(volumes[0])
+    volume_mb = channels * voxels * _FLOAT32 / _MB
+    rows = volumetric_slices(samples, volumes, slices_per_plane) // 3
+    return (_VOLUMETRIC_FIXED_MB + (4 * n + 4 * min(chunk, real) + 16) * volume_mb
+            + 2 * rows * _FEATURE_BYTES / _MB)
+
+
 # ----------------------------------------------------------------- reading
 
 

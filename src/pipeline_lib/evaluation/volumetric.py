@@ -21,12 +21,14 @@ indexed); functions that stream read ``batch`` volumes at a time.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.evaluation.diversity import MS_SSIM_WEIGHTS, ms_ssim_weights, random_pairs
+from pipeline_lib.core.volumes import VOLUMETRIC_CHUNK, VOLUMETRIC_SLICES_PER_PLANE
+from pipeline_lib.evaluation.diversity import MS_SSIM_WEIGHTS, ms_ssim_weights, pairwise_ms_ssim, random_pairs
 from pipeline_lib.evaluation.memorization import _distance_summary, nearest_by_mse
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -94,14 +96,19 @@ def three_plane_fid(real, generated, plane_fid: Callable[[np.ndarray, np.ndarray
     """The 2.5-D FID: ``plane_fid(real_slices, generated_slices)`` (a 2-D FID of (M, H, W) slices in
     [0, 1], e.g. evaluation/fid.py's on Inception features) in each plane and their mean.
 
-    ``indices`` maps a plane to its slice positions (default: every slice). Returns ``fid_axial``,
-    ``fid_coronal``, ``fid_sagittal``, ``fid_2_5d`` (their mean) and ``note`` (:data:`FID_25D_NOTE`).
+    ``real`` and ``generated`` are volumes, or a mapping plane -> their slices already cut (the
+    volumetric job cuts the real volumes' slices a chunk at a time onto disk). ``indices`` maps a
+    plane to its slice positions (default: every slice). Returns ``fid_axial``, ``fid_coronal``,
+    ``fid_sagittal``, ``fid_2_5d`` (their mean) and ``note`` (:data:`FID_25D_NOTE`).
     """
     indices = indices or {}
+
+    def cut(volumes, plane):
+        return volumes[plane] if isinstance(volumes, Mapping) else plane_slices(volumes, plane, indices.get(plane))
+
     out: dict[str, Any] = {}
     for plane in PLANES:
-        value = float(plane_fid(plane_slices(real, plane, indices.get(plane)),
-                                plane_slices(generated, plane, indices.get(plane))))
+        value = float(plane_fid(cut(real, plane), cut(generated, plane)))
         if not np.isfinite(value):
             raise InputError(f"the {plane} FID is not a finite number ({value})")
         out[f"fid_{plane}"] = value
@@ -286,3 +293,205 @@ def tissue_intensity_comparison(generated, real, *, bins: int = 100, **kwargs) -
     real_counts, _ = tissue_histogram(real, bins=bins, **kwargs)
     return {"wasserstein": histogram_wasserstein(generated_counts, real_counts, edges), "bins": int(bins),
             "generated_counts": generated_counts.tolist(), "real_counts": real_counts.tolist()}
+
+
+# ----------------------------------------------------------------- one 3-D run (the volumetric_metrics rule)
+
+#: Slice positions per plane at which samples and real volumes are both cut (the central half,
+#: :func:`central_indices`): the 2-D metrics and the 2.5-D FID compare the same anatomy.
+SLICES_PER_PLANE = VOLUMETRIC_SLICES_PER_PLANE
+#: Real volumes read at a time: memory holds the samples and one chunk, whatever the cohort's size.
+REAL_CHUNK = VOLUMETRIC_CHUNK
+#: Sample and real volumes shown in the orthogonal-views figure.
+VIEW_VOLUMES = 4
+#: A figure tile is enlarged (nearest neighbour, whole factors) to at least this many pixels a side.
+VIEW_MIN_PIXELS = 96
+#: The 2-D metrics reported per plane (evaluation/pixel_metrics.sample_metrics, diversity.pairwise_ms_ssim).
+PLANE_METRICS = ("dataset_similarity", "isd", "min_isd", "sharpness_mean", "sharpness_std", "ms_ssim_mean")
+
+
+def slice_positions(shape: Sequence[int], slices_per_plane: int = SLICES_PER_PLANE) -> dict[str, list[int]]:
+    """Plane -> the slice positions used for volumes of spatial ``shape`` (X, Y, Z)."""
+    depth = {"sagittal": shape[0], "coronal": shape[1], "axial": shape[2]}
+    return {plane: central_indices(int(depth[plane]), slices_per_plane).tolist() for plane in PLANES}
+
+
+def write_plane_slices(volumes, plane: str, indices: Sequence[int], path: Path, *, chunk: int = REAL_CHUNK):
+    """``plane_slices(volumes, plane, indices)`` written to the .npy file ``path`` ``chunk`` volumes at
+    a time, returned as a core.slices.SplitImages (read when indexed): the real volumes' slices of a
+    large cohort are never in memory at once. Each chunk is written through a mapping opened for it
+    alone, so written pages leave the resident set when it closes."""
+    from pipeline_lib.core.slices import SplitImages
+
+    volumes = _volumes(volumes, "real volumes")
+    first = plane_slices(np.asarray(volumes[:1], dtype=np.float32), plane, indices)
+    per_volume = len(first)
+    total = per_volume * len(volumes)
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(total,) + first.shape[1:])
+    for start, block in _batches(volumes, chunk):
+        target = np.load(path, mmap_mode="r+")
+        target[start * per_volume:(start + len(block)) * per_volume] = plane_slices(block, plane, indices)
+        target.flush()
+        del target
+    return SplitImages(Path(path), np.arange(total))
+
+
+def frechet_plane_fid(features: Callable[[Any], np.ndarray], dims: list[int] | None = None
+                      ) -> Callable[[Any, Any], float]:
+    """A 2-D FID of two slice sets from ``features`` (slices -> (M, D) feature rows), for
+    :func:`three_plane_fid`; the volumetric job passes the FID Inception's pool3 features. Each
+    call appends D to ``dims`` (for the small-sample warning)."""
+    from pipeline_lib.core.inception import frechet_distance_features
+
+    def plane_fid(real_slices, generated_slices) -> float:
+        real, fake = np.asarray(features(real_slices)), np.asarray(features(generated_slices))
+        if dims is not None:
+            dims.append(int(real.shape[1]))
+        return frechet_distance_features(real, fake)
+
+    return plane_fid
+
+
+def _plane_metrics(samples, reference, *, sharpness_scale: float) -> dict[str, Any]:
+    from pipeline_lib.evaluation.pixel_metrics import sample_metrics
+
+    return sample_metrics(samples, reference, sharpness_scale=sharpness_scale)
+
+
+def volumetric_metrics(samples: np.ndarray, train, test, affine: np.ndarray, *, scratch: Path,
+                       features: Callable[[Any], np.ndarray], sharpness_scale: float, n_pairs: int,
+                       kernel_size: int, percentile: float, seed: int,
+                       slices_per_plane: int = SLICES_PER_PLANE, chunk: int = REAL_CHUNK) -> dict[str, Any]:
+    """Every volumetric metric of one run's ``samples`` (N, C, X, Y, Z) against the real ``train`` and
+    ``test`` volumes (arrays or core.slices.SplitImages, read ``chunk`` at a time; their slices go to
+    files in ``scratch``):
+
+    - ``planes``: per plane, the 2-D metrics of Ungría Hirte et al. (DS against the training
+      volumes' slices, ISD, minimum ISD, sharpness) and MS-SSIM between pairs of distinct slices
+      (evaluation/diversity.py) on the samples' slices at ``slice_indices``;
+      ``real_planes``: the same of the real test volumes' slices (the reference row);
+    - ``fid``: the 2.5-D FID (:func:`three_plane_fid`, samples' slices against the training
+      volumes' at the same positions, on ``features``), with its note and a small-sample warning;
+    - ``ms_ssim_3d`` (samples) and ``ms_ssim_3d_real`` (test volumes, when two or more);
+    - ``memorization`` (:func:`volume_memorization`), ``brain_volume`` and ``tissue_intensity``
+      (samples against the training volumes; no brain mask: every voxel above the threshold).
+    """
+    from pipeline_lib.evaluation.fid import small_sample_warning
+
+    samples = np.asarray(_volumes(samples, "samples"), dtype=np.float32)
+    train, test = _volumes(train, "training volumes"), _volumes(test, "test volumes")
+    for name, real in (("training", train), ("test", test)):
+        if tuple(real.shape[1:]) != tuple(samples.shape[1:]):
+            raise InputError(f"samples of {tuple(samples.shape[1:])} (C, X, Y, Z) do not match the {name} "
+                             f"volumes' {tuple(real.shape[1:])}: a run's samples must be on its dataset's grid")
+    positions = slice_positions(samples.shape[2:], slices_per_plane)
+    planes, real_planes, real_train, generated = {}, {}, {}, {}
+    for plane in PLANES:
+        generated[plane] = plane_slices(samples, plane, positions[plane])
+        real_train[plane] = write_plane_slices(train, plane, positions[plane], scratch / f"train-{plane}.npy",
+                                               chunk=chunk)
+        real_test = write_plane_slices(test, plane, positions[plane], scratch / f"test-{plane}.npy", chunk=chunk)
+        planes[plane] = {**_plane_metrics(generated[plane], real_train[plane], sharpness_scale=sharpness_scale),
+                         **pairwise_ms_ssim(generated[plane], n_pairs=n_pairs, seed=seed, kernel_size=kernel_size)}
+        real_planes[plane] = {**_plane_metrics(real_test, real_train[plane], sharpness_scale=sharpness_scale),
+                              **pairwise_ms_ssim(real_test, n_pairs=n_pairs, seed=seed, kernel_size=kernel_size)}
+    dims: list[int] = []
+    fid_result = three_plane_fid(real_train, generated, frechet_plane_fid(features, dims))
+    smallest = min(min(len(generated[p]), len(real_train[p])) for p in PLANES)
+    fid_result["slices_per_set"] = {p: {"generated": len(generated[p]), "real": len(real_train[p])} for p in PLANES}
+    fid_result["warning"] = small_sample_warning(smallest, max(dims))
+    memorization = volume_memorization(samples, train, test, percentile=percentile, chunk=chunk)
+    memorization.pop("_arrays")
+    result = {
+        "kind": "volumetric",
+        "n_samples": int(len(samples)), "n_train": int(len(train)), "n_test": int(len(test)),
+        "volume_shape": [int(v) for v in samples.shape[1:]],
+        "slice_indices": positions,
+        "planes": planes,
+        "real_planes": real_planes,
+        "fid": fid_result,
+        "ms_ssim_3d": pairwise_ms_ssim_3d(samples, n_pairs=n_pairs, seed=seed, kernel_size=kernel_size),
+        "memorization": memorization,
+        "brain_volume": brain_volume_comparison(samples, train, affine),
+        "tissue_intensity": tissue_intensity_comparison(samples, train),
+    }
+    if len(test) >= 2:
+        result["ms_ssim_3d_real"] = pairwise_ms_ssim_3d(test, n_pairs=n_pairs, seed=seed, kernel_size=kernel_size)
+    return result
+
+
+def orthogonal_views(samples, real, *, n: int = VIEW_VOLUMES, min_pixels: int = VIEW_MIN_PIXELS) -> np.ndarray:
+    """One grey image in [0, 1]: a row per volume, the central axial, coronal and sagittal slices of
+    the first channel of ``n`` samples on the left, of ``n`` real volumes on the right (in the slice
+    datasets' display orientation), each tile padded to one size and enlarged to ``min_pixels``."""
+    from pipeline_lib.core.figures import tile
+
+    def rows_of(volumes) -> np.ndarray:
+        volumes = np.asarray(_volumes(volumes)[:n], dtype=np.float32)[:, :1]
+        centre = {plane: [depth // 2] for plane, depth in
+                  zip(("sagittal", "coronal", "axial"), volumes.shape[2:])}
+        views = [plane_slices(volumes, plane, centre[plane]) for plane in PLANES]
+        height, width = max(v.shape[1] for v in views), max(v.shape[2] for v in views)
+        factor = max(1, -(-min_pixels // max(height, width)))
+        tiles = np.zeros((len(volumes), len(PLANES), height * factor, width * factor), dtype=np.float32)
+        for p, view in enumerate(views):
+            big = view.repeat(factor, axis=1).repeat(factor, axis=2)
+            top, left = (tiles.shape[2] - big.shape[1]) // 2, (tiles.shape[3] - big.shape[2]) // 2
+            tiles[:, p, top:top + big.shape[1], left:left + big.shape[2]] = big
+        return tile(tiles.reshape((-1,) + tiles.shape[2:]), ncols=len(PLANES))
+
+    left, right = rows_of(samples), rows_of(real)
+    height = max(left.shape[0], right.shape[0])
+    gap = np.ones((height, 3 * 4), dtype=np.float32)
+    pad = [np.vstack([part, np.ones((height - part.shape[0], part.shape[1]), dtype=np.float32)])
+           for part in (left, right)]
+    return np.hstack([pad[0], gap, pad[1]])
+
+
+def volumetric_job(samples: Path, volumes: Path, table: Path, grid: Path, weights: Path, *, out_json: Path,
+                   out_png: Path, sharpness_scale: float = 255.0, n_pairs: int = 1000, kernel_size: int = 4,
+                   percentile: float = 5.0, seed: int = 0, fid: Mapping[str, Any] | None = None,
+                   features: Callable[[Any], np.ndarray] | None = None) -> dict[str, Any]:
+    """The volumetric_metrics rule: one 3-D run's ``samples`` (volumes.npy) against its volume
+    dataset (``volumes``, ``table``, ``grid``) with :func:`volumetric_metrics`, written to
+    ``out_json``; the orthogonal views of samples beside real test volumes to ``out_png``. The
+    settings are the 2-D metrics' (``metrics.sharpness_scale``, ``evaluation.diversity``'s
+    ``n_pairs`` and ``kernel_size``, ``evaluation.memorization.percentile``, ``sampling.seed``);
+    ``features`` defaults to the FID Inception of ``weights`` (core/inception.py, the 2-D FID's
+    features) run with ``fid``'s runtime keys (``evaluation.fid``: device, batch_size, channels_last)."""
+    import tempfile
+
+    from pipeline_lib.core.figures import encode_png_gray8, to_uint8
+    from pipeline_lib.core.io import atomic_path, write_json
+    from pipeline_lib.core.settings import FidSettings, read_settings
+    from pipeline_lib.core.slices import validate_images
+    from pipeline_lib.core.volumes import open_volume_split, read_grid
+
+    fid_settings = read_settings(FidSettings, fid)
+    generated = np.load(samples)
+    if generated.ndim != 5 or generated.dtype != np.float32:
+        raise InputError(f"{samples}: expected float32 volumes shaped (n, C, X, Y, Z), got {generated.dtype} "
+                         f"{generated.shape}")
+    validate_images(generated.reshape(len(generated), -1, generated.shape[-1]), str(samples))
+    train, _ = open_volume_split(volumes, table, "train")
+    test, _ = open_volume_split(volumes, table, "test")
+    if len(train) == 0 or len(test) == 0:
+        raise InputError(f"{table}: the volume dataset needs training and test volumes (has {len(train)} and "
+                         f"{len(test)})")
+    if features is None:
+        from pipeline_lib.core.inception import extract_features, load_feature_network
+
+        net = load_feature_network(weights, device=fid_settings.device, channels_last=fid_settings.channels_last)
+
+        def features(slices):
+            return extract_features(slices, net, batch_size=fid_settings.batch_size,
+                                    channels_last=fid_settings.channels_last, what="volume slices")
+
+    with tempfile.TemporaryDirectory(dir=Path(out_json).parent, prefix=".volumetric-") as scratch:
+        result = volumetric_metrics(generated, train, test, read_grid(grid)["affine"], scratch=Path(scratch),
+                                    features=features, sharpness_scale=sharpness_scale, n_pairs=n_pairs,
+                                    kernel_size=kernel_size, percentile=percentile, seed=seed)
+    with atomic_path(out_png, suffix=".png") as tmp:
+        tmp.write_bytes(encode_png_gray8(to_uint8(orthogonal_views(generated, test))))
+    write_json(out_json, result)
+    return result

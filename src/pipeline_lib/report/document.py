@@ -29,7 +29,7 @@ import pandas as pd
 from pipeline_lib.core import io
 from pipeline_lib.core.settings import PreprocessingSettings, RegistrationSettings, SamplingSettings
 from pipeline_lib.report import (diversity_section, evaluation_section, fidelity_section, paper_section,
-                                 protocol_section, qc_section, reader_section, training_section)
+                                 protocol_section, qc_section, reader_section, training_section, volumetric_section)
 from pipeline_lib.report.failures_section import failed_datasets_html, failed_run_rows, failed_runs_html
 from pipeline_lib.report.html import escape as _esc, section
 from pipeline_lib.report.inputs import ReportData, ReportInputs, load_report_data
@@ -86,7 +86,7 @@ SYNTHETIC_BANNER = (
 
 #: The page, in order: each section module's entries (a new block is one more entry in its module).
 SECTIONS: list[Section] = [*paper_section.SECTIONS, *protocol_section.SECTIONS, *fidelity_section.SECTIONS,
-                           *diversity_section.SECTIONS, *evaluation_section.SECTIONS, *reader_section.SECTIONS,
+                           *volumetric_section.SECTIONS, *diversity_section.SECTIONS, *evaluation_section.SECTIONS, *reader_section.SECTIONS,
                            *qc_section.SECTIONS, *training_section.SECTIONS]
 
 

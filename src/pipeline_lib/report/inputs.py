@@ -28,6 +28,8 @@ from pipeline_lib.report.failures_section import split_failed_datasets, split_fa
 
 #: Per-run inputs the page reads by path; every other per-run input is a JSON record.
 FILE_INPUTS = frozenset({"losses", "grid", "reconstructions", "gallery", "validation", "snapshots"})
+#: The same for a 3-D run's volumetric inputs (report.smk's REPORT_VOLUME_RUN_INPUTS).
+VOLUME_FILE_INPUTS = frozenset({"volumetric_views"})
 
 
 class ModelOutputs:
@@ -52,9 +54,9 @@ class ModelOutputs:
     def __repr__(self) -> str:
         return f"ModelOutputs({', '.join(f'{k}={str(v)!r}' for k, v in self.paths.items())})"
 
-    def records(self) -> dict[str, Path]:
-        """name → path of every JSON record of the run (the inputs not in :data:`FILE_INPUTS`)."""
-        return {name: path for name, path in self.paths.items() if name not in FILE_INPUTS}
+    def records(self, file_inputs: frozenset[str] = FILE_INPUTS) -> dict[str, Path]:
+        """name → path of every JSON record of the run (the inputs not in ``file_inputs``)."""
+        return {name: path for name, path in self.paths.items() if name not in file_inputs}
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ class ReportInputs:
     #: dataset → the folder its readers' answer files go into, and the folder of its reader kit.
     reader_responses: Mapping[str, str] = field(default_factory=dict)
     reader_kits: Mapping[str, str] = field(default_factory=dict)
+    #: 3-D runs (VOLUME_RUNS): model → seed → the run's volumetric files (report.smk's
+    #: REPORT_VOLUME_RUN_INPUTS: ``volumetric``, a record, and ``volumetric_views``, a figure).
+    volume_runs: Mapping[str, Mapping[int, ModelOutputs]] = field(default_factory=dict)
 
 
 
@@ -117,9 +122,9 @@ class Run:
         return dataclasses.replace(self, records={**self.records, name: record})
 
     @classmethod
-    def read(cls, seed: int, files: ModelOutputs) -> "Run":
+    def read(cls, seed: int, files: ModelOutputs, file_inputs: frozenset[str] = FILE_INPUTS) -> "Run":
         return cls(seed=int(seed), files=files,
-                   records={name: read_json(path) for name, path in files.records().items()})
+                   records={name: read_json(path) for name, path in files.records(file_inputs).items()})
 
 
 @dataclass
@@ -164,6 +169,8 @@ class ReportData:
     #: Datasets whose slices or reference rows failed (report/failures_section.py): dataset, output,
     #: stage, reason.
     failed_datasets: list[dict] = field(default_factory=list)
+    #: 3-D runs by model (report/volumetric_section.py), each with its ``volumetric`` record.
+    volume_runs: dict[str, list[Run]] = field(default_factory=dict)
 
     @property
     def grouped(self) -> bool:
@@ -215,6 +222,10 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
     models, failed_runs = split_failed_runs(inputs.models)
     runs = {model: [Run.read(seed, files) for seed, files in sorted(by_seed.items())]
             for model, by_seed in models.items()}
+    volume_models, failed_volume_runs = split_failed_runs(inputs.volume_runs)
+    failed_runs += failed_volume_runs
+    volume_runs = {model: [Run.read(seed, files, VOLUME_FILE_INPUTS) for seed, files in sorted(by_seed.items())]
+                   for model, by_seed in volume_models.items()}
     names = list(inputs.datasets)
     datasets, failed_datasets = split_failed_datasets(inputs.datasets)
     shared = dict(
@@ -224,6 +235,7 @@ def load_report_data(inputs: ReportInputs, *, registration: RegistrationSettings
                   for s, p in outputs_with_status(inputs.registered, "qc.json", (OK, FLAGGED)).items()},
         registration_caption=registration_gate_text(registration),
         synthetic_cohort=synthetic_cohort, title=title, failed_runs=failed_runs, failed_datasets=failed_datasets,
+        volume_runs=volume_runs,
         provenance=dict(provenance) if provenance is not None else None,
         published=load_published(published_path(published)) if published else None,
         protocol=load_protocol(published_path(published)) if published else (),
