@@ -132,7 +132,8 @@ def test_volume_kit_is_deterministic_and_shuffled_by_its_seed(tmp_path):
     # a reader's order is a seeded permutation of the names (the page's, app.js)
     names = list(first["key"]["image"])
     order = rs.reader_order(first["key"]["kit_id"].iloc[0], "R1", names)
-    assert sorted(order) == sorted(names) and order != sorted(names)
+    assert sorted(order) == sorted(names)
+    assert order != sorted(names)
 
 
 def test_answers_round_trip_into_the_slice_kits_scoring(tmp_path):

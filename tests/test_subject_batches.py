@@ -29,7 +29,8 @@ def test_a_subjects_batch_depends_on_its_pseudonym_and_the_batch_count_only():
     assert 1 <= len(changed) <= 2
     assert all(set(batches[b]) <= set(grown[b]) for b in batches)
     # names sort as numbers; sizes scatter around N / B (binomial), none empty at this size
-    assert list(batches) == sorted(batches) and set(batches) <= {f"b{i:02d}" for i in range(20)}
+    assert list(batches) == sorted(batches)
+    assert set(batches) <= {f"b{i:02d}" for i in range(20)}
     sizes = [len(members) for members in batches.values()]
     assert len(SUBJECTS) / 20 * 0.6 < min(sizes) <= max(sizes) < len(SUBJECTS) / 20 * 1.4
     assert batch_of("sub-0000000001", 1) == "b0"

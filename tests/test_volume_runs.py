@@ -109,8 +109,10 @@ def test_the_train_job_learns_the_volume_dataset_and_keeps_its_grid(volume_run):
 def test_sample_volumes_writes_volumes_on_the_datasets_axes_labels_and_views(volume_run):
     samples = volume_run["samples"]
     volumes = np.load(samples / "volumes.npy")
-    assert volumes.shape == (3, 1, SIZE, SIZE, SIZE) and volumes.dtype == np.float32
-    assert 0 <= volumes.min() and volumes.max() <= 1
+    assert volumes.shape == (3, 1, SIZE, SIZE, SIZE)
+    assert volumes.dtype == np.float32
+    assert 0 <= volumes.min()
+    assert volumes.max() <= 1
     assert pd.read_csv(samples / "labels.tsv", sep="\t")["sample"].tolist() == [0, 1, 2]
     views = (samples / "views.png").read_bytes()
     assert views.startswith(b"\x89PNG")
@@ -121,7 +123,8 @@ def test_sample_volumes_writes_volumes_on_the_datasets_axes_labels_and_views(vol
 def test_generate_writes_each_volume_as_nifti_on_the_dataset_grid(volume_run, tmp_path):
     exported = export_model(volume_run["run"], tmp_path / "exported")
     card = (exported / "README.md").read_text()
-    assert "3-D brain MRI volumes" in card and "16 × 16 × 16 voxels of 6 × 6 × 6 mm" in card
+    assert "3-D brain MRI volumes" in card
+    assert "16 × 16 × 16 voxels of 6 × 6 × 6 mm" in card
     for source in (volume_run["run"], exported):
         nifti, arrays = tmp_path / f"{source.name}-nifti", tmp_path / f"{source.name}-npy"
         assert main(["generate", str(source), "-n", "2", "--seed", "4", "--format", "nifti", "--out", str(nifti)]) == 0
@@ -138,7 +141,7 @@ def test_generate_writes_each_volume_as_nifti_on_the_dataset_grid(volume_run, tm
         assert pd.read_csv(nifti / "labels.tsv", sep="\t")["file"].tolist() == [f.name for f in files]
 
 
-def test_a_3d_run_has_train_and_sample_volumes_and_no_2d_evaluation(tmp_path_factory):
+def test_a_3d_run_has_train_sample_volumes_and_volumetric_metrics_and_no_2d_evaluation(tmp_path_factory):
     from helpers.workflow import copy_checkout, small_evaluation, snakemake
 
     work = copy_checkout(tmp_path_factory, "volume-dag")
@@ -155,8 +158,12 @@ def test_a_3d_run_has_train_and_sample_volumes_and_no_2d_evaluation(tmp_path_fac
     assert "results/models/cube/seed0/weights.pt" in text
     assert "results/volume_samples/cube/seed0/volumes.npy" in text
     assert "results/volumes/brain/volumes.npy" in text
-    for two_d in ("results/samples/cube/", "results/metrics/cube/", "results/features/inception/cube/",
-                  "results/memorization/cube/", "results/conditioning/cube/", "results/utility/cube/"):
+    # its evaluation is the volumetric one, none of the 2-D rules'
+    assert "results/metrics/cube/seed0.volumetric.json" in text
+    for two_d in ("results/samples/cube/", "results/metrics/cube/seed0.json", "results/metrics/cube/seed0.distribution",
+                  "results/metrics/cube/seed0.diversity", "results/metrics/cube/seed0.domain",
+                  "results/features/inception/cube/", "results/memorization/cube/", "results/conditioning/cube/",
+                  "results/utility/cube/", "results/intensity/cube/"):
         assert two_d not in text, two_d
     two_d_models = [m for m in config["models"] if m != "cube"]
     assert all(f"results/samples/{m}/seed0/samples.npy" in text for m in two_d_models)
