@@ -26,8 +26,9 @@ per-volume 95th-percentile clip (``imaging.slicing.normalise_volume``), axial sl
 subjects split train/test by ``split_subjects``. Conditional families condition on the scanner.
 
 Results depend on the seeds only: fixed model seed, fixed FID subsets and sampling noise (the
-monitor's own seeded streams), fixed step budgets (``CASES``; chosen from measured seconds per
-step so that the whole set fits about an hour on a shared 2-core machine). Each case's result is
+monitor's own seeded streams), fixed step budgets (``CASES``: chosen from seconds per step
+measured on a few steps of each, to fit about an hour on 2 cores; under a load average of 20-25
+and ``nice -n 15`` the process got about a tenth of a core, see results/learning_runs.md). Each case's result is
 written to the JSON as soon as it ends, so a cut-off run keeps the finished cases; checkpoints
 under ``--work`` let a rerun continue a cut-off case to the same result.
 """
@@ -77,6 +78,10 @@ CASES: dict[str, dict[str, Any]] = {
                  "budget": {"steps": 400}},
     "dfc_vae": {"family": "dfc_vae", "width": 16, "batch_size": 16, "perceptual": {"backbone": "inception", "weights": None},
                 "budget": {"steps": 300}},
+    # the same with the 128 px balance of its terms restored at 32 px (the perceptual sum runs over
+    # H x W: 16 x fewer elements) and the demo VAE's learning rate: budget or configuration?
+    "dfc_vae_32px": {"family": "dfc_vae", "width": 16, "batch_size": 16, "lr": 1.0e-3, "perceptual_weight": 3.2e-8,
+                     "perceptual": {"backbone": "inception", "weights": None}, "budget": {"steps": 300}},
     "ddpm": {"family": "ddpm", "unet_channels": [16, 32, 32], "attention_levels": [False, False, True],
              "num_head_channels": 32, "norm_num_groups": 8, "lr": 5.0e-4, "batch_size": 16, "ddim_steps": 20,
              "ema_decay": 0.999, "budget": {"steps": 600}},
