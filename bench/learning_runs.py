@@ -167,6 +167,10 @@ def render(payload: dict[str, Any]) -> str:
             f"{payload['real_test_fid']:.1f} | {'meets' if row['meets_fid_bar'] else '**misses**'} | "
             f"{row.get('background_end', float('nan')):.3f} | "
             f"[start]({row['grid_start']}) [end]({row['grid_end']}) |")
+    for name in CASES:
+        if name not in payload["cases"]:
+            lines.append(f"| {name} | {CASES[name]['family']} | {CASES[name]['budget']['steps']} | - | not in this "
+                         "table: not run to the end | | | - | | |")
     lines.append("")
     return "\n".join(lines)
 
@@ -277,9 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
 
     args.work.mkdir(parents=True, exist_ok=True)
-    data = demo_slices(args.subjects, args.image_size, SEED)
     data_file = args.work / f"slices_{args.subjects}_{args.image_size}.npz"
-    np.savez(data_file, **data)
+    if args.rescore and data_file.exists():  # the slices the runs trained on, as they saved them
+        with np.load(data_file) as saved:
+            data = {key: saved[key] for key in saved.files}
+    else:
+        data = demo_slices(args.subjects, args.image_size, SEED)
+        np.savez(data_file, **data)
     grids = args.out.parent / args.out.stem
     grids.mkdir(parents=True, exist_ok=True)
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
