@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     payload["real_test_fid"] = previous["real_test_fid"] if same_scale and previous.get("real_test_fid") \
         else real_test_fid(data, args.fid_images)
     if not same_scale:
+        if args.rescore:
+            parser.error(f"{args.out} was run on other data or FID settings than these; rerun it instead")
         payload["cases"] = {}
     save_grid(data["train_images"][::max(1, len(data["train_images"]) // 16)][:16], grids / "real_train.png")
     write_results(args.out, payload)
