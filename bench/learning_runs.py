@@ -156,7 +156,9 @@ def render(payload: dict[str, Any]) -> str:
              "| case | family | steps | wall time | FID untrained -> final (share) | FID curve | real test | bar "
              f"| background (real {payload['real_background']:.3f}) | grids |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, row in payload["cases"].items():
+    ordered = [n for n in CASES if n in payload["cases"]] + [n for n in payload["cases"] if n not in CASES]
+    for name in ordered:
+        row = payload["cases"][name]
         if "error" in row:
             lines.append(f"| {name} | {row['family']} | - | - | failed: {row['error']} | | | no | | |")
             continue
