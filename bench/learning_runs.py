@@ -74,6 +74,8 @@ CASES: dict[str, dict[str, Any]] = {
     "cgan": {"family": "cgan", "condition_on": "scanner", "width": 16, "batch_size": 16, "budget": {"steps": 600}},
     "wgan": {"family": "wgan", "width": 16, "batch_size": 16, "budget": {"steps": 1000}},
     "wgan_gp": {"family": "wgan_gp", "width": 16, "batch_size": 16, "budget": {"steps": 1000}},
+    # budget or configuration? three times the generator updates
+    "wgan_gp_3000": {"family": "wgan_gp", "width": 16, "batch_size": 16, "budget": {"steps": 3000}},
     "stylegan": {"family": "stylegan", "width": 32, "mapping_dim": 64, "latent_dim": 64, "batch_size": 8,
                  "budget": {"steps": 400}},
     "dfc_vae": {"family": "dfc_vae", "width": 16, "batch_size": 16, "perceptual": {"backbone": "inception", "weights": None},
