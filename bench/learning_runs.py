@@ -62,7 +62,8 @@ N_SCANNERS = 2
 
 # CPU-sized models: the demo's blocks (config.yaml, configs/demo-all.yaml) with step budgets of their
 # own. `steps` is the run's budget; FID at steps 0, `steps // 2` and `steps`. Fastest first (seconds per
-# step measured on a few steps of each), so a cut-off run has the most rows.
+# step measured on a few steps of each), so a cut-off run has the most rows. The cases with a step count
+# or `_32px` in their name are diagnostics of rows that missed the bar: budget or configuration?
 CASES: dict[str, dict[str, Any]] = {
     "cvae": {"family": "cvae", "condition_on": "scanner", "hidden_sizes": [512, 256], "batch_size": 16,
              "budget": {"steps": 1000}},
@@ -70,14 +71,18 @@ CASES: dict[str, dict[str, Any]] = {
             "budget": {"steps": 600}},
     "dcgan_kazuhiro": {"family": "dcgan", "preset": "kazuhiro", "width": 16, "batch_size": 16,
                        "budget": {"steps": 600}},
+    "dcgan_kazuhiro_1500": {"family": "dcgan", "preset": "kazuhiro", "width": 16, "batch_size": 16,
+                            "budget": {"steps": 1500}},
     "dcgan_han": {"family": "dcgan", "preset": "han", "width": 16, "batch_size": 16, "budget": {"steps": 600}},
     "cgan": {"family": "cgan", "condition_on": "scanner", "width": 16, "batch_size": 16, "budget": {"steps": 600}},
     "wgan": {"family": "wgan", "width": 16, "batch_size": 16, "budget": {"steps": 1000}},
+    "wgan_3000": {"family": "wgan", "width": 16, "batch_size": 16, "budget": {"steps": 3000}},
     "wgan_gp": {"family": "wgan_gp", "width": 16, "batch_size": 16, "budget": {"steps": 1000}},
-    # budget or configuration? three times the generator updates
     "wgan_gp_3000": {"family": "wgan_gp", "width": 16, "batch_size": 16, "budget": {"steps": 3000}},
     "stylegan": {"family": "stylegan", "width": 32, "mapping_dim": 64, "latent_dim": 64, "batch_size": 8,
                  "budget": {"steps": 400}},
+    "stylegan_1500": {"family": "stylegan", "width": 32, "mapping_dim": 64, "latent_dim": 64, "batch_size": 8,
+                      "budget": {"steps": 1500}},
     "dfc_vae": {"family": "dfc_vae", "width": 16, "batch_size": 16, "perceptual": {"backbone": "inception", "weights": None},
                 "budget": {"steps": 300}},
     # the same with the 128 px balance of its terms restored at 32 px (the perceptual sum runs over
@@ -87,6 +92,9 @@ CASES: dict[str, dict[str, Any]] = {
     "ddpm": {"family": "ddpm", "unet_channels": [16, 32, 32], "attention_levels": [False, False, True],
              "num_head_channels": 32, "norm_num_groups": 8, "lr": 5.0e-4, "batch_size": 16, "ddim_steps": 20,
              "ema_decay": 0.999, "budget": {"steps": 600}},
+    "ddpm_2000": {"family": "ddpm", "unet_channels": [16, 32, 32], "attention_levels": [False, False, True],
+                  "num_head_channels": 32, "norm_num_groups": 8, "lr": 5.0e-4, "batch_size": 16, "ddim_steps": 20,
+                  "ema_decay": 0.999, "budget": {"steps": 2000}},
     "ldm": {"family": "ldm", "autoencoder_steps": 200, "ae_channels": [16, 32, 32], "ae_norm_num_groups": 8,
             "ae_num_res_blocks": 1, "perceptual": {"backbone": "inception", "weights": None}, "adversarial_start": 100,
             "disc_channels": 16, "unet_channels": [32, 64], "attention_levels": [False, True], "num_res_blocks": 1,
