@@ -218,7 +218,8 @@ def model_dataset_problems(config: Mapping[str, Any]) -> list[str]:
         elif dims != 3 and dataset in volumes:
             problems.append(
                 f"models.{name}.dataset: {dataset!r} is a volume dataset (kind: volume) but family {block['family']} "
-                f"learns 2-D slices; give the model a slice dataset, or use a 3-D family (ddpm3d)")
+                f"learns 2-D slices; give the model a slice dataset, or use a 3-D family "
+                f"({', '.join(f for f in builtin_families() if spatial_dims(f) == 3)})")
     return problems
 
 
