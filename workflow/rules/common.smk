@@ -22,6 +22,9 @@ from pipeline_lib.core.private import private_folder
 from pipeline_lib.core.rule_jobs import rule_job
 from pipeline_lib.core import step_timing
 from pipeline_lib.core.subject_batches import assign_batches
+from pipeline_lib.core.settings import (ConditioningSettings, DiversitySettings, DomainSettings, FidSettings,
+                                        KidSettings, PixelMetricsSettings, PrdcSettings, ReaderStudySettings,
+                                        UtilitySettings, read_settings)
 from pipeline_lib.core.settings import (TrainerSettings, canonical, dataset_params, dataset_settings, enabled_models,
                                         model_dataset, model_seeds, rerun_settings, result_part, rule_settings)
 from pipeline_lib.core.volumes import (estimated_volumes, volume_dataset_mb, volume_dataset_params,
@@ -521,8 +524,8 @@ def mem_volumetric(wildcards, input, attempt):
 
 def runtime_volumetric(wildcards, input, attempt):
     """Inception on every slice the job cuts: the samples' and the real volumes', three planes."""
-    return resources.request_minutes(resources.features_minutes(volumetric_slices(*volumetric_shapes(wildcards, input))),
-                                     attempt)
+    return resources.capped_request_minutes(
+        resources.features_minutes(volumetric_slices(*volumetric_shapes(wildcards, input))), attempt, max_runtime_minutes())
 
 
 # ----- settings -----
@@ -782,7 +785,8 @@ def mem_features(wildcards, attempt):
 
 
 def runtime_features(wildcards, attempt):
-    return resources.request_minutes(resources.features_minutes(inception_images(wildcards).images), attempt)
+    return resources.capped_request_minutes(resources.features_minutes(inception_images(wildcards).images), attempt,
+                                            max_runtime_minutes())
 
 
 def mem_distribution(wildcards, attempt):
@@ -820,6 +824,132 @@ def max_runtime_minutes():
         raise ValueError(f"{MAX_RUNTIME_VARIABLE} (site key max_runtime_minutes) must be a positive number "
                          f"of minutes, got {value!r}")
     return minutes
+
+
+# Time limits (runtime, minutes) of the rules that are not per subject or training: each from one
+# core/resources.py formula over the job's items (images, pairs, steps, subjects), grown per attempt
+# and capped at the site's max_runtime_minutes; docs/RESOURCES.md lists them.
+
+
+def runtime_from(minutes_of):
+    """A rule's runtime callable: ``minutes_of(wildcards)`` grown for the attempt, capped."""
+
+    @resources.signature_once
+    def runtime(wildcards, attempt):
+        return resources.capped_request_minutes(minutes_of(wildcards), attempt, max_runtime_minutes())
+
+    return runtime
+
+
+@functools.lru_cache(maxsize=None)
+def evaluation_settings(settings_class):
+    """A config section's settings with their defaults (core/settings), e.g. the CNNs' steps."""
+    block = config
+    for key in settings_class.PATH.split("."):
+        block = (block or {}).get(key)
+    return read_settings(settings_class, block)
+
+
+def evaluated_dataset(wildcards):
+    """The slice dataset a job evaluates (a run's model's, or the dataset wildcard's) and the run's samples (0 without a run)."""
+    if "model" in wildcards.keys():
+        return run_images(wildcards), sample_count(wildcards)
+    return dataset_images(wildcards.dataset), 0
+
+
+def slice_dataset_minutes(wildcards):
+    settings = DATASET_SETTINGS[wildcards.dataset]
+    volumes, copies = resources.dataset_volumes(settings, *cohort_shape())
+    return resources.slice_dataset_minutes(volumes, registration_grid(), copies)
+
+
+def volume_dataset_minutes(wildcards):
+    subjects, _ = cohort_shape()
+    channels = len(VOLUME_DATASET_SETTINGS[wildcards.volume_dataset].channels or ()) or 1
+    return resources.volume_dataset_minutes(subjects * channels, registration_grid())
+
+
+def sample_minutes(wildcards, images):
+    return resources.sample_minutes(config["models"][wildcards.model]["family"],
+                                    resources.ImageSet(images, run_images(wildcards).pixels))
+
+
+def domain_network_minutes(wildcards):
+    cnn = evaluation_settings(DomainSettings)
+    return resources.domain_network_minutes(cnn.steps, cnn.batch_size, dataset_images(wildcards.dataset))
+
+
+def conditioning_minutes(wildcards):
+    cnn = evaluation_settings(ConditioningSettings)
+    return resources.conditioning_minutes(cnn.steps, cnn.batch_size, *evaluated_dataset(wildcards))
+
+
+def utility_minutes(wildcards):
+    cnn = evaluation_settings(UtilitySettings)
+    return resources.utility_minutes(cnn.seeds, cnn.steps, cnn.batch_size, *evaluated_dataset(wildcards))
+
+
+def memorization_minutes(wildcards):
+    dataset, samples = evaluated_dataset(wildcards)
+    return resources.nearest_pairs_minutes(samples, dataset, encoded=dataset.images + samples)
+
+
+def pixel_metrics_minutes(wildcards):
+    """Every sample (or, for the reference row, metrics.n_original real slices) against the dataset."""
+    dataset, samples = evaluated_dataset(wildcards)
+    queries = samples if "model" in wildcards.keys() else evaluation_settings(PixelMetricsSettings).n_original
+    return resources.nearest_pairs_minutes(queries, dataset)
+
+
+def diversity_minutes(wildcards):
+    pairs = evaluation_settings(DiversitySettings).n_pairs
+    if "model" in wildcards.keys():
+        pairs += config["sampling"]["n_reconstruct"]
+    return resources.diversity_minutes(pairs, evaluated_dataset(wildcards)[0])
+
+
+def distribution_minutes(wildcards):
+    """A run's samples against its dataset's training features, or the dataset's test against its train."""
+    if "model" in wildcards.keys():
+        real = run_images(wildcards).images
+        samples = sample_count(wildcards)
+    else:
+        real = samples = dataset_images(wildcards.dataset).images
+    fid, kid, prdc = (evaluation_settings(s) for s in (FidSettings, KidSettings, PrdcSettings))
+    return resources.distribution_minutes(min(real, fid.max_real or real), samples, fid_repeats=fid.repeats,
+                                          kid_subsets=kid.n_subsets, kid_subset_size=kid.subset_size,
+                                          prdc_max_real=prdc.max_real, prdc_max_samples=prdc.max_samples)
+
+
+def reader_kit_minutes(wildcards):
+    study = evaluation_settings(ReaderStudySettings)
+    return resources.kit_minutes(study.n_real + study.n_per_model * len(reader_kit_models(wildcards)))
+
+
+def reader_volume_kit_minutes(wildcards):
+    study = evaluation_settings(ReaderStudySettings)
+    return resources.kit_minutes(study.n_real + study.n_per_model * len(reader_volume_models(wildcards)),
+                                 volume_dataset_images(wildcards.dataset))
+
+
+runtime_slice_dataset = runtime_from(slice_dataset_minutes)
+runtime_volume_dataset = runtime_from(volume_dataset_minutes)
+runtime_per_subject_table = runtime_from(lambda wildcards: resources.table_minutes(cohort_shape()[0]))
+runtime_sample = runtime_from(lambda w: sample_minutes(w, config["sampling"]["n"] + config["sampling"]["n_reconstruct"]))
+runtime_sample_volumes = runtime_from(lambda w: sample_minutes(w, config["sampling"]["n"]))
+runtime_fid_samples = runtime_from(lambda w: sample_minutes(w, config["sampling"]["n"] * evaluation_settings(FidSettings).repeats))
+runtime_domain_network = runtime_from(domain_network_minutes)
+runtime_domain_metrics = runtime_from(lambda w: resources.domain_metrics_minutes(*evaluated_dataset(w)))
+runtime_memorization = runtime_from(memorization_minutes)
+runtime_conditioning = runtime_from(conditioning_minutes)
+runtime_utility = runtime_from(utility_minutes)
+runtime_pixel_metrics = runtime_from(pixel_metrics_minutes)
+runtime_diversity = runtime_from(diversity_minutes)
+runtime_intensity = runtime_from(lambda w: resources.intensity_minutes(*evaluated_dataset(w)))
+runtime_distribution = runtime_from(distribution_minutes)
+runtime_reader_kit = runtime_from(reader_kit_minutes)
+runtime_reader_volume_kit = runtime_from(reader_volume_kit_minutes)
+runtime_report = runtime_from(lambda w: resources.report_minutes(cohort_shape()[0], len(RUNS) + len(VOLUME_RUNS)))
 
 
 def planned_steps(wildcards):

@@ -23,6 +23,7 @@ rule domain_network:
     resources:
         attempt=job_attempt,
         mem_mb=mem_streamed(),
+        runtime=runtime_domain_network,
     message:
         "Training the domain feature network of dataset {wildcards.dataset}"
     conda:
@@ -49,6 +50,7 @@ rule domain_metrics:
     resources:
         attempt=job_attempt,
         mem_mb=mem_streamed(),
+        runtime=runtime_domain_metrics,
     message:
         "Domain-feature metrics of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -74,6 +76,7 @@ rule domain_metrics_original:
     resources:
         attempt=job_attempt,
         mem_mb=mem_streamed(),
+        runtime=runtime_domain_metrics,
     message:
         "Domain-feature metrics of the real test slices of dataset {wildcards.dataset}"
     conda:
@@ -107,6 +110,7 @@ rule memorization_audit:
     resources:
         attempt=job_attempt,
         mem_mb=mem_streamed(),
+        runtime=runtime_memorization,
     message:
         "Memorization audit of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -134,6 +138,7 @@ rule conditioning_accuracy:
     resources:
         attempt=job_attempt,
         mem_mb=mem_streamed(),
+        runtime=runtime_conditioning,
     message:
         "Conditioning accuracy of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -162,6 +167,7 @@ rule augmentation_utility:
     resources:
         attempt=job_attempt,
         mem_mb=mem_streamed(),
+        runtime=runtime_utility,
     message:
         "Augmentation utility of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -189,6 +195,7 @@ rule diversity_metrics:
     resources:
         attempt=job_attempt,
         mem_mb=mem_streamed(held=diversity_pair_images()),
+        runtime=runtime_diversity,
     message:
         "Diversity and reconstruction similarity of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -213,6 +220,7 @@ rule diversity_original:
     resources:
         attempt=job_attempt,
         mem_mb=mem_streamed(held=diversity_pair_images()),
+        runtime=runtime_diversity,
     message:
         "Diversity of the real test slices of dataset {wildcards.dataset}"
     conda:
@@ -238,6 +246,7 @@ rule intensity_statistics:
     resources:
         attempt=job_attempt,
         mem_mb=mem_streamed(),
+        runtime=runtime_intensity,
     message:
         "Intensity statistics of model {wildcards.model} (seed {wildcards.seed})"
     conda:

@@ -66,6 +66,7 @@ rule fid_samples:
     resources:
         attempt=job_attempt,
         mem_mb=mem_features,
+        runtime=runtime_fid_samples,
     message:
         "Fresh FID sample sets of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -119,6 +120,7 @@ rule distribution_metrics:
     resources:
         attempt=job_attempt,
         mem_mb=mem_distribution,
+        runtime=runtime_distribution,
     message:
         "FID, KID and PRDC of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -144,6 +146,7 @@ rule distribution_metrics_original:
     resources:
         attempt=job_attempt,
         mem_mb=mem_distribution,
+        runtime=runtime_distribution,
     message:
         "FID, KID and PRDC of the real test slices of dataset {wildcards.dataset} (reference row)"
     conda:

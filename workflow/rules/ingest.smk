@@ -103,6 +103,7 @@ rule ingest_qc:
         "logs/ingest_qc.log",
     resources:
         mem_mb=mem_per_subject_table,
+        runtime=runtime_per_subject_table,
     message:
         "Collecting the ingest QC table"
     conda:

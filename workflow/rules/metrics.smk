@@ -19,6 +19,7 @@ rule metrics_model:
     resources:
         attempt=job_attempt,
         mem_mb=mem_streamed(),
+        runtime=runtime_pixel_metrics,
     message:
         "Computing metrics of model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -42,6 +43,7 @@ rule metrics_original:
     resources:
         attempt=job_attempt,
         mem_mb=mem_streamed(),
+        runtime=runtime_pixel_metrics,
     message:
         "Computing metrics of the real reference set of dataset {wildcards.dataset}"
     conda:

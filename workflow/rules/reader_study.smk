@@ -23,6 +23,7 @@ rule reader_kit:
     resources:
         attempt=job_attempt,
         mem_mb=mem_streamed(with_samples=False),  # reads the images it shows, memory-mapped
+        runtime=runtime_reader_kit,
     message:
         "Building the reader-study kit of dataset {wildcards.dataset}"
     conda:

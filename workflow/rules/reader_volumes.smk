@@ -33,6 +33,7 @@ rule reader_volume_kit:
         models=reader_volume_models,
     resources:
         attempt=job_attempt,
+        runtime=runtime_reader_volume_kit,
     message:
         "Building the reader-study volume kit of volume dataset {wildcards.dataset}"
     conda:

@@ -79,6 +79,7 @@ rule qc_tables:
         "logs/qc_tables.log",
     resources:
         mem_mb=mem_per_subject_table,
+        runtime=runtime_per_subject_table,
     message:
         "Collecting QC tables"
     conda:

@@ -82,6 +82,7 @@ rule report:
         **volume_run_params(REPORT_VOLUME_RUN_INPUTS),
     resources:
         mem_mb=mem_report,
+        runtime=runtime_report,
     message:
         "Writing the comparison report"
     conda:

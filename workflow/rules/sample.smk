@@ -23,6 +23,7 @@ rule sample:
     resources:
         attempt=job_attempt,
         mem_mb=mem_sample,
+        runtime=runtime_sample,
     message:
         "Sampling model {wildcards.model} (seed {wildcards.seed})"
     conda:
@@ -55,6 +56,7 @@ rule sample_volumes:
     resources:
         attempt=job_attempt,
         mem_mb=mem_sample_volumes,
+        runtime=runtime_sample_volumes,
     message:
         "Sampling volumes from model {wildcards.model} (seed {wildcards.seed})"
     conda:

@@ -19,6 +19,7 @@ rule slice_dataset:
     resources:
         attempt=job_attempt,
         mem_mb=mem_slice_dataset,
+        runtime=runtime_slice_dataset,
     message:
         "Slicing registered volumes into the 2-D dataset {wildcards.dataset}"
     conda:

@@ -26,6 +26,7 @@ rule volume_dataset:
     resources:
         attempt=job_attempt,
         mem_mb=mem_volume_dataset,
+        runtime=runtime_volume_dataset,
     message:
         "Building the volume dataset {wildcards.volume_dataset} from the registered volumes"
     conda:

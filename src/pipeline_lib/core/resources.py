@@ -193,6 +193,18 @@ def estimated_dataset(dataset: Any, grid: tuple[int, int, int], subjects: int, s
     return ImageSet(images=images, pixels=channels * dataset.size[0] * dataset.size[1])
 
 
+def dataset_volumes(dataset: Any, subjects: int, sequences: int = 1) -> tuple[int, int]:
+    """(registered volumes a slice dataset reads, offline augmented copies of each training volume):
+    one per sequence, or each of its stacked channels, or the one its sequence filter keeps."""
+    if dataset.channels:
+        per_subject = len(dataset.channels)
+    else:
+        per_subject = 1 if "sequence" in dataset.filters else max(sequences, 1)
+    augmentation = dataset.augmentation or {}
+    copies = int(augmentation.get("count", 1)) if augmentation and augmentation.get("mode", "offline") == "offline" else 0
+    return subjects * per_subject, copies
+
+
 def dataset_size(images_path: str | os.PathLike, estimate: ImageSet) -> ImageSet:
     """The slice dataset as written when it exists, else the estimate from the configuration."""
     return image_set(images_path) or estimate
@@ -346,3 +358,183 @@ def train_time_limit(attempt: int, *, steps_left: int | None = None, seconds_per
     per_attempt = max(minutes - TRAIN_ALLOWANCE_MINUTES, 1)
     attempts = max(1, math.ceil((needed - TRAIN_ALLOWANCE_MINUTES) / per_attempt))
     return TrainTimeLimit(minutes=minutes, needed_minutes=needed, source=source, attempts_needed=attempts)
+
+
+# ----- time limits of the other rules (minutes) -----
+#
+# Each is a fixed start-up plus a per-item cost times the job's items (images, pairs, steps,
+# subjects), the per-item costs measured on this repository's CPU benches (docs/RESOURCES.md, "Time
+# limits", names each source) and multiplied by RULE_SAFETY. The workflow grows them per attempt
+# (request_minutes) and caps them at the site's max_runtime_minutes (capped_request_minutes).
+
+#: Measured seconds are multiplied by this: a cluster CPU core slower than the benches' machine,
+#: other jobs on the node, a network file system.
+RULE_SAFETY = 2.0
+#: Start-up of a job: Snakemake's job wrapper, Python with torch and MONAI imported from a cold
+#: network file system, the weights of a model; and writing the outputs.
+RULE_STARTUP_MINUTES = 10
+#: No rule asks for less (a scheduler backfills short jobs; a shorter request saves nothing).
+RULE_FLOOR_MINUTES = 15
+
+#: Slicing or boxing a registered volume: read, normalise, resample, write; seconds per voxel
+#: (bench/results/volume_sizes.md: 32 volumes of 96 x 112 x 96 built in 6.03 s, 1.8e-7 s/voxel).
+VOLUME_SECONDS_PER_VOXEL = 1.9e-7
+#: Reading one subject's QC record (a small JSON file) into a table row; not measured: a network
+#: file system's open and read, generously.
+TABLE_SECONDS_PER_SUBJECT = 0.02
+#: Seconds per image and MB of the image a family takes to sample on one CPU (its generator, or a
+#: decoder and, for the diffusion families, 100 DDIM steps): bench/results/published_scale.md's
+#: "sampling (s, n)" over n and the image's float32 MB (vae 0.53 s / 64 at 128 px: 0.13; dfc_vae
+#: 0.16; intro_vae 1.3; stylegan 12.4 s / 16: 12; dcgan 0.16 (Kazuhiro's, the largest of three);
+#: wgan 0.12; cvae 0.06) and bench/results/ddim_sampling.md (ddpm 11.7 s / image at 64 px, 100 DDIM
+#: steps: 720; ldm 240). cgan and wgan_gp share dcgan's and wgan's generator; a 3-D family counts
+#: its volume's MB with its 2-D counterpart's rate. Unknown families get the largest.
+SAMPLE_SECONDS_PER_IMAGE_MB = {
+    "vae": 0.13, "cvae": 0.06, "dfc_vae": 0.16, "intro_vae": 1.3, "stylegan": 12.0,
+    "dcgan": 0.16, "cgan": 0.16, "wgan": 0.12, "wgan_gp": 0.12, "wgan_gp3d": 0.12,
+    "ddpm": 720.0, "ddpm3d": 720.0, "ldm": 240.0, "ldm3d": 240.0,
+}
+#: The evaluation CNNs (domain network, conditioning and utility classifiers): seconds per training
+#: step per MB of a float32 batch (bench/results/rule_rates.md, cnn_step: 0.036 s per step of 32
+#: images of 64 x 64, 0.52 MB).
+CNN_SECONDS_PER_STEP_BATCH_MB = 0.07
+#: The domain network's forward pass over the slices it encodes, seconds per slice per MB
+#: (rule_rates.md, domain_forward: 0.054).
+CNN_FORWARD_SECONDS_PER_IMAGE_MB = 0.055
+#: Nearest training slice of every sample (memorization_audit, the pixel metrics' minimum ISD):
+#: seconds per (sample, training slice) pair and MB of one image (bench/results/metrics.md: 1,000
+#: samples x 52,754 slices of 128 px in 6.11 s, 1.8e-9). rule_rates.md's memorization slope (8.4e-4 s
+#: per training slice at 256 samples of 64 px) is the domain encoding of the slice (domain_forward,
+#: 8.8e-4 s): the pairs are below its noise.
+PAIR_SECONDS_PER_MB = 2e-9
+#: MS-SSIM of one pair of images (MONAI), seconds per MB of one image (rule_rates.md, ms_ssim_pair:
+#: 0.16).
+MS_SSIM_SECONDS_PER_PAIR_MB = 0.2
+#: Reading a slice and its histogram (intensity_statistics), seconds per slice per MB
+#: (rule_rates.md, intensity: 0.0036).
+STREAM_SECONDS_PER_IMAGE_MB = 0.004
+#: Seconds per floating-point multiply-add of the feature statistics (FID's matrix square roots,
+#: KID's kernels, PRDC's distances): rule_rates.md's matmul measures 1.0e-10 for a float64 matrix
+#: product on one core; ten times that, as a Schur decomposition (the square root) runs far below a
+#: matrix product's rate.
+SECONDS_PER_FLOP = 1e-9
+#: Writing one image of a reader kit (a PNG at the display size, its table row); not measured.
+KIT_SECONDS_PER_IMAGE = 0.1
+#: The report: per subject its QC rows and (flagged subjects') overlay, per run its tables and
+#: figures; not measured.
+REPORT_SECONDS_PER_SUBJECT = 0.05
+REPORT_SECONDS_PER_RUN = 10.0
+
+
+def rule_minutes(seconds: float) -> float:
+    """A job's time limit before attempt growth: start-up plus the measured work x RULE_SAFETY,
+    at least RULE_FLOOR_MINUTES."""
+    return max(RULE_STARTUP_MINUTES + RULE_SAFETY * max(seconds, 0.0) / 60, RULE_FLOOR_MINUTES)
+
+
+def capped_request_minutes(minutes: float, attempt: int, cap_minutes: float = DEFAULT_MAX_RUNTIME_MINUTES) -> int:
+    """``minutes`` grown for ``attempt`` (request_minutes), at most the site's longest time limit."""
+    return int(min(request_minutes(minutes, attempt), math.floor(cap_minutes)))
+
+
+def image_mb(images: ImageSet) -> float:
+    """One image's float32 MB."""
+    return images.pixels * FLOAT32 / MB
+
+
+def slice_dataset_minutes(volumes: int, grid: tuple[int, int, int], copies: int = 0) -> float:
+    """Every registered volume read and sliced, and each training volume's offline augmented
+    ``copies`` resampled as much again (an upper bound: every volume counted as a training one)."""
+    return rule_minutes(volumes * (1 + copies) * math.prod(grid) * VOLUME_SECONDS_PER_VOXEL)
+
+
+def volume_dataset_minutes(volumes: int, grid: tuple[int, int, int]) -> float:
+    """Every registered volume read, normalised and resampled onto the dataset's grid."""
+    return rule_minutes(volumes * math.prod(grid) * VOLUME_SECONDS_PER_VOXEL)
+
+
+def table_minutes(subjects: int) -> float:
+    """ingest_qc, qc_tables: one QC record read per subject."""
+    return rule_minutes(subjects * TABLE_SECONDS_PER_SUBJECT)
+
+
+def sample_seconds_per_image_mb(family: str) -> float:
+    return SAMPLE_SECONDS_PER_IMAGE_MB.get(family, max(SAMPLE_SECONDS_PER_IMAGE_MB.values()))
+
+
+def sample_minutes(family: str, images: ImageSet) -> float:
+    """sample, sample_volumes, fid_samples: ``images`` drawn (samples, reconstructions, every fresh
+    FID block) at the family's rate."""
+    return rule_minutes(images.images * image_mb(images) * sample_seconds_per_image_mb(family))
+
+
+def cnn_seconds(steps: int, batch_size: int, images: ImageSet, encoded: int = 0) -> float:
+    """An evaluation CNN: ``steps`` training steps of ``batch_size`` images and ``encoded`` images
+    through the network once."""
+    return (steps * batch_size * image_mb(images) * CNN_SECONDS_PER_STEP_BATCH_MB
+            + encoded * image_mb(images) * CNN_FORWARD_SECONDS_PER_IMAGE_MB)
+
+
+def domain_network_minutes(steps: int, batch_size: int, dataset: ImageSet) -> float:
+    """Training, then both splits encoded for its held-out quality."""
+    return rule_minutes(cnn_seconds(steps, batch_size, dataset, encoded=dataset.images))
+
+
+def domain_metrics_minutes(dataset: ImageSet, samples: int = 0) -> float:
+    """The dataset's slices (an upper bound: n_reference caps the training share) and the samples encoded."""
+    return rule_minutes(cnn_seconds(0, 0, dataset, encoded=dataset.images + samples))
+
+
+def conditioning_minutes(steps: int, batch_size: int, dataset: ImageSet, samples: int) -> float:
+    """A classifier trained on the real slices, then the test slices and the samples classified."""
+    return rule_minutes(cnn_seconds(steps, batch_size, dataset, encoded=dataset.images + samples))
+
+
+def utility_minutes(seeds: int, steps: int, batch_size: int, dataset: ImageSet, samples: int) -> float:
+    """Three classifiers (real, synthetic, both) per seed, each tested on the real test slices;
+    the samples and slices encoded once by the domain network."""
+    per_seed = cnn_seconds(3 * steps, batch_size, dataset, encoded=3 * dataset.images)
+    return rule_minutes(seeds * per_seed + cnn_seconds(0, 0, dataset, encoded=dataset.images + samples))
+
+
+def nearest_pairs_minutes(queries: int, dataset: ImageSet, encoded: int = 0) -> float:
+    """memorization_audit, metrics_model, metrics_original: every query image against every slice
+    of the dataset (an upper bound on the training share), ``encoded`` slices through the domain
+    network besides, and the slices streamed once."""
+    mb = image_mb(dataset)
+    seconds = (queries * dataset.images * mb * PAIR_SECONDS_PER_MB
+               + encoded * mb * CNN_FORWARD_SECONDS_PER_IMAGE_MB + dataset.images * mb * STREAM_SECONDS_PER_IMAGE_MB)
+    return rule_minutes(seconds)
+
+
+def diversity_minutes(pairs: int, images: ImageSet) -> float:
+    """MS-SSIM of ``pairs`` pairs (the sample pairs and the reconstructions against their slices)."""
+    return rule_minutes(pairs * image_mb(images) * MS_SSIM_SECONDS_PER_PAIR_MB)
+
+
+def intensity_minutes(dataset: ImageSet, samples: int) -> float:
+    """Every training slice (an upper bound: the dataset) and sample read and binned once."""
+    return rule_minutes((dataset.images + samples) * image_mb(dataset) * STREAM_SECONDS_PER_IMAGE_MB)
+
+
+def distribution_minutes(real: int, samples: int, *, fid_repeats: int, kid_subsets: int, kid_subset_size: int,
+                         prdc_max_real: int, prdc_max_samples: int, features: int = 2048) -> float:
+    """FID, KID and PRDC on ``features``-dimensional features: two covariances, a matrix square
+    root per FID repeat (about 25 n^3 operations), KID's polynomial kernels per subset and PRDC's
+    distance matrices (each capped at its max_real / max_samples)."""
+    real_prdc, samples_prdc = min(real, prdc_max_real), min(samples, prdc_max_samples)
+    flops = ((real + samples) * features ** 2 + max(fid_repeats, 1) * 25 * features ** 3
+             + kid_subsets * 3 * kid_subset_size ** 2 * features
+             + (real_prdc + samples_prdc) ** 2 * features)
+    return rule_minutes(flops * SECONDS_PER_FLOP)
+
+
+def kit_minutes(images: int, image: ImageSet | None = None) -> float:
+    """reader_kit, reader_volume_kit: ``images`` written (a volume counts its voxels as slices at
+    VOLUME_SECONDS_PER_VOXEL when ``image`` is a volume's size)."""
+    per_image = KIT_SECONDS_PER_IMAGE if image is None else KIT_SECONDS_PER_IMAGE + image.pixels * VOLUME_SECONDS_PER_VOXEL
+    return rule_minutes(images * per_image)
+
+
+def report_minutes(subjects: int, runs: int) -> float:
+    return rule_minutes(subjects * REPORT_SECONDS_PER_SUBJECT + runs * REPORT_SECONDS_PER_RUN)
