@@ -1,5 +1,7 @@
 """Cluster requests computed from the data (core/resources.py): they grow with the data and the attempt."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -118,6 +120,12 @@ def test_source_bytes_counts_files_and_series_folders(tmp_path):
 
 # ---- the workflow's requests, through a dry run -------------------------------------------------
 
+#: Rules on the SLURM profile's default time limit (1 h, doubled per attempt), deliberately: targets,
+#: and jobs whose work does not grow with the cohort or the images (discovery lists the input tree:
+#: 82 s at 40,000 subjects, bench/results/dag_40000.md; the weights' offline copy; the demo's 12
+#: phantoms; scoring a reader study's answers).
+ON_PROFILE_DEFAULT = {"all", "discover_inputs", "fid_weights", "demo_cohort", "reader_scores", "reader_volume_scores"}
+
 def test_dry_run_shows_requests_sized_from_the_cohort(tmp_path):
     """bench/job_requests.py on a copy of the workflow whose discovery table lists 2,000 subjects:
     dataset-sized requests follow the configured grid and image size, and a retry asks for more."""
@@ -148,6 +156,40 @@ def test_dry_run_shows_requests_sized_from_the_cohort(tmp_path):
     assert train["mem_mb"] > 8000 > first[("train", "model=dcgan_kazuhiro,seed=0")]["mem_mb"] / 10
     for key, row in first.items():
         assert second[key]["mem_mb"] > row["mem_mb"], key
+    # every rule's time limit is its own, computed from the data (x1.5 per attempt), but for
+    # ON_PROFILE_DEFAULT's, which take the SLURM profile's 1 h (x2)
+    for key, row in first.items():
+        if key[0] in ON_PROFILE_DEFAULT:
+            assert (row["runtime"], second[key]["runtime"]) == (60, 120), key
+        elif key[0] != "train":  # training's own limit (tests/test_step_timing.py) doubles without a speed
+            assert row["runtime"] < second[key]["runtime"] < 2 * row["runtime"], key
+    assert {rule for rule, _ in first} >= {"slice_dataset", "domain_network", "sample", "report", "qc_tables"}
+    grid = (128, 128, 40)
+    assert slicing["runtime"] == resources.capped_request_minutes(resources.slice_dataset_minutes(2000, grid), 1)
+    domain = first[("domain_network", "dataset=default")]
+    assert domain["runtime"] == resources.capped_request_minutes(resources.domain_network_minutes(200, 32, dataset), 1)
+
+
+def test_dry_run_time_limits_stay_under_the_sites_maximum(tmp_path, monkeypatch):
+    """The site's max_runtime_minutes caps every computed time limit, as it caps training's."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "bench"))
+    from job_requests import job_requests
+
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    work = discovered_checkout(tmp_path, config, subjects=40_000)
+    monkeypatch.setenv("PIPELINE_SLURM_MAX_RUNTIME_MINUTES", "30")
+    rows, _ = job_requests(work, ["all"], [], 3, work / "profiles/slurm")
+    computed = [row for row in rows if row["rule"] not in ON_PROFILE_DEFAULT]
+    assert computed and all(row["runtime"] <= 30 for row in computed), [r for r in computed if r["runtime"] > 30]
+    # slicing 40,000 subjects' volumes needs more than the cap on a third attempt: it asks for the cap
+    assert resources.request_minutes(resources.slice_dataset_minutes(40_000, tuple(config["registration"]["grid"])), 3) > 30
+    assert [row["runtime"] for row in rows if row["rule"] == "slice_dataset"] == [30]
 
 
 def test_inception_requests_grow_with_the_features_only_as_the_images_are_read_a_chunk_at_a_time():
@@ -162,3 +204,80 @@ def test_inception_requests_grow_with_the_features_only_as_the_images_are_read_a
     # a run's samples, loaded whole, count twice (their grey view)
     samples = resources.ImageSet(1_000, 128 * 128)
     assert resources.features_mb(chunked, samples) == pytest.approx(resources.features_mb(chunked) + 2 * samples.mb)
+
+
+# ---- time limits (minutes) ----------------------------------------------------------------------
+
+DATA = resources.ImageSet(10_000, 128 * 128)
+MORE = resources.ImageSet(100_000, 128 * 128)
+WIDER = resources.ImageSet(10_000, 256 * 256)
+
+
+@pytest.mark.parametrize("formula", [
+    lambda s: resources.domain_network_minutes(300, 32, s),
+    lambda s: resources.domain_metrics_minutes(s, 1000),
+    lambda s: resources.conditioning_minutes(300, 32, s, 1000),
+    lambda s: resources.utility_minutes(3, 200, 32, s, 1000),
+    lambda s: resources.nearest_pairs_minutes(1000, s, encoded=s.images),
+    lambda s: resources.intensity_minutes(s, 1000),
+    lambda s: resources.sample_minutes("stylegan", s),
+])
+def test_time_limits_grow_with_the_images_and_their_size(formula, monkeypatch):
+    monkeypatch.setattr(resources, "RULE_FLOOR_MINUTES", 0)  # the formula itself, not the floor
+    assert formula(MORE) > formula(DATA)
+    assert formula(WIDER) > formula(DATA)
+
+
+def test_time_limits_grow_with_their_other_items(monkeypatch):
+    monkeypatch.setattr(resources, "RULE_FLOOR_MINUTES", 0)
+    assert resources.diversity_minutes(100_000, WIDER) > resources.diversity_minutes(100_000, DATA)
+    assert resources.diversity_minutes(100_000, DATA) > resources.diversity_minutes(1_000, DATA)
+    grid = (128, 128, 40)
+    assert resources.slice_dataset_minutes(40_000, grid) > resources.slice_dataset_minutes(2_000, grid)
+    assert resources.slice_dataset_minutes(2_000, grid, copies=10) > resources.slice_dataset_minutes(2_000, grid)
+    assert resources.slice_dataset_minutes(2_000, (197, 233, 189)) > resources.slice_dataset_minutes(2_000, grid)
+    assert resources.volume_dataset_minutes(40_000, grid) > resources.volume_dataset_minutes(2_000, grid)
+    assert resources.table_minutes(400_000) > resources.table_minutes(100)
+    assert resources.report_minutes(400_000, 4) > resources.report_minutes(100, 4)
+    assert resources.report_minutes(100, 400) > resources.report_minutes(100, 4)
+    assert resources.domain_network_minutes(30_000, 32, DATA) > resources.domain_network_minutes(300, 32, DATA)
+    assert resources.utility_minutes(30, 200, 32, DATA, 0) > resources.utility_minutes(3, 200, 32, DATA, 0)
+    assert resources.kit_minutes(100_000) > resources.kit_minutes(100)
+    assert resources.nearest_pairs_minutes(100_000, MORE) > resources.nearest_pairs_minutes(1_000, MORE)
+    statistics = dict(kid_subsets=100, kid_subset_size=1000, prdc_max_real=10_000, prdc_max_samples=10_000)
+    assert (resources.distribution_minutes(50_000, 10_000, fid_repeats=20, **statistics)
+            > resources.distribution_minutes(50_000, 10_000, fid_repeats=1, **statistics))
+    assert (resources.distribution_minutes(500_000, 10_000, fid_repeats=1, **statistics)
+            > resources.distribution_minutes(5_000, 1_000, fid_repeats=1, **statistics))
+
+
+def test_sampling_time_follows_the_family_and_unknown_families_get_the_slowest():
+    images = resources.ImageSet(10_000, 128 * 128)
+    assert resources.sample_minutes("ddpm", images) > resources.sample_minutes("stylegan", images) > resources.sample_minutes("vae", images)
+    assert resources.sample_minutes("new_family", images) == max(resources.sample_minutes(f, images)
+                                                                 for f in resources.SAMPLE_SECONDS_PER_IMAGE_MB)
+
+
+def test_time_limits_have_a_floor_a_start_up_and_the_safety_factor():
+    assert resources.rule_minutes(0) == resources.RULE_FLOOR_MINUTES
+    hour = 3600
+    assert resources.rule_minutes(hour) == resources.RULE_STARTUP_MINUTES + resources.RULE_SAFETY * 60
+
+
+def test_time_limits_grow_with_the_attempt_up_to_the_sites_maximum():
+    minutes = resources.slice_dataset_minutes(2_000, (128, 128, 40))
+    requests = [resources.capped_request_minutes(minutes, attempt) for attempt in (1, 2, 3)]
+    assert requests[0] < requests[1] < requests[2]
+    assert requests[1] == math.ceil(minutes * resources.ATTEMPT_GROWTH)
+    long = resources.slice_dataset_minutes(40_000, (197, 233, 189), copies=20)
+    assert resources.capped_request_minutes(long, 1, cap_minutes=2880) == 2880
+    assert resources.capped_request_minutes(long, 3, cap_minutes=2880) == 2880
+    assert resources.capped_request_minutes(long, 1) == resources.DEFAULT_MAX_RUNTIME_MINUTES
+
+
+def test_dataset_volumes_counts_sequences_channels_and_offline_copies():
+    assert resources.dataset_volumes(DatasetSettings(), 100, sequences=3) == (300, 0)
+    assert resources.dataset_volumes(DatasetSettings(channels=["t1", "t2"]), 100, sequences=3) == (200, 0)
+    assert resources.dataset_volumes(DatasetSettings(filters={"sequence": "t1"}), 100, sequences=3) == (100, 0)
+    assert resources.dataset_volumes(DatasetSettings(augmentation={"count": 4}), 100) == (100, 4)
+    assert resources.dataset_volumes(DatasetSettings(augmentation={"count": 4, "mode": "on_the_fly"}), 100) == (100, 0)
