@@ -1,13 +1,19 @@
 """Every job's cluster request (mem_mb, runtime, threads) as a dry run computes it.
 
     python bench/job_requests.py [--directory DIR] [--configfile FILE] [--attempt N] [--profile profiles/slurm]
-                                 [--out FILE.tsv] [TARGET ...]
+                                 [--subjects N] [--per-rule] [--out FILE.tsv] [TARGET ...]
 
 ``snakemake -n`` prints a rule's message instead of its resources, so this builds the same DAG
 through Snakemake's API, runs the dry run and lists each job's resources (rules' sizes come from
 pipeline_lib/core/resources.py, docs/RESOURCES.md). Before slicing, dataset-sized requests are
 estimated from the configuration and the discovered cohort; run the ``discover_inputs`` checkpoint
 first so the cohort is known. ``--attempt 2`` shows the requests of a first retry.
+
+``--subjects N`` plans a cohort of N subjects without any image: a copy of the checkout in a
+temporary folder whose discovery table lists N placeholder subjects, with the configuration of the
+(one) ``--configfile`` (e.g. a preset at its published size, or 40,000 subjects); ``--per-rule``
+prints one row per rule (jobs, the range of mem_mb and runtime) as a Markdown table instead of
+one per job.
 """
 
 from __future__ import annotations
@@ -92,6 +98,37 @@ def job_requests(directory: Path, targets: list[str], configfiles: list[Path], a
         return rows, group_rows
 
 
+def planned_checkout(directory: Path, configfile: Path | None, subjects: int, folder: Path) -> Path:
+    """A copy of the checkout under ``folder`` planning ``subjects`` placeholder subjects
+    (tests/helpers/workflow.discovered_checkout) with ``configfile``'s configuration (the
+    checkout's config.yaml without one); the input folder named in it need not exist."""
+    import shutil
+
+    import yaml
+
+    sys.path.insert(0, str(directory / "tests"))
+    from helpers.workflow import discovered_checkout
+
+    config = yaml.safe_load((configfile or directory / "config.yaml").read_text())
+    config.setdefault("input", {})["source"] = str(folder)
+    work = discovered_checkout(folder, config, subjects)
+    shutil.copytree(directory / "presets", work / "presets")  # report.published names its tables there
+    return work
+
+
+def per_rule_table(rows: list[dict]) -> list[str]:
+    """One Markdown row per rule: its jobs and the range of their mem_mb and runtime."""
+    lines = ["| rule | jobs | mem_mb | runtime (min) |", "|---|---|---|---|"]
+    for rule in sorted({row["rule"] for row in rows}):
+        jobs = [row for row in rows if row["rule"] == rule]
+        cells = []
+        for column in ("mem_mb", "runtime"):
+            low, high = min(row[column] for row in jobs), max(row[column] for row in jobs)
+            cells.append(f"{low:,}" if low == high else f"{low:,}-{high:,}")
+        lines.append(f"| {rule} | {len(jobs)} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", default=["all"])
@@ -100,13 +137,29 @@ def main() -> None:
     parser.add_argument("--attempt", type=int, default=1)
     parser.add_argument("--profile", type=Path, default=Path("profiles/slurm"),
                         help="take default-resources from this profile (relative to --directory)")
+    parser.add_argument("--subjects", type=int, help="plan this many placeholder subjects (no images) in a temporary copy")
+    parser.add_argument("--per-rule", action="store_true", help="one Markdown row per rule instead of one per job")
     parser.add_argument("--out", type=Path, help="write the table here as TSV (default: print)")
     args = parser.parse_args()
     directory = args.directory.resolve()
     profile = directory / args.profile
-    rows, groups = job_requests(directory, args.targets, args.configfile, args.attempt,
-                                profile if profile.is_dir() else None)
-    lines = ["\t".join(COLUMNS)] + ["\t".join(str(row[c]) for c in COLUMNS) for row in rows]
+    configfiles = args.configfile
+    with contextlib.ExitStack() as stack:
+        if args.subjects is not None:
+            import tempfile
+
+            if len(configfiles) > 1:
+                parser.error("--subjects takes one --configfile (the whole configuration)")
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="job_requests_")))
+            directory = planned_checkout(directory, configfiles[0].resolve() if configfiles else None,
+                                         args.subjects, folder)
+            configfiles = []
+        rows, groups = job_requests(directory, args.targets, configfiles, args.attempt,
+                                    profile if profile.is_dir() else None)
+    if args.per_rule:
+        lines = per_rule_table(rows)
+    else:
+        lines = ["\t".join(COLUMNS)] + ["\t".join(str(row[c]) for c in COLUMNS) for row in rows]
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
     else:

@@ -19,6 +19,8 @@ multiply it by a safety factor (core/resources.RULE_SAFETY).
   pair and per MB of one image.
 * ``ms_ssim_pair``: the real reference row's MS-SSIM, 200 and 4,000 pairs: seconds per pair per MB.
 * ``intensity``: the samples' grey levels against 2,000 and 8,000 slices: seconds per slice per MB.
+* ``fid_repeat``: one repeat of a repeated FID (two sets of 3,000 2,048-d features: their means,
+  covariances and the Fréchet distance), 1 and 3 repeats: seconds per repeat.
 * ``matmul``: a float64 matrix product of side 1,024 and 2,048: seconds per multiply-add (the
   feature statistics' dense algebra: FID, KID, PRDC).
 
@@ -50,7 +52,10 @@ MEASUREMENTS = {
     "ms_ssim_pair": ("pairs", 200, 4000),
     "intensity": ("slices", 2000, 8000),
     "matmul": ("matrix side", 1024, 2048),
+    "fid_repeat": ("repeats", 1, 3),
 }
+#: Measurements on features or matrices: no image dataset, no per-MB rate.
+WITHOUT_IMAGES = {"matmul", "fid_repeat"}
 
 
 def run_job(name: str, value: int, folder: Path, out: Path) -> float:
@@ -81,6 +86,16 @@ def run_job(name: str, value: int, folder: Path, out: Path) -> float:
         a = np.random.default_rng(0).random((value, value))
         started = time.perf_counter()
         a @ a
+    elif name == "fid_repeat":  # one repeat of a repeated FID: two subsets' statistics and their distance
+        import numpy as np
+
+        from pipeline_lib.core.inception import feature_statistics, frechet_distance
+
+        rng = np.random.default_rng(0)
+        sets = [rng.standard_normal((3000, 2048)) for _ in range(2)]
+        started = time.perf_counter()
+        for _ in range(value):
+            frechet_distance(*feature_statistics(sets[0]), *feature_statistics(sets[1]))
     else:
         raise ValueError(f"unknown measurement {name}")
     return time.perf_counter() - started
@@ -114,27 +129,28 @@ def main() -> None:
     image_mb = args.image_size ** 2 * 4 / 1e6
     load_before = os.getloadavg()
     rows = []
+    names = args.only.split(",")
     with tempfile.TemporaryDirectory(prefix="rule_rates_") as tmp:
         folders = {}
-        for n in (2000, 8000):
+        for n in (2000, 8000) if set(names) - WITHOUT_IMAGES else ():
             folders[n] = Path(tmp) / str(n)
             folders[n].mkdir()
             synthesise(folders[n], n, args.image_size)
         for folder in folders.values():  # the network the domain and memorization jobs read
             measure("network", 10, folder)
-        for name in args.only.split(","):
+        for name in names:
             varies, low, high = MEASUREMENTS[name]
             if varies == "slices":
                 seconds = [measure(name, n, folders[n]) for n in (low, high)]
             else:
-                seconds = [measure(name, v, folders[2000]) for v in (low, high)]
+                seconds = [measure(name, v, folders.get(2000, Path(tmp))) for v in (low, high)]
             items = high - low
             if name == "memorization":
                 items *= N_SAMPLES
             if name == "matmul":  # multiply-adds
                 items = high ** 3 - low ** 3
             per_item = (seconds[1] - seconds[0]) / items
-            per_mb = per_item / (32 * image_mb if name == "cnn_step" else image_mb) if name != "matmul" else None
+            per_mb = None if name in WITHOUT_IMAGES else per_item / (32 * image_mb if name == "cnn_step" else image_mb)
             rows.append({"rate": name, "varies": varies, "low": low, "high": high,
                          "seconds_low": round(seconds[0], 2), "seconds_high": round(seconds[1], 2),
                          "seconds_per_item": per_item, "seconds_per_item_mb": per_mb})

@@ -215,9 +215,9 @@ WIDER = resources.ImageSet(10_000, 256 * 256)
 
 @pytest.mark.parametrize("formula", [
     lambda s: resources.domain_network_minutes(300, 32, s),
-    lambda s: resources.domain_metrics_minutes(s, 1000),
-    lambda s: resources.conditioning_minutes(300, 32, s, 1000),
-    lambda s: resources.utility_minutes(3, 200, 32, s, 1000),
+    lambda s: resources.domain_metrics_minutes(s, s.images // 2),
+    lambda s: resources.conditioning_minutes(300, 32, s, s.images // 5, 1000),
+    lambda s: resources.utility_minutes(3, 200, 32, s, s.images // 5, 1000),
     lambda s: resources.nearest_pairs_minutes(1000, s, encoded=s.images),
     lambda s: resources.intensity_minutes(s, 1000),
     lambda s: resources.sample_minutes("stylegan", s),
@@ -241,7 +241,9 @@ def test_time_limits_grow_with_their_other_items(monkeypatch):
     assert resources.report_minutes(400_000, 4) > resources.report_minutes(100, 4)
     assert resources.report_minutes(100, 400) > resources.report_minutes(100, 4)
     assert resources.domain_network_minutes(30_000, 32, DATA) > resources.domain_network_minutes(300, 32, DATA)
-    assert resources.utility_minutes(30, 200, 32, DATA, 0) > resources.utility_minutes(3, 200, 32, DATA, 0)
+    assert resources.utility_minutes(30, 200, 32, DATA, 2000, 0) > resources.utility_minutes(3, 200, 32, DATA, 2000, 0)
+    assert resources.utility_minutes(3, 200, 32, DATA, 2000, 10**6) > resources.utility_minutes(3, 200, 32, DATA, 2000, 0)
+    assert resources.conditioning_minutes(3000, 32, DATA, 2000, 0) > resources.conditioning_minutes(300, 32, DATA, 2000, 0)
     assert resources.kit_minutes(100_000) > resources.kit_minutes(100)
     assert resources.nearest_pairs_minutes(100_000, MORE) > resources.nearest_pairs_minutes(1_000, MORE)
     statistics = dict(kid_subsets=100, kid_subset_size=1000, prdc_max_real=10_000, prdc_max_samples=10_000)

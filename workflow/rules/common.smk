@@ -23,8 +23,8 @@ from pipeline_lib.core.rule_jobs import rule_job
 from pipeline_lib.core import step_timing
 from pipeline_lib.core.subject_batches import assign_batches
 from pipeline_lib.core.settings import (ConditioningSettings, DiversitySettings, DomainSettings, FidSettings,
-                                        KidSettings, PixelMetricsSettings, PrdcSettings, ReaderStudySettings,
-                                        UtilitySettings, read_settings)
+                                        KidSettings, MemorizationSettings, PixelMetricsSettings, PrdcSettings,
+                                        ReaderStudySettings, UtilitySettings, read_settings)
 from pipeline_lib.core.settings import (TrainerSettings, canonical, dataset_params, dataset_settings, enabled_models,
                                         model_dataset, model_seeds, rerun_settings, result_part, rule_settings)
 from pipeline_lib.core.volumes import (estimated_volumes, volume_dataset_mb, volume_dataset_params,
@@ -857,6 +857,12 @@ def evaluated_dataset(wildcards):
     return dataset_images(wildcards.dataset), 0
 
 
+def tested_images(wildcards):
+    """The evaluated dataset's test slices (its test_fraction of the images)."""
+    name = MODEL_DATASET[wildcards.model] if "model" in wildcards.keys() else wildcards.dataset
+    return int(evaluated_dataset(wildcards)[0].images * DATASET_SETTINGS[name].test_fraction)
+
+
 def slice_dataset_minutes(wildcards):
     settings = DATASET_SETTINGS[wildcards.dataset]
     volumes, copies = resources.dataset_volumes(settings, *cohort_shape())
@@ -879,19 +885,32 @@ def domain_network_minutes(wildcards):
     return resources.domain_network_minutes(cnn.steps, cnn.batch_size, dataset_images(wildcards.dataset))
 
 
+def domain_metrics_minutes(wildcards):
+    """At most n_reference training slices against the samples (or, for the reference row, the test slices)."""
+    dataset, samples = evaluated_dataset(wildcards)
+    tested = tested_images(wildcards)
+    reference = min(dataset.images - tested, evaluation_settings(DomainSettings).n_reference or dataset.images)
+    return resources.domain_metrics_minutes(dataset, reference + (samples if "model" in wildcards.keys() else tested))
+
+
 def conditioning_minutes(wildcards):
     cnn = evaluation_settings(ConditioningSettings)
-    return resources.conditioning_minutes(cnn.steps, cnn.batch_size, *evaluated_dataset(wildcards))
+    dataset, samples = evaluated_dataset(wildcards)
+    return resources.conditioning_minutes(cnn.steps, cnn.batch_size, dataset, tested_images(wildcards), samples)
 
 
 def utility_minutes(wildcards):
     cnn = evaluation_settings(UtilitySettings)
-    return resources.utility_minutes(cnn.seeds, cnn.steps, cnn.batch_size, *evaluated_dataset(wildcards))
+    dataset, samples = evaluated_dataset(wildcards)
+    return resources.utility_minutes(cnn.seeds, cnn.steps, cnn.batch_size, dataset, tested_images(wildcards), samples)
 
 
 def memorization_minutes(wildcards):
+    """Every sample against every training slice (the dataset, an upper bound); the training slices,
+    at most n_test_reference test slices and the samples encoded."""
     dataset, samples = evaluated_dataset(wildcards)
-    return resources.nearest_pairs_minutes(samples, dataset, encoded=dataset.images + samples)
+    tested = min(tested_images(wildcards), evaluation_settings(MemorizationSettings).n_test_reference or dataset.images)
+    return resources.nearest_pairs_minutes(samples, dataset, encoded=dataset.images + tested + samples)
 
 
 def pixel_metrics_minutes(wildcards):
@@ -910,11 +929,11 @@ def diversity_minutes(wildcards):
 
 def distribution_minutes(wildcards):
     """A run's samples against its dataset's training features, or the dataset's test against its train."""
-    if "model" in wildcards.keys():
-        real = run_images(wildcards).images
-        samples = sample_count(wildcards)
-    else:
-        real = samples = dataset_images(wildcards.dataset).images
+    dataset, samples = evaluated_dataset(wildcards)
+    tested = tested_images(wildcards)
+    real = dataset.images - tested
+    if "model" not in wildcards.keys():
+        samples = tested
     fid, kid, prdc = (evaluation_settings(s) for s in (FidSettings, KidSettings, PrdcSettings))
     return resources.distribution_minutes(min(real, fid.max_real or real), samples, fid_repeats=fid.repeats,
                                           kid_subsets=kid.n_subsets, kid_subset_size=kid.subset_size,
@@ -939,7 +958,7 @@ runtime_sample = runtime_from(lambda w: sample_minutes(w, config["sampling"]["n"
 runtime_sample_volumes = runtime_from(lambda w: sample_minutes(w, config["sampling"]["n"]))
 runtime_fid_samples = runtime_from(lambda w: sample_minutes(w, config["sampling"]["n"] * evaluation_settings(FidSettings).repeats))
 runtime_domain_network = runtime_from(domain_network_minutes)
-runtime_domain_metrics = runtime_from(lambda w: resources.domain_metrics_minutes(*evaluated_dataset(w)))
+runtime_domain_metrics = runtime_from(domain_metrics_minutes)
 runtime_memorization = runtime_from(memorization_minutes)
 runtime_conditioning = runtime_from(conditioning_minutes)
 runtime_utility = runtime_from(utility_minutes)

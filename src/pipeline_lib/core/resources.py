@@ -413,11 +413,13 @@ MS_SSIM_SECONDS_PER_PAIR_MB = 0.2
 #: Reading a slice and its histogram (intensity_statistics), seconds per slice per MB
 #: (rule_rates.md, intensity: 0.0036).
 STREAM_SECONDS_PER_IMAGE_MB = 0.004
-#: Seconds per floating-point multiply-add of the feature statistics (FID's matrix square roots,
-#: KID's kernels, PRDC's distances): rule_rates.md's matmul measures 1.0e-10 for a float64 matrix
-#: product on one core; ten times that, as a Schur decomposition (the square root) runs far below a
-#: matrix product's rate.
-SECONDS_PER_FLOP = 1e-9
+#: Seconds per multiply-add of the feature statistics' matrix products (covariances, KID's kernels,
+#: PRDC's distances): rule_rates.md's matmul, 1.04e-10 for a float64 product on one core.
+MATMUL_SECONDS_PER_FLOP = 1.1e-10
+#: One repeat of a repeated FID besides its covariances: the Fréchet distance of two 2,048-d
+#: statistics (a Cholesky factor and an eigen-decomposition); rule_rates.md's fid_repeat, 3.1 s
+#: with the covariances of two sets of 3,000 features.
+FID_REPEAT_SECONDS = 3.2
 #: Writing one image of a reader kit (a PNG at the display size, its table row); not measured.
 KIT_SECONDS_PER_IMAGE = 0.1
 #: The report: per subject its QC rows and (flagged subjects') overlay, per run its tables and
@@ -480,21 +482,23 @@ def domain_network_minutes(steps: int, batch_size: int, dataset: ImageSet) -> fl
     return rule_minutes(cnn_seconds(steps, batch_size, dataset, encoded=dataset.images))
 
 
-def domain_metrics_minutes(dataset: ImageSet, samples: int = 0) -> float:
-    """The dataset's slices (an upper bound: n_reference caps the training share) and the samples encoded."""
-    return rule_minutes(cnn_seconds(0, 0, dataset, encoded=dataset.images + samples))
+def domain_metrics_minutes(dataset: ImageSet, encoded: int) -> float:
+    """The reference slices (at most n_reference training slices) and the compared set (the
+    samples, or the test slices) encoded."""
+    return rule_minutes(cnn_seconds(0, 0, dataset, encoded=encoded))
 
 
-def conditioning_minutes(steps: int, batch_size: int, dataset: ImageSet, samples: int) -> float:
-    """A classifier trained on the real slices, then the test slices and the samples classified."""
-    return rule_minutes(cnn_seconds(steps, batch_size, dataset, encoded=dataset.images + samples))
+def conditioning_minutes(steps: int, batch_size: int, dataset: ImageSet, tested: int, samples: int) -> float:
+    """A classifier trained on the real training slices, then the ``tested`` test slices and the
+    samples classified."""
+    return rule_minutes(cnn_seconds(steps, batch_size, dataset, encoded=tested + samples))
 
 
-def utility_minutes(seeds: int, steps: int, batch_size: int, dataset: ImageSet, samples: int) -> float:
-    """Three classifiers (real, synthetic, both) per seed, each tested on the real test slices;
-    the samples and slices encoded once by the domain network."""
-    per_seed = cnn_seconds(3 * steps, batch_size, dataset, encoded=3 * dataset.images)
-    return rule_minutes(seeds * per_seed + cnn_seconds(0, 0, dataset, encoded=dataset.images + samples))
+def utility_minutes(seeds: int, steps: int, batch_size: int, dataset: ImageSet, tested: int, samples: int) -> float:
+    """Three classifiers (real, synthetic, both) per seed, each tested on the ``tested`` real test
+    slices; the samples pseudo-labelled by the domain network once."""
+    per_seed = 3 * cnn_seconds(steps, batch_size, dataset, encoded=tested)
+    return rule_minutes(seeds * per_seed + cnn_seconds(0, 0, dataset, encoded=samples))
 
 
 def nearest_pairs_minutes(queries: int, dataset: ImageSet, encoded: int = 0) -> float:
@@ -519,14 +523,15 @@ def intensity_minutes(dataset: ImageSet, samples: int) -> float:
 
 def distribution_minutes(real: int, samples: int, *, fid_repeats: int, kid_subsets: int, kid_subset_size: int,
                          prdc_max_real: int, prdc_max_samples: int, features: int = 2048) -> float:
-    """FID, KID and PRDC on ``features``-dimensional features: two covariances, a matrix square
-    root per FID repeat (about 25 n^3 operations), KID's polynomial kernels per subset and PRDC's
-    distance matrices (each capped at its max_real / max_samples)."""
+    """FID, KID and PRDC on ``features``-dimensional features: per FID repeat both covariances (an
+    upper bound: every feature row) and the distance, KID's polynomial kernels per subset (three
+    subset_size^2 products) and PRDC's distance matrices (each side capped at its max_real /
+    max_samples)."""
     real_prdc, samples_prdc = min(real, prdc_max_real), min(samples, prdc_max_samples)
-    flops = ((real + samples) * features ** 2 + max(fid_repeats, 1) * 25 * features ** 3
-             + kid_subsets * 3 * kid_subset_size ** 2 * features
+    repeats = max(fid_repeats, 1)
+    flops = (repeats * (real + samples) * features ** 2 + kid_subsets * 3 * kid_subset_size ** 2 * features
              + (real_prdc + samples_prdc) ** 2 * features)
-    return rule_minutes(flops * SECONDS_PER_FLOP)
+    return rule_minutes(flops * MATMUL_SECONDS_PER_FLOP + repeats * FID_REPEAT_SECONDS)
 
 
 def kit_minutes(images: int, image: ImageSet | None = None) -> float:
