@@ -124,7 +124,8 @@ def test_source_bytes_counts_files_and_series_folders(tmp_path):
 #: and jobs whose work does not grow with the cohort or the images (discovery lists the input tree:
 #: 82 s at 40,000 subjects, bench/results/dag_40000.md; the weights' offline copy; the demo's 12
 #: phantoms; scoring a reader study's answers).
-ON_PROFILE_DEFAULT = {"all", "discover_inputs", "fid_weights", "demo_cohort", "reader_scores", "reader_volume_scores"}
+ON_PROFILE_DEFAULT = {"all", "evaluation_beyond_fid", "distribution_metrics_all", "volume_datasets", "reader_volume_kits",
+                      "discover_inputs", "fid_weights", "demo_cohort", "reader_scores", "reader_volume_scores"}
 
 def test_dry_run_shows_requests_sized_from_the_cohort(tmp_path):
     """bench/job_requests.py on a copy of the workflow whose discovery table lists 2,000 subjects:
