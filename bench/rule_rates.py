@@ -54,6 +54,8 @@ MEASUREMENTS = {
     "matmul": ("matrix side", 1024, 2048),
     "fid_repeat": ("repeats", 1, 3),
 }
+NOTE = ("Each row is from the latest run that measured it (`--only` reruns keep the other rows); the load "
+        "average is the latest run's.")
 #: Measurements on features or matrices: no image dataset, no per-MB rate.
 WITHOUT_IMAGES = {"matmul", "fid_repeat"}
 
@@ -176,6 +178,7 @@ def main() -> None:
         lines.append(f"| {row['rate']} | {row['varies']} {row['low']:,} -> {row['high']:,} | "
                      f"{row['seconds_low']} / {row['seconds_high']} | {row['seconds_per_item']:.3g} | "
                      + (f"{row['seconds_per_item_mb']:.3g} |" if row["seconds_per_item_mb"] is not None else "|"))
+    lines += ["", NOTE]
     with atomic_path(args.out.with_suffix(".md")) as tmp, open(tmp, "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))
