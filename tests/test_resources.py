@@ -284,3 +284,12 @@ def test_dataset_volumes_counts_sequences_channels_and_offline_copies():
     assert resources.dataset_volumes(DatasetSettings(filters={"sequence": "t1"}), 100, sequences=3) == (100, 0)
     assert resources.dataset_volumes(DatasetSettings(augmentation={"count": 4}), 100) == (100, 4)
     assert resources.dataset_volumes(DatasetSettings(augmentation={"count": 4, "mode": "on_the_fly"}), 100) == (100, 0)
+
+
+def test_every_family_has_its_own_measured_training_memory_factor():
+    # An unknown family falls back to the largest factor, which is safe but asks for up to 50x the
+    # memory it needs; a new family adds its fitted factor with the bench it came from.
+    from pipeline_lib.models import available_families
+
+    missing = sorted(set(available_families()) - set(resources.TRAIN_MB_PER_BATCH_MB))
+    assert not missing, f"families without a training memory factor in core/resources.py: {missing}"

@@ -52,6 +52,12 @@ TRAIN_MB_PER_BATCH_MB = {
     # a batch of volumes: the tutorial network at 32^3, batch 1 (bench/results/ddpm3d_step.md: 1957 MB
     # peak, 0.125 MB batch; 48^3 gives 7,400), the larger fit
     "ddpm3d": 11600,
+    # bench/results/ldm3d_step.md: stage 1 (autoencoder with its adversarial and perceptual terms)
+    # is the larger, 1380 MB at 32^3 batch 1 (0.125 MB); 48^3 gives 3,500
+    "ldm3d": 7000,
+    # bench/results/wgan_gp3d_step.md: the published width at 32^3 batch 4 (0.5 MB), 1324 MB, where
+    # the 20 M parameters weigh most; the demo width and 64^3 give 460 and 480
+    "wgan_gp3d": 1700,
 }
 
 

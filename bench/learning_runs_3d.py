@@ -1,0 +1,285 @@
+"""Learning runs of the 3-D families (issue 26): do their sampled volumes improve with training?
+
+    PYTHONPATH=src nice -n 15 python bench/learning_runs_3d.py [--cases ddpm3d,ldm3d,wgan_gp3d]
+
+The 3-D counterpart of bench/learning_runs.py, with its bar: the final FID at most half the
+untrained model's, and samples that show anatomy (views, by eye).
+
+Data: demo-cohort subjects simulated on the 2 mm MNI template (the 2-D learning runs' subjects),
+brain only, each volume normalised as slicing does (95th percentile, divided by its maximum), a
+96-voxel cube about the template's centre averaged 3 x 3 x 3 onto 32^3 (6 mm voxels: the grid of
+configs/demo-3d.yaml), split into train and test by subject as a volume dataset is.
+
+FID: the 2.5-D FID (evaluation/volumetric.three_plane_fid: the mean of the axial, coronal and
+sagittal FIDs on the FID Inception's pool3 features) of ``--samples`` volumes against the training
+volumes, at the volumetric job's slice positions (8 per plane across the central half). Few slices
+bias FID upwards: compare within this table only; the test volumes against the same reference are
+in the header. Also per case: brain volume (mL, voxels above 0.1) of the samples beside the real
+training volumes', and the background (outer eighth of the central slices, real about 0).
+
+The blocks are configs/demo-3d.yaml's (ddpm3d, wgan_gp3d) and bench/ldm3d_demo.py's CPU settings
+(ldm3d), each with a step budget of its own. Writes bench/results/learning_runs_3d.json and .md and
+orthogonal views (samples left, real test volumes right) under bench/results/learning_runs_3d/.
+Cases run one after another; ``--cases`` processes side by side keep each other's rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+from learning_runs import SEED, background_level, verdict  # noqa: E402
+from pipeline_lib.cohorts.demo_cohort import load_mni_template_image, scanner_profile, simulate_subject  # noqa: E402
+from pipeline_lib.core.figures import encode_png_gray8, to_uint8  # noqa: E402
+from pipeline_lib.core.io import write_json, write_text  # noqa: E402
+from pipeline_lib.imaging.slicing import normalise_volume, split_subjects  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+N_SCANNERS = 2
+CUBE, FACTOR = 96, 3  # 2 mm voxels cropped to 96^3, averaged 3 x 3 x 3: 32^3 of 6 mm
+VOXEL_MM = 2.0 * FACTOR
+
+CASES: dict[str, dict[str, Any]] = {
+    # configs/demo-3d.yaml's block
+    "ddpm3d": {"family": "ddpm3d", "unet_channels": [16, 32, 64], "attention_levels": [False, False, False],
+               "num_head_channels": [0, 0, 64], "num_res_blocks": 1, "norm_num_groups": 16, "lr": 1.0e-3,
+               "batch_size": 2, "ddim_steps": 25, "ema_decay": 0.99, "budget": {"steps": 1200}},
+    # bench/ldm3d_demo.py's CPU settings: 200 autoencoder steps, then 1000 diffusion steps
+    "ldm3d": {"family": "ldm3d", "autoencoder_steps": 200, "ae_channels": [16, 32, 32],
+              "ae_attention_levels": [False, False, False], "ae_nonlocal_attention": False,
+              "ae_norm_num_groups": 8, "ae_num_res_blocks": 1, "latent_channels": 3, "ae_lr": 5e-4,
+              "perceptual": {"backbone": "none"}, "adversarial_weight": 0.0, "unet_channels": [32, 64],
+              "attention_levels": [False, True], "num_head_channels": [0, 32], "num_res_blocks": 1,
+              "norm_num_groups": 16, "lr": 5e-4, "batch_size": 4, "ddim_steps": 25, "budget": {"steps": 1200}},
+    # configs/demo-3d.yaml's block: 5000 critic steps are 1000 generator updates
+    "wgan_gp3d": {"family": "wgan_gp3d", "width": 8, "latent_dim": 128, "batch_size": 8, "lr": 5.0e-4,
+                  "budget": {"steps": 5000}},
+}
+
+
+def demo_volumes(n_subjects: int, seed: int, test_fraction: float = 0.25) -> dict[str, np.ndarray]:
+    """Train/test volumes (N, 1, 32, 32, 32) in [0, 1] of demo-cohort subjects."""
+    template = np.asarray(load_mni_template_image(2).dataobj, dtype=np.float32)
+    names = [f"s{i:02d}" for i in range(n_subjects)]
+    split = split_subjects(names, test_fraction, seed)
+    starts = [(side - CUBE) // 2 for side in template.shape]
+    parts: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    for index, name in enumerate(names):
+        scanner = scanner_profile(index % N_SCANNERS)
+        volume = simulate_subject(template, scanner, seed, index, 2.0)
+        outline = simulate_subject(template, dataclasses.replace(scanner, noise=0.0), seed, index, 2.0)
+        brain = normalise_volume(np.where(outline > 0.05 * outline.max(), volume, 0.0))
+        cube = np.zeros((CUBE,) * 3, dtype=np.float32)
+        src = tuple(slice(max(s, 0), max(s, 0) + min(CUBE, side)) for s, side in zip(starts, template.shape))
+        dst = tuple(slice(max(-s, 0), max(-s, 0) + min(CUBE, side)) for s, side in zip(starts, template.shape))
+        cube[dst] = brain[src]
+        small = cube.reshape(32, FACTOR, 32, FACTOR, 32, FACTOR).mean(axis=(1, 3, 5))
+        parts[split[name]].append(small[None])
+    return {f"{part}_volumes": np.stack(items).astype(np.float32) for part, items in parts.items()}
+
+
+def affine() -> np.ndarray:
+    return np.diag([VOXEL_MM, VOXEL_MM, VOXEL_MM, 1.0])
+
+
+class Scorer:
+    """2.5-D FID against the training volumes (features of the reference cut once)."""
+
+    def __init__(self, train: np.ndarray):
+        from pipeline_lib.core.inception import extract_features, load_feature_network
+        from pipeline_lib.core.pretrained import default_fid_cache, fid_inception_weights
+        from pipeline_lib.evaluation.volumetric import PLANES, plane_slices, slice_positions
+
+        self.net = load_feature_network(fid_inception_weights(default_fid_cache()), device="cpu")
+        self.positions = slice_positions(train.shape[2:])
+        self.planes, self.plane_slices = PLANES, plane_slices
+        self.extract = extract_features
+        self.real = {p: self.extract(np.ascontiguousarray(plane_slices(train, p, self.positions[p])), self.net,
+                                     what="training slices") for p in PLANES}
+
+    def central_slices(self, volumes: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.plane_slices(volumes, p, [volumes.shape[2:][i] // 2])
+                               for i, p in enumerate(("sagittal", "coronal", "axial"))])
+
+    def fid(self, volumes: np.ndarray) -> dict[str, float]:
+        from pipeline_lib.core.inception import frechet_distance_features
+
+        out = {}
+        for p in self.planes:
+            fake = self.extract(np.ascontiguousarray(self.plane_slices(volumes, p, self.positions[p])), self.net,
+                                what="samples")
+            out[p] = float(frechet_distance_features(fake, self.real[p]))
+        out["fid_2_5d"] = float(np.mean([out[p] for p in self.planes]))
+        return out
+
+
+def sample_volumes(model, n: int) -> np.ndarray:
+    torch.manual_seed(SEED + 7)
+    gen = torch.Generator().manual_seed(SEED + 7)
+    with torch.no_grad():
+        return np.clip(model.sample(n, generator=gen).float().cpu().numpy(), 0.0, 1.0)
+
+
+def save_views(samples: np.ndarray, real: np.ndarray, path: Path) -> None:
+    from pipeline_lib.evaluation.volumetric import orthogonal_views
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_png_gray8(to_uint8(orthogonal_views(samples, real))))
+
+
+def describe(samples: np.ndarray, train: np.ndarray, scorer: Scorer) -> dict[str, Any]:
+    from pipeline_lib.evaluation.volumetric import brain_volume_comparison
+
+    brain = brain_volume_comparison(samples, train, affine())
+    return {**scorer.fid(samples), "brain_ml": brain["generated_ml"]["mean"],
+            "background": background_level(scorer.central_slices(samples))}
+
+
+def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], scorer: Scorer, work: Path,
+             n_samples: int, views: Path) -> dict[str, Any]:
+    from pipeline_lib.core.runtime import select_device
+    from pipeline_lib.core.settings import TrainerSettings, family_hparams
+    from pipeline_lib.models.training import build_seeded_model, load_trained_model, train_model
+
+    steps = block["budget"]["steps"]
+    block = {**block, "seed": SEED, "checkpoint_every": max(1, steps // 4)}
+    train, test = data["train_volumes"], data["test_volumes"]
+    settings = TrainerSettings.from_block(name, block)
+    untrained = build_seeded_model(settings, family_hparams(block), train, 0, select_device("cpu"))
+    untrained.eval()
+    start_samples = sample_volumes(untrained, n_samples)
+    del untrained
+    start = describe(start_samples, train, scorer)
+    save_views(start_samples, test, views / f"{name}_start.png")
+
+    out = work / name
+    out.mkdir(parents=True, exist_ok=True)
+    clock = time.perf_counter()
+    summary = train_model(name, block, train, None, out / "weights.pt", out / "losses.csv", work / "checkpoints",
+                          device="cpu")
+    wall = time.perf_counter() - clock
+    trained, _ = load_trained_model(out / "weights.pt", device="cpu")
+    end_samples = sample_volumes(trained, n_samples)
+    end = describe(end_samples, train, scorer)
+    save_views(end_samples, test, views / f"{name}_end.png")
+    import pandas as pd
+
+    losses = pd.read_csv(out / "losses.csv")
+    fifth = max(1, len(losses) // 5)
+    loss_columns = [c for c in losses.columns if c not in ("step", "epoch", "seconds", "stage", "lr")]
+    return {"family": block["family"], "steps": steps, "wall_s": round(wall, 1), "s_per_step": round(wall / steps, 3),
+            "complete": summary.get("status", "complete"), "start": start, "end": end,
+            **verdict(start["fid_2_5d"], end["fid_2_5d"]),
+            "loss_first_fifth": {c: float(losses[c].head(fifth).mean()) for c in loss_columns},
+            "loss_last_fifth": {c: float(losses[c].tail(fifth).mean()) for c in loss_columns},
+            "views_start": f"learning_runs_3d/{name}_start.png", "views_end": f"learning_runs_3d/{name}_end.png",
+            "hparams": {k: v for k, v in block.items() if k != "seed"}}
+
+
+def render(payload: dict[str, Any]) -> str:
+    real = payload["real"]
+    lines = ["# Learning runs of the 3-D families (issue 26)", "",
+             f"Command: `{payload['command']}`  ",
+             f"Machine: {payload['machine']}  ",
+             f"Data: {payload['data']['description']}: {payload['data']['train']} training, "
+             f"{payload['data']['test']} test volumes of 32^3 (6 mm voxels).  ",
+             f"FID: 2.5-D (mean of the three planes' FIDs), {payload['n_samples']} sampled volumes x 8 slices per "
+             f"plane against the training volumes' slices at the same positions (few slices bias FID upwards: "
+             f"compare within this table only). Real test volumes against the same reference: "
+             f"**{real['fid_2_5d']:.1f}** (axial {real['axial']:.0f}, coronal {real['coronal']:.0f}, sagittal "
+             f"{real['sagittal']:.0f}); their brain volume {real['brain_ml']:.0f} mL, background "
+             f"{real['background']:.3f}.  ",
+             f"Bar: final 2.5-D FID <= {payload['bar_fid_share']:.0%} of the untrained one, and views that show "
+             f"anatomy (by eye).", "",
+             "| case | family | steps | wall time | 2.5-D FID untrained -> final (share) | per plane, final (ax/cor/sag) "
+             "| bar | brain mL, final (real) | background, final | views |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in [n for n in CASES if n in payload["cases"]] + [n for n in payload["cases"] if n not in CASES]:
+        row = payload["cases"][name]
+        if "error" in row:
+            lines.append(f"| {name} | {row['family']} | - | - | failed: {row['error']} | | no | | | |")
+            continue
+        s, e = row["start"], row["end"]
+        lines.append(
+            f"| {name} | {row['family']} | {row['steps']} | {row['wall_s'] / 60:.1f} min | "
+            f"{s['fid_2_5d']:.1f} -> {e['fid_2_5d']:.1f} ({row['fid_share']:.0%}) | "
+            f"{e['axial']:.0f} / {e['coronal']:.0f} / {e['sagittal']:.0f} | "
+            f"{'meets' if row['meets_fid_bar'] else '**misses**'} | {e['brain_ml']:.0f} ({real['brain_ml_train']:.0f}) | "
+            f"{e['background']:.3f} | [start]({row['views_start']}) [end]({row['views_end']}) |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_results(out: Path, payload: dict[str, Any], case: str | None = None) -> None:
+    if case is not None and out.exists():
+        current = json.loads(out.read_text())
+        if all(current.get(k) == payload[k] for k in ("data", "n_samples", "seed")):
+            current["cases"][case] = payload["cases"][case]
+            payload = current
+    write_json(out, payload)
+    write_text(out.with_suffix(".md"), render(payload))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--subjects", type=int, default=24)
+    parser.add_argument("--samples", type=int, default=16, help="sampled volumes per FID (x 8 slices per plane)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (a smoke run: 0.01)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/learning_runs_3d"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "learning_runs_3d.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = [n for n in args.cases.split(",") if n]
+    unknown = sorted(set(names) - set(CASES))
+    if unknown:
+        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = demo_volumes(args.subjects, SEED)
+    scorer = Scorer(data["train_volumes"])
+    from pipeline_lib.evaluation.volumetric import brain_volume_comparison
+
+    real_brain = brain_volume_comparison(data["test_volumes"], data["train_volumes"], affine())
+    payload = {
+        "command": "PYTHONPATH=src nice -n 15 python bench/learning_runs_3d.py",
+        "machine": f"{os.cpu_count()} CPUs ({platform.machine()}), torch {torch.__version__}, {args.threads} thread(s)",
+        "data": {"description": f"demo-cohort volumes ({args.subjects} simulated subjects, 2 scanners)",
+                 "train": int(len(data["train_volumes"])), "test": int(len(data["test_volumes"]))},
+        "n_samples": args.samples, "seed": SEED, "bar_fid_share": 0.5,
+        "real": {**scorer.fid(data["test_volumes"]), "brain_ml": real_brain["generated_ml"]["mean"],
+                 "brain_ml_train": real_brain["real_ml"]["mean"],
+                 "background": background_level(scorer.central_slices(data["test_volumes"]))},
+        "cases": {},
+    }
+    views = args.out.parent / args.out.stem
+    if not args.out.exists():
+        write_results(args.out, payload)
+    for name in names:
+        block = json.loads(json.dumps(CASES[name]))
+        block["budget"] = {"steps": max(4, int(round(block["budget"]["steps"] * args.steps_scale)))}
+        if block["family"] == "ldm3d":  # both stages scale
+            block["autoencoder_steps"] = max(2, int(round(block["autoencoder_steps"] * args.steps_scale)))
+        print(f"[learning_runs_3d] {name}: {block['budget']['steps']} steps", flush=True)
+        try:
+            payload["cases"][name] = run_case(name, block, data, scorer, args.work, args.samples, views)
+        except Exception as exc:  # one family's failure is a finding, not the end of the others
+            payload["cases"][name] = {"family": block["family"], "error": f"{type(exc).__name__}: {exc}"}
+        write_results(args.out, payload, case=name)
+        print(f"[learning_runs_3d] {name}: {json.dumps(payload['cases'][name], default=str)[:400]}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
