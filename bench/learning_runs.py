@@ -159,16 +159,41 @@ def background_level(images: np.ndarray) -> float:
     return float(images[..., mask].mean())
 
 
-def write_results(out: Path, payload: dict[str, Any], case: str | None = None) -> None:
-    """Write the table; with ``case``, add that one row to the file as it is now, so that
-    ``--cases`` processes running side by side keep each other's rows."""
+def write_results(out: Path, payload: dict[str, Any], case: str | None = None, *, render=None,
+                  same_scale: tuple[str, ...] = ("data", "fid_images", "seed")) -> None:
+    """Write the table (JSON and its ``render``ing); with ``case``, add that one row to the file as it
+    is now, when it holds the same ``same_scale`` settings, so that ``--cases`` processes running side
+    by side keep each other's rows."""
     if case is not None and out.exists():
         current = json.loads(out.read_text())
-        if all(current.get(k) == payload[k] for k in ("data", "fid_images", "seed")):
+        if all(current.get(k) == payload[k] for k in same_scale):
             current["cases"][case] = payload["cases"][case]
             payload = current
     write_json(out, payload)
-    write_text(out.with_suffix(".md"), render(payload))
+    write_text(out.with_suffix(".md"), (render or globals()["render"])(payload))
+
+
+def scaled_block(case: dict[str, Any], scale: float) -> dict[str, Any]:
+    """A copy of a case's block with its step budget (and the LDM's first stage) times ``scale``."""
+    block = json.loads(json.dumps(case))
+    block["budget"] = {"steps": max(4, int(round(block["budget"]["steps"] * scale)))}
+    if "autoencoder_steps" in block:  # both of the LDM's stages scale
+        block["autoencoder_steps"] = max(2, int(round(block["autoencoder_steps"] * scale)))
+    return block
+
+
+def run_cases(names: list[str], cases: dict[str, dict[str, Any]], scale: float, run_one, save, tag: str) -> None:
+    """Each named case in turn: ``run_one(name, block)`` gives its row, ``save(name, row)`` records it;
+    one family's failure is a finding (its row says why), not the end of the others."""
+    for name in names:
+        block = scaled_block(cases[name], scale)
+        print(f"[{tag}] {name}: {block['budget']['steps']} steps", flush=True)
+        try:
+            row = run_one(name, block)
+        except Exception as exc:
+            row = {"family": block["family"], "error": f"{type(exc).__name__}: {exc}"}
+        save(name, row)
+        print(f"[{tag}] {name}: {json.dumps(row, default=str)[:400]}", flush=True)
 
 
 def render(payload: dict[str, Any]) -> str:
@@ -347,18 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         rescore_background(payload, args.work, names)
         write_results(args.out, payload)
         return 0
-    for name in names:
-        block = json.loads(json.dumps(CASES[name]))
-        block["budget"] = {"steps": max(4, int(round(block["budget"]["steps"] * args.steps_scale)))}
-        if "autoencoder_steps" in block:  # both of the LDM's stages scale
-            block["autoencoder_steps"] = max(2, int(round(block["autoencoder_steps"] * args.steps_scale)))
-        print(f"[learning_runs] {name}: {block['budget']['steps']} steps", flush=True)
-        try:
-            payload["cases"][name] = run_case(name, block, data, data_file, args.work, args.fid_images, grids)
-        except Exception as exc:  # one family's failure is a finding, not the end of the others
-            payload["cases"][name] = {"family": block["family"], "error": f"{type(exc).__name__}: {exc}"}
+    def save(name: str, row: dict[str, Any]) -> None:
+        payload["cases"][name] = row
         write_results(args.out, payload, case=name)
-        print(f"[learning_runs] {name}: {json.dumps(payload['cases'][name], default=str)[:400]}", flush=True)
+
+    run_cases(names, CASES, args.steps_scale,
+              lambda name, block: run_case(name, block, data, data_file, args.work, args.fid_images, grids),
+              save, "learning_runs")
     return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import time
@@ -39,16 +38,16 @@ import numpy as np
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
-from learning_runs import SEED, background_level, verdict  # noqa: E402
+from learning_runs import SEED, background_level, run_cases, verdict, write_results  # noqa: E402
 from pipeline_lib.cohorts.demo_cohort import load_mni_template_image, scanner_profile, simulate_subject  # noqa: E402
 from pipeline_lib.core.figures import encode_png_gray8, to_uint8  # noqa: E402
-from pipeline_lib.core.io import write_json, write_text  # noqa: E402
 from pipeline_lib.imaging.slicing import normalise_volume, split_subjects  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 N_SCANNERS = 2
 CUBE, FACTOR = 96, 3  # 2 mm voxels cropped to 96^3, averaged 3 x 3 x 3: 32^3 of 6 mm
 VOXEL_MM = 2.0 * FACTOR
+SAME_SCALE = ("data", "n_samples", "seed")  # rows of one table share these
 
 CASES: dict[str, dict[str, Any]] = {
     # configs/demo-3d.yaml's block
@@ -221,16 +220,6 @@ def render(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_results(out: Path, payload: dict[str, Any], case: str | None = None) -> None:
-    if case is not None and out.exists():
-        current = json.loads(out.read_text())
-        if all(current.get(k) == payload[k] for k in ("data", "n_samples", "seed")):
-            current["cases"][case] = payload["cases"][case]
-            payload = current
-    write_json(out, payload)
-    write_text(out.with_suffix(".md"), render(payload))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default=",".join(CASES))
@@ -265,19 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     views = args.out.parent / args.out.stem
     if not args.out.exists():
-        write_results(args.out, payload)
-    for name in names:
-        block = json.loads(json.dumps(CASES[name]))
-        block["budget"] = {"steps": max(4, int(round(block["budget"]["steps"] * args.steps_scale)))}
-        if block["family"] == "ldm3d":  # both stages scale
-            block["autoencoder_steps"] = max(2, int(round(block["autoencoder_steps"] * args.steps_scale)))
-        print(f"[learning_runs_3d] {name}: {block['budget']['steps']} steps", flush=True)
-        try:
-            payload["cases"][name] = run_case(name, block, data, scorer, args.work, args.samples, views)
-        except Exception as exc:  # one family's failure is a finding, not the end of the others
-            payload["cases"][name] = {"family": block["family"], "error": f"{type(exc).__name__}: {exc}"}
-        write_results(args.out, payload, case=name)
-        print(f"[learning_runs_3d] {name}: {json.dumps(payload['cases'][name], default=str)[:400]}", flush=True)
+        write_results(args.out, payload, render=render)
+    def save(name: str, row: dict[str, Any]) -> None:
+        payload["cases"][name] = row
+        write_results(args.out, payload, case=name, render=render, same_scale=SAME_SCALE)
+
+    run_cases(names, CASES, args.steps_scale,
+              lambda name, block: run_case(name, block, data, scorer, args.work, args.samples, views),
+              save, "learning_runs_3d")
     return 0
 
 
