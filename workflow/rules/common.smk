@@ -22,9 +22,9 @@ from pipeline_lib.core.private import private_folder
 from pipeline_lib.core.rule_jobs import rule_job
 from pipeline_lib.core import step_timing
 from pipeline_lib.core.subject_batches import assign_batches
-from pipeline_lib.core.settings import (ConditioningSettings, DiversitySettings, DomainSettings, FidSettings,
-                                        KidSettings, MemorizationSettings, PixelMetricsSettings, PrdcSettings,
-                                        ReaderStudySettings, UtilitySettings, read_settings)
+from pipeline_lib.core.settings import (ConditioningSettings, DiversitySettings, DomainSettings, ExecutionSettings,
+                                        FidSettings, KidSettings, MemorizationSettings, PixelMetricsSettings,
+                                        PrdcSettings, ReaderStudySettings, UtilitySettings, read_settings)
 from pipeline_lib.core.settings import (TrainerSettings, canonical, dataset_params, dataset_settings, enabled_models,
                                         model_dataset, model_seeds, rerun_settings, result_part, rule_settings)
 from pipeline_lib.core.volumes import (estimated_volumes, volume_dataset_mb, volume_dataset_params,
@@ -208,7 +208,7 @@ def subject_batch(wildcards):
 # ----- subjects in batches (execution.subject_batches; core/subject_batches.py) -----
 
 #: B > 0: ingest and register run B batch jobs each instead of a job per subject.
-SUBJECT_BATCHES = config["execution"]["subject_batches"]
+SUBJECT_BATCHES = read_settings(ExecutionSettings, config.get("execution")).subject_batches
 
 
 @functools.lru_cache(maxsize=4)

@@ -32,7 +32,8 @@ from pipeline_lib.core.settings.evaluation import (ConditioningSettings, Diversi
                                                    FidSettings, KidSettings, MemorizationSettings,
                                                    PixelMetricsSettings, PrdcSettings, UtilitySettings)
 from pipeline_lib.core.settings.imaging import (BRAIN_EXTRACTORS, BRAIN_OR_HEAD, LAYOUTS, SEQUENCE_NAME,
-                                                SERIES_RULE_KEYS, TRANSFORMS, DemoSettings, IngestSettings,
+                                                SERIES_RULE_KEYS, TRANSFORMS, DemoSettings, ExecutionSettings,
+                                                IngestSettings,
                                                 InputSettings, PreprocessingSettings, RegistrationSettings,
                                                 SlicingSettings, layout_pattern)
 from pipeline_lib.core.settings.models import (AMP_MODES, AUGMENT_LIMITS, LR_SCHEDULES, Budget, SamplingSettings,
@@ -52,7 +53,7 @@ __all__ = [
     "ConditioningSettings", "DiversitySettings", "DomainSettings", "FidSettings", "KidSettings",
     "MemorizationSettings", "PixelMetricsSettings", "PrdcSettings", "UtilitySettings",
     "BRAIN_EXTRACTORS", "BRAIN_OR_HEAD", "LAYOUTS", "SEQUENCE_NAME", "SERIES_RULE_KEYS", "TRANSFORMS",
-    "DemoSettings", "IngestSettings", "InputSettings", "PreprocessingSettings", "RegistrationSettings",
+    "DemoSettings", "ExecutionSettings", "IngestSettings", "InputSettings", "PreprocessingSettings", "RegistrationSettings",
     "SlicingSettings", "layout_pattern",
     "AMP_MODES", "AUGMENT_LIMITS", "LR_SCHEDULES", "Budget", "SamplingSettings", "TrainerSettings",
     "TrainingSettings", "augment_settings", "enabled_models", "family_hparams", "model_seeds",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.settings.base import one_of, positive_int, positive_number, read_by
+from pipeline_lib.core.settings.base import one_of, positive_int, positive_number, read_by, workflow
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,22 @@ class DemoSettings:
     resolution_mm: int = 2
     n_scanners: int = 2
     dicom_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """``execution``: how per-subject work is cut into jobs (core/subject_batches.py); the results
+    are the same either way."""
+
+    PATH: ClassVar[str] = "execution"
+    #: 0 = an ingest and a register job per subject; B > 0 = B batch jobs per stage.
+    subject_batches: int = workflow(0)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.subject_batches, bool) or not isinstance(self.subject_batches, int) \
+                or self.subject_batches < 0:
+            raise InputError(f"execution.subject_batches: must be 0 (a job per subject) or a number of batches, "
+                             f"got {self.subject_batches!r}")
 
 
 LAYOUTS = ("auto", "brats", "ixi", "bids", "pattern", "dicom_study")

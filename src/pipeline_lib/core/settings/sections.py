@@ -8,15 +8,15 @@ from pipeline_lib.core.settings.base import RUNTIME, block_part, canonical, read
 from pipeline_lib.core.settings.evaluation import (ConditioningSettings, DiversitySettings, DomainSettings,
                                                    FidSettings, KidSettings, MemorizationSettings,
                                                    PixelMetricsSettings, PrdcSettings, UtilitySettings)
-from pipeline_lib.core.settings.imaging import (DemoSettings, IngestSettings, InputSettings, PreprocessingSettings,
-                                                RegistrationSettings, SlicingSettings)
+from pipeline_lib.core.settings.imaging import (DemoSettings, ExecutionSettings, IngestSettings, InputSettings,
+                                                PreprocessingSettings, RegistrationSettings, SlicingSettings)
 from pipeline_lib.core.settings.models import SamplingSettings, TrainingSettings
 from pipeline_lib.core.settings.reader_study import ReaderStudySettings
 from pipeline_lib.core.settings.report import ReportSettings
 
 #: Every config section read through this package, by its schema path.
 SECTIONS: dict[str, type] = {cls.PATH: cls for cls in (
-    InputSettings, DemoSettings, IngestSettings, PreprocessingSettings, RegistrationSettings, SlicingSettings, TrainingSettings,
+    InputSettings, DemoSettings, ExecutionSettings, IngestSettings, PreprocessingSettings, RegistrationSettings, SlicingSettings, TrainingSettings,
     SamplingSettings, PixelMetricsSettings,
     FidSettings, KidSettings, PrdcSettings, DomainSettings, MemorizationSettings, ConditioningSettings,
     UtilitySettings, DiversitySettings, ReaderStudySettings, ReportSettings)}
