@@ -61,6 +61,16 @@ CASES: dict[str, dict[str, Any]] = {
               "perceptual": {"backbone": "none"}, "adversarial_weight": 0.0, "unet_channels": [32, 64],
               "attention_levels": [False, True], "num_head_channels": [0, 32], "num_res_blocks": 1,
               "norm_num_groups": 16, "lr": 5e-4, "batch_size": 4, "ddim_steps": 25, "budget": {"steps": 1200}},
+    # the rows above that missed, with more steps: budget or configuration?
+    "ddpm3d_4000": {"family": "ddpm3d", "unet_channels": [16, 32, 64], "attention_levels": [False, False, False],
+                    "num_head_channels": [0, 0, 64], "num_res_blocks": 1, "norm_num_groups": 16, "lr": 1.0e-3,
+                    "batch_size": 2, "ddim_steps": 25, "ema_decay": 0.99, "budget": {"steps": 4000}},
+    "ldm3d_5000": {"family": "ldm3d", "autoencoder_steps": 500, "ae_channels": [16, 32, 32],
+                   "ae_attention_levels": [False, False, False], "ae_nonlocal_attention": False,
+                   "ae_norm_num_groups": 8, "ae_num_res_blocks": 1, "latent_channels": 3, "ae_lr": 5e-4,
+                   "perceptual": {"backbone": "none"}, "adversarial_weight": 0.0, "unet_channels": [32, 64],
+                   "attention_levels": [False, True], "num_head_channels": [0, 32], "num_res_blocks": 1,
+                   "norm_num_groups": 16, "lr": 5e-4, "batch_size": 4, "ddim_steps": 25, "budget": {"steps": 5000}},
     # configs/demo-3d.yaml's block: 5000 critic steps are 1000 generator updates
     "wgan_gp3d": {"family": "wgan_gp3d", "width": 8, "latent_dim": 128, "batch_size": 8, "lr": 5.0e-4,
                   "budget": {"steps": 5000}},

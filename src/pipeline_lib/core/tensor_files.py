@@ -41,7 +41,7 @@ def load_tensor_file(path: str | os.PathLike, what: str, *, map_location: Any = 
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such {what} file")
+        raise InputError(f"{path}: no such {what}")
     try:
         try:
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
