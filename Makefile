@@ -58,10 +58,10 @@ demo-all: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local all $(DEMO_THREADS) --configfile config.yaml configs/demo-all.yaml
 	@echo "Report: results/report/index.html"
 
-# The 3-D demo (configs/demo-3d.yaml: the demo cohort registered onto a 32-voxel cube, the 3-D DDPM
+# The 3-D demo (configs/demo-3d.yaml: the demo cohort registered onto a 32-voxel cube, the 3-D LDM and GAN
 # on its volumes, docs/VOLUMES.md) in its own working directory demo-runs/demo-3d/: its registration
-# grid differs from config.yaml's, so the two demos never share outputs. Two threads for its one
-# training run.
+# grid differs from config.yaml's, so the two demos never share outputs. Its two training runs share
+# the cores.
 demo-3d: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local --directory demo-runs/demo-3d all --configfile configs/demo-3d.yaml
 	@echo "Sampled volumes: demo-runs/demo-3d/results/volume_samples/ (views.png); report: demo-runs/demo-3d/results/report/index.html"

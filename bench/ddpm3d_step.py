@@ -1,11 +1,13 @@
 """Time per training step and peak memory of the ddpm3d family at its published (tutorial) settings.
 
     PYTHONPATH=src python bench/ddpm3d_step.py [--sizes 32,48] [--steps 3] [--batch 1]
-    PYTHONPATH=src python bench/ddpm3d_step.py --config configs/demo-3d.yaml --model ddpm3d --sizes 32 --batch 2
+    PYTHONPATH=src python bench/ddpm3d_step.py --config my.yaml --model <its ddpm3d block> --sizes 32 --batch 2
 
 With ``--config``/``--model`` the network is that model block's (its hyperparameters over the
 tutorial's), the CPU part also times one sampling pass of the UNet over ``--batch`` volumes (a DDIM
-step), the on-paper part is skipped, and the results go to ``ddpm3d_step_<model>.json``/``.md``.
+step), the on-paper part is skipped, and the results go to ``ddpm3d_step_<model>.json``/``.md``
+(``bench/results/ddpm3d_step_ddpm3d.md``: the CPU-width block that configs/demo-3d.yaml trained
+before the demo moved to ldm3d, the ``ddpm3d`` case of bench/learning_runs_3d.py).
 
 1. CPU, measured: for each cube side S, a fresh Python process (``--worker``) builds the family's
    Denoiser with the published hyperparameters (MONAI 3-D DDPM tutorial: channels 64/64/128,
