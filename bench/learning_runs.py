@@ -182,6 +182,21 @@ def scaled_block(case: dict[str, Any], scale: float) -> dict[str, Any]:
     return block
 
 
+def parse_case_arguments(parser: argparse.ArgumentParser, argv: list[str] | None, cases: dict[str, Any],
+                         work: Path, out: Path) -> tuple[argparse.Namespace, list[str]]:
+    """``--work`` and ``--out`` added, the arguments parsed, torch's threads set from ``--threads``,
+    and the ``--cases`` names checked against ``cases``."""
+    parser.add_argument("--work", type=Path, default=work)
+    parser.add_argument("--out", type=Path, default=out)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = [n for n in args.cases.split(",") if n]
+    unknown = sorted(set(names) - set(cases))
+    if unknown:
+        parser.error(f"unknown cases {unknown}; known: {', '.join(cases)}")
+    return args, names
+
+
 def run_cases(names: list[str], cases: dict[str, dict[str, Any]], scale: float, run_one, save, tag: str) -> None:
     """Each named case in turn: ``run_one(name, block)`` gives its row, ``save(name, row)`` records it;
     one family's failure is a finding (its row says why), not the end of the others."""
@@ -326,14 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rescore", action="store_true",
                         help="only add the end samples' background to finished cases that lack it (their weights "
                              "under --work), training nothing")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/learning_runs"))
-    parser.add_argument("--out", type=Path, default=RESULTS / "learning_runs.json")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    names = [n for n in args.cases.split(",") if n]
-    unknown = sorted(set(names) - set(CASES))
-    if unknown:
-        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+    args, names = parse_case_arguments(parser, argv, CASES, Path("/tmp/learning_runs"), RESULTS / "learning_runs.json")
 
     args.work.mkdir(parents=True, exist_ok=True)
     data_file = args.work / f"slices_{args.subjects}_{args.image_size}.npz"

@@ -38,7 +38,8 @@ import numpy as np
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
-from learning_runs import SEED, background_level, run_cases, verdict, write_results  # noqa: E402
+from learning_runs import (SEED, background_level, parse_case_arguments, run_cases, verdict,  # noqa: E402
+                           write_results)
 from pipeline_lib.cohorts.demo_cohort import load_mni_template_image, scanner_profile, simulate_subject  # noqa: E402
 from pipeline_lib.core.figures import encode_png_gray8, to_uint8  # noqa: E402
 from pipeline_lib.imaging.slicing import normalise_volume, split_subjects  # noqa: E402
@@ -49,28 +50,23 @@ CUBE, FACTOR = 96, 3  # 2 mm voxels cropped to 96^3, averaged 3 x 3 x 3: 32^3 of
 VOXEL_MM = 2.0 * FACTOR
 SAME_SCALE = ("data", "n_samples", "seed")  # rows of one table share these
 
+# configs/demo-3d.yaml's earlier ddpm3d block (600 steps there)
+DDPM3D = {"family": "ddpm3d", "unet_channels": [16, 32, 64], "attention_levels": [False, False, False],
+          "num_head_channels": [0, 0, 64], "num_res_blocks": 1, "norm_num_groups": 16, "lr": 1.0e-3,
+          "batch_size": 2, "ddim_steps": 25, "ema_decay": 0.99}
+# bench/ldm3d_demo.py's CPU settings (configs/demo-3d.yaml's ldm3d block)
+LDM3D = {"family": "ldm3d", "ae_channels": [16, 32, 32], "ae_attention_levels": [False, False, False],
+         "ae_nonlocal_attention": False, "ae_norm_num_groups": 8, "ae_num_res_blocks": 1, "latent_channels": 3,
+         "ae_lr": 5e-4, "perceptual": {"backbone": "none"}, "adversarial_weight": 0.0, "unet_channels": [32, 64],
+         "attention_levels": [False, True], "num_head_channels": [0, 32], "num_res_blocks": 1,
+         "norm_num_groups": 16, "lr": 5e-4, "batch_size": 4, "ddim_steps": 25}
+
 CASES: dict[str, dict[str, Any]] = {
-    # configs/demo-3d.yaml's block
-    "ddpm3d": {"family": "ddpm3d", "unet_channels": [16, 32, 64], "attention_levels": [False, False, False],
-               "num_head_channels": [0, 0, 64], "num_res_blocks": 1, "norm_num_groups": 16, "lr": 1.0e-3,
-               "batch_size": 2, "ddim_steps": 25, "ema_decay": 0.99, "budget": {"steps": 1200}},
-    # bench/ldm3d_demo.py's CPU settings: 200 autoencoder steps, then 1000 diffusion steps
-    "ldm3d": {"family": "ldm3d", "autoencoder_steps": 200, "ae_channels": [16, 32, 32],
-              "ae_attention_levels": [False, False, False], "ae_nonlocal_attention": False,
-              "ae_norm_num_groups": 8, "ae_num_res_blocks": 1, "latent_channels": 3, "ae_lr": 5e-4,
-              "perceptual": {"backbone": "none"}, "adversarial_weight": 0.0, "unet_channels": [32, 64],
-              "attention_levels": [False, True], "num_head_channels": [0, 32], "num_res_blocks": 1,
-              "norm_num_groups": 16, "lr": 5e-4, "batch_size": 4, "ddim_steps": 25, "budget": {"steps": 1200}},
+    "ddpm3d": {**DDPM3D, "budget": {"steps": 1200}},
+    "ldm3d": {**LDM3D, "autoencoder_steps": 200, "budget": {"steps": 1200}},
     # the rows above that missed, with more steps: budget or configuration?
-    "ddpm3d_4000": {"family": "ddpm3d", "unet_channels": [16, 32, 64], "attention_levels": [False, False, False],
-                    "num_head_channels": [0, 0, 64], "num_res_blocks": 1, "norm_num_groups": 16, "lr": 1.0e-3,
-                    "batch_size": 2, "ddim_steps": 25, "ema_decay": 0.99, "budget": {"steps": 4000}},
-    "ldm3d_5000": {"family": "ldm3d", "autoencoder_steps": 500, "ae_channels": [16, 32, 32],
-                   "ae_attention_levels": [False, False, False], "ae_nonlocal_attention": False,
-                   "ae_norm_num_groups": 8, "ae_num_res_blocks": 1, "latent_channels": 3, "ae_lr": 5e-4,
-                   "perceptual": {"backbone": "none"}, "adversarial_weight": 0.0, "unet_channels": [32, 64],
-                   "attention_levels": [False, True], "num_head_channels": [0, 32], "num_res_blocks": 1,
-                   "norm_num_groups": 16, "lr": 5e-4, "batch_size": 4, "ddim_steps": 25, "budget": {"steps": 5000}},
+    "ddpm3d_4000": {**DDPM3D, "budget": {"steps": 4000}},
+    "ldm3d_5000": {**LDM3D, "autoencoder_steps": 500, "budget": {"steps": 5000}},
     # configs/demo-3d.yaml's block: 5000 critic steps are 1000 generator updates
     "wgan_gp3d": {"family": "wgan_gp3d", "width": 8, "latent_dim": 128, "batch_size": 8, "lr": 5.0e-4,
                   "budget": {"steps": 5000}},
@@ -237,14 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=16, help="sampled volumes per FID (x 8 slices per plane)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (a smoke run: 0.01)")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/learning_runs_3d"))
-    parser.add_argument("--out", type=Path, default=RESULTS / "learning_runs_3d.json")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    names = [n for n in args.cases.split(",") if n]
-    unknown = sorted(set(names) - set(CASES))
-    if unknown:
-        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+    args, names = parse_case_arguments(parser, argv, CASES, Path("/tmp/learning_runs_3d"),
+                                       RESULTS / "learning_runs_3d.json")
     args.work.mkdir(parents=True, exist_ok=True)
     data = demo_volumes(args.subjects, SEED)
     scorer = Scorer(data["train_volumes"])
