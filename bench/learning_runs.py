@@ -159,18 +159,18 @@ def background_level(images: np.ndarray) -> float:
     return float(images[..., mask].mean())
 
 
-def write_results(out: Path, payload: dict[str, Any], case: str | None = None, *, render=None,
+def write_results(out: Path, payload: dict[str, Any], case: str | None = None, *, renderer=None,
                   same_scale: tuple[str, ...] = ("data", "fid_images", "seed")) -> None:
-    """Write the table (JSON and its ``render``ing); with ``case``, add that one row to the file as it
-    is now, when it holds the same ``same_scale`` settings, so that ``--cases`` processes running side
-    by side keep each other's rows."""
+    """Write the table: JSON, and markdown by ``renderer`` (default: this bench's ``render``). With
+    ``case``, add that one row to the file as it is now, when it holds the same ``same_scale``
+    settings, so that ``--cases`` processes running side by side keep each other's rows."""
     if case is not None and out.exists():
         current = json.loads(out.read_text())
         if all(current.get(k) == payload[k] for k in same_scale):
             current["cases"][case] = payload["cases"][case]
             payload = current
     write_json(out, payload)
-    write_text(out.with_suffix(".md"), (render or globals()["render"])(payload))
+    write_text(out.with_suffix(".md"), (renderer or render)(payload))
 
 
 def scaled_block(case: dict[str, Any], scale: float) -> dict[str, Any]:

@@ -254,10 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     views = args.out.parent / args.out.stem
     if not args.out.exists():
-        write_results(args.out, payload, render=render)
+        write_results(args.out, payload, renderer=render)
     def save(name: str, row: dict[str, Any]) -> None:
         payload["cases"][name] = row
-        write_results(args.out, payload, case=name, render=render, same_scale=SAME_SCALE)
+        write_results(args.out, payload, case=name, renderer=render, same_scale=SAME_SCALE)
 
     run_cases(names, CASES, args.steps_scale,
               lambda name, block: run_case(name, block, data, scorer, args.work, args.samples, views),
