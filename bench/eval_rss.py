@@ -69,24 +69,26 @@ def synthesise(folder: Path, n: int, size: int) -> None:
     pd.DataFrame({"label": ["F", "M"] * (N_SAMPLES // 2)}).to_csv(folder / "labels.tsv", sep="\t", index=False)
 
 
-def run_job(job: str, folder: Path, out: Path) -> None:
-    """One evaluation job on the synthetic dataset, as its rule calls it."""
+def run_job(job: str, folder: Path, out: Path, *, n_reconstruct: int = N_RECONSTRUCT, label_column: str = "sex") -> None:
+    """One evaluation job on the synthetic dataset, as its rule calls it (``folder``: images.npy,
+    slices.tsv and a model's samples.npy, reconstructions.npy and labels.tsv; ``label_column``: the
+    slice table's class column, which the samples' labels name)."""
     data = dict(images=folder / "images.npy", table=folder / "slices.tsv")
     network = folder / "network.pt"
-    domain = {**SMALL_CNN, "label_column": "sex"}
+    domain = {**SMALL_CNN, "label_column": label_column}
     if job == "domain_network":
         from pipeline_lib.evaluation.domain_features import domain_network_job
         domain_network_job(**data, out_network=network, out_summary=out / "network.json", settings=domain, threads=1)
     elif job == "metrics_model":
         from pipeline_lib.evaluation.pixel_metrics import model_metrics_job
         model_metrics_job(folder / "samples.npy", folder / "reconstructions.npy", **data, out=out / f"{job}.json",
-                          sharpness_scale=255.0, n_reconstruct=N_RECONSTRUCT, seed=0)
+                          sharpness_scale=255.0, n_reconstruct=n_reconstruct, seed=0)
     elif job == "metrics_original":
         from pipeline_lib.evaluation.pixel_metrics import original_metrics_job
         original_metrics_job(**data, out=out / f"{job}.json", sharpness_scale=255.0, n_original=1000, seed=0)
     elif job == "memorization":
         from pipeline_lib.evaluation.memorization import memorization_job
-        memorization_job(folder / "samples.npy", **data, network=network, out_json=out / f"{job}.json",
+        memorization_job(folder / "samples.npy", **data, network=network, out_audit=out / f"{job}.json",
                          out_gallery=out / f"{job}.png", settings={})
     elif job in ("domain_metrics", "domain_metrics_original"):
         from pipeline_lib.evaluation.domain_features import domain_metrics_job
@@ -95,15 +97,15 @@ def run_job(job: str, folder: Path, out: Path) -> None:
     elif job == "conditioning":
         from pipeline_lib.evaluation.conditioning import conditioning_job
         conditioning_job(folder / "samples.npy", folder / "labels.tsv", **data, out=out / f"{job}.json",
-                         condition_on="sex", settings=SMALL_CNN, threads=1)
+                         condition_on=label_column, settings=SMALL_CNN, threads=1)
     elif job == "utility":
         from pipeline_lib.evaluation.augmentation_utility import utility_job
         utility_job(folder / "samples.npy", folder / "labels.tsv", **data, network=network, out=out / f"{job}.json",
-                    condition_on="sex", settings={**SMALL_CNN, "seeds": 2}, threads=1)
+                    condition_on=label_column, settings={**SMALL_CNN, "seeds": 2}, threads=1)
     elif job == "diversity_model":
         from pipeline_lib.evaluation.diversity import model_diversity_job
         model_diversity_job(folder / "samples.npy", folder / "reconstructions.npy", **data, out=out / f"{job}.json",
-                            settings={}, n_reconstruct=N_RECONSTRUCT, seed=0)
+                            settings={}, sampling={"n_reconstruct": n_reconstruct, "seed": 0})
     elif job == "diversity_original":
         from pipeline_lib.evaluation.diversity import original_diversity_job
         original_diversity_job(**data, out=out / f"{job}.json", settings={})

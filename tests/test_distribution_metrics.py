@@ -245,3 +245,21 @@ def test_report_section_has_table_boxplots_bars_and_escapes_text(feature_files):
     assert 'data-n="2"' in quiet  # two runs of the model: mean ± std over them
     assert "<script" not in page
     assert "No distribution metrics" in render_distribution_metrics_html({})
+
+
+def test_a_set_of_identical_images_keeps_prdc_memory_within_its_blocks():
+    """Blank slices give identical features: every pair ties with its radius and is recomputed
+    exactly. The ties are gathered a chunk at a time (gathering 4 M pairs of 64-d rows at once
+    took 2 GB), and the strict ball membership scores every identical point outside."""
+    import tracemalloc
+
+    blank = np.zeros((2000, 64))
+    tracemalloc.start()
+    out = dm.prdc(blank, blank.copy(), nearest_k=5)
+    peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    assert peak_mb < 600, f"PRDC of 2,000 identical points peaked at {peak_mb:.0f} MB"
+    small = dm.prdc(blank[:50], blank[:40], nearest_k=5)
+    for key, value in _naive_prdc(blank[:50], blank[:40], 5).items():
+        assert small[key] == value, key
+    assert [out[key] for key in ("precision", "recall", "density", "coverage")] == [0.0, 0.0, 0.0, 0.0]

@@ -256,3 +256,41 @@ def test_cpu_training_reuses_freed_memory_instead_of_unmapping_it():
 def test_users_malloc_settings_are_left_alone():
     assert malloc_probe("tuned", {"MALLOC_MMAP_MAX_": "65536"}) == "False True False"
     assert malloc_probe("tuned", {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1000"}) == "False True False"
+
+
+FREE_BLOCKS_UNDER_SMALL_ONES = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from pipeline_lib.core.jobs import return_freed_host_memory
+
+    def rss_mb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+    applied = return_freed_host_memory() if sys.argv[1] == "jobs" else None
+    freed = np.ones(16 * 2**20 // 8); del freed            # glibc raises its threshold past 8 MB
+    before = rss_mb()
+    blocks = [np.ones(8 * 2**20 // 8) for _ in range(16)]   # 128 MB, as 8 MB batches
+    small = [np.ones(1000) for _ in range(16)]              # allocated above them
+    del blocks
+    print(applied, round(rss_mb() - before))
+""")
+
+
+@glibc_only
+def test_jobs_give_freed_batches_back_instead_of_keeping_them_in_the_heap():
+    """A job's batch-sized blocks freed under later small ones stay resident by default (the heap
+    cannot shrink below them); with start_job's setting each was mapped on its own and unmapped."""
+    def probe(mode, env=None):
+        out = subprocess.run([sys.executable, "-c", FREE_BLOCKS_UNDER_SMALL_ONES, mode], check=True,
+                             capture_output=True, text=True, env={**os.environ, **(env or {})})
+        applied, kept_mb = out.stdout.split()
+        return applied, int(kept_mb)
+
+    applied, kept_mb = probe("default")
+    assert kept_mb >= 100, f"the default allocator kept {kept_mb} MB: the probe no longer shows the effect"
+    applied, kept_mb = probe("jobs")
+    assert applied == "True"
+    assert kept_mb < 20
+    assert probe("jobs", {"MALLOC_MMAP_THRESHOLD_": "65536"})[0] == "False"

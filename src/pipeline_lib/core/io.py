@@ -80,6 +80,49 @@ def write_npy(path, array: np.ndarray) -> None:
         np.save(tmp, array)
 
 
+class NpyRows:
+    """A ``.npy`` file of ``shape`` laid out at ``path`` (np.lib.format.open_memmap writes the header
+    and sizes the file) and filled with ``pwrite``: ``rows[i] = a``, ``rows[i:j] = a`` or
+    ``rows[i, c] = a`` (one channel of row ``i``). Not through the mapping: written pages of a
+    mapping count in the job's resident set until the kernel reclaims them, so a cohort-sized
+    mapping would grow the job's memory with the cohort; written file pages are the page cache's."""
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], dtype=np.float32):
+        layout = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+        self.shape, self.dtype, self.offset = tuple(layout.shape), layout.dtype, int(layout.offset)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        del layout
+        self._handle = open(path, "r+b")
+
+    def __setitem__(self, index, values) -> None:
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        if isinstance(index, tuple):
+            row, channel = index
+            start = self.offset + int(row) * self.row_bytes + int(channel) * self.row_bytes // self.shape[1]
+            expected = int(np.prod(self.shape[2:], dtype=np.int64))
+        elif isinstance(index, slice):
+            first, stop, step = index.indices(self.shape[0])
+            if step != 1:
+                raise ValueError("NpyRows writes contiguous rows only")
+            start = self.offset + first * self.row_bytes
+            expected = (stop - first) * self.row_bytes // self.dtype.itemsize
+        else:
+            start = self.offset + int(index) * self.row_bytes
+            expected = self.row_bytes // self.dtype.itemsize
+        if values.size != expected:
+            raise ValueError(f"{values.size} values for a place of {expected}")
+        os.pwrite(self._handle.fileno(), values.tobytes(), start)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "NpyRows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def read_tsv(path) -> pd.DataFrame:
     """A TSV table as strings: IDs like 007 stay intact, empty cells stay empty strings."""
     return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)

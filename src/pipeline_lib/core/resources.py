@@ -232,27 +232,36 @@ def register_mb(volume_bytes: int, grid: tuple[int, int, int]) -> float:
     return REGISTRATION_MB + 500 + 12 * max(volume_bytes / MB - 30, 0) + 10 * grid_mb
 
 
+#: Bytes a slicing, training or sampling job keeps per slice of its dataset besides the images, which
+#: go to or stay on disk: the slice table's row (a dict per row while slicing, then the pandas table
+#: read whole), the split's row numbers and the trainer's order. Measured with bench/rule_rss.py
+#: (bench/results/rule_rss.md) from 5,278 to 1,040,000 slices.
+TABLE_BYTES_PER_IMAGE = 4096
+
+
 def slice_dataset_mb(dataset: ImageSet, grid: tuple[int, int, int]) -> float:
-    """Slicing keeps the whole dataset in memory while stacking it (x2: list of slices and the
-    stacked array) and one registered volume at a time."""
-    return PYTHON_MB + 500 + 2 * dataset.mb + 10 * math.prod(grid) * FLOAT32 / MB
+    """Slicing writes each volume's slices to disk as it goes (core.io.NpyRows, so no page of the
+    dataset stays in the job), keeps every slice's table row and one registered volume at a time
+    (10 float32 copies of the grid while normalising and fitting)."""
+    return PYTHON_MB + 500 + (TABLE_BYTES_PER_IMAGE * dataset.images + 10 * math.prod(grid) * FLOAT32) / MB
 
 
 def train_mb(family: str, batch_size: int, dataset: ImageSet) -> float:
     """torch + the model's per-batch footprint (TRAIN_MB_PER_BATCH_MB, fitted per family) + the
-    slice dataset as a float32 tensor and its batches (x2)."""
+    slice table's rows; the images stay on disk and are read a batch at a time (models/loader.py)."""
     per_batch = TRAIN_MB_PER_BATCH_MB.get(family, max(TRAIN_MB_PER_BATCH_MB.values()))
     batch_mb = batch_size * dataset.pixels * FLOAT32 / MB
-    return TORCH_MB + per_batch * batch_mb + 2 * dataset.mb
+    return TORCH_MB + per_batch * batch_mb + TABLE_BYTES_PER_IMAGE * dataset.images / MB
 
 
 def sample_mb(family: str, n_samples: int, batch_size: int, dataset: ImageSet) -> float:
-    """The model at its sampling batch (as in training) plus every sample and reconstruction (x3:
-    samples, reconstructions, test slices)."""
+    """The model at its sampling batch (the training footprint: bench/results/rule_rss.md measured
+    more than half of it) plus every sample and reconstruction (x3: samples, reconstructions, the
+    test slices they reconstruct) and the slice table's rows (the test subset is read from disk)."""
     per_batch = TRAIN_MB_PER_BATCH_MB.get(family, max(TRAIN_MB_PER_BATCH_MB.values()))
     batch_mb = batch_size * dataset.pixels * FLOAT32 / MB
     samples_mb = n_samples * dataset.pixels * FLOAT32 / MB
-    return TORCH_MB + per_batch * batch_mb / 2 + 3 * max(samples_mb, 0) + dataset.mb
+    return TORCH_MB + per_batch * batch_mb + 3 * max(samples_mb, 0) + TABLE_BYTES_PER_IMAGE * dataset.images / MB
 
 
 #: Images an evaluation job reads from images.npy at a time (core.slices.SplitImages): the largest

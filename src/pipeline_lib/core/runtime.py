@@ -6,7 +6,6 @@ evaluation CNNs) takes these from here, so no stage needs the trainer to run.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import random
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.jobs import glibc_mallopt
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ def select_device(preference: str = "auto") -> torch.device:
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 #: mallopt takes an int: the largest one keeps the heap top for the whole run.
 KEEP_HEAP_TOP_BYTES = 2**31 - 1
-MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_")
 
 
 def reuse_freed_host_memory() -> bool:
@@ -52,13 +51,9 @@ def reuse_freed_host_memory() -> bool:
     its peak heap until it exits, which a training job does when it finishes.
     A user who set glibc's malloc variables or tunables keeps them.
     """
-    if any(name in os.environ for name in MALLOC_ENV) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+    mallopt = glibc_mallopt()
+    if mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl): a different allocator
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     heap_only = mallopt(M_MMAP_MAX, 0) == 1
     keep_top = mallopt(M_TRIM_THRESHOLD, KEEP_HEAP_TOP_BYTES) == 1
     return heap_only and keep_top

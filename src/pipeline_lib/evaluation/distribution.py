@@ -123,9 +123,13 @@ class _Band:
         r2b = r2[None, :] if r2_axis == 1 else r2[:, None]
         inside = d < r2b
         rows, cols = np.nonzero(np.abs(d - r2b) <= self.tol)
-        if len(rows):
-            exact = _exact_sq(a[a_index[rows]], b[b_index[cols]])
-            inside[rows, cols] = exact < (r2[cols] if r2_axis == 1 else r2[rows])
+        # a set of identical images (blank slices) ties nearly every pair: the pairs' feature rows
+        # are gathered a chunk at a time, never all at once
+        chunk = max(1, _BLOCK_ELEMENTS // (4 * a.shape[1]))
+        for start in range(0, len(rows), chunk):
+            r, c = rows[start:start + chunk], cols[start:start + chunk]
+            exact = _exact_sq(a[a_index[r]], b[b_index[c]])
+            inside[r, c] = exact < (r2[c] if r2_axis == 1 else r2[r])
         return inside
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.io import atomic_path, write_tsv
+from pipeline_lib.core.io import NpyRows, atomic_path, write_tsv
 from pipeline_lib.core.numbers import index_number
 from pipeline_lib.core.qc import FLAGGED, outputs_with_status, usable_outputs
 from pipeline_lib.core.settings import DatasetSettings, read_settings
@@ -320,12 +320,11 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
     rows, entries = [], []
     with ExitStack() as stack:
         tmp = stack.enter_context(atomic_path(out_images, suffix=".npy"))
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                           shape=(total,) + channels + (height, width))
+        images = stack.enter_context(NpyRows(tmp, (total,) + channels + (height, width)))
         slabs = None
         if out_volumes is not None:
-            slabs = np.lib.format.open_memmap(stack.enter_context(atomic_path(out_volumes, suffix=".npy")), mode="w+",
-                                              dtype=np.float32, shape=(n_slabs,) + (channels or (1,)) + slab_shape)
+            slabs = stack.enter_context(NpyRows(stack.enter_context(atomic_path(out_volumes, suffix=".npy")),
+                                                (n_slabs,) + (channels or (1,)) + slab_shape))
         start = 0
         for subject, sequence, paths, _, combos, box in plans:
             names = list(spec.channels) if spec.channels else [sequence]
@@ -349,11 +348,7 @@ def build_slice_dataset(registered: Mapping[str, Path | Mapping[str, Path]], lab
                              "position_mm": round(float(combo_position), 3), "augmented": 1, "sequence": sequence})
                 images[start] = image
                 start += 1
-        images.flush()
-        del images
         if slabs is not None:
-            slabs.flush()
-            del slabs
             write_slab_index(out_volume_index, spec.augmentation or VolumeAugmentation(), axis=spec.axis,
                              size=spec.size, fit=spec.fit, stacked=bool(channels), entries=entries)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS + ["sequence"])

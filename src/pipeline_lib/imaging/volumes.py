@@ -4,14 +4,13 @@ samples back to NIfTI on the dataset's grid.
 Every volume goes through the slice datasets' steps that apply to a whole volume (imaging/slicing.py:
 the same label filters, channels, per-volume normalisation and subject split), then onto the
 dataset's grid (:func:`resample_box`). The files are described in core/volumes.py; the array is
-written volume by volume into a temporary file (laid out by np.lib.format.open_memmap) and renamed
+written volume by volume into a temporary file (core.io.NpyRows) and renamed
 into place when complete, so memory stays flat in the cohort's size.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Mapping
 
@@ -20,7 +19,7 @@ import pandas as pd
 from scipy import ndimage
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.io import atomic_path, write_json, write_tsv
+from pipeline_lib.core.io import NpyRows, atomic_path, write_json, write_tsv
 from pipeline_lib.core.volumes import VOLUME_AXES, VOLUME_TABLE_COLUMNS, VolumeDatasetSettings
 # samples back to NIfTI on the dataset's grid: core's, so that models/export.py can write them too
 from pipeline_lib.core.volumes import write_volume_nifti  # noqa: F401
@@ -116,19 +115,11 @@ def build_volume_dataset(registered: Mapping[str, Path | Mapping[str, Path]], la
 
     rows = []
     with atomic_path(out_volumes, suffix=".npy") as tmp:
-        # open_memmap lays out the .npy header and the file's full size; the volumes are then written
-        # with pwrite, not through the mapping: written pages of a mapping count in the job's
-        # resident set (and in the PSS the guard watches) until the kernel reclaims them, so the
-        # mapping would grow with the cohort, while written file pages are the page cache's.
-        layout = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                           shape=(len(items), channels) + out_shape)
-        offset, item_bytes, dtype = int(layout.offset), int(np.prod(layout.shape[1:])) * layout.itemsize, layout.dtype
-        del layout
-        with open(tmp, "r+b") as handle:
+        # written with pwrite, not through a mapping, so memory stays flat in the cohort (core.io.NpyRows)
+        with NpyRows(tmp, (len(items), channels) + out_shape) as volumes:
             for row, (subject, sequence, paths) in enumerate(items):
-                volume = np.stack([_grid_volume(path, settings, source_shape, source_affine, first)
-                                   for path in paths]).astype(dtype, copy=False)
-                os.pwrite(handle.fileno(), np.ascontiguousarray(volume).tobytes(), offset + row * item_bytes)
+                volumes[row] = np.stack([_grid_volume(path, settings, source_shape, source_affine, first)
+                                         for path in paths])
                 rows.append({"row": row, "subject": subject, "split": split[subject], "augmented": 0,
                              "sequence": sequence})
     table = pd.DataFrame(rows, columns=VOLUME_TABLE_COLUMNS + ["sequence"])
