@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,10 +94,13 @@ COHORTS = {
                               128, "sex", ("F", "M"), 0.1, slice=False),
     "ballesteros_1075": Cohort("ballesteros_ramirez_2025", "central10", "cvae", 1075, ("image",), 10, 256,
                                "scanner", ("IXI-Guys", "IXI-HH", "IXI-IOP", "SALD"), 0.2, slice=False),
-    "biobank_40000": Cohort("ungria_hirte_2020", "dwi", "vae", 40000, ("image",), 26, 128, "sex", ("F", "M"), 0.2),
+    # slice_dataset would write 68 GB of slices here (more than this machine's free disk): its
+    # growth shows between the two columns above
+    "biobank_40000": Cohort("ungria_hirte_2020", "dwi", "vae", 40000, ("image",), 26, 128, "sex", ("F", "M"), 0.2,
+                            slice=False),
 }
 JOBS = ("slice_dataset", "train", "sample") + eval_rss.JOBS
-#: Jobs the workflow has only for a conditional model.
+#: Jobs that only write "not conditional" for an unconditional model (nothing to measure).
 CONDITIONAL_JOBS = ("conditioning", "utility")
 
 
@@ -248,13 +251,13 @@ def status_mb(pid: int, key: str = "VmHWM") -> float | None:
     return None
 
 
-def measure(job: str, folder: Path, cohort_name: str, time_cap: float) -> dict:
+def measure(job: str, folder: Path, cohort: Cohort, time_cap: float) -> dict:
     """Run one job in a fresh process; its own VmHWM at the end, or the last polled one when it
     had to be stopped at ``time_cap``."""
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO / 'bench'}", "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, __file__, "--worker", job, str(folder), cohort_name], env=env,
+    child = subprocess.Popen([sys.executable, __file__, "--worker", job, str(folder), json.dumps(asdict(cohort))], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     peak, anon = 0.0, 0.0
     while child.poll() is None:
@@ -268,7 +271,7 @@ def measure(job: str, folder: Path, cohort_name: str, time_cap: float) -> dict:
         time.sleep(0.5)
     stdout, stderr = child.communicate()
     if child.returncode != 0:
-        raise RuntimeError(f"{job} on {cohort_name} failed:\n{stderr[-3000:]}")
+        raise RuntimeError(f"{job} on {cohort} failed:\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
     return {**result, "peak_anon_mb": round(anon, 1), "seconds": round(time.perf_counter() - started, 1),
             "finished": True}
@@ -284,8 +287,8 @@ def render(rows: list[dict]) -> str:
         for name in cohorts:
             found = [r for r in rows if r["cohort"] == name and r["job"] == job]
             if not found:
-                cells.append("no such job" if job in CONDITIONAL_JOBS and not model_block(COHORTS[name]).get("condition_on")
-                             else "not run")
+                cells.append("unconditional: a note only" if job in CONDITIONAL_JOBS
+                             and not model_block(COHORTS[name]).get("condition_on") else "not run")
                 continue
             row = found[-1]
             mark = "" if row["finished"] else f" (stopped at {row['seconds']:.0f} s)"
@@ -304,11 +307,12 @@ def main() -> None:
     parser.add_argument("--time-cap", type=float, default=900.0, help="seconds after which a job is stopped")
     parser.add_argument("--scratch", type=Path, help="folder for the synthetic cohorts (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/rule_rss.json")
-    parser.add_argument("--worker", nargs=3, metavar=("JOB", "FOLDER", "COHORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("JOB", "FOLDER", "COHORT_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        job, folder, name = args.worker
-        result = run_job(job, Path(folder), COHORTS[name])
+        job, folder, fields = args.worker
+        cohort = Cohort(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(fields).items()})
+        result = run_job(job, Path(folder), cohort)
         print(json.dumps({**result, "peak_rss_mb": round(status_mb(os.getpid()), 1)}))
         return
 
@@ -330,7 +334,7 @@ def main() -> None:
                     continue
                 if job in CONDITIONAL_JOBS and not model_block(cohort).get("condition_on"):
                     continue
-                result = measure(job, folder, name, args.time_cap)
+                result = measure(job, folder, cohort, args.time_cap)
                 n_samples = result.get("samples", n_samples)
                 rows.append({"cohort": name, "job": job, "n_images": cohort.images, "image_size": cohort.size,
                              "request_mb": request_mb(job, cohort, n_samples or sampling(cohort)["n"]), **result})
