@@ -29,9 +29,13 @@ Each job's peak is the process's ``VmHWM``; the request is the job's attempt-1 `
 still running after ``--time-cap`` seconds is stopped and reported with the peak it had reached
 (polled from ``/proc``), marked as partial: its verdict covers only that part.
 
-Not run here: the Inception rules (``real_features``, ``model_features``, ``fid_samples``; about
-5 images/s on these CPUs, so a published split takes hours) and ``distribution_metrics``;
-``bench/metrics.py`` measures FID at Ungría Hirte's scale. Kazuhiro et al.'s on-the-fly
+- ``real_features``: ``real_features_job`` on ``FEATURE_IMAGES`` images of the train split (Inception
+  runs at about 5 images/s on these CPUs, so a published split takes hours), compared with the
+  request for that many images: the fixed part; the features of more images add 2 x 16 KB each.
+
+Not run here: ``model_features``, ``fid_samples`` and ``distribution_metrics`` (their inputs are a
+run's samples and feature files, not the cohort); ``bench/metrics.py`` measures FID at Ungría
+Hirte's scale. Kazuhiro et al.'s on-the-fly
 augmentation: ``bench/augmentation_rss.py``.
 
 Writes ``bench/results/rule_rss.json`` and ``.md`` (rows of earlier runs of other cohorts are kept).
@@ -99,7 +103,11 @@ COHORTS = {
     "biobank_40000": Cohort("ungria_hirte_2020", "dwi", "vae", 40000, ("image",), 26, 128, "sex", ("F", "M"), 0.2,
                             slice=False),
 }
-JOBS = ("slice_dataset", "train", "sample") + eval_rss.JOBS
+JOBS = ("slice_dataset", "train", "sample") + eval_rss.JOBS + ("real_features",)
+#: Images of the train split the real_features job runs through Inception (about 5 images/s on
+#: these CPUs): its blocks are read from the full-size file; the features of the rest of the split
+#: would add 2 x 16 KB each, as core.resources.features_mb counts them.
+FEATURE_IMAGES = 512
 #: Jobs that only write "not conditional" for an unconditional model (nothing to measure).
 CONDITIONAL_JOBS = ("conditioning", "utility")
 
@@ -213,6 +221,13 @@ def run_job(job: str, folder: Path, cohort: Cohort) -> dict:
                    samples=folder / "samples.npy", grid=folder / "grid.png",
                    reconstructions=folder / "reconstructions.npy", labels=folder / "labels.tsv", threads=1)
         return {"samples": int(np.load(folder / "samples.npy", mmap_mode="r").shape[0])}
+    if job == "real_features":
+        from pipeline_lib.evaluation.fid import fid_weights_job, real_features_job
+
+        weights = fid_weights_job(folder / "pt_inception.pth")
+        return real_features_job(weights, folder / "images.npy", folder / "slices.tsv", "train",
+                                 folder / "features.npz", settings={"max_real": FEATURE_IMAGES, "device": "cpu"},
+                                 threads=1)
     out = folder / "evaluation"
     out.mkdir(exist_ok=True)
     eval_rss.run_job(job, folder, out, n_reconstruct=sampling(cohort)["n_reconstruct"],
@@ -231,6 +246,8 @@ def request_mb(job: str, cohort: Cohort, n_samples: int) -> int:
         mb = resources.slice_dataset_mb(dataset, tuple(config["registration"]["grid"]))
     elif job == "train":
         mb = resources.train_mb(block["family"], int(block["batch_size"]), dataset)
+    elif job == "real_features":
+        mb = resources.features_mb(resources.ImageSet(min(FEATURE_IMAGES, dataset.images), dataset.pixels))
     elif job == "sample":
         settings = sampling(cohort)
         mb = resources.sample_mb(block["family"], n_samples + settings["n_reconstruct"], int(block["batch_size"]), dataset)
@@ -296,7 +313,9 @@ def render(rows: list[dict]) -> str:
             cells.append(f"{row['peak_rss_mb']:,.0f} / {row['request_mb']:,} {verdict}{mark}")
         lines.append(f"| {job} | " + " | ".join(cells) + " |")
     lines += ["", "Peak RSS (MB, VmHWM of a fresh one-thread process) / the job's attempt-1 request (mem_mb, "
-              "core.resources as common.smk calls it). Seconds per job: rule_rss.json."]
+              "core.resources as common.smk calls it). real_features: "
+              f"{FEATURE_IMAGES} images of the train split through Inception, against the request for that many "
+              "(each further image adds 2 x 16 KB of features to both). Seconds per job: rule_rss.json."]
     return "\n".join(lines) + "\n"
 
 
@@ -319,8 +338,8 @@ def main() -> None:
     from pipeline_lib.core.io import atomic_path
 
     previous = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
-    names = args.cohorts.split(",")
-    rows = [r for r in previous if r["cohort"] not in names]
+    names, jobs = args.cohorts.split(","), args.jobs.split(",")
+    rows = [r for r in previous if r["cohort"] not in names or r["job"] not in jobs]
     for name in names:
         cohort = COHORTS[name]
         with tempfile.TemporaryDirectory(prefix=f"rule_rss_{name}_", dir=args.scratch) as tmp:
@@ -329,7 +348,7 @@ def main() -> None:
             synthesise(folder, cohort)
             print(f"{name}: {cohort.images:,} images synthesised in {time.perf_counter() - started:.0f} s", flush=True)
             n_samples = 0
-            for job in args.jobs.split(","):
+            for job in jobs:
                 if job == "slice_dataset" and not cohort.slice:
                     continue
                 if job in CONDITIONAL_JOBS and not model_block(cohort).get("condition_on"):

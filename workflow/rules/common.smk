@@ -789,13 +789,17 @@ def runtime_features(wildcards, attempt):
                                             max_runtime_minutes())
 
 
+def distribution_feature_rows(wildcards):
+    """Feature rows a distribution job holds: the training split's (at most evaluation.fid.max_real,
+    as real_features writes them) and a run's samples', or the test split's (capped alike)."""
+    dataset, samples = evaluated_dataset(wildcards)
+    tested = tested_images(wildcards)
+    cap = evaluation_settings(FidSettings).max_real or dataset.images
+    return min(dataset.images - tested, cap) + (samples if "model" in wildcards.keys() else min(tested, cap))
+
+
 def mem_distribution(wildcards, attempt):
-    if "model" in wildcards.keys():
-        images = run_images(wildcards)
-        n = sample_count(wildcards) + images.images
-    else:
-        n = dataset_images(wildcards.dataset).images
-    return resources.request_mb(resources.distribution_mb(n), attempt)
+    return resources.request_mb(resources.distribution_mb(distribution_feature_rows(wildcards)), attempt)
 
 
 def mem_per_subject_table(wildcards, attempt):
