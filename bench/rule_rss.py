@@ -108,6 +108,8 @@ JOBS = ("slice_dataset", "train", "sample") + eval_rss.JOBS + ("real_features",)
 #: these CPUs): its blocks are read from the full-size file; the features of the rest of the split
 #: would add 2 x 16 KB each, as core.resources.features_mb counts them.
 FEATURE_IMAGES = 512
+#: Jobs that read the domain network's weights.
+NETWORK_JOBS = ("memorization", "domain_metrics", "domain_metrics_original", "utility")
 #: Jobs that only write "not conditional" for an unconditional model (nothing to measure).
 CONDITIONAL_JOBS = ("conditioning", "utility")
 
@@ -258,6 +260,28 @@ def request_mb(job: str, cohort: Cohort, n_samples: int) -> int:
     return resources.request_mb(mb, 1)
 
 
+def ensure_network(folder: Path, cohort: Cohort) -> None:
+    """network.pt for the jobs that read it when the domain_network job was stopped before writing
+    it (its evaluation of a biobank's training split outlasts the time cap): the same job on the
+    first WRITTEN images, in this process and not measured; the weights do not change the memory
+    of the jobs that use them."""
+    import pandas as pd
+
+    if (folder / "network.pt").exists():
+        return
+    from pipeline_lib.core.io import write_npy, write_tsv
+    from pipeline_lib.evaluation.domain_features import domain_network_job
+
+    head = folder / "network_head"
+    head.mkdir(exist_ok=True)
+    n = min(WRITTEN, cohort.images)
+    write_npy(head / "images.npy", np.array(np.load(folder / "images.npy", mmap_mode="r")[:n]))
+    write_tsv(head / "slices.tsv", pd.read_csv(folder / "slices.tsv", sep="\t", nrows=n))
+    domain_network_job(head / "images.npy", head / "slices.tsv", out_network=folder / "network.pt",
+                       out_summary=head / "network.json",
+                       settings={**eval_rss.SMALL_CNN, "label_column": cohort.label_column}, threads=1)
+
+
 def status_mb(pid: int, key: str = "VmHWM") -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -353,6 +377,8 @@ def main() -> None:
                     continue
                 if job in CONDITIONAL_JOBS and not model_block(cohort).get("condition_on"):
                     continue
+                if job in NETWORK_JOBS:
+                    ensure_network(folder, cohort)
                 result = measure(job, folder, cohort, args.time_cap)
                 n_samples = result.get("samples", n_samples)
                 rows.append({"cohort": name, "job": job, "n_images": cohort.images, "image_size": cohort.size,
