@@ -227,9 +227,10 @@ def run_job(job: str, folder: Path, cohort: Cohort) -> dict:
         from pipeline_lib.evaluation.fid import fid_weights_job, real_features_job
 
         weights = fid_weights_job(folder / "pt_inception.pth")
-        return real_features_job(weights, folder / "images.npy", folder / "slices.tsv", "train",
+        done = real_features_job(weights, folder / "images.npy", folder / "slices.tsv", "train",
                                  folder / "features.npz", settings={"max_real": FEATURE_IMAGES, "device": "cpu"},
                                  threads=1)
+        return {"featurised": done["n_images"]}
     out = folder / "evaluation"
     out.mkdir(exist_ok=True)
     eval_rss.run_job(job, folder, out, n_reconstruct=sampling(cohort)["n_reconstruct"],
