@@ -252,8 +252,9 @@ def request_mb(job: str, cohort: Cohort, n_samples: int) -> int:
     elif job == "real_features":
         mb = resources.features_mb(resources.ImageSet(min(FEATURE_IMAGES, dataset.images), dataset.pixels))
     elif job == "sample":
+        # common.smk's mem_sample counts sampling.n, also for a per-class plan (n_per_class x classes)
         settings = sampling(cohort)
-        mb = resources.sample_mb(block["family"], n_samples + settings["n_reconstruct"], int(block["batch_size"]), dataset)
+        mb = resources.sample_mb(block["family"], settings["n"] + settings["n_reconstruct"], int(block["batch_size"]), dataset)
     else:
         original = job in ("domain_network", "metrics_original", "domain_metrics_original", "diversity_original")
         samples = None if original else resources.ImageSet(n_samples, dataset.pixels)

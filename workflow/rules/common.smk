@@ -790,16 +790,16 @@ def runtime_features(wildcards, attempt):
 
 
 def distribution_feature_rows(wildcards):
-    """Feature rows a distribution job holds: the training split's (at most evaluation.fid.max_real,
+    """Feature rows a distribution job compares: the training split's (at most evaluation.fid.max_real,
     as real_features writes them) and a run's samples', or the test split's (capped alike)."""
     dataset, samples = evaluated_dataset(wildcards)
     tested = tested_images(wildcards)
     cap = evaluation_settings(FidSettings).max_real or dataset.images
-    return min(dataset.images - tested, cap) + (samples if "model" in wildcards.keys() else min(tested, cap))
+    return min(dataset.images - tested, cap), samples if "model" in wildcards.keys() else min(tested, cap)
 
 
 def mem_distribution(wildcards, attempt):
-    return resources.request_mb(resources.distribution_mb(distribution_feature_rows(wildcards)), attempt)
+    return resources.request_mb(resources.distribution_mb(sum(distribution_feature_rows(wildcards))), attempt)
 
 
 def mem_per_subject_table(wildcards, attempt):
@@ -933,13 +933,9 @@ def diversity_minutes(wildcards):
 
 def distribution_minutes(wildcards):
     """A run's samples against its dataset's training features, or the dataset's test against its train."""
-    dataset, samples = evaluated_dataset(wildcards)
-    tested = tested_images(wildcards)
-    real = dataset.images - tested
-    if "model" not in wildcards.keys():
-        samples = tested
+    real, samples = distribution_feature_rows(wildcards)
     fid, kid, prdc = (evaluation_settings(s) for s in (FidSettings, KidSettings, PrdcSettings))
-    return resources.distribution_minutes(min(real, fid.max_real or real), samples, fid_repeats=fid.repeats,
+    return resources.distribution_minutes(real, samples, fid_repeats=fid.repeats,
                                           kid_subsets=kid.n_subsets, kid_subset_size=kid.subset_size,
                                           prdc_max_real=prdc.max_real, prdc_max_samples=prdc.max_samples)
 
