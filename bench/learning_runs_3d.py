@@ -66,6 +66,7 @@ CASES: dict[str, dict[str, Any]] = {
     "ldm3d": {**LDM3D, "autoencoder_steps": 200, "budget": {"steps": 1200}},
     # the rows above that missed, with more steps: budget or configuration?
     "ddpm3d_4000": {**DDPM3D, "budget": {"steps": 4000}},
+    "ddpm3d_10000": {**DDPM3D, "budget": {"steps": 10000}},
     "ldm3d_5000": {**LDM3D, "autoencoder_steps": 500, "budget": {"steps": 5000}},
     # configs/demo-3d.yaml's block: 5000 critic steps are 1000 generator updates
     "wgan_gp3d": {"family": "wgan_gp3d", "width": 8, "latent_dim": 128, "batch_size": 8, "lr": 5.0e-4,

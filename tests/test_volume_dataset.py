@@ -71,7 +71,7 @@ def test_whole_grid_dataset_is_every_volume_normalised_on_the_registered_grid(co
     registered, _ = cohort
     assert volumes.shape == (10, 1) + SHAPE
     assert volumes.dtype == np.float32
-    assert list(table.columns) == ["row", "subject", "split", "augmented", "diagnosis", "sequence"]
+    assert list(table.columns) == ["row", "subject", "split", "augmented", "diagnosis", "sequence", "brain_volume_ml"]
     assert list(table["sequence"]) == ["t1"] * 10
     assert list(table["row"]) == list(range(10))
     assert np.allclose(grid["affine"], AFFINE)
@@ -83,6 +83,11 @@ def test_whole_grid_dataset_is_every_volume_normalised_on_the_registered_grid(co
     assert float(volumes.max()) == 1.0
     assert float(volumes.min()) == 0.0
     assert not list(out.glob(".*")), "no temporary file left behind"
+    # each volume's brain volume as the volumetric evaluation measures samples: voxels above 0.1 x 8 uL
+    from pipeline_lib.evaluation.volumetric import brain_volumes_ml
+
+    np.testing.assert_allclose(table["brain_volume_ml"], brain_volumes_ml(np.asarray(volumes), AFFINE), atol=1e-3)
+    assert table["brain_volume_ml"].between(0.9 * 8 * 8 * 6 * 0.008, 8 * 8 * 6 * 0.008).all()
 
 
 def test_split_equals_the_slice_datasets_of_the_cohort(cohort, tmp_path):

@@ -164,3 +164,24 @@ def test_the_report_job_reads_3d_runs_and_lists_a_failed_one(tmp_path):
     assert "gan3d" in failed_list
     assert "killed (out of memory)" in failed_list
     assert "gan3d" in (tmp_path / "report" / "summary.tsv").read_text()
+
+
+def test_a_covariate_conditional_run_gets_the_conditioning_table_and_an_unmeasurable_covariate_a_note(tmp_path):
+    data = make_data(tmp_path)
+    data.volume_runs = volume_runs(tmp_path)
+    assert "volumetric-conditioning" not in parse(build(tmp_path / "plain", data)).ids
+    for seed, run in enumerate(data.volume_runs["ddpm3d"]):
+        run.volumetric["conditioning"] = {
+            "brain_volume_ml": {"n": 4, "pearson_r": 0.8 + seed / 10, "slope": 0.7, "mae": 30.0 + 10 * seed,
+                                "mae_if_ignored": 120.0, "requested": {"min": 900.0, "max": 1500.0},
+                                "measured": {"mean": 1200.0, "std": 100.0}},
+            "age": {"measured": None, "note": "'age' cannot be measured on a generated volume here"}}
+    text = build(tmp_path, data)
+    page = parse(text)
+    assert "volumetric-conditioning" in page.ids
+    assert page.rows["volumetric-conditioning"] == ["ddpm3d"]  # only the measurable covariate has a row
+    assert cell(page, "volumetric-conditioning", "ddpm3d", "pearson_r") == pytest.approx(0.85)
+    assert cell(page, "volumetric-conditioning", "ddpm3d", "mae") == pytest.approx(35.0)
+    assert cell(page, "volumetric-conditioning", "ddpm3d", "mae_if_ignored") == pytest.approx(120.0)
+    assert 'data-kind="covariate not checked"' in text
+    assert "&#x27;age&#x27; cannot be measured on a generated volume here" in text

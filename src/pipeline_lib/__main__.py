@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="class to draw (repeatable; conditional models only)")
     gen.add_argument("--per-class", type=int, default=None, metavar="K",
                      help="draw K images of every class (conditional models only)")
+    gen.add_argument("--covariate", dest="covariates", action="append", default=[], metavar="NAME=VALUE",
+                     help="a covariate's value in its column's units (repeatable; covariate-conditional "
+                          "3-D models only; default: the middle of its training range)")
     gen.add_argument("--format", choices=("png", "nifti", "npy"), default="png",
                      help="png: one 8-bit grey file per image; nifti: one volume, image k = slice k; "
                           "npy: one (N, H, W) float32 array in [0, 1]. A 3-D model: nifti one file per "
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             export.check_output_folder(args.out, args.overwrite)  # before the model is loaded
             model, description = export.load_model(args.model, device=args.device)
             images, classes = export.generate(model, description, args.number, args.seed,
-                                              classes=args.classes, per_class=args.per_class)
+                                              classes=args.classes, per_class=args.per_class,
+                                              covariates=_covariate_values(args.covariates))
             written = export.write_generated(images, classes, args.out, args.format, overwrite=args.overwrite,
                                              grid=export.volume_grid(description))
             print(f"{len(images)} images of {description.get('model')} (seed {args.seed}) written to {args.out} "
@@ -101,6 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _covariate_values(given: list[str]) -> dict[str, float]:
+    values = {}
+    for item in given:
+        name, _, value = item.partition("=")
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"--covariate {item!r}: expected NAME=VALUE with a number") from None
+    return values
 
 
 def readable(description: Mapping[str, Any]) -> str:
@@ -124,7 +139,10 @@ def readable(description: Mapping[str, Any]) -> str:
         ("model", f"{description.get('model')} (family {description.get('family')}, seed {description.get('seed')})"),
         ("images", " x ".join([str(size)] * (3 if "n_volumes" in data else 2)) + ", " + ("1 channel (grey)" if channels == 1 else
                                            f"{channels} channels ({', '.join(names) or 'names not recorded'})")),
-        ("classes", f"{', '.join(classes)} (label column {condition})" if classes else "none (unconditional)"),
+        ("classes", f"{', '.join(classes)} (label column {condition})" if classes else
+         "none (conditioned on covariates)" if description.get("covariates") else "none (unconditional)"),
+        *([("covariates", ", ".join(f"{c['name']} ({c['min']:g} to {c['max']:g} in training)"
+                                    for c in description["covariates"]))] if description.get("covariates") else []),
         ("training", f"{training}; budget {json.dumps(description.get('budget', {}))}; "
                      f"{description.get('device')}, {description.get('train_seconds')} s"),
         ("data", slices),

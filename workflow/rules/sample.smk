@@ -38,6 +38,8 @@ rule sample_volumes:
     sagittal middle slices of the first few (docs/VOLUMES.md)."""
     input:
         weights=rules.train.output.weights,
+        # a covariate-conditional model draws its requests from the training volumes' covariates
+        table=run_volumes("table"),
     output:
         volumes="results/volume_samples/{model}/seed{seed}/volumes.npy",
         labels="results/volume_samples/{model}/seed{seed}/labels.tsv",

@@ -8,6 +8,7 @@ rule volumetric_metrics:
     samples beside real test volumes; the real volumes are read a chunk at a time."""
     input:
         samples=rules.sample_volumes.output.volumes,
+        labels=rules.sample_volumes.output.labels,
         volumes=run_volumes("volumes"),
         table=run_volumes("table"),
         grid=run_volumes("grid"),
@@ -30,6 +31,7 @@ rule volumetric_metrics:
         kernel_size=lookup(dpath="evaluation/diversity/kernel_size", within=config),
         percentile=lookup(dpath="evaluation/memorization/percentile", within=config),
         seed=lookup(dpath="sampling/seed", within=config),
+        covariates=lambda wildcards: list(config["models"][wildcards.model].get("condition_on_covariates") or []),
     wildcard_constraints:
         model="|".join(VOLUME_MODEL_DATASET) or "(?!)",
     threads: 1

@@ -14,6 +14,7 @@ def work():
         volumes=Path(snakemake.output.volumes),
         labels=Path(snakemake.output.labels),
         views=Path(snakemake.output.views),
+        table=Path(snakemake.input.table),
         threads=snakemake.threads,
     )
 

@@ -24,6 +24,8 @@ def work():
         seed=snakemake.params.seed,
         # device, batch size, memory format: they change no result (not params)
         fid=runtime_settings(snakemake.config, "evaluation.fid"),
+        labels=Path(snakemake.input.labels),
+        covariates=snakemake.params.covariates,
     )
 
 

@@ -9,7 +9,9 @@ every dataset or in none). Files, written by imaging/volumes.py:
   axes are RAS voxel order: x left -> right, y posterior -> anterior, z inferior -> superior.
 - ``volumes.tsv``: row, subject, split, augmented (always 0: no offline augmentation of volumes),
   labels..., sequence (the channel names joined by "+" for a stacked dataset), the columns of
-  ``slices.tsv`` that apply to a whole volume, so core.slices.split_rows and image_channels read it.
+  ``slices.tsv`` that apply to a whole volume, so core.slices.split_rows and image_channels read it;
+  then ``brain_volume_ml`` (:func:`brain_volume_ml` of the volume on the dataset's grid: a covariate
+  a 3-D model can condition on, core/covariates.py).
 - ``grid.json``: the output grid's shape, voxel spacing and affine (voxel -> template mm), so a
   sample written with it (:func:`write_volume_nifti`) overlays the template.
 
@@ -183,6 +185,20 @@ def estimated_volumes(settings: VolumeDatasetSettings, grid: tuple[int, int, int
     channels = len(settings.channels) if settings.channels else 1
     per_subject = 1 if settings.channels or "sequence" in settings.filters else max(sequences, 1)
     return ImageSet(images=subjects * per_subject, pixels=channels * math.prod(settings.box or grid))
+
+
+#: A voxel of a volume (normalised to [0, 1]) with a value above this is brain: the brain volume that
+#: building a volume dataset records per volume (its table's ``brain_volume_ml``) and the one the
+#: volumetric evaluation measures on samples (evaluation/volumetric.brain_volumes_ml).
+BRAIN_VOXEL_THRESHOLD = 0.1
+
+
+def brain_volume_ml(volume: np.ndarray, affine: np.ndarray, threshold: float = BRAIN_VOXEL_THRESHOLD,
+                    channel: int = 0) -> float:
+    """Brain volume (mL) of one (C, X, Y, Z) volume on a grid with ``affine`` (voxel -> mm): its
+    ``channel``'s voxels above ``threshold`` times the voxel volume."""
+    per_voxel = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
+    return float(np.count_nonzero(np.asarray(volume)[channel] > threshold)) * per_voxel
 
 
 #: The volumetric evaluation (evaluation/volumetric.py) cuts samples and real volumes at this many

@@ -22,14 +22,17 @@ indexed); functions that stream read ``batch`` volumes at a time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from pipeline_lib.core.errors import InputError
-from pipeline_lib.core.volumes import VOLUMETRIC_CHUNK, VOLUMETRIC_SLICES_PER_PLANE
+from pipeline_lib.core.volumes import BRAIN_VOXEL_THRESHOLD, VOLUMETRIC_CHUNK, VOLUMETRIC_SLICES_PER_PLANE
 from pipeline_lib.evaluation.diversity import MS_SSIM_WEIGHTS, ms_ssim_weights, pairwise_ms_ssim, random_pairs
 from pipeline_lib.evaluation.memorization import _distance_summary, nearest_by_mse
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PLANES = ("axial", "coronal", "sagittal")
 #: How the three-plane FID is reported: it is not a 3-D FID.
@@ -230,7 +233,7 @@ def _mask(mask, shape) -> np.ndarray:
     return mask
 
 
-def brain_volumes_ml(volumes, affine: np.ndarray, *, mask=None, threshold: float = 0.1, channel: int = 0,
+def brain_volumes_ml(volumes, affine: np.ndarray, *, mask=None, threshold: float = BRAIN_VOXEL_THRESHOLD, channel: int = 0,
                      batch: int = _BATCH) -> np.ndarray:
     """Brain volume (mL) of each volume: its ``channel``'s voxels above ``threshold`` inside ``mask``
     (the template's brain mask on the volumes' grid; None = everywhere) times the voxel volume."""
@@ -256,7 +259,54 @@ def brain_volume_comparison(generated, real, affine: np.ndarray, **kwargs) -> di
             "wasserstein_ml": float(wasserstein_distance(generated_ml, real_ml))}
 
 
-def tissue_histogram(volumes, *, mask=None, threshold: float = 0.1, bins: int = 100, channel: int = 0,
+def covariate_following(requested: np.ndarray, measured: np.ndarray, *, seed: int = 0,
+                        permutations: int = 200) -> dict[str, Any]:
+    """How well a covariate-conditional model's samples follow the covariate they were asked for
+    (Pinaya et al.'s check: the brain volume measured on each sample against the one requested).
+
+    ``pearson_r`` and the least-squares ``slope`` of measured on requested (1 = follows exactly),
+    the mean absolute error, and the same error with the measured values shuffled over the samples
+    (``mae_if_ignored``: the mean over ``permutations`` seeded shuffles), what a model that draws
+    the right distribution but ignores each request would score: following means an error well
+    below it."""
+    requested = np.asarray(requested, dtype=np.float64)
+    measured = np.asarray(measured, dtype=np.float64)
+    if requested.shape != measured.shape or requested.ndim != 1 or len(requested) < 3:
+        raise InputError(f"need one requested and one measured value per sample (3 or more), got "
+                         f"{requested.shape} and {measured.shape}")
+    rng = np.random.default_rng(seed)
+    ignored = np.mean([np.abs(requested - rng.permutation(measured)).mean() for _ in range(permutations)])
+    spread = requested.std() > 0 and measured.std() > 0
+    return {"n": int(len(requested)),
+            "pearson_r": float(np.corrcoef(requested, measured)[0, 1]) if spread else None,
+            "slope": float(np.polyfit(requested, measured, 1)[0]) if requested.std() > 0 else None,
+            "mae": float(np.abs(requested - measured).mean()), "mae_if_ignored": float(ignored),
+            "requested": {"min": float(requested.min()), "max": float(requested.max())},
+            "measured": {"mean": float(measured.mean()), "std": float(measured.std())}}
+
+
+def conditioning_check(samples, labels: pd.DataFrame, affine: np.ndarray, covariates: Sequence[str], *,
+                       seed: int = 0) -> dict[str, Any]:
+    """The conditioning check of a covariate-conditional 3-D run: for each covariate the evaluation
+    can measure on a volume (``brain_volume_ml``: :func:`brain_volumes_ml`, as the dataset measured
+    its volumes), :func:`covariate_following` of the samples' requested values (``labels``, their
+    labels.tsv) against the measured ones; any other covariate (age, ...) is listed as not
+    measurable from a volume."""
+    from pipeline_lib.core.covariates import BRAIN_VOLUME_COLUMN
+
+    out: dict[str, Any] = {}
+    for name in covariates:
+        if name not in labels.columns:
+            raise InputError(f"the samples' labels.tsv has no column '{name}' (a covariate of the model)")
+        if name == BRAIN_VOLUME_COLUMN:
+            measured = brain_volumes_ml(samples, affine)
+            out[name] = covariate_following(labels[name].to_numpy(dtype=np.float64), measured, seed=seed)
+        else:
+            out[name] = {"measured": None, "note": f"'{name}' cannot be measured on a generated volume here"}
+    return out
+
+
+def tissue_histogram(volumes, *, mask=None, threshold: float = BRAIN_VOXEL_THRESHOLD, bins: int = 100, channel: int = 0,
                      batch: int = _BATCH) -> tuple[np.ndarray, np.ndarray]:
     """``(counts, edges)``: the intensity histogram over [0, 1] of the tissue voxels (the ``channel``'s
     voxels above ``threshold`` inside ``mask``) of every volume, accumulated ``batch`` volumes at a time."""
@@ -451,14 +501,17 @@ def orthogonal_views(samples, real, *, n: int = VIEW_VOLUMES, min_pixels: int = 
 def volumetric_job(samples: Path, volumes: Path, table: Path, grid: Path, weights: Path, *, out_json: Path,
                    out_png: Path, sharpness_scale: float = 255.0, n_pairs: int = 1000, kernel_size: int = 4,
                    percentile: float = 5.0, seed: int = 0, fid: Mapping[str, Any] | None = None,
-                   features: Callable[[Any], np.ndarray] | None = None) -> dict[str, Any]:
+                   features: Callable[[Any], np.ndarray] | None = None, labels: Path | None = None,
+                   covariates: Sequence[str] = ()) -> dict[str, Any]:
     """The volumetric_metrics rule: one 3-D run's ``samples`` (volumes.npy) against its volume
     dataset (``volumes``, ``table``, ``grid``) with :func:`volumetric_metrics`, written to
     ``out_json``; the orthogonal views of samples beside real test volumes to ``out_png``. The
     settings are the 2-D metrics' (``metrics.sharpness_scale``, ``evaluation.diversity``'s
     ``n_pairs`` and ``kernel_size``, ``evaluation.memorization.percentile``, ``sampling.seed``);
     ``features`` defaults to the FID Inception of ``weights`` (core/inception.py, the 2-D FID's
-    features) run with ``fid``'s runtime keys (``evaluation.fid``: device, batch_size, channels_last)."""
+    features) run with ``fid``'s runtime keys (``evaluation.fid``: device, batch_size, channels_last).
+    A model conditioned on ``covariates`` gets :func:`conditioning_check` of the samples against the
+    values in their ``labels`` (labels.tsv), under ``conditioning``."""
     import tempfile
 
     from pipeline_lib.core.figures import encode_png_gray8, to_uint8
@@ -491,6 +544,17 @@ def volumetric_job(samples: Path, volumes: Path, table: Path, grid: Path, weight
         result = volumetric_metrics(generated, train, test, read_grid(grid)["affine"], scratch=Path(scratch),
                                     features=features, sharpness_scale=sharpness_scale, n_pairs=n_pairs,
                                     kernel_size=kernel_size, percentile=percentile, seed=seed)
+    if covariates:
+        import pandas as pd
+
+        if labels is None:
+            raise InputError(f"{samples}: the model conditions on {', '.join(covariates)}: the evaluation needs "
+                             "the samples' labels.tsv")
+        requested = pd.read_csv(labels, sep="\t", keep_default_na=False)
+        if len(requested) != len(generated):
+            raise InputError(f"{labels}: {len(requested)} rows for {len(generated)} sampled volumes")
+        result["conditioning"] = conditioning_check(generated, requested, read_grid(grid)["affine"], covariates,
+                                                    seed=seed)
     with atomic_path(out_png, suffix=".png") as tmp:
         tmp.write_bytes(encode_png_gray8(to_uint8(orthogonal_views(generated, test))))
     write_json(out_json, result)

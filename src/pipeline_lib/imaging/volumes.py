@@ -20,7 +20,8 @@ from scipy import ndimage
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import NpyRows, atomic_path, write_json, write_tsv
-from pipeline_lib.core.volumes import VOLUME_AXES, VOLUME_TABLE_COLUMNS, VolumeDatasetSettings
+from pipeline_lib.core.covariates import BRAIN_VOLUME_COLUMN
+from pipeline_lib.core.volumes import VOLUME_AXES, VOLUME_TABLE_COLUMNS, VolumeDatasetSettings, brain_volume_ml
 # samples back to NIfTI on the dataset's grid: core's, so that models/export.py can write them too
 from pipeline_lib.core.volumes import write_volume_nifti  # noqa: F401
 from pipeline_lib.imaging.slicing import _check_same_grid, _load_ras, dataset_items, normalise_volume, ras_grid
@@ -118,14 +119,17 @@ def build_volume_dataset(registered: Mapping[str, Path | Mapping[str, Path]], la
         # written with pwrite, not through a mapping, so memory stays flat in the cohort (core.io.NpyRows)
         with NpyRows(tmp, (len(items), channels) + out_shape) as volumes:
             for row, (subject, sequence, paths) in enumerate(items):
-                volumes[row] = np.stack([_grid_volume(path, settings, source_shape, source_affine, first)
-                                         for path in paths])
+                volume = np.stack([_grid_volume(path, settings, source_shape, source_affine, first)
+                                   for path in paths])
+                volumes[row] = volume
                 rows.append({"row": row, "subject": subject, "split": split[subject], "augmented": 0,
-                             "sequence": sequence})
-    table = pd.DataFrame(rows, columns=VOLUME_TABLE_COLUMNS + ["sequence"])
+                             "sequence": sequence,
+                             BRAIN_VOLUME_COLUMN: round(brain_volume_ml(volume, out_affine), 3)})
+    table = pd.DataFrame(rows, columns=VOLUME_TABLE_COLUMNS + ["sequence", BRAIN_VOLUME_COLUMN])
     if label_table is not None:
         table = table.merge(label_table, on="subject", how="left", validate="many_to_one")
-        table = table[[c for c in table.columns if c != "sequence"] + ["sequence"]]
+    last = ["sequence", BRAIN_VOLUME_COLUMN]
+    table = table[[c for c in table.columns if c not in last] + last]
     write_tsv(out_table, table)
     spacing = voxel_spacing(out_affine)
     write_json(out_grid, {"shape": list(out_shape), "spacing_mm": [round(float(v), 6) for v in spacing],

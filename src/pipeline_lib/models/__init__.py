@@ -138,6 +138,8 @@ def get_family(family: str):
 
 
 def build_model(family: str, image_size: int, hparams: dict[str, Any], n_classes: int = 0,
-                channels: int = 1):
+                channels: int = 1, n_covariates: int = 0):
     cls = get_family(family)
-    return cls(image_size=image_size, channels=channels, n_classes=n_classes, **hparams)
+    # passed only when set: a family's own __init__ hands it on to GenerativeModel's with its hparams
+    extra = {"n_covariates": n_covariates} if n_covariates else {}
+    return cls(image_size=image_size, channels=channels, n_classes=n_classes, **extra, **hparams)

@@ -39,6 +39,13 @@ def image_batch(images: np.ndarray) -> torch.Tensor:
     return x
 
 
+def condition_tensor(values) -> torch.Tensor:
+    """Training conditions as the models take them: class indices as int64, continuous covariates
+    (N, K) as float32. A copy: pandas may hand over a read-only array, which torch warns about."""
+    values = np.asarray(values)
+    return torch.as_tensor(np.array(values, dtype=np.float32 if values.dtype.kind == "f" else np.int64))
+
+
 def batch_images(x: torch.Tensor) -> np.ndarray:
     """The network's (N, C, H, W) output as the dataset's images, float32 clamped to [0, 1]:
     (N, H, W) for one channel (as grey datasets are stored), (N, C, H, W) otherwise; volumes
@@ -69,6 +76,8 @@ class GenerativeModel(nn.Module):
     EMA_MODULES: ClassVar[tuple[str, ...]] = ()
     #: 2: the family learns images (N, C, S, S); 3: volumes (N, C, S, S, S) of a volume dataset.
     spatial_dims: ClassVar[int] = 2
+    #: Whether the family can condition on continuous covariates (``condition_on_covariates``).
+    takes_covariates: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """``DEFAULTS`` and ``CHOICES`` from the declaration; a family that sets a ``DEFAULTS`` mapping
@@ -82,13 +91,18 @@ class GenerativeModel(nn.Module):
             cls.DEFAULTS = defaults(cls.HYPERPARAMETERS)
             cls.CHOICES = choices_of(cls.HYPERPARAMETERS)
 
-    def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams: Any):
+    def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, n_covariates: int = 0,
+                 **hparams: Any):
         super().__init__()
         if image_size < 16 or image_size & (image_size - 1):
             raise InputError(f"{self.family}: image_size must be a power of two >= 16, got {image_size}")
+        if n_covariates and not self.takes_covariates:
+            raise InputError(f"model family '{self.family}' cannot condition on covariates "
+                             f"(condition_on_covariates); families that can: ldm3d, ddpm3d")
         self.image_size = image_size
         self.channels = channels
         self.n_classes = n_classes
+        self.n_covariates = int(n_covariates)
         self.hp = self.resolve_hparams(hparams)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.use_amp = False

@@ -98,13 +98,14 @@ def describe(source: Path) -> dict[str, Any]:
 
 def _description_from_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("model", "family", "image_size", "channels", "hparams", "n_classes", "class_names", "seed", "config",
-            "steps", "target_steps", "incomplete", "budget", "device", "train_seconds", "training_data")
+            "steps", "target_steps", "incomplete", "budget", "device", "train_seconds", "training_data", "covariates")
     description = {"format": FORMAT, **{k: summary[k] for k in keys if k in summary}}
     description.setdefault("channels", 1)
     # the sequence of each channel ([] for a grey model), also under training_data
     description["channel_names"] = list((description.get("training_data") or {}).get("channel_names") or [])
     description.setdefault("class_names", [])
     description.setdefault("n_classes", len(description["class_names"]))
+    description.setdefault("covariates", [])  # [{name, min, max}] of a covariate-conditional model
     return description
 
 
@@ -122,7 +123,8 @@ def load_model(source: Path, device: str = "auto"):
         state = load_trained_payload(weights)["state_dict"]
     model = build_model(description["family"], int(description["image_size"]), dict(description["hparams"]),
                         n_classes=int(description.get("n_classes") or 0),
-                        channels=int(description.get("channels") or 1))
+                        channels=int(description.get("channels") or 1),
+                        n_covariates=len(description.get("covariates") or ()))
     model.load_state_dict(state)
     model.to(select_device(device)).eval()
     return model, description
@@ -313,12 +315,37 @@ def class_labels(description: Mapping[str, Any], n: int, classes: Sequence[str] 
     return sample_labels(n, len(names), per_class)
 
 
+def covariate_plan(description: Mapping[str, Any], n: int, given: Mapping[str, float]) -> tuple[np.ndarray, str] | None:
+    """(the n x K scaled covariates to draw with, their "name=value; ..." label) of a
+    covariate-conditional model, each covariate ``given`` in its column's units or the middle of its
+    training range; None for another model (which takes none)."""
+    from pipeline_lib.core.covariates import scale
+
+    scaling = list(description.get("covariates") or [])
+    names = [s["name"] for s in scaling]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise InputError(f"model {description.get('model')} conditions on "
+                         f"{', '.join(names) if names else 'no covariates'}; got {', '.join(unknown)}")
+    if not scaling:
+        return None
+    values = [float(given[s["name"]]) if s["name"] in given else (s["min"] + s["max"]) / 2 for s in scaling]
+    label = "; ".join(f"{name}={value:g}" for name, value in zip(names, values))
+    return np.repeat(scale(np.array([values]), scaling), n, axis=0), label
+
+
 def generate(model, description: Mapping[str, Any], n: int, seed: int, *, classes: Sequence[str] = (),
-             per_class: int | None = None) -> tuple[np.ndarray, list[str]]:
+             per_class: int | None = None, covariates: Mapping[str, float] | None = None
+             ) -> tuple[np.ndarray, list[str]]:
     """(images (N, H, W) float32 in [0, 1], (N, C, H, W) from a model of a stacked dataset, (N, C, X,
-    Y, Z) volumes from a 3-D model; class name per image ("" when unconditional))."""
+    Y, Z) volumes from a 3-D model; class name per image ("" when unconditional; "name=value; ..."
+    for a covariate-conditional model, drawn with ``covariates``, by default each one's middle of
+    the training range))."""
     if n < 1:
         raise InputError(f"the number of images must be at least 1, got {n}")
+    plan = covariate_plan(description, n, covariates or {})
+    if plan is not None:
+        return draw_samples(model, n, seed, labels=plan[0]), [plan[1]] * n
     labels = class_labels(description, n, classes, per_class)
     count = n if labels is None else len(labels)
     images = draw_samples(model, count, seed, labels=labels)

@@ -163,6 +163,14 @@ def spatial_dims(family: str) -> int:
     return int(get_family(family).spatial_dims if found is None else found)
 
 
+def takes_covariates(family: str) -> bool:
+    """Whether the family can condition on continuous covariates (its class's ``takes_covariates``,
+    read as :func:`spatial_dims` reads ``spatial_dims``)."""
+    module, attribute = family_reference(family)
+    found = _class_literal(module, family_source(family), attribute, "takes_covariates", hops=0)
+    return bool(get_family(family).takes_covariates if found is None else found)
+
+
 def _class_literal(module: str, path: Path | None, name: str, attribute: str, hops: int) -> Any:
     """The literal value class ``name`` of ``module`` (or the first base class that sets it) gives
     ``attribute``; None where only importing can tell."""
@@ -201,7 +209,8 @@ def _class_literal(module: str, path: Path | None, name: str, attribute: str, ho
 
 def model_dataset_problems(config: Mapping[str, Any]) -> list[str]:
     """A model's family and its dataset must agree: a 3-D family (``spatial_dims`` = 3) learns a volume
-    dataset (``kind: volume``), a 2-D family a slice dataset; each mismatch names the model's key."""
+    dataset (``kind: volume``), a 2-D family a slice dataset, and only a family that takes covariates
+    has ``condition_on_covariates``; each mismatch names the model's key."""
     volumes = sorted(volume_blocks(config))
     problems = []
     for name, block in (config.get("models") or {}).items():
@@ -220,6 +229,10 @@ def model_dataset_problems(config: Mapping[str, Any]) -> list[str]:
                 f"models.{name}.dataset: {dataset!r} is a volume dataset (kind: volume) but family {block['family']} "
                 f"learns 2-D slices; give the model a slice dataset, or use a 3-D family "
                 f"({', '.join(f for f in builtin_families() if spatial_dims(f) == 3)})")
+        if block.get("condition_on_covariates") and not takes_covariates(str(block["family"])):
+            able = [f for f in builtin_families() if takes_covariates(f)]
+            problems.append(f"models.{name}.condition_on_covariates: family {block['family']} cannot condition on "
+                            f"covariates; families that can: {', '.join(able)}")
     return problems
 
 

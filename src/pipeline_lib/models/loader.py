@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pipeline_lib.models.base import image_batch
+from pipeline_lib.models.base import condition_tensor, image_batch
 
 #: Offset of the loader's generator seed from the run's seed. The loader draws its worker seeds
 #: from this generator; without one, creating its iterator would draw from torch's global
@@ -66,10 +66,7 @@ class StreamAhead(Sampler):
 def batch_loader(stream, images: Any, labels: np.ndarray | torch.Tensor | None, *, seed: int,
                  device: torch.device, workers: int = 0, prefetch: int = 2) -> DataLoader:
     """A DataLoader that yields ``stream``'s batches from its state now (see the module text)."""
-    label_tensor = None
-    if labels is not None:
-        # A copy: pandas may hand over a read-only array, which torch warns about.
-        label_tensor = torch.as_tensor(np.array(labels, dtype=np.int64))
+    label_tensor = condition_tensor(labels) if labels is not None else None
     return DataLoader(IndexedBatches(images, label_tensor), sampler=StreamAhead(stream), batch_size=None,
                       num_workers=workers, prefetch_factor=prefetch if workers > 0 else None,
                       pin_memory=device.type == "cuda", persistent_workers=False,

@@ -35,7 +35,7 @@ import torch
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.core.io import atomic_path
 from pipeline_lib.core.slices import grey_images
-from pipeline_lib.models.base import batch_images, image_batch
+from pipeline_lib.models.base import batch_images, condition_tensor, image_batch
 from pipeline_lib.models.progress import write_rows_csv
 
 #: Offsets of the monitor's seeds from the model's seed (any fixed values would do).
@@ -78,7 +78,7 @@ class TrainingMonitor:
         if limit is not None and len(images) > limit:
             rows = np.sort(np.random.default_rng(self.seed).choice(len(images), limit, replace=False))
         x = image_batch(images[rows])
-        y = torch.as_tensor(np.asarray(labels)[rows], dtype=torch.long) if labels is not None else None
+        y = condition_tensor(np.asarray(labels)[rows]) if labels is not None else None
         return x, y
 
     @staticmethod
@@ -131,7 +131,10 @@ class TrainingMonitor:
         return {key: value / n for key, value in totals.items()}
 
     def _snapshot_labels(self, n: int, model) -> torch.Tensor | None:
-        """Classes 0, 1, ... in turn for a conditional model, None otherwise."""
+        """Classes 0, 1, ... in turn for a conditional model, covariates from the lowest to the
+        highest of the training range (0 to 1 scaled) for a covariate-conditional one, else None."""
+        if model.n_covariates:
+            return torch.linspace(0.0, 1.0, n)[:, None].expand(n, model.n_covariates).contiguous().to(model.device)
         if self.conditional and self.n_classes:
             return (torch.arange(n) % self.n_classes).to(model.device)
         return None

@@ -15,7 +15,7 @@ from pipeline_lib.core.progress import Progress
 from pipeline_lib.core.runtime import configure_threads
 from pipeline_lib.core.settings import SamplingSettings, read_settings
 from pipeline_lib.core.slices import load_split
-from pipeline_lib.models.base import batch_images, image_batch
+from pipeline_lib.models.base import batch_images, condition_tensor, image_batch
 from pipeline_lib.models.training import load_trained_model
 
 
@@ -30,7 +30,8 @@ def draw_samples(model, n: int, seed: int, labels: np.ndarray | None = None,
     """``n`` samples (n, H, W) float32 in [0, 1] ((n, C, H, W) from a model of a stacked dataset);
     the same seed gives the same samples.
 
-    Conditional models take one class index per sample in ``labels``.
+    Conditional models take one class index per sample in ``labels``; covariate-conditional ones a
+    row of scaled covariates (n, K) float.
     """
     gen = torch.Generator().manual_seed(seed)
     out = []
@@ -38,7 +39,7 @@ def draw_samples(model, n: int, seed: int, labels: np.ndarray | None = None,
     for start, size in _batches(n, batch_size):
         batch_labels = None
         if labels is not None:
-            batch_labels = torch.as_tensor(labels[start:start + size], dtype=torch.long).to(model.device)
+            batch_labels = condition_tensor(labels[start:start + size]).to(model.device)
         out.append(model.sample(size, labels=batch_labels, generator=gen).cpu())
         progress.update(start + size)
     return batch_images(torch.cat(out))
@@ -138,20 +139,48 @@ def sample_job(weights: Path, images: Path, table: Path, sampling: SamplingSetti
 VIEWED_VOLUMES = 4
 
 
-def write_sample_labels(out: Path, n: int, labels: np.ndarray | None, names: list[str]) -> None:
-    """labels.tsv of a sample set: sample number and class name ("" for an unconditional model)."""
+def write_sample_labels(out: Path, n: int, labels: np.ndarray | None, names: list[str],
+                        covariates: dict[str, np.ndarray] | None = None) -> None:
+    """labels.tsv of a sample set: sample number and class name ("" for an unconditional model), then
+    the covariates each sample was drawn with, in their columns' units (a covariate-conditional model)."""
     write_tsv(out, pd.DataFrame({
         "sample": np.arange(n),
         "label": [names[i] for i in labels] if labels is not None else [""] * n,
+        **{name: np.round(values, 6) for name, values in (covariates or {}).items()},
     }))
 
 
+def covariate_requests(summary: dict, table: Path | None, n: int, seed: int) -> np.ndarray | None:
+    """The covariates (n, K, in their units) a covariate-conditional model samples with: rows of its
+    volume dataset's training split drawn with ``seed`` (core/covariates.draw_requests); None for
+    another model."""
+    scaling = summary.get("covariates") or []
+    if not scaling:
+        return None
+    from pipeline_lib.core.covariates import covariate_values, draw_requests
+    from pipeline_lib.core.slices import split_rows
+
+    if table is None:
+        raise InputError(f"model {summary.get('model')} conditions on covariates: sampling needs its volume "
+                         "dataset's table to draw them from")
+    frame = pd.read_csv(table, sep="\t", dtype={"subject": str}, keep_default_na=False)
+    names = [s["name"] for s in scaling]
+    train = covariate_values(frame.loc[split_rows(frame, "train")], names, f"{table} (the covariates of model "
+                                                                 f"{summary.get('model')})")
+    return draw_requests(train, n, seed)
+
+
 def sample_volumes_job(weights: Path, sampling: SamplingSettings | dict, *, volumes: Path, labels: Path,
-                       views: Path, threads: int | None = None, device: str = "auto") -> dict:
+                       views: Path, table: Path | None = None, threads: int | None = None,
+                       device: str = "auto") -> dict:
     """The sample_volumes rule (3-D runs): ``sampling.n`` volumes (``n_per_class`` of each class from
-    a conditional model), written as (n, C, X, Y, Z) float32 in [0, 1] on the axes of the volume
-    dataset's volumes.npy, their class labels, and the orthogonal views of the first few. Drawn a
-    training batch at a time (a volume's activations are large), from ``sampling.seed``."""
+    a conditional model; a covariate-conditional model's drawn with covariates of training volumes
+    from ``table``, its volume dataset's volumes.tsv), written as (n, C, X, Y, Z) float32 in [0, 1] on
+    the axes of the volume dataset's volumes.npy, their class labels or covariates, and the
+    orthogonal views of the first few. Drawn a training batch at a time (a volume's activations are
+    large), from ``sampling.seed``."""
+    from pipeline_lib.core.covariates import scale
+
     cfg = read_settings(SamplingSettings, sampling)
     configure_threads(threads)
     model, summary = load_trained_model(weights, device=device)
@@ -159,9 +188,14 @@ def sample_volumes_job(weights: Path, sampling: SamplingSettings | dict, *, volu
         raise InputError(f"{weights}: family {summary.get('family')} draws 2-D slices; the sample rule "
                          "samples it, sample_volumes only 3-D families")
     plan = sample_labels(cfg.n, summary["n_classes"], cfg.n_per_class) if model.conditional else None
+    requests = covariate_requests(summary, table, cfg.n, cfg.seed)
+    if requests is not None:
+        plan = scale(requests, summary["covariates"])
     drawn = draw_samples(model, cfg.n if plan is None else len(plan), cfg.seed, labels=plan,
                          batch_size=int(model.hp.batch_size))
     write_npy(volumes, drawn)
-    write_sample_labels(labels, len(drawn), plan, summary.get("class_names") or [])
+    named = None if requests is None else {s["name"]: requests[:, k] for k, s in enumerate(summary["covariates"])}
+    write_sample_labels(labels, len(drawn), None if requests is not None else plan,
+                        summary.get("class_names") or [], named)
     save_orthogonal_views(drawn, views, n=VIEWED_VOLUMES)
     return {"n_samples": int(len(drawn)), "shape": list(drawn.shape[1:])}

@@ -290,7 +290,7 @@ class TrainingRecord:
 def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np.ndarray | None,
                 out_weights: Path, out_losses: Path, checkpoint_root: Path, *,
                 data_files: list[Path] = (), n_classes: int = 0, class_names: list[str] | None = None,
-                device: str = "auto", steps_this_call: int | None = None,
+                covariates: list[dict[str, Any]] | None = None, device: str = "auto", steps_this_call: int | None = None,
                 data_summary: dict[str, Any] | None = None,
                 validation: tuple[np.ndarray, np.ndarray | None] | None = None,
                 out_validation: Path | None = None, out_snapshots: Path | None = None) -> dict[str, Any] | None:
@@ -319,7 +319,8 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
 
     # The model and its aids, built in the order the seed's draws expect.
     dev = select_device(device)
-    model = build_seeded_model(settings, family_hparams(block), images, n_classes, dev)
+    model = build_seeded_model(settings, family_hparams(block), images, n_classes, dev,
+                               n_covariates=len(covariates or ()))
     average = WeightAverage(settings.ema_decay) if settings.ema_decay is not None else None
     monitor = TrainingMonitor(
         seed=settings.seed, validate_every=settings.validate_every, snapshot_every=settings.snapshot_every,
@@ -383,6 +384,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
     sampled_average = average if average is not None and settings.sample_from_ema else None
     summary = run_summary(name, block, settings, model, state, target_steps, images, dev, n_classes,
                           class_names, data_summary, sample_ema=sampled_average is not None)
+    summary["covariates"] = list(covariates or [])
     if summary["incomplete"]:
         # Kept so that a rerun with a larger cap continues this run instead of starting over.
         save(state)
@@ -402,7 +404,7 @@ def train_model(name: str, block: dict[str, Any], images: np.ndarray, labels: np
 
 
 def build_seeded_model(settings: TrainerSettings, hparams: dict[str, Any], images, n_classes: int,
-                       dev: torch.device):
+                       dev: torch.device, n_covariates: int = 0):
     """The family's model on ``dev``, its weights drawn from the run's seed, with its optimisers and
     mixed precision set up."""
     if dev.type == "cpu":
@@ -410,7 +412,7 @@ def build_seeded_model(settings: TrainerSettings, hparams: dict[str, Any], image
     deterministic_kernels(dev)
     seed_everything(settings.seed)
     model = build_model(settings.family, images.shape[-1], hparams, n_classes=n_classes,
-                        channels=channel_count(images)).to(dev)
+                        channels=channel_count(images), n_covariates=n_covariates).to(dev)
     if settings.channels_last and dev.type == "cuda":
         model = model.to(memory_format=memory_format(model.spatial_dims))
     model.configure_optimizers()
@@ -501,7 +503,7 @@ def load_trained_model(weights: Path, device: str = "auto", averaged: bool = Tru
     payload = load_trained_payload(weights)
     s = payload["summary"]
     model = build_model(s["family"], s["image_size"], s["hparams"], n_classes=s["n_classes"],
-                        channels=int(s.get("channels", 1)))
+                        channels=int(s.get("channels", 1)), n_covariates=len(s.get("covariates") or ()))
     model.load_state_dict(payload["state_dict"])
     if averaged and payload.get("ema"):
         load_average_into(model, payload["ema"])
@@ -552,6 +554,15 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
             raise InputError(f"models.{name}.condition_on: the slice table has no column '{condition_on}'")
         class_names = sorted(rows[condition_on].unique())
         labels = class_indices(rows, condition_on, class_names)
+    covariates = TrainerSettings.from_block(name, block).condition_on_covariates
+    scaling = None
+    if covariates:
+        from pipeline_lib.core.covariates import covariate_values, fit_scaling, scale
+
+        where = f"models.{name}.condition_on_covariates ({table})"
+        train_values = covariate_values(rows, covariates, where)
+        scaling = fit_scaling(train_values, covariates, where)
+        labels = scale(train_values, scaling)
     if "axis" in rows.columns:
         check_flip_axis(TrainerSettings.from_block(name, block).augmentation, rows["axis"], f"models.{name}")
     data_summary = {"split": "train", "n_subjects": int(rows["subject"].nunique()), "image_size": int(train_images.shape[-1]),
@@ -563,10 +574,12 @@ def train_job(name: str, block: dict[str, Any], images: Path, table: Path, *, we
     if block.get("validate_every") or block.get("snapshot_every"):
         test_images, test_rows = read_split("test")
         test_labels = class_indices(test_rows, condition_on, class_names) if condition_on else None
+        if scaling:
+            test_labels = scale(covariate_values(test_rows, covariates, where), scaling)
         held_out = (test_images, test_labels)
     result = train_model(name, block, train_images, labels, weights, losses, checkpoint_root,
                          data_files=[images, table, *getattr(train_images, "data_files", ())],
-                         n_classes=len(class_names or []),
+                         n_classes=len(class_names or []), covariates=scaling,
                          class_names=class_names, data_summary=data_summary, validation=held_out,
                          out_validation=validation, out_snapshots=snapshots)
     write_json(summary, result)

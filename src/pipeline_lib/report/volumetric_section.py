@@ -134,6 +134,46 @@ def _slice_table(data: ReportData, notes: Notes) -> str:
             f"</thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+#: The conditioning table's columns: key, heading, the value of one covariate's record.
+CONDITIONING_COLUMNS: tuple[tuple[str, str, Callable[[dict], Any], bool], ...] = (
+    ("pearson_r", "Pearson r ↑", lambda r: r.get("pearson_r"), False),
+    ("slope", "Slope (1 = follows)", lambda r: r.get("slope"), False),
+    ("mae", "MAE ↓", lambda r: r.get("mae"), False),
+    ("mae_if_ignored", "MAE if ignored", lambda r: r.get("mae_if_ignored"), False),
+)
+
+
+def has_conditioned_volume_runs(data: ReportData) -> bool:
+    return any(nested(run.volumetric, "conditioning") for runs in data.volume_runs.values() for run in runs)
+
+
+def _conditioning_table(data: ReportData, notes: Notes) -> str:
+    head = ("<th>Model</th><th>Covariate</th><th>Runs</th>"
+            + "".join(f"<th>{escape(h)}</th>" for _, h, _, _ in CONDITIONING_COLUMNS))
+    rows = []
+    for model, runs in data.volume_runs.items():
+        checks = [nested(run.volumetric, "conditioning") or {} for run in runs]
+        for covariate in dict.fromkeys(name for check in checks for name in check):
+            records = [check[covariate] for check in checks if covariate in check]
+            if any(record.get("measured") is None for record in records):
+                notes.add("covariate not checked", records[0].get("note") or covariate, model)
+                continue
+            rows.append(f'<tr data-model="{escape(model)}" data-covariate="{escape(covariate)}"><th>{escape(model)}'
+                        f'</th><td>{escape(covariate)}</td><td class="num">{len(records)}</td>'
+                        f"{_cells(records, CONDITIONING_COLUMNS)}</tr>")
+    caption = ("Covariate-conditional 3-D models (condition_on_covariates; Pinaya et al. 2022): each sample was "
+               "drawn with the covariates of a training volume, and what can be measured on a volume is "
+               "measured on it (brain volume: voxels above 0.1 times the voxel volume, as the dataset "
+               "measured its volumes). Pearson r and slope of measured on requested, mean absolute error, and "
+               "the error with the measured values shuffled over the samples (a model that draws the right "
+               "distribution but ignores each request). Following means r and slope near 1 and an error well "
+               "below the shuffled one; mean ± std over seeds.")
+    if not rows:
+        return f"<p>{escape('No covariate of these models can be measured on a generated volume.')}</p>"
+    return (f'<table id="volumetric-conditioning"><caption>{escape(caption)}</caption><thead><tr>{head}</tr>'
+            f"</thead><tbody>{''.join(rows)}</tbody></table>")
+
+
 SECTIONS = [
     Section("fidelity", "3-D models: samples beside real volumes", "volumetric-views", _views,
             per_dataset=False, when=has_volume_runs),
@@ -141,4 +181,6 @@ SECTIONS = [
             per_dataset=False, when=has_volume_runs),
     Section("fidelity", "3-D and 2-D models on the same slice metrics", "volumetric-slices", _slice_table,
             per_dataset=False, when=has_volume_runs),
+    Section("fidelity", "3-D models: do samples follow the requested covariates?", "volumetric-conditioning",
+            _conditioning_table, per_dataset=False, when=has_conditioned_volume_runs),
 ]

@@ -102,6 +102,9 @@ class TrainerSettings:
     # row of losses.csv is written; 1 writes every step's losses, as before.
     log_every: int = 1
     condition_on: str | None = None
+    # Numeric columns of a volume dataset's table (e.g. [age, brain_volume_ml]) a 3-D diffusion model
+    # conditions on, each scaled to [0, 1] over the training split (core/covariates.py); null = none.
+    condition_on_covariates: tuple[str, ...] | None = None
     # The slice dataset (a ``datasets:`` name) the model trains on; null = the first. Its slices are
     # the run's inputs, so changing it reruns the run without being a param.
     dataset: str | None = workflow(None)
@@ -138,6 +141,16 @@ class TrainerSettings:
             raise InputError(f"enabled must be true or false, got {self.enabled!r}")
         if self.seeds is not None:
             object.__setattr__(self, "seeds", _seed_list("seeds", self.seeds))
+        if self.condition_on_covariates is not None:
+            names = self.condition_on_covariates
+            if (not isinstance(names, (list, tuple)) or not names
+                    or any(not isinstance(v, str) or not v for v in names) or len(set(names)) != len(names)):
+                raise InputError(f"condition_on_covariates must be null or a list of distinct column names, "
+                                 f"got {names!r}")
+            if self.condition_on:
+                raise InputError(f"condition_on ({self.condition_on!r}) and condition_on_covariates: a model "
+                                 "conditions on class labels or on covariates, not both")
+            object.__setattr__(self, "condition_on_covariates", tuple(names))
         if self.ema_decay is not None and (isinstance(self.ema_decay, bool) or not 0 < self.ema_decay < 1):
             raise InputError(f"ema_decay must be null or a number strictly between 0 and 1, got {self.ema_decay!r}")
         one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)

@@ -57,11 +57,13 @@ BETA_SCHEDULES = ("linear_beta", "scaled_linear_beta")
 
 
 def build_unet(in_channels: int, h: DDPMHyperparameters | Any, n_classes: int, where: str,
-               spatial_dims: int = 2) -> nn.Module:
+               spatial_dims: int = 2, n_covariates: int = 0) -> nn.Module:
     """MONAI's DiffusionModelUNet (2-D for images, 3-D for volumes) from the hyperparameters
     ``unet_channels``, ``attention_levels``, ``num_res_blocks``, ``num_head_channels`` and
     ``norm_num_groups`` (checked here, so a bad value is an InputError naming the key rather than an
-    error deep inside MONAI)."""
+    error deep inside MONAI). With ``n_covariates`` K the UNet takes them as Pinaya et al. (2022) do:
+    K constant channels beside the input and a (1, K) cross-attention context at every attention
+    block (its middle block always has one)."""
     from monai.networks.nets import DiffusionModelUNet
 
     channels = [int(c) for c in h.unet_channels]
@@ -75,10 +77,12 @@ def build_unet(in_channels: int, h: DDPMHyperparameters | Any, n_classes: int, w
                          f"got {channels}")
     heads = h.num_head_channels
     heads = [int(v) for v in heads] if isinstance(heads, (list, tuple)) else int(heads)
+    conditioning = {"with_conditioning": True, "cross_attention_dim": n_covariates} if n_covariates else {}
     return DiffusionModelUNet(
-        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=in_channels, channels=channels,
-        attention_levels=attention, num_res_blocks=int(h.num_res_blocks), num_head_channels=heads,
-        norm_num_groups=groups, num_class_embeds=n_classes + 1 if n_classes else None)
+        spatial_dims=spatial_dims, in_channels=in_channels + n_covariates, out_channels=in_channels,
+        channels=channels, attention_levels=attention, num_res_blocks=int(h.num_res_blocks),
+        num_head_channels=heads, norm_num_groups=groups, num_class_embeds=n_classes + 1 if n_classes else None,
+        **conditioning)
 
 
 def build_schedulers(h: DDPMHyperparameters | Any, clip_sample: bool, where: str):
@@ -100,21 +104,28 @@ class Denoiser(nn.Module):
 
     Shared by ``ddpm`` (on images), ``ddpm3d`` (on volumes: ``spatial_dims`` = 3) and ``ldm`` (on an
     autoencoder's latents). ``n_classes`` > 0 makes it class-conditional, with label ``n_classes`` as
-    "no class".
+    "no class". ``n_covariates`` K > 0 makes it conditional on K continuous values per image, scaled
+    to [0, 1] (the ``labels`` are then float, (B, K)): always given, so no guidance (Pinaya et al.
+    sample their UK Biobank model with the covariates, without classifier-free guidance).
     """
 
     def __init__(self, in_channels: int, h: DDPMHyperparameters | Any, n_classes: int, clip_sample: bool, where: str,
-                 spatial_dims: int = 2):
+                 spatial_dims: int = 2, n_covariates: int = 0):
         super().__init__()
-        self.unet = build_unet(in_channels, h, n_classes, where, spatial_dims)
-        self.n_classes = n_classes
+        if n_classes and n_covariates:
+            raise InputError(f"{where}: condition on class labels or on covariates, not both")
+        self.unet = build_unet(in_channels, h, n_classes, where, spatial_dims, n_covariates)
+        self.n_classes, self.n_covariates = n_classes, n_covariates
         self.class_dropout, self.guidance_scale = float(h.class_dropout), float(h.guidance_scale)
         self.ddim_steps = int(h.ddim_steps)
         # Schedulers hold no learnt state (plain tensors, not buffers): kept out of the module tree.
         object.__setattr__(self, "schedulers", build_schedulers(h, clip_sample, where))
 
     def training_labels(self, labels: torch.Tensor | None, n: int, device) -> torch.Tensor | None:
-        """Labels with a share ``class_dropout`` replaced by "no class" (classifier-free guidance)."""
+        """Labels with a share ``class_dropout`` replaced by "no class" (classifier-free guidance);
+        covariates unchanged."""
+        if self.n_covariates:
+            return labels
         if not self.n_classes:
             return None
         dropped = torch.rand(n, device=device) < self.class_dropout
@@ -125,11 +136,22 @@ class Denoiser(nn.Module):
         ddpm, _ = self.schedulers
         noise = torch.randn_like(x0)
         t = torch.randint(0, ddpm.num_train_timesteps, (x0.shape[0],), device=x0.device).long()
-        prediction = self.unet(x=ddpm.add_noise(x0, noise, t), timesteps=t, class_labels=labels)
+        prediction = self.predict(ddpm.add_noise(x0, noise, t), t, labels)
         return F.mse_loss(prediction.float(), noise.float())
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The UNet's noise prediction for x_t at levels ``t``: class labels through its class
+        embedding, covariates (B, K) as K constant input channels and a cross-attention context."""
+        if not self.n_covariates:
+            return self.unet(x=x, timesteps=t, class_labels=labels)
+        values = labels.to(x.dtype)
+        channels = values.view(*values.shape, *[1] * (x.ndim - 2)).expand(-1, -1, *x.shape[2:])
+        return self.unet(x=torch.cat([x, channels], dim=1), timesteps=t, context=values[:, None, :])
 
     def predict_noise(self, x: torch.Tensor, t: int, labels: torch.Tensor | None) -> torch.Tensor:
         steps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        if self.n_covariates:
+            return self.predict(x, steps, labels)
         if labels is None or self.guidance_scale == 1.0:
             return self.unet(x=x, timesteps=steps, class_labels=labels)
         none = torch.full_like(labels, self.n_classes)
@@ -174,7 +196,11 @@ def ddim_step(ddim, noise: torch.Tensor, t: int, t_prev: int, x: torch.Tensor) -
 
 
 def check_labels(model: GenerativeModel, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
-    """Class indices for a conditional model (default: 0, 1, ... in turn); None for an unconditional one."""
+    """Class indices for a conditional model (default: 0, 1, ... in turn), covariates (n, K) scaled to
+    [0, 1] for a covariate-conditional one (default: every value 0.5, the middle of the training
+    range); None for an unconditional one."""
+    if model.n_covariates:
+        return check_covariates(model, labels, n)
     if not model.conditional:
         if labels is not None:
             raise InputError(f"model family '{model.family}' was trained without condition_on: it takes no labels")
@@ -186,6 +212,17 @@ def check_labels(model: GenerativeModel, labels: torch.Tensor | None, n: int) ->
         raise InputError(f"model family '{model.family}': need {n} class indices in [0, {model.n_classes}), "
                          f"got {labels.tolist()[:10]}")
     return labels
+
+
+def check_covariates(model: GenerativeModel, values: torch.Tensor | None, n: int) -> torch.Tensor:
+    k = model.n_covariates
+    if values is None:
+        return torch.full((n, k), 0.5, device=model.device)
+    values = torch.as_tensor(values, device=model.device, dtype=torch.float32)
+    if values.shape != (n, k) or not bool(torch.isfinite(values).all()):
+        raise InputError(f"model family '{model.family}' conditions on {k} covariate(s): need {n} x {k} finite "
+                         f"values, got shape {tuple(values.shape)}")
+    return values
 
 
 class DDPM(GenerativeModel):
@@ -201,7 +238,8 @@ class DDPM(GenerativeModel):
             raise InputError(f"{self.family}: image_size {image_size} is not divisible by 2^{levels - 1} "
                              f"(one halving per level after the first of unet_channels)")
         self.denoiser = Denoiser(channels, self.hp, n_classes, clip_sample=True,
-                                 where=f"models.<{self.family} model>", spatial_dims=self.spatial_dims)
+                                 where=f"models.<{self.family} model>", spatial_dims=self.spatial_dims,
+                                 n_covariates=self.n_covariates)
 
     def configure_optimizers(self) -> None:
         self.optimizers = {"unet": self.adam(self.denoiser.parameters(), lr=self.hp.lr)}

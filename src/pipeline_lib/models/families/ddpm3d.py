@@ -39,6 +39,7 @@ class DDPM3D(DDPM):
     family = "ddpm3d"
     HYPERPARAMETERS = DDPM3DHyperparameters
     spatial_dims: ClassVar[int] = 3
+    takes_covariates: ClassVar[bool] = True
 
     def snapshot(self, n: int, labels: torch.Tensor | None, generator: torch.Generator,
                  reference: torch.Tensor | None) -> tuple[str, torch.Tensor]:

@@ -117,7 +117,7 @@ class LDM(GenerativeModel):
                                                     channels=int(h.disc_channels), in_channels=channels,
                                                     out_channels=1)
         self.denoiser = Denoiser(int(h.latent_channels), h, n_classes, clip_sample=False, where=where,
-                                 spatial_dims=self.spatial_dims)
+                                 spatial_dims=self.spatial_dims, n_covariates=self.n_covariates)
         self.register_buffer("autoencoder_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("unet_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("latent_scale", torch.zeros(()))

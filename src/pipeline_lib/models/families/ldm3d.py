@@ -40,8 +40,10 @@ Deviations, and why:
 - Training length is in trainer steps, not epochs; ``budget.steps`` covers both stages.
 - Training snapshots show the middle axial slice of each reconstructed or sampled volume.
 
-Continuous covariates (Pinaya et al. condition on age, sex, ventricular and brain volume) are not
-here; what they need is in docs/VOLUMES.md ("ldm3d: conditioning on covariates").
+Continuous covariates (``condition_on_covariates``; Pinaya et al. condition on age, sex, ventricular
+and brain volume): each scaled to [0, 1] over the training split, given to the UNet as constant
+channels beside the latent and as its cross-attention context (ddpm.py's ``Denoiser``), always, so
+without guidance (docs/VOLUMES.md, "conditioning on covariates").
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class LDM3D(LDM):
     family = "ldm3d"
     HYPERPARAMETERS = LDM3DHyperparameters
     spatial_dims: ClassVar[int] = 3
+    takes_covariates: ClassVar[bool] = True
 
     def __init__(self, image_size: int, channels: int = 1, n_classes: int = 0, **hparams):
         super().__init__(image_size, channels, n_classes, **hparams)
