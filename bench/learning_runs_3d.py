@@ -68,6 +68,10 @@ CASES: dict[str, dict[str, Any]] = {
     "ddpm3d_4000": {**DDPM3D, "budget": {"steps": 4000}},
     "ddpm3d_10000": {**DDPM3D, "budget": {"steps": 10000}},
     "ldm3d_5000": {**LDM3D, "autoencoder_steps": 500, "budget": {"steps": 5000}},
+    # the row above conditioned on each training volume's brain volume (Pinaya et al.'s covariate):
+    # do samples follow the brain volume they are asked for?
+    "ldm3d_5000_brain_volume": {**LDM3D, "autoencoder_steps": 500, "budget": {"steps": 5000},
+                                "condition_on_covariates": ["brain_volume_ml"]},
     # configs/demo-3d.yaml's block: 5000 critic steps are 1000 generator updates
     "wgan_gp3d": {"family": "wgan_gp3d", "width": 8, "latent_dim": 128, "batch_size": 8, "lr": 5.0e-4,
                   "budget": {"steps": 5000}},
@@ -130,11 +134,12 @@ class Scorer:
         return out
 
 
-def sample_volumes(model, n: int) -> np.ndarray:
+def sample_volumes(model, n: int, covariates: np.ndarray | None = None) -> np.ndarray:
     torch.manual_seed(SEED + 7)
     gen = torch.Generator().manual_seed(SEED + 7)
+    labels = None if covariates is None else torch.as_tensor(covariates, dtype=torch.float32)
     with torch.no_grad():
-        return np.clip(model.sample(n, generator=gen).float().cpu().numpy(), 0.0, 1.0)
+        return np.clip(model.sample(n, labels=labels, generator=gen).float().cpu().numpy(), 0.0, 1.0)
 
 
 def save_views(samples: np.ndarray, real: np.ndarray, path: Path) -> None:
@@ -144,12 +149,33 @@ def save_views(samples: np.ndarray, real: np.ndarray, path: Path) -> None:
     path.write_bytes(encode_png_gray8(to_uint8(orthogonal_views(samples, real))))
 
 
-def describe(samples: np.ndarray, train: np.ndarray, scorer: Scorer) -> dict[str, Any]:
-    from pipeline_lib.evaluation.volumetric import brain_volume_comparison
+def describe(samples: np.ndarray, train: np.ndarray, scorer: Scorer,
+             requests: np.ndarray | None = None) -> dict[str, Any]:
+    from pipeline_lib.evaluation.volumetric import brain_volume_comparison, brain_volumes_ml, covariate_following
 
     brain = brain_volume_comparison(samples, train, affine())
+    following = {} if requests is None else {
+        "following": covariate_following(requests, brain_volumes_ml(samples, affine()), seed=SEED)}
     return {**scorer.fid(samples), "brain_ml": brain["generated_ml"]["mean"],
-            "background": background_level(scorer.central_slices(samples))}
+            "background": background_level(scorer.central_slices(samples)), **following}
+
+
+def brain_volume_conditions(block: dict[str, Any], train: np.ndarray, n_samples: int):
+    """For a case conditioned on ``brain_volume_ml``: the training volumes' scaled brain volumes (the
+    train job's labels), their scaling, and the requests to sample with (training rows drawn with
+    the seed, as sample_volumes draws them) in mL and scaled; Nones for an unconditional case."""
+    covariates = block.get("condition_on_covariates")
+    if not covariates:
+        return None, None, None, None
+    from pipeline_lib.core.covariates import BRAIN_VOLUME_COLUMN, draw_requests, fit_scaling, scale
+    from pipeline_lib.evaluation.volumetric import brain_volumes_ml
+
+    if list(covariates) != [BRAIN_VOLUME_COLUMN]:
+        raise SystemExit(f"the bench measures {BRAIN_VOLUME_COLUMN} only, not {covariates}")
+    values = brain_volumes_ml(train, affine())[:, None]
+    scaling = fit_scaling(values, covariates, "bench")
+    requests = draw_requests(values, n_samples, SEED)
+    return scale(values, scaling), scaling, requests[:, 0], scale(requests, scaling)
 
 
 def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], scorer: Scorer, work: Path,
@@ -162,22 +188,24 @@ def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], scor
     block = {**block, "seed": SEED, "checkpoint_every": max(1, steps // 4)}
     train, test = data["train_volumes"], data["test_volumes"]
     settings = TrainerSettings.from_block(name, block)
-    untrained = build_seeded_model(settings, family_hparams(block), train, 0, select_device("cpu"))
+    labels, scaling, requests, asked = brain_volume_conditions(block, train, n_samples)
+    untrained = build_seeded_model(settings, family_hparams(block), train, 0, select_device("cpu"),
+                                   n_covariates=len(scaling or ()))
     untrained.eval()
-    start_samples = sample_volumes(untrained, n_samples)
+    start_samples = sample_volumes(untrained, n_samples, asked)
     del untrained
-    start = describe(start_samples, train, scorer)
+    start = describe(start_samples, train, scorer, requests)
     save_views(start_samples, test, views / f"{name}_start.png")
 
     out = work / name
     out.mkdir(parents=True, exist_ok=True)
     clock = time.perf_counter()
-    summary = train_model(name, block, train, None, out / "weights.pt", out / "losses.csv", work / "checkpoints",
-                          device="cpu")
+    summary = train_model(name, block, train, labels, out / "weights.pt", out / "losses.csv", work / "checkpoints",
+                          device="cpu", covariates=scaling)
     wall = time.perf_counter() - clock
     trained, _ = load_trained_model(out / "weights.pt", device="cpu")
-    end_samples = sample_volumes(trained, n_samples)
-    end = describe(end_samples, train, scorer)
+    end_samples = sample_volumes(trained, n_samples, asked)
+    end = describe(end_samples, train, scorer, requests)
     save_views(end_samples, test, views / f"{name}_end.png")
     import pandas as pd
 
@@ -223,8 +251,25 @@ def render(payload: dict[str, Any]) -> str:
             f"{e['axial']:.0f} / {e['coronal']:.0f} / {e['sagittal']:.0f} | "
             f"{'meets' if row['meets_fid_bar'] else '**misses**'} | {e['brain_ml']:.0f} ({real['brain_ml_train']:.0f}) | "
             f"{e['background']:.3f} | [start]({row['views_start']}) [end]({row['views_end']}) |")
+    followed = [(n, r) for n, r in payload["cases"].items() if "error" not in r and "following" in r["end"]]
+    if followed:
+        lines += ["", "Covariate-conditional cases: each of the sampled volumes is asked for a training volume's "
+                  "brain volume (drawn with the seed); measured on the sample as on the real volumes. "
+                  "MAE if ignored: the error with the measured values shuffled over the samples (a model that "
+                  "ignores each request).", "",
+                  "| case | Pearson r, untrained -> final | slope | MAE (mL) | MAE if ignored (mL) | requested range (mL) |",
+                  "|---|---|---|---|---|---|"]
+        for name, row in followed:
+            s, e = row["start"]["following"], row["end"]["following"]
+            lines.append(f"| {name} | {_num(s['pearson_r'])} -> {_num(e['pearson_r'])} | {_num(e['slope'])} | "
+                         f"{s['mae']:.0f} -> {e['mae']:.0f} | {e['mae_if_ignored']:.0f} | "
+                         f"{e['requested']['min']:.0f}-{e['requested']['max']:.0f} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
