@@ -112,6 +112,16 @@ CASES: dict[str, dict[str, Any]] = {
                  "budget": {"steps": 2000}},
     "wgan_10000": {"family": "wgan", "width": 16, "batch_size": 16, "budget": {"steps": 10000}},
     "wgan_gp_10000": {"family": "wgan_gp", "width": 16, "batch_size": 16, "budget": {"steps": 10000}},
+    # Han et al.'s two GANs at their published batch of 64 (the rows above: 16): optimiser noise or budget?
+    "dcgan_han_b64_3000": {"family": "dcgan", "preset": "han", "width": 16, "batch_size": 64,
+                           "budget": {"steps": 3000}},
+    "wgan_b64_10000": {"family": "wgan", "width": 16, "batch_size": 64, "budget": {"steps": 10000}},
+    "ldm_4000": {"family": "ldm", "autoencoder_steps": 300, "ae_channels": [16, 32, 32], "ae_norm_num_groups": 8,
+                 "ae_num_res_blocks": 1, "perceptual": {"backbone": "inception", "weights": None},
+                 "adversarial_start": 150, "disc_channels": 16, "unet_channels": [32, 64],
+                 "attention_levels": [False, True], "num_res_blocks": 1, "num_head_channels": [0, 64],
+                 "norm_num_groups": 8, "lr": 5.0e-4, "batch_size": 16, "ddim_steps": 20, "ema_decay": 0.999,
+                 "budget": {"steps": 4000}},
 }
 
 
