@@ -210,6 +210,15 @@ def test_a_volume_off_the_template_grid_is_named(cohort, tmp_path):
                              tmp_path / "o/grid.json", VolumeDatasetSettings(filters={"sequence": "t1"}))
 
 
+def test_a_subject_label_named_like_the_measured_brain_volume_is_refused(cohort, tmp_path):
+    registered, labels = cohort
+    with pytest.raises(InputError, match="label column 'brain_volume_ml' clashes with the column a volume dataset "
+                                         "measures"):
+        build_volume_dataset(registered, labels.assign(brain_volume_ml=1.0), tmp_path / "o/volumes.npy",
+                             tmp_path / "o/volumes.tsv", tmp_path / "o/grid.json", VolumeDatasetSettings())
+    assert not (tmp_path / "o/volumes.npy").exists()
+
+
 def test_empty_volume_is_named(cohort, tmp_path):
     registered, labels = cohort
     subject = sorted(registered)[2]

@@ -110,6 +110,9 @@ def build_volume_dataset(registered: Mapping[str, Path | Mapping[str, Path]], la
         raise InputError("no registered subjects for the volume dataset (did every subject fail earlier?)")
     items, split, label_table = dataset_items(registered, labels, settings.filters, settings.channels,
                                               settings.test_fraction, settings.split_seed)
+    if label_table is not None and BRAIN_VOLUME_COLUMN in label_table.columns:
+        raise InputError(f"label column '{BRAIN_VOLUME_COLUMN}' clashes with the column a volume dataset measures "
+                         "on every volume; rename the subject label")
     source_shape, source_affine, first = _registered_grid(items)
     out_shape, out_affine, _, _ = target_grid(source_shape, source_affine, settings.spacing_mm, settings.box)
     channels = len(items[0][2])
