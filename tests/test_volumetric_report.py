@@ -164,6 +164,10 @@ def test_the_report_job_reads_3d_runs_and_lists_a_failed_one(tmp_path):
     assert "gan3d" in failed_list
     assert "killed (out of memory)" in failed_list
     assert "gan3d" in (tmp_path / "report" / "summary.tsv").read_text()
+    # the 3-D run has its own row in summary.tsv (a 3-D-only run's table is not empty)
+    table = pd.read_csv(tmp_path / "report" / "summary.tsv", sep="\t")
+    row = table[table["model"] == "ddpm3d"].iloc[0]
+    assert (row["kind"], row["runs"], row["fid_2_5d_mean"], row["fid_2_5d_n"]) == ("3-D", 1, pytest.approx(43.0), 1)
 
 
 def test_a_covariate_conditional_run_gets_the_conditioning_table_and_an_unmeasurable_covariate_a_note(tmp_path):

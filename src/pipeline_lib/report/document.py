@@ -135,7 +135,9 @@ def build_report(out_html: Path, data: ReportData, sections: Sequence[Section] |
                     for row in summary_rows(part, key_metric_spreads(part))]
         else:
             rows = summary_rows(data, key_metric_spreads(data))
-        io.write_tsv(summary_tsv, pd.DataFrame(rows + failed_run_rows(data.failed_runs)))
+        from pipeline_lib.report.volumetric_section import volume_summary_rows
+
+        io.write_tsv(summary_tsv, pd.DataFrame(rows + volume_summary_rows(data) + failed_run_rows(data.failed_runs)))
 
 
 def _by_dataset(data: ReportData, render: Callable[[ReportData, Notes], str], notes: Notes) -> str:

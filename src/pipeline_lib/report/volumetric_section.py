@@ -174,6 +174,20 @@ def _conditioning_table(data: ReportData, notes: Notes) -> str:
             f"</thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def volume_summary_rows(data: ReportData) -> list[dict[str, Any]]:
+    """summary.tsv's rows of the 3-D models (``kind`` 3-D): runs, seeds and each volumetric column's
+    mean, std and count over the seeds, so a 3-D-only run's table is not empty."""
+    rows = []
+    for model, runs in data.volume_runs.items():
+        row: dict[str, Any] = {"model": model, "kind": "3-D", "runs": len(runs),
+                               "seeds": " ".join(str(r.seed) for r in runs)}
+        for key, _, get, _ in VOLUME_COLUMNS:
+            s = spread(get(run.volumetric) for run in runs)
+            row[f"{key}_mean"], row[f"{key}_std"], row[f"{key}_n"] = s.mean, s.std, s.n
+        rows.append(row)
+    return rows
+
+
 SECTIONS = [
     Section("fidelity", "3-D models: samples beside real volumes", "volumetric-views", _views,
             per_dataset=False, when=has_volume_runs),
