@@ -22,9 +22,9 @@ from pipeline_lib.evaluation.volumetric import brain_volumes_ml, conditioning_ch
 from pipeline_lib.models import build_model
 from pipeline_lib.models.hyperparameters import model_dataset_problems
 from pipeline_lib.models.sampling import draw_samples, sample_volumes_job
-from pipeline_lib.models.training import load_trained_model, train_job
+from pipeline_lib.models.training import load_trained_model
 
-from helpers.models import TINY_3D, blob_volumes
+from helpers.models import TINY_3D, blob_volumes, train_volume_run
 
 SIZE = 16
 AFFINE = [[6.0, 0, 0, -45.0], [0, 6.0, 0, -45.0], [0, 0, 6.0, -45.0], [0, 0, 0, 1.0]]
@@ -117,13 +117,9 @@ def covariate_run(tmp_path_factory):
     sample_volumes_job."""
     root = tmp_path_factory.mktemp("covariate-run")
     data = _volume_dataset(root)
-    run = root / "results/models/ldm3d/seed0"
     block = {"family": "ldm3d", **TINY_3D["ldm3d"], "budget": {"steps": 6}, "seed": 0, "checkpoint_every": 3,
              "validate_every": 3, "condition_on_covariates": ["brain_volume_ml", "age"]}
-    summary = train_job("ldm3d", block, data / "volumes.npy", data / "volumes.tsv", weights=run / "weights.pt",
-                        losses=run / "losses.csv", summary=run / "summary.json", validation=run / "validation.csv",
-                        snapshots=run / "snapshots.npz", checkpoint_root=root / "checkpoints", threads=1,
-                        grid=data / "grid.json")
+    run, summary = train_volume_run(root, "ldm3d", block, data)
     samples = root / "results/volume_samples/ldm3d/seed0"
     sample_volumes_job(run / "weights.pt", {"n": 9, "seed": 2}, volumes=samples / "volumes.npy",
                        labels=samples / "labels.tsv", views=samples / "views.png", table=data / "volumes.tsv",

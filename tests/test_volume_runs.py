@@ -21,9 +21,8 @@ from pipeline_lib.imaging.slice_geometry import ras_to_display
 from pipeline_lib.models.export import export_model
 from pipeline_lib.models.hyperparameters import model_dataset_problems, spatial_dims
 from pipeline_lib.models.sampling import sample_volumes_job
-from pipeline_lib.models.training import train_job
 
-from helpers.models import TINY_3D, blob_volumes
+from helpers.models import TINY_3D, blob_volumes, train_volume_run
 
 SIZE = 16
 #: A 6 mm grid, shifted, as grid.json writes it (voxel -> template mm).
@@ -87,13 +86,9 @@ def volume_run(tmp_path_factory):
                  ).to_csv(data / "volumes.tsv", sep="\t", index=False)
     write_json(data / "grid.json", {"shape": [SIZE] * 3, "spacing_mm": [6.0] * 3, "affine": AFFINE,
                                     "channels": ["t1"]})
-    run = root / "results/models/ddpm3d/seed0"
     block = {"family": "ddpm3d", **TINY_3D["ddpm3d"], "batch_size": 2, "budget": {"steps": 3}, "seed": 0,
              "checkpoint_every": 2, "validate_every": 2}
-    summary = train_job("ddpm3d", block, data / "volumes.npy", data / "volumes.tsv", weights=run / "weights.pt",
-                        losses=run / "losses.csv", summary=run / "summary.json", validation=run / "validation.csv",
-                        snapshots=run / "snapshots.npz", checkpoint_root=root / "checkpoints", threads=1,
-                        grid=data / "grid.json")
+    run, summary = train_volume_run(root, "ddpm3d", block, data)
     samples = root / "results/volume_samples/ddpm3d/seed0"
     sample_volumes_job(run / "weights.pt", {"n": 3, "seed": 0}, volumes=samples / "volumes.npy",
                        labels=samples / "labels.tsv", views=samples / "views.png", threads=1, device="cpu")

@@ -69,3 +69,17 @@ def blob_volumes(n: int = 16, size: int = 16, seed: int = 0) -> tuple[np.ndarray
         width = rng.uniform(0.12, 0.16)
         volumes[i, 0] = np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * width ** 2))
     return volumes, labels.astype(np.int64)
+
+
+def train_volume_run(root, name: str, block: dict, data):
+    """The train job of a 3-D run ``name`` on the volume dataset folder ``data`` (volumes.npy,
+    volumes.tsv, grid.json), its outputs under ``root``/results/models/<name>/seed0; returns (run
+    folder, summary)."""
+    from pipeline_lib.models.training import train_job
+
+    run = root / f"results/models/{name}/seed0"
+    summary = train_job(name, block, data / "volumes.npy", data / "volumes.tsv", weights=run / "weights.pt",
+                        losses=run / "losses.csv", summary=run / "summary.json", validation=run / "validation.csv",
+                        snapshots=run / "snapshots.npz", checkpoint_root=root / "checkpoints", threads=1,
+                        grid=data / "grid.json")
+    return run, summary
