@@ -234,3 +234,37 @@ def test_bad_settings_and_slices_are_refused(tmp_path):
         train(tmp_path, "slices", block(), volumes=family_images(8, SIZE)[0][:, None])
     with pytest.raises(InputError, match="must exceed autoencoder_steps"):
         train(tmp_path, "short", block(steps=STAGE_ONE))
+
+
+def test_the_frozen_encoders_moments_are_kept_and_equal_the_batched_encoding(tmp_path, monkeypatch):
+    """Stage 2 on the CPU keeps each volume's posterior moments: a batch of kept volumes encodes
+    nothing, a batch with a new volume is encoded whole, kept moments are the numbers a batch of
+    other volumes gives (an image's moments do not depend on its batch-mates), an autoencoder change
+    or a load clears them, and the cache stops growing at its bound."""
+    from pipeline_lib.models.families import ldm
+
+    model = build_model("ldm3d", SIZE, TINY_3D["ldm3d"])
+    volumes = torch.from_numpy(blob_volumes(6, SIZE)[0])
+    calls = []
+    encode = model.autoencoder.encode
+    monkeypatch.setattr(model.autoencoder, "encode", lambda x: calls.append(len(x)) or encode(x))
+    mu, sigma = model.posterior(volumes[:4])
+    assert calls == [4]
+    again_mu, again_sigma = model.posterior(volumes[[2, 0, 3, 1]])
+    assert calls == [4]  # every volume kept: nothing encoded
+    torch.testing.assert_close(again_mu, mu[[2, 0, 3, 1]], rtol=0, atol=0)
+    torch.testing.assert_close(again_sigma, sigma[[2, 0, 3, 1]], rtol=0, atol=0)
+    mixed_mu, _ = model.posterior(volumes[[4, 0, 5, 2]])
+    assert calls == [4, 4]  # a new volume: the batch is encoded whole
+    with torch.no_grad():
+        other_mu, other_sigma = encode(volumes[[5, 4, 1, 0]])  # other batch-mates, other places
+    torch.testing.assert_close(mixed_mu[1], other_mu[3], rtol=0, atol=0)
+    torch.testing.assert_close(sigma[1], other_sigma[2], rtol=0, atol=0)
+    model.autoencoder_updates += 1  # the autoencoder moved on: the kept moments are stale
+    model.posterior(volumes[:4])
+    assert calls[2:] == [4]
+    model.load_state_dict(model.state_dict())
+    assert not model._posterior_cache
+    monkeypatch.setattr(ldm, "POSTERIOR_CACHE_MB", 2 * mu[0].numel() * 4 * 2 / 1024 / 1024)  # room for two
+    model.posterior(volumes[:4])
+    assert len(model._posterior_cache) == 2
