@@ -116,6 +116,8 @@ CASES: dict[str, dict[str, Any]] = {
     "dcgan_han_b64_3000": {"family": "dcgan", "preset": "han", "width": 16, "batch_size": 64,
                            "budget": {"steps": 3000}},
     "wgan_b64_10000": {"family": "wgan", "width": 16, "batch_size": 64, "budget": {"steps": 10000}},
+    "dcgan_han_b64_6000": {"family": "dcgan", "preset": "han", "width": 16, "batch_size": 64,
+                           "budget": {"steps": 6000}},
     # WGAN-GP's FID oscillates (47 % at 5000, 54 % at 10000): sampled from an average of the generator's
     # weights (the trainer's ema_decay; Karras et al.'s and Yazici et al.'s remedy for GAN oscillation)
     "wgan_gp_10000_ema": {"family": "wgan_gp", "width": 16, "batch_size": 16, "ema_decay": 0.999,
