@@ -122,13 +122,8 @@ CASES: dict[str, dict[str, Any]] = {
     # weights (the trainer's ema_decay; Karras et al.'s and Yazici et al.'s remedy for GAN oscillation)
     "wgan_gp_10000_ema": {"family": "wgan_gp", "width": 16, "batch_size": 16, "ema_decay": 0.999,
                           "budget": {"steps": 10000}},
-    "ldm_4000": {"family": "ldm", "autoencoder_steps": 300, "ae_channels": [16, 32, 32], "ae_norm_num_groups": 8,
-                 "ae_num_res_blocks": 1, "perceptual": {"backbone": "inception", "weights": None},
-                 "adversarial_start": 150, "disc_channels": 16, "unet_channels": [32, 64],
-                 "attention_levels": [False, True], "num_res_blocks": 1, "num_head_channels": [0, 64],
-                 "norm_num_groups": 8, "lr": 5.0e-4, "batch_size": 16, "ddim_steps": 20, "ema_decay": 0.999,
-                 "budget": {"steps": 4000}},
 }
+CASES["ldm_4000"] = {**CASES["ldm_2000"], "budget": {"steps": 4000}}
 
 
 # -- the data --------------------------------------------------------------------------------------

@@ -70,6 +70,8 @@ def test_train_request_grows_with_batch_and_depends_on_the_family():
     data = resources.ImageSet(10_000, 128 * 128)
     assert resources.train_mb("vae", 128, data) > resources.train_mb("vae", 64, data)
     assert resources.train_mb("stylegan", 64, data) > resources.train_mb("dcgan", 64, data)
+    # the latent diffusion families' kept posterior moments are part of their request
+    assert resources.train_mb("ldm", 64, data) - resources.train_mb("ddpm", 64, data) == resources.POSTERIOR_CACHE_MB
     # a family the table does not know gets the largest factor, never the smallest
     assert resources.train_mb("new_family", 64, data) >= resources.train_mb("stylegan", 64, data)
 

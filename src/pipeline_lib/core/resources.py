@@ -63,6 +63,13 @@ TRAIN_MB_PER_BATCH_MB = {
 }
 
 
+#: Memory the latent diffusion families keep for their frozen encoder's posterior moments during
+#: the diffusion stage on the CPU (models/families/ldm.py reads it from here): their training
+#: request counts it.
+POSTERIOR_CACHE_MB = 256
+POSTERIOR_CACHE_FAMILIES = ("ldm", "ldm3d")
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """The shape of an image stack: images x channels x height x width (float32)."""
@@ -250,10 +257,11 @@ def slice_dataset_mb(dataset: ImageSet, grid: tuple[int, int, int]) -> float:
 
 def train_mb(family: str, batch_size: int, dataset: ImageSet) -> float:
     """torch + the model's per-batch footprint (TRAIN_MB_PER_BATCH_MB, fitted per family) + the
-    slice table's rows; the images stay on disk and are read a batch at a time (models/loader.py)."""
+    latent diffusion families' kept posterior moments (POSTERIOR_CACHE_MB) + the slice table's rows; the images stay on disk and are read a batch at a time (models/loader.py)."""
     per_batch = TRAIN_MB_PER_BATCH_MB.get(family, max(TRAIN_MB_PER_BATCH_MB.values()))
     batch_mb = batch_size * dataset.pixels * FLOAT32 / MB
-    return TORCH_MB + per_batch * batch_mb + TABLE_BYTES_PER_IMAGE * dataset.images / MB
+    cache_mb = POSTERIOR_CACHE_MB if family in POSTERIOR_CACHE_FAMILIES else 0
+    return TORCH_MB + per_batch * batch_mb + cache_mb + TABLE_BYTES_PER_IMAGE * dataset.images / MB
 
 
 def sample_mb(family: str, n_samples: int, batch_size: int, dataset: ImageSet) -> float:

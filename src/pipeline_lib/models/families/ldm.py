@@ -73,8 +73,9 @@ log = logging.getLogger(__name__)
 #: Memory for the posterior moments of images kept during the diffusion stage on the CPU, where the
 #: frozen encoder's forward pass was about half of a 3-D stage-2 step (32^3 volumes, the 3-D demo's
 #: widths: 0.26 of 0.57 s). 256 MB hold 21,000 such volumes (12 KB each), 950 of the published
-#: 160 x 224 x 160 grid's; images beyond it are encoded every time they come.
-POSTERIOR_CACHE_MB = 256
+#: 160 x 224 x 160 grid's; images beyond it are encoded every time they come. The training request
+#: counts it (core/resources.train_mb).
+from pipeline_lib.core.resources import POSTERIOR_CACHE_MB  # noqa: E402
 
 
 def lpips_baseline(features_a: list[torch.Tensor], features_b: list[torch.Tensor]) -> torch.Tensor:
