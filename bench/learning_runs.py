@@ -124,6 +124,11 @@ CASES: dict[str, dict[str, Any]] = {
                           "budget": {"steps": 10000}},
 }
 CASES["ldm_4000"] = {**CASES["ldm_2000"], "budget": {"steps": 4000}}
+# 50.2 % at 4000 steps and still falling: budget?
+CASES["ldm_6000"] = {**CASES["ldm_2000"], "budget": {"steps": 6000}}
+# WGAN-GP's oscillation with the learning rate decayed to 0 over the budget (Gulrajani et al.'s
+# released code decays it linearly for its CIFAR-10 ResNet; cosine is the trainer's decaying schedule)
+CASES["wgan_gp_10000_cosine"] = {**CASES["wgan_gp_10000"], "lr_schedule": "cosine"}
 
 
 # -- the data --------------------------------------------------------------------------------------
@@ -269,7 +274,10 @@ def sample_images(model, n: int, n_classes: int) -> np.ndarray:
 
 
 def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], data_file: Path, work: Path,
-             fid_images: int, grids: Path) -> dict[str, Any]:
+             fid_images: int, grids: Path, class_names: list[str] | None = None) -> dict[str, Any]:
+    """One case's row: trained on ``data``'s training images (and, for a conditional block, its
+    ``train_labels``: indices into ``class_names``, default the demo cohort's scanners); grids
+    written under ``grids`` and linked relative to results/."""
     from pipeline_lib.core.runtime import select_device
     from pipeline_lib.core.settings import TrainerSettings, family_hparams
     from pipeline_lib.models.monitor import CheapFid
@@ -280,8 +288,8 @@ def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], data
     block = {**block, "seed": SEED, "fid_every": every, "fid_images": fid_images, "checkpoint_every": every}
     conditional = "condition_on" in block
     labels = data["train_labels"] if conditional else None
-    n_classes = N_SCANNERS if conditional else 0
-    class_names = [scanner_profile(i).label for i in range(N_SCANNERS)] if conditional else None
+    class_names = (class_names or [scanner_profile(i).label for i in range(N_SCANNERS)]) if conditional else None
+    n_classes = len(class_names) if conditional else 0
     images = data["train_images"]
 
     settings = TrainerSettings.from_block(name, block)
@@ -310,7 +318,7 @@ def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], data
             "s_per_step": round(wall / steps, 3), "complete": summary.get("status", "complete"),
             "fid_untrained": fid_untrained, "fid_final": final, "fid_curve": curve,
             **verdict(fid_untrained, final), "background_end": background_level(end_samples),
-            "grid_start": f"learning_runs/{name}_start.png", "grid_end": f"learning_runs/{name}_end.png",
+            "grid_start": f"{grids.name}/{name}_start.png", "grid_end": f"{grids.name}/{name}_end.png",
             "hparams": {k: v for k, v in block.items() if k not in ("seed",)}}
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import time
@@ -70,13 +71,25 @@ CASES: dict[str, dict[str, Any]] = {
     "ldm3d_5000": {**LDM3D, "autoencoder_steps": 500, "budget": {"steps": 5000}},
     # a budget that fits the 3-D demo's 15 minutes beside the GAN (a thread each)
     "ldm3d_3000": {**LDM3D, "autoencoder_steps": 400, "budget": {"steps": 3000}},
+    # the 3-D demo's 15 minutes: a shorter autoencoder stage (300 of 4500 steps, 0.7 s each against
+    # 0.08 s for a diffusion step) and 4000 critic steps for the GAN beside it
+    "ldm3d_4500": {**LDM3D, "autoencoder_steps": 300, "budget": {"steps": 4500}},
     # the row above conditioned on each training volume's brain volume (Pinaya et al.'s covariate):
     # do samples follow the brain volume they are asked for?
     "ldm3d_5000_brain_volume": {**LDM3D, "autoencoder_steps": 500, "budget": {"steps": 5000},
                                 "condition_on_covariates": ["brain_volume_ml"]},
-    # configs/demo-3d.yaml's block: 5000 critic steps are 1000 generator updates
+    # ... where the demo cohort's brain volumes span 1,875-2,344 mL (+-11 %), less than the error of
+    # one sample's measured volume. Here every subject is scaled about the grid's centre by its own
+    # factor (0.7-1.1 linear, about 0.34-1.33 x the volume): a covariate of large effect, the first
+    # check that conditioning can learn at all (``size_spread`` is the bench's, not the trainer's)
+    "ldm3d_5000_sized": {**LDM3D, "autoencoder_steps": 500, "budget": {"steps": 5000},
+                         "condition_on_covariates": ["brain_volume_ml"], "size_spread": [0.7, 1.1]},
+    # configs/demo-3d.yaml's block (its budget before the demo's 4000 steps): 5000 critic steps are 1000
+    # generator updates
     "wgan_gp3d": {"family": "wgan_gp3d", "width": 8, "latent_dim": 128, "batch_size": 8, "lr": 5.0e-4,
                   "budget": {"steps": 5000}},
+    "wgan_gp3d_4000": {"family": "wgan_gp3d", "width": 8, "latent_dim": 128, "batch_size": 8, "lr": 5.0e-4,
+                       "budget": {"steps": 4000}},
 }
 
 
@@ -99,6 +112,21 @@ def demo_volumes(n_subjects: int, seed: int, test_fraction: float = 0.25) -> dic
         small = cube.reshape(32, FACTOR, 32, FACTOR, 32, FACTOR).mean(axis=(1, 3, 5))
         parts[split[name]].append(small[None])
     return {f"{part}_volumes": np.stack(items).astype(np.float32) for part, items in parts.items()}
+
+
+def resized(volumes: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """Each volume (N, 1, D, H, W) scaled by its own factor about the grid's centre (linear)."""
+    from scipy.ndimage import affine_transform
+
+    centre = (np.asarray(volumes.shape[2:], dtype=float) - 1) / 2
+    return np.stack([affine_transform(v[0], np.diag(np.full(3, 1.0 / f)), offset=centre - centre / f, order=1)[None]
+                     for v, f in zip(volumes, factors)]).astype(np.float32)
+
+
+def sized_cohort(data: dict[str, np.ndarray], spread: list[float], seed: int) -> dict[str, np.ndarray]:
+    """The cohort with every subject's brain scaled by a factor drawn uniformly from ``spread``."""
+    rng = np.random.default_rng(seed)
+    return {part: resized(volumes, rng.uniform(*spread, size=len(volumes))) for part, volumes in data.items()}
 
 
 def affine() -> np.ndarray:
@@ -180,6 +208,31 @@ def brain_volume_conditions(block: dict[str, Any], train: np.ndarray, n_samples:
     return scale(values, scaling), scaling, requests[:, 0], scale(requests, scaling)
 
 
+RESPONSE_LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)  # scaled requests: the training range's min ... max
+
+
+def covariate_response(model, scaling: list[dict[str, Any]], n_noises: int) -> dict[str, Any]:
+    """Does the sample follow the request when nothing else changes? ``n_noises`` starting noises,
+    each sampled at every level of RESPONSE_LEVELS (the same noise at every level): per noise the
+    Spearman correlation of measured brain volume with the request, and the mean measured volume
+    per level. Samples that a model spoils whatever it is asked (saturated ones) lower the unpaired
+    check's r without saying anything about conditioning; here they show as a flat noise."""
+    from scipy.stats import spearmanr
+
+    from pipeline_lib.core.covariates import unscale
+    from pipeline_lib.evaluation.volumetric import brain_volumes_ml
+
+    measured = np.stack([brain_volumes_ml(sample_volumes(model, n_noises, np.full((n_noises, 1), level,
+                                                                                  dtype=np.float32)), affine())
+                         for level in RESPONSE_LEVELS], axis=1)  # (noise, level)
+    rho = np.array([spearmanr(RESPONSE_LEVELS, row).statistic if np.ptp(row) > 0 else 0.0 for row in measured])
+    requested = unscale(np.array(RESPONSE_LEVELS)[:, None], scaling)[:, 0]
+    return {"n_noises": n_noises, "requested_ml": [round(float(v), 1) for v in requested],
+            "mean_measured_ml": [round(float(v), 1) for v in measured.mean(axis=0)],
+            "median_spearman": float(np.median(rho)), "share_increasing": float(np.mean(rho > 0.5)),
+            "measured_ml": measured.round(1).tolist()}
+
+
 def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], scorer: Scorer, work: Path,
              n_samples: int, views: Path) -> dict[str, Any]:
     from pipeline_lib.core.runtime import select_device
@@ -188,6 +241,10 @@ def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], scor
 
     steps = block["budget"]["steps"]
     block = {**block, "seed": SEED, "checkpoint_every": max(1, steps // 4)}
+    spread = block.pop("size_spread", None)
+    if spread:  # a cohort of its own, scored against its own training volumes
+        data = sized_cohort(data, spread, SEED)
+        scorer = Scorer(data["train_volumes"])
     train, test = data["train_volumes"], data["test_volumes"]
     settings = TrainerSettings.from_block(name, block)
     labels, scaling, requests, asked = brain_volume_conditions(block, train, n_samples)
@@ -195,6 +252,7 @@ def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], scor
                                    n_covariates=len(scaling or ()))
     untrained.eval()
     start_samples = sample_volumes(untrained, n_samples, asked)
+    response_start = covariate_response(untrained, scaling, n_samples) if scaling else None
     del untrained
     start = describe(start_samples, train, scorer, requests)
     save_views(start_samples, test, views / f"{name}_start.png")
@@ -208,6 +266,8 @@ def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], scor
     trained, _ = load_trained_model(out / "weights.pt", device="cpu")
     end_samples = sample_volumes(trained, n_samples, asked)
     end = describe(end_samples, train, scorer, requests)
+    if scaling:
+        start["response"], end["response"] = response_start, covariate_response(trained, scaling, n_samples)
     save_views(end_samples, test, views / f"{name}_end.png")
     import pandas as pd
 
@@ -220,7 +280,15 @@ def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], scor
             "loss_first_fifth": {c: float(losses[c].head(fifth).mean()) for c in loss_columns},
             "loss_last_fifth": {c: float(losses[c].tail(fifth).mean()) for c in loss_columns},
             "views_start": f"learning_runs_3d/{name}_start.png", "views_end": f"learning_runs_3d/{name}_end.png",
-            "hparams": {k: v for k, v in block.items() if k != "seed"}}
+            "hparams": {k: v for k, v in block.items() if k != "seed"},
+            **({"size_spread": spread, "real_brain_ml": own_brain_ml(train)} if spread else {})}
+
+
+def own_brain_ml(train: np.ndarray) -> float:
+    """Mean brain volume (mL) of a case's own training volumes (a sized cohort's)."""
+    from pipeline_lib.evaluation.volumetric import brain_volumes_ml
+
+    return float(brain_volumes_ml(train, affine()).mean())
 
 
 def render(payload: dict[str, Any]) -> str:
@@ -248,26 +316,79 @@ def render(payload: dict[str, Any]) -> str:
             continue
         s, e = row["start"], row["end"]
         lines.append(
-            f"| {name} | {row['family']} | {row['steps']} | {row['wall_s'] / 60:.1f} min | "
+            f"| {name}{_cohort_note(row)} | {row['family']} | {row['steps']} | {row['wall_s'] / 60:.1f} min | "
             f"{s['fid_2_5d']:.1f} -> {e['fid_2_5d']:.1f} ({row['fid_share']:.0%}) | "
             f"{e['axial']:.0f} / {e['coronal']:.0f} / {e['sagittal']:.0f} | "
-            f"{'meets' if row['meets_fid_bar'] else '**misses**'} | {e['brain_ml']:.0f} ({real['brain_ml_train']:.0f}) | "
+            f"{'meets' if row['meets_fid_bar'] else '**misses**'} | {e['brain_ml']:.0f} "
+            f"({row.get('real_brain_ml', real['brain_ml_train']):.0f}) | "
             f"{e['background']:.3f} | [start]({row['views_start']}) [end]({row['views_end']}) |")
     followed = [(n, r) for n, r in payload["cases"].items() if "error" not in r and "following" in r["end"]]
     if followed:
         lines += ["", "Covariate-conditional cases: each of the sampled volumes is asked for a training volume's "
                   "brain volume (drawn with the seed); measured on the sample as on the real volumes. "
                   "MAE if ignored: the error with the measured values shuffled over the samples (a model that "
-                  "ignores each request).", "",
+                  "ignores each request). A case with sizes has a cohort of its own: every subject scaled about "
+                  "the grid's centre by a factor drawn from the range, its FIDs against its own training volumes.",
+                  "",
                   "| case | Pearson r, untrained -> final | slope | MAE (mL) | MAE if ignored (mL) | requested range (mL) |",
                   "|---|---|---|---|---|---|"]
         for name, row in followed:
             s, e = row["start"]["following"], row["end"]["following"]
-            lines.append(f"| {name} | {_num(s['pearson_r'])} -> {_num(e['pearson_r'])} | {_num(e['slope'])} | "
+            lines.append(f"| {name}{_cohort_note(row)} | {_num(s['pearson_r'])} -> {_num(e['pearson_r'])} | {_num(e['slope'])} | "
                          f"{s['mae']:.0f} -> {e['mae']:.0f} | {e['mae_if_ignored']:.0f} | "
                          f"{e['requested']['min']:.0f}-{e['requested']['max']:.0f} |")
+    responding = [(n, r) for n, r in followed if "response" in r["end"]]
+    if responding:
+        first = responding[0][1]["end"]["response"]
+        lines += ["", f"The same {first['n_noises']} starting noises sampled at five requests each (the training "
+                  "range's minimum, quartiles and maximum): the mean measured brain volume per request, the median "
+                  "over noises of the Spearman correlation between request and measured volume, and the share of "
+                  "noises whose volume rises with the request (Spearman above 0.5). A model that ignores the "
+                  "covariate gives flat rows (0 and 0 %), a spoilt sample a flat row too.", "",
+                  "| case | requested (mL) | measured, untrained (mL) | measured, final (mL) "
+                  "| median Spearman, untrained -> final | rising, untrained -> final |", "|---|---|---|---|---|---|"]
+        for name, row in responding:
+            s, e = row["start"]["response"], row["end"]["response"]
+            lines.append(f"| {name}{_cohort_note(row)} | {' / '.join(f'{v:.0f}' for v in e['requested_ml'])} | "
+                         f"{' / '.join(f'{v:.0f}' for v in s['mean_measured_ml'])} | "
+                         f"{' / '.join(f'{v:.0f}' for v in e['mean_measured_ml'])} | "
+                         f"{s['median_spearman']:.2f} -> {e['median_spearman']:.2f} | "
+                         f"{s['share_increasing']:.0%} -> {e['share_increasing']:.0%} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def add_responses(names: list[str], data: dict[str, np.ndarray], payload: dict[str, Any], work: Path,
+                  n_samples: int) -> None:
+    """The paired-noise response of finished covariate cases that lack it, from their saved weights
+    under ``work`` and the untrained model their seed builds (training nothing)."""
+    from pipeline_lib.core.runtime import select_device
+    from pipeline_lib.core.settings import TrainerSettings, family_hparams
+    from pipeline_lib.models.training import build_seeded_model, load_trained_model
+
+    for name in names:
+        row = payload["cases"].get(name)
+        weights = work / name / "weights.pt"
+        if row is None or "error" in row or "following" not in row["end"] or not weights.exists():
+            continue
+        block = {**CASES[name], "seed": SEED}
+        spread = block.pop("size_spread", None)
+        cohort = sized_cohort(data, spread, SEED) if spread else data
+        if spread:
+            row["real_brain_ml"] = own_brain_ml(cohort["train_volumes"])
+        trained, summary = load_trained_model(weights, device="cpu")
+        scaling = summary["covariates"]
+        untrained = build_seeded_model(TrainerSettings.from_block(name, block), family_hparams(block),
+                                       cohort["train_volumes"], 0, select_device("cpu"), n_covariates=len(scaling))
+        untrained.eval()
+        row["start"]["response"] = covariate_response(untrained, scaling, n_samples)
+        row["end"]["response"] = covariate_response(trained, scaling, n_samples)
+        print(f"[learning_runs_3d] {name}: response {row['end']['response']['mean_measured_ml']}", flush=True)
+
+
+def _cohort_note(row: dict[str, Any]) -> str:
+    spread = row.get("size_spread")
+    return f" (sizes x{spread[0]:g}-{spread[1]:g})" if spread else ""
 
 
 def _num(value) -> str:
@@ -281,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=16, help="sampled volumes per FID (x 8 slices per plane)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (a smoke run: 0.01)")
+    parser.add_argument("--respond", action="store_true",
+                        help="only add the paired-noise response to finished covariate cases that lack it (their "
+                             "weights under --work), training nothing")
     args, names = parse_case_arguments(parser, argv, CASES, Path("/tmp/learning_runs_3d"),
                                        RESULTS / "learning_runs_3d.json")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -301,6 +425,11 @@ def main(argv: list[str] | None = None) -> int:
         "cases": {},
     }
     views = args.out.parent / args.out.stem
+    if args.respond:
+        payload = json.loads(args.out.read_text())
+        add_responses(names, data, payload, args.work, args.samples)
+        write_results(args.out, payload, renderer=render)
+        return 0
     if not args.out.exists():
         write_results(args.out, payload, renderer=render)
     def save(name: str, row: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -21,3 +22,33 @@ def test_the_bar_is_half_the_untrained_fid():
                                               (float("inf"), 10.0)])
 def test_a_broken_fid_never_meets_the_bar(untrained, final):
     assert verdict(untrained, final)["meets_fid_bar"] is False
+
+
+def test_the_sized_cohort_scales_each_brain_volume_by_the_cube_of_its_factor():
+    from learning_runs_3d import resized
+
+    from pipeline_lib.evaluation.volumetric import brain_volumes_ml
+
+    axis = np.arange(32) - 15.5
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    ball = (np.sqrt(x ** 2 + y ** 2 + z ** 2) <= 10).astype(np.float32)[None, None]  # a ball of radius 10 voxels
+    factors = np.array([0.7, 1.0, 1.3])
+    volumes = resized(np.repeat(ball, 3, axis=0), factors)
+    # at half height the linearly interpolated edge sits where the scaled sphere's surface is
+    measured = brain_volumes_ml(volumes, np.diag([1.0, 1.0, 1.0, 1.0]), threshold=0.5)
+    expected = 4 / 3 * np.pi * (10 * factors) ** 3 / 1000  # mL of 1 mm voxels
+    np.testing.assert_allclose(measured, expected, rtol=0.05)
+    for volume in volumes:  # scaled about the grid's centre: the ball stays where it was
+        centroid = [float((volume[0] * axis_index).sum() / volume[0].sum()) for axis_index in (x + 15.5, y + 15.5, z + 15.5)]
+        np.testing.assert_allclose(centroid, 15.5, atol=0.05)
+
+
+def test_the_preset_bench_merges_the_demo_override_as_snakemake_merges_config_files():
+    from learning_runs_presets import preset_config, update
+
+    assert update({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"c": 5}, "e": 6}) == {"a": {"b": 1, "c": 5}, "d": 3, "e": 6}
+    config = preset_config("ballesteros_ramirez_2025")
+    # the paper's loss and learning rate from the preset, the CPU width from its demo override
+    assert config["models"]["cvae"]["reconstruction"] == "logcosh"
+    assert config["models"]["cvae"]["lr"] == 3.0e-4
+    assert config["models"]["cvae"]["hidden_sizes"] == [256, 128]
