@@ -274,10 +274,11 @@ def sample_images(model, n: int, n_classes: int) -> np.ndarray:
 
 
 def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], data_file: Path, work: Path,
-             fid_images: int, grids: Path, class_names: list[str] | None = None) -> dict[str, Any]:
+             fid_images: int, grids: Path, class_names: list[str] | None = None, train_set=None) -> dict[str, Any]:
     """One case's row: trained on ``data``'s training images (and, for a conditional block, its
-    ``train_labels``: indices into ``class_names``, default the demo cohort's scanners); grids
-    written under ``grids`` and linked relative to results/."""
+    ``train_labels``: indices into ``class_names``, default the demo cohort's scanners), or on
+    ``train_set`` when given (an augmented split drawn on the fly; FID still against the real
+    training images); grids written under ``grids`` and linked relative to results/."""
     from pipeline_lib.core.runtime import select_device
     from pipeline_lib.core.settings import TrainerSettings, family_hparams
     from pipeline_lib.models.monitor import CheapFid
@@ -303,8 +304,9 @@ def run_case(name: str, block: dict[str, Any], data: dict[str, np.ndarray], data
     out = work / name
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    summary = train_model(name, block, images, labels, out / "weights.pt", out / "losses.csv", work / "checkpoints",
-                          data_files=[data_file], n_classes=n_classes, class_names=class_names, device="cpu",
+    train_images = images if train_set is None else train_set
+    summary = train_model(name, block, train_images, labels, out / "weights.pt", out / "losses.csv", work / "checkpoints",
+                          data_files=[data_file, *getattr(train_images, "data_files", ())], n_classes=n_classes, class_names=class_names, device="cpu",
                           out_validation=out / "validation.csv", out_snapshots=out / "snapshots.npz")
     wall = time.perf_counter() - start
     import pandas as pd

@@ -19,9 +19,9 @@ trains, on data shaped like the paper's, through the pipeline's own preprocessin
    (the library's trainer, the trainer's FID at steps 0, half-way and the end against a fixed
    subset of the dataset's training slices; the real test slices are the other end of the scale).
 
-Kazuhiro et al.'s preset is not here: its DCGAN trains on augmentation drawn on the fly from the
-training volumes (``augmentation.mode: on_the_fly``), which run_case does not feed; its family
-(dcgan, preset kazuhiro) is a row of bench/learning_runs.py.
+Kazuhiro et al.'s DCGAN trains as the train job trains it: on rotations, sections and flips drawn on
+the fly from the training volumes (``augmentation.mode: on_the_fly``, ``count`` per volume from the
+demo override), its FID against the real training sections.
 
 Writes bench/results/learning_runs_presets_<study>.json and .md and the sample grids under
 bench/results/learning_runs_presets_<study>/.
@@ -57,6 +57,7 @@ STEPS: dict[str, dict[str, int]] = {
     "ballesteros_ramirez_2025": {"cvae": 2000, "cvae_mse": 2000},
     "ungria_hirte_2020": {"vae": 1000, "dfc_vae": 1000, "intro_vae": 1200, "stylegan": 3000},
     "han_2018": {"dcgan_t1_128": 3000, "wgan_t1_128": 10000},
+    "kazuhiro_2018": {"dcgan": 1500},
 }
 # keys of a model block that the bench sets itself or that belong to the workflow: run_case measures
 # the FID curve instead of the test loss (validate_every) and checkpoints at its FID steps
@@ -93,6 +94,17 @@ def build_slices(study: str, config: dict[str, Any], datasets: list[str], subjec
                "--config", f"input={{source: {cohort / SOURCE[study]}}}"]
     print("[learning_runs_presets]", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
+
+
+def augmented_split(run: Path, dataset: str):
+    """The training split drawn on the fly from the dataset's volumes (the train job's), or None for
+    a dataset without on-the-fly augmentation."""
+    from pipeline_lib.imaging.augmentation import open_training_split
+
+    folder = run / "results" / "slices" / dataset
+    found = open_training_split(folder / "images.npy", folder / "slices.tsv", folder / "volumes.npy",
+                                folder / "volumes.json")
+    return None if found is None else found[0]
 
 
 def dataset_arrays(run: Path, dataset: str, condition_on: str | None) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -194,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         block = scaled_block({**block, "budget": {"steps": STEPS[args.study][name]}}, args.steps_scale)
         print(f"[learning_runs_presets] {name}: {block['budget']['steps']} steps on {dataset}", flush=True)
         try:
-            row = run_case(name, block, data, data_file, work, args.fid_images, grids, class_names or None)
+            row = run_case(name, block, data, data_file, work, args.fid_images, grids, class_names or None,
+                           train_set=augmented_split(work / "run", dataset))
         except Exception as exc:  # one model's failure is a finding, not the end of the others
             row = {"family": block["family"], "error": f"{type(exc).__name__}: {exc}"}
         payload["cases"][name] = {**row, "dataset": dataset}
