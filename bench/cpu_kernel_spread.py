@@ -324,7 +324,7 @@ def machine() -> dict:
 
 def render(results: dict) -> str:
     configs = list(results["configs"])
-    lines = [f"# Spread of the tiny workflow's numbers across CPU kernels and thread counts\n",
+    lines = ["# Spread of the tiny workflow's numbers across CPU kernels and thread counts\n",
              f"Machine: {results['machine']['cpu']} ({results['machine']['cpus']} CPUs, torch "
              f"{results['machine']['torch']}, native ATen {results['machine']['aten_capability']}, "
              f"OpenBLAS {', '.join(results['machine']['openblas'])}). Baseline: this machine's kernels, 2 threads.",

@@ -55,7 +55,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # (bench/results/learning_runs.md) where they met the bar.
 STEPS: dict[str, dict[str, int]] = {
     "ballesteros_ramirez_2025": {"cvae": 2000, "cvae_mse": 2000},
-    "ungria_hirte_2020": {"vae": 1000, "dfc_vae": 1000, "intro_vae": 1200, "stylegan": 3000},
+    "ungria_hirte_2020": {"vae": 3000, "dfc_vae": 1000, "intro_vae": 1200, "stylegan": 3000},
     "han_2018": {"dcgan_t1_128": 3000, "wgan_t1_128": 10000},
     "kazuhiro_2018": {"dcgan": 1500},
 }
@@ -121,6 +121,12 @@ def dataset_arrays(run: Path, dataset: str, condition_on: str | None) -> tuple[d
             class_names = class_names or sorted(rows[condition_on].unique())
             data[f"{split}_labels"] = rows[condition_on].map({c: i for i, c in enumerate(class_names)}).to_numpy()
     return data, class_names
+
+
+def save_real_grid(images: np.ndarray, path: Path) -> None:
+    """16 training slices drawn with the seed (a stride would pick one slice level of every subject)."""
+    rows = np.sort(np.random.default_rng(SEED).choice(len(images), min(16, len(images)), replace=False))
+    save_grid(images[rows], path)
 
 
 def render(payload: dict[str, Any]) -> str:
@@ -194,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = dataset_of[name]
         data, class_names = dataset_arrays(work / "run", dataset, block.get("condition_on"))
         if dataset not in payload["datasets"]:
-            save_grid(data["train_images"][::max(1, len(data["train_images"]) // 16)][:16],
-                      grids / f"real_{dataset}.png")
+            save_real_grid(data["train_images"], grids / f"real_{dataset}.png")
             payload["datasets"][dataset] = {
                 "train": int(len(data["train_images"])), "test": int(len(data["test_images"])),
                 "image_size": int(data["train_images"].shape[-1]),

@@ -168,7 +168,7 @@ def main() -> None:
                "rows": rows}
     with atomic_path(args.out) as tmp, open(tmp, "w") as fh:
         json.dump(summary, fh, indent=1)
-    lines = [f"# Per-item costs of the evaluation jobs (`bench/rule_rates.py`)", "",
+    lines = ["# Per-item costs of the evaluation jobs (`bench/rule_rates.py`)", "",
              f"Command: `PYTHONPATH=src nice -n 19 python bench/rule_rates.py --image-size {args.image_size}`. "
              f"Machine: {summary['machine']}, one thread per job; load average (1, 5, 15 min) "
              f"{' '.join(map(str, summary['load_before']))} before, {' '.join(map(str, summary['load_after']))} after "

@@ -4,7 +4,6 @@ others (and to the masks), and registered_volumes lists them; real ANTs on a 3 m
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

@@ -13,7 +13,7 @@ import yaml
 
 from pipeline_lib.cohorts import standin
 from pipeline_lib.imaging.discovery import discover_inputs, write_staging
-from pipeline_lib.imaging.ingest import ingest_other_sequences, ingest_subject
+from pipeline_lib.imaging.ingest import ingest_subject
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "samples.schema.yaml"

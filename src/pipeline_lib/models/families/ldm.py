@@ -62,8 +62,8 @@ from torch.nn import functional as F
 
 from pipeline_lib.core.errors import InputError
 from pipeline_lib.models.base import GenerativeModel
-from pipeline_lib.models.families.ddpm import BETA_SCHEDULES, DDPM, Denoiser, check_labels
-from pipeline_lib.models.families.dfc_vae import (FEATURE_NET, build_feature_network, drop_feature_net,
+from pipeline_lib.models.families.ddpm import BETA_SCHEDULES, Denoiser, check_labels
+from pipeline_lib.models.families.dfc_vae import (build_feature_network, drop_feature_net,
                                                  fill_feature_net, weights_as_text)
 from pipeline_lib.models.families.hparams.ldm import LDMHyperparameters, LDMPerceptual
 
