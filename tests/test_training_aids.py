@@ -404,6 +404,17 @@ def test_cheap_fid_during_training_equals_the_evaluation_fid_of_the_same_images(
     assert table["fid"].iloc[0] == pytest.approx(expected, rel=1e-4)
 
 
+def test_the_fid_monitor_does_not_change_the_training_that_follows_it(tmp_path):
+    """The first FID builds the Inception network, whose layers draw initial weights from torch's
+    generator before the file's weights replace them: that draw must not reach the training stream,
+    or the steps after the first FID (and so every number of a run) would depend on fid_every."""
+    plain = {**DCGAN, "budget": {"steps": 8}}
+    train(tmp_path, plain, name="plain")
+    train(tmp_path, {**plain, "fid_every": 3, "fid_images": 6}, name="m", out_validation=tmp_path / "v.csv")
+    assert list(pd.read_csv(tmp_path / "v.csv")["step"]) == [3, 6, 8]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "m.csv"), pd.read_csv(tmp_path / "plain.csv"))
+
+
 def test_gans_reject_a_validation_loss(tmp_path):
     with pytest.raises(InputError, match="validate_every"):
         train(tmp_path, {**DCGAN, "validate_every": 2}, validation=(blobs(8), None))

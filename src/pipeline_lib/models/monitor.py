@@ -194,9 +194,12 @@ class CheapFid:
     def score(self, model, average=None, labels: torch.Tensor | None = None) -> float:
         from pipeline_lib.core.inception import extract_features, frechet_distance_features
 
-        net = self._network(model.device)
-        if self.real_features is None:
-            self.real_features = extract_features(self.reference, net, what="training slices")
+        # Building the network draws its layers' initial weights from torch's generator (the file's
+        # weights replace them): kept off the training stream, as the samples are.
+        with isolated_rng(self.seed + FID_SEED, model.device):
+            net = self._network(model.device)
+            if self.real_features is None:
+                self.real_features = extract_features(self.reference, net, what="training slices")
         applied = average.applied(model) if average is not None else nullcontext()
         with isolated_rng(self.seed + FID_SEED, model.device), applied:
             gen = torch.Generator().manual_seed(self.seed + FID_SEED)
