@@ -126,6 +126,8 @@ CASES: dict[str, dict[str, Any]] = {
 CASES["ldm_4000"] = {**CASES["ldm_2000"], "budget": {"steps": 4000}}
 # 50.2 % at 4000 steps and still falling: budget?
 CASES["ldm_6000"] = {**CASES["ldm_2000"], "budget": {"steps": 6000}}
+# ... 50.4 % at 6000 (190, as at 4000): the diffusion stage has plateaued; is it the autoencoder's 300 steps?
+CASES["ldm_ae1000_6000"] = {**CASES["ldm_2000"], "autoencoder_steps": 1000, "budget": {"steps": 6000}}
 # WGAN-GP's oscillation with the learning rate decayed to 0 over the budget (Gulrajani et al.'s
 # released code decays it linearly for its CIFAR-10 ResNet; cosine is the trainer's decaying schedule)
 CASES["wgan_gp_10000_cosine"] = {**CASES["wgan_gp_10000"], "lr_schedule": "cosine"}
