@@ -14,7 +14,8 @@ trains, on data shaped like the paper's, through the pipeline's own preprocessin
    ``presets/demo/<study>.yaml`` (the CPU-sized grid, image size and widths ``make demo
    PRESET=<study>`` uses): ingest, registration, brain extraction, the preset's selection and
    normalisation;
-3. each model of ``STEPS[study]``: its block as the pipeline merges it (preset, then the demo
+3. each model of ``STEPS[study]`` (and, when named in ``--models``, the diagnostic ``VARIANTS``: a
+   model with some keys changed): its block as the pipeline merges it (preset, then the demo
    override), its budget replaced by the bench's step count, trained by learning_runs.run_case
    (the library's trainer, the trainer's FID at steps 0, half-way and the end against a fixed
    subset of the dataset's training slices; the real test slices are the other end of the scale).
@@ -59,9 +60,21 @@ STEPS: dict[str, dict[str, int]] = {
     "han_2018": {"dcgan_t1_128": 6000, "wgan_t1_128": 10000},
     "kazuhiro_2018": {"dcgan": 1500},
 }
+# Diagnostic rows of models that missed: (the preset's model, keys that replace its block's, steps).
+VARIANTS: dict[str, dict[str, tuple[str, dict[str, Any], int]]] = {
+    # the DCGAN's FID oscillates (45 % half-way, 52 % at 6000): the learning rate decayed to 0, which
+    # ended WGAN-GP's oscillation on the demo cohort (bench/results/learning_runs_notes.md)
+    "han_2018": {"dcgan_t1_128_cosine": ("dcgan_t1_128", {"lr_schedule": "cosine"}, 6000)},
+}
 # keys of a model block that the bench sets itself or that belong to the workflow: run_case measures
 # the FID curve instead of the test loss (validate_every) and checkpoints at its FID steps
 WORKFLOW_KEYS = ("enabled", "dataset", "seeds", "validate_every", "checkpoint_every")
+
+
+def cases_of(study: str) -> dict[str, tuple[str, dict[str, Any], int]]:
+    """Every row the bench can run for ``study``: its models (name -> the model, no change, steps)
+    and the diagnostic VARIANTS, which run only when named in ``--models``."""
+    return {**{name: (name, {}, steps) for name, steps in STEPS[study].items()}, **VARIANTS.get(study, {})}
 
 
 def update(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +151,7 @@ def render(payload: dict[str, Any]) -> str:
              f"Bar: final FID <= {FID_SHARE_BAR:.0%} of the untrained FID, and samples show anatomy (grids, by eye).",
              "", "| model | family | dataset | steps | wall time | FID untrained -> final (share) | FID curve "
              "| real test | bar | background (real) | grids |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name in [n for n in STEPS[payload["study"]] if n in payload["cases"]]:
+    for name in [n for n in cases_of(payload["study"]) if n in payload["cases"]]:
         row = payload["cases"][name]
         dataset = payload["datasets"][row["dataset"]]
         if "error" in row:
@@ -167,18 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    known = cases_of(args.study)
     names = [n for n in args.models.split(",") if n] or list(STEPS[args.study])
-    unknown = sorted(set(names) - set(STEPS[args.study]))
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        parser.error(f"unknown models {unknown} of {args.study}; known: {', '.join(STEPS[args.study])}")
+        parser.error(f"unknown models {unknown} of {args.study}; known: {', '.join(known)}")
     work = args.work or Path(f"/tmp/learning_runs_presets/{args.study}_{args.subjects}")
     out = args.out or RESULTS / f"learning_runs_presets_{args.study}.json"
     work.mkdir(parents=True, exist_ok=True)
     config = preset_config(args.study)
     from pipeline_lib.core.settings.datasets import model_dataset
 
-    blocks = {name: config["models"][name] for name in names}
-    dataset_of = {name: model_dataset(config, name) for name in names}
+    blocks = {name: {**config["models"][known[name][0]], **known[name][1]} for name in names}
+    dataset_of = {name: model_dataset(config, known[name][0]) for name in names}
     datasets = sorted(set(dataset_of.values()))
     build_slices(args.study, config, datasets, args.subjects, work)
 
@@ -208,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 "real_background": background_level(data["train_images"])}
         data_file = work / f"{dataset}.npz"
         np.savez(data_file, **data)
-        block = scaled_block({**block, "budget": {"steps": STEPS[args.study][name]}}, args.steps_scale)
+        block = scaled_block({**block, "budget": {"steps": known[name][2]}}, args.steps_scale)
         print(f"[learning_runs_presets] {name}: {block['budget']['steps']} steps on {dataset}", flush=True)
         try:
             row = run_case(name, block, data, data_file, work, args.fid_images, grids, class_names or None,
