@@ -64,7 +64,11 @@ STEPS: dict[str, dict[str, int]] = {
 VARIANTS: dict[str, dict[str, tuple[str, dict[str, Any], int]]] = {
     # the DCGAN's FID oscillates (45 % half-way, 52 % at 6000): the learning rate decayed to 0, which
     # ended WGAN-GP's oscillation on the demo cohort (bench/results/learning_runs_notes.md)
-    "han_2018": {"dcgan_t1_128_cosine": ("dcgan_t1_128", {"lr_schedule": "cosine"}, 6000)},
+    "han_2018": {"dcgan_t1_128_cosine": ("dcgan_t1_128", {"lr_schedule": "cosine"}, 6000),
+                 # the WGAN misses on both cohorts (73-80 %): does the decay help weight clipping too?
+                 "wgan_t1_128_cosine": ("wgan_t1_128", {"lr_schedule": "cosine"}, 10000),
+                 # ... it does not (79 %): five times the budget (10,000 generator updates)?
+                 "wgan_t1_128_50000": ("wgan_t1_128", {}, 50000)},
 }
 # keys of a model block that the bench sets itself or that belong to the workflow: run_case measures
 # the FID curve instead of the test loss (validate_every) and checkpoints at its FID steps
