@@ -96,7 +96,7 @@ def preset_config(study: str) -> dict[str, Any]:
     return config
 
 
-def build_slices(study: str, config: dict[str, Any], datasets: list[str], subjects: int, work: Path) -> None:
+def build_slices(study: str, datasets: list[str], subjects: int, work: Path) -> None:
     """The stand-in cohort and the pipeline's slice datasets of it (skipped when already there)."""
     from pipeline_lib.cohorts.standin import SOURCE, make_standin
 
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     blocks = {name: {**config["models"][known[name][0]], **known[name][1]} for name in names}
     dataset_of = {name: model_dataset(config, known[name][0]) for name in names}
     datasets = sorted(set(dataset_of.values()))
-    build_slices(args.study, config, datasets, args.subjects, work)
+    build_slices(args.study, datasets, args.subjects, work)
 
     grids = out.parent / out.stem
     grids.mkdir(parents=True, exist_ok=True)

@@ -64,8 +64,10 @@ TRAIN_MB_PER_BATCH_MB = {
 
 
 #: Memory the latent diffusion families keep for their frozen encoder's posterior moments during
-#: the diffusion stage on the CPU (models/families/ldm.py reads it from here): their training
-#: request counts it.
+#: the diffusion stage on the CPU (models/families/ldm.py), where the encoder's forward pass was
+#: about half of a 3-D stage-2 step (32^3 volumes, the 3-D demo's widths: 0.26 of 0.57 s). 256 MB
+#: hold 21,000 such volumes (12 KB each), 950 of the published 160 x 224 x 160 grid's; images beyond
+#: it are encoded every time they come. Their training request counts it (train_mb).
 POSTERIOR_CACHE_MB = 256
 POSTERIOR_CACHE_FAMILIES = ("ldm", "ldm3d")
 
@@ -257,7 +259,8 @@ def slice_dataset_mb(dataset: ImageSet, grid: tuple[int, int, int]) -> float:
 
 def train_mb(family: str, batch_size: int, dataset: ImageSet) -> float:
     """torch + the model's per-batch footprint (TRAIN_MB_PER_BATCH_MB, fitted per family) + the
-    latent diffusion families' kept posterior moments (POSTERIOR_CACHE_MB) + the slice table's rows; the images stay on disk and are read a batch at a time (models/loader.py)."""
+    latent diffusion families' kept posterior moments (POSTERIOR_CACHE_MB) + the slice table's rows;
+    the images stay on disk and are read a batch at a time (models/loader.py)."""
     per_batch = TRAIN_MB_PER_BATCH_MB.get(family, max(TRAIN_MB_PER_BATCH_MB.values()))
     batch_mb = batch_size * dataset.pixels * FLOAT32 / MB
     cache_mb = POSTERIOR_CACHE_MB if family in POSTERIOR_CACHE_FAMILIES else 0

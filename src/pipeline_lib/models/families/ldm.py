@@ -61,6 +61,7 @@ import torch
 from torch.nn import functional as F
 
 from pipeline_lib.core.errors import InputError
+from pipeline_lib.core.resources import POSTERIOR_CACHE_MB
 from pipeline_lib.models.base import GenerativeModel
 from pipeline_lib.models.families.ddpm import BETA_SCHEDULES, Denoiser, check_labels
 from pipeline_lib.models.families.dfc_vae import (build_feature_network, drop_feature_net,
@@ -69,13 +70,6 @@ from pipeline_lib.models.families.hparams.ldm import LDMHyperparameters, LDMPerc
 
 PERCEPTUAL_BACKBONES = ("inception", "none")
 log = logging.getLogger(__name__)
-
-#: Memory for the posterior moments of images kept during the diffusion stage on the CPU, where the
-#: frozen encoder's forward pass was about half of a 3-D stage-2 step (32^3 volumes, the 3-D demo's
-#: widths: 0.26 of 0.57 s). 256 MB hold 21,000 such volumes (12 KB each), 950 of the published
-#: 160 x 224 x 160 grid's; images beyond it are encoded every time they come. The training request
-#: counts it (core/resources.train_mb).
-from pipeline_lib.core.resources import POSTERIOR_CACHE_MB  # noqa: E402
 
 
 def lpips_baseline(features_a: list[torch.Tensor], features_b: list[torch.Tensor]) -> torch.Tensor:
