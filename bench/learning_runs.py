@@ -71,6 +71,9 @@ CASES: dict[str, dict[str, Any]] = {
             "budget": {"steps": 600}},
     "dcgan_kazuhiro": {"family": "dcgan", "preset": "kazuhiro", "width": 16, "batch_size": 16,
                        "budget": {"steps": 600}},
+    # config.yaml's demo VAE as `make demo` trains it
+    "vae_1000": {"family": "vae", "width": 16, "batch_size": 16, "lr": 1.0e-3, "latent_dim": 32, "recon_weight": 0.25,
+                 "budget": {"steps": 1000}},
     "dcgan_kazuhiro_1500": {"family": "dcgan", "preset": "kazuhiro", "width": 16, "batch_size": 16,
                             "budget": {"steps": 1500}},
     "dcgan_han": {"family": "dcgan", "preset": "han", "width": 16, "batch_size": 16, "budget": {"steps": 600}},
@@ -135,6 +138,10 @@ CASES["wgan_gp_10000_cosine"] = {**CASES["wgan_gp_10000"], "lr_schedule": "cosin
 CASES["wgan_10000_cosine"] = {**CASES["wgan_10000"], "lr_schedule": "cosine"}
 # ... it does not (76 %): five times the budget (10,000 generator updates; Arjovsky et al. ran 10^5)?
 CASES["wgan_50000"] = {**CASES["wgan_10000"], "budget": {"steps": 50000}}
+# ... 69 % at 50,000 (281 half-way: a plateau, not a slope): budget or the clipped critic's capacity?
+# Four times the budget (40,000 generator updates) at the same width, and the same budget at twice the width.
+CASES["wgan_200000"] = {**CASES["wgan_10000"], "budget": {"steps": 200000}}
+CASES["wgan_w32_50000"] = {**CASES["wgan_10000"], "width": 32, "budget": {"steps": 50000}}
 
 
 # -- the data --------------------------------------------------------------------------------------
@@ -242,7 +249,9 @@ def render(payload: dict[str, Any]) -> str:
              f"FID: the trainer's cheap FID (`fid_every`), {payload['fid_images']} samples against a fixed subset of "
              f"as many training slices (few images bias FID upwards: compare within this table only). "
              f"Real test slices against the same subset: **{payload['real_test_fid']:.1f}**.  ",
-             f"Bar: final FID <= {FID_SHARE_BAR:.0%} of the untrained FID, and samples show anatomy (grids, by eye).", "",
+             f"Bar: final FID <= {FID_SHARE_BAR:.0%} of the untrained FID, and samples show anatomy (grids, by eye).  ",
+             "Wall time: training and its two FIDs, measured while other benches shared the cores (the load varied "
+             "from row to row): a speed comparison needs bench/train_throughput.py, not this column.", "",
              "| case | family | steps | wall time | FID untrained -> final (share) | FID curve | real test | bar "
              f"| background (real {payload['real_background']:.3f}) | grids |",
              "|---|---|---|---|---|---|---|---|---|---|"]

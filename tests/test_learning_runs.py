@@ -52,3 +52,37 @@ def test_the_preset_bench_merges_the_demo_override_as_snakemake_merges_config_fi
     assert config["models"]["cvae"]["reconstruction"] == "logcosh"
     assert config["models"]["cvae"]["lr"] == 3.0e-4
     assert config["models"]["cvae"]["hidden_sizes"] == [256, 128]
+
+
+# The demo models whose learning run misses the bar at every budget measured, and why (README).
+DEMO_MISSES = {"wgan": "weight clipping with RMSprop 5e-5: 69 % of untrained FID at 50,000 critic steps"}
+CADENCE = ("checkpoint_every", "snapshot_every", "validate_every")
+
+
+def trained_settings(block: dict) -> dict:
+    """What decides a run's weights: the block without its checkpoint/snapshot cadence and time cap."""
+    kept = {k: v for k, v in block.items() if k not in CADENCE}
+    kept["budget"] = {"steps": block["budget"]["steps"]}
+    return kept
+
+
+def test_every_demo_budget_is_a_learning_run_that_met_the_bar():
+    """`make demo` and `make demo-all` train each model exactly as a recorded learning run did, and
+    that run met the bar (or the model is a known miss): a budget changed in the config without a
+    run behind it fails here."""
+    import json
+
+    import yaml
+    from learning_runs import CASES
+
+    root = Path(__file__).resolve().parents[1]
+    models = yaml.safe_load((root / "config.yaml").read_text())["models"]
+    models.update(yaml.safe_load((root / "configs" / "demo-all.yaml").read_text())["models"])
+    rows = json.loads((root / "bench" / "results" / "learning_runs.json").read_text())["cases"]
+    for name, block in models.items():
+        runs = [case for case, settings in CASES.items() if trained_settings(settings) == trained_settings(block)]
+        assert runs, f"demo model {name}: no learning-run case trains it as the demo does"
+        recorded = [case for case in runs if case in rows and "meets_fid_bar" in rows[case]]
+        assert recorded, f"demo model {name}: cases {runs} have no recorded result"
+        met = [case for case in recorded if rows[case]["meets_fid_bar"]]
+        assert bool(met) != (name in DEMO_MISSES), (name, {case: rows[case]["fid_share"] for case in recorded})
