@@ -55,7 +55,7 @@ def test_the_preset_bench_merges_the_demo_override_as_snakemake_merges_config_fi
 
 
 # The demo models whose learning run misses the bar at every budget measured, and why (README).
-DEMO_MISSES = {"wgan": "weight clipping with RMSprop 5e-5: 69 % of untrained FID at 50,000 critic steps"}
+DEMO_MISSES = {"wgan": "weight clipping: 59 % of untrained FID at 200,000 critic steps, a plateau since 100,000"}
 CADENCE = ("checkpoint_every", "snapshot_every", "validate_every")
 
 
@@ -78,7 +78,10 @@ def test_every_demo_budget_is_a_learning_run_that_met_the_bar():
     root = Path(__file__).resolve().parents[1]
     models = yaml.safe_load((root / "config.yaml").read_text())["models"]
     models.update(yaml.safe_load((root / "configs" / "demo-all.yaml").read_text())["models"])
-    rows = json.loads((root / "bench" / "results" / "learning_runs.json").read_text())["cases"]
+    results = root / "bench" / "results"
+    simulated = json.loads((results / "learning_runs.json").read_text())["cases"]
+    # the demo's own slices (--slices) decide where a case ran on both
+    rows = {**simulated, **json.loads((results / "learning_runs_pipeline.json").read_text())["cases"]}
     for name, block in models.items():
         runs = [case for case, settings in CASES.items() if trained_settings(settings) == trained_settings(block)]
         assert runs, f"demo model {name}: no learning-run case trains it as the demo does"

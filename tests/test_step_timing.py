@@ -182,7 +182,7 @@ def test_dry_run_sizes_train_time_limits_from_the_measurement(tmp_path, monkeypa
     from job_requests import job_requests
 
     config = yaml.safe_load((repo / "config.yaml").read_text())
-    config["models"]["dcgan_kazuhiro"]["budget"]["seconds_per_step"] = 30.0
+    config["models"]["dcgan_kazuhiro"]["budget"].update(steps=1500, seconds_per_step=30.0)
     work = discovered_checkout(tmp_path, config, subjects=20)
 
     # the run's settings as the workflow hands them to the trainer (common.smk: model_settings)
