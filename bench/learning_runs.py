@@ -140,6 +140,8 @@ CASES["wgan_10000_cosine"] = {**CASES["wgan_10000"], "lr_schedule": "cosine"}
 CASES["wgan_50000"] = {**CASES["wgan_10000"], "budget": {"steps": 50000}}
 # ... 69 % at 50,000 (281 half-way: a plateau, not a slope): budget or the clipped critic's capacity?
 # Four times the budget (40,000 generator updates) at the same width, and the same budget at twice the width.
+CASES["wgan_200000"] = {**CASES["wgan_10000"], "budget": {"steps": 200000}}
+CASES["wgan_w32_50000"] = {**CASES["wgan_10000"], "width": 32, "budget": {"steps": 50000}}
 # IntroVAE on the pipeline's own demo slices (--slices; 135 training slices, not 486) showed brain
 # slices from step 600 to 1000 and striped fragments at 1200: its adversarial game oscillates at
 # the end of the run. A rate decayed to 0, or samples from a weight average?
@@ -151,8 +153,6 @@ CASES["dcgan_kazuhiro_3000"] = {**CASES["dcgan_kazuhiro_1500"], "budget": {"step
 CASES["dcgan_kazuhiro_1500_cosine"] = {**CASES["dcgan_kazuhiro_1500"], "lr_schedule": "cosine"}
 # DDPM's samples at 2000 steps keep a grey background (0.13 against the real 0.003): budget?
 CASES["ddpm_6000"] = {**CASES["ddpm_2000"], "budget": {"steps": 6000}}
-CASES["wgan_200000"] = {**CASES["wgan_10000"], "budget": {"steps": 200000}}
-CASES["wgan_w32_50000"] = {**CASES["wgan_10000"], "width": 32, "budget": {"steps": 50000}}
 
 
 # -- the data --------------------------------------------------------------------------------------
@@ -184,19 +184,16 @@ def demo_slices(n_subjects: int, image_size: int, seed: int, test_fraction: floa
 def pipeline_slices(directory: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     """A pipeline's slice dataset (``results/slices/<dataset>``: ``images.npy`` and ``slices.tsv``) as
     the train/test dict above, labelled by scanner: the slices a demo run trains on, after ingest,
-    registration, brain extraction and the dataset's selection."""
-    import pandas as pd
+    registration, brain extraction and the dataset's selection (read as the metrics read them)."""
+    from pipeline_lib.core.slices import load_split
+    from pipeline_lib.models.training import class_indices
 
-    images = np.load(directory / "images.npy").astype(np.float32)
-    table = pd.read_csv(directory / "slices.tsv", sep="\t")
-    if images.ndim == 4:  # (N, C, S, S): the first channel, as FID sees it
-        images = images[:, 0]
-    scanners = sorted(table["scanner"].astype(str).unique())
-    labels = table["scanner"].astype(str).map({name: i for i, name in enumerate(scanners)}).to_numpy(np.int64)
-    out = {}
+    out, scanners = {}, None
     for part in ("train", "test"):
-        rows = (table["split"] == part).to_numpy()
-        out[f"{part}_images"], out[f"{part}_labels"] = images[rows], labels[rows]
+        images, rows = load_split(directory / "images.npy", directory / "slices.tsv", part, grey=True)
+        scanners = scanners or sorted(rows["scanner"].astype(str).unique())
+        out[f"{part}_images"] = images
+        out[f"{part}_labels"] = class_indices(rows.assign(scanner=rows["scanner"].astype(str)), "scanner", scanners)
     return out, scanners
 
 
@@ -404,22 +401,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--slices", type=Path, default=None,
                         help="train on a pipeline run's slice dataset (e.g. results/slices/default after `make "
-                             "demo`) instead of the simulated slices; give --out a table of its own")
+                             "demo-all`) instead of the simulated slices; its table: learning_runs_pipeline.json")
     parser.add_argument("--steps-scale", type=float, default=1.0,
                         help="multiply every budget (a smoke run: 0.01); the published table uses 1")
     parser.add_argument("--rescore", action="store_true",
                         help="only add the end samples' background to finished cases that lack it (their weights "
                              "under --work), training nothing")
     args, names = parse_case_arguments(parser, argv, CASES, Path("/tmp/learning_runs"), RESULTS / "learning_runs.json")
+    if args.slices is not None and args.out == RESULTS / "learning_runs.json":
+        # other data: written there, it would replace the simulated table's rows (see same_scale below)
+        args.out = RESULTS / "learning_runs_pipeline.json"
 
     args.work.mkdir(parents=True, exist_ok=True)
     data_file = args.work / f"slices_{args.subjects}_{args.image_size}.npz"
     class_names = None
+    description = f"demo-cohort slices ({args.subjects} simulated subjects, 2 scanners)"
+    command = "PYTHONPATH=src nice -n 15 python bench/learning_runs.py"
     if args.slices is not None:
         data, class_names = pipeline_slices(args.slices)
         data_file = args.work / "pipeline_slices.npz"
         description = f"the pipeline's demo slices ({args.slices.name}: ingest, registration, brain extraction)"
-        command = f"PYTHONPATH=src nice -n 15 python bench/learning_runs.py --slices {args.slices}"
+        command += f" --slices {args.slices}"
         np.savez(data_file, **data)
     elif args.rescore and data_file.exists():  # the slices the runs trained on, as they saved them
         with np.load(data_file) as saved:
@@ -427,9 +429,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         data = demo_slices(args.subjects, args.image_size, SEED)
         np.savez(data_file, **data)
-    if args.slices is None:
-        description = f"demo-cohort slices ({args.subjects} simulated subjects, 2 scanners)"
-        command = "PYTHONPATH=src nice -n 15 python bench/learning_runs.py"
     grids = args.out.parent / args.out.stem
     grids.mkdir(parents=True, exist_ok=True)
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}

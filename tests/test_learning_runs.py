@@ -89,3 +89,31 @@ def test_every_demo_budget_is_a_learning_run_that_met_the_bar():
         assert recorded, f"demo model {name}: cases {runs} have no recorded result"
         met = [case for case in recorded if rows[case]["meets_fid_bar"]]
         assert bool(met) != (name in DEMO_MISSES), (name, {case: rows[case]["fid_share"] for case in recorded})
+
+
+def test_the_bench_reads_a_pipeline_slice_dataset_by_split_with_scanner_labels(tmp_path):
+    """--slices: each split's real images in file order, offline-augmented rows left out (as every
+    metric reads them), scanners numbered in sorted order of the training split's; a test scanner
+    the training split lacks is an error, as in the train job."""
+    import pandas as pd
+    from learning_runs import pipeline_slices
+
+    from pipeline_lib.core.errors import InputError
+
+    images = np.arange(6, dtype=np.float32)[:, None, None] * np.ones((6, 4, 4), dtype=np.float32) / 10
+    np.save(tmp_path / "images.npy", images)
+    table = pd.DataFrame({"row": range(6), "subject": ["a", "a", "b", "b", "c", "c"], "slice_index": [0, 1] * 3,
+                          "split": ["train"] * 4 + ["test"] * 2, "augmented": [0, 0, 0, 1, 0, 0],
+                          "scanner": ["scanner-B", "scanner-B", "scanner-A", "scanner-A", "scanner-B", "scanner-A"]})
+    table.to_csv(tmp_path / "slices.tsv", sep="\t", index=False)
+    data, scanners = pipeline_slices(tmp_path)
+    assert scanners == ["scanner-A", "scanner-B"]
+    np.testing.assert_array_equal(data["train_images"][:, 0, 0], np.float32([0.0, 0.1, 0.2]))
+    np.testing.assert_array_equal(data["train_labels"], [1, 1, 0])
+    np.testing.assert_array_equal(data["test_images"][:, 0, 0], np.float32([0.4, 0.5]))
+    np.testing.assert_array_equal(data["test_labels"], [1, 0])
+
+    table.loc[5, "scanner"] = "scanner-C"
+    table.to_csv(tmp_path / "slices.tsv", sep="\t", index=False)
+    with pytest.raises(InputError, match="scanner-C"):
+        pipeline_slices(tmp_path)
